@@ -1,0 +1,55 @@
+/* guardian.h — fences active instances when the agent cannot.
+ *
+ * The guardian is a small separate process (forked from the agent at start, before the event loop
+ * and any thread exist) that holds a list of process groups and a lease deadline. It has no event
+ * loop, no allocation after start, and only blocks in poll(2).
+ *  - When the lease deadline (CLOCK_MONOTONIC) passes without renewal, it SIGKILLs every group
+ *    registered with fence_on_lease, tells the agent (us_guardian_read_event) and announces it.
+ *  - When the agent dies (its socket reaches EOF without a clean stop), it SIGKILLs every
+ *    registered group, waits until they are gone, announces it and exits.
+ *  - An announcement is the datagram {"t":"fenced","node":N,"inc":I,"fenced":[{"service":S,"epoch":E},...]}
+ *    sent over UDP to every peer address, 20 times, 100 ms apart (bounded), so that the leader can
+ *    reassign without waiting for the lease to run out. Only groups registered with
+ *    fence_on_lease (active instances) are listed.
+ *  - us_guardian_stop (clean agent exit) kills what is still registered, announces nothing.
+ * The guardian ignores SIGINT, SIGTERM, SIGHUP and SIGPIPE: it ends only through its socket.
+ */
+#ifndef US_GUARDIAN_H
+#define US_GUARDIAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct us_guardian us_guardian;
+
+typedef struct us_guardian_event {
+    pid_t pgid;
+    char service[64];
+    uint64_t epoch;
+} us_guardian_event;
+
+/* Fork the guardian. `node`/`incarnation` name this agent in announcements. 0 or -errno. */
+int us_guardian_start(const char *node, uint64_t incarnation, us_guardian **out);
+
+/* Replace the list of peer UDP addresses ("IPv4:port") that announcements go to. */
+int us_guardian_set_peers(us_guardian *g, const char *const *peers, int n);
+
+/* Register a process group. fence_on_lease: kill it when the lease runs out (an active instance). */
+int us_guardian_track(us_guardian *g, pid_t pgid, const char *service, uint64_t epoch,
+                      bool fence_on_lease);
+int us_guardian_untrack(us_guardian *g, pid_t pgid);
+
+/* Set the lease deadline, CLOCK_MONOTONIC in ns; 0 = no lease (nothing is fenced by time). */
+int us_guardian_lease(us_guardian *g, int64_t deadline_ns);
+
+/* Descriptor that becomes readable when the guardian reports a fencing (for uv_poll). */
+int us_guardian_fd(const us_guardian *g);
+
+/* Read one pending fencing report: 1 if one was read, 0 if none is pending, -errno on error. */
+int us_guardian_read_event(us_guardian *g, us_guardian_event *ev);
+
+/* Clean stop: the guardian kills what is still registered and exits; reaps it; frees g. */
+void us_guardian_stop(us_guardian *g);
+
+#endif

@@ -1,0 +1,59 @@
+/* supervisor.h — service processes and hooks, each in a process group of its own, driven by libuv.
+ *
+ * Promises:
+ *  - A child runs `/bin/sh -c CMD` in a new process group (pgid == pid) with PR_SET_PDEATHSIG
+ *    SIGKILL, stdin from /dev/null, stdout+stderr appended to `log_path`, the agent's environment
+ *    plus `env`.
+ *  - The child does not exec before `before_exec(pgid)` has returned in the parent: that is where
+ *    the agent registers the group with the guardian, so no instance can run unguarded.
+ *  - When the group leader exits, the rest of the group is SIGKILLed (an instance is its whole
+ *    group) and `on_exit` fires once, on the loop thread. Exit is observed through a pidfd, so the
+ *    supervisor installs no SIGCHLD handler.
+ *  - `pidfile` (optional) holds "PGID STARTTIME" while the group runs, so that a restarted agent can
+ *    kill what a crashed one left behind (us_proc_kill_stale).
+ */
+#ifndef US_SUPERVISOR_H
+#define US_SUPERVISOR_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#define US_PROC_TIMEOUT (-2) /* exit status reported when timeout_ms passed and the group was killed */
+
+typedef struct us_proc us_proc;
+
+/* status: exit code 0..255, 128+signal when killed by a signal, or US_PROC_TIMEOUT. */
+typedef void (*us_proc_exit_cb)(us_proc *p, int status, void *data);
+
+typedef struct us_proc_opts {
+    const char *cmd;        /* run with /bin/sh -c */
+    const char *const *env; /* extra "KEY=VALUE" strings, NULL-terminated; may be NULL */
+    const char *cwd;        /* NULL = the agent's */
+    const char *log_path;   /* NULL = /dev/null */
+    const char *pidfile;    /* NULL = none */
+    int timeout_ms;         /* 0 = none */
+    void (*before_exec)(pid_t pgid, void *data); /* may be NULL */
+    us_proc_exit_cb on_exit;                     /* required */
+    void *data;
+} us_proc_opts;
+
+/* Start a process group. 0 on success, -errno on failure (nothing left running). */
+int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out);
+
+pid_t us_proc_pid(const us_proc *p); /* pid of the group leader == pgid */
+
+/* Signal the whole group. */
+void us_proc_kill(us_proc *p, int sig);
+
+/* SIGTERM the group, SIGKILL it after grace_ms if still there. on_exit fires as usual. */
+void us_proc_stop(us_proc *p, int grace_ms);
+
+/* After on_exit returns the supervisor frees `p`. Before that, `data` may be detached: */
+void us_proc_set_data(us_proc *p, void *data);
+
+/* Kill a group left behind by an earlier agent (pidfile exists, and the process it names still
+ * has the recorded start time). Removes the pidfile. Returns true if something was killed. */
+bool us_proc_kill_stale(const char *pidfile);
+
+#endif
