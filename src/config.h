@@ -18,11 +18,12 @@
 #define US_ERROR_LEN 320
 
 typedef struct us_errors {
-    int n;       /* problems recorded (at most US_ERRORS_MAX kept; `dropped` counts the rest) */
+    int n; /* problems recorded (at most US_ERRORS_MAX kept; `dropped` counts the rest) */
     int dropped;
     char msg[US_ERRORS_MAX][US_ERROR_LEN];
 } us_errors;
 
+/* Start from a zeroed us_errors: parsers append to it (so it can collect several files). */
 void us_errors_add(us_errors *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Join all messages with '\n' into buf (always terminated). */
 void us_errors_join(const us_errors *e, char *buf, size_t size);
@@ -30,16 +31,16 @@ void us_errors_join(const us_errors *e, char *buf, size_t size);
 /* Timing profile: every number that decides how fast a failure is detected and how safe the lease
  * arithmetic is. docs/timing.md explains the failover-time arithmetic. */
 typedef struct us_timing {
-    char name[16];         /* "default" | "fast" */
-    int heartbeat_ms;      /* agent heartbeats and lease renewals; also Raft heartbeat */
-    int election_ms;       /* Raft election timeout */
-    int lease_ms;          /* L: lease length granted per renewal */
-    int grant_window_ms;   /* G: the leader grants only if a quorum acknowledged it within G */
-    int drift_pct;         /* clock-rate drift allowance, percent */
-    int margin_ms;         /* fixed safety margin added on the leader's side */
-    int suspect_ms;        /* silence after which a node is 'suspect' */
-    int dead_ms;           /* silence after which a node is 'dead' */
-    int demote_before_ms;  /* an active whose lease has less than this left stops its instance */
+    char name[16];        /* "default" | "fast" */
+    int heartbeat_ms;     /* agent heartbeats and lease renewals; also Raft heartbeat */
+    int election_ms;      /* Raft election timeout */
+    int lease_ms;         /* L: lease length granted per renewal */
+    int grant_window_ms;  /* G: the leader grants only if a quorum acknowledged it within G */
+    int drift_pct;        /* clock-rate drift allowance, percent */
+    int margin_ms;        /* fixed safety margin added on the leader's side */
+    int suspect_ms;       /* silence after which a node is 'suspect' */
+    int dead_ms;          /* silence after which a node is 'dead' */
+    int demote_before_ms; /* an active whose lease has less than this left stops its instance */
 } us_timing;
 
 /* Fill *out with the named profile; returns -1 for an unknown name. */
@@ -51,26 +52,27 @@ typedef struct us_member {
 } us_member;
 
 typedef struct us_node_config {
-    char path[PATH_MAX];          /* the file it was read from */
-    char name[US_NAME_MAX];       /* [node] name */
-    char address[US_ADDR_MAX];    /* [node] address, "IPv4:port" */
-    char api[US_ADDR_MAX];        /* [node] api, "IPv4:port" (default: address host, port 7201) */
-    char data_dir[PATH_MAX];      /* [node] data_dir, created if missing, must be writable */
+    char path[PATH_MAX];            /* the file it was read from */
+    char name[US_NAME_MAX];         /* [node] name */
+    char address[US_ADDR_MAX];      /* [node] address, "IPv4:port" */
+    char api[US_ADDR_MAX];          /* [node] api, "IPv4:port" (default: address host, port 7201) */
+    char data_dir[PATH_MAX];        /* [node] data_dir, created if missing, must be writable */
     char cluster_name[US_NAME_MAX]; /* [cluster] name */
-    int n_members;                /* [cluster] members: initial voters "name=IPv4:port ..." */
+    int n_members;                  /* [cluster] members: initial voters "name=IPv4:port ..." */
     us_member members[US_MAX_NODES];
-    int n_join;                   /* [cluster] join: "IPv4:port ..." of existing members */
+    int n_join; /* [cluster] join: "IPv4:port ..." of existing members */
     char join[US_MAX_NODES][US_ADDR_MAX];
-    us_timing timing;             /* [cluster] profile (default "default") */
+    us_timing timing; /* [cluster] profile (default "default") */
 } us_node_config;
 
-/* Read and validate a node config. 0 on success; -1 with `err` filled (and *out untouched). */
+/* Read and validate a node config. 0 on success; -1 with `err` filled (and *out untouched).
+ * data_dir is created if missing (mode 0700) and stored as an absolute path. */
 int us_config_load_node(const char *path, us_node_config *out, us_errors *err);
 
 /* Parse and validate a services file given as text; `filename` is only used in messages.
  * 0 on success; -1 with every problem in `err` (and *out untouched). */
-int us_config_parse_services(const char *text, size_t len, const char *filename, us_service_set *out,
-                             us_errors *err);
+int us_config_parse_services(const char *text, size_t len, const char *filename,
+                             us_service_set *out, us_errors *err);
 
 /* "250ms", "2s", "1m", "1500" (ms) -> milliseconds; -1 if malformed or negative. */
 long us_parse_duration_ms(const char *s);

@@ -24,13 +24,13 @@ typedef struct us_decide_input {
     us_node_obs node_obs[US_MAX_NODES]; /* parallel to nodes */
     int n_services;
     us_service_def defs[US_MAX_SERVICES];
-    us_assignment asg[US_MAX_SERVICES];                   /* parallel to defs */
-    us_inst_obs inst[US_MAX_SERVICES][US_MAX_NODES];      /* [service][node], parallel indexes */
+    us_assignment asg[US_MAX_SERVICES];              /* parallel to defs */
+    us_inst_obs inst[US_MAX_SERVICES][US_MAX_NODES]; /* [service][node], parallel indexes */
 } us_decide_input;
 
 typedef struct us_decision {
-    int service;          /* index into input defs/asg */
-    us_assignment next;   /* the assignment to commit; next.gen = current gen (the CAS guard) */
+    int service;        /* index into input defs/asg */
+    us_assignment next; /* the assignment to commit; next.gen = current gen (the CAS guard) */
 } us_decision;
 
 typedef struct us_decide_output {

@@ -7,12 +7,14 @@
  *    registered with fence_on_lease, tells the agent (us_guardian_read_event) and announces it.
  *  - When the agent dies (its socket reaches EOF without a clean stop), it SIGKILLs every
  *    registered group, waits until they are gone, announces it and exits.
- *  - An announcement is the datagram {"t":"fenced","node":N,"inc":I,"fenced":[{"service":S,"epoch":E},...]}
- *    sent over UDP to every peer address, 20 times, 100 ms apart (bounded), so that the leader can
- *    reassign without waiting for the lease to run out. Only groups registered with
- *    fence_on_lease (active instances) are listed.
+ *  - An announcement is the UDP datagram
+ *      {"t":"fenced","node":N,"inc":I,"fenced":[{"service":S,"epoch":E},...]}
+ *    sent to every peer address, 20 times, 100 ms apart (bounded), so that the leader can reassign
+ *    without waiting for the lease to run out. Only groups registered with fence_on_lease (active
+ *    instances) are listed, and only once they are gone.
  *  - us_guardian_stop (clean agent exit) kills what is still registered, announces nothing.
- * The guardian ignores SIGINT, SIGTERM, SIGHUP and SIGPIPE: it ends only through its socket.
+ * The guardian ignores SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE and the terminal stop signals:
+ * it ends only through its socket.
  */
 #ifndef US_GUARDIAN_H
 #define US_GUARDIAN_H
@@ -35,13 +37,17 @@ int us_guardian_start(const char *node, uint64_t incarnation, us_guardian **out)
 /* Replace the list of peer UDP addresses ("IPv4:port") that announcements go to. */
 int us_guardian_set_peers(us_guardian *g, const char *const *peers, int n);
 
-/* Register a process group. fence_on_lease: kill it when the lease runs out (an active instance). */
+/* Register a process group. fence_on_lease: kill it when the lease runs out (an active
+ * instance). A group that does not fit the guardian's table is killed and reported at once. */
 int us_guardian_track(us_guardian *g, pid_t pgid, const char *service, uint64_t epoch,
                       bool fence_on_lease);
 int us_guardian_untrack(us_guardian *g, pid_t pgid);
 
 /* Set the lease deadline, CLOCK_MONOTONIC in ns; 0 = no lease (nothing is fenced by time). */
 int us_guardian_lease(us_guardian *g, int64_t deadline_ns);
+
+/* The guardian's pid (for logs and tests). */
+pid_t us_guardian_pid(const us_guardian *g);
 
 /* Descriptor that becomes readable when the guardian reports a fencing (for uv_poll). */
 int us_guardian_fd(const us_guardian *g);

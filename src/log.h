@@ -1,5 +1,6 @@
 /* log.h — one line per event on stderr: "LEVEL node: message". Journald-friendly (no timestamps
- * when stderr is not a terminal and JOURNAL_STREAM is set; otherwise a monotonic-free wall time). */
+ * when stderr is not a terminal and JOURNAL_STREAM is set; otherwise a monotonic-free wall time).
+ */
 #ifndef US_LOG_H
 #define US_LOG_H
 

@@ -9,14 +9,15 @@
 #define US_MODEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#define US_NAME_MAX 64      /* node and service names: [a-z0-9-], at most 63 chars */
-#define US_ADDR_MAX 64      /* "host:port" */
-#define US_CMD_MAX 1024     /* run / promote / demote command lines */
-#define US_REASON_MAX 256   /* human cause of a transition */
-#define US_MAX_NODES 16     /* nodes in one cluster */
-#define US_MAX_SERVICES 32  /* services in one cluster */
+#define US_NAME_MAX 64     /* node and service names: [a-z0-9-], at most 63 chars */
+#define US_ADDR_MAX 64     /* "host:port" */
+#define US_CMD_MAX 1024    /* run / promote / demote command lines */
+#define US_REASON_MAX 256  /* human cause of a transition */
+#define US_MAX_NODES 16    /* nodes in one cluster */
+#define US_MAX_SERVICES 32 /* services in one cluster */
 
 typedef enum { US_STANDBY_COLD = 0, US_STANDBY_HOT = 1 } us_standby_mode;
 
@@ -27,11 +28,11 @@ typedef struct us_service_def {
     char promote[US_CMD_MAX]; /* "" = no hook */
     char demote[US_CMD_MAX];  /* "" = no hook */
     us_standby_mode standby;
-    int standbys;                       /* standby instances to keep, >= 0 */
-    int n_nodes;                        /* 0 = every node is eligible */
+    int standbys;                          /* standby instances to keep, >= 0 */
+    int n_nodes;                           /* 0 = every node is eligible */
     char nodes[US_MAX_NODES][US_NAME_MAX]; /* eligible nodes, most preferred first */
-    int hook_timeout_ms;                /* promote/demote time limit (default 10000) */
-    int stop_timeout_ms;                /* SIGTERM -> SIGKILL grace when stopping (default 5000) */
+    int hook_timeout_ms;                   /* promote/demote time limit (default 10000) */
+    int stop_timeout_ms; /* SIGTERM -> SIGKILL grace when stopping (default 5000) */
 } us_service_def;
 
 typedef struct us_service_set {
@@ -42,24 +43,25 @@ typedef struct us_service_set {
 /* A cluster member as recorded in the replicated state. */
 typedef struct us_node {
     char name[US_NAME_MAX];
-    uint64_t id;                /* Raft server id (us_node_id(name)) */
-    char address[US_ADDR_MAX];  /* cluster traffic: Raft over TCP, agent datagrams over UDP */
-    char api[US_ADDR_MAX];      /* HTTP API */
-    uint64_t incarnation;       /* random id of the agent process that registered last; 0 = never */
+    uint64_t id;               /* Raft server id (us_node_id(name)) */
+    char address[US_ADDR_MAX]; /* cluster traffic: Raft over TCP, agent datagrams over UDP */
+    char api[US_ADDR_MAX];     /* HTTP API */
+    uint64_t incarnation;      /* random id of the agent process that registered last; 0 = never */
     bool voter;
-    bool leaving;               /* being removed or stopped for maintenance: no new active roles */
-    bool left;                  /* removed from the cluster */
+    bool leaving;  /* being removed or stopped for maintenance: no new active roles */
+    bool removing; /* `understudy node remove`: leave the Raft configuration once idle */
+    bool left;     /* removed from the cluster */
 } us_node;
 
 /* The replicated placement of one service. Changed only through FSM commands guarded by `gen`. */
 typedef struct us_assignment {
     char service[US_NAME_MAX];
-    uint64_t gen;              /* bumps on every change: compare-and-set guard of every command */
-    uint64_t epoch;            /* fencing token: bumps each time the active role is given to a node */
-    char active[US_NAME_MAX];  /* "" = no active */
-    uint64_t active_inc;       /* incarnation of the agent the active role was given to */
-    bool demoting;             /* planned switchover: the active must demote and confirm */
-    char target[US_NAME_MAX];  /* switchover target, "" = best candidate */
+    uint64_t gen;   /* bumps on every change: compare-and-set guard of every command */
+    uint64_t epoch; /* fencing token: bumps each time the active role is given to a node */
+    char active[US_NAME_MAX]; /* "" = no active */
+    uint64_t active_inc;      /* incarnation of the agent the active role was given to */
+    bool demoting;            /* planned switchover: the active must demote and confirm */
+    char target[US_NAME_MAX]; /* switchover target, "" = best candidate */
     int n_standbys;
     char standbys[US_MAX_NODES][US_NAME_MAX];
     char reason[US_REASON_MAX]; /* cause of the last change */
@@ -87,18 +89,18 @@ typedef struct us_node_obs {
 } us_node_obs;
 
 typedef enum {
-    US_INST_NONE = 0,  /* nothing reported */
-    US_INST_STANDBY,   /* running (hot) or ready (cold) as standby */
-    US_INST_ACTIVE,    /* acting as active under `epoch` */
-    US_INST_DEMOTED,   /* confirmed it stopped acting under `epoch` (switchover or self-demotion) */
-    US_INST_FAILED,    /* the instance failed under `epoch` and does not act */
-    US_INST_FENCED,    /* the guardian killed it under `epoch` (agent dead or lease lost) */
+    US_INST_NONE = 0, /* nothing reported */
+    US_INST_STANDBY,  /* running (hot) or ready (cold) as standby */
+    US_INST_ACTIVE,   /* acting as active under `epoch` */
+    US_INST_DEMOTED,  /* confirmed it stopped acting under `epoch` (switchover or self-demotion) */
+    US_INST_FAILED,   /* the instance failed under `epoch` and does not act */
+    US_INST_FENCED,   /* the guardian killed it under `epoch` (agent dead or lease lost) */
 } us_inst_state;
 
 typedef struct us_inst_obs {
     us_inst_state state;
-    uint64_t epoch;   /* which epoch the report is about */
-    int exit_status;  /* for FAILED: exit status, or 128+signal */
+    uint64_t epoch;  /* which epoch the report is about */
+    int exit_status; /* for FAILED: exit status, or 128+signal */
 } us_inst_obs;
 
 const char *us_node_state_name(us_node_state s);

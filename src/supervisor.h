@@ -8,9 +8,10 @@
  *    the agent registers the group with the guardian, so no instance can run unguarded.
  *  - When the group leader exits, the rest of the group is SIGKILLed (an instance is its whole
  *    group) and `on_exit` fires once, on the loop thread. Exit is observed through a pidfd, so the
- *    supervisor installs no SIGCHLD handler.
- *  - `pidfile` (optional) holds "PGID STARTTIME" while the group runs, so that a restarted agent can
- *    kill what a crashed one left behind (us_proc_kill_stale).
+ *    supervisor installs no SIGCHLD handler. The leader is reaped only after on_exit returns, so
+ *    the pgid cannot be reused while on_exit runs (untrack it from the guardian there).
+ *  - `pidfile` (optional) holds "PGID STARTTIME" while the group runs, so that a restarted
+ *    agent can kill what a crashed one left behind (us_proc_kill_stale).
  */
 #ifndef US_SUPERVISOR_H
 #define US_SUPERVISOR_H
@@ -19,7 +20,8 @@
 #include <sys/types.h>
 #include <uv.h>
 
-#define US_PROC_TIMEOUT (-2) /* exit status reported when timeout_ms passed and the group was killed */
+/* Exit status reported when timeout_ms passed and the group was killed. */
+#define US_PROC_TIMEOUT (-2)
 
 typedef struct us_proc us_proc;
 
@@ -55,5 +57,9 @@ void us_proc_set_data(us_proc *p, void *data);
 /* Kill a group left behind by an earlier agent (pidfile exists, and the process it names still
  * has the recorded start time). Removes the pidfile. Returns true if something was killed. */
 bool us_proc_kill_stale(const char *pidfile);
+
+/* Does group `pgid` still have a process that is not a zombie? Allocation-free (the guardian
+ * uses it). */
+bool us_pgrp_alive(pid_t pgid);
 
 #endif

@@ -1,0 +1,829 @@
+/* agent.c — the agent's wiring and lifecycle: Raft, datagrams, heartbeats and leases, signals.
+ * See agent.h for how the agent is split, lease.h for the lease protocol. */
+#include "agent.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lease.h"
+#include "log.h"
+
+#define JOIN_RETRY_MS 500
+#define STOP_HANDOVER_MS 30000
+
+/* ---- peers ---- */
+
+us_peer *us_agent_peer(us_agent *a, const char *name)
+{
+    for (int i = 0; i < a->n_peers; i++)
+        if (strcmp(a->peers[i].name, name) == 0)
+            return &a->peers[i];
+    return NULL;
+}
+
+us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id)
+{
+    for (int i = 0; i < a->n_peers; i++)
+        if (a->peers[i].id == id)
+            return &a->peers[i];
+    return NULL;
+}
+
+static us_peer *peer_add(us_agent *a, const char *name, const char *address)
+{
+    us_peer *p = us_agent_peer(a, name);
+    if (!p) {
+        if (a->n_peers >= US_MAX_NODES || !us_name_valid(name))
+            return NULL;
+        p = &a->peers[a->n_peers++];
+        memset(p, 0, sizeof *p);
+        us_strlcpy(p->name, name, sizeof p->name);
+        p->id = us_node_id(name);
+        p->last_seen_ms = -1;
+        p->ack_ms = -1;
+        p->granted_until_ms = -1;
+    }
+    if (address && address[0] && strcmp(p->address, address) != 0) {
+        struct sockaddr_in sa;
+        if (us_sockaddr_parse(address, &sa) == 0) {
+            us_strlcpy(p->address, address, sizeof p->address);
+            p->sa = sa;
+        }
+    }
+    return p;
+}
+
+static void update_guardian_peers(us_agent *a)
+{
+    const char *addrs[US_MAX_NODES];
+    int n = 0;
+    for (int i = 0; i < a->n_peers; i++)
+        if (i != a->self && a->peers[i].address[0])
+            addrs[n++] = a->peers[i].address;
+    us_guardian_set_peers(a->guardian, addrs, n);
+}
+
+/* Bring the peer table up to date with the replicated node list. */
+static void sync_peers(us_agent *a)
+{
+    const us_state *s = &a->fsm.state;
+    for (int i = 0; i < s->n_nodes; i++) {
+        us_peer *p = peer_add(a, s->nodes[i].name, s->nodes[i].address);
+        if (p && s->nodes[i].api[0])
+            us_strlcpy(p->api, s->nodes[i].api, sizeof p->api);
+    }
+    update_guardian_peers(a);
+}
+
+us_node_state us_agent_node_state(us_agent *a, const us_peer *p)
+{
+    int i = us_state_find_node(&a->fsm.state, p->name);
+    if (i >= 0 && a->fsm.state.nodes[i].left)
+        return US_NODE_LEFT;
+    if (p == &a->peers[a->self])
+        return US_NODE_ALIVE;
+    if (p->last_seen_ms < 0)
+        return US_NODE_DEAD;
+    int64_t age = us_now_ms() - p->last_seen_ms;
+    if (age < a->cfg.timing.suspect_ms)
+        return US_NODE_ALIVE;
+    return age < a->cfg.timing.dead_ms ? US_NODE_SUSPECT : US_NODE_DEAD;
+}
+
+bool us_agent_is_leader(us_agent *a)
+{
+    return a->raft_started && raft_state(&a->raft) == RAFT_LEADER;
+}
+
+bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX])
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+    if (!a->raft_started)
+        return false;
+    raft_leader(&a->raft, &id, &addr);
+    if (id == 0)
+        return false;
+    us_peer *p = us_agent_peer_by_id(a, id);
+    if (!p)
+        return false;
+    if (name)
+        us_strlcpy(name, p->name, US_NAME_MAX);
+    if (api)
+        us_strlcpy(api, p->api, US_ADDR_MAX);
+    return true;
+}
+
+bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms)
+{
+    return now_ms + reserve_ms < a->lease_until_ms;
+}
+
+/* ---- Raft apply ---- */
+
+typedef struct apply_req {
+    struct raft_apply req;
+    us_agent *agent;
+    us_apply_done done;
+    void *data;
+} apply_req;
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    apply_req *r = req->data;
+    r->agent->applies_in_flight--;
+    if (status != 0)
+        us_debug("apply failed: %s", raft_strerror(status));
+    if (r->done)
+        r->done(r->data, status, status == 0 ? (int)(intptr_t)result : -1);
+    free(r);
+}
+
+int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
+{
+    struct raft_buffer buf;
+    if (us_cmd_encode(cmd, &buf) != 0)
+        return RAFT_NOMEM;
+    apply_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        raft_free(buf.base);
+        return RAFT_NOMEM;
+    }
+    r->agent = a;
+    r->done = done;
+    r->data = data;
+    r->req.data = r;
+    int rc = raft_apply(&a->raft, &r->req, &buf, 1, apply_cb);
+    if (rc != 0) {
+        raft_free(buf.base);
+        free(r);
+        return rc;
+    }
+    a->applies_in_flight++;
+    return 0;
+}
+
+/* ---- datagrams ---- */
+
+static void send_to(us_agent *a, us_peer *p, json_t *msg)
+{
+    if (p->address[0])
+        us_net_send(&a->net, &p->sa, msg);
+    json_decref(msg);
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "";
+}
+
+static uint64_t ju64(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_string(v))
+        return strtoull(json_string_value(v), NULL, 10);
+    return (uint64_t)json_integer_value(v);
+}
+
+static json_t *u64s(uint64_t v)
+{
+    char b[24];
+    snprintf(b, sizeof b, "%llu", (unsigned long long)v);
+    return json_string(b);
+}
+
+static void parse_reports(us_peer *p, const json_t *rep)
+{
+    const char *svc;
+    json_t *v;
+    p->n_reports = 0;
+    json_object_foreach((json_t *)rep, svc, v)
+    {
+        if (p->n_reports >= US_MAX_SERVICES || !json_is_array(v))
+            break;
+        us_report *r = &p->reports[p->n_reports++];
+        us_strlcpy(r->service, svc, sizeof r->service);
+        r->obs.state = (us_inst_state)json_integer_value(json_array_get(v, 0));
+        json_t *e = json_array_get(v, 1);
+        r->obs.epoch = json_is_string(e) ? strtoull(json_string_value(e), NULL, 10)
+                                         : (uint64_t)json_integer_value(e);
+        r->obs.exit_status = (int)json_integer_value(json_array_get(v, 2));
+        r->pid = (int)json_integer_value(json_array_get(v, 3));
+    }
+}
+
+static void on_ping(us_agent *a, const json_t *msg, int64_t now)
+{
+    us_peer *p = peer_add(a, jstr(msg, "from"), jstr(msg, "addr"));
+    if (!p || p == &a->peers[a->self])
+        return;
+    p->last_seen_ms = now;
+    p->inc = ju64(msg, "inc");
+    if (jstr(msg, "api")[0])
+        us_strlcpy(p->api, jstr(msg, "api"), sizeof p->api);
+    parse_reports(p, json_object_get(msg, "rep"));
+
+    /* Acknowledge the sender's leadership only if Raft here agrees, in the same term. */
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(&a->raft, &leader_id, &leader_addr);
+    bool ack = leader_id == p->id && ju64(msg, "term") == raft_current_term(&a->raft);
+    bool grant = false;
+    if (a->leader && json_is_true(json_object_get(msg, "lease")) && us_agent_fresh_quorum(a, now)) {
+        grant = true;
+        p->granted_until_ms = us_lease_granted_until(&a->cfg.timing, now);
+    }
+    send_to(a, p,
+            json_pack("{s:s, s:s, s:O, s:b, s:b}", "t", "pong", "from", a->cfg.name, "seq",
+                      json_object_get(msg, "seq"), "ack", ack, "grant", grant));
+}
+
+static void on_pong(us_agent *a, const json_t *msg, int64_t now)
+{
+    us_peer *p = us_agent_peer(a, jstr(msg, "from"));
+    if (!p)
+        return;
+    p->last_seen_ms = now;
+    uint64_t seq = ju64(msg, "seq");
+    if (seq > a->ping_seq || a->ping_seq - seq >= 256)
+        return;
+    int64_t sent_ms = a->sent[seq % 256].ms;
+    if (json_is_true(json_object_get(msg, "ack")) && a->leader && a->sent[seq % 256].as_leader &&
+        a->sent[seq % 256].term == a->leader_term && sent_ms > p->ack_ms)
+        p->ack_ms = sent_ms;
+    if (json_is_true(json_object_get(msg, "grant"))) {
+        int64_t until = sent_ms + a->cfg.timing.lease_ms;
+        if (until > a->lease_until_ms)
+            a->lease_until_ms = until;
+    }
+}
+
+static void on_fenced(us_agent *a, const json_t *msg)
+{
+    /* Kept on every node (cheap); only the leader's controller acts on it. */
+    us_peer *p = us_agent_peer(a, jstr(msg, "node"));
+    if (!p || p == &a->peers[a->self])
+        return;
+    uint64_t inc = ju64(msg, "inc");
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(msg, "fenced"), i, v)
+    {
+        const char *svc = jstr(v, "service");
+        int k;
+        for (k = 0; k < p->n_fenced; k++)
+            if (strcmp(p->fenced_service[k], svc) == 0)
+                break;
+        if (k == p->n_fenced) {
+            if (p->n_fenced >= US_MAX_SERVICES)
+                continue;
+            p->n_fenced++;
+        }
+        us_strlcpy(p->fenced_service[k], svc, US_NAME_MAX);
+        p->fenced_epoch[k] = ju64(v, "epoch");
+        p->fenced_inc[k] = inc;
+    }
+    us_agent_schedule_reconcile(a);
+}
+
+static void on_msg(json_t *msg, const struct sockaddr_in *from, void *data)
+{
+    (void)from;
+    us_agent *a = data;
+    const char *t = jstr(msg, "t");
+    int64_t now = us_now_ms();
+    if (strcmp(t, "ping") == 0) {
+        on_ping(a, msg, now);
+    } else if (strcmp(t, "pong") == 0) {
+        on_pong(a, msg, now);
+    } else if (strcmp(t, "fenced") == 0) {
+        on_fenced(a, msg);
+    } else if (strcmp(t, "join") == 0) {
+        if (a->leader) {
+            us_controller_join_request(a, msg);
+        } else {
+            char leader[US_NAME_MAX];
+            us_peer *lp = us_agent_leader(a, leader, NULL) ? us_agent_peer(a, leader) : NULL;
+            if (lp && lp != &a->peers[a->self] && !json_is_true(json_object_get(msg, "fwd"))) {
+                json_t *fwd = json_deep_copy(msg);
+                json_object_set_new(fwd, "fwd", json_true());
+                send_to(a, lp, fwd);
+            }
+        }
+    } else if (strcmp(t, "leave") == 0 && a->leader) {
+        int i = us_state_find_node(&a->fsm.state, jstr(msg, "from"));
+        if (i >= 0 && !a->fsm.state.nodes[i].leaving)
+            us_agent_apply(a, us_cmd_node_flags(jstr(msg, "from"), true, false, false), NULL, NULL);
+    }
+}
+
+/* ---- the heartbeat tick ---- */
+
+static void track_leadership(us_agent *a, int64_t now)
+{
+    bool is_leader = raft_state(&a->raft) == RAFT_LEADER;
+    uint64_t term = raft_current_term(&a->raft);
+    if (is_leader && (!a->leader || term != a->leader_term)) {
+        /* Our predecessor's grants are unknown to us: start from nothing and wait (lease.h). */
+        a->leader_since_ms = now;
+        a->leader_term = term;
+        for (int i = 0; i < a->n_peers; i++) {
+            a->peers[i].ack_ms = -1;
+            a->peers[i].granted_until_ms = -1;
+        }
+        us_info("became leader in term %llu; leases of others unknown for %lld ms",
+                (unsigned long long)term, (long long)us_lease_takeover_wait(&a->cfg.timing));
+    } else if (!is_leader && a->leader) {
+        us_info("no longer leader (term %llu)", (unsigned long long)term);
+    }
+    a->leader = is_leader;
+}
+
+bool us_agent_fresh_quorum(us_agent *a, int64_t now)
+{
+    if (!a->leader)
+        return false;
+    int64_t acks[US_MAX_NODES];
+    int n = 0;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
+        if (c->servers[i].role != RAFT_VOTER)
+            continue;
+        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
+        acks[n++] = v == &a->peers[a->self] ? now : v ? v->ack_ms : -1;
+    }
+    return us_lease_may_grant(&a->cfg.timing, us_lease_quorum_time(acks, n), now);
+}
+
+static void leader_self_lease(us_agent *a, int64_t now)
+{
+    if (!us_agent_fresh_quorum(a, now))
+        return;
+    a->peers[a->self].granted_until_ms = us_lease_granted_until(&a->cfg.timing, now);
+    if (now + a->cfg.timing.lease_ms > a->lease_until_ms)
+        a->lease_until_ms = now + a->cfg.timing.lease_ms;
+}
+
+static void send_pings(us_agent *a, int64_t now)
+{
+    uint64_t seq = ++a->ping_seq;
+    a->sent[seq % 256].ms = now;
+    a->sent[seq % 256].term = a->leader_term;
+    a->sent[seq % 256].as_leader = a->leader;
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(&a->raft, &leader_id, &leader_addr);
+    json_t *rep = us_instances_report(a);
+    for (int i = 0; i < a->n_peers; i++) {
+        us_peer *p = &a->peers[i];
+        if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
+            continue;
+        json_t *m = json_pack(
+            "{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:b, s:O}", "t", "ping", "from", a->cfg.name,
+            "inc", u64s(a->inc), "seq", u64s(seq), "addr", a->cfg.address, "api", a->cfg.api,
+            "term", u64s(raft_current_term(&a->raft)), "lease", p->id == leader_id, "rep", rep);
+        send_to(a, p, m);
+    }
+    json_decref(rep);
+}
+
+static void send_join(us_agent *a, int64_t now)
+{
+    if (a->cfg.n_join == 0 || now < a->next_join_ms)
+        return;
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(&a->raft, &leader_id, &leader_addr);
+    if (leader_id != 0 && us_state_find_node(&a->fsm.state, a->cfg.name) >= 0)
+        return; /* in the cluster */
+    a->next_join_ms = now + JOIN_RETRY_MS;
+    json_t *m = json_pack("{s:s, s:s, s:s, s:s}", "t", "join", "name", a->cfg.name, "address",
+                          a->cfg.address, "api", a->cfg.api);
+    for (int i = 0; i < a->cfg.n_join; i++) {
+        struct sockaddr_in sa;
+        if (us_sockaddr_parse(a->cfg.join[i], &sa) == 0)
+            us_net_send(&a->net, &sa, m);
+    }
+    json_decref(m);
+}
+
+static void begin_close(us_agent *a);
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    us_agent *a = req->data;
+    free(req);
+    begin_close(a);
+}
+
+/* Maintenance stop: ask to leave, wait until no active role is ours, hand leadership over. */
+static void stop_step(us_agent *a, int64_t now)
+{
+    if (a->stopping != 1)
+        return;
+    if (now >= a->stop_deadline_ms) {
+        us_warn("hand-over did not finish in time; stopping anyway");
+        begin_close(a);
+        return;
+    }
+    char leader[US_NAME_MAX];
+    if (!us_agent_leader(a, leader, NULL)) {
+        us_warn("no leader to hand over to; stopping");
+        begin_close(a);
+        return;
+    }
+    const us_state *s = &a->fsm.state;
+    int me = us_state_find_node(s, a->cfg.name);
+    if (me >= 0 && !s->nodes[me].leaving) {
+        if (a->leader) {
+            if (a->applies_in_flight == 0)
+                us_agent_apply(a, us_cmd_node_flags(a->cfg.name, true, false, false), NULL, NULL);
+        } else {
+            send_to(a, us_agent_peer(a, leader),
+                    json_pack("{s:s, s:s}", "t", "leave", "from", a->cfg.name));
+        }
+        return;
+    }
+    for (int i = 0; i < s->services.n; i++)
+        if (strcmp(s->asg[i].active, a->cfg.name) == 0)
+            return; /* still ours: the switchover is in progress */
+    if (us_instances_busy(a))
+        return;
+    if (a->leader && !a->change_in_flight) {
+        struct raft_transfer *t = calloc(1, sizeof *t);
+        t->data = a;
+        a->change_in_flight = true;
+        if (raft_transfer(&a->raft, t, 0, transfer_cb) == 0) {
+            us_info("handed over; transferring leadership");
+            return;
+        }
+        free(t);
+    }
+    if (!a->leader) {
+        us_info("handed over all active roles; stopping");
+        begin_close(a);
+    }
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (a->stopping == 2)
+        return;
+    int64_t now = us_now_ms();
+    track_leadership(a, now);
+    leader_self_lease(a, now);
+    send_pings(a, now);
+    send_join(a, now);
+    if (a->lease_until_ms > 0)
+        us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);
+    if (a->leader)
+        us_controller_tick(a);
+    us_instances_reconcile(a);
+    stop_step(a, now);
+}
+
+static void on_reconcile(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (a->stopping == 2)
+        return;
+    us_instances_reconcile(a);
+    if (a->leader)
+        us_controller_tick(a);
+}
+
+void us_agent_schedule_reconcile(us_agent *a)
+{
+    if (a->stopping != 2 && !uv_is_active((uv_handle_t *)&a->reconcile_timer))
+        uv_timer_start(&a->reconcile_timer, on_reconcile, 0, 0);
+}
+
+static void on_fsm_change(void *data)
+{
+    us_agent *a = data;
+    sync_peers(a);
+    int me = us_state_find_node(&a->fsm.state, a->cfg.name);
+    if (me >= 0 && a->fsm.state.nodes[me].left && a->stopping == 0) {
+        us_info("this node was removed from the cluster; stopping");
+        a->stopping = 1;
+        a->stop_deadline_ms = 0; /* nothing to hand over: removal already moved the roles */
+    }
+    us_agent_schedule_reconcile(a);
+}
+
+static void on_guardian(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    us_agent *a = h->data;
+    us_guardian_event ev;
+    while (us_guardian_read_event(a->guardian, &ev) == 1)
+        us_instances_guardian_event(a, &ev);
+}
+
+/* ---- lifecycle ---- */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    us_agent *a = h->data;
+    if (a->stopping == 0 && signum == SIGTERM) {
+        us_info("SIGTERM: handing over active roles before stopping (again to force)");
+        a->stopping = 1;
+        a->stop_deadline_ms = us_now_ms() + STOP_HANDOVER_MS;
+        stop_step(a, us_now_ms());
+        return;
+    }
+    us_info("%s: stopping now", signum == SIGINT ? "SIGINT" : "second SIGTERM");
+    begin_close(a);
+}
+
+static void on_raft_closed(struct raft *r)
+{
+    us_agent *a = r->data;
+    raft_uv_close(&a->io);
+    raft_uv_tcp_close(&a->transport);
+    uv_stop(a->loop);
+}
+
+static void finish_close(us_agent *a)
+{
+    uv_timer_stop(&a->reconcile_timer);
+    uv_close((uv_handle_t *)&a->tick, NULL);
+    uv_close((uv_handle_t *)&a->reconcile_timer, NULL);
+    uv_close((uv_handle_t *)&a->sig_term, NULL);
+    uv_close((uv_handle_t *)&a->sig_int, NULL);
+    uv_poll_stop(&a->guardian_poll);
+    uv_close((uv_handle_t *)&a->guardian_poll, NULL);
+    if (a->api) {
+        us_api_stop(a->api);
+        a->api = NULL;
+    }
+    us_net_stop(&a->net);
+    if (a->raft_started) {
+        a->raft.data = a;
+        raft_close(&a->raft, on_raft_closed);
+    } else {
+        uv_stop(a->loop);
+    }
+}
+
+static void close_when_quiet(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (us_instances_quiet(a) || us_now_ms() >= a->stop_deadline_ms)
+        finish_close(a);
+}
+
+/* Kill what still runs here, wait (bounded) until it is gone, then close everything. */
+static void begin_close(us_agent *a)
+{
+    if (a->stopping == 2)
+        return;
+    a->stopping = 2;
+    us_instances_kill_all(a);
+    uv_timer_stop(&a->tick);
+    a->stop_deadline_ms = us_now_ms() + 2000;
+    uv_timer_start(&a->reconcile_timer, close_when_quiet, 0, 10);
+}
+
+/* libraft reports "address in use" with an empty message: find out ourselves first. */
+static int check_tcp_free(const char *hostport, char *err, size_t errlen)
+{
+    struct sockaddr_in sa;
+    if (us_sockaddr_parse(hostport, &sa) != 0) {
+        snprintf(err, errlen, "bad address '%s'", hostport);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    int e = errno;
+    close(fd);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", hostport,
+                 e == EADDRINUSE ? "address already in use" : strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+static int lock_data_dir(const us_node_config *cfg)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/lock", cfg->data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        us_error("cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        us_error("data dir %s is in use by another agent", cfg->data_dir);
+        close(fd);
+        return -1;
+    }
+    return fd; /* kept open (and locked) for the life of the agent */
+}
+
+static void kill_leftovers(const char *run_dir)
+{
+    DIR *d = opendir(run_dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 4, ".pid") != 0)
+            continue;
+        char path[PATH_MAX * 2];
+        snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
+        if (us_proc_kill_stale(path))
+            us_warn("killed a process group left behind by an earlier agent (%s)", e->d_name);
+    }
+    closedir(d);
+}
+
+static int start_raft(us_agent *a, char *err, size_t errlen)
+{
+    const us_node_config *c = &a->cfg;
+    char dir[PATH_MAX + 8];
+    snprintf(dir, sizeof dir, "%s/raft", c->data_dir);
+    mkdir(dir, 0700);
+    a->transport.version = 1;
+    a->transport.data = NULL;
+    int rc = raft_uv_tcp_init(&a->transport, a->loop);
+    if (rc == 0)
+        rc = raft_uv_init(&a->io, a->loop, dir, &a->transport);
+    if (rc != 0) {
+        snprintf(err, errlen, "raft I/O init failed: %s", raft_strerror(rc));
+        return -1;
+    }
+    /* A restarted node would otherwise need ~1 s to reconnect to its peers. */
+    raft_uv_set_connect_retry_delay(&a->io, 100);
+    us_fsm_init(&a->fsm, on_fsm_change, a);
+    rc = raft_init(&a->raft, &a->io, &a->fsm.raft, us_node_id(c->name), c->address);
+    if (rc != 0) {
+        snprintf(err, errlen, "raft init failed: %s", raft_errmsg(&a->raft));
+        return -1;
+    }
+    raft_set_heartbeat_timeout(&a->raft, (unsigned)c->timing.heartbeat_ms);
+    raft_set_election_timeout(&a->raft, (unsigned)c->timing.election_ms);
+    /* Without pre-vote a restarted follower deposes the leader every time. */
+    raft_set_pre_vote(&a->raft, true);
+    raft_set_snapshot_threshold(&a->raft, 512);
+    raft_set_snapshot_trailing(&a->raft, 64);
+
+    bool member = false;
+    for (int i = 0; i < c->n_members; i++)
+        if (strcmp(c->members[i].name, c->name) == 0)
+            member = true;
+    if (member) {
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        for (int i = 0; i < c->n_members; i++)
+            raft_configuration_add(&conf, us_node_id(c->members[i].name), c->members[i].address,
+                                   RAFT_VOTER);
+        rc = raft_bootstrap(&a->raft, &conf);
+        raft_configuration_close(&conf);
+        if (rc != 0 && rc != RAFT_CANTBOOTSTRAP) {
+            snprintf(err, errlen, "raft bootstrap failed: %s", raft_strerror(rc));
+            return -1;
+        }
+    }
+    rc = raft_start(&a->raft);
+    if (rc != 0) {
+        snprintf(err, errlen, "raft start failed: %s (%s)", raft_strerror(rc),
+                 raft_errmsg(&a->raft));
+        return -1;
+    }
+    a->raft_started = true;
+    return 0;
+}
+
+static void make_dirs(const us_node_config *c)
+{
+    char p[PATH_MAX + 8];
+    snprintf(p, sizeof p, "%s/logs", c->data_dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/run", c->data_dir);
+    mkdir(p, 0755);
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int us_agent_main(const us_node_config *cfg)
+{
+    us_agent *a = calloc(1, sizeof *a);
+    if (!a)
+        return 1;
+    a->cfg = *cfg;
+    a->exit_code = 0;
+    signal(SIGPIPE, SIG_IGN); /* a dying peer raises SIGPIPE in libraft's writes */
+    if (!getcwd(a->cwd, sizeof a->cwd))
+        strcpy(a->cwd, "/");
+
+    char err[512];
+    int lock_fd = lock_data_dir(cfg);
+    if (lock_fd < 0) {
+        free(a);
+        return 1;
+    }
+    if (check_tcp_free(cfg->address, err, sizeof err) != 0 ||
+        check_tcp_free(cfg->api, err, sizeof err) != 0) {
+        us_error("%s", err);
+        close(lock_fd);
+        free(a);
+        return 1;
+    }
+    make_dirs(cfg);
+    char run_dir[PATH_MAX + 8];
+    snprintf(run_dir, sizeof run_dir, "%s/run", cfg->data_dir);
+    kill_leftovers(run_dir);
+    if (getrandom(&a->inc, sizeof a->inc, 0) != sizeof a->inc)
+        a->inc = (uint64_t)getpid() << 20 ^ (uint64_t)us_now_ns();
+    a->inc = (a->inc & 0x7fffffffffffffffULL) | 1;
+
+    /* The guardian is forked before the loop and any thread exist. */
+    if (us_guardian_start(cfg->name, a->inc, &a->guardian) != 0) {
+        us_error("cannot start the guardian: %s", strerror(errno));
+        close(lock_fd);
+        free(a);
+        return 1;
+    }
+
+    a->loop = malloc(sizeof *a->loop);
+    uv_loop_init(a->loop);
+    int rc = 1;
+    a->self = 0;
+    peer_add(a, cfg->name, cfg->address);
+    us_strlcpy(a->peers[0].api, cfg->api, sizeof a->peers[0].api);
+    a->peers[0].inc = a->inc;
+    for (int i = 0; i < cfg->n_members; i++)
+        peer_add(a, cfg->members[i].name, cfg->members[i].address);
+    update_guardian_peers(a);
+
+    if (us_net_start(&a->net, a->loop, cfg->address, on_msg, a, err, sizeof err) != 0) {
+        us_error("%s", err);
+        goto out;
+    }
+    if (start_raft(a, err, sizeof err) != 0) {
+        us_error("%s", err);
+        goto out;
+    }
+    if (us_api_start(a->loop, cfg->api, &a->api, err, sizeof err) != 0) {
+        us_error("API: %s", err);
+        a->exit_code = 1;
+        begin_close(a);
+        uv_run(a->loop, UV_RUN_DEFAULT);
+        goto out;
+    }
+    us_agent_api_routes(a);
+
+    uv_timer_init(a->loop, &a->tick);
+    a->tick.data = a;
+    uv_timer_init(a->loop, &a->reconcile_timer);
+    a->reconcile_timer.data = a;
+    uv_timer_start(&a->tick, on_tick, 0, (uint64_t)cfg->timing.heartbeat_ms);
+    uv_signal_init(a->loop, &a->sig_term);
+    a->sig_term.data = a;
+    uv_signal_start(&a->sig_term, on_signal, SIGTERM);
+    uv_signal_init(a->loop, &a->sig_int);
+    a->sig_int.data = a;
+    uv_signal_start(&a->sig_int, on_signal, SIGINT);
+    uv_poll_init(a->loop, &a->guardian_poll, us_guardian_fd(a->guardian));
+    a->guardian_poll.data = a;
+    uv_poll_start(&a->guardian_poll, UV_READABLE, on_guardian);
+
+    us_info("agent %s started (cluster %s, profile %s, address %s, api %s)", cfg->name,
+            cfg->cluster_name, cfg->timing.name, cfg->address, cfg->api);
+    uv_run(a->loop, UV_RUN_DEFAULT);
+    rc = a->exit_code;
+out:
+    /* Let closing handles finish. */
+    uv_walk(a->loop, close_any, NULL);
+    uv_run(a->loop, UV_RUN_DEFAULT);
+    uv_loop_close(a->loop);
+    free(a->loop);
+    us_guardian_stop(a->guardian);
+    close(lock_fd);
+    free(a);
+    return rc;
+}

@@ -1,0 +1,163 @@
+/* agent.h — the agent process: one per node. Internal header shared by the agent's parts:
+ *   agent.c       wiring and lifecycle: Raft, datagrams, heartbeats and leases, signals
+ *   instance.c    this node's instances: start/promote/demote/stop them as the assignments say
+ *   controller.c  the Raft leader's duties: registrations, joins, removals, decisions
+ *   agent_api.c   the HTTP API handlers
+ * Everything runs on one libuv loop; no locks.
+ */
+#ifndef US_AGENT_H
+#define US_AGENT_H
+
+#include <netinet/in.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "api.h"
+#include "config.h"
+#include "fsm.h"
+#include "guardian.h"
+#include "model.h"
+#include "net.h"
+#include "supervisor.h"
+
+/* What one node last said about its instance of one service. */
+typedef struct us_report {
+    char service[US_NAME_MAX];
+    us_inst_obs obs;
+    int pid; /* 0 = none */
+} us_report;
+
+/* Another agent (or this one), as seen through datagrams. Keyed by name. */
+typedef struct us_peer {
+    char name[US_NAME_MAX];
+    uint64_t id;
+    char address[US_ADDR_MAX];
+    char api[US_ADDR_MAX];
+    struct sockaddr_in sa;
+    uint64_t inc;         /* incarnation from its datagrams, 0 = not heard yet */
+    int64_t last_seen_ms; /* -1 = never */
+    /* Leader side. */
+    int64_t ack_ms;           /* send time of our latest ping it acknowledged in our term */
+    int64_t granted_until_ms; /* -1 = no grant recorded in this leadership */
+    int n_reports;
+    us_report reports[US_MAX_SERVICES];
+    uint64_t
+        fenced_epoch[US_MAX_SERVICES]; /* guardian announcements: service, epoch, incarnation */
+    uint64_t fenced_inc[US_MAX_SERVICES];
+    char fenced_service[US_MAX_SERVICES][US_NAME_MAX];
+    int n_fenced;
+} us_peer;
+
+typedef enum {
+    US_PHASE_IDLE = 0, /* nothing runs for this service here */
+    US_PHASE_STANDBY,  /* standby (hot: process runs as standby) */
+    US_PHASE_PROMOTING,
+    US_PHASE_ACTIVE,
+    US_PHASE_DEMOTING,
+} us_phase;
+
+/* This node's instance of one service. */
+typedef struct us_instance {
+    char service[US_NAME_MAX];
+    bool used;
+    us_phase phase;
+    uint64_t epoch;           /* epoch of the active role being taken/held/given up */
+    uint64_t abandoned_epoch; /* never act again under an epoch <= this */
+    us_inst_obs report;       /* what we tell the leader */
+    us_proc *proc;            /* the service process (group) */
+    bool proc_active;         /* proc registered as active (fenced by the lease) */
+    us_proc *hook;            /* promote/demote hook in progress */
+    int64_t restart_after_ms; /* hot standby: do not respawn before this */
+    int hook_kind;            /* HOOK_* of instance.c */
+    bool fencing;             /* killing everything; publish `pending` once all is gone */
+    us_inst_obs pending;
+    bool demote_stop_proc; /* planned cold demotion: process first, then the hook */
+    bool spawn_fenced;     /* for before_exec of the spawn in progress */
+    uint64_t spawn_epoch;
+    struct us_agent *agent;
+} us_instance;
+
+typedef struct us_agent {
+    us_node_config cfg;
+    uv_loop_t *loop;
+    uint64_t inc; /* this agent process's incarnation */
+    char cwd[PATH_MAX];
+
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    us_fsm fsm;
+    bool raft_started;
+
+    us_net net;
+    us_api *api;
+    us_guardian *guardian;
+    uv_poll_t guardian_poll;
+    uv_timer_t tick;
+    uv_timer_t reconcile_timer;
+    uv_signal_t sig_term, sig_int;
+
+    us_peer peers[US_MAX_NODES];
+    int n_peers;
+    int self; /* index of this node in peers */
+
+    /* Leases. */
+    int64_t lease_until_ms; /* this node may act as active until then (own clock) */
+    uint64_t ping_seq;
+    struct {
+        int64_t ms;
+        uint64_t term;
+        bool as_leader;
+    } sent[256]; /* by ping seq % 256 */
+    bool leader;
+    uint64_t leader_term;
+    int64_t leader_since_ms;
+
+    /* Controller. */
+    int applies_in_flight;
+    bool change_in_flight; /* raft_add/assign/remove/transfer */
+    int64_t next_join_ms;
+
+    us_instance inst[US_MAX_SERVICES];
+
+    /* Lifecycle. */
+    int stopping; /* 0 running, 1 handing over (SIGTERM), 2 closing */
+    int64_t stop_deadline_ms;
+    int exit_code;
+} us_agent;
+
+/* agent.c */
+int us_agent_main(const us_node_config *cfg);
+void us_agent_schedule_reconcile(us_agent *a);
+bool us_agent_is_leader(us_agent *a);
+us_peer *us_agent_peer(us_agent *a, const char *name);
+us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);
+/* Name and API of the current Raft leader; false if none is known. */
+bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX]);
+us_node_state us_agent_node_state(us_agent *a, const us_peer *p);
+bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
+/* Leader only: has a quorum of voters acknowledged our leadership within the grant window? */
+bool us_agent_fresh_quorum(us_agent *a, int64_t now_ms);
+
+typedef void (*us_apply_done)(void *data, int status, int result);
+/* Propose a command (consumed). done may be NULL. 0 or a raft error code. */
+int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data);
+
+/* instance.c */
+void us_instances_reconcile(us_agent *a);
+json_t *us_instances_report(us_agent *a);
+void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev);
+void us_instances_kill_all(us_agent *a); /* immediate, for exits */
+bool us_instances_busy(us_agent *a);     /* any active/promoting/demoting instance */
+bool us_instances_quiet(us_agent *a);    /* no process or hook of ours runs */
+const us_instance *us_instance_of(us_agent *a, const char *service);
+
+/* controller.c */
+void us_controller_tick(us_agent *a);
+void us_controller_join_request(us_agent *a, const json_t *msg);
+
+/* agent_api.c */
+void us_agent_api_routes(us_agent *a);
+
+#endif

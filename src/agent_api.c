@@ -1,0 +1,365 @@
+/* agent_api.c — the agent's HTTP API (JSON). Reads answer from this agent's view; changes are
+ * accepted only by the Raft leader (others answer 421 with the leader's API address, which the
+ * CLI follows) and answered once committed. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "cli.h"
+#include "lease.h"
+#include "log.h"
+
+/* ---- status ---- */
+
+static bool is_voter(us_agent *a, uint64_t id)
+{
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id)
+            return c->servers[i].role == RAFT_VOTER;
+    return false;
+}
+
+static bool has_quorum(us_agent *a)
+{
+    if (a->leader)
+        return us_agent_fresh_quorum(a, us_now_ms());
+    char leader[US_NAME_MAX];
+    if (!us_agent_leader(a, leader, NULL))
+        return false;
+    us_peer *p = us_agent_peer(a, leader);
+    return p && us_agent_node_state(a, p) == US_NODE_ALIVE;
+}
+
+static const us_report *report_of(us_agent *a, const char *node, const char *service, int *pid)
+{
+    static us_report own;
+    *pid = 0;
+    if (strcmp(node, a->cfg.name) == 0) {
+        const us_instance *in = us_instance_of(a, service);
+        if (!in)
+            return NULL;
+        memset(&own, 0, sizeof own);
+        own.obs = in->report;
+        *pid = in->proc ? (int)us_proc_pid(in->proc) : 0;
+        return &own;
+    }
+    us_peer *p = us_agent_peer(a, node);
+    for (int i = 0; p && i < p->n_reports; i++)
+        if (strcmp(p->reports[i].service, service) == 0) {
+            *pid = p->reports[i].pid;
+            return &p->reports[i];
+        }
+    return NULL;
+}
+
+static json_t *instance_json(us_agent *a, const us_assignment *as, const char *node)
+{
+    int pid = 0;
+    const us_report *r = report_of(a, node, as->service, &pid);
+    const char *role = "stopped";
+    bool standby = false;
+    for (int i = 0; i < as->n_standbys; i++)
+        standby |= strcmp(as->standbys[i], node) == 0;
+    if (strcmp(as->active, node) == 0)
+        role = "active";
+    else if (r && r->obs.state == US_INST_FAILED && r->obs.epoch == as->epoch)
+        role = "failed";
+    else if (standby)
+        role = "standby";
+    json_t *o = json_pack("{s:s, s:s}", "node", node, "role", role);
+    json_object_set_new(o, "pid", pid > 0 ? json_integer(pid) : json_null());
+    json_object_set_new(o, "state", json_string(r ? us_inst_state_name(r->obs.state) : "none"));
+    return o;
+}
+
+static json_t *status_json(us_agent *a)
+{
+    const us_state *s = &a->fsm.state;
+    char leader[US_NAME_MAX];
+    bool have_leader = us_agent_leader(a, leader, NULL);
+    json_t *cluster =
+        json_pack("{s:s, s:o, s:I, s:b}", "name", a->cfg.cluster_name, "leader",
+                  have_leader ? json_string(leader) : json_null(), "term",
+                  (json_int_t)raft_current_term(&a->raft), "has_quorum", has_quorum(a));
+    json_t *nodes = json_array();
+    for (int i = 0; i < s->n_nodes; i++) {
+        const us_node *n = &s->nodes[i];
+        us_peer *p = us_agent_peer(a, n->name);
+        us_node_state st = n->left ? US_NODE_LEFT : p ? us_agent_node_state(a, p) : US_NODE_DEAD;
+        json_array_append_new(
+            nodes, json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "name", n->name, "address",
+                             n->address, "api", n->api, "state", us_node_state_name(st), "voter",
+                             !n->left && is_voter(a, n->id), "leaving", n->leaving));
+    }
+    json_t *svcs = json_array();
+    for (int k = 0; k < s->services.n; k++) {
+        const us_assignment *as = &s->asg[k];
+        const us_service_def *d = &s->services.svc[k];
+        json_t *inst = json_array();
+        if (as->active[0])
+            json_array_append_new(inst, instance_json(a, as, as->active));
+        for (int i = 0; i < as->n_standbys; i++)
+            json_array_append_new(inst, instance_json(a, as, as->standbys[i]));
+        for (int i = 0; i < s->n_nodes; i++) {
+            const char *n = s->nodes[i].name;
+            bool shown = strcmp(as->active, n) == 0 || s->nodes[i].left;
+            for (int j = 0; j < as->n_standbys; j++)
+                shown |= strcmp(as->standbys[j], n) == 0;
+            if (!shown) {
+                json_t *o = instance_json(a, as, n);
+                /* Nodes that never ran it and are not eligible are noise. */
+                json_array_append_new(inst, o);
+            }
+        }
+        json_t *o = json_pack("{s:s, s:o, s:I, s:s, s:b, s:s, s:i, s:o}", "name", d->name, "active",
+                              as->active[0] ? json_string(as->active) : json_null(), "epoch",
+                              (json_int_t)as->epoch, "reason", as->reason, "demoting", as->demoting,
+                              "standby", d->standby == US_STANDBY_HOT ? "hot" : "cold", "standbys",
+                              d->standbys, "instances", inst);
+        json_array_append_new(svcs, o);
+    }
+    return json_pack("{s:o, s:s, s:o, s:o}", "cluster", cluster, "node", a->cfg.name, "nodes",
+                     nodes, "services", svcs);
+}
+
+static void h_status(us_api_req *r, void *data)
+{
+    us_api_reply_json(r, 200, status_json(data));
+}
+
+static void h_version(us_api_req *r, void *data)
+{
+    us_agent *a = data;
+    us_api_reply_json(r, 200, json_pack("{s:s, s:s}", "version", US_VERSION, "node", a->cfg.name));
+}
+
+/* ---- changes: leader only ---- */
+
+static bool require_leader(us_agent *a, us_api_req *r)
+{
+    if (a->leader && a->stopping == 0)
+        return true;
+    char leader[US_NAME_MAX], api[US_ADDR_MAX];
+    if (us_agent_leader(a, leader, api) && strcmp(leader, a->cfg.name) != 0 && api[0]) {
+        us_api_reply_json(r, 421,
+                          json_pack("{s:s, s:s, s:s}", "error", "not the leader", "leader", leader,
+                                    "leader_api", api));
+        return false;
+    }
+    us_api_reply_error(r, 503, "no leader");
+    return false;
+}
+
+typedef struct pending {
+    us_api_req *req;
+    json_t *reply; /* sent with 200/202 once committed */
+    int status;
+} pending;
+
+static void committed(void *data, int status, int result)
+{
+    pending *p = data;
+    if (status != 0) {
+        us_api_reply_error(p->req, 503, "not committed: %s", raft_strerror(status));
+        json_decref(p->reply);
+    } else if (result == US_APPLY_NOOP && p->status == 202) {
+        us_api_reply_error(p->req, 409, "the state changed meanwhile; try again");
+        json_decref(p->reply);
+    } else if (result == US_APPLY_BAD) {
+        us_api_reply_error(p->req, 400, "the command was rejected");
+        json_decref(p->reply);
+    } else {
+        us_api_reply_json(p->req, p->status, p->reply);
+    }
+    free(p);
+}
+
+static void propose(us_agent *a, us_api_req *r, json_t *cmd, int status, json_t *reply)
+{
+    pending *p = calloc(1, sizeof *p);
+    p->req = r;
+    p->reply = reply;
+    p->status = status;
+    int rc = us_agent_apply(a, cmd, committed, p);
+    if (rc != 0) {
+        us_api_reply_error(r, 503, "cannot propose: %s", raft_strerror(rc));
+        json_decref(reply);
+        free(p);
+    }
+}
+
+static void h_apply(us_api_req *r, void *data)
+{
+    us_agent *a = data;
+    size_t len;
+    const char *body = us_api_req_body(r, &len);
+    const char *file = us_api_req_query(r, "file");
+    us_service_set *set = calloc(1, sizeof *set);
+    us_errors *err = calloc(1, sizeof *err);
+    if (us_config_parse_services(body, len, file && file[0] ? file : "services", set, err) != 0) {
+        json_t *problems = json_array();
+        for (int i = 0; i < err->n; i++)
+            json_array_append_new(problems, json_string(err->msg[i]));
+        if (err->dropped)
+            json_array_append_new(problems,
+                                  json_sprintf("... and %d more problem(s)", err->dropped));
+        us_api_reply_json(
+            r, 400,
+            json_pack("{s:s, s:o}", "error", "invalid services file", "problems", problems));
+    } else if (require_leader(a, r)) {
+        json_t *names = json_array(), *removed = json_array();
+        for (int i = 0; i < set->n; i++)
+            json_array_append_new(names, json_string(set->svc[i].name));
+        const us_state *s = &a->fsm.state;
+        for (int i = 0; i < s->services.n; i++) {
+            bool kept = false;
+            for (int k = 0; k < set->n; k++)
+                kept |= strcmp(set->svc[k].name, s->services.svc[i].name) == 0;
+            if (!kept)
+                json_array_append_new(removed, json_string(s->services.svc[i].name));
+        }
+        us_info("applying %d service definition(s)", set->n);
+        propose(a, r, us_cmd_services(set), 200,
+                json_pack("{s:o, s:o}", "services", names, "removed", removed));
+    }
+    free(set);
+    free(err);
+}
+
+/* "/v1/services/NAME/ACTION" -> NAME (false if malformed). */
+static bool path_name(const char *path, const char *prefix, char out[US_NAME_MAX],
+                      const char *suffix)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(path, prefix, pl) != 0)
+        return false;
+    const char *name = path + pl;
+    const char *slash = strchr(name, '/');
+    size_t n = slash ? (size_t)(slash - name) : strlen(name);
+    if (n == 0 || n >= US_NAME_MAX)
+        return false;
+    if (suffix && (!slash || strcmp(slash, suffix) != 0))
+        return false;
+    if (!suffix && slash)
+        return false;
+    memcpy(out, name, n);
+    out[n] = '\0';
+    return true;
+}
+
+static void h_service_post(us_api_req *r, void *data)
+{
+    us_agent *a = data;
+    char name[US_NAME_MAX];
+    if (!path_name(us_api_req_path(r), "/v1/services/", name, "/switchover")) {
+        us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
+        return;
+    }
+    const us_state *s = &a->fsm.state;
+    int k = us_state_find_service(s, name);
+    if (k < 0) {
+        us_api_reply_error(r, 404, "unknown service '%s'", name);
+        return;
+    }
+    const char *to = us_api_req_query(r, "to");
+    if (to && to[0]) {
+        int n = us_state_find_node(s, to);
+        if (n < 0 || s->nodes[n].left) {
+            us_api_reply_error(r, 404, "unknown node '%s'", to);
+            return;
+        }
+        if (strcmp(s->asg[k].active, to) == 0) {
+            us_api_reply_error(r, 409, "'%s' is already active on %s", name, to);
+            return;
+        }
+    }
+    if (!s->asg[k].active[0]) {
+        us_api_reply_error(r, 409, "'%s' has no active instance to switch over from", name);
+        return;
+    }
+    if (s->asg[k].demoting) {
+        us_api_reply_error(r, 409, "a switchover of '%s' is already in progress", name);
+        return;
+    }
+    if (!require_leader(a, r))
+        return;
+    us_info("%s: switchover requested from %s%s%s", name, s->asg[k].active, to ? " to " : "",
+            to ? to : "");
+    json_t *reply = json_pack("{s:s, s:s, s:o, s:I}", "service", name, "from", s->asg[k].active,
+                              "to", to && to[0] ? json_string(to) : json_null(), "epoch",
+                              (json_int_t)s->asg[k].epoch);
+    propose(a, r, us_cmd_switchover(name, s->asg[k].gen, to), 202, reply);
+}
+
+static void h_node_post(us_api_req *r, void *data)
+{
+    us_agent *a = data;
+    char name[US_NAME_MAX];
+    if (!path_name(us_api_req_path(r), "/v1/nodes/", name, "/remove")) {
+        us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
+        return;
+    }
+    const us_state *s = &a->fsm.state;
+    int n = us_state_find_node(s, name);
+    if (n < 0 || s->nodes[n].left) {
+        us_api_reply_error(r, 404, "unknown node '%s'", name);
+        return;
+    }
+    if (!require_leader(a, r))
+        return;
+    us_info("removal of node %s requested", name);
+    propose(a, r, us_cmd_node_flags(name, true, true, false), 202,
+            json_pack("{s:s}", "node", name));
+}
+
+static void h_service_get(us_api_req *r, void *data)
+{
+    us_agent *a = data;
+    char name[US_NAME_MAX];
+    if (!path_name(us_api_req_path(r), "/v1/services/", name, "/log")) {
+        us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
+        return;
+    }
+    const char *l = us_api_req_query(r, "lines");
+    long lines = l ? strtol(l, NULL, 10) : 100;
+    if (lines <= 0 || lines > 100000)
+        lines = 100;
+    char path[PATH_MAX + 96];
+    snprintf(path, sizeof path, "%s/logs/%s.log", a->cfg.data_dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        us_api_reply_error(r, 404, "no log for '%s' on %s", name, a->cfg.name);
+        return;
+    }
+    /* Read at most the last 4 MiB and keep the last `lines` lines of it. */
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    long start = size > (4L << 20) ? size - (4L << 20) : 0;
+    fseek(f, start, SEEK_SET);
+    char *buf = malloc((size_t)(size - start) + 1);
+    size_t got = fread(buf, 1, (size_t)(size - start), f);
+    fclose(f);
+    buf[got] = '\0';
+    const char *p = buf + got;
+    long seen = 0;
+    while (p > buf) {
+        if (p[-1] == '\n' && p != buf + got && ++seen == lines)
+            break;
+        p--;
+    }
+    us_api_reply_text(r, 200, "text/plain; charset=utf-8", p, (size_t)(buf + got - p));
+    free(buf);
+}
+
+void us_agent_api_routes(us_agent *a)
+{
+    us_api_route(a->api, "GET", "/v1/status", h_status, a);
+    us_api_route(a->api, "GET", "/v1/version", h_version, a);
+    us_api_route(a->api, "POST", "/v1/services", h_apply, a);
+    us_api_route(a->api, "POST", "/v1/services/", h_service_post, a);
+    us_api_route(a->api, "GET", "/v1/services/", h_service_get, a);
+    us_api_route(a->api, "POST", "/v1/nodes/", h_node_post, a);
+}

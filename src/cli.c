@@ -1,0 +1,1163 @@
+/* cli.c — see cli.h. */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IO_TIMEOUT_MS 5000
+#define REPLY_LIMIT (64u * 1024 * 1024)
+#define MAX_REDIRECTS 3
+#define NO_LEADER_WAIT_MS 5000
+#define NO_LEADER_RETRY_MS 200
+#define POLL_INTERVAL_MS 100
+#define COMPLETION_WAIT_MS 30000
+#define HOSTPORT_MAX 256
+#define MAX_ENDPOINTS 20
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+typedef struct cli {
+    char api[HOSTPORT_MAX];    /* where requests go; becomes the leader after a redirect */
+    char origin[HOSTPORT_MAX]; /* the agent the user named */
+    bool json;
+    bool color;
+    /* Other agents to ask while polling, learnt from status replies: the one asked may go away
+     * (e.g. the node being removed). */
+    char endpoints[MAX_ENDPOINTS][HOSTPORT_MAX];
+    int n_endpoints;
+} cli;
+
+typedef struct reply {
+    int status;
+    char *body;
+    size_t len;
+    json_t *json; /* the body parsed, or NULL */
+} reply;
+
+/* ---- small helpers ---- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void reply_free(reply *r)
+{
+    free(r->body);
+    json_decref(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("understudy: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return EXIT_FAILED;
+}
+
+static const char *jstr(json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+/* Percent-encode everything but RFC 3986 unreserved characters. */
+static void url_encode(const char *s, char *out, size_t size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (; *s && o + 4 < size; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            out[o++] = (char)ch;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[ch >> 4];
+            out[o++] = hex[ch & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+/* "host:port" or "[v6]:port" -> host, port; false if malformed. */
+static bool split_hostport(const char *hp, char *host, size_t hsize, char *port, size_t psize)
+{
+    const char *colon;
+    const char *h = hp;
+    size_t hlen;
+    if (hp[0] == '[') {
+        const char *close = strchr(hp, ']');
+        if (!close || close[1] != ':')
+            return false;
+        h = hp + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(hp, ':');
+        if (!colon)
+            return false;
+        hlen = (size_t)(colon - hp);
+    }
+    const char *p = colon + 1;
+    size_t plen = strlen(p);
+    if (hlen == 0 || hlen >= hsize || plen == 0 || plen >= psize || plen > 5 ||
+        strspn(p, "0123456789") != plen || atoi(p) < 1 || atoi(p) > 65535)
+        return false;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    memcpy(port, p, plen + 1);
+    return true;
+}
+
+static bool hostport_valid(const char *hp)
+{
+    char host[HOSTPORT_MAX], port[8];
+    return strlen(hp) < HOSTPORT_MAX && split_hostport(hp, host, sizeof host, port, sizeof port);
+}
+
+/* ---- HTTP client ---- */
+
+static void unreachable_msg(char *err, size_t size, const char *hp, const char *why)
+{
+    snprintf(err, size, "cannot reach the agent at %s (%s); is `understudy agent` running?", hp,
+             why);
+}
+
+static int connect_to(const char *hp, char *err, size_t errlen)
+{
+    char host[HOSTPORT_MAX], port[8];
+    if (!split_hostport(hp, host, sizeof host, port, sizeof port)) {
+        snprintf(err, errlen, "invalid agent address \"%s\": expected HOST:PORT", hp);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(host, port, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "cannot resolve \"%s\": %s", host, gai_strerror(gai));
+        return -1;
+    }
+    int last = ECONNREFUSED;
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        int s =
+            socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (s < 0) {
+            last = errno;
+            continue;
+        }
+        int rc = connect(s, ai->ai_addr, ai->ai_addrlen);
+        if (rc != 0 && errno == EINPROGRESS) {
+            struct pollfd pfd = {.fd = s, .events = POLLOUT};
+            int n;
+            do {
+                n = poll(&pfd, 1, IO_TIMEOUT_MS);
+            } while (n < 0 && errno == EINTR);
+            if (n == 0) {
+                errno = ETIMEDOUT;
+            } else {
+                int soerr = 0;
+                socklen_t sl = sizeof soerr;
+                getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+                errno = soerr;
+                rc = soerr == 0 ? 0 : -1;
+            }
+        }
+        if (rc != 0) {
+            last = errno;
+            close(s);
+            continue;
+        }
+        fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK);
+        struct timeval tv = {.tv_sec = IO_TIMEOUT_MS / 1000};
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        fd = s;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        unreachable_msg(err, errlen, hp, strerror(last));
+    return fd;
+}
+
+static bool send_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Decode a chunked body in place; false if malformed. */
+static bool dechunk(char *body, size_t len, size_t *out_len)
+{
+    size_t in = 0, out = 0;
+    for (;;) {
+        char *end;
+        if (in >= len)
+            return false;
+        unsigned long n = strtoul(body + in, &end, 16);
+        char *crlf = memmem(body + in, len - in, "\r\n", 2);
+        if (!crlf || end == body + in)
+            return false;
+        in = (size_t)(crlf - body) + 2;
+        if (n == 0)
+            break;
+        if (n > len - in)
+            return false;
+        memmove(body + out, body + in, n);
+        out += n;
+        in += n + 2;
+    }
+    body[out] = '\0';
+    *out_len = out;
+    return true;
+}
+
+static bool parse_response(char *raw, size_t len, reply *rep)
+{
+    char *sep = memmem(raw, len, "\r\n\r\n", 4);
+    if (!sep || len < 12 || strncmp(raw, "HTTP/1.", 7) != 0)
+        return false;
+    *sep = '\0';
+    rep->status = atoi(raw + 9);
+    if (rep->status < 100 || rep->status > 599)
+        return false;
+    char *body = sep + 4;
+    size_t blen = len - (size_t)(body - raw);
+    bool chunked = false;
+    long long clen = -1;
+    for (char *line = strstr(raw, "\r\n"); line; line = strstr(line, "\r\n")) {
+        line += 2;
+        if (strncasecmp(line, "Content-Length:", 15) == 0)
+            clen = atoll(line + 15);
+        else if (strncasecmp(line, "Transfer-Encoding:", 18) == 0 &&
+                 strcasestr(line, "chunked") != NULL)
+            chunked = true;
+    }
+    if (chunked) {
+        if (!dechunk(body, blen, &blen))
+            return false;
+    } else if (clen >= 0) {
+        if ((size_t)clen > blen)
+            return false; /* connection closed early */
+        blen = (size_t)clen;
+    }
+    rep->body = malloc(blen + 1);
+    if (!rep->body)
+        return false;
+    memcpy(rep->body, body, blen);
+    rep->body[blen] = '\0';
+    rep->len = blen;
+    rep->json = json_loadb(rep->body, blen, 0, NULL);
+    return true;
+}
+
+/* One request to one agent. 0 with `rep` filled (any status), -1 with a message in err. */
+static int http_once(const char *hp, const char *method, const char *target, const char *body,
+                     size_t blen, reply *rep, char *err, size_t errlen)
+{
+    memset(rep, 0, sizeof *rep);
+    int fd = connect_to(hp, err, errlen);
+    if (fd < 0)
+        return -1;
+    char head[2048];
+    int n = snprintf(head, sizeof head,
+                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: understudy/%s\r\n"
+                     "Accept: application/json\r\nConnection: close\r\n"
+                     "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n\r\n",
+                     method, target, hp, US_VERSION, blen);
+    if (n < 0 || (size_t)n >= sizeof head) {
+        close(fd);
+        snprintf(err, errlen, "request too long: %s %s", method, target);
+        return -1;
+    }
+    if (!send_all(fd, head, (size_t)n) || (blen > 0 && !send_all(fd, body, blen))) {
+        int e = errno;
+        close(fd);
+        snprintf(err, errlen, "cannot send the request to the agent at %s (%s)", hp,
+                 e == EAGAIN ? "timed out" : strerror(e));
+        return -1;
+    }
+    size_t cap = 8192, got = 0;
+    char *buf = malloc(cap);
+    int rerr = 0;
+    while (buf) {
+        if (got + 1 >= cap) {
+            if (cap >= REPLY_LIMIT) {
+                rerr = EFBIG;
+                break;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                rerr = ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = recv(fd, buf + got, cap - got - 1, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rerr = errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!buf || rerr) {
+        free(buf);
+        snprintf(err, errlen, "no reply from the agent at %s (%s)", hp,
+                 !buf                                      ? strerror(ENOMEM)
+                 : (rerr == EAGAIN || rerr == EWOULDBLOCK) ? "timed out after 5 s"
+                                                           : strerror(rerr));
+        return -1;
+    }
+    buf[got] = '\0';
+    bool ok = parse_response(buf, got, rep);
+    free(buf);
+    if (!ok) {
+        reply_free(rep);
+        snprintf(err, errlen, "malformed HTTP reply from the agent at %s", hp);
+        return -1;
+    }
+    return 0;
+}
+
+/* A request as the API expects clients to make it: follow "not the leader" to the leader and
+ * wait out an election. Returns 0 with the final reply, or -1 after printing the failure. */
+static int call(cli *c, const char *method, const char *target, const char *body, size_t blen,
+                reply *rep)
+{
+    int hops = 0;
+    int64_t no_leader_since = -1;
+    char err[512];
+    for (;;) {
+        if (http_once(c->api, method, target, body, blen, rep, err, sizeof err) != 0) {
+            /* A leader we were sent to may have just died: ask the named agent again, for as
+             * long as we would wait for an election. */
+            bool redirected = strcmp(c->api, c->origin) != 0;
+            if (redirected && no_leader_since < 0)
+                no_leader_since = now_ms();
+            if (redirected && now_ms() - no_leader_since < NO_LEADER_WAIT_MS) {
+                memcpy(c->api, c->origin, sizeof c->api);
+                hops = 0;
+                sleep_ms(NO_LEADER_RETRY_MS);
+                continue;
+            }
+            fail("%s", err);
+            return -1;
+        }
+        if (rep->status == 421) {
+            const char *leader = jstr(rep->json, "leader_api");
+            if (leader && hostport_valid(leader) && hops < MAX_REDIRECTS) {
+                snprintf(c->api, sizeof c->api, "%s", leader);
+                hops++;
+                reply_free(rep);
+                continue;
+            }
+            return 0;
+        }
+        const char *msg = jstr(rep->json, "error");
+        if (rep->status == 503 && msg && strcmp(msg, "no leader") == 0) {
+            /* An election is running: the request was not executed, so repeat it. Other 503s
+             * (e.g. a failed commit) may have taken effect and are reported instead. */
+            int64_t t = now_ms();
+            if (no_leader_since < 0)
+                no_leader_since = t;
+            if (t - no_leader_since < NO_LEADER_WAIT_MS) {
+                reply_free(rep);
+                hops = 0;
+                sleep_ms(NO_LEADER_RETRY_MS);
+                continue;
+            }
+        }
+        return 0;
+    }
+}
+
+/* Explain a non-2xx reply. Always returns EXIT_FAILED. */
+static int fail_reply(const cli *c, const reply *rep)
+{
+    const char *msg = jstr(rep->json, "error");
+    if (rep->status == 421) {
+        const char *leader = jstr(rep->json, "leader_api");
+        return fail("%s (asked %s; leader %s; gave up after %d redirects)",
+                    msg ? msg : "not the leader", c->api, leader ? leader : "unknown",
+                    MAX_REDIRECTS);
+    }
+    if (msg)
+        return fail("%s", msg);
+    /* Not our API's JSON: show the start of what came back. */
+    char excerpt[200];
+    snprintf(excerpt, sizeof excerpt, "%s", rep->body ? rep->body : "");
+    excerpt[strcspn(excerpt, "\r\n")] = '\0';
+    return fail("HTTP %d from the agent at %s%s%s", rep->status, c->api, excerpt[0] ? ": " : "",
+                excerpt);
+}
+
+static int unexpected(const cli *c, const char *what)
+{
+    return fail("unexpected reply from the agent at %s: %s", c->api, what);
+}
+
+static void print_body(const reply *rep)
+{
+    fwrite(rep->body, 1, rep->len, stdout);
+    if (rep->len == 0 || rep->body[rep->len - 1] != '\n')
+        fputc('\n', stdout);
+}
+
+/* Our own JSON output (for --json), formatted like the agent's; consumes j. */
+static void print_json(json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    printf("%s\n", s ? s : "null");
+    free(s);
+    json_decref(j);
+}
+
+/* ---- human output ---- */
+
+#define C_RESET "\033[0m"
+#define C_BOLD "\033[1m"
+#define C_DIM "\033[2m"
+#define C_RED "\033[31m"
+#define C_GREEN "\033[32m"
+#define C_YELLOW "\033[33m"
+
+typedef struct table {
+    int ncols;
+    int nrows;
+    char **text;         /* nrows * ncols */
+    const char **colour; /* nrows * ncols, NULL = plain */
+} table;
+
+static void table_cell(table *t, int row, int col, const char *colour, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void table_cell(table *t, int row, int col, const char *colour, const char *fmt, ...)
+{
+    if (row >= t->nrows) {
+        size_t n = (size_t)(row + 1) * (size_t)t->ncols;
+        t->text = realloc(t->text, n * sizeof *t->text);
+        t->colour = realloc(t->colour, n * sizeof *t->colour);
+        if (!t->text || !t->colour)
+            abort();
+        for (size_t i = (size_t)t->nrows * (size_t)t->ncols; i < n; i++) {
+            t->text[i] = NULL;
+            t->colour[i] = NULL;
+        }
+        t->nrows = row + 1;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    size_t i = (size_t)row * (size_t)t->ncols + (size_t)col;
+    free(t->text[i]);
+    t->text[i] = s;
+    t->colour[i] = colour;
+}
+
+/* Widths come from the plain text so that colour codes do not break the alignment. */
+static void table_print(table *t, bool colour)
+{
+    int width[16] = {0};
+    for (int r = 0; r < t->nrows; r++)
+        for (int col = 0; col < t->ncols; col++) {
+            const char *s = t->text[r * t->ncols + col];
+            int w = s ? (int)strlen(s) : 0;
+            if (w > width[col])
+                width[col] = w;
+        }
+    for (int r = 0; r < t->nrows; r++) {
+        for (int col = 0; col < t->ncols; col++) {
+            const char *s = t->text[r * t->ncols + col];
+            const char *cc = r == 0 ? C_BOLD : t->colour[r * t->ncols + col];
+            bool last = col == t->ncols - 1;
+            if (colour && cc)
+                printf("%s%s%s", cc, s ? s : "", C_RESET);
+            else
+                fputs(s ? s : "", stdout);
+            if (!last)
+                printf("%*s", width[col] - (s ? (int)strlen(s) : 0) + 2, "");
+        }
+        fputc('\n', stdout);
+    }
+    for (int i = 0; i < t->nrows * t->ncols; i++)
+        free(t->text[i]);
+    free(t->text);
+    free(t->colour);
+}
+
+static const char *node_state_colour(const char *state)
+{
+    if (!state)
+        return NULL;
+    if (strcmp(state, "alive") == 0)
+        return C_GREEN;
+    if (strcmp(state, "suspect") == 0)
+        return C_YELLOW;
+    if (strcmp(state, "dead") == 0)
+        return C_RED;
+    return C_DIM;
+}
+
+static int print_status(const cli *c, json_t *st)
+{
+    json_t *cluster = json_object_get(st, "cluster");
+    json_t *nodes = json_object_get(st, "nodes");
+    json_t *services = json_object_get(st, "services");
+    if (!json_is_object(cluster) || !json_is_array(nodes) || !json_is_array(services))
+        return unexpected(c, "status without cluster, nodes and services");
+    const bool col = c->color;
+    const char *name = jstr(cluster, "name");
+    const char *leader = jstr(cluster, "leader");
+    bool quorum = json_is_true(json_object_get(cluster, "has_quorum"));
+    printf("cluster %s%s%s  leader %s%s%s  term %" JSON_INTEGER_FORMAT "  quorum %s%s%s\n",
+           col ? C_BOLD : "", name ? name : "?", col ? C_RESET : "", col && !leader ? C_RED : "",
+           leader ? leader : "none", col && !leader ? C_RESET : "",
+           json_integer_value(json_object_get(cluster, "term")),
+           col ? (quorum ? C_GREEN : C_RED) : "", quorum ? "yes" : "no", col ? C_RESET : "");
+
+    printf("\n%sNODES%s\n", col ? C_BOLD : "", col ? C_RESET : "");
+    table t = {.ncols = 4};
+    table_cell(&t, 0, 0, NULL, "NAME");
+    table_cell(&t, 0, 1, NULL, "ADDRESS");
+    table_cell(&t, 0, 2, NULL, "STATE");
+    table_cell(&t, 0, 3, NULL, "VOTER");
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n)
+    {
+        int row = (int)i + 1;
+        const char *nname = jstr(n, "name");
+        const char *state = jstr(n, "state");
+        bool is_leader = leader && nname && strcmp(leader, nname) == 0;
+        table_cell(&t, row, 0, NULL, "%s%s", nname ? nname : "?", is_leader ? " (leader)" : "");
+        table_cell(&t, row, 1, NULL, "%s", jstr(n, "address") ? jstr(n, "address") : "-");
+        table_cell(&t, row, 2, node_state_colour(state), "%s", state ? state : "?");
+        table_cell(&t, row, 3, NULL, "%s",
+                   json_is_true(json_object_get(n, "voter")) ? "yes" : "no");
+    }
+    table_print(&t, col);
+
+    printf("\n%sSERVICES%s\n", col ? C_BOLD : "", col ? C_RESET : "");
+    if (json_array_size(services) == 0) {
+        printf("(none; add some with `understudy apply FILE`)\n");
+        return EXIT_OK;
+    }
+    t = (table){.ncols = 5};
+    table_cell(&t, 0, 0, NULL, "SERVICE");
+    table_cell(&t, 0, 1, NULL, "ACTIVE");
+    table_cell(&t, 0, 2, NULL, "EPOCH");
+    table_cell(&t, 0, 3, NULL, "STANDBYS");
+    table_cell(&t, 0, 4, NULL, "LAST CHANGE");
+    json_t *s;
+    json_array_foreach(services, i, s)
+    {
+        int row = (int)i + 1;
+        const char *active = jstr(s, "active");
+        const char *reason = jstr(s, "reason");
+        table_cell(&t, row, 0, NULL, "%s", jstr(s, "name") ? jstr(s, "name") : "?");
+        table_cell(&t, row, 1, active ? C_GREEN : C_RED, "%s", active ? active : "none");
+        table_cell(&t, row, 2, NULL, "%" JSON_INTEGER_FORMAT,
+                   json_integer_value(json_object_get(s, "epoch")));
+        /* Standbys, then instances that are down, so that a missing standby is visible. */
+        char standbys[512] = "";
+        bool degraded = false;
+        for (int pass = 0; pass < 2; pass++) {
+            size_t k;
+            json_t *inst;
+            json_array_foreach(json_object_get(s, "instances"), k, inst)
+            {
+                const char *node = jstr(inst, "node");
+                const char *role = jstr(inst, "role");
+                if (!node || !role || strcmp(role, "active") == 0)
+                    continue;
+                bool standby = strcmp(role, "standby") == 0;
+                if (standby != (pass == 0))
+                    continue;
+                degraded |= !standby;
+                size_t used = strlen(standbys);
+                if (standby)
+                    snprintf(standbys + used, sizeof standbys - used, "%s%s", used ? ", " : "",
+                             node);
+                else
+                    snprintf(standbys + used, sizeof standbys - used, "%s%s (%s)", used ? ", " : "",
+                             node, role);
+            }
+        }
+        table_cell(&t, row, 3, degraded ? C_YELLOW : NULL, "%s", standbys[0] ? standbys : "-");
+        table_cell(&t, row, 4, NULL, "%s", reason && reason[0] ? reason : "-");
+    }
+    table_print(&t, col);
+    return EXIT_OK;
+}
+
+/* ---- polling ---- */
+
+static void add_endpoint(cli *c, const char *hp)
+{
+    if (!hp || !hostport_valid(hp) || c->n_endpoints >= MAX_ENDPOINTS)
+        return;
+    for (int i = 0; i < c->n_endpoints; i++)
+        if (strcmp(c->endpoints[i], hp) == 0)
+            return;
+    snprintf(c->endpoints[c->n_endpoints++], HOSTPORT_MAX, "%s", hp);
+}
+
+static void learn_endpoints(cli *c, json_t *st)
+{
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(st, "nodes"), i, n)
+    {
+        const char *state = jstr(n, "state");
+        if (state && (strcmp(state, "alive") == 0 || strcmp(state, "suspect") == 0))
+            add_endpoint(c, jstr(n, "api"));
+    }
+}
+
+/* Fetch the status from the current agent; if it cannot answer, move on to another known one. */
+static json_t *poll_status(cli *c, char *err, size_t errlen)
+{
+    reply rep;
+    if (http_once(c->api, "GET", "/v1/status", NULL, 0, &rep, err, errlen) == 0) {
+        if (rep.status == 200 && json_is_object(rep.json)) {
+            json_t *st = json_incref(rep.json);
+            reply_free(&rep);
+            learn_endpoints(c, st);
+            return st;
+        }
+        snprintf(err, errlen, "status: HTTP %d %s", rep.status,
+                 jstr(rep.json, "error") ? jstr(rep.json, "error") : "");
+        reply_free(&rep);
+    }
+    add_endpoint(c, c->api);
+    for (int i = 0; i < c->n_endpoints; i++) {
+        if (strcmp(c->endpoints[i], c->api) == 0) {
+            memmove(c->api, c->endpoints[(i + 1) % c->n_endpoints], HOSTPORT_MAX);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static json_t *find_named(json_t *arr, const char *key, const char *name)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e)
+    {
+        const char *v = jstr(e, key);
+        if (v && strcmp(v, name) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* ---- commands ---- */
+
+static int cmd_status(cli *c)
+{
+    reply rep;
+    if (call(c, "GET", "/v1/status", NULL, 0, &rep) != 0)
+        return EXIT_FAILED;
+    int rc;
+    if (rep.status != 200)
+        rc = fail_reply(c, &rep);
+    else if (c->json)
+        rc = (print_body(&rep), EXIT_OK);
+    else if (!json_is_object(rep.json))
+        rc = unexpected(c, "status is not a JSON object");
+    else
+        rc = print_status(c, rep.json);
+    reply_free(&rep);
+    return rc;
+}
+
+static int read_file(const char *path, char **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t cap = 4096, got = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (!buf) {
+            close(fd);
+            return -ENOMEM;
+        }
+        if (got + 1 >= cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb)
+                free(buf);
+            buf = nb;
+            continue;
+        }
+        ssize_t n = read(fd, buf + got, cap - got - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return -e;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    buf[got] = '\0';
+    *out = buf;
+    *len = got;
+    return 0;
+}
+
+static int cmd_apply(cli *c, const char *file)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = read_file(file, &text, &len);
+    if (rc != 0) {
+        fprintf(stderr, "understudy: cannot read services file %s: %s\n", file, strerror(-rc));
+        return EXIT_USAGE;
+    }
+    const char *base = strrchr(file, '/');
+    base = base ? base + 1 : file;
+    char enc[512], target[600];
+    url_encode(base, enc, sizeof enc);
+    snprintf(target, sizeof target, "/v1/services?file=%s", enc);
+    reply rep;
+    if (call(c, "POST", target, text, len, &rep) != 0) {
+        free(text);
+        return EXIT_FAILED;
+    }
+    free(text);
+    json_t *problems = json_object_get(rep.json, "problems");
+    if (rep.status == 400 && json_is_array(problems)) {
+        const char *msg = jstr(rep.json, "error");
+        fprintf(stderr, "understudy: %s:\n", msg ? msg : "invalid services file");
+        size_t i;
+        json_t *p;
+        json_array_foreach(problems, i, p) fprintf(stderr, "%s\n", json_string_value(p));
+        rc = EXIT_FAILED;
+    } else if (rep.status < 200 || rep.status > 299) {
+        rc = fail_reply(c, &rep);
+    } else if (c->json) {
+        print_body(&rep);
+        rc = EXIT_OK;
+    } else {
+        json_t *applied = json_object_get(rep.json, "services");
+        json_t *removed = json_object_get(rep.json, "removed");
+        printf("applied %zu service(s)\n", json_array_size(applied));
+        if (json_array_size(removed) > 0) {
+            printf("removed %zu service(s):", json_array_size(removed));
+            size_t i;
+            json_t *r;
+            json_array_foreach(removed, i, r) printf(" %s", json_string_value(r));
+            printf("\n");
+        }
+        rc = EXIT_OK;
+    }
+    reply_free(&rep);
+    return rc;
+}
+
+static int cmd_switchover(cli *c, const char *service, const char *to)
+{
+    char enc_s[256], enc_to[256], target[600];
+    url_encode(service, enc_s, sizeof enc_s);
+    if (to) {
+        url_encode(to, enc_to, sizeof enc_to);
+        snprintf(target, sizeof target, "/v1/services/%s/switchover?to=%s", enc_s, enc_to);
+    } else {
+        snprintf(target, sizeof target, "/v1/services/%s/switchover", enc_s);
+    }
+    reply rep;
+    if (call(c, "POST", target, NULL, 0, &rep) != 0)
+        return EXIT_FAILED;
+    if (rep.status < 200 || rep.status > 299) {
+        int rc = fail_reply(c, &rep);
+        reply_free(&rep);
+        return rc;
+    }
+    json_t *epoch_j = json_object_get(rep.json, "epoch");
+    if (!json_is_integer(epoch_j)) {
+        reply_free(&rep);
+        return unexpected(c, "switchover accepted without an epoch");
+    }
+    json_int_t epoch = json_integer_value(epoch_j);
+    char from[256];
+    snprintf(from, sizeof from, "%s", jstr(rep.json, "from") ? jstr(rep.json, "from") : "none");
+    reply_free(&rep);
+
+    /* Done when the service has an active instance again under a newer epoch. */
+    int64_t deadline = now_ms() + COMPLETION_WAIT_MS;
+    char err[512] = "";
+    char last_active[256] = "none";
+    json_int_t last_epoch = epoch;
+    for (;;) {
+        json_t *st = poll_status(c, err, sizeof err);
+        if (st) {
+            json_t *svc = find_named(json_object_get(st, "services"), "name", service);
+            if (!svc) {
+                json_decref(st);
+                return fail("service %s disappeared during the switchover", service);
+            }
+            const char *active = jstr(svc, "active");
+            json_int_t e = json_integer_value(json_object_get(svc, "epoch"));
+            snprintf(last_active, sizeof last_active, "%s", active ? active : "none");
+            last_epoch = e;
+            if (active && e > epoch) {
+                int rc = EXIT_OK;
+                if (c->json)
+                    print_json(json_pack("{s:s, s:s, s:s, s:I}", "service", service, "from", from,
+                                         "to", active, "epoch", e));
+                else
+                    printf("%s: %s -> %s (epoch %" JSON_INTEGER_FORMAT ")\n", service, from, active,
+                           e);
+                if (to && strcmp(active, to) != 0)
+                    rc = fail("%s went to %s, not to the requested %s (see `understudy status`)",
+                              service, active, to);
+                json_decref(st);
+                return rc;
+            }
+            json_decref(st);
+        }
+        if (now_ms() >= deadline)
+            break;
+        sleep_ms(POLL_INTERVAL_MS);
+    }
+    return fail(
+        "switchover of %s not complete after %d s (active %s, epoch %" JSON_INTEGER_FORMAT ")%s%s",
+        service, COMPLETION_WAIT_MS / 1000, last_active, last_epoch, err[0] ? "; " : "", err);
+}
+
+static int cmd_node_remove(cli *c, const char *node)
+{
+    char enc[256], target[400];
+    url_encode(node, enc, sizeof enc);
+    snprintf(target, sizeof target, "/v1/nodes/%s/remove", enc);
+    reply rep;
+    if (call(c, "POST", target, NULL, 0, &rep) != 0)
+        return EXIT_FAILED;
+    if (rep.status < 200 || rep.status > 299) {
+        int rc = fail_reply(c, &rep);
+        reply_free(&rep);
+        return rc;
+    }
+    reply_free(&rep);
+
+    int64_t deadline = now_ms() + COMPLETION_WAIT_MS;
+    char err[512] = "";
+    char last_state[64] = "unknown";
+    for (;;) {
+        json_t *st = poll_status(c, err, sizeof err);
+        if (st) {
+            json_t *n = find_named(json_object_get(st, "nodes"), "name", node);
+            const char *state = n ? jstr(n, "state") : "left";
+            snprintf(last_state, sizeof last_state, "%s", state ? state : "unknown");
+            json_decref(st);
+            if (strcmp(last_state, "left") == 0) {
+                if (c->json)
+                    print_json(json_pack("{s:s, s:b}", "node", node, "removed", 1));
+                else
+                    printf("node %s removed\n", node);
+                return EXIT_OK;
+            }
+        }
+        if (now_ms() >= deadline)
+            break;
+        sleep_ms(POLL_INTERVAL_MS);
+    }
+    return fail("removal of node %s not complete after %d s (state %s)%s%s", node,
+                COMPLETION_WAIT_MS / 1000, last_state, err[0] ? "; " : "", err);
+}
+
+static int cmd_version(cli *c)
+{
+    reply rep;
+    char err[512];
+    const char *agent = NULL;
+    bool reached = http_once(c->api, "GET", "/v1/version", NULL, 0, &rep, err, sizeof err) == 0;
+    if (reached && rep.status == 200)
+        agent = jstr(rep.json, "version");
+    if (c->json) {
+        print_json(json_pack("{s:s, s:s?}", "client", US_VERSION, "agent", agent));
+    } else {
+        printf("understudy %s\n", US_VERSION);
+        if (agent)
+            printf("agent %s at %s\n", agent, c->api);
+    }
+    /* The client's own version is always known: an absent agent is only a note. */
+    if (!reached)
+        fprintf(stderr, "understudy: agent version unknown: %s\n", err);
+    else if (!agent)
+        fprintf(stderr, "understudy: agent version unknown: HTTP %d from %s\n", rep.status, c->api);
+    if (reached)
+        reply_free(&rep);
+    return EXIT_OK;
+}
+
+/* ---- usage ---- */
+
+static const char usage_text[] =
+    "usage: understudy [--api HOST:PORT] [--json] COMMAND ...\n"
+    "\n"
+    "commands:\n"
+    "  status                          cluster, nodes and services\n"
+    "  apply FILE                      load a services file into the cluster\n"
+    "  switchover SERVICE [--to NODE]  move the active role, wait until done\n"
+    "  node remove NAME                remove a node from the cluster, wait until done\n"
+    "  version                         client and agent versions\n"
+    "  agent ...                       run the agent on this node (see `understudy agent --help`)\n"
+    "  help [COMMAND]                  this text, or a command's\n"
+    "\n"
+    "options (before or after the command):\n"
+    "  --api HOST:PORT  agent to talk to (default: $UNDERSTUDY_API, else " US_DEFAULT_API ")\n"
+    "  --json           print the API's JSON instead of tables\n"
+    "\n"
+    "exit status: 0 success, 1 refused or failed (agent unreachable too), 2 usage error\n";
+
+typedef struct command {
+    const char *name;
+    const char *usage;
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"status", "understudy status [--json]",
+     "Show the cluster (leader, term, quorum), its nodes and its services.\n"
+     "--json prints the agent's JSON reply as is.\n"},
+    {"apply", "understudy apply FILE",
+     "Send a services file to the cluster; services missing from it are removed.\n"
+     "Problems in the file are listed as FILE:LINE: message.\n"},
+    {"switchover", "understudy switchover SERVICE [--to NODE]",
+     "Move SERVICE's active role (to NODE, or to the best standby) and wait up to 30 s until\n"
+     "it is active again under a new epoch.\n"},
+    {"node", "understudy node remove NAME",
+     "Remove node NAME from the cluster and wait up to 30 s until it has left.\n"},
+    {"version", "understudy version", "Print the client's version and the agent's.\n"},
+    {"help", "understudy help [COMMAND]", "Print usage.\n"},
+};
+
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int usage_error(const command *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int usage_error(const command *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("understudy: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (cmd)
+        fprintf(stderr, "usage: %s\n", cmd->usage);
+    else
+        fputs("run `understudy help` for usage\n", stderr);
+    return EXIT_USAGE;
+}
+
+static void print_command_help(const command *cmd)
+{
+    printf("usage: %s\n\n%s\nglobal options: --api HOST:PORT, --json (see `understudy help`)\n",
+           cmd->usage, cmd->help);
+}
+
+/* ---- main ---- */
+
+#define MAX_ARGS 8
+
+static int run(int argc, char **argv)
+{
+    cli *c = calloc(1, sizeof *c);
+    if (!c)
+        return fail("out of memory");
+    const char *api = NULL;
+    const char *to = NULL;
+    bool help = false;
+    const char *args[MAX_ARGS];
+    int nargs = 0;
+    int rc = EXIT_OK;
+    bool opts_done = false;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        if (opts_done || a[0] != '-' || a[1] == '\0') {
+            if (nargs == MAX_ARGS) {
+                rc = usage_error(nargs ? find_command(args[0]) : NULL, "too many arguments");
+                goto out;
+            }
+            args[nargs++] = a;
+        } else if (strcmp(a, "--") == 0) {
+            opts_done = true;
+        } else if (strcmp(a, "--json") == 0) {
+            c->json = true;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            help = true;
+        } else if (strncmp(a, "--api", 5) == 0 && (a[5] == '\0' || a[5] == '=')) {
+            val = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!val) {
+                rc = usage_error(NULL, "--api needs a value: --api HOST:PORT");
+                goto out;
+            }
+            api = val;
+        } else if (strncmp(a, "--to", 4) == 0 && (a[4] == '\0' || a[4] == '=')) {
+            val = a[4] == '=' ? a + 5 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!val) {
+                rc = usage_error(find_command("switchover"), "--to needs a node name");
+                goto out;
+            }
+            to = val;
+        } else {
+            rc = usage_error(nargs ? find_command(args[0]) : NULL, "unknown option %s", a);
+            goto out;
+        }
+    }
+
+    if (nargs == 0) {
+        if (help) {
+            fputs(usage_text, stdout);
+            goto out;
+        }
+        fputs(usage_text, stderr);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    const char *name = args[0];
+    const command *cmd = find_command(name);
+    if (!cmd) {
+        rc = usage_error(NULL, "unknown command \"%s\"", name);
+        goto out;
+    }
+    if (help) {
+        print_command_help(cmd);
+        goto out;
+    }
+    if (strcmp(name, "help") == 0) {
+        if (nargs == 1) {
+            fputs(usage_text, stdout);
+        } else if (nargs == 2 && find_command(args[1])) {
+            print_command_help(find_command(args[1]));
+        } else {
+            rc = usage_error(cmd, "unknown command \"%s\"", nargs > 1 ? args[1] : "");
+        }
+        goto out;
+    }
+    if (to && strcmp(name, "switchover") != 0) {
+        rc = usage_error(cmd, "--to only applies to switchover");
+        goto out;
+    }
+
+    if (!api)
+        api = getenv("UNDERSTUDY_API");
+    if (!api || !api[0])
+        api = US_DEFAULT_API;
+    if (!hostport_valid(api)) {
+        rc = usage_error(NULL, "invalid agent address \"%s\" (from %s): expected HOST:PORT", api,
+                         api == getenv("UNDERSTUDY_API") ? "$UNDERSTUDY_API" : "--api");
+        goto out;
+    }
+    snprintf(c->api, sizeof c->api, "%s", api);
+    memcpy(c->origin, c->api, sizeof c->origin);
+    c->color = isatty(STDOUT_FILENO) && !(getenv("NO_COLOR") && getenv("NO_COLOR")[0]);
+
+    if (strcmp(name, "status") == 0 || strcmp(name, "version") == 0) {
+        if (nargs > 1) {
+            rc = usage_error(cmd, "unexpected argument \"%s\"", args[1]);
+            goto out;
+        }
+        rc = name[0] == 's' ? cmd_status(c) : cmd_version(c);
+    } else if (strcmp(name, "apply") == 0) {
+        if (nargs != 2) {
+            rc = nargs < 2 ? usage_error(cmd, "missing FILE")
+                           : usage_error(cmd, "unexpected argument \"%s\"", args[2]);
+            goto out;
+        }
+        rc = cmd_apply(c, args[1]);
+    } else if (strcmp(name, "switchover") == 0) {
+        if (nargs != 2) {
+            rc = nargs < 2 ? usage_error(cmd, "missing SERVICE")
+                           : usage_error(cmd, "unexpected argument \"%s\"", args[2]);
+            goto out;
+        }
+        if (to && !to[0]) {
+            rc = usage_error(cmd, "--to needs a node name");
+            goto out;
+        }
+        rc = cmd_switchover(c, args[1], to);
+    } else { /* node */
+        if (nargs < 2 || strcmp(args[1], "remove") != 0) {
+            rc = nargs < 2 ? usage_error(cmd, "missing subcommand (remove)")
+                           : usage_error(cmd, "unknown node subcommand \"%s\"", args[1]);
+            goto out;
+        }
+        if (nargs != 3) {
+            rc = nargs < 3 ? usage_error(cmd, "missing NAME")
+                           : usage_error(cmd, "unexpected argument \"%s\"", args[3]);
+            goto out;
+        }
+        rc = cmd_node_remove(c, args[2]);
+    }
+out:
+    free(c);
+    return rc;
+}
+
+int us_cli_main(int argc, char **argv)
+{
+    int rc = run(argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    return rc;
+}

@@ -1,0 +1,19 @@
+/* cli.h — the client side of the `understudy` binary: every command except `agent` talks to an
+ * agent's HTTP API (blocking sockets, 5 s timeouts), follows "not the leader" redirects, waits
+ * out a leader election, and for switchover / node removal polls the status until the change
+ * is done.
+ *
+ * Exit status: 0 success, 1 the request was refused or failed (agent unreachable included),
+ * 2 usage error (unknown command or option, missing argument, unreadable file).
+ */
+#ifndef US_CLI_H
+#define US_CLI_H
+
+#define US_VERSION "0.1.0"
+#define US_DEFAULT_API "127.0.0.1:7201" /* when neither --api nor $UNDERSTUDY_API is given */
+
+/* argv as main() got it (argv[0] is the program name). Returns the exit status; prints results
+ * on stdout and errors on stderr. Does not exit and keeps no state between calls. */
+int us_cli_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,899 @@
+/* config.c — see config.h. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ini.h"
+
+#define EXCERPT 80
+#define FILE_MAX (1024 * 1024) /* a config bigger than this is a mistake, not a config */
+#define API_DEFAULT_PORT 7201
+
+#define NAME_EXPECTED "a name of [a-z0-9-], 1..63 characters"
+#define ADDR_EXPECTED "IPv4:port (dotted quad without leading zeros, port 1..65535)"
+
+/* ---- errors ---- */
+
+void us_errors_add(us_errors *e, const char *fmt, ...)
+{
+    if (e->n >= US_ERRORS_MAX) {
+        e->dropped++;
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg[e->n], US_ERROR_LEN, fmt, ap);
+    va_end(ap);
+    e->n++;
+}
+
+void us_errors_join(const us_errors *e, char *buf, size_t size)
+{
+    if (size == 0)
+        return;
+    buf[0] = '\0';
+    size_t used = 0;
+    for (int i = 0; i < e->n && used + 1 < size; i++) {
+        int w = snprintf(buf + used, size - used, "%s%s", i ? "\n" : "", e->msg[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w < size - used ? (size_t)w : size - used - 1;
+    }
+    if (e->dropped && used + 1 < size)
+        snprintf(buf + used, size - used, "%s(and %d more problems)", used ? "\n" : "", e->dropped);
+}
+
+static int error_count(const us_errors *e)
+{
+    return e->n + e->dropped;
+}
+
+/* ---- timing profiles ---- */
+
+int us_timing_profile(const char *name, us_timing *out)
+{
+    static const us_timing profiles[] = {
+        {"default", 100, 1000, 600, 300, 2, 50, 300, 1000, 200},
+        {"fast", 25, 300, 200, 100, 2, 25, 100, 300, 60},
+    };
+    for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; i++) {
+        if (strcmp(name, profiles[i].name) == 0) {
+            *out = profiles[i];
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ---- scalar values ---- */
+
+long us_parse_duration_ms(const char *s)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    const char *p = s;
+    long long whole = 0;
+    while (isdigit((unsigned char)*p)) {
+        whole = whole * 10 + (*p++ - '0');
+        if (whole > 1000000000000LL) /* ~31 years in ms: surely a typo */
+            return -1;
+    }
+    long long frac = 0, frac_div = 1;
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        while (isdigit((unsigned char)*p)) {
+            if (frac_div >= 1000000000LL)
+                return -1;
+            frac = frac * 10 + (*p++ - '0');
+            frac_div *= 10;
+        }
+    }
+    long long mult;
+    if (*p == '\0' || strcmp(p, "ms") == 0)
+        mult = 1;
+    else if (strcmp(p, "s") == 0)
+        mult = 1000;
+    else if (strcmp(p, "m") == 0)
+        mult = 60 * 1000;
+    else if (strcmp(p, "h") == 0)
+        mult = 3600 * 1000;
+    else
+        return -1;
+    /* Whole milliseconds only: "1.5ms" is rejected rather than silently rounded. */
+    if ((frac * mult) % frac_div != 0)
+        return -1;
+    long long ms = whole * mult + frac * mult / frac_div;
+    return ms > LONG_MAX ? -1 : (long)ms;
+}
+
+/* Decimal digits only, no sign, no leading zeros (so that equal addresses are equal strings). */
+static bool parse_uint(const char *s, size_t n, long max, long *out)
+{
+    if (n == 0 || n > 10 || (n > 1 && s[0] == '0'))
+        return false;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+int us_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon)
+        return -1;
+    const char *p = s;
+    for (int octet = 0; octet < 4; octet++) {
+        const char *dot = octet < 3 ? memchr(p, '.', (size_t)(colon - p)) : colon;
+        long v;
+        if (!dot || !parse_uint(p, (size_t)(dot - p), 255, &v))
+            return -1;
+        p = dot + 1;
+    }
+    long v;
+    if (!parse_uint(colon + 1, strlen(colon + 1), 65535, &v) || v == 0)
+        return -1;
+    size_t hl = (size_t)(colon - s);
+    if (host) {
+        if (hl >= hostlen)
+            return -1;
+        memcpy(host, s, hl);
+        host[hl] = '\0';
+    }
+    if (port)
+        *port = (int)v;
+    return 0;
+}
+
+/* A cluster address must be one peers can reach: not the wildcard. */
+static bool cluster_addr_valid(const char *s)
+{
+    char host[16];
+    return us_parse_hostport(s, host, sizeof host, NULL) == 0 && strcmp(host, "0.0.0.0") != 0;
+}
+
+/* Next whitespace-separated token of *cursor, NUL-terminated in place; NULL at the end. */
+static char *next_token(char **cursor)
+{
+    char *s = *cursor;
+    while (*s && isspace((unsigned char)*s))
+        s++;
+    if (!*s)
+        return NULL;
+    char *t = s;
+    while (*s && !isspace((unsigned char)*s))
+        s++;
+    if (*s)
+        *s++ = '\0';
+    *cursor = s;
+    return t;
+}
+
+/* ---- files ---- */
+
+static char *read_text(const char *path, size_t *len, us_errors *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        us_errors_add(err, "%s: cannot read: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(FILE_MAX + 1);
+    if (!buf) {
+        fclose(f);
+        us_errors_add(err, "%s: out of memory", path);
+        return NULL;
+    }
+    size_t n = fread(buf, 1, FILE_MAX + 1, f);
+    int rerr = ferror(f) ? errno : 0;
+    fclose(f);
+    if (rerr) {
+        us_errors_add(err, "%s: cannot read: %s", path, strerror(rerr));
+        free(buf);
+        return NULL;
+    }
+    if (n > FILE_MAX) {
+        us_errors_add(err, "%s: too large (limit %d bytes)", path, FILE_MAX);
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* mkdir -p; the last directory gets mode 0700 (Raft data is nobody else's business), the parents
+ * the usual 0755. On failure errno is set and `failed` names the directory that could not be made.
+ */
+static int make_dirs(const char *path, char *failed, size_t failed_size)
+{
+    char tmp[PATH_MAX];
+    if (!us_strlcpy(tmp, path, sizeof tmp)) {
+        errno = ENAMETOOLONG;
+        us_strlcpy(failed, path, failed_size);
+        return -1;
+    }
+    size_t n = strlen(tmp);
+    while (n > 1 && tmp[n - 1] == '/')
+        tmp[--n] = '\0';
+    for (char *p = tmp + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(tmp, c == '\0' ? 0700 : 0755) != 0 && errno != EEXIST) {
+            us_strlcpy(failed, tmp, failed_size);
+            return -1;
+        }
+        *p = c;
+        if (c == '\0')
+            break;
+    }
+    return 0;
+}
+
+/* ---- node config ---- */
+
+enum {
+    NK_NAME,
+    NK_ADDRESS,
+    NK_API,
+    NK_DATA_DIR,
+    NK_CLUSTER_NAME,
+    NK_MEMBERS,
+    NK_JOIN,
+    NK_PROFILE,
+    NK_COUNT
+};
+
+static const struct {
+    const char *section;
+    const char *key;
+    const char *expected;
+} node_keys[NK_COUNT] = {
+    [NK_NAME] = {"node", "name", NAME_EXPECTED " (unique in the cluster)"},
+    [NK_ADDRESS] = {"node", "address", ADDR_EXPECTED ", not 0.0.0.0"},
+    [NK_API] = {"node", "api", ADDR_EXPECTED},
+    [NK_DATA_DIR] = {"node", "data_dir", "a directory path for the Raft log and snapshots"},
+    [NK_CLUSTER_NAME] = {"cluster", "name", NAME_EXPECTED},
+    [NK_MEMBERS] = {"cluster", "members", "initial voters as NAME=IPv4:port separated by spaces"},
+    [NK_JOIN] = {"cluster", "join", "IPv4:port of existing members separated by spaces"},
+    [NK_PROFILE] = {"cluster", "profile", "'default' or 'fast'"},
+};
+
+typedef struct node_ctx {
+    const char *file;
+    us_errors *err;
+    us_node_config *cfg;
+    int line[NK_COUNT]; /* where each key was set; 0 = not set */
+    bool ok[NK_COUNT];  /* set and valid */
+    bool skip;          /* inside an unknown section */
+} node_ctx;
+
+static void node_bad(node_ctx *c, int k, const char *expected, const char *got)
+{
+    char ex[EXCERPT];
+    us_errors_add(c->err, "%s:%d: key '%s.%s': expected %s, got '%s'", c->file, c->line[k],
+                  node_keys[k].section, node_keys[k].key, expected,
+                  us_ini_excerpt(got, ex, sizeof ex));
+}
+
+static bool parse_members(node_ctx *c, const char *value)
+{
+    char copy[US_ADDR_MAX * 2 * US_MAX_NODES * 2];
+    if (!us_strlcpy(copy, value, sizeof copy)) {
+        node_bad(c, NK_MEMBERS, "at most 16 members (US_MAX_NODES)", value);
+        return false;
+    }
+    us_node_config *cfg = c->cfg;
+    bool ok = true;
+    int n = 0;
+    char *cursor = copy;
+    for (char *t; (t = next_token(&cursor)) != NULL;) {
+        char *eq = strchr(t, '=');
+        if (!eq) {
+            node_bad(c, NK_MEMBERS, "NAME=IPv4:port", t);
+            ok = false;
+            continue;
+        }
+        *eq = '\0';
+        const char *name = t, *addr = eq + 1;
+        bool good = true;
+        if (!us_name_valid(name)) {
+            node_bad(c, NK_MEMBERS, "member names of [a-z0-9-], 1..63 characters", name);
+            good = false;
+        }
+        if (!cluster_addr_valid(addr)) {
+            node_bad(c, NK_MEMBERS, "member addresses as " ADDR_EXPECTED ", not 0.0.0.0", addr);
+            good = false;
+        }
+        for (int i = 0; good && i < n; i++) {
+            if (strcmp(cfg->members[i].name, name) == 0) {
+                node_bad(c, NK_MEMBERS, "unique member names", name);
+                good = false;
+            } else if (strcmp(cfg->members[i].address, addr) == 0) {
+                node_bad(c, NK_MEMBERS, "unique member addresses", addr);
+                good = false;
+            }
+        }
+        if (!good) {
+            ok = false;
+            continue;
+        }
+        if (n == US_MAX_NODES) {
+            node_bad(c, NK_MEMBERS, "at most 16 members (US_MAX_NODES)", value);
+            return false;
+        }
+        us_strlcpy(cfg->members[n].name, name, US_NAME_MAX);
+        us_strlcpy(cfg->members[n].address, addr, US_ADDR_MAX);
+        n++;
+    }
+    if (ok && n == 0) {
+        node_bad(c, NK_MEMBERS, node_keys[NK_MEMBERS].expected, value);
+        return false;
+    }
+    cfg->n_members = n;
+    return ok;
+}
+
+static bool parse_join(node_ctx *c, const char *value)
+{
+    char copy[US_ADDR_MAX * US_MAX_NODES * 2];
+    if (!us_strlcpy(copy, value, sizeof copy)) {
+        node_bad(c, NK_JOIN, "at most 16 addresses (US_MAX_NODES)", value);
+        return false;
+    }
+    us_node_config *cfg = c->cfg;
+    bool ok = true;
+    int n = 0;
+    char *cursor = copy;
+    for (char *t; (t = next_token(&cursor)) != NULL;) {
+        bool good = true;
+        if (!cluster_addr_valid(t)) {
+            node_bad(c, NK_JOIN, "addresses as " ADDR_EXPECTED ", not 0.0.0.0", t);
+            good = false;
+        }
+        for (int i = 0; good && i < n; i++) {
+            if (strcmp(cfg->join[i], t) == 0) {
+                node_bad(c, NK_JOIN, "unique addresses", t);
+                good = false;
+            }
+        }
+        if (!good) {
+            ok = false;
+            continue;
+        }
+        if (n == US_MAX_NODES) {
+            node_bad(c, NK_JOIN, "at most 16 addresses (US_MAX_NODES)", value);
+            return false;
+        }
+        us_strlcpy(cfg->join[n++], t, US_ADDR_MAX);
+    }
+    if (ok && n == 0) {
+        node_bad(c, NK_JOIN, node_keys[NK_JOIN].expected, value);
+        return false;
+    }
+    cfg->n_join = n;
+    return ok;
+}
+
+static bool node_value(node_ctx *c, int k, const char *value)
+{
+    us_node_config *cfg = c->cfg;
+    const char *expected = node_keys[k].expected;
+    bool ok = true;
+    switch (k) {
+    case NK_NAME:
+        ok = us_name_valid(value) && us_strlcpy(cfg->name, value, sizeof cfg->name);
+        break;
+    case NK_ADDRESS:
+        ok = cluster_addr_valid(value) && us_strlcpy(cfg->address, value, sizeof cfg->address);
+        break;
+    case NK_API:
+        ok = us_parse_hostport(value, NULL, 0, NULL) == 0 &&
+             us_strlcpy(cfg->api, value, sizeof cfg->api);
+        break;
+    case NK_DATA_DIR:
+        if (strlen(value) >= sizeof cfg->data_dir)
+            expected = "a path shorter than PATH_MAX (4096)";
+        ok = *value && us_strlcpy(cfg->data_dir, value, sizeof cfg->data_dir);
+        break;
+    case NK_CLUSTER_NAME:
+        ok = us_name_valid(value) && us_strlcpy(cfg->cluster_name, value, sizeof cfg->cluster_name);
+        break;
+    case NK_MEMBERS:
+        return parse_members(c, value);
+    case NK_JOIN:
+        return parse_join(c, value);
+    case NK_PROFILE:
+        ok = us_timing_profile(value, &cfg->timing) == 0;
+        break;
+    }
+    if (!ok)
+        node_bad(c, k, expected, value);
+    return ok;
+}
+
+static int node_cb(void *user, const char *section, const char *key, const char *value, int line)
+{
+    node_ctx *c = user;
+    char ex[EXCERPT];
+    if (!key) {
+        c->skip = strcmp(section, "node") != 0 && strcmp(section, "cluster") != 0;
+        if (c->skip)
+            us_errors_add(c->err, "%s:%d: unknown section '[%s]' (expected [node] or [cluster])",
+                          c->file, line, us_ini_excerpt(section, ex, sizeof ex));
+        return 0;
+    }
+    if (c->skip)
+        return 0;
+    if (*section == '\0') {
+        us_errors_add(c->err,
+                      "%s:%d: key '%s' is outside any section (expected it under [node] "
+                      "or [cluster])",
+                      c->file, line, us_ini_excerpt(key, ex, sizeof ex));
+        return 0;
+    }
+    int k = -1;
+    for (int i = 0; i < NK_COUNT; i++)
+        if (strcmp(node_keys[i].section, section) == 0 && strcmp(node_keys[i].key, key) == 0)
+            k = i;
+    if (k < 0) {
+        us_errors_add(c->err, "%s:%d: unknown key '%s.%s' (known keys: %s)", c->file, line, section,
+                      us_ini_excerpt(key, ex, sizeof ex),
+                      strcmp(section, "node") == 0 ? "name, address, api, data_dir"
+                                                   : "name, members, join, profile");
+        return 0;
+    }
+    if (c->line[k]) {
+        us_errors_add(c->err, "%s:%d: duplicate key '%s.%s' (first set on line %d)", c->file, line,
+                      section, key, c->line[k]);
+        return 0;
+    }
+    c->line[k] = line;
+    c->ok[k] = node_value(c, k, value);
+    return 0;
+}
+
+static void node_check_data_dir(node_ctx *c)
+{
+    us_node_config *cfg = c->cfg;
+    char failed[PATH_MAX], ex[EXCERPT];
+    const char *what = NULL, *subject = cfg->data_dir;
+    struct stat st;
+    int e = 0;
+    if (make_dirs(cfg->data_dir, failed, sizeof failed) != 0) {
+        e = errno;
+        what = "cannot create";
+        subject = failed;
+    } else if (stat(cfg->data_dir, &st) != 0) {
+        e = errno;
+        what = "cannot access";
+    } else if (!S_ISDIR(st.st_mode)) {
+        e = ENOTDIR;
+        what = "cannot use";
+    } else if (access(cfg->data_dir, W_OK | X_OK) != 0) {
+        e = errno;
+        what = "cannot write to";
+    }
+    if (e) {
+        us_errors_add(c->err, "%s:%d: key 'node.data_dir': %s '%s': %s", c->file,
+                      c->line[NK_DATA_DIR], what, us_ini_excerpt(subject, ex, sizeof ex),
+                      strerror(e));
+        return;
+    }
+    /* Absolute, so that a later chdir of the agent cannot move its Raft log. */
+    char abs[PATH_MAX];
+    if (realpath(cfg->data_dir, abs))
+        us_strlcpy(cfg->data_dir, abs, sizeof cfg->data_dir);
+}
+
+/* Checks that need several keys; run after the whole file is read. */
+static void node_cross_checks(node_ctx *c)
+{
+    us_node_config *cfg = c->cfg;
+    if (c->ok[NK_DATA_DIR])
+        node_check_data_dir(c);
+
+    static const int required[] = {NK_NAME, NK_ADDRESS, NK_DATA_DIR, NK_CLUSTER_NAME};
+    for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
+        int k = required[i];
+        if (!c->line[k])
+            us_errors_add(c->err, "%s: missing key '%s.%s' (expected %s)", c->file,
+                          node_keys[k].section, node_keys[k].key, node_keys[k].expected);
+    }
+    if (!c->line[NK_MEMBERS] && !c->line[NK_JOIN])
+        us_errors_add(c->err,
+                      "%s: missing key 'cluster.members' or 'cluster.join' (expected %s for a new "
+                      "cluster, or %s to join one)",
+                      c->file, node_keys[NK_MEMBERS].expected, node_keys[NK_JOIN].expected);
+
+    if (!c->line[NK_PROFILE])
+        us_timing_profile("default", &cfg->timing);
+
+    if (!c->line[NK_API] && c->ok[NK_ADDRESS]) {
+        char host[16];
+        us_parse_hostport(cfg->address, host, sizeof host, NULL);
+        snprintf(cfg->api, sizeof cfg->api, "%s:%d", host, API_DEFAULT_PORT);
+    }
+    if (c->ok[NK_ADDRESS] && (c->ok[NK_API] || !c->line[NK_API])) {
+        char ahost[16], phost[16];
+        int aport, pport;
+        us_parse_hostport(cfg->address, ahost, sizeof ahost, &aport);
+        us_parse_hostport(cfg->api, phost, sizeof phost, &pport);
+        if (aport == pport && (strcmp(ahost, phost) == 0 || strcmp(phost, "0.0.0.0") == 0)) {
+            if (c->line[NK_API])
+                node_bad(c, NK_API, "a port other than node.address's", cfg->api);
+            else
+                us_errors_add(c->err,
+                              "%s:%d: key 'node.address': port %d is the default API port; set "
+                              "'node.api' to another address",
+                              c->file, c->line[NK_ADDRESS], aport);
+        }
+    }
+
+    if (c->ok[NK_MEMBERS] && c->ok[NK_NAME]) {
+        const us_member *self = NULL;
+        for (int i = 0; i < cfg->n_members; i++) {
+            const us_member *m = &cfg->members[i];
+            if (strcmp(m->name, cfg->name) == 0)
+                self = m;
+            else if (c->ok[NK_ADDRESS] && strcmp(m->address, cfg->address) == 0) {
+                char expected[US_NAME_MAX + 64];
+                snprintf(expected, sizeof expected, "node.address to belong to '%s' only",
+                         cfg->name);
+                node_bad(c, NK_MEMBERS, expected, m->name);
+            }
+        }
+        if (self && c->ok[NK_ADDRESS] && strcmp(self->address, cfg->address) != 0) {
+            char expected[US_NAME_MAX + US_ADDR_MAX + 64];
+            snprintf(expected, sizeof expected, "'%s' at node.address %s", cfg->name, cfg->address);
+            char got[US_NAME_MAX + US_ADDR_MAX];
+            snprintf(got, sizeof got, "%s=%s", self->name, self->address);
+            node_bad(c, NK_MEMBERS, expected, got);
+        }
+        if (!self && !c->line[NK_JOIN]) {
+            char expected[US_NAME_MAX + 96];
+            snprintf(expected, sizeof expected,
+                     "this node '%s' among the members, or key 'cluster.join' to join them",
+                     cfg->name);
+            char names[US_NAME_MAX * US_MAX_NODES] = "";
+            for (int i = 0; i < cfg->n_members; i++) {
+                size_t used = strlen(names);
+                snprintf(names + used, sizeof names - used, "%s%s", i ? " " : "",
+                         cfg->members[i].name);
+            }
+            node_bad(c, NK_MEMBERS, expected, names);
+        }
+    }
+}
+
+int us_config_load_node(const char *path, us_node_config *out, us_errors *err)
+{
+    int before = error_count(err);
+    size_t len;
+    char *text = read_text(path, &len, err);
+    if (!text)
+        return -1;
+    us_node_config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg) {
+        free(text);
+        us_errors_add(err, "%s: out of memory", path);
+        return -1;
+    }
+    node_ctx c = {.file = path, .err = err, .cfg = cfg};
+    if (!us_strlcpy(cfg->path, path, sizeof cfg->path))
+        us_errors_add(err, "%s: path longer than PATH_MAX", path);
+    us_ini_parse(text, len, node_cb, &c, err, path);
+    free(text);
+    node_cross_checks(&c);
+    int rc = -1;
+    if (error_count(err) == before) {
+        *out = *cfg;
+        rc = 0;
+    }
+    free(cfg);
+    return rc;
+}
+
+/* ---- services file ---- */
+
+enum {
+    SK_RUN,
+    SK_STANDBY,
+    SK_PROMOTE,
+    SK_DEMOTE,
+    SK_STANDBYS,
+    SK_NODES,
+    SK_HOOK_TIMEOUT,
+    SK_STOP_TIMEOUT,
+    SK_COUNT
+};
+
+static const char *const svc_keys[SK_COUNT] = {
+    "run", "standby", "promote", "demote", "standbys", "nodes", "hook_timeout", "stop_timeout",
+};
+#define SVC_KNOWN_KEYS "run, standby, promote, demote, standbys, nodes, hook_timeout, stop_timeout"
+
+typedef struct svc_ctx {
+    const char *file;
+    us_errors *err;
+    us_service_set *set;
+    int header_line[US_MAX_SERVICES];
+    bool in_service;     /* keys go to `cur` */
+    us_service_def *cur; /* set->svc[set->n] being filled, or `scratch` when it will be dropped */
+    bool keep;           /* cur is valid so far and will be counted */
+    char cur_name[EXCERPT];
+    int cur_line;
+    int key_line[SK_COUNT];
+    bool too_many_reported;
+    us_service_def scratch;
+} svc_ctx;
+
+static void svc_bad(svc_ctx *c, int line, const char *key, const char *expected, const char *got)
+{
+    char ex[EXCERPT];
+    us_errors_add(c->err, "%s:%d: key '%s' in [service %s]: expected %s, got '%s'", c->file, line,
+                  key, c->cur_name, expected, us_ini_excerpt(got, ex, sizeof ex));
+}
+
+static void svc_finish(svc_ctx *c)
+{
+    if (!c->in_service)
+        return;
+    if (!c->key_line[SK_RUN])
+        us_errors_add(c->err,
+                      "%s:%d: [service %s]: missing key 'run' (expected a shell command that runs "
+                      "the service in the foreground)",
+                      c->file, c->cur_line, c->cur_name);
+    if (c->keep)
+        c->set->n++;
+    c->in_service = false;
+}
+
+static void svc_defaults(us_service_def *d)
+{
+    memset(d, 0, sizeof *d);
+    d->standby = US_STANDBY_COLD;
+    d->standbys = 1;
+    d->hook_timeout_ms = 10000;
+    d->stop_timeout_ms = 5000;
+}
+
+static void svc_header(svc_ctx *c, const char *section, int line)
+{
+    char ex[EXCERPT];
+    svc_finish(c);
+    char copy[256];
+    char *cursor = copy;
+    const char *kind = NULL, *name = NULL, *extra = NULL;
+    if (us_strlcpy(copy, section, sizeof copy)) {
+        kind = next_token(&cursor);
+        name = next_token(&cursor);
+        extra = next_token(&cursor);
+    }
+    if (!kind || strcmp(kind, "service") != 0 || !name || extra) {
+        us_errors_add(c->err, "%s:%d: unknown section '[%s]' (expected '[service NAME]')", c->file,
+                      line, us_ini_excerpt(section, ex, sizeof ex));
+        return; /* its keys are skipped: they cannot be attributed to a service */
+    }
+    c->in_service = true;
+    c->cur_line = line;
+    memset(c->key_line, 0, sizeof c->key_line);
+    us_ini_excerpt(name, c->cur_name, sizeof c->cur_name);
+    us_service_set *set = c->set;
+    c->keep = false;
+    c->cur = &c->scratch;
+    if (!us_name_valid(name)) {
+        us_errors_add(c->err,
+                      "%s:%d: section '[%s]': expected a service name of [a-z0-9-], 1..63 "
+                      "characters, got '%s'",
+                      c->file, line, us_ini_excerpt(section, ex, sizeof ex), c->cur_name);
+    } else {
+        for (int i = 0; i < set->n; i++) {
+            if (strcmp(set->svc[i].name, name) == 0) {
+                us_errors_add(c->err, "%s:%d: duplicate service '%s' (first defined on line %d)",
+                              c->file, line, name, c->header_line[i]);
+                svc_defaults(c->cur);
+                return;
+            }
+        }
+        if (set->n == US_MAX_SERVICES) {
+            if (!c->too_many_reported)
+                us_errors_add(c->err,
+                              "%s:%d: [service %s]: expected at most %d services "
+                              "(US_MAX_SERVICES), got more",
+                              c->file, line, name, US_MAX_SERVICES);
+            c->too_many_reported = true;
+        } else {
+            c->keep = true;
+            c->cur = &set->svc[set->n];
+            c->header_line[set->n] = line;
+        }
+    }
+    svc_defaults(c->cur);
+    us_strlcpy(c->cur->name, c->cur_name, sizeof c->cur->name);
+}
+
+static bool svc_command(svc_ctx *c, int line, const char *key, const char *value, char *dst,
+                        bool required)
+{
+    if (required && *value == '\0') {
+        svc_bad(c, line, key, "a shell command", value);
+        return false;
+    }
+    if (!us_strlcpy(dst, value, US_CMD_MAX)) {
+        char expected[64], got[64];
+        snprintf(expected, sizeof expected, "at most %d characters (US_CMD_MAX)", US_CMD_MAX - 1);
+        snprintf(got, sizeof got, "%zu characters", strlen(value));
+        char ex[EXCERPT];
+        us_errors_add(c->err, "%s:%d: key '%s' in [service %s]: expected %s, got %s ('%s')",
+                      c->file, line, key, c->cur_name, expected, got,
+                      us_ini_excerpt(value, ex, 24));
+        return false;
+    }
+    return true;
+}
+
+static bool svc_nodes(svc_ctx *c, int line, const char *value)
+{
+    us_service_def *d = c->cur;
+    size_t len = strlen(value);
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        svc_bad(c, line, "nodes", "a shorter list (out of memory)", value);
+        return false;
+    }
+    memcpy(copy, value, len + 1);
+    bool ok = true;
+    int n = 0;
+    char *cursor = copy;
+    for (char *t; (t = next_token(&cursor)) != NULL;) {
+        if (!us_name_valid(t)) {
+            svc_bad(c, line, "nodes", "node names of [a-z0-9-], 1..63 characters", t);
+            ok = false;
+            continue;
+        }
+        bool dup = false;
+        for (int i = 0; i < n && !dup; i++)
+            dup = strcmp(d->nodes[i], t) == 0;
+        if (dup) {
+            svc_bad(c, line, "nodes", "each node at most once", t);
+            ok = false;
+            continue;
+        }
+        if (n == US_MAX_NODES) {
+            char expected[64];
+            snprintf(expected, sizeof expected, "at most %d nodes (US_MAX_NODES)", US_MAX_NODES);
+            svc_bad(c, line, "nodes", expected, value);
+            ok = false;
+            break;
+        }
+        us_strlcpy(d->nodes[n++], t, US_NAME_MAX);
+    }
+    free(copy);
+    d->n_nodes = n;
+    return ok;
+}
+
+static bool svc_timeout(svc_ctx *c, int line, const char *key, const char *value, int *dst)
+{
+    long ms = us_parse_duration_ms(value);
+    if (ms <= 0 || ms > INT_MAX) {
+        svc_bad(c, line, key, "a duration > 0 such as 500ms, 10s, 1.5s or 1m", value);
+        return false;
+    }
+    *dst = (int)ms;
+    return true;
+}
+
+static int svc_cb(void *user, const char *section, const char *key, const char *value, int line)
+{
+    svc_ctx *c = user;
+    char ex[EXCERPT];
+    if (!key) {
+        svc_header(c, section, line);
+        return 0;
+    }
+    if (!c->in_service) {
+        if (*section == '\0')
+            us_errors_add(c->err, "%s:%d: key '%s' is outside any [service NAME] section", c->file,
+                          line, us_ini_excerpt(key, ex, sizeof ex));
+        return 0;
+    }
+    int k = -1;
+    for (int i = 0; i < SK_COUNT; i++)
+        if (strcmp(svc_keys[i], key) == 0)
+            k = i;
+    if (k < 0) {
+        us_errors_add(c->err, "%s:%d: unknown key '%s' in [service %s] (known keys: %s)", c->file,
+                      line, us_ini_excerpt(key, ex, sizeof ex), c->cur_name, SVC_KNOWN_KEYS);
+        return 0;
+    }
+    if (c->key_line[k]) {
+        us_errors_add(c->err, "%s:%d: duplicate key '%s' in [service %s] (first set on line %d)",
+                      c->file, line, key, c->cur_name, c->key_line[k]);
+        return 0;
+    }
+    c->key_line[k] = line;
+    us_service_def *d = c->cur;
+    switch (k) {
+    case SK_RUN:
+        svc_command(c, line, key, value, d->run, true);
+        break;
+    case SK_PROMOTE:
+        svc_command(c, line, key, value, d->promote, false);
+        break;
+    case SK_DEMOTE:
+        svc_command(c, line, key, value, d->demote, false);
+        break;
+    case SK_STANDBY:
+        if (strcmp(value, "cold") == 0)
+            d->standby = US_STANDBY_COLD;
+        else if (strcmp(value, "hot") == 0)
+            d->standby = US_STANDBY_HOT;
+        else
+            svc_bad(c, line, key, "'cold' or 'hot'", value);
+        break;
+    case SK_STANDBYS: {
+        long v;
+        if (parse_uint(value, strlen(value), US_MAX_NODES - 1, &v))
+            d->standbys = (int)v;
+        else
+            svc_bad(c, line, key, "an integer 0..15", value);
+        break;
+    }
+    case SK_NODES:
+        svc_nodes(c, line, value);
+        break;
+    case SK_HOOK_TIMEOUT:
+        svc_timeout(c, line, key, value, &d->hook_timeout_ms);
+        break;
+    case SK_STOP_TIMEOUT:
+        svc_timeout(c, line, key, value, &d->stop_timeout_ms);
+        break;
+    }
+    return 0;
+}
+
+int us_config_parse_services(const char *text, size_t len, const char *filename,
+                             us_service_set *out, us_errors *err)
+{
+    int before = error_count(err);
+    svc_ctx *c = calloc(1, sizeof *c);
+    us_service_set *set = calloc(1, sizeof *set);
+    if (!c || !set) {
+        free(c);
+        free(set);
+        us_errors_add(err, "%s: out of memory", filename);
+        return -1;
+    }
+    c->file = filename;
+    c->err = err;
+    c->set = set;
+    us_ini_parse(text, len, svc_cb, c, err, filename);
+    svc_finish(c);
+    int rc = -1;
+    if (error_count(err) == before) {
+        memcpy(out, set, sizeof *set);
+        rc = 0;
+    }
+    free(c);
+    free(set);
+    return rc;
+}

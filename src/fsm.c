@@ -1,0 +1,469 @@
+/* fsm.c — see fsm.h. */
+#include "fsm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int us_state_find_node(const us_state *s, const char *name)
+{
+    for (int i = 0; i < s->n_nodes; i++)
+        if (strcmp(s->nodes[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+int us_state_find_service(const us_state *s, const char *name)
+{
+    for (int i = 0; i < s->services.n; i++)
+        if (strcmp(s->services.svc[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- JSON helpers ---- */
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "";
+}
+
+static uint64_t ju64(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v))
+        return (uint64_t)json_integer_value(v);
+    if (json_is_string(v)) /* 64-bit values that do not fit json_int_t travel as strings */
+        return strtoull(json_string_value(v), NULL, 10);
+    return 0;
+}
+
+static json_t *u64_json(uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    return json_string(buf);
+}
+
+static json_t *names_json(char names[][US_NAME_MAX], int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_string(names[i]));
+    return a;
+}
+
+static int names_from_json(char names[][US_NAME_MAX], int *n, const json_t *a)
+{
+    *n = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        if (*n >= US_MAX_NODES || !json_is_string(v))
+            return -1;
+        us_strlcpy(names[(*n)++], json_string_value(v), US_NAME_MAX);
+    }
+    return 0;
+}
+
+json_t *us_service_def_to_json(const us_service_def *d)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:i, s:i}", "name", d->name, "run",
+                     d->run, "promote", d->promote, "demote", d->demote, "standby",
+                     d->standby == US_STANDBY_HOT ? "hot" : "cold", "standbys", d->standbys,
+                     "nodes", names_json((char(*)[US_NAME_MAX])d->nodes, d->n_nodes),
+                     "hook_timeout_ms", d->hook_timeout_ms, "stop_timeout_ms", d->stop_timeout_ms);
+}
+
+int us_service_def_from_json(us_service_def *d, const json_t *j)
+{
+    memset(d, 0, sizeof *d);
+    if (!json_is_object(j) || !us_name_valid(jstr(j, "name")))
+        return -1;
+    us_strlcpy(d->name, jstr(j, "name"), sizeof d->name);
+    us_strlcpy(d->run, jstr(j, "run"), sizeof d->run);
+    us_strlcpy(d->promote, jstr(j, "promote"), sizeof d->promote);
+    us_strlcpy(d->demote, jstr(j, "demote"), sizeof d->demote);
+    d->standby = strcmp(jstr(j, "standby"), "hot") == 0 ? US_STANDBY_HOT : US_STANDBY_COLD;
+    d->standbys = (int)json_integer_value(json_object_get(j, "standbys"));
+    d->hook_timeout_ms = (int)json_integer_value(json_object_get(j, "hook_timeout_ms"));
+    d->stop_timeout_ms = (int)json_integer_value(json_object_get(j, "stop_timeout_ms"));
+    return names_from_json(d->nodes, &d->n_nodes, json_object_get(j, "nodes"));
+}
+
+json_t *us_assignment_to_json(const us_assignment *a)
+{
+    return json_pack(
+        "{s:s, s:o, s:o, s:s, s:o, s:b, s:s, s:o, s:s}", "service", a->service, "gen",
+        u64_json(a->gen), "epoch", u64_json(a->epoch), "active", a->active, "active_inc",
+        u64_json(a->active_inc), "demoting", a->demoting, "target", a->target, "standbys",
+        names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason", a->reason);
+}
+
+static int assignment_from_json(us_assignment *a, const json_t *j)
+{
+    memset(a, 0, sizeof *a);
+    if (!json_is_object(j))
+        return -1;
+    us_strlcpy(a->service, jstr(j, "service"), sizeof a->service);
+    a->gen = ju64(j, "gen");
+    a->epoch = ju64(j, "epoch");
+    us_strlcpy(a->active, jstr(j, "active"), sizeof a->active);
+    a->active_inc = ju64(j, "active_inc");
+    a->demoting = json_is_true(json_object_get(j, "demoting"));
+    us_strlcpy(a->target, jstr(j, "target"), sizeof a->target);
+    us_strlcpy(a->reason, jstr(j, "reason"), sizeof a->reason);
+    return names_from_json(a->standbys, &a->n_standbys, json_object_get(j, "standbys"));
+}
+
+static json_t *node_to_json(const us_node *n)
+{
+    return json_pack("{s:s, s:o, s:s, s:s, s:o, s:b, s:b, s:b, s:b}", "name", n->name, "id",
+                     u64_json(n->id), "address", n->address, "api", n->api, "incarnation",
+                     u64_json(n->incarnation), "voter", n->voter, "leaving", n->leaving, "removing",
+                     n->removing, "left", n->left);
+}
+
+static int node_from_json(us_node *n, const json_t *j)
+{
+    memset(n, 0, sizeof *n);
+    if (!json_is_object(j) || !us_name_valid(jstr(j, "name")))
+        return -1;
+    us_strlcpy(n->name, jstr(j, "name"), sizeof n->name);
+    n->id = ju64(j, "id");
+    us_strlcpy(n->address, jstr(j, "address"), sizeof n->address);
+    us_strlcpy(n->api, jstr(j, "api"), sizeof n->api);
+    n->incarnation = ju64(j, "incarnation");
+    n->voter = json_is_true(json_object_get(j, "voter"));
+    n->leaving = json_is_true(json_object_get(j, "leaving"));
+    n->removing = json_is_true(json_object_get(j, "removing"));
+    n->left = json_is_true(json_object_get(j, "left"));
+    return 0;
+}
+
+json_t *us_state_to_json(const us_state *s)
+{
+    json_t *nodes = json_array(), *svcs = json_array(), *asg = json_array(), *ret = json_array();
+    for (int i = 0; i < s->n_nodes; i++)
+        json_array_append_new(nodes, node_to_json(&s->nodes[i]));
+    for (int i = 0; i < s->services.n; i++) {
+        json_array_append_new(svcs, us_service_def_to_json(&s->services.svc[i]));
+        json_array_append_new(asg, us_assignment_to_json(&s->asg[i]));
+    }
+    for (int i = 0; i < s->n_retired; i++)
+        json_array_append_new(ret, json_pack("{s:s, s:o}", "name", s->retired[i].name, "epoch",
+                                             u64_json(s->retired[i].epoch)));
+    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version", u64_json(s->version),
+                     "nodes", nodes, "services", svcs, "assignments", asg, "retired", ret);
+}
+
+int us_state_from_json(us_state *out, const json_t *j)
+{
+    us_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return -1;
+    int rc = -1;
+    json_t *nodes = json_object_get(j, "nodes"), *svcs = json_object_get(j, "services");
+    json_t *asg = json_object_get(j, "assignments"), *ret = json_object_get(j, "retired");
+    if (!json_is_array(nodes) || !json_is_array(svcs) || !json_is_array(asg) ||
+        json_array_size(nodes) > US_MAX_NODES || json_array_size(svcs) > US_MAX_SERVICES ||
+        json_array_size(asg) != json_array_size(svcs) || json_array_size(ret) > US_RETIRED_MAX)
+        goto out;
+    s->version = ju64(j, "version");
+    size_t i;
+    json_t *v;
+    json_array_foreach(nodes, i, v) if (node_from_json(&s->nodes[s->n_nodes++], v) != 0) goto out;
+    json_array_foreach(svcs, i, v)
+    {
+        if (us_service_def_from_json(&s->services.svc[i], v) != 0 ||
+            assignment_from_json(&s->asg[i], json_array_get(asg, i)) != 0)
+            goto out;
+        s->services.n++;
+    }
+    json_array_foreach(ret, i, v)
+    {
+        us_strlcpy(s->retired[i].name, jstr(v, "name"), US_NAME_MAX);
+        s->retired[i].epoch = ju64(v, "epoch");
+        s->n_retired++;
+    }
+    *out = *s;
+    rc = 0;
+out:
+    free(s);
+    return rc;
+}
+
+/* ---- Commands ---- */
+
+json_t *us_cmd_node_up(const us_node *n)
+{
+    return json_pack("{s:s, s:o}", "op", "node_up", "node", node_to_json(n));
+}
+
+json_t *us_cmd_node_flags(const char *name, bool leaving, bool removing, bool left)
+{
+    return json_pack("{s:s, s:s, s:b, s:b, s:b}", "op", "node_flags", "name", name, "leaving",
+                     leaving, "removing", removing, "left", left);
+}
+
+json_t *us_cmd_services(const us_service_set *set)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < set->n; i++)
+        json_array_append_new(a, us_service_def_to_json(&set->svc[i]));
+    return json_pack("{s:s, s:o}", "op", "services", "services", a);
+}
+
+json_t *us_cmd_assign(const us_assignment *next)
+{
+    return json_pack("{s:s, s:o}", "op", "assign", "asg", us_assignment_to_json(next));
+}
+
+json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target)
+{
+    return json_pack("{s:s, s:s, s:o, s:s}", "op", "switchover", "service", service, "gen",
+                     u64_json(gen), "target", target ? target : "");
+}
+
+int us_cmd_encode(json_t *cmd, struct raft_buffer *buf)
+{
+    char *text = json_dumps(cmd, JSON_COMPACT);
+    json_decref(cmd);
+    if (!text)
+        return -1;
+    size_t n = strlen(text);
+    /* libraft wants 8-byte aligned entry payload sizes. */
+    size_t padded = (n + 1 + 7) & ~(size_t)7;
+    buf->base = raft_calloc(1, padded);
+    if (!buf->base) {
+        free(text);
+        return -1;
+    }
+    memcpy(buf->base, text, n);
+    buf->len = padded;
+    free(text);
+    return 0;
+}
+
+static int apply_node_up(us_state *s, const json_t *cmd)
+{
+    us_node n;
+    if (node_from_json(&n, json_object_get(cmd, "node")) != 0)
+        return US_APPLY_BAD;
+    int i = us_state_find_node(s, n.name);
+    if (i < 0) {
+        if (s->n_nodes >= US_MAX_NODES)
+            return US_APPLY_BAD;
+        i = s->n_nodes++;
+    } else if (memcmp(&s->nodes[i], &n, sizeof n) == 0) {
+        return US_APPLY_NOOP;
+    }
+    n.leaving = false; /* a (re)started agent is available again */
+    n.removing = false;
+    n.left = false;
+    s->nodes[i] = n;
+    return US_APPLY_OK;
+}
+
+static int apply_node_flags(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_node(s, jstr(cmd, "name"));
+    if (i < 0)
+        return US_APPLY_NOOP;
+    bool leaving = json_is_true(json_object_get(cmd, "leaving"));
+    bool removing = json_is_true(json_object_get(cmd, "removing"));
+    bool left = json_is_true(json_object_get(cmd, "left"));
+    if (s->nodes[i].leaving == leaving && s->nodes[i].removing == removing &&
+        s->nodes[i].left == left)
+        return US_APPLY_NOOP;
+    s->nodes[i].leaving = leaving;
+    s->nodes[i].removing = removing;
+    s->nodes[i].left = left;
+    return US_APPLY_OK;
+}
+
+static uint64_t retired_epoch(const us_state *s, const char *name)
+{
+    for (int i = 0; i < s->n_retired; i++)
+        if (strcmp(s->retired[i].name, name) == 0)
+            return s->retired[i].epoch;
+    return 0;
+}
+
+static void retire(us_state *s, const char *name, uint64_t epoch)
+{
+    int i;
+    for (i = 0; i < s->n_retired; i++)
+        if (strcmp(s->retired[i].name, name) == 0)
+            break;
+    if (i == s->n_retired) {
+        if (s->n_retired == US_RETIRED_MAX) { /* forget the oldest */
+            memmove(&s->retired[0], &s->retired[1], sizeof s->retired[0] * (US_RETIRED_MAX - 1));
+            i = US_RETIRED_MAX - 1;
+        } else {
+            s->n_retired++;
+        }
+    }
+    us_strlcpy(s->retired[i].name, name, US_NAME_MAX);
+    s->retired[i].epoch = epoch;
+}
+
+static int apply_services(us_state *s, const json_t *cmd)
+{
+    json_t *a = json_object_get(cmd, "services");
+    if (!json_is_array(a) || json_array_size(a) > US_MAX_SERVICES)
+        return US_APPLY_BAD;
+    us_state *next = malloc(sizeof *next);
+    if (!next)
+        return US_APPLY_BAD;
+    *next = *s;
+    next->services.n = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        us_service_def *d = &next->services.svc[next->services.n];
+        if (us_service_def_from_json(d, v) != 0) {
+            free(next);
+            return US_APPLY_BAD;
+        }
+        us_assignment *asg = &next->asg[next->services.n];
+        int old = us_state_find_service(s, d->name);
+        if (old >= 0) {
+            *asg = s->asg[old];
+        } else {
+            memset(asg, 0, sizeof *asg);
+            us_strlcpy(asg->service, d->name, sizeof asg->service);
+            asg->epoch = retired_epoch(s, d->name);
+        }
+        next->services.n++;
+    }
+    for (int k = 0; k < s->services.n; k++)
+        if (us_state_find_service(next, s->services.svc[k].name) < 0)
+            retire(next, s->services.svc[k].name, s->asg[k].epoch);
+    int rc = memcmp(&next->services, &s->services, sizeof s->services) == 0 ? US_APPLY_NOOP
+                                                                            : US_APPLY_OK;
+    *s = *next;
+    free(next);
+    return rc;
+}
+
+static int apply_assign(us_state *s, const json_t *cmd)
+{
+    us_assignment next;
+    if (assignment_from_json(&next, json_object_get(cmd, "asg")) != 0)
+        return US_APPLY_BAD;
+    int i = us_state_find_service(s, next.service);
+    if (i < 0 || s->asg[i].gen != next.gen)
+        return US_APPLY_NOOP; /* stale decision */
+    if (next.epoch < s->asg[i].epoch)
+        return US_APPLY_BAD; /* epochs never go back */
+    next.gen++;
+    s->asg[i] = next;
+    return US_APPLY_OK;
+}
+
+static int apply_switchover(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_service(s, jstr(cmd, "service"));
+    if (i < 0 || s->asg[i].gen != ju64(cmd, "gen") || !s->asg[i].active[0])
+        return US_APPLY_NOOP;
+    us_assignment *a = &s->asg[i];
+    a->demoting = true;
+    us_strlcpy(a->target, jstr(cmd, "target"), sizeof a->target);
+    const char *target = jstr(cmd, "target");
+    snprintf(a->reason, sizeof a->reason, "switchover requested%s%s", target[0] ? " to " : "",
+             target);
+    a->gen++;
+    return US_APPLY_OK;
+}
+
+int us_state_apply(us_state *s, const json_t *cmd)
+{
+    const char *op = jstr(cmd, "op");
+    int rc = US_APPLY_BAD;
+    if (strcmp(op, "node_up") == 0)
+        rc = apply_node_up(s, cmd);
+    else if (strcmp(op, "node_flags") == 0)
+        rc = apply_node_flags(s, cmd);
+    else if (strcmp(op, "services") == 0)
+        rc = apply_services(s, cmd);
+    else if (strcmp(op, "assign") == 0)
+        rc = apply_assign(s, cmd);
+    else if (strcmp(op, "switchover") == 0)
+        rc = apply_switchover(s, cmd);
+    if (rc == US_APPLY_OK)
+        s->version++;
+    return rc;
+}
+
+/* ---- libraft glue ---- */
+
+static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
+{
+    us_fsm *f = rf->data;
+    json_error_t jerr;
+    /* Payload is NUL-padded JSON. */
+    json_t *cmd = json_loadb(buf->base, strnlen(buf->base, buf->len), 0, &jerr);
+    int rc = cmd ? us_state_apply(&f->state, cmd) : US_APPLY_BAD;
+    json_decref(cmd);
+    *result = (void *)(intptr_t)rc;
+    if (rc == US_APPLY_OK && f->on_change)
+        f->on_change(f->data);
+    return 0; /* a bad command is a no-op, never a reason to stop the FSM */
+}
+
+static int fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    us_fsm *f = rf->data;
+    struct raft_buffer *b = raft_malloc(sizeof *b);
+    if (!b)
+        return RAFT_NOMEM;
+    if (us_cmd_encode(us_state_to_json(&f->state), b) != 0) {
+        raft_free(b);
+        return RAFT_NOMEM;
+    }
+    *bufs = b;
+    *n_bufs = 1;
+    return 0;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    (void)rf;
+    for (unsigned i = 0; i < *n_bufs; i++)
+        raft_free((*bufs)[i].base);
+    raft_free(*bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
+{
+    us_fsm *f = rf->data;
+    json_error_t jerr;
+    json_t *j = json_loadb(buf->base, strnlen(buf->base, buf->len), 0, &jerr);
+    int rc = j ? us_state_from_json(&f->state, j) : -1;
+    json_decref(j);
+    raft_free(buf->base); /* restore owns the buffer */
+    if (rc != 0)
+        return RAFT_MALFORMED;
+    if (f->on_change)
+        f->on_change(f->data);
+    return 0;
+}
+
+void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data)
+{
+    memset(f, 0, sizeof *f);
+    f->raft.version = 2;
+    f->raft.data = f;
+    f->raft.apply = fsm_apply;
+    f->raft.snapshot = fsm_snapshot;
+    f->raft.restore = fsm_restore;
+    f->raft.snapshot_finalize = fsm_snapshot_finalize;
+    f->on_change = on_change;
+    f->data = data;
+}

@@ -1,0 +1,71 @@
+/* fsm.h — the replicated state: nodes, service definitions and assignments, changed only by
+ * committed commands.
+ *
+ * Commands are JSON objects with an "op" (built by the us_cmd_* helpers). Every command is
+ * idempotent or guarded: an apply that libraft reports as failed (LEADERSHIPLOST) may still have
+ * committed, and the controller will simply re-decide from the state it then sees. Assignment
+ * changes are compare-and-set on the assignment's `gen`, so a decision made on stale input is a
+ * no-op. Epochs only grow, also across deleting and re-adding a service of the same name.
+ */
+#ifndef US_FSM_H
+#define US_FSM_H
+
+#include <jansson.h>
+#include <raft.h>
+
+#include "model.h"
+
+#define US_RETIRED_MAX 64
+
+typedef struct us_state {
+    uint64_t version; /* bumps on every applied change (for observers) */
+    int n_nodes;
+    us_node nodes[US_MAX_NODES];
+    us_service_set services;
+    us_assignment asg[US_MAX_SERVICES]; /* parallel to services.svc */
+    int n_retired;                      /* epochs of deleted services, so a re-add continues */
+    struct {
+        char name[US_NAME_MAX];
+        uint64_t epoch;
+    } retired[US_RETIRED_MAX];
+} us_state;
+
+/* Result of an apply (the `result` pointer of raft_apply_cb, cast from intptr_t). */
+enum { US_APPLY_OK = 0, US_APPLY_NOOP = 1, US_APPLY_BAD = 2 };
+
+typedef void (*us_fsm_changed_cb)(void *data);
+
+typedef struct us_fsm {
+    struct raft_fsm raft; /* version 2; data points to this struct */
+    us_state state;
+    us_fsm_changed_cb on_change; /* called after every applied change */
+    void *data;
+} us_fsm;
+
+void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data);
+
+/* Apply a command to a state directly (used by the FSM and by tests). */
+int us_state_apply(us_state *s, const json_t *cmd);
+
+int us_state_find_node(const us_state *s, const char *name);
+int us_state_find_service(const us_state *s, const char *name);
+
+/* Whole-state encoding (snapshots, debugging). */
+json_t *us_state_to_json(const us_state *s);
+int us_state_from_json(us_state *s, const json_t *j);
+
+json_t *us_service_def_to_json(const us_service_def *d);
+int us_service_def_from_json(us_service_def *d, const json_t *j);
+json_t *us_assignment_to_json(const us_assignment *a);
+
+/* Command builders. */
+json_t *us_cmd_node_up(const us_node *n);
+json_t *us_cmd_node_flags(const char *name, bool leaving, bool removing, bool left);
+json_t *us_cmd_services(const us_service_set *set);
+json_t *us_cmd_assign(const us_assignment *next); /* CAS on next->gen */
+json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target);
+
+/* Serialize a command into a raft_malloc'ed buffer for raft_apply. 0 or -1. */
+int us_cmd_encode(json_t *cmd, struct raft_buffer *buf); /* consumes cmd */
+
+#endif

@@ -1,0 +1,441 @@
+/* instance.c — this node's instance of each service: it follows the replicated assignment, but acts
+ * as active only under a committed epoch given to this agent's incarnation and while the lease is
+ * valid with a reserve (demote_before_ms). Once it stops acting under an epoch it never acts under
+ * that epoch again (abandoned_epoch), so a frozen-and-thawed agent cannot resume a role the leader
+ * may already have given away.
+ *
+ * Order of a promotion:  cold: promote hook -> start process;  hot: promote hook (process runs).
+ * Order of a demotion:   cold: stop process -> demote hook;    hot: demote hook (process stays).
+ * The report (DEMOTED/FAILED) that lets the leader move the role is published only once every
+ * process that acted is gone.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent.h"
+#include "lease.h"
+#include "log.h"
+
+#define HOT_RESTART_DELAY_MS 1000
+
+enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE };
+
+static us_instance *slot(us_agent *a, const char *service, bool create)
+{
+    us_instance *free_slot = NULL;
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        if (a->inst[i].used && strcmp(a->inst[i].service, service) == 0)
+            return &a->inst[i];
+        if (!a->inst[i].used && !free_slot)
+            free_slot = &a->inst[i];
+    }
+    if (!create || !free_slot)
+        return NULL;
+    memset(free_slot, 0, sizeof *free_slot);
+    free_slot->used = true;
+    free_slot->agent = a;
+    us_strlcpy(free_slot->service, service, sizeof free_slot->service);
+    return free_slot;
+}
+
+const us_instance *us_instance_of(us_agent *a, const char *service)
+{
+    return slot(a, service, false);
+}
+
+static void before_exec(pid_t pgid, void *data)
+{
+    us_instance *in = data;
+    us_agent *a = in->agent;
+    us_instance *x = in;
+    us_guardian_track(a->guardian, pgid, in->service, x->spawn_epoch, x->spawn_fenced);
+}
+
+static void on_exit_cb(us_proc *p, int status, void *data);
+
+static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
+                 int timeout_ms, const char *pid_suffix, us_proc **out)
+{
+    us_agent *a = in->agent;
+    char e_svc[US_NAME_MAX + 32], e_node[US_NAME_MAX + 32], e_role[64], e_epoch[64];
+    char e_dir[PATH_MAX + 32];
+    snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
+    snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->cfg.name);
+    snprintf(e_role, sizeof e_role, "UNDERSTUDY_ROLE=%s", role);
+    snprintf(e_epoch, sizeof e_epoch, "UNDERSTUDY_EPOCH=%llu", (unsigned long long)epoch);
+    snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir);
+    const char *env[] = {e_svc, e_node, e_role, e_epoch, e_dir, NULL};
+    char log_path[PATH_MAX + 96], pidfile[PATH_MAX + 96];
+    snprintf(log_path, sizeof log_path, "%s/logs/%s.log", a->cfg.data_dir, in->service);
+    snprintf(pidfile, sizeof pidfile, "%s/run/%s%s.pid", a->cfg.data_dir, in->service, pid_suffix);
+    us_instance *x = in;
+    x->spawn_epoch = epoch;
+    x->spawn_fenced = fenced;
+    us_proc_opts o = {
+        .cmd = cmd,
+        .env = env,
+        .cwd = a->cwd,
+        .log_path = log_path,
+        .pidfile = pidfile,
+        .timeout_ms = timeout_ms,
+        .before_exec = before_exec,
+        .on_exit = on_exit_cb,
+        .data = in,
+    };
+    int rc = us_proc_spawn(a->loop, &o, out);
+    if (rc != 0)
+        us_error("%s: cannot start '%s': %s", in->service, cmd, strerror(-rc));
+    return rc;
+}
+
+static void set_report(us_instance *in, us_inst_state st, uint64_t epoch, int status)
+{
+    in->report.state = st;
+    in->report.epoch = epoch;
+    in->report.exit_status = status;
+}
+
+/* Passive reports must not hide a DEMOTED/FAILED/FENCED the leader has not acted on yet. */
+static void passive_report(us_instance *in, us_inst_state st, const us_assignment *as)
+{
+    bool sticky = in->report.state == US_INST_DEMOTED || in->report.state == US_INST_FAILED ||
+                  in->report.state == US_INST_FENCED;
+    if (sticky && as && as->epoch == in->report.epoch)
+        return;
+    set_report(in, st, as ? as->epoch : 0, 0);
+}
+
+static bool quiet(us_instance *in)
+{
+    return in->proc == NULL && in->hook == NULL;
+}
+
+/* Stop acting at once: kill everything; publish `st` once all is gone. */
+static void fence_self(us_instance *in, us_inst_state st, int status, const char *why)
+{
+    us_instance *x = in;
+    if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING)
+        us_warn("%s: stopping active instance (epoch %llu): %s", in->service,
+                (unsigned long long)in->epoch, why);
+    in->abandoned_epoch = in->epoch > in->abandoned_epoch ? in->epoch : in->abandoned_epoch;
+    x->fencing = true;
+    x->pending.state = st;
+    x->pending.epoch = in->epoch;
+    x->pending.exit_status = status;
+    in->phase = US_PHASE_DEMOTING;
+    if (in->hook)
+        us_proc_kill(in->hook, SIGKILL);
+    if (in->proc)
+        us_proc_kill(in->proc, SIGKILL);
+    if (quiet(in)) {
+        x->fencing = false;
+        in->report = x->pending;
+        in->phase = US_PHASE_IDLE;
+    }
+}
+
+static void become_active(us_instance *in)
+{
+    in->phase = US_PHASE_ACTIVE;
+    set_report(in, US_INST_ACTIVE, in->epoch, 0);
+    us_info("%s: active (epoch %llu)", in->service, (unsigned long long)in->epoch);
+    us_agent_schedule_reconcile(in->agent);
+}
+
+static const us_service_def *def_of(us_agent *a, const char *service)
+{
+    int i = us_state_find_service(&a->fsm.state, service);
+    return i >= 0 ? &a->fsm.state.services.svc[i] : NULL;
+}
+
+static void promote_done(us_instance *in)
+{
+    const us_service_def *d = def_of(in->agent, in->service);
+    if (!d) {
+        fence_self(in, US_INST_DEMOTED, 0, "service was deleted");
+        return;
+    }
+    if (d->standby == US_STANDBY_COLD && !in->proc) {
+        if (spawn(in, d->run, "active", in->epoch, true, 0, "", &in->proc) != 0) {
+            fence_self(in, US_INST_FAILED, 127, "cannot start the service");
+            return;
+        }
+    }
+    become_active(in);
+}
+
+static void demote_finished(us_instance *in)
+{
+    us_agent *a = in->agent;
+    const us_service_def *d = def_of(a, in->service);
+    in->abandoned_epoch = in->epoch > in->abandoned_epoch ? in->epoch : in->abandoned_epoch;
+    set_report(in, US_INST_DEMOTED, in->epoch, 0);
+    if (in->proc && d && d->standby == US_STANDBY_HOT) {
+        /* The process stays as a standby: no longer fenced by the lease. */
+        us_guardian_track(a->guardian, us_proc_pid(in->proc), in->service, in->epoch, false);
+        in->phase = US_PHASE_STANDBY;
+    } else {
+        in->phase = US_PHASE_IDLE;
+    }
+    us_info("%s: demoted (epoch %llu)", in->service, (unsigned long long)in->epoch);
+    us_agent_schedule_reconcile(a);
+}
+
+static void run_demote_hook(us_instance *in)
+{
+    const us_service_def *d = def_of(in->agent, in->service);
+    us_instance *x = in;
+    if (d && d->demote[0]) {
+        x->hook_kind = HOOK_DEMOTE;
+        if (spawn(in, d->demote, "standby", in->epoch, false, d->hook_timeout_ms, ".hook",
+                  &in->hook) == 0)
+            return;
+        x->hook_kind = HOOK_NONE;
+    }
+    demote_finished(in);
+}
+
+static void begin_demote(us_instance *in, const us_service_def *d)
+{
+    us_instance *x = in;
+    in->phase = US_PHASE_DEMOTING;
+    us_info("%s: demoting (epoch %llu)", in->service, (unsigned long long)in->epoch);
+    if (in->hook) { /* a promote hook still running: it must not finish the promotion */
+        us_proc_kill(in->hook, SIGKILL);
+    }
+    if (d->standby == US_STANDBY_COLD && in->proc) {
+        x->demote_stop_proc = true;
+        us_proc_stop(in->proc, d->stop_timeout_ms);
+        return; /* demote hook after the process is gone */
+    }
+    if (!in->hook)
+        run_demote_hook(in);
+}
+
+static void begin_promote(us_instance *in, const us_service_def *d, uint64_t epoch)
+{
+    us_agent *a = in->agent;
+    us_instance *x = in;
+    in->phase = US_PHASE_PROMOTING;
+    in->epoch = epoch;
+    us_info("%s: promoting (epoch %llu)", in->service, (unsigned long long)epoch);
+    if (d->standby == US_STANDBY_HOT) {
+        /* Fenced from here on: the promote hook turns the standby into the active. */
+        if (in->proc)
+            us_guardian_track(a->guardian, us_proc_pid(in->proc), in->service, epoch, true);
+        else if (spawn(in, d->run, "active", epoch, true, 0, "", &in->proc) != 0) {
+            fence_self(in, US_INST_FAILED, 127, "cannot start the service");
+            return;
+        }
+    }
+    if (d->promote[0]) {
+        x->hook_kind = HOOK_PROMOTE;
+        if (spawn(in, d->promote, "active", epoch, true, d->hook_timeout_ms, ".hook", &in->hook) ==
+            0)
+            return;
+        x->hook_kind = HOOK_NONE;
+        fence_self(in, US_INST_FAILED, 127, "cannot run the promote hook");
+        return;
+    }
+    promote_done(in);
+}
+
+static void on_exit_cb(us_proc *p, int status, void *data)
+{
+    us_instance *in = data;
+    us_agent *a = in->agent;
+    us_instance *x = in;
+    us_guardian_untrack(a->guardian, us_proc_pid(p));
+    if (p == in->hook) {
+        in->hook = NULL;
+        int kind = x->hook_kind;
+        x->hook_kind = HOOK_NONE;
+        if (x->fencing) {
+            /* fall through to the quiet check below */
+        } else if (kind == HOOK_PROMOTE && in->phase == US_PHASE_PROMOTING) {
+            if (status == 0) {
+                promote_done(in);
+            } else {
+                us_warn("%s: promote hook failed (status %d)", in->service, status);
+                fence_self(in, US_INST_FAILED, status, "promote hook failed");
+            }
+        } else if (kind == HOOK_DEMOTE && in->phase == US_PHASE_DEMOTING) {
+            if (status != 0) {
+                us_warn("%s: demote hook failed (status %d); killing the instance", in->service,
+                        status);
+                if (in->proc)
+                    us_proc_kill(in->proc, SIGKILL);
+                x->fencing = true;
+                x->pending.state = US_INST_DEMOTED;
+                x->pending.epoch = in->epoch;
+                x->pending.exit_status = status;
+            } else {
+                demote_finished(in);
+            }
+        } else if (kind == HOOK_PROMOTE && in->phase == US_PHASE_DEMOTING && !x->demote_stop_proc) {
+            run_demote_hook(in); /* the killed promote hook is gone: demote now */
+        }
+    } else if (p == in->proc) {
+        in->proc = NULL;
+        if (x->fencing) {
+            /* expected */
+        } else if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING) {
+            us_warn("%s: active instance exited (status %d)", in->service, status);
+            fence_self(in, US_INST_FAILED, status, "the process exited");
+        } else if (in->phase == US_PHASE_DEMOTING && x->demote_stop_proc) {
+            x->demote_stop_proc = false;
+            if (!in->hook)
+                run_demote_hook(in);
+        } else if (in->phase == US_PHASE_STANDBY) {
+            us_warn("%s: standby instance exited (status %d)", in->service, status);
+            in->restart_after_ms = us_now_ms() + HOT_RESTART_DELAY_MS;
+        }
+    }
+    if (x->fencing && quiet(in)) {
+        x->fencing = false;
+        in->report = x->pending;
+        in->phase = US_PHASE_IDLE;
+    }
+    us_agent_schedule_reconcile(a);
+}
+
+static bool listed_standby(const us_assignment *as, const char *me)
+{
+    for (int i = 0; i < as->n_standbys; i++)
+        if (strcmp(as->standbys[i], me) == 0)
+            return true;
+    return false;
+}
+
+static void step(us_agent *a, us_instance *in, const us_service_def *d, const us_assignment *as)
+{
+    int64_t now = us_now_ms();
+    bool lease_ok = us_agent_lease_ok(a, now, a->cfg.timing.demote_before_ms);
+    bool mine = d && as && strcmp(as->active, a->cfg.name) == 0 && as->active_inc == a->inc &&
+                as->epoch > in->abandoned_epoch;
+
+    switch (in->phase) {
+    case US_PHASE_PROMOTING:
+    case US_PHASE_ACTIVE:
+        if (!lease_ok)
+            fence_self(in, US_INST_DEMOTED, 0, "lease about to run out without renewal");
+        else if (!mine || as->epoch != in->epoch)
+            fence_self(in, US_INST_DEMOTED, 0, "the active role was given to another node");
+        else if (as->demoting)
+            begin_demote(in, d);
+        return;
+    case US_PHASE_DEMOTING:
+        if (!lease_ok && in->proc && !in->fencing && (!d || d->standby == US_STANDBY_COLD))
+            fence_self(in, US_INST_DEMOTED, 0, "lease ran out during demotion");
+        return;
+    case US_PHASE_IDLE:
+    case US_PHASE_STANDBY:
+        break;
+    }
+    if (mine && as->demoting) {
+        /* Asked to hand over a role we never took up: nothing acts, confirm at once. */
+        in->epoch = as->epoch;
+        in->abandoned_epoch = as->epoch;
+        set_report(in, US_INST_DEMOTED, as->epoch, 0);
+        return;
+    }
+    if (mine && lease_ok && a->stopping < 2) {
+        begin_promote(in, d, as->epoch);
+        return;
+    }
+    if (d && as && (listed_standby(as, a->cfg.name) || mine)) {
+        if (d->standby == US_STANDBY_HOT && !in->proc && now >= in->restart_after_ms)
+            spawn(in, d->run, "standby", as->epoch, false, 0, "", &in->proc);
+        in->phase = US_PHASE_STANDBY;
+        passive_report(in, US_INST_STANDBY, as);
+        return;
+    }
+    /* Not ours in any role. */
+    if (in->proc && in->phase == US_PHASE_STANDBY)
+        us_proc_stop(in->proc, d ? d->stop_timeout_ms : 2000);
+    in->phase = US_PHASE_IDLE;
+    passive_report(in, US_INST_NONE, as);
+}
+
+void us_instances_reconcile(us_agent *a)
+{
+    const us_state *s = &a->fsm.state;
+    for (int i = 0; i < s->services.n; i++) {
+        us_instance *in = slot(a, s->services.svc[i].name, true);
+        if (in)
+            step(a, in, &s->services.svc[i], &s->asg[i]);
+    }
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (!in->used || us_state_find_service(s, in->service) >= 0)
+            continue;
+        /* Deleted service: stop whatever runs; forget it once quiet. */
+        if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING)
+            fence_self(in, US_INST_DEMOTED, 0, "service deleted");
+        else if (in->proc && in->phase != US_PHASE_DEMOTING)
+            us_proc_stop(in->proc, 2000);
+        if (quiet(in) && in->phase != US_PHASE_DEMOTING)
+            in->used = false;
+    }
+}
+
+json_t *us_instances_report(us_agent *a)
+{
+    json_t *rep = json_object();
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (!in->used)
+            continue;
+        char e[24];
+        snprintf(e, sizeof e, "%llu", (unsigned long long)in->report.epoch);
+        json_object_set_new(rep, in->service,
+                            json_pack("[i, s, i, i]", (int)in->report.state, e,
+                                      in->report.exit_status,
+                                      in->proc ? (int)us_proc_pid(in->proc) : 0));
+    }
+    return rep;
+}
+
+void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev)
+{
+    us_instance *in = slot(a, ev->service, false);
+    us_warn("%s: the guardian fenced process group %d (epoch %llu): lease ran out", ev->service,
+            (int)ev->pgid, (unsigned long long)ev->epoch);
+    if (!in)
+        return;
+    if (in->epoch == ev->epoch && (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING))
+        fence_self(in, US_INST_FENCED, 137, "guardian fenced it");
+}
+
+void us_instances_kill_all(us_agent *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (!in->used)
+            continue;
+        if (in->hook)
+            us_proc_kill(in->hook, SIGKILL);
+        if (in->proc)
+            us_proc_kill(in->proc, SIGKILL);
+    }
+}
+
+bool us_instances_quiet(us_agent *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++)
+        if (a->inst[i].used && !quiet(&a->inst[i]))
+            return false;
+    return true;
+}
+
+bool us_instances_busy(us_agent *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (in->used && (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING ||
+                         in->phase == US_PHASE_DEMOTING))
+            return true;
+    }
+    return false;
+}

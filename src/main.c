@@ -1,0 +1,65 @@
+/* main.c — `understudy agent --config FILE` runs the agent; every other command is the CLI. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "cli.h"
+#include "config.h"
+#include "log.h"
+
+static int agent_usage(int rc)
+{
+    fprintf(rc ? stderr : stdout,
+            "usage: understudy agent --config FILE [--debug]\n"
+            "Runs the agent of this node: joins or forms the cluster and runs the instances the\n"
+            "cluster assigns to this node. SIGTERM hands active roles over first, then stops.\n");
+    return rc;
+}
+
+static int run_agent(int argc, char **argv)
+{
+    const char *path = NULL;
+    int level = US_LOG_INFO;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+        else if (strcmp(argv[i], "--debug") == 0)
+            level = US_LOG_DEBUG;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return agent_usage(0);
+        else {
+            fprintf(stderr, "understudy agent: unexpected argument '%s'\n", argv[i]);
+            return agent_usage(2);
+        }
+    }
+    if (!path) {
+        fprintf(stderr, "understudy agent: --config FILE is required\n");
+        return agent_usage(2);
+    }
+    us_node_config *cfg = calloc(1, sizeof *cfg);
+    us_errors *err = calloc(1, sizeof *err);
+    if (us_config_load_node(path, cfg, err) != 0) {
+        for (int i = 0; i < err->n; i++)
+            fprintf(stderr, "%s\n", err->msg[i]);
+        if (err->dropped)
+            fprintf(stderr, "... and %d more problem(s)\n", err->dropped);
+        free(cfg);
+        free(err);
+        return 2;
+    }
+    free(err);
+    us_log_init(cfg->name, level);
+    int rc = us_agent_main(cfg);
+    free(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "agent") == 0)
+        return run_agent(argc, argv);
+    return us_cli_main(argc, argv);
+}

@@ -1,0 +1,1016 @@
+/* test_config.c — node config, services file, INI reader, durations and timing profiles. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "ini.h"
+
+static char g_dir[] = "/tmp/us-test-config-XXXXXX";
+static char g_joined[US_ERRORS_MAX * US_ERROR_LEN + 64];
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return mkdtemp(g_dir) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    return nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Path of `name` inside the test directory (static buffer: one at a time). */
+static const char *tmp_path(const char *name)
+{
+    static char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    return path;
+}
+
+static const char *write_file(const char *name, const char *text)
+{
+    const char *path = tmp_path(name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    return path;
+}
+
+static const char *joined(const us_errors *e)
+{
+    us_errors_join(e, g_joined, sizeof g_joined);
+    return g_joined;
+}
+
+/* Assert that one single message contains every given fragment (NULL-terminated list). */
+static void expect_msg_(const us_errors *e, const char *file, int line, ...)
+{
+    for (int i = 0; i < e->n; i++) {
+        va_list ap;
+        va_start(ap, line);
+        bool all = true;
+        for (const char *frag; (frag = va_arg(ap, const char *)) != NULL;)
+            if (!strstr(e->msg[i], frag))
+                all = false;
+        va_end(ap);
+        if (all)
+            return;
+    }
+    va_list ap;
+    va_start(ap, line);
+    fprintf(stderr, "%s:%d: no error message contains all of:", file, line);
+    for (const char *frag; (frag = va_arg(ap, const char *)) != NULL;)
+        fprintf(stderr, " [%s]", frag);
+    va_end(ap);
+    fprintf(stderr, "\nmessages:\n%s\n", joined(e));
+    fail();
+}
+#define expect_msg(e, ...) expect_msg_((e), __FILE__, __LINE__, __VA_ARGS__, (const char *)NULL)
+
+/* ---- node config ---- */
+
+/* A valid config whose data_dir lives in the test directory; `extra` is appended verbatim. */
+static const char *node_text(const char *node_extra, const char *cluster_extra)
+{
+    static char text[8192];
+    snprintf(text, sizeof text,
+             "[node]\n"
+             "name = n1\n"
+             "address = 127.0.0.1:7101\n"
+             "data_dir = %s/data-n1\n"
+             "%s"
+             "[cluster]\n"
+             "name = demo\n"
+             "%s",
+             g_dir, node_extra, cluster_extra);
+    return text;
+}
+
+/* Load `text` written to a file; returns the rc, fills *cfg and *err. */
+static int load_text(const char *text, us_node_config *cfg, us_errors *err, const char **path)
+{
+    const char *p = write_file("node.ini", text);
+    if (path)
+        *path = p;
+    memset(err, 0, sizeof *err);
+    return us_config_load_node(p, cfg, err);
+}
+
+static us_node_config g_cfg; /* big: keep it off the stack */
+
+static void test_node_valid_full(void **state)
+{
+    (void)state;
+    char text[4096];
+    snprintf(text, sizeof text,
+             "# understudy node config\n"
+             "[node]\n"
+             "name = n1                       # unique; [a-z0-9-]\n"
+             "address = 127.0.0.1:7101        # cluster traffic\n"
+             "api = 127.0.0.1:7201            # HTTP API\n"
+             "data_dir = %s/deep/er/data/     # created if missing\n"
+             "\n"
+             "[cluster]\n"
+             "name = demo\n"
+             "members = n1=127.0.0.1:7101 n2=127.0.0.1:7102 n3=127.0.0.1:7103   # voters\n"
+             "join = 127.0.0.1:7102 127.0.0.1:7103\n"
+             "profile = fast\n",
+             g_dir);
+    us_errors err;
+    const char *path;
+    int rc = load_text(text, &g_cfg, &err, &path);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", joined(&err));
+    assert_int_equal(rc, 0);
+    assert_int_equal(err.n, 0);
+    assert_string_equal(g_cfg.path, path);
+    assert_string_equal(g_cfg.name, "n1");
+    assert_string_equal(g_cfg.address, "127.0.0.1:7101");
+    assert_string_equal(g_cfg.api, "127.0.0.1:7201");
+    char dd[PATH_MAX];
+    snprintf(dd, sizeof dd, "%s/deep/er/data", g_dir);
+    assert_string_equal(g_cfg.data_dir, dd);
+    struct stat st;
+    assert_int_equal(stat(dd, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_string_equal(g_cfg.cluster_name, "demo");
+    assert_int_equal(g_cfg.n_members, 3);
+    assert_string_equal(g_cfg.members[0].name, "n1");
+    assert_string_equal(g_cfg.members[2].name, "n3");
+    assert_string_equal(g_cfg.members[2].address, "127.0.0.1:7103");
+    assert_int_equal(g_cfg.n_join, 2);
+    assert_string_equal(g_cfg.join[1], "127.0.0.1:7103");
+    assert_string_equal(g_cfg.timing.name, "fast");
+    assert_int_equal(g_cfg.timing.heartbeat_ms, 25);
+    assert_int_equal(g_cfg.timing.lease_ms, 200);
+}
+
+static void test_node_defaults(void **state)
+{
+    (void)state;
+    us_errors err;
+    int rc = load_text(node_text("", "members = n1=10.1.2.3:7101 n2=10.1.2.4:7101\n"), &g_cfg, &err,
+                       NULL);
+    /* address is 127.0.0.1:7101 but the member says 10.1.2.3: must fail first */
+    assert_int_equal(rc, -1);
+    rc = load_text(node_text("", "members = n1=127.0.0.1:7101 n2=10.1.2.4:7101\n"), &g_cfg, &err,
+                   NULL);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", joined(&err));
+    assert_int_equal(rc, 0);
+    assert_string_equal(g_cfg.api, "127.0.0.1:7201");
+    assert_string_equal(g_cfg.timing.name, "default");
+    assert_int_equal(g_cfg.timing.heartbeat_ms, 100);
+    assert_int_equal(g_cfg.n_join, 0);
+    assert_int_equal(g_cfg.n_members, 2);
+}
+
+static void test_node_join_only(void **state)
+{
+    (void)state;
+    us_errors err;
+    int rc =
+        load_text(node_text("api = 0.0.0.0:8080\n", "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", joined(&err));
+    assert_int_equal(rc, 0);
+    assert_int_equal(g_cfg.n_members, 0);
+    assert_int_equal(g_cfg.n_join, 1);
+    assert_string_equal(g_cfg.api, "0.0.0.0:8080");
+}
+
+static void test_node_missing_file(void **state)
+{
+    (void)state;
+    us_errors err = {0};
+    const char *path = tmp_path("does-not-exist.ini");
+    assert_int_equal(us_config_load_node(path, &g_cfg, &err), -1);
+    assert_int_equal(err.n, 1);
+    expect_msg(&err, path, "cannot read", strerror(ENOENT));
+
+    memset(&err, 0, sizeof err);
+    assert_int_equal(us_config_load_node(g_dir, &g_cfg, &err), -1); /* a directory */
+    expect_msg(&err, g_dir, "cannot read");
+}
+
+static void test_node_missing_keys(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    assert_int_equal(load_text("# nothing here\n", &g_cfg, &err, &path), -1);
+    char prefix[PATH_MAX + 8];
+    snprintf(prefix, sizeof prefix, "%s: missing key", path);
+    assert_int_equal(err.n, 5);
+    expect_msg(&err, prefix, "'node.name'", "expected");
+    expect_msg(&err, prefix, "'node.address'", "expected");
+    expect_msg(&err, prefix, "'node.data_dir'", "expected");
+    expect_msg(&err, prefix, "'cluster.name'", "expected");
+    expect_msg(&err, prefix, "'cluster.members' or 'cluster.join'", "expected");
+}
+
+static void test_node_unknown_section_and_key(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    char text[8192];
+    snprintf(text, sizeof text, "%s[raft]\nsnapshot = 10\n[node]\ncolour = blue\n",
+             node_text("", "members = n1=127.0.0.1:7101\n"));
+    assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:8:", path);
+    expect_msg(&err, where, "unknown section '[raft]'");
+    snprintf(where, sizeof where, "%s:11:", path);
+    expect_msg(&err, where, "unknown key 'node.colour'", "known keys: name, address");
+    assert_int_equal(err.n, 2); /* keys of the unknown section are not reported one by one */
+}
+
+static void test_node_duplicate_key(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    assert_int_equal(
+        load_text(node_text("name = n2\n", "members = n1=127.0.0.1:7101\n"), &g_cfg, &err, &path),
+        -1);
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:5:", path);
+    expect_msg(&err, where, "duplicate key 'node.name'", "first set on line 2");
+    assert_int_equal(err.n, 1);
+}
+
+static void test_node_bad_names(void **state)
+{
+    (void)state;
+    static const char *bad[] = {"N1", "n_1", "n 1", "",
+                                "a234567890123456789012345678901234567890123456789012345678901234"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[8192];
+        snprintf(text, sizeof text,
+                 "[node]\nname = %s\naddress = 127.0.0.1:7101\ndata_dir = %s/d\n"
+                 "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n",
+                 bad[i], g_dir);
+        us_errors err;
+        const char *path;
+        assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+        char where[PATH_MAX + 16], got[128];
+        snprintf(where, sizeof where, "%s:2:", path);
+        snprintf(got, sizeof got, "got '%s'", bad[i]);
+        expect_msg(&err, where, "key 'node.name'", "expected a name of [a-z0-9-]", got);
+        assert_int_equal(err.n, 1);
+    }
+    us_errors err;
+    const char *path;
+    char text[8192];
+    snprintf(text, sizeof text, "%s", node_text("", "members = n1=127.0.0.1:7101\n"));
+    char *p = strstr(text, "name = demo");
+    memcpy(p, "name = Demo", 11);
+    assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+    expect_msg(&err, ":6:", "key 'cluster.name'", "got 'Demo'");
+}
+
+static void test_hostport(void **state)
+{
+    (void)state;
+    char host[16];
+    int port = 0;
+    assert_int_equal(us_parse_hostport("127.0.0.1:7101", host, sizeof host, &port), 0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 7101);
+    assert_int_equal(us_parse_hostport("255.255.255.255:65535", host, sizeof host, &port), 0);
+    assert_int_equal(port, 65535);
+    assert_int_equal(us_parse_hostport("0.0.0.0:1", host, sizeof host, &port), 0);
+    static const char *bad[] = {
+        "127.0.0.1",
+        "127.0.0.1:",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:-1",
+        "127.0.0.1:+80",
+        "127.0.0.1:08",
+        "256.0.0.1:80",
+        "1.2.3:80",
+        "1.2.3.4.5:80",
+        "localhost:7101",
+        "01.2.3.4:80",
+        "1.2.3.4 :80",
+        ":80",
+        "",
+        "1..3.4:80",
+        "1.2.3.4:80:90",
+        "[::1]:80",
+        "1.2.3.4:99999999999",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (us_parse_hostport(bad[i], host, sizeof host, &port) != -1)
+            fail_msg("accepted '%s'", bad[i]);
+    }
+    assert_int_equal(us_parse_hostport("1.2.3.4:80", host, 4, &port), -1); /* host too small */
+}
+
+static void test_node_bad_addresses(void **state)
+{
+    (void)state;
+    static const char *bad[] = {"127.0.0.1", "127.0.0.1:0", "localhost:7101", "300.1.1.1:7101",
+                                "0.0.0.0:7101"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[8192];
+        snprintf(text, sizeof text,
+                 "[node]\nname = n1\naddress = %s\napi = 1.2.3.4:5\ndata_dir = %s/d\n"
+                 "[cluster]\nname = demo\njoin = 127.0.0.1:7102 127.0.0.1:71o2\n",
+                 bad[i], g_dir);
+        us_errors err;
+        const char *path;
+        assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+        char where[PATH_MAX + 16], got[128];
+        snprintf(where, sizeof where, "%s:3:", path);
+        snprintf(got, sizeof got, "got '%s'", bad[i]);
+        expect_msg(&err, where, "key 'node.address'", "expected IPv4:port", got);
+        snprintf(where, sizeof where, "%s:8:", path);
+        expect_msg(&err, where, "key 'cluster.join'", "got '127.0.0.1:71o2'");
+        assert_int_equal(err.n, 2);
+    }
+    us_errors err;
+    assert_int_equal(load_text(node_text("api = 127.0.0.1:http\n", "join = 127.0.0.1:7102\n"),
+                               &g_cfg, &err, NULL),
+                     -1);
+    expect_msg(&err, ":5:", "key 'node.api'", "got '127.0.0.1:http'");
+    assert_int_equal(err.n, 1);
+}
+
+static void test_node_api_conflict(void **state)
+{
+    (void)state;
+    us_errors err;
+    assert_int_equal(
+        load_text(node_text("api = 0.0.0.0:7101\n", "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL),
+        -1);
+    expect_msg(&err, ":5:", "key 'node.api'", "got '0.0.0.0:7101'");
+    char text[8192];
+    snprintf(text, sizeof text,
+             "[node]\nname = n1\naddress = 127.0.0.1:7201\ndata_dir = %s/d\n"
+             "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n",
+             g_dir);
+    assert_int_equal(load_text(text, &g_cfg, &err, NULL), -1);
+    expect_msg(&err, ":3:", "key 'node.address'", "'node.api'");
+}
+
+static void test_node_members_errors(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    /* duplicate name, duplicate address, malformed entry, bad member name */
+    assert_int_equal(load_text(node_text("", "members = n1=127.0.0.1:7101 n2=127.0.0.1:7102 "
+                                             "n2=127.0.0.1:7103 n4=127.0.0.1:7102 n5 "
+                                             "N6=127.0.0.1:7106\n"),
+                               &g_cfg, &err, &path),
+                     -1);
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:7:", path);
+    expect_msg(&err, where, "key 'cluster.members'", "unique member names", "got 'n2'");
+    expect_msg(&err, where, "key 'cluster.members'", "unique member addresses",
+               "got '127.0.0.1:7102'");
+    expect_msg(&err, where, "key 'cluster.members'", "NAME=IPv4:port", "got 'n5'");
+    expect_msg(&err, where, "key 'cluster.members'", "member names", "got 'N6'");
+    assert_int_equal(err.n, 4);
+
+    /* this node's entry has another address */
+    assert_int_equal(load_text(node_text("", "members = n1=127.0.0.1:7109 n2=127.0.0.1:7102\n"),
+                               &g_cfg, &err, &path),
+                     -1);
+    expect_msg(&err, where, "key 'cluster.members'", "127.0.0.1:7101", "got 'n1=127.0.0.1:7109'");
+    assert_int_equal(err.n, 1);
+
+    /* another member claims this node's address */
+    assert_int_equal(load_text(node_text("", "members = n2=127.0.0.1:7101 n3=127.0.0.1:7103\n"
+                                             "join = 127.0.0.1:7103\n"),
+                               &g_cfg, &err, &path),
+                     -1);
+    expect_msg(&err, where, "key 'cluster.members'", "node.address to belong to 'n1'", "got 'n2'");
+    assert_int_equal(err.n, 1);
+
+    /* this node is not a member and there is no join */
+    assert_int_equal(load_text(node_text("", "members = n2=127.0.0.1:7102 n3=127.0.0.1:7103\n"),
+                               &g_cfg, &err, &path),
+                     -1);
+    expect_msg(&err, where, "key 'cluster.members'", "'n1'", "cluster.join", "got 'n2 n3'");
+    assert_int_equal(err.n, 1);
+    /* ... which join fixes */
+    assert_int_equal(load_text(node_text("", "members = n2=127.0.0.1:7102 n3=127.0.0.1:7103\n"
+                                             "join = 127.0.0.1:7102\n"),
+                               &g_cfg, &err, &path),
+                     0);
+
+    /* too many */
+    char members[4096] = "members =";
+    for (int i = 1; i <= US_MAX_NODES + 1; i++) {
+        size_t used = strlen(members);
+        snprintf(members + used, sizeof members - used, " n%d=127.0.0.1:%d", i, 7100 + i);
+    }
+    strcat(members, "\n");
+    assert_int_equal(load_text(node_text("", members), &g_cfg, &err, &path), -1);
+    expect_msg(&err, where, "key 'cluster.members'", "at most 16 members");
+
+    /* empty and duplicate join */
+    assert_int_equal(load_text(node_text("", "members =\njoin = 127.0.0.1:7102 127.0.0.1:7102\n"),
+                               &g_cfg, &err, &path),
+                     -1);
+    expect_msg(&err, where, "key 'cluster.members'", "got ''");
+    snprintf(where, sizeof where, "%s:8:", path);
+    expect_msg(&err, where, "key 'cluster.join'", "unique addresses", "got '127.0.0.1:7102'");
+    assert_int_equal(err.n, 2);
+}
+
+static void test_node_unknown_profile(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    assert_int_equal(
+        load_text(node_text("", "join = 127.0.0.1:7102\nprofile = turbo\n"), &g_cfg, &err, &path),
+        -1);
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:8:", path);
+    expect_msg(&err, where, "key 'cluster.profile'", "'default' or 'fast'", "got 'turbo'");
+    assert_int_equal(err.n, 1);
+}
+
+static void test_node_data_dir_errors(void **state)
+{
+    (void)state;
+    write_file("a-file", "x\n");
+    char text[8192];
+    us_errors err;
+    const char *path;
+    /* below a regular file: cannot be created */
+    snprintf(text, sizeof text,
+             "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s/a-file/sub\n"
+             "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n",
+             g_dir);
+    assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:4:", path);
+    expect_msg(&err, where, "key 'node.data_dir'", "cannot create", strerror(ENOTDIR));
+    assert_int_equal(err.n, 1);
+
+    /* is a regular file */
+    snprintf(text, sizeof text,
+             "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s/a-file\n"
+             "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n",
+             g_dir);
+    assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+    expect_msg(&err, where, "key 'node.data_dir'", "a-file", strerror(ENOTDIR));
+
+    /* empty */
+    snprintf(text, sizeof text,
+             "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir =\n"
+             "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n");
+    assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+    expect_msg(&err, where, "key 'node.data_dir'", "got ''");
+
+    /* not writable: root bypasses permissions, so this part needs an ordinary user */
+    if (geteuid() != 0) {
+        char ro[PATH_MAX];
+        snprintf(ro, sizeof ro, "%s/ro", g_dir);
+        assert_int_equal(mkdir(ro, 0500), 0);
+        snprintf(text, sizeof text,
+                 "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s\n"
+                 "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n",
+                 ro);
+        assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+        expect_msg(&err, where, "key 'node.data_dir'", "cannot write", strerror(EACCES));
+        snprintf(text, sizeof text,
+                 "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s/sub\n"
+                 "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n",
+                 ro);
+        assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+        expect_msg(&err, where, "key 'node.data_dir'", "cannot create", strerror(EACCES));
+        chmod(ro, 0700);
+    }
+}
+
+static void test_node_syntax_errors(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    char text[8192];
+    snprintf(text, sizeof text, "%s",
+             node_text("just some words\n[oops\n", "join = 127.0.0.1:7102\n"));
+    assert_int_equal(load_text(text, &g_cfg, &err, &path), -1);
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:5:", path);
+    expect_msg(&err, where, "expected 'key = value'", "got 'just some words'");
+    snprintf(where, sizeof where, "%s:6:", path);
+    expect_msg(&err, where, "expected '[section]'", "got '[oops'");
+    assert_int_equal(err.n, 2);
+}
+
+static void test_node_many_errors_out_untouched(void **state)
+{
+    (void)state;
+    char text[8192];
+    snprintf(text, sizeof text,
+             "[node]\n"
+             "name = Bad_Name\n"          /* 2 */
+             "address = 1.2.3.4:0\n"      /* 3 */
+             "data_dir = %s/ok\n"         /* 4 */
+             "[cluster]\n"                /* 5 */
+             "profile = slow # comment\n" /* 6 */
+             "vip = 10.0.0.1\n",          /* 7 */
+             g_dir);
+    us_node_config *out = malloc(sizeof *out);
+    us_node_config *copy = malloc(sizeof *copy);
+    assert_non_null(out);
+    assert_non_null(copy);
+    memset(out, 0xAB, sizeof *out);
+    memcpy(copy, out, sizeof *out);
+    us_errors err;
+    const char *path;
+    assert_int_equal(load_text(text, out, &err, &path), -1);
+    assert_memory_equal(out, copy, sizeof *out);
+    expect_msg(&err, ":2:", "key 'node.name'", "got 'Bad_Name'");
+    expect_msg(&err, ":3:", "key 'node.address'", "got '1.2.3.4:0'");
+    expect_msg(&err, ":6:", "key 'cluster.profile'", "got 'slow'");
+    expect_msg(&err, ":7:", "unknown key 'cluster.vip'");
+    expect_msg(&err, "missing key 'cluster.name'");
+    expect_msg(&err, "missing key 'cluster.members' or 'cluster.join'");
+    assert_int_equal(err.n, 6);
+    free(out);
+    free(copy);
+}
+
+/* ---- services ---- */
+
+static us_service_set g_set;
+
+static int parse_svc(const char *text, us_errors *err)
+{
+    memset(err, 0, sizeof *err);
+    return us_config_parse_services(text, strlen(text), "svc.ini", &g_set, err);
+}
+
+static void test_services_valid(void **state)
+{
+    (void)state;
+    const char *text = "# services\n"
+                       "[service web]\n"
+                       "run = /usr/bin/python3 -m http.server 8080   # the service\n"
+                       "standby = hot\n"
+                       "promote = /etc/understudy/promote.sh web\n"
+                       "demote = echo demote ; sleep 1   # comment\n"
+                       "standbys = 2\n"
+                       "nodes = n2 n1  n3\n"
+                       "hook_timeout = 1.5s\n"
+                       "stop_timeout = 250ms\n"
+                       "\n"
+                       "[ service   db ]\r\n"
+                       "run=postgres -D /var/lib/pg#data\r\n";
+    us_errors err;
+    int rc = parse_svc(text, &err);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", joined(&err));
+    assert_int_equal(rc, 0);
+    assert_int_equal(g_set.n, 2);
+    const us_service_def *w = &g_set.svc[0];
+    assert_string_equal(w->name, "web");
+    assert_string_equal(w->run, "/usr/bin/python3 -m http.server 8080");
+    assert_int_equal(w->standby, US_STANDBY_HOT);
+    assert_string_equal(w->promote, "/etc/understudy/promote.sh web");
+    assert_string_equal(w->demote, "echo demote ; sleep 1");
+    assert_int_equal(w->standbys, 2);
+    assert_int_equal(w->n_nodes, 3);
+    assert_string_equal(w->nodes[0], "n2");
+    assert_string_equal(w->nodes[1], "n1");
+    assert_string_equal(w->nodes[2], "n3");
+    assert_int_equal(w->hook_timeout_ms, 1500);
+    assert_int_equal(w->stop_timeout_ms, 250);
+    const us_service_def *d = &g_set.svc[1];
+    assert_string_equal(d->name, "db");
+    assert_string_equal(d->run, "postgres -D /var/lib/pg#data"); /* '#' not after a space */
+    assert_int_equal(d->standby, US_STANDBY_COLD);
+    assert_string_equal(d->promote, "");
+    assert_string_equal(d->demote, "");
+    assert_int_equal(d->standbys, 1);
+    assert_int_equal(d->n_nodes, 0);
+    assert_int_equal(d->hook_timeout_ms, 10000);
+    assert_int_equal(d->stop_timeout_ms, 5000);
+}
+
+static void test_services_empty(void **state)
+{
+    (void)state;
+    us_errors err;
+    memset(&g_set, 0x5A, sizeof g_set);
+    assert_int_equal(parse_svc("", &err), 0);
+    assert_int_equal(g_set.n, 0);
+    assert_int_equal(parse_svc("# no services yet\n; none\n\n", &err), 0);
+    assert_int_equal(g_set.n, 0);
+    assert_int_equal(err.n, 0);
+}
+
+static void test_services_long_values(void **state)
+{
+    (void)state;
+    static char text[8192];
+    char cmd[US_CMD_MAX];
+    memset(cmd, 'x', US_CMD_MAX - 1);
+    cmd[US_CMD_MAX - 1] = '\0';
+    memcpy(cmd, "echo ", 5);
+    snprintf(text, sizeof text, "[service a]\nrun = %s\n", cmd);
+    us_errors err;
+    assert_int_equal(parse_svc(text, &err), 0); /* 1023 characters fit */
+    assert_string_equal(g_set.svc[0].run, cmd);
+
+    snprintf(text, sizeof text, "[service a]\nrun = %sy\npromote = %sz\ndemote = %sw\n", cmd, cmd,
+             cmd);
+    assert_int_equal(parse_svc(text, &err), -1);
+    expect_msg(&err, "svc.ini:2:", "key 'run'", "[service a]", "at most 1023 characters",
+               "US_CMD_MAX", "got 1024 characters");
+    expect_msg(&err, "svc.ini:3:", "key 'promote'", "at most 1023 characters");
+    expect_msg(&err, "svc.ini:4:", "key 'demote'", "at most 1023 characters");
+    assert_int_equal(err.n, 3);
+}
+
+static void test_services_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        const char *frags[5];
+    } cases[] = {
+        {"[node]\nname = n1\n", {"svc.ini:1:", "unknown section '[node]'", "[service NAME]"}},
+        {"[service]\nrun = x\n", {"svc.ini:1:", "unknown section '[service]'"}},
+        {"[service a b]\nrun = x\n", {"svc.ini:1:", "unknown section '[service a b]'"}},
+        {"[service Web]\nrun = x\n", {"svc.ini:1:", "service name", "got 'Web'"}},
+        {"[service a]\nrun = x\n[service a]\nrun = y\n",
+         {"svc.ini:3:", "duplicate service 'a'", "first defined on line 1"}},
+        {"run = x\n", {"svc.ini:1:", "key 'run'", "outside any [service NAME]"}},
+        {"[service a]\nrun = x\nvip = 10.0.0.5\n",
+         {"svc.ini:3:", "unknown key 'vip'", "[service a]",
+          "known keys: run, standby, promote, demote, standbys, nodes, hook_timeout, "
+          "stop_timeout"}},
+        {"[service a]\nrun = x\nproxy = 1\n", {"svc.ini:3:", "unknown key 'proxy'"}},
+        {"[service a]\nrun = x\ncheck = true\n", {"svc.ini:3:", "unknown key 'check'"}},
+        {"[service a]\nrun = x\nrun = y\n",
+         {"svc.ini:3:", "duplicate key 'run'", "first set on line 2"}},
+        {"[service a]\nstandby = hot\n",
+         {"svc.ini:1:", "[service a]", "missing key 'run'", "shell command"}},
+        {"[service a]\nrun =   # nothing\n", {"svc.ini:2:", "key 'run'", "got ''"}},
+        {"[service a]\nrun = x\nstandby = warm\n",
+         {"svc.ini:3:", "key 'standby'", "'cold' or 'hot'", "got 'warm'"}},
+        {"[service a]\nrun = x\nstandbys = 16\n",
+         {"svc.ini:3:", "key 'standbys'", "0..15", "got '16'"}},
+        {"[service a]\nrun = x\nstandbys = -1\n", {"svc.ini:3:", "key 'standbys'", "got '-1'"}},
+        {"[service a]\nrun = x\nstandbys = two\n", {"svc.ini:3:", "key 'standbys'", "got 'two'"}},
+        {"[service a]\nrun = x\nnodes = n1 N2\n",
+         {"svc.ini:3:", "key 'nodes'", "node names", "got 'N2'"}},
+        {"[service a]\nrun = x\nnodes = n1 n2 n1\n",
+         {"svc.ini:3:", "key 'nodes'", "at most once", "got 'n1'"}},
+        {"[service a]\nrun = x\nnodes = a b c d e f g h i j k l m n o p q\n",
+         {"svc.ini:3:", "key 'nodes'", "at most 16 nodes"}},
+        {"[service a]\nrun = x\nhook_timeout = 0\n",
+         {"svc.ini:3:", "key 'hook_timeout'", "duration > 0", "got '0'"}},
+        {"[service a]\nrun = x\nhook_timeout = soon\n",
+         {"svc.ini:3:", "key 'hook_timeout'", "got 'soon'"}},
+        {"[service a]\nrun = x\nstop_timeout = 5 s\n",
+         {"svc.ini:3:", "key 'stop_timeout'", "got '5 s'"}},
+        {"[service a]\nrun = x\nstop_timeout = -5s\n",
+         {"svc.ini:3:", "key 'stop_timeout'", "got '-5s'"}},
+        {"[service a]\nrun = x\ngarbage line\n",
+         {"svc.ini:3:", "expected 'key = value'", "got 'garbage line'"}},
+        {"[service a]\nrun = x\n = y\n", {"svc.ini:3:", "expected a key before '='"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        us_errors err;
+        memset(&g_set, 0x5A, sizeof g_set);
+        if (parse_svc(cases[i].text, &err) != -1)
+            fail_msg("case %zu accepted:\n%s", i, cases[i].text);
+        assert_int_equal(g_set.n, 0x5A5A5A5A); /* untouched */
+        for (int m = 0; m < err.n; m++) {
+            bool all = true;
+            for (int f = 0; f < 5 && cases[i].frags[f]; f++)
+                if (!strstr(err.msg[m], cases[i].frags[f]))
+                    all = false;
+            if (all)
+                goto found;
+        }
+        fail_msg("case %zu: no message has all fragments (first: %s); got:\n%s", i,
+                 cases[i].frags[1], joined(&err));
+    found:
+        if (err.n != 1)
+            fail_msg("case %zu: expected exactly one problem, got:\n%s", i, joined(&err));
+    }
+}
+
+static void test_services_too_many(void **state)
+{
+    (void)state;
+    static char text[16384];
+    size_t used = 0;
+    for (int i = 0; i < US_MAX_SERVICES + 2; i++)
+        used += (size_t)snprintf(text + used, sizeof text - used, "[service s%d]\nrun = x\n", i);
+    us_errors err;
+    assert_int_equal(parse_svc(text, &err), -1);
+    char where[32];
+    snprintf(where, sizeof where, "svc.ini:%d:", 2 * US_MAX_SERVICES + 1);
+    expect_msg(&err, where, "at most 32 services", "US_MAX_SERVICES");
+    assert_int_equal(err.n, 1); /* reported once */
+
+    /* exactly the limit is fine */
+    used = 0;
+    for (int i = 0; i < US_MAX_SERVICES; i++)
+        used += (size_t)snprintf(text + used, sizeof text - used, "[service s%d]\nrun = x\n", i);
+    assert_int_equal(parse_svc(text, &err), 0);
+    assert_int_equal(g_set.n, US_MAX_SERVICES);
+    assert_string_equal(g_set.svc[31].name, "s31");
+}
+
+static void test_services_many_errors_out_untouched(void **state)
+{
+    (void)state;
+    const char *text = "[service web]\n"      /* 1 */
+                       "run = ./web\n"        /* 2 */
+                       "standby = tepid\n"    /* 3 */
+                       "vip = 10.0.0.9\n"     /* 4 */
+                       "[service bad_name]\n" /* 5 */
+                       "run = x\n"            /* 6 */
+                       "standbys = 99\n"      /* 7: still checked under a bad name */
+                       "[service db]\n"       /* 8: no run */
+                       "nodes = n1 n1\n";     /* 9 */
+    memset(&g_set, 0x33, sizeof g_set);
+    us_service_set *copy = malloc(sizeof *copy);
+    assert_non_null(copy);
+    memcpy(copy, &g_set, sizeof g_set);
+    us_errors err;
+    assert_int_equal(parse_svc(text, &err), -1);
+    assert_memory_equal(&g_set, copy, sizeof g_set);
+    free(copy);
+    expect_msg(&err, "svc.ini:3:", "key 'standby' in [service web]", "got 'tepid'");
+    expect_msg(&err, "svc.ini:4:", "unknown key 'vip'");
+    expect_msg(&err, "svc.ini:5:", "got 'bad_name'");
+    expect_msg(&err, "svc.ini:7:", "key 'standbys' in [service bad_name]", "got '99'");
+    expect_msg(&err, "svc.ini:8:", "[service db]", "missing key 'run'");
+    expect_msg(&err, "svc.ini:9:", "key 'nodes'", "got 'n1'");
+    assert_int_equal(err.n, 6);
+    /* one message per line, in file order */
+    const char *j = joined(&err);
+    assert_non_null(strstr(j, "svc.ini:3:"));
+    assert_true(strstr(j, "svc.ini:3:") < strstr(j, "svc.ini:9:"));
+    assert_int_equal(err.dropped, 0);
+}
+
+/* ---- INI reader ---- */
+
+typedef struct ini_rec {
+    int n;
+    char lines[16][160];
+    int stop_at; /* callback number that returns non-zero; 0 = never */
+} ini_rec;
+
+static int ini_rec_cb(void *user, const char *section, const char *key, const char *value, int line)
+{
+    ini_rec *r = user;
+    if (r->n < 16)
+        snprintf(r->lines[r->n], sizeof r->lines[0], "%d|%s|%s|%s", line, section,
+                 key ? key : "(null)", value ? value : "(null)");
+    r->n++;
+    return r->stop_at && r->n == r->stop_at;
+}
+
+static void test_ini_reader(void **state)
+{
+    (void)state;
+    const char *text = "\xEF\xBB\xBF"
+                       "top = level\n"
+                       "  ; comment\n"
+                       "[ service  web ]   # trailing comment\n"
+                       "\tkey=value\r\n"
+                       "spaced   =   a b  c   \n"
+                       "hash = a#b # gone\n"
+                       "semi = a;b\t; gone\n"
+                       "empty =\n"
+                       "eq = a=b\n"
+                       "[x]";
+    ini_rec r = {0};
+    us_errors err = {0};
+    assert_int_equal(us_ini_parse(text, strlen(text), ini_rec_cb, &r, &err, "t.ini"), 0);
+    assert_int_equal(err.n, 0);
+    assert_int_equal(r.n, 9);
+    assert_string_equal(r.lines[0], "1||top|level");
+    assert_string_equal(r.lines[1], "3|service  web|(null)|(null)");
+    assert_string_equal(r.lines[2], "4|service  web|key|value");
+    assert_string_equal(r.lines[3], "5|service  web|spaced|a b  c");
+    assert_string_equal(r.lines[4], "6|service  web|hash|a#b");
+    assert_string_equal(r.lines[5], "7|service  web|semi|a;b");
+    assert_string_equal(r.lines[6], "8|service  web|empty|");
+    assert_string_equal(r.lines[7], "9|service  web|eq|a=b");
+    assert_string_equal(r.lines[8], "10|x|(null)|(null)");
+}
+
+static void test_ini_errors_and_long_lines(void **state)
+{
+    (void)state;
+    size_t big = 100000;
+    char *text = malloc(big + 256);
+    assert_non_null(text);
+    strcpy(text, "[a]\nnoequals\n[b\n[]\nk = ");
+    size_t off = strlen(text);
+    memset(text + off, 'v', big);
+    strcpy(text + off + big, "\n[c]\nk2 = 1\n");
+    ini_rec r = {0};
+    us_errors err = {0};
+    assert_int_equal(us_ini_parse(text, strlen(text), ini_rec_cb, &r, &err, "t.ini"), -1);
+    assert_int_equal(err.n, 3);
+    expect_msg(&err, "t.ini:2:", "got 'noequals'");
+    expect_msg(&err, "t.ini:3:", "got '[b'");
+    expect_msg(&err, "t.ini:4:", "section name");
+    /* the long key sits under the malformed "[]" header: skipped; [c] is read again */
+    assert_int_equal(r.n, 3);
+    assert_string_equal(r.lines[1], "6|c|(null)|(null)");
+    assert_string_equal(r.lines[2], "7|c|k2|1");
+
+    /* a long value under a good section comes through whole */
+    strcpy(text, "[a]\nk = ");
+    off = strlen(text);
+    memset(text + off, 'v', big);
+    text[off + big] = '\0';
+    us_errors err2 = {0};
+    ini_rec r2 = {0};
+    assert_int_equal(us_ini_parse(text, strlen(text), ini_rec_cb, &r2, &err2, "t.ini"), 0);
+    assert_int_equal(r2.n, 2);
+    free(text);
+
+    /* embedded NUL, and a callback that stops */
+    const char nul[] = "[a]\nk = v\0w\nk2 = 2\nk3 = 3\n";
+    ini_rec r3 = {.stop_at = 2};
+    us_errors err3 = {0};
+    assert_int_equal(us_ini_parse(nul, sizeof nul - 1, ini_rec_cb, &r3, &err3, "t.ini"), -1);
+    expect_msg(&err3, "t.ini:2:", "NUL");
+    assert_int_equal(r3.n, 2); /* [a], k2; k3 never seen */
+    assert_string_equal(r3.lines[1], "3|a|k2|2");
+}
+
+static void test_ini_excerpt(void **state)
+{
+    (void)state;
+    char buf[8];
+    assert_string_equal(us_ini_excerpt("short", buf, sizeof buf), "short");
+    assert_string_equal(us_ini_excerpt("exactly", buf, sizeof buf), "exactly");
+    assert_string_equal(us_ini_excerpt("too long!", buf, sizeof buf), "too ...");
+    assert_string_equal(us_ini_excerpt("a\tb", buf, sizeof buf), "a?b");
+}
+
+/* ---- errors, durations, profiles ---- */
+
+static void test_errors_overflow(void **state)
+{
+    (void)state;
+    us_errors err = {0};
+    for (int i = 0; i < US_ERRORS_MAX + 3; i++)
+        us_errors_add(&err, "problem %d", i);
+    assert_int_equal(err.n, US_ERRORS_MAX);
+    assert_int_equal(err.dropped, 3);
+    const char *j = joined(&err);
+    assert_non_null(strstr(j, "problem 0\nproblem 1\n"));
+    assert_non_null(strstr(j, "problem 31\n(and 3 more problems)"));
+    char small[12];
+    us_errors_join(&err, small, sizeof small);
+    assert_string_equal(small, "problem 0\np");
+    us_errors none = {0};
+    us_errors_join(&none, small, sizeof small);
+    assert_string_equal(small, "");
+
+    /* long messages are cut, not overflowed */
+    char big[1000];
+    memset(big, 'z', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    us_errors one = {0};
+    us_errors_add(&one, "%s", big);
+    assert_int_equal(strlen(one.msg[0]), US_ERROR_LEN - 1);
+}
+
+static void test_durations(void **state)
+{
+    (void)state;
+    assert_int_equal(us_parse_duration_ms("250ms"), 250);
+    assert_int_equal(us_parse_duration_ms("2s"), 2000);
+    assert_int_equal(us_parse_duration_ms("1m"), 60000);
+    assert_int_equal(us_parse_duration_ms("1h"), 3600000);
+    assert_int_equal(us_parse_duration_ms("1.5s"), 1500);
+    assert_int_equal(us_parse_duration_ms("0.25s"), 250);
+    assert_int_equal(us_parse_duration_ms("0.5m"), 30000);
+    assert_int_equal(us_parse_duration_ms("1500"), 1500);
+    assert_int_equal(us_parse_duration_ms("0"), 0);
+    assert_int_equal(us_parse_duration_ms("0ms"), 0);
+    static const char *bad[] = {"",        "-1",   "-5s", "1.5",   "1.5ms",
+                                "1.0001s", ".5s",  "1.s", "5 s",   " 5s",
+                                "5s ",     "5S",   "s",   "5sec",  "1e3",
+                                "0x10",    "5ms5", "+5s", "1..5s", "99999999999999999999s"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (us_parse_duration_ms(bad[i]) != -1)
+            fail_msg("accepted '%s' as %ld", bad[i], us_parse_duration_ms(bad[i]));
+    assert_int_equal(us_parse_duration_ms(NULL), -1);
+}
+
+static void test_profiles(void **state)
+{
+    (void)state;
+    us_timing t;
+    memset(&t, 0, sizeof t);
+    assert_int_equal(us_timing_profile("default", &t), 0);
+    assert_string_equal(t.name, "default");
+    assert_int_equal(t.heartbeat_ms, 100);
+    assert_int_equal(t.election_ms, 1000);
+    assert_int_equal(t.lease_ms, 600);
+    assert_int_equal(t.grant_window_ms, 300);
+    assert_int_equal(t.drift_pct, 2);
+    assert_int_equal(t.margin_ms, 50);
+    assert_int_equal(t.suspect_ms, 300);
+    assert_int_equal(t.dead_ms, 1000);
+    assert_int_equal(t.demote_before_ms, 200);
+    assert_int_equal(us_timing_profile("fast", &t), 0);
+    assert_string_equal(t.name, "fast");
+    assert_int_equal(t.heartbeat_ms, 25);
+    assert_int_equal(t.election_ms, 300);
+    assert_int_equal(t.lease_ms, 200);
+    assert_int_equal(t.grant_window_ms, 100);
+    assert_int_equal(t.drift_pct, 2);
+    assert_int_equal(t.margin_ms, 25);
+    assert_int_equal(t.suspect_ms, 100);
+    assert_int_equal(t.dead_ms, 300);
+    assert_int_equal(t.demote_before_ms, 60);
+    us_timing before = t;
+    assert_int_equal(us_timing_profile("Fast", &t), -1);
+    assert_int_equal(us_timing_profile("", &t), -1);
+    assert_memory_equal(&t, &before, sizeof t);
+    /* lease safety needs: lease expires on the holder before the leader reuses the role */
+    const char *names[] = {"default", "fast"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(us_timing_profile(names[i], &t), 0);
+        assert_true(t.heartbeat_ms < t.grant_window_ms);
+        assert_true(t.grant_window_ms < t.lease_ms);
+        assert_true(t.demote_before_ms < t.lease_ms);
+        assert_true(t.suspect_ms < t.dead_ms);
+        assert_true(t.heartbeat_ms * 4 <= t.election_ms);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_node_valid_full),
+        cmocka_unit_test(test_node_defaults),
+        cmocka_unit_test(test_node_join_only),
+        cmocka_unit_test(test_node_missing_file),
+        cmocka_unit_test(test_node_missing_keys),
+        cmocka_unit_test(test_node_unknown_section_and_key),
+        cmocka_unit_test(test_node_duplicate_key),
+        cmocka_unit_test(test_node_bad_names),
+        cmocka_unit_test(test_hostport),
+        cmocka_unit_test(test_node_bad_addresses),
+        cmocka_unit_test(test_node_api_conflict),
+        cmocka_unit_test(test_node_members_errors),
+        cmocka_unit_test(test_node_unknown_profile),
+        cmocka_unit_test(test_node_data_dir_errors),
+        cmocka_unit_test(test_node_syntax_errors),
+        cmocka_unit_test(test_node_many_errors_out_untouched),
+        cmocka_unit_test(test_services_valid),
+        cmocka_unit_test(test_services_empty),
+        cmocka_unit_test(test_services_long_values),
+        cmocka_unit_test(test_services_errors),
+        cmocka_unit_test(test_services_too_many),
+        cmocka_unit_test(test_services_many_errors_out_untouched),
+        cmocka_unit_test(test_ini_reader),
+        cmocka_unit_test(test_ini_errors_and_long_lines),
+        cmocka_unit_test(test_ini_excerpt),
+        cmocka_unit_test(test_errors_overflow),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_profiles),
+    };
+    return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);
+}

@@ -1,0 +1,1037 @@
+/* test_decide_scenarios.c — replays the tests/scenarios files (*.scn) through us_decide(), in the
+ * manner of Pacemaker's cts-scheduler. One cmocka test per file, named after the file.
+ *
+ * Each file gives an input (cluster, nodes, services with their current assignment and instance
+ * reports) and the expected decisions ([expect NAME]; a service without one must not change).
+ * Besides the expectations, every scenario is checked against the general promises of decide.h
+ * and docs/decisions.md: nothing without quorum, gen is the CAS guard, epoch grows by exactly one
+ * iff the active role is handed to a node, the role is only taken on a release condition, new
+ * actives and standbys are eligible, one decision per service.
+ *
+ * The scenario reader is deliberately self-contained (not src/ini.h) so the format stays fixed
+ * by docs/decisions.md and not by whatever the config parser accepts.
+ *
+ * Directory: $US_SCENARIO_DIR, default "tests/scenarios" relative to the working directory.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+
+#include "decide.h"
+#include "model.h"
+
+#define MAX_REASONS 8
+#define LINE_MAX_LEN 2048
+#define MSG_MAX 8192
+
+/* A node name used somewhere in a file, kept with its line so late resolution can blame it. */
+typedef struct ref {
+    char name[US_NAME_MAX];
+    int line;
+} ref;
+
+typedef struct raw_report {
+    ref node;
+    us_inst_obs obs;
+} raw_report;
+
+/* What a [service] section said, before node names are resolved to indexes. */
+typedef struct raw_service {
+    int line;
+    bool has_active_inc;
+    ref active; /* name "" = none */
+    ref target;
+    int n_standbys;
+    ref standbys[US_MAX_NODES];
+    int n_listed;
+    ref listed[US_MAX_NODES];
+    int n_reports;
+    raw_report reports[US_MAX_NODES];
+    unsigned seen_keys; /* bit per key, to reject duplicates */
+} raw_service;
+
+typedef struct expect {
+    char service[US_NAME_MAX];
+    int line;
+    bool change;
+    bool has_active, has_epoch, has_standbys, has_demoting, has_target, has_active_inc;
+    ref active;
+    uint64_t epoch;
+    int n_standbys;
+    ref standbys[US_MAX_NODES];
+    bool demoting;
+    ref target;
+    uint64_t active_inc;
+    int n_reasons;
+    char reasons[MAX_REASONS][US_REASON_MAX];
+    unsigned seen_keys;
+} expect;
+
+typedef struct scenario {
+    const char *path;
+    us_decide_input in;
+    int node_line[US_MAX_NODES];
+    unsigned node_keys[US_MAX_NODES];
+    ref leader;
+    unsigned cluster_keys;
+    raw_service raw[US_MAX_SERVICES];
+    int n_expect;
+    expect exp[US_MAX_SERVICES];
+} scenario;
+
+/* Large; tests run one after another and a failing assertion longjmps out, so static storage
+ * avoids both stack size concerns and leaks. */
+static scenario g_scn;
+static us_decide_input g_in_copy;
+static us_decide_output g_out, g_out2;
+static char g_msg[MSG_MAX];
+
+typedef struct parse_ctx {
+    const char *path;
+    int line;
+    char *err;
+    size_t err_size;
+} parse_ctx;
+
+static bool perr(parse_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static bool perr(parse_ctx *c, const char *fmt, ...)
+{
+    int n = snprintf(c->err, c->err_size, "%s:%d: ", c->path, c->line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n >= 0 && (size_t)n < c->err_size)
+        vsnprintf(c->err + n, c->err_size - (size_t)n, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+        *--e = '\0';
+    return s;
+}
+
+/* A '#' at the start of a line or after blank space starts a comment. */
+static void strip_comment(char *s)
+{
+    for (char *p = s; *p; p++) {
+        if (*p == '#' && (p == s || p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            return;
+        }
+    }
+}
+
+static bool parse_bool(parse_ctx *c, const char *key, const char *v, bool *out)
+{
+    if (strcmp(v, "yes") == 0) {
+        *out = true;
+        return true;
+    }
+    if (strcmp(v, "no") == 0) {
+        *out = false;
+        return true;
+    }
+    return perr(c, "key '%s': expected yes or no, got '%s'", key, v);
+}
+
+static bool parse_u64(parse_ctx *c, const char *key, const char *v, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (*v < '0' || *v > '9')
+        return perr(c, "key '%s': expected a non-negative integer, got '%s'", key, v);
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || *end)
+        return perr(c, "key '%s': expected a non-negative integer, got '%s'", key, v);
+    *out = x;
+    return true;
+}
+
+static bool parse_i64(parse_ctx *c, const char *key, const char *v, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || *end || end == v)
+        return perr(c, "key '%s': expected an integer, got '%s'", key, v);
+    *out = x;
+    return true;
+}
+
+/* "-" or "" means none. */
+static bool parse_ref(parse_ctx *c, const char *key, const char *v, ref *out)
+{
+    out->line = c->line;
+    if (*v == '\0' || strcmp(v, "-") == 0) {
+        out->name[0] = '\0';
+        return true;
+    }
+    if (!us_name_valid(v))
+        return perr(c, "key '%s': expected a node name ([a-z0-9-], 1..63 chars) or '-', got '%s'",
+                    key, v);
+    us_strlcpy(out->name, v, sizeof out->name);
+    return true;
+}
+
+/* Whitespace separated node names; "-" alone means an empty list. */
+static bool parse_ref_list(parse_ctx *c, const char *key, char *v, ref *out, int *n)
+{
+    *n = 0;
+    if (strcmp(v, "-") == 0)
+        return true;
+    for (char *save = NULL, *tok = strtok_r(v, " \t", &save); tok;
+         tok = strtok_r(NULL, " \t", &save)) {
+        if (*n >= US_MAX_NODES)
+            return perr(c, "key '%s': more than %d names", key, US_MAX_NODES);
+        if (!parse_ref(c, key, tok, &out[*n]) || !out[*n].name[0])
+            return c->err[0] ? false : perr(c, "key '%s': '-' inside a list", key);
+        for (int i = 0; i < *n; i++)
+            if (strcmp(out[i].name, tok) == 0)
+                return perr(c, "key '%s': node '%s' listed twice", key, tok);
+        (*n)++;
+    }
+    return true;
+}
+
+/* Rejects a key given twice in one section. */
+static bool once(parse_ctx *c, unsigned *seen, int bit, const char *key)
+{
+    if (*seen & (1u << bit))
+        return perr(c, "key '%s' given twice in this section", key);
+    *seen |= 1u << bit;
+    return true;
+}
+
+static int find_node(const us_decide_input *in, const char *name)
+{
+    for (int i = 0; i < in->n_nodes; i++)
+        if (strcmp(in->nodes[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int find_service(const us_decide_input *in, const char *name)
+{
+    for (int i = 0; i < in->n_services; i++)
+        if (strcmp(in->defs[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static bool cluster_key(parse_ctx *c, scenario *s, const char *key, const char *v)
+{
+    if (strcmp(key, "quorum") == 0)
+        return once(c, &s->cluster_keys, 0, key) && parse_bool(c, key, v, &s->in.has_quorum);
+    if (strcmp(key, "leader") == 0)
+        return once(c, &s->cluster_keys, 1, key) && parse_ref(c, key, v, &s->leader);
+    return perr(c, "unknown key '%s' in [cluster] (expected quorum, leader)", key);
+}
+
+static bool node_key(parse_ctx *c, scenario *s, int i, const char *key, const char *v)
+{
+    us_node *n = &s->in.nodes[i];
+    us_node_obs *o = &s->in.node_obs[i];
+    unsigned *seen = &s->node_keys[i];
+    if (strcmp(key, "state") == 0) {
+        if (!once(c, seen, 0, key))
+            return false;
+        static const char *names[] = {"alive", "suspect", "dead", "left"};
+        for (int k = 0; k < 4; k++) {
+            if (strcmp(v, names[k]) == 0) {
+                o->state = (us_node_state)k;
+                n->left = o->state == US_NODE_LEFT;
+                return true;
+            }
+        }
+        return perr(c, "key 'state': expected alive, suspect, dead or left, got '%s'", v);
+    }
+    if (strcmp(key, "lease") == 0) {
+        if (!once(c, seen, 1, key))
+            return false;
+        static const char *names[] = {"valid", "unknown", "expired"};
+        for (int k = 0; k < 3; k++) {
+            if (strcmp(v, names[k]) == 0) {
+                o->lease = (us_lease_state)k;
+                return true;
+            }
+        }
+        return perr(c, "key 'lease': expected valid, unknown or expired, got '%s'", v);
+    }
+    if (strcmp(key, "seen") == 0)
+        return once(c, seen, 2, key) && parse_i64(c, key, v, &o->last_seen_ms);
+    if (strcmp(key, "incarnation") == 0)
+        return once(c, seen, 3, key) && parse_u64(c, key, v, &n->incarnation);
+    if (strcmp(key, "leaving") == 0)
+        return once(c, seen, 4, key) && parse_bool(c, key, v, &n->leaving);
+    if (strcmp(key, "voter") == 0)
+        return once(c, seen, 5, key) && parse_bool(c, key, v, &n->voter);
+    return perr(c,
+                "unknown key '%s' in [node] (expected state, lease, seen, incarnation, leaving, "
+                "voter)",
+                key);
+}
+
+static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v)
+{
+    if (r->n_reports >= US_MAX_NODES)
+        return perr(c, "too many report lines");
+    raw_report *rep = &r->reports[r->n_reports];
+    if (!parse_ref(c, "report", node, &rep->node) || !rep->node.name[0])
+        return c->err[0] ? false : perr(c, "key 'report': expected 'report NODE'");
+    for (int i = 0; i < r->n_reports; i++)
+        if (strcmp(r->reports[i].node.name, node) == 0)
+            return perr(c, "key 'report %s' given twice", node);
+    char *save = NULL;
+    char *st = strtok_r(v, " \t", &save);
+    char *ep = strtok_r(NULL, " \t", &save);
+    char *ex = strtok_r(NULL, " \t", &save);
+    char *extra = strtok_r(NULL, " \t", &save);
+    static const char *names[] = {"none", "standby", "active", "demoted", "failed", "fenced"};
+    int k = 0;
+    while (st && k < 6 && strcmp(st, names[k]) != 0)
+        k++;
+    if (!st || k == 6)
+        return perr(c,
+                    "key 'report %s': expected STATE EPOCH [EXIT_STATUS] with STATE one of none, "
+                    "standby, active, demoted, failed, fenced; got '%s'",
+                    node, st ? st : "");
+    rep->obs.state = (us_inst_state)k;
+    if (!ep && k != US_INST_NONE)
+        return perr(c, "key 'report %s': missing EPOCH after '%s'", node, st);
+    if (ep && !parse_u64(c, "report epoch", ep, &rep->obs.epoch))
+        return false;
+    if (ex) {
+        int64_t x;
+        if (!parse_i64(c, "report exit status", ex, &x) || x < 0 || x > 255)
+            return c->err[0] ? false : perr(c, "key 'report %s': exit status must be 0..255", node);
+        rep->obs.exit_status = (int)x;
+    }
+    if (extra)
+        return perr(c, "key 'report %s': unexpected '%s' after the exit status", node, extra);
+    r->n_reports++;
+    return true;
+}
+
+static bool service_key(parse_ctx *c, scenario *s, int i, const char *key, char *v)
+{
+    us_service_def *d = &s->in.defs[i];
+    us_assignment *a = &s->in.asg[i];
+    raw_service *r = &s->raw[i];
+    unsigned *seen = &r->seen_keys;
+    if (strcmp(key, "standbys") == 0) {
+        uint64_t x;
+        if (!once(c, seen, 0, key) || !parse_u64(c, key, v, &x))
+            return false;
+        if (x > US_MAX_NODES)
+            return perr(c, "key 'standbys': at most %d", US_MAX_NODES);
+        d->standbys = (int)x;
+        return true;
+    }
+    if (strcmp(key, "nodes") == 0)
+        return once(c, seen, 1, key) && parse_ref_list(c, key, v, r->listed, &r->n_listed);
+    if (strcmp(key, "epoch") == 0)
+        return once(c, seen, 2, key) && parse_u64(c, key, v, &a->epoch);
+    if (strcmp(key, "active") == 0)
+        return once(c, seen, 3, key) && parse_ref(c, key, v, &r->active);
+    if (strcmp(key, "active_inc") == 0) {
+        r->has_active_inc = true;
+        return once(c, seen, 4, key) && parse_u64(c, key, v, &a->active_inc);
+    }
+    if (strcmp(key, "demoting") == 0)
+        return once(c, seen, 5, key) && parse_bool(c, key, v, &a->demoting);
+    if (strcmp(key, "target") == 0)
+        return once(c, seen, 6, key) && parse_ref(c, key, v, &r->target);
+    if (strcmp(key, "standby_nodes") == 0)
+        return once(c, seen, 7, key) && parse_ref_list(c, key, v, r->standbys, &r->n_standbys);
+    if (strcmp(key, "gen") == 0)
+        return once(c, seen, 8, key) && parse_u64(c, key, v, &a->gen);
+    if (strcmp(key, "standby") == 0) {
+        if (!once(c, seen, 9, key))
+            return false;
+        if (strcmp(v, "hot") == 0 || strcmp(v, "cold") == 0) {
+            d->standby = strcmp(v, "hot") == 0 ? US_STANDBY_HOT : US_STANDBY_COLD;
+            return true;
+        }
+        return perr(c, "key 'standby': expected hot or cold, got '%s'", v);
+    }
+    if (strncmp(key, "report", 6) == 0 && (key[6] == ' ' || key[6] == '\t'))
+        return parse_report(c, r, trim((char *)key + 6), v);
+    return perr(c,
+                "unknown key '%s' in [service] (expected standbys, nodes, epoch, active, "
+                "active_inc, demoting, target, standby_nodes, gen, standby, report NODE)",
+                key);
+}
+
+static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *v)
+{
+    if (op == '~') {
+        if (strcmp(key, "reason") != 0)
+            return perr(c, "'~' is only allowed with 'reason', not with '%s'", key);
+        if (e->n_reasons >= MAX_REASONS)
+            return perr(c, "more than %d 'reason ~' lines", MAX_REASONS);
+        if (!*v)
+            return perr(c, "'reason ~' needs a non-empty substring");
+        if (!us_strlcpy(e->reasons[e->n_reasons++], v, US_REASON_MAX))
+            return perr(c, "'reason ~' substring longer than %d", US_REASON_MAX - 1);
+        return true;
+    }
+    unsigned *seen = &e->seen_keys;
+    if (strcmp(key, "change") == 0)
+        return once(c, seen, 0, key) && parse_bool(c, key, v, &e->change);
+    if (strcmp(key, "active") == 0) {
+        e->has_active = true;
+        return once(c, seen, 1, key) && parse_ref(c, key, v, &e->active);
+    }
+    if (strcmp(key, "epoch") == 0) {
+        e->has_epoch = true;
+        return once(c, seen, 2, key) && parse_u64(c, key, v, &e->epoch);
+    }
+    if (strcmp(key, "standby_nodes") == 0) {
+        e->has_standbys = true;
+        return once(c, seen, 3, key) && parse_ref_list(c, key, v, e->standbys, &e->n_standbys);
+    }
+    if (strcmp(key, "demoting") == 0) {
+        e->has_demoting = true;
+        return once(c, seen, 4, key) && parse_bool(c, key, v, &e->demoting);
+    }
+    if (strcmp(key, "target") == 0) {
+        e->has_target = true;
+        return once(c, seen, 5, key) && parse_ref(c, key, v, &e->target);
+    }
+    if (strcmp(key, "active_inc") == 0) {
+        e->has_active_inc = true;
+        return once(c, seen, 6, key) && parse_u64(c, key, v, &e->active_inc);
+    }
+    if (strcmp(key, "reason") == 0)
+        return perr(c, "use 'reason ~ SUBSTRING' (reasons are matched by substring)");
+    return perr(c,
+                "unknown key '%s' in [expect] (expected change, active, epoch, standby_nodes, "
+                "demoting, target, active_inc, reason ~)",
+                key);
+}
+
+enum sect { S_NONE, S_CLUSTER, S_NODE, S_SERVICE, S_EXPECT };
+
+static bool resolve_ref(parse_ctx *c, const scenario *s, const ref *r, const char *what)
+{
+    if (r->name[0] && find_node(&s->in, r->name) < 0) {
+        c->line = r->line;
+        return perr(c, "%s: '%s' is not a declared [node]", what, r->name);
+    }
+    return true;
+}
+
+/* Node names may be used before their [node] section; check and fill them in at the end. */
+static bool resolve(parse_ctx *c, scenario *s)
+{
+    us_decide_input *in = &s->in;
+    if (!(s->cluster_keys & 1u)) {
+        c->line = 0;
+        return perr(c, "[cluster] 'quorum' is required");
+    }
+    if (!resolve_ref(c, s, &s->leader, "leader"))
+        return false;
+    us_strlcpy(in->leader, s->leader.name, sizeof in->leader);
+    for (int i = 0; i < in->n_services; i++) {
+        raw_service *r = &s->raw[i];
+        us_service_def *d = &in->defs[i];
+        us_assignment *a = &in->asg[i];
+        for (int k = 0; k < r->n_listed; k++) {
+            if (!resolve_ref(c, s, &r->listed[k], "nodes"))
+                return false;
+            us_strlcpy(d->nodes[k], r->listed[k].name, US_NAME_MAX);
+        }
+        d->n_nodes = r->n_listed;
+        if (!resolve_ref(c, s, &r->active, "active") || !resolve_ref(c, s, &r->target, "target"))
+            return false;
+        us_strlcpy(a->active, r->active.name, sizeof a->active);
+        us_strlcpy(a->target, r->target.name, sizeof a->target);
+        if (a->active[0] && !r->has_active_inc)
+            a->active_inc = in->nodes[find_node(in, a->active)].incarnation;
+        for (int k = 0; k < r->n_standbys; k++) {
+            if (!resolve_ref(c, s, &r->standbys[k], "standby_nodes"))
+                return false;
+            if (strcmp(r->standbys[k].name, a->active) == 0) {
+                c->line = r->standbys[k].line;
+                return perr(c, "standby_nodes: '%s' is also the active", a->active);
+            }
+            us_strlcpy(a->standbys[k], r->standbys[k].name, US_NAME_MAX);
+        }
+        a->n_standbys = r->n_standbys;
+        for (int k = 0; k < r->n_reports; k++) {
+            if (!resolve_ref(c, s, &r->reports[k].node, "report"))
+                return false;
+            in->inst[i][find_node(in, r->reports[k].node.name)] = r->reports[k].obs;
+        }
+    }
+    for (int i = 0; i < s->n_expect; i++) {
+        expect *e = &s->exp[i];
+        if (find_service(in, e->service) < 0) {
+            c->line = e->line;
+            return perr(c, "[expect %s]: no [service %s] in this file", e->service, e->service);
+        }
+        if (!resolve_ref(c, s, &e->active, "active") || !resolve_ref(c, s, &e->target, "target"))
+            return false;
+        for (int k = 0; k < e->n_standbys; k++)
+            if (!resolve_ref(c, s, &e->standbys[k], "standby_nodes"))
+                return false;
+    }
+    return true;
+}
+
+static bool parse_header(parse_ctx *c, scenario *s, char *line, enum sect *sect, int *cur)
+{
+    char *end = strchr(line, ']');
+    if (!end || trim(end + 1)[0])
+        return perr(c, "expected '[SECTION]' with nothing after ']'");
+    *end = '\0';
+    char *body = trim(line + 1);
+    char *sp = body + strcspn(body, " \t");
+    char *arg = trim(sp);
+    *sp = '\0';
+    if (strcmp(body, "cluster") == 0) {
+        if (*arg)
+            return perr(c, "[cluster] takes no name");
+        *sect = S_CLUSTER;
+        return true;
+    }
+    bool known =
+        strcmp(body, "node") == 0 || strcmp(body, "service") == 0 || strcmp(body, "expect") == 0;
+    if (!known)
+        return perr(c, "unknown section '[%s]' (expected cluster, node, service, expect)", body);
+    if (!us_name_valid(arg))
+        return perr(c, "[%s NAME]: expected a name of [a-z0-9-], 1..63 chars, got '%s'", body, arg);
+    us_decide_input *in = &s->in;
+    if (strcmp(body, "node") == 0) {
+        if (find_node(in, arg) >= 0)
+            return perr(c, "[node %s] declared twice", arg);
+        if (in->n_nodes >= US_MAX_NODES)
+            return perr(c, "more than %d nodes", US_MAX_NODES);
+        *cur = in->n_nodes++;
+        us_node *n = &in->nodes[*cur];
+        us_strlcpy(n->name, arg, sizeof n->name);
+        n->id = us_node_id(arg);
+        n->incarnation = 1;
+        n->voter = true;
+        snprintf(n->address, sizeof n->address, "127.0.0.1:%d", 7000 + *cur);
+        snprintf(n->api, sizeof n->api, "127.0.0.1:%d", 8000 + *cur);
+        s->node_line[*cur] = c->line;
+        *sect = S_NODE;
+        return true;
+    }
+    if (strcmp(body, "service") == 0) {
+        if (find_service(in, arg) >= 0)
+            return perr(c, "[service %s] declared twice", arg);
+        if (in->n_services >= US_MAX_SERVICES)
+            return perr(c, "more than %d services", US_MAX_SERVICES);
+        *cur = in->n_services++;
+        us_service_def *d = &in->defs[*cur];
+        us_strlcpy(d->name, arg, sizeof d->name);
+        snprintf(d->run, sizeof d->run, "sleep 1000");
+        d->hook_timeout_ms = 10000;
+        d->stop_timeout_ms = 5000;
+        us_strlcpy(in->asg[*cur].service, arg, sizeof in->asg[*cur].service);
+        s->raw[*cur].line = c->line;
+        *sect = S_SERVICE;
+        return true;
+    }
+    for (int i = 0; i < s->n_expect; i++)
+        if (strcmp(s->exp[i].service, arg) == 0)
+            return perr(c, "[expect %s] given twice", arg);
+    if (s->n_expect >= US_MAX_SERVICES)
+        return perr(c, "more than %d [expect] sections", US_MAX_SERVICES);
+    *cur = s->n_expect++;
+    expect *e = &s->exp[*cur];
+    us_strlcpy(e->service, arg, sizeof e->service);
+    e->line = c->line;
+    e->change = true;
+    *sect = S_EXPECT;
+    return true;
+}
+
+/* Reads `path` into `s`. On error returns false with "path:line: message" in err. */
+static bool parse_scenario(const char *path, scenario *s, char *err, size_t err_size)
+{
+    memset(s, 0, sizeof *s);
+    s->path = path;
+    parse_ctx c = {path, 0, err, err_size};
+    err[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return perr(&c, "cannot open: %s", strerror(errno));
+    char buf[LINE_MAX_LEN];
+    enum sect sect = S_NONE;
+    int cur = -1;
+    bool ok = true;
+    while (ok && fgets(buf, sizeof buf, f)) {
+        c.line++;
+        if (!strchr(buf, '\n') && !feof(f)) {
+            ok = perr(&c, "line longer than %d characters", LINE_MAX_LEN - 2);
+            break;
+        }
+        strip_comment(buf);
+        char *line = trim(buf);
+        if (!*line)
+            continue;
+        if (*line == '[') {
+            ok = parse_header(&c, s, line, &sect, &cur);
+            continue;
+        }
+        size_t k = strcspn(line, "=~");
+        if (!line[k]) {
+            ok = perr(&c, "expected 'KEY = VALUE' or '[SECTION]', got '%s'", line);
+            break;
+        }
+        char op = line[k];
+        line[k] = '\0';
+        char *key = trim(line);
+        char *val = trim(line + k + 1);
+        if (!*key) {
+            ok = perr(&c, "missing key before '%c'", op);
+            break;
+        }
+        if (op == '~' && sect != S_EXPECT) {
+            ok = perr(&c, "'KEY ~ VALUE' is only allowed in [expect] sections");
+            break;
+        }
+        switch (sect) {
+        case S_NONE:
+            ok = perr(&c, "key '%s' outside of any section", key);
+            break;
+        case S_CLUSTER:
+            ok = cluster_key(&c, s, key, val);
+            break;
+        case S_NODE:
+            ok = node_key(&c, s, cur, key, val);
+            break;
+        case S_SERVICE:
+            ok = service_key(&c, s, cur, key, val);
+            break;
+        case S_EXPECT:
+            ok = expect_key(&c, &s->exp[cur], key, op, val);
+            break;
+        }
+    }
+    if (ok && ferror(f))
+        ok = perr(&c, "read error: %s", strerror(errno));
+    fclose(f);
+    return ok && resolve(&c, s);
+}
+
+/* ---- Checks ---- */
+
+typedef struct msgbuf {
+    char *p;
+    size_t size, len;
+} msgbuf;
+
+static void add(msgbuf *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add(msgbuf *m, const char *fmt, ...)
+{
+    if (m->len >= m->size)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(m->p + m->len, m->size - m->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        m->len = m->len + (size_t)n < m->size ? m->len + (size_t)n : m->size;
+}
+
+static const char *dash(const char *s)
+{
+    return s[0] ? s : "-";
+}
+
+static void add_list(msgbuf *m, int n, char names[][US_NAME_MAX])
+{
+    add(m, "[");
+    for (int i = 0; i < n; i++)
+        add(m, "%s%s", i ? " " : "", names[i]);
+    add(m, "]");
+}
+
+static void add_asg(msgbuf *m, const us_assignment *a)
+{
+    add(m, "active=%s active_inc=%" PRIu64 " epoch=%" PRIu64 " standbys=", dash(a->active),
+        a->active_inc, a->epoch);
+    char names[US_MAX_NODES][US_NAME_MAX];
+    int n = a->n_standbys < 0 || a->n_standbys > US_MAX_NODES ? 0 : a->n_standbys;
+    memcpy(names, a->standbys, sizeof names);
+    add_list(m, n, names);
+    add(m, " demoting=%s target=%s gen=%" PRIu64 "\n      reason='%.*s'",
+        a->demoting ? "yes" : "no", dash(a->target), a->gen, US_REASON_MAX, a->reason);
+}
+
+static void add_expect(msgbuf *m, const expect *e)
+{
+    if (!e || !e->change) {
+        add(m, "no decision");
+        return;
+    }
+    if (e->has_active)
+        add(m, "active=%s ", dash(e->active.name));
+    if (e->has_active_inc)
+        add(m, "active_inc=%" PRIu64 " ", e->active_inc);
+    if (e->has_epoch)
+        add(m, "epoch=%" PRIu64 " ", e->epoch);
+    if (e->has_standbys) {
+        add(m, "standbys=[");
+        for (int i = 0; i < e->n_standbys; i++)
+            add(m, "%s%s", i ? " " : "", e->standbys[i].name);
+        add(m, "] ");
+    }
+    if (e->has_demoting)
+        add(m, "demoting=%s ", e->demoting ? "yes" : "no");
+    if (e->has_target)
+        add(m, "target=%s ", dash(e->target.name));
+    for (int i = 0; i < e->n_reasons; i++)
+        add(m, "\n      reason ~ '%s'", e->reasons[i]);
+}
+
+static bool in_list(int n, char names[][US_NAME_MAX], const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* docs/decisions.md "Eligible node". Returns NULL if eligible, else why not. */
+static const char *ineligible(const us_decide_input *in, int s, int n)
+{
+    const us_service_def *d = &in->defs[s];
+    const us_node *node = &in->nodes[n];
+    const us_node_obs *o = &in->node_obs[n];
+    const us_inst_obs *r = &in->inst[s][n];
+    if (node->left)
+        return "left";
+    if (node->leaving)
+        return "leaving";
+    if (o->state != US_NODE_ALIVE)
+        return us_node_state_name(o->state);
+    if (o->lease != US_LEASE_VALID)
+        return "lease not valid";
+    if (d->n_nodes > 0) {
+        char names[US_MAX_NODES][US_NAME_MAX];
+        memcpy(names, d->nodes, sizeof names);
+        if (!in_list(d->n_nodes, names, node->name))
+            return "not in the service's nodes list";
+    }
+    if ((r->state == US_INST_FAILED || r->state == US_INST_FENCED) && r->epoch == in->asg[s].epoch)
+        return "reported failed/fenced under the current epoch";
+    return NULL;
+}
+
+/* docs/decisions.md "Releasing the active role": may the holder lose the role? */
+static bool release_holds(const us_decide_input *in, int s, int h)
+{
+    const us_assignment *a = &in->asg[s];
+    const us_inst_obs *r = &in->inst[s][h];
+    bool reported =
+        (r->state == US_INST_DEMOTED || r->state == US_INST_FAILED || r->state == US_INST_FENCED) &&
+        r->epoch == a->epoch;
+    return reported || in->node_obs[h].lease == US_LEASE_EXPIRED ||
+           in->nodes[h].incarnation != a->active_inc;
+}
+
+static bool str_terminated(const char *s, size_t size)
+{
+    return memchr(s, '\0', size) != NULL;
+}
+
+/* Properties every output must have, whatever the scenario. */
+static void check_properties(const us_decide_input *in, const us_decide_output *out, msgbuf *m)
+{
+    if (out->n < 0 || out->n > in->n_services) {
+        add(m, "output has n=%d decisions for %d services\n", out->n, in->n_services);
+        return;
+    }
+    if (!in->has_quorum && out->n > 0)
+        add(m, "without quorum nothing may be decided, got %d decision(s)\n", out->n);
+    bool seen[US_MAX_SERVICES] = {false};
+    for (int i = 0; i < out->n; i++) {
+        const us_decision *dec = &out->d[i];
+        int s = dec->service;
+        if (s < 0 || s >= in->n_services) {
+            add(m, "decision %d: service index %d out of range\n", i, s);
+            continue;
+        }
+        const char *name = in->defs[s].name;
+        if (seen[s])
+            add(m, "%s: more than one decision\n", name);
+        seen[s] = true;
+        const us_assignment *cur = &in->asg[s];
+        const us_assignment *nx = &dec->next;
+        if (!str_terminated(nx->service, sizeof nx->service) ||
+            !str_terminated(nx->active, sizeof nx->active) ||
+            !str_terminated(nx->target, sizeof nx->target) ||
+            !str_terminated(nx->reason, sizeof nx->reason) || nx->n_standbys < 0 ||
+            nx->n_standbys > US_MAX_NODES) {
+            add(m, "%s: malformed assignment (unterminated string or bad n_standbys)\n", name);
+            continue;
+        }
+        if (strcmp(nx->service, name) != 0)
+            add(m, "%s: next.service is '%s'\n", name, nx->service);
+        if (nx->gen != cur->gen)
+            add(m, "%s: next.gen=%" PRIu64 ", must equal the input gen %" PRIu64 "\n", name,
+                nx->gen, cur->gen);
+        if (!nx->reason[0])
+            add(m, "%s: empty reason\n", name);
+        int na = -1;
+        if (nx->active[0] && (na = find_node(in, nx->active)) < 0)
+            add(m, "%s: active '%s' is not a node of the input\n", name, nx->active);
+        bool handed = nx->active[0] &&
+                      (strcmp(nx->active, cur->active) != 0 || nx->active_inc != cur->active_inc);
+        uint64_t want = handed ? cur->epoch + 1 : cur->epoch;
+        if (nx->epoch != want)
+            add(m,
+                "%s: epoch %" PRIu64 " -> %" PRIu64 ", expected %" PRIu64
+                " (grows by exactly 1 iff the active role is handed to a node)\n",
+                name, cur->epoch, nx->epoch, want);
+        if (handed && na >= 0) {
+            if (nx->active_inc != in->nodes[na].incarnation)
+                add(m,
+                    "%s: new active %s got active_inc=%" PRIu64 ", its incarnation is %" PRIu64
+                    "\n",
+                    name, nx->active, nx->active_inc, in->nodes[na].incarnation);
+            const char *why = ineligible(in, s, na);
+            if (why)
+                add(m, "%s: new active %s is not eligible (%s)\n", name, nx->active, why);
+            if (nx->demoting || nx->target[0])
+                add(m, "%s: demoting/target must clear when a new active is chosen\n", name);
+        }
+        if (cur->active[0]) {
+            int h = find_node(in, cur->active);
+            bool taken = strcmp(nx->active, cur->active) != 0 || nx->active_inc != cur->active_inc;
+            if (taken && h >= 0 && !release_holds(in, s, h))
+                add(m, "%s: the active role was taken from %s without a release condition\n", name,
+                    cur->active);
+        }
+        for (int k = 0; k < nx->n_standbys; k++) {
+            const char *sb = nx->standbys[k];
+            if (!str_terminated(sb, US_NAME_MAX)) {
+                add(m, "%s: unterminated standby name\n", name);
+                break;
+            }
+            int n = find_node(in, sb);
+            if (n < 0) {
+                add(m, "%s: standby '%s' is not a node of the input\n", name, sb);
+                continue;
+            }
+            if (strcmp(sb, nx->active) == 0)
+                add(m, "%s: %s is both active and standby\n", name, sb);
+            for (int j = 0; j < k; j++)
+                if (strcmp(nx->standbys[j], sb) == 0)
+                    add(m, "%s: standby %s listed twice\n", name, sb);
+            /* A newly added standby must be eligible; a kept one only must not be surely
+             * unable to serve (docs/decisions.md, "Standbys"). */
+            bool kept = false;
+            for (int j = 0; j < cur->n_standbys; j++)
+                kept |= strcmp(cur->standbys[j], sb) == 0;
+            const char *why = ineligible(in, s, n);
+            const us_node_obs *o = &in->node_obs[n];
+            bool may_stay = !in->nodes[n].left && !in->nodes[n].leaving &&
+                            o->state != US_NODE_DEAD && o->lease != US_LEASE_EXPIRED;
+            if (why && !(kept && may_stay))
+                add(m, "%s: standby %s is not eligible (%s)\n", name, sb, why);
+        }
+        bool same_sb = nx->n_standbys == cur->n_standbys;
+        for (int k = 0; same_sb && k < nx->n_standbys; k++)
+            same_sb = strcmp(nx->standbys[k], cur->standbys[k]) == 0;
+        if (same_sb && strcmp(nx->active, cur->active) == 0 && nx->active_inc == cur->active_inc &&
+            nx->epoch == cur->epoch && nx->demoting == cur->demoting &&
+            strcmp(nx->target, cur->target) == 0)
+            add(m,
+                "%s: decision changes nothing (active, active_inc, epoch, demoting, target, "
+                "standbys all equal the input)\n",
+                name);
+    }
+}
+
+static const us_decision *decision_for(const us_decide_output *out, int s)
+{
+    for (int i = 0; i < out->n && i < US_MAX_SERVICES; i++)
+        if (out->d[i].service == s)
+            return &out->d[i];
+    return NULL;
+}
+
+static const expect *expect_for(const scenario *sc, const char *service)
+{
+    for (int i = 0; i < sc->n_expect; i++)
+        if (strcmp(sc->exp[i].service, service) == 0)
+            return &sc->exp[i];
+    return NULL;
+}
+
+/* Compares one service's decision with its [expect]; returns true if they agree. */
+static bool matches(const expect *e, const us_decision *dec)
+{
+    bool want = e && e->change;
+    if (!want || !dec)
+        return !want && !dec;
+    const us_assignment *nx = &dec->next;
+    if (e->has_active && strcmp(e->active.name, nx->active) != 0)
+        return false;
+    if (e->has_active_inc && e->active_inc != nx->active_inc)
+        return false;
+    if (e->has_epoch && e->epoch != nx->epoch)
+        return false;
+    if (e->has_demoting && e->demoting != nx->demoting)
+        return false;
+    if (e->has_target && strcmp(e->target.name, nx->target) != 0)
+        return false;
+    if (e->has_standbys) {
+        if (e->n_standbys != nx->n_standbys)
+            return false;
+        for (int k = 0; k < e->n_standbys; k++)
+            if (strcmp(e->standbys[k].name, nx->standbys[k]) != 0)
+                return false;
+    }
+    for (int i = 0; i < e->n_reasons; i++)
+        if (!strstr(nx->reason, e->reasons[i]))
+            return false;
+    return true;
+}
+
+static bool same_output(const us_decide_output *a, const us_decide_output *b)
+{
+    if (a->n != b->n)
+        return false;
+    for (int i = 0; i < a->n && i < US_MAX_SERVICES; i++) {
+        const us_assignment *x = &a->d[i].next, *y = &b->d[i].next;
+        if (a->d[i].service != b->d[i].service || x->gen != y->gen || x->epoch != y->epoch ||
+            x->active_inc != y->active_inc || x->demoting != y->demoting ||
+            x->n_standbys != y->n_standbys || strcmp(x->active, y->active) != 0 ||
+            strcmp(x->target, y->target) != 0 || strcmp(x->reason, y->reason) != 0 ||
+            memcmp(x->standbys, y->standbys, sizeof x->standbys) != 0)
+            return false;
+    }
+    return true;
+}
+
+static void run_scenario(void **state)
+{
+    const char *path = *state;
+    char err[1024];
+    if (!parse_scenario(path, &g_scn, err, sizeof err))
+        fail_msg("scenario parse error: %s", err);
+    const us_decide_input *in = &g_scn.in;
+
+    memcpy(&g_in_copy, in, sizeof g_in_copy);
+    memset(&g_out, 0xa5, sizeof g_out); /* garbage, so unset fields show up */
+    us_decide(in, &g_out);
+    memset(&g_out2, 0, sizeof g_out2);
+    us_decide(in, &g_out2);
+
+    msgbuf m = {g_msg, sizeof g_msg, 0};
+    if (memcmp(&g_in_copy, in, sizeof g_in_copy) != 0)
+        add(&m, "us_decide modified its input\n");
+    check_properties(in, &g_out, &m);
+    if (!same_output(&g_out, &g_out2))
+        add(&m, "two calls with the same input gave different outputs (not pure)\n");
+    if (m.len > 0) {
+        print_error("%s: general property violated:\n%s", path, g_msg);
+        fail_msg("%s: general property violated", path);
+    }
+
+    bool ok = true;
+    for (int s = 0; s < in->n_services; s++) {
+        const expect *e = expect_for(&g_scn, in->defs[s].name);
+        const us_decision *dec = decision_for(&g_out, s);
+        if (matches(e, dec))
+            continue;
+        ok = false;
+        add(&m, "  service %s (%s:%d)\n    expected: ", in->defs[s].name, path,
+            e ? e->line : g_scn.raw[s].line);
+        add_expect(&m, e);
+        add(&m, "\n    got:      ");
+        if (dec)
+            add_asg(&m, &dec->next);
+        else
+            add(&m, "no decision");
+        add(&m, "\n    input:    ");
+        add_asg(&m, &in->asg[s]);
+        add(&m, "\n");
+    }
+    if (!ok) {
+        print_error("%s: decisions differ from [expect]:\n%s", path, g_msg);
+        fail_msg("%s: decisions differ from [expect]", path);
+    }
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int main(void)
+{
+    const char *dir = getenv("US_SCENARIO_DIR");
+    if (!dir || !*dir)
+        dir = "tests/scenarios";
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr,
+                "test_decide_scenarios: cannot open scenario directory %s: %s "
+                "(set US_SCENARIO_DIR or run from the repository root)\n",
+                dir, strerror(errno));
+        return 1;
+    }
+    size_t cap = 0, n = 0;
+    char **paths = NULL;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len <= 4 || strcmp(de->d_name + len - 4, ".scn") != 0 || de->d_name[0] == '.')
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            char **np = realloc(paths, cap * sizeof *paths);
+            if (!np)
+                abort();
+            paths = np;
+        }
+        if (asprintf(&paths[n], "%s/%s", dir, de->d_name) < 0)
+            abort();
+        n++;
+    }
+    closedir(d);
+    if (n == 0) {
+        fprintf(stderr, "test_decide_scenarios: no *.scn files in %s\n", dir);
+        free(paths);
+        return 1;
+    }
+    qsort(paths, n, sizeof *paths, cmp_str);
+    struct CMUnitTest *tests = calloc(n, sizeof *tests);
+    if (!tests)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        tests[i].name = strrchr(paths[i], '/') + 1;
+        tests[i].test_func = run_scenario;
+        tests[i].initial_state = paths[i];
+    }
+    int rc = _cmocka_run_group_tests("decide_scenarios", tests, n, NULL, NULL);
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
+    free(paths);
+    free(tests);
+    return rc;
+}

@@ -1,0 +1,439 @@
+/* test_guardian.c — a real guardian process fencing real process groups, announcing over UDP. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "guardian.h"
+#include "supervisor.h"
+
+#define MS 1000000LL
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* `sleep 100` in a process group of its own (pgid == pid), a child of the caller. */
+static pid_t spawn_group(const char *cmd)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    return pid;
+}
+
+/* Running, not a zombie? (A dead child of ours stays a zombie until reaped.) */
+static bool running(pid_t pgid)
+{
+    return us_pgrp_alive(pgid);
+}
+
+/* Wait until the group has no live process; returns the time it was first seen gone, or 0. */
+static int64_t wait_gone(pid_t pgid, int64_t deadline_ns)
+{
+    for (;;) {
+        if (!running(pgid))
+            return mono_ns();
+        if (mono_ns() >= deadline_ns)
+            return 0;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Kill (if the test failed to) and reap every process of a group we are parent/subreaper of. */
+static void reap_group(pid_t pgid)
+{
+    if (running(pgid))
+        kill(-pgid, SIGKILL);
+    wait_gone(pgid, mono_ns() + 2000 * MS);
+    while (waitpid(-pgid, NULL, WNOHANG) > 0)
+        ;
+}
+
+static int udp_open(char *addr, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    snprintf(addr, len, "127.0.0.1:%d", ntohs(sa.sin_port));
+    return fd;
+}
+
+/* One datagram within timeout_ms, NUL-terminated; length or -1. */
+static int udp_recv(int fd, char *buf, size_t cap, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, timeout_ms) != 1)
+        return -1;
+    ssize_t n = recv(fd, buf, cap - 1, 0);
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    return (int)n;
+}
+
+static int read_event_within(us_guardian *g, us_guardian_event *ev, int timeout_ms)
+{
+    struct pollfd pfd = {.fd = us_guardian_fd(g), .events = POLLIN};
+    if (poll(&pfd, 1, timeout_ms) != 1)
+        return 0;
+    return us_guardian_read_event(g, ev);
+}
+
+static us_guardian *start(const char *node, uint64_t inc, const char *peer)
+{
+    us_guardian *g = NULL;
+    assert_int_equal(us_guardian_start(node, inc, &g), 0);
+    assert_non_null(g);
+    if (peer) {
+        const char *peers[] = {peer};
+        assert_int_equal(us_guardian_set_peers(g, peers, 1), 0);
+    }
+    return g;
+}
+
+static void test_lease_expiry_fences_and_announces(void **state)
+{
+    (void)state;
+    char peer[64], buf[2048];
+    int udp = udp_open(peer, sizeof peer);
+    /* Extreme values check unsigned decimal formatting. */
+    us_guardian *g = start("node-1", UINT64_MAX, peer);
+    pid_t pg = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, pg, "web", 1ULL << 63, true), 0);
+    int64_t deadline = mono_ns() + 100 * MS;
+    assert_int_equal(us_guardian_lease(g, deadline), 0);
+
+    int64_t gone = wait_gone(pg, deadline + 1000 * MS);
+    assert_true(gone != 0);
+    assert_true(gone >= deadline);
+    print_message("      fenced %.1f ms after the lease deadline\n",
+                  (double)(gone - deadline) / MS);
+    int st;
+    assert_int_equal(waitpid(pg, &st, 0), pg);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGKILL);
+
+    us_guardian_event ev;
+    assert_int_equal(read_event_within(g, &ev, 1000), 1);
+    assert_int_equal(ev.pgid, pg);
+    assert_string_equal(ev.service, "web");
+    assert_true(ev.epoch == 1ULL << 63);
+    assert_int_equal(us_guardian_read_event(g, &ev), 0);
+
+    const char *want = "{\"t\":\"fenced\",\"node\":\"node-1\",\"inc\":18446744073709551615,"
+                       "\"fenced\":[{\"service\":\"web\",\"epoch\":9223372036854775808}]}";
+    assert_true(udp_recv(udp, buf, sizeof buf, 1000) > 0);
+    assert_string_equal(buf, want);
+    /* Repeated, about 100 ms apart. */
+    int64_t t1 = mono_ns();
+    assert_true(udp_recv(udp, buf, sizeof buf, 1000) > 0);
+    assert_string_equal(buf, want);
+    int64_t gap = mono_ns() - t1;
+    assert_true(gap > 50 * MS && gap < 500 * MS);
+
+    us_guardian_stop(g);
+    reap_group(pg); /* sh forks its command: that child reparented to us */
+    close(udp);
+}
+
+static void test_renewal_keeps_instance_and_only_fence_groups_die(void **state)
+{
+    (void)state;
+    char peer[64], buf[2048];
+    int udp = udp_open(peer, sizeof peer);
+    us_guardian *g = start("n1", 9, peer);
+    pid_t active = spawn_group("sleep 100");
+    pid_t standby = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, active, "db", 4, true), 0);
+    assert_int_equal(us_guardian_track(g, standby, "db-standby", 4, false), 0);
+
+    /* Renewed every 20 ms for 400 ms, a 100 ms lease never runs out. */
+    int64_t end = mono_ns() + 400 * MS, deadline = 0;
+    while (mono_ns() < end) {
+        deadline = mono_ns() + 100 * MS;
+        assert_int_equal(us_guardian_lease(g, deadline), 0);
+        sleep_ms(20);
+        assert_true(running(active));
+    }
+    us_guardian_event ev;
+    assert_int_equal(us_guardian_read_event(g, &ev), 0);
+    assert_int_equal(udp_recv(udp, buf, sizeof buf, 0), -1);
+
+    /* Renewals stop: the active instance is fenced, the standby is not. */
+    assert_true(wait_gone(active, deadline + 1000 * MS) >= deadline);
+    assert_int_equal(read_event_within(g, &ev, 1000), 1);
+    assert_int_equal(ev.pgid, active);
+    assert_true(udp_recv(udp, buf, sizeof buf, 1000) > 0);
+    assert_string_equal(
+        buf, "{\"t\":\"fenced\",\"node\":\"n1\",\"inc\":9,\"fenced\":[{\"service\":\"db\","
+             "\"epoch\":4}]}");
+    /* The announcement is sent after the fencing pass, so the standby would be dead by now. */
+    assert_true(running(standby));
+    assert_int_equal(waitpid(standby, NULL, WNOHANG), 0);
+    assert_int_equal(us_guardian_read_event(g, &ev), 0);
+
+    /* The lease is cleared after fencing: nothing more is killed until a new one is set. */
+    pid_t next = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, next, "web", 5, true), 0);
+    sleep_ms(150);
+    assert_true(running(next));
+    /* A lease already past is fenced at once. */
+    assert_int_equal(us_guardian_lease(g, mono_ns() - 1), 0);
+    assert_true(wait_gone(next, mono_ns() + 1000 * MS) != 0);
+    assert_int_equal(read_event_within(g, &ev, 1000), 1);
+    assert_int_equal(ev.pgid, next);
+    assert_string_equal(ev.service, "web");
+    assert_true(ev.epoch == 5);
+    assert_true(running(standby));
+
+    /* Untracked groups are left alone, even by a clean stop. */
+    pid_t free_pg = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, free_pg, "x", 1, false), 0);
+    assert_int_equal(us_guardian_untrack(g, free_pg), 0);
+
+    us_guardian_stop(g);
+    int st;
+    assert_int_equal(waitpid(standby, &st, WNOHANG), standby);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    assert_true(running(free_pg));
+    reap_group(free_pg);
+    reap_group(standby);
+    reap_group(active);
+    reap_group(next);
+    close(udp);
+}
+
+static void test_clean_stop_kills_without_announcing(void **state)
+{
+    (void)state;
+    char peer[64], buf[2048];
+    int udp = udp_open(peer, sizeof peer);
+    us_guardian *g = start("n1", 1, peer);
+    pid_t a = spawn_group("sleep 100 & sleep 100");
+    pid_t b = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, a, "web", 2, true), 0);
+    assert_int_equal(us_guardian_track(g, b, "hook", 2, false), 0);
+    assert_int_equal(us_guardian_lease(g, mono_ns() + 10000 * MS), 0);
+    us_guardian_stop(g);
+    /* stop returns after the guardian exited, and it exits only once the groups are gone. */
+    assert_false(running(a));
+    assert_false(running(b));
+    int st;
+    assert_int_equal(waitpid(a, &st, WNOHANG), a);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    assert_int_equal(waitpid(b, &st, WNOHANG), b);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    reap_group(a);
+    reap_group(b);
+    /* The guardian was reaped too: no child of ours is left. */
+    assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+    assert_int_equal(udp_recv(udp, buf, sizeof buf, 300), -1);
+    close(udp);
+}
+
+enum agent_end { AGENT_EXITS, AGENT_KILLED, AGENT_FROZEN };
+
+typedef struct agent_report {
+    pid_t guardian, active, standby;
+    int64_t deadline;
+} agent_report;
+
+/* The agent side runs in a child of the test, which starts the guardian and two groups, then
+ * exits, or waits to be killed or frozen. Its orphans reparent to us (subreaper). */
+static void run_agent_death(enum agent_end how)
+{
+    char peer[64], buf[2048];
+    int udp = udp_open(peer, sizeof peer);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t agent = fork();
+    assert_true(agent >= 0);
+    if (agent == 0) {
+        close(fds[0]);
+        us_guardian *g;
+        if (us_guardian_start("n3", 77, &g) != 0)
+            _exit(1);
+        const char *peers[] = {peer};
+        agent_report r = {.guardian = us_guardian_pid(g)};
+        r.active = spawn_group("sleep 100 & sleep 100");
+        r.standby = spawn_group("sleep 100");
+        if (us_guardian_set_peers(g, peers, 1) != 0 ||
+            us_guardian_track(g, r.active, "db", 12, true) != 0 ||
+            us_guardian_track(g, r.standby, "db", 12, false) != 0)
+            _exit(1);
+        if (how == AGENT_FROZEN) {
+            r.deadline = mono_ns() + 200 * MS;
+            us_guardian_lease(g, r.deadline);
+        }
+        (void)!write(fds[1], &r, sizeof r);
+        if (how == AGENT_EXITS)
+            _exit(0); /* no stop message */
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    agent_report r;
+    assert_int_equal(read(fds[0], &r, sizeof r), (ssize_t)sizeof r);
+    close(fds[0]);
+    const char *want =
+        "{\"t\":\"fenced\",\"node\":\"n3\",\"inc\":77,\"fenced\":[{\"service\":\"db\","
+        "\"epoch\":12}]}";
+    int count = 0;
+    int64_t first = 0, last = 0;
+
+    if (how == AGENT_FROZEN) {
+        assert_int_equal(kill(agent, SIGSTOP), 0);
+        int64_t gone = wait_gone(r.active, r.deadline + 1000 * MS);
+        assert_true(gone >= r.deadline);
+        print_message("      frozen agent: fenced %.1f ms after the lease deadline\n",
+                      (double)(gone - r.deadline) / MS);
+        assert_true(udp_recv(udp, buf, sizeof buf, 1000) > 0);
+        assert_string_equal(buf, want);
+        first = last = mono_ns();
+        count++;
+        assert_true(running(r.standby));
+    }
+
+    /* Terminal and service-manager signals do not end the guardian. */
+    kill(r.guardian, SIGTERM);
+    kill(r.guardian, SIGINT);
+    kill(r.guardian, SIGHUP);
+    kill(r.guardian, SIGPIPE);
+
+    int64_t t0 = mono_ns();
+    if (how != AGENT_EXITS)
+        kill(agent, SIGKILL);
+    int st;
+    assert_int_equal(waitpid(agent, &st, 0), agent);
+    int64_t gone_a = wait_gone(r.active, t0 + 1000 * MS);
+    int64_t gone_s = wait_gone(r.standby, t0 + 1000 * MS);
+    assert_true(gone_a != 0 && gone_s != 0);
+    int64_t took = (gone_a > gone_s ? gone_a : gone_s) - t0;
+    print_message("      agent death: groups gone %.1f ms after it\n", (double)took / MS);
+    assert_true(took < 1000 * MS);
+
+    /* Announced 20 times in all, 100 ms apart; the guardian exits after the last one. */
+    while (udp_recv(udp, buf, sizeof buf, 1000) > 0) {
+        assert_string_equal(buf, want);
+        if (!first)
+            first = mono_ns();
+        last = mono_ns();
+        count++;
+    }
+    assert_int_equal(count, 20);
+    assert_true(last - first > 1500 * MS && last - first < 3000 * MS);
+    int64_t dl = mono_ns() + 2000 * MS;
+    pid_t w;
+    while ((w = waitpid(r.guardian, &st, WNOHANG)) == 0 && mono_ns() < dl)
+        sleep_ms(1);
+    assert_int_equal(w, r.guardian);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    reap_group(r.active);
+    reap_group(r.standby);
+    close(udp);
+}
+
+static void test_agent_exit_without_stop(void **state)
+{
+    (void)state;
+    run_agent_death(AGENT_EXITS);
+}
+
+static void test_agent_killed(void **state)
+{
+    (void)state;
+    run_agent_death(AGENT_KILLED);
+}
+
+static void test_frozen_agent_fenced_by_lease(void **state)
+{
+    (void)state;
+    run_agent_death(AGENT_FROZEN);
+}
+
+static void test_bad_arguments_and_dead_guardian(void **state)
+{
+    (void)state;
+    us_guardian *g = start("n1", 1, NULL);
+    const char *bad1[] = {"example.org:7000"};
+    const char *bad2[] = {"127.0.0.1:0"};
+    const char *bad3[] = {"127.0.0.1"};
+    assert_int_equal(us_guardian_set_peers(g, bad1, 1), -EINVAL);
+    assert_int_equal(us_guardian_set_peers(g, bad2, 1), -EINVAL);
+    assert_int_equal(us_guardian_set_peers(g, bad3, 1), -EINVAL);
+    const char *many[17];
+    for (int i = 0; i < 17; i++)
+        many[i] = "127.0.0.1:9";
+    assert_int_equal(us_guardian_set_peers(g, many, 17), -E2BIG);
+    assert_int_equal(us_guardian_set_peers(g, many, 16), 0);
+    assert_int_equal(us_guardian_track(g, 0, "x", 1, true), -EINVAL);
+    char longname[100];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(us_guardian_track(g, 12345, longname, 1, true), -ENAMETOOLONG);
+
+    /* A guardian that died is noticed through its descriptor and by every call. */
+    kill(us_guardian_pid(g), SIGKILL);
+    struct pollfd pfd = {.fd = us_guardian_fd(g), .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 2000), 1);
+    us_guardian_event ev;
+    assert_true(us_guardian_read_event(g, &ev) < 0);
+    assert_true(us_guardian_lease(g, mono_ns()) < 0);
+    us_guardian_stop(g);
+    assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
+}
+
+int main(void)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lease_expiry_fences_and_announces),
+        cmocka_unit_test(test_renewal_keeps_instance_and_only_fence_groups_die),
+        cmocka_unit_test(test_clean_stop_kills_without_announcing),
+        cmocka_unit_test(test_agent_exit_without_stop),
+        cmocka_unit_test(test_agent_killed),
+        cmocka_unit_test(test_frozen_agent_fenced_by_lease),
+        cmocka_unit_test(test_bad_arguments_and_dead_guardian),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
