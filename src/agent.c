@@ -233,7 +233,14 @@ static void on_ping(us_agent *a, const json_t *msg, int64_t now)
     p->inc = ju64(msg, "inc");
     if (jstr(msg, "api")[0])
         us_strlcpy(p->api, jstr(msg, "api"), sizeof p->api);
+    us_report before[US_MAX_SERVICES];
+    int n_before = p->n_reports;
+    memcpy(before, p->reports, sizeof before[0] * (size_t)n_before);
     parse_reports(p, json_object_get(msg, "rep"));
+    /* A changed report (failed, demoted) may let the leader act now instead of next tick. */
+    if (a->leader && (n_before != p->n_reports ||
+                      memcmp(before, p->reports, sizeof before[0] * (size_t)n_before) != 0))
+        us_agent_schedule_reconcile(a);
 
     /* Acknowledge the sender's leadership only if Raft here agrees, in the same term. */
     raft_id leader_id = 0;

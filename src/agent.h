@@ -118,6 +118,7 @@ typedef struct us_agent {
     int applies_in_flight;
     bool change_in_flight; /* raft_add/assign/remove/transfer */
     int64_t next_join_ms;
+    int64_t next_transfer_ms;
 
     us_instance inst[US_MAX_SERVICES];
 

@@ -154,6 +154,7 @@ static bool require_leader(us_agent *a, us_api_req *r)
 }
 
 typedef struct pending {
+    us_agent *agent;
     us_api_req *req;
     json_t *reply; /* sent with 200/202 once committed */
     int status;
@@ -162,6 +163,12 @@ typedef struct pending {
 static void committed(void *data, int status, int result)
 {
     pending *p = data;
+    if (!p->agent->api) {
+        /* The API was stopped (agent closing): it freed the request already. */
+        json_decref(p->reply);
+        free(p);
+        return;
+    }
     if (status != 0) {
         us_api_reply_error(p->req, 503, "not committed: %s", raft_strerror(status));
         json_decref(p->reply);
@@ -180,6 +187,7 @@ static void committed(void *data, int status, int result)
 static void propose(us_agent *a, us_api_req *r, json_t *cmd, int status, json_t *reply)
 {
     pending *p = calloc(1, sizeof *p);
+    p->agent = a;
     p->req = r;
     p->reply = reply;
     p->status = status;

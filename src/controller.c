@@ -120,6 +120,62 @@ static void remove_done(struct raft_change *req, int status)
     change_done(req, status);
 }
 
+static void transfer_done(struct raft_transfer *req)
+{
+    us_agent *a = req->data;
+    a->change_in_flight = false;
+    free(req);
+}
+
+static void transfer_leadership(us_agent *a, uint64_t to, const char *why)
+{
+    if (a->change_in_flight)
+        return;
+    struct raft_transfer *t = calloc(1, sizeof *t);
+    t->data = a;
+    a->change_in_flight = true;
+    int rc = raft_transfer(&a->raft, t, to, transfer_done);
+    if (rc != 0) {
+        a->change_in_flight = false;
+        free(t);
+        us_debug("leadership transfer not started: %s", raft_strerror(rc));
+        return;
+    }
+    us_info("transferring leadership: %s", why);
+}
+
+static bool holds_active(const us_state *s, const char *name)
+{
+    for (int k = 0; k < s->services.n; k++)
+        if (strcmp(s->asg[k].active, name) == 0)
+            return true;
+    return false;
+}
+
+/* Losing the node that is both leader and active would cost an election on top of the lease:
+ * keep leadership on a voter that holds no active role when there is one. */
+static void leadership_away_from_actives(us_agent *a, int64_t now)
+{
+    const us_state *s = &a->fsm.state;
+    if (a->change_in_flight || now < a->next_transfer_ms || !holds_active(s, a->cfg.name) ||
+        now < a->leader_since_ms + us_lease_takeover_wait(&a->cfg.timing))
+        return;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++) {
+        us_peer *p = us_agent_peer_by_id(a, c->servers[i].id);
+        int k = p ? us_state_find_node(s, p->name) : -1;
+        if (c->servers[i].role != RAFT_VOTER || !p || p == &a->peers[a->self] || k < 0 ||
+            s->nodes[k].leaving || us_agent_node_state(a, p) != US_NODE_ALIVE ||
+            p->granted_until_ms <= now || holds_active(s, p->name))
+            continue;
+        a->next_transfer_ms = now + 10000;
+        char why[US_NAME_MAX + 64];
+        snprintf(why, sizeof why, "to %s, which holds no active role", p->name);
+        transfer_leadership(a, p->id, why);
+        return;
+    }
+}
+
 /* Carry out `understudy node remove` once the node holds no active role. */
 static bool removals(us_agent *a)
 {
@@ -154,15 +210,7 @@ static bool removals(us_agent *a)
             continue; /* the decision function is handing its roles over */
         if (strcmp(n->name, a->cfg.name) == 0) {
             /* A leader must not remove itself: hand leadership over, the next one removes us. */
-            if (!a->change_in_flight) {
-                struct raft_transfer *t = calloc(1, sizeof *t);
-                a->change_in_flight = true;
-                t->data = a;
-                if (raft_transfer(&a->raft, t, 0, (raft_transfer_cb)free) != 0) {
-                    free(t);
-                }
-                a->change_in_flight = false;
-            }
+            transfer_leadership(a, 0, "this node is being removed");
             continue;
         }
         if (a->applies_in_flight == 0) {
@@ -314,4 +362,5 @@ void us_controller_tick(us_agent *a)
         return;
     keep_voters(a);
     run_decisions(a, now);
+    leadership_away_from_actives(a, now);
 }

@@ -255,7 +255,11 @@ static int apply_node_up(us_state *s, const json_t *cmd)
     if (i < 0) {
         if (s->n_nodes >= US_MAX_NODES)
             return US_APPLY_BAD;
-        i = s->n_nodes++;
+        /* Keep the list sorted by name: it is the default preference order of services. */
+        for (i = 0; i < s->n_nodes && strcmp(s->nodes[i].name, n.name) < 0; i++)
+            ;
+        memmove(&s->nodes[i + 1], &s->nodes[i], sizeof s->nodes[0] * (size_t)(s->n_nodes - i));
+        s->n_nodes++;
     } else if (memcmp(&s->nodes[i], &n, sizeof n) == 0) {
         return US_APPLY_NOOP;
     }

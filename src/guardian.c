@@ -27,8 +27,12 @@
 
 #define G_MAX_GROUPS 256
 #define G_MAX_PEERS 16
-#define G_ANNOUNCE_COUNT 20
+/* 20 datagrams 100 ms apart, then 16 more 500 ms apart: ~10 s in all, long enough to reach a
+ * leader elected after the old one froze (an election takes up to 2x the election timeout). */
+#define G_ANNOUNCE_COUNT 36
+#define G_ANNOUNCE_FAST 20
 #define G_ANNOUNCE_GAP_NS 100000000LL
+#define G_ANNOUNCE_SLOW_GAP_NS 500000000LL
 #define G_GONE_WAIT_NS 1000000000LL
 
 enum { M_TRACK = 1, M_UNTRACK, M_LEASE, M_PEERS, M_STOP, M_FENCED };
@@ -132,7 +136,8 @@ static void announce_once(void)
     for (int i = 0; i < G.n_peers; i++)
         sendto(G.udp, G.json, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&G.peers[i],
                sizeof G.peers[i]);
-    G.ann_next_ns = mono_ns() + G_ANNOUNCE_GAP_NS;
+    bool fast = G_ANNOUNCE_COUNT - G.ann_left < G_ANNOUNCE_FAST - 1;
+    G.ann_next_ns = mono_ns() + (fast ? G_ANNOUNCE_GAP_NS : G_ANNOUNCE_SLOW_GAP_NS);
     if (--G.ann_left == 0)
         G.n_ann = 0;
 }
@@ -375,15 +380,9 @@ static void __attribute__((noreturn)) guardian_main(int sock, const char *node, 
 int us_guardian_start(const char *node, uint64_t incarnation, us_guardian **out)
 {
     *out = NULL;
-    us_guardian *g = calloc(1, sizeof *g);
-    if (!g)
-        return -ENOMEM;
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-        int e = errno;
-        free(g);
-        return -e;
-    }
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+        return -errno;
     sigset_t all, old;
     sigfillset(&all);
     sigprocmask(SIG_SETMASK, &all, &old);
@@ -393,9 +392,17 @@ int us_guardian_start(const char *node, uint64_t incarnation, us_guardian **out)
     int e = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(sv[1]);
-    if (pid < 0) {
+    /* Allocated after fork: the guardian holds no heap block of the agent's. */
+    us_guardian *g = pid > 0 ? calloc(1, sizeof *g) : NULL;
+    if (!g) {
+        if (pid > 0) {
+            /* Its EOF makes the guardian exit (nothing registered yet). */
+            close(sv[0]);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            return -ENOMEM;
+        }
         close(sv[0]);
-        free(g);
         return -e;
     }
     g->pid = pid;

@@ -9,8 +9,9 @@
  *    registered group, waits until they are gone, announces it and exits.
  *  - An announcement is the UDP datagram
  *      {"t":"fenced","node":N,"inc":I,"fenced":[{"service":S,"epoch":E},...]}
- *    sent to every peer address, 20 times, 100 ms apart (bounded), so that the leader can reassign
- *    without waiting for the lease to run out. Only groups registered with fence_on_lease (active
+ *    sent to every peer address 20 times 100 ms apart, then 16 times 500 ms apart (~10 s, bounded),
+ *    so that the leader — also one elected after the old leader froze — can reassign without
+ *    waiting for the lease to run out. Only groups registered with fence_on_lease (active
  *    instances) are listed, and only once they are gone.
  *  - us_guardian_stop (clean agent exit) kills what is still registered, announces nothing.
  * The guardian ignores SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE and the terminal stop signals:
