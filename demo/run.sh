@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2086,SC2046 # word splitting of PID lists and "set -- $(...)" is intended
 # understudy demo: a 3-node cluster on loopback running one sample HTTP service (cold standby).
 #
 #   sh demo/run.sh                  start the cluster, print what to try, wait for Ctrl-C / SIGTERM
@@ -100,8 +101,6 @@ fi
 
 SLEEP_PID=""
 DIR=""
-trap 'cleanup' EXIT
-DIR=$(mktemp -d "${TMPDIR:-/tmp}/understudy-demo.XXXXXX") || die "mktemp failed"
 
 # Stop every agent: SIGTERM (hand over), bounded wait, SIGTERM again (force), bounded wait, SIGKILL.
 # Then wait (bounded) for what they leave behind: guardians (command line names DIR) and service
@@ -137,7 +136,7 @@ cleanup() {
             p=${d#/proc/}
             [ "$p" = $$ ] && continue
             if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "--config $DIR/" ||
-                tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qxF "UNDERSTUDY_DATA_DIR=$DIR/data-n[123]"; then
+                tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qF "UNDERSTUDY_DATA_DIR=$DIR/"; then
                 alive "$p" && stray="$stray $p"
             fi
         done
@@ -151,8 +150,9 @@ cleanup() {
     echo "demo: stopped; removed $DIR"
     DIR=""
 }
-trap 'exit 0' INT TERM HUP # exit runs the EXIT trap: one cleanup path
 trap 'cleanup' EXIT
+trap 'exit 0' INT TERM HUP # exit runs the EXIT trap: one cleanup path
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/understudy-demo.XXXXXX") || die "mktemp failed"
 
 # One status query, asking each agent in turn (the one on 7201 may be the one you killed).
 status_json() {

@@ -22,6 +22,8 @@
 #define JOIN_RETRY_MS 500
 #define STOP_HANDOVER_MS 30000
 
+static void begin_close(us_agent *a);
+
 /* ---- peers ---- */
 
 us_peer *us_agent_peer(us_agent *a, const char *name)
@@ -252,9 +254,12 @@ static void on_ping(us_agent *a, const json_t *msg, int64_t now)
         grant = true;
         p->granted_until_ms = us_lease_granted_until(&a->cfg.timing, now);
     }
+    /* A removed node may miss the commit that says so: tell it whenever it shows up. */
+    int k = us_state_find_node(&a->fsm.state, p->name);
+    bool removed = a->leader && k >= 0 && a->fsm.state.nodes[k].left;
     send_to(a, p,
-            json_pack("{s:s, s:s, s:O, s:b, s:b}", "t", "pong", "from", a->cfg.name, "seq",
-                      json_object_get(msg, "seq"), "ack", ack, "grant", grant));
+            json_pack("{s:s, s:s, s:O, s:b, s:b, s:b}", "t", "pong", "from", a->cfg.name, "seq",
+                      json_object_get(msg, "seq"), "ack", ack, "grant", grant, "removed", removed));
 }
 
 static void on_pong(us_agent *a, const json_t *msg, int64_t now)
@@ -270,6 +275,11 @@ static void on_pong(us_agent *a, const json_t *msg, int64_t now)
     if (json_is_true(json_object_get(msg, "ack")) && a->leader && a->sent[seq % 256].as_leader &&
         a->sent[seq % 256].term == a->leader_term && sent_ms > p->ack_ms)
         p->ack_ms = sent_ms;
+    if (json_is_true(json_object_get(msg, "removed")) && a->stopping == 0) {
+        us_info("the leader says this node was removed from the cluster; stopping");
+        begin_close(a);
+        return;
+    }
     if (json_is_true(json_object_get(msg, "grant"))) {
         int64_t until = sent_ms + a->cfg.timing.lease_ms;
         if (until > a->lease_until_ms)
@@ -426,8 +436,6 @@ static void send_join(us_agent *a, int64_t now)
     json_decref(m);
 }
 
-static void begin_close(us_agent *a);
-
 static void transfer_cb(struct raft_transfer *req)
 {
     us_agent *a = req->data;
@@ -524,9 +532,10 @@ static void on_fsm_change(void *data)
     sync_peers(a);
     int me = us_state_find_node(&a->fsm.state, a->cfg.name);
     if (me >= 0 && a->fsm.state.nodes[me].left && a->stopping == 0) {
+        /* Nothing to hand over: the removal moved the roles away first. */
         us_info("this node was removed from the cluster; stopping");
-        a->stopping = 1;
-        a->stop_deadline_ms = 0; /* nothing to hand over: removal already moved the roles */
+        begin_close(a);
+        return;
     }
     us_agent_schedule_reconcile(a);
 }

@@ -105,14 +105,14 @@ static json_t *status_json(us_agent *a)
             json_array_append_new(inst, instance_json(a, as, as->standbys[i]));
         for (int i = 0; i < s->n_nodes; i++) {
             const char *n = s->nodes[i].name;
-            bool shown = strcmp(as->active, n) == 0 || s->nodes[i].left;
+            bool listed = d->n_nodes == 0;
+            for (int j = 0; j < d->n_nodes; j++)
+                listed |= strcmp(d->nodes[j], n) == 0;
+            bool shown = !listed || strcmp(as->active, n) == 0 || s->nodes[i].left;
             for (int j = 0; j < as->n_standbys; j++)
                 shown |= strcmp(as->standbys[j], n) == 0;
-            if (!shown) {
-                json_t *o = instance_json(a, as, n);
-                /* Nodes that never ran it and are not eligible are noise. */
-                json_array_append_new(inst, o);
-            }
+            if (!shown) /* eligible, neither active nor standby */
+                json_array_append_new(inst, instance_json(a, as, n));
         }
         json_t *o = json_pack("{s:s, s:o, s:I, s:s, s:b, s:s, s:i, s:o}", "name", d->name, "active",
                               as->active[0] ? json_string(as->active) : json_null(), "epoch",
