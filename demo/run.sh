@@ -39,7 +39,7 @@ alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/n
 # Is PID alive and one of our agents (its command line names our config)? Guards against PID reuse.
 is_our_agent() { # PID CONF
     [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] || return 1
-    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "--config $2 " || return 1
+    tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF -- "--config $2 " || return 1
     alive "$1" # a zombie keeps its command line for a moment; it no longer counts
 }
 

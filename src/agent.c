@@ -282,8 +282,10 @@ static void on_pong(us_agent *a, const json_t *msg, int64_t now)
     }
     if (json_is_true(json_object_get(msg, "grant"))) {
         int64_t until = sent_ms + a->cfg.timing.lease_ms;
-        if (until > a->lease_until_ms)
+        if (until > a->lease_until_ms) {
             a->lease_until_ms = until;
+            us_guardian_lease(a->guardian, until * 1000000LL);
+        }
     }
 }
 
@@ -546,8 +548,16 @@ static void on_guardian(uv_poll_t *h, int status, int events)
     (void)events;
     us_agent *a = h->data;
     us_guardian_event ev;
-    while (us_guardian_read_event(a->guardian, &ev) == 1)
+    int rc;
+    while ((rc = us_guardian_read_event(a->guardian, &ev)) == 1)
         us_instances_guardian_event(a, &ev);
+    if (rc < 0 && a->stopping < 2) {
+        /* Without its guardian this node cannot promise to fence itself: stop acting, exit. */
+        us_error("the guardian process is gone (%s); stopping", strerror(-rc));
+        a->exit_code = 1;
+        uv_poll_stop(h);
+        begin_close(a);
+    }
 }
 
 /* ---- lifecycle ---- */
