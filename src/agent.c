@@ -185,27 +185,6 @@ static void send_to(us_agent *a, us_peer *p, json_t *msg)
     json_decref(msg);
 }
 
-static const char *jstr(const json_t *o, const char *key)
-{
-    const char *v = json_string_value(json_object_get(o, key));
-    return v ? v : "";
-}
-
-static uint64_t ju64(const json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    if (json_is_string(v))
-        return strtoull(json_string_value(v), NULL, 10);
-    return (uint64_t)json_integer_value(v);
-}
-
-static json_t *u64s(uint64_t v)
-{
-    char b[24];
-    snprintf(b, sizeof b, "%llu", (unsigned long long)v);
-    return json_string(b);
-}
-
 static void parse_reports(us_peer *p, const json_t *rep)
 {
     const char *svc;
@@ -228,13 +207,13 @@ static void parse_reports(us_peer *p, const json_t *rep)
 
 static void on_ping(us_agent *a, const json_t *msg, int64_t now)
 {
-    us_peer *p = peer_add(a, jstr(msg, "from"), jstr(msg, "addr"));
+    us_peer *p = peer_add(a, us_json_str(msg, "from"), us_json_str(msg, "addr"));
     if (!p || p == &a->peers[a->self])
         return;
     p->last_seen_ms = now;
-    p->inc = ju64(msg, "inc");
-    if (jstr(msg, "api")[0])
-        us_strlcpy(p->api, jstr(msg, "api"), sizeof p->api);
+    p->inc = us_json_u64(msg, "inc");
+    if (us_json_str(msg, "api")[0])
+        us_strlcpy(p->api, us_json_str(msg, "api"), sizeof p->api);
     us_report before[US_MAX_SERVICES];
     int n_before = p->n_reports;
     memcpy(before, p->reports, sizeof before[0] * (size_t)n_before);
@@ -248,7 +227,7 @@ static void on_ping(us_agent *a, const json_t *msg, int64_t now)
     raft_id leader_id = 0;
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
-    bool ack = leader_id == p->id && ju64(msg, "term") == raft_current_term(&a->raft);
+    bool ack = leader_id == p->id && us_json_u64(msg, "term") == raft_current_term(&a->raft);
     bool grant = false;
     if (a->leader && json_is_true(json_object_get(msg, "lease")) && us_agent_fresh_quorum(a, now)) {
         grant = true;
@@ -264,11 +243,11 @@ static void on_ping(us_agent *a, const json_t *msg, int64_t now)
 
 static void on_pong(us_agent *a, const json_t *msg, int64_t now)
 {
-    us_peer *p = us_agent_peer(a, jstr(msg, "from"));
+    us_peer *p = us_agent_peer(a, us_json_str(msg, "from"));
     if (!p)
         return;
     p->last_seen_ms = now;
-    uint64_t seq = ju64(msg, "seq");
+    uint64_t seq = us_json_u64(msg, "seq");
     if (seq > a->ping_seq || a->ping_seq - seq >= 256)
         return;
     int64_t sent_ms = a->sent[seq % 256].ms;
@@ -292,15 +271,15 @@ static void on_pong(us_agent *a, const json_t *msg, int64_t now)
 static void on_fenced(us_agent *a, const json_t *msg)
 {
     /* Kept on every node (cheap); only the leader's controller acts on it. */
-    us_peer *p = us_agent_peer(a, jstr(msg, "node"));
+    us_peer *p = us_agent_peer(a, us_json_str(msg, "node"));
     if (!p || p == &a->peers[a->self])
         return;
-    uint64_t inc = ju64(msg, "inc");
+    uint64_t inc = us_json_u64(msg, "inc");
     size_t i;
     json_t *v;
     json_array_foreach(json_object_get(msg, "fenced"), i, v)
     {
-        const char *svc = jstr(v, "service");
+        const char *svc = us_json_str(v, "service");
         int k;
         for (k = 0; k < p->n_fenced; k++)
             if (strcmp(p->fenced_service[k], svc) == 0)
@@ -311,7 +290,7 @@ static void on_fenced(us_agent *a, const json_t *msg)
             p->n_fenced++;
         }
         us_strlcpy(p->fenced_service[k], svc, US_NAME_MAX);
-        p->fenced_epoch[k] = ju64(v, "epoch");
+        p->fenced_epoch[k] = us_json_u64(v, "epoch");
         p->fenced_inc[k] = inc;
     }
     us_agent_schedule_reconcile(a);
@@ -321,7 +300,7 @@ static void on_msg(json_t *msg, const struct sockaddr_in *from, void *data)
 {
     (void)from;
     us_agent *a = data;
-    const char *t = jstr(msg, "t");
+    const char *t = us_json_str(msg, "t");
     int64_t now = us_now_ms();
     if (strcmp(t, "ping") == 0) {
         on_ping(a, msg, now);
@@ -342,9 +321,10 @@ static void on_msg(json_t *msg, const struct sockaddr_in *from, void *data)
             }
         }
     } else if (strcmp(t, "leave") == 0 && a->leader) {
-        int i = us_state_find_node(&a->fsm.state, jstr(msg, "from"));
+        int i = us_state_find_node(&a->fsm.state, us_json_str(msg, "from"));
         if (i >= 0 && !a->fsm.state.nodes[i].leaving)
-            us_agent_apply(a, us_cmd_node_flags(jstr(msg, "from"), true, false, false), NULL, NULL);
+            us_agent_apply(a, us_cmd_node_flags(us_json_str(msg, "from"), true, false, false), NULL,
+                           NULL);
     }
 }
 
@@ -409,10 +389,11 @@ static void send_pings(us_agent *a, int64_t now)
         us_peer *p = &a->peers[i];
         if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
             continue;
-        json_t *m = json_pack(
-            "{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:b, s:O}", "t", "ping", "from", a->cfg.name,
-            "inc", u64s(a->inc), "seq", u64s(seq), "addr", a->cfg.address, "api", a->cfg.api,
-            "term", u64s(raft_current_term(&a->raft)), "lease", p->id == leader_id, "rep", rep);
+        json_t *m = json_pack("{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:b, s:O}", "t", "ping", "from",
+                              a->cfg.name, "inc", us_u64_json(a->inc), "seq", us_u64_json(seq),
+                              "addr", a->cfg.address, "api", a->cfg.api, "term",
+                              us_u64_json(raft_current_term(&a->raft)), "lease", p->id == leader_id,
+                              "rep", rep);
         send_to(a, p, m);
     }
     json_decref(rep);

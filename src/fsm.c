@@ -22,13 +22,13 @@ int us_state_find_service(const us_state *s, const char *name)
 
 /* ---- JSON helpers ---- */
 
-static const char *jstr(const json_t *o, const char *key)
+const char *us_json_str(const json_t *o, const char *key)
 {
     const char *v = json_string_value(json_object_get(o, key));
     return v ? v : "";
 }
 
-static uint64_t ju64(const json_t *o, const char *key)
+uint64_t us_json_u64(const json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
     if (json_is_integer(v))
@@ -38,7 +38,7 @@ static uint64_t ju64(const json_t *o, const char *key)
     return 0;
 }
 
-static json_t *u64_json(uint64_t v)
+json_t *us_u64_json(uint64_t v)
 {
     char buf[24];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
@@ -79,13 +79,13 @@ json_t *us_service_def_to_json(const us_service_def *d)
 int us_service_def_from_json(us_service_def *d, const json_t *j)
 {
     memset(d, 0, sizeof *d);
-    if (!json_is_object(j) || !us_name_valid(jstr(j, "name")))
+    if (!json_is_object(j) || !us_name_valid(us_json_str(j, "name")))
         return -1;
-    us_strlcpy(d->name, jstr(j, "name"), sizeof d->name);
-    us_strlcpy(d->run, jstr(j, "run"), sizeof d->run);
-    us_strlcpy(d->promote, jstr(j, "promote"), sizeof d->promote);
-    us_strlcpy(d->demote, jstr(j, "demote"), sizeof d->demote);
-    d->standby = strcmp(jstr(j, "standby"), "hot") == 0 ? US_STANDBY_HOT : US_STANDBY_COLD;
+    us_strlcpy(d->name, us_json_str(j, "name"), sizeof d->name);
+    us_strlcpy(d->run, us_json_str(j, "run"), sizeof d->run);
+    us_strlcpy(d->promote, us_json_str(j, "promote"), sizeof d->promote);
+    us_strlcpy(d->demote, us_json_str(j, "demote"), sizeof d->demote);
+    d->standby = strcmp(us_json_str(j, "standby"), "hot") == 0 ? US_STANDBY_HOT : US_STANDBY_COLD;
     d->standbys = (int)json_integer_value(json_object_get(j, "standbys"));
     d->hook_timeout_ms = (int)json_integer_value(json_object_get(j, "hook_timeout_ms"));
     d->stop_timeout_ms = (int)json_integer_value(json_object_get(j, "stop_timeout_ms"));
@@ -96,8 +96,8 @@ json_t *us_assignment_to_json(const us_assignment *a)
 {
     return json_pack(
         "{s:s, s:o, s:o, s:s, s:o, s:b, s:s, s:o, s:s}", "service", a->service, "gen",
-        u64_json(a->gen), "epoch", u64_json(a->epoch), "active", a->active, "active_inc",
-        u64_json(a->active_inc), "demoting", a->demoting, "target", a->target, "standbys",
+        us_u64_json(a->gen), "epoch", us_u64_json(a->epoch), "active", a->active, "active_inc",
+        us_u64_json(a->active_inc), "demoting", a->demoting, "target", a->target, "standbys",
         names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason", a->reason);
 }
 
@@ -106,35 +106,35 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
     memset(a, 0, sizeof *a);
     if (!json_is_object(j))
         return -1;
-    us_strlcpy(a->service, jstr(j, "service"), sizeof a->service);
-    a->gen = ju64(j, "gen");
-    a->epoch = ju64(j, "epoch");
-    us_strlcpy(a->active, jstr(j, "active"), sizeof a->active);
-    a->active_inc = ju64(j, "active_inc");
+    us_strlcpy(a->service, us_json_str(j, "service"), sizeof a->service);
+    a->gen = us_json_u64(j, "gen");
+    a->epoch = us_json_u64(j, "epoch");
+    us_strlcpy(a->active, us_json_str(j, "active"), sizeof a->active);
+    a->active_inc = us_json_u64(j, "active_inc");
     a->demoting = json_is_true(json_object_get(j, "demoting"));
-    us_strlcpy(a->target, jstr(j, "target"), sizeof a->target);
-    us_strlcpy(a->reason, jstr(j, "reason"), sizeof a->reason);
+    us_strlcpy(a->target, us_json_str(j, "target"), sizeof a->target);
+    us_strlcpy(a->reason, us_json_str(j, "reason"), sizeof a->reason);
     return names_from_json(a->standbys, &a->n_standbys, json_object_get(j, "standbys"));
 }
 
 static json_t *node_to_json(const us_node *n)
 {
     return json_pack("{s:s, s:o, s:s, s:s, s:o, s:b, s:b, s:b, s:b}", "name", n->name, "id",
-                     u64_json(n->id), "address", n->address, "api", n->api, "incarnation",
-                     u64_json(n->incarnation), "voter", n->voter, "leaving", n->leaving, "removing",
-                     n->removing, "left", n->left);
+                     us_u64_json(n->id), "address", n->address, "api", n->api, "incarnation",
+                     us_u64_json(n->incarnation), "voter", n->voter, "leaving", n->leaving,
+                     "removing", n->removing, "left", n->left);
 }
 
 static int node_from_json(us_node *n, const json_t *j)
 {
     memset(n, 0, sizeof *n);
-    if (!json_is_object(j) || !us_name_valid(jstr(j, "name")))
+    if (!json_is_object(j) || !us_name_valid(us_json_str(j, "name")))
         return -1;
-    us_strlcpy(n->name, jstr(j, "name"), sizeof n->name);
-    n->id = ju64(j, "id");
-    us_strlcpy(n->address, jstr(j, "address"), sizeof n->address);
-    us_strlcpy(n->api, jstr(j, "api"), sizeof n->api);
-    n->incarnation = ju64(j, "incarnation");
+    us_strlcpy(n->name, us_json_str(j, "name"), sizeof n->name);
+    n->id = us_json_u64(j, "id");
+    us_strlcpy(n->address, us_json_str(j, "address"), sizeof n->address);
+    us_strlcpy(n->api, us_json_str(j, "api"), sizeof n->api);
+    n->incarnation = us_json_u64(j, "incarnation");
     n->voter = json_is_true(json_object_get(j, "voter"));
     n->leaving = json_is_true(json_object_get(j, "leaving"));
     n->removing = json_is_true(json_object_get(j, "removing"));
@@ -153,9 +153,10 @@ json_t *us_state_to_json(const us_state *s)
     }
     for (int i = 0; i < s->n_retired; i++)
         json_array_append_new(ret, json_pack("{s:s, s:o}", "name", s->retired[i].name, "epoch",
-                                             u64_json(s->retired[i].epoch)));
-    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version", u64_json(s->version),
-                     "nodes", nodes, "services", svcs, "assignments", asg, "retired", ret);
+                                             us_u64_json(s->retired[i].epoch)));
+    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version",
+                     us_u64_json(s->version), "nodes", nodes, "services", svcs, "assignments", asg,
+                     "retired", ret);
 }
 
 int us_state_from_json(us_state *out, const json_t *j)
@@ -170,7 +171,7 @@ int us_state_from_json(us_state *out, const json_t *j)
         json_array_size(nodes) > US_MAX_NODES || json_array_size(svcs) > US_MAX_SERVICES ||
         json_array_size(asg) != json_array_size(svcs) || json_array_size(ret) > US_RETIRED_MAX)
         goto out;
-    s->version = ju64(j, "version");
+    s->version = us_json_u64(j, "version");
     size_t i;
     json_t *v;
     json_array_foreach(nodes, i, v) if (node_from_json(&s->nodes[s->n_nodes++], v) != 0) goto out;
@@ -183,8 +184,8 @@ int us_state_from_json(us_state *out, const json_t *j)
     }
     json_array_foreach(ret, i, v)
     {
-        us_strlcpy(s->retired[i].name, jstr(v, "name"), US_NAME_MAX);
-        s->retired[i].epoch = ju64(v, "epoch");
+        us_strlcpy(s->retired[i].name, us_json_str(v, "name"), US_NAME_MAX);
+        s->retired[i].epoch = us_json_u64(v, "epoch");
         s->n_retired++;
     }
     *out = *s;
@@ -223,7 +224,7 @@ json_t *us_cmd_assign(const us_assignment *next)
 json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target)
 {
     return json_pack("{s:s, s:s, s:o, s:s}", "op", "switchover", "service", service, "gen",
-                     u64_json(gen), "target", target ? target : "");
+                     us_u64_json(gen), "target", target ? target : "");
 }
 
 int us_cmd_encode(json_t *cmd, struct raft_buffer *buf)
@@ -272,7 +273,7 @@ static int apply_node_up(us_state *s, const json_t *cmd)
 
 static int apply_node_flags(us_state *s, const json_t *cmd)
 {
-    int i = us_state_find_node(s, jstr(cmd, "name"));
+    int i = us_state_find_node(s, us_json_str(cmd, "name"));
     if (i < 0)
         return US_APPLY_NOOP;
     bool leaving = json_is_true(json_object_get(cmd, "leaving"));
@@ -370,13 +371,13 @@ static int apply_assign(us_state *s, const json_t *cmd)
 
 static int apply_switchover(us_state *s, const json_t *cmd)
 {
-    int i = us_state_find_service(s, jstr(cmd, "service"));
-    if (i < 0 || s->asg[i].gen != ju64(cmd, "gen") || !s->asg[i].active[0])
+    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    if (i < 0 || s->asg[i].gen != us_json_u64(cmd, "gen") || !s->asg[i].active[0])
         return US_APPLY_NOOP;
     us_assignment *a = &s->asg[i];
     a->demoting = true;
-    us_strlcpy(a->target, jstr(cmd, "target"), sizeof a->target);
-    const char *target = jstr(cmd, "target");
+    us_strlcpy(a->target, us_json_str(cmd, "target"), sizeof a->target);
+    const char *target = us_json_str(cmd, "target");
     snprintf(a->reason, sizeof a->reason, "switchover requested%s%s", target[0] ? " to " : "",
              target);
     a->gen++;
@@ -385,7 +386,7 @@ static int apply_switchover(us_state *s, const json_t *cmd)
 
 int us_state_apply(us_state *s, const json_t *cmd)
 {
-    const char *op = jstr(cmd, "op");
+    const char *op = us_json_str(cmd, "op");
     int rc = US_APPLY_BAD;
     if (strcmp(op, "node_up") == 0)
         rc = apply_node_up(s, cmd);

@@ -65,6 +65,12 @@ json_t *us_cmd_services(const us_service_set *set);
 json_t *us_cmd_assign(const us_assignment *next); /* CAS on next->gen */
 json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target);
 
+/* JSON helpers. 64-bit values travel as decimal strings (json_int_t is signed); readers accept
+ * both forms. A missing string is "", a missing number 0. */
+const char *us_json_str(const json_t *o, const char *key);
+uint64_t us_json_u64(const json_t *o, const char *key);
+json_t *us_u64_json(uint64_t v);
+
 /* Serialize a command into a raft_malloc'ed buffer for raft_apply. 0 or -1. */
 int us_cmd_encode(json_t *cmd, struct raft_buffer *buf); /* consumes cmd */
 
