@@ -56,9 +56,9 @@ start_agent() { # DIR NODE
 
 if [ "${1:-}" = restart ]; then
     [ $# -eq 3 ] || die "usage: sh demo/run.sh restart DIR NODE"
-    DIR=$2
     NODE=$3
-    [ -f "$DIR/$NODE.conf" ] || die "no demo node '$NODE' in '$DIR'"
+    [ -f "$2/$NODE.conf" ] || die "no demo node '$NODE' in '$2'"
+    DIR=$(cd "$2" && pwd) # absolute: the agent's command line is how we recognise it later
     if p=$(agent_pid "$DIR" "$NODE"); then
         die "the agent of $NODE is still running (pid $p)"
     fi
@@ -135,8 +135,8 @@ cleanup() {
         for d in /proc/[0-9]*; do
             p=${d#/proc/}
             [ "$p" = $$ ] && continue
-            if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "--config $DIR/" ||
-                tr '\0' '\n' <"$d/environ" 2>/dev/null | grep -qF "UNDERSTUDY_DATA_DIR=$DIR/"; then
+            if tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -qF -- "--config $DIR/" ||
+                tr '\0' '\n' 2>/dev/null <"$d/environ" | grep -qF "UNDERSTUDY_DATA_DIR=$DIR/"; then
                 alive "$p" && stray="$stray $p"
             fi
         done

@@ -157,8 +157,8 @@ static bool holds_active(const us_state *s, const char *name)
 static void leadership_away_from_actives(us_agent *a, int64_t now)
 {
     const us_state *s = &a->fsm.state;
-    if (a->change_in_flight || now < a->next_transfer_ms || !holds_active(s, a->cfg.name) ||
-        now < a->leader_since_ms + us_lease_takeover_wait(&a->cfg.timing))
+    /* No wait after taking over: the node just promoted is often the leader itself. */
+    if (a->change_in_flight || now < a->next_transfer_ms || !holds_active(s, a->cfg.name))
         return;
     const struct raft_configuration *c = &a->raft.configuration;
     for (unsigned i = 0; i < c->n; i++) {
@@ -168,7 +168,7 @@ static void leadership_away_from_actives(us_agent *a, int64_t now)
             s->nodes[k].leaving || us_agent_node_state(a, p) != US_NODE_ALIVE ||
             p->granted_until_ms <= now || holds_active(s, p->name))
             continue;
-        a->next_transfer_ms = now + 10000;
+        a->next_transfer_ms = now + 2000; /* retry bound if the target cannot take over */
         char why[US_NAME_MAX + 64];
         snprintf(why, sizeof why, "to %s, which holds no active role", p->name);
         transfer_leadership(a, p->id, why);

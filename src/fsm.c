@@ -154,9 +154,9 @@ json_t *us_state_to_json(const us_state *s)
     for (int i = 0; i < s->n_retired; i++)
         json_array_append_new(ret, json_pack("{s:s, s:o}", "name", s->retired[i].name, "epoch",
                                              us_u64_json(s->retired[i].epoch)));
-    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version",
+    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version",
                      us_u64_json(s->version), "nodes", nodes, "services", svcs, "assignments", asg,
-                     "retired", ret);
+                     "retired", ret, "epoch_floor", us_u64_json(s->epoch_floor));
 }
 
 int us_state_from_json(us_state *out, const json_t *j)
@@ -169,9 +169,11 @@ int us_state_from_json(us_state *out, const json_t *j)
     json_t *asg = json_object_get(j, "assignments"), *ret = json_object_get(j, "retired");
     if (!json_is_array(nodes) || !json_is_array(svcs) || !json_is_array(asg) ||
         json_array_size(nodes) > US_MAX_NODES || json_array_size(svcs) > US_MAX_SERVICES ||
-        json_array_size(asg) != json_array_size(svcs) || json_array_size(ret) > US_RETIRED_MAX)
+        json_array_size(asg) != json_array_size(svcs) || !json_is_array(ret) ||
+        json_array_size(ret) > US_RETIRED_MAX)
         goto out;
     s->version = us_json_u64(j, "version");
+    s->epoch_floor = us_json_u64(j, "epoch_floor");
     size_t i;
     json_t *v;
     json_array_foreach(nodes, i, v) if (node_from_json(&s->nodes[s->n_nodes++], v) != 0) goto out;
@@ -184,6 +186,8 @@ int us_state_from_json(us_state *out, const json_t *j)
     }
     json_array_foreach(ret, i, v)
     {
+        if (!json_is_object(v) || !us_name_valid(us_json_str(v, "name")))
+            goto out;
         us_strlcpy(s->retired[i].name, us_json_str(v, "name"), US_NAME_MAX);
         s->retired[i].epoch = us_json_u64(v, "epoch");
         s->n_retired++;
@@ -253,6 +257,7 @@ static int apply_node_up(us_state *s, const json_t *cmd)
     if (node_from_json(&n, json_object_get(cmd, "node")) != 0)
         return US_APPLY_BAD;
     int i = us_state_find_node(s, n.name);
+    bool is_new = i < 0;
     if (i < 0) {
         if (s->n_nodes >= US_MAX_NODES)
             return US_APPLY_BAD;
@@ -264,9 +269,11 @@ static int apply_node_up(us_state *s, const json_t *cmd)
     } else if (memcmp(&s->nodes[i], &n, sizeof n) == 0) {
         return US_APPLY_NOOP;
     }
-    n.leaving = false; /* a (re)started agent is available again */
-    n.removing = false;
-    n.left = false;
+    if (is_new || s->nodes[i].incarnation != n.incarnation) {
+        n.leaving = false; /* a (re)started agent is available again */
+        n.removing = false;
+        n.left = false;
+    }
     s->nodes[i] = n;
     return US_APPLY_OK;
 }
@@ -288,30 +295,38 @@ static int apply_node_flags(us_state *s, const json_t *cmd)
     return US_APPLY_OK;
 }
 
-static uint64_t retired_epoch(const us_state *s, const char *name)
+/* The epoch a (re-)added service starts from: epochs never go back for a name, also after the
+ * bounded retired list forgot it (then the floor, the largest epoch ever forgotten, bounds it). */
+static uint64_t start_epoch(const us_state *s, const char *name)
 {
     for (int i = 0; i < s->n_retired; i++)
         if (strcmp(s->retired[i].name, name) == 0)
-            return s->retired[i].epoch;
-    return 0;
+            return s->retired[i].epoch > s->epoch_floor ? s->retired[i].epoch : s->epoch_floor;
+    return s->epoch_floor;
 }
 
 static void retire(us_state *s, const char *name, uint64_t epoch)
 {
-    int i;
-    for (i = 0; i < s->n_retired; i++)
-        if (strcmp(s->retired[i].name, name) == 0)
+    if (epoch == 0)
+        return;
+    for (int i = 0; i < s->n_retired; i++) {
+        if (strcmp(s->retired[i].name, name) == 0) {
+            /* Drop the old entry: the name goes to the newest position below. */
+            memmove(&s->retired[i], &s->retired[i + 1],
+                    sizeof s->retired[0] * (size_t)(s->n_retired - i - 1));
+            s->n_retired--;
             break;
-    if (i == s->n_retired) {
-        if (s->n_retired == US_RETIRED_MAX) { /* forget the oldest */
-            memmove(&s->retired[0], &s->retired[1], sizeof s->retired[0] * (US_RETIRED_MAX - 1));
-            i = US_RETIRED_MAX - 1;
-        } else {
-            s->n_retired++;
         }
     }
-    us_strlcpy(s->retired[i].name, name, US_NAME_MAX);
-    s->retired[i].epoch = epoch;
+    if (s->n_retired == US_RETIRED_MAX) { /* forget the oldest, remembering its epoch */
+        if (s->retired[0].epoch > s->epoch_floor)
+            s->epoch_floor = s->retired[0].epoch;
+        memmove(&s->retired[0], &s->retired[1], sizeof s->retired[0] * (US_RETIRED_MAX - 1));
+        s->n_retired--;
+    }
+    us_strlcpy(s->retired[s->n_retired].name, name, US_NAME_MAX);
+    s->retired[s->n_retired].epoch = epoch;
+    s->n_retired++;
 }
 
 static int apply_services(us_state *s, const json_t *cmd)
@@ -340,7 +355,7 @@ static int apply_services(us_state *s, const json_t *cmd)
         } else {
             memset(asg, 0, sizeof *asg);
             us_strlcpy(asg->service, d->name, sizeof asg->service);
-            asg->epoch = retired_epoch(s, d->name);
+            asg->epoch = start_epoch(s, d->name);
         }
         next->services.n++;
     }

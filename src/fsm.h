@@ -28,6 +28,7 @@ typedef struct us_state {
         char name[US_NAME_MAX];
         uint64_t epoch;
     } retired[US_RETIRED_MAX];
+    uint64_t epoch_floor; /* largest epoch the retired list forgot: new services start above it */
 } us_state;
 
 /* Result of an apply (the `result` pointer of raft_apply_cb, cast from intptr_t). */

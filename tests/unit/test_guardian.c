@@ -351,7 +351,8 @@ static void run_agent_death(enum agent_end how)
     print_message("      agent death: groups gone %.1f ms after it\n", (double)took / MS);
     assert_true(took < 1000 * MS);
 
-    /* Announced 36 times in all (20 x 100 ms, then 16 x 500 ms); the guardian exits after the last. */
+    /* Announced 36 times in all (20 x 100 ms, then 16 x 500 ms); the guardian exits after the
+     * last one. */
     while (udp_recv(udp, buf, sizeof buf, 1000) > 0) {
         assert_string_equal(buf, want);
         if (!first)

@@ -1,0 +1,1303 @@
+/* test_fsm.c — the replicated state machine: commands applied directly to a us_state, the
+ * whole-state JSON encoding, command encoding, and the libraft glue driven through libraft's
+ * in-memory cluster fixture (replication, a leader deposed in the middle of an apply, snapshots).
+ *
+ * The promises checked are those of fsm.h: every command is idempotent or CAS-guarded, epochs
+ * only grow (also across delete and re-add), bad input changes nothing, `version` bumps only when
+ * something changed, and all servers of a cluster end up with the same state.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <raft.h>
+#include <raft/fixture.h>
+
+#include "fsm.h"
+
+/* ---- helpers ---- */
+
+/* Heap blocks of the running test, released by the teardown also when an assertion fails. */
+#define MAX_TRACKED 32
+static void *g_tracked[MAX_TRACKED];
+static int g_n_tracked;
+
+static void *track(void *p)
+{
+    assert_non_null(p);
+    assert_true(g_n_tracked < MAX_TRACKED);
+    g_tracked[g_n_tracked++] = p;
+    return p;
+}
+
+static struct raft_fixture *g_fixture; /* closed by the teardown */
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (g_fixture)
+        raft_fixture_close(g_fixture);
+    g_fixture = NULL;
+    while (g_n_tracked > 0)
+        free(g_tracked[--g_n_tracked]);
+    return 0;
+}
+
+static us_state *new_state(void)
+{
+    return track(calloc(1, sizeof(us_state)));
+}
+
+static us_state *copy_state(const us_state *s)
+{
+    us_state *c = new_state();
+    memcpy(c, s, sizeof *c);
+    return c;
+}
+
+static us_node mk_node(const char *name, uint64_t inc)
+{
+    us_node n;
+    memset(&n, 0, sizeof n);
+    us_strlcpy(n.name, name, sizeof n.name);
+    n.id = us_node_id(name);
+    snprintf(n.address, sizeof n.address, "10.0.0.%zu:7200", strlen(name));
+    snprintf(n.api, sizeof n.api, "10.0.0.%zu:7201", strlen(name));
+    n.incarnation = inc;
+    n.voter = true;
+    return n;
+}
+
+static void mk_svc(us_service_def *d, const char *name)
+{
+    memset(d, 0, sizeof *d);
+    us_strlcpy(d->name, name, sizeof d->name);
+    snprintf(d->run, sizeof d->run, "exec /usr/bin/%s --serve", name);
+    d->standby = US_STANDBY_COLD;
+    d->standbys = 1;
+    d->hook_timeout_ms = 10000;
+    d->stop_timeout_ms = 5000;
+}
+
+/* A service set from space-separated names. */
+static us_service_set *fill_set(us_service_set *set, const char *names)
+{
+    memset(set, 0, sizeof *set);
+    char buf[512];
+    us_strlcpy(buf, names, sizeof buf);
+    for (char *save = NULL, *w = strtok_r(buf, " ", &save); w; w = strtok_r(NULL, " ", &save))
+        mk_svc(&set->svc[set->n++], w);
+    return set;
+}
+
+static us_service_set *mk_set(const char *names)
+{
+    return fill_set(track(malloc(sizeof(us_service_set))), names);
+}
+
+/* Apply and release a command. */
+static int apply(us_state *s, json_t *cmd)
+{
+    assert_non_null(cmd);
+    int rc = us_state_apply(s, cmd);
+    json_decref(cmd);
+    return rc;
+}
+
+static int apply_node(us_state *s, const char *name, uint64_t inc)
+{
+    us_node n = mk_node(name, inc);
+    return apply(s, us_cmd_node_up(&n));
+}
+
+static int apply_services(us_state *s, const char *names)
+{
+    us_service_set *set = fill_set(malloc(sizeof *set), names);
+    json_t *cmd = us_cmd_services(set);
+    free(set);
+    return apply(s, cmd);
+}
+
+static int apply_text(us_state *s, const char *text)
+{
+    json_error_t jerr;
+    json_t *cmd = json_loads(text, JSON_DECODE_ANY, &jerr);
+    if (!cmd)
+        fail_msg("test command does not parse: %s: %s", text, jerr.text);
+    return apply(s, cmd);
+}
+
+static const us_assignment *asg_of(const us_state *s, const char *service)
+{
+    int i = us_state_find_service(s, service);
+    if (i < 0)
+        fail_msg("service %s not in the state", service);
+    return &s->asg[i];
+}
+
+/* The next assignment of `service` as a decision would propose it (gen = current gen). */
+static us_assignment next_asg(const us_state *s, const char *service, uint64_t epoch,
+                              const char *active, const char *standby, const char *reason)
+{
+    us_assignment a = *asg_of(s, service);
+    a.epoch = epoch;
+    us_strlcpy(a.active, active, sizeof a.active);
+    a.active_inc = active[0] ? 7 : 0;
+    a.n_standbys = 0;
+    if (standby && standby[0])
+        us_strlcpy(a.standbys[a.n_standbys++], standby, US_NAME_MAX);
+    us_strlcpy(a.reason, reason, sizeof a.reason);
+    return a;
+}
+
+/* Three nodes and two services, as most tests start. */
+static us_state *base_state(void)
+{
+    us_state *s = new_state();
+    assert_int_equal(apply_node(s, "n1", 11), US_APPLY_OK);
+    assert_int_equal(apply_node(s, "n2", 12), US_APPLY_OK);
+    assert_int_equal(apply_node(s, "n3", 13), US_APPLY_OK);
+    assert_int_equal(apply_services(s, "web db"), US_APPLY_OK);
+    return s;
+}
+
+static void assert_unchanged(const us_state *before, const us_state *after)
+{
+    assert_memory_equal(before, after, sizeof *before);
+}
+
+/* Field by field: strings compared as strings (bytes after the terminator do not count). */
+static void assert_state_equal(const us_state *a, const us_state *b)
+{
+    assert_int_equal(a->version, b->version);
+    assert_int_equal(a->n_nodes, b->n_nodes);
+    for (int i = 0; i < a->n_nodes; i++) {
+        const us_node *x = &a->nodes[i], *y = &b->nodes[i];
+        assert_string_equal(x->name, y->name);
+        assert_int_equal(x->id, y->id);
+        assert_string_equal(x->address, y->address);
+        assert_string_equal(x->api, y->api);
+        assert_int_equal(x->incarnation, y->incarnation);
+        assert_int_equal(x->voter, y->voter);
+        assert_int_equal(x->leaving, y->leaving);
+        assert_int_equal(x->removing, y->removing);
+        assert_int_equal(x->left, y->left);
+    }
+    assert_int_equal(a->services.n, b->services.n);
+    for (int i = 0; i < a->services.n; i++) {
+        const us_service_def *x = &a->services.svc[i], *y = &b->services.svc[i];
+        assert_string_equal(x->name, y->name);
+        assert_string_equal(x->run, y->run);
+        assert_string_equal(x->promote, y->promote);
+        assert_string_equal(x->demote, y->demote);
+        assert_int_equal(x->standby, y->standby);
+        assert_int_equal(x->standbys, y->standbys);
+        assert_int_equal(x->n_nodes, y->n_nodes);
+        for (int k = 0; k < x->n_nodes; k++)
+            assert_string_equal(x->nodes[k], y->nodes[k]);
+        assert_int_equal(x->hook_timeout_ms, y->hook_timeout_ms);
+        assert_int_equal(x->stop_timeout_ms, y->stop_timeout_ms);
+        const us_assignment *p = &a->asg[i], *q = &b->asg[i];
+        assert_string_equal(p->service, q->service);
+        assert_int_equal(p->gen, q->gen);
+        assert_int_equal(p->epoch, q->epoch);
+        assert_string_equal(p->active, q->active);
+        assert_int_equal(p->active_inc, q->active_inc);
+        assert_int_equal(p->demoting, q->demoting);
+        assert_string_equal(p->target, q->target);
+        assert_int_equal(p->n_standbys, q->n_standbys);
+        for (int k = 0; k < p->n_standbys; k++)
+            assert_string_equal(p->standbys[k], q->standbys[k]);
+        assert_string_equal(p->reason, q->reason);
+    }
+    assert_int_equal(a->n_retired, b->n_retired);
+    for (int i = 0; i < a->n_retired; i++) {
+        assert_string_equal(a->retired[i].name, b->retired[i].name);
+        assert_int_equal(a->retired[i].epoch, b->retired[i].epoch);
+    }
+}
+
+/* ---- node_up / node_flags ---- */
+
+static void test_node_up_sorted(void **state)
+{
+    (void)state;
+    us_state *s = new_state();
+    const char *order[] = {"n3", "n1", "web-2", "a0", "n10", "n2"};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        assert_int_equal(apply_node(s, order[i], 100 + i), US_APPLY_OK);
+    const char *sorted[] = {"a0", "n1", "n10", "n2", "n3", "web-2"};
+    assert_int_equal(s->n_nodes, 6);
+    for (int i = 0; i < 6; i++) {
+        assert_string_equal(s->nodes[i].name, sorted[i]);
+        assert_int_equal(s->nodes[i].id, us_node_id(sorted[i]));
+        assert_int_equal(us_state_find_node(s, sorted[i]), i);
+    }
+    assert_int_equal(s->nodes[us_state_find_node(s, "n3")].incarnation, 100);
+    assert_int_equal(s->nodes[us_state_find_node(s, "n2")].incarnation, 105);
+    assert_int_equal(us_state_find_node(s, "n4"), -1);
+    assert_int_equal(s->version, 6);
+}
+
+static void test_node_up_idempotent_and_update(void **state)
+{
+    (void)state;
+    us_state *s = new_state();
+    assert_int_equal(apply_node(s, "n1", 1), US_APPLY_OK);
+    us_state *before = copy_state(s);
+    assert_int_equal(apply_node(s, "n1", 1), US_APPLY_NOOP);
+    assert_unchanged(before, s);
+
+    us_node n = mk_node("n1", 1);
+    us_strlcpy(n.address, "192.168.1.9:7300", sizeof n.address);
+    n.voter = false;
+    assert_int_equal(apply(s, us_cmd_node_up(&n)), US_APPLY_OK);
+    assert_int_equal(s->n_nodes, 1);
+    assert_string_equal(s->nodes[0].address, "192.168.1.9:7300");
+    assert_false(s->nodes[0].voter);
+    assert_int_equal(s->version, 2);
+    assert_int_equal(apply(s, us_cmd_node_up(&n)), US_APPLY_NOOP);
+    assert_int_equal(s->version, 2);
+}
+
+/* A restarted agent (new incarnation) is available again: maintenance flags clear. */
+static void test_node_up_new_incarnation_clears_flags(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    assert_int_equal(apply(s, us_cmd_node_flags("n2", true, true, true)), US_APPLY_OK);
+    int i = us_state_find_node(s, "n2");
+    assert_true(s->nodes[i].leaving && s->nodes[i].removing && s->nodes[i].left);
+    uint64_t v = s->version;
+
+    assert_int_equal(apply_node(s, "n2", 99), US_APPLY_OK);
+    assert_int_equal(s->nodes[i].incarnation, 99);
+    assert_false(s->nodes[i].leaving);
+    assert_false(s->nodes[i].removing);
+    assert_false(s->nodes[i].left);
+    assert_int_equal(s->version, v + 1);
+
+    /* Flags in the command itself do not survive a restart either. */
+    assert_int_equal(apply(s, us_cmd_node_flags("n2", true, false, false)), US_APPLY_OK);
+    us_node n = mk_node("n2", 100);
+    n.leaving = n.removing = n.left = true;
+    assert_int_equal(apply(s, us_cmd_node_up(&n)), US_APPLY_OK);
+    assert_false(s->nodes[i].leaving || s->nodes[i].removing || s->nodes[i].left);
+}
+
+/* The controller (register_nodes in src/controller.c) re-registers a node whose voter flag or
+ * address changed with the SAME incarnation and copies the node's maintenance flags into the
+ * command ("Only the voter flag or an address changed: keep maintenance flags"). A node in
+ * maintenance or being removed that is, say, promoted to voter must stay leaving/removing. */
+static void test_node_up_same_incarnation_keeps_flags(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    int i = us_state_find_node(s, "n3");
+    assert_int_equal(apply(s, us_cmd_node_flags("n3", true, true, false)), US_APPLY_OK);
+
+    us_node n = s->nodes[i]; /* what register_nodes builds: same incarnation, flags kept */
+    n.voter = !n.voter;
+    assert_int_equal(apply(s, us_cmd_node_up(&n)), US_APPLY_OK);
+    assert_int_equal(s->nodes[i].voter, n.voter);
+    assert_true(s->nodes[i].leaving);
+    assert_true(s->nodes[i].removing);
+    assert_false(s->nodes[i].left);
+}
+
+static void test_node_up_bad(void **state)
+{
+    (void)state;
+    us_state *s = new_state();
+    char name[16];
+    for (int i = 0; i < US_MAX_NODES; i++) {
+        snprintf(name, sizeof name, "n%02d", i);
+        assert_int_equal(apply_node(s, name, 1), US_APPLY_OK);
+    }
+    us_state *before = copy_state(s);
+    assert_int_equal(apply_node(s, "n99", 1), US_APPLY_BAD); /* 17th node */
+    assert_int_equal(apply_node(s, "N1", 1), US_APPLY_BAD);  /* invalid name */
+    assert_int_equal(apply_node(s, "", 1), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "{\"op\": \"node_up\"}"), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "{\"op\": \"node_up\", \"node\": [\"n1\"]}"), US_APPLY_BAD);
+    assert_unchanged(before, s);
+    /* A full list still takes updates of its members. */
+    assert_int_equal(apply_node(s, "n07", 2), US_APPLY_OK);
+    assert_int_equal(s->nodes[7].incarnation, 2);
+}
+
+static void test_node_flags(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_state *before = copy_state(s);
+    assert_int_equal(apply(s, us_cmd_node_flags("n2", false, false, false)), US_APPLY_NOOP);
+    assert_int_equal(apply(s, us_cmd_node_flags("n9", true, false, false)), US_APPLY_NOOP);
+    assert_unchanged(before, s);
+
+    int i = us_state_find_node(s, "n2");
+    assert_int_equal(apply(s, us_cmd_node_flags("n2", true, false, false)), US_APPLY_OK);
+    assert_true(s->nodes[i].leaving);
+    assert_false(s->nodes[i].removing || s->nodes[i].left);
+    assert_int_equal(s->version, before->version + 1);
+    assert_int_equal(apply(s, us_cmd_node_flags("n2", true, false, false)), US_APPLY_NOOP);
+    assert_int_equal(s->version, before->version + 1);
+
+    assert_int_equal(apply(s, us_cmd_node_flags("n2", true, true, false)), US_APPLY_OK);
+    assert_true(s->nodes[i].leaving && s->nodes[i].removing && !s->nodes[i].left);
+    assert_int_equal(apply(s, us_cmd_node_flags("n2", true, false, true)), US_APPLY_OK);
+    assert_true(s->nodes[i].leaving && !s->nodes[i].removing && s->nodes[i].left);
+    assert_int_equal(apply(s, us_cmd_node_flags("n2", false, false, false)), US_APPLY_OK);
+    assert_false(s->nodes[i].leaving || s->nodes[i].removing || s->nodes[i].left);
+    assert_int_equal(s->version, before->version + 4);
+    /* Flags cleared again: all else is as before (nothing but the flags was ever touched). */
+    s->version = before->version;
+    assert_unchanged(before, s);
+}
+
+/* ---- services ---- */
+
+static void test_services_add_keep_delete(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    assert_int_equal(s->services.n, 2);
+    assert_string_equal(s->services.svc[0].name, "web");
+    assert_string_equal(s->services.svc[1].name, "db");
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(s->asg[i].service, s->services.svc[i].name);
+        assert_int_equal(s->asg[i].gen, 0);
+        assert_int_equal(s->asg[i].epoch, 0);
+        assert_string_equal(s->asg[i].active, "");
+        assert_int_equal(s->asg[i].n_standbys, 0);
+    }
+    assert_string_equal(s->services.svc[0].run, "exec /usr/bin/web --serve");
+    assert_int_equal(s->services.svc[0].hook_timeout_ms, 10000);
+
+    us_assignment a = next_asg(s, "web", 3, "n1", "n2", "initial placement");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+
+    /* Keep web (with a changed definition, at a new position), keep db, add cache. */
+    us_service_set *set = mk_set("db cache web");
+    us_strlcpy(set->svc[2].run, "exec /usr/bin/web --port 81", US_CMD_MAX);
+    set->svc[2].n_nodes = 2;
+    us_strlcpy(set->svc[2].nodes[0], "n2", US_NAME_MAX);
+    us_strlcpy(set->svc[2].nodes[1], "n1", US_NAME_MAX);
+    assert_int_equal(apply(s, us_cmd_services(set)), US_APPLY_OK);
+    assert_int_equal(s->services.n, 3);
+    assert_int_equal(us_state_find_service(s, "web"), 2);
+    assert_string_equal(s->services.svc[2].run, "exec /usr/bin/web --port 81");
+    assert_int_equal(s->services.svc[2].n_nodes, 2);
+    assert_string_equal(s->services.svc[2].nodes[0], "n2");
+    const us_assignment *w = asg_of(s, "web");
+    assert_string_equal(w->service, "web");
+    assert_int_equal(w->gen, 1);
+    assert_int_equal(w->epoch, 3);
+    assert_string_equal(w->active, "n1");
+    assert_int_equal(w->n_standbys, 1);
+    assert_string_equal(w->standbys[0], "n2");
+    assert_int_equal(asg_of(s, "cache")->epoch, 0);
+    assert_int_equal(asg_of(s, "cache")->gen, 0);
+    assert_string_equal(asg_of(s, "cache")->service, "cache");
+    for (int i = 0; i < s->services.n; i++)
+        assert_string_equal(s->asg[i].service, s->services.svc[i].name);
+
+    /* Delete web and db. */
+    assert_int_equal(apply_services(s, "cache"), US_APPLY_OK);
+    assert_int_equal(s->services.n, 1);
+    assert_int_equal(us_state_find_service(s, "web"), -1);
+    assert_int_equal(us_state_find_service(s, "db"), -1);
+    assert_string_equal(s->asg[0].service, "cache");
+
+    /* Re-added web continues its epoch (fencing tokens never repeat) but starts idle. */
+    assert_int_equal(apply_services(s, "cache web"), US_APPLY_OK);
+    w = asg_of(s, "web");
+    assert_int_equal(w->epoch, 3);
+    assert_string_equal(w->active, "");
+    assert_int_equal(w->n_standbys, 0);
+    a = next_asg(s, "web", 2, "n3", "", "epoch going back");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_BAD);
+    a = next_asg(s, "web", 4, "n3", "", "placement after re-add");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+
+    /* Delete and re-add again: the retired record follows the newest epoch. */
+    assert_int_equal(apply_services(s, "cache"), US_APPLY_OK);
+    assert_int_equal(apply_services(s, "web cache"), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->epoch, 4);
+    assert_int_equal(asg_of(s, "web")->gen, 0);
+}
+
+static void test_services_same_set_twice_is_noop(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_assignment a = next_asg(s, "db", 1, "n2", "n1", "placement");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_state *before = copy_state(s);
+    assert_int_equal(apply_services(s, "web db"), US_APPLY_NOOP);
+    assert_unchanged(before, s);
+    assert_int_equal(apply_services(s, "db web"), US_APPLY_OK); /* order is preference */
+    assert_int_equal(apply_services(s, "db web"), US_APPLY_NOOP);
+    assert_int_equal(s->version, before->version + 1);
+    assert_int_equal(asg_of(s, "db")->gen, 1);
+    assert_string_equal(asg_of(s, "db")->active, "n2");
+}
+
+static void test_services_empty_set_deletes_all(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    assert_int_equal(apply_services(s, ""), US_APPLY_OK);
+    assert_int_equal(s->services.n, 0);
+    assert_int_equal(s->n_retired, 0); /* never active (epoch 0): nothing to remember */
+    assert_int_equal(apply_services(s, ""), US_APPLY_NOOP);
+}
+
+static void test_services_bad(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_state *before = copy_state(s);
+    assert_int_equal(apply_text(s, "{\"op\": \"services\"}"), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "{\"op\": \"services\", \"services\": {}}"), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "{\"op\": \"services\", \"services\": [{\"name\": \"Web\"}]}"),
+                     US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "{\"op\": \"services\", \"services\": [\"web\"]}"),
+                     US_APPLY_BAD);
+    /* A bad entry after good ones must not half-apply. */
+    assert_int_equal(apply_text(s, "{\"op\": \"services\", \"services\": [{\"name\": \"x1\"}, "
+                                   "{\"name\": \"x2\", \"nodes\": [1]}]}"),
+                     US_APPLY_BAD);
+
+    us_service_set *set = mk_set("a b");
+    set->svc[1].n_nodes = US_MAX_NODES;
+    for (int i = 0; i < US_MAX_NODES; i++)
+        snprintf(set->svc[1].nodes[i], US_NAME_MAX, "n%d", i);
+    json_t *cmd = us_cmd_services(set);
+    json_array_append_new(
+        json_object_get(json_array_get(json_object_get(cmd, "services"), 1), "nodes"),
+        json_string("n99")); /* 17 eligible nodes */
+    assert_int_equal(apply(s, cmd), US_APPLY_BAD);
+
+    cmd = us_cmd_services(set);
+    json_t *arr = json_object_get(cmd, "services");
+    for (int i = 0; i < US_MAX_SERVICES - 1; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "s%d", i);
+        json_array_append_new(arr, json_pack("{s:s}", "name", name));
+    }
+    assert_int_equal(json_array_size(arr), US_MAX_SERVICES + 1);
+    assert_int_equal(apply(s, cmd), US_APPLY_BAD);
+    assert_unchanged(before, s);
+}
+
+/* fsm.h: "Epochs only grow, also across deleting and re-adding a service of the same name." The
+ * retired list holds US_RETIRED_MAX names; the promise must hold after more deletions than that. */
+static void test_services_epoch_survives_retired_overflow(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_assignment a = next_asg(s, "web", 5, "n1", "", "placement");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_int_equal(apply_services(s, "db"), US_APPLY_OK); /* web retired at epoch 5 */
+    char names[64];
+    for (int i = 0; i < US_RETIRED_MAX; i++) {
+        snprintf(names, sizeof names, "db tmp%d", i);
+        assert_int_equal(apply_services(s, names), US_APPLY_OK);
+        assert_int_equal(apply_services(s, "db"), US_APPLY_OK);
+    }
+    assert_true(s->n_retired <= US_RETIRED_MAX);
+    assert_int_equal(apply_services(s, "db web"), US_APPLY_OK);
+    assert_true(asg_of(s, "web")->epoch >= 5);
+}
+
+/* ---- assign ---- */
+
+static void test_assign_cas(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    uint64_t v = s->version;
+    us_assignment a = next_asg(s, "web", 1, "n1", "n2", "initial placement on n1");
+    json_t *cmd = us_cmd_assign(&a);
+    assert_int_equal(us_state_apply(s, cmd), US_APPLY_OK);
+    const us_assignment *w = asg_of(s, "web");
+    assert_int_equal(w->gen, 1);
+    assert_int_equal(w->epoch, 1);
+    assert_string_equal(w->active, "n1");
+    assert_int_equal(w->active_inc, 7);
+    assert_int_equal(w->n_standbys, 1);
+    assert_string_equal(w->standbys[0], "n2");
+    assert_string_equal(w->reason, "initial placement on n1");
+    assert_int_equal(s->version, v + 1);
+    assert_int_equal(asg_of(s, "db")->gen, 0); /* the other service is untouched */
+
+    /* The same command again (a LEADERSHIPLOST retry that had committed): no-op. */
+    us_state *before = copy_state(s);
+    assert_int_equal(us_state_apply(s, cmd), US_APPLY_NOOP);
+    json_decref(cmd);
+    assert_unchanged(before, s);
+
+    /* A decision made on the old gen is dropped, whatever it says. */
+    us_assignment stale = a;
+    stale.epoch = 9;
+    us_strlcpy(stale.active, "n3", sizeof stale.active);
+    assert_int_equal(apply(s, us_cmd_assign(&stale)), US_APPLY_NOOP);
+    stale.gen = 7; /* from the future: also not the current gen */
+    assert_int_equal(apply(s, us_cmd_assign(&stale)), US_APPLY_NOOP);
+    us_assignment unknown = a;
+    us_strlcpy(unknown.service, "mail", sizeof unknown.service);
+    assert_int_equal(apply(s, us_cmd_assign(&unknown)), US_APPLY_NOOP);
+    assert_unchanged(before, s);
+
+    /* Current gen but an epoch going back: rejected. */
+    us_assignment back = next_asg(s, "web", 0, "n3", "", "back");
+    assert_int_equal(apply(s, us_cmd_assign(&back)), US_APPLY_BAD);
+    assert_unchanged(before, s);
+
+    /* Same epoch (standby change) and larger epochs are fine; gen bumps by one each time. */
+    us_assignment same = next_asg(s, "web", 1, "n1", "n3", "standby n2 dropped; n3 added");
+    assert_int_equal(apply(s, us_cmd_assign(&same)), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->gen, 2);
+    us_assignment up = next_asg(s, "web", 2, "n3", "", "n3 promoted");
+    assert_int_equal(apply(s, us_cmd_assign(&up)), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->gen, 3);
+    assert_int_equal(asg_of(s, "web")->epoch, 2);
+    assert_int_equal(asg_of(s, "web")->n_standbys, 0);
+    assert_int_equal(s->version, v + 3);
+}
+
+static void test_assign_bad(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_state *before = copy_state(s);
+    assert_int_equal(apply_text(s, "{\"op\": \"assign\"}"), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "{\"op\": \"assign\", \"asg\": 3}"), US_APPLY_BAD);
+    us_assignment a = next_asg(s, "web", 1, "n1", "", "x");
+    json_t *cmd = us_cmd_assign(&a);
+    json_t *sb = json_object_get(json_object_get(cmd, "asg"), "standbys");
+    for (int i = 0; i <= US_MAX_NODES; i++)
+        json_array_append_new(sb, json_string("n2"));
+    assert_int_equal(apply(s, cmd), US_APPLY_BAD);
+    assert_unchanged(before, s);
+}
+
+/* ---- switchover ---- */
+
+static void test_switchover(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_state *before = copy_state(s);
+    /* No active: nothing to switch over. */
+    assert_int_equal(apply(s, us_cmd_switchover("web", 0, "n2")), US_APPLY_NOOP);
+    assert_int_equal(apply(s, us_cmd_switchover("mail", 0, "n2")), US_APPLY_NOOP);
+    assert_unchanged(before, s);
+
+    us_assignment a = next_asg(s, "web", 4, "n1", "n2", "placement");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    before = copy_state(s);
+    assert_int_equal(apply(s, us_cmd_switchover("web", 0, "n2")), US_APPLY_NOOP); /* stale */
+    assert_unchanged(before, s);
+
+    json_t *cmd = us_cmd_switchover("web", 1, "n3");
+    assert_int_equal(us_state_apply(s, cmd), US_APPLY_OK);
+    const us_assignment *w = asg_of(s, "web");
+    assert_true(w->demoting);
+    assert_string_equal(w->target, "n3");
+    assert_non_null(strstr(w->reason, "switchover"));
+    assert_non_null(strstr(w->reason, "n3"));
+    assert_int_equal(w->gen, 2);
+    assert_int_equal(w->epoch, 4);        /* the role is not handed over yet */
+    assert_string_equal(w->active, "n1"); /* until the holder confirms */
+    assert_int_equal(w->n_standbys, 1);
+    assert_int_equal(s->version, before->version + 1);
+    /* Retried: no-op. */
+    assert_int_equal(us_state_apply(s, cmd), US_APPLY_NOOP);
+    json_decref(cmd);
+    assert_int_equal(w->gen, 2);
+
+    /* A new request without target (best candidate) replaces the target. */
+    assert_int_equal(apply(s, us_cmd_switchover("web", 2, NULL)), US_APPLY_OK);
+    assert_string_equal(w->target, "");
+    assert_true(w->demoting);
+    assert_string_equal(w->reason, "switchover requested");
+    assert_int_equal(w->gen, 3);
+}
+
+/* ---- version and unknown commands ---- */
+
+static void test_version_only_on_ok(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    assert_int_equal(s->version, 4);
+    us_state *before = copy_state(s);
+    assert_int_equal(apply_text(s, "{\"op\": \"reboot\"}"), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "{\"node\": {\"name\": \"n4\"}}"), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "{\"op\": 1}"), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "[\"node_up\"]"), US_APPLY_BAD);
+    assert_int_equal(apply_text(s, "\"node_up\""), US_APPLY_BAD);
+    assert_int_equal(apply_node(s, "n1", 11), US_APPLY_NOOP);
+    assert_int_equal(apply_services(s, "web db"), US_APPLY_NOOP);
+    assert_unchanged(before, s);
+    assert_int_equal(apply_node(s, "n4", 1), US_APPLY_OK);
+    assert_int_equal(s->version, 5);
+}
+
+/* ---- whole-state JSON ---- */
+
+static us_state *rich_state(void)
+{
+    us_state *s = new_state();
+    s->version = 0xfedcba9876543210ULL; /* beyond json_int_t: travels as a string */
+    s->n_nodes = 3;
+    const char *names[] = {"alpha", "n-2", "zz9"};
+    for (int i = 0; i < 3; i++) {
+        s->nodes[i] = mk_node(names[i], UINT64_MAX - (uint64_t)i);
+        s->nodes[i].voter = i != 1;
+    }
+    s->nodes[1].leaving = true;
+    s->nodes[2].removing = true;
+    s->nodes[2].left = true;
+    s->services.n = 2;
+    mk_svc(&s->services.svc[0], "web");
+    us_strlcpy(s->services.svc[0].promote, "/etc/web/promote \"$UNDERSTUDY_EPOCH\"", US_CMD_MAX);
+    us_strlcpy(s->services.svc[0].demote, "/etc/web/demote; echo 'é ✓'", US_CMD_MAX);
+    s->services.svc[0].standby = US_STANDBY_HOT;
+    s->services.svc[0].standbys = 2;
+    s->services.svc[0].n_nodes = 2;
+    us_strlcpy(s->services.svc[0].nodes[0], "zz9", US_NAME_MAX);
+    us_strlcpy(s->services.svc[0].nodes[1], "alpha", US_NAME_MAX);
+    s->services.svc[0].hook_timeout_ms = 1234;
+    s->services.svc[0].stop_timeout_ms = 0;
+    mk_svc(&s->services.svc[1], "db");
+    us_assignment *a = &s->asg[0];
+    us_strlcpy(a->service, "web", sizeof a->service);
+    a->gen = 42;
+    a->epoch = (uint64_t)1 << 63;
+    us_strlcpy(a->active, "alpha", sizeof a->active);
+    a->active_inc = UINT64_MAX;
+    a->demoting = true;
+    us_strlcpy(a->target, "zz9", sizeof a->target);
+    a->n_standbys = 2;
+    us_strlcpy(a->standbys[0], "zz9", US_NAME_MAX);
+    us_strlcpy(a->standbys[1], "n-2", US_NAME_MAX);
+    us_strlcpy(a->reason, "switchover requested to zz9 \"quoted\"\n", sizeof a->reason);
+    us_strlcpy(s->asg[1].service, "db", sizeof s->asg[1].service);
+    s->asg[1].epoch = 3;
+    s->n_retired = 2;
+    us_strlcpy(s->retired[0].name, "mail", US_NAME_MAX);
+    s->retired[0].epoch = 17;
+    us_strlcpy(s->retired[1].name, "cache", US_NAME_MAX);
+    s->retired[1].epoch = 0;
+    return s;
+}
+
+static void test_state_json_roundtrip(void **state)
+{
+    (void)state;
+    us_state *s = rich_state();
+    json_t *j = us_state_to_json(s);
+    assert_non_null(j);
+    /* Through text, as in a snapshot. */
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    assert_non_null(text);
+    json_error_t jerr;
+    j = json_loads(text, 0, &jerr);
+    free(text);
+    assert_non_null(j);
+    us_state *back = new_state();
+    assert_int_equal(us_state_from_json(back, j), 0);
+    json_decref(j);
+    assert_state_equal(s, back);
+    assert_memory_equal(s, back, sizeof *s);
+
+    /* A state built by commands survives too. */
+    us_state *c = base_state();
+    us_assignment a = next_asg(c, "web", 1, "n1", "n2", "placement");
+    assert_int_equal(apply(c, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_int_equal(apply(c, us_cmd_switchover("web", 1, "n2")), US_APPLY_OK);
+    assert_int_equal(apply_services(c, "web"), US_APPLY_OK);
+    j = us_state_to_json(c);
+    memset(back, 0, sizeof *back);
+    assert_int_equal(us_state_from_json(back, j), 0);
+    json_decref(j);
+    assert_state_equal(c, back); /* not memcmp: slots past services.n keep deleted data */
+
+    /* An empty state. */
+    memset(c, 0, sizeof *c);
+    j = us_state_to_json(c);
+    memset(back, 0xff, sizeof *back);
+    assert_int_equal(us_state_from_json(back, j), 0);
+    json_decref(j);
+    assert_memory_equal(c, back, sizeof *c);
+}
+
+/* Each document is the valid encoding of rich_state() with one thing broken. */
+typedef struct breakage {
+    const char *what;
+    void (*brk)(json_t *j);
+} breakage;
+
+static json_t *arr_item(json_t *j, const char *key, size_t i)
+{
+    return json_array_get(json_object_get(j, key), i);
+}
+
+static void pad_array(json_t *a, size_t n, json_t *item)
+{
+    while (json_array_size(a) < n)
+        json_array_append(a, item);
+    json_decref(item);
+}
+
+static void brk_nodes_missing(json_t *j)
+{
+    json_object_del(j, "nodes");
+}
+static void brk_nodes_object(json_t *j)
+{
+    json_object_set_new(j, "nodes", json_object());
+}
+static void brk_services_missing(json_t *j)
+{
+    json_object_del(j, "services");
+}
+static void brk_assignments_missing(json_t *j)
+{
+    json_object_del(j, "assignments");
+}
+static void brk_assignments_short(json_t *j)
+{
+    json_array_remove(json_object_get(j, "assignments"), 1);
+}
+static void brk_too_many_nodes(json_t *j)
+{
+    pad_array(json_object_get(j, "nodes"), US_MAX_NODES + 1,
+              json_deep_copy(arr_item(j, "nodes", 0)));
+}
+static void brk_too_many_services(json_t *j)
+{
+    pad_array(json_object_get(j, "services"), US_MAX_SERVICES + 1,
+              json_deep_copy(arr_item(j, "services", 1)));
+    pad_array(json_object_get(j, "assignments"), US_MAX_SERVICES + 1,
+              json_deep_copy(arr_item(j, "assignments", 1)));
+}
+static void brk_node_name(json_t *j)
+{
+    json_object_set_new(arr_item(j, "nodes", 1), "name", json_string("N 2"));
+}
+static void brk_node_not_object(json_t *j)
+{
+    json_array_set_new(json_object_get(j, "nodes"), 2, json_string("zz9"));
+}
+static void brk_service_name(json_t *j)
+{
+    json_object_del(arr_item(j, "services", 0), "name");
+}
+static void brk_service_nodes(json_t *j)
+{
+    json_t *nodes = json_object_get(arr_item(j, "services", 0), "nodes");
+    pad_array(nodes, US_MAX_NODES + 1, json_string("alpha"));
+}
+static void brk_service_node_type(json_t *j)
+{
+    json_array_append_new(json_object_get(arr_item(j, "services", 0), "nodes"), json_true());
+}
+static void brk_assignment_not_object(json_t *j)
+{
+    json_array_set_new(json_object_get(j, "assignments"), 0, json_null());
+}
+static void brk_assignment_standbys(json_t *j)
+{
+    json_t *sb = json_object_get(arr_item(j, "assignments", 0), "standbys");
+    pad_array(sb, US_MAX_NODES + 1, json_string("zz9"));
+}
+static void brk_too_many_retired(json_t *j)
+{
+    pad_array(json_object_get(j, "retired"), US_RETIRED_MAX + 1,
+              json_deep_copy(arr_item(j, "retired", 0)));
+}
+static void brk_retired_not_array(json_t *j)
+{
+    json_object_set_new(j, "retired", json_string("mail"));
+}
+static void brk_retired_entry(json_t *j)
+{
+    json_array_append_new(json_object_get(j, "retired"), json_integer(5));
+}
+static void brk_not_object(json_t *j)
+{
+    json_object_clear(j);
+}
+
+static void check_malformed(const breakage *cases, size_t n_cases)
+{
+    us_state *orig = rich_state();
+    us_state *out = base_state(); /* some other valid state that must survive */
+    us_state *before = copy_state(out);
+    json_t *good = us_state_to_json(orig);
+    int failures = 0;
+    for (size_t i = 0; i < n_cases; i++) {
+        json_t *j = json_deep_copy(good);
+        cases[i].brk(j);
+        int rc = us_state_from_json(out, j);
+        json_decref(j);
+        if (rc != -1 || memcmp(before, out, sizeof *out) != 0) {
+            print_error("malformed state accepted or output changed: %s (rc %d)\n", cases[i].what,
+                        rc);
+            memcpy(out, before, sizeof *out);
+            failures++;
+        }
+    }
+    /* The unbroken document is accepted (so the failures above are due to the breakage). */
+    assert_int_equal(us_state_from_json(out, good), 0);
+    assert_memory_equal(out, orig, sizeof *out);
+    json_decref(good);
+    assert_int_equal(failures, 0);
+}
+
+static void test_state_from_json_malformed(void **state)
+{
+    (void)state;
+    us_state *out = base_state();
+    us_state *before = copy_state(out);
+    json_t *arr = json_array();
+    assert_int_equal(us_state_from_json(out, arr), -1);
+    json_decref(arr);
+    assert_int_equal(us_state_from_json(out, NULL), -1);
+    assert_unchanged(before, out);
+    const breakage cases[] = {
+        {"no nodes", brk_nodes_missing},
+        {"nodes is an object", brk_nodes_object},
+        {"no services", brk_services_missing},
+        {"no assignments", brk_assignments_missing},
+        {"fewer assignments than services", brk_assignments_short},
+        {"17 nodes", brk_too_many_nodes},
+        {"33 services", brk_too_many_services},
+        {"invalid node name", brk_node_name},
+        {"node is a string", brk_node_not_object},
+        {"service without name", brk_service_name},
+        {"service with 17 eligible nodes", brk_service_nodes},
+        {"service node list with a boolean", brk_service_node_type},
+        {"assignment is null", brk_assignment_not_object},
+        {"assignment with 17 standbys", brk_assignment_standbys},
+        {"65 retired", brk_too_many_retired},
+        {"empty object", brk_not_object},
+    };
+    check_malformed(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* The retired list guards epoch monotonicity: a broken one must not load as an empty one. */
+static void test_state_from_json_malformed_retired(void **state)
+{
+    (void)state;
+    const breakage cases[] = {
+        {"retired is a string", brk_retired_not_array},
+        {"retired entry is a number", brk_retired_entry},
+    };
+    check_malformed(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* ---- JSON field helpers ---- */
+
+static void test_json_helpers(void **state)
+{
+    (void)state;
+    json_t *big = us_u64_json(UINT64_MAX);
+    assert_string_equal(json_string_value(big), "18446744073709551615");
+    json_t *o = json_pack("{s:o, s:I, s:s, s:n, s:b}", "big", big, "small", (json_int_t)42, "name",
+                          "n1", "null", "flag", 1);
+    assert_true(us_json_u64(o, "big") == UINT64_MAX);
+    assert_int_equal(us_json_u64(o, "small"), 42); /* both forms are read */
+    assert_int_equal(us_json_u64(o, "missing"), 0);
+    assert_int_equal(us_json_u64(o, "null"), 0);
+    assert_int_equal(us_json_u64(o, "flag"), 0);
+    assert_string_equal(us_json_str(o, "name"), "n1");
+    assert_string_equal(us_json_str(o, "missing"), "");
+    assert_string_equal(us_json_str(o, "small"), ""); /* not a string */
+    assert_string_equal(us_json_str(NULL, "name"), "");
+    json_decref(o);
+    json_t *zero = us_u64_json(0);
+    assert_string_equal(json_string_value(zero), "0");
+    json_decref(zero);
+}
+
+/* ---- command encoding ---- */
+
+static void test_cmd_encode(void **state)
+{
+    (void)state;
+    char name[US_NAME_MAX];
+    /* Names of 1..24 characters give every length modulo 8. */
+    for (int len = 1; len <= 24; len++) {
+        memset(name, 'a', (size_t)len);
+        name[len] = '\0';
+        json_t *cmd = us_cmd_node_flags(name, true, false, true);
+        json_t *copy = json_deep_copy(cmd);
+        char *text = json_dumps(cmd, JSON_COMPACT);
+        size_t n = strlen(text);
+        free(text);
+        struct raft_buffer buf = {0};
+        assert_int_equal(us_cmd_encode(cmd, &buf), 0); /* consumes cmd */
+        assert_non_null(buf.base);
+        assert_int_equal(buf.len % 8, 0);
+        assert_true(buf.len >= n + 1); /* always terminated */
+        assert_true(buf.len <= n + 8);
+        const char *p = buf.base;
+        for (size_t i = n; i < buf.len; i++)
+            assert_int_equal(p[i], 0);
+        json_error_t jerr;
+        json_t *back = json_loadb(buf.base, strnlen(buf.base, buf.len), 0, &jerr);
+        assert_non_null(back);
+        assert_true(json_equal(back, copy));
+        json_decref(back);
+        json_decref(copy);
+        raft_free(buf.base);
+    }
+    struct raft_buffer buf = {0};
+    assert_int_equal(us_cmd_encode(NULL, &buf), -1);
+}
+
+/* ---- libraft glue, called directly ---- */
+
+static void count_change(void *data)
+{
+    ++*(int *)data;
+}
+
+static struct raft_buffer encode(json_t *cmd)
+{
+    struct raft_buffer b;
+    assert_int_equal(us_cmd_encode(cmd, &b), 0);
+    return b;
+}
+
+static int fsm_apply_buf(us_fsm *f, struct raft_buffer b)
+{
+    void *result = (void *)(intptr_t)-1;
+    assert_int_equal(f->raft.apply(&f->raft, &b, &result), 0); /* never stops the FSM */
+    raft_free(b.base);
+    return (int)(intptr_t)result;
+}
+
+static void test_fsm_callbacks(void **state)
+{
+    (void)state;
+    us_fsm *f = track(calloc(2, sizeof *f));
+    int changes[2] = {0, 0};
+    us_fsm_init(&f[0], count_change, &changes[0]);
+    us_fsm_init(&f[1], count_change, &changes[1]);
+    assert_int_equal(f[0].raft.version, 2);
+    assert_ptr_equal(f[0].raft.data, &f[0]);
+    assert_non_null(f[0].raft.snapshot_finalize);
+
+    us_node n = mk_node("n1", 5);
+    assert_int_equal(fsm_apply_buf(&f[0], encode(us_cmd_node_up(&n))), US_APPLY_OK);
+    assert_int_equal(changes[0], 1);
+    assert_int_equal(fsm_apply_buf(&f[0], encode(us_cmd_node_up(&n))), US_APPLY_NOOP);
+    assert_int_equal(changes[0], 1);
+    us_service_set *set = mk_set("web");
+    assert_int_equal(fsm_apply_buf(&f[0], encode(us_cmd_services(set))), US_APPLY_OK);
+    assert_int_equal(changes[0], 2);
+
+    /* Garbage: a bad command, not an error of the FSM. */
+    us_state *before = copy_state(&f[0].state);
+    struct raft_buffer junk = {raft_calloc(1, 16), 16};
+    memcpy(junk.base, "{\"op\": \"node_", 13);
+    assert_int_equal(fsm_apply_buf(&f[0], junk), US_APPLY_BAD);
+    assert_int_equal(changes[0], 2);
+    assert_unchanged(before, &f[0].state);
+
+    /* Snapshot of f[0], restored into f[1]. */
+    struct raft_buffer *bufs = NULL;
+    unsigned n_bufs = 0;
+    assert_int_equal(f[0].raft.snapshot(&f[0].raft, &bufs, &n_bufs), 0);
+    assert_int_equal(n_bufs, 1);
+    struct raft_buffer copy = {raft_malloc(bufs[0].len), bufs[0].len};
+    memcpy(copy.base, bufs[0].base, copy.len);
+    assert_int_equal(f[0].raft.snapshot_finalize(&f[0].raft, &bufs, &n_bufs), 0);
+    assert_int_equal(n_bufs, 0);
+    assert_int_equal(f[1].raft.restore(&f[1].raft, &copy), 0); /* takes the buffer */
+    assert_state_equal(&f[0].state, &f[1].state);
+    assert_int_equal(changes[1], 1);
+
+    /* A malformed snapshot is refused and changes nothing. */
+    before = copy_state(&f[1].state);
+    struct raft_buffer bad = {raft_calloc(1, 16), 16};
+    memcpy(bad.base, "{\"nodes\": 3}", 12);
+    assert_int_equal(f[1].raft.restore(&f[1].raft, &bad), RAFT_MALFORMED);
+    bad = (struct raft_buffer){raft_calloc(1, 8), 8};
+    memcpy(bad.base, "[[[", 3);
+    assert_int_equal(f[1].raft.restore(&f[1].raft, &bad), RAFT_MALFORMED);
+    assert_unchanged(before, &f[1].state);
+    assert_int_equal(changes[1], 1);
+}
+
+/* ---- libraft glue, in a 3-server in-memory cluster ---- */
+
+#define N_SERVERS 3
+#define STEP_MS 10000 /* fixture time limit for a step_until */
+
+typedef struct cluster {
+    struct raft_fixture f;
+    us_fsm fsm[N_SERVERS];
+    int changes[N_SERVERS];
+} cluster;
+
+typedef struct pending {
+    struct raft_apply req;
+    bool done;
+    int status;
+    int result;
+} pending;
+
+static void pending_cb(struct raft_apply *req, int status, void *result)
+{
+    pending *p = req->data;
+    p->done = true;
+    p->status = status;
+    p->result = status == 0 ? (int)(intptr_t)result : -1;
+}
+
+static void quiet_emit(struct raft_tracer *t, int type, const void *info)
+{
+    (void)t;
+    (void)type;
+    (void)info;
+}
+
+static struct raft_tracer quiet_tracer = {.version = 2, .emit = quiet_emit};
+
+static cluster *cluster_start(unsigned snapshot_threshold)
+{
+    cluster *c = track(calloc(1, sizeof *c));
+    assert_int_equal(raft_fixture_init(&c->f), 0);
+    g_fixture = &c->f;
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        us_fsm_init(&c->fsm[i], count_change, &c->changes[i]);
+        assert_int_equal(raft_fixture_grow(&c->f, &c->fsm[i].raft), 0);
+        /* The fixture's tracer prints every Raft step; US_TEST_RAFT_TRACE=1 keeps it. */
+        if (!getenv("US_TEST_RAFT_TRACE"))
+            raft_fixture_get(&c->f, i)->tracer = &quiet_tracer;
+        if (snapshot_threshold) {
+            raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), snapshot_threshold);
+            raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), 1);
+        }
+    }
+    struct raft_configuration conf;
+    assert_int_equal(raft_fixture_configuration(&c->f, N_SERVERS, &conf), 0);
+    assert_int_equal(raft_fixture_bootstrap(&c->f, &conf), 0);
+    raft_configuration_close(&conf);
+    assert_int_equal(raft_fixture_start(&c->f), 0);
+    raft_fixture_elect(&c->f, 0);
+    return c;
+}
+
+/* Propose on server i; returns the log index of the entry. */
+static raft_index propose(cluster *c, unsigned i, json_t *cmd, pending *p)
+{
+    struct raft *r = raft_fixture_get(&c->f, i);
+    struct raft_buffer b = encode(cmd);
+    memset(p, 0, sizeof *p);
+    p->req.data = p;
+    assert_int_equal(raft_apply(r, &p->req, &b, 1, pending_cb), 0);
+    return raft_last_index(r);
+}
+
+static void wait_applied(cluster *c, unsigned i, raft_index index)
+{
+    if (!raft_fixture_step_until_applied(&c->f, i, index, STEP_MS))
+        fail_msg("server %u did not apply index %llu", i, (unsigned long long)index);
+}
+
+/* Propose on server i, wait until every server applied it, return the FSM result. */
+static int commit_all(cluster *c, unsigned i, json_t *cmd)
+{
+    pending p;
+    raft_index idx = propose(c, i, cmd, &p);
+    wait_applied(c, raft_fixture_n(&c->f), idx); /* n = all servers */
+    assert_true(p.done);
+    assert_int_equal(p.status, 0);
+    return p.result;
+}
+
+static void assert_cluster_agrees(cluster *c)
+{
+    for (unsigned i = 1; i < N_SERVERS; i++)
+        assert_state_equal(&c->fsm[0].state, &c->fsm[i].state);
+}
+
+static void test_raft_replicates(void **state)
+{
+    (void)state;
+    cluster *c = cluster_start(0);
+    us_node n = mk_node("n1", 1);
+    assert_int_equal(commit_all(c, 0, us_cmd_node_up(&n)), US_APPLY_OK);
+    n = mk_node("n2", 2);
+    assert_int_equal(commit_all(c, 0, us_cmd_node_up(&n)), US_APPLY_OK);
+    assert_int_equal(commit_all(c, 0, us_cmd_node_up(&n)), US_APPLY_NOOP);
+    us_service_set *set = mk_set("web db");
+    assert_int_equal(commit_all(c, 0, us_cmd_services(set)), US_APPLY_OK);
+    us_assignment a = next_asg(&c->fsm[0].state, "web", 1, "n1", "n2", "placement");
+    assert_int_equal(commit_all(c, 0, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_int_equal(commit_all(c, 0, us_cmd_assign(&a)), US_APPLY_NOOP);
+    assert_int_equal(commit_all(c, 0, us_cmd_switchover("web", 1, "n2")), US_APPLY_OK);
+    assert_int_equal(commit_all(c, 0, json_pack("{s:s}", "op", "nonsense")), US_APPLY_BAD);
+
+    assert_cluster_agrees(c);
+    for (unsigned i = 1; i < N_SERVERS; i++) /* same commands from the same start: same bytes */
+        assert_memory_equal(&c->fsm[0].state, &c->fsm[i].state, sizeof(us_state));
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        const us_state *s = &c->fsm[i].state;
+        assert_int_equal(s->n_nodes, 2);
+        assert_int_equal(s->version, 5);
+        assert_int_equal(c->changes[i], 5); /* on_change once per applied change */
+        const us_assignment *w = asg_of(s, "web");
+        assert_int_equal(w->gen, 2);
+        assert_string_equal(w->active, "n1");
+        assert_true(w->demoting);
+        assert_string_equal(w->target, "n2");
+    }
+}
+
+/* The leader loses leadership after the followers stored an `assign` but before it learned that
+ * the entry committed: the proposer sees LEADERSHIPLOST and retries the same command on the new
+ * leader. Both entries end up in the log; the gen CAS makes the second a no-op. */
+static void test_raft_depose_retry_idempotent(void **state)
+{
+    (void)state;
+    cluster *c = cluster_start(0);
+    us_node n = mk_node("n1", 1);
+    assert_int_equal(commit_all(c, 0, us_cmd_node_up(&n)), US_APPLY_OK);
+    us_service_set *set = mk_set("web");
+    assert_int_equal(commit_all(c, 0, us_cmd_services(set)), US_APPLY_OK);
+    uint64_t gen0 = asg_of(&c->fsm[0].state, "web")->gen;
+
+    us_assignment a = next_asg(&c->fsm[0].state, "web", 1, "n1", "", "placement");
+    pending first;
+    raft_index idx = propose(c, 0, us_cmd_assign(&a), &first);
+    raft_fixture_depose(&c->f); /* drops the followers' AppendEntries results */
+    assert_true(first.done);
+    assert_int_equal(first.status, RAFT_LEADERSHIPLOST);
+    /* The followers did store the entry: a new leader will commit it. */
+    assert_true(raft_last_index(raft_fixture_get(&c->f, 1)) >= idx);
+
+    raft_fixture_elect(&c->f, 1);
+    pending retry;
+    raft_index idx2 = propose(c, 1, us_cmd_assign(&a), &retry);
+    assert_true(idx2 > idx);
+    wait_applied(c, raft_fixture_n(&c->f), idx2);
+    assert_true(retry.done);
+    assert_int_equal(retry.status, 0);
+    assert_int_equal(retry.result, US_APPLY_NOOP);
+    assert_cluster_agrees(c);
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        const us_assignment *w = asg_of(&c->fsm[i].state, "web");
+        assert_int_equal(w->gen, gen0 + 1); /* bumped once */
+        assert_int_equal(w->epoch, 1);
+        assert_string_equal(w->active, "n1");
+    }
+
+    /* And a switchover retried across a second leadership loss. */
+    pending sw;
+    idx = propose(c, 1, us_cmd_switchover("web", gen0 + 1, "n1"), &sw);
+    raft_fixture_depose(&c->f);
+    assert_int_equal(sw.status, RAFT_LEADERSHIPLOST);
+    raft_fixture_elect(&c->f, 2);
+    assert_int_equal(commit_all(c, 2, us_cmd_switchover("web", gen0 + 1, "n1")), US_APPLY_NOOP);
+    assert_cluster_agrees(c);
+    assert_int_equal(asg_of(&c->fsm[2].state, "web")->gen, gen0 + 2);
+}
+
+/* A server that was down while the others compacted their logs catches up by snapshot. */
+static void test_raft_snapshot_catch_up(void **state)
+{
+    (void)state;
+    cluster *c = cluster_start(4);
+    us_node n = mk_node("n1", 1);
+    assert_int_equal(commit_all(c, 0, us_cmd_node_up(&n)), US_APPLY_OK);
+    us_service_set *set = mk_set("web db");
+    assert_int_equal(commit_all(c, 0, us_cmd_services(set)), US_APPLY_OK);
+
+    raft_fixture_kill(&c->f, 2);
+    pending p;
+    raft_index idx = 0;
+    for (int i = 0; i < 12; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "n%d", 2 + i % 4);
+        n = mk_node(name, 100 + (uint64_t)i);
+        idx = propose(c, 0, us_cmd_node_up(&n), &p);
+        wait_applied(c, 0, idx);
+        wait_applied(c, 1, idx);
+        assert_int_equal(p.result, US_APPLY_OK);
+        us_assignment a =
+            next_asg(&c->fsm[0].state, i % 2 ? "web" : "db", (uint64_t)i, "n1", name, "move");
+        idx = propose(c, 0, us_cmd_assign(&a), &p);
+        wait_applied(c, 0, idx);
+        wait_applied(c, 1, idx);
+        assert_int_equal(p.result, US_APPLY_OK);
+    }
+    assert_int_equal(apply_services(&c->fsm[2].state, "web db"), US_APPLY_NOOP); /* stale */
+    set->n = 1; /* delete db: the retired list must travel in the snapshot too */
+    idx = propose(c, 0, us_cmd_services(set), &p);
+    wait_applied(c, 1, idx);
+
+    raft_fixture_revive(&c->f, 2);
+    wait_applied(c, 2, idx);
+    assert_true(raft_fixture_n_recv(&c->f, 2, RAFT_INSTALL_SNAPSHOT) > 0);
+    assert_cluster_agrees(c);
+    const us_state *s = &c->fsm[2].state;
+    assert_int_equal(s->n_nodes, 5);
+    assert_int_equal(s->services.n, 1);
+    assert_int_equal(s->n_retired, 1);
+    assert_string_equal(s->retired[0].name, "db");
+    assert_int_equal(s->retired[0].epoch, 10);
+    assert_int_equal(asg_of(s, "web")->gen, 6);
+    assert_int_equal(asg_of(s, "web")->epoch, 11);
+
+    /* And it keeps applying normally afterwards. */
+    us_assignment a = next_asg(s, "web", 12, "n2", "", "after catch-up");
+    assert_int_equal(commit_all(c, 0, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_cluster_agrees(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_node_up_sorted, teardown),
+        cmocka_unit_test_teardown(test_node_up_idempotent_and_update, teardown),
+        cmocka_unit_test_teardown(test_node_up_new_incarnation_clears_flags, teardown),
+        cmocka_unit_test_teardown(test_node_up_same_incarnation_keeps_flags, teardown),
+        cmocka_unit_test_teardown(test_node_up_bad, teardown),
+        cmocka_unit_test_teardown(test_node_flags, teardown),
+        cmocka_unit_test_teardown(test_services_add_keep_delete, teardown),
+        cmocka_unit_test_teardown(test_services_same_set_twice_is_noop, teardown),
+        cmocka_unit_test_teardown(test_services_empty_set_deletes_all, teardown),
+        cmocka_unit_test_teardown(test_services_bad, teardown),
+        cmocka_unit_test_teardown(test_services_epoch_survives_retired_overflow, teardown),
+        cmocka_unit_test_teardown(test_assign_cas, teardown),
+        cmocka_unit_test_teardown(test_assign_bad, teardown),
+        cmocka_unit_test_teardown(test_switchover, teardown),
+        cmocka_unit_test_teardown(test_version_only_on_ok, teardown),
+        cmocka_unit_test_teardown(test_state_json_roundtrip, teardown),
+        cmocka_unit_test_teardown(test_state_from_json_malformed, teardown),
+        cmocka_unit_test_teardown(test_state_from_json_malformed_retired, teardown),
+        cmocka_unit_test_teardown(test_json_helpers, teardown),
+        cmocka_unit_test_teardown(test_cmd_encode, teardown),
+        cmocka_unit_test_teardown(test_fsm_callbacks, teardown),
+        cmocka_unit_test_teardown(test_raft_replicates, teardown),
+        cmocka_unit_test_teardown(test_raft_depose_retry_idempotent, teardown),
+        cmocka_unit_test_teardown(test_raft_snapshot_catch_up, teardown),
+    };
+    return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
+}
