@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,7 +270,13 @@ static void __attribute__((noreturn)) child_run(const child_args *a)
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL); /* fails harmlessly for libc-reserved signals */
+            sigaction(sig, &dfl, NULL);
+    /* glibc refuses sigaction() for its reserved real-time signals (32, 33), yet an ignored
+     * disposition of them would survive exec: reset them with the raw system call. An all-zero
+     * kernel sigaction is SIG_DFL with no flags and an empty mask whatever the field order. */
+    unsigned long zero[8] = {0};
+    for (int sig = 32; sig < SIGRTMIN; sig++)
+        syscall(SYS_rt_sigaction, sig, zero, NULL, (size_t)(_NSIG / 8));
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);

@@ -812,7 +812,7 @@ static void test_ini_reader(void **state)
                        "\tkey=value\r\n"
                        "spaced   =   a b  c   \n"
                        "hash = a#b # gone\n"
-                       "semi = a;b\t; gone\n"
+                       "semi = a;b ; kept\t# gone\n"
                        "empty =\n"
                        "eq = a=b\n"
                        "[x]";
@@ -826,7 +826,7 @@ static void test_ini_reader(void **state)
     assert_string_equal(r.lines[2], "4|service  web|key|value");
     assert_string_equal(r.lines[3], "5|service  web|spaced|a b  c");
     assert_string_equal(r.lines[4], "6|service  web|hash|a#b");
-    assert_string_equal(r.lines[5], "7|service  web|semi|a;b");
+    assert_string_equal(r.lines[5], "7|service  web|semi|a;b ; kept"); /* only " #" comments */
     assert_string_equal(r.lines[6], "8|service  web|empty|");
     assert_string_equal(r.lines[7], "9|service  web|eq|a=b");
     assert_string_equal(r.lines[8], "10|x|(null)|(null)");
