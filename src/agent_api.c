@@ -266,6 +266,9 @@ static void h_service_post(us_api_req *r, void *data)
         us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
         return;
     }
+    /* Only the leader's state is current: check against it, not a follower's. */
+    if (!require_leader(a, r))
+        return;
     const us_state *s = &a->fsm.state;
     int k = us_state_find_service(s, name);
     if (k < 0) {
@@ -292,8 +295,6 @@ static void h_service_post(us_api_req *r, void *data)
         us_api_reply_error(r, 409, "a switchover of '%s' is already in progress", name);
         return;
     }
-    if (!require_leader(a, r))
-        return;
     us_info("%s: switchover requested from %s%s%s", name, s->asg[k].active, to ? " to " : "",
             to ? to : "");
     json_t *reply = json_pack("{s:s, s:s, s:o, s:I}", "service", name, "from", s->asg[k].active,
@@ -310,14 +311,14 @@ static void h_node_post(us_api_req *r, void *data)
         us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
         return;
     }
+    if (!require_leader(a, r))
+        return;
     const us_state *s = &a->fsm.state;
     int n = us_state_find_node(s, name);
     if (n < 0 || s->nodes[n].left) {
         us_api_reply_error(r, 404, "unknown node '%s'", name);
         return;
     }
-    if (!require_leader(a, r))
-        return;
     us_info("removal of node %s requested", name);
     propose(a, r, us_cmd_node_flags(name, true, true, false), 202,
             json_pack("{s:s}", "node", name));
