@@ -23,18 +23,23 @@ static bool listed(const us_service_def *d, const char *name)
     return false;
 }
 
-static bool eligible(const us_decide_input *in, int s, int n)
+/* Every condition of eligibility except the lease. */
+static bool qualified(const us_decide_input *in, int s, int n)
 {
     const us_node *node = &in->nodes[n];
-    const us_node_obs *o = &in->node_obs[n];
     const us_inst_obs *r = &in->inst[s][n];
-    if (node->left || node->leaving || o->state != US_NODE_ALIVE || o->lease != US_LEASE_VALID)
+    if (node->left || node->leaving || in->node_obs[n].state != US_NODE_ALIVE)
         return false;
     if (!listed(&in->defs[s], node->name))
         return false;
     if ((r->state == US_INST_FAILED || r->state == US_INST_FENCED) && r->epoch == in->asg[s].epoch)
         return false;
     return true;
+}
+
+static bool eligible(const us_decide_input *in, int s, int n)
+{
+    return in->node_obs[n].lease == US_LEASE_VALID && qualified(in, s, n);
 }
 
 /* An existing standby stays unless it surely cannot serve: a brief suspicion or a new leader's
@@ -114,11 +119,23 @@ static bool in_list(char list[][US_NAME_MAX], int n, const char *name)
 }
 
 /* Pick the new active: target, else first eligible standby, else first eligible by preference. */
+/* Eligible but for a lease the new leader cannot judge yet (it will within its takeover wait). */
+static bool lease_pending(const us_decide_input *in, int s, int n)
+{
+    return in->node_obs[n].lease == US_LEASE_UNKNOWN && qualified(in, s, n);
+}
+
+#define US_WAIT (-2)
+
+/* Pick the new active: target, else first eligible standby, else first eligible by preference.
+ * A better-placed node whose lease is still unknown is waited for (US_WAIT), not skipped. */
 static int choose_active(const us_decide_input *in, int s, const char **how)
 {
     const us_assignment *a = &in->asg[s];
     if (a->target[0]) {
         int t = find_node(in, a->target);
+        if (t >= 0 && lease_pending(in, s, t))
+            return US_WAIT;
         if (t >= 0 && eligible(in, s, t)) {
             *how = "requested target";
             return t;
@@ -126,6 +143,8 @@ static int choose_active(const us_decide_input *in, int s, const char **how)
     }
     for (int i = 0; i < a->n_standbys; i++) {
         int n = find_node(in, a->standbys[i]);
+        if (n >= 0 && lease_pending(in, s, n))
+            return US_WAIT;
         if (n >= 0 && eligible(in, s, n)) {
             *how = "standby";
             return n;
@@ -134,6 +153,8 @@ static int choose_active(const us_decide_input *in, int s, const char **how)
     int order[US_MAX_NODES];
     int n_order = preference(in, s, order);
     for (int i = 0; i < n_order; i++) {
+        if (lease_pending(in, s, order[i]))
+            return US_WAIT;
         if (eligible(in, s, order[i])) {
             *how = "first eligible in preference order";
             return order[i];
@@ -231,6 +252,8 @@ static void decide_service(const us_decide_input *in, int s, us_decide_output *o
     if (next.active[0] == '\0') {
         const char *how = "";
         int c = choose_active(in, s, &how);
+        if (c == US_WAIT)
+            return; /* decide again once the new leader knows that node's lease */
         if (c >= 0) {
             us_strlcpy(next.active, in->nodes[c].name, sizeof next.active);
             next.active_inc = in->nodes[c].incarnation;
