@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="build-essential pkg-config libuv1-dev libjansson-dev libcmocka-dev \
-libmicrohttpd-dev python3 python3-pytest iproute2 procps"
+libmicrohttpd-dev libmnl-dev python3 python3-pytest iproute2 procps nftables"
 BACKPORTS_PKGS="libraft-dev"
 
 missing=""

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -202,6 +203,9 @@ static void parse_reports(us_peer *p, const json_t *rep)
                                          : (uint64_t)json_integer_value(e);
         r->obs.exit_status = (int)json_integer_value(json_array_get(v, 2));
         r->pid = (int)json_integer_value(json_array_get(v, 3));
+        json_t *pe = json_array_get(v, 4);
+        r->px_epoch = json_is_string(pe) ? strtoull(json_string_value(pe), NULL, 10) : 0;
+        r->px_open = (int)json_integer_value(json_array_get(v, 5));
     }
 }
 
@@ -475,6 +479,18 @@ static void stop_step(us_agent *a, int64_t now)
     }
 }
 
+/* A node that comes back (partition healed, restart) may have cached a stale MAC for a VIP:
+ * announce again whenever more peers are alive than at the last tick. */
+static void reannounce_on_return(us_agent *a)
+{
+    int alive = 0;
+    for (int i = 0; i < a->n_peers; i++)
+        alive += i != a->self && us_agent_node_state(a, &a->peers[i]) == US_NODE_ALIVE;
+    if (alive > a->alive_peers && a->alive_peers >= 0)
+        us_instances_reannounce(a);
+    a->alive_peers = alive;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     us_agent *a = t->data;
@@ -490,6 +506,8 @@ static void on_tick(uv_timer_t *t)
     if (a->leader)
         us_controller_tick(a);
     us_instances_reconcile(a);
+    us_proxies_reconcile(a);
+    reannounce_on_return(a);
     stop_step(a, now);
 }
 
@@ -499,6 +517,7 @@ static void on_reconcile(uv_timer_t *t)
     if (a->stopping == 2)
         return;
     us_instances_reconcile(a);
+    us_proxies_reconcile(a);
     if (a->leader)
         us_controller_tick(a);
 }
@@ -574,6 +593,7 @@ static void finish_close(us_agent *a)
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_poll_stop(&a->guardian_poll);
     uv_close((uv_handle_t *)&a->guardian_poll, NULL);
+    us_proxies_stop_all(a);
     if (a->api) {
         us_api_stop(a->api);
         a->api = NULL;
@@ -607,7 +627,7 @@ static void begin_close(us_agent *a)
 }
 
 /* libraft reports "address in use" with an empty message: find out ourselves first. */
-static int check_tcp_free(const char *hostport, char *err, size_t errlen)
+int us_check_tcp_free(const char *hostport, char *err, size_t errlen)
 {
     struct sockaddr_in sa;
     if (us_sockaddr_parse(hostport, &sa) != 0) {
@@ -743,7 +763,13 @@ int us_agent_main(const us_node_config *cfg)
         return 1;
     a->cfg = *cfg;
     a->exit_code = 0;
-    signal(SIGPIPE, SIG_IGN); /* a dying peer raises SIGPIPE in libraft's writes */
+    signal(SIGPIPE, SIG_IGN); /* a dying peer raises SIGPIPE in libraft's writes, splice too */
+    /* A proxied connection costs 6 descriptors: take what the hard limit allows. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
     if (!getcwd(a->cwd, sizeof a->cwd))
         strcpy(a->cwd, "/");
 
@@ -753,8 +779,8 @@ int us_agent_main(const us_node_config *cfg)
         free(a);
         return 1;
     }
-    if (check_tcp_free(cfg->address, err, sizeof err) != 0 ||
-        check_tcp_free(cfg->api, err, sizeof err) != 0) {
+    if (us_check_tcp_free(cfg->address, err, sizeof err) != 0 ||
+        us_check_tcp_free(cfg->api, err, sizeof err) != 0) {
         us_error("%s", err);
         close(lock_fd);
         free(a);
@@ -778,6 +804,7 @@ int us_agent_main(const us_node_config *cfg)
 
     a->loop = malloc(sizeof *a->loop);
     uv_loop_init(a->loop);
+    us_instances_init(a);
     int rc = 1;
     a->self = 0;
     peer_add(a, cfg->name, cfg->address);

@@ -19,13 +19,17 @@
 #include "guardian.h"
 #include "model.h"
 #include "net.h"
+#include "proxy.h"
 #include "supervisor.h"
+#include "vip.h"
 
 /* What one node last said about its instance of one service. */
 typedef struct us_report {
     char service[US_NAME_MAX];
     us_inst_obs obs;
-    int pid; /* 0 = none */
+    int pid;           /* 0 = none */
+    uint64_t px_epoch; /* its proxy's open connections established under px_epoch: */
+    int px_open;       /* what a draining old active waits for */
 } us_report;
 
 /* Another agent (or this one), as seen through datagrams. Keyed by name. */
@@ -75,6 +79,15 @@ typedef struct us_instance {
     bool demote_stop_proc; /* planned cold demotion: process first, then the hook */
     bool spawn_fenced;     /* for before_exec of the spawn in progress */
     uint64_t spawn_epoch;
+    /* Virtual IPs held while active (a copy: the definition may change or vanish meanwhile). */
+    int n_vips_up;
+    us_vip vips_up[US_MAX_VIPS];
+    bool vips_cleaned;    /* stale VIPs of this service removed since the agent started */
+    int announce_left;    /* announcements left in the current burst */
+    bool announce_repeat; /* one more burst after announce_repeat_ms */
+    /* Planned demotion: proxies hold new connections while open ones finish. */
+    bool draining;
+    int64_t drain_min_ms, drain_until_ms;
     struct us_agent *agent;
 } us_instance;
 
@@ -121,6 +134,18 @@ typedef struct us_agent {
     int64_t next_transfer_ms;
 
     us_instance inst[US_MAX_SERVICES];
+    uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
+    int alive_peers; /* at the last tick: more now means a node came back (re-announce VIPs) */
+
+    struct us_agent_proxy {
+        char service[US_NAME_MAX];
+        char listen[US_ADDR_MAX];
+        us_proxy *proxy;
+        bool has_target;
+        struct sockaddr_in target;
+        uint64_t epoch;
+        int64_t retry_ms; /* after a failed start */
+    } proxies[US_MAX_SERVICES];
 
     /* Lifecycle. */
     int stopping; /* 0 running, 1 handing over (SIGTERM), 2 closing */
@@ -138,6 +163,8 @@ us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);
 bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX]);
 us_node_state us_agent_node_state(us_agent *a, const us_peer *p);
 bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
+/* Can a TCP listener bind "IPv4:port"? 0, or -1 with "cannot listen on ...: reason" in err. */
+int us_check_tcp_free(const char *hostport, char *err, size_t errlen);
 /* Leader only: has a quorum of voters acknowledged our leadership within the grant window? */
 bool us_agent_fresh_quorum(us_agent *a, int64_t now_ms);
 
@@ -153,6 +180,16 @@ void us_instances_kill_all(us_agent *a); /* immediate, for exits */
 bool us_instances_busy(us_agent *a);     /* any active/promoting/demoting instance */
 bool us_instances_quiet(us_agent *a);    /* no process or hook of ours runs */
 const us_instance *us_instance_of(us_agent *a, const char *service);
+
+void us_instances_init(us_agent *a);       /* once, after the loop exists */
+void us_instances_reannounce(us_agent *a); /* membership changed: announce active VIPs again */
+
+/* proxies.c: one failover-aware proxy per service that declares one */
+void us_proxies_reconcile(us_agent *a);
+int us_proxies_open(us_agent *a, const char *service, uint64_t epoch);
+/* Open proxied connections to `service` under `epoch`, cluster-wide (own + peers' reports). */
+int us_proxies_open_total(us_agent *a, const char *service, uint64_t epoch);
+void us_proxies_stop_all(us_agent *a);
 
 /* controller.c */
 void us_controller_tick(us_agent *a);

@@ -119,6 +119,14 @@ static json_t *status_json(us_agent *a)
                               (json_int_t)as->epoch, "reason", as->reason, "demoting", as->demoting,
                               "standby", d->standby == US_STANDBY_HOT ? "hot" : "cold", "standbys",
                               d->standbys, "instances", inst);
+        json_t *vips = json_array();
+        for (int i = 0; i < d->n_vips; i++)
+            json_array_append_new(vips, json_string(d->vips[i].text));
+        json_object_set_new(o, "vips", vips);
+        json_object_set_new(o, "proxy",
+                            d->proxy_listen[0]
+                                ? json_sprintf("%s -> %d", d->proxy_listen, d->proxy_port)
+                                : json_null());
         json_array_append_new(svcs, o);
     }
     return json_pack("{s:o, s:s, s:o, s:o}", "cluster", cluster, "node", a->cfg.name, "nodes",
@@ -199,6 +207,40 @@ static void propose(us_agent *a, us_api_req *r, json_t *cmd, int status, json_t 
     }
 }
 
+/* Checks that need a real node (the leader's): devices of VIPs, proxy ports. Problems are
+ * answered like parse errors, and nothing changes. */
+static bool local_checks(us_agent *a, us_api_req *r, const us_service_set *set)
+{
+    json_t *problems = json_array();
+    for (int i = 0; i < set->n; i++) {
+        const us_service_def *d = &set->svc[i];
+        for (int k = 0; k < d->n_vips; k++)
+            if (!us_vip_dev_exists(&d->vips[k]))
+                json_array_append_new(
+                    problems, json_sprintf("[service %s] vip '%s': no network interface "
+                                           "'%s' on %s",
+                                           d->name, d->vips[k].text, d->vips[k].dev, a->cfg.name));
+        if (!d->proxy_listen[0])
+            continue;
+        /* A proxy this agent already runs for the same service holds the port itself. */
+        bool ours = false;
+        for (int k = 0; k < US_MAX_SERVICES; k++)
+            ours |= a->proxies[k].proxy && strcmp(a->proxies[k].service, d->name) == 0 &&
+                    strcmp(a->proxies[k].listen, d->proxy_listen) == 0;
+        char err[160];
+        if (!ours && us_check_tcp_free(d->proxy_listen, err, sizeof err) != 0)
+            json_array_append_new(
+                problems, json_sprintf("[service %s] proxy: %s on %s", d->name, err, a->cfg.name));
+    }
+    if (json_array_size(problems) == 0) {
+        json_decref(problems);
+        return true;
+    }
+    us_api_reply_json(
+        r, 400, json_pack("{s:s, s:o}", "error", "invalid services file", "problems", problems));
+    return false;
+}
+
 static void h_apply(us_api_req *r, void *data)
 {
     us_agent *a = data;
@@ -217,7 +259,7 @@ static void h_apply(us_api_req *r, void *data)
         us_api_reply_json(
             r, 400,
             json_pack("{s:s, s:o}", "error", "invalid services file", "problems", problems));
-    } else if (require_leader(a, r)) {
+    } else if (require_leader(a, r) && local_checks(a, r, set)) {
         json_t *names = json_array(), *removed = json_array();
         for (int i = 0; i < set->n; i++)
             json_array_append_new(names, json_string(set->svc[i].name));

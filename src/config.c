@@ -1,6 +1,7 @@
 /* config.c — see config.h. */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "ini.h"
@@ -133,19 +135,25 @@ static bool parse_uint(const char *s, size_t n, long max, long *out)
     return true;
 }
 
+/* Dotted quad of the first n chars of s, without leading zeros. */
+static bool ipv4_valid(const char *s, size_t n)
+{
+    const char *p = s, *end = s + n;
+    for (int octet = 0; octet < 4; octet++) {
+        const char *dot = octet < 3 ? memchr(p, '.', (size_t)(end - p)) : end;
+        long v;
+        if (!dot || !parse_uint(p, (size_t)(dot - p), 255, &v))
+            return false;
+        p = dot + 1;
+    }
+    return true;
+}
+
 int us_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
 {
     const char *colon = strrchr(s, ':');
-    if (!colon)
+    if (!colon || !ipv4_valid(s, (size_t)(colon - s)))
         return -1;
-    const char *p = s;
-    for (int octet = 0; octet < 4; octet++) {
-        const char *dot = octet < 3 ? memchr(p, '.', (size_t)(colon - p)) : colon;
-        long v;
-        if (!dot || !parse_uint(p, (size_t)(dot - p), 255, &v))
-            return -1;
-        p = dot + 1;
-    }
     long v;
     if (!parse_uint(colon + 1, strlen(colon + 1), 65535, &v) || v == 0)
         return -1;
@@ -622,13 +630,45 @@ enum {
     SK_NODES,
     SK_HOOK_TIMEOUT,
     SK_STOP_TIMEOUT,
+    SK_VIP,
+    SK_ANNOUNCE_COUNT,
+    SK_ANNOUNCE_INTERVAL,
+    SK_ANNOUNCE_REPEAT,
+    SK_PROXY,
+    SK_BACKEND_HOST,
+    SK_HOLD,
+    SK_DRAIN,
+    SK_MAX_CONNS,
     SK_COUNT
 };
 
 static const char *const svc_keys[SK_COUNT] = {
-    "run", "standby", "promote", "demote", "standbys", "nodes", "hook_timeout", "stop_timeout",
+    "run",
+    "standby",
+    "promote",
+    "demote",
+    "standbys",
+    "nodes",
+    "hook_timeout",
+    "stop_timeout",
+    "vip",
+    "vip_announce_count",
+    "vip_announce_interval",
+    "vip_announce_repeat",
+    "proxy",
+    "backend_host",
+    "hold",
+    "drain",
+    "max_connections",
 };
-#define SVC_KNOWN_KEYS "run, standby, promote, demote, standbys, nodes, hook_timeout, stop_timeout"
+#define SVC_KNOWN_KEYS                                                                             \
+    "run, standby, promote, demote, standbys, nodes, hook_timeout, stop_timeout, vip, "            \
+    "vip_announce_count, vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, "  \
+    "drain, max_connections"
+
+#define VIP_EXPECTED "ADDR/PREFIX dev IFNAME"
+#define VIP_EXAMPLE "'198.18.0.100/24 dev eth0'"
+#define PROXY_EXPECTED "'LISTEN -> PORT' such as '0.0.0.0:8000 -> 8080'"
 
 typedef struct svc_ctx {
     const char *file;
@@ -640,8 +680,14 @@ typedef struct svc_ctx {
     bool keep;           /* cur is valid so far and will be counted */
     char cur_name[EXCERPT];
     int cur_line;
-    int key_line[SK_COUNT];
+    int key_line[SK_COUNT]; /* for 'vip', which may repeat: its first line */
     bool too_many_reported;
+    /* Lines of cur's VIPs and of every kept service's VIPs and proxy, for messages that name the
+     * other side of a conflict. */
+    int cur_vip_line[US_MAX_VIPS];
+    bool vip_limit_reported;
+    int vip_line[US_MAX_SERVICES][US_MAX_VIPS];
+    int proxy_line[US_MAX_SERVICES];
     us_service_def scratch;
 } svc_ctx;
 
@@ -650,6 +696,14 @@ static void svc_bad(svc_ctx *c, int line, const char *key, const char *expected,
     char ex[EXCERPT];
     us_errors_add(c->err, "%s:%d: key '%s' in [service %s]: expected %s, got '%s'", c->file, line,
                   key, c->cur_name, expected, us_ini_excerpt(got, ex, sizeof ex));
+}
+
+/* Like svc_bad, for problems that are best said as a sentence ("prefix 33 is out of range"). */
+static void svc_problem(svc_ctx *c, int line, const char *key, const char *problem, const char *got)
+{
+    char ex[EXCERPT];
+    us_errors_add(c->err, "%s:%d: key '%s' in [service %s]: %s, got '%s'", c->file, line, key,
+                  c->cur_name, problem, us_ini_excerpt(got, ex, sizeof ex));
 }
 
 static void svc_finish(svc_ctx *c)
@@ -661,8 +715,28 @@ static void svc_finish(svc_ctx *c)
                       "%s:%d: [service %s]: missing key 'run' (expected a shell command that runs "
                       "the service in the foreground)",
                       c->file, c->cur_line, c->cur_name);
-    if (c->keep)
+    static const struct {
+        int key, needs;
+    } deps[] = {
+        {SK_ANNOUNCE_COUNT, SK_VIP},  {SK_ANNOUNCE_INTERVAL, SK_VIP},
+        {SK_ANNOUNCE_REPEAT, SK_VIP}, {SK_BACKEND_HOST, SK_PROXY},
+        {SK_HOLD, SK_PROXY},          {SK_DRAIN, SK_PROXY},
+        {SK_MAX_CONNS, SK_PROXY},
+    };
+    for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++) {
+        int k = deps[i].key, n = deps[i].needs;
+        if (c->key_line[k] && !c->key_line[n])
+            us_errors_add(c->err,
+                          "%s:%d: key '%s' in [service %s]: only meaningful with '%s' (this "
+                          "service has no '%s' key)",
+                          c->file, c->key_line[k], svc_keys[k], c->cur_name, svc_keys[n],
+                          svc_keys[n]);
+    }
+    if (c->keep) {
+        memcpy(c->vip_line[c->set->n], c->cur_vip_line, sizeof c->cur_vip_line);
+        c->proxy_line[c->set->n] = c->key_line[SK_PROXY];
         c->set->n++;
+    }
     c->in_service = false;
 }
 
@@ -673,6 +747,12 @@ static void svc_defaults(us_service_def *d)
     d->standbys = 1;
     d->hook_timeout_ms = 10000;
     d->stop_timeout_ms = 5000;
+    d->announce_count = 3;
+    d->announce_interval_ms = 100;
+    d->announce_repeat_ms = 3000;
+    d->hold_ms = 5000;
+    d->drain_ms = 10000;
+    d->max_conns = 4096;
 }
 
 static void svc_header(svc_ctx *c, const char *section, int line)
@@ -695,6 +775,8 @@ static void svc_header(svc_ctx *c, const char *section, int line)
     c->in_service = true;
     c->cur_line = line;
     memset(c->key_line, 0, sizeof c->key_line);
+    memset(c->cur_vip_line, 0, sizeof c->cur_vip_line);
+    c->vip_limit_reported = false;
     us_ini_excerpt(name, c->cur_name, sizeof c->cur_name);
     us_service_set *set = c->set;
     c->keep = false;
@@ -791,15 +873,308 @@ static bool svc_nodes(svc_ctx *c, int line, const char *value)
     return ok;
 }
 
-static bool svc_timeout(svc_ctx *c, int line, const char *key, const char *value, int *dst)
+/* A duration; `allow_zero` for keys where 0 means "none" or "do not wait". */
+static bool svc_duration(svc_ctx *c, int line, const char *key, const char *value, int *dst,
+                         bool allow_zero)
 {
     long ms = us_parse_duration_ms(value);
-    if (ms <= 0 || ms > INT_MAX) {
-        svc_bad(c, line, key, "a duration > 0 such as 500ms, 10s, 1.5s or 1m", value);
+    if (ms < 0 || (ms == 0 && !allow_zero) || ms > INT_MAX) {
+        svc_bad(c, line, key,
+                allow_zero ? "a duration >= 0 such as 0, 500ms, 10s, 1.5s or 1m"
+                           : "a duration > 0 such as 500ms, 10s, 1.5s or 1m",
+                value);
         return false;
     }
     *dst = (int)ms;
     return true;
+}
+
+static bool svc_int(svc_ctx *c, int line, const char *key, const char *value, long min, long max,
+                    int *dst)
+{
+    long v;
+    if (!parse_uint(value, strlen(value), max, &v) || v < min) {
+        char expected[64];
+        snprintf(expected, sizeof expected, "an integer %ld..%ld", min, max);
+        svc_bad(c, line, key, expected, value);
+        return false;
+    }
+    *dst = (int)v;
+    return true;
+}
+
+/* A Linux interface name (dev_valid_name): 1..15 characters, not "." or "..", no '/', ':' or
+ * whitespace. */
+static bool ifname_check(const char *dev, char *why, size_t len)
+{
+    if (strlen(dev) >= US_IFNAME_MAX) {
+        snprintf(why, len, "interface name '%.40s' is longer than %d characters (IFNAMSIZ)", dev,
+                 US_IFNAME_MAX - 1);
+        return false;
+    }
+    bool ok = strcmp(dev, ".") != 0 && strcmp(dev, "..") != 0;
+    for (const char *p = dev; ok && *p; p++)
+        ok = *p != '/' && *p != ':' && isgraph((unsigned char)*p);
+    if (!ok)
+        snprintf(why, len,
+                 "interface name '%s' is not valid (expected a name without '/', ':' or "
+                 "control characters, not '.' or '..')",
+                 dev);
+    return ok;
+}
+
+/* "198.18.0.100/24 dev eth0" or "2001:db8::10/64 dev eth0". Whether the device exists on a node is
+ * the agent's business, not the file's. 0, or -1 with a sentence in `why`. */
+static int vip_parse_text(const char *text, us_vip *out, char *why, size_t len)
+{
+    char copy[128];
+    if (!us_strlcpy(copy, text, sizeof copy)) {
+        snprintf(why, len, "expected one " VIP_EXPECTED " such as " VIP_EXAMPLE " (too long)");
+        return -1;
+    }
+    char *cursor = copy;
+    char *addr = next_token(&cursor), *kw = next_token(&cursor), *dev = next_token(&cursor);
+    char *extra = next_token(&cursor);
+    if (!addr) {
+        snprintf(why, len, "expected " VIP_EXPECTED " such as " VIP_EXAMPLE);
+        return -1;
+    }
+    char *slash = strchr(addr, '/');
+    if (!slash) {
+        snprintf(why, len, "missing '/PREFIX' after the address (expected " VIP_EXPECTED ")");
+        return -1;
+    }
+    *slash = '\0';
+    const char *prefix = slash + 1;
+    us_vip v;
+    memset(&v, 0, sizeof v);
+    v.family = strchr(addr, ':') ? AF_INET6 : AF_INET;
+    if (strlen(addr) >= INET6_ADDRSTRLEN || inet_pton(v.family, addr, v.addr) != 1) {
+        snprintf(why, len, "'%.48s' is not an IPv4 or IPv6 address (expected " VIP_EXPECTED ")",
+                 addr);
+        return -1;
+    }
+    const char *special = NULL;
+    if (v.family == AF_INET) {
+        if (memcmp(v.addr, "\0\0\0\0", 4) == 0)
+            special = "the unspecified address";
+        else if ((v.addr[0] & 0xF0) == 0xE0)
+            special = "a multicast address";
+        else if (memcmp(v.addr, "\xff\xff\xff\xff", 4) == 0)
+            special = "the broadcast address";
+    } else {
+        static const uint8_t zero[16];
+        if (memcmp(v.addr, zero, 16) == 0)
+            special = "the unspecified address";
+        else if (v.addr[0] == 0xFF)
+            special = "a multicast address";
+    }
+    if (special) {
+        snprintf(why, len, "'%s' is %s and cannot be a VIP", addr, special);
+        return -1;
+    }
+    int max = v.family == AF_INET ? 32 : 128;
+    long p;
+    if (!parse_uint(prefix, strlen(prefix), 999, &p)) {
+        snprintf(why, len, "'/%.16s' is not a prefix length (expected /0..%d)", prefix, max);
+        return -1;
+    }
+    if (p > max) {
+        snprintf(why, len, "prefix %ld is out of range for %s (0..%d)", p,
+                 v.family == AF_INET ? "IPv4" : "IPv6", max);
+        return -1;
+    }
+    v.prefix = (int)p;
+    if (!kw) {
+        snprintf(why, len, "missing 'dev IFNAME' after the prefix (expected " VIP_EXPECTED ")");
+        return -1;
+    }
+    if (strcmp(kw, "dev") != 0) {
+        snprintf(why, len,
+                 "found '%.40s' where 'dev IFNAME' was expected (expected " VIP_EXPECTED ")", kw);
+        return -1;
+    }
+    if (!dev) {
+        snprintf(why, len, "missing the interface name after 'dev' (expected " VIP_EXPECTED ")");
+        return -1;
+    }
+    if (!ifname_check(dev, why, len))
+        return -1;
+    if (extra) {
+        snprintf(why, len,
+                 "unexpected '%.40s' after the interface name (one VIP is " VIP_EXPECTED
+                 "; separate several with ',')",
+                 extra);
+        return -1;
+    }
+    us_strlcpy(v.dev, dev, sizeof v.dev);
+    snprintf(v.text, sizeof v.text, "%s/%s dev %s", addr, prefix, dev);
+    *out = v;
+    return 0;
+}
+
+static bool vip_same_addr(const us_vip *a, const us_vip *b)
+{
+    return a->family == b->family && memcmp(a->addr, b->addr, sizeof a->addr) == 0;
+}
+
+static void vip_add(svc_ctx *c, int line, const char *item)
+{
+    us_service_def *d = c->cur;
+    char why[256];
+    us_vip v;
+    if (vip_parse_text(item, &v, why, sizeof why) != 0) {
+        svc_problem(c, line, "vip", why, item);
+        return;
+    }
+    char addr[INET6_ADDRSTRLEN];
+    inet_ntop(v.family, v.addr, addr, sizeof addr);
+    for (int i = 0; i < d->n_vips; i++) {
+        if (vip_same_addr(&d->vips[i], &v)) {
+            snprintf(why, sizeof why, "duplicate VIP address %s (already listed on line %d)", addr,
+                     c->cur_vip_line[i]);
+            svc_problem(c, line, "vip", why, item);
+            return;
+        }
+    }
+    /* Two services sharing an address would remove it from each other's active node. */
+    for (int s = 0; s < c->set->n; s++) {
+        const us_service_def *o = &c->set->svc[s];
+        for (int i = 0; i < o->n_vips; i++) {
+            if (vip_same_addr(&o->vips[i], &v)) {
+                snprintf(why, sizeof why,
+                         "VIP address %s is already used by [service %s] (line %d)", addr, o->name,
+                         c->vip_line[s][i]);
+                svc_problem(c, line, "vip", why, item);
+                return;
+            }
+        }
+    }
+    if (d->n_vips == US_MAX_VIPS) {
+        if (!c->vip_limit_reported) {
+            snprintf(why, sizeof why, "at most %d VIPs per service (US_MAX_VIPS), got more",
+                     US_MAX_VIPS);
+            svc_problem(c, line, "vip", why, item);
+        }
+        c->vip_limit_reported = true;
+        return;
+    }
+    c->cur_vip_line[d->n_vips] = line;
+    d->vips[d->n_vips++] = v;
+}
+
+/* One or more VIPs separated by ','; the key may also repeat. */
+static void svc_vips(svc_ctx *c, int line, const char *value)
+{
+    if (*value == '\0') {
+        svc_bad(c, line, "vip", VIP_EXPECTED " such as " VIP_EXAMPLE, value);
+        return;
+    }
+    size_t len = strlen(value);
+    char *copy = malloc(len + 1);
+    if (!copy) {
+        svc_bad(c, line, "vip", "a shorter list (out of memory)", value);
+        return;
+    }
+    memcpy(copy, value, len + 1);
+    for (char *item = copy; item;) {
+        char *comma = strchr(item, ',');
+        if (comma)
+            *comma = '\0';
+        while (isspace((unsigned char)*item))
+            item++;
+        size_t n = strlen(item);
+        while (n > 0 && isspace((unsigned char)item[n - 1]))
+            item[--n] = '\0';
+        if (n == 0)
+            svc_problem(c, line, "vip",
+                        "empty entry in the ','-separated list (expected " VIP_EXPECTED
+                        ", " VIP_EXPECTED ", ...)",
+                        value);
+        else
+            vip_add(c, line, item);
+        item = comma ? comma + 1 : NULL;
+    }
+    free(copy);
+}
+
+/* Can listeners on a and b both be bound on one node? Not on the same port when one is the
+ * wildcard or both are the same address. */
+static bool listen_overlap(const char *a, const char *b, int *port)
+{
+    char ha[16], hb[16];
+    int pa, pb;
+    if (us_parse_hostport(a, ha, sizeof ha, &pa) != 0 ||
+        us_parse_hostport(b, hb, sizeof hb, &pb) != 0 || pa != pb)
+        return false;
+    *port = pa;
+    return strcmp(ha, hb) == 0 || strcmp(ha, "0.0.0.0") == 0 || strcmp(hb, "0.0.0.0") == 0;
+}
+
+/* "0.0.0.0:8000 -> 8080": listen address on every node, backend port on the active node. */
+static void svc_proxy(svc_ctx *c, int line, const char *value)
+{
+    const char *arrow = strstr(value, "->");
+    if (!arrow) {
+        svc_bad(c, line, "proxy", PROXY_EXPECTED " (missing '->')", value);
+        return;
+    }
+    char listen[US_ADDR_MAX];
+    const char *l = value, *le = arrow;
+    while (le > l && isspace((unsigned char)le[-1]))
+        le--;
+    size_t ln = (size_t)(le - l);
+    bool listen_ok = ln < sizeof listen;
+    if (listen_ok) {
+        memcpy(listen, l, ln);
+        listen[ln] = '\0';
+        listen_ok = us_parse_hostport(listen, NULL, 0, NULL) == 0;
+    }
+    const char *r = arrow + 2;
+    while (isspace((unsigned char)*r))
+        r++;
+    long port = 0;
+    bool port_ok = parse_uint(r, strlen(r), 65535, &port) && port > 0;
+    if (!listen_ok)
+        svc_problem(c, line, "proxy",
+                    "expected a listen address before '->' as " ADDR_EXPECTED
+                    " (0.0.0.0 = every address)",
+                    value);
+    if (!port_ok)
+        svc_problem(c, line, "proxy", "expected a backend port 1..65535 after '->'", value);
+    if (!listen_ok || !port_ok)
+        return;
+    for (int s = 0; s < c->set->n; s++) {
+        const us_service_def *o = &c->set->svc[s];
+        int p;
+        if (!o->proxy_listen[0] || !listen_overlap(o->proxy_listen, listen, &p))
+            continue;
+        char ex[EXCERPT];
+        if (strcmp(o->proxy_listen, listen) == 0)
+            us_errors_add(c->err,
+                          "%s:%d: key 'proxy' in [service %s]: listen address %s is already used "
+                          "by [service %s] (line %d)",
+                          c->file, line, c->cur_name, listen, o->name, c->proxy_line[s]);
+        else
+            us_errors_add(c->err,
+                          "%s:%d: key 'proxy' in [service %s]: listen address %s overlaps %s of "
+                          "[service %s] (line %d): both need port %d",
+                          c->file, line, c->cur_name, us_ini_excerpt(listen, ex, sizeof ex),
+                          o->proxy_listen, o->name, c->proxy_line[s], p);
+        return;
+    }
+    us_strlcpy(c->cur->proxy_listen, listen, sizeof c->cur->proxy_listen);
+    c->cur->proxy_port = (int)port;
+}
+
+static void svc_backend_host(svc_ctx *c, int line, const char *value)
+{
+    if (!ipv4_valid(value, strlen(value)) || strcmp(value, "0.0.0.0") == 0) {
+        svc_bad(c, line, "backend_host",
+                "an IPv4 address (dotted quad without leading zeros, not 0.0.0.0)", value);
+        return;
+    }
+    us_strlcpy(c->cur->backend_host, value, sizeof c->cur->backend_host);
 }
 
 static int svc_cb(void *user, const char *section, const char *key, const char *value, int line)
@@ -825,12 +1200,13 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
                       line, us_ini_excerpt(key, ex, sizeof ex), c->cur_name, SVC_KNOWN_KEYS);
         return 0;
     }
-    if (c->key_line[k]) {
+    if (c->key_line[k] && k != SK_VIP) {
         us_errors_add(c->err, "%s:%d: duplicate key '%s' in [service %s] (first set on line %d)",
                       c->file, line, key, c->cur_name, c->key_line[k]);
         return 0;
     }
-    c->key_line[k] = line;
+    if (!c->key_line[k])
+        c->key_line[k] = line;
     us_service_def *d = c->cur;
     switch (k) {
     case SK_RUN:
@@ -862,10 +1238,37 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
         svc_nodes(c, line, value);
         break;
     case SK_HOOK_TIMEOUT:
-        svc_timeout(c, line, key, value, &d->hook_timeout_ms);
+        svc_duration(c, line, key, value, &d->hook_timeout_ms, false);
         break;
     case SK_STOP_TIMEOUT:
-        svc_timeout(c, line, key, value, &d->stop_timeout_ms);
+        svc_duration(c, line, key, value, &d->stop_timeout_ms, false);
+        break;
+    case SK_VIP:
+        svc_vips(c, line, value);
+        break;
+    case SK_ANNOUNCE_COUNT:
+        svc_int(c, line, key, value, 1, 100, &d->announce_count);
+        break;
+    case SK_ANNOUNCE_INTERVAL:
+        svc_duration(c, line, key, value, &d->announce_interval_ms, false);
+        break;
+    case SK_ANNOUNCE_REPEAT:
+        svc_duration(c, line, key, value, &d->announce_repeat_ms, true);
+        break;
+    case SK_PROXY:
+        svc_proxy(c, line, value);
+        break;
+    case SK_BACKEND_HOST:
+        svc_backend_host(c, line, value);
+        break;
+    case SK_HOLD:
+        svc_duration(c, line, key, value, &d->hold_ms, true);
+        break;
+    case SK_DRAIN:
+        svc_duration(c, line, key, value, &d->drain_ms, true);
+        break;
+    case SK_MAX_CONNS:
+        svc_int(c, line, key, value, 1, 1000000, &d->max_conns);
         break;
     }
     return 0;

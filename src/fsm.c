@@ -1,6 +1,7 @@
 /* fsm.c — see fsm.h. */
 #include "fsm.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,13 +68,56 @@ static int names_from_json(char names[][US_NAME_MAX], int *n, const json_t *a)
     return 0;
 }
 
+static json_t *vip_to_json(const us_vip *v)
+{
+    char addr[INET6_ADDRSTRLEN] = "";
+    inet_ntop(v->family, v->addr, addr, sizeof addr);
+    return json_pack("{s:s, s:i, s:s, s:s}", "addr", addr, "prefix", v->prefix, "dev", v->dev,
+                     "text", v->text);
+}
+
+static int vip_from_json(us_vip *v, const json_t *j)
+{
+    memset(v, 0, sizeof *v);
+    const char *addr = us_json_str(j, "addr");
+    v->family = strchr(addr, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(v->family, addr, v->addr) != 1)
+        return -1;
+    v->prefix = (int)json_integer_value(json_object_get(j, "prefix"));
+    if (v->prefix < 0 || v->prefix > (v->family == AF_INET ? 32 : 128))
+        return -1;
+    if (!us_strlcpy(v->dev, us_json_str(j, "dev"), sizeof v->dev) || !v->dev[0])
+        return -1;
+    us_strlcpy(v->text, us_json_str(j, "text"), sizeof v->text);
+    return 0;
+}
+
 json_t *us_service_def_to_json(const us_service_def *d)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:i, s:i}", "name", d->name, "run",
-                     d->run, "promote", d->promote, "demote", d->demote, "standby",
-                     d->standby == US_STANDBY_HOT ? "hot" : "cold", "standbys", d->standbys,
-                     "nodes", names_json((char(*)[US_NAME_MAX])d->nodes, d->n_nodes),
-                     "hook_timeout_ms", d->hook_timeout_ms, "stop_timeout_ms", d->stop_timeout_ms);
+    json_t *vips = json_array();
+    for (int i = 0; i < d->n_vips; i++)
+        json_array_append_new(vips, vip_to_json(&d->vips[i]));
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:i, s:i}", "name", d->name, "run", d->run, "promote",
+        d->promote, "demote", d->demote, "standby", d->standby == US_STANDBY_HOT ? "hot" : "cold",
+        "standbys", d->standbys, "nodes", names_json((char(*)[US_NAME_MAX])d->nodes, d->n_nodes),
+        "hook_timeout_ms", d->hook_timeout_ms, "stop_timeout_ms", d->stop_timeout_ms);
+    json_object_set_new(j, "vips", vips);
+    json_object_set_new(j, "announce_count", json_integer(d->announce_count));
+    json_object_set_new(j, "announce_interval_ms", json_integer(d->announce_interval_ms));
+    json_object_set_new(j, "announce_repeat_ms", json_integer(d->announce_repeat_ms));
+    json_object_set_new(j, "proxy_listen", json_string(d->proxy_listen));
+    json_object_set_new(j, "proxy_port", json_integer(d->proxy_port));
+    json_object_set_new(j, "backend_host", json_string(d->backend_host));
+    json_object_set_new(j, "hold_ms", json_integer(d->hold_ms));
+    json_object_set_new(j, "drain_ms", json_integer(d->drain_ms));
+    json_object_set_new(j, "max_conns", json_integer(d->max_conns));
+    return j;
+}
+
+static int jint(const json_t *j, const char *key)
+{
+    return (int)json_integer_value(json_object_get(j, key));
 }
 
 int us_service_def_from_json(us_service_def *d, const json_t *j)
@@ -86,9 +130,28 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
     us_strlcpy(d->promote, us_json_str(j, "promote"), sizeof d->promote);
     us_strlcpy(d->demote, us_json_str(j, "demote"), sizeof d->demote);
     d->standby = strcmp(us_json_str(j, "standby"), "hot") == 0 ? US_STANDBY_HOT : US_STANDBY_COLD;
-    d->standbys = (int)json_integer_value(json_object_get(j, "standbys"));
-    d->hook_timeout_ms = (int)json_integer_value(json_object_get(j, "hook_timeout_ms"));
-    d->stop_timeout_ms = (int)json_integer_value(json_object_get(j, "stop_timeout_ms"));
+    d->standbys = jint(j, "standbys");
+    d->hook_timeout_ms = jint(j, "hook_timeout_ms");
+    d->stop_timeout_ms = jint(j, "stop_timeout_ms");
+    json_t *vips = json_object_get(j, "vips");
+    if (json_array_size(vips) > US_MAX_VIPS)
+        return -1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(vips, i, v)
+    {
+        if (vip_from_json(&d->vips[d->n_vips++], v) != 0)
+            return -1;
+    }
+    d->announce_count = jint(j, "announce_count");
+    d->announce_interval_ms = jint(j, "announce_interval_ms");
+    d->announce_repeat_ms = jint(j, "announce_repeat_ms");
+    us_strlcpy(d->proxy_listen, us_json_str(j, "proxy_listen"), sizeof d->proxy_listen);
+    d->proxy_port = jint(j, "proxy_port");
+    us_strlcpy(d->backend_host, us_json_str(j, "backend_host"), sizeof d->backend_host);
+    d->hold_ms = jint(j, "hold_ms");
+    d->drain_ms = jint(j, "drain_ms");
+    d->max_conns = jint(j, "max_conns");
     return names_from_json(d->nodes, &d->n_nodes, json_object_get(j, "nodes"));
 }
 

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "model.h"
 #include "supervisor.h"
+#include "vip.h"
 
 #define G_MAX_GROUPS 256
 #define G_MAX_PEERS 16
@@ -34,8 +35,9 @@
 #define G_ANNOUNCE_GAP_NS 100000000LL
 #define G_ANNOUNCE_SLOW_GAP_NS 500000000LL
 #define G_GONE_WAIT_NS 1000000000LL
+#define G_VIP_TRIES 3
 
-enum { M_TRACK = 1, M_UNTRACK, M_LEASE, M_PEERS, M_STOP, M_FENCED };
+enum { M_TRACK = 1, M_UNTRACK, M_LEASE, M_PEERS, M_STOP, M_FENCED, M_VIP };
 
 typedef struct g_msg {
     uint32_t type;
@@ -46,11 +48,15 @@ typedef struct g_msg {
     int64_t deadline_ns;
     char service[64];
     struct sockaddr_in peers[G_MAX_PEERS];
+    us_vip vip; /* M_VIP: fence = 1 registers, 0 forgets */
 } g_msg;
 
 struct us_guardian {
     pid_t pid;
     int fd;
+    /* What the guardian holds, mirrored so that a full table is refused synchronously. */
+    int n_vips;
+    us_vip vips[US_GUARDIAN_MAX_VIPS];
 };
 
 typedef struct g_group {
@@ -76,8 +82,25 @@ static struct {
     int ann_left; /* datagrams still to send */
     int64_t ann_next_ns;
     g_group killed[G_MAX_GROUPS];
+    us_vip vips[US_GUARDIAN_MAX_VIPS];
+    int n_vips;
     char json[32768];
 } G;
+
+static bool vip_same(const us_vip *a, const us_vip *b)
+{
+    size_t len = a->family == AF_INET ? 4 : sizeof a->addr;
+    return a->family == b->family && memcmp(a->addr, b->addr, len) == 0 &&
+           strncmp(a->dev, b->dev, sizeof a->dev) == 0;
+}
+
+static int vip_find(const us_vip *vips, int n, const us_vip *v)
+{
+    for (int i = 0; i < n; i++)
+        if (vip_same(&vips[i], v))
+            return i;
+    return -1;
+}
 
 static int64_t mono_ns(void)
 {
@@ -186,6 +209,28 @@ static int kill_groups(bool only_fence)
     return n;
 }
 
+/* Remove every registered VIP: a fenced or orphaned node must stop answering ARP/ND for it. They
+ * stay registered; the agent forgets them. */
+static void drop_vips(void)
+{
+    for (int i = 0; i < G.n_vips; i++) {
+        int rc = 0;
+        for (int t = 0; t < G_VIP_TRIES; t++) {
+            if (t)
+                sleep_until_ns(mono_ns() + 10000000);
+            rc = us_vip_del(&G.vips[i]);
+            if (rc == 0)
+                break;
+        }
+        if (rc < 0)
+            us_error("guardian: cannot remove virtual IP %s: %s", G.vips[i].text, strerror(-rc));
+        else
+            us_debug("guardian: removed virtual IP %s", G.vips[i].text);
+    }
+    if (G.n_vips)
+        us_info("guardian: %d registered virtual IP(s) removed", G.n_vips);
+}
+
 /* Announcing a group as fenced while one of its processes still runs would let the leader start
  * a second active instance: wait (bounded) until each group is gone. */
 static void wait_gone(int n)
@@ -223,6 +268,7 @@ static void fence_lease(void)
 {
     G.lease_ns = 0; /* until the agent sets a new one */
     int n = kill_groups(true);
+    drop_vips();
     if (n == 0)
         return;
     for (int i = 0; i < n; i++)
@@ -235,6 +281,7 @@ static void fence_lease(void)
 static void __attribute__((noreturn)) agent_gone(void)
 {
     int n = kill_groups(false);
+    drop_vips();
     wait_gone(n);
     if (announce_killed(n))
         announce_restart();
@@ -247,7 +294,9 @@ static void __attribute__((noreturn)) agent_gone(void)
 
 static void __attribute__((noreturn)) clean_stop(void)
 {
-    wait_gone(kill_groups(false));
+    int n = kill_groups(false);
+    drop_vips();
+    wait_gone(n);
     _exit(0);
 }
 
@@ -293,6 +342,25 @@ static void handle(const g_msg *m)
         G.n_peers = m->n_peers <= G_MAX_PEERS ? (int)m->n_peers : G_MAX_PEERS;
         memcpy(G.peers, m->peers, sizeof G.peers);
         return;
+    case M_VIP: {
+        us_vip v = m->vip;
+        v.dev[sizeof v.dev - 1] = '\0';
+        v.text[sizeof v.text - 1] = '\0';
+        int i = vip_find(G.vips, G.n_vips, &v);
+        if (!m->fence) {
+            if (i >= 0)
+                G.vips[i] = G.vips[--G.n_vips];
+        } else if (i >= 0) {
+            G.vips[i] = v;
+        } else if (G.n_vips < US_GUARDIAN_MAX_VIPS) {
+            G.vips[G.n_vips++] = v;
+        } else {
+            /* The agent's mirror refuses this first; kept safe regardless. */
+            us_error("guardian: more than %d virtual IPs, %s is not guarded", US_GUARDIAN_MAX_VIPS,
+                     v.text);
+        }
+        return;
+    }
     case M_STOP:
         clean_stop();
     default:
@@ -483,6 +551,26 @@ int us_guardian_untrack(us_guardian *g, pid_t pgid)
     m.type = M_UNTRACK;
     m.pgid = pgid;
     return send_msg(g, &m);
+}
+
+int us_guardian_vip(us_guardian *g, const us_vip *v, bool present)
+{
+    int i = vip_find(g->vips, g->n_vips, v);
+    if (present && i < 0 && g->n_vips == US_GUARDIAN_MAX_VIPS)
+        return -ENOSPC;
+    g_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = M_VIP;
+    m.fence = present;
+    m.vip = *v;
+    int rc = send_msg(g, &m);
+    if (rc < 0)
+        return rc;
+    if (present && i < 0)
+        g->vips[g->n_vips++] = *v;
+    else if (!present && i >= 0)
+        g->vips[i] = g->vips[--g->n_vips];
+    return 0;
 }
 
 int us_guardian_lease(us_guardian *g, int64_t deadline_ns)

@@ -2,7 +2,8 @@
  *
  * The guardian is a small separate process (forked from the agent at start, before the event loop
  * and any thread exist) that holds a list of process groups and a lease deadline. It has no event
- * loop, no allocation after start, and only blocks in poll(2).
+ * loop, no allocation after start, and only blocks in poll(2) (and, while fencing, in netlink
+ * requests the kernel answers at once, each bounded to 2 s).
  *  - When the lease deadline (CLOCK_MONOTONIC) passes without renewal, it SIGKILLs every group
  *    registered with fence_on_lease, tells the agent (us_guardian_read_event) and announces it.
  *  - When the agent dies (its socket reaches EOF without a clean stop), it SIGKILLs every
@@ -13,7 +14,12 @@
  *    so that the leader — also one elected after the old leader froze — can reassign without
  *    waiting for the lease to run out. Only groups registered with fence_on_lease (active
  *    instances) are listed, and only once they are gone.
- *  - us_guardian_stop (clean agent exit) kills what is still registered, announces nothing.
+ *  - Virtual IPs registered with us_guardian_vip are removed (us_vip_del) on every fencing — the
+ *    lease ran out or the agent died — right after the kill and before the announcement, so a
+ *    fenced or dead node stops answering ARP/ND for them at once. Lease fencing leaves them
+ *    registered (the agent may add them again); only the agent forgets them.
+ *  - us_guardian_stop (clean agent exit) kills what is still registered, removes the registered
+ *    VIPs, announces nothing.
  * The guardian ignores SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE and the terminal stop signals:
  * it ends only through its socket.
  */
@@ -24,7 +30,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "model.h"
+
 typedef struct us_guardian us_guardian;
+
+/* Every VIP of every service fits. */
+#define US_GUARDIAN_MAX_VIPS (US_MAX_SERVICES * US_MAX_VIPS)
 
 typedef struct us_guardian_event {
     pid_t pgid;
@@ -43,6 +54,12 @@ int us_guardian_set_peers(us_guardian *g, const char *const *peers, int n);
 int us_guardian_track(us_guardian *g, pid_t pgid, const char *service, uint64_t epoch,
                       bool fence_on_lease);
 int us_guardian_untrack(us_guardian *g, pid_t pgid);
+
+/* Register (present) or forget a virtual IP. The agent registers a VIP right before adding it and
+ * forgets it after removing it. At most US_GUARDIAN_MAX_VIPS distinct VIPs (same family, address
+ * and device) are held: -ENOSPC beyond that, and then the VIP must not be added. Registering a
+ * registered VIP or forgetting an unknown one succeeds. 0 or -errno. */
+int us_guardian_vip(us_guardian *g, const us_vip *v, bool present);
 
 /* Set the lease deadline, CLOCK_MONOTONIC in ns; 0 = no lease (nothing is fenced by time). */
 int us_guardian_lease(us_guardian *g, int64_t deadline_ns);

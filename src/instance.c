@@ -106,6 +106,106 @@ static void passive_report(us_instance *in, us_inst_state st, const us_assignmen
     set_report(in, st, as ? as->epoch : 0, 0);
 }
 
+/* ---- virtual IPs ---- */
+
+static uv_timer_t *announce_timer(us_instance *in)
+{
+    return &in->agent->announce_timers[in - in->agent->inst];
+}
+
+static void announce_cb(uv_timer_t *t)
+{
+    us_instance *in = t->data;
+    const us_service_def *d = NULL;
+    int k = us_state_find_service(&in->agent->fsm.state, in->service);
+    if (k >= 0)
+        d = &in->agent->fsm.state.services.svc[k];
+    for (int i = 0; i < in->n_vips_up; i++) {
+        int rc = us_vip_announce(&in->vips_up[i]);
+        if (rc != 0)
+            us_warn("%s: cannot announce %s: %s", in->service, in->vips_up[i].text, strerror(-rc));
+    }
+    if (--in->announce_left > 0) {
+        uv_timer_start(t, announce_cb, d ? (uint64_t)d->announce_interval_ms : 100, 0);
+    } else if (in->announce_repeat && d && d->announce_repeat_ms > 0) {
+        in->announce_repeat = false;
+        in->announce_left = d->announce_count > 0 ? d->announce_count : 1;
+        uv_timer_start(t, announce_cb, (uint64_t)d->announce_repeat_ms, 0);
+    }
+}
+
+static void announce_burst(us_instance *in, const us_service_def *d, bool with_repeat)
+{
+    if (in->n_vips_up == 0)
+        return;
+    in->announce_left = d->announce_count > 0 ? d->announce_count : 1;
+    in->announce_repeat = with_repeat;
+    uv_timer_start(announce_timer(in), announce_cb, 0, 0);
+}
+
+/* Remove the VIPs we hold (idempotent), and tell the guardian it no longer needs to. */
+static void vips_down(us_instance *in)
+{
+    uv_timer_stop(announce_timer(in));
+    for (int i = 0; i < in->n_vips_up; i++) {
+        int rc = us_vip_del(&in->vips_up[i]);
+        if (rc != 0)
+            us_error("%s: cannot remove %s: %s", in->service, in->vips_up[i].text, strerror(-rc));
+        else
+            us_info("%s: removed %s", in->service, in->vips_up[i].text);
+        us_guardian_vip(in->agent->guardian, &in->vips_up[i], false);
+    }
+    in->n_vips_up = 0;
+}
+
+/* Add the service's VIPs; the guardian learns each one first, so it can drop it when fencing. */
+static int vips_up(us_instance *in, const us_service_def *d)
+{
+    for (int i = 0; i < d->n_vips; i++) {
+        const us_vip *v = &d->vips[i];
+        us_guardian_vip(in->agent->guardian, v, true);
+        in->vips_up[in->n_vips_up++] = *v;
+        int rc = us_vip_add(v);
+        if (rc != 0) {
+            us_error("%s: cannot add %s: %s", in->service, v->text, strerror(-rc));
+            return rc;
+        }
+        us_info("%s: added %s", in->service, v->text);
+    }
+    announce_burst(in, d, true);
+    return 0;
+}
+
+/* A VIP must be absent wherever the instance is not active, also after a crashed earlier run. */
+static void vips_clean(us_instance *in, const us_service_def *d)
+{
+    if (in->vips_cleaned || !d)
+        return;
+    in->vips_cleaned = true;
+    for (int i = 0; i < d->n_vips; i++)
+        if (us_vip_present(&d->vips[i]) == 1) {
+            us_warn("%s: removing stale %s (this node is not active)", in->service,
+                    d->vips[i].text);
+            us_vip_del(&d->vips[i]);
+        }
+}
+
+/* Why this node cannot hold the service's VIPs, or NULL. */
+static const char *vip_obstacle(const us_service_def *d, char *why, size_t len)
+{
+    if (d->n_vips == 0)
+        return NULL;
+    if (!us_vip_capable(why, len))
+        return why;
+    for (int i = 0; i < d->n_vips; i++)
+        if (!us_vip_dev_exists(&d->vips[i])) {
+            snprintf(why, len, "device %s of %s does not exist here", d->vips[i].dev,
+                     d->vips[i].text);
+            return why;
+        }
+    return NULL;
+}
+
 static bool quiet(us_instance *in)
 {
     return in->proc == NULL && in->hook == NULL;
@@ -124,6 +224,8 @@ static void fence_self(us_instance *in, us_inst_state st, int status, const char
     x->pending.epoch = in->epoch;
     x->pending.exit_status = status;
     in->phase = US_PHASE_DEMOTING;
+    in->draining = false;
+    vips_down(in);
     if (in->hook)
         us_proc_kill(in->hook, SIGKILL);
     if (in->proc)
@@ -135,8 +237,15 @@ static void fence_self(us_instance *in, us_inst_state st, int status, const char
     }
 }
 
+static const us_service_def *def_of(us_agent *a, const char *service);
+
 static void become_active(us_instance *in)
 {
+    const us_service_def *d = def_of(in->agent, in->service);
+    if (d && vips_up(in, d) != 0) {
+        fence_self(in, US_INST_FAILED, 126, "cannot add the virtual IP");
+        return;
+    }
     in->phase = US_PHASE_ACTIVE;
     set_report(in, US_INST_ACTIVE, in->epoch, 0);
     us_info("%s: active (epoch %llu)", in->service, (unsigned long long)in->epoch);
@@ -196,10 +305,31 @@ static void run_demote_hook(us_instance *in)
     demote_finished(in);
 }
 
+static void continue_demote(us_instance *in, const us_service_def *d);
+
+/* Planned demotion. With a proxy, first let the open proxied connections finish (up to drain):
+ * every proxy holds new connections from the moment the switchover was committed. */
 static void begin_demote(us_instance *in, const us_service_def *d)
 {
-    us_instance *x = in;
+    int64_t now = us_now_ms();
     in->phase = US_PHASE_DEMOTING;
+    if (d->proxy_listen[0] && d->drain_ms > 0) {
+        in->draining = true;
+        /* Peers report their open connections with their heartbeats: wait for two. */
+        in->drain_min_ms = now + 2 * in->agent->cfg.timing.heartbeat_ms;
+        in->drain_until_ms = now + d->drain_ms;
+        us_info("%s: draining proxied connections (up to %d ms) before demoting", in->service,
+                d->drain_ms);
+        return;
+    }
+    continue_demote(in, d);
+}
+
+static void continue_demote(us_instance *in, const us_service_def *d)
+{
+    us_instance *x = in;
+    in->draining = false;
+    vips_down(in);
     us_info("%s: demoting (epoch %llu)", in->service, (unsigned long long)in->epoch);
     if (in->hook) { /* a promote hook still running: it must not finish the promotion */
         us_proc_kill(in->hook, SIGKILL);
@@ -326,8 +456,18 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
             begin_demote(in, d);
         return;
     case US_PHASE_DEMOTING:
-        if (!lease_ok && in->proc && !in->fencing && (!d || d->standby == US_STANDBY_COLD))
+        if (!lease_ok && (in->draining || in->n_vips_up ||
+                          (in->proc && !in->fencing && (!d || d->standby == US_STANDBY_COLD)))) {
             fence_self(in, US_INST_DEMOTED, 0, "lease ran out during demotion");
+        } else if (in->draining && d) {
+            int open = us_proxies_open_total(a, in->service, in->epoch);
+            if (now >= in->drain_until_ms || (now >= in->drain_min_ms && open == 0)) {
+                if (open)
+                    us_warn("%s: drain time over with %d connection(s) still open", in->service,
+                            open);
+                continue_demote(in, d);
+            }
+        }
         return;
     case US_PHASE_IDLE:
     case US_PHASE_STANDBY:
@@ -340,7 +480,16 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
         set_report(in, US_INST_DEMOTED, as->epoch, 0);
         return;
     }
+    vips_clean(in, d);
     if (mine && lease_ok && a->stopping < 2) {
+        char why[160];
+        if (vip_obstacle(d, why, sizeof why)) {
+            us_error("%s: refusing the active role: %s", in->service, why);
+            in->epoch = as->epoch;
+            in->abandoned_epoch = as->epoch;
+            set_report(in, US_INST_FAILED, as->epoch, 126);
+            return;
+        }
         begin_promote(in, d, as->epoch);
         return;
     }
@@ -389,10 +538,15 @@ json_t *us_instances_report(us_agent *a)
             continue;
         char e[24];
         snprintf(e, sizeof e, "%llu", (unsigned long long)in->report.epoch);
+        int k = us_state_find_service(&a->fsm.state, in->service);
+        uint64_t px_epoch = k >= 0 ? a->fsm.state.asg[k].epoch : 0;
+        char pe[24];
+        snprintf(pe, sizeof pe, "%llu", (unsigned long long)px_epoch);
         json_object_set_new(rep, in->service,
-                            json_pack("[i, s, i, i]", (int)in->report.state, e,
+                            json_pack("[i, s, i, i, s, i]", (int)in->report.state, e,
                                       in->report.exit_status,
-                                      in->proc ? (int)us_proc_pid(in->proc) : 0));
+                                      in->proc ? (int)us_proc_pid(in->proc) : 0, pe,
+                                      us_proxies_open(a, in->service, px_epoch)));
     }
     return rep;
 }
@@ -408,12 +562,33 @@ void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev)
         fence_self(in, US_INST_FENCED, 137, "guardian fenced it");
 }
 
+void us_instances_init(us_agent *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        uv_timer_init(a->loop, &a->announce_timers[i]);
+        a->announce_timers[i].data = &a->inst[i];
+    }
+}
+
+void us_instances_reannounce(us_agent *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        const us_service_def *d = in->used ? def_of(a, in->service) : NULL;
+        if (d && in->phase == US_PHASE_ACTIVE && in->n_vips_up) {
+            us_info("%s: membership changed: announcing its virtual IPs again", in->service);
+            announce_burst(in, d, false);
+        }
+    }
+}
+
 void us_instances_kill_all(us_agent *a)
 {
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         us_instance *in = &a->inst[i];
         if (!in->used)
             continue;
+        vips_down(in);
         if (in->hook)
             us_proc_kill(in->hook, SIGKILL);
         if (in->proc)

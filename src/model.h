@@ -19,7 +19,19 @@
 #define US_MAX_NODES 16    /* nodes in one cluster */
 #define US_MAX_SERVICES 32 /* services in one cluster */
 
+#define US_MAX_VIPS 4    /* virtual IPs per service */
+#define US_IFNAME_MAX 16 /* IFNAMSIZ */
+
 typedef enum { US_STANDBY_COLD = 0, US_STANDBY_HOT = 1 } us_standby_mode;
+
+/* A virtual IP that follows the active instance ("198.18.0.100/24 dev eth0"). */
+typedef struct us_vip {
+    int family;              /* AF_INET or AF_INET6 */
+    uint8_t addr[16];        /* network byte order; 4 bytes used for IPv4 */
+    int prefix;              /* 0..32 or 0..128 */
+    char dev[US_IFNAME_MAX]; /* interface name */
+    char text[80];           /* as the operator wrote it, for messages and the API */
+} us_vip;
 
 /* One [service NAME] section of a services file: what the operator declared. */
 typedef struct us_service_def {
@@ -33,6 +45,19 @@ typedef struct us_service_def {
     char nodes[US_MAX_NODES][US_NAME_MAX]; /* eligible nodes, most preferred first */
     int hook_timeout_ms;                   /* promote/demote time limit (default 10000) */
     int stop_timeout_ms; /* SIGTERM -> SIGKILL grace when stopping (default 5000) */
+    /* Virtual IPs: added on the active after promotion, removed on demotion and everywhere else. */
+    int n_vips;
+    us_vip vips[US_MAX_VIPS];
+    int announce_count;       /* gratuitous ARP / NA burst at takeover (default 3) */
+    int announce_interval_ms; /* spacing within a burst (default 100) */
+    int announce_repeat_ms;   /* one more burst this long after takeover (default 3000; 0 = none) */
+    /* Failover-aware proxy: every agent listens on proxy_listen and forwards to the active. */
+    char proxy_listen[US_ADDR_MAX]; /* "IPv4:port", "" = no proxy */
+    int proxy_port;                 /* backend port on the active node */
+    char backend_host[US_ADDR_MAX]; /* "" = the host of the active node's cluster address */
+    int hold_ms;                    /* how long a new connection may wait for an active (5000) */
+    int drain_ms;                   /* planned switchover: open connections may finish (10000) */
+    int max_conns;                  /* connection limit per proxy and node (4096) */
 } us_service_def;
 
 typedef struct us_service_set {

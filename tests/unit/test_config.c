@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -670,11 +671,12 @@ static void test_services_errors(void **state)
         {"[service a]\nrun = x\n[service a]\nrun = y\n",
          {"svc.ini:3:", "duplicate service 'a'", "first defined on line 1"}},
         {"run = x\n", {"svc.ini:1:", "key 'run'", "outside any [service NAME]"}},
-        {"[service a]\nrun = x\nvip = 10.0.0.5\n",
-         {"svc.ini:3:", "unknown key 'vip'", "[service a]",
+        {"[service a]\nrun = x\nbogus = 10.0.0.5\n",
+         {"svc.ini:3:", "unknown key 'bogus'", "[service a]",
           "known keys: run, standby, promote, demote, standbys, nodes, hook_timeout, "
-          "stop_timeout"}},
-        {"[service a]\nrun = x\nproxy = 1\n", {"svc.ini:3:", "unknown key 'proxy'"}},
+          "stop_timeout, vip, vip_announce_count, vip_announce_interval, vip_announce_repeat, "
+          "proxy, backend_host, hold, drain, max_connections)"}},
+        {"[service a]\nrun = x\nVIP = 1\n", {"svc.ini:3:", "unknown key 'VIP'"}},
         {"[service a]\nrun = x\ncheck = true\n", {"svc.ini:3:", "unknown key 'check'"}},
         {"[service a]\nrun = x\nrun = y\n",
          {"svc.ini:3:", "duplicate key 'run'", "first set on line 2"}},
@@ -756,7 +758,7 @@ static void test_services_many_errors_out_untouched(void **state)
     const char *text = "[service web]\n"      /* 1 */
                        "run = ./web\n"        /* 2 */
                        "standby = tepid\n"    /* 3 */
-                       "vip = 10.0.0.9\n"     /* 4 */
+                       "bogus = 10.0.0.9\n"   /* 4 */
                        "[service bad_name]\n" /* 5 */
                        "run = x\n"            /* 6 */
                        "standbys = 99\n"      /* 7: still checked under a bad name */
@@ -771,7 +773,7 @@ static void test_services_many_errors_out_untouched(void **state)
     assert_memory_equal(&g_set, copy, sizeof g_set);
     free(copy);
     expect_msg(&err, "svc.ini:3:", "key 'standby' in [service web]", "got 'tepid'");
-    expect_msg(&err, "svc.ini:4:", "unknown key 'vip'");
+    expect_msg(&err, "svc.ini:4:", "unknown key 'bogus'");
     expect_msg(&err, "svc.ini:5:", "got 'bad_name'");
     expect_msg(&err, "svc.ini:7:", "key 'standbys' in [service bad_name]", "got '99'");
     expect_msg(&err, "svc.ini:8:", "[service db]", "missing key 'run'");
@@ -782,6 +784,411 @@ static void test_services_many_errors_out_untouched(void **state)
     assert_non_null(strstr(j, "svc.ini:3:"));
     assert_true(strstr(j, "svc.ini:3:") < strstr(j, "svc.ini:9:"));
     assert_int_equal(err.dropped, 0);
+}
+
+/* ---- services: virtual IPs and the proxy ---- */
+
+static void test_services_vip_proxy_valid(void **state)
+{
+    (void)state;
+    const char *text =
+        "[service web]\n"
+        "run = ./web\n"
+        "vip = 198.18.0.100/24 dev eth0        # IPv4\n"
+        "vip =   2001:DB8::10/64   dev  br-lan0 ,198.18.1.7/32 dev eth1   # IPv6, list\n"
+        "vip_announce_count = 5\n"
+        "vip_announce_interval = 20ms\n"
+        "vip_announce_repeat = 0\n"
+        "proxy = 0.0.0.0:8000 -> 8080\n"
+        "backend_host = 198.18.0.5\n"
+        "hold = 0s\n"
+        "drain = 1.5s\n"
+        "max_connections = 100\n"
+        "vip = 10.1.2.3/0 dev abcdefghijklmno\n"
+        "[service db]\n"
+        "run = ./db\n"
+        "proxy = 127.0.0.1:5432->15432\n"
+        "vip = ::ffff:198.18.0.9/128 dev lo\n"
+        "hold = 0\n"
+        "drain = 0ms\n"
+        "vip_announce_repeat = 10s\n"
+        "[service cache]\n"
+        "run = ./cache\n"
+        "proxy = 198.18.0.1:5432 -> 1\n" /* same port as db, other address: no overlap */
+        "[service mq]\n"
+        "run = ./mq\n"
+        "proxy = 127.0.0.1:8001 -> 65535\n";
+    us_errors err;
+    int rc = parse_svc(text, &err);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", joined(&err));
+    assert_int_equal(rc, 0);
+    assert_int_equal(g_set.n, 4);
+
+    const us_service_def *w = &g_set.svc[0];
+    assert_int_equal(w->n_vips, 4);
+    static const uint8_t v4a[4] = {198, 18, 0, 100};
+    assert_int_equal(w->vips[0].family, AF_INET);
+    assert_memory_equal(w->vips[0].addr, v4a, 4);
+    assert_int_equal(w->vips[0].prefix, 24);
+    assert_string_equal(w->vips[0].dev, "eth0");
+    assert_string_equal(w->vips[0].text, "198.18.0.100/24 dev eth0");
+    static const uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, [15] = 0x10};
+    assert_int_equal(w->vips[1].family, AF_INET6);
+    assert_memory_equal(w->vips[1].addr, v6, 16);
+    assert_int_equal(w->vips[1].prefix, 64);
+    assert_string_equal(w->vips[1].dev, "br-lan0");
+    assert_string_equal(w->vips[1].text, "2001:DB8::10/64 dev br-lan0"); /* spaces trimmed */
+    assert_int_equal(w->vips[2].family, AF_INET);
+    assert_int_equal(w->vips[2].prefix, 32);
+    assert_string_equal(w->vips[2].dev, "eth1");
+    assert_string_equal(w->vips[2].text, "198.18.1.7/32 dev eth1");
+    assert_int_equal(w->vips[3].prefix, 0);
+    assert_string_equal(w->vips[3].dev, "abcdefghijklmno"); /* 15 characters fit */
+    static const uint8_t zero12[12];
+    assert_memory_equal(w->vips[3].addr + 4, zero12, 12); /* IPv4 uses 4 bytes, rest zero */
+    assert_int_equal(w->announce_count, 5);
+    assert_int_equal(w->announce_interval_ms, 20);
+    assert_int_equal(w->announce_repeat_ms, 0);
+    assert_string_equal(w->proxy_listen, "0.0.0.0:8000");
+    assert_int_equal(w->proxy_port, 8080);
+    assert_string_equal(w->backend_host, "198.18.0.5");
+    assert_int_equal(w->hold_ms, 0);
+    assert_int_equal(w->drain_ms, 1500);
+    assert_int_equal(w->max_conns, 100);
+
+    const us_service_def *d = &g_set.svc[1];
+    assert_int_equal(d->n_vips, 1);
+    assert_int_equal(d->vips[0].family, AF_INET6);
+    assert_int_equal(d->vips[0].prefix, 128);
+    assert_string_equal(d->vips[0].dev, "lo");
+    assert_string_equal(d->proxy_listen, "127.0.0.1:5432");
+    assert_int_equal(d->proxy_port, 15432);
+    assert_string_equal(d->backend_host, "");
+    assert_int_equal(d->hold_ms, 0);
+    assert_int_equal(d->drain_ms, 0);
+    assert_int_equal(d->max_conns, 4096);
+    assert_int_equal(d->announce_count, 3);
+    assert_int_equal(d->announce_interval_ms, 100);
+    assert_int_equal(d->announce_repeat_ms, 10000);
+
+    assert_string_equal(g_set.svc[2].proxy_listen, "198.18.0.1:5432");
+    assert_int_equal(g_set.svc[2].proxy_port, 1);
+    assert_int_equal(g_set.svc[2].n_vips, 0);
+    assert_string_equal(g_set.svc[3].proxy_listen, "127.0.0.1:8001");
+    assert_int_equal(g_set.svc[3].proxy_port, 65535);
+}
+
+static void test_services_vip_proxy_defaults(void **state)
+{
+    (void)state;
+    us_errors err;
+    memset(&g_set, 0x5A, sizeof g_set);
+    assert_int_equal(parse_svc("[service a]\nrun = x\n"
+                               "[service b]\nrun = y\nvip = 198.18.0.100/24 dev eth0\n"
+                               "[service c]\nrun = z\nproxy = 0.0.0.0:80 -> 8080\n",
+                               &err),
+                     0);
+    assert_int_equal(g_set.n, 3);
+    for (int i = 0; i < 3; i++) {
+        const us_service_def *d = &g_set.svc[i];
+        assert_int_equal(d->n_vips, i == 1 ? 1 : 0);
+        assert_int_equal(d->announce_count, 3);
+        assert_int_equal(d->announce_interval_ms, 100);
+        assert_int_equal(d->announce_repeat_ms, 3000);
+        assert_string_equal(d->proxy_listen, i == 2 ? "0.0.0.0:80" : "");
+        assert_int_equal(d->proxy_port, i == 2 ? 8080 : 0);
+        assert_string_equal(d->backend_host, "");
+        assert_int_equal(d->hold_ms, 5000);
+        assert_int_equal(d->drain_ms, 10000);
+        assert_int_equal(d->max_conns, 4096);
+    }
+}
+
+static void test_services_vip_limits(void **state)
+{
+    (void)state;
+    us_errors err;
+    /* US_MAX_VIPS over several lines and a list */
+    assert_int_equal(parse_svc("[service a]\nrun = x\n"
+                               "vip = 198.18.0.1/24 dev eth0, 198.18.0.2/24 dev eth0\n"
+                               "vip = 2001:db8::1/64 dev eth0\n"
+                               "vip = 2001:db8::2/64 dev eth1\n",
+                               &err),
+                     0);
+    assert_int_equal(g_set.svc[0].n_vips, US_MAX_VIPS);
+    assert_string_equal(g_set.svc[0].vips[3].text, "2001:db8::2/64 dev eth1");
+
+    /* one more: reported once, on the line where the limit was passed */
+    assert_int_equal(parse_svc("[service a]\nrun = x\n"
+                               "vip = 198.18.0.1/24 dev eth0, 198.18.0.2/24 dev eth0\n"
+                               "vip = 198.18.0.3/24 dev eth0, 198.18.0.4/24 dev eth0\n"
+                               "vip = 198.18.0.5/24 dev eth0, 198.18.0.6/24 dev eth0\n",
+                               &err),
+                     -1);
+    expect_msg(&err, "svc.ini:5:", "key 'vip' in [service a]", "at most 4 VIPs", "US_MAX_VIPS",
+               "got '198.18.0.5/24 dev eth0'");
+    assert_int_equal(err.n, 1);
+
+    /* the limit is per service */
+    static char text[4096];
+    size_t used = 0;
+    for (int s = 0; s < 3; s++) {
+        used += (size_t)snprintf(text + used, sizeof text - used, "[service s%d]\nrun = x\n", s);
+        for (int v = 0; v < US_MAX_VIPS; v++)
+            used += (size_t)snprintf(text + used, sizeof text - used,
+                                     "vip = 198.18.%d.%d/24 dev eth0\n", s, v + 1);
+    }
+    assert_int_equal(parse_svc(text, &err), 0);
+    assert_int_equal(g_set.n, 3);
+    for (int s = 0; s < 3; s++)
+        assert_int_equal(g_set.svc[s].n_vips, US_MAX_VIPS);
+
+    /* integer bounds */
+    assert_int_equal(parse_svc("[service a]\nrun = x\nvip = 198.18.0.1/24 dev eth0\n"
+                               "vip_announce_count = 1\nproxy = 0.0.0.0:1 -> 1\n"
+                               "max_connections = 1\n"
+                               "[service b]\nrun = x\nvip = 198.18.0.2/24 dev eth0\n"
+                               "vip_announce_count = 100\nproxy = 0.0.0.0:2 -> 2\n"
+                               "max_connections = 1000000\nvip_announce_interval = 1\n",
+                               &err),
+                     0);
+    assert_int_equal(g_set.svc[0].announce_count, 1);
+    assert_int_equal(g_set.svc[0].max_conns, 1);
+    assert_int_equal(g_set.svc[1].announce_count, 100);
+    assert_int_equal(g_set.svc[1].max_conns, 1000000);
+    assert_int_equal(g_set.svc[1].announce_interval_ms, 1);
+}
+
+/* Each case must be rejected with exactly one message holding every fragment, output untouched. */
+typedef struct err_case {
+    const char *text;
+    const char *frags[6];
+} err_case;
+
+static void check_error_cases(const err_case *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        us_errors err;
+        memset(&g_set, 0x5A, sizeof g_set);
+        if (parse_svc(cases[i].text, &err) != -1)
+            fail_msg("case %zu accepted:\n%s", i, cases[i].text);
+        assert_int_equal(g_set.n, 0x5A5A5A5A); /* untouched */
+        bool found = false;
+        for (int m = 0; m < err.n && !found; m++) {
+            bool all = true;
+            for (int f = 0; f < 6 && cases[i].frags[f]; f++)
+                if (!strstr(err.msg[m], cases[i].frags[f]))
+                    all = false;
+            found = all;
+        }
+        if (!found)
+            fail_msg("case %zu: no message has all fragments (second: %s); got:\n%s", i,
+                     cases[i].frags[1], joined(&err));
+        if (err.n != 1)
+            fail_msg("case %zu: expected exactly one problem, got:\n%s", i, joined(&err));
+    }
+}
+
+#define SVC_A "[service a]\nrun = x\n"
+#define VIP_A SVC_A "vip = 198.18.0.100/24 dev eth0\n"
+#define PROXY_A SVC_A "proxy = 0.0.0.0:8000 -> 8080\n"
+
+static void test_services_vip_errors(void **state)
+{
+    (void)state;
+    static const err_case cases[] = {
+        /* address */
+        {SVC_A "vip = 300.1.1.1/24 dev eth0\n",
+         {"svc.ini:3:", "key 'vip' in [service a]", "'300.1.1.1' is not an IPv4 or IPv6 address",
+          "got '300.1.1.1/24 dev eth0'"}},
+        {SVC_A "vip = 01.2.3.4/24 dev eth0\n", {"svc.ini:3:", "key 'vip'", "not an IPv4 or IPv6"}},
+        {SVC_A "vip = eth0/24 dev eth0\n", {"svc.ini:3:", "key 'vip'", "'eth0' is not an IPv4"}},
+        {SVC_A "vip = 2001:db8::zz/64 dev eth0\n",
+         {"svc.ini:3:", "key 'vip'", "'2001:db8::zz' is not an IPv4 or IPv6 address"}},
+        {SVC_A "vip = fe80::1%eth0/64 dev eth0\n", {"svc.ini:3:", "key 'vip'", "not an IPv4"}},
+        {SVC_A "vip = 0.0.0.0/0 dev eth0\n",
+         {"svc.ini:3:", "key 'vip'", "unspecified address", "cannot be a VIP"}},
+        {SVC_A "vip = ::/0 dev eth0\n", {"svc.ini:3:", "key 'vip'", "unspecified address"}},
+        {SVC_A "vip = 224.0.0.18/32 dev eth0\n", {"svc.ini:3:", "key 'vip'", "multicast"}},
+        {SVC_A "vip = ff02::1/128 dev eth0\n", {"svc.ini:3:", "key 'vip'", "multicast"}},
+        {SVC_A "vip = 255.255.255.255/32 dev eth0\n", {"svc.ini:3:", "key 'vip'", "broadcast"}},
+        /* prefix */
+        {SVC_A "vip = 198.18.0.100 dev eth0\n",
+         {"svc.ini:3:", "key 'vip' in [service a]", "missing '/PREFIX'", "ADDR/PREFIX dev IFNAME",
+          "got '198.18.0.100 dev eth0'"}},
+        {SVC_A "vip = 198.18.0.100/33 dev eth0\n",
+         {"svc.ini:3:", "key 'vip' in [service a]", "prefix 33 is out of range for IPv4 (0..32)",
+          "got '198.18.0.100/33 dev eth0'"}},
+        {SVC_A "vip = 2001:db8::10/129 dev eth0\n",
+         {"svc.ini:3:", "key 'vip'", "prefix 129 is out of range for IPv6 (0..128)"}},
+        {SVC_A "vip = 198.18.0.100/ dev eth0\n",
+         {"svc.ini:3:", "key 'vip'", "'/' is not a prefix length", "0..32"}},
+        {SVC_A "vip = 198.18.0.100/-1 dev eth0\n",
+         {"svc.ini:3:", "key 'vip'", "'/-1' is not a prefix length"}},
+        {SVC_A "vip = 198.18.0.100/024 dev eth0\n", {"svc.ini:3:", "key 'vip'", "'/024'"}},
+        {SVC_A "vip = 2001:db8::10/1000 dev eth0\n",
+         {"svc.ini:3:", "key 'vip'", "'/1000' is not a prefix length", "0..128"}},
+        {SVC_A "vip = 198.18.0.100/24x dev eth0\n", {"svc.ini:3:", "key 'vip'", "'/24x'"}},
+        /* device */
+        {SVC_A "vip = 198.18.0.100/24\n",
+         {"svc.ini:3:", "key 'vip' in [service a]", "missing 'dev IFNAME'",
+          "got '198.18.0.100/24'"}},
+        {SVC_A "vip = 198.18.0.100/24 eth0\n",
+         {"svc.ini:3:", "key 'vip'", "found 'eth0' where 'dev IFNAME' was expected"}},
+        {SVC_A "vip = 198.18.0.100/24 dev\n",
+         {"svc.ini:3:", "key 'vip'", "missing the interface name after 'dev'"}},
+        {SVC_A "vip = 198.18.0.100/24 dev abcdefghijklmnop\n",
+         {"svc.ini:3:", "key 'vip'",
+          "interface name 'abcdefghijklmnop' is longer than 15 characters"}},
+        {SVC_A "vip = 198.18.0.100/24 dev eth0:1\n",
+         {"svc.ini:3:", "key 'vip'", "interface name 'eth0:1' is not valid"}},
+        {SVC_A "vip = 198.18.0.100/24 dev a/b\n",
+         {"svc.ini:3:", "key 'vip'", "'a/b' is not valid"}},
+        {SVC_A "vip = 198.18.0.100/24 dev ..\n", {"svc.ini:3:", "key 'vip'", "'..' is not valid"}},
+        {SVC_A "vip = 198.18.0.100/24 dev eth0 198.18.0.101/24 dev eth0\n",
+         {"svc.ini:3:", "key 'vip'", "unexpected '198.18.0.101/24' after the interface name",
+          "separate several with ','"}},
+        /* lists and repetition */
+        {SVC_A "vip =\n",
+         {"svc.ini:3:", "key 'vip' in [service a]", "ADDR/PREFIX dev IFNAME", "got ''"}},
+        {SVC_A "vip = 198.18.0.100/24 dev eth0,\n",
+         {"svc.ini:3:", "key 'vip'", "empty entry", "got '198.18.0.100/24 dev eth0,'"}},
+        {SVC_A "vip = , 198.18.0.100/24 dev eth0\n", {"svc.ini:3:", "key 'vip'", "empty entry"}},
+        {SVC_A "vip = 198.18.0.100/24 dev eth0, 198.18.0.100/32 dev eth1\n",
+         {"svc.ini:3:", "key 'vip' in [service a]",
+          "duplicate VIP address 198.18.0.100 (already listed on line 3)",
+          "got '198.18.0.100/32 dev eth1'"}},
+        {SVC_A "vip = 2001:db8::10/64 dev eth0\nstandby = hot\nvip = 2001:DB8:0::10/64 dev eth0\n",
+         {"svc.ini:5:", "key 'vip'", "duplicate VIP address 2001:db8::10",
+          "already listed on line 3"}},
+        {VIP_A "[service b]\nrun = y\nvip = 198.18.0.7/24 dev eth0, 198.18.0.100/24 dev eth1\n",
+         {"svc.ini:6:", "key 'vip' in [service b]",
+          "VIP address 198.18.0.100 is already used by [service a] (line 3)"}},
+        /* announcements */
+        {VIP_A "vip_announce_count = 0\n",
+         {"svc.ini:4:", "key 'vip_announce_count' in [service a]", "an integer 1..100", "got '0'"}},
+        {VIP_A "vip_announce_count = 101\n",
+         {"svc.ini:4:", "key 'vip_announce_count'", "1..100", "got '101'"}},
+        {VIP_A "vip_announce_count = three\n",
+         {"svc.ini:4:", "key 'vip_announce_count'", "got 'three'"}},
+        {VIP_A "vip_announce_count = -3\n", {"svc.ini:4:", "key 'vip_announce_count'", "got '-3'"}},
+        {VIP_A "vip_announce_interval = 0\n",
+         {"svc.ini:4:", "key 'vip_announce_interval'", "duration > 0", "got '0'"}},
+        {VIP_A "vip_announce_interval = fast\n",
+         {"svc.ini:4:", "key 'vip_announce_interval'", "got 'fast'"}},
+        {VIP_A "vip_announce_repeat = -1s\n",
+         {"svc.ini:4:", "key 'vip_announce_repeat'", "duration >= 0", "got '-1s'"}},
+        {VIP_A "vip_announce_repeat = 3 s\n",
+         {"svc.ini:4:", "key 'vip_announce_repeat'", "got '3 s'"}},
+        {VIP_A "vip_announce_count = 2\nvip_announce_count = 4\n",
+         {"svc.ini:5:", "duplicate key 'vip_announce_count'", "first set on line 4"}},
+        /* announcement keys need a vip (a bad vip line still counts: reported once, not twice) */
+        {SVC_A "vip_announce_count = 5\n",
+         {"svc.ini:3:", "key 'vip_announce_count' in [service a]", "only meaningful with 'vip'"}},
+        {SVC_A "vip_announce_interval = 50ms\n",
+         {"svc.ini:3:", "key 'vip_announce_interval'", "only meaningful with 'vip'"}},
+        {SVC_A "vip_announce_repeat = 0\n",
+         {"svc.ini:3:", "key 'vip_announce_repeat'", "only meaningful with 'vip'"}},
+        {SVC_A "vip = 198.18.0.1/40 dev eth0\nvip_announce_count = 5\n",
+         {"svc.ini:3:", "key 'vip'", "prefix 40"}},
+        {VIP_A "[service b]\nrun = y\nvip_announce_count = 5\n",
+         {"svc.ini:6:", "[service b]", "only meaningful with 'vip'"}},
+    };
+    check_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_services_proxy_errors(void **state)
+{
+    (void)state;
+    static const err_case cases[] = {
+        {SVC_A "proxy = 0.0.0.0:8000 8080\n",
+         {"svc.ini:3:", "key 'proxy' in [service a]", "'LISTEN -> PORT'", "missing '->'",
+          "got '0.0.0.0:8000 8080'"}},
+        {SVC_A "proxy = 0.0.0.0:8000 => 8080\n", {"svc.ini:3:", "key 'proxy'", "missing '->'"}},
+        {SVC_A "proxy =\n", {"svc.ini:3:", "key 'proxy'", "missing '->'", "got ''"}},
+        {SVC_A "proxy = 0.0.0.0 -> 8080\n",
+         {"svc.ini:3:", "key 'proxy' in [service a]", "listen address before '->'", "IPv4:port",
+          "got '0.0.0.0 -> 8080'"}},
+        {SVC_A "proxy = localhost:8000 -> 8080\n", {"svc.ini:3:", "key 'proxy'", "listen address"}},
+        {SVC_A "proxy = 0.0.0.0:0 -> 8080\n", {"svc.ini:3:", "key 'proxy'", "listen address"}},
+        {SVC_A "proxy = [::]:8000 -> 8080\n", {"svc.ini:3:", "key 'proxy'", "listen address"}},
+        {SVC_A "proxy = -> 8080\n", {"svc.ini:3:", "key 'proxy'", "listen address"}},
+        {SVC_A "proxy = 0.0.0.0:8000 -> 0\n",
+         {"svc.ini:3:", "key 'proxy' in [service a]", "backend port 1..65535 after '->'",
+          "got '0.0.0.0:8000 -> 0'"}},
+        {SVC_A "proxy = 0.0.0.0:8000 -> 65536\n", {"svc.ini:3:", "key 'proxy'", "backend port"}},
+        {SVC_A "proxy = 0.0.0.0:8000 -> http\n", {"svc.ini:3:", "key 'proxy'", "backend port"}},
+        {SVC_A "proxy = 0.0.0.0:8000 ->\n", {"svc.ini:3:", "key 'proxy'", "backend port"}},
+        {SVC_A "proxy = 0.0.0.0:8000 -> 10.0.0.1:8080\n",
+         {"svc.ini:3:", "key 'proxy'", "backend port"}},
+        {SVC_A "proxy = 0.0.0.0:8000 -> 8080 -> 9090\n",
+         {"svc.ini:3:", "key 'proxy'", "backend port"}},
+        {PROXY_A "proxy = 0.0.0.0:8001 -> 8080\n",
+         {"svc.ini:4:", "duplicate key 'proxy'", "first set on line 3"}},
+        /* backend_host */
+        {PROXY_A "backend_host = localhost\n",
+         {"svc.ini:4:", "key 'backend_host' in [service a]", "an IPv4 address", "got 'localhost'"}},
+        {PROXY_A "backend_host = 198.18.0.5:80\n",
+         {"svc.ini:4:", "key 'backend_host'", "got '198.18.0.5:80'"}},
+        {PROXY_A "backend_host = 0.0.0.0\n",
+         {"svc.ini:4:", "key 'backend_host'", "not 0.0.0.0", "got '0.0.0.0'"}},
+        {PROXY_A "backend_host = 198.018.0.5\n", {"svc.ini:4:", "key 'backend_host'"}},
+        {PROXY_A "backend_host =\n", {"svc.ini:4:", "key 'backend_host'", "got ''"}},
+        /* hold, drain, max_connections */
+        {PROXY_A "hold = -1s\n",
+         {"svc.ini:4:", "key 'hold' in [service a]", "duration >= 0", "got '-1s'"}},
+        {PROXY_A "hold = forever\n", {"svc.ini:4:", "key 'hold'", "got 'forever'"}},
+        {PROXY_A "drain = 10 s\n", {"svc.ini:4:", "key 'drain'", "duration >= 0", "got '10 s'"}},
+        {PROXY_A "drain = 1.5ms\n", {"svc.ini:4:", "key 'drain'", "got '1.5ms'"}},
+        {PROXY_A "max_connections = 0\n",
+         {"svc.ini:4:", "key 'max_connections' in [service a]", "an integer 1..1000000",
+          "got '0'"}},
+        {PROXY_A "max_connections = 1000001\n",
+         {"svc.ini:4:", "key 'max_connections'", "got '1000001'"}},
+        {PROXY_A "max_connections = 4k\n", {"svc.ini:4:", "key 'max_connections'", "got '4k'"}},
+        {PROXY_A "hold = 1s\nhold = 2s\n",
+         {"svc.ini:5:", "duplicate key 'hold'", "first set on line 4"}},
+        /* proxy keys need a proxy (a bad proxy line still counts) */
+        {SVC_A "backend_host = 198.18.0.5\n",
+         {"svc.ini:3:", "key 'backend_host' in [service a]", "only meaningful with 'proxy'"}},
+        {SVC_A "hold = 5s\n", {"svc.ini:3:", "key 'hold'", "only meaningful with 'proxy'"}},
+        {SVC_A "drain = 0\n", {"svc.ini:3:", "key 'drain'", "only meaningful with 'proxy'"}},
+        {SVC_A "max_connections = 10\n",
+         {"svc.ini:3:", "key 'max_connections'", "only meaningful with 'proxy'"}},
+        {VIP_A "hold = 5s\n", {"svc.ini:4:", "key 'hold'", "only meaningful with 'proxy'"}},
+        {SVC_A "proxy = 0.0.0.0:8000 -> 0\nhold = 1s\n", {"svc.ini:3:", "key 'proxy'"}},
+        /* listeners of two services */
+        {PROXY_A "[service b]\nrun = y\nproxy = 0.0.0.0:8000 -> 9090\n",
+         {"svc.ini:6:", "key 'proxy' in [service b]",
+          "listen address 0.0.0.0:8000 is already used by [service a] (line 3)"}},
+        {PROXY_A "[service b]\nrun = y\nproxy = 198.18.0.5:8000 -> 8080\n",
+         {"svc.ini:6:", "key 'proxy' in [service b]",
+          "listen address 198.18.0.5:8000 overlaps 0.0.0.0:8000 of [service a] (line 3)",
+          "port 8000"}},
+        {SVC_A "proxy = 127.0.0.1:8000 -> 1\n[service b]\nrun = y\nproxy = 0.0.0.0:8000 -> 2\n",
+         {"svc.ini:6:", "[service b]", "overlaps 127.0.0.1:8000 of [service a] (line 3)"}},
+    };
+    check_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_services_vip_proxy_several_errors(void **state)
+{
+    (void)state;
+    const char *text = "[service web]\n" /* 1 */
+                       "run = ./web\n"   /* 2 */
+                       "vip = 198.18.0.1/33 dev eth0, 198.18.0.2 dev eth0, 198.18.0.3/24 dev eth0\n"
+                       "proxy = nowhere -> 0\n" /* 4 */
+                       "hold = 1s\n";           /* 5 */
+    memset(&g_set, 0x33, sizeof g_set);
+    us_errors err;
+    assert_int_equal(parse_svc(text, &err), -1);
+    assert_int_equal(g_set.n, 0x33333333);
+    expect_msg(&err, "svc.ini:3:", "key 'vip'", "prefix 33", "got '198.18.0.1/33 dev eth0'");
+    expect_msg(&err, "svc.ini:3:", "key 'vip'", "missing '/PREFIX'", "got '198.18.0.2 dev eth0'");
+    expect_msg(&err, "svc.ini:4:", "key 'proxy'", "listen address");
+    expect_msg(&err, "svc.ini:4:", "key 'proxy'", "backend port");
+    assert_int_equal(err.n, 4); /* hold has its (bad) proxy: no extra message */
 }
 
 /* ---- INI reader ---- */
@@ -1005,6 +1412,12 @@ int main(void)
         cmocka_unit_test(test_services_errors),
         cmocka_unit_test(test_services_too_many),
         cmocka_unit_test(test_services_many_errors_out_untouched),
+        cmocka_unit_test(test_services_vip_proxy_valid),
+        cmocka_unit_test(test_services_vip_proxy_defaults),
+        cmocka_unit_test(test_services_vip_limits),
+        cmocka_unit_test(test_services_vip_errors),
+        cmocka_unit_test(test_services_proxy_errors),
+        cmocka_unit_test(test_services_vip_proxy_several_errors),
         cmocka_unit_test(test_ini_reader),
         cmocka_unit_test(test_ini_errors_and_long_lines),
         cmocka_unit_test(test_ini_excerpt),

@@ -1,4 +1,5 @@
-/* test_guardian.c — a real guardian process fencing real process groups, announcing over UDP. */
+/* test_guardian.c — a real guardian process fencing real process groups, announcing over UDP, and
+ * (as root) removing real virtual IPs in a network namespace the test creates. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -7,8 +8,10 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,7 @@
 
 #include "guardian.h"
 #include "supervisor.h"
+#include "vip.h"
 
 #define MS 1000000LL
 
@@ -424,6 +428,203 @@ static void test_bad_arguments_and_dead_guardian(void **state)
     assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
 }
 
+/* ---- virtual IPs ---- */
+
+static void test_vip_table_limit(void **state)
+{
+    (void)state;
+    us_guardian *g = start("n1", 1, NULL);
+    us_vip v;
+    char err[256];
+    /* On a device that does not exist: the clean stop below removes nothing, quickly. */
+    assert_int_equal(us_vip_parse("198.18.0.1/24 dev nodev-guard0", &v, err, sizeof err), 0);
+    for (int i = 0; i < US_GUARDIAN_MAX_VIPS; i++) {
+        v.addr[3] = (uint8_t)i;
+        assert_int_equal(us_guardian_vip(g, &v, true), 0);
+    }
+    v.addr[3] = 200;
+    assert_int_equal(us_guardian_vip(g, &v, true), -ENOSPC);
+    v.addr[3] = 5;
+    assert_int_equal(us_guardian_vip(g, &v, true), 0); /* already held */
+    v.prefix = 32;
+    assert_int_equal(us_guardian_vip(g, &v, true), 0); /* same address and device: the same VIP */
+    assert_int_equal(us_guardian_vip(g, &v, false), 0);
+    assert_int_equal(us_guardian_vip(g, &v, false), 0); /* forgetting twice is fine */
+    v.addr[3] = 200;
+    assert_int_equal(us_guardian_vip(g, &v, true), 0); /* the freed slot */
+    us_guardian_stop(g);
+}
+
+static int orig_ns = -1;
+
+static int ns_teardown(void **state)
+{
+    (void)state;
+    if (orig_ns >= 0) {
+        setns(orig_ns, CLONE_NEWNET); /* the test namespace dies with its last process */
+        close(orig_ns);
+        orig_ns = -1;
+    }
+    return 0;
+}
+
+/* A fresh network namespace for the test process (and the guardians it forks) with a veth pair
+ * gva/gvb, both up; loopback up for the UDP announcements. gva has an address of its own in the
+ * VIPs' subnet, as a real node does: the kernel removes the secondary addresses of a subnet with
+ * its primary one (unless promote_secondaries is set). */
+static int ns_setup(void **state)
+{
+    if (geteuid() != 0)
+        return 0; /* each test skips */
+    orig_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (orig_ns < 0 || unshare(CLONE_NEWNET) != 0 ||
+        system("ip link set lo up && ip link add gva type veth peer name gvb && "
+               "ip link set gva up && ip link set gvb up && ip addr add 198.18.0.1/24 dev gva") !=
+            0) {
+        print_error("cannot set up the test namespace\n");
+        ns_teardown(state);
+        return -1;
+    }
+    return 0;
+}
+
+static us_vip vip(const char *text)
+{
+    us_vip v;
+    char err[256];
+    if (us_vip_parse(text, &v, err, sizeof err) != 0) {
+        print_error("%s\n", err);
+        fail();
+    }
+    return v;
+}
+
+static void need_root(void)
+{
+    if (geteuid() != 0) {
+        print_message("      needs root (network namespace, netlink): skipped\n");
+        skip();
+    }
+    assert_true(orig_ns >= 0);
+}
+
+/* Wait until none of the VIPs is on its device; the time that was first seen, or 0. */
+static int64_t wait_vips_gone(const us_vip *v, int n, int64_t deadline_ns)
+{
+    for (;;) {
+        bool any = false;
+        for (int i = 0; i < n; i++) {
+            int rc = us_vip_present(&v[i]);
+            assert_true(rc >= 0);
+            any = any || rc == 1;
+        }
+        if (!any)
+            return mono_ns();
+        if (mono_ns() >= deadline_ns)
+            return 0;
+        sleep_ms(1);
+    }
+}
+
+static void test_lease_expiry_removes_vips(void **state)
+{
+    (void)state;
+    need_root();
+    us_guardian *g = start("n1", 1, NULL);
+    us_vip v[2] = {vip("198.18.0.100/24 dev gva"), vip("2001:db8::10/64 dev gva")};
+    us_vip forgotten = vip("198.18.0.101/24 dev gva");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(us_guardian_vip(g, &v[i], true), 0);
+        assert_int_equal(us_vip_add(&v[i]), 0);
+    }
+    /* Registered, then forgotten: no longer the guardian's business. */
+    assert_int_equal(us_guardian_vip(g, &forgotten, true), 0);
+    assert_int_equal(us_vip_add(&forgotten), 0);
+    assert_int_equal(us_guardian_vip(g, &forgotten, false), 0);
+
+    /* Renewed every 20 ms for 300 ms, a 100 ms lease keeps them. */
+    int64_t end = mono_ns() + 300 * MS, deadline = 0;
+    while (mono_ns() < end) {
+        deadline = mono_ns() + 100 * MS;
+        assert_int_equal(us_guardian_lease(g, deadline), 0);
+        sleep_ms(20);
+    }
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(us_vip_present(&v[i]), 1);
+
+    /* Renewals stop: both go (no process group is registered: the VIPs go regardless). */
+    int64_t gone = wait_vips_gone(v, 2, deadline + 1000 * MS);
+    assert_true(gone != 0);
+    assert_true(gone >= deadline);
+    print_message("      VIPs removed %.1f ms after the lease deadline\n",
+                  (double)(gone - deadline) / MS);
+    assert_int_equal(us_vip_present(&forgotten), 1);
+
+    /* They stay registered: added again, they are removed at the next fencing too. */
+    assert_int_equal(us_vip_add(&v[0]), 0);
+    assert_int_equal(us_guardian_lease(g, mono_ns() - 1), 0);
+    assert_true(wait_vips_gone(v, 1, mono_ns() + 1000 * MS) != 0);
+
+    /* A clean stop removes what is still registered, before it returns. */
+    assert_int_equal(us_vip_add(&v[0]), 0);
+    assert_int_equal(us_vip_add(&v[1]), 0);
+    us_guardian_stop(g);
+    assert_int_equal(us_vip_present(&v[0]), 0);
+    assert_int_equal(us_vip_present(&v[1]), 0);
+    assert_int_equal(us_vip_present(&forgotten), 1);
+    assert_int_equal(us_vip_del(&forgotten), 0);
+}
+
+static void test_agent_death_removes_vips(void **state)
+{
+    (void)state;
+    need_root();
+    char peer[64], buf[2048];
+    int udp = udp_open(peer, sizeof peer);
+    us_vip v = vip("198.18.0.100/24 dev gva");
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t agent = fork();
+    assert_true(agent >= 0);
+    if (agent == 0) {
+        close(fds[0]);
+        us_guardian *g;
+        if (us_guardian_start("n3", 77, &g) != 0)
+            _exit(1);
+        const char *peers[] = {peer};
+        agent_report r = {.guardian = us_guardian_pid(g)};
+        r.active = spawn_group("sleep 100");
+        if (us_guardian_set_peers(g, peers, 1) != 0 ||
+            us_guardian_track(g, r.active, "web", 3, true) != 0 ||
+            us_guardian_vip(g, &v, true) != 0 || us_vip_add(&v) != 0)
+            _exit(1);
+        (void)!write(fds[1], &r, sizeof r);
+        for (;;)
+            pause();
+    }
+    close(fds[1]);
+    agent_report r;
+    assert_int_equal(read(fds[0], &r, sizeof r), (ssize_t)sizeof r);
+    close(fds[0]);
+    assert_int_equal(us_vip_present(&v), 1);
+
+    int64_t t0 = mono_ns();
+    kill(agent, SIGKILL);
+    assert_int_equal(waitpid(agent, NULL, 0), agent);
+    /* Removed right after the kill, before the first announcement leaves. */
+    assert_true(udp_recv(udp, buf, sizeof buf, 2000) > 0);
+    assert_int_equal(us_vip_present(&v), 0);
+    print_message("      agent death: VIP gone and fencing announced %.1f ms after it\n",
+                  (double)(mono_ns() - t0) / MS);
+    assert_false(running(r.active));
+
+    /* The guardian would announce for ~10 s more: not needed here. */
+    kill(r.guardian, SIGKILL);
+    assert_int_equal(waitpid(r.guardian, NULL, 0), r.guardian);
+    reap_group(r.active);
+    close(udp);
+}
+
 int main(void)
 {
     prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -435,6 +636,9 @@ int main(void)
         cmocka_unit_test(test_agent_killed),
         cmocka_unit_test(test_frozen_agent_fenced_by_lease),
         cmocka_unit_test(test_bad_arguments_and_dead_guardian),
+        cmocka_unit_test(test_vip_table_limit),
+        cmocka_unit_test_setup_teardown(test_lease_expiry_removes_vips, ns_setup, ns_teardown),
+        cmocka_unit_test_setup_teardown(test_agent_death_removes_vips, ns_setup, ns_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
