@@ -528,6 +528,22 @@ void us_agent_schedule_reconcile(us_agent *a)
         uv_timer_start(&a->reconcile_timer, on_reconcile, 0, 0);
 }
 
+static void on_report_timer(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (a->stopping == 2)
+        return;
+    send_pings(a, us_now_ms());
+    if (a->leader)
+        us_agent_schedule_reconcile(a); /* our own report feeds our own controller */
+}
+
+void us_agent_report_now(us_agent *a)
+{
+    if (a->stopping != 2 && a->raft_started && !uv_is_active((uv_handle_t *)&a->report_timer))
+        uv_timer_start(&a->report_timer, on_report_timer, 0, 0);
+}
+
 static void on_fsm_change(void *data)
 {
     us_agent *a = data;
@@ -587,6 +603,8 @@ static void on_raft_closed(struct raft *r)
 static void finish_close(us_agent *a)
 {
     uv_timer_stop(&a->reconcile_timer);
+    uv_timer_stop(&a->report_timer);
+    uv_close((uv_handle_t *)&a->report_timer, NULL);
     uv_close((uv_handle_t *)&a->tick, NULL);
     uv_close((uv_handle_t *)&a->reconcile_timer, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
@@ -804,6 +822,13 @@ int us_agent_main(const us_node_config *cfg)
 
     a->loop = malloc(sizeof *a->loop);
     uv_loop_init(a->loop);
+    /* Timers first: a snapshot restored by raft_start() already schedules a reconcile. */
+    uv_timer_init(a->loop, &a->tick);
+    a->tick.data = a;
+    uv_timer_init(a->loop, &a->reconcile_timer);
+    a->reconcile_timer.data = a;
+    uv_timer_init(a->loop, &a->report_timer);
+    a->report_timer.data = a;
     us_instances_init(a);
     int rc = 1;
     a->self = 0;
@@ -831,10 +856,6 @@ int us_agent_main(const us_node_config *cfg)
     }
     us_agent_api_routes(a);
 
-    uv_timer_init(a->loop, &a->tick);
-    a->tick.data = a;
-    uv_timer_init(a->loop, &a->reconcile_timer);
-    a->reconcile_timer.data = a;
     uv_timer_start(&a->tick, on_tick, 0, (uint64_t)cfg->timing.heartbeat_ms);
     uv_signal_init(a->loop, &a->sig_term);
     a->sig_term.data = a;

@@ -109,6 +109,7 @@ typedef struct us_agent {
     uv_poll_t guardian_poll;
     uv_timer_t tick;
     uv_timer_t reconcile_timer;
+    uv_timer_t report_timer; /* an instance report changed: heartbeat now */
     uv_signal_t sig_term, sig_int;
 
     us_peer peers[US_MAX_NODES];
@@ -156,6 +157,8 @@ typedef struct us_agent {
 /* agent.c */
 int us_agent_main(const us_node_config *cfg);
 void us_agent_schedule_reconcile(us_agent *a);
+/* Send heartbeats (with the instance reports) now instead of at the next tick. */
+void us_agent_report_now(us_agent *a);
 bool us_agent_is_leader(us_agent *a);
 us_peer *us_agent_peer(us_agent *a, const char *name);
 us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);

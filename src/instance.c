@@ -10,6 +10,7 @@
  * process that acted is gone.
  */
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -91,9 +92,14 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
 
 static void set_report(us_instance *in, us_inst_state st, uint64_t epoch, int status)
 {
+    bool changed = in->report.state != st || in->report.epoch != epoch;
     in->report.state = st;
     in->report.epoch = epoch;
     in->report.exit_status = status;
+    /* The leader may be waiting for exactly this (a demotion, a failure): tell it now rather
+     * than with the next heartbeat. */
+    if (changed)
+        us_agent_report_now(in->agent);
 }
 
 /* Passive reports must not hide a DEMOTED/FAILED/FENCED the leader has not acted on yet. */
@@ -158,14 +164,34 @@ static void vips_down(us_instance *in)
     in->n_vips_up = 0;
 }
 
+/* Without it, removing the primary address of a subnet removes the other addresses of that
+ * subnet too, e.g. another service's VIP (keepalived offers the same setting). Best effort. */
+static void promote_secondaries(const char *dev)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/sys/net/ipv4/conf/%s/promote_secondaries", dev);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("1\n", f);
+        fclose(f);
+    }
+}
+
 /* Add the service's VIPs; the guardian learns each one first, so it can drop it when fencing. */
 static int vips_up(us_instance *in, const us_service_def *d)
 {
     for (int i = 0; i < d->n_vips; i++) {
         const us_vip *v = &d->vips[i];
-        us_guardian_vip(in->agent->guardian, v, true);
+        /* Unguarded, a VIP could outlive the agent: no guardian, no VIP. */
+        int rc = us_guardian_vip(in->agent->guardian, v, true);
+        if (rc != 0) {
+            us_error("%s: the guardian cannot take %s: %s", in->service, v->text, strerror(-rc));
+            return rc;
+        }
         in->vips_up[in->n_vips_up++] = *v;
-        int rc = us_vip_add(v);
+        if (v->family == AF_INET)
+            promote_secondaries(v->dev);
+        rc = us_vip_add(v);
         if (rc != 0) {
             us_error("%s: cannot add %s: %s", in->service, v->text, strerror(-rc));
             return rc;
@@ -232,7 +258,7 @@ static void fence_self(us_instance *in, us_inst_state st, int status, const char
         us_proc_kill(in->proc, SIGKILL);
     if (quiet(in)) {
         x->fencing = false;
-        in->report = x->pending;
+        set_report(in, x->pending.state, x->pending.epoch, x->pending.exit_status);
         in->phase = US_PHASE_IDLE;
     }
 }
@@ -424,7 +450,7 @@ static void on_exit_cb(us_proc *p, int status, void *data)
     }
     if (x->fencing && quiet(in)) {
         x->fencing = false;
-        in->report = x->pending;
+        set_report(in, x->pending.state, x->pending.epoch, x->pending.exit_status);
         in->phase = US_PHASE_IDLE;
     }
     us_agent_schedule_reconcile(a);
