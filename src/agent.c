@@ -24,6 +24,8 @@
 #define STOP_HANDOVER_MS 30000
 
 static void begin_close(us_agent *a);
+static void recompute_lease(us_agent *a, int64_t now);
+static void parse_lease_reports(us_agent *a, us_peer *from, const json_t *gr, int64_t now);
 
 /* ---- peers ---- */
 
@@ -55,7 +57,10 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         p->id = us_node_id(name);
         p->last_seen_ms = -1;
         p->ack_ms = -1;
-        p->granted_until_ms = -1;
+        p->granted_ms = -1;
+        p->grant_t0 = -1;
+        for (int i = 0; i < US_MAX_NODES; i++)
+            p->about[i].rx_ms = -1;
     }
     if (address && address[0] && strcmp(p->address, address) != 0) {
         struct sockaddr_in sa;
@@ -215,7 +220,13 @@ static void on_ping(us_agent *a, const json_t *msg, int64_t now)
     if (!p || p == &a->peers[a->self])
         return;
     p->last_seen_ms = now;
-    p->inc = us_json_u64(msg, "inc");
+    uint64_t inc = us_json_u64(msg, "inc");
+    if (inc != p->inc) {
+        /* A restarted voter forgot its grants: its earlier reports mean nothing now. */
+        for (int i = 0; i < US_MAX_NODES; i++)
+            p->about[i].rx_ms = -1;
+        p->inc = inc;
+    }
     if (us_json_str(msg, "api")[0])
         us_strlcpy(p->api, us_json_str(msg, "api"), sizeof p->api);
     us_report before[US_MAX_SERVICES];
@@ -232,17 +243,19 @@ static void on_ping(us_agent *a, const json_t *msg, int64_t now)
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
     bool ack = leader_id == p->id && us_json_u64(msg, "term") == raft_current_term(&a->raft);
-    bool grant = false;
-    if (a->leader && json_is_true(json_object_get(msg, "lease")) && us_agent_fresh_quorum(a, now)) {
-        grant = true;
-        p->granted_until_ms = us_lease_granted_until(&a->cfg.timing, now);
-    }
+    /* Leases are granted by every voter (lease.h), unless we revoked this node. */
+    bool grant = json_is_true(json_object_get(msg, "lease")) && !p->revoked &&
+                 us_agent_is_voter(a, us_node_id(a->cfg.name));
+    if (grant)
+        p->granted_ms = now;
+    parse_lease_reports(a, p, json_object_get(msg, "gr"), now);
     /* A removed node may miss the commit that says so: tell it whenever it shows up. */
     int k = us_state_find_node(&a->fsm.state, p->name);
     bool removed = a->leader && k >= 0 && a->fsm.state.nodes[k].left;
     send_to(a, p,
-            json_pack("{s:s, s:s, s:O, s:b, s:b, s:b}", "t", "pong", "from", a->cfg.name, "seq",
-                      json_object_get(msg, "seq"), "ack", ack, "grant", grant, "removed", removed));
+            json_pack("{s:s, s:s, s:O, s:b, s:b, s:b, s:I}", "t", "pong", "from", a->cfg.name,
+                      "seq", json_object_get(msg, "seq"), "ack", ack, "grant", grant, "removed",
+                      removed, "v", (json_int_t)a->fsm.state.version));
 }
 
 static void on_pong(us_agent *a, const json_t *msg, int64_t now)
@@ -264,11 +277,11 @@ static void on_pong(us_agent *a, const json_t *msg, int64_t now)
         return;
     }
     if (json_is_true(json_object_get(msg, "grant"))) {
-        int64_t until = sent_ms + a->cfg.timing.lease_ms;
-        if (until > a->lease_until_ms) {
-            a->lease_until_ms = until;
-            us_guardian_lease(a->guardian, until * 1000000LL);
+        if (sent_ms > p->grant_t0) {
+            p->grant_t0 = sent_ms;
+            p->grant_v = (uint64_t)json_integer_value(json_object_get(msg, "v"));
         }
+        recompute_lease(a, now);
     }
 }
 
@@ -339,15 +352,12 @@ static void track_leadership(us_agent *a, int64_t now)
     bool is_leader = raft_state(&a->raft) == RAFT_LEADER;
     uint64_t term = raft_current_term(&a->raft);
     if (is_leader && (!a->leader || term != a->leader_term)) {
-        /* Our predecessor's grants are unknown to us: start from nothing and wait (lease.h). */
+        /* Acknowledgements of an earlier leadership of ours do not count for this one. */
         a->leader_since_ms = now;
         a->leader_term = term;
-        for (int i = 0; i < a->n_peers; i++) {
+        for (int i = 0; i < a->n_peers; i++)
             a->peers[i].ack_ms = -1;
-            a->peers[i].granted_until_ms = -1;
-        }
-        us_info("became leader in term %llu; leases of others unknown for %lld ms",
-                (unsigned long long)term, (long long)us_lease_takeover_wait(&a->cfg.timing));
+        us_info("became leader in term %llu", (unsigned long long)term);
     } else if (!is_leader && a->leader) {
         us_info("no longer leader (term %llu)", (unsigned long long)term);
     }
@@ -367,16 +377,174 @@ bool us_agent_fresh_quorum(us_agent *a, int64_t now)
         us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
         acks[n++] = v == &a->peers[a->self] ? now : v ? v->ack_ms : -1;
     }
-    return us_lease_may_grant(&a->cfg.timing, us_lease_quorum_time(acks, n), now);
+    int64_t q = us_lease_majority_time(acks, n);
+    return q >= 0 && now - q <= a->cfg.timing.grant_window_ms;
 }
 
-static void leader_self_lease(us_agent *a, int64_t now)
+bool us_agent_is_voter(us_agent *a, uint64_t id)
 {
-    if (!us_agent_fresh_quorum(a, now))
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id)
+            return c->servers[i].role == RAFT_VOTER;
+    return false;
+}
+
+static bool holds_active_role(us_agent *a, const char *name)
+{
+    const us_state *s = &a->fsm.state;
+    for (int k = 0; k < s->services.n; k++)
+        if (strcmp(s->asg[k].active, name) == 0)
+            return true;
+    return false;
+}
+
+/* Our lease: a majority of voters granted requests sent at t0 or later (lease.h). */
+static void recompute_lease(us_agent *a, int64_t now)
+{
+    int64_t t0[US_MAX_NODES];
+    int n = 0;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
+        if (c->servers[i].role != RAFT_VOTER)
+            continue;
+        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
+        /* A grant counts only once we applied all the voter had: it may have applied the
+         * release of a role of ours that we would otherwise still act on (lease.h). */
+        if (v == &a->peers[a->self])
+            t0[n++] = now;
+        else
+            t0[n++] = v && v->grant_v <= a->fsm.state.version ? v->grant_t0 : -1;
+    }
+    int64_t q = us_lease_majority_time(t0, n);
+    if (q < 0 || q + a->cfg.timing.lease_ms <= a->lease_until_ms)
         return;
-    a->peers[a->self].granted_until_ms = us_lease_granted_until(&a->cfg.timing, now);
-    if (now + a->cfg.timing.lease_ms > a->lease_until_ms)
-        a->lease_until_ms = now + a->cfg.timing.lease_ms;
+    a->lease_until_ms = q + a->cfg.timing.lease_ms;
+    us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);
+}
+
+/* Revocations survive a restart: a voter that forgot one could grant a holder the leader already
+ * counts as cut off. Written (atomically) before the report that announces it goes out. */
+static void save_revocations(us_agent *a)
+{
+    char path[PATH_MAX + 16], tmp[PATH_MAX + 24];
+    snprintf(path, sizeof path, "%s/revoked", a->cfg.data_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        us_error("cannot write %s: %s", tmp, strerror(errno));
+        return;
+    }
+    for (int i = 0; i < a->n_peers; i++)
+        if (a->peers[i].revoked)
+            fprintf(f, "%s %llu\n", a->peers[i].name,
+                    (unsigned long long)a->peers[i].revoked_version);
+    fflush(f);
+    fsync(fileno(f));
+    fclose(f);
+    if (rename(tmp, path) != 0)
+        us_error("cannot replace %s: %s", path, strerror(errno));
+}
+
+static void load_revocations(us_agent *a)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/revoked", a->cfg.data_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char name[US_NAME_MAX + 1];
+    unsigned long long v;
+    while (fscanf(f, "%64s %llu", name, &v) == 2) {
+        us_peer *p = peer_add(a, name, NULL);
+        if (p) {
+            p->revoked = true;
+            p->revoked_version = v;
+        }
+    }
+    fclose(f);
+}
+
+/* As a voter: how long since we granted `p`, and revoke it once that is too long while it holds
+ * an active role. Returns the report [age or -1, stale, our state version]. */
+static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
+{
+    int64_t stale_after = us_lease_stale_after(&a->cfg.timing);
+    uint64_t version = a->fsm.state.version;
+    bool holds = holds_active_role(a, p->name);
+    if (p->revoked && !holds && version > p->revoked_version) {
+        p->revoked = false; /* its roles were released since: it may earn a lease again */
+        save_revocations(a);
+    }
+    if (now - a->started_ms < stale_after)
+        return json_pack("[i, b, I]", -1, 0, (json_int_t)version); /* granted before a restart? */
+    int64_t age = now - (p->granted_ms >= 0 ? p->granted_ms : a->started_ms);
+    if (age > stale_after && holds && !p->revoked) {
+        p->revoked = true;
+        p->revoked_version = version;
+        save_revocations(a);
+    }
+    return json_pack("[I, b, I]", (json_int_t)age, p->revoked && age > stale_after,
+                     (json_int_t)version);
+}
+
+static void parse_lease_reports(us_agent *a, us_peer *from, const json_t *gr, int64_t now)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach((json_t *)gr, name, v)
+    {
+        us_peer *about = us_agent_peer(a, name);
+        if (!about || !json_is_array(v))
+            continue;
+        int i = (int)(about - a->peers);
+        from->about[i].age = (int64_t)json_integer_value(json_array_get(v, 0));
+        from->about[i].stale = json_is_true(json_array_get(v, 1));
+        from->about[i].v = (uint64_t)json_integer_value(json_array_get(v, 2));
+        from->about[i].rx_ms = now;
+    }
+}
+
+us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now)
+{
+    int idx = (int)(p - a->peers);
+    /* A stale report made before the holder got its current role says nothing about it. */
+    uint64_t role_version = 0;
+    const us_state *st = &a->fsm.state;
+    for (int k = 0; k < st->services.n; k++)
+        if (strcmp(st->asg[k].active, p->name) == 0 && st->asg[k].since_version > role_version)
+            role_version = st->asg[k].since_version;
+    int voters = 0, stale = 0, fresh = 0;
+    bool holder_votes = false;
+    int64_t L = a->cfg.timing.lease_ms;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++) {
+        if (c->servers[i].role != RAFT_VOTER)
+            continue;
+        voters++;
+        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
+        if (v == p) {
+            holder_votes = true;
+            continue;
+        }
+        if (!v)
+            continue;
+        if (v == &a->peers[a->self]) {
+            /* Our own grants, judged like a report we would send. */
+            json_t *r = lease_report(a, p, now);
+            int64_t age = (int64_t)json_integer_value(json_array_get(r, 0));
+            stale += json_is_true(json_array_get(r, 1));
+            fresh += age >= 0 && age <= L;
+            json_decref(r);
+            continue;
+        }
+        if (v->about[idx].rx_ms < 0)
+            continue;
+        /* A stale report stays true (the voter revoked); a fresh one only while recent. */
+        stale += v->about[idx].stale && v->about[idx].v >= role_version;
+        fresh += v->about[idx].age >= 0 && v->about[idx].age <= L && now - v->about[idx].rx_ms <= L;
+    }
+    return us_lease_judge(voters, holder_votes, stale, fresh);
 }
 
 static void send_pings(us_agent *a, int64_t now)
@@ -389,18 +557,26 @@ static void send_pings(us_agent *a, int64_t now)
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
     json_t *rep = us_instances_report(a);
+    /* Renewals go to every peer, not only to the voters we know of: a voter whose promotion we
+     * have not applied yet already has our grants on record. */
+    json_t *gr = json_object();
+    if (us_agent_is_voter(a, us_node_id(a->cfg.name)))
+        for (int i = 0; i < a->n_peers; i++)
+            if (i != a->self)
+                json_object_set_new(gr, a->peers[i].name, lease_report(a, &a->peers[i], now));
     for (int i = 0; i < a->n_peers; i++) {
         us_peer *p = &a->peers[i];
         if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
             continue;
-        json_t *m = json_pack("{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:b, s:O}", "t", "ping", "from",
-                              a->cfg.name, "inc", us_u64_json(a->inc), "seq", us_u64_json(seq),
-                              "addr", a->cfg.address, "api", a->cfg.api, "term",
-                              us_u64_json(raft_current_term(&a->raft)), "lease", p->id == leader_id,
-                              "rep", rep);
+        json_t *m = json_pack("{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:b, s:O, s:O}", "t", "ping",
+                              "from", a->cfg.name, "inc", us_u64_json(a->inc), "seq",
+                              us_u64_json(seq), "addr", a->cfg.address, "api", a->cfg.api, "term",
+                              us_u64_json(raft_current_term(&a->raft)), "lease", true, "rep", rep,
+                              "gr", gr);
         send_to(a, p, m);
     }
     json_decref(rep);
+    json_decref(gr);
 }
 
 static void send_join(us_agent *a, int64_t now)
@@ -498,7 +674,7 @@ static void on_tick(uv_timer_t *t)
         return;
     int64_t now = us_now_ms();
     track_leadership(a, now);
-    leader_self_lease(a, now);
+    recompute_lease(a, now);
     send_pings(a, now);
     send_join(a, now);
     if (a->lease_until_ms > 0)
@@ -820,6 +996,7 @@ int us_agent_main(const us_node_config *cfg)
         return 1;
     }
 
+    a->started_ms = us_now_ms();
     a->loop = malloc(sizeof *a->loop);
     uv_loop_init(a->loop);
     /* Timers first: a snapshot restored by raft_start() already schedules a reconcile. */
@@ -837,6 +1014,7 @@ int us_agent_main(const us_node_config *cfg)
     a->peers[0].inc = a->inc;
     for (int i = 0; i < cfg->n_members; i++)
         peer_add(a, cfg->members[i].name, cfg->members[i].address);
+    load_revocations(a);
     update_guardian_peers(a);
 
     if (us_net_start(&a->net, a->loop, cfg->address, on_msg, a, err, sizeof err) != 0) {

@@ -42,8 +42,21 @@ typedef struct us_peer {
     uint64_t inc;         /* incarnation from its datagrams, 0 = not heard yet */
     int64_t last_seen_ms; /* -1 = never */
     /* Leader side. */
-    int64_t ack_ms;           /* send time of our latest ping it acknowledged in our term */
-    int64_t granted_until_ms; /* -1 = no grant recorded in this leadership */
+    int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
+    /* Leases (lease.h). As a voter we grant this peer; as a requester it grants us (if it votes).
+     */
+    int64_t granted_ms;       /* when we last granted it a renewal, -1 = not since we started */
+    bool revoked;             /* we grant it nothing until it holds no active role */
+    uint64_t revoked_version; /* state version when we revoked it (persisted, lease.h) */
+    int64_t grant_t0;         /* send time of our latest request it granted, -1 = none */
+    uint64_t grant_v;         /* its state version when it granted that request */
+    /* What this peer (as a voter) last reported about each peer, by our peer index. */
+    struct {
+        int64_t age;   /* ms since it last granted that peer, -1 = unknown */
+        bool stale;    /* stale and revoked */
+        uint64_t v;    /* its state version when it reported */
+        int64_t rx_ms; /* when we got the report, -1 = never */
+    } about[US_MAX_NODES];
     int n_reports;
     us_report reports[US_MAX_SERVICES];
     uint64_t
@@ -118,6 +131,7 @@ typedef struct us_agent {
 
     /* Leases. */
     int64_t lease_until_ms; /* this node may act as active until then (own clock) */
+    int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
     uint64_t ping_seq;
     struct {
         int64_t ms;
@@ -170,6 +184,10 @@ bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
 int us_check_tcp_free(const char *hostport, char *err, size_t errlen);
 /* Leader only: has a quorum of voters acknowledged our leadership within the grant window? */
 bool us_agent_fresh_quorum(us_agent *a, int64_t now_ms);
+/* Is the node with this Raft id a voter in our view of the configuration? */
+bool us_agent_is_voter(us_agent *a, uint64_t id);
+/* Leader side: what the voters' reports say about `p`'s lease (lease.h). */
+us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now_ms);
 
 typedef void (*us_apply_done)(void *data, int status, int result);
 /* Propose a command (consumed). done may be NULL. 0 or a raft error code. */

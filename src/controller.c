@@ -166,7 +166,7 @@ static void leadership_away_from_actives(us_agent *a, int64_t now)
         int k = p ? us_state_find_node(s, p->name) : -1;
         if (c->servers[i].role != RAFT_VOTER || !p || p == &a->peers[a->self] || k < 0 ||
             s->nodes[k].leaving || us_agent_node_state(a, p) != US_NODE_ALIVE ||
-            p->granted_until_ms <= now || holds_active(s, p->name))
+            us_agent_judge_lease(a, p, now) != US_LEASE_VALID || holds_active(s, p->name))
             continue;
         a->next_transfer_ms = now + 2000; /* retry bound if the target cannot take over */
         char why[US_NAME_MAX + 64];
@@ -320,12 +320,12 @@ static void run_decisions(us_agent *a, int64_t now)
         us_node_obs *o = &in.node_obs[n];
         if (!p) {
             o->state = s->nodes[n].left ? US_NODE_LEFT : US_NODE_DEAD;
-            o->lease = us_lease_state_of(&a->cfg.timing, -1, a->leader_since_ms, now);
+            o->lease = US_LEASE_UNKNOWN;
             o->last_seen_ms = -1;
             continue;
         }
         o->state = us_agent_node_state(a, p);
-        o->lease = us_lease_state_of(&a->cfg.timing, p->granted_until_ms, a->leader_since_ms, now);
+        o->lease = us_agent_judge_lease(a, p, now);
         o->last_seen_ms = p == &a->peers[a->self] ? 0
                           : p->last_seen_ms < 0   ? -1
                                                   : now - p->last_seen_ms;

@@ -157,11 +157,12 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
 
 json_t *us_assignment_to_json(const us_assignment *a)
 {
-    return json_pack(
-        "{s:s, s:o, s:o, s:s, s:o, s:b, s:s, s:o, s:s}", "service", a->service, "gen",
-        us_u64_json(a->gen), "epoch", us_u64_json(a->epoch), "active", a->active, "active_inc",
-        us_u64_json(a->active_inc), "demoting", a->demoting, "target", a->target, "standbys",
-        names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason", a->reason);
+    return json_pack("{s:s, s:o, s:o, s:s, s:o, s:b, s:s, s:o, s:s, s:o}", "service", a->service,
+                     "gen", us_u64_json(a->gen), "epoch", us_u64_json(a->epoch), "active",
+                     a->active, "active_inc", us_u64_json(a->active_inc), "demoting", a->demoting,
+                     "target", a->target, "standbys",
+                     names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason",
+                     a->reason, "since_version", us_u64_json(a->since_version));
 }
 
 static int assignment_from_json(us_assignment *a, const json_t *j)
@@ -177,6 +178,7 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
     a->demoting = json_is_true(json_object_get(j, "demoting"));
     us_strlcpy(a->target, us_json_str(j, "target"), sizeof a->target);
     us_strlcpy(a->reason, us_json_str(j, "reason"), sizeof a->reason);
+    a->since_version = us_json_u64(j, "since_version");
     return names_from_json(a->standbys, &a->n_standbys, json_object_get(j, "standbys"));
 }
 
@@ -443,6 +445,8 @@ static int apply_assign(us_state *s, const json_t *cmd)
     if (next.epoch < s->asg[i].epoch)
         return US_APPLY_BAD; /* epochs never go back */
     next.gen++;
+    /* Stale-lease reports older than the role do not count against it (lease.h). */
+    next.since_version = next.epoch != s->asg[i].epoch ? s->version + 1 : s->asg[i].since_version;
     s->asg[i] = next;
     return US_APPLY_OK;
 }

@@ -10,45 +10,30 @@ static int cmp_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-int64_t us_lease_quorum_time(const int64_t *ack_ms, int n_voters)
+int64_t us_lease_majority_time(const int64_t *t, int n)
 {
-    if (n_voters <= 0 || n_voters > US_MAX_NODES)
+    if (n <= 0 || n > US_MAX_NODES)
         return -1;
     int64_t sorted[US_MAX_NODES];
-    for (int i = 0; i < n_voters; i++)
-        sorted[i] = ack_ms[i];
-    qsort(sorted, (size_t)n_voters, sizeof sorted[0], cmp_desc);
-    return sorted[n_voters / 2]; /* the majority-th freshest acknowledgement */
+    for (int i = 0; i < n; i++)
+        sorted[i] = t[i];
+    qsort(sorted, (size_t)n, sizeof sorted[0], cmp_desc);
+    return sorted[n / 2]; /* the majority-th freshest */
 }
 
-bool us_lease_may_grant(const us_timing *t, int64_t quorum_ms, int64_t now_ms)
+int64_t us_lease_stale_after(const us_timing *t)
 {
-    return quorum_ms >= 0 && now_ms - quorum_ms <= t->grant_window_ms;
+    return (int64_t)t->lease_ms * (100 + 2 * t->drift_pct) / 100 + t->margin_ms;
 }
 
-static int64_t stretch(const us_timing *t, int64_t ms)
+us_lease_state us_lease_judge(int voters, bool holder_votes, int stale, int fresh)
 {
-    return ms * (100 + t->drift_pct) / 100;
-}
-
-int64_t us_lease_granted_until(const us_timing *t, int64_t recv_ms)
-{
-    return recv_ms + stretch(t, t->lease_ms) + t->margin_ms;
-}
-
-int64_t us_lease_takeover_wait(const us_timing *t)
-{
-    return stretch(t, (int64_t)t->grant_window_ms + t->lease_ms) + t->margin_ms;
-}
-
-us_lease_state us_lease_state_of(const us_timing *t, int64_t granted_until_ms,
-                                 int64_t leader_since_ms, int64_t now_ms)
-{
-    if (granted_until_ms > now_ms)
+    int majority = voters / 2 + 1;
+    if (stale >= majority)
+        return US_LEASE_EXPIRED;
+    if (fresh + (holder_votes ? 1 : 0) >= majority)
         return US_LEASE_VALID;
-    if (now_ms < leader_since_ms + us_lease_takeover_wait(t))
-        return US_LEASE_UNKNOWN;
-    return US_LEASE_EXPIRED;
+    return US_LEASE_UNKNOWN;
 }
 
 int64_t us_now_ns(void)

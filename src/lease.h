@@ -1,17 +1,20 @@
 /* lease.h — the lease arithmetic: until when a node may act as active, and when the leader may
  * be sure that it no longer does. Pure functions over CLOCK_MONOTONIC milliseconds.
  *
- * Protocol (docs/timing.md has the derivation):
- *  - Every heartbeat each node sends the Raft leader a renewal (a ping) at its local time t0. If
- *    the leader grants it, the node's lease runs until t0 + L on the node's own clock.
- *  - The leader grants only while a quorum of voters acknowledged its leadership (answered a ping
- *    of the leader's sent at time q or later, with now - q <= G). Voters that voted for a newer
- *    leader no longer acknowledge, so an old leader stops granting at most G after the new
- *    leader's election.
- *  - On a grant received at time r the leader records granted_until = r + L*(1+drift) + margin.
- *  - A leader that just took over does not know its predecessor's grants: until
- *    W = (G + L)*(1+drift) + margin has passed since it took over, a node it has no record for has
- *    lease 'unknown' (possibly still valid).
+ * Leases are granted by the voters, not by the Raft leader alone, so that they survive a leader
+ * change (an election takes longer than a lease). docs/timing.md has the derivation.
+ *  - Every heartbeat each node asks every voter to renew its lease (a ping sent at its local time
+ *    t0). A voter grants unless it has revoked the node (below). The node's lease runs until
+ *    t0 + L, where t0 is the send time of the majority-th freshest granted request (a node that
+ *    is a voter counts itself as granting now).
+ *  - A voter that has not granted a node for longer than stale_after = L(1+2ρ)+m while that node
+ *    holds an active role revokes it: it grants it nothing more until the replicated state shows
+ *    the node without an active role. It reports "stale" only together with the revocation.
+ *  - The leader takes a role away for an expired lease only when a majority of voters (other than
+ *    the holder) report it stale. Every majority the holder could renew with includes one of
+ *    them, and they grant no more: the holder's lease has run out and stays out.
+ *  - A voter that restarted does not know what it granted before: it reports "unknown" for
+ *    stale_after after its start.
  */
 #ifndef US_LEASE_H
 #define US_LEASE_H
@@ -22,21 +25,17 @@
 #include "config.h"
 #include "model.h"
 
-/* The latest time q such that a majority of the voters acknowledged the leader at q or later.
- * ack_ms[i] for voter i (the leader's own entry should be `now`); -1 = never. */
-int64_t us_lease_quorum_time(const int64_t *ack_ms, int n_voters);
+/* The k-th freshest of n times (k = n/2 + 1, a majority); -1 entries are "never". -1 if fewer
+ * than k entries are set. */
+int64_t us_lease_majority_time(const int64_t *t, int n);
 
-bool us_lease_may_grant(const us_timing *t, int64_t quorum_ms, int64_t now_ms);
+/* A voter's grant older than this (ms) no longer contributes to any lease. */
+int64_t us_lease_stale_after(const us_timing *t);
 
-/* Leader side: until when the node that sent the renewal received at recv_ms may act. */
-int64_t us_lease_granted_until(const us_timing *t, int64_t recv_ms);
-
-/* How long a new leader treats leases it has no record of as possibly valid. */
-int64_t us_lease_takeover_wait(const us_timing *t);
-
-/* Leader side: the lease state of a node. */
-us_lease_state us_lease_state_of(const us_timing *t, int64_t granted_until_ms,
-                                 int64_t leader_since_ms, int64_t now_ms);
+/* Leader side: judge a holder's lease from the voters' reports. `voters` counts all voters,
+ * `holder_votes` whether the holder is one of them; `stale` and `fresh` count the other voters
+ * that reported the holder stale (revoked) or recently granted. */
+us_lease_state us_lease_judge(int voters, bool holder_votes, int stale, int fresh);
 
 /* CLOCK_MONOTONIC in ms / ns. */
 int64_t us_now_ms(void);

@@ -90,6 +90,7 @@ typedef struct us_assignment {
     int n_standbys;
     char standbys[US_MAX_NODES][US_NAME_MAX];
     char reason[US_REASON_MAX]; /* cause of the last change */
+    uint64_t since_version;     /* state version at which the active role was given (lease.h) */
 } us_assignment;
 
 /* ---- Observations: what the leader currently knows; local, not replicated. ---- */

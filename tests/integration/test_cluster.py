@@ -217,6 +217,45 @@ def test_kill9_active_agent_fences_and_fails_over(cluster):
     assert [(i.node, i.epoch) for i in ivs] == [(active, epoch), (new, new_epoch)], format_intervals(ivs)
 
 
+def test_kill9_of_the_leader_costs_the_active_nothing(cluster):
+    """Leases come from the voters, not from the leader alone (docs/timing.md): losing the Raft
+    leader's node, which holds no active role, must not interrupt the active elsewhere, although
+    the election takes longer than a lease."""
+    c = cluster
+    c.form()
+    c.apply(web_ini(c))
+    active, epoch, _ = wait_active(c, "n1")
+
+    def leader_elsewhere():
+        l = c.leader()
+        return l if l != active else None
+
+    leader = c.wait_until(leader_elsewhere, 15, "leadership to move off the active node")
+    c.wait_until(lambda: lines_of(c.overlap_log, active, epoch) >= 20, 10, "the active to write for a while")
+    pid = active_pid(c, active)
+    c.kill9(leader)
+    survivor = [m for m in ("n1", "n2", "n3") if m not in (leader,)][0]
+
+    def new_leader():
+        st = c.status(survivor)
+        l = st["cluster"]["leader"]
+        return st if l and l != leader and st["cluster"]["has_quorum"] else None
+
+    c.wait_until(new_leader, 20, "a new leader after killing %s" % leader)
+    time.sleep(1.0)  # well past a lease: the active must have kept going
+    st = c.leader_status()
+    s = c.service(st, "web")
+    assert (s["active"], s["epoch"]) == (active, epoch), "the active moved: %r" % s
+    assert pid_running(pid), "the active instance (pid %d) stopped when the leader died" % pid
+    ivs = assert_no_overlap(c.overlap_log)
+    assert [(i.node, i.epoch) for i in ivs] == [(active, epoch)], format_intervals(ivs)
+    # No pause in the active's writes longer than a few heartbeats.
+    times = [int(l.split()[2]) for l in open(c.overlap_log) if l.split()[:2] == [active, str(epoch)]]
+    gap = max(b - a for a, b in zip(times, times[1:])) / 1e6
+    print("kill -9 of leader %s: active %s kept running; longest pause between writes %.1f ms" % (leader, active, gap))
+    assert gap < 300, "the active paused %.1f ms when the leader died" % gap
+
+
 # ---------------------------------------------------------------- 3. frozen agent (SIGSTOP)
 
 
