@@ -2,7 +2,7 @@
 #   make          build build/understudy (release, -O2)
 #   make test     unit tests, decision scenarios and integration tests (ASan + UBSan build)
 #   make demo     a 3-node local cluster with a sample service
-#   make bench    failover benchmark (not part of test)
+#   make bench    failover (loopback), VIP failover vs keepalived, proxy vs HAProxy (root for the last two)
 # Every entry point first runs scripts/setup.sh, which installs what is missing (quiet when all is there).
 
 CC      ?= gcc
@@ -60,13 +60,14 @@ demo: build/understudy
 	@sh demo/run.sh
 
 bench: build/understudy
-	@sh bench/failover
+	@sh scripts/setup-bench.sh
+	@rc=0; sh bench/failover || rc=1; sh bench/failover-netns || rc=1; sh bench/proxy || rc=1; exit $$rc
 
 format:
-	clang-format -i src/*.c src/*.h tests/unit/*.c
+	clang-format -i src/*.c src/*.h tests/unit/*.c bench/*.c
 
 check-format:
-	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c
+	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c bench/*.c
 
 clean:
 	rm -rf build

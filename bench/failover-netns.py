@@ -1,0 +1,489 @@
+#!/usr/bin/env python3
+"""Client-observed failover through a virtual IP: understudy vs keepalived, on network namespaces.
+
+Run through `make bench` or `sh bench/failover-netns [--runs N] ...` (root). Topology: the
+tests/netns.py bed, three node namespaces (eth0 198.18.0.11..13/24) and a client namespace
+(198.18.0.100) on one bridge; a fresh bed for every system measured, all in the same run.
+
+The service, on every system: bench/httpd.c on port 8080 answering "NODE epoch EPOCH".
+  understudy  one agent per node (node address = the node's IP, profile default or fast), the
+              service applied with `vip = 198.18.0.200/24 dev eth0`, cold standby, standbys = 1:
+              the new active starts the server, then gets the VIP.
+  keepalived  the usual keepalived deployment: VRRPv3, unicast peers, one vrrp_instance with the
+              same VIP, state MASTER priority 150 on n1, BACKUP 100 and 50 on n2 and n3 (preempt
+              on, the default), advert_int 1 s or 0.1 s; the service runs on every node all the
+              time and keepalived moves only the VIP (no notify scripts), as in the common
+              keepalived + HAProxy/nginx pairs. Its answers carry epoch 0.
+
+The prober runs in the client namespace: every PERIOD ms (default 3) a new TCP connection to
+198.18.0.200:8080 and one GET, several in flight, each given up after 1 s. For each run:
+  wait until steady (understudy: quorum, every node alive, one active, the Raft leader on another
+  node (the controller moves leadership off the active right after a promotion; --leader-anywhere
+  skips this), the VIP on the active only and answering its epoch; keepalived: the VIP on n1 only and answering n1),
+  arm the prober (it has seen the old active answer through the VIP),
+  T0 = just before the fault:
+    kill9     understudy: kill -9 of the active node's agent (its guardian lives on);
+              keepalived: kill -9 of the MASTER's keepalived processes (the whole process group,
+              parent and VRRP child at once, so no child can clean up: its VIP stays)
+    linkdown  carrier loss on the active node's switch port (netns link_down)
+  takeover = T0 -> the first answer from a new active (understudy: another node, higher epoch;
+  keepalived: another node), then the prober watches AFTER ms more;
+  restore (restart the killed daemon / link up) and wait until steady again.
+Also reported per run: the client's outage (longest span after T0 without any successful answer,
+which can be far shorter than the takeover when the old node keeps answering), failed attempts,
+answers still coming from the old node after the new one answered, and which nodes hold the VIP
+right after the takeover.
+
+Targets (PASS/MISS, per fault): understudy default median <= 0.3 x keepalived advert_int 1 s
+median; understudy fast median <= 1.0 x keepalived advert_int 0.1 s median.
+Every wait is bounded; every process and namespace is removed on exit (also Ctrl-C/SIGTERM).
+"""
+
+import argparse
+import atexit
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import nslib  # noqa: E402
+from failover import percentile  # noqa: E402
+from nslib import BenchError, log  # noqa: E402
+
+netns = nslib.netns
+ROOT = nslib.ROOT
+VIP = "198.18.0.200"
+VIP_CIDR = VIP + "/24"
+PORT = 8080
+VRID = 51
+KA_PRIO = {"n1": 150, "n2": 100, "n3": 50}
+CASES = {"kill9": "kill -9", "linkdown": "link down"}
+# (system, parameter): understudy profiles and keepalived advert_int values.
+SYSTEMS = {
+    "understudy:default": ("understudy", "default"),
+    "keepalived:1": ("keepalived", "1"),
+    "understudy:fast": ("understudy", "fast"),
+    "keepalived:0.1": ("keepalived", "0.1"),
+}
+# (understudy system, keepalived system, max ratio of the medians)
+TARGETS = (("understudy:default", "keepalived:1", 0.3), ("understudy:fast", "keepalived:0.1", 1.0))
+
+STEADY_TIMEOUT_S = 40.0
+TAKEOVER_MAX_S = 30.0
+
+
+def label(system):
+    kind, param = SYSTEMS[system]
+    return "understudy %s" % param if kind == "understudy" else "keepalived advert %ss" % param
+
+
+# ---- the two systems ----------------------------------------------------------------------------
+
+class Understudy:
+    def __init__(self, bed, client, args, profile, workdir):
+        self.bed, self.client, self.args = bed, client, args
+        httpd = nslib.HTTPD_BIN
+        services = ("[service web]\nrun = exec %s -l 0.0.0.0:%d -e\nstandby = cold\nstandbys = 1\n"
+                    "vip = %s dev eth0\nproxy = 0.0.0.0:8000 -> %d\n"
+                    % (httpd, PORT, VIP_CIDR, PORT))
+        self.ag = nslib.Agents(bed, args.bin, profile, workdir, services)
+
+    def setup(self):
+        self.ag.start_all()
+        self.ag.wait_leader(STEADY_TIMEOUT_S)
+        self.ag.apply()
+
+    def steady(self):
+        s = self.ag.steady()
+        if not s:
+            return None
+        act, epoch, leader, _ = s
+        if act == leader and not self.args.leader_anywhere:
+            return None  # the controller hands leadership off the active node: wait for that too
+        if nslib.vip_holders(self.bed, VIP) != [act]:
+            return None
+        if self.client.get(VIP, PORT) != (act, epoch):
+            return None
+        return act, epoch, "leader" if act == leader else "follower"
+
+    def fault(self, case, victim):
+        if case == "kill9":
+            pid = self.ag.procs[victim].pid
+            t0 = time.monotonic_ns()
+            os.kill(pid, signal.SIGKILL)
+            self.ag.procs[victim].wait(timeout=10)
+            return t0
+        t0 = time.monotonic_ns()
+        self.bed.link_down(victim)
+        return t0
+
+    def restore(self, case, victim):
+        if case == "kill9":
+            self.ag.start(victim)
+        else:
+            self.bed.link_up(victim)
+
+    def diagnostics(self):
+        st = self.ag.leader_status()
+        return "leader status: %s\n%s" % (st, self.ag.log_tails())
+
+    def stop(self):
+        self.ag.stop()
+
+
+KA_CONF = """global_defs {
+    router_id %(node)s
+    vrrp_version 3
+}
+vrrp_instance web {
+    state %(state)s
+    interface eth0
+    virtual_router_id %(vrid)d
+    priority %(prio)d
+    advert_int %(advert)s
+    unicast_src_ip %(ip)s
+    unicast_peer {
+%(peers)s
+    }
+    virtual_ipaddress {
+        %(vip)s dev eth0
+    }
+}
+"""
+
+
+class Keepalived:
+    def __init__(self, bed, client, args, advert, workdir):
+        self.bed, self.client, self.args = bed, client, args
+        self.advert = advert
+        self.dir = workdir
+        self.procs = {}
+        self.master = max(KA_PRIO, key=KA_PRIO.get)
+        self.killed = []
+
+    def conf(self, n):
+        return os.path.join(self.dir, "keepalived-%s.conf" % n)
+
+    def logfile(self, n):
+        return os.path.join(self.dir, "keepalived-%s.log" % n)
+
+    def start(self, n):
+        argv = [self.args.keepalived, "--dont-fork", "--log-console", "--log-detail", "--vrrp",
+                "--no-syslog", "--use-file", self.conf(n),
+                "--pid", os.path.join(self.dir, "ka-%s.pid" % n),
+                "--vrrp_pid", os.path.join(self.dir, "ka-vrrp-%s.pid" % n)]
+        with open(self.logfile(n), "ab") as lf:
+            self.procs[n] = self.bed.popen(n, argv, label="keepalived", stdin=subprocess.DEVNULL,
+                                           stdout=lf, stderr=subprocess.STDOUT)
+
+    def setup(self):
+        for n in self.bed.nodes:
+            body = "%s epoch 0" % n
+            with open(os.path.join(self.dir, "httpd-%s.log" % n), "ab") as lf:
+                self.bed.popen(n, [nslib.HTTPD_BIN, "-l", "0.0.0.0:%d" % PORT, "-b", body],
+                               label="service", stdin=subprocess.DEVNULL, stdout=lf,
+                               stderr=subprocess.STDOUT)
+            peers = "\n".join("        %s" % self.bed.ip[m] for m in self.bed.nodes if m != n)
+            with open(self.conf(n), "w") as f:
+                f.write(KA_CONF % {"node": n, "state": "MASTER" if n == self.master else "BACKUP",
+                                   "vrid": VRID, "prio": KA_PRIO[n], "advert": self.advert,
+                                   "ip": self.bed.ip[n], "peers": peers, "vip": VIP_CIDR})
+            cp = subprocess.run([self.args.keepalived, "--config-test", "--use-file", self.conf(n)],
+                                capture_output=True, text=True, timeout=30)
+            if cp.returncode != 0:
+                raise BenchError("keepalived rejects %s: %s" % (self.conf(n), cp.stderr.strip()))
+        for n in self.bed.nodes:
+            self.start(n)
+
+    def steady(self):
+        if any(p.poll() is not None for p in self.procs.values()):
+            return None
+        if nslib.vip_holders(self.bed, VIP) != [self.master]:
+            return None
+        if self.client.get(VIP, PORT) != (self.master, 0):
+            return None
+        return self.master, -1, "MASTER"
+
+    def group(self, victim):
+        """Pids of the victim's keepalived processes (parent and VRRP child)."""
+        pgid = self.procs[victim].pid
+        out = []
+        for pid in self.bed.ns_pids(victim):
+            try:
+                if os.getpgid(pid) == pgid:
+                    out.append(pid)
+            except ProcessLookupError:
+                pass
+        return out
+
+    def fault(self, case, victim):
+        if case == "kill9":
+            pgid = self.procs[victim].pid  # its own session (bed.popen): parent and VRRP child
+            self.killed = self.group(victim)
+            t0 = time.monotonic_ns()
+            os.killpg(pgid, signal.SIGKILL)
+            self.procs[victim].wait(timeout=10)
+            return t0
+        t0 = time.monotonic_ns()
+        self.bed.link_down(victim)
+        return t0
+
+    def restore(self, case, victim):
+        if case == "kill9":
+            # The killed VRRP child is reaped by init, not by us: until then its pid file names a
+            # live pid and a new keepalived refuses to start ("daemon is already running").
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(os.path.exists("/proc/%d" % p)
+                                                      for p in self.killed):
+                time.sleep(0.02)
+            for f in ("ka-%s.pid", "ka-vrrp-%s.pid"):
+                try:
+                    os.unlink(os.path.join(self.dir, f % victim))
+                except FileNotFoundError:
+                    pass
+            self.start(victim)
+        else:
+            self.bed.link_up(victim)
+
+    def diagnostics(self):
+        out = ["VIP holders: %s" % nslib.vip_holders(self.bed, VIP)]
+        for n in self.bed.nodes:
+            out.append("---- keepalived %s (tail of %s)" % (n, self.logfile(n)))
+            out.append(nslib.tail(self.logfile(n)).rstrip("\n"))
+        return "\n".join(out)
+
+    def stop(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+
+
+# ---- one system, every case and run -------------------------------------------------------------
+
+def run_system(args, system, state):
+    kind, param = SYSTEMS[system]
+    workdir = tempfile.mkdtemp(prefix="understudy-bench-netns.%s." % system.replace(":", "-"))
+    bed = netns.TestBed(3)
+    state["bed"], state["dir"] = bed, workdir
+    res = {c: {"runs": [], "error": None} for c in args.cases}
+    sysobj = None
+    try:
+        bed.start()
+        client = nslib.Client(bed)
+        if kind == "understudy":
+            sysobj = Understudy(bed, client, args, param, workdir)
+        else:
+            sysobj = Keepalived(bed, client, args, param, workdir)
+        log("== %s: bed %s, %s" % (label(system), bed.prefix, workdir))
+        sysobj.setup()
+        for case in args.cases:
+            for run in range(1, args.runs + 1):
+                try:
+                    res[case]["runs"].append(one_run(args, sysobj, client, bed, case, run))
+                except BenchError as e:
+                    log("bench: %s, %s, run %d: %s" % (label(system), CASES[case], run, e))
+                    log(sysobj.diagnostics())
+                    res[case]["error"] = "run %d: %s" % (run, str(e).splitlines()[0])
+                    break
+        client.close()
+    except (BenchError, netns.NetnsError) as e:
+        log("bench: %s: %s" % (label(system), e))
+        if sysobj:
+            log(sysobj.diagnostics())
+        for c in args.cases:
+            res[c]["error"] = res[c]["error"] or str(e).splitlines()[0]
+    finally:
+        if sysobj:
+            sysobj.stop()
+        bed.close()
+        state["bed"] = None
+        if args.keep:
+            log("bench: kept %s" % workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+        state["dir"] = None
+    return res
+
+
+def one_run(args, sysobj, client, bed, case, run):
+    act, epoch, role = nslib.wait_for("steady state before run %d" % run, sysobj.steady,
+                                      STEADY_TIMEOUT_S, 0.1)
+    client.watch_arm(VIP, PORT, act, epoch, args.period_ms, TAKEOVER_MAX_S, args.after_ms)
+    t0 = sysobj.fault(case, act)
+    events, reason = client.watch_result(TAKEOVER_MAX_S + args.after_ms / 1000.0)
+    holders = nslib.vip_holders(bed, VIP)
+    a = nslib.analyse(events, t0, act, epoch)
+    if a["takeover_ms"] is None:
+        raise BenchError("%s of %s: no answer from another node through the VIP within %.0f s "
+                         "(prober: %s, failed attempts %d)"
+                         % (CASES[case], act, TAKEOVER_MAX_S, reason, a["failed"]))
+    a.update(victim=act, role=role, holders=holders)
+    new = next(e for e in sorted(events, key=lambda e: e[1])
+               if e[2] == "ok" and e[1] >= t0 and e[3] != act)
+    log("  %-9s run %2d: %s (%s) -> %s answers after %7.1f ms; outage %7.1f ms, %3d failed%s, "
+        "old node answered %s%s; VIP on %s"
+        % (CASES[case], run, act, role, new[3], a["takeover_ms"], a["outage_ms"], a["failed"],
+           " (%s)" % ",".join(a["kinds"]) if a["kinds"] else "",
+           "never" if a["last_old_ms"] is None else "until the fault" if a["last_old_ms"] <= 0
+           else "until %.0f ms" % a["last_old_ms"],
+           ", %d times after the new one" % a["old_after_new"] if a["old_after_new"] else "",
+           ",".join(holders) or "no node"))
+    sysobj.restore(case, act)
+    return a
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+def stats(vals):
+    s = sorted(vals)
+    return s[0], statistics.median(s), percentile(s, 90), s[-1]
+
+
+def report(args, results):
+    ok_all = True
+    lines = ["", "== failover through a VIP, client-observed (prober: new TCP connection + GET every "
+             "%g ms from the client namespace), %d runs per case and system" % (args.period_ms,
+                                                                               args.runs)]
+    for case in args.cases:
+        lines.append("")
+        lines.append("%s of the active (understudy: its agent; keepalived: the MASTER's daemon)"
+                     % CASES[case] if case == "kill9" else
+                     "link down of the active node's eth0 (switch port carrier off)")
+        lines.append("  %-24s %5s | %-31s | %-15s | %-15s | %s"
+                     % ("", "", "takeover ms", "outage ms", "per run", "VIP holders"))
+        lines.append("  %-24s %5s | %7s %7s %7s %7s | %7s %7s | %7s %7s | %s"
+                     % ("system", "runs", "min", "median", "p90", "max", "median", "max", "failed",
+                        "old>new", "after takeover (runs)"))
+        medians = {}
+        for system in args.systems:
+            r = results[system][case]
+            runs = r["runs"]
+            if runs:
+                tk = stats([x["takeover_ms"] for x in runs])
+                ou = stats([x["outage_ms"] for x in runs])
+                medians[system] = tk[1] if len(runs) == args.runs and not r["error"] else None
+                holders = {}
+                for x in runs:
+                    k = "+".join(x["holders"]) if len(x["holders"]) != 1 else "new only" \
+                        if x["holders"][0] != x["victim"] else "old only"
+                    holders[k] = holders.get(k, 0) + 1
+                lines.append("  %-24s %5d | %7.1f %7.1f %7.1f %7.1f | %7.1f %7.1f | %7.1f %7.1f | %s"
+                             % (label(system), len(runs), tk[0], tk[1], tk[2], tk[3], ou[1], ou[3],
+                                statistics.mean(x["failed"] for x in runs),
+                                statistics.mean(x["old_after_new"] for x in runs),
+                                ", ".join("%s: %d" % kv for kv in sorted(holders.items()))))
+                if SYSTEMS[system][0] == "understudy":
+                    lr = [x["takeover_ms"] for x in runs if x["role"] == "leader"]
+                    if lr:
+                        lines.append("  %-24s         (%d runs where the active was also the Raft "
+                                     "leader: median %.1f ms)" % ("", len(lr), statistics.median(lr)))
+            else:
+                medians[system] = None
+            if r["error"]:
+                lines.append("  %-24s error: %s" % (label(system), r["error"]))
+        if any(results[s][case]["error"] for s in args.systems):
+            ok_all = False
+        for us, ka, limit in TARGETS:
+            if us not in args.systems or ka not in args.systems:
+                continue
+            mu, mk = medians.get(us), medians.get(ka)
+            if mu is None or mk is None:
+                lines.append("  target %s <= %.1f x %s median: MISS (incomplete runs)"
+                             % (label(us), limit, label(ka)))
+                ok_all = False
+                continue
+            ratio = mu / mk
+            ok = ratio <= limit
+            ok_all &= ok
+            lines.append("  ratio %s / %s median: %.1f / %.1f ms = %.2f (target <= %.1f) -> %s"
+                         % (label(us), label(ka), mu, mk, ratio, limit, "PASS" if ok else "MISS"))
+    lines += ["", "columns: takeover = fault -> first answer from the new active through the VIP; "
+              "outage = longest span after the fault",
+              "without any successful answer; failed = failed attempts per run (refused, reset, "
+              "timed out after 1 s); old>new = answers", "per run from the old node after the new "
+              "one had answered (two nodes holding the VIP)."]
+    if "kill9" in args.cases and any(SYSTEMS[x][0] == "keepalived" for x in args.systems):
+        lines += ["keepalived kill -9: the killed MASTER keeps its VIP and its service keeps "
+                  "answering, so the client loses", "little or nothing until the BACKUP's "
+                  "gratuitous ARP moves it; afterwards two nodes hold the VIP (the old one",
+                  "still answers ARP requests for it)."]
+    log("\n".join(lines))
+    return ok_all
+
+
+def main():
+    ap = argparse.ArgumentParser(description="understudy vs keepalived: failover through a VIP")
+    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "understudy"))
+    ap.add_argument("--keepalived", default=shutil.which("keepalived") or "/usr/sbin/keepalived")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--systems", default=",".join(SYSTEMS),
+                    help="comma-separated, from: %s" % ", ".join(SYSTEMS))
+    ap.add_argument("--cases", default=",".join(CASES), help="kill9, linkdown")
+    ap.add_argument("--period-ms", type=float, default=3.0, help="prober period (2..5 ms)")
+    ap.add_argument("--after-ms", type=float, default=1000.0,
+                    help="how long the prober keeps watching after the new active answered")
+    ap.add_argument("--leader-anywhere", action="store_true",
+                    help="do not wait for the Raft leader to move off the active node (which "
+                         "understudy does right after each promotion) before a run")
+    ap.add_argument("--keep", action="store_true", help="keep the logs and configuration")
+    args = ap.parse_args()
+    args.systems = [s for s in args.systems.split(",") if s]
+    args.cases = [c for c in args.cases.split(",") if c]
+    for s in args.systems:
+        if s not in SYSTEMS:
+            sys.exit("bench: unknown system '%s' (%s)" % (s, ", ".join(SYSTEMS)))
+    for c in args.cases:
+        if c not in CASES:
+            sys.exit("bench: unknown case '%s' (%s)" % (c, ", ".join(CASES)))
+    if args.runs < 1 or not 1 <= args.period_ms <= 50:
+        sys.exit("bench: --runs must be >= 1 and --period-ms 1..50")
+    tools = ["ip"]
+    if any(SYSTEMS[s][0] == "keepalived" for s in args.systems):
+        tools.append("keepalived")
+    nslib.need_root_and_tools(tools)
+    if any(SYSTEMS[s][0] == "understudy" for s in args.systems) and not os.access(args.bin, os.X_OK):
+        sys.exit("bench: %s is missing: run 'make' first" % args.bin)
+    try:
+        nslib.build_httpd()
+    except BenchError as e:
+        sys.exit("bench: %s" % e)
+
+    state = {"bed": None, "dir": None}
+
+    def on_exit():
+        if state["bed"]:
+            state["bed"].close()
+        if state["dir"] and not args.keep:
+            shutil.rmtree(state["dir"], ignore_errors=True)
+
+    atexit.register(on_exit)
+
+    def on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+
+    results = {}
+    for system in args.systems:
+        results[system] = run_system(args, system, state)
+    return 0 if report(args, results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
