@@ -59,6 +59,7 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         p->ack_ms = -1;
         p->granted_ms = -1;
         p->grant_t0 = -1;
+        p->holds_since_ms = -1;
         for (int i = 0; i < US_MAX_NODES; i++)
             p->about[i].rx_ms = -1;
     }
@@ -390,15 +391,6 @@ bool us_agent_is_voter(us_agent *a, uint64_t id)
     return false;
 }
 
-static bool holds_active_role(us_agent *a, const char *name)
-{
-    const us_state *s = &a->fsm.state;
-    for (int k = 0; k < s->services.n; k++)
-        if (strcmp(s->asg[k].active, name) == 0)
-            return true;
-    return false;
-}
-
 /* Our lease: a majority of voters granted requests sent at t0 or later (lease.h). */
 static void recompute_lease(us_agent *a, int64_t now)
 {
@@ -471,7 +463,11 @@ static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
 {
     int64_t stale_after = us_lease_stale_after(&a->cfg.timing);
     uint64_t version = a->fsm.state.version;
-    bool holds = holds_active_role(a, p->name);
+    bool holds = us_state_holds_active(&a->fsm.state, p->name);
+    if (!holds)
+        p->holds_since_ms = -1;
+    else if (p->holds_since_ms < 0)
+        p->holds_since_ms = now;
     if (p->revoked && !holds && version > p->revoked_version) {
         p->revoked = false; /* its roles were released since: it may earn a lease again */
         save_revocations(a);
@@ -479,7 +475,9 @@ static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
     if (now - a->started_ms < stale_after)
         return json_pack("[i, b, I]", -1, 0, (json_int_t)version); /* granted before a restart? */
     int64_t age = now - (p->granted_ms >= 0 ? p->granted_ms : a->started_ms);
-    if (age > stale_after && holds && !p->revoked) {
+    /* Revoke only a role we have known about for stale_after: a voter that just caught up (it was
+     * cut off itself) must first give the holder's renewals the chance to reach it. */
+    if (age > stale_after && holds && !p->revoked && now - p->holds_since_ms > stale_after) {
         p->revoked = true;
         p->revoked_version = version;
         save_revocations(a);
@@ -634,9 +632,8 @@ static void stop_step(us_agent *a, int64_t now)
         }
         return;
     }
-    for (int i = 0; i < s->services.n; i++)
-        if (strcmp(s->asg[i].active, a->cfg.name) == 0)
-            return; /* still ours: the switchover is in progress */
+    if (us_state_holds_active(s, a->cfg.name))
+        return; /* still ours: the switchover is in progress */
     if (us_instances_busy(a))
         return;
     if (a->leader && !a->change_in_flight) {
@@ -772,7 +769,7 @@ static void on_raft_closed(struct raft *r)
 {
     us_agent *a = r->data;
     raft_uv_close(&a->io);
-    raft_uv_tcp_close(&a->transport);
+    us_transport_close(&a->transport);
     uv_stop(a->loop);
 }
 
@@ -883,11 +880,10 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
     char dir[PATH_MAX + 8];
     snprintf(dir, sizeof dir, "%s/raft", c->data_dir);
     mkdir(dir, 0700);
-    a->transport.version = 1;
-    a->transport.data = NULL;
-    int rc = raft_uv_tcp_init(&a->transport, a->loop);
+    /* Half an election timeout: a stuck connection is replaced before the leader gives up. */
+    int rc = us_transport_init(&a->transport, a->loop, (unsigned)c->timing.election_ms / 2);
     if (rc == 0)
-        rc = raft_uv_init(&a->io, a->loop, dir, &a->transport);
+        rc = raft_uv_init(&a->io, a->loop, dir, &a->transport.t);
     if (rc != 0) {
         snprintf(err, errlen, "raft I/O init failed: %s", raft_strerror(rc));
         return -1;

@@ -21,6 +21,7 @@
 #include "net.h"
 #include "proxy.h"
 #include "supervisor.h"
+#include "transport.h"
 #include "vip.h"
 
 /* What one node last said about its instance of one service. */
@@ -47,6 +48,7 @@ typedef struct us_peer {
      */
     int64_t granted_ms;       /* when we last granted it a renewal, -1 = not since we started */
     bool revoked;             /* we grant it nothing until it holds no active role */
+    int64_t holds_since_ms;   /* when we first saw it holding an active role, -1 = it holds none */
     uint64_t revoked_version; /* state version when we revoked it (persisted, lease.h) */
     int64_t grant_t0;         /* send time of our latest request it granted, -1 = none */
     uint64_t grant_v;         /* its state version when it granted that request */
@@ -112,7 +114,7 @@ typedef struct us_agent {
 
     struct raft raft;
     struct raft_io io;
-    struct raft_uv_transport transport;
+    us_transport transport;
     us_fsm fsm;
     bool raft_started;
 

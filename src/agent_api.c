@@ -148,7 +148,7 @@ static void h_version(us_api_req *r, void *data)
 
 static bool require_leader(us_agent *a, us_api_req *r)
 {
-    if (a->leader && a->stopping == 0)
+    if (us_agent_is_leader(a) && a->stopping == 0)
         return true;
     char leader[US_NAME_MAX], api[US_ADDR_MAX];
     if (us_agent_leader(a, leader, api) && strcmp(leader, a->cfg.name) != 0 && api[0]) {
@@ -200,7 +200,12 @@ static void propose(us_agent *a, us_api_req *r, json_t *cmd, int status, json_t 
     p->reply = reply;
     p->status = status;
     int rc = us_agent_apply(a, cmd, committed, p);
-    if (rc != 0) {
+    if (rc == RAFT_NOTLEADER) {
+        /* Leadership moved between our check and the proposal: the CLI retries this. */
+        us_api_reply_error(r, 503, "no leader");
+        json_decref(reply);
+        free(p);
+    } else if (rc != 0) {
         us_api_reply_error(r, 503, "cannot propose: %s", raft_strerror(rc));
         json_decref(reply);
         free(p);

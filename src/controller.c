@@ -144,21 +144,13 @@ static void transfer_leadership(us_agent *a, uint64_t to, const char *why)
     us_info("transferring leadership: %s", why);
 }
 
-static bool holds_active(const us_state *s, const char *name)
-{
-    for (int k = 0; k < s->services.n; k++)
-        if (strcmp(s->asg[k].active, name) == 0)
-            return true;
-    return false;
-}
-
 /* Losing the node that is both leader and active would cost an election on top of the lease:
  * keep leadership on a voter that holds no active role when there is one. */
 static void leadership_away_from_actives(us_agent *a, int64_t now)
 {
     const us_state *s = &a->fsm.state;
     /* No wait after taking over: the node just promoted is often the leader itself. */
-    if (a->change_in_flight || now < a->next_transfer_ms || !holds_active(s, a->cfg.name))
+    if (a->change_in_flight || now < a->next_transfer_ms || !us_state_holds_active(s, a->cfg.name))
         return;
     const struct raft_configuration *c = &a->raft.configuration;
     for (unsigned i = 0; i < c->n; i++) {
@@ -166,7 +158,7 @@ static void leadership_away_from_actives(us_agent *a, int64_t now)
         int k = p ? us_state_find_node(s, p->name) : -1;
         if (c->servers[i].role != RAFT_VOTER || !p || p == &a->peers[a->self] || k < 0 ||
             s->nodes[k].leaving || us_agent_node_state(a, p) != US_NODE_ALIVE ||
-            us_agent_judge_lease(a, p, now) != US_LEASE_VALID || holds_active(s, p->name))
+            us_agent_judge_lease(a, p, now) != US_LEASE_VALID || us_state_holds_active(s, p->name))
             continue;
         a->next_transfer_ms = now + 2000; /* retry bound if the target cannot take over */
         char why[US_NAME_MAX + 64];
@@ -202,11 +194,7 @@ static bool removals(us_agent *a)
             }
             return true;
         }
-        bool holds = false;
-        for (int k = 0; k < s->services.n; k++)
-            if (strcmp(s->asg[k].active, n->name) == 0)
-                holds = true;
-        if (holds)
+        if (us_state_holds_active(s, n->name))
             continue; /* the decision function is handing its roles over */
         if (strcmp(n->name, a->cfg.name) == 0) {
             /* A leader must not remove itself: hand leadership over, the next one removes us. */

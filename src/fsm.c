@@ -13,6 +13,14 @@ int us_state_find_node(const us_state *s, const char *name)
     return -1;
 }
 
+bool us_state_holds_active(const us_state *s, const char *node)
+{
+    for (int k = 0; k < s->services.n; k++)
+        if (strcmp(s->asg[k].active, node) == 0)
+            return true;
+    return false;
+}
+
 int us_state_find_service(const us_state *s, const char *name)
 {
     for (int i = 0; i < s->services.n; i++)

@@ -50,6 +50,8 @@ int us_state_apply(us_state *s, const json_t *cmd);
 
 int us_state_find_node(const us_state *s, const char *name);
 int us_state_find_service(const us_state *s, const char *name);
+/* Does `node` hold the active role of any service? */
+bool us_state_holds_active(const us_state *s, const char *node);
 
 /* Whole-state encoding (snapshots, debugging). */
 json_t *us_state_to_json(const us_state *s);

@@ -508,7 +508,7 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
     }
     vips_clean(in, d);
     if (mine && lease_ok && a->stopping < 2) {
-        char why[160];
+        char why[320];
         if (vip_obstacle(d, why, sizeof why)) {
             us_error("%s: refusing the active role: %s", in->service, why);
             in->epoch = as->epoch;

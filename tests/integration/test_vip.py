@@ -24,6 +24,11 @@ the VIP with its time, so "never on two nodes at once" is checked over the whole
       one MAC answering ARP.
   test_stale_vip_removed_at_start: a VIP left on nodes (added by hand before the agents start, and
       again after a crash of every agent with its guardian) is removed from every non-active node.
+  test_agent_without_net_caps_refuses_vip_service: n3's agent runs with CAP_NET_ADMIN and CAP_NET_RAW
+      dropped from its bounding set (setpriv; checked in /proc/PID/status). A VIP service restricted
+      to n3 is refused there: the agent log names both capabilities, the VIP never appears on any
+      node (watchers, and `ip -j addr` in n3 polled for 3 s), the service never answers, and status
+      shows the n3 instance failed and no active node.
 
 Bounds (default profile, docs/timing.md): kill -9 is fenced by the guardian at once (~10-60 ms),
 so 2 s covers the cold standby's start and the announcement; link down needs the old node's lease
@@ -32,6 +37,9 @@ is demote + promote: 2 s. Measured values are printed (run pytest with -s or -rP
 Run as root (CI is root); skipped only without root or `ip netns`.
 """
 
+import os
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -392,3 +400,120 @@ def test_stale_vip_removed_at_start(nsh):
         "after the restart, the first VIP change per node should be its removal: %s\n%s" % (firsts, h.vip_events_text())
     )
     print("MEASURED stale VIP removal (ms): after apply %s; after restart %s" % (fresh, restarted))
+
+
+CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
+NET_CAPS = (1 << CAP_NET_ADMIN) | (1 << CAP_NET_RAW)
+
+
+def cap_eff(pid):
+    """(exe basename, CapEff bits) of a running process, from /proc."""
+    exe = os.path.basename(os.readlink("/proc/%d/exe" % pid))
+    with open("/proc/%d/status" % pid) as f:
+        eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return exe, eff
+
+
+def start_agent_without_net_caps(h, n):
+    """h.start_agent(n), but the agent is exec'd by setpriv with CAP_NET_ADMIN and CAP_NET_RAW out
+    of its bounding set (so, as root, out of its permitted and effective sets too). `ip netns exec`
+    and setpriv both exec, so the Popen's pid is the agent's once setpriv has run."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        pytest.skip("setpriv (util-linux) not installed")
+    assert not h.running(n), "the agent of %s is already running" % n
+    drop = "-net_admin,-net_raw"
+    with open(h.logs[n], "ab") as f:
+        f.write(("==== harness: starting the agent of %s without CAP_NET_ADMIN/CAP_NET_RAW\n" % n).encode())
+        f.flush()
+        argv = [setpriv, "--bounding-set=" + drop, "--inh-caps=" + drop, "--"]
+        argv += [h.bin, "agent", "--config", str(h.config(n))]
+        h.agents[n] = h.bed.popen(n, argv, label="agent", stdout=f, stderr=subprocess.STDOUT)
+    pid = h.agents[n].pid
+
+    def execd():
+        assert h.running(n), "the agent of %s exited at start: %s" % (n, H.tail(h.logs[n], 20))
+        try:
+            exe, eff = cap_eff(pid)
+        except (OSError, StopIteration):
+            return None
+        return (exe, eff) if exe == os.path.basename(h.bin) else None
+
+    _, eff = h.wait("the agent of %s exec'd by setpriv" % n, execd, 10, 0.02)
+    h.note("agent %s started without net caps, pid %d, CapEff %016x" % (n, pid, eff))
+    assert not eff & NET_CAPS, "the agent of %s still has CapEff %016x (bits %d, %d must be clear)" % (
+        n,
+        eff,
+        CAP_NET_ADMIN,
+        CAP_NET_RAW,
+    )
+    return pid
+
+
+def test_agent_without_net_caps_refuses_vip_service(nsh):
+    h = nsh
+    capless = h.nodes[-1]
+    others = [n for n in h.nodes if n != capless]
+    for n in others:
+        h.start_agent(n)
+        _, eff = cap_eff(h.agents[n].pid)
+        assert eff & NET_CAPS == NET_CAPS, "control: the agent of %s lacks net caps (CapEff %016x)" % (n, eff)
+    start_agent_without_net_caps(h, capless)
+    leader = h.wait_formed()
+
+    h.apply_ok(H.service_text(vip=True, extra="nodes = %s" % capless))
+    t_apply = now_ns()
+
+    # (c) the only eligible node reports the instance failed and the role is released, as the
+    # leader shows it and as every agent has applied it (a follower's view may lag by a heartbeat).
+    def released(n):
+        s = h.svc(h.status(n))
+        return s if s and s["active"] is None and "instance on %s failed" % capless in s["reason"] else None
+
+    def refused():
+        st = h.status(leader)
+        s, inst = h.svc(st), h.instance(st, capless)
+        if not (s and inst and s["active"] is None and inst["role"] == "failed" and inst["state"] == "failed"):
+            return None
+        return s if all(released(n) for n in h.nodes) else None
+
+    what = "%s's instance failed and no active node (status of %s, seen by all)" % (capless, leader)
+    svc = h.wait(what, refused, 10, 0.1)
+    h.note("refused after %.1f ms: %s" % ((now_ns() - t_apply) / 1e6, svc))
+    assert "instance on %s failed (exit status 126)" % capless in svc["reason"], svc["reason"]
+
+    # (a) the agent says why, naming both capabilities.
+    want = "%s: refusing the active role: missing CAP_NET_ADMIN and CAP_NET_RAW: " % H.SERVICE
+    log = H.tail(h.logs[capless], 100_000)
+    lines = [line for line in log.splitlines() if "refusing the active role" in line]
+    assert lines, "the agent of %s never logged why it refused the active role:\n%s" % (capless, log[-3000:])
+    assert want in lines[0], "refusal of %s: expected %r in %r" % (capless, want, lines[0])
+    assert "virtual IPs are added through netlink (CAP_NET_ADMIN)" in lines[0], lines[0]
+    for n in others:
+        assert "refusing the active role" not in H.tail(h.logs[n], 100_000), "%s refused, only %s should" % (
+            n,
+            capless,
+        )
+
+    # (b) the VIP never shows up in the capless node, over 3 s, and the role stays unassigned.
+    seen, polls = [], 0
+    t_end = time.monotonic() + 3.0
+    while time.monotonic() < t_end and polls < 200:
+        polls += 1
+        if h.has_vip(capless):
+            seen.append(h.ms(now_ns()))
+        for n in (leader, capless):
+            s = h.svc(h.status(n))
+            assert s is not None and s["active"] is None, "%s assigned the active role after all: %r" % (n, s)
+        time.sleep(0.05)
+    assert polls >= 10, "only %d polls of %s's addresses in 3 s" % (polls, capless)
+    assert not seen, "%s held %s at %s ms (ip -j addr inside it)" % (capless, H.VIP, seen)
+    added = {n: [e for e in h.addr_events(n) if e["ev"] in ("init", "add", "lost")] for n in h.nodes}
+    assert not any(added.values()), "%s appeared (or events were lost): %s\n%s" % (H.VIP, added, h.vip_events_text())
+    ok, body = h.http_get("http://%s:%d/" % (h.bed.ip[capless], H.HTTP_PORT))
+    assert not ok, "the refused service answers on %s: %r" % (capless, body)
+
+    st = h.status(leader)
+    svc, inst = h.svc(st), h.instance(st, capless)
+    assert svc["active"] is None and inst["role"] == "failed", "status after 3 s: %r" % svc
+    h.note("status after 3 s: %s; refusal logged: %s" % (svc, lines[0]))
