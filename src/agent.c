@@ -348,13 +348,12 @@ static void on_msg(json_t *msg, const struct sockaddr_in *from, void *data)
 
 /* ---- the heartbeat tick ---- */
 
-static void track_leadership(us_agent *a, int64_t now)
+static void track_leadership(us_agent *a)
 {
     bool is_leader = raft_state(&a->raft) == RAFT_LEADER;
     uint64_t term = raft_current_term(&a->raft);
     if (is_leader && (!a->leader || term != a->leader_term)) {
         /* Acknowledgements of an earlier leadership of ours do not count for this one. */
-        a->leader_since_ms = now;
         a->leader_term = term;
         for (int i = 0; i < a->n_peers; i++)
             a->peers[i].ack_ms = -1;
@@ -670,7 +669,7 @@ static void on_tick(uv_timer_t *t)
     if (a->stopping == 2)
         return;
     int64_t now = us_now_ms();
-    track_leadership(a, now);
+    track_leadership(a);
     recompute_lease(a, now);
     send_pings(a, now);
     send_join(a, now);

@@ -85,7 +85,6 @@ typedef struct us_instance {
     uint64_t abandoned_epoch; /* never act again under an epoch <= this */
     us_inst_obs report;       /* what we tell the leader */
     us_proc *proc;            /* the service process (group) */
-    bool proc_active;         /* proc registered as active (fenced by the lease) */
     us_proc *hook;            /* promote/demote hook in progress */
     int64_t restart_after_ms; /* hot standby: do not respawn before this */
     int hook_kind;            /* HOOK_* of instance.c */
@@ -142,7 +141,6 @@ typedef struct us_agent {
     } sent[256]; /* by ping seq % 256 */
     bool leader;
     uint64_t leader_term;
-    int64_t leader_since_ms;
 
     /* Controller. */
     int applies_in_flight;
