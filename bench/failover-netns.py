@@ -56,6 +56,7 @@ from failover import percentile  # noqa: E402
 from nslib import BenchError, log  # noqa: E402
 
 netns = nslib.netns
+nsagents = nslib.nsagents
 ROOT = nslib.ROOT
 VIP = "198.18.0.200"
 VIP_CIDR = VIP + "/24"
@@ -258,19 +259,7 @@ class Keepalived:
         return "\n".join(out)
 
     def stop(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                try:
-                    os.kill(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
+        nsagents.stop_procs(list(self.procs.values()), signal.SIGTERM, bound=10, kill=os.killpg)
 
 
 # ---- one system, every case and run -------------------------------------------------------------

@@ -28,13 +28,14 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import netns  # noqa: E402
+import nsagents  # noqa: E402
 
 HTTPD_SRC = os.path.join(ROOT, "bench", "httpd.c")
 HTTPD_BIN = os.path.join(ROOT, "build", "bench", "httpd")
 CFLAGS = ["-std=c17", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-Werror", "-Wshadow",
           "-Wstrict-prototypes", "-Wmissing-prototypes"]
-RAFT_PORT = 7101
-API_PORT = 7201
+RAFT_PORT = nsagents.RAFT_PORT
+API_PORT = nsagents.API_PORT
 LOG_TAIL = 40
 ANSWER_RE = re.compile(rb"\r\n\r\n(\S+) epoch (\d+)\n")
 
@@ -83,15 +84,9 @@ def set_sysctls(bed, hosts, values):
 
 def wait_for(what, cond, timeout, interval=0.05):
     """cond() until truthy; bounded in time and count. Raises BenchError with the last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    for _ in range(int(timeout / interval) + 100):
-        last = cond()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(interval)
+    ok, last = nsagents.poll(cond, timeout, interval)
+    if ok:
+        return last
     raise BenchError("%s: not reached within %.0f s (last: %r)" % (what, timeout, last))
 
 
@@ -126,13 +121,9 @@ class Agents:
         self.services = os.path.join(workdir, "services.ini")
         with open(self.services, "w") as f:
             f.write(services_text)
-        members = " ".join("%s=%s:%d" % (n, bed.ip[n], RAFT_PORT) for n in self.nodes)
         for n in self.nodes:
-            with open(self.conf(n), "w") as f:
-                f.write("[node]\nname = %s\naddress = %s:%d\napi = %s\ndata_dir = %s\n"
-                        "[cluster]\nname = bench\nmembers = %s\nprofile = %s\n"
-                        % (n, bed.ip[n], RAFT_PORT, self.api(n),
-                           os.path.join(workdir, "data-" + n), members, profile))
+            nsagents.write_node_config(self.conf(n), bed, n, "bench", os.path.join(workdir, "data-" + n),
+                                       profile, self.nodes)
 
     def conf(self, n):
         return os.path.join(self.dir, n + ".conf")
@@ -141,13 +132,11 @@ class Agents:
         return os.path.join(self.dir, "agent-%s.log" % n)
 
     def api(self, n):
-        return "%s:%d" % (self.bed.ip[n], API_PORT)
+        return nsagents.api(self.bed, n)
 
     def start(self, n):
-        with open(self.logfile(n), "ab") as lf:
-            self.procs[n] = self.bed.popen(n, [self.bin, "agent", "--config", self.conf(n)],
-                                           label="agent", stdin=subprocess.DEVNULL, stdout=lf,
-                                           stderr=subprocess.STDOUT)
+        self.procs[n] = nsagents.start_agent(self.bed, n, self.bin, self.conf(n), self.logfile(n),
+                                             stdin=subprocess.DEVNULL)
 
     def start_all(self):
         for n in self.nodes:
@@ -157,20 +146,10 @@ class Agents:
         return n in self.procs and self.procs[n].poll() is None
 
     def cli(self, argv, api_of, timeout=30):
-        return self.bed.run(netns.CLIENT, [self.bin, "--api", self.api(api_of)] + list(argv),
-                            timeout=timeout)
+        return nsagents.cli(self.bed, netns.CLIENT, self.bin, api_of, argv, timeout)
 
     def status_of(self, n):
-        try:
-            cp = self.cli(["status", "--json"], n, timeout=10)
-        except netns.NetnsError:
-            return None
-        if cp.returncode != 0:
-            return None
-        try:
-            return json.loads(cp.stdout)
-        except ValueError:
-            return None
+        return nsagents.status(self.bed, netns.CLIENT, self.bin, n)
 
     def leader_status(self, nodes=None):
         """The status of the Raft leader (asked through a live agent), or None."""
@@ -230,19 +209,7 @@ class Agents:
 
     def stop(self):
         """SIGINT (stop now, no hand-over: the bed goes next), SIGKILL after a bound."""
-        for p in self.procs.values():
-            if p.poll() is None:
-                try:
-                    os.kill(p.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
+        nsagents.stop_procs(list(self.procs.values()), signal.SIGINT, bound=10)
 
 
 # ---- the client helper -----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(HERE))
 import netns  # noqa: E402
+import nsagents  # noqa: E402
 import probe  # noqa: E402
 
 PROBE = str(HERE / "probe.py")
@@ -47,24 +48,22 @@ MEASURE_SLACK_MS = 100
 CLUSTER_UP_S = 40.0
 STEADY_S = 30.0
 
-RAFT_PORT = 7101
-API_PORT = 7201
+RAFT_PORT = nsagents.RAFT_PORT
+API_PORT = nsagents.API_PORT
 SERVICE = "web"
 VIP = "198.18.0.200"
 VIP_PREFIX = 24
 HTTP_PORT = 8080
 PROXY_PORT = 8000
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+SANITIZER_MARKERS = nsagents.SANITIZER_MARKERS
 
 
 def skip_reason():
-    ok, why = netns.available()
-    return None if ok else why
+    return nsagents.skip_reason()
 
 
 def binary():
-    b = os.environ.get("UNDERSTUDY_BIN") or str(REPO / "build" / "san" / "understudy")
-    return b if os.path.isabs(b) else str(REPO / b)
+    return nsagents.binary(REPO)
 
 
 def now_ns():
@@ -167,16 +166,7 @@ class Harness:
 
     def wait(self, what, cond, timeout, interval=0.05):
         """Poll cond() until it returns something truthy (returned); bounded in time and count."""
-        deadline = time.monotonic() + timeout
-        last = None
-        for _ in range(int(timeout / max(interval, 0.001)) + 100):
-            last = cond()
-            if last:
-                return last
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(interval)
-        raise AssertionError("timed out after %.1f s waiting for %s (last: %r)" % (timeout, what, last))
+        return nsagents.wait(what, cond, timeout, interval)
 
     # -- address watchers
 
@@ -247,26 +237,18 @@ class Harness:
     # -- agents
 
     def api(self, n):
-        return "%s:%d" % (self.bed.ip[n], API_PORT)
+        return nsagents.api(self.bed, n)
 
     def config(self, n):
-        members = " ".join("%s=%s:%d" % (m, self.bed.ip[m], RAFT_PORT) for m in self.nodes)
         cfg = self.tmp / ("%s.conf" % n)
         if not cfg.exists():
-            cfg.write_text(
-                "[node]\nname = %s\naddress = %s:%d\napi = %s\ndata_dir = %s\n"
-                "[cluster]\nname = vipnet\nmembers = %s\nprofile = default\n"
-                % (n, self.bed.ip[n], RAFT_PORT, self.api(n), self.tmp / ("data-" + n), members)
-            )
+            nsagents.write_node_config(cfg, self.bed, n, "vipnet", self.tmp / ("data-" + n), nodes=self.nodes)
         return cfg
 
     def start_agent(self, n):
         assert not self.running(n), "the agent of %s is already running" % n
-        with open(self.logs[n], "ab") as f:
-            f.write(("==== harness: starting the agent of %s\n" % n).encode())
-            f.flush()
-            argv = [self.bin, "agent", "--config", str(self.config(n))]
-            self.agents[n] = self.bed.popen(n, argv, label="agent", stdout=f, stderr=subprocess.STDOUT)
+        header = "==== harness: starting the agent of %s\n" % n
+        self.agents[n] = nsagents.start_agent(self.bed, n, self.bin, self.config(n), self.logs[n], header)
         self.note("agent %s started, pid %d" % (n, self.agents[n].pid))
         return self.agents[n]
 
@@ -307,44 +289,18 @@ class Harness:
 
     def stop_agents(self):
         """SIGINT every agent, SIGKILL after a bound; returns sanitizer findings in the logs."""
-        for n, p in self.agents.items():
-            if p.poll() is None:
-                try:
-                    os.kill(p.pid, signal.SIGCONT)
-                    os.kill(p.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 15
-        for n, p in self.agents.items():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
-        findings = []
-        for n in self.nodes:
-            text = tail(self.logs[n], 1_000_000)
-            findings += ["%s: %s" % (n, m) for m in SANITIZER_MARKERS if m in text]
-        return findings
+        nsagents.stop_procs(list(self.agents.values()), signal.SIGINT, bound=15, cont=True)
+        return nsagents.sanitizer_findings({n: tail(self.logs[n], 1_000_000) for n in self.nodes})
 
     # -- API and CLI
 
     def cli(self, where, argv, api_of=None, timeout=30):
-        return self.bed.run(where, [self.bin, "--api", self.api(api_of or where)] + list(argv), timeout=timeout)
+        return nsagents.cli(self.bed, where, self.bin, api_of or where, argv, timeout)
 
     def status(self, n, via=None):
         """Agent n's own status (None if it does not answer), asked from namespace `via` (default:
         n's own, which reaches it whatever the faults)."""
-        try:
-            cp = self.cli(via or n, ["status", "--json"], api_of=n, timeout=10)
-        except netns.NetnsError:
-            return None
-        if cp.returncode != 0:
-            return None
-        try:
-            return json.loads(cp.stdout)
-        except ValueError:
-            return None
+        return nsagents.status(self.bed, via or n, self.bin, n)
 
     @staticmethod
     def svc(st, name=SERVICE):
@@ -371,13 +327,7 @@ class Harness:
 
     def wait_formed(self, quiet=False):
         def formed():
-            sts = [self.status(n) for n in self.nodes if self.running(n)]
-            if not sts or any(s is None for s in sts):
-                return None
-            leaders = {s["cluster"]["leader"] for s in sts}
-            if len(leaders) != 1 or None in leaders or not all(s["cluster"]["has_quorum"] for s in sts):
-                return None
-            return leaders.pop()
+            return nsagents.formed_leader([self.status(n) for n in self.nodes if self.running(n)])
 
         leader = self.wait("a leader every agent knows, with quorum", formed, CLUSTER_UP_S, 0.2)
         if not quiet:

@@ -15,11 +15,9 @@ host filesystem. The node holding the active role is cut off from the other two;
 Run as root (CI is root); skipped only without root or `ip netns`.
 """
 
-import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +28,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 import netns  # noqa: E402
+import nsagents  # noqa: E402
 
 # Default timing profile (src/config.c): lease L and grant window G, ms.
 LEASE_MS = 600
@@ -40,15 +39,7 @@ MEASURE_SLACK_MS = 100
 FAILOVER_DEADLINE_S = 10.0
 HEAL_DEADLINE_S = 10.0
 CLUSTER_UP_DEADLINE_S = 40.0
-RAFT_PORT = 7101
-API_PORT = 7201
 SERVICE = "web"
-SANITIZER_MARKERS = (
-    "ERROR: AddressSanitizer",
-    "ERROR: LeakSanitizer",
-    "runtime error:",
-    "UndefinedBehaviorSanitizer",
-)
 
 WRITER = r"""
 import os, sys, time
@@ -64,15 +55,11 @@ while True:
 
 
 def _skip_reason():
-    ok, why = netns.available()
-    return None if ok else why
+    return nsagents.skip_reason()
 
 
 def _binary():
-    b = os.environ.get("UNDERSTUDY_BIN") or str(REPO / "build" / "san" / "understudy")
-    if not os.path.isabs(b):
-        b = str(REPO / b)
-    return b
+    return nsagents.binary(REPO)
 
 
 def _now_ns():
@@ -174,87 +161,36 @@ class Cluster:
     # -- agents --
 
     def api(self, n):
-        return "%s:%d" % (self.bed.ip[n], API_PORT)
+        return nsagents.api(self.bed, n)
 
     def start(self):
-        members = " ".join("%s=%s:%d" % (n, self.bed.ip[n], RAFT_PORT) for n in self.nodes)
         for n in self.nodes:
             cfg = self.tmp / ("%s.conf" % n)
-            cfg.write_text(
-                "[node]\nname = %s\naddress = %s:%d\napi = %s\ndata_dir = %s\n"
-                "[cluster]\nname = demo\nmembers = %s\nprofile = default\n"
-                % (n, self.bed.ip[n], RAFT_PORT, self.api(n), self.tmp / ("data-" + n), members)
-            )
-            log = self.tmp / ("agent-%s.log" % n)
-            self.logs[n] = str(log)
-            with open(log, "ab") as f:
-                argv = [self.bin, "agent", "--config", str(cfg)]
-                self.agents[n] = self.bed.popen(n, argv, label="agent", stdout=f, stderr=subprocess.STDOUT)
+            nsagents.write_node_config(cfg, self.bed, n, "demo", self.tmp / ("data-" + n), nodes=self.nodes)
+            self.logs[n] = str(self.tmp / ("agent-%s.log" % n))
+            self.agents[n] = nsagents.start_agent(self.bed, n, self.bin, cfg, self.logs[n])
         self.note("agents started: " + ", ".join("%s pid %d" % (n, p.pid) for n, p in self.agents.items()))
 
     def stop(self):
         """SIGINT every agent (stop now, no hand-over), SIGKILL what is left after a bound; then
         check the logs for sanitizer reports. Returns the list of sanitizer findings."""
-        for n, p in self.agents.items():
-            if p.poll() is None:
-                try:
-                    os.kill(p.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 15
-        for n, p in self.agents.items():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
-        findings = []
-        for n in self.nodes:
-            text = _tail(self.logs[n], 100000)
-            for marker in SANITIZER_MARKERS:
-                if marker in text:
-                    findings.append("%s: %s" % (n, marker))
-        return findings
+        nsagents.stop_procs(list(self.agents.values()), signal.SIGINT, bound=15)
+        return nsagents.sanitizer_findings({n: _tail(self.logs[n], 100000) for n in self.nodes})
 
     def cli(self, where, argv, api_of=None, timeout=30):
-        api = self.api(api_of or where)
-        return self.bed.run(where, [self.bin, "--api", api] + list(argv), timeout=timeout)
+        return nsagents.cli(self.bed, where, self.bin, api_of or where, argv, timeout)
 
     def status(self, n, via=None):
         """Agent n's own view, queried from inside namespace `via` (default: n's own)."""
-        try:
-            cp = self.cli(via or n, ["status", "--json"], api_of=n, timeout=10)
-        except netns.NetnsError:
-            return None
-        if cp.returncode != 0:
-            return None
-        try:
-            return json.loads(cp.stdout)
-        except ValueError:
-            return None
+        return nsagents.status(self.bed, via or n, self.bin, n)
 
     def wait(self, what, cond, timeout, interval=0.05):
         """Poll cond() (returns a truthy value when done) until timeout; bounded in count too."""
-        deadline = time.monotonic() + timeout
-        last = None
-        for _ in range(int(timeout / interval) + 100):
-            last = cond()
-            if last:
-                return last
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(interval)
-        raise AssertionError("timed out after %.1f s waiting for %s (last: %r)" % (timeout, what, last))
+        return nsagents.wait(what, cond, timeout, interval)
 
     def wait_formed(self):
         def formed():
-            sts = [self.status(n) for n in self.nodes]
-            if any(s is None for s in sts):
-                return None
-            leaders = {s["cluster"]["leader"] for s in sts}
-            if len(leaders) != 1 or None in leaders or not all(s["cluster"]["has_quorum"] for s in sts):
-                return None
-            return leaders.pop()
+            return nsagents.formed_leader([self.status(n) for n in self.nodes])
 
         leader = self.wait("a leader that every agent knows, with quorum", formed, CLUSTER_UP_DEADLINE_S, 0.2)
         self.note("cluster formed, leader %s" % leader)
