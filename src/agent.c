@@ -364,20 +364,40 @@ static void track_leadership(us_agent *a)
     a->leader = is_leader;
 }
 
-bool us_agent_fresh_quorum(us_agent *a, int64_t now)
+/* The majority-th freshest of a time each voter contributes (our own entry: now); -1 if none. */
+static int64_t voters_majority_time(us_agent *a, int64_t now,
+                                    int64_t (*time_of)(us_agent *, us_peer *))
 {
-    if (!a->leader)
-        return false;
-    int64_t acks[US_MAX_NODES];
+    int64_t t[US_MAX_NODES];
     int n = 0;
     const struct raft_configuration *c = &a->raft.configuration;
     for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
         if (c->servers[i].role != RAFT_VOTER)
             continue;
         us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
-        acks[n++] = v == &a->peers[a->self] ? now : v ? v->ack_ms : -1;
+        t[n++] = v == &a->peers[a->self] ? now : v ? time_of(a, v) : -1;
     }
-    int64_t q = us_lease_majority_time(acks, n);
+    return us_lease_majority_time(t, n);
+}
+
+static int64_t ack_time(us_agent *a, us_peer *v)
+{
+    (void)a;
+    return v->ack_ms;
+}
+
+/* A grant counts only once we applied all the voter had: it may have applied the release of a
+ * role of ours that we would otherwise still act on (lease.h). */
+static int64_t grant_time(us_agent *a, us_peer *v)
+{
+    return v->grant_v <= a->fsm.state.version ? v->grant_t0 : -1;
+}
+
+bool us_agent_fresh_quorum(us_agent *a, int64_t now)
+{
+    if (!a->leader)
+        return false;
+    int64_t q = voters_majority_time(a, now, ack_time);
     return q >= 0 && now - q <= a->cfg.timing.grant_window_ms;
 }
 
@@ -393,21 +413,7 @@ bool us_agent_is_voter(us_agent *a, uint64_t id)
 /* Our lease: a majority of voters granted requests sent at t0 or later (lease.h). */
 static void recompute_lease(us_agent *a, int64_t now)
 {
-    int64_t t0[US_MAX_NODES];
-    int n = 0;
-    const struct raft_configuration *c = &a->raft.configuration;
-    for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
-        if (c->servers[i].role != RAFT_VOTER)
-            continue;
-        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
-        /* A grant counts only once we applied all the voter had: it may have applied the
-         * release of a role of ours that we would otherwise still act on (lease.h). */
-        if (v == &a->peers[a->self])
-            t0[n++] = now;
-        else
-            t0[n++] = v && v->grant_v <= a->fsm.state.version ? v->grant_t0 : -1;
-    }
-    int64_t q = us_lease_majority_time(t0, n);
+    int64_t q = voters_majority_time(a, now, grant_time);
     if (q < 0 || q + a->cfg.timing.lease_ms <= a->lease_until_ms)
         return;
     a->lease_until_ms = q + a->cfg.timing.lease_ms;

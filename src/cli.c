@@ -431,6 +431,20 @@ static int fail_reply(const cli *c, const reply *rep)
                 excerpt);
 }
 
+/* POST without a body and require a 2xx; otherwise explain why (and free the reply). 0 when
+ * accepted, with `rep` to free by the caller. */
+static int post_accepted(cli *c, const char *target, reply *rep)
+{
+    if (call(c, "POST", target, NULL, 0, rep) != 0)
+        return -1;
+    if (rep->status < 200 || rep->status > 299) {
+        fail_reply(c, rep);
+        reply_free(rep);
+        return -1;
+    }
+    return 0;
+}
+
 static int unexpected(const cli *c, const char *what)
 {
     return fail("unexpected reply from the agent at %s: %s", c->api, what);
@@ -815,13 +829,8 @@ static int cmd_switchover(cli *c, const char *service, const char *to)
         snprintf(target, sizeof target, "/v1/services/%s/switchover", enc_s);
     }
     reply rep;
-    if (call(c, "POST", target, NULL, 0, &rep) != 0)
+    if (post_accepted(c, target, &rep) != 0)
         return EXIT_FAILED;
-    if (rep.status < 200 || rep.status > 299) {
-        int rc = fail_reply(c, &rep);
-        reply_free(&rep);
-        return rc;
-    }
     json_t *epoch_j = json_object_get(rep.json, "epoch");
     if (!json_is_integer(epoch_j)) {
         reply_free(&rep);
@@ -880,13 +889,8 @@ static int cmd_node_remove(cli *c, const char *node)
     url_encode(node, enc, sizeof enc);
     snprintf(target, sizeof target, "/v1/nodes/%s/remove", enc);
     reply rep;
-    if (call(c, "POST", target, NULL, 0, &rep) != 0)
+    if (post_accepted(c, target, &rep) != 0)
         return EXIT_FAILED;
-    if (rep.status < 200 || rep.status > 299) {
-        int rc = fail_reply(c, &rep);
-        reply_free(&rep);
-        return rc;
-    }
     reply_free(&rep);
 
     int64_t deadline = now_ms() + COMPLETION_WAIT_MS;
