@@ -212,6 +212,16 @@ static void parse_reports(us_peer *p, const json_t *rep)
         json_t *pe = json_array_get(v, 4);
         r->px_epoch = json_is_string(pe) ? strtoull(json_string_value(pe), NULL, 10) : 0;
         r->px_open = (int)json_integer_value(json_array_get(v, 5));
+        r->obs.health = (us_health)json_integer_value(json_array_get(v, 6));
+        us_strlcpy(r->obs.cause, json_string_value(json_array_get(v, 7)) ?: "",
+                   sizeof r->obs.cause);
+        json_t *cm = json_array_get(v, 8);
+        r->check_ms = cm ? (int64_t)json_integer_value(cm) : -1;
+        r->probes = (uint64_t)json_integer_value(json_array_get(v, 9));
+        r->probes_failed = (uint64_t)json_integer_value(json_array_get(v, 10));
+        r->restarts = (int)json_integer_value(json_array_get(v, 11));
+        us_strlcpy(r->restart_cause, json_string_value(json_array_get(v, 12)) ?: "",
+                   sizeof r->restart_cause);
     }
 }
 
@@ -341,8 +351,11 @@ static void on_msg(json_t *msg, const struct sockaddr_in *from, void *data)
     } else if (strcmp(t, "leave") == 0 && a->leader) {
         int i = us_state_find_node(&a->fsm.state, us_json_str(msg, "from"));
         if (i >= 0 && !a->fsm.state.nodes[i].leaving)
-            us_agent_apply(a, us_cmd_node_flags(us_json_str(msg, "from"), true, false, false), NULL,
-                           NULL);
+            us_agent_apply(
+                a,
+                us_cmd_stamp(us_cmd_node_flags(us_json_str(msg, "from"), true, false, false),
+                             us_wall_ms(), NULL),
+                NULL, NULL);
     }
 }
 
@@ -358,6 +371,7 @@ static void track_leadership(us_agent *a)
         for (int i = 0; i < a->n_peers; i++)
             a->peers[i].ack_ms = -1;
         us_info("became leader in term %llu", (unsigned long long)term);
+        us_controller_became_leader(a);
     } else if (!is_leader && a->leader) {
         us_info("no longer leader (term %llu)", (unsigned long long)term);
     }
@@ -630,7 +644,10 @@ static void stop_step(us_agent *a, int64_t now)
     if (me >= 0 && !s->nodes[me].leaving) {
         if (a->leader) {
             if (a->applies_in_flight == 0)
-                us_agent_apply(a, us_cmd_node_flags(a->cfg.name, true, false, false), NULL, NULL);
+                us_agent_apply(a,
+                               us_cmd_stamp(us_cmd_node_flags(a->cfg.name, true, false, false),
+                                            us_wall_ms(), NULL),
+                               NULL, NULL);
         } else {
             send_to(a, us_agent_peer(a, leader),
                     json_pack("{s:s, s:s}", "t", "leave", "from", a->cfg.name));
@@ -785,6 +802,7 @@ static void finish_close(us_agent *a)
     uv_close((uv_handle_t *)&a->report_timer, NULL);
     uv_close((uv_handle_t *)&a->tick, NULL);
     uv_close((uv_handle_t *)&a->reconcile_timer, NULL);
+    uv_close((uv_handle_t *)&a->wake_timer, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_poll_stop(&a->guardian_poll);
@@ -1007,6 +1025,8 @@ int us_agent_main(const us_node_config *cfg)
     a->reconcile_timer.data = a;
     uv_timer_init(a->loop, &a->report_timer);
     a->report_timer.data = a;
+    uv_timer_init(a->loop, &a->wake_timer);
+    a->wake_timer.data = a;
     us_instances_init(a);
     int rc = 1;
     a->self = 0;

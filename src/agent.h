@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "api.h"
+#include "check.h"
 #include "config.h"
 #include "fsm.h"
 #include "guardian.h"
@@ -31,6 +32,10 @@ typedef struct us_report {
     int pid;           /* 0 = none */
     uint64_t px_epoch; /* its proxy's open connections established under px_epoch: */
     int px_open;       /* what a draining old active waits for */
+    int64_t check_ms;  /* latency of the last health probe, -1 = none */
+    uint64_t probes, probes_failed;
+    int restarts;                      /* standby process restarts by this agent */
+    char restart_cause[US_REASON_MAX]; /* why the last one happened */
 } us_report;
 
 /* Another agent (or this one), as seen through datagrams. Keyed by name. */
@@ -102,6 +107,15 @@ typedef struct us_instance {
     /* Planned demotion: proxies hold new connections while open ones finish. */
     bool draining;
     int64_t drain_min_ms, drain_until_ms;
+    /* Health checks (check.h): run while the process runs as active or hot standby. */
+    us_checker *checker;
+    int checker_pid;                /* the process the checker watches */
+    uint64_t checker_fp;            /* the check settings it runs */
+    char fail_cause[US_REASON_MAX]; /* why the instance was reported FAILED */
+    /* Hot standby process restarts (local, exponential backoff). */
+    int standby_restarts;
+    int64_t proc_started_ms;
+    char restart_cause[US_REASON_MAX];
     struct us_agent *agent;
 } us_instance;
 
@@ -147,6 +161,19 @@ typedef struct us_agent {
     bool change_in_flight; /* raft_add/assign/remove/transfer */
     int64_t next_join_ms;
     int64_t next_transfer_ms;
+    uv_timer_t wake_timer; /* decide again when a backoff or cooldown ends */
+    /* What the controller last recorded as events (so it records changes only), reset when
+     * this node becomes leader: node liveness by peer index, health and restarts by name. */
+    bool ctl_primed;
+    us_node_state ctl_node[US_MAX_NODES];
+    struct us_ctl_seen {
+        char service[US_NAME_MAX];
+        char node[US_NAME_MAX];
+        us_health health;
+        int restarts;
+    } ctl_seen[US_MAX_SERVICES * US_MAX_NODES];
+    int n_ctl_seen;
+    int64_t leader_since_ms;
 
     us_instance inst[US_MAX_SERVICES];
     uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
@@ -214,6 +241,7 @@ void us_proxies_stop_all(us_agent *a);
 
 /* controller.c */
 void us_controller_tick(us_agent *a);
+void us_controller_became_leader(us_agent *a); /* forget what earlier leadership recorded */
 void us_controller_join_request(us_agent *a, const json_t *msg);
 
 /* agent_api.c */

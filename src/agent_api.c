@@ -1,10 +1,13 @@
-/* agent_api.c — the agent's HTTP API (JSON). Reads answer from this agent's view; changes are
- * accepted only by the Raft leader (others answer 421 with the leader's API address, which the
- * CLI follows) and answered once committed. */
+/* agent_api.c — the agent's HTTP API (JSON). Reads (status, events, logs) answer from this
+ * agent's view; changes are accepted only by the Raft leader (others answer 421 with the leader's
+ * API address, which the CLI follows) and answered once committed. Every change is stamped with
+ * the leader's wall clock and a cause naming who asked (`by=WHO`, default "API"), which the
+ * events it records carry. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent.h"
 #include "cli.h"
@@ -44,6 +47,13 @@ static const us_report *report_of(us_agent *a, const char *node, const char *ser
         memset(&own, 0, sizeof own);
         own.obs = in->report;
         *pid = in->proc ? (int)us_proc_pid(in->proc) : 0;
+        /* The same numbers this agent sends its peers in heartbeats (instance.c). */
+        const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
+        own.check_ms = cs ? cs->last_latency_ms : -1;
+        own.probes = cs ? cs->probes : 0;
+        own.probes_failed = cs ? cs->failed : 0;
+        own.restarts = in->standby_restarts;
+        us_strlcpy(own.restart_cause, in->restart_cause, sizeof own.restart_cause);
         return &own;
     }
     us_peer *p = us_agent_peer(a, node);
@@ -53,6 +63,11 @@ static const us_report *report_of(us_agent *a, const char *node, const char *ser
             return &p->reports[i];
         }
     return NULL;
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s && s[0] ? json_string(s) : json_null();
 }
 
 static json_t *instance_json(us_agent *a, const us_assignment *as, const char *node)
@@ -72,7 +87,46 @@ static json_t *instance_json(us_agent *a, const us_assignment *as, const char *n
     json_t *o = json_pack("{s:s, s:s}", "node", node, "role", role);
     json_object_set_new(o, "pid", pid > 0 ? json_integer(pid) : json_null());
     json_object_set_new(o, "state", json_string(r ? us_inst_state_name(r->obs.state) : "none"));
+    json_object_set_new(o, "health",
+                        json_string(us_health_name(r ? r->obs.health : US_HEALTH_UNKNOWN)));
+    json_object_set_new(o, "cause", str_or_null(r ? r->obs.cause : ""));
+    json_object_set_new(
+        o, "check_ms", r && r->check_ms >= 0 ? json_integer((json_int_t)r->check_ms) : json_null());
+    json_object_set_new(o, "probes", json_integer(r ? (json_int_t)r->probes : 0));
+    json_object_set_new(o, "probes_failed", json_integer(r ? (json_int_t)r->probes_failed : 0));
+    json_object_set_new(o, "restarts", json_integer(r ? r->restarts : 0));
+    json_object_set_new(o, "restart_cause", str_or_null(r ? r->restart_cause : ""));
     return o;
+}
+
+/* Pause, restart in place, failure records and the check settings of one service. */
+static void self_healing_json(json_t *o, const us_service_def *d, const us_assignment *as)
+{
+    json_object_set_new(o, "paused", json_boolean(as->paused));
+    json_object_set_new(o, "recover", json_boolean(as->recover));
+    json_object_set_new(o, "restart",
+                        as->restart_node[0]
+                            ? json_pack("{s:s, s:I, s:i}", "node", as->restart_node, "at_ms",
+                                        (json_int_t)as->restart_at_ms, "restarts", as->restarts)
+                            : json_null());
+    int64_t now = us_wall_ms();
+    json_t *fails = json_array();
+    for (int i = 0; i < as->n_fail; i++) {
+        const us_failrec *f = &as->fail[i];
+        json_array_append_new(
+            fails, json_pack("{s:s, s:i, s:I, s:I, s:b}", "node", f->node, "failures", f->failures,
+                             "last_ms", (json_int_t)f->last_ms, "banned_until_ms",
+                             (json_int_t)f->banned_until_ms, "banned", f->banned_until_ms > now));
+    }
+    json_object_set_new(o, "failures", fails);
+    json_t *checks = json_array();
+    for (int i = 0; i < d->n_checks; i++)
+        json_array_append_new(checks, json_string(d->checks[i].text));
+    json_object_set_new(o, "checks", checks);
+    json_object_set_new(
+        o, "on_failure",
+        json_string(d->on_failure == US_ON_FAILURE_RESTART ? "restart" : "failover"));
+    json_object_set_new(o, "failback", json_boolean(d->failback));
 }
 
 static json_t *status_json(us_agent *a)
@@ -93,6 +147,8 @@ static json_t *status_json(us_agent *a)
             nodes, json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "name", n->name, "address",
                              n->address, "api", n->api, "state", us_node_state_name(st), "voter",
                              !n->left && is_voter(a, n->id), "leaving", n->leaving));
+        json_object_set_new(json_array_get(nodes, json_array_size(nodes) - 1), "drained",
+                            json_boolean(n->drained));
     }
     json_t *svcs = json_array();
     for (int k = 0; k < s->services.n; k++) {
@@ -127,6 +183,7 @@ static json_t *status_json(us_agent *a)
                             d->proxy_listen[0]
                                 ? json_sprintf("%s -> %d", d->proxy_listen, d->proxy_port)
                                 : json_null());
+        self_healing_json(o, d, as);
         json_array_append_new(svcs, o);
     }
     return json_pack("{s:o, s:s, s:o, s:o}", "cluster", cluster, "node", a->cfg.name, "nodes",
@@ -212,6 +269,50 @@ static void propose(us_agent *a, us_api_req *r, json_t *cmd, int status, json_t 
     }
 }
 
+/* "/v1/services/NAME/ACTION" -> NAME, ACTION (false if malformed). */
+static bool split_path(const char *path, const char *prefix, char name[US_NAME_MAX],
+                       char action[32])
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(path, prefix, pl) != 0)
+        return false;
+    const char *n = path + pl;
+    const char *slash = strchr(n, '/');
+    if (!slash || slash == n || (size_t)(slash - n) >= US_NAME_MAX)
+        return false;
+    const char *act = slash + 1;
+    if (!act[0] || strchr(act, '/') || strlen(act) >= 32)
+        return false;
+    memcpy(name, n, (size_t)(slash - n));
+    name[slash - n] = '\0';
+    strcpy(action, act);
+    return true;
+}
+
+/* Who asks for a change (`by=WHO`, default "API"): named in the events' causes. */
+static bool get_by(us_api_req *r, char by[33])
+{
+    const char *v = us_api_req_query(r, "by");
+    if (!v) {
+        strcpy(by, "API");
+        return true;
+    }
+    size_t n = strlen(v);
+    if (n < 1 || n > 32 ||
+        strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != n) {
+        us_api_reply_error(r, 400, "invalid by='%.40s': expected 1 to 32 of A-Z a-z 0-9 _ . -", v);
+        return false;
+    }
+    memcpy(by, v, n + 1);
+    return true;
+}
+
+static void propose_stamped(us_agent *a, us_api_req *r, json_t *cmd, const char *cause, int status,
+                            json_t *reply)
+{
+    propose(a, r, us_cmd_stamp(cmd, us_wall_ms(), cause), status, reply);
+}
+
 /* Checks that need a real node (the leader's): devices of VIPs, proxy ports. Problems are
  * answered like parse errors, and nothing changes. */
 static bool local_checks(us_agent *a, us_api_req *r, const us_service_set *set)
@@ -249,6 +350,9 @@ static bool local_checks(us_agent *a, us_api_req *r, const us_service_set *set)
 static void h_apply(us_api_req *r, void *data)
 {
     us_agent *a = data;
+    char by[33];
+    if (!get_by(r, by))
+        return;
     size_t len;
     const char *body = us_api_req_body(r, &len);
     const char *file = us_api_req_query(r, "file");
@@ -276,52 +380,23 @@ static void h_apply(us_api_req *r, void *data)
             if (!kept)
                 json_array_append_new(removed, json_string(s->services.svc[i].name));
         }
-        us_info("applying %d service definition(s)", set->n);
-        propose(a, r, us_cmd_services(set), 200,
-                json_pack("{s:o, s:o}", "services", names, "removed", removed));
+        char cause[US_REASON_MAX];
+        if (file && file[0])
+            snprintf(cause, sizeof cause, "services file %.*s applied by %s", 160, file, by);
+        else
+            snprintf(cause, sizeof cause, "services applied by %s", by);
+        us_info("applying %d service definition(s): %s", set->n, cause);
+        propose_stamped(a, r, us_cmd_services(set), cause, 200,
+                        json_pack("{s:o, s:o}", "services", names, "removed", removed));
     }
     free(set);
     free(err);
 }
 
-/* "/v1/services/NAME/ACTION" -> NAME (false if malformed). */
-static bool path_name(const char *path, const char *prefix, char out[US_NAME_MAX],
-                      const char *suffix)
+static void do_switchover(us_agent *a, us_api_req *r, int k, const char *by)
 {
-    size_t pl = strlen(prefix);
-    if (strncmp(path, prefix, pl) != 0)
-        return false;
-    const char *name = path + pl;
-    const char *slash = strchr(name, '/');
-    size_t n = slash ? (size_t)(slash - name) : strlen(name);
-    if (n == 0 || n >= US_NAME_MAX)
-        return false;
-    if (suffix && (!slash || strcmp(slash, suffix) != 0))
-        return false;
-    if (!suffix && slash)
-        return false;
-    memcpy(out, name, n);
-    out[n] = '\0';
-    return true;
-}
-
-static void h_service_post(us_api_req *r, void *data)
-{
-    us_agent *a = data;
-    char name[US_NAME_MAX];
-    if (!path_name(us_api_req_path(r), "/v1/services/", name, "/switchover")) {
-        us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
-        return;
-    }
-    /* Only the leader's state is current: check against it, not a follower's. */
-    if (!require_leader(a, r))
-        return;
     const us_state *s = &a->fsm.state;
-    int k = us_state_find_service(s, name);
-    if (k < 0) {
-        us_api_reply_error(r, 404, "unknown service '%s'", name);
-        return;
-    }
+    const char *name = s->asg[k].service;
     const char *to = us_api_req_query(r, "to");
     if (to && to[0]) {
         int n = us_state_find_node(s, to);
@@ -342,22 +417,93 @@ static void h_service_post(us_api_req *r, void *data)
         us_api_reply_error(r, 409, "a switchover of '%s' is already in progress", name);
         return;
     }
-    us_info("%s: switchover requested from %s%s%s", name, s->asg[k].active, to ? " to " : "",
-            to ? to : "");
-    json_t *reply = json_pack("{s:s, s:s, s:o, s:I}", "service", name, "from", s->asg[k].active,
-                              "to", to && to[0] ? json_string(to) : json_null(), "epoch",
-                              (json_int_t)s->asg[k].epoch);
-    propose(a, r, us_cmd_switchover(name, s->asg[k].gen, to), 202, reply);
+    bool has_to = to && to[0];
+    us_info("%s: switchover requested by %s from %s%s%s", name, by, s->asg[k].active,
+            has_to ? " to " : "", has_to ? to : "");
+    char cause[US_REASON_MAX];
+    snprintf(cause, sizeof cause, "switchover requested by %s%s%.*s", by, has_to ? " to " : "",
+             US_NAME_MAX, has_to ? to : "");
+    json_t *reply =
+        json_pack("{s:s, s:s, s:o, s:I}", "service", name, "from", s->asg[k].active, "to",
+                  has_to ? json_string(to) : json_null(), "epoch", (json_int_t)s->asg[k].epoch);
+    propose_stamped(a, r, us_cmd_switchover(name, s->asg[k].gen, to), cause, 202, reply);
+}
+
+static void do_pause(us_agent *a, us_api_req *r, int k, bool paused, const char *by)
+{
+    const us_assignment *as = &a->fsm.state.asg[k];
+    json_t *reply = json_pack("{s:s, s:b}", "service", as->service, "paused", paused);
+    if (as->paused == paused) {
+        us_api_reply_json(r, 200, reply);
+        return;
+    }
+    char cause[US_REASON_MAX];
+    snprintf(cause, sizeof cause, "%s by %s", paused ? "paused" : "resumed", by);
+    us_info("%s: %s", as->service, cause);
+    propose_stamped(a, r, us_cmd_pause(as->service, paused), cause, 202, reply);
+}
+
+static void do_reset(us_agent *a, us_api_req *r, int k, const char *by)
+{
+    const us_state *s = &a->fsm.state;
+    const us_assignment *as = &s->asg[k];
+    const char *node = us_api_req_query(r, "node");
+    if (node && !node[0])
+        node = NULL;
+    if (node && us_state_find_node(s, node) < 0) {
+        us_api_reply_error(r, 404, "unknown node '%s'", node);
+        return;
+    }
+    char cause[US_REASON_MAX];
+    snprintf(cause, sizeof cause, "failures cleared by %s", by);
+    us_info("%s: failures%s%s cleared by %s", as->service, node ? " on " : "", node ? node : "",
+            by);
+    /* Nothing to clear is a no-op commit, still answered 200. */
+    propose_stamped(a, r, us_cmd_reset(as->service, node ? node : ""), cause, 200,
+                    json_pack("{s:s, s:o}", "service", as->service, "node",
+                              node ? json_string(node) : json_null()));
+}
+
+static void h_service_post(us_api_req *r, void *data)
+{
+    us_agent *a = data;
+    char name[US_NAME_MAX], action[32], by[33];
+    if (!split_path(us_api_req_path(r), "/v1/services/", name, action) ||
+        (strcmp(action, "switchover") != 0 && strcmp(action, "pause") != 0 &&
+         strcmp(action, "resume") != 0 && strcmp(action, "reset") != 0)) {
+        us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
+        return;
+    }
+    if (!get_by(r, by))
+        return;
+    /* Only the leader's state is current: check against it, not a follower's. */
+    if (!require_leader(a, r))
+        return;
+    int k = us_state_find_service(&a->fsm.state, name);
+    if (k < 0) {
+        us_api_reply_error(r, 404, "unknown service '%s'", name);
+        return;
+    }
+    if (strcmp(action, "switchover") == 0)
+        do_switchover(a, r, k, by);
+    else if (strcmp(action, "reset") == 0)
+        do_reset(a, r, k, by);
+    else
+        do_pause(a, r, k, strcmp(action, "pause") == 0, by);
 }
 
 static void h_node_post(us_api_req *r, void *data)
 {
     us_agent *a = data;
-    char name[US_NAME_MAX];
-    if (!path_name(us_api_req_path(r), "/v1/nodes/", name, "/remove")) {
+    char name[US_NAME_MAX], action[32], by[33];
+    if (!split_path(us_api_req_path(r), "/v1/nodes/", name, action) ||
+        (strcmp(action, "remove") != 0 && strcmp(action, "drain") != 0 &&
+         strcmp(action, "undrain") != 0)) {
         us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
         return;
     }
+    if (!get_by(r, by))
+        return;
     if (!require_leader(a, r))
         return;
     const us_state *s = &a->fsm.state;
@@ -366,16 +512,109 @@ static void h_node_post(us_api_req *r, void *data)
         us_api_reply_error(r, 404, "unknown node '%s'", name);
         return;
     }
-    us_info("removal of node %s requested", name);
-    propose(a, r, us_cmd_node_flags(name, true, true, false), 202,
-            json_pack("{s:s}", "node", name));
+    char cause[US_REASON_MAX];
+    if (strcmp(action, "remove") == 0) {
+        snprintf(cause, sizeof cause, "removal requested by %s", by);
+        us_info("removal of node %s requested by %s", name, by);
+        propose_stamped(a, r, us_cmd_node_flags(name, true, true, false), cause, 202,
+                        json_pack("{s:s}", "node", name));
+        return;
+    }
+    bool drained = strcmp(action, "drain") == 0;
+    json_t *reply = json_pack("{s:s, s:b}", "node", name, "drained", drained);
+    if (s->nodes[n].drained == drained) {
+        us_api_reply_json(r, 200, reply);
+        return;
+    }
+    snprintf(cause, sizeof cause, "%s by %s", drained ? "drained" : "undrained", by);
+    us_info("node %s %s", name, cause);
+    propose_stamped(a, r, us_cmd_node_drain(name, drained), cause, 202, reply);
+}
+
+/* ---- events ---- */
+
+/* Strict decimal; false on anything else (signs, spaces, overflow). */
+static bool parse_u64(const char *v, uint64_t *out)
+{
+    if (!v[0] || strspn(v, "0123456789") != strlen(v) || strlen(v) > 19)
+        return false;
+    *out = strtoull(v, NULL, 10);
+    return true;
+}
+
+/* "2026-11-26T10:41:02.123Z" (UTC). */
+static void wall_text(int64_t ms, char out[32])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char date[24];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, 32, "%s.%03dZ", date, (int)(ms % 1000));
+}
+
+static json_t *event_json(const us_event *e)
+{
+    json_t *j = us_event_to_json(e);
+    /* API numbers are JSON integers (like "epoch"); seqs stay far below 2^63. */
+    json_object_set_new(j, "seq", json_integer((json_int_t)e->seq));
+    char t[32];
+    wall_text(e->time_ms, t);
+    json_object_set_new(j, "time", e->time_ms > 0 ? json_string(t) : json_null());
+    return j;
+}
+
+static void h_events(us_api_req *r, void *data)
+{
+    us_agent *a = data;
+    if (strcmp(us_api_req_path(r), "/v1/events") != 0) {
+        us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
+        return;
+    }
+    uint64_t after = 0, limit = 100;
+    const char *v = us_api_req_query(r, "after");
+    if (v && !parse_u64(v, &after)) {
+        us_api_reply_error(r, 400, "after='%.40s': expected an event sequence number >= 0", v);
+        return;
+    }
+    v = us_api_req_query(r, "limit");
+    if (v && (!parse_u64(v, &limit) || limit == 0)) {
+        us_api_reply_error(r, 400, "limit='%.40s': expected a number from 1 to %d", v,
+                           US_EVENTS_MAX);
+        return;
+    }
+    if (limit > US_EVENTS_MAX)
+        limit = US_EVENTS_MAX;
+    const char *service = us_api_req_query(r, "service");
+    const char *node = us_api_req_query(r, "node");
+    const us_state *s = &a->fsm.state;
+    uint64_t first = us_state_first_event(s), last = s->event_seq;
+    json_t *events = json_array();
+    bool more = false;
+    /* The oldest `limit` matches after `after`: a follower that continues from the last one it
+     * got skips nothing. */
+    for (uint64_t q = after + 1 > first ? after + 1 : first; first && q <= last; q++) {
+        const us_event *e = us_state_event(s, q);
+        if (!e || (service && strcmp(e->service, service) != 0) ||
+            (node && strcmp(e->node, node) != 0))
+            continue;
+        if (json_array_size(events) == limit) {
+            more = true;
+            break;
+        }
+        json_array_append_new(events, event_json(e));
+    }
+    us_api_reply_json(r, 200,
+                      json_pack("{s:I, s:I, s:b, s:o}", "first", (json_int_t)first, "last",
+                                (json_int_t)last, "more", more, "events", events));
 }
 
 static void h_service_get(us_api_req *r, void *data)
 {
     us_agent *a = data;
-    char name[US_NAME_MAX];
-    if (!path_name(us_api_req_path(r), "/v1/services/", name, "/log")) {
+    char name[US_NAME_MAX], action[32];
+    if (!split_path(us_api_req_path(r), "/v1/services/", name, action) ||
+        strcmp(action, "log") != 0) {
         us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));
         return;
     }
@@ -414,6 +653,7 @@ void us_agent_api_routes(us_agent *a)
 {
     us_api_route(a->api, "GET", "/v1/status", h_status, a);
     us_api_route(a->api, "GET", "/v1/version", h_version, a);
+    us_api_route(a->api, "GET", "/v1/events", h_events, a);
     us_api_route(a->api, "POST", "/v1/services", h_apply, a);
     us_api_route(a->api, "POST", "/v1/services/", h_service_post, a);
     us_api_route(a->api, "GET", "/v1/services/", h_service_get, a);

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <netdb.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -25,6 +26,10 @@
 #define COMPLETION_WAIT_MS 30000
 #define HOSTPORT_MAX 256
 #define MAX_ENDPOINTS 20
+#define BY_CLI "by=CLI" /* who asks, for the causes of the events a change records */
+#define FOLLOW_INTERVAL_MS 250
+#define FOLLOW_LOST_MS 5000
+#define EVENTS_PAGE 256 /* the API's largest page: the whole kept history */
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -435,7 +440,9 @@ static int fail_reply(const cli *c, const reply *rep)
  * accepted, with `rep` to free by the caller. */
 static int post_accepted(cli *c, const char *target, reply *rep)
 {
-    if (call(c, "POST", target, NULL, 0, rep) != 0)
+    char t[1024];
+    snprintf(t, sizeof t, "%s%s" BY_CLI, target, strchr(target, '?') ? "&" : "?");
+    if (call(c, "POST", t, NULL, 0, rep) != 0)
         return -1;
     if (rep->status < 200 || rep->status > 299) {
         fail_reply(c, rep);
@@ -555,6 +562,163 @@ static const char *node_state_colour(const char *state)
     return C_DIM;
 }
 
+/* Wall-clock milliseconds as local time: "10:41:02", or with the date and milliseconds. */
+static void local_time(int64_t ms, bool full, char *out, size_t size)
+{
+    if (ms <= 0) {
+        snprintf(out, size, "-");
+        return;
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    char buf[32];
+    strftime(buf, sizeof buf, full ? "%Y-%m-%d %H:%M:%S" : "%H:%M:%S", &tm);
+    if (full)
+        snprintf(out, size, "%s.%03d", buf, (int)(ms % 1000));
+    else
+        snprintf(out, size, "%s", buf);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Self-healing in progress: a pending restart in place, an unhealthy active being stopped. */
+static void print_service_notes(json_t *services)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(services, i, s)
+    {
+        const char *name = jstr(s, "name");
+        json_t *restart = json_object_get(s, "restart");
+        if (json_is_object(restart)) {
+            char at[32];
+            local_time(json_integer_value(json_object_get(restart, "at_ms")), false, at, sizeof at);
+            printf("%s: restart in place on %s at %s (restart %" JSON_INTEGER_FORMAT
+                   " in the window)\n",
+                   name ? name : "?", jstr(restart, "node") ? jstr(restart, "node") : "?", at,
+                   json_integer_value(json_object_get(restart, "restarts")));
+        }
+        if (json_is_true(json_object_get(s, "recover")))
+            printf("%s: stopping the failed active instance to recover\n", name ? name : "?");
+    }
+}
+
+static const char *health_colour(const char *h)
+{
+    if (!h)
+        return NULL;
+    if (strcmp(h, "healthy") == 0)
+        return C_GREEN;
+    if (strcmp(h, "unhealthy") == 0)
+        return C_RED;
+    return C_DIM;
+}
+
+/* One row per instance: role, health, last probe latency, pid, and why it is not well. */
+static void print_instances(json_t *services, bool col)
+{
+    size_t rows = 0, i, k;
+    json_t *s, *inst;
+    json_array_foreach(services, i, s) rows += json_array_size(json_object_get(s, "instances"));
+    if (rows == 0)
+        return;
+    printf("\n%sINSTANCES%s\n", col ? C_BOLD : "", col ? C_RESET : "");
+    table t = {.ncols = 7};
+    const char *head[] = {"SERVICE", "NODE", "ROLE", "HEALTH", "CHECK", "PID", "NOTE"};
+    for (int h = 0; h < 7; h++)
+        table_cell(&t, 0, h, NULL, "%s", head[h]);
+    int row = 1;
+    json_array_foreach(services, i, s)
+    {
+        json_array_foreach(json_object_get(s, "instances"), k, inst)
+        {
+            const char *role = jstr(inst, "role");
+            const char *health = jstr(inst, "health");
+            json_t *ms = json_object_get(inst, "check_ms");
+            json_t *pid = json_object_get(inst, "pid");
+            const char *cause = jstr(inst, "cause");
+            json_int_t restarts = json_integer_value(json_object_get(inst, "restarts"));
+            const char *rcause = jstr(inst, "restart_cause");
+            table_cell(&t, row, 0, NULL, "%s", jstr(s, "name") ? jstr(s, "name") : "?");
+            table_cell(&t, row, 1, NULL, "%s", jstr(inst, "node") ? jstr(inst, "node") : "?");
+            table_cell(&t, row, 2,
+                       role && strcmp(role, "active") == 0   ? C_GREEN
+                       : role && strcmp(role, "failed") == 0 ? C_RED
+                                                             : NULL,
+                       "%s", role ? role : "?");
+            table_cell(&t, row, 3, health_colour(health), "%s", health ? health : "-");
+            if (json_is_integer(ms))
+                table_cell(&t, row, 4, NULL, "%" JSON_INTEGER_FORMAT "ms", json_integer_value(ms));
+            else
+                table_cell(&t, row, 4, NULL, "-");
+            if (json_is_integer(pid))
+                table_cell(&t, row, 5, NULL, "%" JSON_INTEGER_FORMAT, json_integer_value(pid));
+            else
+                table_cell(&t, row, 5, NULL, "-");
+            char note[1024] = "";
+            if (cause)
+                snprintf(note, sizeof note, "%s", cause);
+            if (restarts > 0) {
+                size_t used = strlen(note);
+                snprintf(note + used, sizeof note - used,
+                         "%srestarted %" JSON_INTEGER_FORMAT "x%s%s", used ? "; " : "", restarts,
+                         rcause ? ": " : "", rcause ? rcause : "");
+            }
+            table_cell(&t, row, 6, NULL, "%s", note[0] ? note : "-");
+            row++;
+        }
+    }
+    table_print(&t, col);
+}
+
+/* Failure records (anti-flapping): counts and bans per service and node, only if there are any. */
+static void print_failures(json_t *services, bool col)
+{
+    size_t i, k;
+    json_t *s, *f;
+    table t = {.ncols = 5};
+    int row = 1;
+    int64_t now = wall_ms();
+    json_array_foreach(services, i, s)
+    {
+        json_array_foreach(json_object_get(s, "failures"), k, f)
+        {
+            char last[32], until[32];
+            local_time(json_integer_value(json_object_get(f, "last_ms")), false, last, sizeof last);
+            json_int_t bu = json_integer_value(json_object_get(f, "banned_until_ms"));
+            bool banned = json_is_true(json_object_get(f, "banned"));
+            local_time(bu, false, until, sizeof until);
+            table_cell(&t, row, 0, NULL, "%s", jstr(s, "name") ? jstr(s, "name") : "?");
+            table_cell(&t, row, 1, NULL, "%s", jstr(f, "node") ? jstr(f, "node") : "?");
+            table_cell(&t, row, 2, NULL, "%" JSON_INTEGER_FORMAT,
+                       json_integer_value(json_object_get(f, "failures")));
+            table_cell(&t, row, 3, NULL, "%s", last);
+            if (banned)
+                table_cell(&t, row, 4, C_RED, "until %s (%" JSON_INTEGER_FORMAT "s left)", until,
+                           (bu - now + 999) / 1000 > 0 ? (bu - now + 999) / 1000 : 0);
+            else
+                table_cell(&t, row, 4, NULL, "no");
+            row++;
+        }
+    }
+    if (row == 1) {
+        free(t.text);
+        free(t.colour);
+        return;
+    }
+    printf("\n%sFAILURES%s\n", col ? C_BOLD : "", col ? C_RESET : "");
+    const char *head[] = {"SERVICE", "NODE", "FAILURES", "LAST", "BANNED"};
+    for (int h = 0; h < 5; h++)
+        table_cell(&t, 0, h, NULL, "%s", head[h]);
+    table_print(&t, col);
+}
+
 static int print_status(const cli *c, json_t *st)
 {
     json_t *cluster = json_object_get(st, "cluster");
@@ -588,7 +752,11 @@ static int print_status(const cli *c, json_t *st)
         bool is_leader = leader && nname && strcmp(leader, nname) == 0;
         table_cell(&t, row, 0, NULL, "%s%s", nname ? nname : "?", is_leader ? " (leader)" : "");
         table_cell(&t, row, 1, NULL, "%s", jstr(n, "address") ? jstr(n, "address") : "-");
-        table_cell(&t, row, 2, node_state_colour(state), "%s", state ? state : "?");
+        bool drained = json_is_true(json_object_get(n, "drained"));
+        bool leaving = json_is_true(json_object_get(n, "leaving"));
+        table_cell(&t, row, 2, node_state_colour(state), "%s%s%s", state ? state : "?",
+                   drained ? ", drained" : "",
+                   leaving && !(state && strcmp(state, "left") == 0) ? ", leaving" : "");
         table_cell(&t, row, 3, NULL, "%s",
                    json_is_true(json_object_get(n, "voter")) ? "yes" : "no");
     }
@@ -611,7 +779,9 @@ static int print_status(const cli *c, json_t *st)
         int row = (int)i + 1;
         const char *active = jstr(s, "active");
         const char *reason = jstr(s, "reason");
-        table_cell(&t, row, 0, NULL, "%s", jstr(s, "name") ? jstr(s, "name") : "?");
+        bool paused = json_is_true(json_object_get(s, "paused"));
+        table_cell(&t, row, 0, paused ? C_YELLOW : NULL, "%s%s",
+                   jstr(s, "name") ? jstr(s, "name") : "?", paused ? " (paused)" : "");
         table_cell(&t, row, 1, active ? C_GREEN : C_RED, "%s", active ? active : "none");
         table_cell(&t, row, 2, NULL, "%" JSON_INTEGER_FORMAT,
                    json_integer_value(json_object_get(s, "epoch")));
@@ -644,6 +814,9 @@ static int print_status(const cli *c, json_t *st)
         table_cell(&t, row, 4, NULL, "%s", reason && reason[0] ? reason : "-");
     }
     table_print(&t, col);
+    print_service_notes(services);
+    print_instances(services, col);
+    print_failures(services, col);
     return EXIT_OK;
 }
 
@@ -781,7 +954,7 @@ static int cmd_apply(cli *c, const char *file)
     base = base ? base + 1 : file;
     char enc[512], target[600];
     url_encode(base, enc, sizeof enc);
-    snprintf(target, sizeof target, "/v1/services?file=%s", enc);
+    snprintf(target, sizeof target, "/v1/services?file=%s&" BY_CLI, enc);
     reply rep;
     if (call(c, "POST", target, text, len, &rep) != 0) {
         free(text);
@@ -919,6 +1092,218 @@ static int cmd_node_remove(cli *c, const char *node)
                 COMPLETION_WAIT_MS / 1000, last_state, err[0] ? "; " : "", err);
 }
 
+/* POST a change to NAME (a service or a node) and say in one line what happened. 200 means it
+ * was so already (nothing proposed), 202 that the change is committed. */
+static int cmd_simple(cli *c, const char *kind, const char *name, const char *action,
+                      const char *query, const char *done, const char *already)
+{
+    char enc[256], target[600];
+    url_encode(name, enc, sizeof enc);
+    snprintf(target, sizeof target, "/v1/%s/%s/%s%s", kind, enc, action, query ? query : "");
+    reply rep;
+    if (post_accepted(c, target, &rep) != 0)
+        return EXIT_FAILED;
+    if (c->json)
+        print_body(&rep);
+    else
+        printf("%s: %s\n", name, rep.status == 200 && already ? already : done);
+    reply_free(&rep);
+    return EXIT_OK;
+}
+
+static int cmd_reset(cli *c, const char *service, const char *node)
+{
+    char q[300] = "", enc[256], done[400];
+    if (node) {
+        url_encode(node, enc, sizeof enc);
+        snprintf(q, sizeof q, "?node=%s", enc);
+        snprintf(done, sizeof done, "failures on %s cleared", node);
+    } else {
+        snprintf(done, sizeof done, "failures cleared on every node");
+    }
+    return cmd_simple(c, "services", service, "reset", q, done, NULL);
+}
+
+/* ---- events ---- */
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static const char *dash(const char *s)
+{
+    return s && s[0] ? s : "-";
+}
+
+static void print_event(const cli *c, json_t *e)
+{
+    if (c->json) {
+        char *s = json_dumps(e, JSON_COMPACT);
+        printf("%s\n", s ? s : "null");
+        free(s);
+        return;
+    }
+    char t[40], change[160];
+    local_time(json_integer_value(json_object_get(e, "time_ms")), true, t, sizeof t);
+    snprintf(change, sizeof change, "%s -> %s", dash(jstr(e, "from")), dash(jstr(e, "to")));
+    printf("%-23s  %-10s  %-6s  %-7s  %-22s  %s\n", t, dash(jstr(e, "service")),
+           dash(jstr(e, "node")), dash(jstr(e, "kind")), change, dash(jstr(e, "cause")));
+}
+
+static void print_event_header(const cli *c)
+{
+    if (!c->json)
+        printf("%-23s  %-10s  %-6s  %-7s  %-22s  %s\n", "TIME", "SERVICE", "NODE", "KIND",
+               "FROM -> TO", "CAUSE");
+}
+
+/* One page of events after `after`; appends them to `out` and moves `after` on. 0, or -1 with a
+ * message in err (unreachable), or the HTTP status of a refusal (reply explained already when
+ * `loud`). */
+static int fetch_events(cli *c, const char *filter, uint64_t *after, json_t *out, bool loud,
+                        bool *more, uint64_t *first, char *err, size_t errlen)
+{
+    char target[700];
+    snprintf(target, sizeof target, "/v1/events?after=%llu&limit=%d%s", (unsigned long long)*after,
+             EVENTS_PAGE, filter);
+    reply rep;
+    if (loud) {
+        if (call(c, "GET", target, NULL, 0, &rep) != 0)
+            return -1;
+    } else if (http_once(c->api, "GET", target, NULL, 0, &rep, err, errlen) != 0) {
+        return -1;
+    }
+    json_t *events = json_object_get(rep.json, "events");
+    if (rep.status != 200 || !json_is_array(events)) {
+        int status = rep.status;
+        if (rep.status != 200)
+            fail_reply(c, &rep);
+        else
+            unexpected(c, "events reply without an events list");
+        reply_free(&rep);
+        return status == 200 ? 500 : status;
+    }
+    *more = json_is_true(json_object_get(rep.json, "more"));
+    *first = (uint64_t)json_integer_value(json_object_get(rep.json, "first"));
+    uint64_t last = (uint64_t)json_integer_value(json_object_get(rep.json, "last"));
+    size_t i;
+    json_t *e;
+    json_array_foreach(events, i, e)
+    {
+        json_array_append(out, e);
+        uint64_t seq = (uint64_t)json_integer_value(json_object_get(e, "seq"));
+        if (seq > *after)
+            *after = seq;
+    }
+    /* Without a cut, every event up to `last` was looked at (filtered ones too). */
+    if (!*more && last > *after)
+        *after = last;
+    reply_free(&rep);
+    return 0;
+}
+
+/* Sleep `ms` unless a stop signal comes first. */
+static void nap(int ms)
+{
+    for (int slept = 0; slept < ms && !stop_signal; slept += 25)
+        sleep_ms(25);
+}
+
+static int cmd_events(cli *c, const char *service, const char *node, int limit, bool follow)
+{
+    char filter[300] = "", enc[256];
+    if (service) {
+        url_encode(service, enc, sizeof enc);
+        snprintf(filter + strlen(filter), sizeof filter - strlen(filter), "&service=%s", enc);
+    }
+    if (node) {
+        url_encode(node, enc, sizeof enc);
+        snprintf(filter + strlen(filter), sizeof filter - strlen(filter), "&node=%s", enc);
+    }
+    /* The whole kept history (one page unless the agent keeps more), then its newest `limit`. */
+    json_t *all = json_array();
+    uint64_t after = 0, first = 0;
+    bool more = true;
+    char err[512] = "";
+    for (int pages = 0; more && pages < 64; pages++) {
+        int rc = fetch_events(c, filter, &after, all, true, &more, &first, err, sizeof err);
+        if (rc != 0) {
+            json_decref(all);
+            return EXIT_FAILED;
+        }
+    }
+    while (json_array_size(all) > (size_t)limit)
+        json_array_remove(all, 0);
+    if (!follow) {
+        if (c->json) {
+            print_json(all);
+            return EXIT_OK;
+        }
+        print_event_header(c);
+        size_t i;
+        json_t *e;
+        json_array_foreach(all, i, e) print_event(c, e);
+        json_decref(all);
+        return EXIT_OK;
+    }
+
+    print_event_header(c);
+    size_t i;
+    json_t *e;
+    json_array_foreach(all, i, e) print_event(c, e);
+    json_decref(all);
+    fflush(stdout);
+
+    struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    stop_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    int rc = EXIT_OK;
+    int64_t lost_since = -1;
+    while (!stop_signal) {
+        nap(FOLLOW_INTERVAL_MS);
+        if (stop_signal)
+            break;
+        json_t *got = json_array();
+        uint64_t before = after;
+        int r = fetch_events(c, filter, &after, got, false, &more, &first, err, sizeof err);
+        if (r < 0) {
+            /* The agent may be restarting: keep quiet for a while. */
+            json_decref(got);
+            int64_t t = now_ms();
+            if (lost_since < 0)
+                lost_since = t;
+            if (t - lost_since >= FOLLOW_LOST_MS) {
+                rc = fail("stopped following after %d s: %s", FOLLOW_LOST_MS / 1000, err);
+                break;
+            }
+            continue;
+        }
+        if (r > 0) {
+            json_decref(got);
+            rc = EXIT_FAILED;
+            break;
+        }
+        lost_since = -1;
+        if (before > 0 && first > before + 1)
+            fprintf(stderr,
+                    "understudy: events %llu to %llu are no longer kept by the agent; some "
+                    "may have been missed\n",
+                    (unsigned long long)before + 1, (unsigned long long)first - 1);
+        json_array_foreach(got, i, e) print_event(c, e);
+        json_decref(got);
+        fflush(stdout);
+    }
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    stop_signal = 0;
+    return rc;
+}
+
 static int cmd_version(cli *c)
 {
     reply rep;
@@ -950,9 +1335,14 @@ static const char usage_text[] =
     "usage: understudy [--api HOST:PORT] [--json] COMMAND ...\n"
     "\n"
     "commands:\n"
-    "  status                          cluster, nodes and services\n"
+    "  status                          cluster, nodes, services, instance health, failures\n"
+    "  events [--service S] [--node N] [--limit N] [--follow]\n"
+    "                                  what happened and why (newest last)\n"
     "  apply FILE                      load a services file into the cluster\n"
     "  switchover SERVICE [--to NODE]  move the active role, wait until done\n"
+    "  service pause|resume NAME       stop / resume managing a service (processes stay)\n"
+    "  reset SERVICE [--node NODE]     clear failure counts and bans of a service\n"
+    "  node drain|undrain NAME         move roles off a node / allow them again\n"
     "  node remove NAME                remove a node from the cluster, wait until done\n"
     "  version                         client and agent versions\n"
     "  agent ...                       run the agent on this node (see `understudy agent --help`)\n"
@@ -960,7 +1350,7 @@ static const char usage_text[] =
     "\n"
     "options (before or after the command):\n"
     "  --api HOST:PORT  agent to talk to (default: $UNDERSTUDY_API, else " US_DEFAULT_API ")\n"
-    "  --json           print the API's JSON instead of tables\n"
+    "  --json           print JSON instead of tables\n"
     "\n"
     "exit status: 0 success, 1 refused or failed (agent unreachable too), 2 usage error\n";
 
@@ -972,16 +1362,35 @@ typedef struct command {
 
 static const command commands[] = {
     {"status", "understudy status [--json]",
-     "Show the cluster (leader, term, quorum), its nodes and its services.\n"
+     "Show the cluster (leader, term, quorum), its nodes (drained ones marked), its services\n"
+     "(paused ones marked), every instance's role and health (last probe latency, why it\n"
+     "failed), and the failure counts and bans that keep a service off a node.\n"
      "--json prints the agent's JSON reply as is.\n"},
+    {"events", "understudy events [--service S] [--node N] [--limit N] [--follow]",
+     "Print the cluster's recorded events, oldest first: role changes, node and health\n"
+     "changes, restarts, pauses, drains, resets, with their causes. The agent keeps the last\n"
+     "256. --service and --node keep only the events about that service or node; --limit N\n"
+     "prints at most the N newest (default 100). --follow then keeps printing new events until\n"
+     "interrupted (exit 0); it gives up (exit 1) when the agent stays unreachable for 5 s.\n"
+     "--json prints a JSON array, or with --follow one JSON object per line.\n"},
     {"apply", "understudy apply FILE",
      "Send a services file to the cluster; services missing from it are removed.\n"
      "Problems in the file are listed as FILE:LINE: message.\n"},
     {"switchover", "understudy switchover SERVICE [--to NODE]",
      "Move SERVICE's active role (to NODE, or to the best standby) and wait up to 30 s until\n"
      "it is active again under a new epoch.\n"},
-    {"node", "understudy node remove NAME",
-     "Remove node NAME from the cluster and wait up to 30 s until it has left.\n"},
+    {"service", "understudy service pause|resume NAME",
+     "pause: stop deciding for service NAME. Its processes keep running as they are; failures\n"
+     "are not acted on and no role moves until it is resumed.\n"
+     "resume: manage it again.\n"},
+    {"reset", "understudy reset SERVICE [--node NODE]",
+     "Clear SERVICE's failure counts and bans (on NODE only, or on every node) and its count\n"
+     "of restarts in place, so that banned nodes may take its roles again.\n"},
+    {"node", "understudy node remove|drain|undrain NAME",
+     "remove: remove node NAME from the cluster and wait up to 30 s until it has left.\n"
+     "drain: give NAME no active roles or standbys (its active roles move off it by\n"
+     "switchover) until it is undrained; it stays a cluster member and voter.\n"
+     "undrain: let NAME take roles again.\n"},
     {"version", "understudy version", "Print the client's version and the agent's.\n"},
     {"help", "understudy help [COMMAND]", "Print usage.\n"},
 };
@@ -1021,13 +1430,39 @@ static void print_command_help(const command *cmd)
 
 #define MAX_ARGS 8
 
+/* "--name VALUE" or "--name=VALUE" at argv[*i]: 1 with *val (NULL when the value is missing),
+ * 0 if argv[*i] is another option. */
+static int value_option(int argc, char **argv, int *i, const char *name, const char **val)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0 || (a[n] != '\0' && a[n] != '='))
+        return 0;
+    *val = a[n] == '=' ? a + n + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+    return 1;
+}
+
+/* Positional arguments: exactly `want` (the command word included), naming the missing one. */
+static bool args_exactly(const command *cmd, int nargs, const char **args, int want,
+                         const char *missing, int *rc)
+{
+    if (nargs == want)
+        return true;
+    *rc = nargs < want ? usage_error(cmd, "missing %s", missing)
+                       : usage_error(cmd, "unexpected argument \"%s\"", args[want]);
+    return false;
+}
+
 static int run(int argc, char **argv)
 {
     cli *c = calloc(1, sizeof *c);
     if (!c)
         return fail("out of memory");
     const char *api = NULL;
-    const char *to = NULL;
+    /* Command options: --to (switchover), --service (events), --node (events, reset),
+     * --limit and --follow (events). */
+    const char *to = NULL, *service = NULL, *node = NULL, *limit_s = NULL;
+    bool follow = false;
     bool help = false;
     const char *args[MAX_ARGS];
     int nargs = 0;
@@ -1047,22 +1482,41 @@ static int run(int argc, char **argv)
             opts_done = true;
         } else if (strcmp(a, "--json") == 0) {
             c->json = true;
+        } else if (strcmp(a, "--follow") == 0 || strcmp(a, "-f") == 0) {
+            follow = true;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             help = true;
-        } else if (strncmp(a, "--api", 5) == 0 && (a[5] == '\0' || a[5] == '=')) {
-            val = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
+        } else if (value_option(argc, argv, &i, "--api", &val)) {
             if (!val) {
                 rc = usage_error(NULL, "--api needs a value: --api HOST:PORT");
                 goto out;
             }
             api = val;
-        } else if (strncmp(a, "--to", 4) == 0 && (a[4] == '\0' || a[4] == '=')) {
-            val = a[4] == '=' ? a + 5 : (i + 1 < argc ? argv[++i] : NULL);
+        } else if (value_option(argc, argv, &i, "--to", &val)) {
             if (!val) {
                 rc = usage_error(find_command("switchover"), "--to needs a node name");
                 goto out;
             }
             to = val;
+        } else if (value_option(argc, argv, &i, "--service", &val)) {
+            if (!val || !val[0]) {
+                rc = usage_error(find_command("events"), "--service needs a service name");
+                goto out;
+            }
+            service = val;
+        } else if (value_option(argc, argv, &i, "--node", &val)) {
+            if (!val || !val[0]) {
+                rc = usage_error(nargs ? find_command(args[0]) : NULL, "--node needs a node name");
+                goto out;
+            }
+            node = val;
+        } else if (value_option(argc, argv, &i, "--limit", &val)) {
+            if (!val) {
+                rc = usage_error(find_command("events"), "--limit needs a number from 1 to %d",
+                                 EVENTS_PAGE);
+                goto out;
+            }
+            limit_s = val;
         } else {
             rc = usage_error(nargs ? find_command(args[0]) : NULL, "unknown option %s", a);
             goto out;
@@ -1098,9 +1552,62 @@ static int run(int argc, char **argv)
         }
         goto out;
     }
+    bool events = strcmp(name, "events") == 0;
     if (to && strcmp(name, "switchover") != 0) {
         rc = usage_error(cmd, "--to only applies to switchover");
         goto out;
+    }
+    if ((service || limit_s || follow) && !events) {
+        rc = usage_error(cmd, "%s only applies to events",
+                         service   ? "--service"
+                         : limit_s ? "--limit"
+                                   : "--follow");
+        goto out;
+    }
+    if (node && !events && strcmp(name, "reset") != 0) {
+        rc = usage_error(cmd, "--node only applies to events and reset");
+        goto out;
+    }
+    int limit = 100;
+    if (limit_s) {
+        char *end;
+        long v = strtol(limit_s, &end, 10);
+        if (!limit_s[0] || *end || v < 1 || v > EVENTS_PAGE) {
+            rc = usage_error(cmd, "--limit needs a number from 1 to %d, got \"%s\"", EVENTS_PAGE,
+                             limit_s);
+            goto out;
+        }
+        limit = (int)v;
+    }
+    /* Subcommands and their arguments are checked before any agent is asked. */
+    const char *sub = NULL;
+    if (strcmp(name, "node") == 0 || strcmp(name, "service") == 0) {
+        bool is_node = name[0] == 'n';
+        sub = nargs > 1 ? args[1] : NULL;
+        bool known = sub && (is_node ? strcmp(sub, "remove") == 0 || strcmp(sub, "drain") == 0 ||
+                                           strcmp(sub, "undrain") == 0
+                                     : strcmp(sub, "pause") == 0 || strcmp(sub, "resume") == 0);
+        if (!known) {
+            const char *subs = is_node ? "remove, drain, undrain" : "pause, resume";
+            rc = sub ? usage_error(cmd, "unknown %s subcommand \"%s\" (%s)", name, sub, subs)
+                     : usage_error(cmd, "missing subcommand (%s)", subs);
+            goto out;
+        }
+        if (!args_exactly(cmd, nargs, args, 3, "NAME", &rc))
+            goto out;
+    } else if (strcmp(name, "status") == 0 || strcmp(name, "version") == 0 || events) {
+        if (!args_exactly(cmd, nargs, args, 1, "", &rc))
+            goto out;
+    } else if (strcmp(name, "apply") == 0) {
+        if (!args_exactly(cmd, nargs, args, 2, "FILE", &rc))
+            goto out;
+    } else { /* switchover, reset */
+        if (!args_exactly(cmd, nargs, args, 2, "SERVICE", &rc))
+            goto out;
+        if (to && !to[0]) {
+            rc = usage_error(cmd, "--to needs a node name");
+            goto out;
+        }
     }
 
     if (!api)
@@ -1116,43 +1623,31 @@ static int run(int argc, char **argv)
     memcpy(c->origin, c->api, sizeof c->origin);
     c->color = isatty(STDOUT_FILENO) && !(getenv("NO_COLOR") && getenv("NO_COLOR")[0]);
 
-    if (strcmp(name, "status") == 0 || strcmp(name, "version") == 0) {
-        if (nargs > 1) {
-            rc = usage_error(cmd, "unexpected argument \"%s\"", args[1]);
-            goto out;
-        }
-        rc = name[0] == 's' ? cmd_status(c) : cmd_version(c);
-    } else if (strcmp(name, "apply") == 0) {
-        if (nargs != 2) {
-            rc = nargs < 2 ? usage_error(cmd, "missing FILE")
-                           : usage_error(cmd, "unexpected argument \"%s\"", args[2]);
-            goto out;
-        }
+    if (strcmp(name, "status") == 0)
+        rc = cmd_status(c);
+    else if (strcmp(name, "version") == 0)
+        rc = cmd_version(c);
+    else if (events)
+        rc = cmd_events(c, service, node, limit, follow);
+    else if (strcmp(name, "apply") == 0)
         rc = cmd_apply(c, args[1]);
-    } else if (strcmp(name, "switchover") == 0) {
-        if (nargs != 2) {
-            rc = nargs < 2 ? usage_error(cmd, "missing SERVICE")
-                           : usage_error(cmd, "unexpected argument \"%s\"", args[2]);
-            goto out;
-        }
-        if (to && !to[0]) {
-            rc = usage_error(cmd, "--to needs a node name");
-            goto out;
-        }
+    else if (strcmp(name, "switchover") == 0)
         rc = cmd_switchover(c, args[1], to);
-    } else { /* node */
-        if (nargs < 2 || strcmp(args[1], "remove") != 0) {
-            rc = nargs < 2 ? usage_error(cmd, "missing subcommand (remove)")
-                           : usage_error(cmd, "unknown node subcommand \"%s\"", args[1]);
-            goto out;
-        }
-        if (nargs != 3) {
-            rc = nargs < 3 ? usage_error(cmd, "missing NAME")
-                           : usage_error(cmd, "unexpected argument \"%s\"", args[3]);
-            goto out;
-        }
+    else if (strcmp(name, "reset") == 0)
+        rc = cmd_reset(c, args[1], node);
+    else if (strcmp(name, "service") == 0)
+        rc = strcmp(sub, "pause") == 0
+                 ? cmd_simple(c, "services", args[2], "pause", NULL, "paused", "already paused")
+                 : cmd_simple(c, "services", args[2], "resume", NULL, "resumed",
+                              "not paused (nothing to do)");
+    else if (strcmp(sub, "remove") == 0)
         rc = cmd_node_remove(c, args[2]);
-    }
+    else if (strcmp(sub, "drain") == 0)
+        rc = cmd_simple(c, "nodes", args[2], "drain", NULL,
+                        "drained (active roles move off it by switchover)", "already drained");
+    else
+        rc = cmd_simple(c, "nodes", args[2], "undrain", NULL, "undrained (may take roles again)",
+                        "not drained (nothing to do)");
 out:
     free(c);
     return rc;

@@ -1,7 +1,9 @@
 /* cli.h — the client side of the `understudy` binary: every command except `agent` talks to an
  * agent's HTTP API (blocking sockets, 5 s timeouts), follows "not the leader" redirects, waits
  * out a leader election, and for switchover / node removal polls the status until the change
- * is done.
+ * is done. Changes are sent with by=CLI (the cause of the events they record says so).
+ * `events --follow` polls every 250 ms until SIGINT/SIGTERM (exit 0; the signal dispositions are
+ * restored before returning) or until the agent stays unreachable for 5 s (exit 1).
  *
  * Exit status: 0 success, 1 the request was refused or failed (agent unreachable included),
  * 2 usage error (unknown command or option, missing argument, unreadable file).

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,9 +19,14 @@
 #define EXCERPT 80
 #define FILE_MAX (1024 * 1024) /* a config bigger than this is a mistake, not a config */
 #define API_DEFAULT_PORT 7201
+#define AUTOPILOT_GRACE_DEFAULT_MS 10000
 
 #define NAME_EXPECTED "a name of [a-z0-9-], 1..63 characters"
 #define ADDR_EXPECTED "IPv4:port (dotted quad without leading zeros, port 1..65535)"
+#define DURATION_POSITIVE "a duration greater than 0 such as 500ms, 10s, 1.5s or 1m"
+#define DURATION_NONNEG "a duration >= 0 such as 0, 500ms, 10s, 1.5s or 1m"
+/* Durations are kept in int milliseconds; INT_MAX ms is about 24.8 days. */
+#define DURATION_TOO_LONG "a duration of at most 596h (2147483647ms)"
 
 /* ---- errors ---- */
 
@@ -116,6 +122,18 @@ long us_parse_duration_ms(const char *s)
         return -1;
     long long ms = whole * mult + frac * mult / frac_div;
     return ms > LONG_MAX ? -1 : (long)ms;
+}
+
+/* A duration that fits in int milliseconds: NULL, or what was expected instead. */
+static const char *duration_int(const char *value, bool allow_zero, int *out)
+{
+    long ms = us_parse_duration_ms(value);
+    if (ms > INT_MAX)
+        return DURATION_TOO_LONG;
+    if (ms < 0 || (ms == 0 && !allow_zero))
+        return allow_zero ? DURATION_NONNEG : DURATION_POSITIVE;
+    *out = (int)ms;
+    return NULL;
 }
 
 /* Decimal digits only, no sign, no leading zeros (so that equal addresses are equal strings). */
@@ -266,6 +284,7 @@ enum {
     NK_MEMBERS,
     NK_JOIN,
     NK_PROFILE,
+    NK_AUTOPILOT_GRACE,
     NK_COUNT
 };
 
@@ -282,6 +301,7 @@ static const struct {
     [NK_MEMBERS] = {"cluster", "members", "initial voters as NAME=IPv4:port separated by spaces"},
     [NK_JOIN] = {"cluster", "join", "IPv4:port of existing members separated by spaces"},
     [NK_PROFILE] = {"cluster", "profile", "'default' or 'fast'"},
+    [NK_AUTOPILOT_GRACE] = {"cluster", "autopilot_grace", DURATION_POSITIVE},
 };
 
 typedef struct node_ctx {
@@ -431,6 +451,13 @@ static bool node_value(node_ctx *c, int k, const char *value)
     case NK_PROFILE:
         ok = us_timing_profile(value, &cfg->timing) == 0;
         break;
+    case NK_AUTOPILOT_GRACE: {
+        const char *why = duration_int(value, false, &cfg->autopilot_grace_ms);
+        if (why)
+            expected = why;
+        ok = why == NULL;
+        break;
+    }
     }
     if (!ok)
         node_bad(c, k, expected, value);
@@ -464,8 +491,9 @@ static int node_cb(void *user, const char *section, const char *key, const char 
     if (k < 0) {
         us_errors_add(c->err, "%s:%d: unknown key '%s.%s' (known keys: %s)", c->file, line, section,
                       us_ini_excerpt(key, ex, sizeof ex),
-                      strcmp(section, "node") == 0 ? "name, address, api, data_dir"
-                                                   : "name, members, join, profile");
+                      strcmp(section, "node") == 0
+                          ? "name, address, api, data_dir"
+                          : "name, members, join, profile, autopilot_grace");
         return 0;
     }
     if (c->line[k]) {
@@ -533,6 +561,8 @@ static void node_cross_checks(node_ctx *c)
 
     if (!c->line[NK_PROFILE])
         us_timing_profile("default", &cfg->timing);
+    if (!c->line[NK_AUTOPILOT_GRACE])
+        cfg->autopilot_grace_ms = AUTOPILOT_GRACE_DEFAULT_MS;
 
     if (!c->line[NK_API] && c->ok[NK_ADDRESS]) {
         char host[16];
@@ -639,6 +669,22 @@ enum {
     SK_HOLD,
     SK_DRAIN,
     SK_MAX_CONNS,
+    SK_CHECK,
+    SK_CHECK_INTERVAL,
+    SK_CHECK_TIMEOUT,
+    SK_RISE,
+    SK_FALL,
+    SK_CHECK_STATUS,
+    SK_CHECK_GRACE,
+    SK_ON_FAILURE,
+    SK_RESTART_BACKOFF,
+    SK_MAX_RESTARTS,
+    SK_RESTART_WINDOW,
+    SK_FAILURE_THRESHOLD,
+    SK_FAILURE_WINDOW,
+    SK_FAILURE_COOLDOWN,
+    SK_MIN_FAILOVER_INTERVAL,
+    SK_FAILBACK,
     SK_COUNT
 };
 
@@ -660,15 +706,34 @@ static const char *const svc_keys[SK_COUNT] = {
     "hold",
     "drain",
     "max_connections",
+    "check",
+    "check_interval",
+    "check_timeout",
+    "rise",
+    "fall",
+    "check_status",
+    "check_grace",
+    "on_failure",
+    "restart_backoff",
+    "max_restarts",
+    "restart_window",
+    "failure_threshold",
+    "failure_window",
+    "failure_cooldown",
+    "min_failover_interval",
+    "failback",
 };
 #define SVC_KNOWN_KEYS                                                                             \
     "run, standby, promote, demote, standbys, nodes, hook_timeout, stop_timeout, vip, "            \
     "vip_announce_count, vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, "  \
-    "drain, max_connections"
+    "drain, max_connections, check, check_interval, check_timeout, rise, fall, check_status, "     \
+    "check_grace, on_failure, restart_backoff, max_restarts, restart_window, failure_threshold, "  \
+    "failure_window, failure_cooldown, min_failover_interval, failback"
 
 #define VIP_EXPECTED "ADDR/PREFIX dev IFNAME"
 #define VIP_EXAMPLE "'198.18.0.100/24 dev eth0'"
 #define PROXY_EXPECTED "'LISTEN -> PORT' such as '0.0.0.0:8000 -> 8080'"
+#define CHECK_EXPECTED "http://HOST:PORT/PATH, tcp://HOST:PORT or exec:COMMAND"
 
 typedef struct svc_ctx {
     const char *file;
@@ -680,12 +745,14 @@ typedef struct svc_ctx {
     bool keep;           /* cur is valid so far and will be counted */
     char cur_name[EXCERPT];
     int cur_line;
-    int key_line[SK_COUNT]; /* for 'vip', which may repeat: its first line */
+    int key_line[SK_COUNT]; /* for 'vip' and 'check', which may repeat: their first line */
+    bool key_bad[SK_COUNT]; /* a value was rejected: no cross-checks with it */
     bool too_many_reported;
     /* Lines of cur's VIPs and of every kept service's VIPs and proxy, for messages that name the
      * other side of a conflict. */
     int cur_vip_line[US_MAX_VIPS];
     bool vip_limit_reported;
+    bool check_limit_reported;
     int vip_line[US_MAX_SERVICES][US_MAX_VIPS];
     int proxy_line[US_MAX_SERVICES];
     us_service_def scratch;
@@ -721,7 +788,10 @@ static void svc_finish(svc_ctx *c)
         {SK_ANNOUNCE_COUNT, SK_VIP},  {SK_ANNOUNCE_INTERVAL, SK_VIP},
         {SK_ANNOUNCE_REPEAT, SK_VIP}, {SK_BACKEND_HOST, SK_PROXY},
         {SK_HOLD, SK_PROXY},          {SK_DRAIN, SK_PROXY},
-        {SK_MAX_CONNS, SK_PROXY},
+        {SK_MAX_CONNS, SK_PROXY},     {SK_CHECK_INTERVAL, SK_CHECK},
+        {SK_CHECK_TIMEOUT, SK_CHECK}, {SK_RISE, SK_CHECK},
+        {SK_FALL, SK_CHECK},          {SK_CHECK_STATUS, SK_CHECK},
+        {SK_CHECK_GRACE, SK_CHECK},
     };
     for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++) {
         int k = deps[i].key, n = deps[i].needs;
@@ -731,6 +801,29 @@ static void svc_finish(svc_ctx *c)
                           "service has no '%s' key)",
                           c->file, c->key_line[k], svc_keys[k], c->cur_name, svc_keys[n],
                           svc_keys[n]);
+    }
+    /* A probe still running when the next one is due would pile up. */
+    const us_service_def *d = c->cur;
+    if (c->key_line[SK_CHECK] && !c->key_bad[SK_CHECK_TIMEOUT] && !c->key_bad[SK_CHECK_INTERVAL] &&
+        d->check_timeout_ms > d->check_interval_ms) {
+        int l = c->key_line[SK_CHECK_TIMEOUT] ? c->key_line[SK_CHECK_TIMEOUT]
+                                              : c->key_line[SK_CHECK_INTERVAL];
+        const char *k = c->key_line[SK_CHECK_TIMEOUT] ? "check_timeout" : "check_interval";
+        char where[32];
+        if (c->key_line[SK_CHECK_INTERVAL])
+            snprintf(where, sizeof where, "line %d", c->key_line[SK_CHECK_INTERVAL]);
+        else
+            snprintf(where, sizeof where, "the default");
+        char twhere[32];
+        if (c->key_line[SK_CHECK_TIMEOUT])
+            snprintf(twhere, sizeof twhere, "line %d", c->key_line[SK_CHECK_TIMEOUT]);
+        else
+            snprintf(twhere, sizeof twhere, "the default");
+        us_errors_add(c->err,
+                      "%s:%d: key '%s' in [service %s]: expected check_timeout <= check_interval, "
+                      "got check_timeout %dms (%s) > check_interval %dms (%s)",
+                      c->file, l, k, c->cur_name, d->check_timeout_ms, twhere, d->check_interval_ms,
+                      where);
     }
     if (c->keep) {
         memcpy(c->vip_line[c->set->n], c->cur_vip_line, sizeof c->cur_vip_line);
@@ -753,6 +846,23 @@ static void svc_defaults(us_service_def *d)
     d->hold_ms = 5000;
     d->drain_ms = 10000;
     d->max_conns = 4096;
+    d->check_interval_ms = 1000;
+    d->check_timeout_ms = 500;
+    d->rise = 2;
+    d->fall = 3;
+    d->check_status_min = 200;
+    d->check_status_max = 299;
+    d->check_grace_ms = 10000;
+    d->on_failure = US_ON_FAILURE_FAILOVER;
+    d->restart_backoff_min_ms = 200;
+    d->restart_backoff_max_ms = 30000;
+    d->max_restarts = 3;
+    d->restart_window_ms = 60000;
+    d->failure_threshold = 3;
+    d->failure_window_ms = 600000;
+    d->failure_cooldown_ms = 600000;
+    d->min_failover_interval_ms = 0;
+    d->failback = false;
 }
 
 static void svc_header(svc_ctx *c, const char *section, int line)
@@ -775,6 +885,8 @@ static void svc_header(svc_ctx *c, const char *section, int line)
     c->in_service = true;
     c->cur_line = line;
     memset(c->key_line, 0, sizeof c->key_line);
+    memset(c->key_bad, 0, sizeof c->key_bad);
+    c->check_limit_reported = false;
     memset(c->cur_vip_line, 0, sizeof c->cur_vip_line);
     c->vip_limit_reported = false;
     us_ini_excerpt(name, c->cur_name, sizeof c->cur_name);
@@ -877,16 +989,10 @@ static bool svc_nodes(svc_ctx *c, int line, const char *value)
 static bool svc_duration(svc_ctx *c, int line, const char *key, const char *value, int *dst,
                          bool allow_zero)
 {
-    long ms = us_parse_duration_ms(value);
-    if (ms < 0 || (ms == 0 && !allow_zero) || ms > INT_MAX) {
-        svc_bad(c, line, key,
-                allow_zero ? "a duration >= 0 such as 0, 500ms, 10s, 1.5s or 1m"
-                           : "a duration > 0 such as 500ms, 10s, 1.5s or 1m",
-                value);
-        return false;
-    }
-    *dst = (int)ms;
-    return true;
+    const char *why = duration_int(value, allow_zero, dst);
+    if (why)
+        svc_bad(c, line, key, why, value);
+    return why == NULL;
 }
 
 static bool svc_int(svc_ctx *c, int line, const char *key, const char *value, long min, long max,
@@ -1177,6 +1283,260 @@ static void svc_backend_host(svc_ctx *c, int line, const char *value)
     us_strlcpy(c->cur->backend_host, value, sizeof c->cur->backend_host);
 }
 
+/* "http://IPv4:PORT/PATH?QUERY", "tcp://IPv4:PORT" or "exec:COMMAND". 0, or -1 with a sentence
+ * in `why`. */
+static int check_parse_text(const char *text, us_check_def *out, char *why, size_t len)
+{
+    us_check_def ck;
+    memset(&ck, 0, sizeof ck);
+    if (!us_strlcpy(ck.text, text, sizeof ck.text)) {
+        snprintf(why, len, "the check is %zu characters long, expected at most %d (US_CMD_MAX)",
+                 strlen(text), US_CMD_MAX - 1);
+        return -1;
+    }
+    if (strncasecmp(text, "exec:", 5) == 0) {
+        const char *cmd = text + 5;
+        while (isspace((unsigned char)*cmd))
+            cmd++;
+        if (*cmd == '\0') {
+            snprintf(why, len, "empty command after 'exec:' (expected exec:COMMAND)");
+            return -1;
+        }
+        ck.kind = US_CHECK_EXEC;
+        us_strlcpy(ck.cmd, cmd, sizeof ck.cmd);
+        *out = ck;
+        return 0;
+    }
+    const char *sep = strstr(text, "://");
+    size_t slen = sep ? (size_t)(sep - text) : 0;
+    bool scheme_ok = sep && slen > 0 && slen <= 16;
+    for (size_t i = 0; scheme_ok && i < slen; i++)
+        scheme_ok = isalnum((unsigned char)text[i]) || strchr("+-.", text[i]);
+    if (!scheme_ok) {
+        snprintf(why, len, "expected " CHECK_EXPECTED);
+        return -1;
+    }
+    bool http = slen == 4 && strncasecmp(text, "http", 4) == 0;
+    bool tcp = slen == 3 && strncasecmp(text, "tcp", 3) == 0;
+    if (!http && !tcp) {
+        snprintf(why, len, "%.*s is not supported; expected " CHECK_EXPECTED, (int)slen, text);
+        return -1;
+    }
+    const char *form = http ? "http://HOST:PORT/PATH" : "tcp://HOST:PORT";
+    const char *auth = sep + 3;
+    size_t alen = strcspn(auth, "/?#");
+    const char *rest = auth + alen;
+    const char *colon = memchr(auth, ':', alen);
+    size_t hlen = colon ? (size_t)(colon - auth) : alen;
+    if (hlen == 0) {
+        snprintf(why, len, "missing the host (expected %s with HOST an IPv4 address)", form);
+        return -1;
+    }
+    if (!ipv4_valid(auth, hlen)) {
+        snprintf(why, len,
+                 "'%.*s' is not an IPv4 address (expected an IPv4 address such as 127.0.0.1 in "
+                 "%s; host names are not resolved)",
+                 (int)(hlen > 48 ? 48 : hlen), auth, form);
+        return -1;
+    }
+    if (!colon) {
+        snprintf(why, len, "missing ':PORT' after the host (expected %s)", form);
+        return -1;
+    }
+    size_t plen = alen - hlen - 1;
+    long port;
+    if (!parse_uint(colon + 1, plen, 65535, &port) || port == 0) {
+        snprintf(why, len, "'%.*s' is not a port (expected %s with PORT 1..65535)",
+                 (int)(plen > 16 ? 16 : plen), colon + 1, form);
+        return -1;
+    }
+    memcpy(ck.host, auth, hlen);
+    ck.host[hlen] = '\0';
+    ck.port = (int)port;
+    if (tcp) {
+        if (*rest != '\0' && strcmp(rest, "/") != 0) {
+            snprintf(why, len,
+                     "unexpected '%.40s' after the port (tcp checks have no path; expected %s)",
+                     rest, form);
+            return -1;
+        }
+        ck.kind = US_CHECK_TCP;
+        *out = ck;
+        return 0;
+    }
+    /* The path goes verbatim into the request line: no spaces, no control characters, and no
+     * fragment (a client never sends one). */
+    for (const char *p = rest; *p; p++) {
+        if (*p == '#') {
+            snprintf(why, len, "a fragment ('#...') is not sent to the server (expected %s)", form);
+            return -1;
+        }
+        if (!isgraph((unsigned char)*p)) {
+            snprintf(why, len,
+                     "the path contains a space or control character (percent-encode it, "
+                     "e.g. %%20)");
+            return -1;
+        }
+    }
+    size_t lead = *rest == '/' ? 0 : 1; /* "?query" alone asks for "/?query" */
+    if (lead + strlen(rest) >= sizeof ck.path) {
+        snprintf(why, len, "the path is longer than %d characters (US_PATH_MAX)", US_PATH_MAX - 1);
+        return -1;
+    }
+    ck.path[0] = '/';
+    memcpy(ck.path + lead, rest, strlen(rest) + 1);
+    ck.kind = US_CHECK_HTTP;
+    *out = ck;
+    return 0;
+}
+
+/* One check per line; the key may repeat. */
+static void svc_check(svc_ctx *c, int line, const char *value)
+{
+    us_service_def *d = c->cur;
+    char why[256];
+    us_check_def ck;
+    if (*value == '\0') {
+        svc_bad(c, line, "check", CHECK_EXPECTED, value);
+        return;
+    }
+    if (check_parse_text(value, &ck, why, sizeof why) != 0) {
+        svc_problem(c, line, "check", why, value);
+        return;
+    }
+    if (d->n_checks == US_MAX_CHECKS) {
+        if (!c->check_limit_reported) {
+            snprintf(why, sizeof why, "at most %d checks per service (US_MAX_CHECKS), got more",
+                     US_MAX_CHECKS);
+            svc_problem(c, line, "check", why, value);
+        }
+        c->check_limit_reported = true;
+        return;
+    }
+    d->checks[d->n_checks++] = ck;
+}
+
+/* "200-299" or a single code "204". */
+static void svc_check_status(svc_ctx *c, int line, const char *value)
+{
+    const char *dash = strchr(value, '-');
+    size_t n1 = dash ? (size_t)(dash - value) : strlen(value);
+    long lo, hi;
+    bool ok = parse_uint(value, n1, 599, &lo) && lo >= 100;
+    if (ok && dash)
+        ok = parse_uint(dash + 1, strlen(dash + 1), 599, &hi) && hi >= 100;
+    else
+        hi = lo;
+    if (!ok) {
+        svc_bad(c, line, "check_status",
+                "an HTTP status 100..599 or a range LOW-HIGH such as 200-299", value);
+        return;
+    }
+    if (lo > hi) {
+        svc_bad(c, line, "check_status", "a range LOW-HIGH with LOW <= HIGH such as 200-299",
+                value);
+        return;
+    }
+    c->cur->check_status_min = (int)lo;
+    c->cur->check_status_max = (int)hi;
+}
+
+/* "MIN..MAX" durations, or one duration for both. */
+static void svc_restart_backoff(svc_ctx *c, int line, const char *value)
+{
+    char first[32] = "", second[32] = "";
+    const char *dots = strstr(value, "..");
+    size_t n1 = dots ? (size_t)(dots - value) : strlen(value);
+    while (n1 > 0 && isspace((unsigned char)value[n1 - 1]))
+        n1--;
+    if (n1 < sizeof first) { /* longer is no duration: left empty, rejected below */
+        memcpy(first, value, n1);
+        first[n1] = '\0';
+    }
+    if (dots) {
+        const char *p = dots + 2;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (strlen(p) < sizeof second)
+            us_strlcpy(second, p, sizeof second);
+    }
+    int lo = 0, hi = 0;
+    const char *why = duration_int(first, false, &lo);
+    if (!why && dots)
+        why = duration_int(second, false, &hi);
+    else if (!why)
+        hi = lo;
+    if (why) {
+        svc_bad(c, line, "restart_backoff",
+                strcmp(why, DURATION_TOO_LONG) == 0
+                    ? "MIN..MAX durations of at most 596h (2147483647ms) such as 200ms..30s"
+                    : "MIN..MAX durations greater than 0 such as 200ms..30s, or one duration",
+                value);
+        return;
+    }
+    if (lo > hi) {
+        svc_bad(c, line, "restart_backoff", "MIN..MAX with MIN <= MAX such as 200ms..30s", value);
+        return;
+    }
+    c->cur->restart_backoff_min_ms = lo;
+    c->cur->restart_backoff_max_ms = hi;
+}
+
+static void svc_bool(svc_ctx *c, int line, const char *key, const char *value, bool *dst)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcmp(value, yes[i]) == 0) {
+            *dst = true;
+            return;
+        }
+        if (strcmp(value, no[i]) == 0) {
+            *dst = false;
+            return;
+        }
+    }
+    svc_bad(c, line, key, "'yes' or 'no' (or true/false, on/off, 1/0)", value);
+}
+
+/* Edit distance of two short strings; larger than 2 is reported as 3. */
+static int edit_distance(const char *a, const char *b)
+{
+    enum { MAXLEN = 32 };
+    size_t la = strlen(a), lb = strlen(b);
+    if (la >= MAXLEN || lb >= MAXLEN || (la > lb ? la - lb : lb - la) > 2)
+        return 3;
+    int row[MAXLEN + 1];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int sub = diag + (tolower((unsigned char)a[i - 1]) != b[j - 1]);
+            int best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
+            row[j] = sub < best ? sub : best;
+            diag = up;
+        }
+    }
+    return row[lb] > 2 ? 3 : row[lb];
+}
+
+/* The known key a mistyped one was most likely meant to be, or -1. */
+static int svc_nearest_key(const char *key)
+{
+    int best = -1, best_d = 3;
+    for (int i = 0; i < SK_COUNT; i++) {
+        int d = edit_distance(key, svc_keys[i]);
+        if (d < best_d && (size_t)d < strlen(svc_keys[i])) {
+            best = i;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
 static int svc_cb(void *user, const char *section, const char *key, const char *value, int line)
 {
     svc_ctx *c = user;
@@ -1196,11 +1556,16 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
         if (strcmp(svc_keys[i], key) == 0)
             k = i;
     if (k < 0) {
-        us_errors_add(c->err, "%s:%d: unknown key '%s' in [service %s] (known keys: %s)", c->file,
-                      line, us_ini_excerpt(key, ex, sizeof ex), c->cur_name, SVC_KNOWN_KEYS);
+        /* The suggestion comes first: a long file name can cut the list of known keys short. */
+        char hint[64] = "";
+        int near = svc_nearest_key(key);
+        if (near >= 0)
+            snprintf(hint, sizeof hint, "did you mean '%s'? ", svc_keys[near]);
+        us_errors_add(c->err, "%s:%d: unknown key '%s' in [service %s] (%sknown keys: %s)", c->file,
+                      line, us_ini_excerpt(key, ex, sizeof ex), c->cur_name, hint, SVC_KNOWN_KEYS);
         return 0;
     }
-    if (c->key_line[k] && k != SK_VIP) {
+    if (c->key_line[k] && k != SK_VIP && k != SK_CHECK) {
         us_errors_add(c->err, "%s:%d: duplicate key '%s' in [service %s] (first set on line %d)",
                       c->file, line, key, c->cur_name, c->key_line[k]);
         return 0;
@@ -1208,6 +1573,7 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
     if (!c->key_line[k])
         c->key_line[k] = line;
     us_service_def *d = c->cur;
+    int errors_before = error_count(c->err);
     switch (k) {
     case SK_RUN:
         svc_command(c, line, key, value, d->run, true);
@@ -1270,7 +1636,62 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
     case SK_MAX_CONNS:
         svc_int(c, line, key, value, 1, 1000000, &d->max_conns);
         break;
+    case SK_CHECK:
+        svc_check(c, line, value);
+        break;
+    case SK_CHECK_INTERVAL:
+        svc_duration(c, line, key, value, &d->check_interval_ms, false);
+        break;
+    case SK_CHECK_TIMEOUT:
+        svc_duration(c, line, key, value, &d->check_timeout_ms, false);
+        break;
+    case SK_RISE:
+        svc_int(c, line, key, value, 1, 100, &d->rise);
+        break;
+    case SK_FALL:
+        svc_int(c, line, key, value, 1, 100, &d->fall);
+        break;
+    case SK_CHECK_STATUS:
+        svc_check_status(c, line, value);
+        break;
+    case SK_CHECK_GRACE:
+        svc_duration(c, line, key, value, &d->check_grace_ms, true);
+        break;
+    case SK_ON_FAILURE:
+        if (strcmp(value, "failover") == 0)
+            d->on_failure = US_ON_FAILURE_FAILOVER;
+        else if (strcmp(value, "restart") == 0)
+            d->on_failure = US_ON_FAILURE_RESTART;
+        else
+            svc_bad(c, line, key, "'failover' or 'restart'", value);
+        break;
+    case SK_RESTART_BACKOFF:
+        svc_restart_backoff(c, line, value);
+        break;
+    case SK_MAX_RESTARTS:
+        svc_int(c, line, key, value, 0, 1000, &d->max_restarts);
+        break;
+    case SK_RESTART_WINDOW:
+        svc_duration(c, line, key, value, &d->restart_window_ms, false);
+        break;
+    case SK_FAILURE_THRESHOLD:
+        svc_int(c, line, key, value, 1, 1000, &d->failure_threshold);
+        break;
+    case SK_FAILURE_WINDOW:
+        svc_duration(c, line, key, value, &d->failure_window_ms, false);
+        break;
+    case SK_FAILURE_COOLDOWN:
+        svc_duration(c, line, key, value, &d->failure_cooldown_ms, true);
+        break;
+    case SK_MIN_FAILOVER_INTERVAL:
+        svc_duration(c, line, key, value, &d->min_failover_interval_ms, true);
+        break;
+    case SK_FAILBACK:
+        svc_bool(c, line, key, value, &d->failback);
+        break;
     }
+    if (error_count(c->err) != errors_before)
+        c->key_bad[k] = true;
     return 0;
 }
 

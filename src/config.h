@@ -15,7 +15,7 @@
 #include "model.h"
 
 #define US_ERRORS_MAX 32
-#define US_ERROR_LEN 320
+#define US_ERROR_LEN 1024
 
 typedef struct us_errors {
     int n; /* problems recorded (at most US_ERRORS_MAX kept; `dropped` counts the rest) */
@@ -63,6 +63,9 @@ typedef struct us_node_config {
     int n_join; /* [cluster] join: "IPv4:port ..." of existing members */
     char join[US_MAX_NODES][US_ADDR_MAX];
     us_timing timing; /* [cluster] profile (default "default") */
+    /* [cluster] autopilot_grace (default 10s): a voter must be dead this long before autopilot
+     * replaces it, so that a reboot or a short outage does not reshuffle the voters. */
+    int autopilot_grace_ms;
 } us_node_config;
 
 /* Read and validate a node config. 0 on success; -1 with `err` filled (and *out untouched).

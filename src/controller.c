@@ -29,11 +29,41 @@ static int count_voters(us_agent *a)
     return n;
 }
 
-/* 3 voters, 5 once there are 5 members: one more failure can always be survived. */
+/* Record an observation as an event in the replicated history. */
+static void record(us_agent *a, const char *kind, const char *service, const char *node,
+                   const char *from, const char *to, const char *cause)
+{
+    us_event e = {0};
+    e.time_ms = us_wall_ms();
+    us_strlcpy(e.kind, kind, sizeof e.kind);
+    us_strlcpy(e.service, service ? service : "", sizeof e.service);
+    us_strlcpy(e.node, node ? node : "", sizeof e.node);
+    us_strlcpy(e.from, from, sizeof e.from);
+    us_strlcpy(e.to, to, sizeof e.to);
+    us_strlcpy(e.cause, cause, sizeof e.cause);
+    us_info("event: %s %s%s%s %s -> %s: %s", kind, e.service, e.service[0] ? " " : "", e.node, from,
+            to, cause);
+    us_agent_apply(a, us_cmd_event(&e), NULL, NULL);
+}
+
+static int alive_members(us_agent *a)
+{
+    int n = 0;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++) {
+        us_peer *p = us_agent_peer_by_id(a, c->servers[i].id);
+        n += p && us_agent_node_state(a, p) == US_NODE_ALIVE;
+    }
+    return n;
+}
+
+/* 3 voters, 5 once 5 members are alive: one more failure (two) can always be survived. */
 static int desired_voters(us_agent *a)
 {
     int members = (int)a->raft.configuration.n;
-    return members >= 5 ? 5 : members >= 3 ? 3 : members;
+    if (alive_members(a) >= 5)
+        return 5;
+    return members >= 3 ? 3 : members;
 }
 
 /* ---- membership changes (one at a time, as libraft requires) ---- */
@@ -92,7 +122,9 @@ void us_controller_join_request(us_agent *a, const json_t *msg)
     int i = us_state_find_node(&a->fsm.state, name);
     if (i >= 0 && a->fsm.state.nodes[i].left && a->applies_in_flight == 0) {
         /* A removed node may come back: forget that it left. */
-        us_agent_apply(a, us_cmd_node_flags(name, false, false, false), NULL, NULL);
+        us_agent_apply(
+            a, us_cmd_stamp(us_cmd_node_flags(name, false, false, false), us_wall_ms(), NULL), NULL,
+            NULL);
     }
     us_peer *p = us_agent_peer(a, name);
     (void)p;
@@ -203,26 +235,186 @@ static bool removals(us_agent *a)
         }
         if (a->applies_in_flight == 0) {
             us_info("node %s holds no active role any more: marking it left", n->name);
-            us_agent_apply(a, us_cmd_node_flags(n->name, true, false, true), NULL, NULL);
+            us_agent_apply(
+                a, us_cmd_stamp(us_cmd_node_flags(n->name, true, false, true), us_wall_ms(), NULL),
+                NULL, NULL);
             return true;
         }
     }
     return false;
 }
 
-static void keep_voters(us_agent *a)
+/* An alive member that does not vote and may (not leaving or removed). */
+static us_peer *spare_voter(us_agent *a)
 {
-    if (a->change_in_flight || count_voters(a) >= desired_voters(a))
-        return;
+    const us_state *s = &a->fsm.state;
     const struct raft_configuration *c = &a->raft.configuration;
     for (unsigned i = 0; i < c->n; i++) {
         if (c->servers[i].role == RAFT_VOTER)
             continue;
         us_peer *p = us_agent_peer_by_id(a, c->servers[i].id);
-        if (p && us_agent_node_state(a, p) == US_NODE_ALIVE) {
-            us_info("promoting %s to voter", p->name);
-            assign_role(a, c->servers[i].id, RAFT_VOTER);
-            return;
+        int k = p ? us_state_find_node(s, p->name) : -1;
+        if (p && us_agent_node_state(a, p) == US_NODE_ALIVE &&
+            (k < 0 || (!s->nodes[k].leaving && !s->nodes[k].removing && !s->nodes[k].left)))
+            return p;
+    }
+    return NULL;
+}
+
+/* Autopilot: a voter dead longer than the grace period gives its vote to an alive member, so the
+ * cluster can again survive one more failure. Demote first (the dead vote no longer counts),
+ * then keep_voters promotes. */
+static bool replace_dead_voter(us_agent *a, int64_t now)
+{
+    int grace = a->cfg.autopilot_grace_ms;
+    us_peer *spare = spare_voter(a);
+    /* Without a replacement, fewer voters still help when they restore a spare failure: 3 alive
+     * of 5 voters survive none more, 3 alive of 3 survive one. */
+    if (a->change_in_flight || now - a->leader_since_ms < grace ||
+        (!spare && count_voters(a) <= desired_voters(a)))
+        return false;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++) {
+        us_peer *p = us_agent_peer_by_id(a, c->servers[i].id);
+        if (c->servers[i].role != RAFT_VOTER || !p || p == &a->peers[a->self] ||
+            us_agent_node_state(a, p) != US_NODE_DEAD)
+            continue;
+        int64_t silent = p->last_seen_ms < 0 ? now - a->leader_since_ms : now - p->last_seen_ms;
+        if (silent < grace)
+            continue;
+        char why[US_REASON_MAX];
+        if (spare)
+            snprintf(why, sizeof why,
+                     "autopilot: voter %s dead for %lld ms (grace %d ms): its vote goes to %s",
+                     p->name, (long long)silent, grace, spare->name);
+        else
+            snprintf(why, sizeof why,
+                     "autopilot: voter %s dead for %lld ms (grace %d ms): %d voters are enough",
+                     p->name, (long long)silent, grace, desired_voters(a));
+        record(a, "voter", NULL, p->name, "voter", "non-voter", why);
+        assign_role(a, c->servers[i].id, RAFT_STANDBY);
+        return true;
+    }
+    return false;
+}
+
+static void keep_voters(us_agent *a, int64_t now)
+{
+    if (replace_dead_voter(a, now))
+        return;
+    if (a->change_in_flight || count_voters(a) >= desired_voters(a))
+        return;
+    us_peer *p = spare_voter(a);
+    if (p) {
+        char why[US_REASON_MAX];
+        snprintf(why, sizeof why, "autopilot: keeping %d voters", desired_voters(a));
+        record(a, "voter", NULL, p->name, "non-voter", "voter", why);
+        assign_role(a, p->id, RAFT_VOTER);
+    }
+}
+
+/* ---- events the leader observes (liveness, health, standby restarts) ---- */
+
+void us_controller_became_leader(us_agent *a)
+{
+    a->ctl_primed = false;
+    a->n_ctl_seen = 0;
+    a->leader_since_ms = us_now_ms();
+}
+
+static struct us_ctl_seen *seen(us_agent *a, const char *service, const char *node, bool *fresh)
+{
+    *fresh = false;
+    for (int i = 0; i < a->n_ctl_seen; i++)
+        if (strcmp(a->ctl_seen[i].service, service) == 0 && strcmp(a->ctl_seen[i].node, node) == 0)
+            return &a->ctl_seen[i];
+    if (a->n_ctl_seen == (int)(sizeof a->ctl_seen / sizeof a->ctl_seen[0]))
+        return NULL;
+    struct us_ctl_seen *x = &a->ctl_seen[a->n_ctl_seen++];
+    memset(x, 0, sizeof *x);
+    us_strlcpy(x->service, service, sizeof x->service);
+    us_strlcpy(x->node, node, sizeof x->node);
+    *fresh = true;
+    return x;
+}
+
+static void node_events(us_agent *a, int64_t now)
+{
+    const us_state *s = &a->fsm.state;
+    for (int i = 0; i < a->n_peers; i++) {
+        us_peer *p = &a->peers[i];
+        us_node_state st = us_agent_node_state(a, p);
+        us_node_state was = a->ctl_node[i];
+        a->ctl_node[i] = st;
+        if (!a->ctl_primed || st == was || st == US_NODE_LEFT || was == US_NODE_LEFT ||
+            us_state_find_node(s, p->name) < 0)
+            continue;
+        char why[US_REASON_MAX];
+        if (st == US_NODE_ALIVE) {
+            snprintf(why, sizeof why, "%s answers again", p->name);
+        } else if (p->last_seen_ms < 0) {
+            snprintf(why, sizeof why, "%s not heard from since this leader started", p->name);
+        } else {
+            int64_t age = now - p->last_seen_ms;
+            snprintf(why, sizeof why, "%s missed %lld heartbeats (last seen %lld ms ago)", p->name,
+                     (long long)(age / a->cfg.timing.heartbeat_ms), (long long)age);
+        }
+        record(a, "node", NULL, p->name, us_node_state_name(was), us_node_state_name(st), why);
+    }
+}
+
+static us_inst_obs report_of(us_agent *a, us_peer *p, const us_assignment *as);
+
+static void instance_events(us_agent *a)
+{
+    const us_state *s = &a->fsm.state;
+    for (int k = 0; k < s->services.n; k++) {
+        const us_assignment *as = &s->asg[k];
+        const us_service_def *d = &s->services.svc[k];
+        for (int n = 0; n < s->n_nodes; n++) {
+            us_peer *p = us_agent_peer(a, s->nodes[n].name);
+            if (!p || s->nodes[n].left)
+                continue;
+            us_inst_obs o = report_of(a, p, as);
+            int restarts = 0;
+            const char *restart_cause = "";
+            if (p == &a->peers[a->self]) {
+                const us_instance *in = us_instance_of(a, as->service);
+                if (in) {
+                    restarts = in->standby_restarts;
+                    restart_cause = in->restart_cause;
+                }
+            } else {
+                for (int i = 0; i < p->n_reports; i++)
+                    if (strcmp(p->reports[i].service, as->service) == 0) {
+                        restarts = p->reports[i].restarts;
+                        restart_cause = p->reports[i].restart_cause;
+                    }
+            }
+            bool fresh;
+            struct us_ctl_seen *x = seen(a, as->service, p->name, &fresh);
+            if (!x)
+                return;
+            us_health was = x->health;
+            int restarts_was = x->restarts;
+            x->health = o.health;
+            x->restarts = restarts;
+            if (!a->ctl_primed || fresh)
+                continue;
+            /* To `unknown` only means the checks stopped with the instance: role events say why. */
+            if (o.health != was && o.health != US_HEALTH_UNKNOWN) {
+                char why[US_REASON_MAX];
+                if (o.health == US_HEALTH_HEALTHY)
+                    snprintf(why, sizeof why, "checks passed %d time%s in a row", d->rise,
+                             d->rise == 1 ? "" : "s");
+                else
+                    snprintf(why, sizeof why, "%s", o.cause[0] ? o.cause : "checks failing");
+                record(a, "health", as->service, p->name, us_health_name(was),
+                       us_health_name(o.health), why);
+            }
+            if (restarts > restarts_was)
+                record(a, "restart", as->service, p->name, "exited", "restarted",
+                       restart_cause[0] ? restart_cause : "standby process exited");
         }
     }
 }
@@ -255,7 +447,7 @@ static bool register_nodes(us_agent *a)
             n.leaving = s->nodes[k].leaving;
             n.removing = s->nodes[k].removing;
         }
-        us_agent_apply(a, us_cmd_node_up(&n), NULL, NULL);
+        us_agent_apply(a, us_cmd_stamp(us_cmd_node_up(&n), us_wall_ms(), NULL), NULL, NULL);
         return true;
     }
     return false;
@@ -293,6 +485,11 @@ static void decided_cb(void *data, int status, int result)
     (void)result;
 }
 
+static void wake_cb(uv_timer_t *t)
+{
+    us_agent_schedule_reconcile(t->data);
+}
+
 static void run_decisions(us_agent *a, int64_t now)
 {
     static us_decide_input in; /* large; the loop is single-threaded */
@@ -300,6 +497,7 @@ static void run_decisions(us_agent *a, int64_t now)
     const us_state *s = &a->fsm.state;
     memset(&in, 0, sizeof in);
     in.has_quorum = us_agent_fresh_quorum(a, now);
+    in.now_ms = us_wall_ms();
     us_strlcpy(in.leader, a->cfg.name, sizeof in.leader);
     in.n_nodes = s->n_nodes;
     for (int n = 0; n < s->n_nodes; n++) {
@@ -333,8 +531,10 @@ static void run_decisions(us_agent *a, int64_t now)
         const us_assignment *next = &out.d[i].next;
         us_info("%s: %s [active %s, epoch %llu]", next->service, next->reason,
                 next->active[0] ? next->active : "none", (unsigned long long)next->epoch);
-        us_agent_apply(a, us_cmd_assign(next), decided_cb, NULL);
+        us_agent_apply(a, us_cmd_stamp(us_cmd_assign(next), in.now_ms, NULL), decided_cb, NULL);
     }
+    if (out.wake_ms > in.now_ms) /* a backoff or cooldown ends: decide again then */
+        uv_timer_start(&a->wake_timer, wake_cb, (uint64_t)(out.wake_ms - in.now_ms), 0);
 }
 
 void us_controller_tick(us_agent *a)
@@ -348,7 +548,10 @@ void us_controller_tick(us_agent *a)
         return;
     if (removals(a))
         return;
-    keep_voters(a);
+    keep_voters(a, now);
     run_decisions(a, now);
+    node_events(a, now);
+    instance_events(a);
+    a->ctl_primed = true;
     leadership_away_from_actives(a, now);
 }

@@ -10,6 +10,11 @@
  *    instance failed, each for the current epoch. A node whose lease is valid or unknown keeps it.
  *  - A new active is chosen only while no node holds the role, and gets epoch + 1.
  *  - A planned switchover (assignment.demoting) waits for the holder's DEMOTED report.
+ *  - Self-healing (failure records, restarts in place with backoff, bans, failback, drain, pause)
+ *    never bends these rules: a restart in place is a new epoch given to the same node after it
+ *    reported the failure of the old one.
+ * `now_ms` is an input (the leader's wall clock), so backoffs and cooldowns stay pure and
+ * replayable; `wake_ms` in the output says when time alone would change a decision.
  */
 #ifndef US_DECIDE_H
 #define US_DECIDE_H
@@ -18,6 +23,7 @@
 
 typedef struct us_decide_input {
     bool has_quorum;
+    int64_t now_ms;           /* wall clock, ms since the Unix epoch */
     char leader[US_NAME_MAX]; /* Raft leader ("" = none) */
     int n_nodes;
     us_node nodes[US_MAX_NODES];
@@ -34,6 +40,7 @@ typedef struct us_decision {
 } us_decision;
 
 typedef struct us_decide_output {
+    int64_t wake_ms; /* earliest now_ms at which a decision may change by time alone; 0 = none */
     int n;
     us_decision d[US_MAX_SERVICES];
 } us_decide_output;

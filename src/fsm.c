@@ -29,6 +29,73 @@ int us_state_find_service(const us_state *s, const char *name)
     return -1;
 }
 
+/* ---- Events ---- */
+
+const us_event *us_state_event(const us_state *s, uint64_t seq)
+{
+    if (seq == 0 || seq > s->event_seq || s->event_seq - seq >= US_EVENTS_MAX)
+        return NULL;
+    return &s->events[(seq - 1) % US_EVENTS_MAX];
+}
+
+uint64_t us_state_first_event(const us_state *s)
+{
+    if (s->event_seq == 0)
+        return 0;
+    return s->event_seq > US_EVENTS_MAX ? s->event_seq - US_EVENTS_MAX + 1 : 1;
+}
+
+/* What every event of one applied command shares. */
+typedef struct stamp {
+    int64_t time_ms;
+    const char *cause; /* "" = the command's own default */
+} stamp;
+
+static stamp stamp_of(const json_t *cmd)
+{
+    stamp st = {(int64_t)json_integer_value(json_object_get(cmd, "time_ms")),
+                us_json_str(cmd, "cause")};
+    return st;
+}
+
+static void add_event(us_state *s, const stamp *st, const char *kind, const char *service,
+                      const char *node, const char *from, const char *to, const char *cause)
+{
+    us_event *e = &s->events[s->event_seq % US_EVENTS_MAX];
+    memset(e, 0, sizeof *e);
+    e->seq = ++s->event_seq;
+    e->time_ms = st->time_ms;
+    us_strlcpy(e->kind, kind, sizeof e->kind);
+    us_strlcpy(e->service, service ? service : "", sizeof e->service);
+    us_strlcpy(e->node, node ? node : "", sizeof e->node);
+    us_strlcpy(e->from, from, sizeof e->from);
+    us_strlcpy(e->to, to, sizeof e->to);
+    us_strlcpy(e->cause, st->cause[0] ? st->cause : cause, sizeof e->cause);
+}
+
+json_t *us_event_to_json(const us_event *e)
+{
+    return json_pack("{s:o, s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "seq", us_u64_json(e->seq),
+                     "time_ms", (json_int_t)e->time_ms, "kind", e->kind, "service", e->service,
+                     "node", e->node, "from", e->from, "to", e->to, "cause", e->cause);
+}
+
+static int event_from_json(us_event *e, const json_t *j)
+{
+    memset(e, 0, sizeof *e);
+    if (!json_is_object(j))
+        return -1;
+    e->seq = us_json_u64(j, "seq");
+    e->time_ms = (int64_t)json_integer_value(json_object_get(j, "time_ms"));
+    us_strlcpy(e->kind, us_json_str(j, "kind"), sizeof e->kind);
+    us_strlcpy(e->service, us_json_str(j, "service"), sizeof e->service);
+    us_strlcpy(e->node, us_json_str(j, "node"), sizeof e->node);
+    us_strlcpy(e->from, us_json_str(j, "from"), sizeof e->from);
+    us_strlcpy(e->to, us_json_str(j, "to"), sizeof e->to);
+    us_strlcpy(e->cause, us_json_str(j, "cause"), sizeof e->cause);
+    return 0;
+}
+
 /* ---- JSON helpers ---- */
 
 const char *us_json_str(const json_t *o, const char *key)
@@ -100,6 +167,8 @@ static int vip_from_json(us_vip *v, const json_t *j)
     return 0;
 }
 
+static json_t *check_to_json(const us_check_def *c);
+
 json_t *us_service_def_to_json(const us_service_def *d)
 {
     json_t *vips = json_array();
@@ -120,12 +189,56 @@ json_t *us_service_def_to_json(const us_service_def *d)
     json_object_set_new(j, "hold_ms", json_integer(d->hold_ms));
     json_object_set_new(j, "drain_ms", json_integer(d->drain_ms));
     json_object_set_new(j, "max_conns", json_integer(d->max_conns));
+    json_t *checks = json_array();
+    for (int i = 0; i < d->n_checks; i++)
+        json_array_append_new(checks, check_to_json(&d->checks[i]));
+    json_object_set_new(j, "checks", checks);
+    json_t *p = json_pack(
+        "{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b}",
+        "check_interval_ms", d->check_interval_ms, "check_timeout_ms", d->check_timeout_ms, "rise",
+        d->rise, "fall", d->fall, "check_status_min", d->check_status_min, "check_status_max",
+        d->check_status_max, "check_grace_ms", d->check_grace_ms, "on_failure",
+        d->on_failure == US_ON_FAILURE_RESTART ? "restart" : "failover", "restart_backoff_min_ms",
+        d->restart_backoff_min_ms, "restart_backoff_max_ms", d->restart_backoff_max_ms,
+        "max_restarts", d->max_restarts, "restart_window_ms", d->restart_window_ms,
+        "failure_threshold", d->failure_threshold, "failure_window_ms", d->failure_window_ms,
+        "failure_cooldown_ms", d->failure_cooldown_ms, "min_failover_interval_ms",
+        d->min_failover_interval_ms, "failback", d->failback);
+    json_object_update(j, p);
+    json_decref(p);
     return j;
 }
 
 static int jint(const json_t *j, const char *key)
 {
     return (int)json_integer_value(json_object_get(j, key));
+}
+
+static const char *const check_kinds[] = {"http", "tcp", "exec"};
+
+static json_t *check_to_json(const us_check_def *c)
+{
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind", check_kinds[c->kind], "text",
+                     c->text, "host", c->host, "port", c->port, "path", c->path, "cmd", c->cmd);
+}
+
+static int check_from_json(us_check_def *c, const json_t *j)
+{
+    memset(c, 0, sizeof *c);
+    const char *kind = us_json_str(j, "kind");
+    int k = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(kind, check_kinds[i]) == 0)
+            k = i;
+    if (k < 0)
+        return -1;
+    c->kind = (us_check_kind)k;
+    us_strlcpy(c->text, us_json_str(j, "text"), sizeof c->text);
+    us_strlcpy(c->host, us_json_str(j, "host"), sizeof c->host);
+    c->port = jint(j, "port");
+    us_strlcpy(c->path, us_json_str(j, "path"), sizeof c->path);
+    us_strlcpy(c->cmd, us_json_str(j, "cmd"), sizeof c->cmd);
+    return 0;
 }
 
 int us_service_def_from_json(us_service_def *d, const json_t *j)
@@ -160,17 +273,65 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
     d->hold_ms = jint(j, "hold_ms");
     d->drain_ms = jint(j, "drain_ms");
     d->max_conns = jint(j, "max_conns");
+    json_t *checks = json_object_get(j, "checks");
+    if (json_array_size(checks) > US_MAX_CHECKS)
+        return -1;
+    json_array_foreach(checks, i, v)
+    {
+        if (check_from_json(&d->checks[d->n_checks++], v) != 0)
+            return -1;
+    }
+    d->check_interval_ms = jint(j, "check_interval_ms");
+    d->check_timeout_ms = jint(j, "check_timeout_ms");
+    d->rise = jint(j, "rise");
+    d->fall = jint(j, "fall");
+    d->check_status_min = jint(j, "check_status_min");
+    d->check_status_max = jint(j, "check_status_max");
+    d->check_grace_ms = jint(j, "check_grace_ms");
+    d->on_failure = strcmp(us_json_str(j, "on_failure"), "restart") == 0 ? US_ON_FAILURE_RESTART
+                                                                         : US_ON_FAILURE_FAILOVER;
+    d->restart_backoff_min_ms = jint(j, "restart_backoff_min_ms");
+    d->restart_backoff_max_ms = jint(j, "restart_backoff_max_ms");
+    d->max_restarts = jint(j, "max_restarts");
+    d->restart_window_ms = jint(j, "restart_window_ms");
+    d->failure_threshold = jint(j, "failure_threshold");
+    d->failure_window_ms = jint(j, "failure_window_ms");
+    d->failure_cooldown_ms = jint(j, "failure_cooldown_ms");
+    d->min_failover_interval_ms = jint(j, "min_failover_interval_ms");
+    d->failback = json_is_true(json_object_get(j, "failback"));
     return names_from_json(d->nodes, &d->n_nodes, json_object_get(j, "nodes"));
 }
 
 json_t *us_assignment_to_json(const us_assignment *a)
 {
-    return json_pack("{s:s, s:o, s:o, s:s, s:o, s:b, s:s, s:o, s:s, s:o}", "service", a->service,
-                     "gen", us_u64_json(a->gen), "epoch", us_u64_json(a->epoch), "active",
-                     a->active, "active_inc", us_u64_json(a->active_inc), "demoting", a->demoting,
-                     "target", a->target, "standbys",
-                     names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason",
-                     a->reason, "since_version", us_u64_json(a->since_version));
+    json_t *j = json_pack("{s:s, s:o, s:o, s:s, s:o, s:b, s:s, s:o, s:s, s:o}", "service",
+                          a->service, "gen", us_u64_json(a->gen), "epoch", us_u64_json(a->epoch),
+                          "active", a->active, "active_inc", us_u64_json(a->active_inc), "demoting",
+                          a->demoting, "target", a->target, "standbys",
+                          names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason",
+                          a->reason, "since_version", us_u64_json(a->since_version));
+    json_t *fail = json_array();
+    for (int i = 0; i < a->n_fail; i++) {
+        const us_failrec *f = &a->fail[i];
+        json_array_append_new(fail,
+                              json_pack("{s:s, s:i, s:I, s:I, s:I}", "node", f->node, "failures",
+                                        f->failures, "window_ms", (json_int_t)f->window_ms,
+                                        "last_ms", (json_int_t)f->last_ms, "banned_until_ms",
+                                        (json_int_t)f->banned_until_ms));
+    }
+    json_t *p = json_pack("{s:b, s:b, s:s, s:I, s:i, s:I, s:I, s:o}", "paused", a->paused,
+                          "recover", a->recover, "restart_node", a->restart_node, "restart_at_ms",
+                          (json_int_t)a->restart_at_ms, "restarts", a->restarts,
+                          "restart_window_ms", (json_int_t)a->restart_window_ms, "last_failover_ms",
+                          (json_int_t)a->last_failover_ms, "fail", fail);
+    json_object_update(j, p);
+    json_decref(p);
+    return j;
+}
+
+static int64_t ji64(const json_t *j, const char *key)
+{
+    return (int64_t)json_integer_value(json_object_get(j, key));
 }
 
 static int assignment_from_json(us_assignment *a, const json_t *j)
@@ -187,15 +348,38 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
     us_strlcpy(a->target, us_json_str(j, "target"), sizeof a->target);
     us_strlcpy(a->reason, us_json_str(j, "reason"), sizeof a->reason);
     a->since_version = us_json_u64(j, "since_version");
+    a->paused = json_is_true(json_object_get(j, "paused"));
+    a->recover = json_is_true(json_object_get(j, "recover"));
+    us_strlcpy(a->restart_node, us_json_str(j, "restart_node"), sizeof a->restart_node);
+    a->restart_at_ms = ji64(j, "restart_at_ms");
+    a->restarts = jint(j, "restarts");
+    a->restart_window_ms = ji64(j, "restart_window_ms");
+    a->last_failover_ms = ji64(j, "last_failover_ms");
+    json_t *fail = json_object_get(j, "fail");
+    if (json_array_size(fail) > US_MAX_NODES)
+        return -1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(fail, i, v)
+    {
+        us_failrec *f = &a->fail[a->n_fail++];
+        if (!json_is_object(v))
+            return -1;
+        us_strlcpy(f->node, us_json_str(v, "node"), sizeof f->node);
+        f->failures = jint(v, "failures");
+        f->window_ms = ji64(v, "window_ms");
+        f->last_ms = ji64(v, "last_ms");
+        f->banned_until_ms = ji64(v, "banned_until_ms");
+    }
     return names_from_json(a->standbys, &a->n_standbys, json_object_get(j, "standbys"));
 }
 
 static json_t *node_to_json(const us_node *n)
 {
-    return json_pack("{s:s, s:o, s:s, s:s, s:o, s:b, s:b, s:b, s:b}", "name", n->name, "id",
+    return json_pack("{s:s, s:o, s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b}", "name", n->name, "id",
                      us_u64_json(n->id), "address", n->address, "api", n->api, "incarnation",
                      us_u64_json(n->incarnation), "voter", n->voter, "leaving", n->leaving,
-                     "removing", n->removing, "left", n->left);
+                     "removing", n->removing, "left", n->left, "drained", n->drained);
 }
 
 static int node_from_json(us_node *n, const json_t *j)
@@ -212,6 +396,7 @@ static int node_from_json(us_node *n, const json_t *j)
     n->leaving = json_is_true(json_object_get(j, "leaving"));
     n->removing = json_is_true(json_object_get(j, "removing"));
     n->left = json_is_true(json_object_get(j, "left"));
+    n->drained = json_is_true(json_object_get(j, "drained"));
     return 0;
 }
 
@@ -227,9 +412,13 @@ json_t *us_state_to_json(const us_state *s)
     for (int i = 0; i < s->n_retired; i++)
         json_array_append_new(ret, json_pack("{s:s, s:o}", "name", s->retired[i].name, "epoch",
                                              us_u64_json(s->retired[i].epoch)));
-    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version",
+    json_t *ev = json_array();
+    for (uint64_t q = us_state_first_event(s); q && q <= s->event_seq; q++)
+        json_array_append_new(ev, us_event_to_json(us_state_event(s, q)));
+    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version",
                      us_u64_json(s->version), "nodes", nodes, "services", svcs, "assignments", asg,
-                     "retired", ret, "epoch_floor", us_u64_json(s->epoch_floor));
+                     "retired", ret, "epoch_floor", us_u64_json(s->epoch_floor), "event_seq",
+                     us_u64_json(s->event_seq), "events", ev);
 }
 
 int us_state_from_json(us_state *out, const json_t *j)
@@ -264,6 +453,18 @@ int us_state_from_json(us_state *out, const json_t *j)
         us_strlcpy(s->retired[i].name, us_json_str(v, "name"), US_NAME_MAX);
         s->retired[i].epoch = us_json_u64(v, "epoch");
         s->n_retired++;
+    }
+    s->event_seq = us_json_u64(j, "event_seq");
+    json_t *ev = json_object_get(j, "events");
+    if (json_array_size(ev) > US_EVENTS_MAX)
+        goto out;
+    json_array_foreach(ev, i, v)
+    {
+        us_event e;
+        if (event_from_json(&e, v) != 0 || e.seq == 0 || e.seq > s->event_seq ||
+            s->event_seq - e.seq >= US_EVENTS_MAX)
+            goto out;
+        s->events[(e.seq - 1) % US_EVENTS_MAX] = e;
     }
     *out = *s;
     rc = 0;
@@ -304,6 +505,38 @@ json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target)
                      us_u64_json(gen), "target", target ? target : "");
 }
 
+json_t *us_cmd_node_drain(const char *name, bool drained)
+{
+    return json_pack("{s:s, s:s, s:b}", "op", "node_drain", "name", name, "drained", drained);
+}
+
+json_t *us_cmd_pause(const char *service, bool paused)
+{
+    return json_pack("{s:s, s:s, s:b}", "op", "pause", "service", service, "paused", paused);
+}
+
+json_t *us_cmd_reset(const char *service, const char *node)
+{
+    return json_pack("{s:s, s:s, s:s}", "op", "reset", "service", service, "node",
+                     node ? node : "");
+}
+
+json_t *us_cmd_event(const us_event *e)
+{
+    json_t *j = us_event_to_json(e);
+    json_object_del(j, "seq");
+    json_object_set_new(j, "op", json_string("event"));
+    return j;
+}
+
+json_t *us_cmd_stamp(json_t *cmd, int64_t time_ms, const char *cause)
+{
+    json_object_set_new(cmd, "time_ms", json_integer((json_int_t)time_ms));
+    if (cause && cause[0])
+        json_object_set_new(cmd, "cause", json_string(cause));
+    return cmd;
+}
+
 int us_cmd_encode(json_t *cmd, struct raft_buffer *buf)
 {
     char *text = json_dumps(cmd, JSON_COMPACT);
@@ -342,11 +575,22 @@ static int apply_node_up(us_state *s, const json_t *cmd)
     } else if (memcmp(&s->nodes[i], &n, sizeof n) == 0) {
         return US_APPLY_NOOP;
     }
+    stamp st = stamp_of(cmd);
+    char why[US_REASON_MAX];
+    if (is_new) {
+        snprintf(why, sizeof why, "%s joined the cluster (%s)", n.name, n.address);
+        add_event(s, &st, "node", NULL, n.name, "-", "member", why);
+    } else if (s->nodes[i].incarnation != n.incarnation && s->nodes[i].incarnation != 0) {
+        snprintf(why, sizeof why, "the agent on %s restarted", n.name);
+        add_event(s, &st, "node", NULL, n.name, "member", "restarted", why);
+    }
     if (is_new || s->nodes[i].incarnation != n.incarnation) {
         n.leaving = false; /* a (re)started agent is available again */
         n.removing = false;
         n.left = false;
     }
+    if (!is_new)
+        n.drained = s->nodes[i].drained; /* only node_drain changes it */
     s->nodes[i] = n;
     return US_APPLY_OK;
 }
@@ -362,9 +606,99 @@ static int apply_node_flags(us_state *s, const json_t *cmd)
     if (s->nodes[i].leaving == leaving && s->nodes[i].removing == removing &&
         s->nodes[i].left == left)
         return US_APPLY_NOOP;
-    s->nodes[i].leaving = leaving;
-    s->nodes[i].removing = removing;
-    s->nodes[i].left = left;
+    us_node *n = &s->nodes[i];
+    const char *from = n->left       ? "left"
+                       : n->removing ? "removing"
+                       : n->leaving  ? "leaving"
+                                     : "member";
+    const char *to = left ? "left" : removing ? "removing" : leaving ? "leaving" : "member";
+    char why[US_REASON_MAX];
+    snprintf(why, sizeof why, "%s is %s", n->name,
+             left       ? "removed from the cluster"
+             : removing ? "being removed"
+             : leaving  ? "leaving (agent stopping)"
+                        : "available again");
+    stamp st = stamp_of(cmd);
+    add_event(s, &st, "node", NULL, n->name, from, to, why);
+    n->leaving = leaving;
+    n->removing = removing;
+    n->left = left;
+    return US_APPLY_OK;
+}
+
+static int apply_node_drain(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_node(s, us_json_str(cmd, "name"));
+    bool drained = json_is_true(json_object_get(cmd, "drained"));
+    if (i < 0 || s->nodes[i].drained == drained)
+        return US_APPLY_NOOP;
+    s->nodes[i].drained = drained;
+    char why[US_REASON_MAX];
+    snprintf(why, sizeof why, "%s %s", s->nodes[i].name, drained ? "drained" : "undrained");
+    stamp st = stamp_of(cmd);
+    add_event(s, &st, "drain", NULL, s->nodes[i].name, drained ? "undrained" : "drained",
+              drained ? "drained" : "undrained", why);
+    return US_APPLY_OK;
+}
+
+static int apply_pause(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    bool paused = json_is_true(json_object_get(cmd, "paused"));
+    if (i < 0 || s->asg[i].paused == paused)
+        return US_APPLY_NOOP;
+    us_assignment *a = &s->asg[i];
+    a->paused = paused;
+    a->gen++; /* decisions made on the old value are void */
+    snprintf(a->reason, sizeof a->reason, "%s", paused ? "paused" : "resumed");
+    stamp st = stamp_of(cmd);
+    add_event(s, &st, "pause", a->service, NULL, paused ? "managed" : "paused",
+              paused ? "paused" : "managed", paused ? "service paused" : "service resumed");
+    return US_APPLY_OK;
+}
+
+static int apply_reset(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    if (i < 0)
+        return US_APPLY_NOOP;
+    us_assignment *a = &s->asg[i];
+    const char *node = us_json_str(cmd, "node");
+    stamp st = stamp_of(cmd);
+    bool changed = false;
+    for (int k = 0; k < a->n_fail;) {
+        us_failrec *f = &a->fail[k];
+        if (node[0] && strcmp(f->node, node) != 0) {
+            k++;
+            continue;
+        }
+        char from[US_NAME_MAX], why[US_REASON_MAX];
+        snprintf(from, sizeof from, "%d failure%s%s", f->failures, f->failures == 1 ? "" : "s",
+                 f->banned_until_ms ? ", banned" : "");
+        snprintf(why, sizeof why, "failures of %s on %s cleared", a->service, f->node);
+        add_event(s, &st, "reset", a->service, f->node, from, "cleared", why);
+        memmove(f, f + 1, sizeof *f * (size_t)(a->n_fail - k - 1));
+        a->n_fail--;
+        changed = true;
+    }
+    if (!node[0] || strcmp(a->restart_node, node) == 0) {
+        changed |= a->restarts != 0;
+        a->restarts = 0;
+        a->restart_window_ms = 0;
+    }
+    if (!changed)
+        return US_APPLY_NOOP;
+    a->gen++;
+    return US_APPLY_OK;
+}
+
+static int apply_event(us_state *s, const json_t *cmd)
+{
+    us_event e;
+    if (event_from_json(&e, cmd) != 0 || !e.kind[0])
+        return US_APPLY_BAD;
+    stamp st = {e.time_ms, ""};
+    add_event(s, &st, e.kind, e.service, e.node, e.from, e.to, e.cause);
     return US_APPLY_OK;
 }
 
@@ -432,14 +766,66 @@ static int apply_services(us_state *s, const json_t *cmd)
         }
         next->services.n++;
     }
+    stamp st = stamp_of(cmd);
     for (int k = 0; k < s->services.n; k++)
-        if (us_state_find_service(next, s->services.svc[k].name) < 0)
+        if (us_state_find_service(next, s->services.svc[k].name) < 0) {
             retire(next, s->services.svc[k].name, s->asg[k].epoch);
+            add_event(next, &st, "config", s->services.svc[k].name, NULL, "defined", "removed",
+                      "removed from the services file");
+        }
+    for (int k = 0; k < next->services.n; k++) {
+        int old = us_state_find_service(s, next->services.svc[k].name);
+        if (old < 0)
+            add_event(next, &st, "config", next->services.svc[k].name, NULL, "-", "defined",
+                      "added by the services file");
+        else if (memcmp(&s->services.svc[old], &next->services.svc[k],
+                        sizeof next->services.svc[k]) != 0)
+            add_event(next, &st, "config", next->services.svc[k].name, NULL, "defined", "changed",
+                      "definition changed by the services file");
+    }
     int rc = memcmp(&next->services, &s->services, sizeof s->services) == 0 ? US_APPLY_NOOP
                                                                             : US_APPLY_OK;
     *s = *next;
     free(next);
     return rc;
+}
+
+/* A node's role in an assignment, as events name it. */
+static const char *role_in(const us_assignment *a, const char *node)
+{
+    if (strcmp(a->active, node) == 0)
+        return a->recover ? "recovering" : a->demoting ? "demoting" : "active";
+    if (strcmp(a->restart_node, node) == 0)
+        return "restarting";
+    for (int i = 0; i < a->n_standbys; i++)
+        if (strcmp(a->standbys[i], node) == 0)
+            return "standby";
+    return "none";
+}
+
+/* One event per node whose role changes, with the decision's reason as the cause. */
+static void role_events(us_state *s, const us_assignment *old, const us_assignment *next, stamp st)
+{
+    const char *seen[2 * US_MAX_NODES + 4];
+    int n = 0;
+    seen[n++] = old->active;
+    seen[n++] = next->active;
+    seen[n++] = old->restart_node;
+    seen[n++] = next->restart_node;
+    for (int i = 0; i < old->n_standbys; i++)
+        seen[n++] = old->standbys[i];
+    for (int i = 0; i < next->n_standbys; i++)
+        seen[n++] = next->standbys[i];
+    for (int i = 0; i < n; i++) {
+        bool dup = !seen[i][0];
+        for (int j = 0; j < i && !dup; j++)
+            dup = strcmp(seen[i], seen[j]) == 0;
+        if (dup)
+            continue;
+        const char *from = role_in(old, seen[i]), *to = role_in(next, seen[i]);
+        if (strcmp(from, to) != 0)
+            add_event(s, &st, "role", next->service, seen[i], from, to, next->reason);
+    }
 }
 
 static int apply_assign(us_state *s, const json_t *cmd)
@@ -455,6 +841,7 @@ static int apply_assign(us_state *s, const json_t *cmd)
     next.gen++;
     /* Stale-lease reports older than the role do not count against it (lease.h). */
     next.since_version = next.epoch != s->asg[i].epoch ? s->version + 1 : s->asg[i].since_version;
+    role_events(s, &s->asg[i], &next, stamp_of(cmd));
     s->asg[i] = next;
     return US_APPLY_OK;
 }
@@ -471,6 +858,8 @@ static int apply_switchover(us_state *s, const json_t *cmd)
     snprintf(a->reason, sizeof a->reason, "switchover requested%s%s", target[0] ? " to " : "",
              target);
     a->gen++;
+    stamp st = stamp_of(cmd);
+    add_event(s, &st, "role", a->service, a->active, "active", "demoting", a->reason);
     return US_APPLY_OK;
 }
 
@@ -488,6 +877,14 @@ int us_state_apply(us_state *s, const json_t *cmd)
         rc = apply_assign(s, cmd);
     else if (strcmp(op, "switchover") == 0)
         rc = apply_switchover(s, cmd);
+    else if (strcmp(op, "node_drain") == 0)
+        rc = apply_node_drain(s, cmd);
+    else if (strcmp(op, "pause") == 0)
+        rc = apply_pause(s, cmd);
+    else if (strcmp(op, "reset") == 0)
+        rc = apply_reset(s, cmd);
+    else if (strcmp(op, "event") == 0)
+        rc = apply_event(s, cmd);
     if (rc == US_APPLY_OK)
         s->version++;
     return rc;

@@ -29,6 +29,11 @@ typedef struct us_state {
         uint64_t epoch;
     } retired[US_RETIRED_MAX];
     uint64_t epoch_floor; /* largest epoch the retired list forgot: new services start above it */
+    /* Bounded event history: event `seq` lives at events[(seq - 1) % US_EVENTS_MAX] while
+     * seq > event_seq - US_EVENTS_MAX. Applied commands append events deterministically (the
+     * time is the proposing leader's, carried in the command). */
+    uint64_t event_seq; /* seq of the newest event, 0 = none yet */
+    us_event events[US_EVENTS_MAX];
 } us_state;
 
 /* Result of an apply (the `result` pointer of raft_apply_cb, cast from intptr_t). */
@@ -53,6 +58,12 @@ int us_state_find_service(const us_state *s, const char *name);
 /* Does `node` hold the active role of any service? */
 bool us_state_holds_active(const us_state *s, const char *node);
 
+/* Event `seq` if still kept, else NULL. */
+const us_event *us_state_event(const us_state *s, uint64_t seq);
+/* Oldest kept event's seq (0 = none). */
+uint64_t us_state_first_event(const us_state *s);
+json_t *us_event_to_json(const us_event *e);
+
 /* Whole-state encoding (snapshots, debugging). */
 json_t *us_state_to_json(const us_state *s);
 int us_state_from_json(us_state *s, const json_t *j);
@@ -61,12 +72,20 @@ json_t *us_service_def_to_json(const us_service_def *d);
 int us_service_def_from_json(us_service_def *d, const json_t *j);
 json_t *us_assignment_to_json(const us_assignment *a);
 
-/* Command builders. */
+/* Command builders. Each change a command makes is recorded as an event (us_event) whose time
+ * and cause come from us_cmd_stamp (time 0 and a generic cause when unstamped). */
+json_t *us_cmd_stamp(json_t *cmd, int64_t time_ms, const char *cause); /* returns cmd */
 json_t *us_cmd_node_up(const us_node *n);
 json_t *us_cmd_node_flags(const char *name, bool leaving, bool removing, bool left);
 json_t *us_cmd_services(const us_service_set *set);
 json_t *us_cmd_assign(const us_assignment *next); /* CAS on next->gen */
 json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target);
+json_t *us_cmd_node_drain(const char *name, bool drained);
+json_t *us_cmd_pause(const char *service, bool paused);
+/* Clear failure records (bans, restart counts) of `service` on `node` ("" = every node). */
+json_t *us_cmd_reset(const char *service, const char *node);
+/* Record an observation-only event (node liveness, health); e->seq is ignored. */
+json_t *us_cmd_event(const us_event *e);
 
 /* JSON helpers. 64-bit values travel as decimal strings (json_int_t is signed); readers accept
  * both forms. A missing string is "", a missing number 0. */

@@ -18,8 +18,6 @@
 #include "lease.h"
 #include "log.h"
 
-#define HOT_RESTART_DELAY_MS 1000
-
 enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE };
 
 static us_instance *slot(us_agent *a, const char *service, bool create)
@@ -85,9 +83,26 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
         .data = in,
     };
     int rc = us_proc_spawn(a->loop, &o, out);
+    if (rc == 0 && out == &in->proc)
+        in->proc_started_ms = us_now_ms();
     if (rc != 0)
         us_error("%s: cannot start '%s': %s", in->service, cmd, strerror(-rc));
     return rc;
+}
+
+/* Health and cause of the report: the failure's cause once FAILED, else the checks' verdict. */
+static bool refresh_obs(us_instance *in)
+{
+    us_inst_obs *o = &in->report;
+    const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
+    us_health h = cs ? cs->health : US_HEALTH_UNKNOWN;
+    const char *cause = o->state == US_INST_FAILED ? in->fail_cause
+                        : h == US_HEALTH_UNHEALTHY ? cs->cause
+                                                   : "";
+    bool changed = o->health != h || strcmp(o->cause, cause) != 0;
+    o->health = h;
+    us_strlcpy(o->cause, cause, sizeof o->cause);
+    return changed;
 }
 
 static void set_report(us_instance *in, us_inst_state st, uint64_t epoch, int status)
@@ -96,6 +111,7 @@ static void set_report(us_instance *in, us_inst_state st, uint64_t epoch, int st
     in->report.state = st;
     in->report.epoch = epoch;
     in->report.exit_status = status;
+    changed |= refresh_obs(in);
     /* The leader may be waiting for exactly this (a demotion, a failure): tell it now rather
      * than with the next heartbeat. */
     if (changed)
@@ -241,6 +257,8 @@ static bool quiet(us_instance *in)
 static void fence_self(us_instance *in, us_inst_state st, int status, const char *why)
 {
     us_instance *x = in;
+    if (st == US_INST_FAILED)
+        us_strlcpy(in->fail_cause, why, sizeof in->fail_cause);
     if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING)
         us_warn("%s: stopping active instance (epoch %llu): %s", in->service,
                 (unsigned long long)in->epoch, why);
@@ -397,6 +415,42 @@ static void begin_promote(us_instance *in, const us_service_def *d, uint64_t epo
     promote_done(in);
 }
 
+/* "the process exited (status 3)" / "the process was killed by signal 9" */
+static void exit_text(int status, char *buf, size_t len)
+{
+    if (status > 128 && status < 128 + 65)
+        snprintf(buf, len, "the process was killed by signal %d", status - 128);
+    else
+        snprintf(buf, len, "the process exited (status %d)", status);
+}
+
+/* A hot standby's process died: start it again after an exponential backoff (restart_backoff);
+ * the count starts over once a process ran for a whole restart window. */
+static void standby_exited(us_instance *in, int status)
+{
+    const us_service_def *d = def_of(in->agent, in->service);
+    int64_t now = us_now_ms();
+    int lo = d && d->restart_backoff_min_ms > 0 ? d->restart_backoff_min_ms : 200;
+    int hi = d && d->restart_backoff_max_ms >= lo ? d->restart_backoff_max_ms : 30000;
+    int window = d && d->restart_window_ms > 0 ? d->restart_window_ms : 60000;
+    if (now - in->proc_started_ms >= window)
+        in->standby_restarts = 0;
+    int64_t delay = lo;
+    for (int i = 0; i < in->standby_restarts && delay < hi; i++)
+        delay *= 2;
+    if (delay > hi)
+        delay = hi;
+    in->standby_restarts++;
+    in->restart_after_ms = now + delay;
+    char why[US_REASON_MAX / 2];
+    exit_text(status, why, sizeof why);
+    snprintf(in->restart_cause, sizeof in->restart_cause,
+             "standby instance on %s: %s; restart %d in %lld ms", in->agent->cfg.name, why,
+             in->standby_restarts, (long long)delay);
+    us_warn("%s: %s", in->service, in->restart_cause);
+    us_agent_report_now(in->agent); /* restarted by a later tick once the backoff is over */
+}
+
 static void on_exit_cb(us_proc *p, int status, void *data)
 {
     us_instance *in = data;
@@ -413,8 +467,10 @@ static void on_exit_cb(us_proc *p, int status, void *data)
             if (status == 0) {
                 promote_done(in);
             } else {
-                us_warn("%s: promote hook failed (status %d)", in->service, status);
-                fence_self(in, US_INST_FAILED, status, "promote hook failed");
+                char why[US_REASON_MAX];
+                snprintf(why, sizeof why, "promote hook failed (status %d)", status);
+                us_warn("%s: %s", in->service, why);
+                fence_self(in, US_INST_FAILED, status, why);
             }
         } else if (kind == HOOK_DEMOTE && in->phase == US_PHASE_DEMOTING) {
             if (status != 0) {
@@ -437,15 +493,16 @@ static void on_exit_cb(us_proc *p, int status, void *data)
         if (x->fencing) {
             /* expected */
         } else if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING) {
-            us_warn("%s: active instance exited (status %d)", in->service, status);
-            fence_self(in, US_INST_FAILED, status, "the process exited");
+            char why[US_REASON_MAX];
+            exit_text(status, why, sizeof why);
+            us_warn("%s: active instance %s", in->service, why);
+            fence_self(in, US_INST_FAILED, status, why);
         } else if (in->phase == US_PHASE_DEMOTING && x->demote_stop_proc) {
             x->demote_stop_proc = false;
             if (!in->hook)
                 run_demote_hook(in);
         } else if (in->phase == US_PHASE_STANDBY) {
-            us_warn("%s: standby instance exited (status %d)", in->service, status);
-            in->restart_after_ms = us_now_ms() + HOT_RESTART_DELAY_MS;
+            standby_exited(in, status);
         }
     }
     if (x->fencing && quiet(in)) {
@@ -454,6 +511,69 @@ static void on_exit_cb(us_proc *p, int status, void *data)
         in->phase = US_PHASE_IDLE;
     }
     us_agent_schedule_reconcile(a);
+}
+
+/* ---- health checks ---- */
+
+static void checker_cb(us_checker *c, void *data)
+{
+    us_instance *in = data;
+    const us_check_status *cs = us_checker_status(c);
+    if (cs->health == US_HEALTH_UNHEALTHY)
+        us_warn("%s: unhealthy: %s", in->service, cs->cause);
+    else
+        us_info("%s: %s", in->service, us_health_name(cs->health));
+    if (refresh_obs(in))
+        us_agent_report_now(in->agent);
+}
+
+/* Which check settings a running checker was started with. */
+static uint64_t checks_fingerprint(const us_service_def *d)
+{
+    const int v[] = {d->n_checks, d->check_interval_ms, d->check_timeout_ms, d->rise,
+                     d->fall,     d->check_status_min,  d->check_status_max, d->check_grace_ms};
+    uint64_t h = 1469598103934665603ULL;
+    const unsigned char *parts[] = {(const unsigned char *)v, (const unsigned char *)d->checks};
+    size_t lens[] = {sizeof v, sizeof d->checks[0] * (size_t)d->n_checks};
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < lens[k]; i++)
+            h = (h ^ parts[k][i]) * 1099511628211ULL;
+    return h;
+}
+
+static void stop_checker(us_instance *in)
+{
+    if (!in->checker)
+        return;
+    us_checker_stop(in->checker);
+    in->checker = NULL;
+    in->checker_pid = 0;
+    refresh_obs(in);
+}
+
+/* Checks run while the process serves as active, or runs as a hot standby (with its process). */
+static void sync_checker(us_instance *in, const us_service_def *d)
+{
+    bool hot = d && d->standby == US_STANDBY_HOT;
+    bool want = d && d->n_checks > 0 && in->proc && !in->fencing &&
+                (hot ? in->phase != US_PHASE_IDLE : in->phase == US_PHASE_ACTIVE);
+    int pid = in->proc ? (int)us_proc_pid(in->proc) : 0;
+    uint64_t fp = d ? checks_fingerprint(d) : 0;
+    if (in->checker && (!want || pid != in->checker_pid || fp != in->checker_fp))
+        stop_checker(in);
+    if (!want || in->checker)
+        return;
+    us_agent *a = in->agent;
+    char e_svc[US_NAME_MAX + 32], e_node[US_NAME_MAX + 32], e_dir[PATH_MAX + 32];
+    snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
+    snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->cfg.name);
+    snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir);
+    const char *env[] = {e_svc, e_node, e_dir, NULL};
+    char log_path[PATH_MAX + 96];
+    snprintf(log_path, sizeof log_path, "%s/logs/%s.check.log", a->cfg.data_dir, in->service);
+    in->checker = us_checker_start(a->loop, d, a->cwd, env, log_path, checker_cb, in);
+    in->checker_pid = pid;
+    in->checker_fp = fp;
 }
 
 static bool listed_standby(const us_assignment *as, const char *me)
@@ -470,14 +590,21 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
     bool lease_ok = us_agent_lease_ok(a, now, a->cfg.timing.demote_before_ms);
     bool mine = d && as && strcmp(as->active, a->cfg.name) == 0 && as->active_inc == a->inc &&
                 as->epoch > in->abandoned_epoch;
+    bool paused = as && as->paused;
 
     switch (in->phase) {
     case US_PHASE_PROMOTING:
     case US_PHASE_ACTIVE:
+        /* Fencing stays on while paused: pausing must never make two actives possible. */
         if (!lease_ok)
             fence_self(in, US_INST_DEMOTED, 0, "lease about to run out without renewal");
         else if (!mine || as->epoch != in->epoch)
             fence_self(in, US_INST_DEMOTED, 0, "the active role was given to another node");
+        else if (paused)
+            return;
+        else if (as->recover && in->phase == US_PHASE_ACTIVE)
+            fence_self(in, US_INST_FAILED, 0,
+                       in->report.cause[0] ? in->report.cause : "health checks failed");
         else if (as->demoting)
             begin_demote(in, d);
         return;
@@ -499,6 +626,8 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
     case US_PHASE_STANDBY:
         break;
     }
+    if (paused)
+        return; /* processes stay as they are */
     if (mine && as->demoting) {
         /* Asked to hand over a role we never took up: nothing acts, confirm at once. */
         in->epoch = as->epoch;
@@ -538,8 +667,10 @@ void us_instances_reconcile(us_agent *a)
     const us_state *s = &a->fsm.state;
     for (int i = 0; i < s->services.n; i++) {
         us_instance *in = slot(a, s->services.svc[i].name, true);
-        if (in)
+        if (in) {
             step(a, in, &s->services.svc[i], &s->asg[i]);
+            sync_checker(in, &s->services.svc[i]);
+        }
     }
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         us_instance *in = &a->inst[i];
@@ -550,6 +681,7 @@ void us_instances_reconcile(us_agent *a)
             fence_self(in, US_INST_DEMOTED, 0, "service deleted");
         else if (in->proc && in->phase != US_PHASE_DEMOTING)
             us_proc_stop(in->proc, 2000);
+        stop_checker(in);
         if (quiet(in) && in->phase != US_PHASE_DEMOTING)
             in->used = false;
     }
@@ -568,11 +700,15 @@ json_t *us_instances_report(us_agent *a)
         uint64_t px_epoch = k >= 0 ? a->fsm.state.asg[k].epoch : 0;
         char pe[24];
         snprintf(pe, sizeof pe, "%llu", (unsigned long long)px_epoch);
-        json_object_set_new(rep, in->service,
-                            json_pack("[i, s, i, i, s, i]", (int)in->report.state, e,
-                                      in->report.exit_status,
-                                      in->proc ? (int)us_proc_pid(in->proc) : 0, pe,
-                                      us_proxies_open(a, in->service, px_epoch)));
+        const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
+        json_object_set_new(
+            rep, in->service,
+            json_pack("[i, s, i, i, s, i, i, s, I, I, I, i, s]", (int)in->report.state, e,
+                      in->report.exit_status, in->proc ? (int)us_proc_pid(in->proc) : 0, pe,
+                      us_proxies_open(a, in->service, px_epoch), (int)in->report.health,
+                      in->report.cause, (json_int_t)(cs ? cs->last_latency_ms : -1),
+                      (json_int_t)(cs ? cs->probes : 0), (json_int_t)(cs ? cs->failed : 0),
+                      in->standby_restarts, in->restart_cause));
     }
     return rep;
 }
@@ -615,6 +751,7 @@ void us_instances_kill_all(us_agent *a)
         if (!in->used)
             continue;
         vips_down(in);
+        stop_checker(in);
         if (in->hook)
             us_proc_kill(in->hook, SIGKILL);
         if (in->proc)

@@ -47,3 +47,10 @@ int64_t us_now_ms(void)
 {
     return us_now_ns() / 1000000;
 }
+
+int64_t us_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}

@@ -40,5 +40,8 @@ us_lease_state us_lease_judge(int voters, bool holder_votes, int stale, int fres
 /* CLOCK_MONOTONIC in ms / ns. */
 int64_t us_now_ms(void);
 int64_t us_now_ns(void);
+/* CLOCK_REALTIME in ms: for times people read (events) and replicated deadlines (backoffs,
+ * cooldowns), never for lease arithmetic. */
+int64_t us_wall_ms(void);
 
 #endif

@@ -21,6 +21,12 @@ const char *us_inst_state_name(us_inst_state s)
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
 }
 
+const char *us_health_name(us_health h)
+{
+    static const char *names[] = {"unknown", "healthy", "unhealthy"};
+    return (unsigned)h < sizeof names / sizeof names[0] ? names[h] : "?";
+}
+
 uint64_t us_node_id(const char *name)
 {
     /* FNV-1a: stable across versions and machines, which the Raft configuration needs. */

@@ -24,6 +24,24 @@
 
 typedef enum { US_STANDBY_COLD = 0, US_STANDBY_HOT = 1 } us_standby_mode;
 
+#define US_MAX_CHECKS 4 /* health checks per service */
+#define US_PATH_MAX 256 /* HTTP check path (with query) */
+
+typedef enum { US_CHECK_HTTP = 0, US_CHECK_TCP, US_CHECK_EXEC } us_check_kind;
+
+/* One `check =` line: "http://127.0.0.1:8080/healthz", "tcp://127.0.0.1:5432" or "exec:CMD". */
+typedef struct us_check_def {
+    us_check_kind kind;
+    char text[US_CMD_MAX];  /* as the operator wrote it (messages, API) */
+    char host[US_ADDR_MAX]; /* http/tcp: IPv4 dotted quad */
+    int port;               /* http/tcp: 1..65535 */
+    char path[US_PATH_MAX]; /* http: path and query, "/" when the URL has none */
+    char cmd[US_CMD_MAX];   /* exec: run with /bin/sh -c in the agent's working directory */
+} us_check_def;
+
+/* What a failed active instance leads to (see docs/decisions.md). */
+typedef enum { US_ON_FAILURE_FAILOVER = 0, US_ON_FAILURE_RESTART = 1 } us_on_failure;
+
 /* A virtual IP that follows the active instance ("198.18.0.100/24 dev eth0"). */
 typedef struct us_vip {
     int family;              /* AF_INET or AF_INET6 */
@@ -58,6 +76,28 @@ typedef struct us_service_def {
     int hold_ms;                    /* how long a new connection may wait for an active (5000) */
     int drain_ms;                   /* planned switchover: open connections may finish (10000) */
     int max_conns;                  /* connection limit per proxy and node (4096) */
+    /* Health checks: run on the active and on hot standbys (a cold standby runs nothing to check).
+     * A probe runs every check; it passes when all pass. `rise` passes in a row make the instance
+     * healthy, `fall` failures in a row unhealthy. After a start, failures count only once a probe
+     * passed or check_grace_ms went by. */
+    int n_checks;
+    us_check_def checks[US_MAX_CHECKS];
+    int check_interval_ms;                  /* default 1000, > 0 */
+    int check_timeout_ms;                   /* default 500, > 0, <= check_interval_ms */
+    int rise, fall;                         /* defaults 2 and 3, >= 1 */
+    int check_status_min, check_status_max; /* healthy HTTP status range (default 200..299) */
+    int check_grace_ms;                     /* default 10000 */
+    /* Failure policy (docs/decisions.md). */
+    us_on_failure on_failure;     /* default failover (restart in place when no healthy standby) */
+    int restart_backoff_min_ms;   /* first restart in place after this (default 200) */
+    int restart_backoff_max_ms;   /* doubling up to this (default 30000) */
+    int max_restarts;             /* restarts in place within restart_window_ms (default 3) */
+    int restart_window_ms;        /* default 60000 */
+    int failure_threshold;        /* failures of one node within failure_window_ms that ban it */
+    int failure_window_ms;        /* default 600000 */
+    int failure_cooldown_ms;      /* a banned node is used again after this (default 600000) */
+    int min_failover_interval_ms; /* failures this soon after a failover restart in place (0) */
+    bool failback;                /* move back to the preferred node by switchover (default no) */
 } us_service_def;
 
 typedef struct us_service_set {
@@ -76,7 +116,18 @@ typedef struct us_node {
     bool leaving;  /* being removed or stopped for maintenance: no new active roles */
     bool removing; /* `understudy node remove`: leave the Raft configuration once idle */
     bool left;     /* removed from the cluster */
+    bool drained;  /* `understudy node drain`: no active roles or standbys here until undrained */
 } us_node;
+
+/* Failure record of one node for one service (anti-flapping, Pacemaker's fail-count). Wall-clock
+ * milliseconds of the leader that recorded it. */
+typedef struct us_failrec {
+    char node[US_NAME_MAX];
+    int failures;            /* failures counted in the window that began at window_ms */
+    int64_t window_ms;       /* start of the current failure window */
+    int64_t last_ms;         /* time of the last failure */
+    int64_t banned_until_ms; /* not used for the service before this (0 = not banned) */
+} us_failrec;
 
 /* The replicated placement of one service. Changed only through FSM commands guarded by `gen`. */
 typedef struct us_assignment {
@@ -91,6 +142,16 @@ typedef struct us_assignment {
     char standbys[US_MAX_NODES][US_NAME_MAX];
     char reason[US_REASON_MAX]; /* cause of the last change */
     uint64_t since_version;     /* state version at which the active role was given (lease.h) */
+    /* Self-healing (docs/decisions.md). Times are the deciding leader's wall clock in ms. */
+    bool paused;  /* `understudy service pause`: no decisions, agents leave processes alone */
+    bool recover; /* the holder must stop its (unhealthy) instance at once and report it failed */
+    char restart_node[US_NAME_MAX]; /* restart in place pending: this node gets the role again */
+    int64_t restart_at_ms;          /* ... not before this (backoff) */
+    int restarts;                   /* restarts in place in the window that began at: */
+    int64_t restart_window_ms;
+    int64_t last_failover_ms; /* the active role last moved to another node after a failure */
+    int n_fail;
+    us_failrec fail[US_MAX_NODES];
 } us_assignment;
 
 /* ---- Observations: what the leader currently knows; local, not replicated. ---- */
@@ -123,15 +184,39 @@ typedef enum {
     US_INST_FENCED,   /* the guardian killed it under `epoch` (agent dead or lease lost) */
 } us_inst_state;
 
+typedef enum {
+    US_HEALTH_UNKNOWN = 0, /* no checks, not running, or not yet `rise` passes */
+    US_HEALTH_HEALTHY,
+    US_HEALTH_UNHEALTHY, /* `fall` failed probes in a row */
+} us_health;
+
 typedef struct us_inst_obs {
     us_inst_state state;
     uint64_t epoch;  /* which epoch the report is about */
     int exit_status; /* for FAILED: exit status, or 128+signal */
+    us_health health;
+    char cause[US_REASON_MAX]; /* FAILED/UNHEALTHY: human cause ("check ... failed 3/3: ...") */
 } us_inst_obs;
+
+/* ---- Events: every transition with its cause, kept in the replicated state (fsm.h). ---- */
+
+#define US_EVENTS_MAX 256 /* bounded history */
+
+typedef struct us_event {
+    uint64_t seq;              /* 1, 2, ... over the cluster's life; gaps never */
+    int64_t time_ms;           /* wall clock of the leader that recorded it */
+    char kind[16];             /* role | node | health | restart | pause | drain | reset | ... */
+    char service[US_NAME_MAX]; /* "" = not about one service */
+    char node[US_NAME_MAX];    /* "" = not about one node */
+    char from[US_NAME_MAX];    /* old -> new: role, node state, health ... */
+    char to[US_NAME_MAX];
+    char cause[US_REASON_MAX]; /* human cause */
+} us_event;
 
 const char *us_node_state_name(us_node_state s);
 const char *us_lease_state_name(us_lease_state s);
 const char *us_inst_state_name(us_inst_state s);
+const char *us_health_name(us_health h);
 
 /* Deterministic Raft id for a node name (never 0). */
 uint64_t us_node_id(const char *name);

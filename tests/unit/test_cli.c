@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +39,24 @@ typedef struct agent {
     char pending_active[16];
     json_int_t epoch;
     bool n3_left;
+    bool selfheal; /* status shows health, pause, drain, failures */
+    bool paused, drained;
+    /* events served by GET /v1/events: seq 1..n_events (see event_json) */
+    int n_events;
+    int grow;         /* each events request after the first adds this many */
+    int signal_after; /* raise SIGTERM in the process at this events request (0 = never) */
+    int die_after;    /* stop answering at all after this events request (0 = never) */
+    uv_timer_t die;
+    int n_event_gets;
+    char last_after[24], last_limit[24], last_service[16], last_node[16];
+    char seen_after[512]; /* every `after`, space separated */
     /* what the agent saw; read only after agent_stop */
     int n_posts;
     char last_target[256];
     char last_file[64];
     char last_to[16];
     char last_body[4096];
+    char last_by[40];
 } agent;
 
 static int free_port(void)
@@ -75,9 +88,113 @@ static json_t *status_json(const agent *a)
         "pid", 4242, "node", "n1", "role", "standby", "pid", "node", "n3", "role", "failed", "pid");
 }
 
+/* The self-healing fields of the real status (agent_api.c) on top of the basic one. */
+static json_t *status_selfheal_json(const agent *a)
+{
+    json_t *st = status_json(a);
+    json_t *nodes = json_object_get(st, "nodes");
+    json_object_set_new(json_array_get(nodes, 0), "drained", json_false());
+    json_object_set_new(json_array_get(nodes, 1), "drained", json_true());
+    json_t *web = json_array_get(json_object_get(st, "services"), 0);
+    json_object_set_new(web, "paused", json_boolean(a->paused));
+    json_object_set_new(web, "recover", json_false());
+    /* An hour from now: the ban is in force whatever the clock says. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_int_t now = (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    json_object_set_new(
+        web, "restart",
+        json_pack("{s:s, s:I, s:i}", "node", "n2", "at_ms", now + 3000, "restarts", 2));
+    json_object_set_new(web, "failures",
+                        json_pack("[{s:s, s:i, s:I, s:I, s:b}, {s:s, s:i, s:I, s:I, s:b}]", "node",
+                                  "n3", "failures", 3, "last_ms", now - 1000, "banned_until_ms",
+                                  now + 3600 * 1000, "banned", 1, "node", "n1", "failures", 1,
+                                  "last_ms", now - 5000, "banned_until_ms", (json_int_t)0, "banned",
+                                  0));
+    json_object_set_new(web, "checks", json_pack("[s]", "http://127.0.0.1:8080/healthz"));
+    json_object_set_new(web, "on_failure", json_string("failover"));
+    json_object_set_new(web, "failback", json_false());
+    json_t *inst = json_object_get(web, "instances");
+    json_object_update_new(json_array_get(inst, 0),
+                           json_pack("{s:s, s:n, s:i, s:i, s:i, s:i, s:n}", "health", "healthy",
+                                     "cause", "check_ms", 3, "probes", 120, "probes_failed", 0,
+                                     "restarts", 0, "restart_cause"));
+    json_object_update_new(json_array_get(inst, 1),
+                           json_pack("{s:s, s:n, s:n, s:i, s:i, s:i, s:s}", "health", "unknown",
+                                     "cause", "check_ms", "probes", 0, "probes_failed", 0,
+                                     "restarts", 2, "restart_cause", "exited with status 1"));
+    json_object_update_new(
+        json_array_get(inst, 2),
+        json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:n}", "health", "unhealthy", "cause",
+                  "check http://127.0.0.1:8080/healthz failed 3/3: connection "
+                  "refused",
+                  "check_ms", 1, "probes", 40, "probes_failed", 3, "restarts", 0, "restart_cause"));
+    return st;
+}
+
 static void h_status(us_api_req *r, void *data)
 {
-    us_api_reply_json(r, 200, status_json(data));
+    agent *a = data;
+    us_api_reply_json(r, 200, a->selfheal ? status_selfheal_json(a) : status_json(a));
+}
+
+/* Event `seq`: odd ones about web on n1, even ones about db on n2. */
+static json_t *event_json(int seq)
+{
+    bool odd = seq % 2;
+    return json_pack("{s:i, s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "seq", seq, "time_ms",
+                     (json_int_t)1795689662123 + seq, "time", "2026-11-26T10:41:02.123Z", "kind",
+                     odd ? "role" : "health", "service", odd ? "web" : "db", "node",
+                     odd ? "n1" : "n2", "from", odd ? "standby" : "healthy", "to",
+                     odd ? "active" : "unhealthy", "cause", odd ? "instance on n2 failed" : "");
+}
+
+static void on_die(uv_timer_t *t)
+{
+    agent *a = t->data;
+    us_api_stop(a->api);
+    a->api = NULL;
+}
+
+static void h_events(us_api_req *r, void *data)
+{
+    agent *a = data;
+    a->n_event_gets++;
+    if (a->n_event_gets > 1)
+        a->n_events += a->grow;
+    const char *after_s = us_api_req_query(r, "after"), *limit_s = us_api_req_query(r, "limit");
+    const char *service = us_api_req_query(r, "service"), *node = us_api_req_query(r, "node");
+    snprintf(a->last_after, sizeof a->last_after, "%s", after_s ? after_s : "");
+    snprintf(a->last_limit, sizeof a->last_limit, "%s", limit_s ? limit_s : "");
+    snprintf(a->last_service, sizeof a->last_service, "%s", service ? service : "");
+    snprintf(a->last_node, sizeof a->last_node, "%s", node ? node : "");
+    size_t used = strlen(a->seen_after);
+    snprintf(a->seen_after + used, sizeof a->seen_after - used, "%s%s", used ? " " : "",
+             after_s ? after_s : "-");
+    int after = after_s ? atoi(after_s) : 0, limit = limit_s ? atoi(limit_s) : 100;
+    json_t *events = json_array();
+    bool more = false;
+    for (int q = after + 1; q <= a->n_events; q++) {
+        json_t *e = event_json(q);
+        if ((service && strcmp(json_string_value(json_object_get(e, "service")), service) != 0) ||
+            (node && strcmp(json_string_value(json_object_get(e, "node")), node) != 0)) {
+            json_decref(e);
+            continue;
+        }
+        if ((int)json_array_size(events) == limit) {
+            json_decref(e);
+            more = true;
+            break;
+        }
+        json_array_append_new(events, e);
+    }
+    us_api_reply_json(r, 200,
+                      json_pack("{s:i, s:i, s:b, s:o}", "first", a->n_events ? 1 : 0, "last",
+                                a->n_events, "more", more, "events", events));
+    if (a->signal_after && a->n_event_gets == a->signal_after)
+        kill(getpid(), SIGTERM);
+    if (a->die_after && a->n_event_gets == a->die_after)
+        uv_timer_start(&a->die, on_die, 0, 0);
 }
 
 static void h_version(us_api_req *r, void *data)
@@ -96,6 +213,10 @@ static bool gate(agent *a, us_api_req *r)
     const char *to = us_api_req_query(r, "to");
     snprintf(a->last_to, sizeof a->last_to, "%s", to ? to : "");
     snprintf(a->last_body, sizeof a->last_body, "%s", us_api_req_body(r, NULL));
+    const char *by = us_api_req_query(r, "by");
+    snprintf(a->last_by, sizeof a->last_by, "%s", by ? by : "");
+    const char *node = us_api_req_query(r, "node");
+    snprintf(a->last_node, sizeof a->last_node, "%s", node ? node : "");
     if (a->redirect_to[0] && (a->redirects == 0 || a->n_posts <= a->redirects)) {
         us_api_reply_json(
             r, 421,
@@ -143,10 +264,22 @@ static void h_switchover(us_api_req *r, void *data)
     agent *a = data;
     if (!gate(a, r))
         return;
-    char svc[64] = "";
-    sscanf(us_api_req_path(r), "/v1/services/%63[^/]/switchover", svc);
+    char svc[64] = "", action[32] = "";
+    sscanf(us_api_req_path(r), "/v1/services/%63[^/]/%31s", svc, action);
     if (strcmp(svc, "web") != 0) {
         us_api_reply_error(r, 404, "no such service: %s", svc);
+        return;
+    }
+    if (strcmp(action, "pause") == 0 || strcmp(action, "resume") == 0) {
+        bool want = action[0] == 'p';
+        int status = a->paused == want ? 200 : 202;
+        a->paused = want;
+        us_api_reply_json(r, status, json_pack("{s:s, s:b}", "service", "web", "paused", want));
+        return;
+    }
+    if (strcmp(action, "reset") == 0) {
+        const char *node = us_api_req_query(r, "node");
+        us_api_reply_json(r, 200, json_pack("{s:s, s:s?}", "service", "web", "node", node));
         return;
     }
     const char *to = us_api_req_query(r, "to");
@@ -164,6 +297,19 @@ static void h_remove(us_api_req *r, void *data)
     agent *a = data;
     if (!gate(a, r))
         return;
+    char node[64] = "", action[32] = "";
+    sscanf(us_api_req_path(r), "/v1/nodes/%63[^/]/%31s", node, action);
+    if (strcmp(node, "n2") != 0 && strcmp(node, "n3") != 0) {
+        us_api_reply_error(r, 404, "unknown node '%s'", node);
+        return;
+    }
+    if (strcmp(action, "drain") == 0 || strcmp(action, "undrain") == 0) {
+        bool want = action[0] == 'd';
+        int status = a->drained == want ? 200 : 202;
+        a->drained = want;
+        us_api_reply_json(r, status, json_pack("{s:s, s:b}", "node", node, "drained", want));
+        return;
+    }
     us_api_reply_json(r, 202, json_pack("{s:s}", "node", "n3"));
     uv_timer_start(&a->change, on_change, 200, 0);
 }
@@ -171,9 +317,11 @@ static void h_remove(us_api_req *r, void *data)
 static void on_stop(uv_async_t *h)
 {
     agent *a = h->data;
-    us_api_stop(a->api);
+    if (a->api)
+        us_api_stop(a->api);
     uv_close((uv_handle_t *)&a->stop, NULL);
     uv_close((uv_handle_t *)&a->change, NULL);
+    uv_close((uv_handle_t *)&a->die, NULL);
 }
 
 static void *agent_main(void *arg)
@@ -196,10 +344,13 @@ static agent *agent_start(void)
     us_api_route(a->api, "POST", "/v1/services", h_apply, a);
     us_api_route(a->api, "POST", "/v1/services/", h_switchover, a);
     us_api_route(a->api, "POST", "/v1/nodes/", h_remove, a);
+    us_api_route(a->api, "GET", "/v1/events", h_events, a);
     uv_async_init(&a->loop, &a->stop, on_stop);
     uv_timer_init(&a->loop, &a->change);
+    uv_timer_init(&a->loop, &a->die);
     a->stop.data = a;
     a->change.data = a;
+    a->die.data = a;
     snprintf(a->active, sizeof a->active, "n2");
     a->epoch = 7;
     return a;
@@ -336,6 +487,29 @@ static bool has_row(const char *text, const char *words)
             a[--n] = '\0';
         snprintf(b, sizeof b, "%s", words);
         found = strcmp(a, b) == 0;
+    }
+    free(copy);
+    return found;
+}
+
+/* Is there a line whose words (runs of spaces collapsed) start with `head` and end with
+ * `tail`? */
+static bool has_row_like(const char *text, const char *head, const char *tail)
+{
+    char *copy = strdup(text);
+    bool found = false;
+    for (char *save = NULL, *line = strtok_r(copy, "\n", &save); line && !found;
+         line = strtok_r(NULL, "\n", &save)) {
+        char a[1024] = "";
+        size_t n = 0;
+        for (const char *p = line; *p && n + 1 < sizeof a; p++)
+            if (*p != ' ' || (n > 0 && a[n - 1] != ' '))
+                a[n++] = *p;
+        while (n > 0 && a[n - 1] == ' ')
+            n--;
+        a[n] = '\0';
+        found = strncmp(a, head, strlen(head)) == 0 && n >= strlen(tail) &&
+                strcmp(a + n - strlen(tail), tail) == 0;
     }
     free(copy);
     return found;
@@ -589,6 +763,245 @@ static void test_switchover_json(void **state)
     free(a);
 }
 
+static void test_status_selfheal(void **state)
+{
+    (void)state;
+    agent *a = agent_start();
+    a->selfheal = true;
+    a->paused = true;
+    agent_run(a);
+    run_result r = run_cli("--api", a->addr, "status", NULL);
+    agent_stop(a);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.err, "");
+    /* Every line the basic status has is still there; flags go into existing cells. */
+    assert_non_null(strstr(r.out, "cluster demo  leader n1  term 4  quorum yes\n"));
+    assert_true(has_row(r.out, "n1 (leader) 127.0.0.1:7101 alive yes"));
+    assert_true(has_row(r.out, "n2 127.0.0.1:7102 suspect, drained yes"));
+    assert_true(
+        has_row(r.out, "web (paused) n2 7 n1, n3 (failed) switchover requested by operator"));
+    assert_non_null(strstr(r.out, "web: restart in place on n2 at "));
+    assert_true(has_row(r.out, "SERVICE NODE ROLE HEALTH CHECK PID NOTE"));
+    assert_true(has_row(r.out, "web n2 active healthy 3ms 4242 -"));
+    assert_true(has_row(r.out, "web n1 standby unknown - - restarted 2x: exited with status 1"));
+    assert_true(has_row(r.out, "web n3 failed unhealthy 1ms - check http://127.0.0.1:8080/healthz "
+                               "failed 3/3: connection refused"));
+    assert_true(has_row(r.out, "SERVICE NODE FAILURES LAST BANNED"));
+    assert_true(
+        has_row_like(r.out, "web n3 3 ", "s left)")); /* "LAST until HH:MM:SS (3600s left)" */
+    assert_non_null(strstr(r.out, "  until "));
+    assert_true(has_row_like(r.out, "web n1 1 ", " no"));
+    run_free(&r);
+    free(a);
+}
+
+static void test_status_without_failures(void **state)
+{
+    (void)state;
+    /* An older agent (no health fields): dashes, no failures section. */
+    agent *a = agent_start();
+    agent_run(a);
+    run_result r = run_cli("--api", a->addr, "status", NULL);
+    agent_stop(a);
+    assert_int_equal(r.rc, 0);
+    assert_true(has_row(r.out, "web n2 active - - 4242 -"));
+    assert_null(strstr(r.out, "FAILURES"));
+    assert_null(strstr(r.out, "restart in place"));
+    run_free(&r);
+    free(a);
+}
+
+static int count_lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static void test_events_table(void **state)
+{
+    (void)state;
+    agent *a = agent_start();
+    a->n_events = 9;
+    agent_run(a);
+    run_result all = run_cli("--api", a->addr, "events", NULL);
+    run_result web =
+        run_cli("--api", a->addr, "events", "--service", "web", "--node=n1", "--limit", "2", NULL);
+    agent_stop(a);
+    assert_int_equal(all.rc, 0);
+    assert_string_equal(all.err, "");
+    assert_int_equal(count_lines(all.out), 10); /* header and 9 events */
+    assert_true(has_row(all.out, "TIME SERVICE NODE KIND FROM -> TO CAUSE"));
+    /* Local time with milliseconds, then the event; an empty cause is a dash. */
+    const char *line = strstr(all.out, "\n") + 1;
+    assert_int_equal(line[4], '-');
+    assert_int_equal(line[19], '.');
+    assert_true(
+        has_row_like(all.out, "20", " web n1 role standby -> active instance on n2 failed"));
+    assert_true(has_row_like(all.out, "20", " db n2 health healthy -> unhealthy -"));
+    /* Oldest first: event 1 (web) before event 2 (db). */
+    assert_true(strstr(all.out, "  web ") < strstr(all.out, "  db "));
+
+    /* Filters travel to the agent; --limit keeps the newest. */
+    assert_int_equal(web.rc, 0);
+    assert_int_equal(count_lines(web.out), 3);
+    assert_string_equal(a->last_service, "web");
+    assert_string_equal(a->last_node, "n1");
+    assert_string_equal(a->last_limit, "256");
+    assert_string_equal(a->last_after, "0");
+    run_free(&all);
+    run_free(&web);
+    free(a);
+}
+
+static void test_events_json(void **state)
+{
+    (void)state;
+    agent *a = agent_start();
+    a->n_events = 7;
+    agent_run(a);
+    run_result r = run_cli("--api", a->addr, "--json", "events", "--limit", "3", NULL);
+    agent_stop(a);
+    assert_int_equal(r.rc, 0);
+    json_t *j = json_loads(r.out, 0, NULL);
+    assert_true(json_is_array(j));
+    assert_int_equal(json_array_size(j), 3);
+    for (int i = 0; i < 3; i++) {
+        json_t *want = event_json(5 + i);
+        assert_true(json_equal(json_array_get(j, (size_t)i), want));
+        json_decref(want);
+    }
+    json_decref(j);
+    run_free(&r);
+    free(a);
+}
+
+static void test_events_follow(void **state)
+{
+    (void)state;
+    agent *a = agent_start();
+    a->n_events = 2;
+    a->grow = 1;
+    a->signal_after = 6; /* the initial fetch and 5 polls, each finding one new event */
+    agent_run(a);
+    run_result r = run_cli("--api", a->addr, "--json", "events", "--follow", NULL);
+    agent_stop(a);
+    /* SIGTERM ends following with success, and the default disposition is back. */
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.err, "");
+    struct sigaction sa;
+    sigaction(SIGTERM, NULL, &sa);
+    assert_true(sa.sa_handler == SIG_DFL);
+    /* One JSON object per line, every event once, in order. */
+    int n = 0;
+    for (char *save = NULL, *l = strtok_r(r.out, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        json_t *e = json_loads(l, 0, NULL);
+        assert_non_null(e);
+        assert_int_equal(json_integer_value(json_object_get(e, "seq")), ++n);
+        json_decref(e);
+    }
+    assert_true(n >= 6 && n <= 7);
+    /* It asked for what came after the last event it had. */
+    assert_true(strncmp(a->seen_after, "0 2 3 4 5 6", 11) == 0);
+    assert_true(r.ms >= 5 * 250 - 50);
+    run_free(&r);
+    free(a);
+}
+
+static void test_events_follow_agent_lost(void **state)
+{
+    (void)state;
+    agent *a = agent_start();
+    a->n_events = 1;
+    a->die_after = 2;
+    agent_run(a);
+    run_result r = run_cli("--api", a->addr, "events", "--follow", NULL);
+    agent_stop(a);
+    assert_int_equal(r.rc, 1);
+    assert_non_null(
+        strstr(r.err, "understudy: stopped following after 5 s: cannot reach the agent at"));
+    assert_int_equal(count_lines(r.err), 1); /* quiet while retrying */
+    assert_int_equal(count_lines(r.out), 2);
+    assert_true(r.ms >= 5000 && r.ms < 9000);
+    run_free(&r);
+    free(a);
+}
+
+static void test_pause_resume_reset(void **state)
+{
+    (void)state;
+    agent *a = agent_start();
+    agent_run(a);
+    run_result p1 = run_cli("--api", a->addr, "service", "pause", "web", NULL);
+    run_result p2 = run_cli("--api", a->addr, "service", "pause", "web", NULL);
+    run_result r1 = run_cli("--api", a->addr, "service", "resume", "web", NULL);
+    run_result r2 = run_cli("--api", a->addr, "--json", "service", "resume", "web", NULL);
+    run_result unknown = run_cli("--api", a->addr, "service", "pause", "nope", NULL);
+    run_result all = run_cli("--api", a->addr, "reset", "web", NULL);
+    run_result one = run_cli("--api", a->addr, "reset", "web", "--node", "n3", NULL);
+    agent_stop(a);
+    assert_int_equal(p1.rc, 0);
+    assert_string_equal(p1.out, "web: paused\n");
+    assert_string_equal(p2.out, "web: already paused\n");
+    assert_string_equal(r1.out, "web: resumed\n");
+    assert_int_equal(r2.rc, 0);
+    json_t *j = json_loads(r2.out, 0, NULL);
+    assert_true(json_is_false(json_object_get(j, "paused")));
+    json_decref(j);
+    assert_int_equal(unknown.rc, 1);
+    assert_string_equal(unknown.err, "understudy: no such service: nope\n");
+    assert_int_equal(all.rc, 0);
+    assert_string_equal(all.out, "web: failures cleared on every node\n");
+    assert_int_equal(one.rc, 0);
+    assert_string_equal(one.out, "web: failures on n3 cleared\n");
+    assert_string_equal(a->last_target, "/v1/services/web/reset");
+    assert_string_equal(a->last_node, "n3");
+    assert_string_equal(a->last_by, "CLI");
+    run_free(&p1);
+    run_free(&p2);
+    run_free(&r1);
+    run_free(&r2);
+    run_free(&unknown);
+    run_free(&all);
+    run_free(&one);
+    free(a);
+}
+
+static void test_drain(void **state)
+{
+    (void)state;
+    agent *follower = agent_start(), *leader = agent_start();
+    snprintf(follower->redirect_to, sizeof follower->redirect_to, "%s", leader->addr);
+    agent_run(follower);
+    agent_run(leader);
+    run_result d1 = run_cli("--api", follower->addr, "node", "drain", "n2", NULL);
+    run_result d2 = run_cli("--api", follower->addr, "node", "drain", "n2", NULL);
+    run_result u1 = run_cli("--api", follower->addr, "node", "undrain", "n2", NULL);
+    run_result u2 = run_cli("--api", follower->addr, "node", "undrain", "n2", NULL);
+    run_result unknown = run_cli("--api", follower->addr, "node", "drain", "n9", NULL);
+    agent_stop(follower);
+    agent_stop(leader);
+    assert_int_equal(d1.rc, 0);
+    assert_string_equal(d1.out, "n2: drained (active roles move off it by switchover)\n");
+    assert_string_equal(d2.out, "n2: already drained\n");
+    assert_string_equal(u1.out, "n2: undrained (may take roles again)\n");
+    assert_string_equal(u2.out, "n2: not drained (nothing to do)\n");
+    assert_int_equal(unknown.rc, 1);
+    assert_string_equal(unknown.err, "understudy: unknown node 'n9'\n");
+    /* Redirected to the leader, which got them all, asked by the CLI. */
+    assert_int_equal(leader->n_posts, 5);
+    assert_string_equal(leader->last_by, "CLI");
+    assert_string_equal(leader->last_target, "/v1/nodes/n9/drain");
+    run_free(&d1);
+    run_free(&d2);
+    run_free(&u1);
+    run_free(&u2);
+    run_free(&unknown);
+    free(follower);
+    free(leader);
+}
+
 static void test_unreachable(void **state)
 {
     (void)state;
@@ -657,6 +1070,39 @@ static void test_usage(void **state)
     expect_usage(run_cli("status", "--api", NULL), "--api needs a value");
     expect_usage(run_cli("--api", "nope", "status", NULL), "invalid agent address \"nope\"");
     expect_usage(run_cli("--api", api, "status", "--to", "n1", NULL), "--to only applies");
+    /* events */
+    expect_usage(run_cli("--api", api, "events", "extra", NULL), "unexpected argument \"extra\"");
+    expect_usage(run_cli("--api", api, "events", "--limit", "0", NULL),
+                 "--limit needs a number from 1 to 256, got \"0\"");
+    expect_usage(run_cli("--api", api, "events", "--limit", "257", NULL), "--limit needs");
+    expect_usage(run_cli("--api", api, "events", "--limit=x", NULL), "--limit needs");
+    expect_usage(run_cli("--api", api, "events", "--limit", NULL), "--limit needs");
+    expect_usage(run_cli("--api", api, "events", "--service", NULL), "--service needs");
+    expect_usage(run_cli("--api", api, "events", "--node=", NULL), "--node needs");
+    expect_usage(run_cli("--api", api, "status", "--follow", NULL), "--follow only applies");
+    expect_usage(run_cli("--api", api, "status", "--service", "web", NULL),
+                 "--service only applies");
+    expect_usage(run_cli("--api", api, "switchover", "web", "--limit", "3", NULL),
+                 "--limit only applies");
+    expect_usage(run_cli("--api", api, "status", "--node", "n1", NULL),
+                 "--node only applies to events and reset");
+    /* reset */
+    expect_usage(run_cli("--api", api, "reset", NULL), "missing SERVICE");
+    expect_usage(run_cli("--api", api, "reset", "web", "db", NULL), "unexpected argument \"db\"");
+    expect_usage(run_cli("--api", api, "reset", "web", "--to", "n1", NULL), "--to only applies");
+    /* service */
+    expect_usage(run_cli("--api", api, "service", NULL), "missing subcommand (pause, resume)");
+    expect_usage(run_cli("--api", api, "service", "stop", "web", NULL),
+                 "unknown service subcommand \"stop\"");
+    expect_usage(run_cli("--api", api, "service", "pause", NULL), "missing NAME");
+    expect_usage(run_cli("--api", api, "service", "resume", "a", "b", NULL),
+                 "unexpected argument \"b\"");
+    /* node */
+    expect_usage(run_cli("--api", api, "node", "drain", NULL), "missing NAME");
+    expect_usage(run_cli("--api", api, "node", "undrain", "n1", "n2", NULL),
+                 "unexpected argument \"n2\"");
+    expect_usage(run_cli("--api", api, "node", "drain", "n1", "--node", "n2", NULL),
+                 "--node only applies");
 
     run_result r = run_cli("help", NULL);
     assert_int_equal(r.rc, 0);
@@ -671,6 +1117,28 @@ static void test_usage(void **state)
     assert_int_equal(r.rc, 0);
     assert_non_null(strstr(r.out, "usage: understudy switchover SERVICE [--to NODE]"));
     run_free(&r);
+    /* Every command is in the overview and has its own help. */
+    r = run_cli("help", NULL);
+    const char *overview[] = {"events [--service S] [--node N] [--limit N] [--follow]",
+                              "service pause|resume NAME", "reset SERVICE [--node NODE]",
+                              "node drain|undrain NAME", "node remove NAME"};
+    for (size_t i = 0; i < sizeof overview / sizeof overview[0]; i++)
+        if (!strstr(r.out, overview[i]))
+            fail_msg("help lacks \"%s\"", overview[i]);
+    run_free(&r);
+    const char *helps[][2] = {
+        {"events", "usage: understudy events [--service S] [--node N] [--limit N] [--follow]"},
+        {"reset", "usage: understudy reset SERVICE [--node NODE]"},
+        {"service", "usage: understudy service pause|resume NAME"},
+        {"node", "usage: understudy node remove|drain|undrain NAME"},
+    };
+    for (size_t i = 0; i < sizeof helps / sizeof helps[0]; i++) {
+        r = run_cli("help", helps[i][0], NULL);
+        assert_int_equal(r.rc, 0);
+        if (!strstr(r.out, helps[i][1]))
+            fail_msg("help %s lacks \"%s\": %s", helps[i][0], helps[i][1], r.out);
+        run_free(&r);
+    }
 }
 
 int main(void)
@@ -687,6 +1155,14 @@ int main(void)
         cmocka_unit_test(test_no_leader_retry),
         cmocka_unit_test(test_switchover),
         cmocka_unit_test(test_switchover_json),
+        cmocka_unit_test(test_status_selfheal),
+        cmocka_unit_test(test_status_without_failures),
+        cmocka_unit_test(test_events_table),
+        cmocka_unit_test(test_events_json),
+        cmocka_unit_test(test_events_follow),
+        cmocka_unit_test(test_events_follow_agent_lost),
+        cmocka_unit_test(test_pause_resume_reset),
+        cmocka_unit_test(test_drain),
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_usage),

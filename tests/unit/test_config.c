@@ -460,6 +460,61 @@ static void test_node_unknown_profile(void **state)
     assert_int_equal(err.n, 1);
 }
 
+static void test_node_autopilot_grace(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    /* default */
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL), 0);
+    assert_int_equal(g_cfg.autopilot_grace_ms, 10000);
+    /* set */
+    int rc = load_text(node_text("", "join = 127.0.0.1:7102\nautopilot_grace = 1.5m   # slow\n"),
+                       &g_cfg, &err, NULL);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", joined(&err));
+    assert_int_equal(rc, 0);
+    assert_int_equal(g_cfg.autopilot_grace_ms, 90000);
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\nautopilot_grace = 1\n"),
+                               &g_cfg, &err, NULL),
+                     0);
+    assert_int_equal(g_cfg.autopilot_grace_ms, 1);
+
+    /* bad values: one message each, naming file:line, key and expectation; output untouched */
+    static const struct {
+        const char *value, *expected;
+    } bad[] = {
+        {"0", "a duration greater than 0"},      {"0s", "a duration greater than 0"},
+        {"-5s", "a duration greater than 0"},    {"soon", "a duration greater than 0"},
+        {"10 s", "a duration greater than 0"},   {"", "a duration greater than 0"},
+        {"1000h", "a duration of at most 596h"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "join = 127.0.0.1:7102\nautopilot_grace = %s\n",
+                 bad[i].value);
+        memset(&g_cfg, 0x5A, sizeof g_cfg);
+        assert_int_equal(load_text(node_text("", extra), &g_cfg, &err, &path), -1);
+        assert_int_equal(g_cfg.autopilot_grace_ms, 0x5A5A5A5A);
+        char where[PATH_MAX + 16], got[64];
+        snprintf(where, sizeof where, "%s:8:", path);
+        snprintf(got, sizeof got, "got '%s'", bad[i].value);
+        expect_msg(&err, where, "key 'cluster.autopilot_grace'", bad[i].expected, got);
+        assert_int_equal(err.n, 1);
+    }
+    /* listed among the known keys; duplicates rejected */
+    assert_int_equal(
+        load_text(node_text("", "join = 127.0.0.1:7102\nautopilot = 10s\n"), &g_cfg, &err, NULL),
+        -1);
+    expect_msg(&err, ":8:", "unknown key 'cluster.autopilot'", "autopilot_grace");
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\nautopilot_grace = 10s\n"
+                                             "autopilot_grace = 20s\n"),
+                               &g_cfg, &err, NULL),
+                     -1);
+    expect_msg(&err, ":9:", "duplicate key 'cluster.autopilot_grace'", "first set on line 8");
+    assert_int_equal(err.n, 1);
+}
+
 static void test_node_data_dir_errors(void **state)
 {
     (void)state;
@@ -675,9 +730,17 @@ static void test_services_errors(void **state)
          {"svc.ini:3:", "unknown key 'bogus'", "[service a]",
           "known keys: run, standby, promote, demote, standbys, nodes, hook_timeout, "
           "stop_timeout, vip, vip_announce_count, vip_announce_interval, vip_announce_repeat, "
-          "proxy, backend_host, hold, drain, max_connections)"}},
+          "proxy, backend_host, hold, drain, max_connections, check, check_interval, "
+          "check_timeout, rise, fall, check_status, "}},
         {"[service a]\nrun = x\nVIP = 1\n", {"svc.ini:3:", "unknown key 'VIP'"}},
-        {"[service a]\nrun = x\ncheck = true\n", {"svc.ini:3:", "unknown key 'check'"}},
+        {"[service a]\nrun = x\ncheck_intervall = 1s\n",
+         {"svc.ini:3:", "unknown key 'check_intervall' in [service a]",
+          "(did you mean 'check_interval'? known keys: run, standby"}},
+        {"[service a]\nrun = x\nFailback = yes\n",
+         {"svc.ini:3:", "unknown key 'Failback'", "did you mean 'failback'?"}},
+        {"[service a]\nrun = x\nwhatever = 1\n", {"svc.ini:3:", "(known keys: run, standby"}},
+        {"[service a]\nrun = x\nchecks = tcp://127.0.0.1:80\n",
+         {"svc.ini:3:", "unknown key 'checks'"}},
         {"[service a]\nrun = x\nrun = y\n",
          {"svc.ini:3:", "duplicate key 'run'", "first set on line 2"}},
         {"[service a]\nstandby = hot\n",
@@ -696,7 +759,7 @@ static void test_services_errors(void **state)
         {"[service a]\nrun = x\nnodes = a b c d e f g h i j k l m n o p q\n",
          {"svc.ini:3:", "key 'nodes'", "at most 16 nodes"}},
         {"[service a]\nrun = x\nhook_timeout = 0\n",
-         {"svc.ini:3:", "key 'hook_timeout'", "duration > 0", "got '0'"}},
+         {"svc.ini:3:", "key 'hook_timeout'", "duration greater than 0", "got '0'"}},
         {"[service a]\nrun = x\nhook_timeout = soon\n",
          {"svc.ini:3:", "key 'hook_timeout'", "got 'soon'"}},
         {"[service a]\nrun = x\nstop_timeout = 5 s\n",
@@ -727,6 +790,24 @@ static void test_services_errors(void **state)
         if (err.n != 1)
             fail_msg("case %zu: expected exactly one problem, got:\n%s", i, joined(&err));
     }
+}
+
+/* The whole list of known keys fits in one message. */
+static void test_services_unknown_key_list(void **state)
+{
+    (void)state;
+    static const char full[] =
+        "svc.ini:3: unknown key 'bogus' in [service a] (known keys: run, standby, promote, demote, "
+        "standbys, nodes, hook_timeout, stop_timeout, vip, vip_announce_count, "
+        "vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, drain, "
+        "max_connections, check, check_interval, check_timeout, rise, fall, check_status, "
+        "check_grace, on_failure, restart_backoff, max_restarts, restart_window, "
+        "failure_threshold, failure_window, failure_cooldown, min_failover_interval, failback)";
+    us_errors err;
+    assert_int_equal(parse_svc("[service a]\nrun = x\nbogus = 1\n", &err), -1);
+    assert_int_equal(err.n, 1);
+    assert_true(sizeof full <= US_ERROR_LEN);
+    assert_string_equal(err.msg[0], full);
 }
 
 static void test_services_too_many(void **state)
@@ -1074,7 +1155,7 @@ static void test_services_vip_errors(void **state)
          {"svc.ini:4:", "key 'vip_announce_count'", "got 'three'"}},
         {VIP_A "vip_announce_count = -3\n", {"svc.ini:4:", "key 'vip_announce_count'", "got '-3'"}},
         {VIP_A "vip_announce_interval = 0\n",
-         {"svc.ini:4:", "key 'vip_announce_interval'", "duration > 0", "got '0'"}},
+         {"svc.ini:4:", "key 'vip_announce_interval'", "duration greater than 0", "got '0'"}},
         {VIP_A "vip_announce_interval = fast\n",
          {"svc.ini:4:", "key 'vip_announce_interval'", "got 'fast'"}},
         {VIP_A "vip_announce_repeat = -1s\n",
@@ -1189,6 +1270,458 @@ static void test_services_vip_proxy_several_errors(void **state)
     expect_msg(&err, "svc.ini:4:", "key 'proxy'", "listen address");
     expect_msg(&err, "svc.ini:4:", "key 'proxy'", "backend port");
     assert_int_equal(err.n, 4); /* hold has its (bad) proxy: no extra message */
+}
+
+/* ---- services: health checks and failure policy ---- */
+
+static void test_services_checks_valid(void **state)
+{
+    (void)state;
+    const char *text =
+        "[service web]\n"
+        "run = ./web\n"
+        "check = http://127.0.0.1:8080/healthz?deep=1&x=y   # query kept\n"
+        "check = tcp://10.0.0.5:5432/\n"
+        "check = exec:  pg_isready -q -h 127.0.0.1 ; test -f /tmp/ok   # trailing comment\n"
+        "check_interval = 2s\n"
+        "check_timeout = 2000ms\n" /* equal to the interval: allowed */
+        "rise = 1\n"
+        "fall = 100\n"
+        "check_status = 200-399\n"
+        "check_grace = 0\n"
+        "on_failure = restart\n"
+        "restart_backoff = 500ms..1m\n"
+        "max_restarts = 0\n"
+        "restart_window = 5m\n"
+        "failure_threshold = 1000\n"
+        "failure_window = 1h\n"
+        "failure_cooldown = 0\n"
+        "min_failover_interval = 30s\n"
+        "failback = yes\n"
+        "[service db]\n"
+        "run = ./db\n"
+        "check = http://127.0.0.1:1\n" /* no path: "/" */
+        "check = HTTP://127.0.0.1:65535?ready\n"
+        "check = tcp://127.0.0.1:5432\n"
+        "check_status = 204\n"
+        "restart_backoff = 1s\n" /* one value: MIN = MAX */
+        "failback = off\n"
+        "on_failure = failover\n"
+        "[service mq]\n"
+        "run = ./mq\n"
+        "restart_backoff = 1s .. 1s\n"
+        "failback = true\n"
+        "min_failover_interval = 0\n"
+        "failure_cooldown = 1500\n";
+    us_errors err;
+    int rc = parse_svc(text, &err);
+    if (rc != 0)
+        fprintf(stderr, "%s\n", joined(&err));
+    assert_int_equal(rc, 0);
+    assert_int_equal(g_set.n, 3);
+
+    const us_service_def *w = &g_set.svc[0];
+    assert_int_equal(w->n_checks, 3);
+    assert_int_equal(w->checks[0].kind, US_CHECK_HTTP);
+    assert_string_equal(w->checks[0].text, "http://127.0.0.1:8080/healthz?deep=1&x=y");
+    assert_string_equal(w->checks[0].host, "127.0.0.1");
+    assert_int_equal(w->checks[0].port, 8080);
+    assert_string_equal(w->checks[0].path, "/healthz?deep=1&x=y");
+    assert_string_equal(w->checks[0].cmd, "");
+    assert_int_equal(w->checks[1].kind, US_CHECK_TCP);
+    assert_string_equal(w->checks[1].text, "tcp://10.0.0.5:5432/");
+    assert_string_equal(w->checks[1].host, "10.0.0.5");
+    assert_int_equal(w->checks[1].port, 5432);
+    assert_string_equal(w->checks[1].path, "");
+    assert_int_equal(w->checks[2].kind, US_CHECK_EXEC);
+    assert_string_equal(w->checks[2].text, "exec:  pg_isready -q -h 127.0.0.1 ; test -f /tmp/ok");
+    assert_string_equal(w->checks[2].cmd, "pg_isready -q -h 127.0.0.1 ; test -f /tmp/ok");
+    assert_string_equal(w->checks[2].host, "");
+    assert_int_equal(w->checks[2].port, 0);
+    assert_int_equal(w->check_interval_ms, 2000);
+    assert_int_equal(w->check_timeout_ms, 2000);
+    assert_int_equal(w->rise, 1);
+    assert_int_equal(w->fall, 100);
+    assert_int_equal(w->check_status_min, 200);
+    assert_int_equal(w->check_status_max, 399);
+    assert_int_equal(w->check_grace_ms, 0);
+    assert_int_equal(w->on_failure, US_ON_FAILURE_RESTART);
+    assert_int_equal(w->restart_backoff_min_ms, 500);
+    assert_int_equal(w->restart_backoff_max_ms, 60000);
+    assert_int_equal(w->max_restarts, 0);
+    assert_int_equal(w->restart_window_ms, 300000);
+    assert_int_equal(w->failure_threshold, 1000);
+    assert_int_equal(w->failure_window_ms, 3600000);
+    assert_int_equal(w->failure_cooldown_ms, 0);
+    assert_int_equal(w->min_failover_interval_ms, 30000);
+    assert_true(w->failback);
+
+    const us_service_def *d = &g_set.svc[1];
+    assert_int_equal(d->n_checks, 3);
+    assert_int_equal(d->checks[0].kind, US_CHECK_HTTP);
+    assert_string_equal(d->checks[0].path, "/");
+    assert_int_equal(d->checks[0].port, 1);
+    assert_int_equal(d->checks[1].kind, US_CHECK_HTTP);
+    assert_string_equal(d->checks[1].path, "/?ready");
+    assert_int_equal(d->checks[1].port, 65535);
+    assert_string_equal(d->checks[1].text, "HTTP://127.0.0.1:65535?ready");
+    assert_int_equal(d->checks[2].kind, US_CHECK_TCP);
+    assert_int_equal(d->checks[2].port, 5432);
+    assert_int_equal(d->check_status_min, 204);
+    assert_int_equal(d->check_status_max, 204);
+    assert_int_equal(d->restart_backoff_min_ms, 1000);
+    assert_int_equal(d->restart_backoff_max_ms, 1000);
+    assert_false(d->failback);
+    assert_int_equal(d->on_failure, US_ON_FAILURE_FAILOVER);
+    /* the untouched tuning keys keep their defaults */
+    assert_int_equal(d->check_interval_ms, 1000);
+    assert_int_equal(d->check_timeout_ms, 500);
+
+    const us_service_def *m = &g_set.svc[2];
+    assert_int_equal(m->n_checks, 0);
+    assert_int_equal(m->restart_backoff_min_ms, 1000);
+    assert_int_equal(m->restart_backoff_max_ms, 1000);
+    assert_true(m->failback);
+    assert_int_equal(m->min_failover_interval_ms, 0);
+    assert_int_equal(m->failure_cooldown_ms, 1500);
+
+    /* the other spellings of a boolean */
+    static const struct {
+        const char *v;
+        bool want;
+    } bools[] = {{"yes", true}, {"no", false},  {"true", true}, {"false", false},
+                 {"on", true},  {"off", false}, {"1", true},    {"0", false}};
+    for (size_t i = 0; i < sizeof bools / sizeof bools[0]; i++) {
+        char t[128];
+        snprintf(t, sizeof t, "[service a]\nrun = x\nfailback = %s\n", bools[i].v);
+        assert_int_equal(parse_svc(t, &err), 0);
+        assert_int_equal(g_set.svc[0].failback, bools[i].want);
+    }
+}
+
+static void test_services_checks_defaults(void **state)
+{
+    (void)state;
+    us_errors err;
+    memset(&g_set, 0x5A, sizeof g_set);
+    assert_int_equal(parse_svc("[service a]\nrun = x\n"
+                               "[service b]\nrun = y\ncheck = tcp://127.0.0.1:80\n",
+                               &err),
+                     0);
+    assert_int_equal(g_set.n, 2);
+    for (int i = 0; i < 2; i++) {
+        const us_service_def *d = &g_set.svc[i];
+        assert_int_equal(d->n_checks, i);
+        assert_int_equal(d->check_interval_ms, 1000);
+        assert_int_equal(d->check_timeout_ms, 500);
+        assert_int_equal(d->rise, 2);
+        assert_int_equal(d->fall, 3);
+        assert_int_equal(d->check_status_min, 200);
+        assert_int_equal(d->check_status_max, 299);
+        assert_int_equal(d->check_grace_ms, 10000);
+        assert_int_equal(d->on_failure, US_ON_FAILURE_FAILOVER);
+        assert_int_equal(d->restart_backoff_min_ms, 200);
+        assert_int_equal(d->restart_backoff_max_ms, 30000);
+        assert_int_equal(d->max_restarts, 3);
+        assert_int_equal(d->restart_window_ms, 60000);
+        assert_int_equal(d->failure_threshold, 3);
+        assert_int_equal(d->failure_window_ms, 600000);
+        assert_int_equal(d->failure_cooldown_ms, 600000);
+        assert_int_equal(d->min_failover_interval_ms, 0);
+        assert_false(d->failback);
+    }
+    /* unused check slots are zero, not leftovers */
+    static const us_check_def zero;
+    assert_memory_equal(&g_set.svc[1].checks[1], &zero, sizeof zero);
+}
+
+static void test_services_check_limits(void **state)
+{
+    (void)state;
+    us_errors err;
+    /* US_MAX_CHECKS fit */
+    assert_int_equal(parse_svc(SVC_A "check = tcp://127.0.0.1:1\n"
+                                     "check = tcp://127.0.0.1:2\n"
+                                     "check = exec:true\n"
+                                     "check = http://127.0.0.1:4/\n",
+                               &err),
+                     0);
+    assert_int_equal(g_set.svc[0].n_checks, US_MAX_CHECKS);
+    assert_int_equal(g_set.svc[0].checks[3].port, 4);
+
+    /* one more: reported once, on the line where the limit was passed */
+    memset(&g_set, 0x5A, sizeof g_set);
+    assert_int_equal(parse_svc(SVC_A "check = tcp://127.0.0.1:1\n"
+                                     "check = tcp://127.0.0.1:2\n"
+                                     "check = tcp://127.0.0.1:3\n"
+                                     "check = tcp://127.0.0.1:4\n"
+                                     "check = tcp://127.0.0.1:5\n"
+                                     "check = tcp://127.0.0.1:6\n",
+                               &err),
+                     -1);
+    assert_int_equal(g_set.n, 0x5A5A5A5A);
+    expect_msg(&err, "svc.ini:7:", "key 'check' in [service a]", "at most 4 checks",
+               "US_MAX_CHECKS", "got 'tcp://127.0.0.1:5'");
+    assert_int_equal(err.n, 1);
+
+    /* the limit is per service */
+    assert_int_equal(parse_svc(SVC_A "check = exec:a\ncheck = exec:b\ncheck = exec:c\n"
+                                     "check = exec:d\n"
+                                     "[service b]\nrun = y\ncheck = exec:a\ncheck = exec:b\n"
+                                     "check = exec:c\ncheck = exec:d\n",
+                               &err),
+                     0);
+    assert_int_equal(g_set.svc[1].n_checks, US_MAX_CHECKS);
+
+    /* text and path lengths */
+    static char text[4096];
+    char cmd[US_CMD_MAX];
+    memset(cmd, 'x', sizeof cmd);
+    memcpy(cmd, "exec:", 5);
+    cmd[US_CMD_MAX - 1] = '\0'; /* 1023 characters: fits */
+    snprintf(text, sizeof text, SVC_A "check = %s\n", cmd);
+    assert_int_equal(parse_svc(text, &err), 0);
+    assert_int_equal(strlen(g_set.svc[0].checks[0].cmd), US_CMD_MAX - 1 - 5);
+    snprintf(text, sizeof text, SVC_A "check = %sy\n", cmd);
+    memset(&g_set, 0x5A, sizeof g_set);
+    assert_int_equal(parse_svc(text, &err), -1);
+    assert_int_equal(g_set.n, 0x5A5A5A5A);
+    expect_msg(&err, "svc.ini:3:", "key 'check' in [service a]", "1024 characters long",
+               "at most 1023 (US_CMD_MAX)");
+    assert_int_equal(err.n, 1);
+
+    char path[US_PATH_MAX + 1];
+    memset(path, 'p', sizeof path);
+    path[0] = '/';
+    path[US_PATH_MAX - 1] = '\0'; /* 255 characters: fits */
+    snprintf(text, sizeof text, SVC_A "check = http://127.0.0.1:80%s\n", path);
+    assert_int_equal(parse_svc(text, &err), 0);
+    assert_string_equal(g_set.svc[0].checks[0].path, path);
+    snprintf(text, sizeof text, SVC_A "check = http://127.0.0.1:80%sq\n", path);
+    memset(&g_set, 0x5A, sizeof g_set);
+    assert_int_equal(parse_svc(text, &err), -1);
+    assert_int_equal(g_set.n, 0x5A5A5A5A);
+    expect_msg(&err, "svc.ini:3:", "key 'check' in [service a]",
+               "the path is longer than 255 characters (US_PATH_MAX)");
+    assert_int_equal(err.n, 1);
+}
+
+#define CHECK_A SVC_A "check = tcp://127.0.0.1:5432\n"
+
+static void test_services_check_errors(void **state)
+{
+    (void)state;
+    static const err_case cases[] = {
+        /* schemes */
+        {SVC_A "check = https://127.0.0.1:8443/health\n",
+         {"svc.ini:3:", "key 'check' in [service a]",
+          "https is not supported; expected http://HOST:PORT/PATH, tcp://HOST:PORT or "
+          "exec:COMMAND",
+          "got 'https://127.0.0.1:8443/health'"}},
+        {SVC_A "check = ftp://127.0.0.1:21\n",
+         {"svc.ini:3:", "key 'check'",
+          "ftp is not supported; expected http://HOST:PORT/PATH, tcp://HOST:PORT or "
+          "exec:COMMAND"}},
+        {SVC_A "check = true\n",
+         {"svc.ini:3:", "key 'check' in [service a]",
+          "expected http://HOST:PORT/PATH, tcp://HOST:PORT or exec:COMMAND", "got 'true'"}},
+        {SVC_A "check = 127.0.0.1:8080\n",
+         {"svc.ini:3:", "key 'check'", "expected http://HOST:PORT/PATH"}},
+        {SVC_A "check = http:/127.0.0.1:80/\n",
+         {"svc.ini:3:", "key 'check'", "expected http://HOST:PORT/PATH"}},
+        {SVC_A "check = ://127.0.0.1:80/\n",
+         {"svc.ini:3:", "key 'check'", "expected http://HOST:PORT/PATH"}},
+        {SVC_A "check =\n",
+         {"svc.ini:3:", "key 'check'", "expected http://HOST:PORT/PATH", "got ''"}},
+        {SVC_A "check =    # nothing\n", {"svc.ini:3:", "key 'check'", "got ''"}},
+        /* hosts */
+        {SVC_A "check = http://localhost:8080/healthz\n",
+         {"svc.ini:3:", "key 'check' in [service a]", "'localhost' is not an IPv4 address",
+          "expected an IPv4 address", "got 'http://localhost:8080/healthz'"}},
+        {SVC_A "check = tcp://db.example.com:5432\n",
+         {"svc.ini:3:", "key 'check'", "'db.example.com' is not an IPv4 address",
+          "tcp://HOST:PORT"}},
+        {SVC_A "check = http://[::1]:80/\n",
+         {"svc.ini:3:", "key 'check'", "is not an IPv4 address"}},
+        {SVC_A "check = http://256.1.1.1:80/\n",
+         {"svc.ini:3:", "key 'check'", "'256.1.1.1' is not an IPv4 address"}},
+        {SVC_A "check = http://user@127.0.0.1:80/\n",
+         {"svc.ini:3:", "key 'check'", "is not an IPv4 address"}},
+        {SVC_A "check = http://:80/\n", {"svc.ini:3:", "key 'check'", "missing the host"}},
+        {SVC_A "check = tcp://\n", {"svc.ini:3:", "key 'check'", "missing the host"}},
+        /* ports */
+        {SVC_A "check = http://127.0.0.1/healthz\n",
+         {"svc.ini:3:", "key 'check' in [service a]", "missing ':PORT' after the host",
+          "http://HOST:PORT/PATH"}},
+        {SVC_A "check = tcp://127.0.0.1\n",
+         {"svc.ini:3:", "key 'check'", "missing ':PORT'", "tcp://HOST:PORT"}},
+        {SVC_A "check = http://127.0.0.1:/x\n",
+         {"svc.ini:3:", "key 'check'", "'' is not a port", "PORT 1..65535"}},
+        {SVC_A "check = tcp://127.0.0.1:0\n",
+         {"svc.ini:3:", "key 'check'", "'0' is not a port", "PORT 1..65535"}},
+        {SVC_A "check = tcp://127.0.0.1:65536\n",
+         {"svc.ini:3:", "key 'check'", "'65536' is not a port"}},
+        {SVC_A "check = http://127.0.0.1:http/\n",
+         {"svc.ini:3:", "key 'check'", "'http' is not a port"}},
+        {SVC_A "check = tcp://127.0.0.1:5432 extra\n",
+         {"svc.ini:3:", "key 'check'", "'5432 extra' is not a port"}},
+        {SVC_A "check = tcp://127.0.0.1:80:90\n",
+         {"svc.ini:3:", "key 'check'", "'80:90' is not a port"}},
+        /* paths */
+        {SVC_A "check = tcp://127.0.0.1:5432/db\n",
+         {"svc.ini:3:", "key 'check'", "unexpected '/db' after the port",
+          "tcp checks have no path"}},
+        {SVC_A "check = http://127.0.0.1:80/a b\n",
+         {"svc.ini:3:", "key 'check'", "space or control character", "percent-encode"}},
+        {SVC_A "check = http://127.0.0.1:80/a#frag\n",
+         {"svc.ini:3:", "key 'check'", "fragment", "not sent to the server"}},
+        /* exec */
+        {SVC_A "check = exec:\n",
+         {"svc.ini:3:", "key 'check' in [service a]", "empty command after 'exec:'",
+          "expected exec:COMMAND", "got 'exec:'"}},
+        {SVC_A "check = exec:    # no command\n",
+         {"svc.ini:3:", "key 'check'", "empty command after 'exec:'"}},
+        /* a bad check still counts as a check: the tuning keys are not reported again */
+        {SVC_A "check = https://127.0.0.1:443/\nrise = 3\n",
+         {"svc.ini:3:", "key 'check'", "https is not supported"}},
+        /* tuning keys */
+        {CHECK_A "check_interval = 0\n",
+         {"svc.ini:4:", "key 'check_interval' in [service a]", "expected a duration greater than 0",
+          "got '0'"}},
+        {CHECK_A "check_interval = often\n",
+         {"svc.ini:4:", "key 'check_interval'", "duration greater than 0", "got 'often'"}},
+        {CHECK_A "check_interval = 1000h\n",
+         {"svc.ini:4:", "key 'check_interval'", "a duration of at most 596h", "got '1000h'"}},
+        {CHECK_A "check_timeout = 0ms\n",
+         {"svc.ini:4:", "key 'check_timeout'", "duration greater than 0", "got '0ms'"}},
+        {CHECK_A "check_timeout = -1s\n", {"svc.ini:4:", "key 'check_timeout'", "got '-1s'"}},
+        {CHECK_A "rise = 0\n",
+         {"svc.ini:4:", "key 'rise' in [service a]", "an integer 1..100", "got '0'"}},
+        {CHECK_A "rise = 101\n", {"svc.ini:4:", "key 'rise'", "1..100", "got '101'"}},
+        {CHECK_A "fall = 0\n", {"svc.ini:4:", "key 'fall'", "an integer 1..100", "got '0'"}},
+        {CHECK_A "fall = three\n", {"svc.ini:4:", "key 'fall'", "got 'three'"}},
+        {CHECK_A "check_status = 99\n",
+         {"svc.ini:4:", "key 'check_status' in [service a]", "an HTTP status 100..599", "200-299",
+          "got '99'"}},
+        {CHECK_A "check_status = 600\n", {"svc.ini:4:", "key 'check_status'", "got '600'"}},
+        {CHECK_A "check_status = 200-600\n",
+         {"svc.ini:4:", "key 'check_status'", "100..599", "got '200-600'"}},
+        {CHECK_A "check_status = 299-200\n",
+         {"svc.ini:4:", "key 'check_status'", "LOW <= HIGH", "got '299-200'"}},
+        {CHECK_A "check_status = 2xx\n", {"svc.ini:4:", "key 'check_status'", "got '2xx'"}},
+        {CHECK_A "check_status = 200-\n", {"svc.ini:4:", "key 'check_status'", "got '200-'"}},
+        {CHECK_A "check_status = 200 - 299\n",
+         {"svc.ini:4:", "key 'check_status'", "got '200 - 299'"}},
+        {CHECK_A "check_status =\n", {"svc.ini:4:", "key 'check_status'", "got ''"}},
+        {CHECK_A "check_grace = -1s\n",
+         {"svc.ini:4:", "key 'check_grace'", "duration >= 0", "got '-1s'"}},
+        {CHECK_A "check_grace = later\n", {"svc.ini:4:", "key 'check_grace'", "got 'later'"}},
+        {CHECK_A "rise = 2\nrise = 3\n",
+         {"svc.ini:5:", "duplicate key 'rise'", "first set on line 4"}},
+        /* check_timeout <= check_interval, whichever of them was set */
+        {CHECK_A "check_interval = 1s\ncheck_timeout = 2s\n",
+         {"svc.ini:5:", "key 'check_timeout' in [service a]",
+          "expected check_timeout <= check_interval",
+          "got check_timeout 2000ms (line 5) > check_interval 1000ms (line 4)"}},
+        {CHECK_A "check_timeout = 1001\n",
+         {"svc.ini:4:", "key 'check_timeout'", "check_timeout 1001ms (line 4)",
+          "check_interval 1000ms (the default)"}},
+        {CHECK_A "check_interval = 200ms\n",
+         {"svc.ini:4:", "key 'check_interval' in [service a]",
+          "check_timeout 500ms (the default) > check_interval 200ms (line 4)"}},
+        /* a bad interval is reported alone, without a comparison against the default */
+        {CHECK_A "check_interval = 0\ncheck_timeout = 2s\n",
+         {"svc.ini:4:", "key 'check_interval'", "duration greater than 0"}},
+        /* tuning keys need a check */
+        {SVC_A "check_interval = 5s\n",
+         {"svc.ini:3:", "key 'check_interval' in [service a]", "only meaningful with 'check'",
+          "this service has no 'check' key"}},
+        {SVC_A "check_timeout = 1s\n",
+         {"svc.ini:3:", "key 'check_timeout'", "only meaningful with 'check'"}},
+        {SVC_A "rise = 2\n", {"svc.ini:3:", "key 'rise'", "only meaningful with 'check'"}},
+        {SVC_A "fall = 2\n", {"svc.ini:3:", "key 'fall'", "only meaningful with 'check'"}},
+        {SVC_A "check_status = 204\n",
+         {"svc.ini:3:", "key 'check_status'", "only meaningful with 'check'"}},
+        {SVC_A "check_grace = 0\n",
+         {"svc.ini:3:", "key 'check_grace'", "only meaningful with 'check'"}},
+        {CHECK_A "[service b]\nrun = y\nrise = 2\n",
+         {"svc.ini:6:", "key 'rise' in [service b]", "only meaningful with 'check'"}},
+        /* failure policy */
+        {SVC_A "on_failure = reboot\n",
+         {"svc.ini:3:", "key 'on_failure' in [service a]", "'failover' or 'restart'",
+          "got 'reboot'"}},
+        {SVC_A "on_failure = Restart\n", {"svc.ini:3:", "key 'on_failure'", "got 'Restart'"}},
+        {SVC_A "restart_backoff = 5s..1s\n",
+         {"svc.ini:3:", "key 'restart_backoff' in [service a]", "MIN <= MAX", "got '5s..1s'"}},
+        {SVC_A "restart_backoff = 0..1s\n",
+         {"svc.ini:3:", "key 'restart_backoff'", "MIN..MAX durations greater than 0",
+          "got '0..1s'"}},
+        {SVC_A "restart_backoff = 0\n",
+         {"svc.ini:3:", "key 'restart_backoff'", "durations greater than 0", "got '0'"}},
+        {SVC_A "restart_backoff = 1s..\n",
+         {"svc.ini:3:", "key 'restart_backoff'", "MIN..MAX", "got '1s..'"}},
+        {SVC_A "restart_backoff = ..1s\n", {"svc.ini:3:", "key 'restart_backoff'", "got '..1s'"}},
+        {SVC_A "restart_backoff = 1s-2s\n", {"svc.ini:3:", "key 'restart_backoff'", "got '1s-2s'"}},
+        {SVC_A "restart_backoff = 1s...2s\n",
+         {"svc.ini:3:", "key 'restart_backoff'", "got '1s...2s'"}},
+        {SVC_A "restart_backoff = 1s..1000h\n",
+         {"svc.ini:3:", "key 'restart_backoff'", "at most 596h", "got '1s..1000h'"}},
+        {SVC_A "restart_backoff = 10000000000000000000000000000000000000ms..1s\n",
+         {"svc.ini:3:", "key 'restart_backoff'", "MIN..MAX"}},
+        {SVC_A "max_restarts = -1\n",
+         {"svc.ini:3:", "key 'max_restarts' in [service a]", "an integer 0..1000", "got '-1'"}},
+        {SVC_A "max_restarts = 1001\n", {"svc.ini:3:", "key 'max_restarts'", "got '1001'"}},
+        {SVC_A "restart_window = 0\n",
+         {"svc.ini:3:", "key 'restart_window'", "duration greater than 0", "got '0'"}},
+        {SVC_A "failure_threshold = 0\n",
+         {"svc.ini:3:", "key 'failure_threshold'", "an integer 1..1000", "got '0'"}},
+        {SVC_A "failure_threshold = 1001\n",
+         {"svc.ini:3:", "key 'failure_threshold'", "got '1001'"}},
+        {SVC_A "failure_window = 0s\n",
+         {"svc.ini:3:", "key 'failure_window'", "duration greater than 0", "got '0s'"}},
+        {SVC_A "failure_window = 1000h\n",
+         {"svc.ini:3:", "key 'failure_window'", "at most 596h (2147483647ms)"}},
+        {SVC_A "failure_cooldown = -1\n",
+         {"svc.ini:3:", "key 'failure_cooldown'", "duration >= 0", "got '-1'"}},
+        {SVC_A "min_failover_interval = 1 m\n",
+         {"svc.ini:3:", "key 'min_failover_interval'", "duration >= 0", "got '1 m'"}},
+        {SVC_A "failback = maybe\n",
+         {"svc.ini:3:", "key 'failback' in [service a]", "'yes' or 'no'", "got 'maybe'"}},
+        {SVC_A "failback = YES\n", {"svc.ini:3:", "key 'failback'", "got 'YES'"}},
+        {SVC_A "failback =\n", {"svc.ini:3:", "key 'failback'", "got ''"}},
+        {SVC_A "failback = yes\nfailback = no\n",
+         {"svc.ini:4:", "duplicate key 'failback'", "first set on line 3"}},
+    };
+    check_error_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_services_check_several_errors(void **state)
+{
+    (void)state;
+    const char *text = "[service web]\n"                /* 1 */
+                       "run = ./web\n"                  /* 2 */
+                       "check = https://127.0.0.1:1/\n" /* 3 */
+                       "check = tcp://127.0.0.1\n"      /* 4 */
+                       "check = exec:ok\n"              /* 5 */
+                       "rise = 0\n"                     /* 6 */
+                       "restart_backoff = 2s..1s\n"     /* 7 */
+                       "[service db]\n"                 /* 8 */
+                       "run = ./db\n"                   /* 9 */
+                       "fall = 2\n";                    /* 10 */
+    memset(&g_set, 0x33, sizeof g_set);
+    us_service_set *copy = malloc(sizeof *copy);
+    assert_non_null(copy);
+    memcpy(copy, &g_set, sizeof g_set);
+    us_errors err;
+    assert_int_equal(parse_svc(text, &err), -1);
+    assert_memory_equal(&g_set, copy, sizeof g_set);
+    free(copy);
+    expect_msg(&err, "svc.ini:3:", "key 'check' in [service web]", "https is not supported");
+    expect_msg(&err, "svc.ini:4:", "key 'check' in [service web]", "missing ':PORT'");
+    expect_msg(&err, "svc.ini:6:", "key 'rise' in [service web]", "1..100");
+    expect_msg(&err, "svc.ini:7:", "key 'restart_backoff' in [service web]", "MIN <= MAX");
+    expect_msg(&err, "svc.ini:10:", "key 'fall' in [service db]", "only meaningful with 'check'");
+    assert_int_equal(err.n, 5);
 }
 
 /* ---- INI reader ---- */
@@ -1313,7 +1846,7 @@ static void test_errors_overflow(void **state)
     assert_string_equal(small, "");
 
     /* long messages are cut, not overflowed */
-    char big[1000];
+    char big[US_ERROR_LEN + 200];
     memset(big, 'z', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     us_errors one = {0};
@@ -1403,6 +1936,7 @@ int main(void)
         cmocka_unit_test(test_node_api_conflict),
         cmocka_unit_test(test_node_members_errors),
         cmocka_unit_test(test_node_unknown_profile),
+        cmocka_unit_test(test_node_autopilot_grace),
         cmocka_unit_test(test_node_data_dir_errors),
         cmocka_unit_test(test_node_syntax_errors),
         cmocka_unit_test(test_node_many_errors_out_untouched),
@@ -1410,6 +1944,7 @@ int main(void)
         cmocka_unit_test(test_services_empty),
         cmocka_unit_test(test_services_long_values),
         cmocka_unit_test(test_services_errors),
+        cmocka_unit_test(test_services_unknown_key_list),
         cmocka_unit_test(test_services_too_many),
         cmocka_unit_test(test_services_many_errors_out_untouched),
         cmocka_unit_test(test_services_vip_proxy_valid),
@@ -1418,6 +1953,11 @@ int main(void)
         cmocka_unit_test(test_services_vip_errors),
         cmocka_unit_test(test_services_proxy_errors),
         cmocka_unit_test(test_services_vip_proxy_several_errors),
+        cmocka_unit_test(test_services_checks_valid),
+        cmocka_unit_test(test_services_checks_defaults),
+        cmocka_unit_test(test_services_check_limits),
+        cmocka_unit_test(test_services_check_errors),
+        cmocka_unit_test(test_services_check_several_errors),
         cmocka_unit_test(test_ini_reader),
         cmocka_unit_test(test_ini_errors_and_long_lines),
         cmocka_unit_test(test_ini_excerpt),

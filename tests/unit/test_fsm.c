@@ -358,7 +358,216 @@ static void test_node_flags(void **state)
     assert_int_equal(s->version, before->version + 4);
     /* Flags cleared again: all else is as before (nothing but the flags was ever touched). */
     s->version = before->version;
+    /* ... except the history: one event per change, naming the node and the new flag. */
+    assert_int_equal(s->event_seq, before->event_seq + 4);
+    const us_event *e = us_state_event(s, before->event_seq + 1);
+    assert_string_equal(e->kind, "node");
+    assert_string_equal(e->node, "n2");
+    assert_string_equal(e->from, "member");
+    assert_string_equal(e->to, "leaving");
+    s->event_seq = before->event_seq;
+    memcpy(s->events, before->events, sizeof s->events);
     assert_unchanged(before, s);
+}
+
+/* ---- events and self-healing commands ---- */
+
+static void test_events_from_assign(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    uint64_t q0 = s->event_seq;
+    us_assignment a = next_asg(s, "web", 1, "n1", "n2", "initial placement on n1");
+    assert_int_equal(apply(s, us_cmd_stamp(us_cmd_assign(&a), 1700000000123, NULL)), US_APPLY_OK);
+    /* n1 none -> active, n2 none -> standby, both with the decision's reason and time. */
+    assert_int_equal(s->event_seq, q0 + 2);
+    const us_event *e1 = us_state_event(s, q0 + 1), *e2 = us_state_event(s, q0 + 2);
+    assert_string_equal(e1->kind, "role");
+    assert_string_equal(e1->service, "web");
+    assert_string_equal(e1->node, "n1");
+    assert_string_equal(e1->from, "none");
+    assert_string_equal(e1->to, "active");
+    assert_string_equal(e1->cause, "initial placement on n1");
+    assert_true(e1->time_ms == 1700000000123);
+    assert_string_equal(e2->node, "n2");
+    assert_string_equal(e2->to, "standby");
+    /* A stale (CAS-failed) repeat records nothing. */
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_NOOP);
+    assert_int_equal(s->event_seq, q0 + 2);
+
+    /* Release for a restart in place: active -> restarting; a stamped cause wins. */
+    us_assignment b = *asg_of(s, "web");
+    b.active[0] = '\0';
+    us_strlcpy(b.restart_node, "n1", sizeof b.restart_node);
+    us_strlcpy(b.reason, "instance on n1 failed", sizeof b.reason);
+    assert_int_equal(apply(s, us_cmd_stamp(us_cmd_assign(&b), 5, "custom cause")), US_APPLY_OK);
+    const us_event *e3 = us_state_event(s, s->event_seq);
+    assert_string_equal(e3->from, "active");
+    assert_string_equal(e3->to, "restarting");
+    assert_string_equal(e3->cause, "custom cause");
+
+    /* Switchover: active -> demoting. */
+    us_assignment c = *asg_of(s, "web");
+    us_strlcpy(c.active, "n1", sizeof c.active);
+    c.restart_node[0] = '\0';
+    c.epoch++;
+    assert_int_equal(apply(s, us_cmd_assign(&c)), US_APPLY_OK);
+    assert_int_equal(apply(s, us_cmd_stamp(us_cmd_switchover("web", asg_of(s, "web")->gen, "n2"), 9,
+                                           "switchover requested by CLI")),
+                     US_APPLY_OK);
+    const us_event *e4 = us_state_event(s, s->event_seq);
+    assert_string_equal(e4->to, "demoting");
+    assert_string_equal(e4->cause, "switchover requested by CLI");
+}
+
+static void test_drain_pause_reset(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    int i = us_state_find_node(s, "n2");
+    uint64_t q0 = s->event_seq;
+    assert_int_equal(apply(s, us_cmd_stamp(us_cmd_node_drain("n2", true), 7, "drained by CLI")),
+                     US_APPLY_OK);
+    assert_true(s->nodes[i].drained);
+    assert_int_equal(apply(s, us_cmd_node_drain("n2", true)), US_APPLY_NOOP);
+    assert_int_equal(apply(s, us_cmd_node_drain("n9", true)), US_APPLY_NOOP);
+    assert_int_equal(s->event_seq, q0 + 1);
+    assert_string_equal(us_state_event(s, q0 + 1)->to, "drained");
+    assert_string_equal(us_state_event(s, q0 + 1)->cause, "drained by CLI");
+    /* Drain outlives an agent restart (unlike `leaving`). */
+    assert_int_equal(apply_node(s, "n2", 99), US_APPLY_OK);
+    assert_true(s->nodes[i].drained);
+    assert_string_equal(us_state_event(s, s->event_seq)->to, "restarted");
+
+    uint64_t gen = asg_of(s, "web")->gen;
+    assert_int_equal(apply(s, us_cmd_pause("web", true)), US_APPLY_OK);
+    assert_true(asg_of(s, "web")->paused);
+    assert_true(asg_of(s, "web")->gen == gen + 1); /* decisions made before are void */
+    assert_int_equal(apply(s, us_cmd_pause("web", true)), US_APPLY_NOOP);
+    assert_string_equal(us_state_event(s, s->event_seq)->kind, "pause");
+    assert_int_equal(apply(s, us_cmd_pause("web", false)), US_APPLY_OK);
+    assert_false(asg_of(s, "web")->paused);
+
+    /* Reset: failure records go, one event each; the restart count too. */
+    us_assignment a = *asg_of(s, "web");
+    a.n_fail = 2;
+    us_strlcpy(a.fail[0].node, "n1", US_NAME_MAX);
+    a.fail[0].failures = 3;
+    a.fail[0].banned_until_ms = 1000;
+    us_strlcpy(a.fail[1].node, "n2", US_NAME_MAX);
+    a.fail[1].failures = 1;
+    a.restarts = 2;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->n_fail, 2);
+    uint64_t q1 = s->event_seq;
+    assert_int_equal(apply(s, us_cmd_reset("web", "n1")), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->n_fail, 1);
+    assert_string_equal(asg_of(s, "web")->fail[0].node, "n2");
+    assert_int_equal(s->event_seq, q1 + 1);
+    assert_string_equal(us_state_event(s, q1 + 1)->from, "3 failures, banned");
+    assert_string_equal(us_state_event(s, q1 + 1)->to, "cleared");
+    assert_int_equal(apply(s, us_cmd_reset("web", "")), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->n_fail, 0);
+    assert_int_equal(asg_of(s, "web")->restarts, 0);
+    assert_int_equal(apply(s, us_cmd_reset("web", "")), US_APPLY_NOOP);
+    assert_int_equal(apply(s, us_cmd_reset("nope", "")), US_APPLY_NOOP);
+}
+
+static void test_event_ring(void **state)
+{
+    (void)state;
+    us_state *s = new_state();
+    assert_int_equal(us_state_first_event(s), 0);
+    assert_null(us_state_event(s, 1));
+    us_event e = {0};
+    us_strlcpy(e.kind, "node", sizeof e.kind);
+    us_strlcpy(e.node, "n1", sizeof e.node);
+    us_strlcpy(e.from, "alive", sizeof e.from);
+    us_strlcpy(e.to, "dead", sizeof e.to);
+    for (int k = 1; k <= US_EVENTS_MAX + 44; k++) {
+        e.time_ms = k;
+        snprintf(e.cause, sizeof e.cause, "event %d", k);
+        assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_OK);
+    }
+    assert_true(s->event_seq == US_EVENTS_MAX + 44);
+    assert_true(us_state_first_event(s) == 45);
+    assert_null(us_state_event(s, 44));
+    assert_string_equal(us_state_event(s, 45)->cause, "event 45");
+    assert_true(us_state_event(s, s->event_seq)->time_ms == US_EVENTS_MAX + 44);
+    /* An event without a kind is rejected. */
+    e.kind[0] = '\0';
+    assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_BAD);
+    /* The kept history survives a snapshot. */
+    json_t *j = us_state_to_json(s);
+    us_state *back = new_state();
+    assert_int_equal(us_state_from_json(back, j), 0);
+    json_decref(j);
+    assert_memory_equal(s, back, sizeof *s);
+}
+
+static void test_self_healing_fields_roundtrip(void **state)
+{
+    (void)state;
+    us_service_def *d = track(calloc(1, sizeof *d)), *d2 = track(calloc(1, sizeof *d2));
+    mk_svc(d, "web");
+    d->n_checks = 2;
+    d->checks[0].kind = US_CHECK_HTTP;
+    us_strlcpy(d->checks[0].text, "http://127.0.0.1:8080/healthz", US_CMD_MAX);
+    us_strlcpy(d->checks[0].host, "127.0.0.1", US_ADDR_MAX);
+    d->checks[0].port = 8080;
+    us_strlcpy(d->checks[0].path, "/healthz", US_PATH_MAX);
+    d->checks[1].kind = US_CHECK_EXEC;
+    us_strlcpy(d->checks[1].text, "exec:./check.sh", US_CMD_MAX);
+    us_strlcpy(d->checks[1].cmd, "./check.sh", US_CMD_MAX);
+    d->check_interval_ms = 500;
+    d->check_timeout_ms = 300;
+    d->rise = 2;
+    d->fall = 3;
+    d->check_status_min = 200;
+    d->check_status_max = 399;
+    d->check_grace_ms = 1000;
+    d->on_failure = US_ON_FAILURE_RESTART;
+    d->restart_backoff_min_ms = 200;
+    d->restart_backoff_max_ms = 30000;
+    d->max_restarts = 3;
+    d->restart_window_ms = 60000;
+    d->failure_threshold = 4;
+    d->failure_window_ms = 600000;
+    d->failure_cooldown_ms = 300000;
+    d->min_failover_interval_ms = 5000;
+    d->failback = true;
+    json_t *j = us_service_def_to_json(d);
+    assert_int_equal(us_service_def_from_json(d2, j), 0);
+    json_decref(j);
+    assert_memory_equal(d, d2, sizeof *d);
+
+    us_state *s = base_state();
+    us_assignment a = next_asg(s, "web", 1, "n1", "n2", "x");
+    a.recover = true;
+    us_strlcpy(a.restart_node, "n3", US_NAME_MAX);
+    a.restart_at_ms = 1700000000999;
+    a.restarts = 2;
+    a.restart_window_ms = 1700000000000;
+    a.last_failover_ms = 1699999999999;
+    a.n_fail = 1;
+    us_strlcpy(a.fail[0].node, "n1", US_NAME_MAX);
+    a.fail[0].failures = 2;
+    a.fail[0].window_ms = 1;
+    a.fail[0].last_ms = 2;
+    a.fail[0].banned_until_ms = 1700000600000;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    j = us_state_to_json(s);
+    us_state *back = new_state();
+    assert_int_equal(us_state_from_json(back, j), 0);
+    json_decref(j);
+    const us_assignment *x = asg_of(back, "web");
+    assert_true(x->recover);
+    assert_string_equal(x->restart_node, "n3");
+    assert_true(x->restart_at_ms == 1700000000999);
+    assert_int_equal(x->restarts, 2);
+    assert_true(x->last_failover_ms == 1699999999999);
+    assert_int_equal(x->n_fail, 1);
+    assert_true(x->fail[0].banned_until_ms == 1700000600000);
 }
 
 /* ---- services ---- */
@@ -1280,6 +1489,10 @@ int main(void)
         cmocka_unit_test_teardown(test_node_up_same_incarnation_keeps_flags, teardown),
         cmocka_unit_test_teardown(test_node_up_bad, teardown),
         cmocka_unit_test_teardown(test_node_flags, teardown),
+        cmocka_unit_test_teardown(test_events_from_assign, teardown),
+        cmocka_unit_test_teardown(test_drain_pause_reset, teardown),
+        cmocka_unit_test_teardown(test_event_ring, teardown),
+        cmocka_unit_test_teardown(test_self_healing_fields_roundtrip, teardown),
         cmocka_unit_test_teardown(test_services_add_keep_delete, teardown),
         cmocka_unit_test_teardown(test_services_same_set_twice_is_noop, teardown),
         cmocka_unit_test_teardown(test_services_empty_set_deletes_all, teardown),
