@@ -102,8 +102,8 @@ us_node_state us_agent_node_state(us_agent *a, const us_peer *p)
         return US_NODE_LEFT;
     if (p == &a->peers[a->self])
         return US_NODE_ALIVE;
-    if (p->last_seen_ms < 0)
-        return US_NODE_DEAD;
+    if (p->last_seen_ms < 0 || (p->dead_inc != 0 && p->dead_inc == p->inc))
+        return US_NODE_DEAD; /* a restarted agent has a new incarnation */
     int64_t age = us_now_ms() - p->last_seen_ms;
     if (age < a->cfg.timing.suspect_ms)
         return US_NODE_ALIVE;
@@ -146,12 +146,31 @@ typedef struct apply_req {
     us_agent *agent;
     us_apply_done done;
     void *data;
+    bool push; /* followers must learn of this change at once */
 } apply_req;
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+/* Followers learn that an entry committed from the next AppendEntries, normally a heartbeat
+ * later (a whole heartbeat_ms on a promotion's path). A barrier entry sends one right away,
+ * carrying the new commit index. */
+static void push_commit(us_agent *a)
+{
+    struct raft_barrier *b = calloc(1, sizeof *b);
+    if (b && raft_barrier(&a->raft, b, barrier_cb) != 0)
+        free(b);
+}
 
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     apply_req *r = req->data;
     r->agent->applies_in_flight--;
+    if (status == 0 && r->push && r->agent->leader && r->agent->stopping != 2)
+        push_commit(r->agent);
     if (status != 0)
         us_debug("apply failed: %s", raft_strerror(status));
     if (r->done)
@@ -162,6 +181,8 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
 {
     struct raft_buffer buf;
+    /* Recorded observations need not hurry; changes that agents act on do. */
+    bool push = strcmp(us_json_str(cmd, "op"), "event") != 0;
     if (us_cmd_encode(cmd, &buf) != 0)
         return RAFT_NOMEM;
     apply_req *r = calloc(1, sizeof *r);
@@ -172,6 +193,7 @@ int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
     r->agent = a;
     r->done = done;
     r->data = data;
+    r->push = push;
     r->req.data = r;
     int rc = raft_apply(&a->raft, &r->req, &buf, 1, apply_cb);
     if (rc != 0) {
@@ -222,6 +244,7 @@ static void parse_reports(us_peer *p, const json_t *rep)
         r->restarts = (int)json_integer_value(json_array_get(v, 11));
         us_strlcpy(r->restart_cause, json_string_value(json_array_get(v, 12)) ?: "",
                    sizeof r->restart_cause);
+        r->obs.refused = json_is_true(json_array_get(v, 13));
     }
 }
 
@@ -321,6 +344,8 @@ static void on_fenced(us_agent *a, const json_t *msg)
         p->fenced_epoch[k] = us_json_u64(v, "epoch");
         p->fenced_inc[k] = inc;
     }
+    if (strcmp(us_json_str(msg, "agent"), "dead") == 0 && inc != 0)
+        p->dead_inc = inc;
     us_agent_schedule_reconcile(a);
 }
 

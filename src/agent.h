@@ -71,6 +71,7 @@ typedef struct us_peer {
     uint64_t fenced_inc[US_MAX_SERVICES];
     char fenced_service[US_MAX_SERVICES][US_NAME_MAX];
     int n_fenced;
+    uint64_t dead_inc; /* its guardian announced that the agent of this incarnation died */
 } us_peer;
 
 typedef enum {

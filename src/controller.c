@@ -352,6 +352,8 @@ static void node_events(us_agent *a, int64_t now)
         char why[US_REASON_MAX];
         if (st == US_NODE_ALIVE) {
             snprintf(why, sizeof why, "%s answers again", p->name);
+        } else if (p->dead_inc != 0 && p->dead_inc == p->inc) {
+            snprintf(why, sizeof why, "the guardian on %s reports that its agent died", p->name);
         } else if (p->last_seen_ms < 0) {
             snprintf(why, sizeof why, "%s not heard from since this leader started", p->name);
         } else {
@@ -549,9 +551,10 @@ void us_controller_tick(us_agent *a)
     if (removals(a))
         return;
     keep_voters(a, now);
-    run_decisions(a, now);
+    /* Observations first: in the history they come before the decisions they cause. */
     node_events(a, now);
     instance_events(a);
     a->ctl_primed = true;
+    run_decisions(a, now);
     leadership_away_from_actives(a, now);
 }

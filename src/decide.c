@@ -221,6 +221,8 @@ static void restart_verdict(const us_decide_input *in, int s, int h, const us_fa
     int used = restarts_in_window(in, s);
     if (block)
         snprintf(buf, len, "%s", block);
+    else if (in->inst[s][h].refused)
+        snprintf(buf, len, "%s refused the role", in->nodes[h].name);
     else if (used >= d->max_restarts)
         snprintf(buf, len, "%d/%d restarts within %s used", used, d->max_restarts,
                  fmt_dur(d->restart_window_ms).s);

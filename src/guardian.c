@@ -79,7 +79,8 @@ static struct {
     int64_t lease_ns;          /* 0 = no lease */
     g_group ann[G_MAX_GROUPS]; /* what the running announcement lists */
     int n_ann;
-    int ann_left; /* datagrams still to send */
+    int ann_left;    /* datagrams still to send */
+    bool agent_dead; /* say so in announcements: peers need not wait for silence */
     int64_t ann_next_ns;
     g_group killed[G_MAX_GROUPS];
     us_vip vips[US_GUARDIAN_MAX_VIPS];
@@ -149,7 +150,7 @@ static size_t build_announcement(void)
         n += (size_t)snprintf(b + n, cap - n, "\",\"epoch\":%llu}",
                               (unsigned long long)G.ann[i].epoch);
     }
-    n += (size_t)snprintf(b + n, cap - n, "]}");
+    n += (size_t)snprintf(b + n, cap - n, "]%s}", G.agent_dead ? ",\"agent\":\"dead\"" : "");
     return n;
 }
 
@@ -283,8 +284,11 @@ static void __attribute__((noreturn)) agent_gone(void)
     int n = kill_groups(false);
     drop_vips();
     wait_gone(n);
-    if (announce_killed(n))
-        announce_restart();
+    /* Announced even when nothing was killed: the leader re-places this node's standbys at once
+     * instead of after the dead threshold. */
+    announce_killed(n);
+    G.agent_dead = true;
+    announce_restart();
     while (G.ann_left > 0) {
         sleep_until_ns(G.ann_next_ns);
         announce_once();

@@ -108,6 +108,7 @@ static bool refresh_obs(us_instance *in)
 static void set_report(us_instance *in, us_inst_state st, uint64_t epoch, int status)
 {
     bool changed = in->report.state != st || in->report.epoch != epoch;
+    in->report.refused = false;
     in->report.state = st;
     in->report.epoch = epoch;
     in->report.exit_status = status;
@@ -642,7 +643,9 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
             us_error("%s: refusing the active role: %s", in->service, why);
             in->epoch = as->epoch;
             in->abandoned_epoch = as->epoch;
+            snprintf(in->fail_cause, sizeof in->fail_cause, "refused the active role: %.200s", why);
             set_report(in, US_INST_FAILED, as->epoch, 126);
+            in->report.refused = true; /* sent with the report, which goes out from the loop */
             return;
         }
         begin_promote(in, d, as->epoch);
@@ -703,12 +706,12 @@ json_t *us_instances_report(us_agent *a)
         const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
         json_object_set_new(
             rep, in->service,
-            json_pack("[i, s, i, i, s, i, i, s, I, I, I, i, s]", (int)in->report.state, e,
+            json_pack("[i, s, i, i, s, i, i, s, I, I, I, i, s, b]", (int)in->report.state, e,
                       in->report.exit_status, in->proc ? (int)us_proc_pid(in->proc) : 0, pe,
                       us_proxies_open(a, in->service, px_epoch), (int)in->report.health,
                       in->report.cause, (json_int_t)(cs ? cs->last_latency_ms : -1),
                       (json_int_t)(cs ? cs->probes : 0), (json_int_t)(cs ? cs->failed : 0),
-                      in->standby_restarts, in->restart_cause));
+                      in->standby_restarts, in->restart_cause, in->report.refused));
     }
     return rep;
 }

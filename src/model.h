@@ -196,6 +196,8 @@ typedef struct us_inst_obs {
     int exit_status; /* for FAILED: exit status, or 128+signal */
     us_health health;
     char cause[US_REASON_MAX]; /* FAILED/UNHEALTHY: human cause ("check ... failed 3/3: ...") */
+    bool refused; /* FAILED because this node cannot hold the role at all (e.g. it lacks a
+                     capability): a restart in place would fail the same way */
 } us_inst_obs;
 
 /* ---- Events: every transition with its cause, kept in the replicated state (fsm.h). ---- */

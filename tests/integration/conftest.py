@@ -318,12 +318,12 @@ class Cluster:
             f.write("\n".join(lines) + "\n")
         return n.conf
 
-    def configure(self, names=("n1", "n2", "n3")):
+    def configure(self, names=("n1", "n2", "n3"), extra_cluster=""):
         for name in names:
             self._new_node(name)
         self.members = list(names)
         for name in names:
-            self.write_config(name, members=self.members)
+            self.write_config(name, members=self.members, extra_cluster=extra_cluster)
 
     # ---- processes
 
@@ -378,10 +378,11 @@ class Cluster:
         for name in self.nodes:
             self.start(name)
 
-    def form(self, names=("n1", "n2", "n3")):
+    def form(self, names=("n1", "n2", "n3"), extra_cluster=""):
         """Configure, start and wait until every node sees the same leader with quorum and the
-        leader sees all of them alive voters. Returns the leader's status."""
-        self.configure(names)
+        leader sees all of them alive voters. Returns the leader's status. `extra_cluster` lines
+        go into every node's [cluster] section."""
+        self.configure(names, extra_cluster=extra_cluster)
         self.start_all()
 
         def formed():
@@ -399,12 +400,12 @@ class Cluster:
 
         return self.wait_until(formed, 30, "the cluster to form (one leader, %s alive voters)" % " ".join(names))
 
-    def add_node(self, name, join=None):
+    def add_node(self, name, join=None, extra_cluster=""):
         """Configure a node whose config has only `join` (no members) and start it."""
         self._new_node(name)
         if join is None:
             join = [self.nodes[m].address for m in self.members]
-        self.write_config(name, join=join)
+        self.write_config(name, join=join, extra_cluster=extra_cluster)
         return self.start(name)
 
     def running(self, name):

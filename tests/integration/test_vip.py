@@ -480,7 +480,9 @@ def test_agent_without_net_caps_refuses_vip_service(nsh):
     what = "%s's instance failed and no active node (status of %s, seen by all)" % (capless, leader)
     svc = h.wait(what, refused, 10, 0.1)
     h.note("refused after %.1f ms: %s" % ((now_ns() - t_apply) / 1e6, svc))
-    assert "instance on %s failed (exit status 126)" % capless in svc["reason"], svc["reason"]
+    assert "instance on %s failed: refused the active role" % capless in svc["reason"], svc["reason"]
+    # ... and it is not restarted in place: it would refuse again.
+    assert "no restart in place (%s refused the role)" % capless in svc["reason"], svc["reason"]
 
     # (a) the agent says why, naming both capabilities.
     want = "%s: refusing the active role: missing CAP_NET_ADMIN and CAP_NET_RAW: " % H.SERVICE

@@ -393,7 +393,8 @@ static char *next_token(parse_ctx *c, const char *what, char **p, char **val)
     return tok;
 }
 
-/* report NODE = STATE [EPOCH [EXIT_STATUS]] [health=unknown|healthy|unhealthy] [cause="TEXT"] */
+/* report NODE = STATE [EPOCH [EXIT_STATUS]] [health=unknown|healthy|unhealthy] [cause="TEXT"]
+ *               [refused=yes|no] */
 static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v)
 {
     if (r->n_reports >= US_MAX_NODES)
@@ -441,8 +442,13 @@ static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v
             if (!us_strlcpy(rep->obs.cause, val, sizeof rep->obs.cause))
                 return perr(c, "key '%s': cause longer than %d characters", what,
                             US_REASON_MAX - 1);
+        } else if (strcmp(tok, "refused") == 0) {
+            if (strcmp(val, "yes") != 0 && strcmp(val, "no") != 0)
+                return perr(c, "key '%s': refused= expects yes or no, got '%s'", what, val);
+            rep->obs.refused = strcmp(val, "yes") == 0;
         } else {
-            return perr(c, "key '%s': unknown option '%s=' (expected health=, cause=)", what, tok);
+            return perr(c, "key '%s': unknown option '%s=' (expected health=, cause=, refused=)",
+                        what, tok);
         }
     }
     if (c->err[0])
