@@ -146,31 +146,12 @@ typedef struct apply_req {
     us_agent *agent;
     us_apply_done done;
     void *data;
-    bool push; /* followers must learn of this change at once */
 } apply_req;
-
-static void barrier_cb(struct raft_barrier *req, int status)
-{
-    (void)status;
-    free(req);
-}
-
-/* Followers learn that an entry committed from the next AppendEntries, normally a heartbeat
- * later (a whole heartbeat_ms on a promotion's path). A barrier entry sends one right away,
- * carrying the new commit index. */
-static void push_commit(us_agent *a)
-{
-    struct raft_barrier *b = calloc(1, sizeof *b);
-    if (b && raft_barrier(&a->raft, b, barrier_cb) != 0)
-        free(b);
-}
 
 static void apply_cb(struct raft_apply *req, int status, void *result)
 {
     apply_req *r = req->data;
     r->agent->applies_in_flight--;
-    if (status == 0 && r->push && r->agent->leader && r->agent->stopping != 2)
-        push_commit(r->agent);
     if (status != 0)
         us_debug("apply failed: %s", raft_strerror(status));
     if (r->done)
@@ -181,8 +162,6 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
 {
     struct raft_buffer buf;
-    /* Recorded observations need not hurry; changes that agents act on do. */
-    bool push = strcmp(us_json_str(cmd, "op"), "event") != 0;
     if (us_cmd_encode(cmd, &buf) != 0)
         return RAFT_NOMEM;
     apply_req *r = calloc(1, sizeof *r);
@@ -193,7 +172,6 @@ int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
     r->agent = a;
     r->done = done;
     r->data = data;
-    r->push = push;
     r->req.data = r;
     int rc = raft_apply(&a->raft, &r->req, &buf, 1, apply_cb);
     if (rc != 0) {
@@ -944,7 +922,11 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
         snprintf(err, errlen, "raft init failed: %s", raft_errmsg(&a->raft));
         return -1;
     }
-    raft_set_heartbeat_timeout(&a->raft, (unsigned)c->timing.heartbeat_ms);
+    /* Followers learn that an entry committed from the leader's next AppendEntries: a short Raft
+     * heartbeat bounds how long a committed promotion waits to be seen (empty messages, no disk
+     * write; the agents' own heartbeats and leases keep heartbeat_ms). */
+    unsigned raft_hb = (unsigned)c->timing.heartbeat_ms / 5;
+    raft_set_heartbeat_timeout(&a->raft, raft_hb < 5 ? 5 : raft_hb);
     raft_set_election_timeout(&a->raft, (unsigned)c->timing.election_ms);
     /* Without pre-vote a restarted follower deposes the leader every time. */
     raft_set_pre_vote(&a->raft, true);

@@ -114,7 +114,8 @@ typedef struct us_instance {
     uint64_t checker_fp;            /* the check settings it runs */
     char fail_cause[US_REASON_MAX]; /* why the instance was reported FAILED */
     /* Hot standby process restarts (local, exponential backoff). */
-    int standby_restarts;
+    int standby_restarts;       /* for the backoff: starts over after a stable run */
+    int standby_restarts_total; /* reported: only grows, so the leader sees every restart */
     int64_t proc_started_ms;
     char restart_cause[US_REASON_MAX];
     struct us_agent *agent;

@@ -29,21 +29,32 @@ static int count_voters(us_agent *a)
     return n;
 }
 
-/* Record an observation as an event in the replicated history. */
-static void record(us_agent *a, const char *kind, const char *service, const char *node,
-                   const char *from, const char *to, const char *cause)
+static us_event make_event(const char *kind, const char *service, const char *node,
+                           const char *from, const char *to, const char *cause)
 {
     us_event e = {0};
-    e.time_ms = us_wall_ms();
     us_strlcpy(e.kind, kind, sizeof e.kind);
     us_strlcpy(e.service, service ? service : "", sizeof e.service);
     us_strlcpy(e.node, node ? node : "", sizeof e.node);
     us_strlcpy(e.from, from, sizeof e.from);
     us_strlcpy(e.to, to, sizeof e.to);
     us_strlcpy(e.cause, cause, sizeof e.cause);
-    us_info("event: %s %s%s%s %s -> %s: %s", kind, e.service, e.service[0] ? " " : "", e.node, from,
-            to, cause);
+    return e;
+}
+
+static void record_event(us_agent *a, us_event e)
+{
+    e.time_ms = us_wall_ms();
+    us_info("event: %s %s%s%s %s -> %s: %s", e.kind, e.service, e.service[0] ? " " : "", e.node,
+            e.from, e.to, e.cause);
     us_agent_apply(a, us_cmd_event(&e), NULL, NULL);
+}
+
+/* Record an observation as an event in the replicated history. */
+static void record(us_agent *a, const char *kind, const char *service, const char *node,
+                   const char *from, const char *to, const char *cause)
+{
+    record_event(a, make_event(kind, service, node, from, to, cause));
 }
 
 static int alive_members(us_agent *a)
@@ -72,17 +83,21 @@ typedef struct change_req {
     struct raft_change req;
     us_agent *agent;
     uint64_t id;
-    int role; /* after an add: the role to assign; -1 none */
+    int role;            /* after an add: the role to assign; -1 none */
+    us_event done_event; /* recorded once the change succeeded (kind "" = none) */
 } change_req;
 
 static void change_done(struct raft_change *req, int status);
 
-static void assign_role(us_agent *a, uint64_t id, int role)
+/* `done` (may be NULL): the event to record once the change took effect. */
+static void assign_role(us_agent *a, uint64_t id, int role, const us_event *done)
 {
     change_req *c = calloc(1, sizeof *c);
     c->agent = a;
     c->id = id;
     c->role = -1;
+    if (done)
+        c->done_event = *done;
     c->req.data = c;
     a->change_in_flight = true;
     int rc = raft_assign(&a->raft, &c->req, id, role, change_done);
@@ -101,7 +116,9 @@ static void change_done(struct raft_change *req, int status)
     if (status != 0)
         us_warn("membership change failed: %s", raft_strerror(status));
     else if (c->role >= 0 && a->leader)
-        assign_role(a, c->id, c->role);
+        assign_role(a, c->id, c->role, NULL);
+    if (status == 0 && c->done_event.kind[0] && a->leader)
+        record_event(a, c->done_event);
     free(c);
     us_agent_schedule_reconcile(a);
 }
@@ -291,8 +308,8 @@ static bool replace_dead_voter(us_agent *a, int64_t now)
             snprintf(why, sizeof why,
                      "autopilot: voter %s dead for %lld ms (grace %d ms): %d voters are enough",
                      p->name, (long long)silent, grace, desired_voters(a));
-        record(a, "voter", NULL, p->name, "voter", "non-voter", why);
-        assign_role(a, c->servers[i].id, RAFT_STANDBY);
+        us_event e = make_event("voter", NULL, p->name, "voter", "non-voter", why);
+        assign_role(a, c->servers[i].id, RAFT_STANDBY, &e);
         return true;
     }
     return false;
@@ -308,8 +325,8 @@ static void keep_voters(us_agent *a, int64_t now)
     if (p) {
         char why[US_REASON_MAX];
         snprintf(why, sizeof why, "autopilot: keeping %d voters", desired_voters(a));
-        record(a, "voter", NULL, p->name, "non-voter", "voter", why);
-        assign_role(a, p->id, RAFT_VOTER);
+        us_event e = make_event("voter", NULL, p->name, "non-voter", "voter", why);
+        assign_role(a, p->id, RAFT_VOTER, &e);
     }
 }
 
@@ -328,8 +345,11 @@ static struct us_ctl_seen *seen(us_agent *a, const char *service, const char *no
     for (int i = 0; i < a->n_ctl_seen; i++)
         if (strcmp(a->ctl_seen[i].service, service) == 0 && strcmp(a->ctl_seen[i].node, node) == 0)
             return &a->ctl_seen[i];
-    if (a->n_ctl_seen == (int)(sizeof a->ctl_seen / sizeof a->ctl_seen[0]))
-        return NULL;
+    if (a->n_ctl_seen == (int)(sizeof a->ctl_seen / sizeof a->ctl_seen[0])) {
+        /* Pairs of renamed services and removed nodes piled up: start over (silently). */
+        a->n_ctl_seen = 0;
+        *fresh = true;
+    }
     struct us_ctl_seen *x = &a->ctl_seen[a->n_ctl_seen++];
     memset(x, 0, sizeof *x);
     us_strlcpy(x->service, service, sizeof x->service);
@@ -383,7 +403,7 @@ static void instance_events(us_agent *a)
             if (p == &a->peers[a->self]) {
                 const us_instance *in = us_instance_of(a, as->service);
                 if (in) {
-                    restarts = in->standby_restarts;
+                    restarts = in->standby_restarts_total;
                     restart_cause = in->restart_cause;
                 }
             } else {

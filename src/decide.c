@@ -95,20 +95,28 @@ static bool banned(const us_decide_input *in, const us_assignment *a, const char
     return f && f->banned_until_ms > in->now_ms;
 }
 
-/* A counted failure stands while its ban lasts or, when it brought no ban, while its failure
- * window runs. Once it no longer stands (or `understudy reset` cleared it) the node's FAILED
- * report under the current epoch is history: otherwise a free role could stay free forever. */
-static bool failure_stands(const us_decide_input *in, int s, const char *node)
+static int restarts_in_window(const us_decide_input *in, int s);
+
+/* A counted failure of node n stands while its ban lasts or, when it brought no ban, while its
+ * failure window runs and a restart in place could not bring the node back (the restart budget
+ * is used up, or the node refused the role). Once it no longer stands (or `understudy reset`
+ * cleared it) the node's FAILED report under the current epoch is history: otherwise a free role
+ * could stay free until the failure window ends although the restart budget renewed. */
+static bool failure_stands(const us_decide_input *in, int s, int n)
 {
-    const us_failrec *f = failrec(&in->asg[s], node);
+    const us_failrec *f = failrec(&in->asg[s], in->nodes[n].name);
     if (!f)
         return false;
     if (f->banned_until_ms > 0)
         return f->banned_until_ms > in->now_ms;
-    return in->now_ms - f->window_ms < in->defs[s].failure_window_ms;
+    if (in->now_ms - f->window_ms >= in->defs[s].failure_window_ms)
+        return false;
+    return in->inst[s][n].refused || restarts_in_window(in, s) >= in->defs[s].max_restarts;
 }
 
-/* Does node n's report rule it out for the current epoch? */
+/* Does node n's report rule it out for the current epoch? While someone holds the role, a failed
+ * or fenced node is out. Once the role is free, a fenced node is not (the guardian killed all it
+ * ran), nor a failed one whose failure no longer stands. */
 static bool reported_out(const us_decide_input *in, int s, int n)
 {
     const us_inst_obs *r = &in->inst[s][n];
@@ -116,10 +124,10 @@ static bool reported_out(const us_decide_input *in, int s, int n)
     if (r->epoch != a->epoch)
         return false;
     if (r->state == US_INST_FENCED)
-        return true;
+        return a->active[0] != '\0';
     if (r->state != US_INST_FAILED)
         return false;
-    return a->active[0] || failure_stands(in, s, in->nodes[n].name);
+    return a->active[0] || failure_stands(in, s, n);
 }
 
 /* Health speaks for a running instance only; a stopped one reports nothing to judge. */
@@ -796,6 +804,26 @@ static int64_t service_wake(const us_decide_input *in, int s, const us_assignmen
     return wake;
 }
 
+/* R0 for a paused service: release a holder lost with its node (lease expired, fenced, agent
+ * restarted); a failed or demoted instance keeps the role as it is (processes stay as they are). */
+static bool paused_release(const us_decide_input *in, int s, us_assignment *next)
+{
+    const us_assignment *cur = &in->asg[s];
+    int h = cur->active[0] ? find_node(in, cur->active) : -1;
+    char released[US_REASON_MAX];
+    release_kind k = h >= 0 ? release_of(in, s, h, released, sizeof released) : REL_NONE;
+    if (k != REL_FENCED && k != REL_LEASE && k != REL_AGENT)
+        return false;
+    *next = *cur;
+    next->active[0] = '\0';
+    next->active_inc = 0;
+    next->demoting = false;
+    next->target[0] = '\0';
+    next->recover = false;
+    snprintf(next->reason, sizeof next->reason, "%.200s; paused: no new active", released);
+    return true;
+}
+
 void us_decide(const us_decide_input *in, us_decide_output *out)
 {
     out->n = 0;
@@ -803,9 +831,17 @@ void us_decide(const us_decide_input *in, us_decide_output *out)
     if (!in->has_quorum)
         return;
     for (int s = 0; s < in->n_services; s++) {
-        if (in->asg[s].paused)
-            continue; /* R0: the operator has the service; no decision, no wake */
         us_decision *dec = &out->d[out->n];
+        if (in->asg[s].paused) {
+            /* R0: the operator has the service: no decision, no wake; only a holder that surely
+             * no longer acts loses the role (nobody gets it), or its node's revoked lease would
+             * stay revoked for as long as the pause lasts. */
+            if (paused_release(in, s, &dec->next)) {
+                dec->service = s;
+                out->n++;
+            }
+            continue;
+        }
         const us_assignment *fin = &in->asg[s];
         if (decide_service(in, s, &dec->next)) {
             dec->service = s;

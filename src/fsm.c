@@ -852,6 +852,7 @@ static int apply_switchover(us_state *s, const json_t *cmd)
     if (i < 0 || s->asg[i].gen != us_json_u64(cmd, "gen") || !s->asg[i].active[0])
         return US_APPLY_NOOP;
     us_assignment *a = &s->asg[i];
+    const char *was = role_in(a, a->active);
     a->demoting = true;
     us_strlcpy(a->target, us_json_str(cmd, "target"), sizeof a->target);
     const char *target = us_json_str(cmd, "target");
@@ -859,7 +860,7 @@ static int apply_switchover(us_state *s, const json_t *cmd)
              target);
     a->gen++;
     stamp st = stamp_of(cmd);
-    add_event(s, &st, "role", a->service, a->active, "active", "demoting", a->reason);
+    add_event(s, &st, "role", a->service, a->active, was, "demoting", a->reason);
     return US_APPLY_OK;
 }
 

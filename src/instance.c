@@ -442,6 +442,7 @@ static void standby_exited(us_instance *in, int status)
     if (delay > hi)
         delay = hi;
     in->standby_restarts++;
+    in->standby_restarts_total++;
     in->restart_after_ms = now + delay;
     char why[US_REASON_MAX / 2];
     exit_text(status, why, sizeof why);
@@ -711,7 +712,7 @@ json_t *us_instances_report(us_agent *a)
                       us_proxies_open(a, in->service, px_epoch), (int)in->report.health,
                       in->report.cause, (json_int_t)(cs ? cs->last_latency_ms : -1),
                       (json_int_t)(cs ? cs->probes : 0), (json_int_t)(cs ? cs->failed : 0),
-                      in->standby_restarts, in->restart_cause, in->report.refused));
+                      in->standby_restarts_total, in->restart_cause, in->report.refused));
     }
     return rep;
 }

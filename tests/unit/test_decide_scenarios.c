@@ -1135,19 +1135,23 @@ static bool is_banned(const us_decide_input *in, int s, const char *node)
 }
 
 /* docs/decisions.md "Eligible node", FAILED report clause: while nobody holds the role, a counted
- * failure that no longer stands (ban over, or no ban and failure window over, or reset) does not
- * rule the node out. */
-static bool failed_report_counts(const us_decide_input *in, int s, const char *node)
+ * failure that no longer stands (ban over; or no ban and either the failure window is over or a
+ * restart could bring the node back — budget left, not refused; or reset) does not rule the node
+ * out. */
+static bool failed_report_counts(const us_decide_input *in, int s, int n)
 {
     const us_assignment *a = &in->asg[s];
     if (a->active[0])
         return true;
-    const us_failrec *f = failrec_of(a, node);
+    const us_failrec *f = failrec_of(a, in->nodes[n].name);
     if (!f)
         return false;
     if (f->banned_until_ms > 0)
         return f->banned_until_ms > in->now_ms;
-    return in->now_ms - f->window_ms < in->defs[s].failure_window_ms;
+    if (in->now_ms - f->window_ms >= in->defs[s].failure_window_ms)
+        return false;
+    int used = in->now_ms - a->restart_window_ms >= in->defs[s].restart_window_ms ? 0 : a->restarts;
+    return in->inst[s][n].refused || used >= in->defs[s].max_restarts;
 }
 
 /* docs/decisions.md "Eligible node". Returns NULL if eligible, else why not. `restart`: the node
@@ -1171,10 +1175,11 @@ static const char *ineligible(const us_decide_input *in, int s, int n, bool rest
         return "lease not valid";
     if (d->n_nodes > 0 && !in_list(d->n_nodes, d->nodes, node->name))
         return "not in the service's nodes list";
-    if (r->state == US_INST_FENCED && r->epoch == in->asg[s].epoch)
+    /* A fenced node ran nothing any more: it is out only while someone holds the role. */
+    if (r->state == US_INST_FENCED && r->epoch == in->asg[s].epoch && in->asg[s].active[0])
         return "reported fenced under the current epoch";
     if (r->state == US_INST_FAILED && r->epoch == in->asg[s].epoch && !restart &&
-        failed_report_counts(in, s, node->name))
+        failed_report_counts(in, s, n))
         return "reported failed under the current epoch";
     if (is_banned(in, s, node->name))
         return "banned";
@@ -1223,8 +1228,23 @@ static void check_healing(const us_decide_input *in, int s, const us_assignment 
     const us_service_def *d = &in->defs[s];
     const char *name = d->name;
     int64_t now = in->now_ms;
-    if (cur->paused)
-        add(m, "%s: paused, yet decided (R0)\n", name);
+    /* R0: for a paused service only the release of a holder lost with its node, to nobody. */
+    if (cur->paused) {
+        us_assignment only = *cur;
+        only.active[0] = '\0';
+        only.active_inc = 0;
+        only.demoting = false;
+        only.target[0] = '\0';
+        only.recover = false;
+        bool same_fail = nx->n_fail == only.n_fail;
+        for (int i = 0; same_fail && i < nx->n_fail; i++)
+            same_fail = same_failrec(&nx->fail[i], &only.fail[i]);
+        if (!cur->active[0] || nx->active[0] || nx->epoch != cur->epoch ||
+            nx->n_standbys != cur->n_standbys || nx->recover || nx->demoting ||
+            strcmp(nx->restart_node, only.restart_node) != 0 || nx->restarts != only.restarts ||
+            nx->last_failover_ms != only.last_failover_ms || !same_fail)
+            add(m, "%s: paused, yet decided more than releasing a lost holder (R0)\n", name);
+    }
     if (nx->paused != cur->paused)
         add(m, "%s: decisions never change 'paused'\n", name);
     if (!str_terminated(nx->restart_node, sizeof nx->restart_node) || nx->n_fail < 0 ||
