@@ -494,6 +494,15 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
                f->failures, fmt_dur(d->failure_window_ms).s, fmt_dur(d->failure_cooldown_ms).s);
     char block[96];
     restart_verdict(in, s, h, f, block, sizeof block);
+    if (f->banned_until_ms <= now && d->max_restarts > 0 &&
+        restarts_in_window(in, s) >= d->max_restarts && !restart_block(in, s, h, f)) {
+        /* Restarts used up and it failed again: the node is marked failed for the service. */
+        for (int i = 0; i < next->n_fail; i++)
+            if (strcmp(next->fail[i].node, hn) == 0)
+                next->fail[i].banned_until_ms = now + d->failure_cooldown_ms;
+        append(why, len, "; %s marked failed for %s (%s): not used for it for %s", hn, d->name,
+               block, fmt_dur(d->failure_cooldown_ms).s);
+    }
     bool can_restart = !block[0];
     const char *how = "";
     int c = choose_active(in, s, &how);

@@ -193,9 +193,22 @@ def test_autopilot_demotes_dead_voters_so_more_failures_are_survived(cluster):
         assert not nodes_of(st)[v]["voter"], nodes_of(st)[v]
         assert find(evs, "voter", node=v), "no voter event for %s:\n%s" % (v, fmt_events(evs))
 
+    # A killed node comes back: it rejoins as a non-voter (3 voters are enough for 4 alive nodes)
+    # and is the spare that autopilot gives the next dead voter's vote to.
+    spare = victims[0]
+    c.restart(spare)
+
+    def spare_back():
+        st = c.leader_status()
+        n = nodes_of(st).get(spare, {})
+        return st if n.get("state") == "alive" and not n.get("voter") else None
+
+    st = c.wait_until(spare_back, 30, "%s back as an alive non-voter" % spare)
+
     # One more voter failure (the node holding web's active) is survived: 2 of 3 voters remain.
     third = c.service(st, "web")["active"]
     assert third == active and third != c.leader()
+    seq1 = last_seq(c)
     c.kill9(third)
     rest = [m for m in names if m not in victims + [third]]
 
@@ -212,6 +225,19 @@ def test_autopilot_demotes_dead_voters_so_more_failures_are_survived(cluster):
     s = c.service(v, "web")
     print("killed %s too: leader %s, web on %s (epoch %d)" % (third, v["cluster"]["leader"], s["active"], s["epoch"]))
     wait_active(c, min_epoch=s["epoch"], log=c.overlap_log)
+
+    # ... and after the grace the dead voter's vote goes to the spare: 3 alive voters again.
+    def replaced():
+        st = c.leader_status()
+        voters = sorted(n["name"] for n in st["nodes"] if n["voter"] and n["state"] == "alive")
+        return st if voters == sorted(rest + [spare]) else None
+
+    c.wait_until(replaced, 30, "voters %s after %s died" % (sorted(rest + [spare]), third))
+    evs = events(c, after=seq1)
+    assert find(evs, "voter", node=third, to="non-voter"), fmt_events(evs)
+    promoted = find(evs, "voter", node=spare, to="voter")
+    assert promoted, "no promotion of the spare %s:\n%s" % (spare, fmt_events(evs))
+    assert any(spare in e["cause"] for e in find(evs, "voter", node=third)), fmt_events(evs)
     intervals(c)
 
 
