@@ -926,7 +926,7 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
      * heartbeat bounds how long a committed promotion waits to be seen (empty messages, no disk
      * write; the agents' own heartbeats and leases keep heartbeat_ms). */
     unsigned raft_hb = (unsigned)c->timing.heartbeat_ms / 5;
-    raft_set_heartbeat_timeout(&a->raft, raft_hb < 5 ? 5 : raft_hb);
+    raft_set_heartbeat_timeout(&a->raft, raft_hb < 10 ? 10 : raft_hb);
     raft_set_election_timeout(&a->raft, (unsigned)c->timing.election_ms);
     /* Without pre-vote a restarted follower deposes the leader every time. */
     raft_set_pre_vote(&a->raft, true);

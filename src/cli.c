@@ -1,5 +1,6 @@
 /* cli.c — see cli.h. */
 #include "cli.h"
+#include "lease.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -580,13 +581,6 @@ static void local_time(int64_t ms, bool full, char *out, size_t size)
         snprintf(out, size, "%s", buf);
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Self-healing in progress: a pending restart in place, an unhealthy active being stopped. */
 static void print_service_notes(json_t *services)
 {
@@ -684,7 +678,7 @@ static void print_failures(json_t *services, bool col)
     json_t *s, *f;
     table t = {.ncols = 5};
     int row = 1;
-    int64_t now = wall_ms();
+    int64_t now = us_wall_ms();
     json_array_foreach(services, i, s)
     {
         json_array_foreach(json_object_get(s, "failures"), k, f)
