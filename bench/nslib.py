@@ -6,8 +6,9 @@
                      address = the node's IP; status and apply through the CLI, run in the client
                      namespace (the bench process itself lives in the host namespace, which has no
                      route to 198.18.0.0/24)
-  Client             a helper process in the client namespace: single GETs, and the high-rate
-                     takeover prober (`watch`), driven with JSON lines over its stdin/stdout
+  Client             a helper process in the client namespace: single GETs (a hot standby's 503
+                     "NODE standby" is told apart) and the high-rate takeover prober (`watch`),
+                     driven with JSON lines over its stdin/stdout
   set_sysctls()      per-namespace sysctls (they only exist inside the bed's namespaces)
 
 Python standard library only; every wait is bounded in time and in iterations.
@@ -38,6 +39,7 @@ RAFT_PORT = nsagents.RAFT_PORT
 API_PORT = nsagents.API_PORT
 LOG_TAIL = 40
 ANSWER_RE = re.compile(rb"\r\n\r\n(\S+) epoch (\d+)\n")
+STANDBY_RE = re.compile(rb"\r\n\r\n(\S+) standby\n")  # bench/hot_service.py, not promoted
 
 
 class BenchError(Exception):
@@ -247,9 +249,14 @@ class Client:
 
     def get(self, host, port, timeout=0.5):
         """(node, epoch) of one fresh GET, or None."""
-        self._send({"cmd": "get", "host": host, "port": port, "timeout": timeout})
-        r = self._recv(timeout + 10)
+        r = self.get_raw(host, port, timeout)
         return (r["node"], r["epoch"]) if r.get("ok") else None
+
+    def get_raw(self, host, port, timeout=0.5):
+        """One fresh GET: {"ok": True, "node", "epoch"}, or {"ok": False, "err"} plus
+        "standby": NODE when a hot standby (bench/hot_service.py) answered 503."""
+        self._send({"cmd": "get", "host": host, "port": port, "timeout": timeout})
+        return self._recv(timeout + 10)
 
     def watch_arm(self, host, port, old_node, old_epoch, period_ms, max_s, after_ms, arm_s=10):
         """Start the prober; returns once it saw old_node (and old_epoch, if >= 0) answer."""
@@ -329,6 +336,9 @@ def _one_get(host, port, timeout):
         return {"ok": False, "err": str(e)}
     m = ANSWER_RE.search(data)
     if not m:
+        sb = STANDBY_RE.search(data)
+        if sb:
+            return {"ok": False, "err": "standby", "standby": sb.group(1).decode()}
         return {"ok": False, "err": "unexpected answer %r" % data[:200]}
     return {"ok": True, "node": m.group(1).decode(), "epoch": int(m.group(2))}
 
@@ -424,7 +434,7 @@ def _watch(cmd, out):
                     continue
             m = ANSWER_RE.search(st[1])
             if not m:
-                finish(s, "bad")
+                finish(s, "standby" if STANDBY_RE.search(st[1]) else "bad")
                 continue
             node, epoch = finish(s, "ok", m.group(1).decode(), int(m.group(2)))
             t = events[-1][1]
