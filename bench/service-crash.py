@@ -27,122 +27,41 @@ turned into a ban (if the agent rejects the key, the bench applies the file with
 resets bans through POST /v1/services/web/reset when it sees one).
 
 Every wait is bounded; every process started is stopped on exit (also on Ctrl-C / SIGTERM).
-Only the Python standard library is used. Exit status: 0 when every run succeeded and the hot
-standby's median meets the target, 1 otherwise.
+Only the Python standard library is used; the loopback cluster harness is bench/looplib.py.
+Exit status: 0 when every run succeeded and the hot standby's median meets the target, 1 otherwise.
 """
 
 import argparse
-import atexit
 import collections
 import http.client
 import json
-import math
 import os
 import re
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(ROOT, "demo", "sample_service.py")
+from looplib import (NODES, ROOT, SAMPLE, STEADY_TIMEOUT_S, BenchError, LoopCluster,
+                     add_port_args, add_run_args, await_answer, check_bin_and_ports, error_suffix,
+                     http_call, install_cleanup, log, parse_profiles, probe, run_guarded,
+                     runs_where_line, summary_line, target_line)
+
 HOT = os.path.join(ROOT, "bench", "hot_service.py")
-NODES = ("n1", "n2", "n3")
 PROFILES = ("default", "fast")
 MODES = ("hot", "cold")
 TARGET_HOT_MEDIAN_MS = 100.0  # hot standby, any profile
 
-STEADY_TIMEOUT_S = 30.0   # cluster formation, first placement, steady state between runs
 SETTLE_S = 1.0            # steady must hold unchanged this long (a leadership transfer follows
                           # every promotion of the leader's node: do not kill in the middle of it)
 ANSWER_TIMEOUT_S = 30.0   # kill -> some node answers with a higher epoch
 POLL_MS = 1.0             # the prober's pause between rounds over the three ports (--poll-ms)
-PROBE_TIMEOUT_S = 0.2     # one probe (connect + answer)
 STARTUP_SAMPLES = 10      # bare python3 start-up measurements
-LOG_TAIL = 40             # agent log lines shown when something goes wrong
 
 
-def log(msg=""):
-    print(msg, flush=True)
-
-
-class BenchError(Exception):
-    pass
-
-
-# ---- small helpers -------------------------------------------------------------------------------
-
-def port_busy(port, kinds):
-    """Return a list of 'port/kind (reason)' for the ports someone else holds."""
-    out = []
-    for kind in kinds:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
-        if kind == "tcp":
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "busy"
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as e:
-            out.append("%d/%s (%s)" % (port, kind, e.strerror))
-        finally:
-            s.close()
-    return out
-
-
-def http_call(hostport, method, path, timeout, body=None):
-    host, port = hostport.rsplit(":", 1)
-    c = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        c.request(method, path, body=body)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
-
-STATUS_LINE = re.compile(rb"^HTTP/1\.[01] (\d{3}) ")
-BODY = re.compile(rb"\r\n\r\n(\S+) (?:epoch (\d+)|standby)\n")
-
-
-def probe(port, timeout=PROBE_TIMEOUT_S):
-    """One fresh HTTP connection: (status, node, epoch or None), or None (no answer / garbage)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(b"GET / HTTP/1.0\r\nHost: bench\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return None
-    st, body = STATUS_LINE.match(data), BODY.search(data)
-    if not st or not body:
-        return None
-    return (int(st.group(1)), body.group(1).decode(),
-            int(body.group(2)) if body.group(2) is not None else None)
-
-
-def percentile(sorted_vals, p):
-    """Nearest-rank percentile."""
-    k = max(1, math.ceil(p / 100.0 * len(sorted_vals)))
-    return sorted_vals[k - 1]
-
-
-def proc_alive(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("State:"):
-                    return "Z" not in line.split()[1]
-    except OSError:
-        return False
-    return False
-
+# ---- agent log time stamps -----------------------------------------------------------------------
 
 def local_ms_of_day(wall):
     tm = time.localtime(wall)
@@ -216,28 +135,18 @@ def loadavg():
 
 # ---- one 3-node cluster --------------------------------------------------------------------------
 
-class Cluster:
+class Cluster(LoopCluster):
+    wait_interval = 0.02
+    kept_note = "agent logs n1.log .. n3.log, service logs data-N/logs/"
+
     def __init__(self, binary, profile, mode, raft_base, api_base, http_base, any_leader=False):
-        self.binary = binary
+        super().__init__(binary, profile, raft_base, api_base, http_base,
+                         "understudy-svccrash-%s-%s." % (profile, mode))
         self.any_leader = any_leader
-        self.profile = profile
         self.mode = mode
-        self.raft = {n: raft_base + i for i, n in enumerate(NODES)}
-        self.api = {n: "127.0.0.1:%d" % (api_base + i) for i, n in enumerate(NODES)}
-        self.http_base = http_base
-        self.http = {n: http_base + i + 1 for i, n in enumerate(NODES)}
-        self.dir = tempfile.mkdtemp(prefix="understudy-svccrash-%s-%s." % (profile, mode))
-        self.procs = {}
         self.why = "nothing checked yet"  # why the last steady() said no
         self.threshold_key = True
         self.resets = 0
-        members = " ".join("%s=127.0.0.1:%d" % (n, self.raft[n]) for n in NODES)
-        for n in NODES:
-            with open(self.conf(n), "w") as f:
-                f.write("[node]\nname = %s\naddress = 127.0.0.1:%d\napi = %s\ndata_dir = %s\n"
-                        "[cluster]\nname = bench\nmembers = %s\nprofile = %s\n"
-                        % (n, self.raft[n], self.api[n], self.data_dir(n), members, profile))
-        self.services = os.path.join(self.dir, "services.ini")
         self.script = HOT if mode == "hot" else SAMPLE
 
     def write_services(self):
@@ -253,62 +162,13 @@ class Cluster:
         with open(self.services, "w") as f:
             f.write("\n".join(lines) + "\n")
 
-    def conf(self, n):
-        return os.path.join(self.dir, n + ".conf")
-
-    def data_dir(self, n):
-        return os.path.join(self.dir, "data-" + n)
-
-    def logfile(self, n):
-        return os.path.join(self.dir, n + ".log")
-
-    def start(self, n):
-        with open(self.logfile(n), "ab") as lf:
-            # A session of its own: Ctrl-C reaches the bench only, which stops the agents itself.
-            self.procs[n] = subprocess.Popen(
-                [self.binary, "agent", "--config", self.conf(n)], cwd=self.dir,
-                stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT,
-                start_new_session=True)
-
-    def apply(self):
-        self.write_services()
-        r = subprocess.run([self.binary, "--api", self.api["n1"], "apply", self.services],
-                           capture_output=True, text=True, timeout=30)
-        if r.returncode != 0 and "failure_threshold" in r.stdout + r.stderr:
-            log("  note: the agent rejects failure_threshold; applying without it (bans are reset"
-                " through the API if they happen)")
-            self.threshold_key = False
-            self.write_services()
-            r = subprocess.run([self.binary, "--api", self.api["n1"], "apply", self.services],
-                               capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise BenchError("apply failed (%d): %s%s" % (r.returncode, r.stdout, r.stderr))
-
-    def node_status(self, n, timeout=1.0):
-        if n in self.procs and self.procs[n].poll() is not None:
+    def retry_apply(self, failed):
+        if "failure_threshold" not in failed.stdout + failed.stderr:
             return None
-        try:
-            code, body = http_call(self.api[n], "GET", "/v1/status", timeout)
-            return json.loads(body) if code == 200 else None
-        except (OSError, ValueError, http.client.HTTPException):
-            return None
-
-    def status(self):
-        """Status as seen by the leader (asked through any live agent); None if unavailable."""
-        seen = None
-        for n in NODES:
-            st = self.node_status(n)
-            if not st:
-                continue
-            leader = (st.get("cluster") or {}).get("leader")
-            if leader == st.get("node"):
-                return st
-            seen = seen or st
-            if leader in self.api:
-                lst = self.node_status(leader)
-                if lst:
-                    return lst
-        return seen
+        log("  note: the agent rejects failure_threshold; applying without it (bans are reset"
+            " through the API if they happen)")
+        self.threshold_key = False
+        return self.apply_once()
 
     def web(self, st):
         svc = [s for s in (st or {}).get("services", []) if s.get("name") == "web"]
@@ -403,15 +263,6 @@ class Cluster:
         raise BenchError("%s: not reached within %.0f s (last: %s)"
                          % (what, STEADY_TIMEOUT_S, self.why))
 
-    def wait(self, what, cond, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r = cond()
-            if r:
-                return r
-            time.sleep(0.02)
-        raise BenchError("%s: not reached within %.0f s (last: %s)" % (what, timeout, self.why))
-
     def log_offsets(self):
         return {n: os.path.getsize(self.logfile(n)) if os.path.exists(self.logfile(n)) else 0
                 for n in NODES}
@@ -423,86 +274,6 @@ class Cluster:
                 return f.read().decode(errors="replace").splitlines()
         except OSError:
             return []
-
-    def log_tails(self):
-        out = []
-        for n in NODES:
-            try:
-                with open(self.logfile(n), errors="replace") as f:
-                    lines = f.readlines()[-LOG_TAIL:]
-            except OSError:
-                lines = []
-            out.append("---- %s (last %d lines of %s)" % (n, len(lines), self.logfile(n)))
-            out.extend(l.rstrip("\n") for l in lines)
-        return "\n".join(out)
-
-    def our_strays(self):
-        """Processes left by our agents: guardians (command line names our config) and service
-        processes and hooks (their environment names our data dirs)."""
-        found = []
-        me = os.getpid()
-        for d in os.listdir("/proc"):
-            if not d.isdigit() or int(d) == me:
-                continue
-            try:
-                with open("/proc/%s/cmdline" % d, "rb") as f:
-                    cmd = f.read()
-                hit = ("--config\0" + self.dir + "/").encode() in cmd
-                if not hit:
-                    with open("/proc/%s/environ" % d, "rb") as f:
-                        hit = ("UNDERSTUDY_DATA_DIR=" + self.dir + "/").encode() in f.read()
-            except OSError:
-                continue
-            if hit and proc_alive(int(d)):
-                found.append(int(d))
-        return found
-
-    def stop(self, keep=False):
-        """SIGTERM (hand over), bounded wait, SIGTERM again (force), bounded wait, SIGKILL; then
-        wait (bounded) for guardians and service processes, SIGKILL them; remove the data.
-        Ctrl-C / SIGTERM are ignored meanwhile: an interrupted stop would leave agents behind."""
-        saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            self._stop(keep)
-        finally:
-            for s, h in saved.items():
-                signal.signal(s, h)
-
-    def _stop(self, keep):
-        for sig, wait_s in ((signal.SIGTERM, 15.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            live = [p for p in self.procs.values() if p.poll() is None]
-            if not live:
-                break
-            for p in live:
-                try:
-                    p.send_signal(sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and any(p.poll() is None for p in live):
-                time.sleep(0.05)
-        deadline = time.monotonic() + 5.0
-        killed = False
-        while True:
-            strays = self.our_strays()
-            if not strays:
-                break
-            if time.monotonic() > deadline:
-                log("bench: processes still there after SIGKILL: %s" % strays)
-                break
-            if not killed and time.monotonic() > deadline - 2.0:
-                for pid in strays:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                killed = True
-            time.sleep(0.05)
-        if keep:
-            log("bench: kept %s (agent logs n1.log .. n3.log, service logs data-N/logs/)"
-                % self.dir)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---- the benchmark -------------------------------------------------------------------------------
@@ -545,24 +316,13 @@ def service_pid(cl, act, epoch):
 def crash_once(cl, run, steady, poll_s):
     act, epoch = steady["active"], steady["epoch"]
     pid = service_pid(cl, act, epoch)
-    ports = [(n, cl.http[n]) for n in NODES]
     offsets = cl.log_offsets()
     wall0 = time.time()
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    deadline = t0 + ANSWER_TIMEOUT_S
-    answer = None
-    while answer is None:
-        for n, port in ports:
-            a = probe(port)
-            if a and a[0] == 200 and a[2] is not None and a[2] > epoch:
-                answer = a
-                break
-        if answer:
-            break
-        if time.monotonic() > deadline:
-            break
-        time.sleep(poll_s)
+    answer = await_answer([cl.http[n] for n in NODES],
+                          lambda a: a[0] == 200 and a[2] is not None and a[2] > epoch,
+                          t0 + ANSWER_TIMEOUT_S, poll_s)
     t1 = time.monotonic()
     if answer is None:
         raise BenchError(
@@ -620,15 +380,12 @@ def fmt_timeline(tl):
 def bench_one(args, profile, mode, state):
     cl = Cluster(args.bin, profile, mode, args.raft_port, args.api_port, args.http_base,
                  args.any_leader)
-    state["cluster"] = cl
-    log("== profile %s, %s standby: 3 agents (%s), service web, standbys = 1, %d runs"
-        % (profile, mode, cl.dir, args.runs))
     samples = []
-    try:
-        for n in NODES:
-            cl.start(n)
-        cl.wait("leader elected", lambda: (cl.status() or {}).get("cluster", {}).get("leader"),
-                STEADY_TIMEOUT_S)
+
+    def body():
+        log("== profile %s, %s standby: 3 agents (%s), service web, standbys = 1, %d runs"
+            % (profile, mode, cl.dir, args.runs))
+        cl.start_all()
         cl.apply()
         steady = cl.wait_settled("first steady state")
         for run in range(1, args.runs + 1):
@@ -641,16 +398,9 @@ def bench_one(args, profile, mode, state):
                 % (run, s["killed"], " (leader)" if s["was_leader"] else "", s["pid"], s["epoch"],
                    s["node"], " (leader)" if s["new_was_leader"] else "", s["new_epoch"],
                    s["ms"], fmt_timeline(s["timeline"])))
-        return {"samples": samples, "error": None, "threshold_key": cl.threshold_key}
-    except BenchError as e:
-        log("bench: profile %s, %s standby: %s" % (profile, mode, e))
-        if "\n----" not in str(e):
-            log(cl.log_tails())
-        return {"samples": samples, "error": str(e).splitlines()[0],
-                "threshold_key": cl.threshold_key}
-    finally:
-        state["cluster"] = None
-        cl.stop(keep=args.keep)
+
+    error = run_guarded(state, cl, "profile %s, %s standby" % (profile, mode), args.keep, body)
+    return {"samples": samples, "error": error, "threshold_key": cl.threshold_key}
 
 
 def report(profile, mode, res, runs, startup):
@@ -660,8 +410,7 @@ def report(profile, mode, res, runs, startup):
         med = statistics.median(s)
         lines.append("  service crash (kill -9 of the active's service process -> first 200 with a "
                      "higher epoch), %d/%d runs:" % (len(s), runs))
-        lines.append("    min %.1f ms  median %.1f ms  p90 %.1f ms  p99 %.1f ms  max %.1f ms"
-                     % (s[0], med, percentile(s, 90), percentile(s, 99), s[-1]))
+        lines.append(summary_line(s))
         by = collections.Counter(x["node"] for x in res["samples"])
         same = sum(1 for x in res["samples"] if x["node"] == x["killed"])
         lines.append("    answered by: %s; by the killed node itself (restart in place): %d"
@@ -671,8 +420,7 @@ def report(profile, mode, res, runs, startup):
                                 ("the new active was a Raft follower", "new_was_leader", False)):
             sub = sorted(x["ms"] for x in res["samples"] if x[key] == val)
             if sub:
-                lines.append("    runs where %s: %d, median %.1f ms, max %.1f ms"
-                             % (label, len(sub), statistics.median(sub), sub[-1]))
+                lines.append(runs_where_line(label, sub))
         lines.append("    where the time goes (medians, ms after the kill, from the agents' logs at "
                      "1 ms resolution%s):" % ("; the marker's mtime comes from the kernel's coarse"
                                               " clock and may read a few ms early"
@@ -704,41 +452,29 @@ def report(profile, mode, res, runs, startup):
         lines.append("  service crash: no successful run")
     if not res["threshold_key"]:
         lines.append("  note: failure_threshold was rejected; applied without it")
-    complete = bool(s) and len(s) == runs and not res["error"]
     if mode == "hot":
-        ok = complete and statistics.median(s) <= TARGET_HOT_MEDIAN_MS
-        lines.append("  target: median <= %.0f ms -> %s (median %s)%s"
-                     % (TARGET_HOT_MEDIAN_MS, "PASS" if ok else "MISS",
-                        "%.1f ms" % statistics.median(s) if s else "n/a",
-                        "; error: " + res["error"] if res["error"] else ""))
+        line, ok = target_line(s, runs, res["error"], TARGET_HOT_MEDIAN_MS)
+        lines.append(line)
     else:
-        ok = complete
+        ok = bool(s) and len(s) == runs and not res["error"]
         lines.append("  no target (informational): %s%s"
-                     % ("all runs succeeded" if ok else "FAILED",
-                        "; error: " + res["error"] if res["error"] else ""))
+                     % ("all runs succeeded" if ok else "FAILED", error_suffix(res["error"])))
     return "\n".join(lines), ok
 
 
 def main():
     ap = argparse.ArgumentParser(description="understudy service-crash benchmark")
-    ap.add_argument("--bin", default=os.path.join(ROOT, "build", "understudy"))
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--profiles", default="default,fast")
+    add_run_args(ap)
     ap.add_argument("--modes", default="hot,cold")
-    ap.add_argument("--raft-port", type=int, default=17301, help="n1's cluster port (+1, +2)")
-    ap.add_argument("--api-port", type=int, default=17401, help="n1's API port (+1, +2)")
-    ap.add_argument("--http-base", type=int, default=17480, help="service of nN on BASE+N")
+    add_port_args(ap, 17301, 17401, 17480)
     ap.add_argument("--poll-ms", type=float, default=POLL_MS,
                     help="pause between probe rounds after the kill (default %g)" % POLL_MS)
     ap.add_argument("--any-leader", action="store_true",
                     help="steady does not require the Raft leader to be apart from the active")
     ap.add_argument("--keep", action="store_true", help="keep the data dirs and agent logs")
     args = ap.parse_args()
-    profiles = [p for p in args.profiles.split(",") if p]
+    profiles = parse_profiles(args.profiles, PROFILES)
     modes = [m for m in args.modes.split(",") if m]
-    for p in profiles:
-        if p not in PROFILES:
-            sys.exit("bench: unknown profile '%s' (default, fast)" % p)
     for m in modes:
         if m not in MODES:
             sys.exit("bench: unknown mode '%s' (hot, cold)" % m)
@@ -746,38 +482,8 @@ def main():
         sys.exit("bench: --runs must be at least 1")
     if not 0 <= args.poll_ms <= 100:
         sys.exit("bench: --poll-ms must be within 0..100")
-    if not os.access(args.bin, os.X_OK):
-        sys.exit("bench: %s is missing: run 'make' first" % args.bin)
-    busy = []
-    for i in range(3):
-        busy += port_busy(args.raft_port + i, ("tcp", "udp"))
-        busy += port_busy(args.api_port + i, ("tcp",))
-        busy += port_busy(args.http_base + 1 + i, ("tcp",))
-    if busy:
-        for b in busy:
-            print("bench: port %s is busy" % b, file=sys.stderr)
-        sys.exit("bench: free these ports or pick others (--raft-port, --api-port, --http-base)")
-
-    state = {"cluster": None, "procs": []}
-
-    def on_exit():
-        for p in state["procs"]:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=5)
-        state["procs"] = []
-        if state["cluster"]:
-            state["cluster"].stop()
-            state["cluster"] = None
-
-    atexit.register(on_exit)
-
-    def on_signal(signum, frame):
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    check_bin_and_ports(args, "%d/%s (%s)")
+    state = install_cleanup()
 
     load0 = loadavg()
     startup = None
