@@ -6,7 +6,7 @@
 # Every entry point first runs scripts/setup.sh, which installs what is missing (quiet when all is there).
 
 CC      ?= gcc
-PKGS    := raft libuv jansson libmicrohttpd libmnl
+PKGS    := raft libuv jansson libmicrohttpd libmnl libsystemd
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 # Recursive variables: pkg-config runs after setup.sh has installed the packages.
 CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE $(WARN) -g -MMD -MP $(shell pkg-config --cflags $(PKGS))
@@ -21,9 +21,16 @@ REL_OBJS  := $(SRCS:src/%.c=build/rel/%.o)
 SAN_OBJS  := $(SRCS:src/%.c=build/san/%.o)
 SAN_LIB   := $(LIBSRCS:src/%.c=build/san/%.o)
 UNIT_BINS := $(UNIT:tests/unit/%.c=build/san/tests/%)
+MANS      := $(patsubst docs/man/%.scd,build/man/%,$(wildcard docs/man/*.scd))
 
-.PHONY: all setup test unit integration demo bench format check-format clean
-all: build/understudy
+.PHONY: all setup test unit integration demo bench format check-format clean man
+all: build/understudy man
+
+man: $(MANS)
+
+build/man/%: docs/man/%.scd | build/.deps-ok
+	@mkdir -p $(dir $@)
+	scdoc < $< > $@
 
 setup build/.deps-ok: scripts/setup.sh
 	@sh scripts/setup.sh
@@ -71,5 +78,8 @@ check-format:
 
 clean:
 	rm -rf build
+
+# The dashboard page is embedded into the binary (src/dashboard.c, .incbin).
+build/rel/dashboard.o build/san/dashboard.o: $(wildcard web/*)
 
 -include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d)
