@@ -368,6 +368,10 @@ static void track_leadership(us_agent *a)
 {
     bool is_leader = raft_state(&a->raft) == RAFT_LEADER;
     uint64_t term = raft_current_term(&a->raft);
+    raft_id known = 0;
+    const char *known_addr = NULL;
+    raft_leader(&a->raft, &known, &known_addr);
+    us_metrics_leader_seen(&a->metrics, known, term);
     if (is_leader && (!a->leader || term != a->leader_term)) {
         /* Acknowledgements of an earlier leadership of ours do not count for this one. */
         a->leader_term = term;
@@ -689,6 +693,41 @@ static void reannounce_on_return(us_agent *a)
     a->alive_peers = alive;
 }
 
+/* systemd: READY once this agent has joined (a leader is known and our registration, with this
+ * process's incarnation, is in the replicated state), and a one-line STATUS. */
+static void sd_update(us_agent *a)
+{
+    if (!a->sd.enabled)
+        return;
+    char leader[US_NAME_MAX], st[256];
+    bool have_leader = us_agent_leader(a, leader, NULL);
+    const us_state *s = &a->fsm.state;
+    int me = us_state_find_node(s, a->cfg.name);
+    bool registered = me >= 0 && s->nodes[me].incarnation == a->inc;
+    if (a->stopping) {
+        snprintf(st, sizeof st, "%s",
+                 a->stopping == 1 ? "stopping: handing over active roles" : "stopping");
+    } else if (!have_leader) {
+        snprintf(st, sizeof st, "waiting for a Raft leader");
+    } else if (!registered) {
+        snprintf(st, sizeof st, "leader %s; joining", leader);
+    } else {
+        int n = snprintf(st, sizeof st, "leader %s; active here: ", leader);
+        bool any = false;
+        for (int k = 0; k < s->services.n && n > 0 && (size_t)n < sizeof st; k++)
+            if (strcmp(s->asg[k].active, a->cfg.name) == 0) {
+                n += snprintf(st + n, sizeof st - (size_t)n, "%s%s", any ? ", " : "",
+                              s->asg[k].service);
+                any = true;
+            }
+        if (!any)
+            snprintf(st + n, sizeof st - (size_t)n, "none");
+    }
+    us_sd_status(&a->sd, st);
+    if (a->raft_started && have_leader && registered && a->stopping == 0)
+        us_sd_ready(&a->sd);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     us_agent *a = t->data;
@@ -707,6 +746,7 @@ static void on_tick(uv_timer_t *t)
     us_proxies_reconcile(a);
     reannounce_on_return(a);
     stop_step(a, now);
+    sd_update(a);
 }
 
 static void on_reconcile(uv_timer_t *t)
@@ -753,6 +793,7 @@ static void on_fsm_change(void *data)
         begin_close(a);
         return;
     }
+    sd_update(a); /* our registration may just have committed */
     us_agent_schedule_reconcile(a);
 }
 
@@ -782,6 +823,8 @@ static void on_signal(uv_signal_t *h, int signum)
     if (a->stopping == 0 && signum == SIGTERM) {
         us_info("SIGTERM: handing over active roles before stopping (again to force)");
         a->stopping = 1;
+        us_sd_stopping(&a->sd);
+        sd_update(a);
         a->stop_deadline_ms = us_now_ms() + STOP_HANDOVER_MS;
         stop_step(a, us_now_ms());
         return;
@@ -810,6 +853,7 @@ static void finish_close(us_agent *a)
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_poll_stop(&a->guardian_poll);
     uv_close((uv_handle_t *)&a->guardian_poll, NULL);
+    us_sd_close(&a->sd);
     us_proxies_stop_all(a);
     if (a->api) {
         us_api_stop(a->api);
@@ -837,6 +881,8 @@ static void begin_close(us_agent *a)
     if (a->stopping == 2)
         return;
     a->stopping = 2;
+    us_sd_stopping(&a->sd);
+    sd_update(a);
     us_instances_kill_all(a);
     uv_timer_stop(&a->tick);
     a->stop_deadline_ms = us_now_ms() + 2000;
@@ -1034,6 +1080,8 @@ int us_agent_main(const us_node_config *cfg)
     a->report_timer.data = a;
     uv_timer_init(a->loop, &a->wake_timer);
     a->wake_timer.data = a;
+    us_metrics_init(&a->metrics);
+    us_sd_start(&a->sd, a->loop);
     us_instances_init(a);
     int rc = 1;
     a->self = 0;
@@ -1083,6 +1131,7 @@ out:
     uv_run(a->loop, UV_RUN_DEFAULT);
     uv_loop_close(a->loop);
     free(a->loop);
+    us_metrics_close(&a->metrics);
     us_guardian_stop(a->guardian);
     close(lock_fd);
     free(a);

@@ -1,8 +1,10 @@
 /* agent.h — the agent process: one per node. Internal header shared by the agent's parts:
- *   agent.c       wiring and lifecycle: Raft, datagrams, heartbeats and leases, signals
+ *   agent.c       wiring and lifecycle: Raft, datagrams, heartbeats and leases, signals,
+ *                 systemd notifications (sdnotify.h)
  *   instance.c    this node's instances: start/promote/demote/stop them as the assignments say
  *   controller.c  the Raft leader's duties: registrations, joins, removals, decisions
  *   agent_api.c   the HTTP API handlers
+ *   metrics.c     GET /metrics (metrics.h), read from all of the above
  * Everything runs on one libuv loop; no locks.
  */
 #ifndef US_AGENT_H
@@ -18,9 +20,11 @@
 #include "config.h"
 #include "fsm.h"
 #include "guardian.h"
+#include "metrics.h"
 #include "model.h"
 #include "net.h"
 #include "proxy.h"
+#include "sdnotify.h"
 #include "supervisor.h"
 #include "transport.h"
 #include "vip.h"
@@ -176,6 +180,15 @@ typedef struct us_agent {
     } ctl_seen[US_MAX_SERVICES * US_MAX_NODES];
     int n_ctl_seen;
     int64_t leader_since_ms;
+    /* Failovers being timed (metrics.failover): a failed or lost holder was released by our
+     * decision at t0_ns; done when another node reports ACTIVE under a later epoch. */
+    struct us_ctl_timing {
+        char service[US_NAME_MAX];
+        char from[US_NAME_MAX];
+        uint64_t epoch; /* the released holder's */
+        int64_t t0_ns;
+    } ctl_timing[US_MAX_SERVICES];
+    int n_ctl_timing;
 
     us_instance inst[US_MAX_SERVICES];
     uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
@@ -190,6 +203,9 @@ typedef struct us_agent {
         uint64_t epoch;
         int64_t retry_ms; /* after a failed start */
     } proxies[US_MAX_SERVICES];
+
+    us_metrics metrics; /* what this process measures (GET /metrics) */
+    us_sdnotify sd;     /* systemd readiness, status, watchdog */
 
     /* Lifecycle. */
     int stopping; /* 0 running, 1 handing over (SIGTERM), 2 closing */

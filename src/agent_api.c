@@ -11,6 +11,7 @@
 
 #include "agent.h"
 #include "cli.h"
+#include "dashboard.h"
 #include "lease.h"
 #include "log.h"
 
@@ -658,4 +659,6 @@ void us_agent_api_routes(us_agent *a)
     us_api_route(a->api, "POST", "/v1/services/", h_service_post, a);
     us_api_route(a->api, "GET", "/v1/services/", h_service_get, a);
     us_api_route(a->api, "POST", "/v1/nodes/", h_node_post, a);
+    us_api_route(a->api, "GET", "/metrics", us_metrics_http, a); /* metrics.h */
+    us_dashboard_routes(a->api);
 }

@@ -47,6 +47,7 @@ struct us_checker {
     bool passed_once; /* ends the start grace */
     int pending;      /* checks of the running probe not yet decided */
     int64_t start_ms, probe_start_ms;
+    int64_t probe_start_ns; /* for the observer: finer than the ms in the status */
     slot slots[US_MAX_CHECKS];
     us_check_status st;
 };
@@ -69,6 +70,15 @@ struct conn {
 
 static void start_probe(us_checker *c);
 static void on_tick(uv_timer_t *t);
+
+static us_probe_observer g_observer;
+static void *g_observer_data;
+
+void us_check_set_observer(us_probe_observer fn, void *data)
+{
+    g_observer = fn;
+    g_observer_data = data;
+}
 
 /* ---- rise / fall ---- */
 
@@ -171,6 +181,9 @@ static void end_probe(us_checker *c)
         set_cause(c, bad, c->slots[bad].why);
         us_debug("%s: %s%s", c->def.name, s->cause, counts ? "" : " (start grace)");
     }
+    if (g_observer)
+        g_observer(c->def.name, pass, (double)(us_now_ns() - c->probe_start_ns) / 1e9,
+                   g_observer_data);
     if (s->health != old && c->cb)
         c->cb(c, c->data); /* may stop the checker; it stays allocated until the loop runs */
     if (!c->stopping && c->overdue)
@@ -402,6 +415,7 @@ static void start_probe(us_checker *c)
     c->running = true;
     c->overdue = false;
     c->probe_start_ms = us_now_ms();
+    c->probe_start_ns = us_now_ns();
     uv_timer_start(&c->tick, on_tick, (uint64_t)c->def.check_interval_ms, 0);
     memset(c->slots, 0, sizeof c->slots);
     /* One extra count so that checks failing synchronously cannot end the probe before all

@@ -55,6 +55,12 @@ void us_checker_stop(us_checker *c);
 
 const us_check_status *us_checker_status(const us_checker *c);
 
+/* Process-wide observer of every completed probe of every checker (for metrics): the service
+ * name, whether the probe passed, and its duration in seconds (from its start until its last
+ * check ended). Called on the loop; NULL removes it. */
+typedef void (*us_probe_observer)(const char *service, bool pass, double seconds, void *data);
+void us_check_set_observer(us_probe_observer fn, void *data);
+
 /* Pure rise/fall step, exposed for tests: update health and the runs for one probe result.
  * pass: ok_run++, fail_run = 0, HEALTHY once ok_run >= rise. fail: fail_run++, ok_run = 0,
  * UNHEALTHY once fail_run >= fall. Otherwise `cur` is kept. */

@@ -1,5 +1,6 @@
 /* cli.c — see cli.h. */
 #include "cli.h"
+#include "config.h"
 #include "lease.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -39,6 +41,7 @@ typedef struct cli {
     char origin[HOSTPORT_MAX]; /* the agent the user named */
     bool json;
     bool color;
+    int width; /* a terminal's columns (tables cut their last column to fit), 0 = no limit */
     /* Other agents to ask while polling, learnt from status replies: the one asked may go away
      * (e.g. the node being removed). */
     char endpoints[MAX_ENDPOINTS][HOSTPORT_MAX];
@@ -519,8 +522,21 @@ static void table_cell(table *t, int row, int col, const char *colour, const cha
     t->colour[i] = colour;
 }
 
-/* Widths come from the plain text so that colour codes do not break the alignment. */
-static void table_print(table *t, bool colour)
+/* Cut `s` to at most `max` bytes, the last three "...", without splitting a UTF-8 sequence. */
+static void cut_text(char *s, int max)
+{
+    if ((int)strlen(s) <= max || max < 4)
+        return;
+    int n = max - 3;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    memcpy(s + n, "...", 4);
+}
+
+/* Widths come from the plain text so that colour codes do not break the alignment. With
+ * `max_width` (a terminal's), the last column is cut so that lines do not wrap, as long as that
+ * leaves it a useful width. */
+static void table_print(table *t, bool colour, int max_width)
 {
     int width[16] = {0};
     for (int r = 0; r < t->nrows; r++)
@@ -530,6 +546,18 @@ static void table_print(table *t, bool colour)
             if (w > width[col])
                 width[col] = w;
         }
+    if (max_width > 0) {
+        int before = 0;
+        for (int col = 0; col < t->ncols - 1; col++)
+            before += width[col] + 2;
+        int room = max_width - before;
+        if (room >= 8 && width[t->ncols - 1] > room)
+            for (int r = 1; r < t->nrows; r++) {
+                char *s = t->text[r * t->ncols + t->ncols - 1];
+                if (s)
+                    cut_text(s, room);
+            }
+    }
     for (int r = 0; r < t->nrows; r++) {
         for (int col = 0; col < t->ncols; col++) {
             const char *s = t->text[r * t->ncols + col];
@@ -615,13 +643,14 @@ static const char *health_colour(const char *h)
 }
 
 /* One row per instance: role, health, last probe latency, pid, and why it is not well. */
-static void print_instances(json_t *services, bool col)
+static void print_instances(json_t *services, const cli *c)
 {
     size_t rows = 0, i, k;
     json_t *s, *inst;
     json_array_foreach(services, i, s) rows += json_array_size(json_object_get(s, "instances"));
     if (rows == 0)
         return;
+    const bool col = c->color;
     printf("\n%sINSTANCES%s\n", col ? C_BOLD : "", col ? C_RESET : "");
     table t = {.ncols = 7};
     const char *head[] = {"SERVICE", "NODE", "ROLE", "HEALTH", "CHECK", "PID", "NOTE"};
@@ -668,11 +697,11 @@ static void print_instances(json_t *services, bool col)
             row++;
         }
     }
-    table_print(&t, col);
+    table_print(&t, c->color, c->width);
 }
 
 /* Failure records (anti-flapping): counts and bans per service and node, only if there are any. */
-static void print_failures(json_t *services, bool col)
+static void print_failures(json_t *services, const cli *c)
 {
     size_t i, k;
     json_t *s, *f;
@@ -706,12 +735,15 @@ static void print_failures(json_t *services, bool col)
         free(t.colour);
         return;
     }
+    const bool col = c->color;
     printf("\n%sFAILURES%s\n", col ? C_BOLD : "", col ? C_RESET : "");
     const char *head[] = {"SERVICE", "NODE", "FAILURES", "LAST", "BANNED"};
     for (int h = 0; h < 5; h++)
         table_cell(&t, 0, h, NULL, "%s", head[h]);
-    table_print(&t, col);
+    table_print(&t, c->color, c->width);
 }
+
+static json_t *find_named(json_t *arr, const char *key, const char *name);
 
 static int print_status(const cli *c, json_t *st)
 {
@@ -754,19 +786,20 @@ static int print_status(const cli *c, json_t *st)
         table_cell(&t, row, 3, NULL, "%s",
                    json_is_true(json_object_get(n, "voter")) ? "yes" : "no");
     }
-    table_print(&t, col);
+    table_print(&t, c->color, c->width);
 
     printf("\n%sSERVICES%s\n", col ? C_BOLD : "", col ? C_RESET : "");
     if (json_array_size(services) == 0) {
         printf("(none; add some with `understudy apply FILE`)\n");
         return EXIT_OK;
     }
-    t = (table){.ncols = 5};
+    t = (table){.ncols = 6};
     table_cell(&t, 0, 0, NULL, "SERVICE");
     table_cell(&t, 0, 1, NULL, "ACTIVE");
-    table_cell(&t, 0, 2, NULL, "EPOCH");
-    table_cell(&t, 0, 3, NULL, "STANDBYS");
-    table_cell(&t, 0, 4, NULL, "LAST CHANGE");
+    table_cell(&t, 0, 2, NULL, "HEALTH");
+    table_cell(&t, 0, 3, NULL, "EPOCH");
+    table_cell(&t, 0, 4, NULL, "STANDBYS");
+    table_cell(&t, 0, 5, NULL, "LAST CHANGE");
     json_t *s;
     json_array_foreach(services, i, s)
     {
@@ -777,7 +810,16 @@ static int print_status(const cli *c, json_t *st)
         table_cell(&t, row, 0, paused ? C_YELLOW : NULL, "%s%s",
                    jstr(s, "name") ? jstr(s, "name") : "?", paused ? " (paused)" : "");
         table_cell(&t, row, 1, active ? C_GREEN : C_RED, "%s", active ? active : "none");
-        table_cell(&t, row, 2, NULL, "%" JSON_INTEGER_FORMAT,
+        /* The active instance's health: "-" when there is none, nothing checks it, or the agent
+         * does not say. */
+        const char *health = NULL;
+        json_t *checks = json_object_get(s, "checks");
+        if (active && !(json_is_array(checks) && json_array_size(checks) == 0)) {
+            json_t *ai = find_named(json_object_get(s, "instances"), "node", active);
+            health = jstr(ai, "health");
+        }
+        table_cell(&t, row, 2, health_colour(health), "%s", health ? health : "-");
+        table_cell(&t, row, 3, NULL, "%" JSON_INTEGER_FORMAT,
                    json_integer_value(json_object_get(s, "epoch")));
         /* Standbys, then instances that are down, so that a missing standby is visible. */
         char standbys[512] = "";
@@ -804,13 +846,13 @@ static int print_status(const cli *c, json_t *st)
                              node, role);
             }
         }
-        table_cell(&t, row, 3, degraded ? C_YELLOW : NULL, "%s", standbys[0] ? standbys : "-");
-        table_cell(&t, row, 4, NULL, "%s", reason && reason[0] ? reason : "-");
+        table_cell(&t, row, 4, degraded ? C_YELLOW : NULL, "%s", standbys[0] ? standbys : "-");
+        table_cell(&t, row, 5, NULL, "%s", reason && reason[0] ? reason : "-");
     }
-    table_print(&t, col);
+    table_print(&t, c->color, c->width);
     print_service_notes(services);
-    print_instances(services, col);
-    print_failures(services, col);
+    print_instances(services, c);
+    print_failures(services, c);
     return EXIT_OK;
 }
 
@@ -1323,70 +1365,282 @@ static int cmd_version(cli *c)
     return EXIT_OK;
 }
 
+/* ---- check-config ---- */
+
+static json_t *strings_json(const us_errors *e)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < e->n; i++)
+        json_array_append_new(a, json_string(e->msg[i]));
+    if (e->dropped)
+        json_array_append_new(a, json_sprintf("(and %d more problems)", e->dropped));
+    return a;
+}
+
+static void print_lines(const us_errors *e, FILE *out)
+{
+    for (int i = 0; i < e->n; i++)
+        fprintf(out, "%s\n", e->msg[i]);
+    if (e->dropped)
+        fprintf(out, "(and %d more problems)\n", e->dropped);
+}
+
+static json_t *node_config_json(const us_node_config *n)
+{
+    json_t *members = json_array(), *join = json_array();
+    for (int i = 0; i < n->n_members; i++)
+        json_array_append_new(members, json_pack("{s:s, s:s}", "name", n->members[i].name,
+                                                 "address", n->members[i].address));
+    for (int i = 0; i < n->n_join; i++)
+        json_array_append_new(join, json_string(n->join[i]));
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:i}", "name", n->name, "address",
+                     n->address, "api", n->api, "data_dir", n->data_dir, "cluster", n->cluster_name,
+                     "members", members, "join", join, "profile", n->timing.name,
+                     "autopilot_grace_ms", n->autopilot_grace_ms);
+}
+
+/* Validate a node config or a services file locally. Nothing is created, no agent is asked. */
+static int cmd_check_config(const cli *c, const char *file)
+{
+    us_errors *err = calloc(1, sizeof *err), *warn = calloc(1, sizeof *warn);
+    us_node_config *node = calloc(1, sizeof *node);
+    us_service_set *set = calloc(1, sizeof *set);
+    char *text = NULL;
+    size_t len = 0;
+    if (!err || !warn || !node || !set) {
+        free(err);
+        free(warn);
+        free(node);
+        free(set);
+        return fail("out of memory");
+    }
+    us_config_kind kind = US_CONFIG_UNKNOWN;
+    int rc = read_file(file, &text, &len);
+    if (rc != 0) {
+        us_errors_add(err, "%s: cannot read: %s", file, strerror(-rc));
+    } else {
+        kind = us_config_detect(text, len);
+        if (kind == US_CONFIG_NODE)
+            us_config_check_node(file, node, err, warn);
+        else if (kind == US_CONFIG_SERVICES)
+            us_config_parse_services(text, len, file, set, err);
+        else
+            us_errors_add(err,
+                          "%s: expected a node config ([node] and [cluster] sections) or a "
+                          "services file ([service NAME] sections), found neither",
+                          file);
+    }
+    free(text);
+    bool ok = err->n == 0 && err->dropped == 0;
+    const char *kind_name = kind == US_CONFIG_NODE       ? "node config"
+                            : kind == US_CONFIG_SERVICES ? "services file"
+                                                         : "unknown";
+    if (c->json) {
+        json_t *j =
+            json_pack("{s:s, s:s, s:b, s:o, s:o}", "file", file, "kind",
+                      kind == US_CONFIG_NODE       ? "node"
+                      : kind == US_CONFIG_SERVICES ? "services"
+                                                   : "unknown",
+                      "ok", ok, "problems", strings_json(err), "warnings", strings_json(warn));
+        if (ok && kind == US_CONFIG_NODE)
+            json_object_set_new(j, "node", node_config_json(node));
+        if (ok && kind == US_CONFIG_SERVICES) {
+            json_t *names = json_array();
+            for (int i = 0; i < set->n; i++)
+                json_array_append_new(names, json_string(set->svc[i].name));
+            json_object_set_new(j, "services", names);
+        }
+        print_json(j);
+    } else if (!ok) {
+        print_lines(err, stderr);
+        print_lines(warn, stderr);
+        int n = err->n + err->dropped;
+        fprintf(stderr, "understudy: %s: not valid (%s%s%d problem%s)\n", file,
+                kind == US_CONFIG_UNKNOWN ? "" : kind_name, kind == US_CONFIG_UNKNOWN ? "" : ", ",
+                n, n == 1 ? "" : "s");
+    } else {
+        print_lines(warn, stderr);
+        char what[1024];
+        if (kind == US_CONFIG_NODE) {
+            if (node->n_members)
+                snprintf(what, sizeof what, "node %s of cluster %s, %d member%s", node->name,
+                         node->cluster_name, node->n_members, node->n_members == 1 ? "" : "s");
+            else
+                snprintf(what, sizeof what, "node %s of cluster %s, joins via %d address%s",
+                         node->name, node->cluster_name, node->n_join,
+                         node->n_join == 1 ? "" : "es");
+        } else {
+            int used = snprintf(what, sizeof what, "%d service%s%s", set->n, set->n == 1 ? "" : "s",
+                                set->n ? ":" : "");
+            for (int i = 0; i < set->n && used > 0 && (size_t)used < sizeof what; i++)
+                used += snprintf(what + used, sizeof what - (size_t)used, "%s %s", i ? "," : "",
+                                 set->svc[i].name);
+        }
+        printf("%s: ok (%s: %s)\n", file, kind_name, what);
+    }
+    free(err);
+    free(warn);
+    free(node);
+    free(set);
+    return ok ? EXIT_OK : EXIT_USAGE;
+}
+
 /* ---- usage ---- */
 
 static const char usage_text[] =
     "usage: understudy [--api HOST:PORT] [--json] COMMAND ...\n"
     "\n"
     "commands:\n"
-    "  status                          cluster, nodes, services, instance health, failures\n"
+    "  status                          nodes, services, instance health, failures\n"
     "  events [--service S] [--node N] [--limit N] [--follow]\n"
     "                                  what happened and why (newest last)\n"
     "  apply FILE                      load a services file into the cluster\n"
+    "  check-config FILE               validate a node config or services file\n"
     "  switchover SERVICE [--to NODE]  move the active role, wait until done\n"
-    "  service pause|resume NAME       stop / resume managing a service (processes stay)\n"
+    "  service pause|resume NAME       stop / resume managing a service\n"
     "  reset SERVICE [--node NODE]     clear failure counts and bans of a service\n"
     "  node drain|undrain NAME         move roles off a node / allow them again\n"
-    "  node remove NAME                remove a node from the cluster, wait until done\n"
+    "  node remove NAME                remove a node, wait until it has left\n"
     "  version                         client and agent versions\n"
-    "  agent ...                       run the agent on this node (see `understudy agent --help`)\n"
+    "  agent --config FILE             run the agent of this node\n"
     "  help [COMMAND]                  this text, or a command's\n"
     "\n"
     "options (before or after the command):\n"
-    "  --api HOST:PORT  agent to talk to (default: $UNDERSTUDY_API, else " US_DEFAULT_API ")\n"
+    "  --api HOST:PORT  agent to ask (default: $UNDERSTUDY_API, else " US_DEFAULT_API ")\n"
     "  --json           print JSON instead of tables\n"
+    "  -h, --help       usage (of the command, when one is given)\n"
     "\n"
-    "exit status: 0 success, 1 refused or failed (agent unreachable too), 2 usage error\n";
+    "exit status: 0 success, 1 refused or failed (no agent too), 2 usage error\n"
+    "(check-config: 2 when the file has problems)\n"
+    "`understudy help COMMAND` shows a command's options, examples and exit status.\n";
+
+#define OPT_API                                                                                    \
+    "  --api HOST:PORT  agent to ask (default: $UNDERSTUDY_API, else " US_DEFAULT_API ")\n"
+#define EXIT_STD                                                                                   \
+    "  0  done\n"                                                                                  \
+    "  1  the agent refused or failed, or could not be reached\n"                                  \
+    "  2  usage error\n"
 
 typedef struct command {
     const char *name;
     const char *usage;
-    const char *help;
+    const char *help;     /* what it does */
+    const char *options;  /* one per line, indented */
+    const char *examples; /* one per line, indented */
+    const char *exits;    /* exit status, one per line, indented */
 } command;
 
 static const command commands[] = {
     {"status", "understudy status [--json]",
-     "Show the cluster (leader, term, quorum), its nodes (drained ones marked), its services\n"
-     "(paused ones marked), every instance's role and health (last probe latency, why it\n"
-     "failed), and the failure counts and bans that keep a service off a node.\n"
-     "--json prints the agent's JSON reply as is.\n"},
+     "Show the cluster (leader, term, quorum), its nodes (drained ones marked), its\n"
+     "services (paused ones marked; the active instance's health), every instance's\n"
+     "role and health (last probe latency, why it failed), and the failure counts\n"
+     "and bans that keep a service off a node.\n"
+     "Colour only on a terminal, and never when NO_COLOR is set. On a terminal, a\n"
+     "table's last column is cut to the terminal's width.\n",
+     "  --json           the agent's JSON reply as is\n" OPT_API,
+     "  understudy status\n"
+     "  understudy --api 10.0.0.2:7201 status --json\n",
+     EXIT_STD},
     {"events", "understudy events [--service S] [--node N] [--limit N] [--follow]",
-     "Print the cluster's recorded events, oldest first: role changes, node and health\n"
-     "changes, restarts, pauses, drains, resets, with their causes. The agent keeps the last\n"
-     "256. --service and --node keep only the events about that service or node; --limit N\n"
-     "prints at most the N newest (default 100). --follow then keeps printing new events until\n"
-     "interrupted (exit 0); it gives up (exit 1) when the agent stays unreachable for 5 s.\n"
-     "--json prints a JSON array, or with --follow one JSON object per line.\n"},
+     "Print the cluster's recorded events, oldest first: role changes, node and\n"
+     "health changes, restarts, pauses, drains, resets, with their causes. The agent\n"
+     "keeps the last 256.\n",
+     "  --service S      only the events about service S\n"
+     "  --node N         only the events about node N\n"
+     "  --limit N        at most the N newest, 1..256 (default 100)\n"
+     "  -f, --follow     then print new events until interrupted; give up when the\n"
+     "                   agent stays unreachable for 5 s\n"
+     "  --json           a JSON array, or with --follow one JSON object per line\n" OPT_API,
+     "  understudy events --service web --limit 20\n"
+     "  understudy events --follow --json\n",
+     "  0  done (with --follow: stopped by SIGINT or SIGTERM)\n"
+     "  1  the agent refused, or could not be reached (for 5 s with --follow)\n"
+     "  2  usage error\n"},
     {"apply", "understudy apply FILE",
      "Send a services file to the cluster; services missing from it are removed.\n"
-     "Problems in the file are listed as FILE:LINE: message.\n"},
+     "Problems in the file are listed as FILE:LINE: message, and nothing changes.\n",
+     "  --json           the agent's JSON reply as is\n" OPT_API,
+     "  understudy apply /etc/understudy/services.ini\n"
+     "  understudy check-config services.ini && understudy apply services.ini\n",
+     "  0  applied\n"
+     "  1  the file has problems, or the agent refused or could not be reached\n"
+     "  2  usage error, or the file cannot be read\n"},
+    {"check-config", "understudy check-config FILE [--json]",
+     "Validate a node config (a file with [node] and [cluster] sections) or a\n"
+     "services file (one with [service NAME] sections) without running anything or\n"
+     "asking an agent. Every problem is listed as FILE:LINE: key, what was expected\n"
+     "and what was found, as `understudy agent` and `understudy apply` report them.\n"
+     "Nothing is created: a missing or unwritable data_dir is only a warning, since\n"
+     "the file may be meant for another host.\n",
+     "  --json           {\"file\", \"kind\", \"ok\", \"problems\", \"warnings\", and \"node\"\n"
+     "                   or \"services\" when valid}\n",
+     "  understudy check-config /etc/understudy/node.conf\n"
+     "  understudy check-config services.ini --json\n",
+     "  0  the file is valid (warnings may have been printed)\n"
+     "  2  the file has problems, cannot be read, or is neither kind; or a usage\n"
+     "     error\n"},
     {"switchover", "understudy switchover SERVICE [--to NODE]",
-     "Move SERVICE's active role (to NODE, or to the best standby) and wait up to 30 s until\n"
-     "it is active again under a new epoch.\n"},
+     "Move SERVICE's active role (to NODE, or to the best standby) and wait up to 30\n"
+     "s until it is active again under a new epoch.\n",
+     "  --to NODE        the node to move it to (default: the best standby)\n"
+     "  --json           {\"service\", \"from\", \"to\", \"epoch\"} when done\n" OPT_API,
+     "  understudy switchover web\n"
+     "  understudy switchover web --to n2\n",
+     "  0  done (with --to: moved to NODE)\n"
+     "  1  refused, not done within 30 s, moved elsewhere than NODE, or the agent\n"
+     "     could not be reached\n"
+     "  2  usage error\n"},
     {"service", "understudy service pause|resume NAME",
-     "pause: stop deciding for service NAME. Its processes keep running as they are; failures\n"
-     "are not acted on and no role moves until it is resumed.\n"
-     "resume: manage it again.\n"},
+     "pause: stop deciding for service NAME. Its processes keep running as they are;\n"
+     "failures are not acted on and no role moves until it is resumed.\n"
+     "resume: manage it again.\n",
+     "  --json           the agent's JSON reply as is\n" OPT_API,
+     "  understudy service pause db\n"
+     "  understudy service resume db\n",
+     EXIT_STD},
     {"reset", "understudy reset SERVICE [--node NODE]",
-     "Clear SERVICE's failure counts and bans (on NODE only, or on every node) and its count\n"
-     "of restarts in place, so that banned nodes may take its roles again.\n"},
+     "Clear SERVICE's failure counts and bans (on NODE only, or on every node) and\n"
+     "its count of restarts in place, so that banned nodes may take its roles again.\n",
+     "  --node NODE      only the records of NODE\n"
+     "  --json           the agent's JSON reply as is\n" OPT_API,
+     "  understudy reset web\n"
+     "  understudy reset web --node n3\n",
+     EXIT_STD},
     {"node", "understudy node remove|drain|undrain NAME",
-     "remove: remove node NAME from the cluster and wait up to 30 s until it has left.\n"
+     "remove: remove node NAME from the cluster and wait up to 30 s until it has\n"
+     "left.\n"
      "drain: give NAME no active roles or standbys (its active roles move off it by\n"
      "switchover) until it is undrained; it stays a cluster member and voter.\n"
-     "undrain: let NAME take roles again.\n"},
-    {"version", "understudy version", "Print the client's version and the agent's.\n"},
-    {"help", "understudy help [COMMAND]", "Print usage.\n"},
+     "undrain: let NAME take roles again.\n",
+     "  --json           a JSON reply\n" OPT_API,
+     "  understudy node drain n2\n"
+     "  understudy node undrain n2\n"
+     "  understudy node remove n4\n",
+     EXIT_STD},
+    {"version", "understudy version [--json]",
+     "Print the client's version and, if it answers, the agent's.\n",
+     "  --json           {\"client\", \"agent\"} (agent null when unknown)\n" OPT_API,
+     "  understudy version\n",
+     "  0  always (an agent that does not answer is a note on stderr)\n"
+     "  2  usage error\n"},
+    {"agent", "understudy agent --config FILE [--debug]",
+     "Run the agent of this node: join or form the cluster and run the instances the\n"
+     "cluster assigns to this node. SIGTERM hands active roles over first, then\n"
+     "stops; a second SIGTERM, or SIGINT, stops at once.\n",
+     "  --config FILE    the node config (check it with `understudy check-config\n"
+     "                   FILE`)\n"
+     "  --debug          log more\n",
+     "  understudy agent --config /etc/understudy/node.conf\n",
+     "  0  stopped after SIGTERM or SIGINT\n"
+     "  1  failed to start or run (the log says why)\n"
+     "  2  usage error, or the config has problems (listed as FILE:LINE: ...)\n"},
+    {"help", "understudy help [COMMAND]",
+     "Print the overview, or a command's usage, options, examples and exit status.\n"
+     "`understudy COMMAND --help` does the same.\n",
+     NULL, "  understudy help switchover\n",
+     "  0  printed\n"
+     "  2  unknown command\n"},
 };
 
 static const command *find_command(const char *name)
@@ -1395,6 +1649,77 @@ static const command *find_command(const char *name)
         if (strcmp(commands[i].name, name) == 0)
             return &commands[i];
     return NULL;
+}
+
+/* Edit distance, capped: anything above 2 is 3. */
+static int distance(const char *a, const char *b)
+{
+    enum { MAXLEN = 32 };
+    size_t la = strlen(a), lb = strlen(b);
+    if (la >= MAXLEN || lb >= MAXLEN || (la > lb ? la - lb : lb - la) > 2)
+        return 3;
+    int prev2[MAXLEN + 1], prev[MAXLEN + 1], row[MAXLEN + 1];
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int cost = a[i - 1] != b[j - 1];
+            int best = prev[j - 1] + cost;
+            if (prev[j] + 1 < best)
+                best = prev[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            /* A swap of two neighbours ("stauts") is one mistake. */
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                prev2[j - 2] + 1 < best)
+                best = prev2[j - 2] + 1;
+            row[j] = best;
+        }
+        memcpy(prev2, prev, sizeof prev);
+        memcpy(prev, row, sizeof row);
+    }
+    return prev[lb] > 2 ? 3 : prev[lb];
+}
+
+/* The word of `words` (NULL-terminated) that `typed` most likely meant, or NULL. */
+static const char *nearest(const char *typed, const char *const *words)
+{
+    const char *best = NULL;
+    int best_d = 3;
+    size_t tl = strlen(typed);
+    for (size_t i = 0; words[i]; i++) {
+        size_t wl = strlen(words[i]);
+        int d = distance(typed, words[i]);
+        /* A distance as long as the word is no resemblance ("ab" vs "cd"). */
+        if (d < best_d && (size_t)d < wl && (size_t)d < tl) {
+            best = words[i];
+            best_d = d;
+        }
+        /* An unambiguous start of a command ("stat", "check") counts too. */
+        if (!best && tl >= 3 && strncmp(words[i], typed, tl) == 0)
+            best = words[i];
+    }
+    return best;
+}
+
+static const char *nearest_command(const char *typed)
+{
+    const char *names[sizeof commands / sizeof commands[0] + 1];
+    size_t n = 0;
+    for (; n < sizeof commands / sizeof commands[0]; n++)
+        names[n] = commands[n].name;
+    names[n] = NULL;
+    return nearest(typed, names);
+}
+
+/* " (did you mean \"X\"?)" or "". */
+static const char *hint(char *buf, size_t size, const char *match)
+{
+    if (!match)
+        return "";
+    snprintf(buf, size, " (did you mean \"%s\"?)", match);
+    return buf;
 }
 
 static int usage_error(const command *cmd, const char *fmt, ...)
@@ -1414,10 +1739,26 @@ static int usage_error(const command *cmd, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-static void print_command_help(const command *cmd)
+static void print_command_help(const command *cmd, FILE *out)
 {
-    printf("usage: %s\n\n%s\nglobal options: --api HOST:PORT, --json (see `understudy help`)\n",
-           cmd->usage, cmd->help);
+    fprintf(out, "usage: %s\n\n%s", cmd->usage, cmd->help);
+    if (cmd->options)
+        fprintf(out, "\noptions:\n%s", cmd->options);
+    if (cmd->examples)
+        fprintf(out, "\nexamples:\n%s", cmd->examples);
+    fprintf(out, "\nexit status:\n%s", cmd->exits);
+}
+
+int us_cli_help(const char *name, FILE *out)
+{
+    const command *cmd = name ? find_command(name) : NULL;
+    if (name && !cmd)
+        return -1;
+    if (cmd)
+        print_command_help(cmd, out);
+    else
+        fputs(usage_text, out);
+    return 0;
 }
 
 /* ---- main ---- */
@@ -1445,6 +1786,17 @@ static bool args_exactly(const command *cmd, int nargs, const char **args, int w
     *rc = nargs < want ? usage_error(cmd, "missing %s", missing)
                        : usage_error(cmd, "unexpected argument \"%s\"", args[want]);
     return false;
+}
+
+/* Columns of the terminal on stdout (80 when it does not say), 0 when stdout is no terminal. */
+static int terminal_width(void)
+{
+    if (!isatty(STDOUT_FILENO))
+        return 0;
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    return 80;
 }
 
 static int run(int argc, char **argv)
@@ -1512,7 +1864,13 @@ static int run(int argc, char **argv)
             }
             limit_s = val;
         } else {
-            rc = usage_error(nargs ? find_command(args[0]) : NULL, "unknown option %s", a);
+            static const char *const options[] = {"--api",  "--json",  "--follow",
+                                                  "--help", "--to",    "--service",
+                                                  "--node", "--limit", NULL};
+            char typed[64], h[96];
+            snprintf(typed, sizeof typed, "%.*s", (int)strcspn(a, "="), a);
+            rc = usage_error(nargs ? find_command(args[0]) : NULL, "unknown option %s%s", a,
+                             hint(h, sizeof h, nearest(typed, options)));
             goto out;
         }
     }
@@ -1528,22 +1886,33 @@ static int run(int argc, char **argv)
     }
     const char *name = args[0];
     const command *cmd = find_command(name);
+    char h[96];
     if (!cmd) {
-        rc = usage_error(NULL, "unknown command \"%s\"", name);
+        rc = usage_error(NULL, "unknown command \"%s\"%s", name,
+                         hint(h, sizeof h, nearest_command(name)));
         goto out;
     }
     if (help) {
-        print_command_help(cmd);
+        print_command_help(cmd, stdout);
         goto out;
     }
     if (strcmp(name, "help") == 0) {
-        if (nargs == 1) {
+        /* "help node drain" is node's help: the subcommand is only a reminder. */
+        const command *about = nargs > 1 ? find_command(args[1]) : NULL;
+        if (nargs == 1)
             fputs(usage_text, stdout);
-        } else if (nargs == 2 && find_command(args[1])) {
-            print_command_help(find_command(args[1]));
-        } else {
-            rc = usage_error(cmd, "unknown command \"%s\"", nargs > 1 ? args[1] : "");
-        }
+        else if (about && nargs <= 3)
+            print_command_help(about, stdout);
+        else if (!about)
+            rc = usage_error(cmd, "unknown command \"%s\"%s", args[1],
+                             hint(h, sizeof h, nearest_command(args[1])));
+        else
+            rc = usage_error(cmd, "unexpected argument \"%s\"", args[3]);
+        goto out;
+    }
+    if (strcmp(name, "agent") == 0) {
+        /* main() runs the agent before the client sees the arguments. */
+        rc = usage_error(cmd, "the agent is not part of the client");
         goto out;
     }
     bool events = strcmp(name, "events") == 0;
@@ -1582,8 +1951,12 @@ static int run(int argc, char **argv)
                                            strcmp(sub, "undrain") == 0
                                      : strcmp(sub, "pause") == 0 || strcmp(sub, "resume") == 0);
         if (!known) {
+            static const char *const node_subs[] = {"remove", "drain", "undrain", NULL};
+            static const char *const svc_subs[] = {"pause", "resume", NULL};
             const char *subs = is_node ? "remove, drain, undrain" : "pause, resume";
-            rc = sub ? usage_error(cmd, "unknown %s subcommand \"%s\" (%s)", name, sub, subs)
+            const char *near = sub ? nearest(sub, is_node ? node_subs : svc_subs) : NULL;
+            rc = sub ? usage_error(cmd, "unknown %s subcommand \"%s\" (%s)%s", name, sub, subs,
+                                   hint(h, sizeof h, near))
                      : usage_error(cmd, "missing subcommand (%s)", subs);
             goto out;
         }
@@ -1592,7 +1965,7 @@ static int run(int argc, char **argv)
     } else if (strcmp(name, "status") == 0 || strcmp(name, "version") == 0 || events) {
         if (!args_exactly(cmd, nargs, args, 1, "", &rc))
             goto out;
-    } else if (strcmp(name, "apply") == 0) {
+    } else if (strcmp(name, "apply") == 0 || strcmp(name, "check-config") == 0) {
         if (!args_exactly(cmd, nargs, args, 2, "FILE", &rc))
             goto out;
     } else { /* switchover, reset */
@@ -1604,6 +1977,12 @@ static int run(int argc, char **argv)
         }
     }
 
+    c->color = isatty(STDOUT_FILENO) && !(getenv("NO_COLOR") && getenv("NO_COLOR")[0]);
+    c->width = terminal_width();
+    if (strcmp(name, "check-config") == 0) { /* local: no agent, so no address to check */
+        rc = cmd_check_config(c, args[1]);
+        goto out;
+    }
     if (!api)
         api = getenv("UNDERSTUDY_API");
     if (!api || !api[0])
@@ -1615,7 +1994,6 @@ static int run(int argc, char **argv)
     }
     snprintf(c->api, sizeof c->api, "%s", api);
     memcpy(c->origin, c->api, sizeof c->origin);
-    c->color = isatty(STDOUT_FILENO) && !(getenv("NO_COLOR") && getenv("NO_COLOR")[0]);
 
     if (strcmp(name, "status") == 0)
         rc = cmd_status(c);

@@ -311,6 +311,7 @@ typedef struct node_ctx {
     int line[NK_COUNT]; /* where each key was set; 0 = not set */
     bool ok[NK_COUNT];  /* set and valid */
     bool skip;          /* inside an unknown section */
+    us_errors *warn;    /* check only (us_config_check_node): create nothing, warn here */
 } node_ctx;
 
 static void node_bad(node_ctx *c, int k, const char *expected, const char *got)
@@ -506,9 +507,61 @@ static int node_cb(void *user, const char *section, const char *key, const char 
     return 0;
 }
 
+/* Check only: what the agent would find, as warnings (the file may be meant for another host). */
+static void node_probe_data_dir(node_ctx *c)
+{
+    const us_node_config *cfg = c->cfg;
+    char ex[EXCERPT], dir[PATH_MAX];
+    struct stat st;
+    const char *where = us_ini_excerpt(cfg->data_dir, ex, sizeof ex);
+    if (stat(cfg->data_dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            us_errors_add(c->warn, "%s:%d: key 'node.data_dir': warning: '%s' is not a directory",
+                          c->file, c->line[NK_DATA_DIR], where);
+        else if (access(cfg->data_dir, W_OK | X_OK) != 0)
+            us_errors_add(c->warn, "%s:%d: key 'node.data_dir': warning: cannot write to '%s': %s",
+                          c->file, c->line[NK_DATA_DIR], where, strerror(errno));
+        return;
+    }
+    int e = errno;
+    if (e != ENOENT) {
+        us_errors_add(c->warn, "%s:%d: key 'node.data_dir': warning: cannot access '%s': %s",
+                      c->file, c->line[NK_DATA_DIR], where, strerror(e));
+        return;
+    }
+    /* Missing: the agent creates it, if the nearest existing parent lets it. */
+    us_strlcpy(dir, cfg->data_dir, sizeof dir);
+    const char *parent = ".";
+    for (char *slash; (slash = strrchr(dir, '/')) != NULL;) {
+        *slash = '\0';
+        if (slash == dir) {
+            parent = "/";
+            break;
+        }
+        if (stat(dir, &st) == 0) {
+            parent = dir;
+            break;
+        }
+    }
+    if (access(parent, W_OK | X_OK) != 0)
+        us_errors_add(c->warn,
+                      "%s:%d: key 'node.data_dir': warning: '%s' does not exist and cannot be "
+                      "created here: %s",
+                      c->file, c->line[NK_DATA_DIR], where, strerror(errno));
+    else
+        us_errors_add(c->warn,
+                      "%s:%d: key 'node.data_dir': warning: '%s' does not exist yet (the agent "
+                      "creates it)",
+                      c->file, c->line[NK_DATA_DIR], where);
+}
+
 static void node_check_data_dir(node_ctx *c)
 {
     us_node_config *cfg = c->cfg;
+    if (c->warn) {
+        node_probe_data_dir(c);
+        return;
+    }
     char failed[PATH_MAX], ex[EXCERPT];
     const char *what = NULL, *subject = cfg->data_dir;
     struct stat st;
@@ -621,7 +674,7 @@ static void node_cross_checks(node_ctx *c)
     }
 }
 
-int us_config_load_node(const char *path, us_node_config *out, us_errors *err)
+static int load_node(const char *path, us_node_config *out, us_errors *err, us_errors *warn)
 {
     int before = error_count(err);
     size_t len;
@@ -634,7 +687,7 @@ int us_config_load_node(const char *path, us_node_config *out, us_errors *err)
         us_errors_add(err, "%s: out of memory", path);
         return -1;
     }
-    node_ctx c = {.file = path, .err = err, .cfg = cfg};
+    node_ctx c = {.file = path, .err = err, .cfg = cfg, .warn = warn};
     if (!us_strlcpy(cfg->path, path, sizeof cfg->path))
         us_errors_add(err, "%s: path longer than PATH_MAX", path);
     us_ini_parse(text, len, node_cb, &c, err, path);
@@ -647,6 +700,48 @@ int us_config_load_node(const char *path, us_node_config *out, us_errors *err)
     }
     free(cfg);
     return rc;
+}
+
+int us_config_load_node(const char *path, us_node_config *out, us_errors *err)
+{
+    return load_node(path, out, err, NULL);
+}
+
+int us_config_check_node(const char *path, us_node_config *out, us_errors *err, us_errors *warn)
+{
+    return load_node(path, out, err, warn);
+}
+
+/* ---- what a file holds ---- */
+
+typedef struct kind_ctx {
+    us_config_kind kind;
+} kind_ctx;
+
+static int kind_cb(void *user, const char *section, const char *key, const char *value, int line)
+{
+    (void)value;
+    (void)line;
+    kind_ctx *k = user;
+    if (key)
+        return 0;
+    if (strcmp(section, "node") == 0 || strcmp(section, "cluster") == 0)
+        k->kind = US_CONFIG_NODE;
+    else if (strncmp(section, "service", 7) == 0 &&
+             (section[7] == '\0' || isspace((unsigned char)section[7])))
+        k->kind = US_CONFIG_SERVICES;
+    return k->kind != US_CONFIG_UNKNOWN; /* the first telling header decides */
+}
+
+us_config_kind us_config_detect(const char *text, size_t len)
+{
+    kind_ctx k = {US_CONFIG_UNKNOWN};
+    us_errors *scratch = calloc(1, sizeof *scratch);
+    if (!scratch)
+        return US_CONFIG_UNKNOWN;
+    us_ini_parse(text, len, kind_cb, &k, scratch, "");
+    free(scratch);
+    return k.kind;
 }
 
 /* ---- services file ---- */
@@ -685,6 +780,8 @@ enum {
     SK_FAILURE_COOLDOWN,
     SK_MIN_FAILOVER_INTERVAL,
     SK_FAILBACK,
+    SK_NOTIFY,
+    SK_NOTIFY_TIMEOUT,
     SK_COUNT
 };
 
@@ -722,13 +819,15 @@ static const char *const svc_keys[SK_COUNT] = {
     "failure_cooldown",
     "min_failover_interval",
     "failback",
+    "notify",
+    "notify_timeout",
 };
 #define SVC_KNOWN_KEYS                                                                             \
     "run, standby, promote, demote, standbys, nodes, hook_timeout, stop_timeout, vip, "            \
     "vip_announce_count, vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, "  \
     "drain, max_connections, check, check_interval, check_timeout, rise, fall, check_status, "     \
     "check_grace, on_failure, restart_backoff, max_restarts, restart_window, failure_threshold, "  \
-    "failure_window, failure_cooldown, min_failover_interval, failback"
+    "failure_window, failure_cooldown, min_failover_interval, failback, notify, notify_timeout"
 
 #define VIP_EXPECTED "ADDR/PREFIX dev IFNAME"
 #define VIP_EXAMPLE "'198.18.0.100/24 dev eth0'"
@@ -791,7 +890,7 @@ static void svc_finish(svc_ctx *c)
         {SK_MAX_CONNS, SK_PROXY},     {SK_CHECK_INTERVAL, SK_CHECK},
         {SK_CHECK_TIMEOUT, SK_CHECK}, {SK_RISE, SK_CHECK},
         {SK_FALL, SK_CHECK},          {SK_CHECK_STATUS, SK_CHECK},
-        {SK_CHECK_GRACE, SK_CHECK},
+        {SK_CHECK_GRACE, SK_CHECK},   {SK_NOTIFY_TIMEOUT, SK_NOTIFY},
     };
     for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++) {
         int k = deps[i].key, n = deps[i].needs;
@@ -863,6 +962,7 @@ static void svc_defaults(us_service_def *d)
     d->failure_cooldown_ms = 600000;
     d->min_failover_interval_ms = 0;
     d->failback = false;
+    d->notify_timeout_ms = 10000;
 }
 
 static void svc_header(svc_ctx *c, const char *section, int line)
@@ -1688,6 +1788,12 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
         break;
     case SK_FAILBACK:
         svc_bool(c, line, key, value, &d->failback);
+        break;
+    case SK_NOTIFY:
+        svc_command(c, line, key, value, d->notify, true);
+        break;
+    case SK_NOTIFY_TIMEOUT:
+        svc_duration(c, line, key, value, &d->notify_timeout_ms, false);
         break;
     }
     if (error_count(c->err) != errors_before)

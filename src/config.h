@@ -3,8 +3,9 @@
  *
  * Parsing never half-applies: on any problem the output struct is left untouched and every problem
  * found is listed in `us_errors`, each as "FILE:LINE: key 'K': expected ..., got '...'".
- * INI syntax (see ini.h): [section] / [service NAME], key = value, '#' or ';' comments (also
- * after a value when preceded by whitespace).
+ * INI syntax (see ini.h): [section] / [service NAME], key = value; lines starting with '#' or ';'
+ * are comments, and so is the rest of a line from a '#' preceded by whitespace (not ';': shell
+ * commands use it).
  */
 #ifndef US_CONFIG_H
 #define US_CONFIG_H
@@ -71,6 +72,16 @@ typedef struct us_node_config {
 /* Read and validate a node config. 0 on success; -1 with `err` filled (and *out untouched).
  * data_dir is created if missing (mode 0700) and stored as an absolute path. */
 int us_config_load_node(const char *path, us_node_config *out, us_errors *err);
+
+/* Like us_config_load_node, but creates nothing (`understudy check-config`): what the agent would
+ * find at data_dir (missing, not writable, not a directory) is appended to `warn` as
+ * "FILE:LINE: key 'node.data_dir': warning: ..." and is no error; data_dir stays as written. */
+int us_config_check_node(const char *path, us_node_config *out, us_errors *err, us_errors *warn);
+
+/* What a file holds, decided by its first [node] / [cluster] (a node config) or [service NAME]
+ * (a services file) section header. */
+typedef enum { US_CONFIG_UNKNOWN = 0, US_CONFIG_NODE, US_CONFIG_SERVICES } us_config_kind;
+us_config_kind us_config_detect(const char *text, size_t len);
 
 /* Parse and validate a services file given as text; `filename` is only used in messages.
  * 0 on success; -1 with every problem in `err` (and *out untouched). */

@@ -102,7 +102,12 @@ static void assign_role(us_agent *a, uint64_t id, int role, const us_event *done
     a->change_in_flight = true;
     int rc = raft_assign(&a->raft, &c->req, id, role, change_done);
     if (rc != 0) {
-        us_warn("cannot assign raft role to %llx: %s", (unsigned long long)id, raft_strerror(rc));
+        us_warn("cannot assign raft role to %llx: %s (configuration change pending at index %llu, "
+                "committed %llu, commit index %llu)",
+                (unsigned long long)id, raft_strerror(rc),
+                (unsigned long long)a->raft.configuration_uncommitted_index,
+                (unsigned long long)a->raft.configuration_committed_index,
+                (unsigned long long)a->raft.commit_index);
         a->change_in_flight = false;
         free(c);
     }
@@ -198,8 +203,10 @@ static void transfer_leadership(us_agent *a, uint64_t to, const char *why)
 static void leadership_away_from_actives(us_agent *a, int64_t now)
 {
     const us_state *s = &a->fsm.state;
-    /* No wait after taking over: the node just promoted is often the leader itself. */
-    if (a->change_in_flight || now < a->next_transfer_ms || !us_state_holds_active(s, a->cfg.name))
+    /* No wait after taking over: the node just promoted is often the leader itself. Not while a
+     * configuration change is pending: the next leader would inherit it half-done. */
+    if (a->change_in_flight || a->raft.configuration_uncommitted_index != 0 ||
+        now < a->next_transfer_ms || !us_state_holds_active(s, a->cfg.name))
         return;
     const struct raft_configuration *c = &a->raft.configuration;
     for (unsigned i = 0; i < c->n; i++) {
@@ -336,6 +343,7 @@ void us_controller_became_leader(us_agent *a)
 {
     a->ctl_primed = false;
     a->n_ctl_seen = 0;
+    a->n_ctl_timing = 0;
     a->leader_since_ms = us_now_ms();
 }
 
@@ -500,6 +508,64 @@ static us_inst_obs report_of(us_agent *a, us_peer *p, const us_assignment *as)
     return o;
 }
 
+/* ---- failover timing (metrics.failover) ---- */
+
+/* Our decision `next` takes the role from cur->active for a failure or loss: start timing, unless
+ * an earlier decision for the same release (not committed, made again) already did. */
+static void time_release(us_agent *a, const us_assignment *cur, const us_assignment *next)
+{
+    bool released =
+        cur->active[0] && (strcmp(cur->active, next->active) != 0 || cur->epoch != next->epoch);
+    if (!released || us_release_cause(cur, next) == US_CAUSE_SWITCHOVER)
+        return;
+    struct us_ctl_timing *t = NULL;
+    for (int i = 0; i < a->n_ctl_timing && !t; i++)
+        if (strcmp(a->ctl_timing[i].service, cur->service) == 0)
+            t = &a->ctl_timing[i];
+    if (t && strcmp(t->from, cur->active) == 0 && t->epoch == cur->epoch)
+        return;
+    if (!t) {
+        if (a->n_ctl_timing == US_MAX_SERVICES)
+            return; /* more timings than services: stale ones are dropped by time_failovers */
+        t = &a->ctl_timing[a->n_ctl_timing++];
+    }
+    us_strlcpy(t->service, cur->service, sizeof t->service);
+    us_strlcpy(t->from, cur->active, sizeof t->from);
+    t->epoch = cur->epoch;
+    t->t0_ns = us_now_ns();
+}
+
+/* Finish the timings whose service now has an active elsewhere that reports itself ACTIVE. The
+ * role given back to the released node is a restart in place, not a failover: not timed. */
+static void time_failovers(us_agent *a)
+{
+    const us_state *s = &a->fsm.state;
+    int64_t now = us_now_ns();
+    for (int i = 0; i < a->n_ctl_timing;) {
+        struct us_ctl_timing *t = &a->ctl_timing[i];
+        int k = us_state_find_service(s, t->service);
+        const us_assignment *as = k >= 0 ? &s->asg[k] : NULL;
+        us_peer *p = as && as->active[0] ? us_agent_peer(a, as->active) : NULL;
+        bool done = !as || now - t->t0_ns > 3600 * 1000000000LL;
+        if (!done && p && as->epoch > t->epoch) {
+            us_inst_obs o = report_of(a, p, as);
+            if (strcmp(as->active, t->from) == 0) {
+                done = true;
+            } else if (o.state == US_INST_ACTIVE && o.epoch == as->epoch) {
+                double secs = (double)(now - t->t0_ns) / 1e9;
+                us_histogram_observe(&a->metrics.failover, secs);
+                us_info("%s: failover from %s to %s took %.3f s (decision to active)", t->service,
+                        t->from, as->active, secs);
+                done = true;
+            }
+        }
+        if (done)
+            *t = a->ctl_timing[--a->n_ctl_timing];
+        else
+            i++;
+    }
+}
+
 static void decided_cb(void *data, int status, int result)
 {
     (void)data;
@@ -551,6 +617,7 @@ static void run_decisions(us_agent *a, int64_t now)
     us_decide(&in, &out);
     for (int i = 0; i < out.n; i++) {
         const us_assignment *next = &out.d[i].next;
+        time_release(a, &s->asg[out.d[i].service], next);
         us_info("%s: %s [active %s, epoch %llu]", next->service, next->reason,
                 next->active[0] ? next->active : "none", (unsigned long long)next->epoch);
         us_agent_apply(a, us_cmd_stamp(us_cmd_assign(next), in.now_ms, NULL), decided_cb, NULL);
@@ -564,6 +631,7 @@ void us_controller_tick(us_agent *a)
     if (!a->leader || a->stopping == 2)
         return;
     int64_t now = us_now_ms();
+    time_failovers(a);
     if (a->applies_in_flight > 0)
         return; /* decide again on the state the pending commands produce */
     if (register_nodes(a))

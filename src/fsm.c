@@ -206,6 +206,8 @@ json_t *us_service_def_to_json(const us_service_def *d)
         d->min_failover_interval_ms, "failback", d->failback);
     json_object_update(j, p);
     json_decref(p);
+    json_object_set_new(j, "notify", json_string(d->notify));
+    json_object_set_new(j, "notify_timeout_ms", json_integer(d->notify_timeout_ms));
     return j;
 }
 
@@ -299,6 +301,8 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
     d->failure_cooldown_ms = jint(j, "failure_cooldown_ms");
     d->min_failover_interval_ms = jint(j, "min_failover_interval_ms");
     d->failback = json_is_true(json_object_get(j, "failback"));
+    us_strlcpy(d->notify, us_json_str(j, "notify"), sizeof d->notify);
+    d->notify_timeout_ms = jint(j, "notify_timeout_ms");
     return names_from_json(d->nodes, &d->n_nodes, json_object_get(j, "nodes"));
 }
 
@@ -400,6 +404,36 @@ static int node_from_json(us_node *n, const json_t *j)
     return 0;
 }
 
+static json_t *stats_to_json(const us_service_stats *st)
+{
+    json_t *f = json_object();
+    for (int c = 0; c < US_CAUSE_N; c++)
+        json_object_set_new(f, us_move_cause_name((us_move_cause)c), us_u64_json(st->failovers[c]));
+    return json_pack("{s:o, s:o, s:o, s:s, s:s}", "failovers", f, "switchovers",
+                     us_u64_json(st->switchovers), "restarts_in_place",
+                     us_u64_json(st->restarts_in_place), "released_from", st->released_from,
+                     "release_cause", us_move_cause_name(st->release_cause));
+}
+
+static int stats_from_json(us_service_stats *st, const json_t *j)
+{
+    memset(st, 0, sizeof *st);
+    json_t *f = json_object_get(j, "failovers");
+    if (!json_is_object(j) || (f && !json_is_object(f)))
+        return -1;
+    for (int c = 0; c < US_CAUSE_N; c++)
+        st->failovers[c] = us_json_u64(f, us_move_cause_name((us_move_cause)c));
+    st->switchovers = us_json_u64(j, "switchovers");
+    st->restarts_in_place = us_json_u64(j, "restarts_in_place");
+    if (!us_strlcpy(st->released_from, us_json_str(j, "released_from"), sizeof st->released_from))
+        return -1;
+    const char *cause = us_json_str(j, "release_cause");
+    for (int c = 0; c <= US_CAUSE_SWITCHOVER; c++)
+        if (strcmp(cause, us_move_cause_name((us_move_cause)c)) == 0)
+            st->release_cause = (us_move_cause)c;
+    return 0;
+}
+
 json_t *us_state_to_json(const us_state *s)
 {
     json_t *nodes = json_array(), *svcs = json_array(), *asg = json_array(), *ret = json_array();
@@ -415,10 +449,15 @@ json_t *us_state_to_json(const us_state *s)
     json_t *ev = json_array();
     for (uint64_t q = us_state_first_event(s); q && q <= s->event_seq; q++)
         json_array_append_new(ev, us_event_to_json(us_state_event(s, q)));
-    return json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version",
-                     us_u64_json(s->version), "nodes", nodes, "services", svcs, "assignments", asg,
-                     "retired", ret, "epoch_floor", us_u64_json(s->epoch_floor), "event_seq",
-                     us_u64_json(s->event_seq), "events", ev);
+    json_t *stats = json_array();
+    for (int i = 0; i < s->services.n; i++)
+        json_array_append_new(stats, stats_to_json(&s->stats[i]));
+    json_t *j = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version",
+                          us_u64_json(s->version), "nodes", nodes, "services", svcs, "assignments",
+                          asg, "retired", ret, "epoch_floor", us_u64_json(s->epoch_floor),
+                          "event_seq", us_u64_json(s->event_seq), "events", ev);
+    json_object_set_new(j, "stats", stats);
+    return j;
 }
 
 int us_state_from_json(us_state *out, const json_t *j)
@@ -454,6 +493,11 @@ int us_state_from_json(us_state *out, const json_t *j)
         s->retired[i].epoch = us_json_u64(v, "epoch");
         s->n_retired++;
     }
+    /* Counters came later: a snapshot without them starts them at 0. */
+    json_t *stats = json_object_get(j, "stats");
+    if (stats && (!json_is_array(stats) || json_array_size(stats) != json_array_size(svcs)))
+        goto out;
+    json_array_foreach(stats, i, v) if (stats_from_json(&s->stats[i], v) != 0) goto out;
     s->event_seq = us_json_u64(j, "event_seq");
     json_t *ev = json_object_get(j, "events");
     if (json_array_size(ev) > US_EVENTS_MAX)
@@ -757,9 +801,12 @@ static int apply_services(us_state *s, const json_t *cmd)
         }
         us_assignment *asg = &next->asg[next->services.n];
         int old = us_state_find_service(s, d->name);
+        us_service_stats *st = &next->stats[next->services.n];
         if (old >= 0) {
             *asg = s->asg[old];
+            *st = s->stats[old];
         } else {
+            memset(st, 0, sizeof *st);
             memset(asg, 0, sizeof *asg);
             us_strlcpy(asg->service, d->name, sizeof asg->service);
             asg->epoch = start_epoch(s, d->name);
@@ -790,8 +837,7 @@ static int apply_services(us_state *s, const json_t *cmd)
     return rc;
 }
 
-/* A node's role in an assignment, as events name it. */
-static const char *role_in(const us_assignment *a, const char *node)
+const char *us_assignment_role(const us_assignment *a, const char *node)
 {
     if (strcmp(a->active, node) == 0)
         return a->recover ? "recovering" : a->demoting ? "demoting" : "active";
@@ -822,9 +868,74 @@ static void role_events(us_state *s, const us_assignment *old, const us_assignme
             dup = strcmp(seen[i], seen[j]) == 0;
         if (dup)
             continue;
-        const char *from = role_in(old, seen[i]), *to = role_in(next, seen[i]);
+        const char *from = us_assignment_role(old, seen[i]),
+                   *to = us_assignment_role(next, seen[i]);
         if (strcmp(from, to) != 0)
             add_event(s, &st, "role", next->service, seen[i], from, to, next->reason);
+    }
+}
+
+/* ---- Replicated counters (fsm.h: us_service_stats) ---- */
+
+const char *us_move_cause_name(us_move_cause c)
+{
+    static const char *const names[] = {[US_CAUSE_FAILED] = "failed",
+                                        [US_CAUSE_UNHEALTHY] = "unhealthy",
+                                        [US_CAUSE_FENCED] = "fenced",
+                                        [US_CAUSE_LEASE] = "lease",
+                                        [US_CAUSE_AGENT_RESTART] = "agent_restart",
+                                        [US_CAUSE_OTHER] = "other",
+                                        [US_CAUSE_SWITCHOVER] = "switchover"};
+    return (unsigned)c <= US_CAUSE_SWITCHOVER ? names[c] : "other";
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+us_move_cause us_release_cause(const us_assignment *cur, const us_assignment *next)
+{
+    /* The words are decide.c's release_of(); tests/unit/test_fsm.c runs real decisions through
+     * this so that a rewording there cannot go unnoticed. */
+    const char *r = next->reason;
+    if (starts_with(r, "switchover: "))
+        r += strlen("switchover: ");
+    if (starts_with(r, "instance on "))
+        return cur->recover ? US_CAUSE_UNHEALTHY : US_CAUSE_FAILED;
+    if (starts_with(r, "guardian on "))
+        return US_CAUSE_FENCED;
+    if (starts_with(r, "lease of "))
+        return US_CAUSE_LEASE;
+    if (starts_with(r, "agent on "))
+        return US_CAUSE_AGENT_RESTART;
+    size_t n = strlen(cur->active);
+    if (n && strncmp(r, cur->active, n) == 0 && starts_with(r + n, " confirmed demotion"))
+        return cur->demoting ? US_CAUSE_SWITCHOVER : US_CAUSE_OTHER;
+    return US_CAUSE_OTHER;
+}
+
+static void count_move(us_service_stats *st, const us_assignment *cur, const us_assignment *next)
+{
+    bool new_epoch = next->epoch != cur->epoch;
+    bool released = cur->active[0] && (strcmp(cur->active, next->active) != 0 || new_epoch);
+    us_move_cause cause = released ? us_release_cause(cur, next) : st->release_cause;
+    if (next->active[0] && new_epoch) {
+        const char *from = cur->active[0]         ? cur->active
+                           : st->released_from[0] ? st->released_from
+                                                  : cur->restart_node;
+        /* No earlier holder: the initial placement (nothing to count). */
+        if (from[0] && strcmp(from, next->active) == 0)
+            st->restarts_in_place++;
+        else if (from[0] && cause == US_CAUSE_SWITCHOVER)
+            st->switchovers++;
+        else if (from[0])
+            st->failovers[(unsigned)cause < US_CAUSE_N ? cause : US_CAUSE_OTHER]++;
+        st->released_from[0] = '\0';
+        st->release_cause = US_CAUSE_FAILED;
+    } else if (released) {
+        us_strlcpy(st->released_from, cur->active, sizeof st->released_from);
+        st->release_cause = cause;
     }
 }
 
@@ -842,6 +953,7 @@ static int apply_assign(us_state *s, const json_t *cmd)
     /* Stale-lease reports older than the role do not count against it (lease.h). */
     next.since_version = next.epoch != s->asg[i].epoch ? s->version + 1 : s->asg[i].since_version;
     role_events(s, &s->asg[i], &next, stamp_of(cmd));
+    count_move(&s->stats[i], &s->asg[i], &next);
     s->asg[i] = next;
     return US_APPLY_OK;
 }
@@ -852,7 +964,7 @@ static int apply_switchover(us_state *s, const json_t *cmd)
     if (i < 0 || s->asg[i].gen != us_json_u64(cmd, "gen") || !s->asg[i].active[0])
         return US_APPLY_NOOP;
     us_assignment *a = &s->asg[i];
-    const char *was = role_in(a, a->active);
+    const char *was = us_assignment_role(a, a->active);
     a->demoting = true;
     us_strlcpy(a->target, us_json_str(cmd, "target"), sizeof a->target);
     const char *target = us_json_str(cmd, "target");

@@ -17,13 +17,48 @@
 
 #define US_RETIRED_MAX 64
 
+/* Why the active role moved away from its holder: the category of the release, taken from the
+ * decision's reason (decide.c words it: "instance on N failed", "guardian on N fenced ...",
+ * "lease of N expired", "agent on N restarted"; a failed instance whose assignment was
+ * `recover`ing is "unhealthy"). */
+typedef enum {
+    US_CAUSE_FAILED = 0,
+    US_CAUSE_UNHEALTHY,
+    US_CAUSE_FENCED,
+    US_CAUSE_LEASE,
+    US_CAUSE_AGENT_RESTART,
+    US_CAUSE_OTHER,
+    US_CAUSE_N,
+    US_CAUSE_SWITCHOVER = US_CAUSE_N, /* planned: not a failover cause */
+} us_move_cause;
+
+const char *us_move_cause_name(us_move_cause c); /* "failed", "unhealthy", ... "switchover" */
+
+/* Replicated counters of one service (metrics): changed only in apply_assign, so every agent
+ * has the same numbers and they survive restarts (snapshots carry them). When the active role
+ * is given under a new epoch and an earlier holder is known (the one it was just taken from, or
+ * the one it was released from by an earlier command):
+ *  - the same node gets it back: a restart in place (also an agent restart given the role again);
+ *  - another node gets it after a planned switchover (demotion confirmed): a switchover;
+ *  - otherwise a failover, counted under the cause of the release.
+ * The initial placement counts as nothing. */
+typedef struct us_service_stats {
+    uint64_t failovers[US_CAUSE_N];
+    uint64_t switchovers;
+    uint64_t restarts_in_place;
+    /* The role was released and not given again yet: by whom ("" = nothing pending), and why. */
+    char released_from[US_NAME_MAX];
+    us_move_cause release_cause;
+} us_service_stats;
+
 typedef struct us_state {
     uint64_t version; /* bumps on every applied change (for observers) */
     int n_nodes;
     us_node nodes[US_MAX_NODES];
     us_service_set services;
-    us_assignment asg[US_MAX_SERVICES]; /* parallel to services.svc */
-    int n_retired;                      /* epochs of deleted services, so a re-add continues */
+    us_assignment asg[US_MAX_SERVICES];      /* parallel to services.svc */
+    us_service_stats stats[US_MAX_SERVICES]; /* parallel to services.svc */
+    int n_retired;                           /* epochs of deleted services, so a re-add continues */
     struct {
         char name[US_NAME_MAX];
         uint64_t epoch;
@@ -57,6 +92,12 @@ int us_state_find_node(const us_state *s, const char *name);
 int us_state_find_service(const us_state *s, const char *name);
 /* Does `node` hold the active role of any service? */
 bool us_state_holds_active(const us_state *s, const char *node);
+/* A node's role in an assignment: "active", "demoting", "recovering", "restarting", "standby"
+ * or "none" (the words of role events). */
+const char *us_assignment_role(const us_assignment *a, const char *node);
+/* Release cause of a change from `cur` to `next` that takes the role from cur->active (the
+ * classification of us_service_stats). */
+us_move_cause us_release_cause(const us_assignment *cur, const us_assignment *next);
 
 /* Event `seq` if still kept, else NULL. */
 const us_event *us_state_event(const us_state *s, uint64_t seq);

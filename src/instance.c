@@ -17,6 +17,7 @@
 #include "agent.h"
 #include "lease.h"
 #include "log.h"
+#include "notify.h"
 
 enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE };
 
@@ -689,6 +690,7 @@ void us_instances_reconcile(us_agent *a)
         if (quiet(in) && in->phase != US_PHASE_DEMOTING)
             in->used = false;
     }
+    us_notify_pump(a); /* after every FSM change: new events may be ours to report */
 }
 
 json_t *us_instances_report(us_agent *a)
@@ -750,6 +752,7 @@ void us_instances_reannounce(us_agent *a)
 
 void us_instances_kill_all(us_agent *a)
 {
+    us_notify_stop(a);
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         us_instance *in = &a->inst[i];
         if (!in->used)
@@ -765,6 +768,8 @@ void us_instances_kill_all(us_agent *a)
 
 bool us_instances_quiet(us_agent *a)
 {
+    if (!us_notify_quiet(a))
+        return false;
     for (int i = 0; i < US_MAX_SERVICES; i++)
         if (a->inst[i].used && !quiet(&a->inst[i]))
             return false;

@@ -1,5 +1,8 @@
-/* log.h — one line per event on stderr: "LEVEL node: message". Journald-friendly (no timestamps
- * when stderr is not a terminal and JOURNAL_STREAM is set; otherwise a monotonic-free wall time).
+/* log.h — one line per event on stderr: "HH:MM:SS.mmm LEVEL node: message" (local wall time).
+ * When stderr is the journal (JOURNAL_STREAM names its device:inode, as systemd sets it) a line is
+ * "<P>node: message" instead: P the syslog priority (3 error, 4 warning, 6 info, 7 debug, as in
+ * sd-daemon.h), which journald takes as the record's priority, and no timestamp (the journal has
+ * its own). Line breaks in a message become spaces: one event is always one line.
  */
 #ifndef US_LOG_H
 #define US_LOG_H

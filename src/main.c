@@ -10,10 +10,12 @@
 
 static int agent_usage(int rc)
 {
-    fprintf(rc ? stderr : stdout,
-            "usage: understudy agent --config FILE [--debug]\n"
-            "Runs the agent of this node: joins or forms the cluster and runs the instances the\n"
-            "cluster assigns to this node. SIGTERM hands active roles over first, then stops.\n");
+    if (rc == 0)
+        us_cli_help("agent", stdout);
+    else
+        fputs("usage: understudy agent --config FILE [--debug]\n"
+              "run `understudy help agent` for more\n",
+              stderr);
     return rc;
 }
 

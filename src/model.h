@@ -98,6 +98,9 @@ typedef struct us_service_def {
     int failure_cooldown_ms;      /* a banned node is used again after this (default 600000) */
     int min_failover_interval_ms; /* failures this soon after a failover restart in place (0) */
     bool failback;                /* move back to the preferred node by switchover (default no) */
+    /* Notify hook (notify.h): run once per event about this service that this node reports. */
+    char notify[US_CMD_MAX]; /* "" = none; started with /bin/sh -c */
+    int notify_timeout_ms;   /* time limit of one run (default 10000) */
 } us_service_def;
 
 typedef struct us_service_set {

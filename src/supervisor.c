@@ -307,7 +307,18 @@ static void __attribute__((noreturn)) child_run(const child_args *a)
     _exit(127);
 }
 
-/* environ with the entries named in `extra` replaced, then `extra`. */
+/* The agent's own service-manager channel (sdnotify.c): its children must not talk on it. */
+static bool agent_only(const char *entry, size_t klen)
+{
+    static const char *const names[] = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == klen && strncmp(entry, names[i], klen) == 0)
+            return true;
+    return false;
+}
+
+/* environ without the agent's systemd variables, with the entries named in `extra` replaced,
+ * then `extra`. */
 static char **build_env(const char *const *extra)
 {
     size_t ne = 0, nx = 0;
@@ -322,7 +333,7 @@ static char **build_env(const char *const *extra)
     for (size_t i = 0; i < ne; i++) {
         const char *eq = strchr(environ[i], '=');
         size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-        bool replaced = false;
+        bool replaced = agent_only(environ[i], klen);
         for (size_t j = 0; j < nx && !replaced; j++)
             replaced = strncmp(extra[j], environ[i], klen) == 0 && extra[j][klen] == '=';
         if (!replaced)

@@ -347,12 +347,18 @@ class Cluster:
 
         wait_until(found, 10, "the guardian of %s to appear" % node.name, interval=0.01, dump=self.dump_logs)
 
-    def start(self, name, wait_guardian=True):
+    def start(self, name, wait_guardian=True, env=None):
+        """Start the agent of `name`; `env` (optional) adds to / overrides its environment."""
         n = self.nodes[name]
         assert n.proc is None or n.proc.poll() is not None, "%s is already running" % name
+        extra_env = env
         env = dict(os.environ)
         env.pop("JOURNAL_STREAM", None)  # keep timestamps in the logs
         env.pop("UNDERSTUDY_API", None)
+        env.pop("NOTIFY_SOCKET", None)  # the test runner's own service manager is not ours
+        env.pop("WATCHDOG_USEC", None)
+        env.pop("WATCHDOG_PID", None)
+        env.update(extra_env or {})
         log = open(n.log, "ab")
         log.write(("==== test harness: starting %s at %s\n" % (name, time.strftime("%H:%M:%S"))).encode())
         log.flush()

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -389,6 +391,8 @@ static char *slurp(FILE *f)
     return s;
 }
 
+static int g_tty_cols = 0; /* columns of the pseudo-terminal (0 = it does not say) */
+
 /* Run the client with stdout on a temp file, or on a pseudo-terminal when `tty`. */
 static run_result run_cliv(bool tty, const char *arg, va_list ap)
 {
@@ -407,6 +411,8 @@ static run_result run_cliv(bool tty, const char *arg, va_list ap)
         assert_true(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0);
         slave = open(ptsname(master), O_RDWR | O_NOCTTY);
         assert_true(slave >= 0);
+        struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)g_tty_cols};
+        ioctl(slave, TIOCSWINSZ, &ws);
     }
     int saved_out = dup(1), saved_err = dup(2);
     dup2(tty ? slave : fileno(out), 1);
@@ -542,8 +548,9 @@ static void test_status_table(void **state)
     assert_true(has_row(r.out, "n1 (leader) 127.0.0.1:7101 alive yes"));
     assert_true(has_row(r.out, "n2 127.0.0.1:7102 suspect yes"));
     assert_true(has_row(r.out, "n3 127.0.0.1:7103 dead no"));
-    assert_true(has_row(r.out, "SERVICE ACTIVE EPOCH STANDBYS LAST CHANGE"));
-    assert_true(has_row(r.out, "web n2 7 n1, n3 (failed) switchover requested by operator"));
+    assert_true(has_row(r.out, "SERVICE ACTIVE HEALTH EPOCH STANDBYS LAST CHANGE"));
+    /* An agent that says nothing of health: a dash. */
+    assert_true(has_row(r.out, "web n2 - 7 n1, n3 (failed) switchover requested by operator"));
     assert_null(strchr(r.out, '\033')); /* not a terminal: no colour */
     /* Columns line up: STATE starts at the same offset in the header and in the rows. */
     const char *hdr = strstr(r.out, "NAME");
@@ -778,8 +785,8 @@ static void test_status_selfheal(void **state)
     assert_non_null(strstr(r.out, "cluster demo  leader n1  term 4  quorum yes\n"));
     assert_true(has_row(r.out, "n1 (leader) 127.0.0.1:7101 alive yes"));
     assert_true(has_row(r.out, "n2 127.0.0.1:7102 suspect, drained yes"));
-    assert_true(
-        has_row(r.out, "web (paused) n2 7 n1, n3 (failed) switchover requested by operator"));
+    assert_true(has_row(
+        r.out, "web (paused) n2 healthy 7 n1, n3 (failed) switchover requested by operator"));
     assert_non_null(strstr(r.out, "web: restart in place on n2 at "));
     assert_true(has_row(r.out, "SERVICE NODE ROLE HEALTH CHECK PID NOTE"));
     assert_true(has_row(r.out, "web n2 active healthy 3ms 4242 -"));
@@ -1141,6 +1148,331 @@ static void test_usage(void **state)
     }
 }
 
+/* ---- check-config (local: no agent is asked, so the --api given is never even checked) ---- */
+
+static void test_check_config_services(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_cli.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *good = write_temp(dir, "services.ini",
+                            "[service web]\nrun = exec ./web\nnotify = ./hook.sh\n"
+                            "notify_timeout = 2s\n\n[service db]\nrun = exec ./db\n");
+    char *bad = write_temp(dir, "bad.ini",
+                           "[service web]\nrun =\nnotify_timeout = 1s\n"
+                           "[service db]\nrun = x\nstandby = warm\n");
+    run_result r = run_cli("--api", "nope", "check-config", good, NULL);
+    char want[1024];
+    snprintf(want, sizeof want, "%s: ok (services file: 2 services: web, db)\n", good);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, want);
+    assert_string_equal(r.err, "");
+    run_free(&r);
+
+    r = run_cli("check-config", bad, NULL);
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.out, "");
+    /* Every problem, as FILE:LINE: key, expectation (the same text apply and agent print). */
+    snprintf(want, sizeof want,
+             "%s:2: key 'run' in [service web]: expected a shell command, got ''\n"
+             "%s:3: key 'notify_timeout' in [service web]: only meaningful with 'notify' (this "
+             "service has no 'notify' key)\n"
+             "%s:6: key 'standby' in [service db]: expected 'cold' or 'hot', got 'warm'\n"
+             "understudy: %s: not valid (services file, 3 problems)\n",
+             bad, bad, bad, bad);
+    assert_string_equal(r.err, want);
+    run_free(&r);
+
+    r = run_cli("check-config", good, "--json", NULL);
+    assert_int_equal(r.rc, 0);
+    json_t *j = json_loads(r.out, 0, NULL);
+    assert_non_null(j);
+    json_t *want_j =
+        json_pack("{s:s, s:s, s:b, s:[], s:[], s:[s, s]}", "file", good, "kind", "services", "ok",
+                  1, "problems", "warnings", "services", "web", "db");
+    assert_true(json_equal(j, want_j));
+    json_decref(j);
+    json_decref(want_j);
+    run_free(&r);
+
+    r = run_cli("check-config", "--json", bad, NULL);
+    assert_int_equal(r.rc, 2);
+    j = json_loads(r.out, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "kind")), "services");
+    assert_true(json_is_false(json_object_get(j, "ok")));
+    assert_int_equal(json_array_size(json_object_get(j, "problems")), 3);
+    assert_null(json_object_get(j, "services"));
+    snprintf(want, sizeof want,
+             "%s:6: key 'standby' in [service db]: expected 'cold' or 'hot', "
+             "got 'warm'",
+             bad);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "problems"), 2)), want);
+    json_decref(j);
+    run_free(&r);
+
+    /* Neither kind, unreadable, and usage errors. */
+    char *neither = write_temp(dir, "neither.ini", "run = x\n[services]\n");
+    r = run_cli("check-config", neither, NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "expected a node config ([node] and [cluster] sections) or a "
+                                  "services file ([service NAME] sections), found neither"));
+    run_free(&r);
+    r = run_cli("check-config", neither, "--json", NULL);
+    assert_int_equal(r.rc, 2);
+    j = json_loads(r.out, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(j, "kind")), "unknown");
+    json_decref(j);
+    run_free(&r);
+    snprintf(want, sizeof want, "%s/missing.ini", dir);
+    r = run_cli("check-config", want, NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "missing.ini: cannot read: No such file or directory"));
+    run_free(&r);
+    expect_usage(run_cli("check-config", NULL), "missing FILE");
+    expect_usage(run_cli("check-config", good, bad, NULL), "unexpected argument");
+    expect_usage(run_cli("check-config", good, "--follow", NULL), "--follow only applies");
+
+    unlink(good);
+    unlink(bad);
+    unlink(neither);
+    rmdir(dir);
+    free(good);
+    free(bad);
+    free(neither);
+}
+
+static void test_check_config_node(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_cli.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char text[2048], data[600];
+    snprintf(data, sizeof data, "%s/data/n1", dir);
+    snprintf(text, sizeof text,
+             "# a node config\n[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s\n\n"
+             "[cluster]\nname = demo\nmembers = n1=127.0.0.1:7101 n2=127.0.0.1:7102\n",
+             data);
+    char *good = write_temp(dir, "node.conf", text);
+    char *join = write_temp(dir, "join.conf",
+                            "[node]\nname = n3\naddress = 127.0.0.1:7103\ndata_dir = /tmp\n"
+                            "[cluster]\nname = demo\njoin = 127.0.0.1:7101\n");
+    char *bad = write_temp(dir, "bad.conf",
+                           "[node]\nname = N1\naddress = 0.0.0.0:7101\nbogus = 1\n"
+                           "[cluster]\nname = demo\n");
+
+    run_result r = run_cli("check-config", good, NULL);
+    char want[2048];
+    snprintf(want, sizeof want, "%s: ok (node config: node n1 of cluster demo, 2 members)\n", good);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, want);
+    /* The missing data_dir is a warning, and check-config does not create it. */
+    snprintf(want, sizeof want,
+             "%s:5: key 'node.data_dir': warning: '%s' does not exist yet (the agent creates "
+             "it)\n",
+             good, data);
+    assert_string_equal(r.err, want);
+    struct stat st;
+    snprintf(want, sizeof want, "%s/data", dir);
+    assert_int_equal(stat(want, &st), -1);
+    run_free(&r);
+
+    r = run_cli("check-config", join, NULL);
+    snprintf(want, sizeof want,
+             "%s: ok (node config: node n3 of cluster demo, joins via 1 address)\n", join);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.out, want);
+    assert_string_equal(r.err, "");
+    run_free(&r);
+
+    r = run_cli("check-config", good, "--json", NULL);
+    assert_int_equal(r.rc, 0);
+    json_t *j = json_loads(r.out, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "kind")), "node");
+    assert_true(json_is_true(json_object_get(j, "ok")));
+    assert_int_equal(json_array_size(json_object_get(j, "warnings")), 1);
+    json_t *node = json_object_get(j, "node");
+    assert_string_equal(json_string_value(json_object_get(node, "name")), "n1");
+    assert_string_equal(json_string_value(json_object_get(node, "api")), "127.0.0.1:7201");
+    assert_string_equal(json_string_value(json_object_get(node, "data_dir")), data);
+    assert_string_equal(json_string_value(json_object_get(node, "cluster")), "demo");
+    assert_int_equal(json_array_size(json_object_get(node, "members")), 2);
+    json_decref(j);
+    run_free(&r);
+
+    r = run_cli("check-config", bad, NULL);
+    assert_int_equal(r.rc, 2);
+    assert_string_equal(r.out, "");
+    const char *lines[] = {
+        ":2: key 'node.name': expected a name of [a-z0-9-], 1..63 characters",
+        ":3: key 'node.address': expected IPv4:port",
+        ":4: unknown key 'node.bogus'",
+        ": missing key 'node.data_dir'",
+        ": missing key 'cluster.members' or 'cluster.join'",
+        ": not valid (node config, 5 problems)",
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        snprintf(want, sizeof want, "%s%s", bad, lines[i]);
+        if (!strstr(r.err, want))
+            fail_msg("no \"%s\" in:\n%s", want, r.err);
+    }
+    run_free(&r);
+
+    unlink(good);
+    unlink(join);
+    unlink(bad);
+    rmdir(dir);
+    free(good);
+    free(join);
+    free(bad);
+}
+
+/* ---- help, hints, colour ---- */
+
+static void test_help_every_command(void **state)
+{
+    (void)state;
+    const char *names[] = {"status", "events", "apply",   "check-config", "switchover", "service",
+                           "reset",  "node",   "version", "agent",        "help"};
+    run_result overview = run_cli("help", NULL);
+    assert_int_equal(overview.rc, 0);
+    for (const char *l = overview.out; *l;) {
+        size_t n = strcspn(l, "\n");
+        if (n > 80)
+            fail_msg("the overview has a line of %zu columns: %.*s", n, (int)n, l);
+        l += n + (l[n] != '\0');
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "\n  %s", names[i]);
+        if (!strstr(overview.out, want))
+            fail_msg("the overview lacks %s:\n%s", names[i], overview.out);
+        run_result h = run_cli("help", names[i], NULL);
+        run_result flag = run_cli(names[i], "--help", NULL);
+        assert_int_equal(h.rc, 0);
+        assert_string_equal(h.err, "");
+        snprintf(want, sizeof want, "usage: understudy %s", names[i]);
+        if (strncmp(h.out, want, strlen(want)) != 0)
+            fail_msg("help %s does not start with \"%s\":\n%s", names[i], want, h.out);
+        const char *parts[] = {"\nexamples:\n  understudy ", "\nexit status:\n  0  "};
+        for (size_t k = 0; k < 2; k++)
+            if (!strstr(h.out, parts[k]))
+                fail_msg("help %s lacks \"%s\":\n%s", names[i], parts[k], h.out);
+        /* Commands that ask an agent say how to choose it. */
+        bool local = strcmp(names[i], "check-config") == 0 || strcmp(names[i], "agent") == 0 ||
+                     strcmp(names[i], "help") == 0;
+        if (!local && !strstr(h.out, "\noptions:\n") && !strstr(h.out, "--api HOST:PORT"))
+            fail_msg("help %s lacks the options:\n%s", names[i], h.out);
+        /* Every line fits in 80 columns. */
+        for (const char *l = h.out; *l;) {
+            size_t n = strcspn(l, "\n");
+            if (n > 80)
+                fail_msg("help %s has a line of %zu columns: %.*s", names[i], n, (int)n, l);
+            l += n + (l[n] != '\0');
+        }
+        if (strcmp(names[i], "help") != 0) { /* "help --help" is help's own help too */
+            assert_int_equal(flag.rc, 0);
+            assert_string_equal(flag.out, h.out);
+        }
+        run_free(&h);
+        run_free(&flag);
+    }
+    run_free(&overview);
+    /* "help node drain" is node's help; --help works after a subcommand too. */
+    run_result a = run_cli("help", "node", "drain", NULL);
+    run_result b = run_cli("node", "drain", "n1", "--help", NULL);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(b.rc, 0);
+    assert_non_null(strstr(a.out, "usage: understudy node remove|drain|undrain NAME"));
+    assert_string_equal(a.out, b.out);
+    run_free(&a);
+    run_free(&b);
+    expect_usage(run_cli("help", "frobnicate", NULL), "unknown command \"frobnicate\"");
+    /* --help goes to stdout; a usage error's usage to stderr. */
+    a = run_cli("-h", NULL);
+    assert_int_equal(a.rc, 0);
+    assert_non_null(strstr(a.out, "check-config FILE"));
+    run_free(&a);
+    a = run_cli(NULL);
+    assert_int_equal(a.rc, 2);
+    assert_string_equal(a.out, "");
+    assert_non_null(strstr(a.err, "usage: understudy"));
+    run_free(&a);
+    /* The agent's help, as main() prints it. */
+    char buf[4096];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    assert_int_equal(us_cli_help("agent", f), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "usage: understudy agent --config FILE [--debug]"));
+    assert_int_equal(us_cli_help("nope", stdout), -1);
+}
+
+static void test_did_you_mean(void **state)
+{
+    (void)state;
+    const char *api = "127.0.0.1:1";
+    expect_usage(run_cli("--api", api, "stauts", NULL),
+                 "unknown command \"stauts\" (did you mean \"status\"?)");
+    expect_usage(run_cli("--api", api, "swichover", "web", NULL), "(did you mean \"switchover\"?)");
+    expect_usage(run_cli("--api", api, "evnets", NULL), "(did you mean \"events\"?)");
+    expect_usage(run_cli("--api", api, "check", "x", NULL), "(did you mean \"check-config\"?)");
+    expect_usage(run_cli("--api", api, "nodes", "drain", "n1", NULL), "(did you mean \"node\"?)");
+    expect_usage(run_cli("help", "verison", NULL), "(did you mean \"version\"?)");
+    expect_usage(run_cli("--api", api, "status", "--jsn", NULL),
+                 "unknown option --jsn (did you mean \"--json\"?)");
+    expect_usage(run_cli("--api", api, "events", "--limt=3", NULL),
+                 "unknown option --limt=3 (did you mean \"--limit\"?)");
+    expect_usage(run_cli("--api", api, "node", "drian", "n1", NULL),
+                 "unknown node subcommand \"drian\" (remove, drain, undrain) (did you mean "
+                 "\"drain\"?)");
+    expect_usage(run_cli("--api", api, "service", "pasue", "web", NULL),
+                 "(did you mean \"pause\"?)");
+    /* Nothing near: no guess. */
+    run_result r = run_cli("--api", api, "xyzzy", NULL);
+    assert_int_equal(r.rc, 2);
+    assert_non_null(strstr(r.err, "unknown command \"xyzzy\"\n"));
+    assert_null(strstr(r.err, "did you mean"));
+    run_free(&r);
+}
+
+/* On a terminal: colour unless NO_COLOR is set (and not empty); long last columns are cut to the
+ * terminal's width. Elsewhere: no colour, nothing cut. */
+static void test_status_terminal(void **state)
+{
+    (void)state;
+    agent *a = agent_start();
+    agent_run(a);
+    setenv("NO_COLOR", "", 1); /* empty: as if unset (no-color.org) */
+    g_tty_cols = 64;
+    run_result narrow = run_cli_tty("--api", a->addr, "status", NULL);
+    setenv("NO_COLOR", "1", 1);
+    run_result plain = run_cli_tty("--api", a->addr, "status", NULL);
+    g_tty_cols = 0;
+    unsetenv("NO_COLOR");
+    run_result file = run_cli("--api", a->addr, "status", NULL);
+    agent_stop(a);
+    assert_int_equal(narrow.rc, 0);
+    assert_non_null(strstr(narrow.out, "\033[32malive\033[0m"));
+    assert_null(strchr(plain.out, '\033'));
+    /* Every line fits in 64 columns; the cut cell ends in "...". */
+    for (const char *l = plain.out; *l;) {
+        size_t n = strcspn(l, "\r\n");
+        if (n > 64)
+            fail_msg("a line of %zu columns on a 64-column terminal: %.*s", n, (int)n, l);
+        l += n;
+        l += strspn(l, "\r\n");
+    }
+    assert_non_null(strstr(plain.out, "n1, n3 (failed)  switchover r...\r\n"));
+    /* Not a terminal: all of it. */
+    assert_non_null(strstr(file.out, "switchover requested by operator"));
+    assert_null(strchr(file.out, '\033'));
+    run_free(&narrow);
+    run_free(&plain);
+    run_free(&file);
+    free(a);
+}
+
 int main(void)
 {
     unsetenv("UNDERSTUDY_API");
@@ -1166,6 +1498,11 @@ int main(void)
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_check_config_services),
+        cmocka_unit_test(test_check_config_node),
+        cmocka_unit_test(test_help_every_command),
+        cmocka_unit_test(test_did_you_mean),
+        cmocka_unit_test(test_status_terminal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fsm.h"
 #include "ini.h"
 
 static char g_dir[] = "/tmp/us-test-config-XXXXXX";
@@ -802,7 +803,8 @@ static void test_services_unknown_key_list(void **state)
         "vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, drain, "
         "max_connections, check, check_interval, check_timeout, rise, fall, check_status, "
         "check_grace, on_failure, restart_backoff, max_restarts, restart_window, "
-        "failure_threshold, failure_window, failure_cooldown, min_failover_interval, failback)";
+        "failure_threshold, failure_window, failure_cooldown, min_failover_interval, failback, "
+        "notify, notify_timeout)";
     us_errors err;
     assert_int_equal(parse_svc("[service a]\nrun = x\nbogus = 1\n", &err), -1);
     assert_int_equal(err.n, 1);
@@ -1920,6 +1922,158 @@ static void test_profiles(void **state)
     }
 }
 
+/* ---- notify hooks ---- */
+
+static void test_services_notify(void **state)
+{
+    (void)state;
+    us_errors err;
+    assert_int_equal(parse_svc("[service web]\nrun = x\nnotify = exec ./hook.sh web  # comment\n"
+                               "notify_timeout = 2.5s\n[service db]\nrun = y\n",
+                               &err),
+                     0);
+    assert_int_equal(g_set.n, 2);
+    assert_string_equal(g_set.svc[0].notify, "exec ./hook.sh web");
+    assert_int_equal(g_set.svc[0].notify_timeout_ms, 2500);
+    /* defaults: no hook, 10 s */
+    assert_string_equal(g_set.svc[1].notify, "");
+    assert_int_equal(g_set.svc[1].notify_timeout_ms, 10000);
+    assert_true(parse_svc("[service a]\nrun = x\nnotify = true\n", &err) == 0);
+    assert_int_equal(g_set.svc[0].notify_timeout_ms, 10000);
+
+    /* Replicated with the definition. */
+    assert_int_equal(
+        parse_svc("[service web]\nrun = x\nnotify = ./n.sh\nnotify_timeout = 3s\n", &err), 0);
+    json_t *j = us_service_def_to_json(&g_set.svc[0]);
+    static us_service_def back;
+    assert_int_equal(us_service_def_from_json(&back, j), 0);
+    json_decref(j);
+    assert_string_equal(back.notify, "./n.sh");
+    assert_int_equal(back.notify_timeout_ms, 3000);
+
+    static const struct {
+        const char *text;
+        const char *frags[3];
+    } bad[] = {
+        {"[service a]\nrun = x\nnotify_timeout = 5s\n",
+         {"svc.ini:3:", "key 'notify_timeout' in [service a]", "only meaningful with 'notify'"}},
+        {"[service a]\nrun = x\nnotify = ./h\nnotify_timeout = 0\n",
+         {"svc.ini:4:", "key 'notify_timeout'", "a duration greater than 0"}},
+        {"[service a]\nrun = x\nnotify = ./h\nnotify_timeout = soon\n",
+         {"svc.ini:4:", "key 'notify_timeout'", "got 'soon'"}},
+        {"[service a]\nrun = x\nnotify =\n", {"svc.ini:3:", "key 'notify'", "a shell command"}},
+        {"[service a]\nrun = x\nnotify = a\nnotify = b\n",
+         {"svc.ini:4:", "duplicate key 'notify'", "first set on line 3"}},
+        {"[service a]\nrun = x\nnotfy = a\n", {"svc.ini:3:", "did you mean 'notify'?", NULL}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(parse_svc(bad[i].text, &err), -1);
+        if (bad[i].frags[2])
+            expect_msg(&err, bad[i].frags[0], bad[i].frags[1], bad[i].frags[2]);
+        else
+            expect_msg(&err, bad[i].frags[0], bad[i].frags[1]);
+        if (err.n != 1)
+            fail_msg("case %zu: expected exactly one problem, got:\n%s", i, joined(&err));
+    }
+    /* longer than US_CMD_MAX */
+    static char text[US_CMD_MAX + 128];
+    snprintf(text, sizeof text, "[service a]\nrun = x\nnotify = %0*d\n", US_CMD_MAX, 7);
+    assert_int_equal(parse_svc(text, &err), -1);
+    expect_msg(&err, "svc.ini:3:", "key 'notify'", "at most 1023 characters (US_CMD_MAX)");
+}
+
+/* ---- check-config support ---- */
+
+static void test_node_check_creates_nothing(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], text[8192];
+    snprintf(dir, sizeof dir, "%s/not-yet/data", g_dir);
+    snprintf(text, sizeof text,
+             "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s\n"
+             "[cluster]\nname = demo\nmembers = n1=127.0.0.1:7101\n",
+             dir);
+    const char *path = write_file("check.ini", text);
+    us_errors err, warn;
+    memset(&err, 0, sizeof err);
+    memset(&warn, 0, sizeof warn);
+    memset(&g_cfg, 0, sizeof g_cfg);
+    assert_int_equal(us_config_check_node(path, &g_cfg, &err, &warn), 0);
+    assert_int_equal(err.n, 0);
+    assert_string_equal(g_cfg.name, "n1");
+    assert_string_equal(g_cfg.data_dir, dir);
+    assert_int_equal(warn.n, 1);
+    char where[PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s:4: key 'node.data_dir': warning: ", path);
+    expect_msg(&warn, where, "does not exist yet (the agent creates it)");
+    struct stat st;
+    snprintf(text, sizeof text, "%s/not-yet", g_dir);
+    assert_int_equal(stat(text, &st), -1); /* nothing created, not even the parent */
+
+    /* A relative data_dir stays as written (the real load makes it absolute). */
+    write_file("rel.ini", "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = rel/dir\n"
+                          "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n");
+    memset(&err, 0, sizeof err);
+    memset(&warn, 0, sizeof warn);
+    assert_int_equal(us_config_check_node(tmp_path("rel.ini"), &g_cfg, &err, &warn), 0);
+    assert_string_equal(g_cfg.data_dir, "rel/dir");
+
+    /* Below a regular file: a warning, not a problem. */
+    write_file("plain", "x\n");
+    snprintf(text, sizeof text,
+             "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s/plain/sub\n"
+             "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n",
+             g_dir);
+    path = write_file("check2.ini", text);
+    memset(&err, 0, sizeof err);
+    memset(&warn, 0, sizeof warn);
+    assert_int_equal(us_config_check_node(path, &g_cfg, &err, &warn), 0);
+    expect_msg(&warn, "key 'node.data_dir': warning: cannot access", strerror(ENOTDIR));
+    snprintf(text, sizeof text,
+             "[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s/plain\n"
+             "[cluster]\nname = demo\njoin = 127.0.0.1:7102\n",
+             g_dir);
+    path = write_file("check3.ini", text);
+    memset(&warn, 0, sizeof warn);
+    assert_int_equal(us_config_check_node(path, &g_cfg, &err, &warn), 0);
+    expect_msg(&warn, "key 'node.data_dir': warning:", "is not a directory");
+
+    /* Real problems are still problems, and the output is untouched. */
+    memset(&g_cfg, 0, sizeof g_cfg);
+    path = write_file("check4.ini", "[node]\nname = N1\n[cluster]\nname = demo\n");
+    memset(&err, 0, sizeof err);
+    memset(&warn, 0, sizeof warn);
+    assert_int_equal(us_config_check_node(path, &g_cfg, &err, &warn), -1);
+    expect_msg(&err, "check4.ini:2:", "key 'node.name'", "got 'N1'");
+    expect_msg(&err, "missing key 'node.data_dir'");
+    assert_string_equal(g_cfg.name, "");
+}
+
+static void test_config_detect(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        us_config_kind want;
+    } cases[] = {
+        {"[node]\nname = n1\n", US_CONFIG_NODE},
+        {"# comment\n\n[cluster]\nname = demo\n[node]\n", US_CONFIG_NODE},
+        {"[service web]\nrun = x\n", US_CONFIG_SERVICES},
+        {"[service]\nrun = x\n", US_CONFIG_SERVICES},  /* bad, but meant as a services file */
+        {"[service Web Extra]\n", US_CONFIG_SERVICES}, /* ditto */
+        {"[bogus]\n[service a]\n[node]\n", US_CONFIG_SERVICES}, /* the first telling header */
+        {"[services]\nrun = x\n", US_CONFIG_UNKNOWN},
+        {"run = x\n", US_CONFIG_UNKNOWN},
+        {"", US_CONFIG_UNKNOWN},
+        {"[node\n[service a]\n", US_CONFIG_SERVICES}, /* a broken header tells nothing */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        us_config_kind got = us_config_detect(cases[i].text, strlen(cases[i].text));
+        if (got != cases[i].want)
+            fail_msg("case %zu: expected kind %d, got %d", i, cases[i].want, got);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1964,6 +2118,9 @@ int main(void)
         cmocka_unit_test(test_errors_overflow),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_profiles),
+        cmocka_unit_test(test_services_notify),
+        cmocka_unit_test(test_node_check_creates_nothing),
+        cmocka_unit_test(test_config_detect),
     };
     return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);
 }

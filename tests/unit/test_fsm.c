@@ -19,6 +19,7 @@
 #include <raft.h>
 #include <raft/fixture.h>
 
+#include "decide.h"
 #include "fsm.h"
 
 /* ---- helpers ---- */
@@ -841,6 +842,230 @@ static void test_switchover(void **state)
     assert_int_equal(w->gen, 3);
 }
 
+/* ---- replicated counters (us_service_stats) ---- */
+
+static const us_service_stats *stats_of(const us_state *s, const char *service)
+{
+    int i = us_state_find_service(s, service);
+    if (i < 0)
+        fail_msg("service %s not in the state", service);
+    return &s->stats[i];
+}
+
+/* Commit the next assignment of `web` (gen = current), with optional restart_node/recover. */
+static void step(us_state *s, uint64_t epoch, const char *active, const char *restart_node,
+                 bool recover, const char *reason)
+{
+    us_assignment a = next_asg(s, "web", epoch, active, "", reason);
+    us_strlcpy(a.restart_node, restart_node, sizeof a.restart_node);
+    a.recover = recover;
+    a.demoting = false; /* as decide.c's give_role: every pending step of the old epoch clears */
+    a.target[0] = '\0';
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+}
+
+static void assert_counts(const us_state *s, uint64_t failed, uint64_t unhealthy, uint64_t fenced,
+                          uint64_t lease, uint64_t agent, uint64_t other, uint64_t switchovers,
+                          uint64_t restarts)
+{
+    const us_service_stats *st = stats_of(s, "web");
+    uint64_t want[US_CAUSE_N] = {failed, unhealthy, fenced, lease, agent, other};
+    for (int c = 0; c < US_CAUSE_N; c++)
+        if (st->failovers[c] != want[c])
+            fail_msg("failovers{cause=%s} = %llu, expected %llu",
+                     us_move_cause_name((us_move_cause)c), (unsigned long long)st->failovers[c],
+                     (unsigned long long)want[c]);
+    assert_int_equal(st->switchovers, switchovers);
+    assert_int_equal(st->restarts_in_place, restarts);
+}
+
+static void test_move_counters(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    step(s, 1, "n1", "", false, "initial placement on n1 (first eligible in preference order)");
+    assert_counts(s, 0, 0, 0, 0, 0, 0, 0, 0); /* a placement is no move */
+
+    /* Released and given to another node in one decision. */
+    step(s, 2, "n2", "", false, "instance on n1 failed (exit status 137); n2 promoted (standby)");
+    assert_counts(s, 1, 0, 0, 0, 0, 0, 0, 0);
+    /* Unhealthy: `recover` first (no move), then the failed report releases the role. */
+    step(s, 2, "n2", "", true, "n2 unhealthy: check tcp://x failed 3/3: refused: stopping it");
+    assert_counts(s, 1, 0, 0, 0, 0, 0, 0, 0);
+    step(s, 3, "n3", "", false,
+         "instance on n2 failed: check tcp://x failed 3/3: refused; n3 promoted (standby)");
+    assert_counts(s, 1, 1, 0, 0, 0, 0, 0, 0);
+
+    /* Released by one command, given by a later one: counted when given, under the release's
+     * cause, also after a snapshot in between. */
+    step(s, 3, "", "", false,
+         "lease of n3 expired (last seen 900 ms ago); no eligible node for the active role");
+    assert_counts(s, 1, 1, 0, 0, 0, 0, 0, 0);
+    assert_string_equal(stats_of(s, "web")->released_from, "n3");
+    json_t *j = us_state_to_json(s);
+    us_state *back = new_state();
+    assert_int_equal(us_state_from_json(back, j), 0);
+    json_decref(j);
+    assert_memory_equal(s->stats, back->stats, sizeof s->stats);
+    step(back, 4, "n1", "", false, "n1 promoted (first eligible in preference order)");
+    assert_counts(back, 1, 1, 0, 1, 0, 0, 0, 0);
+    assert_string_equal(stats_of(back, "web")->released_from, "");
+    s = back;
+
+    step(s, 5, "n2", "", false, "guardian on n1 fenced the instance; n2 promoted (standby)");
+    assert_counts(s, 1, 1, 1, 1, 0, 0, 0, 0);
+
+    /* Restart in place: released with a pending restart, given back to the same node. */
+    step(s, 5, "", "n2", false,
+         "instance on n2 failed (exit status 1); restart 1/3 on n2 in 200 ms");
+    step(s, 6, "n2", "", false, "restart 1/3 on n2 (backoff 200 ms over)");
+    assert_counts(s, 1, 1, 1, 1, 0, 0, 0, 1);
+    /* A restart abandoned: the role goes elsewhere, a failover of the original cause. */
+    step(s, 6, "", "n2", false,
+         "instance on n2 failed (exit status 1); restart 2/3 on n2 in 400 ms");
+    step(s, 6, "", "", false, "restart on n2 abandoned (node dead)");
+    step(s, 7, "n3", "", false, "n3 promoted (first eligible in preference order)");
+    assert_counts(s, 2, 1, 1, 1, 0, 0, 0, 1);
+
+    /* A planned switchover: requested, then the holder's demotion confirmed. */
+    assert_int_equal(apply(s, us_cmd_switchover("web", asg_of(s, "web")->gen, "n1")), US_APPLY_OK);
+    step(s, 8, "n1", "", false,
+         "switchover: n3 confirmed demotion; n1 promoted (requested target)");
+    assert_counts(s, 2, 1, 1, 1, 0, 0, 1, 1);
+    /* A holder failing during a switchover fails over. */
+    assert_int_equal(apply(s, us_cmd_switchover("web", asg_of(s, "web")->gen, "n2")), US_APPLY_OK);
+    step(s, 9, "n2", "", false,
+         "switchover: instance on n1 failed (exit status 9); n2 promoted (requested target)");
+    assert_counts(s, 3, 1, 1, 1, 0, 0, 1, 1);
+
+    /* A restarted agent given the role again is a restart in place, elsewhere a failover. */
+    step(s, 10, "n2", "", false, "agent on n2 restarted; n2 promoted (first eligible in ...)");
+    assert_counts(s, 3, 1, 1, 1, 0, 0, 1, 2);
+    step(s, 11, "n3", "", false, "agent on n2 restarted; n3 promoted (first eligible in ...)");
+    assert_counts(s, 3, 1, 1, 1, 1, 0, 1, 2);
+    /* A demotion nobody asked for (no switchover pending) and an unknown wording: "other". */
+    step(s, 12, "n1", "", false, "n3 confirmed demotion; n1 promoted (standby)");
+    step(s, 13, "n2", "", false, "something new; n2 promoted (standby)");
+    assert_counts(s, 3, 1, 1, 1, 1, 2, 1, 2);
+
+    /* A stale (CAS-failed) decision counts nothing. */
+    us_state *before = copy_state(s);
+    us_assignment stale = next_asg(s, "web", 14, "n1", "", "instance on n2 failed; n1 promoted");
+    stale.gen--;
+    assert_int_equal(apply(s, us_cmd_assign(&stale)), US_APPLY_NOOP);
+    assert_unchanged(before, s);
+    /* Counters follow their service through a services command; a new service starts at 0. */
+    uint64_t failed = stats_of(s, "web")->failovers[US_CAUSE_FAILED];
+    assert_int_equal(apply_services(s, "mail web"), US_APPLY_OK);
+    assert_int_equal(stats_of(s, "web")->failovers[US_CAUSE_FAILED], failed);
+    assert_int_equal(stats_of(s, "mail")->failovers[US_CAUSE_FAILED], 0);
+    assert_int_equal(stats_of(s, "mail")->switchovers, 0);
+    /* Deleted and re-added: counted afresh (a counter reset, as for a restarted process). */
+    assert_int_equal(apply_services(s, "mail"), US_APPLY_OK);
+    assert_int_equal(apply_services(s, "mail web"), US_APPLY_OK);
+    assert_int_equal(stats_of(s, "web")->failovers[US_CAUSE_FAILED], 0);
+}
+
+/* A state written before the counters existed loads with counters at 0; a broken one fails. */
+static void test_stats_json(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    step(s, 1, "n1", "", false, "initial placement");
+    step(s, 2, "n2", "", false, "guardian on n1 fenced the instance; n2 promoted (standby)");
+    json_t *j = us_state_to_json(s);
+    json_t *stats = json_object_get(j, "stats");
+    assert_int_equal(json_array_size(stats), 2);
+    assert_string_equal(
+        json_string_value(json_object_get(
+            json_object_get(json_array_get(stats, us_state_find_service(s, "web")), "failovers"),
+            "fenced")),
+        "1");
+    us_state *back = new_state();
+    json_t *old = json_deep_copy(j);
+    json_object_del(old, "stats");
+    assert_int_equal(us_state_from_json(back, old), 0);
+    json_decref(old);
+    assert_int_equal(stats_of(back, "web")->failovers[US_CAUSE_FENCED], 0);
+    us_state *before = copy_state(back);
+    json_t *bad = json_deep_copy(j);
+    json_array_remove(json_object_get(bad, "stats"), 0);
+    assert_int_equal(us_state_from_json(back, bad), -1);
+    json_object_set_new(bad, "stats", json_string("x"));
+    assert_int_equal(us_state_from_json(back, bad), -1);
+    json_decref(bad);
+    assert_unchanged(before, back);
+    json_decref(j);
+}
+
+/* The release causes are read from decide.c's words: real decisions, classified. */
+static us_decide_input *decide_input(void)
+{
+    us_decide_input *in = track(calloc(1, sizeof *in));
+    in->has_quorum = true;
+    in->now_ms = 1000000;
+    us_strlcpy(in->leader, "n2", sizeof in->leader);
+    in->n_nodes = 2;
+    in->nodes[0] = mk_node("n1", 11);
+    in->nodes[1] = mk_node("n2", 12);
+    in->n_services = 1;
+    mk_svc(&in->defs[0], "web");
+    in->defs[0].rise = 1;
+    in->defs[0].fall = 1;
+    in->defs[0].restart_window_ms = 60000;
+    in->defs[0].failure_window_ms = 600000;
+    in->defs[0].failure_cooldown_ms = 600000;
+    us_assignment *a = &in->asg[0];
+    us_strlcpy(a->service, "web", sizeof a->service);
+    a->gen = 5;
+    a->epoch = 3;
+    us_strlcpy(a->active, "n1", sizeof a->active);
+    a->active_inc = 11;
+    a->n_standbys = 1;
+    us_strlcpy(a->standbys[0], "n2", US_NAME_MAX);
+    in->inst[0][0] = (us_inst_obs){.state = US_INST_ACTIVE, .epoch = 3};
+    in->inst[0][1] = (us_inst_obs){.state = US_INST_STANDBY, .epoch = 3};
+    return in;
+}
+
+static us_move_cause decided_cause(const us_decide_input *in)
+{
+    us_decide_output *out = track(calloc(1, sizeof *out));
+    us_decide(in, out);
+    assert_int_equal(out->n, 1);
+    assert_string_equal(out->d[0].next.active, "n2");
+    return us_release_cause(&in->asg[0], &out->d[0].next);
+}
+
+static void test_release_cause_of_decisions(void **state)
+{
+    (void)state;
+    us_decide_input *in = decide_input();
+    in->inst[0][0] = (us_inst_obs){.state = US_INST_FAILED, .epoch = 3, .exit_status = 137};
+    assert_int_equal(decided_cause(in), US_CAUSE_FAILED);
+    us_strlcpy(in->inst[0][0].cause, "check tcp://127.0.0.1:1 failed 1/1: refused", US_REASON_MAX);
+    in->asg[0].recover = true;
+    assert_int_equal(decided_cause(in), US_CAUSE_UNHEALTHY);
+
+    in = decide_input();
+    in->inst[0][0] = (us_inst_obs){.state = US_INST_FENCED, .epoch = 3, .exit_status = 137};
+    assert_int_equal(decided_cause(in), US_CAUSE_FENCED);
+
+    in = decide_input();
+    in->node_obs[0] = (us_node_obs){US_NODE_DEAD, US_LEASE_EXPIRED, 5000};
+    assert_int_equal(decided_cause(in), US_CAUSE_LEASE);
+
+    in = decide_input();
+    in->nodes[0].incarnation = 99; /* the agent on n1 restarted */
+    in->nodes[0].drained = true;   /* so that it does not get the role straight back */
+    assert_int_equal(decided_cause(in), US_CAUSE_AGENT_RESTART);
+
+    in = decide_input();
+    in->asg[0].demoting = true;
+    in->inst[0][0] = (us_inst_obs){.state = US_INST_DEMOTED, .epoch = 3};
+    assert_int_equal(decided_cause(in), US_CAUSE_SWITCHOVER);
+}
+
 /* ---- version and unknown commands ---- */
 
 static void test_version_only_on_ok(void **state)
@@ -1501,6 +1726,9 @@ int main(void)
         cmocka_unit_test_teardown(test_assign_cas, teardown),
         cmocka_unit_test_teardown(test_assign_bad, teardown),
         cmocka_unit_test_teardown(test_switchover, teardown),
+        cmocka_unit_test_teardown(test_move_counters, teardown),
+        cmocka_unit_test_teardown(test_stats_json, teardown),
+        cmocka_unit_test_teardown(test_release_cause_of_decisions, teardown),
         cmocka_unit_test_teardown(test_version_only_on_ok, teardown),
         cmocka_unit_test_teardown(test_state_json_roundtrip, teardown),
         cmocka_unit_test_teardown(test_state_from_json_malformed, teardown),
