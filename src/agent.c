@@ -110,6 +110,17 @@ us_node_state us_agent_node_state(us_agent *a, const us_peer *p)
     return age < a->cfg.timing.dead_ms ? US_NODE_SUSPECT : US_NODE_DEAD;
 }
 
+bool us_agent_has_quorum(us_agent *a)
+{
+    if (a->leader)
+        return us_agent_fresh_quorum(a, us_now_ms());
+    char leader[US_NAME_MAX];
+    if (!us_agent_leader(a, leader, NULL))
+        return false;
+    us_peer *p = us_agent_peer(a, leader);
+    return p && us_agent_node_state(a, p) == US_NODE_ALIVE;
+}
+
 bool us_agent_is_leader(us_agent *a)
 {
     return a->raft_started && raft_state(&a->raft) == RAFT_LEADER;

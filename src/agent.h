@@ -227,6 +227,9 @@ us_node_state us_agent_node_state(us_agent *a, const us_peer *p);
 bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
 /* Can a TCP listener bind "IPv4:port"? 0, or -1 with "cannot listen on ...: reason" in err. */
 int us_check_tcp_free(const char *hostport, char *err, size_t errlen);
+/* As far as this agent can tell: the leader has a fresh quorum (leader: acknowledgements; follower:
+ * a leader is known and heard from). */
+bool us_agent_has_quorum(us_agent *a);
 /* Leader only: has a quorum of voters acknowledged our leadership within the grant window? */
 bool us_agent_fresh_quorum(us_agent *a, int64_t now_ms);
 /* Is the node with this Raft id a voter in our view of the configuration? */

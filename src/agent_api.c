@@ -26,17 +26,6 @@ static bool is_voter(us_agent *a, uint64_t id)
     return false;
 }
 
-static bool has_quorum(us_agent *a)
-{
-    if (a->leader)
-        return us_agent_fresh_quorum(a, us_now_ms());
-    char leader[US_NAME_MAX];
-    if (!us_agent_leader(a, leader, NULL))
-        return false;
-    us_peer *p = us_agent_peer(a, leader);
-    return p && us_agent_node_state(a, p) == US_NODE_ALIVE;
-}
-
 static const us_report *report_of(us_agent *a, const char *node, const char *service, int *pid)
 {
     static us_report own;
@@ -138,7 +127,7 @@ static json_t *status_json(us_agent *a)
     json_t *cluster =
         json_pack("{s:s, s:o, s:I, s:b}", "name", a->cfg.cluster_name, "leader",
                   have_leader ? json_string(leader) : json_null(), "term",
-                  (json_int_t)raft_current_term(&a->raft), "has_quorum", has_quorum(a));
+                  (json_int_t)raft_current_term(&a->raft), "has_quorum", us_agent_has_quorum(a));
     json_t *nodes = json_array();
     for (int i = 0; i < s->n_nodes; i++) {
         const us_node *n = &s->nodes[i];

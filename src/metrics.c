@@ -280,17 +280,6 @@ static void counter(us_mtext *t, const char *name, const char *help)
     us_mtext_family(t, name, "counter", help);
 }
 
-static bool has_quorum(us_agent *a)
-{
-    if (a->leader)
-        return us_agent_fresh_quorum(a, us_now_ms());
-    char leader[US_NAME_MAX];
-    if (!us_agent_leader(a, leader, NULL))
-        return false;
-    us_peer *p = us_agent_peer(a, leader);
-    return p && us_agent_node_state(a, p) == US_NODE_ALIVE;
-}
-
 static us_node_state node_state(us_agent *a, const us_node *n)
 {
     us_peer *p = us_agent_peer(a, n->name);
@@ -331,7 +320,7 @@ static void cluster_metrics(us_mtext *t, us_agent *a)
     gauge(t, "understudy_cluster_has_quorum",
           "1 if this agent sees a leader with quorum (the leader: acknowledged by a quorum of "
           "voters recently).");
-    us_mtext_sample(t, "understudy_cluster_has_quorum", NULL, has_quorum(a));
+    us_mtext_sample(t, "understudy_cluster_has_quorum", NULL, us_agent_has_quorum(a));
     counter(t, "understudy_events_total",
             "Events recorded in the replicated history (the newest event's sequence number).");
     us_mtext_sample(t, "understudy_events_total", NULL, (double)a->fsm.state.event_seq);
