@@ -239,6 +239,8 @@ cat <<EOF
 Try (from $ROOT):
   $U status                      # nodes, leader, who is active
   $U status --json
+  $U events --follow             # every transition with its cause (Ctrl-C ends it)
+  open http://127.0.0.1:$API_PORT/ in a browser   # live dashboard (metrics: /metrics)
   curl http://127.0.0.1:$(http_port n1)/ http://127.0.0.1:$(http_port n2)/ http://127.0.0.1:$(http_port n3)/
                                    # only the active node answers: "NODE epoch EPOCH"
   $U switchover web              # planned move to the standby
