@@ -256,11 +256,13 @@ class LoopCluster:
         self.why = None  # a subclass's reason why its last condition failed, shown by wait()
         self.services = os.path.join(self.dir, "services.ini")
         members = " ".join("%s=127.0.0.1:%d" % (n, self.raft[n]) for n in NODES)
+        key = os.path.join(self.dir, "cluster.key")
+        subprocess.run([binary, "keygen", key], check=True, capture_output=True)
         for n in NODES:
             with open(self.conf(n), "w") as f:
                 f.write("[node]\nname = %s\naddress = 127.0.0.1:%d\napi = %s\ndata_dir = %s\n"
-                        "[cluster]\nname = bench\nmembers = %s\nprofile = %s\n"
-                        % (n, self.raft[n], self.api[n], self.data_dir(n), members, profile))
+                        "[cluster]\nname = bench\nmembers = %s\nprofile = %s\nkey_file = %s\n"
+                        % (n, self.raft[n], self.api[n], self.data_dir(n), members, profile, key))
 
     def write_services(self):
         """Write self.services, the file apply() gives to the cluster."""

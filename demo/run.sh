@@ -175,6 +175,7 @@ a = web[0] if web else {}
 print(a.get("active") or "-", a.get("epoch") or 0, st.get("cluster", {}).get("leader") or "-")'
 }
 
+"$BIN" keygen "$DIR/cluster.key" >/dev/null
 MEMBERS=""
 for n in $NODES; do MEMBERS="$MEMBERS $n=127.0.0.1:$(raft_port "$n")"; done
 for n in $NODES; do
@@ -188,6 +189,7 @@ data_dir = $DIR/data-$n
 name = demo
 members =$MEMBERS
 profile = $PROFILE
+key_file = $DIR/cluster.key
 EOF
 done
 cat >"$DIR/services.ini" <<EOF

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ini.h"
+#include "key.h"
 
 #define EXCERPT 80
 #define FILE_MAX (1024 * 1024) /* a config bigger than this is a mistake, not a config */
@@ -27,6 +28,8 @@
 #define DURATION_NONNEG "a duration >= 0 such as 0, 500ms, 10s, 1.5s or 1m"
 /* Durations are kept in int milliseconds; INT_MAX ms is about 24.8 days. */
 #define DURATION_TOO_LONG "a duration of at most 596h (2147483647ms)"
+
+#define BOOL_EXPECTED "'yes' or 'no' (or true/false, on/off, 1/0)"
 
 /* ---- errors ---- */
 
@@ -122,6 +125,23 @@ long us_parse_duration_ms(const char *s)
         return -1;
     long long ms = whole * mult + frac * mult / frac_div;
     return ms > LONG_MAX ? -1 : (long)ms;
+}
+
+bool us_parse_bool(const char *value, bool *out)
+{
+    static const char *const yes[] = {"yes", "true", "on", "1"};
+    static const char *const no[] = {"no", "false", "off", "0"};
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+        if (strcmp(value, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcmp(value, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
 }
 
 /* A duration that fits in int milliseconds: NULL, or what was expected instead. */
@@ -285,6 +305,12 @@ enum {
     NK_JOIN,
     NK_PROFILE,
     NK_AUTOPILOT_GRACE,
+    NK_KEY_FILE,
+    NK_API_TOKEN_FILE,
+    NK_METRICS_AUTH,
+    NK_API_TLS_CERT,
+    NK_API_TLS_KEY,
+    NK_API_INSECURE,
     NK_COUNT
 };
 
@@ -302,6 +328,15 @@ static const struct {
     [NK_JOIN] = {"cluster", "join", "IPv4:port of existing members separated by spaces"},
     [NK_PROFILE] = {"cluster", "profile", "'default' or 'fast'"},
     [NK_AUTOPILOT_GRACE] = {"cluster", "autopilot_grace", DURATION_POSITIVE},
+    [NK_KEY_FILE] = {"cluster", "key_file",
+                     "the path of the cluster key file (create one with `understudy keygen FILE`)"},
+    [NK_API_TOKEN_FILE] = {"node", "api_token_file",
+                           "the path of the API token file (create one with `understudy keygen "
+                           "--token FILE`)"},
+    [NK_METRICS_AUTH] = {"node", "metrics_auth", BOOL_EXPECTED},
+    [NK_API_TLS_CERT] = {"node", "api_tls_cert", "the path of a PEM certificate (chain)"},
+    [NK_API_TLS_KEY] = {"node", "api_tls_key", "the path of a PEM private key"},
+    [NK_API_INSECURE] = {"node", "api_insecure", BOOL_EXPECTED},
 };
 
 typedef struct node_ctx {
@@ -452,6 +487,24 @@ static bool node_value(node_ctx *c, int k, const char *value)
     case NK_PROFILE:
         ok = us_timing_profile(value, &cfg->timing) == 0;
         break;
+    case NK_KEY_FILE:
+        ok = *value && us_strlcpy(cfg->key_file, value, sizeof cfg->key_file);
+        break;
+    case NK_API_TOKEN_FILE:
+        ok = *value && us_strlcpy(cfg->api_token_file, value, sizeof cfg->api_token_file);
+        break;
+    case NK_API_TLS_CERT:
+        ok = *value && us_strlcpy(cfg->api_tls_cert, value, sizeof cfg->api_tls_cert);
+        break;
+    case NK_API_TLS_KEY:
+        ok = *value && us_strlcpy(cfg->api_tls_key, value, sizeof cfg->api_tls_key);
+        break;
+    case NK_METRICS_AUTH:
+    case NK_API_INSECURE: {
+        bool *dst = k == NK_METRICS_AUTH ? &cfg->metrics_auth : &cfg->api_insecure;
+        ok = us_parse_bool(value, dst);
+        break;
+    }
     case NK_AUTOPILOT_GRACE: {
         const char *why = duration_int(value, false, &cfg->autopilot_grace_ms);
         if (why)
@@ -493,8 +546,9 @@ static int node_cb(void *user, const char *section, const char *key, const char 
         us_errors_add(c->err, "%s:%d: unknown key '%s.%s' (known keys: %s)", c->file, line, section,
                       us_ini_excerpt(key, ex, sizeof ex),
                       strcmp(section, "node") == 0
-                          ? "name, address, api, data_dir"
-                          : "name, members, join, profile, autopilot_grace");
+                          ? "name, address, api, data_dir, api_token_file, metrics_auth, "
+                            "api_tls_cert, api_tls_key, api_insecure"
+                          : "name, members, join, profile, autopilot_grace, key_file");
         return 0;
     }
     if (c->line[k]) {
@@ -599,7 +653,7 @@ static void node_cross_checks(node_ctx *c)
     if (c->ok[NK_DATA_DIR])
         node_check_data_dir(c);
 
-    static const int required[] = {NK_NAME, NK_ADDRESS, NK_DATA_DIR, NK_CLUSTER_NAME};
+    static const int required[] = {NK_NAME, NK_ADDRESS, NK_DATA_DIR, NK_CLUSTER_NAME, NK_KEY_FILE};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         int k = required[i];
         if (!c->line[k])
@@ -617,10 +671,14 @@ static void node_cross_checks(node_ctx *c)
     if (!c->line[NK_AUTOPILOT_GRACE])
         cfg->autopilot_grace_ms = AUTOPILOT_GRACE_DEFAULT_MS;
 
-    if (!c->line[NK_API] && c->ok[NK_ADDRESS]) {
-        char host[16];
-        us_parse_hostport(cfg->address, host, sizeof host, NULL);
-        snprintf(cfg->api, sizeof cfg->api, "%s:%d", host, API_DEFAULT_PORT);
+    /* The API never listens on the cluster interface unless asked to. */
+    if (!c->line[NK_API])
+        snprintf(cfg->api, sizeof cfg->api, "127.0.0.1:%d", API_DEFAULT_PORT);
+    if (c->ok[NK_KEY_FILE]) {
+        char why[512];
+        if (us_keyring_load(cfg->key_file, &cfg->keys, why, sizeof why) != 0)
+            us_errors_add(c->err, "%s:%d: key 'cluster.key_file': %s", c->file,
+                          c->line[NK_KEY_FILE], why);
     }
     if (c->ok[NK_ADDRESS] && (c->ok[NK_API] || !c->line[NK_API])) {
         char ahost[16], phost[16];
@@ -1584,19 +1642,8 @@ static void svc_restart_backoff(svc_ctx *c, int line, const char *value)
 
 static void svc_bool(svc_ctx *c, int line, const char *key, const char *value, bool *dst)
 {
-    static const char *const yes[] = {"yes", "true", "on", "1"};
-    static const char *const no[] = {"no", "false", "off", "0"};
-    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-        if (strcmp(value, yes[i]) == 0) {
-            *dst = true;
-            return;
-        }
-        if (strcmp(value, no[i]) == 0) {
-            *dst = false;
-            return;
-        }
-    }
-    svc_bad(c, line, key, "'yes' or 'no' (or true/false, on/off, 1/0)", value);
+    if (!us_parse_bool(value, dst))
+        svc_bad(c, line, key, BOOL_EXPECTED, value);
 }
 
 /* Edit distance of two short strings; larger than 2 is reported as 3. */

@@ -11,8 +11,10 @@
 #define US_CONFIG_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 
+#include "key.h"
 #include "model.h"
 
 #define US_ERRORS_MAX 32
@@ -67,6 +69,18 @@ typedef struct us_node_config {
     /* [cluster] autopilot_grace (default 10s): a voter must be dead this long before autopilot
      * replaces it, so that a reboot or a short outage does not reshuffle the voters. */
     int autopilot_grace_ms;
+    /* [cluster] key_file (required): the cluster key(s) that seal every datagram and Raft
+     * connection (key.h). Loaded and checked with the configuration. */
+    char key_file[PATH_MAX];
+    us_keyring keys;
+    /* [node] api_token_file: the bearer token(s) every API request must present. */
+    char api_token_file[PATH_MAX];
+    bool metrics_auth; /* [node] metrics_auth: GET /metrics needs the token too (default no) */
+    /* [node] api_tls_cert / api_tls_key: serve the API over TLS; a non-loopback api needs them
+     * or [node] api_insecure = yes. */
+    char api_tls_cert[PATH_MAX];
+    char api_tls_key[PATH_MAX];
+    bool api_insecure;
 } us_node_config;
 
 /* Read and validate a node config. 0 on success; -1 with `err` filled (and *out untouched).
@@ -87,6 +101,9 @@ us_config_kind us_config_detect(const char *text, size_t len);
  * 0 on success; -1 with every problem in `err` (and *out untouched). */
 int us_config_parse_services(const char *text, size_t len, const char *filename,
                              us_service_set *out, us_errors *err);
+
+/* yes/true/on/1 or no/false/off/0 into *out; false (and *out untouched) for anything else. */
+bool us_parse_bool(const char *value, bool *out);
 
 /* "250ms", "2s", "1m", "1500" (ms) -> milliseconds; -1 if malformed or negative. */
 long us_parse_duration_ms(const char *s);

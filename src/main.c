@@ -1,4 +1,5 @@
 /* main.c — `understudy agent --config FILE` runs the agent; every other command is the CLI. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,6 +7,7 @@
 #include "agent.h"
 #include "cli.h"
 #include "config.h"
+#include "key.h"
 #include "log.h"
 
 static int agent_usage(int rc)
@@ -59,9 +61,44 @@ static int run_agent(int argc, char **argv)
     return rc;
 }
 
+/* understudy keygen [--token] FILE: a new cluster key or API token, never over an existing file. */
+static int run_keygen(int argc, char **argv)
+{
+    bool token = false;
+    const char *path = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--token") == 0)
+            token = true;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            us_cli_help("keygen", stdout);
+            return 0;
+        } else if (argv[i][0] == '-' || path) {
+            fprintf(stderr,
+                    "understudy keygen: unexpected argument '%s'\n"
+                    "usage: understudy keygen [--token] FILE\n",
+                    argv[i]);
+            return 2;
+        } else
+            path = argv[i];
+    }
+    if (!path) {
+        fprintf(stderr, "usage: understudy keygen [--token] FILE\n");
+        return 2;
+    }
+    char err[512];
+    if (us_keygen(path, token, err, sizeof err) != 0) {
+        fprintf(stderr, "understudy keygen: %s\n", err);
+        return 1;
+    }
+    printf("wrote a new %s to %s (mode 0600)\n", token ? "API token" : "cluster key", path);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "agent") == 0)
         return run_agent(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
+        return run_keygen(argc, argv);
     return us_cli_main(argc, argv);
 }

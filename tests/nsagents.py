@@ -29,19 +29,32 @@ def api(bed, n):
     return "%s:%d" % (bed.ip[n], API_PORT)
 
 
-def node_config(bed, n, cluster, data_dir, profile="default", nodes=None):
-    """The agent config of node n: every node of `nodes` (default: the bed's) a Raft member."""
+def ensure_key(path):
+    """A cluster key file at path (mode 0600, the format of `understudy keygen`), made once."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(32).hex() + "\n")
+    return path
+
+
+def node_config(bed, n, cluster, data_dir, profile="default", nodes=None, key_file=None):
+    """The agent config of node n: every node of `nodes` (default: the bed's) a Raft member.
+    The cluster key defaults to cluster.key beside data_dir (made if missing)."""
     members = " ".join("%s=%s:%d" % (m, bed.ip[m], RAFT_PORT) for m in (nodes or bed.nodes))
+    key_file = key_file or ensure_key(os.path.join(os.path.dirname(os.path.abspath(data_dir)), "cluster.key"))
     return (
         "[node]\nname = %s\naddress = %s:%d\napi = %s\ndata_dir = %s\n"
-        "[cluster]\nname = %s\nmembers = %s\nprofile = %s\n"
-        % (n, bed.ip[n], RAFT_PORT, api(bed, n), data_dir, cluster, members, profile)
+        "[cluster]\nname = %s\nmembers = %s\nprofile = %s\nkey_file = %s\n"
+        % (n, bed.ip[n], RAFT_PORT, api(bed, n), data_dir, cluster, members, profile, key_file)
     )
 
 
-def write_node_config(path, bed, n, cluster, data_dir, profile="default", nodes=None):
+def write_node_config(path, bed, n, cluster, data_dir, profile="default", nodes=None, key_file=None):
     with open(path, "w") as f:
-        f.write(node_config(bed, n, cluster, data_dir, profile, nodes))
+        f.write(node_config(bed, n, cluster, data_dir, profile, nodes, key_file))
     return path
 
 

@@ -44,6 +44,13 @@ SANITIZER_RE = re.compile(
 )
 
 
+def ensure_key(path):
+    """A cluster key at path, made once by `understudy keygen` (which refuses to overwrite)."""
+    if not os.path.exists(path):
+        subprocess.run([BIN, "keygen", path], check=True, capture_output=True, timeout=30)
+    return path
+
+
 # ---------------------------------------------------------------- waiting
 
 
@@ -312,11 +319,16 @@ class Cluster:
             lines.append("join = " + " ".join(join))
         if self.profile:
             lines.append("profile = %s" % self.profile)
+        lines.append("key_file = %s" % self.key_file())
         if extra_cluster:
             lines.append(extra_cluster)
         with open(n.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
         return n.conf
+
+    def key_file(self):
+        """The cluster key every node of this cluster shares, made by `understudy keygen`."""
+        return ensure_key(os.path.join(self.root, "cluster.key"))
 
     def configure(self, names=("n1", "n2", "n3"), extra_cluster=""):
         for name in names:

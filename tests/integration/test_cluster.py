@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import (
+    ensure_key,
     BIN,
     LEASE_MS,
     assert_no_overlap,
@@ -600,7 +601,8 @@ def node_conf(
         "%s"
         "[cluster]\n"
         "name = itest\n"
-        "members = %s\n" % (name, address, api, data_dir, extra, members)
+        "members = %s\n"
+        "key_file = %s\n" % (name, address, api, data_dir, extra, members, ensure_key(os.path.join(tmp, "cluster.key")))
     )
 
 
