@@ -12,9 +12,9 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lease.h"
@@ -25,7 +25,6 @@
 
 static void begin_close(us_agent *a);
 static void recompute_lease(us_agent *a, int64_t now);
-static void parse_lease_reports(us_agent *a, us_peer *from, const json_t *gr, int64_t now);
 
 /* ---- peers ---- */
 
@@ -194,68 +193,158 @@ int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
     return 0;
 }
 
-/* ---- datagrams ---- */
+/* ---- datagrams ----
+ * net.c hands us only datagrams sealed with our key. Here: replay windows, and who may say what.
+ * One handler per message type (msg_types below). A sender speaks only for itself: its name and
+ * incarnation come from the sealed envelope, never from the payload; addresses come from the
+ * replicated state, never from a datagram. A message that carries state (ping, pong, leave) is
+ * acted on only when addressed to this incarnation of ours, so a capture replayed to a restarted
+ * agent has no effect; otherwise we answer `hello` so that the sender learns our incarnation. */
 
 static void send_to(us_agent *a, us_peer *p, json_t *msg)
 {
-    if (p->address[0])
-        us_net_send(&a->net, &p->sa, msg);
+    if (p && p->address[0])
+        us_net_send(&a->net, &p->sa, p->wire_inc, msg);
     json_decref(msg);
 }
 
-static void parse_reports(us_peer *p, const json_t *rep)
+static bool json_uint_in(const json_t *v, json_int_t lo, json_int_t hi, json_int_t *out)
 {
-    const char *svc;
-    json_t *v;
-    p->n_reports = 0;
-    json_object_foreach((json_t *)rep, svc, v)
-    {
-        if (p->n_reports >= US_MAX_SERVICES || !json_is_array(v))
-            break;
-        us_report *r = &p->reports[p->n_reports++];
-        us_strlcpy(r->service, svc, sizeof r->service);
-        r->obs.state = (us_inst_state)json_integer_value(json_array_get(v, 0));
-        json_t *e = json_array_get(v, 1);
-        r->obs.epoch = json_is_string(e) ? strtoull(json_string_value(e), NULL, 10)
-                                         : (uint64_t)json_integer_value(e);
-        r->obs.exit_status = (int)json_integer_value(json_array_get(v, 2));
-        r->pid = (int)json_integer_value(json_array_get(v, 3));
-        json_t *pe = json_array_get(v, 4);
-        r->px_epoch = json_is_string(pe) ? strtoull(json_string_value(pe), NULL, 10) : 0;
-        r->px_open = (int)json_integer_value(json_array_get(v, 5));
-        r->obs.health = (us_health)json_integer_value(json_array_get(v, 6));
-        us_strlcpy(r->obs.cause, json_string_value(json_array_get(v, 7)) ?: "",
-                   sizeof r->obs.cause);
-        json_t *cm = json_array_get(v, 8);
-        r->check_ms = cm ? (int64_t)json_integer_value(cm) : -1;
-        r->probes = (uint64_t)json_integer_value(json_array_get(v, 9));
-        r->probes_failed = (uint64_t)json_integer_value(json_array_get(v, 10));
-        r->restarts = (int)json_integer_value(json_array_get(v, 11));
-        us_strlcpy(r->restart_cause, json_string_value(json_array_get(v, 12)) ?: "",
-                   sizeof r->restart_cause);
-        r->obs.refused = json_is_true(json_array_get(v, 13));
-    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return false;
+    *out = json_integer_value(v);
+    return true;
 }
 
-static void on_ping(us_agent *a, const json_t *msg, int64_t now)
+/* A u64 sent as a decimal string (JSON numbers lose precision past 2^53). */
+static bool json_u64_of(const json_t *v, uint64_t *out)
 {
-    us_peer *p = peer_add(a, us_json_str(msg, "from"), us_json_str(msg, "addr"));
-    if (!p || p == &a->peers[a->self])
-        return;
-    p->last_seen_ms = now;
-    uint64_t inc = us_json_u64(msg, "inc");
-    if (inc != p->inc) {
-        /* A restarted voter forgot its grants: its earlier reports mean nothing now. */
-        for (int i = 0; i < US_MAX_NODES; i++)
-            p->about[i].rx_ms = -1;
-        p->inc = inc;
+    const char *s = json_string_value(v);
+    if (!s || !*s || strlen(s) > 20)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (*end || errno || s[0] == '-')
+        return false;
+    *out = x;
+    return true;
+}
+
+/* One instance report, named keys, every field checked; false = malformed. */
+static bool parse_report(const char *svc, const json_t *v, us_report *r)
+{
+    json_int_t st, ex, pid, open, health, cms, probes, failed, restarts;
+    memset(r, 0, sizeof *r);
+    if (!json_is_object(v) || !us_name_valid(svc) ||
+        !json_uint_in(json_object_get(v, "state"), 0, US_INST_FENCED, &st) ||
+        !json_u64_of(json_object_get(v, "epoch"), &r->obs.epoch) ||
+        !json_uint_in(json_object_get(v, "exit"), INT_MIN, INT_MAX, &ex) ||
+        !json_uint_in(json_object_get(v, "pid"), 0, INT_MAX, &pid) ||
+        !json_u64_of(json_object_get(v, "px_epoch"), &r->px_epoch) ||
+        !json_uint_in(json_object_get(v, "px_open"), 0, INT_MAX, &open) ||
+        !json_uint_in(json_object_get(v, "health"), 0, US_HEALTH_UNHEALTHY, &health) ||
+        !json_uint_in(json_object_get(v, "check_ms"), -1, INT64_MAX, &cms) ||
+        !json_uint_in(json_object_get(v, "probes"), 0, INT64_MAX, &probes) ||
+        !json_uint_in(json_object_get(v, "probes_failed"), 0, INT64_MAX, &failed) ||
+        !json_uint_in(json_object_get(v, "restarts"), 0, INT_MAX, &restarts) ||
+        !json_is_string(json_object_get(v, "cause")) ||
+        !json_is_string(json_object_get(v, "restart_cause")) ||
+        !json_is_boolean(json_object_get(v, "refused")))
+        return false;
+    us_strlcpy(r->service, svc, sizeof r->service);
+    r->obs.state = (us_inst_state)st;
+    r->obs.exit_status = (int)ex;
+    r->pid = (int)pid;
+    r->px_open = (int)open;
+    r->obs.health = (us_health)health;
+    us_strlcpy(r->obs.cause, json_string_value(json_object_get(v, "cause")), sizeof r->obs.cause);
+    r->check_ms = cms;
+    r->probes = (uint64_t)probes;
+    r->probes_failed = (uint64_t)failed;
+    r->restarts = (int)restarts;
+    us_strlcpy(r->restart_cause, json_string_value(json_object_get(v, "restart_cause")),
+               sizeof r->restart_cause);
+    r->obs.refused = json_is_true(json_object_get(v, "refused"));
+    return true;
+}
+
+/* All of a ping's reports, or none (and false) if any is malformed. */
+static bool parse_reports(us_peer *p, const json_t *rep)
+{
+    static us_report parsed[US_MAX_SERVICES];
+    int n = 0;
+    const char *svc;
+    json_t *v;
+    if (rep && !json_is_object(rep))
+        return false;
+    json_object_foreach((json_t *)rep, svc, v)
+    {
+        if (n >= US_MAX_SERVICES || !parse_report(svc, v, &parsed[n]))
+            return false;
+        n++;
     }
-    if (us_json_str(msg, "api")[0])
-        us_strlcpy(p->api, us_json_str(msg, "api"), sizeof p->api);
+    memcpy(p->reports, parsed, sizeof parsed[0] * (size_t)n);
+    p->n_reports = n;
+    return true;
+}
+
+/* A voter's lease reports {"NAME": {"age": ms or -1, "stale": bool, "v": "version"}}. */
+static bool parse_lease_reports(us_agent *a, us_peer *from, const json_t *gr, int64_t now)
+{
+    const char *name;
+    json_t *v;
+    if (gr && !json_is_object(gr))
+        return false;
+    json_object_foreach((json_t *)gr, name, v)
+    {
+        json_int_t age;
+        uint64_t ver;
+        if (!json_is_object(v) || !json_uint_in(json_object_get(v, "age"), -1, INT64_MAX, &age) ||
+            !json_is_boolean(json_object_get(v, "stale")) ||
+            !json_u64_of(json_object_get(v, "v"), &ver))
+            return false;
+        us_peer *about = us_agent_peer(a, name);
+        if (!about)
+            continue;
+        int i = (int)(about - a->peers);
+        from->about[i].age = age;
+        from->about[i].stale = json_is_true(json_object_get(v, "stale"));
+        from->about[i].v = ver;
+        from->about[i].rx_ms = now;
+    }
+    return true;
+}
+
+static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+{
+    uint64_t term = 0, round = 0;
+    const json_t *api = json_object_get(msg, "api");
+    if (!json_u64_of(json_object_get(msg, "term"), &term) ||
+        !json_u64_of(json_object_get(msg, "seq"), &round) ||
+        !json_is_boolean(json_object_get(msg, "lease")) ||
+        (api &&
+         (!json_is_string(api) || us_parse_hostport(json_string_value(api), NULL, 0, NULL) != 0))) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "ping fields");
+        return;
+    }
     us_report before[US_MAX_SERVICES];
     int n_before = p->n_reports;
     memcpy(before, p->reports, sizeof before[0] * (size_t)n_before);
-    parse_reports(p, json_object_get(msg, "rep"));
+    if (!parse_reports(p, json_object_get(msg, "rep"))) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "instance reports");
+        return;
+    }
+    p->last_seen_ms = now;
+    if (h->inc != p->inc) {
+        /* A restarted voter forgot its grants: its earlier reports mean nothing now. */
+        for (int i = 0; i < US_MAX_NODES; i++)
+            p->about[i].rx_ms = -1;
+        p->inc = h->inc;
+    }
+    /* Its own API address, which it states for itself; registration commits it (controller.c). */
+    if (api)
+        us_strlcpy(p->api, json_string_value(api), sizeof p->api);
     /* A changed report (failed, demoted) may let the leader act now instead of next tick. */
     if (a->leader && (n_before != p->n_reports ||
                       memcmp(before, p->reports, sizeof before[0] * (size_t)n_before) != 0))
@@ -265,61 +354,87 @@ static void on_ping(us_agent *a, const json_t *msg, int64_t now)
     raft_id leader_id = 0;
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
-    bool ack = leader_id == p->id && us_json_u64(msg, "term") == raft_current_term(&a->raft);
+    bool ack = leader_id == p->id && term == raft_current_term(&a->raft);
     /* Leases are granted by every voter (lease.h), unless we revoked this node. */
     bool grant = json_is_true(json_object_get(msg, "lease")) && !p->revoked &&
                  us_agent_is_voter(a, us_node_id(a->cfg.name));
     if (grant)
         p->granted_ms = now;
-    parse_lease_reports(a, p, json_object_get(msg, "gr"), now);
+    if (!parse_lease_reports(a, p, json_object_get(msg, "gr"), now))
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "lease reports");
     /* A removed node may miss the commit that says so: tell it whenever it shows up. */
     int k = us_state_find_node(&a->fsm.state, p->name);
     bool removed = a->leader && k >= 0 && a->fsm.state.nodes[k].left;
     send_to(a, p,
-            json_pack("{s:s, s:s, s:O, s:b, s:b, s:b, s:I}", "t", "pong", "from", a->cfg.name,
-                      "seq", json_object_get(msg, "seq"), "ack", ack, "grant", grant, "removed",
-                      removed, "v", (json_int_t)a->fsm.state.version));
+            json_pack("{s:s, s:o, s:b, s:b, s:b, s:o}", "t", "pong", "seq", us_u64_json(round),
+                      "ack", ack, "grant", grant, "removed", removed, "v",
+                      us_u64_json(a->fsm.state.version)));
 }
 
-static void on_pong(us_agent *a, const json_t *msg, int64_t now)
+/* A pong names the ping round it answers (`seq`, from the ping). */
+static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
 {
-    us_peer *p = us_agent_peer(a, us_json_str(msg, "from"));
-    if (!p)
+    (void)h;
+    uint64_t seq = 0, v = 0;
+    if (!json_u64_of(json_object_get(msg, "seq"), &seq) ||
+        !json_u64_of(json_object_get(msg, "v"), &v)) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "pong fields");
         return;
+    }
     p->last_seen_ms = now;
-    uint64_t seq = us_json_u64(msg, "seq");
-    if (seq > a->ping_seq || a->ping_seq - seq >= 256)
-        return;
-    int64_t sent_ms = a->sent[seq % 256].ms;
-    if (json_is_true(json_object_get(msg, "ack")) && a->leader && a->sent[seq % 256].as_leader &&
-        a->sent[seq % 256].term == a->leader_term && sent_ms > p->ack_ms)
+    if (seq == 0 || seq > a->ping_seq || a->ping_seq - seq >= 256)
+        return; /* not one of our recent ping rounds */
+    int slot = (int)(seq % 256);
+    int64_t sent_ms = a->sent[slot].ms;
+    if (json_is_true(json_object_get(msg, "ack")) && a->leader && a->sent[slot].as_leader &&
+        a->sent[slot].term == a->leader_term && sent_ms > p->ack_ms)
         p->ack_ms = sent_ms;
     if (json_is_true(json_object_get(msg, "removed")) && a->stopping == 0) {
-        us_info("the leader says this node was removed from the cluster; stopping");
+        us_info("the leader (%s) says this node was removed from the cluster; stopping", p->name);
         begin_close(a);
         return;
     }
     if (json_is_true(json_object_get(msg, "grant"))) {
         if (sent_ms > p->grant_t0) {
             p->grant_t0 = sent_ms;
-            p->grant_v = (uint64_t)json_integer_value(json_object_get(msg, "v"));
+            p->grant_v = v;
         }
         recompute_lease(a, now);
     }
 }
 
-static void on_fenced(us_agent *a, const json_t *msg)
+static void on_hello(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
 {
-    /* Kept on every node (cheap); only the leader's controller acts on it. */
-    us_peer *p = us_agent_peer(a, us_json_str(msg, "node"));
-    if (!p || p == &a->peers[a->self])
+    /* Learning its incarnation (on_msg) is all a hello is for. */
+    (void)a, (void)p, (void)h, (void)msg, (void)now;
+}
+
+/* The guardian's announcement (guardian.h), for the node that sent it and no other. */
+static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+{
+    (void)now;
+    const json_t *list = json_object_get(msg, "fenced");
+    const json_t *agent = json_object_get(msg, "agent");
+    if (!json_is_array(list) || json_array_size(list) > US_MAX_SERVICES ||
+        (agent && !json_is_string(agent))) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "fenced fields");
         return;
-    uint64_t inc = us_json_u64(msg, "inc");
+    }
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(msg, "fenced"), i, v)
+    json_array_foreach(list, i, v)
     {
-        const char *svc = us_json_str(v, "service");
+        const char *svc = json_string_value(json_object_get(v, "service"));
+        json_t *ep = json_object_get(v, "epoch");
+        if (!svc || !us_name_valid(svc) || !json_is_integer(ep) || json_integer_value(ep) < 0) {
+            us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "fenced entry");
+            return;
+        }
+    }
+    /* Kept on every node (cheap); only the leader's controller acts on it. */
+    json_array_foreach(list, i, v)
+    {
+        const char *svc = json_string_value(json_object_get(v, "service"));
         int k;
         for (k = 0; k < p->n_fenced; k++)
             if (strcmp(p->fenced_service[k], svc) == 0)
@@ -330,47 +445,154 @@ static void on_fenced(us_agent *a, const json_t *msg)
             p->n_fenced++;
         }
         us_strlcpy(p->fenced_service[k], svc, US_NAME_MAX);
-        p->fenced_epoch[k] = us_json_u64(v, "epoch");
-        p->fenced_inc[k] = inc;
+        p->fenced_epoch[k] = (uint64_t)json_integer_value(json_object_get(v, "epoch"));
+        p->fenced_inc[k] = h->inc;
     }
-    if (strcmp(us_json_str(msg, "agent"), "dead") == 0 && inc != 0)
-        p->dead_inc = inc;
+    if (agent && strcmp(json_string_value(agent), "dead") == 0)
+        p->dead_inc = h->inc;
     us_agent_schedule_reconcile(a);
 }
 
-static void on_msg(json_t *msg, const struct sockaddr_in *from, void *data)
+/* A node asks to join: it names itself (the sealed sender), or a member forwards its request. */
+static void on_join(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+{
+    (void)now;
+    const char *name = json_string_value(json_object_get(msg, "name"));
+    const char *address = json_string_value(json_object_get(msg, "address"));
+    bool fwd = json_is_true(json_object_get(msg, "fwd"));
+    if (!name || !address || !us_name_valid(name) ||
+        us_parse_hostport(address, NULL, 0, NULL) != 0) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, h->sender, "join fields");
+        return;
+    }
+    if (fwd ? !p : strcmp(name, h->sender) != 0) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, h->sender,
+                      "a join request may only name its sender");
+        return;
+    }
+    /* A name registered at another address is refused until that node is removed. */
+    int k = us_state_find_node(&a->fsm.state, name);
+    if (k >= 0 && !a->fsm.state.nodes[k].left && strcmp(a->fsm.state.nodes[k].address, address)) {
+        us_warn("refusing a join of %s at %s: registered at %s (remove it first)", name, address,
+                a->fsm.state.nodes[k].address);
+        return;
+    }
+    if (a->leader) {
+        us_controller_join_request(a, msg);
+        return;
+    }
+    char leader[US_NAME_MAX];
+    us_peer *lp = us_agent_leader(a, leader, NULL) ? us_agent_peer(a, leader) : NULL;
+    if (lp && lp != &a->peers[a->self] && !fwd) {
+        json_t *copy = json_deep_copy(msg);
+        json_object_set_new(copy, "fwd", json_true());
+        send_to(a, lp, copy);
+    }
+}
+
+static void on_leave(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+{
+    (void)h, (void)msg, (void)now;
+    if (!a->leader)
+        return;
+    int i = us_state_find_node(&a->fsm.state, p->name);
+    if (i >= 0 && !a->fsm.state.nodes[i].leaving)
+        us_agent_apply(
+            a, us_cmd_stamp(us_cmd_node_flags(p->name, true, false, false), us_wall_ms(), NULL),
+            NULL, NULL);
+}
+
+typedef void (*msg_handler)(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg,
+                            int64_t now);
+
+/* Every message type: its channel, whether its sender must be a node we know, whether it must be
+ * addressed to this incarnation of ours (state-carrying messages), and its handler. Types we do
+ * not know (a newer minor version) are ignored. */
+static const struct msg_type {
+    const char *t;
+    us_wire_chan chan;
+    bool member_only;
+    bool current;
+    msg_handler handle;
+} msg_types[] = {
+    {"ping", US_CHAN_AGENT, true, true, on_ping},
+    {"pong", US_CHAN_AGENT, true, true, on_pong},
+    {"hello", US_CHAN_AGENT, true, false, on_hello},
+    {"leave", US_CHAN_AGENT, true, true, on_leave},
+    {"join", US_CHAN_AGENT, false, false, on_join},
+    {"fenced", US_CHAN_GUARDIAN, true, false, on_fenced},
+};
+
+/* The peer of this name, also one our peer table does not hold yet but the Raft configuration
+ * does (a node that joined, before its registration committed): at its Raft address. */
+static us_peer *known_peer(us_agent *a, const char *name)
+{
+    us_peer *p = us_agent_peer(a, name);
+    if (p || !a->raft_started)
+        return p;
+    uint64_t id = us_node_id(name);
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id)
+            return peer_add(a, name, c->servers[i].address);
+    return NULL;
+}
+
+static void on_msg(const us_wire_hdr *h, json_t *msg, const struct sockaddr_in *from, void *data)
 {
     (void)from;
     us_agent *a = data;
-    const char *t = us_json_str(msg, "t");
-    int64_t now = us_now_ms();
-    if (strcmp(t, "ping") == 0) {
-        on_ping(a, msg, now);
-    } else if (strcmp(t, "pong") == 0) {
-        on_pong(a, msg, now);
-    } else if (strcmp(t, "fenced") == 0) {
-        on_fenced(a, msg);
-    } else if (strcmp(t, "join") == 0) {
-        if (a->leader) {
-            us_controller_join_request(a, msg);
-        } else {
-            char leader[US_NAME_MAX];
-            us_peer *lp = us_agent_leader(a, leader, NULL) ? us_agent_peer(a, leader) : NULL;
-            if (lp && lp != &a->peers[a->self] && !json_is_true(json_object_get(msg, "fwd"))) {
-                json_t *fwd = json_deep_copy(msg);
-                json_object_set_new(fwd, "fwd", json_true());
-                send_to(a, lp, fwd);
-            }
-        }
-    } else if (strcmp(t, "leave") == 0 && a->leader) {
-        int i = us_state_find_node(&a->fsm.state, us_json_str(msg, "from"));
-        if (i >= 0 && !a->fsm.state.nodes[i].leaving)
-            us_agent_apply(
-                a,
-                us_cmd_stamp(us_cmd_node_flags(us_json_str(msg, "from"), true, false, false),
-                             us_wall_ms(), NULL),
-                NULL, NULL);
+    const char *t = json_string_value(json_object_get(msg, "t"));
+    const struct msg_type *mt = NULL;
+    for (size_t i = 0; i < sizeof msg_types / sizeof msg_types[0]; i++)
+        if (strcmp(msg_types[i].t, t) == 0)
+            mt = &msg_types[i];
+    if (!mt) {
+        us_debug("ignoring a datagram of unknown type '%.32s' from %s", t, h->sender);
+        return;
     }
+    if (mt->chan != h->chan) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, h->sender, "type on the wrong channel");
+        return;
+    }
+    us_peer *p = known_peer(a, h->sender);
+    if (p == &a->peers[a->self]) {
+        us_net_reject(&a->net, US_NET_REJECT_REPLAY, h->sender, "our own datagram");
+        return;
+    }
+    if (!p) {
+        if (mt->member_only) {
+            us_net_reject(&a->net, US_NET_REJECT_UNKNOWN, h->sender, t);
+            return;
+        }
+        mt->handle(a, NULL, h, msg, us_now_ms());
+        return;
+    }
+    /* An incarnation older than the one registered in the replicated state is a capture. */
+    int k = us_state_find_node(&a->fsm.state, p->name);
+    if (h->chan == US_CHAN_AGENT && k >= 0 && h->inc < a->fsm.state.nodes[k].incarnation) {
+        us_net_reject(&a->net, US_NET_REJECT_REPLAY, h->sender, "older incarnation");
+        return;
+    }
+    if (!us_replay_accept(&p->replay[h->chan], h->inc, h->seq)) {
+        us_net_reject(&a->net, US_NET_REJECT_REPLAY, h->sender, t);
+        return;
+    }
+    if (h->chan == US_CHAN_AGENT && h->inc > p->wire_inc) {
+        p->wire_inc = h->inc;
+        us_agent_report_now(a); /* our next ping is addressed to this incarnation */
+    }
+    int64_t now = us_now_ms();
+    if (mt->current && h->to_inc != a->inc) {
+        /* Meant for an earlier incarnation of ours, or sent before it knew us: tell it who we
+         * are (at most every 20 ms), act on nothing it says. */
+        if (now - p->hello_ms >= 20 || p->hello_ms == 0) {
+            p->hello_ms = now;
+            send_to(a, p, json_pack("{s:s}", "t", "hello"));
+        }
+        return;
+    }
+    mt->handle(a, p, h, msg, now);
 }
 
 /* ---- the heartbeat tick ---- */
@@ -495,7 +717,7 @@ static void load_revocations(us_agent *a)
 }
 
 /* As a voter: how long since we granted `p`, and revoke it once that is too long while it holds
- * an active role. Returns the report [age or -1, stale, our state version]. */
+ * an active role. Returns the report {"age": ms or -1, "stale": bool, "v": our state version}. */
 static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
 {
     int64_t stale_after = us_lease_stale_after(&a->cfg.timing);
@@ -509,8 +731,8 @@ static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
         p->revoked = false; /* its roles were released since: it may earn a lease again */
         save_revocations(a);
     }
-    if (now - a->started_ms < stale_after)
-        return json_pack("[i, b, I]", -1, 0, (json_int_t)version); /* granted before a restart? */
+    if (now - a->started_ms < stale_after) /* granted before a restart? */
+        return json_pack("{s:i, s:b, s:o}", "age", -1, "stale", 0, "v", us_u64_json(version));
     int64_t age = now - (p->granted_ms >= 0 ? p->granted_ms : a->started_ms);
     /* Revoke only a role we have known about for stale_after: a voter that just caught up (it was
      * cut off itself) must first give the holder's renewals the chance to reach it. */
@@ -519,25 +741,8 @@ static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
         p->revoked_version = version;
         save_revocations(a);
     }
-    return json_pack("[I, b, I]", (json_int_t)age, p->revoked && age > stale_after,
-                     (json_int_t)version);
-}
-
-static void parse_lease_reports(us_agent *a, us_peer *from, const json_t *gr, int64_t now)
-{
-    const char *name;
-    json_t *v;
-    json_object_foreach((json_t *)gr, name, v)
-    {
-        us_peer *about = us_agent_peer(a, name);
-        if (!about || !json_is_array(v))
-            continue;
-        int i = (int)(about - a->peers);
-        from->about[i].age = (int64_t)json_integer_value(json_array_get(v, 0));
-        from->about[i].stale = json_is_true(json_array_get(v, 1));
-        from->about[i].v = (uint64_t)json_integer_value(json_array_get(v, 2));
-        from->about[i].rx_ms = now;
-    }
+    return json_pack("{s:I, s:b, s:o}", "age", (json_int_t)age, "stale",
+                     p->revoked && age > stale_after, "v", us_u64_json(version));
 }
 
 us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now)
@@ -567,8 +772,8 @@ us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now)
         if (v == &a->peers[a->self]) {
             /* Our own grants, judged like a report we would send. */
             json_t *r = lease_report(a, p, now);
-            int64_t age = (int64_t)json_integer_value(json_array_get(r, 0));
-            stale += json_is_true(json_array_get(r, 1));
+            int64_t age = (int64_t)json_integer_value(json_object_get(r, "age"));
+            stale += json_is_true(json_object_get(r, "stale"));
             fresh += age >= 0 && age <= L;
             json_decref(r);
             continue;
@@ -603,11 +808,10 @@ static void send_pings(us_agent *a, int64_t now)
         us_peer *p = &a->peers[i];
         if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
             continue;
-        json_t *m = json_pack("{s:s, s:s, s:o, s:o, s:s, s:s, s:o, s:b, s:O, s:O}", "t", "ping",
-                              "from", a->cfg.name, "inc", us_u64_json(a->inc), "seq",
-                              us_u64_json(seq), "addr", a->cfg.address, "api", a->cfg.api, "term",
-                              us_u64_json(raft_current_term(&a->raft)), "lease", true, "rep", rep,
-                              "gr", gr);
+        json_t *m =
+            json_pack("{s:s, s:o, s:s, s:o, s:b, s:O, s:O}", "t", "ping", "seq", us_u64_json(seq),
+                      "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
+                      true, "rep", rep, "gr", gr);
         send_to(a, p, m);
     }
     json_decref(rep);
@@ -629,7 +833,7 @@ static void send_join(us_agent *a, int64_t now)
     for (int i = 0; i < a->cfg.n_join; i++) {
         struct sockaddr_in sa;
         if (us_sockaddr_parse(a->cfg.join[i], &sa) == 0)
-            us_net_send(&a->net, &sa, m);
+            us_net_send(&a->net, &sa, 0, m);
     }
     json_decref(m);
 }
@@ -667,8 +871,7 @@ static void stop_step(us_agent *a, int64_t now)
                                             us_wall_ms(), NULL),
                                NULL, NULL);
         } else {
-            send_to(a, us_agent_peer(a, leader),
-                    json_pack("{s:s, s:s}", "t", "leave", "from", a->cfg.name));
+            send_to(a, us_agent_peer(a, leader), json_pack("{s:s}", "t", "leave"));
         }
         return;
     }
@@ -957,6 +1160,47 @@ static void kill_leftovers(const char *run_dir)
     closedir(d);
 }
 
+/* This agent process's incarnation: larger than every earlier one of this node, so that peers
+ * can tell a capture of an earlier incarnation's datagram from a current one (net.h). Kept in
+ * DATA_DIR/incarnation, written durably before any datagram goes out; the wall clock in
+ * microseconds is the floor, for a node whose data_dir was lost. */
+static int next_incarnation(const char *data_dir, uint64_t *out, char *err, size_t errlen)
+{
+    char path[PATH_MAX + 16], tmp[PATH_MAX + 24];
+    snprintf(path, sizeof path, "%s/incarnation", data_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unsigned long long last = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu", &last) != 1)
+            last = 0;
+        fclose(f);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t floor_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    uint64_t inc = last + 1 > floor_us ? last + 1 : floor_us;
+    char text[32];
+    int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)inc);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0 && write(fd, text, (size_t)len) == len && fsync(fd) == 0;
+    if (fd >= 0 && close(fd) != 0)
+        ok = false;
+    ok = ok && rename(tmp, path) == 0;
+    int dfd = ok ? open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    ok = ok && dfd >= 0 && fsync(dfd) == 0;
+    if (dfd >= 0)
+        close(dfd);
+    if (!ok) {
+        snprintf(err, errlen, "cannot record this agent's incarnation in %.300s: %s", path,
+                 strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    *out = inc;
+    return 0;
+}
+
 static int start_raft(us_agent *a, char *err, size_t errlen)
 {
     const us_node_config *c = &a->cfg;
@@ -1067,12 +1311,15 @@ int us_agent_main(const us_node_config *cfg)
     char run_dir[PATH_MAX + 8];
     snprintf(run_dir, sizeof run_dir, "%s/run", cfg->data_dir);
     kill_leftovers(run_dir);
-    if (getrandom(&a->inc, sizeof a->inc, 0) != sizeof a->inc)
-        a->inc = (uint64_t)getpid() << 20 ^ (uint64_t)us_now_ns();
-    a->inc = (a->inc & 0x7fffffffffffffffULL) | 1;
+    if (next_incarnation(cfg->data_dir, &a->inc, err, sizeof err) != 0) {
+        us_error("%s", err);
+        close(lock_fd);
+        free(a);
+        return 1;
+    }
 
     /* The guardian is forked before the loop and any thread exist. */
-    if (us_guardian_start(cfg->name, a->inc, &a->guardian) != 0) {
+    if (us_guardian_start(cfg->name, a->inc, &cfg->keys, cfg->cluster_name, &a->guardian) != 0) {
         us_error("cannot start the guardian: %s", strerror(errno));
         close(lock_fd);
         free(a);
@@ -1104,7 +1351,8 @@ int us_agent_main(const us_node_config *cfg)
     load_revocations(a);
     update_guardian_peers(a);
 
-    if (us_net_start(&a->net, a->loop, cfg->address, on_msg, a, err, sizeof err) != 0) {
+    if (us_net_start(&a->net, a->loop, cfg->address, &a->cfg.keys, cfg->cluster_name, cfg->name,
+                     a->inc, on_msg, a, err, sizeof err) != 0) {
         us_error("%s", err);
         goto out;
     }

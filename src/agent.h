@@ -49,8 +49,11 @@ typedef struct us_peer {
     char address[US_ADDR_MAX];
     char api[US_ADDR_MAX];
     struct sockaddr_in sa;
-    uint64_t inc;         /* incarnation from its datagrams, 0 = not heard yet */
-    int64_t last_seen_ms; /* -1 = never */
+    uint64_t inc;      /* incarnation of its last current datagram, 0 = not heard yet */
+    uint64_t wire_inc; /* newest incarnation of any authentic datagram: our to_inc for it */
+    us_replay replay[US_CHAN_COUNT]; /* per channel (wire.h) */
+    int64_t hello_ms;                /* when we last told it our incarnation */
+    int64_t last_seen_ms;            /* -1 = never */
     /* Leader side. */
     int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
     /* Leases (lease.h). As a voter we grant this peer; as a requester it grants us (if it votes).
@@ -158,7 +161,7 @@ typedef struct us_agent {
         int64_t ms;
         uint64_t term;
         bool as_leader;
-    } sent[256]; /* by ping seq % 256 */
+    } sent[256]; /* by ping round (seq) % 256 */
     bool leader;
     uint64_t leader_term;
 

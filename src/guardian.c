@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,6 +26,7 @@
 #include "model.h"
 #include "supervisor.h"
 #include "vip.h"
+#include "wire.h"
 
 #define G_MAX_GROUPS 256
 #define G_MAX_PEERS 16
@@ -86,6 +88,10 @@ static struct {
     us_vip vips[US_GUARDIAN_MAX_VIPS];
     int n_vips;
     char json[32768];
+    us_keyring keys; /* announcements are sealed like every datagram (wire.h) */
+    char cluster[US_NAME_MAX];
+    uint64_t seq;
+    unsigned char sealed[32768 + US_WIRE_OVERHEAD];
 } G;
 
 static bool vip_same(const us_vip *a, const us_vip *b)
@@ -140,10 +146,8 @@ static size_t build_announcement(void)
 {
     char *b = G.json;
     size_t cap = sizeof G.json, n = 0;
-    n += (size_t)snprintf(b + n, cap - n, "{\"t\":\"fenced\",\"node\":\"");
-    n = json_str(b, n, cap, G.node);
-    n +=
-        (size_t)snprintf(b + n, cap - n, "\",\"inc\":%llu,\"fenced\":[", (unsigned long long)G.inc);
+    /* Node and incarnation travel in the sealed envelope. */
+    n += (size_t)snprintf(b + n, cap - n, "{\"t\":\"fenced\",\"fenced\":[");
     for (int i = 0; i < G.n_ann && n + 128 < cap; i++) {
         n += (size_t)snprintf(b + n, cap - n, "%s{\"service\":\"", i ? "," : "");
         n = json_str(b, n, cap, G.ann[i].service);
@@ -157,9 +161,20 @@ static size_t build_announcement(void)
 static void announce_once(void)
 {
     size_t len = build_announcement();
-    for (int i = 0; i < G.n_peers; i++)
-        sendto(G.udp, G.json, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&G.peers[i],
-               sizeof G.peers[i]);
+    /* One sealed datagram per peer (each its own nonce and sequence number); getrandom(2) needs
+     * no descriptor and no allocation. */
+    for (int i = 0; i < G.n_peers; i++) {
+        us_wire_hdr h = {.chan = US_CHAN_GUARDIAN, .inc = G.inc, .seq = ++G.seq};
+        us_strlcpy(h.sender, G.node, sizeof h.sender);
+        unsigned char nonce[24];
+        if (getrandom(nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
+            continue;
+        size_t dlen = us_wire_seal_nonce(&G.keys, G.cluster, &h, G.json, len, nonce, G.sealed,
+                                         sizeof G.sealed);
+        if (dlen)
+            sendto(G.udp, G.sealed, dlen, MSG_DONTWAIT | MSG_NOSIGNAL,
+                   (struct sockaddr *)&G.peers[i], sizeof G.peers[i]);
+    }
     bool fast = G_ANNOUNCE_COUNT - G.ann_left < G_ANNOUNCE_FAST - 1;
     G.ann_next_ns = mono_ns() + (fast ? G_ANNOUNCE_GAP_NS : G_ANNOUNCE_SLOW_GAP_NS);
     if (--G.ann_left == 0)
@@ -372,7 +387,8 @@ static void handle(const g_msg *m)
     }
 }
 
-static void __attribute__((noreturn)) guardian_main(int sock, const char *node, uint64_t inc)
+static void __attribute__((noreturn))
+guardian_main(int sock, const char *node, uint64_t inc, const us_keyring *keys, const char *cluster)
 {
     prctl(PR_SET_NAME, "us-guardian");
     struct sigaction sa;
@@ -407,6 +423,8 @@ static void __attribute__((noreturn)) guardian_main(int sock, const char *node, 
 
     us_strlcpy(G.node, node, sizeof G.node);
     G.inc = inc;
+    G.keys = *keys;
+    us_strlcpy(G.cluster, cluster, sizeof G.cluster);
     G.udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
     for (;;) {
@@ -449,7 +467,8 @@ static void __attribute__((noreturn)) guardian_main(int sock, const char *node, 
 
 /* ---- agent side ---- */
 
-int us_guardian_start(const char *node, uint64_t incarnation, us_guardian **out)
+int us_guardian_start(const char *node, uint64_t incarnation, const us_keyring *keys,
+                      const char *cluster, us_guardian **out)
 {
     *out = NULL;
     int sv[2];
@@ -460,7 +479,7 @@ int us_guardian_start(const char *node, uint64_t incarnation, us_guardian **out)
     sigprocmask(SIG_SETMASK, &all, &old);
     pid_t pid = fork();
     if (pid == 0)
-        guardian_main(sv[1], node, incarnation);
+        guardian_main(sv[1], node, incarnation, keys, cluster);
     int e = errno;
     sigprocmask(SIG_SETMASK, &old, NULL);
     close(sv[1]);

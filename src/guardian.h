@@ -9,7 +9,8 @@
  *  - When the agent dies (its socket reaches EOF without a clean stop), it SIGKILLs every
  *    registered group, waits until they are gone, announces it and exits.
  *  - An announcement is the UDP datagram
- *      {"t":"fenced","node":N,"inc":I,"fenced":[{"service":S,"epoch":E},...]}
+ *      {"t":"fenced","fenced":[{"service":S,"epoch":E},...]}   (plus "agent":"dead" when it died)
+ *    sealed with the cluster key on the guardian channel as node N of incarnation I (wire.h),
  *    sent to every peer address 20 times 100 ms apart, then 16 times 500 ms apart (~10 s, bounded),
  *    so that the leader — also one elected after the old leader froze — can reassign without
  *    waiting for the lease to run out. Only groups registered with fence_on_lease (active
@@ -30,6 +31,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "key.h"
 #include "model.h"
 
 typedef struct us_guardian us_guardian;
@@ -43,8 +45,10 @@ typedef struct us_guardian_event {
     uint64_t epoch;
 } us_guardian_event;
 
-/* Fork the guardian. `node`/`incarnation` name this agent in announcements. 0 or -errno. */
-int us_guardian_start(const char *node, uint64_t incarnation, us_guardian **out);
+/* Fork the guardian. `node`/`incarnation` name this agent in announcements, sealed with keys[0]
+ * for `cluster` (both copied). 0 or -errno. */
+int us_guardian_start(const char *node, uint64_t incarnation, const us_keyring *keys,
+                      const char *cluster, us_guardian **out);
 
 /* Replace the list of peer UDP addresses ("IPv4:port") that announcements go to. */
 int us_guardian_set_peers(us_guardian *g, const char *const *peers, int n);

@@ -707,14 +707,18 @@ json_t *us_instances_report(us_agent *a)
         char pe[24];
         snprintf(pe, sizeof pe, "%llu", (unsigned long long)px_epoch);
         const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
+        /* Named keys (agent.c parse_report checks each): unknown ones are ignored there. */
         json_object_set_new(
             rep, in->service,
-            json_pack("[i, s, i, i, s, i, i, s, I, I, I, i, s, b]", (int)in->report.state, e,
-                      in->report.exit_status, in->proc ? (int)us_proc_pid(in->proc) : 0, pe,
-                      us_proxies_open(a, in->service, px_epoch), (int)in->report.health,
-                      in->report.cause, (json_int_t)(cs ? cs->last_latency_ms : -1),
-                      (json_int_t)(cs ? cs->probes : 0), (json_int_t)(cs ? cs->failed : 0),
-                      in->standby_restarts_total, in->restart_cause, in->report.refused));
+            json_pack("{s:i, s:s, s:i, s:i, s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:i, s:s, s:b}",
+                      "state", (int)in->report.state, "epoch", e, "exit", in->report.exit_status,
+                      "pid", in->proc ? (int)us_proc_pid(in->proc) : 0, "px_epoch", pe, "px_open",
+                      us_proxies_open(a, in->service, px_epoch), "health", (int)in->report.health,
+                      "cause", in->report.cause, "check_ms",
+                      (json_int_t)(cs ? cs->last_latency_ms : -1), "probes",
+                      (json_int_t)(cs ? cs->probes : 0), "probes_failed",
+                      (json_int_t)(cs ? cs->failed : 0), "restarts", in->standby_restarts_total,
+                      "restart_cause", in->restart_cause, "refused", in->report.refused));
     }
     return rep;
 }

@@ -324,6 +324,13 @@ static void cluster_metrics(us_mtext *t, us_agent *a)
     counter(t, "understudy_events_total",
             "Events recorded in the replicated history (the newest event's sequence number).");
     us_mtext_sample(t, "understudy_events_total", NULL, (double)a->fsm.state.event_seq);
+    counter(t, "understudy_cluster_messages_rejected_total",
+            "Cluster datagrams dropped unread, by reason: auth (not sealed with our key: forged, "
+            "modified, another cluster's key), replay, malformed, unknown_sender, version.");
+    for (int i = 0; i < US_NET_REJECT_COUNT; i++)
+        us_mtext_sample(t, "understudy_cluster_messages_rejected_total",
+                        L("reason", us_net_reject_name((us_net_reject_reason)i)),
+                        (double)a->net.rejected[i]);
 }
 
 static void node_metrics(us_mtext *t, us_agent *a)

@@ -32,6 +32,15 @@ static size_t make_ad(unsigned char *ad, const unsigned char *head, const char *
 size_t us_wire_seal(const us_keyring *k, const char *cluster, const us_wire_hdr *h,
                     const void *payload, size_t len, unsigned char *out, size_t outlen)
 {
+    unsigned char nonce[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES];
+    randombytes_buf(nonce, sizeof nonce);
+    return us_wire_seal_nonce(k, cluster, h, payload, len, nonce, out, outlen);
+}
+
+size_t us_wire_seal_nonce(const us_keyring *k, const char *cluster, const us_wire_hdr *h,
+                          const void *payload, size_t len, const unsigned char nonce[24],
+                          unsigned char *out, size_t outlen)
+{
     size_t nl = strnlen(h->sender, US_NAME_MAX);
     if (k->n < 1 || nl == 0 || nl >= US_NAME_MAX || h->chan >= US_CHAN_COUNT)
         return 0;
@@ -47,7 +56,7 @@ size_t us_wire_seal(const us_keyring *k, const char *cluster, const us_wire_hdr 
     out[5] = (unsigned char)(k->id[0] >> 16);
     out[6] = (unsigned char)(k->id[0] >> 8);
     out[7] = (unsigned char)k->id[0];
-    randombytes_buf(out + 8, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+    memcpy(out + 8, nonce, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
     /* The inner part is laid out in place, then encrypted in place. */
     unsigned char *p = out + US_WIRE_HEAD;
     p[0] = h->chan;

@@ -60,6 +60,12 @@ typedef enum {
 size_t us_wire_seal(const us_keyring *k, const char *cluster, const us_wire_hdr *h,
                     const void *payload, size_t len, unsigned char *out, size_t outlen);
 
+/* The same with a nonce of the caller's (24 bytes, never reused with the key): for the guardian,
+ * which draws its nonces with getrandom(2) itself. */
+size_t us_wire_seal_nonce(const us_keyring *k, const char *cluster, const us_wire_hdr *h,
+                          const void *payload, size_t len, const unsigned char nonce[24],
+                          unsigned char *out, size_t outlen);
+
 /* Open a datagram: fills *h and copies the payload into out (which needs len bytes) with its length
  * in *out_len. Nothing is written to *h on failure. */
 us_wire_result us_wire_open(const us_keyring *k, const char *cluster, const unsigned char *dgram,

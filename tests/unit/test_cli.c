@@ -8,6 +8,7 @@
 
 #include "api.h"
 #include "cli.h"
+#include "key.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -1247,16 +1248,21 @@ static void test_check_config_node(void **state)
     (void)state;
     char dir[] = "/tmp/test_cli.XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char text[2048], data[600];
+    char text[2048], data[600], key[600], why[256];
     snprintf(data, sizeof data, "%s/data/n1", dir);
+    snprintf(key, sizeof key, "%s/cluster.key", dir);
+    assert_int_equal(us_keygen(key, false, why, sizeof why), 0);
     snprintf(text, sizeof text,
              "# a node config\n[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s\n\n"
-             "[cluster]\nname = demo\nmembers = n1=127.0.0.1:7101 n2=127.0.0.1:7102\n",
-             data);
+             "[cluster]\nname = demo\nmembers = n1=127.0.0.1:7101 n2=127.0.0.1:7102\n"
+             "key_file = %s\n",
+             data, key);
     char *good = write_temp(dir, "node.conf", text);
-    char *join = write_temp(dir, "join.conf",
-                            "[node]\nname = n3\naddress = 127.0.0.1:7103\ndata_dir = /tmp\n"
-                            "[cluster]\nname = demo\njoin = 127.0.0.1:7101\n");
+    snprintf(text, sizeof text,
+             "[node]\nname = n3\naddress = 127.0.0.1:7103\ndata_dir = /tmp\n"
+             "[cluster]\nname = demo\njoin = 127.0.0.1:7101\nkey_file = %s\n",
+             key);
+    char *join = write_temp(dir, "join.conf", text);
     char *bad = write_temp(dir, "bad.conf",
                            "[node]\nname = N1\naddress = 0.0.0.0:7101\nbogus = 1\n"
                            "[cluster]\nname = demo\n");
@@ -1310,7 +1316,9 @@ static void test_check_config_node(void **state)
         ":4: unknown key 'node.bogus'",
         ": missing key 'node.data_dir'",
         ": missing key 'cluster.members' or 'cluster.join'",
-        ": not valid (node config, 5 problems)",
+        ": missing key 'cluster.key_file' (expected the path of the cluster key file (create one "
+        "with `understudy keygen FILE`))",
+        ": not valid (node config, 6 problems)",
     };
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         snprintf(want, sizeof want, "%s%s", bad, lines[i]);
@@ -1322,6 +1330,7 @@ static void test_check_config_node(void **state)
     unlink(good);
     unlink(join);
     unlink(bad);
+    unlink(key);
     rmdir(dir);
     free(good);
     free(join);

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "fsm.h"
 #include "ini.h"
+#include "key.h"
 
 static char g_dir[] = "/tmp/us-test-config-XXXXXX";
 static char g_joined[US_ERRORS_MAX * US_ERROR_LEN + 64];
@@ -32,7 +33,11 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 static int group_setup(void **state)
 {
     (void)state;
-    return mkdtemp(g_dir) ? 0 : -1;
+    if (!mkdtemp(g_dir))
+        return -1;
+    char key[PATH_MAX], why[512];
+    snprintf(key, sizeof key, "%s/cluster.key", g_dir);
+    return us_keygen(key, false, why, sizeof why);
 }
 
 static int group_teardown(void **state)
@@ -49,8 +54,19 @@ static const char *tmp_path(const char *name)
     return path;
 }
 
+/* Node configs get the test's cluster key in a [cluster] section appended at the end (line
+ * numbers stay) unless they name one or have no [cluster] section: the key is required, and most
+ * tests are about other keys. */
 static const char *write_file(const char *name, const char *text)
 {
+    static char with_key[16384];
+    if (strstr(text, "[cluster]\n") && !strstr(text, "key_file") &&
+        strlen(text) + 2 * PATH_MAX < sizeof with_key) {
+        size_t n = strlen(text);
+        snprintf(with_key, sizeof with_key, "%s%s[cluster]\nkey_file = %s/cluster.key\n", text,
+                 n && text[n - 1] != '\n' ? "\n" : "", g_dir);
+        text = with_key;
+    }
     const char *path = tmp_path(name);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -225,12 +241,82 @@ static void test_node_missing_keys(void **state)
     assert_int_equal(load_text("# nothing here\n", &g_cfg, &err, &path), -1);
     char prefix[PATH_MAX + 8];
     snprintf(prefix, sizeof prefix, "%s: missing key", path);
-    assert_int_equal(err.n, 5);
+    assert_int_equal(err.n, 6);
+    expect_msg(&err, prefix, "'cluster.key_file'", "understudy keygen");
     expect_msg(&err, prefix, "'node.name'", "expected");
     expect_msg(&err, prefix, "'node.address'", "expected");
     expect_msg(&err, prefix, "'node.data_dir'", "expected");
     expect_msg(&err, prefix, "'cluster.name'", "expected");
     expect_msg(&err, prefix, "'cluster.members' or 'cluster.join'", "expected");
+}
+
+/* The cluster key: required, private, well-formed; a second key is accepted (rotation). */
+static void test_node_key_file(void **state)
+{
+    (void)state;
+    us_errors err;
+    char text[8192], key[PATH_MAX];
+    const char *path;
+    const char *hex1 = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const char *hex2 = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+    static const struct {
+        const char *name, *content;
+        int mode;
+        const char *want; /* NULL: valid */
+        int n_keys;
+    } cases[] = {
+        {"k-missing", NULL, 0, "No such file", 0},
+        {"k-open", "%s\n", 0640, "readable or writable by group or others", 0},
+        {"k-short", "0011\n", 0600, "k-short:1: expected a key of 64 hexadecimal digits", 0},
+        {"k-empty", "# only a comment\n\n", 0600, "holds no key", 0},
+        {"k-three", "%s\n%s\n%s\n", 0600, "more than 2 keys", 0},
+        {"k-one", "# c\n%s\n", 0600, NULL, 1},
+        {"k-two", "%s\n%s\n", 0600, NULL, 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(key, sizeof key, "%s", tmp_path(cases[i].name));
+        if (cases[i].content) {
+            char body[512];
+            snprintf(body, sizeof body, cases[i].content, hex1, hex2, hex1);
+            FILE *f = fopen(key, "w");
+            assert_non_null(f);
+            fputs(body, f);
+            fclose(f);
+            assert_int_equal(chmod(key, (mode_t)cases[i].mode), 0);
+        }
+        snprintf(text, sizeof text, "%skey_file = %s\n",
+                 node_text("", "members = n1=127.0.0.1:7101\n"), key);
+        int rc = load_text(text, &g_cfg, &err, &path);
+        if (!cases[i].want) {
+            if (rc != 0)
+                fprintf(stderr, "%s\n", joined(&err));
+            assert_int_equal(rc, 0);
+            assert_int_equal(g_cfg.keys.n, cases[i].n_keys);
+            assert_int_equal(g_cfg.keys.key[0][0], 0x00);
+            assert_int_equal(g_cfg.keys.key[0][1], 0x11);
+            if (cases[i].n_keys == 2) {
+                assert_int_equal(g_cfg.keys.key[1][0], 0xff);
+                assert_int_not_equal(g_cfg.keys.id[0], g_cfg.keys.id[1]);
+                assert_ptr_equal(us_keyring_find(&g_cfg.keys, g_cfg.keys.id[1]), g_cfg.keys.key[1]);
+            }
+        } else {
+            assert_int_equal(rc, -1);
+            assert_int_equal(err.n, 1);
+            expect_msg(&err, path, "key 'cluster.key_file'", cases[i].want);
+        }
+    }
+    /* keygen: mode 0600, a valid key, never over an existing file. */
+    char why[512];
+    snprintf(key, sizeof key, "%s", tmp_path("k-gen"));
+    assert_int_equal(us_keygen(key, false, why, sizeof why), 0);
+    struct stat st;
+    assert_int_equal(stat(key, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    us_keyring ring;
+    assert_int_equal(us_keyring_load(key, &ring, why, sizeof why), 0);
+    assert_int_equal(ring.n, 1);
+    assert_int_equal(us_keygen(key, false, why, sizeof why), -1);
+    assert_non_null(strstr(why, "exists already"));
 }
 
 static void test_node_unknown_section_and_key(void **state)
@@ -2082,6 +2168,7 @@ int main(void)
         cmocka_unit_test(test_node_join_only),
         cmocka_unit_test(test_node_missing_file),
         cmocka_unit_test(test_node_missing_keys),
+        cmocka_unit_test(test_node_key_file),
         cmocka_unit_test(test_node_unknown_section_and_key),
         cmocka_unit_test(test_node_duplicate_key),
         cmocka_unit_test(test_node_bad_names),

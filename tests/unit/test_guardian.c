@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "guardian.h"
+#include "key.h"
+#include "wire.h"
 #include "supervisor.h"
 #include "vip.h"
 
@@ -100,17 +102,46 @@ static int udp_open(char *addr, size_t len)
     return fd;
 }
 
-/* One datagram within timeout_ms, NUL-terminated; length or -1. */
+/* The cluster key announcements are sealed with (wire.h). */
+static us_keyring g_keys = {
+    .n = 1, .key = {{1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                     17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}}};
+#define CLUSTER "gtest"
+
+/* One announcement within timeout_ms, opened with the cluster key, as the text
+ * {"t":"fenced","node":SENDER,"inc":INC,...rest of the payload} so that the tests read the
+ * sealed sender and incarnation too; length or -1 (also for a datagram that does not open). */
 static int udp_recv(int fd, char *buf, size_t cap, int timeout_ms)
 {
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     if (poll(&pfd, 1, timeout_ms) != 1)
         return -1;
-    ssize_t n = recv(fd, buf, cap - 1, 0);
+    static unsigned char dgram[65536], plain[65536];
+    ssize_t n = recv(fd, dgram, sizeof dgram, 0);
     if (n < 0)
         return -1;
-    buf[n] = '\0';
-    return (int)n;
+    us_wire_hdr h;
+    size_t plen;
+    if (us_wire_open(&g_keys, CLUSTER, dgram, (size_t)n, &h, plain, &plen) != US_WIRE_OK)
+        return -1;
+    assert_int_equal(h.chan, US_CHAN_GUARDIAN);
+    assert_true(h.seq > 0);
+    /* Another cluster's name, or another key, does not open it. */
+    us_keyring other = g_keys;
+    other.key[0][0] ^= 1;
+    unsigned char scratch[65536];
+    size_t slen;
+    us_wire_hdr h2;
+    assert_int_equal(us_wire_open(&g_keys, "other", dgram, (size_t)n, &h2, scratch, &slen),
+                     US_WIRE_AUTH);
+    assert_int_equal(us_wire_open(&other, CLUSTER, dgram, (size_t)n, &h2, scratch, &slen),
+                     US_WIRE_AUTH);
+    const char *prefix = "{\"t\":\"fenced\",";
+    assert_true(plen > strlen(prefix) && memcmp(plain, prefix, strlen(prefix)) == 0);
+    int len = snprintf(buf, cap, "{\"t\":\"fenced\",\"node\":\"%s\",\"inc\":%llu,%.*s", h.sender,
+                       (unsigned long long)h.inc, (int)(plen - strlen(prefix)),
+                       (const char *)plain + strlen(prefix));
+    return len < (int)cap ? len : -1;
 }
 
 static int read_event_within(us_guardian *g, us_guardian_event *ev, int timeout_ms)
@@ -124,7 +155,7 @@ static int read_event_within(us_guardian *g, us_guardian_event *ev, int timeout_
 static us_guardian *start(const char *node, uint64_t inc, const char *peer)
 {
     us_guardian *g = NULL;
-    assert_int_equal(us_guardian_start(node, inc, &g), 0);
+    assert_int_equal(us_guardian_start(node, inc, &g_keys, CLUSTER, &g), 0);
     assert_non_null(g);
     if (peer) {
         const char *peers[] = {peer};
@@ -294,7 +325,7 @@ static void run_agent_death(enum agent_end how)
     if (agent == 0) {
         close(fds[0]);
         us_guardian *g;
-        if (us_guardian_start("n3", 77, &g) != 0)
+        if (us_guardian_start("n3", 77, &g_keys, CLUSTER, &g) != 0)
             _exit(1);
         const char *peers[] = {peer};
         agent_report r = {.guardian = us_guardian_pid(g)};
@@ -598,7 +629,7 @@ static void test_agent_death_removes_vips(void **state)
     if (agent == 0) {
         close(fds[0]);
         us_guardian *g;
-        if (us_guardian_start("n3", 77, &g) != 0)
+        if (us_guardian_start("n3", 77, &g_keys, CLUSTER, &g) != 0)
             _exit(1);
         const char *peers[] = {peer};
         agent_report r = {.guardian = us_guardian_pid(g)};
