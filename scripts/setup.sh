@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential pkg-config libuv1-dev libjansson-dev libcmocka-dev \
 libmicrohttpd-dev libmnl-dev libsystemd-dev libsodium-dev python3 python3-pytest iproute2 procps nftables \
-scdoc prometheus chromium"
+scdoc prometheus chromium python3-nacl"
 BACKPORTS_PKGS="libraft-dev"
 
 missing=""

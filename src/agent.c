@@ -1047,6 +1047,25 @@ static void on_signal(uv_signal_t *h, int signum)
     begin_close(a);
 }
 
+/* SIGHUP: read the cluster key file again (key rotation, docs/operations.md). A file that does
+ * not load changes nothing. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    us_agent *a = h->data;
+    us_keyring fresh;
+    char err[512];
+    if (us_keyring_load(a->cfg.key_file, &fresh, err, sizeof err) != 0) {
+        us_error("SIGHUP: keeping the current cluster key: %s", err);
+        return;
+    }
+    a->cfg.keys = fresh; /* the datagrams and the Raft transport read it in place */
+    us_guardian_keys(a->guardian, &fresh);
+    us_keyring_wipe(&fresh);
+    us_info("SIGHUP: reloaded the cluster key file %s (%d key%s; sending with the first)",
+            a->cfg.key_file, a->cfg.keys.n, a->cfg.keys.n == 1 ? "" : "s");
+}
+
 static void on_raft_closed(struct raft *r)
 {
     us_agent *a = r->data;
@@ -1065,6 +1084,7 @@ static void finish_close(us_agent *a)
     uv_close((uv_handle_t *)&a->wake_timer, NULL);
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
+    uv_close((uv_handle_t *)&a->sig_hup, NULL);
     uv_poll_stop(&a->guardian_poll);
     uv_close((uv_handle_t *)&a->guardian_poll, NULL);
     us_sd_close(&a->sd);
@@ -1376,6 +1396,9 @@ int us_agent_main(const us_node_config *cfg)
     uv_signal_init(a->loop, &a->sig_int);
     a->sig_int.data = a;
     uv_signal_start(&a->sig_int, on_signal, SIGINT);
+    uv_signal_init(a->loop, &a->sig_hup);
+    a->sig_hup.data = a;
+    uv_signal_start(&a->sig_hup, on_sighup, SIGHUP);
     uv_poll_init(a->loop, &a->guardian_poll, us_guardian_fd(a->guardian));
     a->guardian_poll.data = a;
     uv_poll_start(&a->guardian_poll, UV_READABLE, on_guardian);

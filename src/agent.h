@@ -147,7 +147,7 @@ typedef struct us_agent {
     uv_timer_t tick;
     uv_timer_t reconcile_timer;
     uv_timer_t report_timer; /* an instance report changed: heartbeat now */
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
 
     us_peer peers[US_MAX_NODES];
     int n_peers;

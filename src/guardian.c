@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@
 #define G_GONE_WAIT_NS 1000000000LL
 #define G_VIP_TRIES 3
 
-enum { M_TRACK = 1, M_UNTRACK, M_LEASE, M_PEERS, M_STOP, M_FENCED, M_VIP };
+enum { M_TRACK = 1, M_UNTRACK, M_LEASE, M_PEERS, M_STOP, M_FENCED, M_VIP, M_KEYS };
 
 typedef struct g_msg {
     uint32_t type;
@@ -50,7 +51,8 @@ typedef struct g_msg {
     int64_t deadline_ns;
     char service[64];
     struct sockaddr_in peers[G_MAX_PEERS];
-    us_vip vip; /* M_VIP: fence = 1 registers, 0 forgets */
+    us_vip vip;      /* M_VIP: fence = 1 registers, 0 forgets */
+    us_keyring keys; /* M_KEYS: the cluster key file was reloaded */
 } g_msg;
 
 struct us_guardian {
@@ -357,6 +359,10 @@ static void handle(const g_msg *m)
             fence_lease();
         G.lease_ns = m->deadline_ns;
         return;
+    case M_KEYS:
+        if (m->keys.n >= 1 && m->keys.n <= US_KEYS_MAX)
+            G.keys = m->keys;
+        return;
     case M_PEERS:
         G.n_peers = m->n_peers <= G_MAX_PEERS ? (int)m->n_peers : G_MAX_PEERS;
         memcpy(G.peers, m->peers, sizeof G.peers);
@@ -603,6 +609,17 @@ int us_guardian_lease(us_guardian *g, int64_t deadline_ns)
     m.type = M_LEASE;
     m.deadline_ns = deadline_ns < 0 ? 0 : deadline_ns;
     return send_msg(g, &m);
+}
+
+int us_guardian_keys(us_guardian *g, const us_keyring *keys)
+{
+    g_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = M_KEYS;
+    m.keys = *keys;
+    int rc = send_msg(g, &m);
+    sodium_memzero(&m, sizeof m);
+    return rc;
 }
 
 int us_guardian_fd(const us_guardian *g)

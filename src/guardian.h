@@ -68,6 +68,9 @@ int us_guardian_vip(us_guardian *g, const us_vip *v, bool present);
 /* Set the lease deadline, CLOCK_MONOTONIC in ns; 0 = no lease (nothing is fenced by time). */
 int us_guardian_lease(us_guardian *g, int64_t deadline_ns);
 
+/* The cluster key file was reloaded: seal announcements with these keys from now on. */
+int us_guardian_keys(us_guardian *g, const us_keyring *keys);
+
 /* The guardian's pid (for logs and tests). */
 pid_t us_guardian_pid(const us_guardian *g);
 
