@@ -477,6 +477,13 @@ static void on_join(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t 
                 a->fsm.state.nodes[k].address);
         return;
     }
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == us_node_id(name) && strcmp(c->servers[i].address, address) != 0) {
+            us_warn("refusing a join of %s at %s: a Raft member at %s (remove it first)", name,
+                    address, c->servers[i].address);
+            return;
+        }
     if (a->leader) {
         us_controller_join_request(a, msg);
         return;

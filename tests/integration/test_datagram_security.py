@@ -260,3 +260,73 @@ def test_key_rotation_without_failover(cluster):
     for n in others:
         assert rejected(c, n)["auth"] == counts0[n]["auth"] + (1 if n == ld else 0), n
     assert_no_overlap(c.overlap_log)
+
+
+FLOOD_RATE = 50000  # datagrams per second, the issue's figure
+FLOOD_SECONDS = 10
+
+
+def flood(address, packets, rate, seconds):
+    """Send `packets` round robin to address at about `rate` per second for `seconds` (bounded by
+    both count and time); returns how many were sent."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    dest = hostport(address)
+    sent, t0 = 0, time.monotonic()
+    end, batch = t0 + seconds, max(1, rate // 200)
+    limit = rate * seconds
+    while sent < limit:
+        now = time.monotonic()
+        if now >= end:
+            break
+        due = int((now - t0) * rate)
+        if sent >= due:
+            time.sleep(0.002)
+            continue
+        for _ in range(min(batch, due - sent)):
+            try:
+                s.sendto(packets[sent % len(packets)], dest)
+            except BlockingIOError:
+                pass
+            sent += 1
+    s.close()
+    return sent
+
+
+def test_datagram_flood_costs_no_failover(cluster):
+    """50 000 forged datagrams a second for 10 s at the active node's cluster port (half of them
+    carrying the cluster's real key id, so that each costs a full tag check): no failover, the
+    active keeps its lease throughout (it never demotes itself), every node stays alive."""
+    c = cluster
+    c.form()
+    c.apply("[service web]\nrun = %s\nstandbys = 1\nstandby = cold\nnodes = n1 n2 n3\n" % c.service_cmd())
+
+    def placed():
+        s = c.service(c.leader_status(), "web")
+        return s if s and s["active"] and s["epoch"] else None
+
+    svc = c.wait_until(placed, 30, "web active")
+    ld = c.leader()
+    before = snapshot(c, ld)
+    seen_events = events(c, ld)
+    active = svc["active"]
+    key = key_of(c.key_file())
+    real_id = seal(key, "itest", "n1", b"{}")[4:8]
+    packets = []
+    for i in range(64):
+        d = bytearray(os.urandom(120 + i))
+        d[0:4] = b"us\x01\x00"
+        if i % 2:
+            d[4:8] = real_id  # a full Poly1305 check each
+        packets.append(bytes(d))
+    auth0 = rejected(c, active)["auth"]
+    n = flood(c.nodes[active].address, packets, FLOOD_RATE, FLOOD_SECONDS)
+    assert n >= FLOOD_RATE * FLOOD_SECONDS * 0.5, "the flood sent only %d datagrams" % n
+    got = rejected(c, active)["auth"] - auth0
+    print("flood: %d datagrams sent in %d s, %d read and rejected (auth) by %s" % (n, FLOOD_SECONDS, got, active))
+    assert got >= n * 0.5, "only %d of %d forged datagrams were read and rejected" % (got, n)
+    assert snapshot(c, ld) == before
+    assert events(c, ld) == seen_events
+    log = c.log_text(active)
+    assert "lease about to run out" not in log, log[-3000:]
+    assert_no_overlap(c.overlap_log)
