@@ -256,13 +256,16 @@ class LoopCluster:
         self.why = None  # a subclass's reason why its last condition failed, shown by wait()
         self.services = os.path.join(self.dir, "services.ini")
         members = " ".join("%s=127.0.0.1:%d" % (n, self.raft[n]) for n in NODES)
+        # A binary from before the cluster key (no `keygen`) runs without one, so that a bench can
+        # compare builds in the same run (--compare-bin).
         key = os.path.join(self.dir, "cluster.key")
-        subprocess.run([binary, "keygen", key], check=True, capture_output=True)
+        keyed = subprocess.run([binary, "keygen", key], capture_output=True).returncode == 0
         for n in NODES:
             with open(self.conf(n), "w") as f:
                 f.write("[node]\nname = %s\naddress = 127.0.0.1:%d\napi = %s\ndata_dir = %s\n"
-                        "[cluster]\nname = bench\nmembers = %s\nprofile = %s\nkey_file = %s\n"
-                        % (n, self.raft[n], self.api[n], self.data_dir(n), members, profile, key))
+                        "[cluster]\nname = bench\nmembers = %s\nprofile = %s\n%s"
+                        % (n, self.raft[n], self.api[n], self.data_dir(n), members, profile,
+                           "key_file = %s\n" % key if keyed else ""))
 
     def write_services(self):
         """Write self.services, the file apply() gives to the cluster."""
