@@ -19,6 +19,7 @@
 #include "agent.h"
 #include "lease.h"
 #include "log.h"
+#include "logrotate.h"
 #include "notify.h"
 #include "privilege.h"
 
@@ -741,6 +742,7 @@ void us_instances_reconcile(us_agent *a)
             in->used = false;
     }
     us_notify_pump(a); /* after every FSM change: new events may be ours to report */
+    us_logs_maintain(a->loop, a->cfg.data_dir, &s->services, us_now_ms());
 }
 
 json_t *us_instances_report(us_agent *a)
@@ -818,7 +820,7 @@ void us_instances_kill_all(us_agent *a)
 
 bool us_instances_quiet(us_agent *a)
 {
-    if (!us_notify_quiet(a))
+    if (!us_notify_quiet(a) || us_logs_busy())
         return false;
     for (int i = 0; i < US_MAX_SERVICES; i++)
         if (a->inst[i].used && !quiet(&a->inst[i]))
