@@ -563,9 +563,13 @@ static uint64_t checks_fingerprint(const us_service_def *d)
     const int v[] = {d->n_checks, d->check_interval_ms, d->check_timeout_ms, d->rise,
                      d->fall,     d->check_status_min,  d->check_status_max, d->check_grace_ms};
     uint64_t h = 1469598103934665603ULL;
-    const unsigned char *parts[] = {(const unsigned char *)v, (const unsigned char *)d->checks};
-    size_t lens[] = {sizeof v, sizeof d->checks[0] * (size_t)d->n_checks};
-    for (int k = 0; k < 2; k++)
+    /* Who exec checks run as and their environment count too. */
+    const unsigned char *parts[] = {(const unsigned char *)v, (const unsigned char *)d->checks,
+                                    (const unsigned char *)d->user, (const unsigned char *)d->group,
+                                    (const unsigned char *)d->env};
+    size_t lens[] = {sizeof v, sizeof d->checks[0] * (size_t)d->n_checks, sizeof d->user,
+                     sizeof d->group, sizeof d->env[0] * (size_t)d->n_env};
+    for (int k = 0; k < 5; k++)
         for (size_t i = 0; i < lens[k]; i++)
             h = (h ^ parts[k][i]) * 1099511628211ULL;
     return h;
