@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "durable.h"
 #include "lease.h"
 #include "log.h"
 
@@ -682,26 +683,28 @@ static void recompute_lease(us_agent *a, int64_t now)
 }
 
 /* Revocations survive a restart: a voter that forgot one could grant a holder the leader already
- * counts as cut off. Written (atomically) before the report that announces it goes out. */
-static void save_revocations(us_agent *a)
+ * counts as cut off. Written durably (durable.h); 0 once on disk, -errno (logged) when not: then
+ * the file on disk still holds the previous revocations. */
+static int save_revocations(us_agent *a)
 {
-    char path[PATH_MAX + 16], tmp[PATH_MAX + 24];
+    char path[PATH_MAX + 16], err[PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/revoked", a->cfg.data_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        us_error("cannot write %s: %s", tmp, strerror(errno));
-        return;
+    size_t cap = (size_t)a->n_peers * (US_NAME_MAX + 24) + 1, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        us_error("cannot write %s: out of memory", path);
+        return -ENOMEM;
     }
+    buf[0] = '\0';
     for (int i = 0; i < a->n_peers; i++)
         if (a->peers[i].revoked)
-            fprintf(f, "%s %llu\n", a->peers[i].name,
-                    (unsigned long long)a->peers[i].revoked_version);
-    fflush(f);
-    fsync(fileno(f));
-    fclose(f);
-    if (rename(tmp, path) != 0)
-        us_error("cannot replace %s: %s", path, strerror(errno));
+            len += (size_t)snprintf(buf + len, cap - len, "%s %llu\n", a->peers[i].name,
+                                    (unsigned long long)a->peers[i].revoked_version);
+    int rc = us_write_file_durable(path, buf, len, err, sizeof err);
+    free(buf);
+    if (rc != 0)
+        us_error("revocations not saved: %s", err);
+    return rc;
 }
 
 static void load_revocations(us_agent *a)

@@ -17,6 +17,7 @@
 
 #include "lease.h"
 #include "log.h"
+#include "privilege.h"
 #include "supervisor.h"
 
 #define WHY_MAX 128
@@ -37,6 +38,8 @@ struct us_checker {
     us_service_def def;
     char *cwd, *log_path;
     char **env;
+    us_cred cred;
+    bool has_cred;
     us_checker_cb cb;
     void *data;
     uv_timer_t tick;
@@ -392,6 +395,7 @@ static void launch_exec(us_checker *c, int i)
 {
     us_proc_opts o = {.cmd = c->def.checks[i].cmd,
                       .env = (const char *const *)c->env,
+                      .cred = c->has_cred ? &c->cred : NULL,
                       .cwd = c->cwd,
                       .log_path = c->log_path,
                       .timeout_ms = c->def.check_timeout_ms,
@@ -446,8 +450,8 @@ static void on_tick(uv_timer_t *t)
 /* ---- public ---- */
 
 us_checker *us_checker_start(uv_loop_t *loop, const us_service_def *d, const char *cwd,
-                             const char *const *env, const char *log_path, us_checker_cb cb,
-                             void *data)
+                             const char *const *env, const us_cred *cred, const char *log_path,
+                             us_checker_cb cb, void *data)
 {
     if (!d || d->n_checks <= 0)
         return NULL;
@@ -455,6 +459,10 @@ us_checker *us_checker_start(uv_loop_t *loop, const us_service_def *d, const cha
     if (!c)
         return NULL;
     c->def = *d;
+    if (cred) {
+        c->cred = *cred;
+        c->has_cred = true;
+    }
     if (c->def.n_checks > US_MAX_CHECKS)
         c->def.n_checks = US_MAX_CHECKS;
     /* The parser enforces these; keep the arithmetic sane for hand-built definitions. */

@@ -41,13 +41,15 @@ typedef struct us_check_status {
 } us_check_status;
 
 /* Start probing the checks of `d` (copied: the definition may change later) every
- * check_interval_ms, first probe immediately. `env` (NULL-terminated, may be NULL) is added to the
- * environment of exec checks; exec output is appended to `log_path` (may be NULL = /dev/null);
- * exec checks run in `cwd` (NULL = the agent's). cwd, env and log_path are copied.
+ * check_interval_ms, first probe immediately. `env` (NULL-terminated, may be NULL = PATH and LANG
+ * only) is the whole environment of exec checks, which run as `cred` (NULL = as the agent;
+ * privilege.h); exec output is appended to `log_path` (may be NULL = /dev/null); exec checks run
+ * in `cwd` (NULL = the agent's). cwd, env, cred and log_path are copied.
  * Returns NULL when d->n_checks == 0 (or out of memory). */
+struct us_cred;
 us_checker *us_checker_start(uv_loop_t *loop, const us_service_def *d, const char *cwd,
-                             const char *const *env, const char *log_path, us_checker_cb cb,
-                             void *data);
+                             const char *const *env, const struct us_cred *cred,
+                             const char *log_path, us_checker_cb cb, void *data);
 
 /* Stop: no callback after this returns; memory is released once libuv handles closed.
  * A running exec check's process group is killed. */

@@ -840,6 +840,11 @@ enum {
     SK_FAILBACK,
     SK_NOTIFY,
     SK_NOTIFY_TIMEOUT,
+    SK_USER,
+    SK_GROUP,
+    SK_ENV,
+    SK_LOG_MAX,
+    SK_LOG_KEEP,
     SK_COUNT
 };
 
@@ -879,13 +884,19 @@ static const char *const svc_keys[SK_COUNT] = {
     "failback",
     "notify",
     "notify_timeout",
+    "user",
+    "group",
+    "env",
+    "log_max",
+    "log_keep",
 };
 #define SVC_KNOWN_KEYS                                                                             \
     "run, standby, promote, demote, standbys, nodes, hook_timeout, stop_timeout, vip, "            \
     "vip_announce_count, vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, "  \
     "drain, max_connections, check, check_interval, check_timeout, rise, fall, check_status, "     \
     "check_grace, on_failure, restart_backoff, max_restarts, restart_window, failure_threshold, "  \
-    "failure_window, failure_cooldown, min_failover_interval, failback, notify, notify_timeout"
+    "failure_window, failure_cooldown, min_failover_interval, failback, notify, notify_timeout, "  \
+    "user, group, env, log_max, log_keep"
 
 #define VIP_EXPECTED "ADDR/PREFIX dev IFNAME"
 #define VIP_EXAMPLE "'198.18.0.100/24 dev eth0'"
@@ -910,6 +921,8 @@ typedef struct svc_ctx {
     int cur_vip_line[US_MAX_VIPS];
     bool vip_limit_reported;
     bool check_limit_reported;
+    int env_line[US_MAX_ENV]; /* line of each of cur's env assignments */
+    bool env_limit_reported;
     int vip_line[US_MAX_SERVICES][US_MAX_VIPS];
     int proxy_line[US_MAX_SERVICES];
     us_service_def scratch;
@@ -1021,6 +1034,8 @@ static void svc_defaults(us_service_def *d)
     d->min_failover_interval_ms = 0;
     d->failback = false;
     d->notify_timeout_ms = 10000;
+    d->log_max = US_LOG_MAX_DEFAULT;
+    d->log_keep = US_LOG_KEEP_DEFAULT;
 }
 
 static void svc_header(svc_ctx *c, const char *section, int line)
@@ -1045,6 +1060,8 @@ static void svc_header(svc_ctx *c, const char *section, int line)
     memset(c->key_line, 0, sizeof c->key_line);
     memset(c->key_bad, 0, sizeof c->key_bad);
     c->check_limit_reported = false;
+    memset(c->env_line, 0, sizeof c->env_line);
+    c->env_limit_reported = false;
     memset(c->cur_vip_line, 0, sizeof c->cur_vip_line);
     c->vip_limit_reported = false;
     us_ini_excerpt(name, c->cur_name, sizeof c->cur_name);
@@ -1640,6 +1657,157 @@ static void svc_restart_backoff(svc_ctx *c, int line, const char *value)
     c->cur->restart_backoff_max_ms = hi;
 }
 
+#define ACCOUNT_EXPECTED                                                                           \
+    "a name of 1..32 characters [A-Za-z0-9_.-] starting with a letter or '_' (a final '$' is "     \
+    "allowed)"
+#define SIZE_EXPECTED                                                                              \
+    "a size in bytes with an optional K, M or G suffix (1024-based) such as 10M, at most 1024G, "  \
+    "or 0 for no rotation"
+
+bool us_account_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > US_USER_MAX - 1 || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
+        return false;
+    for (size_t i = 1; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (isalnum(ch) || ch == '_' || ch == '.' || ch == '-' || (ch == '$' && i == n - 1))
+            continue;
+        return false;
+    }
+    return true;
+}
+
+bool us_parse_size(const char *s, int64_t *out)
+{
+    size_t n = strlen(s);
+    int64_t mult = 1;
+    if (n > 0) {
+        switch (s[n - 1]) {
+        case 'k':
+        case 'K':
+            mult = 1024;
+            break;
+        case 'M':
+            mult = 1024 * 1024;
+            break;
+        case 'G':
+            mult = 1024 * 1024 * 1024;
+            break;
+        }
+        if (mult > 1)
+            n--;
+    }
+    long v;
+    if (!parse_uint(s, n, 1024L * 1024 * 1024 * 1024, &v))
+        return false;
+    if ((int64_t)v * mult > (int64_t)1024 * 1024 * 1024 * 1024)
+        return false;
+    *out = (int64_t)v * mult;
+    return true;
+}
+
+/* Next assignment of an `env` value into out (at most cap-1 bytes). Assignments are separated by
+ * whitespace; within one, "..." keeps spaces (with \" and \\ as the only escapes) and '...' keeps
+ * everything literally. 1 = one read, 0 = no more, -1 = error (*why says what). */
+static int env_token(const char **p, char *out, size_t cap, const char **why)
+{
+    const char *s = *p;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (!*s) {
+        *p = s;
+        return 0;
+    }
+    size_t n = 0;
+    char quote = 0;
+    for (; *s && (quote || !isspace((unsigned char)*s)); s++) {
+        char ch = *s;
+        if (!quote && (ch == '"' || ch == '\'')) {
+            quote = ch;
+            continue;
+        }
+        if (quote && ch == quote) {
+            quote = 0;
+            continue;
+        }
+        if (quote == '"' && ch == '\\' && (s[1] == '"' || s[1] == '\\'))
+            ch = *++s;
+        if (n + 1 >= cap) {
+            *why = "an assignment of at most 255 characters (US_ENV_MAX)";
+            return -1;
+        }
+        out[n++] = ch;
+    }
+    out[n] = '\0';
+    *p = s;
+    if (quote) {
+        *why = "KEY=VALUE assignments with closed quotes";
+        return -1;
+    }
+    return 1;
+}
+
+static void svc_env(svc_ctx *c, int line, const char *value)
+{
+    us_service_def *d = c->cur;
+    const char *p = value, *why = NULL;
+    char tok[US_ENV_MAX];
+    int r, seen = 0;
+    while ((r = env_token(&p, tok, sizeof tok, &why)) == 1) {
+        seen++;
+        const char *eq = strchr(tok, '=');
+        size_t klen = eq ? (size_t)(eq - tok) : 0;
+        bool key_ok = klen > 0 && (isalpha((unsigned char)tok[0]) || tok[0] == '_');
+        for (size_t i = 1; key_ok && i < klen; i++)
+            key_ok = isalnum((unsigned char)tok[i]) || tok[i] == '_';
+        if (!key_ok) {
+            svc_bad(c, line, "env",
+                    "KEY=VALUE assignments with KEY of [A-Za-z_][A-Za-z0-9_]* (quote values with "
+                    "spaces: KEY=\"a b\")",
+                    tok);
+            continue;
+        }
+        if (strncmp(tok, "UNDERSTUDY_", 11) == 0) {
+            svc_problem(c, line, "env", "UNDERSTUDY_* variables are set by the agent", tok);
+            continue;
+        }
+        if (strpbrk(eq + 1, "\r\n")) {
+            svc_problem(c, line, "env", "a value must not contain a newline", tok);
+            continue;
+        }
+        int dup = -1;
+        for (int i = 0; i < d->n_env && dup < 0; i++)
+            if (strncmp(d->env[i], tok, klen + 1) == 0)
+                dup = i;
+        if (dup >= 0) {
+            char ex[EXCERPT];
+            us_errors_add(c->err,
+                          "%s:%d: key 'env' in [service %s]: expected each variable at most once, "
+                          "got '%s' again (first set on line %d)",
+                          c->file, line, c->cur_name, us_ini_excerpt(tok, ex, sizeof ex),
+                          c->env_line[dup]);
+            continue;
+        }
+        if (d->n_env == US_MAX_ENV) {
+            if (!c->env_limit_reported) {
+                char expected[64];
+                snprintf(expected, sizeof expected, "at most %d assignments (US_MAX_ENV)",
+                         US_MAX_ENV);
+                svc_bad(c, line, "env", expected, tok);
+            }
+            c->env_limit_reported = true;
+            return;
+        }
+        c->env_line[d->n_env] = line;
+        us_strlcpy(d->env[d->n_env++], tok, US_ENV_MAX);
+    }
+    if (r < 0)
+        svc_bad(c, line, "env", why, value);
+    else if (seen == 0)
+        svc_bad(c, line, "env", "one or more KEY=VALUE assignments", value);
+}
+
 static void svc_bool(svc_ctx *c, int line, const char *key, const char *value, bool *dst)
 {
     if (!us_parse_bool(value, dst))
@@ -1712,7 +1880,7 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
                       line, us_ini_excerpt(key, ex, sizeof ex), c->cur_name, hint, SVC_KNOWN_KEYS);
         return 0;
     }
-    if (c->key_line[k] && k != SK_VIP && k != SK_CHECK) {
+    if (c->key_line[k] && k != SK_VIP && k != SK_CHECK && k != SK_ENV) {
         us_errors_add(c->err, "%s:%d: duplicate key '%s' in [service %s] (first set on line %d)",
                       c->file, line, key, c->cur_name, c->key_line[k]);
         return 0;
@@ -1841,6 +2009,23 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
         break;
     case SK_NOTIFY_TIMEOUT:
         svc_duration(c, line, key, value, &d->notify_timeout_ms, false);
+        break;
+    case SK_USER:
+    case SK_GROUP:
+        if (us_account_name_valid(value))
+            us_strlcpy(k == SK_USER ? d->user : d->group, value, US_USER_MAX);
+        else
+            svc_bad(c, line, key, ACCOUNT_EXPECTED, value);
+        break;
+    case SK_ENV:
+        svc_env(c, line, value);
+        break;
+    case SK_LOG_MAX:
+        if (!us_parse_size(value, &d->log_max))
+            svc_bad(c, line, key, SIZE_EXPECTED, value);
+        break;
+    case SK_LOG_KEEP:
+        svc_int(c, line, key, value, 0, 100, &d->log_keep);
         break;
     }
     if (error_count(c->err) != errors_before)

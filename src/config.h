@@ -105,6 +105,13 @@ int us_config_parse_services(const char *text, size_t len, const char *filename,
 /* yes/true/on/1 or no/false/off/0 into *out; false (and *out untouched) for anything else. */
 bool us_parse_bool(const char *value, bool *out);
 
+/* A user or group name: 1..32 of [A-Za-z0-9_.-], starting with a letter or '_', an optional
+ * final '$' (Samba machine accounts). Numeric ids are not names. */
+bool us_account_name_valid(const char *s);
+
+/* "4096", "64K", "10M", "1G" (1024-based) -> bytes, at most 1024G; false if malformed. */
+bool us_parse_size(const char *s, int64_t *out);
+
 /* "250ms", "2s", "1m", "1500" (ms) -> milliseconds; -1 if malformed or negative. */
 long us_parse_duration_ms(const char *s);
 

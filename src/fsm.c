@@ -208,6 +208,14 @@ json_t *us_service_def_to_json(const us_service_def *d)
     json_decref(p);
     json_object_set_new(j, "notify", json_string(d->notify));
     json_object_set_new(j, "notify_timeout_ms", json_integer(d->notify_timeout_ms));
+    json_object_set_new(j, "user", json_string(d->user));
+    json_object_set_new(j, "group", json_string(d->group));
+    json_t *env = json_array();
+    for (int i = 0; i < d->n_env; i++)
+        json_array_append_new(env, json_string(d->env[i]));
+    json_object_set_new(j, "env", env);
+    json_object_set_new(j, "log_max", json_integer((json_int_t)d->log_max));
+    json_object_set_new(j, "log_keep", json_integer(d->log_keep));
     return j;
 }
 
@@ -303,6 +311,22 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
     d->failback = json_is_true(json_object_get(j, "failback"));
     us_strlcpy(d->notify, us_json_str(j, "notify"), sizeof d->notify);
     d->notify_timeout_ms = jint(j, "notify_timeout_ms");
+    if (!us_strlcpy(d->user, us_json_str(j, "user"), sizeof d->user) ||
+        !us_strlcpy(d->group, us_json_str(j, "group"), sizeof d->group))
+        return -1;
+    json_t *env = json_object_get(j, "env");
+    if (json_array_size(env) > US_MAX_ENV)
+        return -1;
+    json_array_foreach(env, i, v)
+    {
+        if (!json_is_string(v) || !us_strlcpy(d->env[d->n_env++], json_string_value(v), US_ENV_MAX))
+            return -1;
+    }
+    /* States written before these keys existed: the defaults. */
+    json_t *lm = json_object_get(j, "log_max");
+    d->log_max = json_is_integer(lm) ? (int64_t)json_integer_value(lm) : US_LOG_MAX_DEFAULT;
+    json_t *lk = json_object_get(j, "log_keep");
+    d->log_keep = json_is_integer(lk) ? (int)json_integer_value(lk) : US_LOG_KEEP_DEFAULT;
     return names_from_json(d->nodes, &d->n_nodes, json_object_get(j, "nodes"));
 }
 

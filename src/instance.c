@@ -9,15 +9,19 @@
  * The report (DEMOTED/FAILED) that lets the leader move the role is published only once every
  * process that acted is gone.
  */
+#include <errno.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent.h"
 #include "lease.h"
 #include "log.h"
+#include "logrotate.h"
 #include "notify.h"
+#include "privilege.h"
 
 enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE };
 
@@ -53,11 +57,28 @@ static void before_exec(pid_t pgid, void *data)
 }
 
 static void on_exit_cb(us_proc *p, int status, void *data);
+static const us_service_def *def_of(us_agent *a, const char *service);
+
+/* Who the service's children run as on this node; NULL when it cannot run here (why says). */
+static const us_cred *service_cred(us_agent *a, const us_service_def *d, us_cred *cred, char *why,
+                                   size_t len)
+{
+    if (us_cred_resolve(d ? d->user : "", d ? d->group : "", a->cfg.name, cred, why, len) != 0)
+        return NULL;
+    return cred;
+}
 
 static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
                  int timeout_ms, const char *pid_suffix, us_proc **out)
 {
     us_agent *a = in->agent;
+    const us_service_def *d = def_of(a, in->service);
+    us_cred cred;
+    char why[US_REASON_MAX];
+    if (!service_cred(a, d, &cred, why, sizeof why)) {
+        us_error("%s: cannot start '%s': %s", in->service, cmd, why);
+        return -EPERM;
+    }
     char e_svc[US_NAME_MAX + 32], e_node[US_NAME_MAX + 32], e_role[64], e_epoch[64];
     char e_dir[PATH_MAX + 32];
     snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
@@ -65,7 +86,11 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
     snprintf(e_role, sizeof e_role, "UNDERSTUDY_ROLE=%s", role);
     snprintf(e_epoch, sizeof e_epoch, "UNDERSTUDY_EPOCH=%llu", (unsigned long long)epoch);
     snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir);
-    const char *env[] = {e_svc, e_node, e_role, e_epoch, e_dir, NULL};
+    const char *uenv[] = {e_svc, e_node, e_role, e_epoch, e_dir, NULL};
+    us_env_spec spec = us_env_spec_for(d, &cred, uenv);
+    char **env = us_env_build(&spec);
+    if (!env)
+        return -ENOMEM;
     char log_path[PATH_MAX + 96], pidfile[PATH_MAX + 96];
     snprintf(log_path, sizeof log_path, "%s/logs/%s.log", a->cfg.data_dir, in->service);
     snprintf(pidfile, sizeof pidfile, "%s/run/%s%s.pid", a->cfg.data_dir, in->service, pid_suffix);
@@ -74,7 +99,8 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
     x->spawn_fenced = fenced;
     us_proc_opts o = {
         .cmd = cmd,
-        .env = env,
+        .env = (const char *const *)env,
+        .cred = &cred,
         .cwd = a->cwd,
         .log_path = log_path,
         .pidfile = pidfile,
@@ -84,6 +110,7 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
         .data = in,
     };
     int rc = us_proc_spawn(a->loop, &o, out);
+    free(env);
     if (rc == 0 && out == &in->proc)
         in->proc_started_ms = us_now_ms();
     if (rc != 0)
@@ -536,9 +563,13 @@ static uint64_t checks_fingerprint(const us_service_def *d)
     const int v[] = {d->n_checks, d->check_interval_ms, d->check_timeout_ms, d->rise,
                      d->fall,     d->check_status_min,  d->check_status_max, d->check_grace_ms};
     uint64_t h = 1469598103934665603ULL;
-    const unsigned char *parts[] = {(const unsigned char *)v, (const unsigned char *)d->checks};
-    size_t lens[] = {sizeof v, sizeof d->checks[0] * (size_t)d->n_checks};
-    for (int k = 0; k < 2; k++)
+    /* Who exec checks run as and their environment count too. */
+    const unsigned char *parts[] = {(const unsigned char *)v, (const unsigned char *)d->checks,
+                                    (const unsigned char *)d->user, (const unsigned char *)d->group,
+                                    (const unsigned char *)d->env};
+    size_t lens[] = {sizeof v, sizeof d->checks[0] * (size_t)d->n_checks, sizeof d->user,
+                     sizeof d->group, sizeof d->env[0] * (size_t)d->n_env};
+    for (int k = 0; k < 5; k++)
         for (size_t i = 0; i < lens[k]; i++)
             h = (h ^ parts[k][i]) * 1099511628211ULL;
     return h;
@@ -567,14 +598,24 @@ static void sync_checker(us_instance *in, const us_service_def *d)
     if (!want || in->checker)
         return;
     us_agent *a = in->agent;
+    us_cred cred;
+    char why[US_REASON_MAX];
+    if (!service_cred(a, d, &cred, why, sizeof why))
+        return; /* the process itself could not have started either */
     char e_svc[US_NAME_MAX + 32], e_node[US_NAME_MAX + 32], e_dir[PATH_MAX + 32];
     snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
     snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->cfg.name);
     snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir);
-    const char *env[] = {e_svc, e_node, e_dir, NULL};
+    const char *uenv[] = {e_svc, e_node, e_dir, NULL};
+    us_env_spec spec = us_env_spec_for(d, &cred, uenv);
+    char **env = us_env_build(&spec);
+    if (!env)
+        return;
     char log_path[PATH_MAX + 96];
     snprintf(log_path, sizeof log_path, "%s/logs/%s.check.log", a->cfg.data_dir, in->service);
-    in->checker = us_checker_start(a->loop, d, a->cwd, env, log_path, checker_cb, in);
+    in->checker = us_checker_start(a->loop, d, a->cwd, (const char *const *)env, &cred, log_path,
+                                   checker_cb, in);
+    free(env);
     in->checker_pid = pid;
     in->checker_fp = fp;
 }
@@ -641,7 +682,8 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
     vips_clean(in, d);
     if (mine && lease_ok && a->stopping < 2) {
         char why[320];
-        if (vip_obstacle(d, why, sizeof why)) {
+        us_cred cred;
+        if (vip_obstacle(d, why, sizeof why) || !service_cred(a, d, &cred, why, sizeof why)) {
             us_error("%s: refusing the active role: %s", in->service, why);
             in->epoch = as->epoch;
             in->abandoned_epoch = as->epoch;
@@ -654,8 +696,21 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
         return;
     }
     if (d && as && (listed_standby(as, a->cfg.name) || mine)) {
-        if (d->standby == US_STANDBY_HOT && !in->proc && now >= in->restart_after_ms)
-            spawn(in, d->run, "standby", as->epoch, false, 0, "", &in->proc);
+        if (d->standby == US_STANDBY_HOT && !in->proc && now >= in->restart_after_ms) {
+            char why[US_REASON_MAX];
+            us_cred cred;
+            if (!service_cred(a, d, &cred, why, sizeof why)) {
+                /* Said once (status shows it as the restart cause); tried again each tick, so
+                 * that creating the account is enough. */
+                if (strcmp(in->restart_cause, why) != 0) {
+                    us_error("%s: cannot run the standby instance: %s", in->service, why);
+                    us_strlcpy(in->restart_cause, why, sizeof in->restart_cause);
+                    us_agent_report_now(a);
+                }
+            } else {
+                spawn(in, d->run, "standby", as->epoch, false, 0, "", &in->proc);
+            }
+        }
         in->phase = US_PHASE_STANDBY;
         passive_report(in, US_INST_STANDBY, as);
         return;
@@ -691,6 +746,7 @@ void us_instances_reconcile(us_agent *a)
             in->used = false;
     }
     us_notify_pump(a); /* after every FSM change: new events may be ours to report */
+    us_logs_maintain(a->loop, a->cfg.data_dir, &s->services, us_now_ms());
 }
 
 json_t *us_instances_report(us_agent *a)
@@ -772,7 +828,7 @@ void us_instances_kill_all(us_agent *a)
 
 bool us_instances_quiet(us_agent *a)
 {
-    if (!us_notify_quiet(a))
+    if (!us_notify_quiet(a) || us_logs_busy())
         return false;
     for (int i = 0; i < US_MAX_SERVICES; i++)
         if (a->inst[i].used && !quiet(&a->inst[i]))

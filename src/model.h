@@ -19,6 +19,13 @@
 #define US_MAX_NODES 16    /* nodes in one cluster */
 #define US_MAX_SERVICES 32 /* services in one cluster */
 
+#define US_USER_MAX 33 /* user and group names: at most 32 characters */
+#define US_MAX_ENV 16  /* `env` assignments per service */
+#define US_ENV_MAX 256 /* one "KEY=VALUE", terminator included */
+
+#define US_LOG_MAX_DEFAULT ((int64_t)10 * 1024 * 1024)
+#define US_LOG_KEEP_DEFAULT 3
+
 #define US_MAX_VIPS 4    /* virtual IPs per service */
 #define US_IFNAME_MAX 16 /* IFNAMSIZ */
 
@@ -101,6 +108,16 @@ typedef struct us_service_def {
     /* Notify hook (notify.h): run once per event about this service that this node reports. */
     char notify[US_CMD_MAX]; /* "" = none; started with /bin/sh -c */
     int notify_timeout_ms;   /* time limit of one run (default 10000) */
+    /* Least privilege (docs/operations.md): the run command, hooks and exec checks run as `user`
+     * (its groups from the user database) and `group`, with a clean environment (env.h). */
+    char user[US_USER_MAX];           /* "" = as the agent */
+    char group[US_USER_MAX];          /* "" = the user's primary group (or the agent's) */
+    int n_env;                        /* `env` assignments, in file order */
+    char env[US_MAX_ENV][US_ENV_MAX]; /* "KEY=VALUE" */
+    /* Logs (SERVICE.log, .check.log, .notify.log) are rotated once larger than log_max bytes
+     * (0 = never), keeping log_keep older files SERVICE.log.1 .. SERVICE.log.N. */
+    int64_t log_max; /* default 10 MiB */
+    int log_keep;    /* default 3 */
 } us_service_def;
 
 typedef struct us_service_set {

@@ -4,8 +4,8 @@
  * that a slow hook cannot lose them to the replicated ring wrapping around, and so that "is this
  * node the leader" is judged when the event arrives, not when its turn comes.
  *
- * The supervisor gives children /dev/null as stdin: the event's JSON goes to a file in
- * DATA_DIR/run that the command line redirects in front of the operator's command.
+ * The event's JSON goes to a file in DATA_DIR/run that the agent opens as the hook's stdin (before
+ * the hook drops privileges: the data directory is the agent's alone).
  */
 #include "notify.h"
 
@@ -22,15 +22,33 @@
 #include "agent.h"
 #include "lease.h"
 #include "log.h"
+#include "privilege.h"
 
 #define QUEUE_MAX US_EVENTS_MAX
 #define DEFAULT_TIMEOUT_MS 10000
 #define STOP_GRACE_MS 1500 /* the agent waits up to 2 s for its processes when it stops */
 
+/* Who the hook runs as, and its service's env assignments (privilege.h). */
+typedef struct runas {
+    char user[US_USER_MAX];
+    char group[US_USER_MAX];
+    int n_env;
+    char env[US_MAX_ENV][US_ENV_MAX];
+} runas;
+
+static void runas_of(const us_service_def *d, runas *r)
+{
+    us_strlcpy(r->user, d->user, sizeof r->user);
+    us_strlcpy(r->group, d->group, sizeof r->group);
+    r->n_env = d->n_env > US_MAX_ENV ? US_MAX_ENV : d->n_env;
+    memcpy(r->env, d->env, sizeof r->env[0] * (size_t)r->n_env);
+}
+
 typedef struct pending {
     us_event ev;
     char cmd[US_CMD_MAX];
     int timeout_ms;
+    runas as;
 } pending;
 
 /* A service's hook as last seen, for the events of its removal (the definition is gone then). */
@@ -38,6 +56,7 @@ typedef struct known_hook {
     char service[US_NAME_MAX];
     char cmd[US_CMD_MAX];
     int timeout_ms;
+    runas as;
 } known_hook;
 
 static struct {
@@ -96,6 +115,7 @@ static const known_hook *hook_of(const us_state *s, const char *service, known_h
         us_strlcpy(tmp->service, d->name, sizeof tmp->service);
         us_strlcpy(tmp->cmd, d->notify, sizeof tmp->cmd);
         tmp->timeout_ms = d->notify_timeout_ms;
+        runas_of(d, &tmp->as);
         return tmp;
     }
     for (int i = 0; i < N.n_known; i++)
@@ -115,6 +135,7 @@ static void remember_hooks(const us_state *s)
         us_strlcpy(k->service, d->name, sizeof k->service);
         us_strlcpy(k->cmd, d->notify, sizeof k->cmd);
         k->timeout_ms = d->notify_timeout_ms;
+        runas_of(d, &k->as);
     }
 }
 
@@ -153,6 +174,7 @@ static void take_in(us_agent *a)
         }
         p->ev = *e;
         us_strlcpy(p->cmd, h->cmd, sizeof p->cmd);
+        p->as = h->as;
         p->timeout_ms = h->timeout_ms > 0 ? h->timeout_ms : DEFAULT_TIMEOUT_MS;
         push(p);
     }
@@ -214,27 +236,6 @@ static int write_event_file(const us_event *e, const char *time_iso)
     return rc;
 }
 
-/* `exec <'FILE'` then the operator's command: the redirection applies to everything after it. */
-static char *command_line(const char *cmd)
-{
-    size_t cap = strlen(N.json_path) * 4 + strlen(cmd) + 32;
-    char *out = malloc(cap);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    o += (size_t)snprintf(out, cap, "exec <'");
-    for (const char *p = N.json_path; *p; p++) {
-        if (*p == '\'') {
-            memcpy(out + o, "'\\''", 4);
-            o += 4;
-        } else {
-            out[o++] = *p;
-        }
-    }
-    snprintf(out + o, cap - o, "'\n%s", cmd);
-    return out;
-}
-
 static void start_next(us_agent *a);
 
 static void on_hook_exit(us_proc *p, int status, void *data)
@@ -285,6 +286,14 @@ static int spawn_hook(us_agent *a, pending *r)
                  N.json_path, (unsigned long long)e->seq, strerror(errno));
         return -1;
     }
+    us_cred cred;
+    char why[US_REASON_MAX];
+    if (us_cred_resolve(r->as.user, r->as.group, a->cfg.name, &cred, why, sizeof why) != 0) {
+        us_error("%s: cannot run the notify hook of event %llu: %s", e->service,
+                 (unsigned long long)e->seq, why);
+        unlink(N.json_path);
+        return -1;
+    }
     uint64_t epoch;
     const char *role = role_of(&a->fsm.state, e->service, a->cfg.name, &epoch);
     char *env[] = {
@@ -307,18 +316,27 @@ static int spawn_hook(us_agent *a, pending *r)
     bool bad = false;
     for (size_t i = 0; i < n_env; i++)
         bad |= env[i] == NULL;
-    char *line = bad ? NULL : command_line(r->cmd);
+    char *line = bad ? NULL : strdup(r->cmd);
+    char **envp = NULL;
+    if (!bad) {
+        us_env_spec spec = us_env_spec_for(NULL, &cred, (const char *const *)env);
+        spec.n_env = r->as.n_env;
+        spec.env = (const char(*)[US_ENV_MAX])r->as.env;
+        envp = us_env_build(&spec);
+    }
     int rc = -ENOMEM;
-    if (line) {
+    if (line && envp) {
         char log_path[PATH_MAX + 96], pidfile[PATH_MAX + 32];
         snprintf(log_path, sizeof log_path, "%s/logs/%s.notify.log", a->cfg.data_dir, e->service);
         /* Service names have no '_': no clash with a service's own pidfile. */
         snprintf(pidfile, sizeof pidfile, "%s/run/_notify.pid", a->cfg.data_dir);
         us_proc_opts o = {
             .cmd = line,
-            .env = (const char *const *)env,
+            .env = (const char *const *)envp,
+            .cred = &cred,
             .cwd = a->cwd,
             .log_path = log_path,
+            .stdin_path = N.json_path,
             .pidfile = pidfile,
             .timeout_ms = r->timeout_ms,
             .on_exit = on_hook_exit,
@@ -329,6 +347,7 @@ static int spawn_hook(us_agent *a, pending *r)
             N.running = NULL;
     }
     free(line);
+    free(envp);
     for (size_t i = 0; i < n_env; i++)
         free(env[i]);
     if (rc != 0) {

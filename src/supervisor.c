@@ -22,9 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include <grp.h>
 
-extern char **environ;
+#include "log.h"
+#include "privilege.h"
 
 struct us_proc {
     pid_t pid;
@@ -237,6 +238,7 @@ typedef struct child_args {
     const char *cwd;
     char *const *argv;
     char *const *envp;
+    const us_cred *cred;
 } child_args;
 
 static void child_fail(const char *what, const char *arg)
@@ -256,6 +258,39 @@ static void child_fail(const char *what, const char *arg)
         (void)!write(2, es, strlen(es));
     (void)!write(2, "\n", 1);
     _exit(127);
+}
+
+/* setgroups, setgid, setuid: in that order (each needs the privilege the next one gives up). */
+static void drop_privileges(const child_args *a)
+{
+    const us_cred *c = a->cred;
+    const char *who = c->user[0] ? c->user : NULL;
+    if (setgroups((size_t)c->ngroups, c->groups) != 0)
+        child_fail("setgroups", who);
+    if (setgid(c->gid) != 0)
+        child_fail("setgid", who);
+    if (c->set_user && setuid(c->uid) != 0)
+        child_fail("setuid", who);
+    gid_t rg, eg, sg;
+    if (getresgid(&rg, &eg, &sg) != 0 || rg != c->gid || eg != c->gid || sg != c->gid) {
+        errno = EPERM;
+        child_fail("setgid did not take", who);
+    }
+    if (c->set_user) {
+        uid_t ru, eu, su;
+        if (getresuid(&ru, &eu, &su) != 0 || ru != c->uid || eu != c->uid || su != c->uid) {
+            errno = EPERM;
+            child_fail("setuid did not take", who);
+        }
+        if (c->uid != 0 && setuid(0) == 0) {
+            errno = EPERM;
+            child_fail("root could be regained after setuid", who);
+        }
+    }
+    /* A change of credentials clears the parent-death signal: arm it again. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != a->parent)
+        _exit(127);
 }
 
 static void __attribute__((noreturn)) child_run(const child_args *a)
@@ -292,6 +327,8 @@ static void __attribute__((noreturn)) child_run(const child_args *a)
 
     if (a->cwd && chdir(a->cwd) != 0)
         child_fail("chdir", a->cwd);
+    if (a->cred && a->cred->drop)
+        drop_privileges(a);
 
     char b;
     ssize_t r;
@@ -305,43 +342,6 @@ static void __attribute__((noreturn)) child_run(const child_args *a)
     execve("/bin/sh", a->argv, a->envp);
     child_fail("execve", "/bin/sh");
     _exit(127);
-}
-
-/* The agent's own service-manager channel (sdnotify.c): its children must not talk on it. */
-static bool agent_only(const char *entry, size_t klen)
-{
-    static const char *const names[] = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strlen(names[i]) == klen && strncmp(entry, names[i], klen) == 0)
-            return true;
-    return false;
-}
-
-/* environ without the agent's systemd variables, with the entries named in `extra` replaced,
- * then `extra`. */
-static char **build_env(const char *const *extra)
-{
-    size_t ne = 0, nx = 0;
-    while (environ && environ[ne])
-        ne++;
-    while (extra && extra[nx])
-        nx++;
-    char **env = calloc(ne + nx + 1, sizeof *env);
-    if (!env)
-        return NULL;
-    size_t k = 0;
-    for (size_t i = 0; i < ne; i++) {
-        const char *eq = strchr(environ[i], '=');
-        size_t klen = eq ? (size_t)(eq - environ[i]) : strlen(environ[i]);
-        bool replaced = agent_only(environ[i], klen);
-        for (size_t j = 0; j < nx && !replaced; j++)
-            replaced = strncmp(extra[j], environ[i], klen) == 0 && extra[j][klen] == '=';
-        if (!replaced)
-            env[k++] = environ[i];
-    }
-    for (size_t j = 0; j < nx; j++)
-        env[k++] = (char *)extra[j];
-    return env;
 }
 
 /* ---- parent side ---- */
@@ -468,7 +468,17 @@ int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out)
 
     int err = 0;
     us_proc *p = calloc(1, sizeof *p);
-    char **envp = build_env(o->env);
+    char **envp = NULL;
+    if (!o->env) {
+        us_env_spec spec = us_env_spec_for(NULL, NULL, NULL);
+        envp = us_env_build(&spec);
+    } else {
+        size_t n = 0;
+        while (o->env[n])
+            n++;
+        if ((envp = calloc(n + 1, sizeof *envp)))
+            memcpy(envp, o->env, n * sizeof *envp);
+    }
     if (!p || !envp || (o->pidfile && !(p->pidfile = strdup(o->pidfile)))) {
         free(envp);
         if (p)
@@ -481,9 +491,11 @@ int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out)
     p->data = o->data;
 
     int null_fd = -1, log_fd = -1, sync[2] = {-1, -1};
-    null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    null_fd = open(o->stdin_path ? o->stdin_path : "/dev/null", O_RDONLY | O_CLOEXEC);
     if (null_fd < 0) {
         err = -errno;
+        if (o->stdin_path)
+            us_warn("%s: cannot open for the child's stdin: %s", o->stdin_path, strerror(errno));
         goto fail;
     }
     log_fd = open(o->log_path ? o->log_path : "/dev/null",
@@ -506,7 +518,8 @@ int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out)
                     .log_fd = log_fd,
                     .cwd = o->cwd,
                     .argv = argv,
-                    .envp = envp};
+                    .envp = envp,
+                    .cred = o->cred};
 
     /* Block every signal across fork: an agent handler (libuv's included) must not run in the
      * child before its dispositions are reset. */

@@ -2,8 +2,12 @@
  *
  * Promises:
  *  - A child runs `/bin/sh -c CMD` in a new process group (pgid == pid) with PR_SET_PDEATHSIG
- *    SIGKILL, stdin from /dev/null, stdout+stderr appended to `log_path`, the agent's environment
- *    plus `env`.
+ *    SIGKILL, stdin from /dev/null (or `stdin_path`), stdout+stderr appended to `log_path` (opened
+ * by the agent, before any privilege is dropped), and exactly the environment `env` (privilege.h
+ * builds it; NULL = PATH and LANG only): nothing of the agent's own environment.
+ *  - With `cred` (drop set), the child calls setgroups, setgid, then setuid, each checked (and
+ *    verified: the ids took, root cannot be regained), after chdir and before exec; any failure
+ *    is written to the log ("understudy: setuid nobody: EPERM") and the child exits 127.
  *  - The child does not exec before `before_exec(pgid)` has returned in the parent: that is where
  *    the agent registers the group with the guardian, so no instance can run unguarded.
  *  - When the group leader exits, the rest of the group is SIGKILLed (an instance is its whole
@@ -29,12 +33,14 @@ typedef struct us_proc us_proc;
 typedef void (*us_proc_exit_cb)(us_proc *p, int status, void *data);
 
 typedef struct us_proc_opts {
-    const char *cmd;        /* run with /bin/sh -c */
-    const char *const *env; /* extra "KEY=VALUE" strings, NULL-terminated; may be NULL */
-    const char *cwd;        /* NULL = the agent's */
-    const char *log_path;   /* NULL = /dev/null */
-    const char *pidfile;    /* NULL = none */
-    int timeout_ms;         /* 0 = none */
+    const char *cmd;            /* run with /bin/sh -c */
+    const char *const *env;     /* the whole environment, "KEY=VALUE" strings, NULL-terminated */
+    const struct us_cred *cred; /* NULL = run as the agent (privilege.h) */
+    const char *cwd;            /* NULL = the agent's */
+    const char *log_path;       /* NULL = /dev/null */
+    const char *stdin_path;     /* opened by the agent; NULL = /dev/null */
+    const char *pidfile;        /* NULL = none */
+    int timeout_ms;             /* 0 = none */
     void (*before_exec)(pid_t pgid, void *data); /* may be NULL */
     us_proc_exit_cb on_exit;                     /* required */
     void *data;

@@ -345,7 +345,7 @@ static void add_exec(us_service_def *d, const char *cmd)
 
 static us_checker *start(fixture *f, const us_service_def *d, rec *r)
 {
-    r->c = us_checker_start(&f->loop, d, NULL, NULL, NULL, on_change, r);
+    r->c = us_checker_start(&f->loop, d, NULL, NULL, NULL, NULL, on_change, r);
     assert_non_null(r->c);
     return r->c;
 }
@@ -492,7 +492,7 @@ static void test_no_checks(void **state)
     fixture *f = *state;
     us_service_def d;
     base_def(&d);
-    assert_null(us_checker_start(&f->loop, &d, NULL, NULL, NULL, on_change, NULL));
+    assert_null(us_checker_start(&f->loop, &d, NULL, NULL, NULL, NULL, on_change, NULL));
 }
 
 static void test_http_rise_fall(void **state)
@@ -706,7 +706,7 @@ static void test_exec(void **state)
     add_exec(&d, cmd);
     const char *env[] = {"US_CHECK_TEST=yes", NULL};
     rec *envr = new_rec(f);
-    envr->c = us_checker_start(&f->loop, &d, f->dir, env, log, on_change, envr);
+    envr->c = us_checker_start(&f->loop, &d, f->dir, env, NULL, log, on_change, envr);
     assert_non_null(envr->c);
     assert_true(wait_health(f, envr, US_HEALTH_HEALTHY, 3000));
     stop(envr);
@@ -732,7 +732,7 @@ static void test_exec_timeout_kills_group(void **state)
     add_exec(&d, cmd);
     rec *r = new_rec(f);
     r->stop_in_cb = true; /* also: stopping from inside the callback */
-    r->c = us_checker_start(&f->loop, &d, NULL, NULL, NULL, on_change, r);
+    r->c = us_checker_start(&f->loop, &d, NULL, NULL, NULL, NULL, on_change, r);
     assert_non_null(r->c);
     want_count one = {r, 1};
     assert_true(run_until(&f->loop, calls_at_least, &one, 3000));

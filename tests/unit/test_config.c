@@ -879,6 +879,148 @@ static void test_services_errors(void **state)
     }
 }
 
+/* ---- least privilege and logs: user, group, env, log_max, log_keep ---- */
+
+static void test_services_privilege_valid(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *text = "[service a]\n"
+                       "run = x\n"
+                       "user = www-data\n"
+                       "group = _daemon.grp\n"
+                       "env = A=1 B=\"two words\" 'C=it''s' D=\n" /* 5 */
+                       "env = E=x=y F=\"a \\\"q\\\" \\\\ b\" G=$HOME # comment\n"
+                       "log_max = 64K\n"
+                       "log_keep = 0\n"
+                       "[service b]\n"
+                       "run = y\n"
+                       "user = m$\n"
+                       "log_max = 0\n"
+                       "[service c]\n"
+                       "run = z\n"
+                       "log_max = 2G\n";
+    int rc = parse_svc(text, &err);
+    if (rc != 0)
+        fail_msg("%s", joined(&err));
+    const us_service_def *a = &g_set.svc[0];
+    assert_string_equal(a->user, "www-data");
+    assert_string_equal(a->group, "_daemon.grp");
+    assert_int_equal(a->n_env, 7);
+    assert_string_equal(a->env[0], "A=1");
+    assert_string_equal(a->env[1], "B=two words");
+    assert_string_equal(a->env[2], "C=its");
+    assert_string_equal(a->env[3], "D=");
+    assert_string_equal(a->env[4], "E=x=y");
+    assert_string_equal(a->env[5], "F=a \"q\" \\ b");
+    assert_string_equal(a->env[6], "G=$HOME"); /* no expansion */
+    assert_int_equal(a->log_max, 64 * 1024);
+    assert_int_equal(a->log_keep, 0);
+    const us_service_def *b = &g_set.svc[1];
+    assert_string_equal(b->user, "m$");
+    assert_string_equal(b->group, "");
+    assert_int_equal(b->n_env, 0);
+    assert_int_equal(b->log_max, 0);
+    assert_int_equal(b->log_keep, 3);
+    assert_int_equal(g_set.svc[2].log_max, (int64_t)2 * 1024 * 1024 * 1024);
+    assert_int_equal(g_set.svc[2].user[0], '\0');
+
+    /* Defaults. */
+    assert_int_equal(parse_svc("[service a]\nrun = x\n", &err), 0);
+    assert_int_equal(g_set.svc[0].log_max, 10 * 1024 * 1024);
+    assert_int_equal(g_set.svc[0].log_keep, 3);
+
+    /* Sizes. */
+    int64_t v;
+    assert_true(us_parse_size("1", &v) && v == 1);
+    assert_true(us_parse_size("10M", &v) && v == 10 * 1024 * 1024);
+    assert_true(us_parse_size("3k", &v) && v == 3072);
+    assert_true(us_parse_size("1024G", &v) && v == (int64_t)1 << 40);
+    assert_false(us_parse_size("1025G", &v));
+    assert_false(us_parse_size("", &v));
+    assert_false(us_parse_size("M", &v));
+    assert_false(us_parse_size("10 M", &v));
+    assert_false(us_parse_size("10MB", &v));
+    assert_false(us_parse_size("-1", &v));
+    assert_false(us_parse_size("1.5M", &v));
+
+    /* Names. */
+    assert_true(us_account_name_valid("nobody"));
+    assert_true(us_account_name_valid("_x"));
+    assert_true(us_account_name_valid("a.b-c_d"));
+    assert_false(us_account_name_valid(""));
+    assert_false(us_account_name_valid("1000"));
+    assert_false(us_account_name_valid("-x"));
+    assert_false(us_account_name_valid("a b"));
+    assert_false(us_account_name_valid("a:b"));
+    assert_false(us_account_name_valid("a/b"));
+    assert_false(us_account_name_valid("a$b"));
+    assert_false(us_account_name_valid("abcdefghijabcdefghijabcdefghijabc")); /* 33 */
+    assert_true(us_account_name_valid("abcdefghijabcdefghijabcdefghijab"));   /* 32 */
+}
+
+static void test_services_privilege_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        const char *frags[5];
+    } cases[] = {
+        {"[service a]\nrun = x\nuser = 1000\n",
+         {"svc.ini:3:", "key 'user' in [service a]", "expected a name of 1..32 characters",
+          "got '1000'"}},
+        {"[service a]\nrun = x\nuser = bad name\n", {"svc.ini:3:", "key 'user'", "got 'bad name'"}},
+        {"[service a]\nrun = x\nuser = \n", {"svc.ini:3:", "key 'user'", "got ''"}},
+        {"[service a]\nrun = x\ngroup = -wheel\n", {"svc.ini:3:", "key 'group'", "got '-wheel'"}},
+        {"[service a]\nrun = x\nuser = a\nuser = b\n",
+         {"svc.ini:4:", "duplicate key 'user'", "first set on line 3"}},
+        {"[service a]\nrun = x\nenv = 1A=x\n",
+         {"svc.ini:3:", "key 'env'", "KEY of [A-Za-z_][A-Za-z0-9_]*", "got '1A=x'"}},
+        {"[service a]\nrun = x\nenv = NOVALUE\n", {"svc.ini:3:", "key 'env'", "got 'NOVALUE'"}},
+        {"[service a]\nrun = x\nenv = =x\n", {"svc.ini:3:", "key 'env'", "got '=x'"}},
+        {"[service a]\nrun = x\nenv = A-B=x\n", {"svc.ini:3:", "key 'env'", "got 'A-B=x'"}},
+        {"[service a]\nrun = x\nenv = A=\"open\n",
+         {"svc.ini:3:", "key 'env'", "closed quotes", "got 'A=\"open'"}},
+        {"[service a]\nrun = x\nenv =\n", {"svc.ini:3:", "key 'env'", "one or more KEY=VALUE"}},
+        {"[service a]\nrun = x\nenv = UNDERSTUDY_ROLE=x\n",
+         {"svc.ini:3:", "key 'env'", "set by the agent", "got 'UNDERSTUDY_ROLE=x'"}},
+        {"[service a]\nrun = x\nenv = A=1\nenv = B=2 A=3\n",
+         {"svc.ini:4:", "key 'env'", "at most once", "got 'A=3'", "first set on line 3"}},
+        {"[service a]\nrun = x\nenv = A=1 B=2 C=3 D=4 E=5 F=6 G=7 H=8\n"
+         "env = I=1 J=2 K=3 L=4 M=5 N=6 O=7 P=8 Q=9 R=10\n",
+         {"svc.ini:4:", "key 'env'", "at most 16 assignments (US_MAX_ENV)", "got 'Q=9'"}},
+        {"[service a]\nrun = x\nlog_max = 10MB\n",
+         {"svc.ini:3:", "key 'log_max'", "K, M or G suffix", "got '10MB'"}},
+        {"[service a]\nrun = x\nlog_max = -1\n", {"svc.ini:3:", "key 'log_max'", "got '-1'"}},
+        {"[service a]\nrun = x\nlog_max = 2000G\n",
+         {"svc.ini:3:", "key 'log_max'", "at most 1024G", "got '2000G'"}},
+        {"[service a]\nrun = x\nlog_keep = 101\n",
+         {"svc.ini:3:", "key 'log_keep'", "0..100", "got '101'"}},
+        {"[service a]\nrun = x\nlog_kep = 1\n",
+         {"svc.ini:3:", "unknown key 'log_kep'", "did you mean 'log_keep'?"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        us_errors err;
+        memset(&g_set, 0x5A, sizeof g_set);
+        if (parse_svc(cases[i].text, &err) != -1)
+            fail_msg("case %zu accepted:\n%s", i, cases[i].text);
+        assert_int_equal(g_set.n, 0x5A5A5A5A); /* untouched */
+        for (int m = 0; m < err.n; m++) {
+            bool all = true;
+            for (int f = 0; f < 5 && cases[i].frags[f]; f++)
+                if (!strstr(err.msg[m], cases[i].frags[f]))
+                    all = false;
+            if (all)
+                goto found;
+        }
+        fail_msg("case %zu: no message has all fragments (first: %s); got:\n%s", i,
+                 cases[i].frags[1], joined(&err));
+    found:
+        if (err.n != 1)
+            fail_msg("case %zu: expected exactly one problem, got:\n%s", i, joined(&err));
+    }
+}
+
 /* The whole list of known keys fits in one message. */
 static void test_services_unknown_key_list(void **state)
 {
@@ -890,7 +1032,7 @@ static void test_services_unknown_key_list(void **state)
         "max_connections, check, check_interval, check_timeout, rise, fall, check_status, "
         "check_grace, on_failure, restart_backoff, max_restarts, restart_window, "
         "failure_threshold, failure_window, failure_cooldown, min_failover_interval, failback, "
-        "notify, notify_timeout)";
+        "notify, notify_timeout, user, group, env, log_max, log_keep)";
     us_errors err;
     assert_int_equal(parse_svc("[service a]\nrun = x\nbogus = 1\n", &err), -1);
     assert_int_equal(err.n, 1);
@@ -2206,6 +2348,8 @@ int main(void)
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_profiles),
         cmocka_unit_test(test_services_notify),
+        cmocka_unit_test(test_services_privilege_valid),
+        cmocka_unit_test(test_services_privilege_errors),
         cmocka_unit_test(test_node_check_creates_nothing),
         cmocka_unit_test(test_config_detect),
     };

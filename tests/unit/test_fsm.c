@@ -506,6 +506,39 @@ static void test_event_ring(void **state)
     assert_memory_equal(s, back, sizeof *s);
 }
 
+/* user, group, env, log_max, log_keep survive the state; older states get the log defaults. */
+static void test_privilege_fields_roundtrip(void **state)
+{
+    (void)state;
+    us_service_def *d = track(calloc(1, sizeof *d)), *d2 = track(calloc(1, sizeof *d2));
+    mk_svc(d, "web");
+    us_strlcpy(d->user, "www-data", US_USER_MAX);
+    us_strlcpy(d->group, "web", US_USER_MAX);
+    d->n_env = 2;
+    us_strlcpy(d->env[0], "A=1", US_ENV_MAX);
+    us_strlcpy(d->env[1], "B=two words", US_ENV_MAX);
+    d->log_max = (int64_t)3 << 30;
+    d->log_keep = 7;
+    json_t *j = us_service_def_to_json(d);
+    assert_int_equal(us_service_def_from_json(d2, j), 0);
+    assert_memory_equal(d, d2, sizeof *d);
+    json_object_del(j, "log_max");
+    json_object_del(j, "log_keep");
+    json_object_del(j, "env");
+    json_object_del(j, "user");
+    assert_int_equal(us_service_def_from_json(d2, j), 0);
+    assert_int_equal(d2->log_max, US_LOG_MAX_DEFAULT);
+    assert_int_equal(d2->log_keep, US_LOG_KEEP_DEFAULT);
+    assert_int_equal(d2->n_env, 0);
+    assert_string_equal(d2->user, "");
+    json_t *many = json_array();
+    for (int i = 0; i <= US_MAX_ENV; i++)
+        json_array_append_new(many, json_string("K=v"));
+    json_object_set_new(j, "env", many);
+    assert_int_equal(us_service_def_from_json(d2, j), -1); /* too many */
+    json_decref(j);
+}
+
 static void test_self_healing_fields_roundtrip(void **state)
 {
     (void)state;
@@ -1718,6 +1751,7 @@ int main(void)
         cmocka_unit_test_teardown(test_drain_pause_reset, teardown),
         cmocka_unit_test_teardown(test_event_ring, teardown),
         cmocka_unit_test_teardown(test_self_healing_fields_roundtrip, teardown),
+        cmocka_unit_test_teardown(test_privilege_fields_roundtrip, teardown),
         cmocka_unit_test_teardown(test_services_add_keep_delete, teardown),
         cmocka_unit_test_teardown(test_services_same_set_twice_is_noop, teardown),
         cmocka_unit_test_teardown(test_services_empty_set_deletes_all, teardown),

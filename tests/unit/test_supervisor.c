@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "privilege.h"
 #include "supervisor.h"
 
 typedef struct fixture {
@@ -259,6 +260,7 @@ static void test_env_cwd_stdin_fds_signals(void **state)
     int leak = open("/dev/null", O_RDONLY);
     assert_true(leak >= 0);
 
+    /* `env` is the whole environment: nothing of the agent's (US_T_KEEP) reaches the child. */
     const char *env[] = {"US_T_OVERRIDE=new", "US_T_EXTRA=x y", NULL};
     result r = {0};
     us_proc_opts o = {
@@ -279,12 +281,77 @@ static void test_env_cwd_stdin_fds_signals(void **state)
     assert_int_equal(r.status, 0);
     char want[1024];
     snprintf(want, sizeof want,
-             "new|kept|x y\n1\n%s\nstdin-eof\n0 1 2 \nSigBlk:\t0000000000000000\n"
+             "new||x y\n1\n%s\nstdin-eof\n0 1 2 \nSigBlk:\t0000000000000000\n"
              "SigIgn:\t0000000000000000\n",
              f->dir);
     assert_string_equal(slurp(log), want);
     unsetenv("US_T_OVERRIDE");
     unsetenv("US_T_KEEP");
+}
+
+/* Credentials: setgroups, setgid, setuid before exec; the log file opened by the agent stays
+ * writable; a stdin file the user could not open itself is still read. Needs root. */
+static void test_run_as_user(void **state)
+{
+    fixture *f = *state;
+    if (geteuid() != 0) {
+        print_message("SKIPPED: switching users needs root (running as uid %d)\n", (int)geteuid());
+        skip();
+    }
+    us_cred cred;
+    char why[256];
+    assert_int_equal(us_cred_resolve("nobody", "", "n1", &cred, why, sizeof why), 0);
+    assert_true(cred.drop && cred.set_user);
+    char log[PATH_MAX], in[PATH_MAX];
+    path_in(f, "as-user.log", log);
+    path_in(f, "stdin.txt", in);
+    FILE *fi = fopen(in, "w");
+    assert_non_null(fi);
+    fputs("secret-input\n", fi);
+    fclose(fi);
+    chmod(in, 0600);
+    chmod(f->dir, 0700); /* neither readable nor searchable for nobody */
+    us_env_spec spec = us_env_spec_for(NULL, &cred, NULL);
+    char **env = us_env_build(&spec);
+    assert_non_null(env);
+    result r = {0};
+    us_proc_opts o = {.cmd = "grep -E '^(Uid|Gid|Groups):' /proc/self/status | tr '\\t' ' '; "
+                             "read x; echo \"$x|$HOME|$USER|$LOGNAME\"; echo $PATH",
+                      .env = (const char *const *)env,
+                      .cred = &cred,
+                      .cwd = f->dir,
+                      .log_path = log,
+                      .stdin_path = in,
+                      .on_exit = on_exit_cb,
+                      .data = &r};
+    spawn(f, &o);
+    free(env);
+    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_int_equal(r.status, 0);
+    char want[PATH_MAX + 1024];
+    snprintf(want, sizeof want,
+             "Uid: %d %d %d %d\nGid: %d %d %d %d\nGroups: %d \n"
+             "secret-input|%s|nobody|nobody\n%s\n",
+             (int)cred.uid, (int)cred.uid, (int)cred.uid, (int)cred.uid, (int)cred.gid,
+             (int)cred.gid, (int)cred.gid, (int)cred.gid, (int)cred.gid, cred.home, US_SAFE_PATH);
+    assert_string_equal(slurp(log), want);
+
+    /* A group alone: uid stays, the group and no supplementary group of the agent's. */
+    assert_int_equal(us_cred_resolve("", "nogroup", "n1", &cred, why, sizeof why), 0);
+    assert_true(cred.drop && !cred.set_user);
+    memset(&r, 0, sizeof r);
+    path_in(f, "as-group.log", log);
+    us_proc_opts g = {.cmd = "grep -E '^(Uid|Gid|Groups):' /proc/self/status | tr '\\t' ' '",
+                      .cred = &cred,
+                      .log_path = log,
+                      .on_exit = on_exit_cb,
+                      .data = &r};
+    spawn(f, &g);
+    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_int_equal(r.status, 0);
+    snprintf(want, sizeof want, "Uid: 0 0 0 0\nGid: %d %d %d %d\nGroups: %d \n", (int)cred.gid,
+             (int)cred.gid, (int)cred.gid, (int)cred.gid, (int)cred.gid);
+    assert_string_equal(slurp(log), want);
 }
 
 static void test_bad_spawn_arguments(void **state)
@@ -639,6 +706,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exit_status_and_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_killed_by_signal_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_cwd_stdin_fds_signals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_as_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_spawn_arguments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_grace_kills_term_ignorer, setup, teardown),
