@@ -357,7 +357,7 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t 
     raft_leader(&a->raft, &leader_id, &leader_addr);
     bool ack = leader_id == p->id && term == raft_current_term(&a->raft);
     /* Leases are granted by every voter (lease.h), unless we revoked this node. */
-    bool grant = json_is_true(json_object_get(msg, "lease")) && !p->revoked &&
+    bool grant = json_is_true(json_object_get(msg, "lease")) && !p->revoked && !p->revoke_unsaved &&
                  us_agent_is_voter(a, us_node_id(a->cfg.name));
     if (grant)
         p->granted_ms = now;
@@ -733,12 +733,16 @@ static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
     int64_t stale_after = us_lease_stale_after(&a->cfg.timing);
     uint64_t version = a->fsm.state.version;
     bool holds = us_state_holds_active(&a->fsm.state, p->name);
-    if (!holds)
+    if (!holds) {
         p->holds_since_ms = -1;
-    else if (p->holds_since_ms < 0)
+        p->revoke_unsaved = false;
+    } else if (p->holds_since_ms < 0) {
         p->holds_since_ms = now;
+    }
     if (p->revoked && !holds && version > p->revoked_version) {
-        p->revoked = false; /* its roles were released since: it may earn a lease again */
+        /* Its roles were released since: it may earn a lease again. Should the file keep the old
+         * revocation (a failed write), a restart only withholds grants until the same release. */
+        p->revoked = false;
         save_revocations(a);
     }
     if (now - a->started_ms < stale_after) /* granted before a restart? */
@@ -749,7 +753,12 @@ static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
     if (age > stale_after && holds && !p->revoked && now - p->holds_since_ms > stale_after) {
         p->revoked = true;
         p->revoked_version = version;
-        save_revocations(a);
+        /* Announced (stale) only once durable: a voter that forgot a revocation it announced could
+         * grant a holder the leader already counts as cut off. Until the write succeeds (it is
+         * tried again each heartbeat) we grant this holder nothing and announce nothing. */
+        p->revoke_unsaved = save_revocations(a) != 0;
+        if (p->revoke_unsaved)
+            p->revoked = false;
     }
     return json_pack("{s:I, s:b, s:o}", "age", (json_int_t)age, "stale",
                      p->revoked && age > stale_after, "v", us_u64_json(version));
@@ -1196,9 +1205,8 @@ static void kill_leftovers(const char *run_dir)
  * microseconds is the floor, for a node whose data_dir was lost. */
 static int next_incarnation(const char *data_dir, uint64_t *out, char *err, size_t errlen)
 {
-    char path[PATH_MAX + 16], tmp[PATH_MAX + 24];
+    char path[PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/incarnation", data_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     unsigned long long last = 0;
     FILE *f = fopen(path, "r");
     if (f) {
@@ -1210,21 +1218,10 @@ static int next_incarnation(const char *data_dir, uint64_t *out, char *err, size
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t floor_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
     uint64_t inc = last + 1 > floor_us ? last + 1 : floor_us;
-    char text[32];
+    char text[32], why[PATH_MAX + 128];
     int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)inc);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && write(fd, text, (size_t)len) == len && fsync(fd) == 0;
-    if (fd >= 0 && close(fd) != 0)
-        ok = false;
-    ok = ok && rename(tmp, path) == 0;
-    int dfd = ok ? open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    ok = ok && dfd >= 0 && fsync(dfd) == 0;
-    if (dfd >= 0)
-        close(dfd);
-    if (!ok) {
-        snprintf(err, errlen, "cannot record this agent's incarnation in %.300s: %s", path,
-                 strerror(errno));
-        unlink(tmp);
+    if (us_write_file_durable(path, text, (size_t)len, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cannot record this agent's incarnation: %.400s", why);
         return -1;
     }
     *out = inc;

@@ -58,9 +58,10 @@ typedef struct us_peer {
     int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
     /* Leases (lease.h). As a voter we grant this peer; as a requester it grants us (if it votes).
      */
-    int64_t granted_ms;       /* when we last granted it a renewal, -1 = not since we started */
-    bool revoked;             /* we grant it nothing until it holds no active role */
-    int64_t holds_since_ms;   /* when we first saw it holding an active role, -1 = it holds none */
+    int64_t granted_ms;     /* when we last granted it a renewal, -1 = not since we started */
+    bool revoked;           /* we grant it nothing until it holds no active role */
+    bool revoke_unsaved;    /* a revocation we could not make durable: grant nothing, say nothing */
+    int64_t holds_since_ms; /* when we first saw it holding an active role, -1 = it holds none */
     uint64_t revoked_version; /* state version when we revoked it (persisted, lease.h) */
     int64_t grant_t0;         /* send time of our latest request it granted, -1 = none */
     uint64_t grant_v;         /* its state version when it granted that request */
