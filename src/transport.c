@@ -541,7 +541,7 @@ static void on_hello(us_conn *c)
         log_inbound(w, "the peer has none of our cluster keys");
         c->reply[4] = 1;
         memset(c->reply + 5, 0, REPLY_LEN - 5);
-        if (hs_write(c, c->reply, REPLY_HDR_LEN) == 0)
+        if (hs_write(c, c->reply, REPLY_LEN) == 0)
             conn_close(c, -EACCES);
         return;
     }
