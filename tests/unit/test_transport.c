@@ -141,13 +141,19 @@ static void accept_cb(struct raft_uv_transport *t, raft_id id, const char *addre
     uv_read_start(stream, in_alloc, in_read);
 }
 
-static void node_start(node *n, const us_keyring *keys, const char *name, raft_id id)
+static void node_start_in(node *n, const us_keyring *keys, const char *cluster, const char *name,
+                          raft_id id)
 {
     memset(n, 0, sizeof *n);
     snprintf(n->addr, sizeof n->addr, "127.0.0.1:%d", free_port());
-    assert_int_equal(us_transport_init(&n->w, &loop, 1000, keys, "test", name), 0);
+    assert_int_equal(us_transport_init(&n->w, &loop, 1000, keys, cluster, name), 0);
     assert_int_equal(n->w.t.init(&n->w.t, id, n->addr), 0);
     assert_int_equal(n->w.t.listen(&n->w.t, accept_cb), 0);
+}
+
+static void node_start(node *n, const us_keyring *keys, const char *name, raft_id id)
+{
+    node_start_in(n, keys, "test", name, id);
 }
 
 static void closed_cb(struct raft_uv_transport *t)
@@ -308,6 +314,58 @@ static void test_wrong_key(void **state)
     assert_int_equal(us_transport_stats_get(&a.w)->accepted, 0);
     node_stop(&a);
     node_stop(&c);
+}
+
+/* The cluster name is part of the transcript: same key, other cluster name, no connection. */
+static void test_other_cluster_name(void **state)
+{
+    (void)state;
+    us_keyring k = ring(key_old, NULL);
+    node a, b;
+    node_start(&a, &k, "alpha", 1);
+    node_start_in(&b, &k, "prod", "beta", 2);
+    conn_res r;
+    do_connect(&b, &a, &r);
+    assert_int_not_equal(r.status, 0);
+    run_for(100);
+    assert_int_equal(a.accepts, 0);
+    assert_int_equal(us_transport_stats_get(&a.w)->accepted, 0);
+    node_stop(&a);
+    node_stop(&b);
+}
+
+/* A receiver that does not read: the sender's writes stall (bounded buffering in between), and
+ * once it reads again everything arrives intact. */
+static void test_backpressure(void **state)
+{
+    (void)state;
+    us_keyring k = ring(key_old, NULL);
+    node a, b;
+    node_start(&a, &k, "alpha", 1);
+    node_start(&b, &k, "beta", 2);
+    conn_res r;
+    do_connect(&a, &b, &r);
+    assert_int_equal(r.status, 0);
+    assert_true(WAIT_FOR(b.accepts == 1, 2000));
+    uv_read_stop(b.in);
+    size_t chunk = 1u << 20;
+    int n = 48;
+    unsigned char *msg = malloc(chunk * (size_t)n);
+    for (size_t i = 0; i < chunk * (size_t)n; i++)
+        msg[i] = (unsigned char)(i * 13 + (i >> 17));
+    for (int i = 0; i < n; i++)
+        stream_write(r.stream, msg + (size_t)i * chunk, chunk);
+    run_for(1000);
+    /* Kernel socket buffers plus at most a few MiB in the relays: most writes are still queued. */
+    print_message("writes done while the receiver does not read: %d of %d\n", writes_done, n);
+    assert_true(writes_done < n / 2);
+    uv_read_start(b.in, in_alloc, in_read);
+    assert_true(WAIT_FOR(b.rx_len == chunk * (size_t)n && writes_done == n, 30000));
+    assert_memory_equal(b.rx, msg, chunk * (size_t)n);
+    free(msg);
+    uv_close((uv_handle_t *)r.stream, stream_free);
+    node_stop(&a);
+    node_stop(&b);
 }
 
 static int raw_connect(const char *addr)
@@ -683,6 +741,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_stream_intact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_cluster_name, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_and_half_handshakes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handshake_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc, setup, teardown),
