@@ -94,12 +94,13 @@ const us_transport_stats *us_transport_stats_get(const us_transport *w);
  * (also on timeout or when the transport closes): 0 with the response, or -errno (-ETIMEDOUT,
  * -ECONNREFUSED, -EACCES when the peer does not prove the cluster key, -ECONNRESET, -ECANCELED
  * when the transport closes). Request and response bodies at most US_TRANSPORT_RPC_MAX bytes.
- * Returns 0 (cb will be called) or -errno (cb will not be called). Works once libraft has
- * initialized the transport and until libraft closes it. */
+ * Returns 0 (cb will be called) or -errno (cb will not be called; -ESHUTDOWN once libraft has
+ * closed the transport). Before libraft's init() the request carries no Raft id or address. */
 int us_transport_rpc(us_transport *w, const char *address, const char *body, size_t len,
                      unsigned timeout_ms, us_rpc_reply_cb cb, void *data);
-/* Requests from authenticated peers go to h (peer_name is the peer's authenticated node name);
- * without a handler they are refused (the connection is closed). */
+/* Requests from authenticated peers go to h: peer_name is the node name the peer sent inside the
+ * authenticated handshake (any holder of the cluster key is trusted to name itself); body is valid
+ * during the call only. Without a handler requests are refused (the connection is closed). */
 void us_transport_set_rpc_handler(us_transport *w, us_rpc_handler h, void *data);
 /* Answer once (may be called later, from another callback, also after the transport closed); the
  * ctx is freed by it. If the connection went away meanwhile the answer is dropped. Every ctx
