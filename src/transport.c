@@ -509,7 +509,7 @@ static const unsigned char *find_key(const us_transport *w, const unsigned char 
                                      uint32_t *id)
 {
     for (int i = 0; i < n; i++) {
-        const unsigned char *k = us_keyring_find(&w->keys, get32(ids + 4 * i));
+        const unsigned char *k = us_keyring_find(w->keys, get32(ids + 4 * i));
         if (k) {
             *id = get32(ids + 4 * i);
             return k;
@@ -911,10 +911,15 @@ static void on_connected(uv_connect_t *req, int status)
     tune(w, &c->tcp);
     memcpy(c->hello, MAGIC, 4);
     c->hello[4] = c->purpose;
-    c->hello[5] = (unsigned char)w->keys.n;
+    int n = w->keys->n;
+    if (n < 1 || n > US_KEYS_MAX) {
+        conn_close(c, -EACCES);
+        return;
+    }
+    c->hello[5] = (unsigned char)n;
     memset(c->hello + 6, 0, 8);
-    for (int i = 0; i < w->keys.n; i++)
-        put32(c->hello + 6 + 4 * i, w->keys.id[i]);
+    for (int i = 0; i < n; i++)
+        put32(c->hello + 6 + 4 * i, w->keys->id[i]);
     randombytes_buf(c->hello + 14, NONCE_LEN);
     if (hs_write(c, c->hello, HELLO_LEN) != 0)
         return;
@@ -1023,7 +1028,7 @@ int us_transport_init(us_transport *w, uv_loop_t *loop, unsigned user_timeout_ms
     memset(w, 0, sizeof *w);
     w->loop = loop;
     w->user_timeout_ms = user_timeout_ms;
-    w->keys = *keys;
+    w->keys = keys;
     snprintf(w->cluster, sizeof w->cluster, "%s", cluster);
     snprintf(w->name, sizeof w->name, "%s", self_name);
     uv_tcp_init(loop, &w->listener);
@@ -1041,7 +1046,7 @@ int us_transport_init(us_transport *w, uv_loop_t *loop, unsigned user_timeout_ms
 
 void us_transport_close(us_transport *w)
 {
-    sodium_memzero(&w->keys, sizeof w->keys);
+    w->keys = NULL;
 }
 
 const us_transport_stats *us_transport_stats_get(const us_transport *w)

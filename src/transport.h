@@ -64,7 +64,7 @@ typedef struct us_transport {
     struct raft_uv_transport t; /* what libraft uses */
     uv_loop_t *loop;
     unsigned user_timeout_ms;
-    us_keyring keys;
+    const us_keyring *keys; /* read in place */
     char cluster[US_TRANSPORT_NAME_MAX + 1];
     char name[US_TRANSPORT_NAME_MAX + 1];
     raft_id id;
@@ -81,11 +81,13 @@ typedef struct us_transport {
     uint64_t log_in_ms, log_out_ms; /* rate limits of the warnings */
 } us_transport;
 
-/* 0 or a raft error code. `keys` (copied) is the cluster keyring, `cluster` the cluster name and
- * `self_name` this node's name (both sent authenticated; at most US_TRANSPORT_NAME_MAX bytes). */
+/* 0 or a raft error code. `keys` is the cluster keyring, read in place (not copied): it must
+ * outlive the transport, and when its contents are replaced (SIGHUP reloads the key file) new
+ * handshakes use the new keys while established connections keep their session keys. `cluster`
+ * is the cluster name and `self_name` this node's name (at most US_TRANSPORT_NAME_MAX bytes). */
 int us_transport_init(us_transport *w, uv_loop_t *loop, unsigned user_timeout_ms,
                       const us_keyring *keys, const char *cluster, const char *self_name);
-/* After raft_close() completed (libraft closed the transport): wipes the keys. */
+/* After raft_close() completed (libraft closed the transport). */
 void us_transport_close(us_transport *w);
 
 const us_transport_stats *us_transport_stats_get(const us_transport *w);

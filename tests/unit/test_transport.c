@@ -688,6 +688,11 @@ static void test_rotation(void **state)
     uv_close((uv_handle_t *)r.stream, stream_free);
     do_connect(&y, &z, &r); /* no common key */
     assert_int_not_equal(r.status, 0);
+    /* The keyring is read in place: y reloads its key file as [new, old] and now gets in. */
+    old = ring(key_new, key_old);
+    do_connect(&y, &z, &r);
+    assert_int_equal(r.status, 0);
+    uv_close((uv_handle_t *)r.stream, stream_free);
     rpc_res q = {0};
     assert_int_equal(us_transport_rpc(&x.w, y.addr, "echo a", 6, 2000, reply_cb, &q), 0);
     assert_true(WAIT_FOR(q.done, 3000));
