@@ -606,7 +606,7 @@ static void on_reply(us_conn *c)
     unsigned char mac_r[MAC_LEN];
     derive(c, key, mac_r);
     if (crypto_verify_32(mac_r, h + REPLY_HDR_LEN) != 0) {
-        log_outbound(w, c, "failed to prove the cluster key");
+        log_outbound(w, c, "failed to prove the cluster key (another key or cluster name?)");
         conn_close(c, -EACCES);
         return;
     }
@@ -839,7 +839,11 @@ static void tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->state == S_CLOSING || nread == 0)
         return;
     if (nread < 0) {
-        if (c->kind == K_IN && c->counted_hs) {
+        if (c->kind == K_IN && c->counted_hs && c->state == S_WAIT_AUTH) {
+            /* It had our proof and went away: it holds another key or cluster name. */
+            c->w->stats.rejected_auth++;
+            log_inbound(c->w, "the peer gave up after our proof (another key or cluster name?)");
+        } else if (c->kind == K_IN && c->counted_hs) {
             c->w->stats.rejected_malformed++;
             log_inbound(c->w, "closed during the handshake");
         }

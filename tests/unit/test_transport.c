@@ -330,6 +330,7 @@ static void test_other_cluster_name(void **state)
     run_for(100);
     assert_int_equal(a.accepts, 0);
     assert_int_equal(us_transport_stats_get(&a.w)->accepted, 0);
+    assert_int_equal(us_transport_stats_get(&a.w)->rejected_auth, 1);
     node_stop(&a);
     node_stop(&b);
 }
