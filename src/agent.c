@@ -1235,7 +1235,8 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
     snprintf(dir, sizeof dir, "%s/raft", c->data_dir);
     mkdir(dir, 0700);
     /* Half an election timeout: a stuck connection is replaced before the leader gives up. */
-    int rc = us_transport_init(&a->transport, a->loop, (unsigned)c->timing.election_ms / 2);
+    int rc = us_transport_init(&a->transport, a->loop, (unsigned)c->timing.election_ms / 2,
+                               &c->keys, c->cluster_name, c->name);
     if (rc == 0)
         rc = raft_uv_init(&a->io, a->loop, dir, &a->transport.t);
     if (rc != 0) {
