@@ -331,6 +331,22 @@ static void cluster_metrics(us_mtext *t, us_agent *a)
         us_mtext_sample(t, "understudy_cluster_messages_rejected_total",
                         L("reason", us_net_reject_name((us_net_reject_reason)i)),
                         (double)a->net.rejected[i]);
+    const us_transport_stats *ts = us_transport_stats_get(&a->transport);
+    counter(t, "understudy_raft_connections_total",
+            "Inbound Raft and RPC connections on the cluster port, by outcome: accepted (both ends "
+            "proved the cluster key), auth (a wrong key or proof), malformed, timeout (no "
+            "handshake within 1 s), overflow (too many handshakes at once).");
+    const struct {
+        const char *result;
+        uint64_t n;
+    } conns[] = {{"accepted", ts->accepted},
+                 {"auth", ts->rejected_auth},
+                 {"malformed", ts->rejected_malformed},
+                 {"timeout", ts->timeouts},
+                 {"overflow", ts->overflow}};
+    for (size_t i = 0; i < sizeof conns / sizeof conns[0]; i++)
+        us_mtext_sample(t, "understudy_raft_connections_total", L("result", conns[i].result),
+                        (double)conns[i].n);
 }
 
 static void node_metrics(us_mtext *t, us_agent *a)

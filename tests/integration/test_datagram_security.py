@@ -257,6 +257,16 @@ def test_key_rotation_without_failover(cluster):
     c.wait_until(moved, 30, "web to move off the killed %s" % active)
     r = c.cli("events", "--json", "--node", active, node=others[0])
     assert "guardian on %s reports that its agent died" % active in r.stdout, r.stdout
+    # The killed node comes back: new Raft connections, handshaken with the new key only.
+    c.wait_exit(active, 10)
+    c.restart(active)
+
+    def back():
+        st = c.status(others[0])
+        return st if all(x["state"] == "alive" for x in st["nodes"]) and len(st["nodes"]) == 3 else None
+
+    c.wait_until(back, 30, "%s back in the cluster under the new key" % active)
+    c.wait_until(lambda: c.status(active)["cluster"]["has_quorum"], 30, "%s to see the leader" % active)
     for n in others:
         assert rejected(c, n)["auth"] == counts0[n]["auth"] + (1 if n == ld else 0), n
     assert_no_overlap(c.overlap_log)
