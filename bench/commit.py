@@ -33,18 +33,30 @@ class Cluster(LoopCluster):
 def measure(cl, runs, out):
     cl.start_all()
     cl.apply()
-    st = cl.wait("web placed", lambda: (lambda s: s if s and any(
-        x.get("name") == "web" and x.get("active") for x in s.get("services", [])) else None)(cl.status()),
-        STEADY_TIMEOUT_S)
-    leader = st["cluster"]["leader"]
-    for i in range(runs):
+
+    def steady():
+        # Placed, and the leader moved off the active's node (the controller does that at once).
+        s = cl.status()
+        if not s or not s["cluster"].get("leader"):
+            return None
+        web = [x for x in s.get("services", []) if x.get("name") == "web" and x.get("active")]
+        return s if web and web[0]["active"] != s["cluster"]["leader"] else None
+
+    leader = cl.wait("web placed, leader apart", steady, STEADY_TIMEOUT_S)["cluster"]["leader"]
+    i = retries = 0
+    while i < runs:
         action = "pause" if i % 2 == 0 else "resume"
         t0 = time.monotonic()
         code, body = http_call(cl.api[leader], "POST", "/v1/services/web/%s?by=bench" % action, 5.0)
         dt = (time.monotonic() - t0) * 1000.0
+        if code in (421, 503) and retries < 20:  # leadership moved: ask the new leader
+            retries += 1
+            leader = cl.wait("a leader", steady, STEADY_TIMEOUT_S)["cluster"]["leader"]
+            continue
         if code not in (200, 202):
             raise BenchError("%s: HTTP %d %r" % (action, code, body[:200]))
         out.append(dt)
+        i += 1
 
 
 def main():

@@ -822,6 +822,8 @@ enum {
     SK_HOLD,
     SK_DRAIN,
     SK_MAX_CONNS,
+    SK_MAX_PER_SOURCE,
+    SK_IDLE_TIMEOUT,
     SK_CHECK,
     SK_CHECK_INTERVAL,
     SK_CHECK_TIMEOUT,
@@ -866,6 +868,8 @@ static const char *const svc_keys[SK_COUNT] = {
     "hold",
     "drain",
     "max_connections",
+    "max_connections_per_source",
+    "idle_timeout",
     "check",
     "check_interval",
     "check_timeout",
@@ -893,7 +897,8 @@ static const char *const svc_keys[SK_COUNT] = {
 #define SVC_KNOWN_KEYS                                                                             \
     "run, standby, promote, demote, standbys, nodes, hook_timeout, stop_timeout, vip, "            \
     "vip_announce_count, vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, "  \
-    "drain, max_connections, check, check_interval, check_timeout, rise, fall, check_status, "     \
+    "drain, max_connections, max_connections_per_source, idle_timeout, check, check_interval, "    \
+    "check_timeout, rise, fall, check_status, "                                                    \
     "check_grace, on_failure, restart_backoff, max_restarts, restart_window, failure_threshold, "  \
     "failure_window, failure_cooldown, min_failover_interval, failback, notify, notify_timeout, "  \
     "user, group, env, log_max, log_keep"
@@ -958,7 +963,8 @@ static void svc_finish(svc_ctx *c)
         {SK_ANNOUNCE_COUNT, SK_VIP},  {SK_ANNOUNCE_INTERVAL, SK_VIP},
         {SK_ANNOUNCE_REPEAT, SK_VIP}, {SK_BACKEND_HOST, SK_PROXY},
         {SK_HOLD, SK_PROXY},          {SK_DRAIN, SK_PROXY},
-        {SK_MAX_CONNS, SK_PROXY},     {SK_CHECK_INTERVAL, SK_CHECK},
+        {SK_MAX_CONNS, SK_PROXY},     {SK_MAX_PER_SOURCE, SK_PROXY},
+        {SK_IDLE_TIMEOUT, SK_PROXY},  {SK_CHECK_INTERVAL, SK_CHECK},
         {SK_CHECK_TIMEOUT, SK_CHECK}, {SK_RISE, SK_CHECK},
         {SK_FALL, SK_CHECK},          {SK_CHECK_STATUS, SK_CHECK},
         {SK_CHECK_GRACE, SK_CHECK},   {SK_NOTIFY_TIMEOUT, SK_NOTIFY},
@@ -1016,6 +1022,8 @@ static void svc_defaults(us_service_def *d)
     d->hold_ms = 5000;
     d->drain_ms = 10000;
     d->max_conns = 4096;
+    d->max_per_source = 256;
+    d->idle_ms = 3600000;
     d->check_interval_ms = 1000;
     d->check_timeout_ms = 500;
     d->rise = 2;
@@ -1950,6 +1958,12 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
         break;
     case SK_MAX_CONNS:
         svc_int(c, line, key, value, 1, 1000000, &d->max_conns);
+        break;
+    case SK_MAX_PER_SOURCE:
+        svc_int(c, line, key, value, 1, 1000000, &d->max_per_source);
+        break;
+    case SK_IDLE_TIMEOUT:
+        svc_duration(c, line, key, value, &d->idle_ms, true);
         break;
     case SK_CHECK:
         svc_check(c, line, value);

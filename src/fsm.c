@@ -189,6 +189,8 @@ json_t *us_service_def_to_json(const us_service_def *d)
     json_object_set_new(j, "hold_ms", json_integer(d->hold_ms));
     json_object_set_new(j, "drain_ms", json_integer(d->drain_ms));
     json_object_set_new(j, "max_conns", json_integer(d->max_conns));
+    json_object_set_new(j, "max_per_source", json_integer(d->max_per_source));
+    json_object_set_new(j, "idle_ms", json_integer(d->idle_ms));
     json_t *checks = json_array();
     for (int i = 0; i < d->n_checks; i++)
         json_array_append_new(checks, check_to_json(&d->checks[i]));
@@ -283,6 +285,9 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
     d->hold_ms = jint(j, "hold_ms");
     d->drain_ms = jint(j, "drain_ms");
     d->max_conns = jint(j, "max_conns");
+    /* Absent from states written before these keys: no per-source limit, no idle timeout. */
+    d->max_per_source = jint(j, "max_per_source");
+    d->idle_ms = jint(j, "idle_ms");
     json_t *checks = json_object_get(j, "checks");
     if (json_array_size(checks) > US_MAX_CHECKS)
         return -1;

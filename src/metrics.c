@@ -569,6 +569,13 @@ static void proxy_metrics(us_mtext *t, us_agent *a)
         {"understudy_proxy_connections_refused_total",
          "Connections closed at accept because the proxy was at max_conns.",
          offsetof(us_proxy_stats, refused_limit)},
+        {"understudy_proxy_connections_refused_source_total",
+         "Connections closed at accept because their client address already held "
+         "max_connections_per_source.",
+         offsetof(us_proxy_stats, refused_source)},
+        {"understudy_proxy_connections_idle_closed_total",
+         "Forwarding connections closed after idle_timeout without a byte either way.",
+         offsetof(us_proxy_stats, idle_closed)},
     };
     for (int c = 0; c < N_OF(counters); c++) {
         counter(t, counters[c].name, counters[c].help);

@@ -83,6 +83,8 @@ typedef struct us_service_def {
     int hold_ms;                    /* how long a new connection may wait for an active (5000) */
     int drain_ms;                   /* planned switchover: open connections may finish (10000) */
     int max_conns;                  /* connection limit per proxy and node (4096) */
+    int max_per_source;             /* ... from one client address (256; 0 = max_conns) */
+    int idle_ms;                    /* close a connection idle this long (1h; 0 = never) */
     /* Health checks: run on the active and on hot standbys (a cold standby runs nothing to check).
      * A probe runs every check; it passes when all pass. `rise` passes in a row make the instance
      * healthy, `fall` failures in a row unhealthy. After a start, failures count only once a probe

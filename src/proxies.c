@@ -64,7 +64,11 @@ static void ensure(us_agent *a, const us_service_def *d, const us_assignment *as
                 x = &a->proxies[i];
         if (!x || now < x->retry_ms)
             return;
-        us_proxy_opts o = {.name = d->name, .hold_ms = d->hold_ms, .max_conns = d->max_conns};
+        us_proxy_opts o = {.name = d->name,
+                           .hold_ms = d->hold_ms,
+                           .max_conns = d->max_conns,
+                           .max_per_source = d->max_per_source,
+                           .idle_ms = d->idle_ms};
         char err[256];
         if (us_proxy_start(a->loop, d->proxy_listen, &o, &x->proxy, err, sizeof err) != 0) {
             us_error("proxy %s: %s (retrying)", d->name, err);

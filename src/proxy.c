@@ -67,6 +67,8 @@ struct conn {
     uv_timer_t *timer; /* connect timeout, or the delay before a retry */
     uint64_t deadline; /* hold deadline, loop time */
     uint64_t epoch;    /* target epoch the backend was chosen under (open only) */
+    uint32_t src;      /* the client's IPv4 address (network order) */
+    uint64_t active;   /* loop time of the last readiness of an open connection */
     dir up, down;      /* client -> backend, backend -> client */
 };
 
@@ -85,18 +87,18 @@ struct us_proxy {
     uv_loop_t *loop;
     char name[64];
     char listen[64];
-    int hold_ms, max_conns, connect_timeout_ms;
+    int hold_ms, max_conns, connect_timeout_ms, max_per_source, idle_ms;
     int lfd, epfd;
     uv_poll_t *epoll;
-    uv_timer_t *hold_timer, *pause_timer;
+    uv_timer_t *hold_timer, *pause_timer, *idle_timer;
     bool has_target;
     struct sockaddr_in target;
     uint64_t epoch;
     clist held, connecting, open;
     bool in_batch;
     conn *graveyard; /* closed during the current batch, chained by next */
-    uint64_t accepted, forwarded, failed, refused_limit;
-    ratelog limit_log, fail_log, accept_log;
+    uint64_t accepted, forwarded, failed, refused_limit, refused_source, idle_closed;
+    ratelog limit_log, fail_log, accept_log, source_log;
     int pool[PIPE_POOL][2];
     int npool;
     int handles; /* allocated libuv handles not yet closed */
@@ -490,6 +492,7 @@ static void on_ready(conn *c, bool backend, uint32_t ev)
         conn_close(c, true);
         return;
     }
+    c->active = uv_now(c->p->loop);
     bool rd = ev & (EPOLLIN | EPOLLHUP), wr = ev & (EPOLLOUT | EPOLLHUP);
     dir *in = backend ? &c->down : &c->up, *out = backend ? &c->up : &c->down;
     int rc = 0;
@@ -506,6 +509,7 @@ static void established(conn *c)
     uv_timer_stop(c->timer);
     set_state(c, C_OPEN);
     c->epoch = p->epoch;
+    c->active = uv_now(p->loop);
     p->forwarded++;
     if (pipe_get(p, &c->up) != 0 || pipe_get(p, &c->down) != 0) {
         conn_close(c, true);
@@ -572,7 +576,7 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- accepting ---- */
 
-static void admit(us_proxy *p, int fd)
+static void admit(us_proxy *p, int fd, uint32_t src)
 {
     conn *c = calloc(1, sizeof *c);
     if (!c || !(c->timer = timer_new(p, c))) {
@@ -582,6 +586,7 @@ static void admit(us_proxy *p, int fd)
     }
     c->p = p;
     c->cfd = fd;
+    c->src = src;
     c->bfd = -1;
     c->up.pipe[0] = c->up.pipe[1] = c->down.pipe[0] = c->down.pipe[1] = -1;
     c->deadline = uv_now(p->loop) + (uint64_t)p->hold_ms;
@@ -610,6 +615,46 @@ static void refuse(us_proxy *p, int fd)
     }
 }
 
+/* Connections from one client address, in every state (bounded by max_conns). */
+static int from_source(const us_proxy *p, uint32_t src)
+{
+    int n = 0;
+    const clist *lists[] = {&p->held, &p->connecting, &p->open};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        for (const conn *c = lists[i]->head; c; c = c->next)
+            n += c->src == src;
+    return n;
+}
+
+static void refuse_source(us_proxy *p, int fd, uint32_t src)
+{
+    close(fd);
+    p->refused_source++;
+    if (ratelog_ok(p, &p->source_log)) {
+        char ip[INET_ADDRSTRLEN] = "?";
+        inet_ntop(AF_INET, &src, ip, sizeof ip);
+        us_warn("proxy %s: %s holds %d connections (max_connections_per_source); refusing more "
+                "(%llu refused so far)",
+                p->name, ip, p->max_per_source, (unsigned long long)p->refused_source);
+        p->source_log.suppressed = 0;
+    }
+}
+
+/* Close forwarding connections that moved nothing for idle_ms (the oldest first). */
+static void on_idle_sweep(uv_timer_t *t)
+{
+    us_proxy *p = t->data;
+    uint64_t now = uv_now(p->loop);
+    conn *next;
+    for (conn *c = p->open.head; c; c = next) {
+        next = c->next;
+        if (now - c->active >= (uint64_t)p->idle_ms) {
+            p->idle_closed++;
+            conn_close(c, true);
+        }
+    }
+}
+
 static void on_pause_end(uv_timer_t *t)
 {
     us_proxy *p = t->data;
@@ -621,7 +666,9 @@ static void accept_ready(us_proxy *p)
 {
     int e = 0;
     for (int i = 0; i < ACCEPT_BURST && !e; i++) {
-        int fd = accept4(p->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_in from = {0};
+        socklen_t fl = sizeof from;
+        int fd = accept4(p->lfd, (struct sockaddr *)&from, &fl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN)
                 return;
@@ -632,8 +679,10 @@ static void accept_ready(us_proxy *p)
         }
         if (p->held.n + p->connecting.n + p->open.n >= p->max_conns)
             refuse(p, fd);
+        else if (p->max_per_source > 0 && from_source(p, from.sin_addr.s_addr) >= p->max_per_source)
+            refuse_source(p, fd, from.sin_addr.s_addr);
         else
-            admit(p, fd);
+            admit(p, fd, from.sin_addr.s_addr);
     }
     if (!e)
         return;
@@ -736,14 +785,21 @@ int us_proxy_start(uv_loop_t *loop, const char *listen_addr, const us_proxy_opts
     p->max_conns = o->max_conns > 0 ? o->max_conns : DEFAULT_MAX_CONNS;
     p->connect_timeout_ms =
         o->connect_timeout_ms > 0 ? o->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+    p->max_per_source = o->max_per_source > 0 ? o->max_per_source : 0;
+    p->idle_ms = o->idle_ms > 0 ? o->idle_ms : 0;
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
     p->hold_timer = timer_new(p, p);
     p->pause_timer = timer_new(p, p);
+    p->idle_timer = timer_new(p, p);
     p->epoll = malloc(sizeof *p->epoll);
     struct epoll_event e = {.events = EPOLLIN, .data.u64 = EV_LISTENER};
     int rc = p->epfd < 0 ? -errno : 0;
-    if (rc == 0 && (!p->hold_timer || !p->pause_timer || !p->epoll))
+    if (rc == 0 && (!p->hold_timer || !p->pause_timer || !p->idle_timer || !p->epoll))
         rc = -ENOMEM;
+    if (rc == 0 && p->idle_ms > 0) {
+        uint64_t every = (uint64_t)(p->idle_ms / 4 > 1000 ? 1000 : p->idle_ms / 4 + 1);
+        uv_timer_start(p->idle_timer, on_idle_sweep, every, every);
+    }
     if (rc == 0 && epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &e) != 0)
         rc = -errno;
     if (rc == 0 && (rc = uv_poll_init(loop, p->epoll, p->epfd)) == 0) {
@@ -819,6 +875,8 @@ void us_proxy_get_stats(const us_proxy *p, us_proxy_stats *st)
     st->forwarded = p->forwarded;
     st->failed = p->failed;
     st->refused_limit = p->refused_limit;
+    st->refused_source = p->refused_source;
+    st->idle_closed = p->idle_closed;
     st->held = p->held.n;
     st->connecting = p->connecting.n;
     st->open = p->open.n;
@@ -836,6 +894,7 @@ void us_proxy_stop(us_proxy *p)
     drop(p, p->epoll); /* before closing the fd libuv polls */
     drop(p, p->hold_timer);
     drop(p, p->pause_timer);
+    drop(p, p->idle_timer);
     if (p->epfd >= 0)
         close(p->epfd);
     close(p->lfd);

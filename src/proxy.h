@@ -10,9 +10,10 @@
  * them per epoch and lets the old active demote only when they are done.
  *
  * Data moves with splice(2) through a pipe per direction; everything is non-blocking on the libuv
- * loop; half-close is passed on (shutdown(SHUT_WR)); the connection limit is enforced at accept
- * with a log line (rate-limited) when it is hit. No file descriptor outlives its connection,
- * except a bounded pool of empty pipes kept for reuse and closed at stop.
+ * loop; half-close is passed on (shutdown(SHUT_WR)); the connection limits (in all, and per
+ * client address) are enforced at accept with a log line (rate-limited) when one is hit; a
+ * forwarding connection idle for idle_ms is closed (reset both ways). No file descriptor outlives
+ * its connection, except a bounded pool of empty pipes kept for reuse and closed at stop.
  */
 #ifndef US_PROXY_H
 #define US_PROXY_H
@@ -29,13 +30,17 @@ typedef struct us_proxy_opts {
     int hold_ms;            /* max wait of a new connection for a usable target */
     int max_conns;          /* accepted connections at once (held + connecting + forwarding) */
     int connect_timeout_ms; /* one backend connect attempt (default 1000 when 0) */
+    int max_per_source; /* accepted connections at once from one client IPv4 address (0 = any) */
+    int idle_ms;        /* close a forwarding connection with no byte either way this long
+                           (checked every idle_ms/4, at most every second; 0 = never) */
 } us_proxy_opts;
 
 typedef struct us_proxy_stats {
     uint64_t accepted, forwarded, failed, refused_limit; /* counters since start */
-    int held;                                            /* waiting for a target */
-    int connecting;                                      /* backend connect in progress */
-    int open;                                            /* forwarding */
+    uint64_t refused_source, idle_closed; /* per-source limit hit; closed for idleness */
+    int held;                             /* waiting for a target */
+    int connecting;                       /* backend connect in progress */
+    int open;                             /* forwarding */
 } us_proxy_stats;
 
 /* Listen on "IPv4:port". 0, or -errno with a message in err ("address already in use"). */

@@ -817,8 +817,8 @@ static void test_services_errors(void **state)
          {"svc.ini:3:", "unknown key 'bogus'", "[service a]",
           "known keys: run, standby, promote, demote, standbys, nodes, hook_timeout, "
           "stop_timeout, vip, vip_announce_count, vip_announce_interval, vip_announce_repeat, "
-          "proxy, backend_host, hold, drain, max_connections, check, check_interval, "
-          "check_timeout, rise, fall, check_status, "}},
+          "proxy, backend_host, hold, drain, max_connections, max_connections_per_source, "
+          "idle_timeout, check, check_interval, check_timeout, rise, fall, check_status, "}},
         {"[service a]\nrun = x\nVIP = 1\n", {"svc.ini:3:", "unknown key 'VIP'"}},
         {"[service a]\nrun = x\ncheck_intervall = 1s\n",
          {"svc.ini:3:", "unknown key 'check_intervall' in [service a]",
@@ -1029,8 +1029,9 @@ static void test_services_unknown_key_list(void **state)
         "svc.ini:3: unknown key 'bogus' in [service a] (known keys: run, standby, promote, demote, "
         "standbys, nodes, hook_timeout, stop_timeout, vip, vip_announce_count, "
         "vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, drain, "
-        "max_connections, check, check_interval, check_timeout, rise, fall, check_status, "
-        "check_grace, on_failure, restart_backoff, max_restarts, restart_window, "
+        "max_connections, max_connections_per_source, idle_timeout, check, check_interval, "
+        "check_timeout, rise, fall, check_status, check_grace, on_failure, restart_backoff, "
+        "max_restarts, restart_window, "
         "failure_threshold, failure_window, failure_cooldown, min_failover_interval, failback, "
         "notify, notify_timeout, user, group, env, log_max, log_keep)";
     us_errors err;
@@ -1115,6 +1116,8 @@ static void test_services_vip_proxy_valid(void **state)
         "hold = 0s\n"
         "drain = 1.5s\n"
         "max_connections = 100\n"
+        "max_connections_per_source = 7\n"
+        "idle_timeout = 90s\n"
         "vip = 10.1.2.3/0 dev abcdefghijklmno\n"
         "[service db]\n"
         "run = ./db\n"
@@ -1167,6 +1170,8 @@ static void test_services_vip_proxy_valid(void **state)
     assert_int_equal(w->hold_ms, 0);
     assert_int_equal(w->drain_ms, 1500);
     assert_int_equal(w->max_conns, 100);
+    assert_int_equal(w->max_per_source, 7);
+    assert_int_equal(w->idle_ms, 90000);
 
     const us_service_def *d = &g_set.svc[1];
     assert_int_equal(d->n_vips, 1);
@@ -1179,6 +1184,8 @@ static void test_services_vip_proxy_valid(void **state)
     assert_int_equal(d->hold_ms, 0);
     assert_int_equal(d->drain_ms, 0);
     assert_int_equal(d->max_conns, 4096);
+    assert_int_equal(d->max_per_source, 256);
+    assert_int_equal(d->idle_ms, 3600000);
     assert_int_equal(d->announce_count, 3);
     assert_int_equal(d->announce_interval_ms, 100);
     assert_int_equal(d->announce_repeat_ms, 10000);

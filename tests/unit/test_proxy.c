@@ -846,6 +846,105 @@ static void test_connection_limit(void **state)
     backend_free(b);
 }
 
+static us_proxy *proxy_up_opts(us_proxy_opts o, int *port)
+{
+    char addr[32], err[256] = "";
+    for (int i = 0; i < 20; i++) {
+        int fd = bound_socket();
+        *port = port_of(fd);
+        close(fd);
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", *port);
+        us_proxy *p = NULL;
+        int rc = us_proxy_start(&loop, addr, &o, &p, err, sizeof err);
+        if (rc == 0)
+            return p;
+        if (rc != -EADDRINUSE)
+            fail_msg("us_proxy_start(%s): %d %s", addr, rc, err);
+    }
+    fail_msg("no free port for the proxy");
+    return NULL;
+}
+
+/* A client connection from another loopback address than 127.0.0.1. */
+static int cconnect_from(int port, const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, src, &me.sin_addr), 1);
+    assert_int_equal(bind(fd, (struct sockaddr *)&me, sizeof me), 0);
+    struct sockaddr_in sa = lo(port);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+/* One client address cannot take every slot: its third connection is refused, another
+ * address's is not, and a slot freed is a slot again. */
+static void test_per_source_limit(void **state)
+{
+    (void)state;
+    int port;
+    us_proxy *p = proxy_up_opts(
+        (us_proxy_opts){.name = "web", .hold_ms = 5000, .max_conns = 10, .max_per_source = 2},
+        &port);
+    int a1 = cconnect(port), a2 = cconnect(port);
+    assert_true(WAIT_FOR(stats(p).held == 2, 2000));
+    int a3 = cconnect(port);
+    assert_true(WAIT_FOR(stats(p).refused_source == 1, 2000));
+    int closed = wait_closed(a3, 2000);
+    assert_true(closed == 0 || closed == ECONNRESET);
+    int b1 = cconnect_from(port, "127.0.0.2");
+    assert_true(WAIT_FOR(stats(p).held == 3, 2000));
+    close(a1);
+    backend *b = backend_new(B_ECHO, 0, 0);
+    set_target(p, b->port, 1);
+    assert_true(WAIT_FOR(stats(p).open == 2, 2000)); /* a1 is gone, a2 and b1 forward */
+    int a4 = cconnect(port);
+    char buf[4];
+    say(a4, "abc");
+    assert_true(read_n(a4, buf, 3, 2000));
+    assert_memory_equal(buf, "abc", 3);
+    us_proxy_stats st = stats(p);
+    assert_int_equal(st.refused_source, 1);
+    assert_int_equal(st.refused_limit, 0);
+    close(a2);
+    close(a3);
+    close(a4);
+    close(b1);
+    us_proxy_stop(p);
+    backend_free(b);
+}
+
+/* A connection that moves nothing for idle_ms is closed; one that keeps talking is not. */
+static void test_idle_timeout(void **state)
+{
+    (void)state;
+    backend *b = backend_new(B_ECHO, 0, 0);
+    int port;
+    us_proxy *p = proxy_up_opts(
+        (us_proxy_opts){.name = "web", .hold_ms = 5000, .max_conns = 10, .idle_ms = 300}, &port);
+    set_target(p, b->port, 1);
+    int quiet = cconnect(port), chatty = cconnect(port);
+    char buf[4];
+    say(quiet, "abc");
+    assert_true(read_n(quiet, buf, 3, 2000));
+    int64_t t0 = mono_ms();
+    while (mono_ms() - t0 < 900) {
+        say(chatty, "xyz");
+        assert_true(read_n(chatty, buf, 3, 2000));
+        assert_memory_equal(buf, "xyz", 3);
+        WAIT_FOR(false, 100);
+    }
+    assert_int_equal(stats(p).idle_closed, 1);
+    int closed = wait_closed(quiet, 2000);
+    assert_true(closed == 0 || closed == ECONNRESET);
+    assert_int_equal(stats(p).open, 1);
+    close(quiet);
+    close(chatty);
+    us_proxy_stop(p);
+    backend_free(b);
+}
+
 static void test_listen_errors(void **state)
 {
     (void)state;
@@ -956,6 +1055,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_half_close, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader_no_busy_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_per_source_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_fd_leak, setup, teardown),
         cmocka_unit_test_setup_teardown(test_200_concurrent, setup, teardown),
