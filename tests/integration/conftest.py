@@ -51,6 +51,45 @@ def ensure_key(path):
     return path
 
 
+def ensure_token(path):
+    """An API token file at path, made once by `understudy keygen --token`."""
+    if not os.path.exists(path):
+        subprocess.run([BIN, "keygen", "--token", path], check=True, capture_output=True, timeout=30)
+    return path
+
+
+def read_token(path):
+    """The first token of a token file (a bare token, or NAME TOKEN)."""
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                return line.split()[-1]
+    raise RuntimeError("no token in %s" % path)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def api_open(api, path, token=None, method="GET", body=None, headers=None, timeout=5):
+    """One request to an agent's API, no proxy, no redirects: (status, headers, body bytes).
+    `token` (the bearer token) is sent when given."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    h = dict(headers or {})
+    if token:
+        h.setdefault("Authorization", "Bearer " + token)
+    if method != "GET" and body is not None:
+        h.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request("http://%s%s" % (api, path), data=body, method=method, headers=h)
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
 # ---------------------------------------------------------------- waiting
 
 
@@ -309,6 +348,7 @@ class Cluster:
             "address = %s" % n.address,
             "api = %s" % n.api,
             "data_dir = %s" % n.data_dir,
+            "api_token_file = %s" % self.token_file(),
         ]
         if extra_node:
             lines.append(extra_node)
@@ -329,6 +369,20 @@ class Cluster:
     def key_file(self):
         """The cluster key every node of this cluster shares, made by `understudy keygen`."""
         return ensure_key(os.path.join(self.root, "cluster.key"))
+
+    def token_file(self):
+        """The API token file every node of this cluster uses, made by `understudy keygen --token`."""
+        return ensure_token(os.path.join(self.root, "api.token"))
+
+    @property
+    def token(self):
+        return read_token(self.token_file())
+
+    def api(self, name, path, method="GET", body=None, headers=None, token=True, timeout=5):
+        """A request to node `name`'s API with this cluster's token (unless token=False):
+        (status, headers, body bytes)."""
+        return api_open(self.nodes[name].api, path, token=self.token if token else None, method=method,
+                        body=body, headers=headers, timeout=timeout)
 
     def configure(self, names=("n1", "n2", "n3"), extra_cluster=""):
         for name in names:
@@ -480,11 +534,11 @@ class Cluster:
         names = [name] if name else [m for m in self.nodes if self.running(m) and not self.nodes[m].stopped]
         err = None
         for m in names:
-            url = "http://%s/v1/status" % self.nodes[m].api
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             try:
-                with opener.open(url, timeout=timeout) as r:
-                    st = json.loads(r.read().decode())
+                code, _, body = self.api(m, "/v1/status", timeout=timeout)
+                if code != 200:
+                    raise OSError("HTTP %d: %s" % (code, body[:200]))
+                st = json.loads(body.decode())
             except (OSError, ValueError) as e:
                 err = e
                 continue
@@ -523,6 +577,7 @@ class Cluster:
         cmd = [BIN, "--api", api] + [str(a) for a in args]
         env = dict(os.environ)
         env.pop("UNDERSTUDY_API", None)
+        env["UNDERSTUDY_TOKEN_FILE"] = self.token_file()
         env["NO_COLOR"] = "1"
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root, env=env)
 
