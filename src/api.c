@@ -81,6 +81,8 @@ struct us_api {
     bool stop_pending; /* us_api_stop was called from a handler */
     bool stopping;     /* new requests get 503 without reaching a handler */
     bool stopped;
+    int n_conns;            /* open connections (MHD_OPTION_NOTIFY_CONNECTION) */
+    int64_t refused_logged; /* connections refused since the last log line */
     bool guarded;
     us_guard_config guard;
     char guard_api[64];
@@ -486,6 +488,34 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* Beyond US_API_CONNECTIONS a new connection is accepted and closed at once, so that a client
+ * learns right away instead of waiting in the listen backlog. (MHD's own connection limit stops
+ * accepting instead; it stays set a little higher, as a backstop.) */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    us_api *api = cls;
+    if (api->n_conns < US_API_CONNECTIONS)
+        return MHD_YES;
+    if (api->refused_logged++ % 100 == 0)
+        us_warn("api: %d connections open: refusing new ones (%lld refused so far)", api->n_conns,
+                (long long)api->refused_logged);
+    return MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_context;
+    us_api *api = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        api->n_conns++;
+    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && api->n_conns > 0)
+        api->n_conns--;
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -576,11 +606,12 @@ static int start(uv_loop_t *loop, const char *hostport, const char *cert, const 
     if (cert)
         flags |= MHD_USE_TLS;
     api->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_access, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
+        flags, 0, accept_policy, api, on_access, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)US_API_IDLE_S, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)US_API_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)US_API_PER_CLIENT, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+        (unsigned int)US_API_CONNECTIONS + 8, MHD_OPTION_NOTIFY_CONNECTION, on_connection, api,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)US_API_PER_CLIENT, MHD_OPTION_ARRAY, tls,
+        MHD_OPTION_END);
     if (!api->daemon) {
         close(fd);
         free(api);

@@ -256,7 +256,7 @@ static bool all_of(const char *s, size_t n, const char *set)
 int us_tokens_parse(const char *text, size_t len, const char *file, us_tokens *out, char *err,
                     size_t errlen)
 {
-    us_tokens *t = sodium_malloc(sizeof *t);
+    us_tokens *t = us_crypto_init() == 0 ? sodium_malloc(sizeof *t) : NULL;
     if (!t) {
         snprintf(err, errlen, "%s: out of memory", file);
         return -1;
@@ -375,7 +375,7 @@ const char *us_tokens_match(const us_tokens *t, const char *presented, size_t le
 
 int us_token_first(const char *path, char *out, size_t outlen, char *err, size_t errlen)
 {
-    us_tokens *t = sodium_malloc(sizeof *t);
+    us_tokens *t = us_crypto_init() == 0 ? sodium_malloc(sizeof *t) : NULL;
     if (!t) {
         snprintf(err, errlen, "%s: out of memory", path);
         return -1;

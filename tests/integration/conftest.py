@@ -384,12 +384,12 @@ class Cluster:
         return api_open(self.nodes[name].api, path, token=self.token if token else None, method=method,
                         body=body, headers=headers, timeout=timeout)
 
-    def configure(self, names=("n1", "n2", "n3"), extra_cluster=""):
+    def configure(self, names=("n1", "n2", "n3"), extra_cluster="", extra_node=""):
         for name in names:
             self._new_node(name)
         self.members = list(names)
         for name in names:
-            self.write_config(name, members=self.members, extra_cluster=extra_cluster)
+            self.write_config(name, members=self.members, extra_cluster=extra_cluster, extra_node=extra_node)
 
     # ---- processes
 
@@ -450,11 +450,11 @@ class Cluster:
         for name in self.nodes:
             self.start(name)
 
-    def form(self, names=("n1", "n2", "n3"), extra_cluster=""):
+    def form(self, names=("n1", "n2", "n3"), extra_cluster="", extra_node=""):
         """Configure, start and wait until every node sees the same leader with quorum and the
         leader sees all of them alive voters. Returns the leader's status. `extra_cluster` lines
-        go into every node's [cluster] section."""
-        self.configure(names, extra_cluster=extra_cluster)
+        go into every node's [cluster] section, `extra_node` lines into [node]."""
+        self.configure(names, extra_cluster=extra_cluster, extra_node=extra_node)
         self.start_all()
 
         def formed():

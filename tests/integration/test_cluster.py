@@ -19,6 +19,7 @@ import pytest
 
 from conftest import (
     ensure_key,
+    ensure_token,
     BIN,
     LEASE_MS,
     assert_no_overlap,
