@@ -51,6 +51,7 @@ struct us_api_req {
     us_api_done done;
     void *done_data;
     bool in_handler;
+    bool executing; /* inside us_api_execute: it delivers the reply itself */
     char *d_body;
     size_t d_len;
     char *d_type;
@@ -262,7 +263,7 @@ static void set_reply(us_api_req *r, unsigned status, const char *content_type, 
         memcpy(r->d_body, body, len);
         r->d_body[len] = '\0';
         r->d_len = len;
-        if (!r->in_handler)
+        if (!r->in_handler && !r->executing)
             detached_deliver(r);
         return;
     }
@@ -375,6 +376,7 @@ static void dispatch(us_api *api, us_api_req *r)
     r->in_handler = true;
     rt->handler(r, rt->data);
     r->in_handler = false;
+    /* (A detached request replied in its handler is delivered by us_api_execute.) */
 }
 
 static const char *header(struct MHD_Connection *conn, const char *name)
@@ -825,7 +827,9 @@ void us_api_execute(us_api *api, const char *method, const char *target, const c
         r->too_large = true;
     else
         body_append(r, body, len);
+    r->executing = true;
     dispatch(api, r); /* answers 503 if the API is stopping */
+    r->executing = false;
     if (r->replied)
         detached_deliver(r);
 }
