@@ -137,7 +137,9 @@ def test_dashboard_page_is_served_self_contained(cluster):
     assert not re.search(r"<(?:link|iframe|object|embed)\b", text, re.I), "the page loads other documents"
     status, _, body = http(api, "/favicon.ico")
     assert status == 204 and body == b"", (status, body)
-    status, _, body = http(api, "/nothing-here")
+    status, _, body = http(api, "/nothing-here")  # only the page itself is open
+    assert status == 401, (status, body)
+    status, _, body = http(api, "/nothing-here", token=c.token)
     assert status == 404 and b"no such endpoint" in body, (status, body)
     status, _, body = http(api, "/v1/status")
     assert status == 401, (status, body[:200])
