@@ -19,6 +19,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -73,16 +74,20 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def api_open(api, path, token=None, method="GET", body=None, headers=None, timeout=5):
+def api_open(api, path, token=None, method="GET", body=None, headers=None, timeout=5, cafile=None):
     """One request to an agent's API, no proxy, no redirects: (status, headers, body bytes).
-    `token` (the bearer token) is sent when given."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+    `token` (the bearer token) is sent when given; with `cafile`, over https checked against it."""
+    handlers = [urllib.request.ProxyHandler({}), _NoRedirect()]
+    if cafile:
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+    opener = urllib.request.build_opener(*handlers)
     h = dict(headers or {})
     if token:
         h.setdefault("Authorization", "Bearer " + token)
     if method != "GET" and body is not None:
         h.setdefault("Content-Type", "application/json")
-    req = urllib.request.Request("http://%s%s" % (api, path), data=body, method=method, headers=h)
+    url = "%s://%s%s" % ("https" if cafile else "http", api, path)
+    req = urllib.request.Request(url, data=body, method=method, headers=h)
     try:
         with opener.open(req, timeout=timeout) as r:
             return r.status, r.headers, r.read()
@@ -322,6 +327,7 @@ class Cluster:
         self.hooks_log = os.path.join(self.root, "hooks.log")
         self.seen = {}  # pid -> (starttime, description): every process we must not leave behind
         self._files = 0
+        self.cafile = None  # set when the agents serve https: what their certificate is checked against
 
     # ---- configuration
 
@@ -382,7 +388,7 @@ class Cluster:
         """A request to node `name`'s API with this cluster's token (unless token=False):
         (status, headers, body bytes)."""
         return api_open(self.nodes[name].api, path, token=self.token if token else None, method=method,
-                        body=body, headers=headers, timeout=timeout)
+                        body=body, headers=headers, timeout=timeout, cafile=self.cafile)
 
     def configure(self, names=("n1", "n2", "n3"), extra_cluster="", extra_node=""):
         for name in names:

@@ -257,3 +257,44 @@ def test_slow_clients_cause_no_failover(cluster):
     failovers = [e for e in json.loads(body)["events"] if e["kind"] == "role" and e.get("to") == "active"]
     assert len(failovers) == 1, failovers
     assert re.search(r"leader %s\b" % leader, c.cli("status", node=leader).stdout)
+
+
+def make_cert(tmp):
+    """A self-signed certificate for 127.0.0.1 (openssl), key mode 0600."""
+    crt, key = os.path.join(tmp, "api.crt"), os.path.join(tmp, "api.key")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=understudy-test",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    os.chmod(key, 0o600)
+    return crt, key
+
+
+def test_tls_api_and_cli(cluster):
+    c = cluster
+    crt, key = make_cert(c.root)
+    c.cafile = crt
+    c.form(("n1",), extra_node="api_tls_cert = %s\napi_tls_key = %s" % (crt, key))
+    api = c.nodes["n1"].api
+    # The CLI finds https and the certificate in the node config, or is told with --cacert.
+    env = dict(os.environ, NO_COLOR="1")
+    env.pop("UNDERSTUDY_TOKEN_FILE", None)
+    r = subprocess.run([BIN, "--config", c.nodes["n1"].conf, "status"], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 0 and "n1" in r.stdout, r.stderr
+    r = c.cli("--cacert", crt, "status", api="https://" + api)
+    assert r.returncode == 0, r.stderr
+    r = c.cli("--cacert", crt, "status")
+    assert r.returncode == 0, r.stderr
+    # Without the certificate: refused, saying why.
+    r = c.cli("status", api="https://" + api)
+    assert r.returncode == 1 and "--cacert" in r.stderr, r.stderr
+    # Plain http to an https API gets nowhere.
+    r = c.cli("status")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    # Any TLS client: the token still decides.
+    status, _, body = c.api("n1", "/v1/version")
+    assert status == 200 and json.loads(body)["node"] == "n1", (status, body)
+    status, _, body = c.api("n1", "/v1/version", token=False)
+    assert status == 401, (status, body)
