@@ -1,8 +1,14 @@
 /* agent_api.c — the agent's HTTP API (JSON). Reads (status, events, logs) answer from this
  * agent's view; changes are accepted only by the Raft leader (others answer 421 with the leader's
  * API address, which the CLI follows) and answered once committed. Every change is stamped with
- * the leader's wall clock and a cause naming who asked (`by=WHO`, default "API"), which the
- * events it records carry. */
+ * the leader's wall clock and a cause naming who asked (`by=WHO`, default "API", with the name of
+ * the token presented and the client's address: "by CLI (token ops from 10.0.0.5)"), which the
+ * events it records carry. Requests reach these handlers only past the guard (api_guard.h:
+ * token, Host, Origin, Content-Type), set up by us_agent_api_start.
+ *
+ * Forwarding (prepared, not wired): a change that reaches a follower can be serialised with
+ * us_agent_api_forward_request and run on the leader with us_agent_api_execute (agent.h), which
+ * goes through the same handlers and hands back {status, content_type, body}. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
