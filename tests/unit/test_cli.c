@@ -1113,7 +1113,8 @@ static void test_usage(void **state)
 
     run_result r = run_cli("help", NULL);
     assert_int_equal(r.rc, 0);
-    assert_non_null(strstr(r.out, "usage: understudy [--api HOST:PORT] [--token-file PATH] [--json] COMMAND"));
+    assert_non_null(
+        strstr(r.out, "usage: understudy [--api HOST:PORT] [--token-file PATH] [--json] COMMAND"));
     assert_non_null(strstr(r.out, "switchover SERVICE [--to NODE]"));
     run_free(&r);
     r = run_cli("--help", NULL);
