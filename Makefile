@@ -6,7 +6,7 @@
 # Every entry point first runs scripts/setup.sh, which installs what is missing (quiet when all is there).
 
 CC      ?= gcc
-PKGS    := raft libuv jansson libmicrohttpd libmnl libsystemd libsodium
+PKGS    := raft libuv jansson libmicrohttpd libmnl libsystemd libsodium libcurl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 # Recursive variables: pkg-config runs after setup.sh has installed the packages.
 CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE $(WARN) -g -MMD -MP $(shell pkg-config --cflags $(PKGS))

@@ -44,11 +44,15 @@ class BenchError(Exception):
 
 # ---- HTTP ----------------------------------------------------------------------------------------
 
-def http_call(hostport, method, path, timeout, body=None):
+def http_call(hostport, method, path, timeout, body=None, token=None):
+    """One API request (with the bearer token when given): (status, body)."""
     host, port = hostport.rsplit(":", 1)
     c = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    headers = {"Authorization": "Bearer " + token} if token else {}
+    if method != "GET":
+        headers["Content-Type"] = "application/json"
     try:
-        c.request(method, path, body=body)
+        c.request(method, path, body=body, headers=headers)
         r = c.getresponse()
         return r.status, r.read()
     finally:
@@ -260,11 +264,18 @@ class LoopCluster:
         # compare builds in the same run (--compare-bin).
         key = os.path.join(self.dir, "cluster.key")
         keyed = subprocess.run([binary, "keygen", key], capture_output=True).returncode == 0
+        self.token_file = os.path.join(self.dir, "api.token")
+        self.token = None
+        if keyed:
+            subprocess.run([binary, "keygen", "--token", self.token_file], check=True, capture_output=True)
+            with open(self.token_file) as f:
+                self.token = f.read().split()[-1]
         for n in NODES:
             with open(self.conf(n), "w") as f:
-                f.write("[node]\nname = %s\naddress = 127.0.0.1:%d\napi = %s\ndata_dir = %s\n"
+                f.write("[node]\nname = %s\naddress = 127.0.0.1:%d\napi = %s\ndata_dir = %s\n%s"
                         "[cluster]\nname = bench\nmembers = %s\nprofile = %s\n%s"
-                        % (n, self.raft[n], self.api[n], self.data_dir(n), members, profile,
+                        % (n, self.raft[n], self.api[n], self.data_dir(n),
+                           "api_token_file = %s\n" % self.token_file if keyed else "", members, profile,
                            "key_file = %s\n" % key if keyed else ""))
 
     def write_services(self):
@@ -303,7 +314,7 @@ class LoopCluster:
         if n in self.procs and self.procs[n].poll() is not None:
             return None
         try:
-            code, body = http_call(self.api[n], "GET", "/v1/status", timeout)
+            code, body = http_call(self.api[n], "GET", "/v1/status", timeout, token=self.token)
             return json.loads(body) if code == 200 else None
         except (OSError, ValueError, http.client.HTTPException):
             return None
@@ -336,7 +347,8 @@ class LoopCluster:
 
     def apply_once(self):
         self.write_services()
-        return subprocess.run([self.binary, "--api", self.api["n1"], "apply", self.services],
+        token = ["--token-file", self.token_file] if self.token else []
+        return subprocess.run([self.binary, "--api", self.api["n1"]] + token + ["apply", self.services],
                               capture_output=True, text=True, timeout=30)
 
     def retry_apply(self, failed):

@@ -238,7 +238,7 @@ class Cluster(LoopCluster):
             return
         self.resets += 1
         try:
-            code, body = http_call(self.api[leader], "POST", "/v1/services/web/reset", 5.0, b"")
+            code, body = http_call(self.api[leader], "POST", "/v1/services/web/reset", 5.0, b"", token=self.token)
             log("  bench: %s banned; POST /v1/services/web/reset -> %d %s"
                 % (",".join(banned), code, body[:200].decode(errors="replace")))
         except (OSError, http.client.HTTPException) as e:

@@ -176,6 +176,9 @@ print(a.get("active") or "-", a.get("epoch") or 0, st.get("cluster", {}).get("le
 }
 
 "$BIN" keygen "$DIR/cluster.key" >/dev/null
+"$BIN" keygen --token "$DIR/api.token" >/dev/null
+# Every CLI call below (and in the shell the demo prints for you) finds the token here.
+export UNDERSTUDY_TOKEN_FILE="$DIR/api.token"
 MEMBERS=""
 for n in $NODES; do MEMBERS="$MEMBERS $n=127.0.0.1:$(raft_port "$n")"; done
 for n in $NODES; do
@@ -185,6 +188,7 @@ name = $n
 address = 127.0.0.1:$(raft_port "$n")
 api = 127.0.0.1:$(api_port "$n")
 data_dir = $DIR/data-$n
+api_token_file = $DIR/api.token
 [cluster]
 name = demo
 members =$MEMBERS
@@ -232,7 +236,7 @@ while :; do
     sleep 0.2
 done
 
-U="build/understudy --api 127.0.0.1:$API_PORT"
+U="build/understudy --api 127.0.0.1:$API_PORT --token-file $DIR/api.token"
 cat <<EOF
 
 == understudy demo: 3 agents, profile $PROFILE; service 'web' is active on $ACTIVE (epoch $EPOCH)
@@ -243,6 +247,7 @@ Try (from $ROOT):
   $U status --json
   $U events --follow             # every transition with its cause (Ctrl-C ends it)
   open http://127.0.0.1:$API_PORT/ in a browser   # live dashboard (metrics: /metrics)
+                                   # it asks for the API token: cat $DIR/api.token
   curl http://127.0.0.1:$(http_port n1)/ http://127.0.0.1:$(http_port n2)/ http://127.0.0.1:$(http_port n3)/
                                    # only the active node answers: "NODE epoch EPOCH"
   $U switchover web              # planned move to the standby

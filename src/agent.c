@@ -1388,14 +1388,13 @@ int us_agent_main(const us_node_config *cfg)
         us_error("%s", err);
         goto out;
     }
-    if (us_api_start(a->loop, cfg->api, &a->api, err, sizeof err) != 0) {
+    if (us_agent_api_start(a, err, sizeof err) != 0) {
         us_error("API: %s", err);
         a->exit_code = 1;
         begin_close(a);
         uv_run(a->loop, UV_RUN_DEFAULT);
         goto out;
     }
-    us_agent_api_routes(a);
 
     uv_timer_start(&a->tick, on_tick, 0, (uint64_t)cfg->timing.heartbeat_ms);
     uv_signal_init(a->loop, &a->sig_term);

@@ -271,5 +271,17 @@ void us_controller_join_request(us_agent *a, const json_t *msg);
 
 /* agent_api.c */
 void us_agent_api_routes(us_agent *a);
+/* Start the API on cfg.api (TLS when configured), with its guard (tokens, Host, Origin, types)
+ * and its routes. 0, or -1 with a message in err. */
+int us_agent_api_start(us_agent *a, char *err, size_t errlen);
+
+/* Forwarding a change to the leader (the cluster RPC that carries it is not wired yet).
+ * A follower serialises a mutating request as
+ *   {"method", "path" (target with the query), "content_type", "body", "who": {"token", "peer"}}
+ * and the leader runs it with us_agent_api_execute, whose `done` gets the reply
+ * {status, content_type, body}, to send back as it is. */
+json_t *us_agent_api_forward_request(const us_api_req *r);
+int us_agent_api_execute(us_agent *a, const char *request, size_t len, us_api_done done,
+                         void *data);
 
 #endif

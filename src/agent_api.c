@@ -1,13 +1,24 @@
 /* agent_api.c — the agent's HTTP API (JSON). Reads (status, events, logs) answer from this
  * agent's view; changes are accepted only by the Raft leader (others answer 421 with the leader's
  * API address, which the CLI follows) and answered once committed. Every change is stamped with
- * the leader's wall clock and a cause naming who asked (`by=WHO`, default "API"), which the
- * events it records carry. */
+ * the leader's wall clock and a cause naming who asked (`by=WHO`, default "API", with the name of
+ * the token presented and the client's address: "by CLI (token ops from 10.0.0.5)"), which the
+ * events it records carry. Requests reach these handlers only past the guard (api_guard.h:
+ * token, Host, Origin, Content-Type), set up by us_agent_api_start.
+ *
+ * Forwarding (prepared, not wired): a change that reaches a follower can be serialised with
+ * us_agent_api_forward_request and run on the leader with us_agent_api_execute (agent.h), which
+ * goes through the same handlers and hands back {status, content_type, body}. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
 
 #include "agent.h"
 #include "cli.h"
@@ -279,21 +290,30 @@ static bool split_path(const char *path, const char *prefix, char name[US_NAME_M
     return true;
 }
 
-/* Who asks for a change (`by=WHO`, default "API"): named in the events' causes. */
-static bool get_by(us_api_req *r, char by[33])
+#define BY_MAX 160
+
+/* Who asks for a change, named in the events' causes: the client's word for itself (`by=WHO`,
+ * default "API"), the name of the token it presented and its address, e.g.
+ * "CLI (token admin from 127.0.0.1)". */
+static bool get_by(us_api_req *r, char by[BY_MAX])
 {
     const char *v = us_api_req_query(r, "by");
-    if (!v) {
-        strcpy(by, "API");
-        return true;
-    }
-    size_t n = strlen(v);
-    if (n < 1 || n > 32 ||
-        strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != n) {
+    size_t n = v ? strlen(v) : 0;
+    if (v &&
+        (n < 1 || n > 32 ||
+         strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != n)) {
         us_api_reply_error(r, 400, "invalid by='%.40s': expected 1 to 32 of A-Z a-z 0-9 _ . -", v);
         return false;
     }
-    memcpy(by, v, n + 1);
+    const us_api_who *w = us_api_req_who(r);
+    const char *name = v ? v : "API";
+    if (w->token[0] && w->peer[0])
+        snprintf(by, BY_MAX, "%s (token %s from %s)", name, w->token, w->peer);
+    else if (w->token[0] || w->peer[0])
+        snprintf(by, BY_MAX, "%s (%s%s)", name, w->token[0] ? "token " : "from ",
+                 w->token[0] ? w->token : w->peer);
+    else
+        snprintf(by, BY_MAX, "%s", name);
     return true;
 }
 
@@ -340,7 +360,7 @@ static bool local_checks(us_agent *a, us_api_req *r, const us_service_set *set)
 static void h_apply(us_api_req *r, void *data)
 {
     us_agent *a = data;
-    char by[33];
+    char by[BY_MAX];
     if (!get_by(r, by))
         return;
     size_t len;
@@ -372,7 +392,7 @@ static void h_apply(us_api_req *r, void *data)
         }
         char cause[US_REASON_MAX];
         if (file && file[0])
-            snprintf(cause, sizeof cause, "services file %.*s applied by %s", 160, file, by);
+            snprintf(cause, sizeof cause, "services file %.*s applied by %s", 64, file, by);
         else
             snprintf(cause, sizeof cause, "services applied by %s", by);
         us_info("applying %d service definition(s): %s", set->n, cause);
@@ -457,7 +477,7 @@ static void do_reset(us_agent *a, us_api_req *r, int k, const char *by)
 static void h_service_post(us_api_req *r, void *data)
 {
     us_agent *a = data;
-    char name[US_NAME_MAX], action[32], by[33];
+    char name[US_NAME_MAX], action[32], by[BY_MAX];
     if (!split_path(us_api_req_path(r), "/v1/services/", name, action) ||
         (strcmp(action, "switchover") != 0 && strcmp(action, "pause") != 0 &&
          strcmp(action, "resume") != 0 && strcmp(action, "reset") != 0)) {
@@ -485,7 +505,7 @@ static void h_service_post(us_api_req *r, void *data)
 static void h_node_post(us_api_req *r, void *data)
 {
     us_agent *a = data;
-    char name[US_NAME_MAX], action[32], by[33];
+    char name[US_NAME_MAX], action[32], by[BY_MAX];
     if (!split_path(us_api_req_path(r), "/v1/nodes/", name, action) ||
         (strcmp(action, "remove") != 0 && strcmp(action, "drain") != 0 &&
          strcmp(action, "undrain") != 0)) {
@@ -614,29 +634,35 @@ static void h_service_get(us_api_req *r, void *data)
         lines = 100;
     char path[PATH_MAX + 96];
     snprintf(path, sizeof path, "%s/logs/%s.log", a->cfg.data_dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (fd >= 0)
+            close(fd);
         us_api_reply_error(r, 404, "no log for '%s' on %s", name, a->cfg.name);
         return;
     }
-    /* Read at most the last 4 MiB and keep the last `lines` lines of it. */
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    long start = size > (4L << 20) ? size - (4L << 20) : 0;
-    fseek(f, start, SEEK_SET);
-    char *buf = malloc((size_t)(size - start) + 1);
-    size_t got = fread(buf, 1, (size_t)(size - start), f);
-    fclose(f);
-    buf[got] = '\0';
-    const char *p = buf + got;
+    /* Find where the last `lines` lines start, reading backwards a block at a time; then the
+     * file from there is streamed (not copied). A trailing newline ends the last line. */
+    off_t size = st.st_size, start = 0;
     long seen = 0;
-    while (p > buf) {
-        if (p[-1] == '\n' && p != buf + got && ++seen == lines)
+    char block[16384];
+    bool found = false;
+    for (off_t end = size; end > 0 && !found;) {
+        off_t from = end > (off_t)sizeof block ? end - (off_t)sizeof block : 0;
+        ssize_t got = pread(fd, block, (size_t)(end - from), from);
+        if (got <= 0)
             break;
-        p--;
+        for (ssize_t i = got - 1; i >= 0; i--) {
+            if (block[i] == '\n' && from + i != size - 1 && ++seen == lines) {
+                start = from + i + 1;
+                found = true;
+                break;
+            }
+        }
+        end = from;
     }
-    us_api_reply_text(r, 200, "text/plain; charset=utf-8", p, (size_t)(buf + got - p));
-    free(buf);
+    us_api_reply_fd(r, 200, "text/plain; charset=utf-8", fd, start, (size_t)(size - start));
 }
 
 void us_agent_api_routes(us_agent *a)
@@ -650,4 +676,101 @@ void us_agent_api_routes(us_agent *a)
     us_api_route(a->api, "POST", "/v1/nodes/", h_node_post, a);
     us_api_route(a->api, "GET", "/metrics", us_metrics_http, a); /* metrics.h */
     us_dashboard_routes(a->api);
+}
+
+/* ---- start ---- */
+
+/* A PEM file into memory (NUL-terminated), or NULL with the reason in err. */
+static char *read_pem(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16;
+    char *buf = malloc(cap + 1);
+    size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
+    fclose(f);
+    if (!buf || n == 0 || n > cap) {
+        snprintf(err, errlen, "%s: %s", path,
+                 !buf ? "out of memory"
+                 : n  ? "larger than 64 KiB"
+                      : "empty");
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+int us_agent_api_start(us_agent *a, char *err, size_t errlen)
+{
+    const us_node_config *cfg = &a->cfg;
+    bool tls = cfg->api_tls_cert[0] && cfg->api_tls_key[0];
+    int rc;
+    if (tls) {
+        char *cert = read_pem(cfg->api_tls_cert, err, errlen);
+        char *key = cert ? read_pem(cfg->api_tls_key, err, errlen) : NULL;
+        rc = key ? us_api_start_tls(a->loop, cfg->api, cert, key, &a->api, err, errlen) : -1;
+        if (key) {
+            sodium_memzero(key, strlen(key));
+            free(key);
+        }
+        free(cert);
+    } else {
+        rc = us_api_start(a->loop, cfg->api, &a->api, err, errlen);
+    }
+    if (rc != 0)
+        return -1;
+    us_guard_config g = {
+        .tokens = &a->cfg.tokens,
+        .metrics_auth = cfg->metrics_auth,
+        .api = cfg->api,
+        .tls = tls,
+    };
+    us_api_set_guard(a->api, &g);
+    us_agent_api_routes(a);
+    us_info("API on %s://%s (%d token(s)%s)", tls ? "https" : "http", cfg->api, cfg->tokens.n,
+            cfg->metrics_auth ? ", /metrics needs one too" : "");
+    return 0;
+}
+
+/* ---- forwarding (prepared; the cluster RPC is not wired yet) ---- */
+
+json_t *us_agent_api_forward_request(const us_api_req *r)
+{
+    size_t len;
+    const char *body = us_api_req_body(r, &len);
+    const us_api_who *w = us_api_req_who(r);
+    return json_pack("{s:s, s:s, s:s, s:s%, s:{s:s, s:s}}", "method", us_api_req_method(r), "path",
+                     us_api_req_target(r), "content_type", us_api_req_content_type(r), "body", body,
+                     len, "who", "token", w->token, "peer", w->peer);
+}
+
+int us_agent_api_execute(us_agent *a, const char *request, size_t len, us_api_done done, void *data)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(request, len, 0, &jerr);
+    const char *method = json_string_value(json_object_get(j, "method"));
+    const char *path = json_string_value(json_object_get(j, "path"));
+    const char *ct = json_string_value(json_object_get(j, "content_type"));
+    json_t *body = json_object_get(j, "body");
+    json_t *who = json_object_get(j, "who");
+    const char *token = json_string_value(json_object_get(who, "token"));
+    const char *peer = json_string_value(json_object_get(who, "peer"));
+    if (!method || !us_guard_mutating(method) || !path || path[0] != '/' || !ct ||
+        !json_is_string(body) || !token || !peer || !a->api) {
+        json_decref(j);
+        static const char bad[] = "{\"error\": \"malformed forwarded request\"}\n";
+        done(400, "application/json", bad, sizeof bad - 1, data);
+        return -1;
+    }
+    us_api_who w = {0};
+    us_strlcpy(w.token, token, sizeof w.token);
+    us_strlcpy(w.peer, peer, sizeof w.peer);
+    us_api_execute(a->api, method, path, ct, json_string_value(body), json_string_length(body), &w,
+                   done, data);
+    json_decref(j);
+    return 0;
 }

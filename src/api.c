@@ -23,8 +23,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BODY_LIMIT (1024 * 1024)
-#define CONN_TIMEOUT_S 60
+#define BODY_LIMIT US_API_BODY_MAX
+#define DETACHED_FILE_MAX (4 << 20) /* us_api_reply_fd without a connection reads this much */
 
 typedef struct route {
     char *method;
@@ -41,9 +41,20 @@ typedef struct qarg {
 
 struct us_api_req {
     us_api *api;
-    struct MHD_Connection *conn;
+    struct MHD_Connection *conn; /* NULL: detached (us_api_execute) */
     char *method;
     char *path;
+    char *target;       /* path and query as received */
+    char *content_type; /* "" if none */
+    us_api_who who;
+    /* Detached requests: where the reply goes, and the reply kept until the handler returns. */
+    us_api_done done;
+    void *done_data;
+    bool in_handler;
+    bool executing; /* inside us_api_execute: it delivers the reply itself */
+    char *d_body;
+    size_t d_len;
+    char *d_type;
     char *body; /* always NUL-terminated once dispatched */
     size_t len, cap;
     bool too_large;
@@ -71,6 +82,11 @@ struct us_api {
     bool stop_pending; /* us_api_stop was called from a handler */
     bool stopping;     /* new requests get 503 without reaching a handler */
     bool stopped;
+    int n_conns;            /* open connections (MHD_OPTION_NOTIFY_CONNECTION) */
+    int64_t refused_logged; /* connections refused since the last log line */
+    bool guarded;
+    us_guard_config guard;
+    char guard_api[64];
 };
 
 static void run_mhd(us_api *api);
@@ -153,6 +169,8 @@ static us_api_req *req_new(us_api *api, struct MHD_Connection *conn, const char 
     r->conn = conn;
     r->method = xstrdup(method);
     r->path = xstrdup(path);
+    r->target = xstrdup(path);
+    r->content_type = xstrdup("");
     r->next = api->reqs;
     if (api->reqs)
         api->reqs->prev = r;
@@ -178,6 +196,10 @@ static void req_free(us_api_req *r)
     free(r->query);
     free(r->method);
     free(r->path);
+    free(r->target);
+    free(r->content_type);
+    free(r->d_body);
+    free(r->d_type);
     free(r->body);
     free(r);
 }
@@ -214,6 +236,17 @@ static void body_append(us_api_req *r, const char *data, size_t n)
     r->body[r->len] = '\0';
 }
 
+/* A detached request's reply goes to its callback; then the request is freed. */
+static void detached_deliver(us_api_req *r)
+{
+    us_api_done done = r->done;
+    r->done = NULL;
+    if (done)
+        done((int)r->status, r->d_type ? r->d_type : "", r->d_body ? r->d_body : "", r->d_len,
+             r->done_data);
+    req_free(r);
+}
+
 /* Store the reply; it is queued by the access handler (directly, or after resuming). */
 static void set_reply(us_api_req *r, unsigned status, const char *content_type, const char *body,
                       size_t len)
@@ -222,11 +255,24 @@ static void set_reply(us_api_req *r, unsigned status, const char *content_type, 
         us_error("api: %s %s replied twice (second reply %u dropped)", r->method, r->path, status);
         return;
     }
+    if (!r->conn) {
+        r->replied = true;
+        r->status = status;
+        r->d_type = xstrdup(content_type);
+        r->d_body = xrealloc(NULL, len + 1);
+        memcpy(r->d_body, body, len);
+        r->d_body[len] = '\0';
+        r->d_len = len;
+        if (!r->in_handler && !r->executing)
+            detached_deliver(r);
+        return;
+    }
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (resp) {
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     } else {
         /* Replied without a response: the access handler closes the connection. */
         us_error("api: cannot create a response for %s %s", r->method, r->path);
@@ -301,7 +347,8 @@ static void dispatch(us_api *api, us_api_req *r)
     r->dispatched = true;
     if (!r->body)
         r->body = xstrdup("");
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_query, r);
+    if (r->conn)
+        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_query, r);
     if (r->too_large) {
         us_api_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %d bytes",
                            BODY_LIMIT);
@@ -326,7 +373,58 @@ static void dispatch(us_api *api, us_api_req *r)
             MHD_add_response_header(r->resp, MHD_HTTP_HEADER_ALLOW, allow);
         return;
     }
+    r->in_handler = true;
     rt->handler(r, rt->data);
+    r->in_handler = false;
+    /* (A detached request replied in its handler is delivered by us_api_execute.) */
+}
+
+static const char *header(struct MHD_Connection *conn, const char *name)
+{
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+/* Who is asking from where, and may they (api_guard.h)? false with the refusal as the reply. */
+static bool admit(us_api *api, us_api_req *r)
+{
+    const char *ct = header(r->conn, MHD_HTTP_HEADER_CONTENT_TYPE);
+    free(r->content_type);
+    r->content_type = xstrdup(ct ? ct : "");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr) {
+        const struct sockaddr *sa = ci->client_addr;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+                      r->who.peer, sizeof r->who.peer);
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
+                      r->who.peer, sizeof r->who.peer);
+    }
+    if (!api->guarded)
+        return true;
+    us_guard_request g = {
+        .method = r->method,
+        .path = r->path,
+        .host = header(r->conn, MHD_HTTP_HEADER_HOST),
+        .origin = header(r->conn, "Origin"),
+        .authorization = header(r->conn, MHD_HTTP_HEADER_AUTHORIZATION),
+        .content_type = ct,
+    };
+    us_guard_verdict v;
+    if (us_guard_check(&api->guard, &g, &v) == 0) {
+        memcpy(r->who.token, v.token, sizeof r->who.token);
+        return true;
+    }
+    us_info("api: %s %s from %s refused (%d): %s", r->method, r->path,
+            r->who.peer[0] ? r->who.peer : "?", v.status, v.error);
+    r->dispatched = true;
+    if (!r->body)
+        r->body = xstrdup("");
+    us_api_reply_error(r, v.status, "%s", v.error);
+    if (v.www_authenticate)
+        us_api_reply_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"understudy\"");
+    return false;
 }
 
 static enum MHD_Result queue_reply(us_api_req *r)
@@ -350,6 +448,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r)
             return MHD_NO;
         *con_cls = r;
+        /* Refuse a stranger before reading what it sends. */
+        if (!admit(api, r))
+            return queue_reply(r);
         /* Refuse a declared oversize body before it is sent. */
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -387,6 +488,34 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r)
         req_free(r);
     *con_cls = NULL;
+}
+
+/* Beyond US_API_CONNECTIONS a new connection is accepted and closed at once, so that a client
+ * learns right away instead of waiting in the listen backlog. (MHD's own connection limit stops
+ * accepting instead; it stays set a little higher, as a backstop.) */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    us_api *api = cls;
+    if (api->n_conns < US_API_CONNECTIONS)
+        return MHD_YES;
+    if (api->refused_logged++ % 100 == 0)
+        us_warn("api: %d connections open: refusing new ones (%lld refused so far)", api->n_conns,
+                (long long)api->refused_logged);
+    return MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_context;
+    us_api *api = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        api->n_conns++;
+    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && api->n_conns > 0)
+        api->n_conns--;
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -452,9 +581,14 @@ static int listen_on(const char *hostport, char *err, size_t errlen)
     return fd;
 }
 
-int us_api_start(uv_loop_t *loop, const char *hostport, us_api **out, char *err, size_t errlen)
+static int start(uv_loop_t *loop, const char *hostport, const char *cert, const char *key,
+                 us_api **out, char *err, size_t errlen)
 {
     *out = NULL;
+    if (cert && !MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+        snprintf(err, errlen, "this libmicrohttpd was built without TLS support");
+        return -ENOTSUP;
+    }
     int fd = listen_on(hostport, err, errlen);
     if (fd < 0)
         return fd;
@@ -465,15 +599,26 @@ int us_api_start(uv_loop_t *loop, const char *hostport, us_api **out, char *err,
         return -ENOMEM;
     }
     api->loop = loop;
+    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem tls[] = {
+        {cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (cert)
+        flags |= MHD_USE_TLS;
     api->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_access, api,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)CONN_TIMEOUT_S, MHD_OPTION_END);
+        flags, 0, accept_policy, api, on_access, api, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, api,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)US_API_IDLE_S, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)US_API_CONNECTIONS + 8, MHD_OPTION_NOTIFY_CONNECTION, on_connection, api,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)US_API_PER_CLIENT, MHD_OPTION_ARRAY, tls,
+        MHD_OPTION_END);
     if (!api->daemon) {
         close(fd);
         free(api);
-        snprintf(err, errlen, "cannot start the HTTP server on %s", hostport);
+        snprintf(err, errlen, "cannot start the HTTP server on %s%s", hostport,
+                 cert ? " (check api_tls_cert and api_tls_key: PEM certificate and key)" : "");
         return -EIO;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(api->daemon, MHD_DAEMON_INFO_EPOLL_FD);
@@ -491,6 +636,25 @@ int us_api_start(uv_loop_t *loop, const char *hostport, us_api **out, char *err,
     uv_poll_start(&api->poll, UV_READABLE, on_poll);
     *out = api;
     return 0;
+}
+
+int us_api_start(uv_loop_t *loop, const char *hostport, us_api **out, char *err, size_t errlen)
+{
+    return start(loop, hostport, NULL, NULL, out, err, errlen);
+}
+
+int us_api_start_tls(uv_loop_t *loop, const char *hostport, const char *cert_pem,
+                     const char *key_pem, us_api **out, char *err, size_t errlen)
+{
+    return start(loop, hostport, cert_pem, key_pem, out, err, errlen);
+}
+
+void us_api_set_guard(us_api *api, const us_guard_config *cfg)
+{
+    api->guard = *cfg;
+    snprintf(api->guard_api, sizeof api->guard_api, "%s", cfg->api ? cfg->api : "");
+    api->guard.api = api->guard_api;
+    api->guarded = true;
 }
 
 void us_api_route(us_api *api, const char *method, const char *prefix, us_api_handler h, void *data)
@@ -522,6 +686,21 @@ const char *us_api_req_query(const us_api_req *r, const char *key)
     return NULL;
 }
 
+const char *us_api_req_target(const us_api_req *r)
+{
+    return r->target;
+}
+
+const char *us_api_req_content_type(const us_api_req *r)
+{
+    return r->content_type;
+}
+
+const us_api_who *us_api_req_who(const us_api_req *r)
+{
+    return &r->who;
+}
+
 const char *us_api_req_body(const us_api_req *r, size_t *len)
 {
     if (len)
@@ -541,6 +720,44 @@ void us_api_reply_text(us_api_req *r, int status, const char *content_type, cons
               body ? body : "", body ? len : 0);
 }
 
+void us_api_reply_fd(us_api_req *r, int status, const char *content_type, int fd, off_t offset,
+                     size_t size)
+{
+    if (r->replied) {
+        close(fd);
+        set_reply(r, (unsigned)status, content_type, "", 0); /* logs the double reply */
+        return;
+    }
+    if (!r->conn || r->suspended) {
+        /* No connection to stream to (or one parked: keep it simple): read it. */
+        size_t n = size > DETACHED_FILE_MAX ? DETACHED_FILE_MAX : size;
+        char *buf = xrealloc(NULL, n + 1);
+        ssize_t got = pread(fd, buf, n, offset + (off_t)(size - n));
+        close(fd);
+        set_reply(r, (unsigned)status, content_type, buf, got > 0 ? (size_t)got : 0);
+        free(buf);
+        return;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(size, fd, (uint64_t)offset);
+    if (!resp) {
+        close(fd);
+        us_api_reply_error(r, 500, "cannot send the file");
+        return;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    r->resp = resp;
+    r->status = (unsigned)status;
+    r->replied = true;
+}
+
+void us_api_reply_header(us_api_req *r, const char *name, const char *value)
+{
+    if (r->resp)
+        MHD_add_response_header(r->resp, name, value);
+}
+
 void us_api_reply_error(us_api_req *r, int status, const char *fmt, ...)
 {
     char msg[1024];
@@ -549,6 +766,72 @@ void us_api_reply_error(us_api_req *r, int status, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     reply_json_plain(r, (unsigned)status, json_pack("{s:s}", "error", msg));
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decode (and '+' as space, as in a query) in place. */
+static void url_decode(char *s)
+{
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (*p == '%' && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
+            *o++ = (char)(hexval(p[1]) * 16 + hexval(p[2]));
+            p += 2;
+        } else {
+            *o++ = *p == '+' ? ' ' : *p;
+        }
+    }
+    *o = '\0';
+}
+
+void us_api_execute(us_api *api, const char *method, const char *target, const char *content_type,
+                    const char *body, size_t len, const us_api_who *who, us_api_done done,
+                    void *data)
+{
+    char *t = xstrdup(target);
+    char *q = strchr(t, '?');
+    if (q)
+        *q++ = '\0';
+    url_decode(t);
+    us_api_req *r = req_new(api, NULL, method, t);
+    free(r->target);
+    r->target = xstrdup(target);
+    free(r->content_type);
+    r->content_type = xstrdup(content_type ? content_type : "");
+    if (who)
+        r->who = *who;
+    r->done = done;
+    r->done_data = data;
+    for (char *kv = q; kv && *kv;) {
+        char *amp = strchr(kv, '&');
+        if (amp)
+            *amp = '\0';
+        char *eq = strchr(kv, '=');
+        if (eq)
+            *eq = '\0';
+        url_decode(kv);
+        if (eq)
+            url_decode(eq + 1);
+        collect_query(r, MHD_GET_ARGUMENT_KIND, kv, eq ? eq + 1 : "");
+        kv = amp ? amp + 1 : NULL;
+    }
+    free(t);
+    if (len > BODY_LIMIT)
+        r->too_large = true;
+    else
+        body_append(r, body, len);
+    r->executing = true;
+    dispatch(api, r); /* answers 503 if the API is stopping */
+    r->executing = false;
+    if (r->replied)
+        detached_deliver(r);
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -562,6 +845,16 @@ static void do_stop(us_api *api)
 {
     api->stop_pending = false;
     api->stopping = true;
+    /* Detached requests still waiting are answered (and freed) first. */
+    for (bool again = true; again;) {
+        again = false;
+        for (us_api_req *r = api->reqs; r; r = r->next)
+            if (!r->conn && !r->replied) {
+                us_api_reply_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the agent is shutting down");
+                again = true; /* the list changed */
+                break;
+            }
+    }
     /* MHD refuses to stop with suspended connections: answer them first. */
     bool resumed = false;
     for (us_api_req *r = api->reqs; r; r = r->next) {

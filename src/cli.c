@@ -1,12 +1,17 @@
 /* cli.c — see cli.h. */
 #include "cli.h"
+#include "api_guard.h"
 #include "config.h"
+#include "ini.h"
+#include "key.h"
 #include "lease.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <curl/curl.h>
 #include <jansson.h>
 #include <netdb.h>
+#include <sodium.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -32,13 +37,19 @@
 #define BY_CLI "by=CLI" /* who asks, for the causes of the events a change records */
 #define FOLLOW_INTERVAL_MS 250
 #define FOLLOW_LOST_MS 5000
-#define EVENTS_PAGE 256 /* the API's largest page: the whole kept history */
+#define EVENTS_PAGE 256
+#define DEFAULT_NODE_CONFIG                                                                        \
+    "/etc/understudy/node.conf" /* the API's largest page: the whole kept history */
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 typedef struct cli {
-    char api[HOSTPORT_MAX];    /* where requests go; becomes the leader after a redirect */
-    char origin[HOSTPORT_MAX]; /* the agent the user named */
+    char api[HOSTPORT_MAX];         /* where requests go; becomes the leader after a redirect */
+    char token[US_TOKEN_MAX + 1];   /* sent as "Authorization: Bearer"; "" = none found */
+    char token_from[PATH_MAX + 64]; /* where it came from, for messages */
+    bool tls;                       /* https (--api https://..., --cacert, or api_tls_cert) */
+    char cacert[PATH_MAX];          /* CA / certificate to verify the agent with; "" = system's */
+    char origin[HOSTPORT_MAX];      /* the agent the user named */
     bool json;
     bool color;
     int width; /* a terminal's columns (tables cut their last column to fit), 0 = no limit */
@@ -158,214 +169,136 @@ static void unreachable_msg(char *err, size_t size, const char *hp, const char *
              why);
 }
 
-static int connect_to(const char *hp, char *err, size_t errlen)
+/* What a request's body is: a services file for POST /v1/services, else JSON (api_guard.h). */
+static const char *content_type_of(const char *method, const char *target)
 {
+    if (strcmp(method, "GET") == 0)
+        return NULL;
+    size_t n = strcspn(target, "?");
+    return n == strlen("/v1/services") && strncmp(target, "/v1/services", n) == 0
+               ? US_SERVICES_TYPE "; charset=utf-8"
+               : "application/json";
+}
+
+typedef struct sink {
+    char *buf;
+    size_t len, cap;
+    bool too_big;
+} sink;
+
+static size_t on_data(char *data, size_t size, size_t n, void *user)
+{
+    sink *k = user;
+    size_t add = size * n;
+    if (k->len + add + 1 > REPLY_LIMIT) {
+        k->too_big = true;
+        return 0; /* aborts the transfer */
+    }
+    if (k->len + add + 1 > k->cap) {
+        size_t cap = k->cap ? k->cap : 8192;
+        while (cap < k->len + add + 1)
+            cap *= 2;
+        char *nb = realloc(k->buf, cap);
+        if (!nb)
+            return 0;
+        k->buf = nb;
+        k->cap = cap;
+    }
+    memcpy(k->buf + k->len, data, add);
+    k->len += add;
+    k->buf[k->len] = '\0';
+    return add;
+}
+
+/* One request to one agent (libcurl: http, or https with --cacert). 0 with `rep` filled (any
+ * status), -1 with a message in err. */
+static int http_once(const cli *c, const char *hp, const char *method, const char *target,
+                     const char *body, size_t blen, reply *rep, char *err, size_t errlen)
+{
+    memset(rep, 0, sizeof *rep);
     char host[HOSTPORT_MAX], port[8];
     if (!split_hostport(hp, host, sizeof host, port, sizeof port)) {
         snprintf(err, errlen, "invalid agent address \"%s\": expected HOST:PORT", hp);
         return -1;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    int gai = getaddrinfo(host, port, &hints, &res);
-    if (gai != 0) {
-        snprintf(err, errlen, "cannot resolve \"%s\": %s", host, gai_strerror(gai));
+    CURL *h = curl_easy_init();
+    if (!h) {
+        snprintf(err, errlen, "cannot start an HTTP client");
         return -1;
     }
-    int last = ECONNREFUSED;
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        int s =
-            socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (s < 0) {
-            last = errno;
-            continue;
-        }
-        int rc = connect(s, ai->ai_addr, ai->ai_addrlen);
-        if (rc != 0 && errno == EINPROGRESS) {
-            struct pollfd pfd = {.fd = s, .events = POLLOUT};
-            int n;
-            do {
-                n = poll(&pfd, 1, IO_TIMEOUT_MS);
-            } while (n < 0 && errno == EINTR);
-            if (n == 0) {
-                errno = ETIMEDOUT;
-            } else {
-                int soerr = 0;
-                socklen_t sl = sizeof soerr;
-                getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-                errno = soerr;
-                rc = soerr == 0 ? 0 : -1;
-            }
-        }
-        if (rc != 0) {
-            last = errno;
-            close(s);
-            continue;
-        }
-        fcntl(s, F_SETFL, fcntl(s, F_GETFL) & ~O_NONBLOCK);
-        struct timeval tv = {.tv_sec = IO_TIMEOUT_MS / 1000};
-        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        fd = s;
+    char url[HOSTPORT_MAX + 1200], ua[64], auth[US_TOKEN_MAX + 32], ctype[96];
+    snprintf(url, sizeof url, "%s://%s%s", c->tls ? "https" : "http", hp, target);
+    snprintf(ua, sizeof ua, "User-Agent: understudy/%s", US_VERSION);
+    struct curl_slist *hdr = curl_slist_append(NULL, "Accept: application/json");
+    hdr = curl_slist_append(hdr, ua);
+    hdr = curl_slist_append(hdr, "Expect:"); /* no 100-continue round trip */
+    const char *ct = content_type_of(method, target);
+    if (ct) {
+        snprintf(ctype, sizeof ctype, "Content-Type: %s", ct);
+        hdr = curl_slist_append(hdr, ctype);
     }
-    freeaddrinfo(res);
-    if (fd < 0)
-        unreachable_msg(err, errlen, hp, strerror(last));
-    return fd;
-}
-
-static bool send_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        buf += n;
-        len -= (size_t)n;
+    if (c->token[0]) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->token);
+        hdr = curl_slist_append(hdr, auth);
     }
-    return true;
-}
-
-/* Decode a chunked body in place; false if malformed. */
-static bool dechunk(char *body, size_t len, size_t *out_len)
-{
-    size_t in = 0, out = 0;
-    for (;;) {
-        char *end;
-        if (in >= len)
-            return false;
-        unsigned long n = strtoul(body + in, &end, 16);
-        char *crlf = memmem(body + in, len - in, "\r\n", 2);
-        if (!crlf || end == body + in)
-            return false;
-        in = (size_t)(crlf - body) + 2;
-        if (n == 0)
-            break;
-        if (n > len - in)
-            return false;
-        memmove(body + out, body + in, n);
-        out += n;
-        in += n + 2;
+    char cerr[CURL_ERROR_SIZE] = "";
+    sink k = {0};
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)IO_TIMEOUT_MS);
+    /* No byte for 5 s: the agent is stuck. */
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)(IO_TIMEOUT_MS / 1000));
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &k);
+    if (strcmp(method, "GET") == 0) {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
     }
-    body[out] = '\0';
-    *out_len = out;
-    return true;
-}
-
-static bool parse_response(char *raw, size_t len, reply *rep)
-{
-    char *sep = memmem(raw, len, "\r\n\r\n", 4);
-    if (!sep || len < 12 || strncmp(raw, "HTTP/1.", 7) != 0)
-        return false;
-    *sep = '\0';
-    rep->status = atoi(raw + 9);
-    if (rep->status < 100 || rep->status > 599)
-        return false;
-    char *body = sep + 4;
-    size_t blen = len - (size_t)(body - raw);
-    bool chunked = false;
-    long long clen = -1;
-    for (char *line = strstr(raw, "\r\n"); line; line = strstr(line, "\r\n")) {
-        line += 2;
-        if (strncasecmp(line, "Content-Length:", 15) == 0)
-            clen = atoll(line + 15);
-        else if (strncasecmp(line, "Transfer-Encoding:", 18) == 0 &&
-                 strcasestr(line, "chunked") != NULL)
-            chunked = true;
+    if (c->tls && c->cacert[0])
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
+    CURLcode res = curl_easy_perform(h);
+    long status = 0, oserr = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &oserr);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    sodium_memzero(auth, sizeof auth);
+    const char *why = cerr[0] ? cerr : curl_easy_strerror(res);
+    if (res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST) {
+        unreachable_msg(err, errlen, hp, oserr ? strerror((int)oserr) : why);
+    } else if (res == CURLE_OPERATION_TIMEDOUT) {
+        snprintf(err, errlen, "no reply from the agent at %s (timed out after %d s)", hp,
+                 IO_TIMEOUT_MS / 1000);
+    } else if (res == CURLE_SSL_CONNECT_ERROR || res == CURLE_PEER_FAILED_VERIFICATION ||
+               res == CURLE_SSL_CACERT_BADFILE || res == CURLE_SSL_CERTPROBLEM) {
+        snprintf(err, errlen,
+                 "TLS with the agent at %s failed: %s (give its certificate or CA with --cacert)",
+                 hp, why);
+    } else if (k.too_big) {
+        snprintf(err, errlen, "the reply of the agent at %s is larger than %u bytes", hp,
+                 REPLY_LIMIT);
+    } else if (res == CURLE_GOT_NOTHING && !c->tls) {
+        snprintf(err, errlen,
+                 "no reply from the agent at %s (%s; does it serve https? then give --cacert)", hp,
+                 why);
+    } else if (res != CURLE_OK || status < 100 || status > 599) {
+        snprintf(err, errlen, "no reply from the agent at %s (%s)", hp, why);
+    } else {
+        rep->status = (int)status;
+        rep->body = k.buf ? k.buf : strdup("");
+        rep->len = k.len;
+        rep->json = rep->body ? json_loadb(rep->body, rep->len, 0, NULL) : NULL;
+        return rep->body ? 0 : -1;
     }
-    if (chunked) {
-        if (!dechunk(body, blen, &blen))
-            return false;
-    } else if (clen >= 0) {
-        if ((size_t)clen > blen)
-            return false; /* connection closed early */
-        blen = (size_t)clen;
-    }
-    rep->body = malloc(blen + 1);
-    if (!rep->body)
-        return false;
-    memcpy(rep->body, body, blen);
-    rep->body[blen] = '\0';
-    rep->len = blen;
-    rep->json = json_loadb(rep->body, blen, 0, NULL);
-    return true;
-}
-
-/* One request to one agent. 0 with `rep` filled (any status), -1 with a message in err. */
-static int http_once(const char *hp, const char *method, const char *target, const char *body,
-                     size_t blen, reply *rep, char *err, size_t errlen)
-{
-    memset(rep, 0, sizeof *rep);
-    int fd = connect_to(hp, err, errlen);
-    if (fd < 0)
-        return -1;
-    char head[2048];
-    int n = snprintf(head, sizeof head,
-                     "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: understudy/%s\r\n"
-                     "Accept: application/json\r\nConnection: close\r\n"
-                     "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n\r\n",
-                     method, target, hp, US_VERSION, blen);
-    if (n < 0 || (size_t)n >= sizeof head) {
-        close(fd);
-        snprintf(err, errlen, "request too long: %s %s", method, target);
-        return -1;
-    }
-    if (!send_all(fd, head, (size_t)n) || (blen > 0 && !send_all(fd, body, blen))) {
-        int e = errno;
-        close(fd);
-        snprintf(err, errlen, "cannot send the request to the agent at %s (%s)", hp,
-                 e == EAGAIN ? "timed out" : strerror(e));
-        return -1;
-    }
-    size_t cap = 8192, got = 0;
-    char *buf = malloc(cap);
-    int rerr = 0;
-    while (buf) {
-        if (got + 1 >= cap) {
-            if (cap >= REPLY_LIMIT) {
-                rerr = EFBIG;
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                rerr = ENOMEM;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        ssize_t r = recv(fd, buf + got, cap - got - 1, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rerr = errno;
-            break;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (!buf || rerr) {
-        free(buf);
-        snprintf(err, errlen, "no reply from the agent at %s (%s)", hp,
-                 !buf                                      ? strerror(ENOMEM)
-                 : (rerr == EAGAIN || rerr == EWOULDBLOCK) ? "timed out after 5 s"
-                                                           : strerror(rerr));
-        return -1;
-    }
-    buf[got] = '\0';
-    bool ok = parse_response(buf, got, rep);
-    free(buf);
-    if (!ok) {
-        reply_free(rep);
-        snprintf(err, errlen, "malformed HTTP reply from the agent at %s", hp);
-        return -1;
-    }
-    return 0;
+    free(k.buf);
+    return -1;
 }
 
 /* A request as the API expects clients to make it: follow "not the leader" to the leader and
@@ -377,7 +310,7 @@ static int call(cli *c, const char *method, const char *target, const char *body
     int64_t no_leader_since = -1;
     char err[512];
     for (;;) {
-        if (http_once(c->api, method, target, body, blen, rep, err, sizeof err) != 0) {
+        if (http_once(c, c->api, method, target, body, blen, rep, err, sizeof err) != 0) {
             /* A leader we were sent to may have just died: ask the named agent again, for as
              * long as we would wait for an election. */
             bool redirected = strcmp(c->api, c->origin) != 0;
@@ -430,6 +363,12 @@ static int fail_reply(const cli *c, const reply *rep)
                     msg ? msg : "not the leader", c->api, leader ? leader : "unknown",
                     MAX_REDIRECTS);
     }
+    if (rep->status == 401)
+        return fail("%s (asked %s%s%s)%s", msg ? msg : "unauthorized", c->api,
+                    c->token[0] ? " with the token of " : "", c->token[0] ? c->token_from : "",
+                    c->token[0] ? ""
+                                : "; give the node's token file with --token-file PATH, "
+                                  "$UNDERSTUDY_TOKEN_FILE or --config NODE.CONF");
     if (msg)
         return fail("%s", msg);
     /* Not our API's JSON: show the start of what came back. */
@@ -884,7 +823,7 @@ static void learn_endpoints(cli *c, json_t *st)
 static json_t *poll_status(cli *c, char *err, size_t errlen)
 {
     reply rep;
-    if (http_once(c->api, "GET", "/v1/status", NULL, 0, &rep, err, errlen) == 0) {
+    if (http_once(c, c->api, "GET", "/v1/status", NULL, 0, &rep, err, errlen) == 0) {
         if (rep.status == 200 && json_is_object(rep.json)) {
             json_t *st = json_incref(rep.json);
             reply_free(&rep);
@@ -1209,7 +1148,7 @@ static int fetch_events(cli *c, const char *filter, uint64_t *after, json_t *out
     if (loud) {
         if (call(c, "GET", target, NULL, 0, &rep) != 0)
             return -1;
-    } else if (http_once(c->api, "GET", target, NULL, 0, &rep, err, errlen) != 0) {
+    } else if (http_once(c, c->api, "GET", target, NULL, 0, &rep, err, errlen) != 0) {
         return -1;
     }
     json_t *events = json_object_get(rep.json, "events");
@@ -1345,7 +1284,7 @@ static int cmd_version(cli *c)
     reply rep;
     char err[512];
     const char *agent = NULL;
-    bool reached = http_once(c->api, "GET", "/v1/version", NULL, 0, &rep, err, sizeof err) == 0;
+    bool reached = http_once(c, c->api, "GET", "/v1/version", NULL, 0, &rep, err, sizeof err) == 0;
     if (reached && rep.status == 200)
         agent = jstr(rep.json, "version");
     if (c->json) {
@@ -1488,7 +1427,7 @@ static int cmd_check_config(const cli *c, const char *file)
 /* ---- usage ---- */
 
 static const char usage_text[] =
-    "usage: understudy [--api HOST:PORT] [--json] COMMAND ...\n"
+    "usage: understudy [--api HOST:PORT] [--token-file PATH] [--json] COMMAND ...\n"
     "\n"
     "commands:\n"
     "  status                          nodes, services, instance health, failures\n"
@@ -1503,10 +1442,15 @@ static const char usage_text[] =
     "  node remove NAME                remove a node, wait until it has left\n"
     "  version                         client and agent versions\n"
     "  agent --config FILE             run the agent of this node\n"
+    "  keygen [--token] FILE           a new cluster key, or API token file\n"
     "  help [COMMAND]                  this text, or a command's\n"
     "\n"
     "options (before or after the command):\n"
     "  --api HOST:PORT  agent to ask (default: $UNDERSTUDY_API, else " US_DEFAULT_API ")\n"
+    "  --token-file PATH  the API token (default: $UNDERSTUDY_TOKEN_FILE, else the\n"
+    "                   api_token_file of --config NODE.CONF, else of\n"
+    "                   " DEFAULT_NODE_CONFIG " when readable)\n"
+    "  --config NODE.CONF  the node config to take api_token_file (and api) from\n"
     "  --json           print JSON instead of tables\n"
     "  -h, --help       usage (of the command, when one is given)\n"
     "\n"
@@ -1515,7 +1459,11 @@ static const char usage_text[] =
     "`understudy help COMMAND` shows a command's options, examples and exit status.\n";
 
 #define OPT_API                                                                                    \
-    "  --api HOST:PORT  agent to ask (default: $UNDERSTUDY_API, else " US_DEFAULT_API ")\n"
+    "  --api HOST:PORT  agent to ask (default: $UNDERSTUDY_API, else node.api of the\n"            \
+    "                   node config, else " US_DEFAULT_API ")\n"                                   \
+    "  --token-file PATH  the API token file (default: $UNDERSTUDY_TOKEN_FILE, else\n"             \
+    "                   the node config's api_token_file)\n"                                       \
+    "  --config NODE.CONF  the node config (default " DEFAULT_NODE_CONFIG ")\n"
 #define EXIT_STD                                                                                   \
     "  0  done\n"                                                                                  \
     "  1  the agent refused or failed, or could not be reached\n"                                  \
@@ -1635,6 +1583,18 @@ static const command commands[] = {
      "  0  stopped after SIGTERM or SIGINT\n"
      "  1  failed to start or run (the log says why)\n"
      "  2  usage error, or the config has problems (listed as FILE:LINE: ...)\n"},
+    {"keygen", "understudy keygen [--token] FILE",
+     "Write a new random secret to FILE (mode 0600; an existing FILE is never\n"
+     "replaced). Without --token: a cluster key ([cluster] key_file, the same file\n"
+     "on every node). With --token: an API token file ([node] api_token_file) of one\n"
+     "token, 64 hexadecimal digits. A token file may list up to 16 tokens, one a line,\n"
+     "each optionally after a name (\"NAME TOKEN\"; events say which token asked).\n",
+     "  --token          write an API token file instead of a cluster key\n",
+     "  understudy keygen /etc/understudy/cluster.key\n"
+     "  understudy keygen --token /etc/understudy/api.token\n",
+     "  0  written\n"
+     "  1  FILE exists already or cannot be written\n"
+     "  2  usage error\n"},
     {"help", "understudy help [COMMAND]",
      "Print the overview, or a command's usage, options, examples and exit status.\n"
      "`understudy COMMAND --help` does the same.\n",
@@ -1788,6 +1748,94 @@ static bool args_exactly(const command *cmd, int nargs, const char **args, int w
     return false;
 }
 
+/* ---- the API token ---- */
+
+typedef struct node_peek {
+    char token_file[PATH_MAX];
+    char api[HOSTPORT_MAX];
+    char tls_cert[PATH_MAX];
+} node_peek;
+
+static int peek_cb(void *user, const char *section, const char *key, const char *value, int line)
+{
+    (void)line;
+    node_peek *p = user;
+    if (!key || strcmp(section, "node") != 0)
+        return 0;
+    if (strcmp(key, "api_token_file") == 0)
+        snprintf(p->token_file, sizeof p->token_file, "%s", value);
+    else if (strcmp(key, "api") == 0)
+        snprintf(p->api, sizeof p->api, "%s", value);
+    else if (strcmp(key, "api_tls_cert") == 0)
+        snprintf(p->tls_cert, sizeof p->tls_cert, "%s", value);
+    return 0;
+}
+
+/* Find the token: --token-file, else $UNDERSTUDY_TOKEN_FILE, else the api_token_file of the node
+ * config (--config, else /etc/understudy/node.conf when readable), whose api also becomes the
+ * default agent address. 0 (maybe without a token), or EXIT_USAGE after saying why. */
+static int find_token(cli *c, const char *token_file, const char *config, char *api_out,
+                      size_t api_size)
+{
+    const char *from = "--token-file";
+    if (!token_file && getenv("UNDERSTUDY_TOKEN_FILE") && getenv("UNDERSTUDY_TOKEN_FILE")[0]) {
+        token_file = getenv("UNDERSTUDY_TOKEN_FILE");
+        from = "$UNDERSTUDY_TOKEN_FILE";
+    }
+    node_peek peek = {0};
+    char from_buf[PATH_MAX + 64];
+    bool explicit_config = config != NULL;
+    if (!config && access(DEFAULT_NODE_CONFIG, R_OK) == 0)
+        config = DEFAULT_NODE_CONFIG;
+    if (config) {
+        char *text = NULL;
+        size_t len = 0;
+        int rc = read_file(config, &text, &len);
+        if (rc != 0 && explicit_config) {
+            fprintf(stderr, "understudy: cannot read node config %s: %s\n", config, strerror(-rc));
+            return EXIT_USAGE;
+        }
+        if (rc == 0) {
+            us_errors *e = calloc(1, sizeof *e);
+            if (e)
+                us_ini_parse(text, len, peek_cb, &peek, e, config);
+            free(e);
+            free(text);
+        }
+        /* A node serving https: its certificate is what the CLI checks it against, unless
+         * --cacert says otherwise. */
+        if (peek.tls_cert[0] && !c->cacert[0]) {
+            c->tls = true;
+            snprintf(c->cacert, sizeof c->cacert, "%s", peek.tls_cert);
+        }
+        if (peek.api[0]) {
+            /* An agent listening on every address is reached on loopback. */
+            char *colon = strrchr(peek.api, ':');
+            if (colon && strncmp(peek.api, "0.0.0.0:", 8) == 0)
+                snprintf(api_out, api_size, "127.0.0.1%s", colon);
+            else
+                snprintf(api_out, api_size, "%s", peek.api);
+        }
+        if (!token_file && peek.token_file[0]) {
+            token_file = peek.token_file;
+            snprintf(from_buf, sizeof from_buf, "node.api_token_file of %s", config);
+            from = from_buf;
+        } else if (!token_file && explicit_config) {
+            fprintf(stderr, "understudy: %s has no [node] api_token_file\n", config);
+            return EXIT_USAGE;
+        }
+    }
+    if (!token_file)
+        return 0;
+    char err[PATH_MAX + 256];
+    if (us_token_first(token_file, c->token, sizeof c->token, err, sizeof err) != 0) {
+        fprintf(stderr, "understudy: API token (%s): %s\n", from, err);
+        return EXIT_USAGE;
+    }
+    snprintf(c->token_from, sizeof c->token_from, "%s", token_file);
+    return 0;
+}
+
 /* Columns of the terminal on stdout (80 when it does not say), 0 when stdout is no terminal. */
 static int terminal_width(void)
 {
@@ -1804,7 +1852,8 @@ static int run(int argc, char **argv)
     cli *c = calloc(1, sizeof *c);
     if (!c)
         return fail("out of memory");
-    const char *api = NULL;
+    const char *api = NULL, *token_file = NULL, *config = NULL, *cacert = NULL;
+    char config_api[HOSTPORT_MAX] = "";
     /* Command options: --to (switchover), --service (events), --node (events, reset),
      * --limit and --follow (events). */
     const char *to = NULL, *service = NULL, *node = NULL, *limit_s = NULL;
@@ -1838,6 +1887,24 @@ static int run(int argc, char **argv)
                 goto out;
             }
             api = val;
+        } else if (value_option(argc, argv, &i, "--token-file", &val)) {
+            if (!val || !val[0]) {
+                rc = usage_error(NULL, "--token-file needs a value: --token-file PATH");
+                goto out;
+            }
+            token_file = val;
+        } else if (value_option(argc, argv, &i, "--cacert", &val)) {
+            if (!val || !val[0]) {
+                rc = usage_error(NULL, "--cacert needs a value: --cacert PATH");
+                goto out;
+            }
+            cacert = val;
+        } else if (value_option(argc, argv, &i, "--config", &val)) {
+            if (!val || !val[0]) {
+                rc = usage_error(NULL, "--config needs a value: --config NODE.CONF");
+                goto out;
+            }
+            config = val;
         } else if (value_option(argc, argv, &i, "--to", &val)) {
             if (!val) {
                 rc = usage_error(find_command("switchover"), "--to needs a node name");
@@ -1864,9 +1931,9 @@ static int run(int argc, char **argv)
             }
             limit_s = val;
         } else {
-            static const char *const options[] = {"--api",  "--json",  "--follow",
-                                                  "--help", "--to",    "--service",
-                                                  "--node", "--limit", NULL};
+            static const char *const options[] = {
+                "--api",     "--json",  "--follow",     "--help",   "--to",     "--node",
+                "--service", "--limit", "--token-file", "--config", "--cacert", NULL};
             char typed[64], h[96];
             snprintf(typed, sizeof typed, "%.*s", (int)strcspn(a, "="), a);
             rc = usage_error(nargs ? find_command(args[0]) : NULL, "unknown option %s%s", a,
@@ -1910,8 +1977,8 @@ static int run(int argc, char **argv)
             rc = usage_error(cmd, "unexpected argument \"%s\"", args[3]);
         goto out;
     }
-    if (strcmp(name, "agent") == 0) {
-        /* main() runs the agent before the client sees the arguments. */
+    if (strcmp(name, "agent") == 0 || strcmp(name, "keygen") == 0) {
+        /* main() runs the agent and keygen before the client sees the arguments. */
         rc = usage_error(cmd, "the agent is not part of the client");
         goto out;
     }
@@ -1983,13 +2050,36 @@ static int run(int argc, char **argv)
         rc = cmd_check_config(c, args[1]);
         goto out;
     }
+    if (cacert) {
+        if (access(cacert, R_OK) != 0) {
+            rc = usage_error(NULL, "--cacert %s: %s", cacert, strerror(errno));
+            goto out;
+        }
+        c->tls = true;
+        snprintf(c->cacert, sizeof c->cacert, "%s", cacert);
+    }
+    rc = find_token(c, token_file, config, config_api, sizeof config_api);
+    if (rc != 0)
+        goto out;
     if (!api)
         api = getenv("UNDERSTUDY_API");
+    if ((!api || !api[0]) && config_api[0])
+        api = config_api;
     if (!api || !api[0])
         api = US_DEFAULT_API;
+    /* "https://HOST:PORT" (or "http://"): the scheme, then the address. */
+    if (strncmp(api, "https://", 8) == 0) {
+        c->tls = true;
+        api += 8;
+    } else if (strncmp(api, "http://", 7) == 0) {
+        c->tls = false;
+        api += 7;
+    }
     if (!hostport_valid(api)) {
         rc = usage_error(NULL, "invalid agent address \"%s\" (from %s): expected HOST:PORT", api,
-                         api == getenv("UNDERSTUDY_API") ? "$UNDERSTUDY_API" : "--api");
+                         api == getenv("UNDERSTUDY_API") ? "$UNDERSTUDY_API"
+                         : api == config_api             ? "node.api of the node config"
+                                                         : "--api");
         goto out;
     }
     snprintf(c->api, sizeof c->api, "%s", api);
@@ -2027,7 +2117,9 @@ out:
 
 int us_cli_main(int argc, char **argv)
 {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = run(argc, argv);
+    curl_global_cleanup();
     fflush(stdout);
     fflush(stderr);
     return rc;

@@ -646,6 +646,48 @@ static void node_check_data_dir(node_ctx *c)
         us_strlcpy(cfg->data_dir, abs, sizeof cfg->data_dir);
 }
 
+/* Is the host of "IPv4:port" in 127.0.0.0/8? */
+static bool api_on_loopback(const char *api)
+{
+    char host[16];
+    int port;
+    return us_parse_hostport(api, host, sizeof host, &port) == 0 && strncmp(host, "127.", 4) == 0;
+}
+
+/* TLS files exist and the key is private; a non-loopback API has TLS or says api_insecure. */
+static void node_check_api_tls(node_ctx *c)
+{
+    us_node_config *cfg = c->cfg;
+    static const struct {
+        int key, other;
+        bool secret;
+    } files[] = {{NK_API_TLS_CERT, NK_API_TLS_KEY, false}, {NK_API_TLS_KEY, NK_API_TLS_CERT, true}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        int k = files[i].key;
+        if (!c->ok[k])
+            continue;
+        const char *path = k == NK_API_TLS_CERT ? cfg->api_tls_cert : cfg->api_tls_key;
+        char why[PATH_MAX + 128];
+        if (!c->line[files[i].other])
+            us_errors_add(c->err, "%s:%d: key 'node.%s' needs key 'node.%s' too", c->file,
+                          c->line[k], node_keys[k].key, node_keys[files[i].other].key);
+        else if (access(path, R_OK) != 0)
+            us_errors_add(c->err, "%s:%d: key 'node.%s': cannot read %s: %s", c->file, c->line[k],
+                          node_keys[k].key, path, strerror(errno));
+        else if (files[i].secret && us_secret_file_check(path, why, sizeof why) != 0)
+            us_errors_add(c->err, "%s:%d: key 'node.%s': %s", c->file, c->line[k], node_keys[k].key,
+                          why);
+    }
+    bool tls = c->line[NK_API_TLS_CERT] && c->line[NK_API_TLS_KEY];
+    if ((c->ok[NK_API] || !c->line[NK_API]) && !api_on_loopback(cfg->api) && !tls &&
+        !cfg->api_insecure)
+        us_errors_add(c->err,
+                      "%s:%d: key 'node.api': %s is not a loopback address, so the API needs TLS "
+                      "(keys 'node.api_tls_cert' and 'node.api_tls_key') or an explicit "
+                      "'node.api_insecure = yes' (tokens would cross the network in clear text)",
+                      c->file, c->line[NK_API], cfg->api);
+}
+
 /* Checks that need several keys; run after the whole file is read. */
 static void node_cross_checks(node_ctx *c)
 {
@@ -653,7 +695,8 @@ static void node_cross_checks(node_ctx *c)
     if (c->ok[NK_DATA_DIR])
         node_check_data_dir(c);
 
-    static const int required[] = {NK_NAME, NK_ADDRESS, NK_DATA_DIR, NK_CLUSTER_NAME, NK_KEY_FILE};
+    static const int required[] = {NK_NAME,         NK_ADDRESS,  NK_DATA_DIR,
+                                   NK_CLUSTER_NAME, NK_KEY_FILE, NK_API_TOKEN_FILE};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         int k = required[i];
         if (!c->line[k])
@@ -680,6 +723,13 @@ static void node_cross_checks(node_ctx *c)
             us_errors_add(c->err, "%s:%d: key 'cluster.key_file': %s", c->file,
                           c->line[NK_KEY_FILE], why);
     }
+    if (c->ok[NK_API_TOKEN_FILE]) {
+        char why[512];
+        if (us_tokens_load(cfg->api_token_file, &cfg->tokens, why, sizeof why) != 0)
+            us_errors_add(c->err, "%s:%d: key 'node.api_token_file': %s", c->file,
+                          c->line[NK_API_TOKEN_FILE], why);
+    }
+    node_check_api_tls(c);
     if (c->ok[NK_ADDRESS] && (c->ok[NK_API] || !c->line[NK_API])) {
         char ahost[16], phost[16];
         int aport, pport;

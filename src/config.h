@@ -73,8 +73,10 @@ typedef struct us_node_config {
      * connection (key.h). Loaded and checked with the configuration. */
     char key_file[PATH_MAX];
     us_keyring keys;
-    /* [node] api_token_file: the bearer token(s) every API request must present. */
+    /* [node] api_token_file (required): the bearer token(s) every API request must present
+     * (key.h has the format). Loaded and checked with the configuration. */
     char api_token_file[PATH_MAX];
+    us_tokens tokens;
     bool metrics_auth; /* [node] metrics_auth: GET /metrics needs the token too (default no) */
     /* [node] api_tls_cert / api_tls_key: serve the API over TLS; a non-loopback api needs them
      * or [node] api_insecure = yes. */

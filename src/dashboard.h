@@ -13,6 +13,9 @@
 /* The embedded page (NUL-terminated) and its length without the NUL. */
 const char *us_dashboard_page(size_t *len);
 
+/* The Content-Security-Policy the page is served with. */
+const char *us_dashboard_csp(void);
+
 /* GET / (the page), GET /favicon.ico (204). GET on any other path that no other route takes
  * is answered 404 like an unknown endpoint, since "/" is a prefix of every path. */
 void us_dashboard_routes(us_api *api);

@@ -238,3 +238,157 @@ void us_keyring_wipe(us_keyring *k)
 {
     sodium_memzero(k, sizeof *k);
 }
+
+/* ---- API tokens ---- */
+
+#define TOKEN_HINT "create one with `understudy keygen --token FILE`"
+#define TOKEN_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+/=-"
+#define NAME_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+
+static bool all_of(const char *s, size_t n, const char *set)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!s[i] || !strchr(set, s[i]))
+            return false;
+    return true;
+}
+
+int us_tokens_parse(const char *text, size_t len, const char *file, us_tokens *out, char *err,
+                    size_t errlen)
+{
+    us_tokens *t = us_crypto_init() == 0 ? sodium_malloc(sizeof *t) : NULL;
+    if (!t) {
+        snprintf(err, errlen, "%s: out of memory", file);
+        return -1;
+    }
+    memset(t, 0, sizeof *t);
+    size_t pos = 0;
+    int line = 0, rc = -1;
+    while (pos < len) {
+        size_t end = pos;
+        while (end < len && text[end] != '\n')
+            end++;
+        line++;
+        size_t a = pos, b = end;
+        pos = end + 1;
+        while (a < b && (text[a] == ' ' || text[a] == '\t'))
+            a++;
+        while (b > a && (text[b - 1] == ' ' || text[b - 1] == '\t' || text[b - 1] == '\r'))
+            b--;
+        if (a == b || text[a] == '#')
+            continue;
+        if (t->n == US_TOKENS_MAX) {
+            snprintf(err, errlen, "%s:%d: more than %d tokens", file, line, US_TOKENS_MAX);
+            goto out;
+        }
+        /* "NAME TOKEN" or "TOKEN". */
+        size_t sp = a;
+        while (sp < b && text[sp] != ' ' && text[sp] != '\t')
+            sp++;
+        size_t ta = a, na = a, nb = a;
+        if (sp < b) {
+            na = a;
+            nb = sp;
+            ta = sp;
+            while (ta < b && (text[ta] == ' ' || text[ta] == '\t'))
+                ta++;
+        }
+        us_token *tok = &t->t[t->n];
+        if (nb > na) {
+            if (nb - na >= US_TOKEN_NAME_MAX || !all_of(text + na, nb - na, NAME_CHARS)) {
+                snprintf(err, errlen,
+                         "%s:%d: expected NAME TOKEN or TOKEN, with a NAME of 1 to %d of A-Z a-z "
+                         "0-9 _ . -",
+                         file, line, US_TOKEN_NAME_MAX - 1);
+                goto out;
+            }
+            memcpy(tok->name, text + na, nb - na);
+        } else {
+            snprintf(tok->name, sizeof tok->name, "token%d", t->n + 1);
+        }
+        size_t tl = b - ta;
+        if (tl < US_TOKEN_MIN || tl > US_TOKEN_MAX || !all_of(text + ta, tl, TOKEN_CHARS)) {
+            snprintf(err, errlen,
+                     "%s:%d: expected a token of %d to %d characters (A-Z a-z 0-9 . _ ~ + / = -) "
+                     "after an optional name (%s)",
+                     file, line, US_TOKEN_MIN, US_TOKEN_MAX, TOKEN_HINT);
+            goto out;
+        }
+        memcpy(tok->value, text + ta, tl);
+        tok->len = tl;
+        for (int i = 0; i < t->n; i++) {
+            if (strcmp(t->t[i].name, tok->name) == 0) {
+                snprintf(err, errlen, "%s:%d: the name '%s' twice", file, line, tok->name);
+                goto out;
+            }
+            if (t->t[i].len == tl && sodium_memcmp(t->t[i].value, tok->value, US_TOKEN_MAX) == 0) {
+                snprintf(err, errlen, "%s:%d: the same token twice", file, line);
+                goto out;
+            }
+        }
+        t->n++;
+    }
+    if (t->n == 0) {
+        snprintf(err, errlen, "%s: holds no token (%s)", file, TOKEN_HINT);
+        goto out;
+    }
+    *out = *t;
+    rc = 0;
+out:
+    sodium_free(t); /* zeroes it */
+    return rc;
+}
+
+int us_tokens_load(const char *path, us_tokens *out, char *err, size_t errlen)
+{
+    if (us_crypto_init() != 0) {
+        snprintf(err, errlen, "libsodium failed to initialise");
+        return -1;
+    }
+    size_t len;
+    char *text = read_secret(path, &len, err, errlen);
+    if (!text) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, " (%s)", TOKEN_HINT);
+        return -1;
+    }
+    int rc = us_tokens_parse(text, len, path, out, err, errlen);
+    sodium_free(text);
+    return rc;
+}
+
+const char *us_tokens_match(const us_tokens *t, const char *presented, size_t len)
+{
+    unsigned char buf[US_TOKEN_MAX] = {0};
+    bool fits = len >= US_TOKEN_MIN && len <= US_TOKEN_MAX;
+    memcpy(buf, presented, fits ? len : 0);
+    const char *found = NULL;
+    for (int i = 0; i < t->n; i++) {
+        /* sodium_memcmp is constant-time over the whole (padded) buffer. */
+        bool same = sodium_memcmp(buf, t->t[i].value, US_TOKEN_MAX) == 0;
+        if (same && fits && t->t[i].len == len && !found)
+            found = t->t[i].name;
+    }
+    sodium_memzero(buf, sizeof buf);
+    return found;
+}
+
+int us_token_first(const char *path, char *out, size_t outlen, char *err, size_t errlen)
+{
+    us_tokens *t = us_crypto_init() == 0 ? sodium_malloc(sizeof *t) : NULL;
+    if (!t) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    int rc = us_tokens_load(path, t, err, errlen);
+    if (rc == 0 && t->t[0].len >= outlen) {
+        snprintf(err, errlen, "%s: token too long", path);
+        rc = -1;
+    }
+    if (rc == 0) {
+        memcpy(out, t->t[0].value, t->t[0].len);
+        out[t->t[0].len] = '\0';
+    }
+    sodium_free(t);
+    return rc;
+}

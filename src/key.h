@@ -55,4 +55,43 @@ int us_keygen(const char *path, bool token, char *err, size_t errlen);
 /* Wipe a keyring (sodium_memzero). */
 void us_keyring_wipe(us_keyring *k);
 
+/* API token files ([node] api_token_file; `understudy keygen --token FILE` writes one).
+ * One token a line, optionally after a name: "NAME TOKEN" (events record which token asked);
+ * a bare token is named "tokenN" after its place among the tokens (token1, token2, ...). A token
+ * is 32 to 128 characters of A-Z a-z 0-9 . _ ~ + / = - ; a name 1 to 32 of A-Z a-z 0-9 _ . - .
+ * Blank lines and lines starting with '#' are ignored. At most US_TOKENS_MAX tokens, no token
+ * or name twice. The file must be readable by its owner only, like a cluster key file. */
+#define US_TOKENS_MAX 16
+#define US_TOKEN_MIN 32
+#define US_TOKEN_MAX 128
+#define US_TOKEN_NAME_MAX 33
+
+typedef struct us_token {
+    char name[US_TOKEN_NAME_MAX];
+    size_t len;
+    unsigned char value[US_TOKEN_MAX]; /* zero-padded, so that every compare has one length */
+} us_token;
+
+typedef struct us_tokens {
+    int n;
+    us_token t[US_TOKENS_MAX];
+} us_tokens;
+
+/* Read an API token file (permission check, then us_tokens_parse). -1 with the reason in err
+ * (naming `understudy keygen --token`). */
+int us_tokens_load(const char *path, us_tokens *out, char *err, size_t errlen);
+
+/* Parse token file text (no permission check); `file` names the file in messages
+ * ("FILE:LINE: ..."). */
+int us_tokens_parse(const char *text, size_t len, const char *file, us_tokens *out, char *err,
+                    size_t errlen);
+
+/* The name of the token `presented` (len bytes), or NULL. Compares against every token in
+ * constant time (no early exit, same work for any input). */
+const char *us_tokens_match(const us_tokens *t, const char *presented, size_t len);
+
+/* The first token of a file as text (for clients: the CLI reads the node's token file). 0, or
+ * -1 with the reason in err. */
+int us_token_first(const char *path, char *out, size_t outlen, char *err, size_t errlen);
+
 #endif

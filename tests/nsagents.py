@@ -40,15 +40,24 @@ def ensure_key(path):
     return path
 
 
+# The API token file the last node_config named: cli() sends its token (one file per bed).
+TOKEN = {"file": None}
+
+
 def node_config(bed, n, cluster, data_dir, profile="default", nodes=None, key_file=None):
     """The agent config of node n: every node of `nodes` (default: the bed's) a Raft member.
-    The cluster key defaults to cluster.key beside data_dir (made if missing)."""
+    The cluster key defaults to cluster.key beside data_dir, the API token file to api.token
+    there (made if missing). The API listens on the namespace's address, which is no loopback:
+    the test beds are private networks, so it is served without TLS (api_insecure)."""
     members = " ".join("%s=%s:%d" % (m, bed.ip[m], RAFT_PORT) for m in (nodes or bed.nodes))
-    key_file = key_file or ensure_key(os.path.join(os.path.dirname(os.path.abspath(data_dir)), "cluster.key"))
+    here = os.path.dirname(os.path.abspath(data_dir))
+    key_file = key_file or ensure_key(os.path.join(here, "cluster.key"))
+    TOKEN["file"] = ensure_key(os.path.join(here, "api.token"))  # 64 hex digits: a valid token
     return (
-        "[node]\nname = %s\naddress = %s:%d\napi = %s\ndata_dir = %s\n"
+        "[node]\nname = %s\naddress = %s:%d\napi = %s\ndata_dir = %s\napi_token_file = %s\n"
+        "api_insecure = yes\n"
         "[cluster]\nname = %s\nmembers = %s\nprofile = %s\nkey_file = %s\n"
-        % (n, bed.ip[n], RAFT_PORT, api(bed, n), data_dir, cluster, members, profile, key_file)
+        % (n, bed.ip[n], RAFT_PORT, api(bed, n), data_dir, TOKEN["file"], cluster, members, profile, key_file)
     )
 
 
@@ -70,7 +79,8 @@ def start_agent(bed, n, binary, conf, logfile, header=None, **popen_kw):
 
 def cli(bed, where, binary, api_of, argv, timeout=30):
     """The CLI run inside namespace `where` against agent api_of's API."""
-    return bed.run(where, [binary, "--api", api(bed, api_of)] + list(argv), timeout=timeout)
+    token = ["--token-file", TOKEN["file"]] if TOKEN["file"] else []
+    return bed.run(where, [binary, "--api", api(bed, api_of)] + token + list(argv), timeout=timeout)
 
 
 def status(bed, where, binary, n):

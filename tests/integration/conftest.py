@@ -19,6 +19,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,6 +50,49 @@ def ensure_key(path):
     if not os.path.exists(path):
         subprocess.run([BIN, "keygen", path], check=True, capture_output=True, timeout=30)
     return path
+
+
+def ensure_token(path):
+    """An API token file at path, made once by `understudy keygen --token`."""
+    if not os.path.exists(path):
+        subprocess.run([BIN, "keygen", "--token", path], check=True, capture_output=True, timeout=30)
+    return path
+
+
+def read_token(path):
+    """The first token of a token file (a bare token, or NAME TOKEN)."""
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                return line.split()[-1]
+    raise RuntimeError("no token in %s" % path)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def api_open(api, path, token=None, method="GET", body=None, headers=None, timeout=5, cafile=None):
+    """One request to an agent's API, no proxy, no redirects: (status, headers, body bytes).
+    `token` (the bearer token) is sent when given; with `cafile`, over https checked against it."""
+    handlers = [urllib.request.ProxyHandler({}), _NoRedirect()]
+    if cafile:
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+    opener = urllib.request.build_opener(*handlers)
+    h = dict(headers or {})
+    if token:
+        h.setdefault("Authorization", "Bearer " + token)
+    if method != "GET" and body is not None:
+        h.setdefault("Content-Type", "application/json")
+    url = "%s://%s%s" % ("https" if cafile else "http", api, path)
+    req = urllib.request.Request(url, data=body, method=method, headers=h)
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
 
 
 # ---------------------------------------------------------------- waiting
@@ -283,6 +327,7 @@ class Cluster:
         self.hooks_log = os.path.join(self.root, "hooks.log")
         self.seen = {}  # pid -> (starttime, description): every process we must not leave behind
         self._files = 0
+        self.cafile = None  # set when the agents serve https: what their certificate is checked against
 
     # ---- configuration
 
@@ -309,6 +354,7 @@ class Cluster:
             "address = %s" % n.address,
             "api = %s" % n.api,
             "data_dir = %s" % n.data_dir,
+            "api_token_file = %s" % self.token_file(),
         ]
         if extra_node:
             lines.append(extra_node)
@@ -330,12 +376,26 @@ class Cluster:
         """The cluster key every node of this cluster shares, made by `understudy keygen`."""
         return ensure_key(os.path.join(self.root, "cluster.key"))
 
-    def configure(self, names=("n1", "n2", "n3"), extra_cluster=""):
+    def token_file(self):
+        """The API token file every node of this cluster uses, made by `understudy keygen --token`."""
+        return ensure_token(os.path.join(self.root, "api.token"))
+
+    @property
+    def token(self):
+        return read_token(self.token_file())
+
+    def api(self, name, path, method="GET", body=None, headers=None, token=True, timeout=5):
+        """A request to node `name`'s API with this cluster's token (unless token=False):
+        (status, headers, body bytes)."""
+        return api_open(self.nodes[name].api, path, token=self.token if token else None, method=method,
+                        body=body, headers=headers, timeout=timeout, cafile=self.cafile)
+
+    def configure(self, names=("n1", "n2", "n3"), extra_cluster="", extra_node=""):
         for name in names:
             self._new_node(name)
         self.members = list(names)
         for name in names:
-            self.write_config(name, members=self.members, extra_cluster=extra_cluster)
+            self.write_config(name, members=self.members, extra_cluster=extra_cluster, extra_node=extra_node)
 
     # ---- processes
 
@@ -396,11 +456,11 @@ class Cluster:
         for name in self.nodes:
             self.start(name)
 
-    def form(self, names=("n1", "n2", "n3"), extra_cluster=""):
+    def form(self, names=("n1", "n2", "n3"), extra_cluster="", extra_node=""):
         """Configure, start and wait until every node sees the same leader with quorum and the
         leader sees all of them alive voters. Returns the leader's status. `extra_cluster` lines
-        go into every node's [cluster] section."""
-        self.configure(names, extra_cluster=extra_cluster)
+        go into every node's [cluster] section, `extra_node` lines into [node]."""
+        self.configure(names, extra_cluster=extra_cluster, extra_node=extra_node)
         self.start_all()
 
         def formed():
@@ -480,11 +540,11 @@ class Cluster:
         names = [name] if name else [m for m in self.nodes if self.running(m) and not self.nodes[m].stopped]
         err = None
         for m in names:
-            url = "http://%s/v1/status" % self.nodes[m].api
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             try:
-                with opener.open(url, timeout=timeout) as r:
-                    st = json.loads(r.read().decode())
+                code, _, body = self.api(m, "/v1/status", timeout=timeout)
+                if code != 200:
+                    raise OSError("HTTP %d: %s" % (code, body[:200]))
+                st = json.loads(body.decode())
             except (OSError, ValueError) as e:
                 err = e
                 continue
@@ -523,6 +583,7 @@ class Cluster:
         cmd = [BIN, "--api", api] + [str(a) for a in args]
         env = dict(os.environ)
         env.pop("UNDERSTUDY_API", None)
+        env["UNDERSTUDY_TOKEN_FILE"] = self.token_file()
         env["NO_COLOR"] = "1"
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root, env=env)
 

@@ -115,9 +115,9 @@ def test_help_hints_and_colour(cluster):
 
     c.form(("n1",))
     api = c.nodes["n1"].api
-    r = run("--api", api, "status")  # a pipe, NO_COLOR unset: no colour
+    r = run("--api", api, "--token-file", c.token_file(), "status")  # a pipe, NO_COLOR unset: no colour
     assert r.returncode == 0 and "\033[" not in r.stdout, r.stdout
-    rc, out = run_tty("--api", api, "status")
+    rc, out = run_tty("--api", api, "--token-file", c.token_file(), "status")
     assert rc == 0 and "\033[32malive\033[0m" in out, out
-    rc, out = run_tty("--api", api, "status", env_extra={"NO_COLOR": "1"})
+    rc, out = run_tty("--api", api, "--token-file", c.token_file(), "status", env_extra={"NO_COLOR": "1"})
     assert rc == 0 and "\033[" not in out and "alive" in out, out

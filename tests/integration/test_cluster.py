@@ -19,6 +19,7 @@ import pytest
 
 from conftest import (
     ensure_key,
+    ensure_token,
     BIN,
     LEASE_MS,
     assert_no_overlap,
@@ -128,11 +129,13 @@ def decision_lines(c, service, active, epoch):
     return out
 
 
-def http_post(api, path, timeout=5):
-    """POST without following anything: (HTTP status, body text)."""
+def http_post(api, path, token, timeout=5):
+    """POST (with the API token) without following anything: (HTTP status, body text)."""
     conn = http.client.HTTPConnection(*api.split(":"), timeout=timeout)
     try:
-        conn.request("POST", path, body=b"")
+        conn.request(
+            "POST", path, body=b"", headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+        )
         r = conn.getresponse()
         return r.status, r.read().decode(errors="replace")
     finally:
@@ -437,7 +440,7 @@ def test_switchover_through_a_follower_right_after_placement(cluster):
         return s if s["active"] and s["epoch"] >= 1 else None
 
     s = c.wait_until(placed, 20, "the leader to place web", interval=0.002)
-    code, body = http_post(c.nodes[follower].api, "/v1/services/web/switchover")
+    code, body = http_post(c.nodes[follower].api, "/v1/services/web/switchover", c.token)
     view = c.service(c.status(follower), "web")
     # Leadership may move right after placement (it is kept off nodes holding an active role), so
     # the node asked may have become the leader meanwhile (202), or know no leader for the moment
@@ -598,11 +601,22 @@ def node_conf(
         "address = %s\n"
         "api = %s\n"
         "data_dir = %s\n"
+        "api_token_file = %s\n"
         "%s"
         "[cluster]\n"
         "name = itest\n"
         "members = %s\n"
-        "key_file = %s\n" % (name, address, api, data_dir, extra, members, ensure_key(os.path.join(tmp, "cluster.key")))
+        "key_file = %s\n"
+        % (
+            name,
+            address,
+            api,
+            data_dir,
+            ensure_token(os.path.join(tmp, "api.token")),
+            extra,
+            members,
+            ensure_key(os.path.join(tmp, "cluster.key")),
+        )
     )
 
 
@@ -614,13 +628,13 @@ def test_bad_node_config_exits_2_naming_file_line_key(tmp_path, case):
     conf = str(tmp_path / "bad.conf")
     if case == "unknown-key":
         text = node_conf(str(tmp_path), extra="colour = blue\n")
-        line, key = 6, "colour"
+        line, key = 7, "colour"
     elif case == "bad-address":
         text = node_conf(str(tmp_path), address="127.0.0.1:notaport")
         line, key = 3, "node.address"
     else:
         text = node_conf(str(tmp_path), members="n1=127.0.0.1:29101 n2=127.0.0.1:29102 n1=127.0.0.1:29103")
-        line, key = 8, "cluster.members"
+        line, key = 9, "cluster.members"
     write_conf(conf, text)
     r = run_agent(conf)
     assert r.returncode == 2, "exit %d, stderr: %s" % (r.returncode, r.stderr)

@@ -28,13 +28,11 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pytest
 
-from conftest import PYTHON, REPO, assert_no_overlap, format_intervals, read_intervals  # noqa: F401
+from conftest import PYTHON, REPO, api_open, assert_no_overlap, format_intervals, read_intervals  # noqa: F401
 
 WEB = os.path.join(REPO, "tests", "web")
 SCRIPT = os.path.join(WEB, "dashboard.test.mjs")
@@ -44,15 +42,10 @@ PAGE = os.path.join(REPO, "web", "dashboard.html")
 XSS = '<img src=x onerror="window.__xss=1">'
 
 
-def http(api, path, method="GET", body=None, timeout=10):
-    """(status, headers, body bytes) without following anything."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    req = urllib.request.Request("http://%s%s" % (api, path), data=body, method=method)
-    try:
-        with opener.open(req, timeout=timeout) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
+def http(api, path, method="GET", body=None, timeout=10, token=None, content_type=None):
+    """(status, headers, body bytes) without following anything; with the API token if given."""
+    h = {"Content-Type": content_type} if content_type else None
+    return api_open(api, path, token=token, method=method, body=body, headers=h, timeout=timeout)
 
 
 def require_browser():
@@ -125,8 +118,14 @@ def test_dashboard_page_is_served_self_contained(cluster):
     c = cluster
     c.form(("n1",))
     api = c.nodes["n1"].api
+    # The page itself needs no token (it asks for one); it may not be framed, and runs only its
+    # own inline script and style.
     status, headers, body = http(api, "/")
     assert status == 200, (status, body[:200])
+    csp = headers["Content-Security-Policy"] or ""
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, csp
+    assert "script-src 'sha256-" in csp and "unsafe-inline" not in csp, csp
+    assert headers["X-Frame-Options"] == "DENY", headers
     assert headers["Content-Type"] == "text/html; charset=utf-8", headers["Content-Type"]
     with open(PAGE, "rb") as f:
         assert body == f.read(), "GET / does not answer web/dashboard.html as built"
@@ -138,9 +137,13 @@ def test_dashboard_page_is_served_self_contained(cluster):
     assert not re.search(r"<(?:link|iframe|object|embed)\b", text, re.I), "the page loads other documents"
     status, _, body = http(api, "/favicon.ico")
     assert status == 204 and body == b"", (status, body)
-    status, _, body = http(api, "/nothing-here")
+    status, _, body = http(api, "/nothing-here")  # only the page itself is open
+    assert status == 401, (status, body)
+    status, _, body = http(api, "/nothing-here", token=c.token)
     assert status == 404 and b"no such endpoint" in body, (status, body)
     status, _, body = http(api, "/v1/status")
+    assert status == 401, (status, body[:200])
+    status, _, body = http(api, "/v1/status", token=c.token)
     assert status == 200 and b'"cluster"' in body, (status, body[:200])
 
 
@@ -165,7 +168,10 @@ def test_dashboard_follows_failover_and_switches_over(cluster):
     # Applied with a file name holding markup: it lands in an event's cause, which the page must
     # show as text.
     q = urllib.parse.urlencode({"file": "web%s.ini" % XSS, "by": "dashboard-test"})
-    status, _, body = http(c.nodes[leader].api, "/v1/services?" + q, "POST", ini.encode())
+    status, _, body = http(
+        c.nodes[leader].api, "/v1/services?" + q, "POST", ini.encode(), token=c.token,
+        content_type="text/x-understudy-services",
+    )
     assert status == 200, (status, body)
 
     def placed():
@@ -196,6 +202,8 @@ def test_dashboard_follows_failover_and_switches_over(cluster):
             "web",
             "--xss",
             XSS,
+            "--token",
+            c.token,
         ]
     )
     try:
@@ -234,7 +242,9 @@ def test_dashboard_follows_failover_and_switches_over(cluster):
     assert os.path.getsize(shot) > 10000, "screenshot %s is missing or empty" % shot
 
     # The switchover was recorded as asked by the web page.
-    status, _, body = http(c.nodes[leader].api, "/v1/events?service=web&limit=256")
-    assert status == 200 and b"switchover requested by web to " + leader.encode() in body, body[-2000:]
+    status, _, body = http(c.nodes[leader].api, "/v1/events?service=web&limit=256", token=c.token)
+    assert status == 200 and re.search(
+        rb"switchover requested by web \(token token1 from 127\.0\.0\.1\) to " + leader.encode(), body
+    ), body[-2000:]
     ivs = assert_no_overlap(c.overlap_log)
     assert [i.node for i in ivs] == [x, y, leader], format_intervals(ivs)

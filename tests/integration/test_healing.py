@@ -273,6 +273,7 @@ def test_events_cli_lists_filters_and_follows(cluster):
     last = last_seq(c)
     env = dict(os.environ)
     env.pop("UNDERSTUDY_API", None)
+    env["UNDERSTUDY_TOKEN_FILE"] = c.token_file()
     p = subprocess.Popen(
         [BIN, "--api", c.nodes["n2"].api, "events", "--follow", "--json", "--service", "web"],
         stdout=subprocess.PIPE,

@@ -16,7 +16,6 @@ import re
 import signal
 import time
 import urllib.parse
-import urllib.request
 
 from conftest import (
     BLOCK_PORTS,
@@ -69,9 +68,10 @@ def sick(c, node):
 
 
 def get_json(c, node, path, timeout=5):
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open("http://%s%s" % (c.nodes[node].api, path), timeout=timeout) as r:
-        return json.loads(r.read().decode())
+    status, _, body = c.api(node, path, timeout=timeout)
+    if status != 200:
+        raise OSError("GET %s: HTTP %d %s" % (path, status, body[:200]))
+    return json.loads(body.decode())
 
 
 def events(c, after=0, node=None, **filters):

@@ -18,8 +18,6 @@ import re
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 from test_health import active_pid, cli_ok, crash, free_base, hs_run, svc_ini, wait_active, wait_health
 
@@ -33,12 +31,8 @@ CAUSES = ("failed", "unhealthy", "fenced", "lease", "agent_restart", "other")
 
 def fetch(c, node, path="/metrics"):
     """(status, content type, body text) of GET path on node's API."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open("http://%s%s" % (c.nodes[node].api, path), timeout=5) as r:
-            return r.status, r.headers.get("Content-Type"), r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type"), e.read().decode()
+    status, headers, body = c.api(node, path, token=path != "/metrics")
+    return status, headers.get("Content-Type"), body.decode()
 
 
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')

@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 import urllib.parse
-import urllib.request
 
 from test_health import svc_ini
 
@@ -174,10 +173,12 @@ def test_abstract_socket_and_foreign_watchdog_pid(cluster):
 
 def post_services(c, node, text, file):
     q = urllib.parse.urlencode({"file": file})
-    req = urllib.request.Request("http://%s/v1/services?%s" % (c.nodes[node].api, q), data=text.encode(), method="POST")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(req, timeout=10) as r:
-        return r.status
+    status, _, body = c.api(
+        node, "/v1/services?%s" % q, "POST", text.encode(), headers={"Content-Type": "text/x-understudy-services"},
+        timeout=10,
+    )
+    assert status == 200, (status, body)
+    return status
 
 
 def test_journal_stream_log_format(cluster):

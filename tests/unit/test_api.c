@@ -481,6 +481,93 @@ static void test_address_in_use(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* us_api_execute: a request without a connection (what a forwarded change becomes on the
+ * leader) goes through the same routes; its reply reaches the callback, also a late one. */
+typedef struct exec_result {
+    int calls;
+    int status;
+    char type[64];
+    char body[512];
+} exec_result;
+
+static void on_exec_done(int status, const char *content_type, const char *body, size_t len,
+                         void *data)
+{
+    exec_result *x = data;
+    x->calls++;
+    x->status = status;
+    snprintf(x->type, sizeof x->type, "%s", content_type);
+    snprintf(x->body, sizeof x->body, "%.*s", (int)len, body);
+}
+
+static void on_exec_later(uv_timer_t *t)
+{
+    fixture *fx = t->data;
+    us_api_reply_error(fx->later_req, 409, "late %s", "reply");
+    fx->later_req = NULL;
+    us_api_stop(fx->api);
+    fx->api = NULL;
+}
+
+static void h_exec_later(us_api_req *r, void *data)
+{
+    fixture *fx = data;
+    fx->later_req = r;
+    uv_timer_start(&fx->later_timer, on_exec_later, 20, 0);
+}
+
+static void test_execute_detached(void **state)
+{
+    (void)state;
+    fixture fx;
+    memset(&fx, 0, sizeof fx);
+    assert_int_equal(uv_loop_init(&fx.loop), 0);
+    char addr[64], err[256] = "";
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", free_port());
+    assert_int_equal(us_api_start(&fx.loop, addr, &fx.api, err, sizeof err), 0);
+    us_api_route(fx.api, "POST", "/v1/echo", h_echo, &fx);
+    us_api_route(fx.api, "GET", "/v1/query", h_query, &fx);
+    us_api_route(fx.api, "POST", "/v1/later", h_exec_later, &fx);
+    us_api_who who = {.token = "ops", .peer = "10.0.0.9"};
+
+    exec_result x = {0};
+    us_api_execute(fx.api, "POST", "/v1/echo?by=CLI", "application/json", "{\"a\": 1}", 8, &who,
+                   on_exec_done, &x);
+    assert_int_equal(x.calls, 1);
+    assert_int_equal(x.status, 201);
+    assert_string_equal(x.type, "text/plain");
+    assert_string_equal(x.body, "{\"a\": 1}");
+
+    memset(&x, 0, sizeof x);
+    us_api_execute(fx.api, "GET", "/v1/query?a=x%20y&b=%2Fz+w", "", "", 0, NULL, on_exec_done, &x);
+    assert_int_equal(x.status, 200);
+    json_t *j = json_loads(x.body, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(jstr(j, "a"), "x y");
+    assert_string_equal(jstr(j, "b"), "/z w");
+    json_decref(j);
+
+    memset(&x, 0, sizeof x);
+    us_api_execute(fx.api, "POST", "/v1/nothing", "application/json", "", 0, &who, on_exec_done,
+                   &x);
+    assert_int_equal(x.calls, 1);
+    assert_int_equal(x.status, 404);
+
+    /* A late reply (after a commit, say) reaches the callback too. */
+    memset(&x, 0, sizeof x);
+    uv_timer_init(&fx.loop, &fx.later_timer);
+    fx.later_timer.data = &fx;
+    us_api_execute(fx.api, "POST", "/v1/later", "application/json", "", 0, &who, on_exec_done, &x);
+    assert_int_equal(x.calls, 0);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    assert_int_equal(x.calls, 1);
+    assert_int_equal(x.status, 409);
+    assert_non_null(strstr(x.body, "late reply"));
+    uv_close((uv_handle_t *)&fx.later_timer, NULL);
+    uv_run(&fx.loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&fx.loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -492,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_keepalive_after_suspend),
         cmocka_unit_test(test_stop_drops_suspended),
         cmocka_unit_test(test_address_in_use),
+        cmocka_unit_test(test_execute_detached),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

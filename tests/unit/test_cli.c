@@ -1114,7 +1114,8 @@ static void test_usage(void **state)
 
     run_result r = run_cli("help", NULL);
     assert_int_equal(r.rc, 0);
-    assert_non_null(strstr(r.out, "usage: understudy [--api HOST:PORT] [--json] COMMAND"));
+    assert_non_null(
+        strstr(r.out, "usage: understudy [--api HOST:PORT] [--token-file PATH] [--json] COMMAND"));
     assert_non_null(strstr(r.out, "switchover SERVICE [--to NODE]"));
     run_free(&r);
     r = run_cli("--help", NULL);
@@ -1248,20 +1249,22 @@ static void test_check_config_node(void **state)
     (void)state;
     char dir[] = "/tmp/test_cli.XXXXXX";
     assert_non_null(mkdtemp(dir));
-    char text[2048], data[600], key[600], why[256];
+    char text[2048], data[600], key[600], token[600], why[256];
     snprintf(data, sizeof data, "%s/data/n1", dir);
     snprintf(key, sizeof key, "%s/cluster.key", dir);
+    snprintf(token, sizeof token, "%s/api.token", dir);
     assert_int_equal(us_keygen(key, false, why, sizeof why), 0);
+    assert_int_equal(us_keygen(token, true, why, sizeof why), 0);
     snprintf(text, sizeof text,
              "# a node config\n[node]\nname = n1\naddress = 127.0.0.1:7101\ndata_dir = %s\n\n"
              "[cluster]\nname = demo\nmembers = n1=127.0.0.1:7101 n2=127.0.0.1:7102\n"
-             "key_file = %s\n",
-             data, key);
+             "key_file = %s\n[node]\napi_token_file = %s\n",
+             data, key, token);
     char *good = write_temp(dir, "node.conf", text);
     snprintf(text, sizeof text,
-             "[node]\nname = n3\naddress = 127.0.0.1:7103\ndata_dir = /tmp\n"
+             "[node]\nname = n3\naddress = 127.0.0.1:7103\ndata_dir = /tmp\napi_token_file = %s\n"
              "[cluster]\nname = demo\njoin = 127.0.0.1:7101\nkey_file = %s\n",
-             key);
+             token, key);
     char *join = write_temp(dir, "join.conf", text);
     char *bad = write_temp(dir, "bad.conf",
                            "[node]\nname = N1\naddress = 0.0.0.0:7101\nbogus = 1\n"
@@ -1318,7 +1321,8 @@ static void test_check_config_node(void **state)
         ": missing key 'cluster.members' or 'cluster.join'",
         ": missing key 'cluster.key_file' (expected the path of the cluster key file (create one "
         "with `understudy keygen FILE`))",
-        ": not valid (node config, 6 problems)",
+        ": missing key 'node.api_token_file'",
+        ": not valid (node config, 7 problems)",
     };
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         snprintf(want, sizeof want, "%s%s", bad, lines[i]);
@@ -1331,6 +1335,7 @@ static void test_check_config_node(void **state)
     unlink(join);
     unlink(bad);
     unlink(key);
+    unlink(token);
     rmdir(dir);
     free(good);
     free(join);

@@ -37,7 +37,10 @@ static int group_setup(void **state)
         return -1;
     char key[PATH_MAX], why[512];
     snprintf(key, sizeof key, "%s/cluster.key", g_dir);
-    return us_keygen(key, false, why, sizeof why);
+    if (us_keygen(key, false, why, sizeof why) != 0)
+        return -1;
+    snprintf(key, sizeof key, "%s/api.token", g_dir);
+    return us_keygen(key, true, why, sizeof why);
 }
 
 static int group_teardown(void **state)
@@ -54,17 +57,24 @@ static const char *tmp_path(const char *name)
     return path;
 }
 
-/* Node configs get the test's cluster key in a [cluster] section appended at the end (line
- * numbers stay) unless they name one or have no [cluster] section: the key is required, and most
- * tests are about other keys. */
+/* Node configs get the test's cluster key and API token in sections appended at the end (line
+ * numbers stay) unless they name them or lack the section: both are required, and most tests are
+ * about other keys. */
 static const char *write_file(const char *name, const char *text)
 {
     static char with_key[16384];
-    if (strstr(text, "[cluster]\n") && !strstr(text, "key_file") &&
-        strlen(text) + 2 * PATH_MAX < sizeof with_key) {
+    bool key = strstr(text, "[cluster]\n") && !strstr(text, "key_file");
+    bool token = strstr(text, "[node]\n") && !strstr(text, "api_token_file");
+    if ((key || token) && strlen(text) + 3 * PATH_MAX < sizeof with_key) {
         size_t n = strlen(text);
-        snprintf(with_key, sizeof with_key, "%s%s[cluster]\nkey_file = %s/cluster.key\n", text,
-                 n && text[n - 1] != '\n' ? "\n" : "", g_dir);
+        int w =
+            snprintf(with_key, sizeof with_key, "%s%s", text, n && text[n - 1] != '\n' ? "\n" : "");
+        if (key)
+            w += snprintf(with_key + w, sizeof with_key - (size_t)w,
+                          "[cluster]\nkey_file = %s/cluster.key\n", g_dir);
+        if (token)
+            snprintf(with_key + w, sizeof with_key - (size_t)w,
+                     "[node]\napi_token_file = %s/api.token\n", g_dir);
         text = with_key;
     }
     const char *path = tmp_path(name);
@@ -210,10 +220,12 @@ static void test_node_join_only(void **state)
     (void)state;
     us_errors err;
     int rc =
-        load_text(node_text("api = 0.0.0.0:8080\n", "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL);
+        load_text(node_text("api = 0.0.0.0:8080\napi_insecure = yes\n", "join = 127.0.0.1:7102\n"),
+                  &g_cfg, &err, NULL);
     if (rc != 0)
         fprintf(stderr, "%s\n", joined(&err));
     assert_int_equal(rc, 0);
+    assert_true(g_cfg.api_insecure);
     assert_int_equal(g_cfg.n_members, 0);
     assert_int_equal(g_cfg.n_join, 1);
     assert_string_equal(g_cfg.api, "0.0.0.0:8080");
@@ -241,8 +253,9 @@ static void test_node_missing_keys(void **state)
     assert_int_equal(load_text("# nothing here\n", &g_cfg, &err, &path), -1);
     char prefix[PATH_MAX + 8];
     snprintf(prefix, sizeof prefix, "%s: missing key", path);
-    assert_int_equal(err.n, 6);
+    assert_int_equal(err.n, 7);
     expect_msg(&err, prefix, "'cluster.key_file'", "understudy keygen");
+    expect_msg(&err, prefix, "'node.api_token_file'", "understudy keygen --token");
     expect_msg(&err, prefix, "'node.name'", "expected");
     expect_msg(&err, prefix, "'node.address'", "expected");
     expect_msg(&err, prefix, "'node.data_dir'", "expected");
@@ -427,7 +440,7 @@ static void test_node_bad_addresses(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char text[8192];
         snprintf(text, sizeof text,
-                 "[node]\nname = n1\naddress = %s\napi = 1.2.3.4:5\ndata_dir = %s/d\n"
+                 "[node]\nname = n1\naddress = %s\napi = 127.0.0.2:5\ndata_dir = %s/d\n"
                  "[cluster]\nname = demo\njoin = 127.0.0.1:7102 127.0.0.1:71o2\n",
                  bad[i], g_dir);
         us_errors err;

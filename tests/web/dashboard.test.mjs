@@ -2,7 +2,10 @@
 //
 //   node tests/web/dashboard.test.mjs --url http://LEADER_API/ --screenshot PATH
 //        [--killed-url http://ACTIVE_API/] [--follower-url http://FOLLOWER_API/] [--service web]
-//        [--xss TEXT]
+//        [--xss TEXT] --token TOKEN
+//
+// Every page first asks for the API token (a dialog); the script types TOKEN into it, and checks
+// that no request carries the token in its URL.
 //
 // Debian's chromium (headless) opens the page once and never reloads it. Line protocol: this
 // script prints facts on stdout, pytest answers on stdin:
@@ -34,7 +37,7 @@ function args() {
     if (v[i + 1] === undefined) throw new Error(`option ${v[i]} needs a value`);
     a[k.replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = v[i + 1];
   }
-  if (!a.url || !a.screenshot) throw new Error('usage: dashboard.test.mjs --url URL --screenshot PATH [--follower-url URL] [--service NAME] [--xss TEXT]');
+  if (!a.url || !a.screenshot || !a.token) throw new Error('usage: dashboard.test.mjs --url URL --screenshot PATH --token TOKEN [--follower-url URL] [--service NAME] [--xss TEXT]');
   return a;
 }
 
@@ -90,13 +93,28 @@ function watch(page, origin, problems, posts) {
   });
   page.on('request', (r) => {
     const u = new URL(r.url());
+    if (TOKEN && r.url().includes(TOKEN)) problems.push(`the token is in a URL: ${u.pathname}`);
     if (u.origin !== origin) problems.push(`request to another origin: ${r.url()}`);
     if (r.method() === 'POST') posts.push(u.pathname + u.search);
   });
 }
 
+let TOKEN = '';
+
+// The page asks for the API token before anything else; type it in like a person would.
+async function login(p) {
+  const dlg = p.locator('#login');
+  await dlg.waitFor({ state: 'visible', timeout: 5000 });
+  await p.locator('#token-input').fill(TOKEN);
+  await p.locator('#token-ok').click();
+  await dlg.waitFor({ state: 'hidden', timeout: 2000 });
+  const kept = await p.evaluate(() => sessionStorage.getItem('understudy.token'));
+  if (kept !== TOKEN) throw new Error('the token was not kept in sessionStorage');
+}
+
 async function main() {
   const a = args();
+  TOKEN = a.token;
   const svc = a.service;
   const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
   let page;
@@ -110,6 +128,7 @@ async function main() {
     page.on('framenavigated', (f) => { if (f === page.mainFrame()) navigations++; });
 
     await page.goto(a.url, { waitUntil: 'load' });
+    await login(page);
     const first = await waitFor(`${svc} to be shown active`, 15000, () => shownActive(page, svc));
     const cluster = (await page.locator('#cluster-name').textContent()).trim();
     log(`page shows cluster ${cluster}, ${svc} active on ${first}`);
@@ -128,6 +147,7 @@ async function main() {
       kp = await ctx.newPage();
       watch(kp, new URL(a.killedUrl).origin, problems, []);
       await kp.goto(a.killedUrl, { waitUntil: 'load' });
+      await login(kp);
       await waitFor(`the killed node's page to show ${svc} active on ${first}`, 10000, async () => (await shownActive(kp, svc)) === first);
     }
     await page.evaluate(() => { window.__sameDocument = true; });
@@ -177,6 +197,7 @@ async function main() {
       const fposts = [];
       watch(fp, new URL(a.followerUrl).origin, problems, fposts);
       await fp.goto(a.followerUrl, { waitUntil: 'load' });
+      await login(fp);
       await waitFor(`the follower's page to show ${svc} active on ${next}`, 10000, async () => (await shownActive(fp, svc)) === next);
       const card = fp.locator(`[data-service="${svc}"]`);
       await card.locator('[data-testid="switchover"]').click();
