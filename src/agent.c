@@ -1388,6 +1388,7 @@ int us_agent_main(const us_node_config *cfg)
         us_error("%s", err);
         goto out;
     }
+    us_agent_rpc_init(a);
     if (us_agent_api_start(a, err, sizeof err) != 0) {
         us_error("API: %s", err);
         a->exit_code = 1;

@@ -275,7 +275,7 @@ void us_agent_api_routes(us_agent *a);
  * and its routes. 0, or -1 with a message in err. */
 int us_agent_api_start(us_agent *a, char *err, size_t errlen);
 
-/* Forwarding a change to the leader (the cluster RPC that carries it is not wired yet).
+/* Forwarding a change to the leader over the cluster's authenticated RPC (transport.h).
  * A follower serialises a mutating request as
  *   {"method", "path" (target with the query), "content_type", "body", "who": {"token", "peer"}}
  * and the leader runs it with us_agent_api_execute, whose `done` gets the reply
@@ -283,5 +283,7 @@ int us_agent_api_start(us_agent *a, char *err, size_t errlen);
 json_t *us_agent_api_forward_request(const us_api_req *r);
 int us_agent_api_execute(us_agent *a, const char *request, size_t len, us_api_done done,
                          void *data);
+/* Serve changes that followers forward to us over the cluster's RPC (once, after Raft starts). */
+void us_agent_rpc_init(us_agent *a);
 
 #endif

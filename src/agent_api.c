@@ -1,14 +1,16 @@
 /* agent_api.c — the agent's HTTP API (JSON). Reads (status, events, logs) answer from this
- * agent's view; changes are accepted only by the Raft leader (others answer 421 with the leader's
- * API address, which the CLI follows) and answered once committed. Every change is stamped with
+ * agent's view; changes are decided only by the Raft leader: a follower forwards them to it over
+ * the cluster's authenticated RPC (transport.h) and answers with the leader's reply, or, when it
+ * cannot, answers 421 with the leader's API address (which the CLI follows); answered once
+ * committed. Every change is stamped with
  * the leader's wall clock and a cause naming who asked (`by=WHO`, default "API", with the name of
  * the token presented and the client's address: "by CLI (token ops from 10.0.0.5)"), which the
  * events it records carry. Requests reach these handlers only past the guard (api_guard.h:
  * token, Host, Origin, Content-Type), set up by us_agent_api_start.
  *
- * Forwarding (prepared, not wired): a change that reaches a follower can be serialised with
- * us_agent_api_forward_request and run on the leader with us_agent_api_execute (agent.h), which
- * goes through the same handlers and hands back {status, content_type, body}. */
+ * Forwarding: a change that reaches a follower is serialised with us_agent_api_forward_request
+ * and run on the leader with us_agent_api_execute (agent.h), which goes through the same handlers
+ * and hands back {status, content_type, body}. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -204,12 +206,81 @@ static void h_version(us_api_req *r, void *data)
 
 /* ---- changes: leader only ---- */
 
+/* ---- changes arriving at a follower go to the leader ----
+ * Over the cluster's authenticated channel (transport.h RPC), not through the leader's API: every
+ * API may listen on loopback only. The leader runs the request through the same handlers
+ * (us_agent_api_execute) and the follower answers with the leader's reply as it is. A request
+ * that was itself forwarded is not forwarded again (leadership moved meanwhile): 421, and the
+ * CLI retries. */
+
+#define FORWARD_TIMEOUT_MS 10000
+
+typedef struct forward {
+    us_agent *agent;
+    us_api_req *req;
+} forward;
+
+static void forwarded(void *data, int status, const char *body, size_t len)
+{
+    forward *f = data;
+    us_agent *a = f->agent;
+    us_api_req *r = f->req;
+    free(f);
+    if (!a->api)
+        return; /* the API stopped (agent closing): it dropped the request already */
+    if (status != 0) {
+        us_api_reply_error(r, 503, "the leader did not answer the forwarded change: %s",
+                           strerror(-status));
+        return;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(body, len, 0, &jerr);
+    json_t *st = json_object_get(j, "status");
+    const char *ct = json_string_value(json_object_get(j, "content_type"));
+    json_t *b = json_object_get(j, "body");
+    if (!json_is_integer(st) || json_integer_value(st) < 100 || json_integer_value(st) > 599 ||
+        !ct || !json_is_string(b))
+        us_api_reply_error(r, 502, "malformed answer from the leader");
+    else
+        us_api_reply_text(r, (int)json_integer_value(st), ct, json_string_value(b),
+                          json_string_length(b));
+    json_decref(j);
+}
+
+/* Forward r to the leader; false if that cannot even start (then nothing was replied). */
+static bool forward_to_leader(us_agent *a, us_api_req *r, const char *leader)
+{
+    us_peer *lp = us_agent_peer(a, leader);
+    if (!lp || !lp->address[0] || us_api_req_detached(r))
+        return false;
+    json_t *req = us_agent_api_forward_request(r);
+    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    forward *f = text ? calloc(1, sizeof *f) : NULL;
+    if (!f) {
+        free(text);
+        return false;
+    }
+    f->agent = a;
+    f->req = r;
+    int rc = us_transport_rpc(&a->transport, lp->address, text, strlen(text), FORWARD_TIMEOUT_MS,
+                              forwarded, f);
+    free(text);
+    if (rc != 0) {
+        free(f);
+        return false;
+    }
+    return true;
+}
+
 static bool require_leader(us_agent *a, us_api_req *r)
 {
     if (us_agent_is_leader(a) && a->stopping == 0)
         return true;
     char leader[US_NAME_MAX], api[US_ADDR_MAX];
-    if (us_agent_leader(a, leader, api) && strcmp(leader, a->cfg.name) != 0 && api[0]) {
+    if (us_agent_leader(a, leader, api) && strcmp(leader, a->cfg.name) != 0) {
+        if (forward_to_leader(a, r, leader))
+            return false; /* answered when the leader has */
         us_api_reply_json(r, 421,
                           json_pack("{s:s, s:s, s:s}", "error", "not the leader", "leader", leader,
                                     "leader_api", api));
@@ -217,6 +288,47 @@ static bool require_leader(us_agent *a, us_api_req *r)
     }
     us_api_reply_error(r, 503, "no leader");
     return false;
+}
+
+/* The leader's side: a change a follower forwarded, from an authenticated member. */
+typedef struct rpc_call {
+    us_rpc_ctx *ctx;
+} rpc_call;
+
+static void rpc_done(int status, const char *content_type, const char *body, size_t len, void *data)
+{
+    rpc_call *c = data;
+    json_t *j = json_pack("{s:i, s:s, s:s%}", "status", status, "content_type",
+                          content_type ? content_type : "application/json", "body",
+                          body ? body : "", body ? len : 0);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    static const char oom[] = "{\"status\":503,\"content_type\":\"application/json\","
+                              "\"body\":\"{\\\"error\\\": \\\"out of memory\\\"}\"}";
+    if (text)
+        us_rpc_respond(c->ctx, text, strlen(text));
+    else
+        us_rpc_respond(c->ctx, oom, sizeof oom - 1);
+    free(text);
+    free(c);
+}
+
+static void on_rpc(void *data, us_rpc_ctx *ctx, const char *peer_name, const char *body, size_t len)
+{
+    us_agent *a = data;
+    rpc_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        us_rpc_respond(ctx, "", 0);
+        return;
+    }
+    c->ctx = ctx;
+    us_debug("a change forwarded by %s", peer_name);
+    us_agent_api_execute(a, body, len, rpc_done, c);
+}
+
+void us_agent_rpc_init(us_agent *a)
+{
+    us_transport_set_rpc_handler(&a->transport, on_rpc, a);
 }
 
 typedef struct pending {

@@ -686,14 +686,57 @@ const char *us_api_req_query(const us_api_req *r, const char *key)
     return NULL;
 }
 
+/* Append s percent-encoded (all but unreserved characters) at *w. */
+static char *pct_encode(char *w, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            *w++ = (char)ch;
+        } else {
+            *w++ = '%';
+            *w++ = hex[ch >> 4];
+            *w++ = hex[ch & 15];
+        }
+    }
+    return w;
+}
+
 const char *us_api_req_target(const us_api_req *r)
 {
+    /* libmicrohttpd hands over the path without its query: put the (decoded) arguments back,
+     * encoded, once, so that a forwarded request carries them. */
+    if (r->conn && r->n_query > 0 && !strchr(r->target, '?')) {
+        size_t n = strlen(r->path) + 2;
+        for (int i = 0; i < r->n_query; i++)
+            n += 3 * (strlen(r->query[i].key) + strlen(r->query[i].value)) + 2;
+        char *t = malloc(n);
+        if (!t)
+            return r->target;
+        char *w = t + strlen(strcpy(t, r->path));
+        for (int i = 0; i < r->n_query; i++) {
+            *w++ = i ? '&' : '?';
+            w = pct_encode(w, r->query[i].key);
+            *w++ = '=';
+            w = pct_encode(w, r->query[i].value);
+        }
+        *w = '\0';
+        free(((us_api_req *)r)->target);
+        ((us_api_req *)r)->target = t;
+    }
     return r->target;
 }
 
 const char *us_api_req_content_type(const us_api_req *r)
 {
     return r->content_type;
+}
+
+bool us_api_req_detached(const us_api_req *r)
+{
+    return r->conn == NULL;
 }
 
 const us_api_who *us_api_req_who(const us_api_req *r)

@@ -9,6 +9,7 @@
 #define US_API_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <uv.h>
@@ -59,6 +60,8 @@ typedef struct us_api_who {
     char peer[64];
 } us_api_who;
 const us_api_who *us_api_req_who(const us_api_req *r);
+/* Run through us_api_execute (a forwarded request), not received on a connection. */
+bool us_api_req_detached(const us_api_req *r);
 
 /* Reply; `body` is consumed (decref'd). */
 void us_api_reply_json(us_api_req *r, int status, json_t *body);

@@ -426,9 +426,10 @@ def test_switchover_runs_demote_before_promote(cluster):
 
 
 def test_switchover_through_a_follower_right_after_placement(cluster):
-    """Changes are decided by the leader: agent_api.c promises that other agents answer 421 with
-    the leader's API address (which the CLI follows). A follower whose copy of the state is a
-    heartbeat behind the leader's must redirect, not refuse the request on its stale copy."""
+    """Changes are decided by the leader: other agents forward them to it over the cluster's RPC
+    (202 here is the leader's answer), or answer 421 with the leader's API address when they
+    cannot (which the CLI follows). A follower whose copy of the state is a heartbeat behind the
+    leader's must pass the request on, not refuse it on its stale copy."""
     c = cluster
     c.form()
     c.apply(web_ini(c))
