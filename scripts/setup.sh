@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential pkg-config libuv1-dev libjansson-dev libcmocka-dev \
 libmicrohttpd-dev libmnl-dev libsystemd-dev libsodium-dev python3 python3-pytest iproute2 procps nftables \
-scdoc prometheus chromium"
+scdoc prometheus chromium clang-14 libclang-rt-14-dev"
 BACKPORTS_PKGS="libraft-dev"
 
 missing=""
