@@ -40,6 +40,8 @@ for t in "$@"; do
         opts="-max_total_time=$secs"
     fi
     mkdir -p "$work" "$crashes"
+    # Words the fuzzer cannot learn by itself (e.g. JSON keys: jansson is not instrumented).
+    [ -f "$here/$t.dict" ] && opts="$opts -dict=$here/$t.dict"
     log=$tmp/$t.log
     start=$(date +%s)
     # shellcheck disable=SC2086 # $opts and $dirs are word lists
