@@ -95,7 +95,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         json_decref(us_event_to_json(e));
     }
     for (int i = 0; i < s->services.n; i++) {
-        FUZZ_CHECK(us_state_find_service(s, s->services.svc[i].name) >= 0);
+        FUZZ_CHECK(us_state_find_service(s, s->services.svc[i].name) == i);
+        FUZZ_CHECK(strcmp(s->asg[i].service, s->services.svc[i].name) == 0);
         us_assignment_role(&s->asg[i], s->asg[i].active);
         json_decref(us_assignment_to_json(&s->asg[i]));
     }
