@@ -43,6 +43,11 @@ for t in "$@"; do
     # Words the fuzzer cannot learn by itself (e.g. JSON keys: jansson is not instrumented).
     [ -f "$here/$t.dict" ] && opts="$opts -dict=$here/$t.dict"
     log=$tmp/$t.log
+    count_crashes() {
+        find "$crashes" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' \
+            -o -name 'oom-*' \) | wc -l
+    }
+    before=$(count_crashes) # inputs of earlier runs (fixed or not) are not counted again
     start=$(date +%s)
     # shellcheck disable=SC2086 # $opts and $dirs are word lists
     "$bin" $opts -timeout=10 -print_final_stats=1 -artifact_prefix="$crashes/" "$work" $dirs \
@@ -52,8 +57,7 @@ for t in "$@"; do
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     [ -n "$execs" ] || execs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -n 1)
     [ -n "$execs" ] || execs=0
-    found=$(find "$crashes" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' \
-        -o -name 'oom-*' \) | wc -l)
+    found=$(($(count_crashes) - before))
     if [ "$rc" != 0 ] && [ "$found" = 0 ]; then found=1; fi
     ncorpus=$(find "$work" $dirs -type f | wc -l)
     printf '%-12s %12s %8s %8s  %s\n' "$t" "$execs" "$ncorpus" "$found" "$((end - start))"
