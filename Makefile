@@ -99,6 +99,9 @@ build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS) | build/.d
 	$(FUZZ_CC) $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_SAN) -Isrc -Itests/fuzz \
 		-o $@ $< $(filter-out $(FUZZ_EXCLUDE_$*),$(FUZZ_OBJS)) $(LIBS)
 
+# Kept between runs (make would delete them as intermediates of the pattern rules).
+.SECONDARY: $(FUZZ_OBJS)
+
 # Building every harness is the first check of fuzz-smoke (no cmocka involved).
 fuzz-build: $(FUZZ_BINS)
 
