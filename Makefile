@@ -3,6 +3,7 @@
 #   make test     unit tests, decision scenarios and integration tests (ASan + UBSan build)
 #   make demo     a 3-node local cluster with a sample service
 #   make bench    failover (loopback), VIP failover vs keepalived, proxy vs HAProxy (root for the last two)
+#   make fuzz     every libFuzzer target for FUZZ_SECONDS (default 120) each; fuzz-smoke: briefly
 # Every entry point first runs scripts/setup.sh, which installs what is missing (quiet when all is there).
 
 CC      ?= gcc
@@ -23,7 +24,7 @@ SAN_LIB   := $(LIBSRCS:src/%.c=build/san/%.o)
 UNIT_BINS := $(UNIT:tests/unit/%.c=build/san/tests/%)
 MANS      := $(patsubst docs/man/%.scd,build/man/%,$(wildcard docs/man/*.scd))
 
-.PHONY: all setup test unit integration demo bench format check-format clean man
+.PHONY: all setup test unit integration demo bench format check-format clean man fuzz fuzz-smoke fuzz-build
 all: build/understudy man
 
 man: $(MANS)
@@ -61,7 +62,7 @@ unit: $(UNIT_BINS)
 integration: build/san/understudy
 	UNDERSTUDY_BIN=$(CURDIR)/build/san/understudy /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
-test: setup unit integration
+test: setup unit fuzz-smoke integration
 
 demo: build/understudy
 	@sh demo/run.sh
@@ -71,15 +72,46 @@ bench: build/understudy
 	@rc=0; sh bench/failover || rc=1; sh bench/failover-netns || rc=1; sh bench/proxy || rc=1; sh bench/service-crash || rc=1; exit $$rc
 
 format:
-	clang-format -i src/*.c src/*.h tests/unit/*.c bench/*.c
+	clang-format -i src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
 
 check-format:
-	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c bench/*.c
+	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
 
 clean:
 	rm -rf build
 
-# The dashboard page is embedded into the binary (src/dashboard.c, .incbin).
-build/rel/dashboard.o build/san/dashboard.o: $(wildcard web/*)
+# ---- fuzzing (tests/fuzz/README.md): clang's libFuzzer with ASan + UBSan ----
+FUZZ_CC      ?= $(shell command -v clang-14 || command -v clang || echo clang)
+FUZZ_SAN     := -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_OBJS    := $(LIBSRCS:src/%.c=build/fuzz/%.o)
+FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+FUZZ_SECONDS ?= 120
+# Harnesses that #include a source file (to reach its static parsers) do not link its object.
+FUZZ_EXCLUDE_cli := build/fuzz/cli.o
+FUZZ_EXCLUDE_api := build/fuzz/api.o build/fuzz/agent_api.o
 
--include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d)
+build/fuzz/%.o: src/%.c | build/.deps-ok
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer-no-link,address,undefined $(FUZZ_SAN) -c -o $@ $<
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS) | build/.deps-ok
+	$(FUZZ_CC) $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_SAN) -Isrc -Itests/fuzz \
+		-o $@ $< $(filter-out $(FUZZ_EXCLUDE_$*),$(FUZZ_OBJS)) $(LIBS)
+
+# Kept between runs (make would delete them as intermediates of the pattern rules).
+.SECONDARY: $(FUZZ_OBJS)
+
+# Building every harness is the first check of fuzz-smoke (no cmocka involved).
+fuzz-build: $(FUZZ_BINS)
+
+fuzz-smoke: fuzz-build
+	@sh tests/fuzz/run.sh smoke $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh long $(FUZZ_TARGETS)
+
+# The dashboard page is embedded into the binary (src/dashboard.c, .incbin).
+build/rel/dashboard.o build/san/dashboard.o build/fuzz/dashboard.o: $(wildcard web/*)
+
+-include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d)

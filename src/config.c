@@ -41,8 +41,17 @@ void us_errors_add(us_errors *e, const char *fmt, ...)
     }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->msg[e->n], US_ERROR_LEN, fmt, ap);
+    int w = vsnprintf(e->msg[e->n], US_ERROR_LEN, fmt, ap);
     va_end(ap);
+    if (w >= US_ERROR_LEN) { /* cut short: drop a last character cut in two (JSON needs UTF-8) */
+        char *m = e->msg[e->n];
+        size_t n = US_ERROR_LEN - 1;
+        while (n > 0 && ((unsigned char)m[n - 1] & 0xC0) == 0x80)
+            n--;
+        if (n > 0 && (unsigned char)m[n - 1] >= 0xC0)
+            n--;
+        m[n] = '\0';
+    }
     e->n++;
 }
 
@@ -782,16 +791,12 @@ static void node_cross_checks(node_ctx *c)
     }
 }
 
-static int load_node(const char *path, us_node_config *out, us_errors *err, us_errors *warn)
+static int parse_node(const char *text, size_t len, const char *path, us_node_config *out,
+                      us_errors *err, us_errors *warn)
 {
     int before = error_count(err);
-    size_t len;
-    char *text = read_text(path, &len, err);
-    if (!text)
-        return -1;
     us_node_config *cfg = calloc(1, sizeof *cfg);
     if (!cfg) {
-        free(text);
         us_errors_add(err, "%s: out of memory", path);
         return -1;
     }
@@ -799,7 +804,6 @@ static int load_node(const char *path, us_node_config *out, us_errors *err, us_e
     if (!us_strlcpy(cfg->path, path, sizeof cfg->path))
         us_errors_add(err, "%s: path longer than PATH_MAX", path);
     us_ini_parse(text, len, node_cb, &c, err, path);
-    free(text);
     node_cross_checks(&c);
     int rc = -1;
     if (error_count(err) == before) {
@@ -807,6 +811,30 @@ static int load_node(const char *path, us_node_config *out, us_errors *err, us_e
         rc = 0;
     }
     free(cfg);
+    return rc;
+}
+
+static int load_node(const char *path, us_node_config *out, us_errors *err, us_errors *warn)
+{
+    size_t len;
+    char *text = read_text(path, &len, err);
+    if (!text)
+        return -1;
+    int rc = parse_node(text, len, path, out, err, warn);
+    free(text);
+    return rc;
+}
+
+int us_config_parse_node_text(const char *text, size_t len, const char *filename,
+                              us_node_config *out, us_errors *err)
+{
+    us_errors *warn = calloc(1, sizeof *warn); /* data_dir findings: not asked for here */
+    if (!warn) {
+        us_errors_add(err, "%s: out of memory", filename);
+        return -1;
+    }
+    int rc = parse_node(text, len, filename, out, err, warn);
+    free(warn);
     return rc;
 }
 

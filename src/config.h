@@ -94,6 +94,12 @@ int us_config_load_node(const char *path, us_node_config *out, us_errors *err);
  * "FILE:LINE: key 'node.data_dir': warning: ..." and is no error; data_dir stays as written. */
 int us_config_check_node(const char *path, us_node_config *out, us_errors *err, us_errors *warn);
 
+/* A node config given as text (fuzzers, tests): validated like us_config_check_node, so nothing is
+ * created and data_dir stays as written (what is found there is not reported); key_file is still
+ * read. `filename` names the file in messages. 0, or -1 with every problem in err. */
+int us_config_parse_node_text(const char *text, size_t len, const char *filename,
+                              us_node_config *out, us_errors *err);
+
 /* What a file holds, decided by its first [node] / [cluster] (a node config) or [service NAME]
  * (a services file) section header. */
 typedef enum { US_CONFIG_UNKNOWN = 0, US_CONFIG_NODE, US_CONFIG_SERVICES } us_config_kind;

@@ -506,11 +506,19 @@ int us_state_from_json(us_state *out, const json_t *j)
     s->epoch_floor = us_json_u64(j, "epoch_floor");
     size_t i;
     json_t *v;
-    json_array_foreach(nodes, i, v) if (node_from_json(&s->nodes[s->n_nodes++], v) != 0) goto out;
+    /* Names are unique, and assignment i is service i's (as commands keep them). */
+    json_array_foreach(nodes, i, v)
+    {
+        if (node_from_json(&s->nodes[i], v) != 0 || us_state_find_node(s, s->nodes[i].name) >= 0)
+            goto out;
+        s->n_nodes++;
+    }
     json_array_foreach(svcs, i, v)
     {
         if (us_service_def_from_json(&s->services.svc[i], v) != 0 ||
-            assignment_from_json(&s->asg[i], json_array_get(asg, i)) != 0)
+            assignment_from_json(&s->asg[i], json_array_get(asg, i)) != 0 ||
+            strcmp(s->asg[i].service, s->services.svc[i].name) != 0 ||
+            us_state_find_service(s, s->services.svc[i].name) >= 0)
             goto out;
         s->services.n++;
     }
@@ -539,6 +547,10 @@ int us_state_from_json(us_state *out, const json_t *j)
             goto out;
         s->events[(e.seq - 1) % US_EVENTS_MAX] = e;
     }
+    /* Every kept seq has its event: no gaps (which duplicates leave), as snapshots list them. */
+    for (uint64_t q = us_state_first_event(s); q && q <= s->event_seq; q++)
+        if (us_state_event(s, q)->seq != q)
+            goto out;
     *out = *s;
     rc = 0;
 out:
@@ -824,7 +836,7 @@ static int apply_services(us_state *s, const json_t *cmd)
     json_array_foreach(a, i, v)
     {
         us_service_def *d = &next->services.svc[next->services.n];
-        if (us_service_def_from_json(d, v) != 0) {
+        if (us_service_def_from_json(d, v) != 0 || us_state_find_service(next, d->name) >= 0) {
             free(next);
             return US_APPLY_BAD;
         }

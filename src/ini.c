@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,14 +36,56 @@ const char *us_ini_excerpt(const char *s, char *buf, size_t size)
     if (n < size) {
         memcpy(buf, s, n + 1);
     } else {
-        memcpy(buf, s, size - 4);
-        memcpy(buf + size - 4, "...", 4);
+        /* Cut on a character boundary: messages end up in JSON, which must be UTF-8. */
+        size_t cut = size - 4;
+        while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+            cut--;
+        memcpy(buf, s, cut);
+        memcpy(buf + cut, "...", 4);
     }
     /* Control characters would garble a one-line message. */
     for (char *p = buf; *p; p++)
         if (iscntrl((unsigned char)*p))
             *p = '?';
     return buf;
+}
+
+/* Is s[0..n) valid UTF-8 (no overlong forms, surrogates or code points above U+10FFFF, like
+ * jansson, which refuses to encode anything else)? */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i < len)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return false;
+            cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += len;
+    }
+    return true;
 }
 
 /* Cut the line at the first '#' that follows a space or tab (not ';': shell commands use it). */
@@ -95,6 +138,12 @@ int us_ini_parse(const char *text, size_t len, us_ini_cb cb, void *user, us_erro
             continue;
         strip_inline_comment(s);
         rtrim(s);
+        if (!utf8_valid((const unsigned char *)s, strlen(s))) {
+            us_errors_add(err, "%s:%d: expected UTF-8 text, got an invalid byte sequence", filename,
+                          line);
+            errors++;
+            continue;
+        }
 
         if (*s == '[') {
             size_t n = strlen(s);

@@ -7,6 +7,7 @@
  *   # ... or ; ...   full-line comment
  *   ... #          inline comment: '#' preceded by a space or tab ends the line (';' does not:
  *                  shell commands in values use it)
+ * Text is UTF-8 (outside comments, anything else is a syntax error: values end up in JSON).
  * "\r\n" line ends and a leading UTF-8 BOM are accepted. There is no quoting or escaping, so a
  * value cannot hold " #".
  */

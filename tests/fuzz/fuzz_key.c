@@ -1,0 +1,39 @@
+/* fuzz_key.c — the cluster key file parser (us_keyring_parse). */
+#include "fuzz.h"
+
+#include "key.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    if (us_crypto_init() != 0)
+        abort();
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    us_keyring k;
+    memset(&k, 0xA5, sizeof k);
+    char err[256];
+    char *text = fuzz_copy(data, size);
+    int rc = us_keyring_parse(text, size, "fuzz.key", &k, err, sizeof err);
+    if (rc == 0) {
+        FUZZ_CHECK(k.n >= 1 && k.n <= US_KEYS_MAX);
+        for (int i = 0; i < k.n; i++) {
+            FUZZ_CHECK(us_keyring_find(&k, k.id[i]) != NULL);
+            for (int j = 0; j < i; j++)
+                FUZZ_CHECK(memcmp(k.key[i], k.key[j], US_KEY_LEN) != 0);
+        }
+        us_keyring_wipe(&k);
+    } else {
+        FUZZ_CHECK(rc == -1);
+        FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0');
+        us_keyring k2;
+        memset(&k2, 0xA5, sizeof k2);
+        FUZZ_CHECK(memcmp(&k, &k2, sizeof k) == 0); /* untouched */
+    }
+    free(text);
+    return 0;
+}
