@@ -209,133 +209,13 @@ static void send_to(us_agent *a, us_peer *p, json_t *msg)
     json_decref(msg);
 }
 
-static bool json_uint_in(const json_t *v, json_int_t lo, json_int_t hi, json_int_t *out)
+static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
 {
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return false;
-    *out = json_integer_value(v);
-    return true;
-}
-
-/* A u64 sent as a decimal string (JSON numbers lose precision past 2^53). */
-static bool json_u64_of(const json_t *v, uint64_t *out)
-{
-    const char *s = json_string_value(v);
-    if (!s || !*s || strlen(s) > 20)
-        return false;
-    char *end;
-    errno = 0;
-    unsigned long long x = strtoull(s, &end, 10);
-    if (*end || errno || s[0] == '-')
-        return false;
-    *out = x;
-    return true;
-}
-
-/* One instance report, named keys, every field checked; false = malformed. */
-static bool parse_report(const char *svc, const json_t *v, us_report *r)
-{
-    json_int_t st, ex, pid, open, health, cms, probes, failed, restarts;
-    memset(r, 0, sizeof *r);
-    if (!json_is_object(v) || !us_name_valid(svc) ||
-        !json_uint_in(json_object_get(v, "state"), 0, US_INST_FENCED, &st) ||
-        !json_u64_of(json_object_get(v, "epoch"), &r->obs.epoch) ||
-        !json_uint_in(json_object_get(v, "exit"), INT_MIN, INT_MAX, &ex) ||
-        !json_uint_in(json_object_get(v, "pid"), 0, INT_MAX, &pid) ||
-        !json_u64_of(json_object_get(v, "px_epoch"), &r->px_epoch) ||
-        !json_uint_in(json_object_get(v, "px_open"), 0, INT_MAX, &open) ||
-        !json_uint_in(json_object_get(v, "health"), 0, US_HEALTH_UNHEALTHY, &health) ||
-        !json_uint_in(json_object_get(v, "check_ms"), -1, INT64_MAX, &cms) ||
-        !json_uint_in(json_object_get(v, "probes"), 0, INT64_MAX, &probes) ||
-        !json_uint_in(json_object_get(v, "probes_failed"), 0, INT64_MAX, &failed) ||
-        !json_uint_in(json_object_get(v, "restarts"), 0, INT_MAX, &restarts) ||
-        !json_is_string(json_object_get(v, "cause")) ||
-        !json_is_string(json_object_get(v, "restart_cause")) ||
-        !json_is_boolean(json_object_get(v, "refused")))
-        return false;
-    us_strlcpy(r->service, svc, sizeof r->service);
-    r->obs.state = (us_inst_state)st;
-    r->obs.exit_status = (int)ex;
-    r->pid = (int)pid;
-    r->px_open = (int)open;
-    r->obs.health = (us_health)health;
-    us_strlcpy(r->obs.cause, json_string_value(json_object_get(v, "cause")), sizeof r->obs.cause);
-    r->check_ms = cms;
-    r->probes = (uint64_t)probes;
-    r->probes_failed = (uint64_t)failed;
-    r->restarts = (int)restarts;
-    us_strlcpy(r->restart_cause, json_string_value(json_object_get(v, "restart_cause")),
-               sizeof r->restart_cause);
-    r->obs.refused = json_is_true(json_object_get(v, "refused"));
-    return true;
-}
-
-/* All of a ping's reports, or none (and false) if any is malformed. */
-static bool parse_reports(us_peer *p, const json_t *rep)
-{
-    static us_report parsed[US_MAX_SERVICES];
-    int n = 0;
-    const char *svc;
-    json_t *v;
-    if (rep && !json_is_object(rep))
-        return false;
-    json_object_foreach((json_t *)rep, svc, v)
-    {
-        if (n >= US_MAX_SERVICES || !parse_report(svc, v, &parsed[n]))
-            return false;
-        n++;
-    }
-    memcpy(p->reports, parsed, sizeof parsed[0] * (size_t)n);
-    p->n_reports = n;
-    return true;
-}
-
-/* A voter's lease reports {"NAME": {"age": ms or -1, "stale": bool, "v": "version"}}. */
-static bool parse_lease_reports(us_agent *a, us_peer *from, const json_t *gr, int64_t now)
-{
-    const char *name;
-    json_t *v;
-    if (gr && !json_is_object(gr))
-        return false;
-    json_object_foreach((json_t *)gr, name, v)
-    {
-        json_int_t age;
-        uint64_t ver;
-        if (!json_is_object(v) || !json_uint_in(json_object_get(v, "age"), -1, INT64_MAX, &age) ||
-            !json_is_boolean(json_object_get(v, "stale")) ||
-            !json_u64_of(json_object_get(v, "v"), &ver))
-            return false;
-        us_peer *about = us_agent_peer(a, name);
-        if (!about)
-            continue;
-        int i = (int)(about - a->peers);
-        from->about[i].age = age;
-        from->about[i].stale = json_is_true(json_object_get(v, "stale"));
-        from->about[i].v = ver;
-        from->about[i].rx_ms = now;
-    }
-    return true;
-}
-
-static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
-{
-    uint64_t term = 0, round = 0;
-    const json_t *api = json_object_get(msg, "api");
-    if (!json_u64_of(json_object_get(msg, "term"), &term) ||
-        !json_u64_of(json_object_get(msg, "seq"), &round) ||
-        !json_is_boolean(json_object_get(msg, "lease")) ||
-        (api &&
-         (!json_is_string(api) || us_parse_hostport(json_string_value(api), NULL, 0, NULL) != 0))) {
-        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "ping fields");
-        return;
-    }
-    us_report before[US_MAX_SERVICES];
-    int n_before = p->n_reports;
-    memcpy(before, p->reports, sizeof before[0] * (size_t)n_before);
-    if (!parse_reports(p, json_object_get(msg, "rep"))) {
-        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "instance reports");
-        return;
-    }
+    const us_msg_ping *g = &m->u.ping;
+    bool changed = g->n_reports != p->n_reports ||
+                   memcmp(g->reports, p->reports, sizeof g->reports[0] * (size_t)g->n_reports) != 0;
+    memcpy(p->reports, g->reports, sizeof g->reports[0] * (size_t)g->n_reports);
+    p->n_reports = g->n_reports;
     p->last_seen_ms = now;
     if (h->inc != p->inc) {
         /* A restarted voter forgot its grants: its earlier reports mean nothing now. */
@@ -344,163 +224,140 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t 
         p->inc = h->inc;
     }
     /* Its own API address, which it states for itself; registration commits it (controller.c). */
-    if (api)
-        us_strlcpy(p->api, json_string_value(api), sizeof p->api);
+    if (g->has_api)
+        us_strlcpy(p->api, g->api, sizeof p->api);
     /* A changed report (failed, demoted) may let the leader act now instead of next tick. */
-    if (a->leader && (n_before != p->n_reports ||
-                      memcmp(before, p->reports, sizeof before[0] * (size_t)n_before) != 0))
+    if (a->leader && changed)
         us_agent_schedule_reconcile(a);
 
     /* Acknowledge the sender's leadership only if Raft here agrees, in the same term. */
     raft_id leader_id = 0;
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
-    bool ack = leader_id == p->id && term == raft_current_term(&a->raft);
+    bool ack = leader_id == p->id && g->term == raft_current_term(&a->raft);
     /* Leases are granted by every voter (lease.h), unless we revoked this node. */
-    bool grant = json_is_true(json_object_get(msg, "lease")) && !p->revoked && !p->revoke_unsaved &&
+    bool grant = g->lease && !p->revoked && !p->revoke_unsaved &&
                  us_agent_is_voter(a, us_node_id(a->cfg.name));
     if (grant)
         p->granted_ms = now;
-    if (!parse_lease_reports(a, p, json_object_get(msg, "gr"), now))
-        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "lease reports");
+    for (int i = 0; i < g->n_leases; i++) {
+        us_peer *about = us_agent_peer(a, g->leases[i].node);
+        if (!about)
+            continue;
+        int k = (int)(about - a->peers);
+        p->about[k].age = g->leases[i].age;
+        p->about[k].stale = g->leases[i].stale;
+        p->about[k].v = g->leases[i].v;
+        p->about[k].rx_ms = now;
+    }
     /* A removed node may miss the commit that says so: tell it whenever it shows up. */
     int k = us_state_find_node(&a->fsm.state, p->name);
     bool removed = a->leader && k >= 0 && a->fsm.state.nodes[k].left;
     send_to(a, p,
-            json_pack("{s:s, s:o, s:b, s:b, s:b, s:o}", "t", "pong", "seq", us_u64_json(round),
+            json_pack("{s:s, s:o, s:b, s:b, s:b, s:o}", "t", "pong", "seq", us_u64_json(g->round),
                       "ack", ack, "grant", grant, "removed", removed, "v",
                       us_u64_json(a->fsm.state.version)));
 }
 
 /* A pong names the ping round it answers (`seq`, from the ping). */
-static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
 {
     (void)h;
-    uint64_t seq = 0, v = 0;
-    if (!json_u64_of(json_object_get(msg, "seq"), &seq) ||
-        !json_u64_of(json_object_get(msg, "v"), &v)) {
-        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "pong fields");
-        return;
-    }
+    const us_msg_pong *g = &m->u.pong;
     p->last_seen_ms = now;
-    if (seq == 0 || seq > a->ping_seq || a->ping_seq - seq >= 256)
+    if (g->round == 0 || g->round > a->ping_seq || a->ping_seq - g->round >= 256)
         return; /* not one of our recent ping rounds */
-    int slot = (int)(seq % 256);
+    int slot = (int)(g->round % 256);
     int64_t sent_ms = a->sent[slot].ms;
-    if (json_is_true(json_object_get(msg, "ack")) && a->leader && a->sent[slot].as_leader &&
-        a->sent[slot].term == a->leader_term && sent_ms > p->ack_ms)
+    if (g->ack && a->leader && a->sent[slot].as_leader && a->sent[slot].term == a->leader_term &&
+        sent_ms > p->ack_ms)
         p->ack_ms = sent_ms;
-    if (json_is_true(json_object_get(msg, "removed")) && a->stopping == 0) {
+    if (g->removed && a->stopping == 0) {
         us_info("the leader (%s) says this node was removed from the cluster; stopping", p->name);
         begin_close(a);
         return;
     }
-    if (json_is_true(json_object_get(msg, "grant"))) {
+    if (g->grant) {
         if (sent_ms > p->grant_t0) {
             p->grant_t0 = sent_ms;
-            p->grant_v = v;
+            p->grant_v = g->v;
         }
         recompute_lease(a, now);
     }
 }
 
-static void on_hello(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+static void on_hello(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
 {
     /* Learning its incarnation (on_msg) is all a hello is for. */
-    (void)a, (void)p, (void)h, (void)msg, (void)now;
+    (void)a, (void)p, (void)h, (void)m, (void)now;
 }
 
 /* The guardian's announcement (guardian.h), for the node that sent it and no other. */
-static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
 {
     (void)now;
-    const json_t *list = json_object_get(msg, "fenced");
-    const json_t *agent = json_object_get(msg, "agent");
-    if (!json_is_array(list) || json_array_size(list) > US_MAX_SERVICES ||
-        (agent && !json_is_string(agent))) {
-        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "fenced fields");
-        return;
-    }
-    size_t i;
-    json_t *v;
-    json_array_foreach(list, i, v)
-    {
-        const char *svc = json_string_value(json_object_get(v, "service"));
-        json_t *ep = json_object_get(v, "epoch");
-        if (!svc || !us_name_valid(svc) || !json_is_integer(ep) || json_integer_value(ep) < 0) {
-            us_net_reject(&a->net, US_NET_REJECT_MALFORMED, p->name, "fenced entry");
-            return;
-        }
-    }
+    const us_msg_fenced *f = &m->u.fenced;
     /* Kept on every node (cheap); only the leader's controller acts on it. */
-    json_array_foreach(list, i, v)
-    {
-        const char *svc = json_string_value(json_object_get(v, "service"));
+    for (int i = 0; i < f->n; i++) {
         int k;
         for (k = 0; k < p->n_fenced; k++)
-            if (strcmp(p->fenced_service[k], svc) == 0)
+            if (strcmp(p->fenced_service[k], f->fenced[i].service) == 0)
                 break;
         if (k == p->n_fenced) {
             if (p->n_fenced >= US_MAX_SERVICES)
                 continue;
             p->n_fenced++;
         }
-        us_strlcpy(p->fenced_service[k], svc, US_NAME_MAX);
-        p->fenced_epoch[k] = (uint64_t)json_integer_value(json_object_get(v, "epoch"));
+        us_strlcpy(p->fenced_service[k], f->fenced[i].service, US_NAME_MAX);
+        p->fenced_epoch[k] = f->fenced[i].epoch;
         p->fenced_inc[k] = h->inc;
     }
-    if (agent && strcmp(json_string_value(agent), "dead") == 0)
+    if (f->agent_dead)
         p->dead_inc = h->inc;
     us_agent_schedule_reconcile(a);
 }
 
 /* A node asks to join: it names itself (the sealed sender), or a member forwards its request. */
-static void on_join(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+static void on_join(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
 {
     (void)now;
-    const char *name = json_string_value(json_object_get(msg, "name"));
-    const char *address = json_string_value(json_object_get(msg, "address"));
-    bool fwd = json_is_true(json_object_get(msg, "fwd"));
-    if (!name || !address || !us_name_valid(name) ||
-        us_parse_hostport(address, NULL, 0, NULL) != 0) {
-        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, h->sender, "join fields");
-        return;
-    }
-    if (fwd ? !p : strcmp(name, h->sender) != 0) {
+    const us_msg_join *j = &m->u.join;
+    if (j->fwd ? !p : strcmp(j->name, h->sender) != 0) {
         us_net_reject(&a->net, US_NET_REJECT_MALFORMED, h->sender,
                       "a join request may only name its sender");
         return;
     }
     /* A name registered at another address is refused until that node is removed. */
-    int k = us_state_find_node(&a->fsm.state, name);
-    if (k >= 0 && !a->fsm.state.nodes[k].left && strcmp(a->fsm.state.nodes[k].address, address)) {
-        us_warn("refusing a join of %s at %s: registered at %s (remove it first)", name, address,
-                a->fsm.state.nodes[k].address);
+    int k = us_state_find_node(&a->fsm.state, j->name);
+    if (k >= 0 && !a->fsm.state.nodes[k].left &&
+        strcmp(a->fsm.state.nodes[k].address, j->address)) {
+        us_warn("refusing a join of %s at %s: registered at %s (remove it first)", j->name,
+                j->address, a->fsm.state.nodes[k].address);
         return;
     }
     const struct raft_configuration *c = &a->raft.configuration;
     for (unsigned i = 0; i < c->n; i++)
-        if (c->servers[i].id == us_node_id(name) && strcmp(c->servers[i].address, address) != 0) {
-            us_warn("refusing a join of %s at %s: a Raft member at %s (remove it first)", name,
-                    address, c->servers[i].address);
+        if (c->servers[i].id == us_node_id(j->name) &&
+            strcmp(c->servers[i].address, j->address) != 0) {
+            us_warn("refusing a join of %s at %s: a Raft member at %s (remove it first)", j->name,
+                    j->address, c->servers[i].address);
             return;
         }
     if (a->leader) {
-        us_controller_join_request(a, msg);
+        us_controller_join_request(a, j->name, j->address);
         return;
     }
     char leader[US_NAME_MAX];
     us_peer *lp = us_agent_leader(a, leader, NULL) ? us_agent_peer(a, leader) : NULL;
-    if (lp && lp != &a->peers[a->self] && !fwd) {
-        json_t *copy = json_deep_copy(msg);
-        json_object_set_new(copy, "fwd", json_true());
-        send_to(a, lp, copy);
-    }
+    if (lp && lp != &a->peers[a->self] && !j->fwd)
+        send_to(a, lp,
+                json_pack("{s:s, s:s, s:s, s:s, s:b}", "t", "join", "name", j->name, "address",
+                          j->address, "api", j->api, "fwd", true));
 }
 
-static void on_leave(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg, int64_t now)
+static void on_leave(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
 {
-    (void)h, (void)msg, (void)now;
+    (void)h, (void)m, (void)now;
     if (!a->leader)
         return;
     int i = us_state_find_node(&a->fsm.state, p->name);
@@ -510,25 +367,23 @@ static void on_leave(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t
             NULL, NULL);
 }
 
-typedef void (*msg_handler)(us_agent *a, us_peer *p, const us_wire_hdr *h, const json_t *msg,
+typedef void (*msg_handler)(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m,
                             int64_t now);
 
-/* Every message type: its channel, whether its sender must be a node we know, whether it must be
- * addressed to this incarnation of ours (state-carrying messages), and its handler. Types we do
- * not know (a newer minor version) are ignored. */
+/* Every message type (msg.h): its channel, whether its sender must be a node we know, whether it
+ * must be addressed to this incarnation of ours (state-carrying messages), and its handler. */
 static const struct msg_type {
-    const char *t;
     us_wire_chan chan;
     bool member_only;
     bool current;
     msg_handler handle;
-} msg_types[] = {
-    {"ping", US_CHAN_AGENT, true, true, on_ping},
-    {"pong", US_CHAN_AGENT, true, true, on_pong},
-    {"hello", US_CHAN_AGENT, true, false, on_hello},
-    {"leave", US_CHAN_AGENT, true, true, on_leave},
-    {"join", US_CHAN_AGENT, false, false, on_join},
-    {"fenced", US_CHAN_GUARDIAN, true, false, on_fenced},
+} msg_types[US_MSG_TYPES] = {
+    [US_MSG_PING] = {US_CHAN_AGENT, true, true, on_ping},
+    [US_MSG_PONG] = {US_CHAN_AGENT, true, true, on_pong},
+    [US_MSG_HELLO] = {US_CHAN_AGENT, true, false, on_hello},
+    [US_MSG_LEAVE] = {US_CHAN_AGENT, true, true, on_leave},
+    [US_MSG_JOIN] = {US_CHAN_AGENT, false, false, on_join},
+    [US_MSG_FENCED] = {US_CHAN_GUARDIAN, true, false, on_fenced},
 };
 
 /* The peer of this name, also one our peer table does not hold yet but the Raft configuration
@@ -546,19 +401,13 @@ static us_peer *known_peer(us_agent *a, const char *name)
     return NULL;
 }
 
-static void on_msg(const us_wire_hdr *h, json_t *msg, const struct sockaddr_in *from, void *data)
+static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockaddr_in *from,
+                   void *data)
 {
     (void)from;
     us_agent *a = data;
-    const char *t = json_string_value(json_object_get(msg, "t"));
-    const struct msg_type *mt = NULL;
-    for (size_t i = 0; i < sizeof msg_types / sizeof msg_types[0]; i++)
-        if (strcmp(msg_types[i].t, t) == 0)
-            mt = &msg_types[i];
-    if (!mt) {
-        us_debug("ignoring a datagram of unknown type '%.32s' from %s", t, h->sender);
-        return;
-    }
+    const struct msg_type *mt = &msg_types[msg->type];
+    const char *t = us_msg_type_name(msg->type);
     if (mt->chan != h->chan) {
         us_net_reject(&a->net, US_NET_REJECT_MALFORMED, h->sender, "type on the wrong channel");
         return;

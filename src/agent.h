@@ -22,25 +22,13 @@
 #include "guardian.h"
 #include "metrics.h"
 #include "model.h"
+#include "msg.h"
 #include "net.h"
 #include "proxy.h"
 #include "sdnotify.h"
 #include "supervisor.h"
 #include "transport.h"
 #include "vip.h"
-
-/* What one node last said about its instance of one service. */
-typedef struct us_report {
-    char service[US_NAME_MAX];
-    us_inst_obs obs;
-    int pid;           /* 0 = none */
-    uint64_t px_epoch; /* its proxy's open connections established under px_epoch: */
-    int px_open;       /* what a draining old active waits for */
-    int64_t check_ms;  /* latency of the last health probe, -1 = none */
-    uint64_t probes, probes_failed;
-    int restarts;                      /* standby process restarts by this agent */
-    char restart_cause[US_REASON_MAX]; /* why the last one happened */
-} us_report;
 
 /* Another agent (or this one), as seen through datagrams. Keyed by name. */
 typedef struct us_peer {
@@ -267,7 +255,8 @@ void us_proxies_stop_all(us_agent *a);
 /* controller.c */
 void us_controller_tick(us_agent *a);
 void us_controller_became_leader(us_agent *a); /* forget what earlier leadership recorded */
-void us_controller_join_request(us_agent *a, const json_t *msg);
+/* A join request (msg.h) that passed agent.c's checks: add the node to Raft. */
+void us_controller_join_request(us_agent *a, const char *name, const char *address);
 
 /* agent_api.c */
 void us_agent_api_routes(us_agent *a);

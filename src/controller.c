@@ -128,11 +128,8 @@ static void change_done(struct raft_change *req, int status)
     us_agent_schedule_reconcile(a);
 }
 
-void us_controller_join_request(us_agent *a, const json_t *msg)
+void us_controller_join_request(us_agent *a, const char *name, const char *address)
 {
-    const char *name = json_string_value(json_object_get(msg, "name"));
-    const char *address = json_string_value(json_object_get(msg, "address"));
-    const char *api = json_string_value(json_object_get(msg, "api"));
     if (!name || !address || !us_name_valid(name) || a->change_in_flight)
         return;
     struct sockaddr_in sa;
@@ -166,7 +163,6 @@ void us_controller_join_request(us_agent *a, const json_t *msg)
         return;
     }
     us_info("adding node %s (%s) as %s", name, address, voter ? "voter" : "non-voter");
-    (void)api;
 }
 
 static void remove_done(struct raft_change *req, int status)

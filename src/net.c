@@ -106,17 +106,19 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
                     addr);
         return;
     }
-    json_error_t jerr;
-    json_t *msg = plen <= US_NET_PAYLOAD_MAX
-                      ? json_loadb((const char *)rx_plain, plen, JSON_REJECT_DUPLICATES, &jerr)
-                      : NULL;
-    if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "t"))) {
-        json_decref(msg);
-        us_net_reject(n, US_NET_REJECT_MALFORMED, hdr.sender, "not a JSON object with a type");
+    static us_msg msg; /* large: one at a time, like the buffers */
+    const char *why = "too large";
+    us_msg_result mr =
+        plen <= US_NET_PAYLOAD_MAX ? us_msg_decode(rx_plain, plen, &msg, &why) : US_MSG_MALFORMED;
+    if (mr == US_MSG_UNKNOWN) {
+        us_debug("ignoring a datagram of a type this version does not know, from %s", hdr.sender);
         return;
     }
-    n->on_msg(&hdr, msg, (const struct sockaddr_in *)addr, n->data);
-    json_decref(msg);
+    if (mr != US_MSG_OK) {
+        us_net_reject(n, US_NET_REJECT_MALFORMED, hdr.sender, why);
+        return;
+    }
+    n->on_msg(&hdr, &msg, (const struct sockaddr_in *)addr, n->data);
 }
 
 int us_net_start(us_net *n, uv_loop_t *loop, const char *hostport, const us_keyring *keys,

@@ -7,10 +7,11 @@
  * Every datagram is sealed with the cluster key (wire.h: authenticated, encrypted, bound to the
  * cluster name, the sender's name and incarnation, a sequence number and the receiver's
  * incarnation). This module promises that the callback sees only datagrams that opened with one
- * of our keys and whose payload is a JSON object no larger than US_NET_PAYLOAD_MAX; everything
- * else is dropped, counted by reason and logged at most once a second. Replay windows, and who
- * may say what, are the receiver's business (agent.c), which reports its own rejections through
- * us_net_reject so that all are counted in one place.
+ * of our keys and whose payload (at most US_NET_PAYLOAD_MAX bytes) decoded into a message of a
+ * known type with every field checked (msg.h); everything else is dropped, counted by reason and
+ * logged at most once a second (a type this version does not know is ignored, not counted). Replay
+ * windows, and who may say what, are the receiver's business (agent.c), which reports its own
+ * rejections through us_net_reject so that all are counted in one place.
  */
 #ifndef US_NET_H
 #define US_NET_H
@@ -21,6 +22,7 @@
 #include <uv.h>
 
 #include "key.h"
+#include "msg.h"
 #include "wire.h"
 
 #define US_NET_PAYLOAD_MAX 60000
@@ -37,8 +39,8 @@ typedef enum {
 
 const char *us_net_reject_name(us_net_reject_reason r);
 
-typedef void (*us_net_msg_cb)(const us_wire_hdr *h, json_t *msg, const struct sockaddr_in *from,
-                              void *data);
+typedef void (*us_net_msg_cb)(const us_wire_hdr *h, const us_msg *msg,
+                              const struct sockaddr_in *from, void *data);
 
 typedef struct us_net {
     uv_udp_t udp;

@@ -1,0 +1,233 @@
+/* test_msg.c — datagram payloads (msg.h): what decodes, and that every field of the wrong type,
+ * range or size is refused with the field named. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "msg.h"
+
+static us_msg g_msg; /* large */
+
+static us_msg_result decode(const char *text, const char **why)
+{
+    memset(&g_msg, 0x5A, sizeof g_msg);
+    return us_msg_decode(text, strlen(text), &g_msg, why);
+}
+
+#define REPORT                                                                                     \
+    "{\"state\":2,\"epoch\":\"18446744073709551615\",\"exit\":-1,\"pid\":42,\"px_epoch\":\"3\","   \
+    "\"px_open\":1,\"health\":1,\"cause\":\"ok\",\"check_ms\":-1,\"probes\":7,"                    \
+    "\"probes_failed\":2,\"restarts\":1,\"restart_cause\":\"exited\",\"refused\":false}"
+
+static void test_ping(void **state)
+{
+    (void)state;
+    const char *why = NULL;
+    assert_int_equal(decode("{\"t\":\"ping\",\"seq\":\"9\",\"term\":\"3\",\"lease\":true,"
+                            "\"api\":\"127.0.0.1:7201\",\"rep\":{\"web\":" REPORT "},"
+                            "\"gr\":{\"n2\":{\"age\":-1,\"stale\":false,\"v\":\"12\"}},"
+                            "\"future\":[1,2,3]}",
+                            &why),
+                     US_MSG_OK);
+    const us_msg_ping *p = &g_msg.u.ping;
+    assert_int_equal(g_msg.type, US_MSG_PING);
+    assert_int_equal(p->round, 9);
+    assert_int_equal(p->term, 3);
+    assert_true(p->lease);
+    assert_true(p->has_api);
+    assert_string_equal(p->api, "127.0.0.1:7201");
+    assert_int_equal(p->n_reports, 1);
+    assert_string_equal(p->reports[0].service, "web");
+    assert_int_equal(p->reports[0].obs.state, US_INST_ACTIVE);
+    assert_true(p->reports[0].obs.epoch == UINT64_MAX);
+    assert_int_equal(p->reports[0].obs.exit_status, -1);
+    assert_int_equal(p->reports[0].pid, 42);
+    assert_int_equal(p->reports[0].px_epoch, 3);
+    assert_int_equal(p->reports[0].obs.health, US_HEALTH_HEALTHY);
+    assert_string_equal(p->reports[0].obs.cause, "ok");
+    assert_int_equal(p->reports[0].check_ms, -1);
+    assert_int_equal(p->reports[0].probes_failed, 2);
+    assert_string_equal(p->reports[0].restart_cause, "exited");
+    assert_false(p->reports[0].obs.refused);
+    assert_int_equal(p->n_leases, 1);
+    assert_string_equal(p->leases[0].node, "n2");
+    assert_int_equal(p->leases[0].age, -1);
+    assert_int_equal(p->leases[0].v, 12);
+    /* Minimal: no api, no reports, no lease reports. */
+    assert_int_equal(decode("{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"0\",\"lease\":false}", NULL),
+                     US_MSG_OK);
+    assert_false(g_msg.u.ping.has_api);
+    assert_int_equal(g_msg.u.ping.n_reports, 0);
+}
+
+static void test_ping_malformed(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *why;
+    } cases[] = {
+        {"{\"t\":\"ping\",\"seq\":1,\"term\":\"3\",\"lease\":true}", "ping: seq"},
+        {"{\"t\":\"ping\",\"seq\":\"0\",\"term\":\"3\",\"lease\":true}", "ping: seq"},
+        {"{\"t\":\"ping\",\"seq\":\"-1\",\"term\":\"3\",\"lease\":true}", "ping: seq"},
+        {"{\"t\":\"ping\",\"seq\":\"18446744073709551616\",\"term\":\"3\",\"lease\":true}",
+         "ping: seq"},
+        {"{\"t\":\"ping\",\"seq\":\"1x\",\"term\":\"3\",\"lease\":true}", "ping: seq"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":1}", "ping: lease"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"api\":\"10.0.0.1\"}",
+         "ping: api"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":[]}", "ping: rep"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":{\"Web\":" REPORT
+         "}}",
+         "ping: rep (a report)"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":{\"web\":{}}}",
+         "ping: rep (a report)"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"gr\":{\"n2\":{\"age\":-2,"
+         "\"stale\":false,\"v\":\"1\"}}}",
+         "ping: gr (a lease report)"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"gr\":{\"n2\":{\"age\":5,"
+         "\"stale\":\"no\",\"v\":\"1\"}}}",
+         "ping: gr (a lease report)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *why = NULL;
+        us_msg_result r = decode(cases[i].text, &why);
+        if (r != US_MSG_MALFORMED || !why || strcmp(why, cases[i].why) != 0)
+            fail_msg("case %zu: %d %s (expected MALFORMED %s)", i, r, why ? why : "-",
+                     cases[i].why);
+    }
+    /* Out of range fields of a report. */
+    static const char *const bad_fields[] = {
+        "\"state\":6",    "\"state\":-1",    "\"health\":3",     "\"pid\":-1",
+        "\"px_open\":-1", "\"check_ms\":-2", "\"restarts\":-1",  "\"refused\":0",
+        "\"cause\":7",    "\"epoch\":5",     "\"probes\":\"7\"", "\"exit\":2147483648",
+    };
+    for (size_t i = 0; i < sizeof bad_fields / sizeof bad_fields[0]; i++) {
+        char text[1024], rep[600];
+        snprintf(rep, sizeof rep, "%s", REPORT);
+        /* Replace the field of the same key. */
+        const char *colon = strchr(bad_fields[i], ':');
+        size_t klen = (size_t)(colon - bad_fields[i]);
+        char *at = strstr(rep, "\"");
+        for (; at; at = strstr(at + 1, "\""))
+            if (strncmp(at, bad_fields[i], klen + 1) == 0)
+                break;
+        assert_non_null(at);
+        char *end = at + klen + 1;
+        int depth = 0;
+        while (*end && (depth > 0 || (*end != ',' && *end != '}'))) {
+            if (*end == '"')
+                depth = !depth;
+            end++;
+        }
+        char fixed[600];
+        snprintf(fixed, sizeof fixed, "%.*s%s%s", (int)(at - rep), rep, bad_fields[i], end);
+        snprintf(
+            text, sizeof text,
+            "{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":{\"web\":%s}}",
+            fixed);
+        if (decode(text, NULL) != US_MSG_MALFORMED)
+            fail_msg("report field %s accepted: %s", bad_fields[i], text);
+    }
+}
+
+/* More services or nodes than a cluster can have: refused, not truncated. */
+static void test_sizes(void **state)
+{
+    (void)state;
+    char text[65536];
+    int n = snprintf(text, sizeof text,
+                     "{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\","
+                     "\"lease\":true,\"rep\":{");
+    for (int i = 0; i <= US_MAX_SERVICES; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n, "%s\"s%d\":" REPORT, i ? "," : "", i);
+    snprintf(text + n, sizeof text - (size_t)n, "}}");
+    const char *why;
+    assert_int_equal(decode(text, &why), US_MSG_MALFORMED);
+    assert_string_equal(why, "ping: rep (too many services)");
+    n = snprintf(text, sizeof text, "{\"t\":\"fenced\",\"fenced\":[");
+    for (int i = 0; i <= US_MAX_SERVICES; i++)
+        n += snprintf(text + n, sizeof text - (size_t)n, "%s{\"service\":\"s%d\",\"epoch\":1}",
+                      i ? "," : "", i);
+    snprintf(text + n, sizeof text - (size_t)n, "]}");
+    assert_int_equal(decode(text, &why), US_MSG_MALFORMED);
+    /* A cause longer than the field holds. */
+    char longer[2048];
+    memset(longer, 'x', US_REASON_MAX + 10);
+    longer[US_REASON_MAX + 10] = '\0';
+    snprintf(text, sizeof text,
+             "{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":{\"web\":"
+             "{\"state\":2,\"epoch\":\"1\",\"exit\":0,\"pid\":1,\"px_epoch\":\"1\",\"px_open\":0,"
+             "\"health\":0,\"cause\":\"%s\",\"check_ms\":-1,\"probes\":0,\"probes_failed\":0,"
+             "\"restarts\":0,\"restart_cause\":\"\",\"refused\":false}}}",
+             longer);
+    assert_int_equal(decode(text, &why), US_MSG_MALFORMED);
+    /* An embedded NUL in a string would shorten it unseen. */
+    const char nul[] = "{\"t\":\"join\",\"name\":\"n4\\u0000x\",\"address\":\"127.0.0.1:1\"}";
+    assert_int_equal(decode(nul, &why), US_MSG_MALFORMED);
+}
+
+static void test_other_types(void **state)
+{
+    (void)state;
+    const char *why;
+    assert_int_equal(decode("{\"t\":\"pong\",\"seq\":\"4\",\"v\":\"10\",\"grant\":true}", &why),
+                     US_MSG_OK);
+    assert_int_equal(g_msg.type, US_MSG_PONG);
+    assert_int_equal(g_msg.u.pong.round, 4);
+    assert_true(g_msg.u.pong.grant);
+    assert_false(g_msg.u.pong.ack);
+    assert_false(g_msg.u.pong.removed);
+    assert_int_equal(
+        decode("{\"t\":\"pong\",\"seq\":\"4\",\"v\":\"10\",\"removed\":\"yes\"}", &why),
+        US_MSG_MALFORMED);
+    assert_int_equal(decode("{\"t\":\"hello\"}", &why), US_MSG_OK);
+    assert_int_equal(g_msg.type, US_MSG_HELLO);
+    assert_int_equal(decode("{\"t\":\"leave\",\"from\":\"n1\"}", &why), US_MSG_OK);
+    assert_int_equal(g_msg.type, US_MSG_LEAVE);
+    assert_int_equal(
+        decode("{\"t\":\"join\",\"name\":\"n4\",\"address\":\"127.0.0.1:7104\",\"fwd\":true}",
+               &why),
+        US_MSG_OK);
+    assert_string_equal(g_msg.u.join.name, "n4");
+    assert_string_equal(g_msg.u.join.address, "127.0.0.1:7104");
+    assert_string_equal(g_msg.u.join.api, "");
+    assert_true(g_msg.u.join.fwd);
+    assert_int_equal(
+        decode("{\"t\":\"join\",\"name\":\"N4\",\"address\":\"127.0.0.1:7104\"}", &why),
+        US_MSG_MALFORMED);
+    assert_string_equal(why, "join: name");
+    assert_int_equal(decode("{\"t\":\"join\",\"name\":\"n4\",\"address\":\"x:1\"}", &why),
+                     US_MSG_MALFORMED);
+    assert_int_equal(decode("{\"t\":\"fenced\",\"fenced\":[{\"service\":\"web\",\"epoch\":3}],"
+                            "\"agent\":\"dead\"}",
+                            &why),
+                     US_MSG_OK);
+    assert_int_equal(g_msg.u.fenced.n, 1);
+    assert_int_equal(g_msg.u.fenced.fenced[0].epoch, 3);
+    assert_true(g_msg.u.fenced.agent_dead);
+    assert_int_equal(
+        decode("{\"t\":\"fenced\",\"fenced\":[{\"service\":\"web\",\"epoch\":-3}]}", &why),
+        US_MSG_MALFORMED);
+    /* Not a message at all; unknown and duplicate keys; a type from a newer version. */
+    assert_int_equal(decode("[1]", &why), US_MSG_MALFORMED);
+    assert_int_equal(decode("{\"t\":5}", &why), US_MSG_MALFORMED);
+    assert_int_equal(decode("{\"t\":\"hello\",\"t\":\"hello\"}", &why), US_MSG_MALFORMED);
+    assert_int_equal(decode("{\"t\":\"gossip\",\"x\":1}", &why), US_MSG_UNKNOWN);
+    assert_int_equal(decode("", &why), US_MSG_MALFORMED);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ping),
+        cmocka_unit_test(test_ping_malformed),
+        cmocka_unit_test(test_sizes),
+        cmocka_unit_test(test_other_types),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
