@@ -1,15 +1,14 @@
-/* fuzz_cli.c — the CLI's handling of the agent's replies: the HTTP reply parser (status line,
- * headers, Content-Length, chunked bodies: parse_response, dechunk) and what the commands do with
- * the JSON that comes back: the status rendering (print_status with its tables, notes, instances
- * and failures; learn_endpoints), event listing (the page handling of fetch_events and
- * print_event), redirects (leader_api) and error explanations (fail_reply).
+/* fuzz_cli.c — the CLI's handling of the agent's replies (HTTP itself is libcurl's): what the
+ * commands do with the status and body that come back: the status rendering (print_status with its
+ * tables, notes, instances and failures; learn_endpoints), event listing (the page handling of
+ * fetch_events and print_event), redirects (leader_api) and error explanations (fail_reply).
  *
  * These are static functions of src/cli.c, reachable only behind a socket there: this harness
  * compiles src/cli.c into itself (the Makefile leaves build/fuzz/cli.o out of its link), so cli.c
  * needs no entry point of its own. Output goes to /dev/null.
  *
- * Input: one flag byte (bit 0 colour, bit 1 --json, bits 2-3 terminal width), then the raw reply
- * as http_once receives it (it NUL-terminates what it read). */
+ * Input: one flag byte (bit 0 colour, bit 1 --json, bits 2-3 terminal width), two bytes of HTTP
+ * status (100..599), then the body as libcurl hands it over. */
 #include "fuzz.h"
 
 #include "cli.c"
@@ -68,38 +67,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     FILE *saved = stderr;
     stderr = fuzz_devnull();
-    char *raw = fuzz_text(in.p, in.n);
     reply rep = {0};
-    if (parse_response(raw, in.n, &rep)) {
-        FUZZ_CHECK(rep.status >= 100 && rep.status <= 599);
-        FUZZ_CHECK(rep.body != NULL && rep.body[rep.len] == '\0');
-        /* What call() looks at: a redirect, "no leader". */
-        const char *leader = jstr(rep.json, "leader_api");
-        if (leader)
-            hostport_valid(leader);
-        jstr(rep.json, "error");
-        if (rep.status < 200 || rep.status > 299)
-            fail_reply(&c, &rep);
-        print_body(&rep);
-        if (json_is_object(rep.json)) {
-            print_status(&c, rep.json);
-            learn_endpoints(&c, rep.json);
-            FUZZ_CHECK(c.n_endpoints <= MAX_ENDPOINTS);
-            events_page(&c, &rep);
-        }
-        reply_free(&rep);
-    } else {
-        free(rep.body);
-        json_decref(rep.json);
+    rep.status = 100 + (int)(((unsigned)fuzz_u8(&in) << 8 | fuzz_u8(&in)) % 500);
+    rep.body = fuzz_text(in.p, in.n); /* NUL-terminated, as the CLI keeps it */
+    rep.len = in.n;
+    rep.json = json_loadb(rep.body, rep.len, 0, NULL);
+    /* What call() looks at: a redirect, "no leader". */
+    const char *leader = jstr(rep.json, "leader_api");
+    if (leader)
+        hostport_valid(leader);
+    jstr(rep.json, "error");
+    if (rep.status < 200 || rep.status > 299)
+        fail_reply(&c, &rep);
+    print_body(&rep);
+    if (json_is_object(rep.json)) {
+        print_status(&c, rep.json);
+        learn_endpoints(&c, rep.json);
+        FUZZ_CHECK(c.n_endpoints <= MAX_ENDPOINTS);
+        events_page(&c, &rep);
     }
-    free(raw);
-
-    /* The chunked decoder on its own, on a NUL-terminated copy as parse_response gives it. */
-    char *body = fuzz_text(in.p, in.n);
-    size_t out_len = 0;
-    if (dechunk(body, in.n, &out_len))
-        FUZZ_CHECK(out_len <= in.n && body[out_len] == '\0');
-    free(body);
+    reply_free(&rep);
     stderr = saved;
     return 0;
 }
