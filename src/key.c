@@ -143,14 +143,20 @@ static char *read_secret(const char *path, size_t *len, char *err, size_t errlen
     return buf;
 }
 
-int us_keyring_load(const char *path, us_keyring *out, char *err, size_t errlen)
+/* libsodium ready, then the private file's text (sodium_free it); NULL with the reason in err. */
+static char *load_secret(const char *path, size_t *len, char *err, size_t errlen)
 {
     if (us_crypto_init() != 0) {
         snprintf(err, errlen, "libsodium failed to initialise");
-        return -1;
+        return NULL;
     }
+    return read_secret(path, len, err, errlen);
+}
+
+int us_keyring_load(const char *path, us_keyring *out, char *err, size_t errlen)
+{
     size_t len;
-    char *text = read_secret(path, &len, err, errlen);
+    char *text = load_secret(path, &len, err, errlen);
     if (!text)
         return -1;
     int rc = us_keyring_parse(text, len, path, out, err, errlen);
@@ -341,12 +347,8 @@ out:
 
 int us_tokens_load(const char *path, us_tokens *out, char *err, size_t errlen)
 {
-    if (us_crypto_init() != 0) {
-        snprintf(err, errlen, "libsodium failed to initialise");
-        return -1;
-    }
     size_t len;
-    char *text = read_secret(path, &len, err, errlen);
+    char *text = load_secret(path, &len, err, errlen);
     if (!text) {
         size_t n = strlen(err);
         snprintf(err + n, errlen - n, " (%s)", TOKEN_HINT);

@@ -109,6 +109,18 @@ def events(c, node):
     return [e["seq"] for e in json.loads(r.stdout)]
 
 
+def form_with_web(c):
+    """A 3-node cluster running `web` (cold standby); returns web's entry once it is active."""
+    c.form()
+    c.apply("[service web]\nrun = %s\nstandbys = 1\nstandby = cold\nnodes = n1 n2 n3\n" % c.service_cmd())
+
+    def placed():
+        s = c.service(c.leader_status(), "web")
+        return s if s and s["active"] and s["epoch"] else None
+
+    return c.wait_until(placed, 30, "web active")
+
+
 def test_forged_and_replayed_datagrams_change_nothing(cluster):
     c = cluster
     c.form()
@@ -209,14 +221,7 @@ def test_key_rotation_without_failover(cluster):
     nothing is rejected as forged; afterwards the old key opens nothing and a new leader, a new
     decision and the guardian's announcement all work under the new key."""
     c = cluster
-    c.form()
-    c.apply("[service web]\nrun = %s\nstandbys = 1\nstandby = cold\nnodes = n1 n2 n3\n" % c.service_cmd())
-
-    def placed():
-        s = c.service(c.leader_status(), "web")
-        return s if s and s["active"] and s["epoch"] else None
-
-    svc = c.wait_until(placed, 30, "web active")
+    svc = form_with_web(c)
     ld = c.leader()
     before = snapshot(c, ld)
     seen_events = events(c, ld)
@@ -308,14 +313,7 @@ def test_datagram_flood_costs_no_failover(cluster):
     carrying the cluster's real key id, so that each costs a full tag check): no failover, the
     active keeps its lease throughout (it never demotes itself), every node stays alive."""
     c = cluster
-    c.form()
-    c.apply("[service web]\nrun = %s\nstandbys = 1\nstandby = cold\nnodes = n1 n2 n3\n" % c.service_cmd())
-
-    def placed():
-        s = c.service(c.leader_status(), "web")
-        return s if s and s["active"] and s["epoch"] else None
-
-    svc = c.wait_until(placed, 30, "web active")
+    svc = form_with_web(c)
     ld = c.leader()
     before = snapshot(c, ld)
     seen_events = events(c, ld)

@@ -131,17 +131,13 @@ static us_proxy_stats stats(const us_proxy *p)
     return st;
 }
 
-static us_proxy *proxy_up(int hold_ms, int max_conns, int connect_timeout_ms, int *port)
+static us_proxy *proxy_up_opts(us_proxy_opts o, int *port)
 {
-    us_proxy_opts o = {.name = "web",
-                       .hold_ms = hold_ms,
-                       .max_conns = max_conns,
-                       .connect_timeout_ms = connect_timeout_ms};
+    char addr[32], err[256] = "";
     for (int i = 0; i < 20; i++) {
         int fd = bound_socket();
         *port = port_of(fd);
         close(fd);
-        char addr[32], err[256] = "";
         snprintf(addr, sizeof addr, "127.0.0.1:%d", *port);
         us_proxy *p = NULL;
         int rc = us_proxy_start(&loop, addr, &o, &p, err, sizeof err);
@@ -152,6 +148,15 @@ static us_proxy *proxy_up(int hold_ms, int max_conns, int connect_timeout_ms, in
     }
     fail_msg("no free port for the proxy");
     return NULL;
+}
+
+static us_proxy *proxy_up(int hold_ms, int max_conns, int connect_timeout_ms, int *port)
+{
+    return proxy_up_opts((us_proxy_opts){.name = "web",
+                                         .hold_ms = hold_ms,
+                                         .max_conns = max_conns,
+                                         .connect_timeout_ms = connect_timeout_ms},
+                         port);
 }
 
 static void set_target(us_proxy *p, int port, uint64_t epoch)
@@ -844,25 +849,6 @@ static void test_connection_limit(void **state)
     assert_int_equal(st.accepted, 4);
     us_proxy_stop(p);
     backend_free(b);
-}
-
-static us_proxy *proxy_up_opts(us_proxy_opts o, int *port)
-{
-    char addr[32], err[256] = "";
-    for (int i = 0; i < 20; i++) {
-        int fd = bound_socket();
-        *port = port_of(fd);
-        close(fd);
-        snprintf(addr, sizeof addr, "127.0.0.1:%d", *port);
-        us_proxy *p = NULL;
-        int rc = us_proxy_start(&loop, addr, &o, &p, err, sizeof err);
-        if (rc == 0)
-            return p;
-        if (rc != -EADDRINUSE)
-            fail_msg("us_proxy_start(%s): %d %s", addr, rc, err);
-    }
-    fail_msg("no free port for the proxy");
-    return NULL;
 }
 
 /* A client connection from another loopback address than 127.0.0.1. */
