@@ -47,7 +47,8 @@ def measure(cl, runs, out):
     while i < runs:
         action = "pause" if i % 2 == 0 else "resume"
         t0 = time.monotonic()
-        code, body = http_call(cl.api[leader], "POST", "/v1/services/web/%s?by=bench" % action, 5.0)
+        code, body = http_call(cl.api[leader], "POST", "/v1/services/web/%s?by=bench" % action, 5.0,
+                               body=b"{}" if cl.token else None, token=cl.token)
         dt = (time.monotonic() - t0) * 1000.0
         if code in (421, 503) and retries < 20:  # leadership moved: ask the new leader
             retries += 1
