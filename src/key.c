@@ -50,8 +50,8 @@ int us_keyring_parse(const char *text, size_t len, const char *file, us_keyring 
         if (a == b || text[a] == '#')
             continue;
         if (k.n == US_KEYS_MAX) {
-            snprintf(err, errlen, "%s:%d: more than %d keys (at most a new and an old one)", file,
-                     line, US_KEYS_MAX);
+            snprintf(err, errlen, "%s:%d: more than %d keys (at most a new and an old one; %s)",
+                     file, line, US_KEYS_MAX, KEYGEN_HINT);
             return -1;
         }
         size_t bin_len = 0;
@@ -65,7 +65,7 @@ int us_keyring_parse(const char *text, size_t len, const char *file, us_keyring 
         }
         for (int i = 0; i < k.n; i++)
             if (sodium_memcmp(k.key[i], k.key[k.n], US_KEY_LEN) == 0) {
-                snprintf(err, errlen, "%s:%d: the same key twice", file, line);
+                snprintf(err, errlen, "%s:%d: the same key twice (%s)", file, line, KEYGEN_HINT);
                 us_keyring_wipe(&k);
                 return -1;
             }
@@ -157,8 +157,11 @@ int us_keyring_load(const char *path, us_keyring *out, char *err, size_t errlen)
 {
     size_t len;
     char *text = load_secret(path, &len, err, errlen);
-    if (!text)
+    if (!text) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, " (%s)", KEYGEN_HINT);
         return -1;
+    }
     int rc = us_keyring_parse(text, len, path, out, err, errlen);
     sodium_free(text);
     return rc;

@@ -278,7 +278,7 @@ static void test_node_key_file(void **state)
         const char *want; /* NULL: valid */
         int n_keys;
     } cases[] = {
-        {"k-missing", NULL, 0, "No such file", 0},
+        {"k-missing", NULL, 0, "No such file or directory (create one with `understudy keygen", 0},
         {"k-open", "%s\n", 0640, "readable or writable by group or others", 0},
         {"k-short", "0011\n", 0600, "k-short:1: expected a key of 64 hexadecimal digits", 0},
         {"k-empty", "# only a comment\n\n", 0600, "holds no key", 0},
@@ -315,7 +315,7 @@ static void test_node_key_file(void **state)
         } else {
             assert_int_equal(rc, -1);
             assert_int_equal(err.n, 1);
-            expect_msg(&err, path, "key 'cluster.key_file'", cases[i].want);
+            expect_msg(&err, path, "key 'cluster.key_file'", cases[i].want, "understudy keygen");
         }
     }
     /* keygen: mode 0600, a valid key, never over an existing file. */
