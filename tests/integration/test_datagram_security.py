@@ -19,13 +19,14 @@ import re
 import signal
 import socket
 import struct
+import subprocess
 import time
 import urllib.request
 
 import nacl.bindings
 import pytest
 
-from conftest import assert_no_overlap
+from conftest import BIN, assert_no_overlap
 
 REASONS = ("auth", "replay", "malformed", "unknown_sender", "version")
 CHAN_AGENT, CHAN_GUARDIAN = 0, 1
@@ -338,3 +339,34 @@ def test_datagram_flood_costs_no_failover(cluster):
     log = c.log_text(active)
     assert "lease about to run out" not in log, log[-3000:]
     assert_no_overlap(c.overlap_log)
+
+
+def test_cluster_key_must_be_private_present_and_well_formed(tmp_path):
+    """The agent exits 2 naming the problem and `understudy keygen` (and starts nothing)."""
+    from test_api_security import node_conf, run_agent
+
+    tmp = str(tmp_path)
+    conf = node_conf(tmp)
+    key = os.path.join(tmp, "cluster.key")
+    os.chmod(key, 0o644)
+    r = run_agent(conf)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "key 'cluster.key_file'" in r.stderr and "chmod 600" in r.stderr and "understudy keygen" in r.stderr, r.stderr
+    os.unlink(key)
+    r = run_agent(conf)
+    assert r.returncode == 2 and "No such file" in r.stderr and "understudy keygen" in r.stderr, r.stderr
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"# a key\nnot-a-key\n")
+    os.close(fd)
+    r = run_agent(conf)
+    assert r.returncode == 2 and "cluster.key:2:" in r.stderr and "understudy keygen" in r.stderr, r.stderr
+    with open(conf) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write("\n".join(line for line in text.splitlines() if not line.startswith("key_file")) + "\n")
+    r = run_agent(conf)
+    assert r.returncode == 2 and "missing key 'cluster.key_file'" in r.stderr and "understudy keygen" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(tmp, "data", "raft")), "a refused agent started Raft"
+    # keygen never replaces a file.
+    r = subprocess.run([BIN, "keygen", key], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "exists already" in r.stderr, (r.returncode, r.stderr)
