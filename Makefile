@@ -1,6 +1,6 @@
 # understudy — active/passive HA manager.
 #   make          build build/understudy (release, -O2)
-#   make test     unit tests, decision scenarios and integration tests (ASan + UBSan build)
+#   make test     layer check, unit tests, decision scenarios, fuzz smoke and integration tests (ASan + UBSan)
 #   make demo     a 3-node local cluster with a sample service
 #   make bench    failover (loopback), VIP failover vs keepalived, proxy vs HAProxy (root for the last two)
 #   make fuzz     every libFuzzer target for FUZZ_SECONDS (default 120) each; fuzz-smoke: briefly
@@ -24,7 +24,7 @@ SAN_LIB   := $(LIBSRCS:src/%.c=build/san/%.o)
 UNIT_BINS := $(UNIT:tests/unit/%.c=build/san/tests/%)
 MANS      := $(patsubst docs/man/%.scd,build/man/%,$(wildcard docs/man/*.scd))
 
-.PHONY: all setup test unit integration demo bench format check-format clean man fuzz fuzz-smoke fuzz-build
+.PHONY: all setup test unit integration demo bench format check-format clean man fuzz fuzz-smoke fuzz-build check-layers
 all: build/understudy man
 
 man: $(MANS)
@@ -62,7 +62,7 @@ unit: $(UNIT_BINS)
 integration: build/san/understudy
 	UNDERSTUDY_BIN=$(CURDIR)/build/san/understudy /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
-test: setup unit fuzz-smoke integration
+test: setup check-layers unit fuzz-smoke integration
 
 demo: build/understudy
 	@sh demo/run.sh
@@ -73,6 +73,10 @@ bench: build/understudy
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
+
+# Includes in src/ go down the layers of docs/architecture.md.
+check-layers:
+	@/usr/bin/python3 scripts/check-layers.py
 
 check-format:
 	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
