@@ -69,7 +69,7 @@ demo: build/understudy
 
 bench: build/understudy
 	@sh scripts/setup-bench.sh
-	@rc=0; sh bench/failover || rc=1; sh bench/failover-netns || rc=1; sh bench/proxy || rc=1; sh bench/service-crash || rc=1; exit $$rc
+	@rc=0; sh bench/failover || rc=1; sh bench/failover-netns || rc=1; sh bench/proxy || rc=1; sh bench/service-crash || rc=1; sh bench/commit || rc=1; exit $$rc
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
