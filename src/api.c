@@ -342,13 +342,52 @@ static void allowed_methods(const us_api *api, const char *path, char *buf, size
     }
 }
 
+/* Append s percent-encoded (all but unreserved characters) at *w. */
+static char *pct_encode(char *w, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            *w++ = (char)ch;
+        } else {
+            *w++ = '%';
+            *w++ = hex[ch >> 4];
+            *w++ = hex[ch & 15];
+        }
+    }
+    return w;
+}
+
+/* libmicrohttpd hands over the path without its query: put the (decoded) arguments back,
+ * encoded, so that the target a forwarded request carries has them. */
+static void rebuild_target(us_api_req *r)
+{
+    size_t n = strlen(r->path) + 2;
+    for (int i = 0; i < r->n_query; i++)
+        n += 3 * (strlen(r->query[i].key) + strlen(r->query[i].value)) + 2;
+    char *t = xrealloc(r->target, n);
+    char *w = t + strlen(strcpy(t, r->path));
+    for (int i = 0; i < r->n_query; i++) {
+        *w++ = i ? '&' : '?';
+        w = pct_encode(w, r->query[i].key);
+        *w++ = '=';
+        w = pct_encode(w, r->query[i].value);
+    }
+    *w = '\0';
+    r->target = t;
+}
+
 static void dispatch(us_api *api, us_api_req *r)
 {
     r->dispatched = true;
     if (!r->body)
         r->body = xstrdup("");
-    if (r->conn)
+    if (r->conn) {
         MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_query, r);
+        rebuild_target(r);
+    }
     if (r->too_large) {
         us_api_reply_error(r, MHD_HTTP_CONTENT_TOO_LARGE, "request body larger than %d bytes",
                            BODY_LIMIT);
@@ -686,46 +725,8 @@ const char *us_api_req_query(const us_api_req *r, const char *key)
     return NULL;
 }
 
-/* Append s percent-encoded (all but unreserved characters) at *w. */
-static char *pct_encode(char *w, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-            ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-            *w++ = (char)ch;
-        } else {
-            *w++ = '%';
-            *w++ = hex[ch >> 4];
-            *w++ = hex[ch & 15];
-        }
-    }
-    return w;
-}
-
 const char *us_api_req_target(const us_api_req *r)
 {
-    /* libmicrohttpd hands over the path without its query: put the (decoded) arguments back,
-     * encoded, once, so that a forwarded request carries them. */
-    if (r->conn && r->n_query > 0 && !strchr(r->target, '?')) {
-        size_t n = strlen(r->path) + 2;
-        for (int i = 0; i < r->n_query; i++)
-            n += 3 * (strlen(r->query[i].key) + strlen(r->query[i].value)) + 2;
-        char *t = malloc(n);
-        if (!t)
-            return r->target;
-        char *w = t + strlen(strcpy(t, r->path));
-        for (int i = 0; i < r->n_query; i++) {
-            *w++ = i ? '&' : '?';
-            w = pct_encode(w, r->query[i].key);
-            *w++ = '=';
-            w = pct_encode(w, r->query[i].value);
-        }
-        *w = '\0';
-        free(((us_api_req *)r)->target);
-        ((us_api_req *)r)->target = t;
-    }
     return r->target;
 }
 

@@ -143,25 +143,28 @@ static char *read_secret(const char *path, size_t *len, char *err, size_t errlen
     return buf;
 }
 
-/* libsodium ready, then the private file's text (sodium_free it); NULL with the reason in err. */
-static char *load_secret(const char *path, size_t *len, char *err, size_t errlen)
+/* libsodium ready, then the private file's text (sodium_free it); NULL with the reason in err,
+ * followed by how to make a good file (`hint`). */
+static char *load_secret(const char *path, const char *hint, size_t *len, char *err, size_t errlen)
 {
-    if (us_crypto_init() != 0) {
+    char *text = NULL;
+    if (us_crypto_init() != 0)
         snprintf(err, errlen, "libsodium failed to initialise");
-        return NULL;
+    else
+        text = read_secret(path, len, err, errlen);
+    if (!text) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, " (%s)", hint);
     }
-    return read_secret(path, len, err, errlen);
+    return text;
 }
 
 int us_keyring_load(const char *path, us_keyring *out, char *err, size_t errlen)
 {
     size_t len;
-    char *text = load_secret(path, &len, err, errlen);
-    if (!text) {
-        size_t n = strlen(err);
-        snprintf(err + n, errlen - n, " (%s)", KEYGEN_HINT);
+    char *text = load_secret(path, KEYGEN_HINT, &len, err, errlen);
+    if (!text)
         return -1;
-    }
     int rc = us_keyring_parse(text, len, path, out, err, errlen);
     sodium_free(text);
     return rc;
@@ -351,12 +354,9 @@ out:
 int us_tokens_load(const char *path, us_tokens *out, char *err, size_t errlen)
 {
     size_t len;
-    char *text = load_secret(path, &len, err, errlen);
-    if (!text) {
-        size_t n = strlen(err);
-        snprintf(err + n, errlen - n, " (%s)", TOKEN_HINT);
+    char *text = load_secret(path, TOKEN_HINT, &len, err, errlen);
+    if (!text)
         return -1;
-    }
     int rc = us_tokens_parse(text, len, path, out, err, errlen);
     sodium_free(text);
     return rc;
