@@ -1,4 +1,5 @@
-/* fuzz_key.c — the cluster key file parser (us_keyring_parse). */
+/* fuzz_key.c — the secret-file parsers: cluster keys (us_keyring_parse) and API tokens
+ * (us_tokens_parse, us_tokens_match). */
 #include "fuzz.h"
 
 #include "key.h"
@@ -33,6 +34,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         us_keyring k2;
         memset(&k2, 0xA5, sizeof k2);
         FUZZ_CHECK(memcmp(&k, &k2, sizeof k) == 0); /* untouched */
+    }
+    /* The same bytes as an API token file; whatever it accepts, each token matches itself. */
+    us_tokens t;
+    if (us_tokens_parse(text, size, "fuzz.token", &t, err, sizeof err) == 0) {
+        FUZZ_CHECK(t.n >= 1 && t.n <= US_TOKENS_MAX);
+        for (int i = 0; i < t.n; i++)
+            FUZZ_CHECK(us_tokens_match(&t, (const char *)t.t[i].value, t.t[i].len) != NULL);
+    } else {
+        FUZZ_CHECK(err[0] != '\0');
     }
     free(text);
     return 0;
