@@ -10,12 +10,12 @@ CC      ?= gcc
 PKGS    := raft libuv jansson libmicrohttpd libmnl libsystemd libsodium libcurl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 # Recursive variables: pkg-config runs after setup.sh has installed the packages.
-CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE $(WARN) -g -MMD -MP $(shell pkg-config --cflags $(PKGS))
+CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE $(WARN) -g -MMD -MP -Isrc $(shell pkg-config --cflags $(PKGS))
 LIBS     = $(shell pkg-config --libs $(PKGS)) -lm
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRCS    := $(wildcard src/*.c)
-LIBSRCS := $(filter-out src/main.c,$(SRCS))
+SRCS    := $(wildcard src/*/*.c)
+LIBSRCS := $(filter-out src/cli/main.c,$(SRCS))
 UNIT    := $(wildcard tests/unit/test_*.c)
 
 REL_OBJS  := $(SRCS:src/%.c=build/rel/%.o)
@@ -54,7 +54,7 @@ build/san/%.o: src/%.c | build/.deps-ok
 
 build/san/tests/%: tests/unit/%.c $(SAN_LIB) | build/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -Isrc -o $@ $< $(SAN_LIB) $(LIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $< $(SAN_LIB) $(LIBS) $(shell pkg-config --libs cmocka)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -72,14 +72,14 @@ bench: build/understudy
 	@rc=0; sh bench/failover || rc=1; sh bench/failover-netns || rc=1; sh bench/proxy || rc=1; sh bench/service-crash || rc=1; sh bench/commit || rc=1; exit $$rc
 
 format:
-	clang-format -i src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
+	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
 
 # Includes in src/ go down the layers of docs/architecture.md.
 check-layers:
 	@/usr/bin/python3 scripts/check-layers.py
 
 check-format:
-	clang-format --dry-run --Werror src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
+	clang-format --dry-run --Werror src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
 
 clean:
 	rm -rf build
@@ -92,15 +92,15 @@ FUZZ_OBJS    := $(LIBSRCS:src/%.c=build/fuzz/%.o)
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_SECONDS ?= 120
 # Harnesses that #include a source file (to reach its static parsers) do not link its object.
-FUZZ_EXCLUDE_cli := build/fuzz/cli.o
-FUZZ_EXCLUDE_api := build/fuzz/api.o build/fuzz/agent_api.o
+FUZZ_EXCLUDE_cli := build/fuzz/cli/cli.o
+FUZZ_EXCLUDE_api := build/fuzz/net/api.o build/fuzz/agent/agent_api.o
 
 build/fuzz/%.o: src/%.c | build/.deps-ok
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer-no-link,address,undefined $(FUZZ_SAN) -c -o $@ $<
 
 build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS) | build/.deps-ok
-	$(FUZZ_CC) $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_SAN) -Isrc -Itests/fuzz \
+	$(FUZZ_CC) $(CFLAGS_COMMON) -O1 -fsanitize=fuzzer,address,undefined $(FUZZ_SAN) -Itests/fuzz \
 		-o $@ $< $(filter-out $(FUZZ_EXCLUDE_$*),$(FUZZ_OBJS)) $(LIBS)
 
 # Kept between runs (make would delete them as intermediates of the pattern rules).
@@ -115,7 +115,7 @@ fuzz-smoke: fuzz-build
 fuzz: fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh long $(FUZZ_TARGETS)
 
-# The dashboard page is embedded into the binary (src/dashboard.c, .incbin).
-build/rel/dashboard.o build/san/dashboard.o build/fuzz/dashboard.o: $(wildcard web/*)
+# The dashboard page is embedded into the binary (src/net/dashboard.c, .incbin).
+build/rel/net/dashboard.o build/san/net/dashboard.o build/fuzz/net/dashboard.o: $(wildcard web/*)
 
 -include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d)

@@ -9,16 +9,16 @@
  * so changes end at require_leader's 503; nothing is proposed.
  * libmicrohttpd's own HTTP parsing (request line, headers, chunked uploads) is not covered.
  *
- * The static functions are reached by compiling src/api.c and src/agent_api.c into this harness
- * (the Makefile leaves their objects out of its link): neither file needs an entry point.
+ * The static functions are reached by compiling src/net/api.c and src/agent/agent_api.c into this
+ * harness (the Makefile leaves their objects out of its link): neither file needs an entry point.
  *
  * Input: "METHOD TARGET\n" then the body; TARGET is PATH[?k=v&k=v...] (no percent-decoding:
  * MHD hands the handlers decoded strings, which may hold any byte but NUL). */
 #include "fuzz.h"
 
-#include "api.c"
+#include "net/api.c"
 
-#include "agent_api.c"
+#include "agent/agent_api.c"
 
 static us_agent *agent;
 static us_api *api;

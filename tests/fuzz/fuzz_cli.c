@@ -3,15 +3,15 @@
  * tables, notes, instances and failures; learn_endpoints), event listing (the page handling of
  * fetch_events and print_event), redirects (leader_api) and error explanations (fail_reply).
  *
- * These are static functions of src/cli.c, reachable only behind a socket there: this harness
- * compiles src/cli.c into itself (the Makefile leaves build/fuzz/cli.o out of its link), so cli.c
- * needs no entry point of its own. Output goes to /dev/null.
+ * These are static functions of src/cli/cli.c, reachable only behind a socket there: this harness
+ * compiles src/cli/cli.c into itself (the Makefile leaves build/fuzz/cli.o out of its link), so
+ * cli.c needs no entry point of its own. Output goes to /dev/null.
  *
  * Input: one flag byte (bit 0 colour, bit 1 --json, bits 2-3 terminal width), two bytes of HTTP
  * status (100..599), then the body as libcurl hands it over. */
 #include "fuzz.h"
 
-#include "cli.c"
+#include "cli/cli.c"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

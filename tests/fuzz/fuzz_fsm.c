@@ -7,8 +7,8 @@
  * restored into a second FSM, and taken again, it encodes the same. */
 #include "fuzz.h"
 
-#include "fsm.h"
-#include "log.h"
+#include "core/fsm.h"
+#include "lib/log.h"
 
 #define MAX_COMMANDS 64
 

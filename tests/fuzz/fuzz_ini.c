@@ -1,8 +1,8 @@
 /* fuzz_ini.c — the INI reader (us_ini_parse) and us_ini_excerpt. */
 #include "fuzz.h"
 
-#include "config.h"
-#include "ini.h"
+#include "config/config.h"
+#include "config/ini.h"
 
 typedef struct seen {
     int last_line;

@@ -2,7 +2,7 @@
  * (us_tokens_parse, us_tokens_match). */
 #include "fuzz.h"
 
-#include "key.h"
+#include "lib/key.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

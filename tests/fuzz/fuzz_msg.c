@@ -2,7 +2,7 @@
  * decoder returns one of its results, and what it accepts is within the ranges msg.h promises. */
 #include "fuzz.h"
 
-#include "msg.h"
+#include "core/msg.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

@@ -10,9 +10,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "key.h"
-#include "log.h"
+#include "config/config.h"
+#include "lib/key.h"
+#include "lib/log.h"
+#include "lib/hostport.h"
 
 #define FUZZ_KEY_DIR "/tmp/understudy-fuzz"
 #define FUZZ_KEY_FILE FUZZ_KEY_DIR "/cluster.key"

@@ -3,9 +3,9 @@
  * and the `services` command built from it applies to a fresh state. */
 #include "fuzz.h"
 
-#include "config.h"
-#include "fsm.h"
-#include "log.h"
+#include "config/config.h"
+#include "core/fsm.h"
+#include "lib/log.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

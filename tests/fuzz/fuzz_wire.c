@@ -17,10 +17,10 @@
 
 #include <sodium.h>
 
-#include "key.h"
-#include "log.h"
-#include "msg.h"
-#include "wire.h"
+#include "lib/key.h"
+#include "lib/log.h"
+#include "core/msg.h"
+#include "core/wire.h"
 
 static us_keyring ring;
 static const char cluster[] = "fuzz-cluster";

@@ -37,7 +37,7 @@ HOST = "127.0.0.1"
 CLUSTER_NAME = "itest"
 BLOCK_PORTS = 32  # ports reserved per cluster: 2 per node (cluster address, API)
 
-# Default profile (src/config.c): heartbeat 100 ms, lease 600 ms, election 1000 ms.
+# Default profile (src/core/lease.c, us_timing_profile): heartbeat 100 ms, lease 600 ms, election 1000 ms.
 LEASE_MS = 600
 
 SANITIZER_RE = re.compile(

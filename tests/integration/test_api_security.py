@@ -1,4 +1,4 @@
-"""The API's guard (src/api_guard.h) and bounds (src/api.h), against real agents on loopback.
+"""The API's guard (src/net/api_guard.h) and bounds (src/net/api.h), against real agents on loopback.
 
 - every request needs `Authorization: Bearer TOKEN` (401 + WWW-Authenticate otherwise), except
   GET / (the dashboard, which asks for the token) and GET /metrics unless metrics_auth = yes;

@@ -8,7 +8,7 @@ sealed with the right key by a sender that is no member. Each is dropped and cou
 reason in understudy_cluster_messages_rejected_total, and nothing changes: same leader and term,
 same active and epoch, every node alive, no new event, no agent exits.
 
-The sealing here is an independent implementation of src/wire.h's envelope (PyNaCl's
+The sealing here is an independent implementation of src/core/wire.h's envelope (PyNaCl's
 XChaCha20-Poly1305): a positive control (a sealed datagram from a non-member is counted as
 unknown_sender, not auth) shows that it matches.
 """

@@ -1,4 +1,4 @@
-"""Integration tests of per-service notify hooks (`notify = COMMAND`, src/notify.h): real agents,
+"""Integration tests of per-service notify hooks (`notify = COMMAND`, src/node/notify.h): real agents,
 real hook processes.
 
 The hook (HOOK_SCRIPT, written into the test's directory) appends one JSON line when it starts and

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import netns  # noqa: E402
 import nsagents  # noqa: E402
 
-# Default timing profile (src/config.c): lease L and grant window G, ms.
+# Default timing profile (src/core/lease.c, us_timing_profile): lease L and grant window G, ms.
 LEASE_MS = 600
 GRANT_WINDOW_MS = 300
 # Measurement allowance for "dead by the end of its lease": scheduling of the guardian, the kill,

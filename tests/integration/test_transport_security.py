@@ -1,4 +1,4 @@
-"""Raft's TCP transport is authenticated with the cluster key (src/transport.h): garbage and
+"""Raft's TCP transport is authenticated with the cluster key (src/net/transport.h): garbage and
 half-finished handshakes on a node's Raft port are closed within about a second without
 disturbing the cluster, and an agent whose key file holds another key never becomes part of the
 cluster (it cannot join, vote or receive the replicated state).

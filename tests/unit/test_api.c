@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "api.h"
+#include "net/api.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "api_guard.h"
-#include "key.h"
+#include "net/api_guard.h"
+#include "lib/key.h"
 
 #include <stdio.h>
 #include <string.h>

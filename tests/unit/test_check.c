@@ -22,9 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "lease.h"
-#include "supervisor.h"
+#include "node/check.h"
+#include "core/lease.h"
+#include "node/supervisor.h"
+#include "lib/clock.h"
 
 /* ---- a tiny HTTP responder on the test loop ---- */
 

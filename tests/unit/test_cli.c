@@ -6,9 +6,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "api.h"
-#include "cli.h"
-#include "key.h"
+#include "net/api.h"
+#include "cli/cli.h"
+#include "lib/key.h"
+#include "lib/version.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -14,10 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "fsm.h"
-#include "ini.h"
-#include "key.h"
+#include "config/config.h"
+#include "core/fsm.h"
+#include "config/ini.h"
+#include "lib/key.h"
+#include "lib/hostport.h"
 
 static char g_dir[] = "/tmp/us-test-config-XXXXXX";
 static char g_joined[US_ERRORS_MAX * US_ERROR_LEN + 64];

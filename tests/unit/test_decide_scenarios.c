@@ -14,8 +14,8 @@
  * that failed (at now), last_failover only to now, a new switchover target is eligible, and
  * wake_ms is 0 or after now.
  *
- * The scenario reader is deliberately self-contained (not src/ini.h) so the format stays fixed
- * by docs/decisions.md and not by whatever the config parser accepts.
+ * The scenario reader is deliberately self-contained (not src/config/ini.h) so the format stays
+ * fixed by docs/decisions.md and not by whatever the config parser accepts.
  *
  * Directory: $US_SCENARIO_DIR, default "tests/scenarios" relative to the working directory.
  */
@@ -32,8 +32,8 @@
 #include <errno.h>
 #include <inttypes.h>
 
-#include "decide.h"
-#include "model.h"
+#include "core/decide.h"
+#include "core/model.h"
 
 #define MAX_REASONS 8
 #define LINE_MAX_LEN 2048

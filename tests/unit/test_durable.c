@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "durable.h"
+#include "lib/durable.h"
 
 typedef struct fixture {
     char dir[64];

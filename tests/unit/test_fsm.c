@@ -19,8 +19,8 @@
 #include <raft.h>
 #include <raft/fixture.h>
 
-#include "decide.h"
-#include "fsm.h"
+#include "core/decide.h"
+#include "core/fsm.h"
 
 /* ---- helpers ---- */
 
@@ -292,7 +292,7 @@ static void test_node_up_new_incarnation_clears_flags(void **state)
     assert_false(s->nodes[i].leaving || s->nodes[i].removing || s->nodes[i].left);
 }
 
-/* The controller (register_nodes in src/controller.c) re-registers a node whose voter flag or
+/* The controller (register_nodes in src/agent/controller.c) re-registers a node whose voter flag or
  * address changed with the SAME incarnation and copies the node's maintenance flags into the
  * command ("Only the voter flag or an address changed: keep maintenance flags"). A node in
  * maintenance or being removed that is, say, promoted to voter must stay leaving/removing. */

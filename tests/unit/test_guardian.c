@@ -22,11 +22,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "guardian.h"
-#include "key.h"
-#include "wire.h"
-#include "supervisor.h"
-#include "vip.h"
+#include "node/guardian.h"
+#include "lib/key.h"
+#include "core/wire.h"
+#include "node/supervisor.h"
+#include "node/vip.h"
 
 #define MS 1000000LL
 

@@ -1,5 +1,5 @@
 /* test_lease.c — the lease arithmetic of lease.h (majority time, stale_after, the leader's
- * judgement) and a simulation of the voter-granted lease protocol as src/agent.c runs it, on
+ * judgement) and a simulation of the voter-granted lease protocol as src/agent/agent.c runs it, on
  * random schedules: clocks at two rates each within the drift allowance, message delays and
  * loss, partitions, leader changes. The property: when the leader releases a holder's role for an
  * expired lease, every lease the holder got from grants made while the voters still saw that role
@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "lease.h"
+#include "config/config.h"
+#include "core/lease.h"
 
 static us_timing profile(const char *name)
 {
@@ -938,7 +938,8 @@ static sim_cfg profile_cfg(const char *name, int gens)
         .election = t.election_ms,
         .rho = t.drift_pct / 100.0,
         .gens = gens,
-        .rule = RULE_TAGGED, /* what src/agent.c does: reports carry the voter's state version */
+        .rule =
+            RULE_TAGGED, /* what src/agent/agent.c does: reports carry the voter's state version */
         .restarts = RESTART_PERSIST, /* revocations are written to the data dir */
         .min_events = 1000000,
         .max_runs = 100000,
@@ -1013,13 +1014,13 @@ static void test_sim_unsafe_no_drift_allowance(void **state)
     assert_true(r.violations[0] > 0);
 }
 
-/* Why stale reports carry the voter's state version (src/agent.c, us_agent_judge_lease): without
- * it a stale report counts until its voter sends another one, also across roles. When the voter's
- * later reports do not reach the leader, its report from an earlier role of the holder still counts
- * after the holder got a new role, though the voter un-revoked the holder and grants it again
- * (found by this simulation, seed 8): 5 voters 0-4, H not a voter, leader 0. H is cut from 2, 3, 4
- * and briefly from 1; 1-4 revoke H and report stale; 0 releases H's role at 2701 ms. Voter 1
- * applies the release at 3043 ms, then the link 0-1 is cut (3112 to 9960 ms): 1 un-revokes H and
+/* Why stale reports carry the voter's state version (src/agent/agent.c, us_agent_judge_lease):
+ * without it a stale report counts until its voter sends another one, also across roles. When the
+ * voter's later reports do not reach the leader, its report from an earlier role of the holder
+ * still counts after the holder got a new role, though the voter un-revoked the holder and grants
+ * it again (found by this simulation, seed 8): 5 voters 0-4, H not a voter, leader 0. H is cut from
+ * 2, 3, 4 and briefly from 1; 1-4 revoke H and report stale; 0 releases H's role at 2701 ms. Voter
+ * 1 applies the release at 3043 ms, then the link 0-1 is cut (3112 to 9960 ms): 1 un-revokes H and
  * grants it again, but 0 keeps its last report, "stale". 0 gives H a new role at 4112 ms (stale 1 <
  * 3, fresh 4). Later H is cut from 3 and 4, which revoke it, and at 9048 ms 0 releases the new role
  * with stale = 3 (1's report from 6142 ms before, 3, 4) while H holds a lease from 0 itself (age
@@ -1049,13 +1050,12 @@ static void test_sim_reassign(void **state)
     check_safe(&c, 18);
 }
 
-/* Why revocations are persisted (src/agent.c, save_revocations): if they lived in memory only, a
- * voter that restarts would grant the holder again,
- * while the leader still counts its stale report from before the restart if it has not heard
- * from the new incarnation (found by this simulation, seed 9):
- *   3 voters 0-2, H not a voter, leader 0. H is cut from 1 (4128 to 6769 ms): 1 revokes H at
- *   6395 ms and reports stale; the link 0-1 is cut from 6645 ms. 1 restarts (8206 to 8417 ms)
- *   and grants H again. H is cut from 0 at 9635 ms: 0 revokes H at 10328 ms and releases its
+/* Why revocations are persisted (src/agent/agent.c, save_revocations): if they lived in memory
+ * only, a voter that restarts would grant the holder again, while the leader still counts its stale
+ * report from before the restart if it has not heard from the new incarnation (found by this
+ * simulation, seed 9): 3 voters 0-2, H not a voter, leader 0. H is cut from 1 (4128 to 6769 ms): 1
+ * revokes H at 6395 ms and reports stale; the link 0-1 is cut from 6645 ms. 1 restarts (8206 to
+ * 8417 ms) and grants H again. H is cut from 0 at 9635 ms: 0 revokes H at 10328 ms and releases its
  *   role with stale = 2 (itself, and 1's report from before its restart) while H holds a lease
  *   from 1 and 2 until 10870 ms.
  * Revocations that survive a restart (RESTART_PERSIST) close it. */

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "logrotate.h"
+#include "node/logrotate.h"
 
 static char g_dir[64];
 

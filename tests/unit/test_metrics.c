@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
+#include "agent/metrics.h"
 
 static void test_escape(void **state)
 {

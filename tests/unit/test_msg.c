@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "msg.h"
+#include "core/msg.h"
 
 static us_msg g_msg; /* large */
 

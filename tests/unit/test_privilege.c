@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "privilege.h"
+#include "node/privilege.h"
 
 /* The environment as one "A|B|C" string, for exact comparison. */
 static const char *joined(char **envp)

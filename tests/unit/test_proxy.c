@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proxy.h"
+#include "node/proxy.h"
 
 static uv_loop_t loop;
 static uv_timer_t tick;

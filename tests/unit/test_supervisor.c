@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "privilege.h"
-#include "supervisor.h"
+#include "node/privilege.h"
+#include "node/supervisor.h"
 
 typedef struct fixture {
     uv_loop_t loop;

@@ -21,8 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "key.h"
-#include "transport.h"
+#include "lib/key.h"
+#include "net/transport.h"
 
 static uv_loop_t loop;
 static uv_timer_t tick;

@@ -32,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "vip.h"
+#include "node/vip.h"
 
 #define MS 1000000LL
 

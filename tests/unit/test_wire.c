@@ -10,8 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "key.h"
-#include "wire.h"
+#include "lib/key.h"
+#include "core/wire.h"
 
 static us_keyring ring_of(unsigned char fill)
 {

@@ -1,0 +1,1280 @@
+/* agent.c — the agent's wiring and lifecycle: Raft, datagrams, heartbeats and leases, signals.
+ * See agent.h for how the agent is split, lease.h for the lease protocol. */
+#include "agent/agent.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/durable.h"
+#include "core/lease.h"
+#include "lib/log.h"
+#include "lib/clock.h"
+#include "lib/hostport.h"
+
+#define JOIN_RETRY_MS 500
+#define STOP_HANDOVER_MS 30000
+
+static void begin_close(us_agent *a);
+static void recompute_lease(us_agent *a, int64_t now);
+
+/* ---- peers ---- */
+
+us_peer *us_agent_peer(us_agent *a, const char *name)
+{
+    for (int i = 0; i < a->n_peers; i++)
+        if (strcmp(a->peers[i].name, name) == 0)
+            return &a->peers[i];
+    return NULL;
+}
+
+us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id)
+{
+    for (int i = 0; i < a->n_peers; i++)
+        if (a->peers[i].id == id)
+            return &a->peers[i];
+    return NULL;
+}
+
+static us_peer *peer_add(us_agent *a, const char *name, const char *address)
+{
+    us_peer *p = us_agent_peer(a, name);
+    if (!p) {
+        if (a->n_peers >= US_MAX_NODES || !us_name_valid(name))
+            return NULL;
+        p = &a->peers[a->n_peers++];
+        memset(p, 0, sizeof *p);
+        us_strlcpy(p->name, name, sizeof p->name);
+        p->id = us_node_id(name);
+        p->last_seen_ms = -1;
+        p->ack_ms = -1;
+        p->granted_ms = -1;
+        p->grant_t0 = -1;
+        p->holds_since_ms = -1;
+        for (int i = 0; i < US_MAX_NODES; i++)
+            p->about[i].rx_ms = -1;
+    }
+    if (address && address[0] && strcmp(p->address, address) != 0) {
+        struct sockaddr_in sa;
+        if (us_sockaddr_parse(address, &sa) == 0) {
+            us_strlcpy(p->address, address, sizeof p->address);
+            p->sa = sa;
+        }
+    }
+    return p;
+}
+
+static void update_guardian_peers(us_agent *a)
+{
+    const char *addrs[US_MAX_NODES];
+    int n = 0;
+    for (int i = 0; i < a->n_peers; i++)
+        if (i != a->self && a->peers[i].address[0])
+            addrs[n++] = a->peers[i].address;
+    us_guardian_set_peers(a->guardian, addrs, n);
+}
+
+/* Bring the peer table up to date with the replicated node list. */
+static void sync_peers(us_agent *a)
+{
+    const us_state *s = &a->fsm.state;
+    for (int i = 0; i < s->n_nodes; i++) {
+        us_peer *p = peer_add(a, s->nodes[i].name, s->nodes[i].address);
+        if (p && s->nodes[i].api[0])
+            us_strlcpy(p->api, s->nodes[i].api, sizeof p->api);
+    }
+    update_guardian_peers(a);
+}
+
+us_node_state us_agent_node_state(us_agent *a, const us_peer *p)
+{
+    int i = us_state_find_node(&a->fsm.state, p->name);
+    if (i >= 0 && a->fsm.state.nodes[i].left)
+        return US_NODE_LEFT;
+    if (p == &a->peers[a->self])
+        return US_NODE_ALIVE;
+    if (p->last_seen_ms < 0 || (p->dead_inc != 0 && p->dead_inc == p->inc))
+        return US_NODE_DEAD; /* a restarted agent has a new incarnation */
+    int64_t age = us_now_ms() - p->last_seen_ms;
+    if (age < a->cfg.timing.suspect_ms)
+        return US_NODE_ALIVE;
+    return age < a->cfg.timing.dead_ms ? US_NODE_SUSPECT : US_NODE_DEAD;
+}
+
+bool us_agent_has_quorum(us_agent *a)
+{
+    if (a->leader)
+        return us_agent_fresh_quorum(a, us_now_ms());
+    char leader[US_NAME_MAX];
+    if (!us_agent_leader(a, leader, NULL))
+        return false;
+    us_peer *p = us_agent_peer(a, leader);
+    return p && us_agent_node_state(a, p) == US_NODE_ALIVE;
+}
+
+bool us_agent_is_leader(us_agent *a)
+{
+    return a->raft_started && raft_state(&a->raft) == RAFT_LEADER;
+}
+
+bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX])
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+    if (!a->raft_started)
+        return false;
+    raft_leader(&a->raft, &id, &addr);
+    if (id == 0)
+        return false;
+    us_peer *p = us_agent_peer_by_id(a, id);
+    if (!p)
+        return false;
+    if (name)
+        us_strlcpy(name, p->name, US_NAME_MAX);
+    if (api)
+        us_strlcpy(api, p->api, US_ADDR_MAX);
+    return true;
+}
+
+bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms)
+{
+    return now_ms + reserve_ms < a->lease_until_ms;
+}
+
+/* ---- Raft apply ---- */
+
+typedef struct apply_req {
+    struct raft_apply req;
+    us_agent *agent;
+    us_apply_done done;
+    void *data;
+} apply_req;
+
+static void apply_cb(struct raft_apply *req, int status, void *result)
+{
+    apply_req *r = req->data;
+    r->agent->applies_in_flight--;
+    if (status != 0)
+        us_debug("apply failed: %s", raft_strerror(status));
+    if (r->done)
+        r->done(r->data, status, status == 0 ? (int)(intptr_t)result : -1);
+    free(r);
+}
+
+int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
+{
+    struct raft_buffer buf;
+    if (us_cmd_encode(cmd, &buf) != 0)
+        return RAFT_NOMEM;
+    apply_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        raft_free(buf.base);
+        return RAFT_NOMEM;
+    }
+    r->agent = a;
+    r->done = done;
+    r->data = data;
+    r->req.data = r;
+    int rc = raft_apply(&a->raft, &r->req, &buf, 1, apply_cb);
+    if (rc != 0) {
+        raft_free(buf.base);
+        free(r);
+        return rc;
+    }
+    a->applies_in_flight++;
+    return 0;
+}
+
+/* ---- datagrams ----
+ * net.c hands us only datagrams sealed with our key. Here: replay windows, and who may say what.
+ * One handler per message type (msg_types below). A sender speaks only for itself: its name and
+ * incarnation come from the sealed envelope, never from the payload; addresses come from the
+ * replicated state, never from a datagram. A message that carries state (ping, pong, leave) is
+ * acted on only when addressed to this incarnation of ours, so a capture replayed to a restarted
+ * agent has no effect; otherwise we answer `hello` so that the sender learns our incarnation. */
+
+static void send_to(us_agent *a, us_peer *p, json_t *msg)
+{
+    if (p && p->address[0])
+        us_net_send(&a->net, &p->sa, p->wire_inc, msg);
+    json_decref(msg);
+}
+
+static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
+{
+    const us_msg_ping *g = &m->u.ping;
+    bool changed = g->n_reports != p->n_reports ||
+                   memcmp(g->reports, p->reports, sizeof g->reports[0] * (size_t)g->n_reports) != 0;
+    memcpy(p->reports, g->reports, sizeof g->reports[0] * (size_t)g->n_reports);
+    p->n_reports = g->n_reports;
+    p->last_seen_ms = now;
+    if (h->inc != p->inc) {
+        /* A restarted voter forgot its grants: its earlier reports mean nothing now. */
+        for (int i = 0; i < US_MAX_NODES; i++)
+            p->about[i].rx_ms = -1;
+        p->inc = h->inc;
+    }
+    /* Its own API address, which it states for itself; registration commits it (controller.c). */
+    if (g->has_api)
+        us_strlcpy(p->api, g->api, sizeof p->api);
+    /* A changed report (failed, demoted) may let the leader act now instead of next tick. */
+    if (a->leader && changed)
+        us_agent_schedule_reconcile(a);
+
+    /* Acknowledge the sender's leadership only if Raft here agrees, in the same term. */
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(&a->raft, &leader_id, &leader_addr);
+    bool ack = leader_id == p->id && g->term == raft_current_term(&a->raft);
+    /* Leases are granted by every voter (lease.h), unless we revoked this node. */
+    bool grant = g->lease && !p->revoked && !p->revoke_unsaved &&
+                 us_agent_is_voter(a, us_node_id(a->cfg.name));
+    if (grant)
+        p->granted_ms = now;
+    for (int i = 0; i < g->n_leases; i++) {
+        us_peer *about = us_agent_peer(a, g->leases[i].node);
+        if (!about)
+            continue;
+        int k = (int)(about - a->peers);
+        p->about[k].age = g->leases[i].age;
+        p->about[k].stale = g->leases[i].stale;
+        p->about[k].v = g->leases[i].v;
+        p->about[k].rx_ms = now;
+    }
+    /* A removed node may miss the commit that says so: tell it whenever it shows up. */
+    int k = us_state_find_node(&a->fsm.state, p->name);
+    bool removed = a->leader && k >= 0 && a->fsm.state.nodes[k].left;
+    send_to(a, p,
+            json_pack("{s:s, s:o, s:b, s:b, s:b, s:o}", "t", "pong", "seq", us_u64_json(g->round),
+                      "ack", ack, "grant", grant, "removed", removed, "v",
+                      us_u64_json(a->fsm.state.version)));
+}
+
+/* A pong names the ping round it answers (`seq`, from the ping). */
+static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
+{
+    (void)h;
+    const us_msg_pong *g = &m->u.pong;
+    p->last_seen_ms = now;
+    if (g->round == 0 || g->round > a->ping_seq || a->ping_seq - g->round >= 256)
+        return; /* not one of our recent ping rounds */
+    int slot = (int)(g->round % 256);
+    int64_t sent_ms = a->sent[slot].ms;
+    if (g->ack && a->leader && a->sent[slot].as_leader && a->sent[slot].term == a->leader_term &&
+        sent_ms > p->ack_ms)
+        p->ack_ms = sent_ms;
+    if (g->removed && a->stopping == 0) {
+        us_info("the leader (%s) says this node was removed from the cluster; stopping", p->name);
+        begin_close(a);
+        return;
+    }
+    if (g->grant) {
+        if (sent_ms > p->grant_t0) {
+            p->grant_t0 = sent_ms;
+            p->grant_v = g->v;
+        }
+        recompute_lease(a, now);
+    }
+}
+
+static void on_hello(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
+{
+    /* Learning its incarnation (on_msg) is all a hello is for. */
+    (void)a, (void)p, (void)h, (void)m, (void)now;
+}
+
+/* The guardian's announcement (guardian.h), for the node that sent it and no other. */
+static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
+{
+    (void)now;
+    const us_msg_fenced *f = &m->u.fenced;
+    /* Kept on every node (cheap); only the leader's controller acts on it. */
+    for (int i = 0; i < f->n; i++) {
+        int k;
+        for (k = 0; k < p->n_fenced; k++)
+            if (strcmp(p->fenced_service[k], f->fenced[i].service) == 0)
+                break;
+        if (k == p->n_fenced) {
+            if (p->n_fenced >= US_MAX_SERVICES)
+                continue;
+            p->n_fenced++;
+        }
+        us_strlcpy(p->fenced_service[k], f->fenced[i].service, US_NAME_MAX);
+        p->fenced_epoch[k] = f->fenced[i].epoch;
+        p->fenced_inc[k] = h->inc;
+    }
+    if (f->agent_dead)
+        p->dead_inc = h->inc;
+    us_agent_schedule_reconcile(a);
+}
+
+/* A node asks to join: it names itself (the sealed sender), or a member forwards its request. */
+static void on_join(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
+{
+    (void)now;
+    const us_msg_join *j = &m->u.join;
+    if (j->fwd ? !p : strcmp(j->name, h->sender) != 0) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, h->sender,
+                      "a join request may only name its sender");
+        return;
+    }
+    /* A name registered at another address is refused until that node is removed. */
+    int k = us_state_find_node(&a->fsm.state, j->name);
+    if (k >= 0 && !a->fsm.state.nodes[k].left &&
+        strcmp(a->fsm.state.nodes[k].address, j->address)) {
+        us_warn("refusing a join of %s at %s: registered at %s (remove it first)", j->name,
+                j->address, a->fsm.state.nodes[k].address);
+        return;
+    }
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == us_node_id(j->name) &&
+            strcmp(c->servers[i].address, j->address) != 0) {
+            us_warn("refusing a join of %s at %s: a Raft member at %s (remove it first)", j->name,
+                    j->address, c->servers[i].address);
+            return;
+        }
+    if (a->leader) {
+        us_controller_join_request(a, j->name, j->address);
+        return;
+    }
+    char leader[US_NAME_MAX];
+    us_peer *lp = us_agent_leader(a, leader, NULL) ? us_agent_peer(a, leader) : NULL;
+    if (lp && lp != &a->peers[a->self] && !j->fwd)
+        send_to(a, lp,
+                json_pack("{s:s, s:s, s:s, s:s, s:b}", "t", "join", "name", j->name, "address",
+                          j->address, "api", j->api, "fwd", true));
+}
+
+static void on_leave(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
+{
+    (void)h, (void)m, (void)now;
+    if (!a->leader)
+        return;
+    int i = us_state_find_node(&a->fsm.state, p->name);
+    if (i >= 0 && !a->fsm.state.nodes[i].leaving)
+        us_agent_apply(
+            a, us_cmd_stamp(us_cmd_node_flags(p->name, true, false, false), us_wall_ms(), NULL),
+            NULL, NULL);
+}
+
+typedef void (*msg_handler)(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m,
+                            int64_t now);
+
+/* Every message type (msg.h): its channel, whether its sender must be a node we know, whether it
+ * must be addressed to this incarnation of ours (state-carrying messages), and its handler. */
+static const struct msg_type {
+    us_wire_chan chan;
+    bool member_only;
+    bool current;
+    msg_handler handle;
+} msg_types[US_MSG_TYPES] = {
+    [US_MSG_PING] = {US_CHAN_AGENT, true, true, on_ping},
+    [US_MSG_PONG] = {US_CHAN_AGENT, true, true, on_pong},
+    [US_MSG_HELLO] = {US_CHAN_AGENT, true, false, on_hello},
+    [US_MSG_LEAVE] = {US_CHAN_AGENT, true, true, on_leave},
+    [US_MSG_JOIN] = {US_CHAN_AGENT, false, false, on_join},
+    [US_MSG_FENCED] = {US_CHAN_GUARDIAN, true, false, on_fenced},
+};
+
+/* The peer of this name, also one our peer table does not hold yet but the Raft configuration
+ * does (a node that joined, before its registration committed): at its Raft address. */
+static us_peer *known_peer(us_agent *a, const char *name)
+{
+    us_peer *p = us_agent_peer(a, name);
+    if (p || !a->raft_started)
+        return p;
+    uint64_t id = us_node_id(name);
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id)
+            return peer_add(a, name, c->servers[i].address);
+    return NULL;
+}
+
+static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockaddr_in *from,
+                   void *data)
+{
+    (void)from;
+    us_agent *a = data;
+    const struct msg_type *mt = &msg_types[msg->type];
+    const char *t = us_msg_type_name(msg->type);
+    if (mt->chan != h->chan) {
+        us_net_reject(&a->net, US_NET_REJECT_MALFORMED, h->sender, "type on the wrong channel");
+        return;
+    }
+    us_peer *p = known_peer(a, h->sender);
+    if (p == &a->peers[a->self]) {
+        us_net_reject(&a->net, US_NET_REJECT_REPLAY, h->sender, "our own datagram");
+        return;
+    }
+    if (!p) {
+        if (mt->member_only) {
+            us_net_reject(&a->net, US_NET_REJECT_UNKNOWN, h->sender, t);
+            return;
+        }
+        mt->handle(a, NULL, h, msg, us_now_ms());
+        return;
+    }
+    /* An incarnation older than the one registered in the replicated state is a capture. */
+    int k = us_state_find_node(&a->fsm.state, p->name);
+    if (h->chan == US_CHAN_AGENT && k >= 0 && h->inc < a->fsm.state.nodes[k].incarnation) {
+        us_net_reject(&a->net, US_NET_REJECT_REPLAY, h->sender, "older incarnation");
+        return;
+    }
+    if (!us_replay_accept(&p->replay[h->chan], h->inc, h->seq)) {
+        us_net_reject(&a->net, US_NET_REJECT_REPLAY, h->sender, t);
+        return;
+    }
+    if (h->chan == US_CHAN_AGENT && h->inc > p->wire_inc) {
+        p->wire_inc = h->inc;
+        us_agent_report_now(a); /* our next ping is addressed to this incarnation */
+    }
+    int64_t now = us_now_ms();
+    if (mt->current && h->to_inc != a->inc) {
+        /* Meant for an earlier incarnation of ours, or sent before it knew us: tell it who we
+         * are (at most every 20 ms), act on nothing it says. */
+        if (now - p->hello_ms >= 20 || p->hello_ms == 0) {
+            p->hello_ms = now;
+            send_to(a, p, json_pack("{s:s}", "t", "hello"));
+        }
+        return;
+    }
+    mt->handle(a, p, h, msg, now);
+}
+
+/* ---- the heartbeat tick ---- */
+
+static void track_leadership(us_agent *a)
+{
+    bool is_leader = raft_state(&a->raft) == RAFT_LEADER;
+    uint64_t term = raft_current_term(&a->raft);
+    raft_id known = 0;
+    const char *known_addr = NULL;
+    raft_leader(&a->raft, &known, &known_addr);
+    us_metrics_leader_seen(&a->metrics, known, term);
+    if (is_leader && (!a->leader || term != a->leader_term)) {
+        /* Acknowledgements of an earlier leadership of ours do not count for this one. */
+        a->leader_term = term;
+        for (int i = 0; i < a->n_peers; i++)
+            a->peers[i].ack_ms = -1;
+        us_info("became leader in term %llu", (unsigned long long)term);
+        us_controller_became_leader(a);
+    } else if (!is_leader && a->leader) {
+        us_info("no longer leader (term %llu)", (unsigned long long)term);
+    }
+    a->leader = is_leader;
+}
+
+/* The majority-th freshest of a time each voter contributes (our own entry: now); -1 if none. */
+static int64_t voters_majority_time(us_agent *a, int64_t now,
+                                    int64_t (*time_of)(us_agent *, us_peer *))
+{
+    int64_t t[US_MAX_NODES];
+    int n = 0;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
+        if (c->servers[i].role != RAFT_VOTER)
+            continue;
+        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
+        t[n++] = v == &a->peers[a->self] ? now : v ? time_of(a, v) : -1;
+    }
+    return us_lease_majority_time(t, n);
+}
+
+static int64_t ack_time(us_agent *a, us_peer *v)
+{
+    (void)a;
+    return v->ack_ms;
+}
+
+/* A grant counts only once we applied all the voter had: it may have applied the release of a
+ * role of ours that we would otherwise still act on (lease.h). */
+static int64_t grant_time(us_agent *a, us_peer *v)
+{
+    return v->grant_v <= a->fsm.state.version ? v->grant_t0 : -1;
+}
+
+bool us_agent_fresh_quorum(us_agent *a, int64_t now)
+{
+    if (!a->leader)
+        return false;
+    int64_t q = voters_majority_time(a, now, ack_time);
+    return q >= 0 && now - q <= a->cfg.timing.grant_window_ms;
+}
+
+bool us_agent_is_voter(us_agent *a, uint64_t id)
+{
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id)
+            return c->servers[i].role == RAFT_VOTER;
+    return false;
+}
+
+/* Our lease: a majority of voters granted requests sent at t0 or later (lease.h). */
+static void recompute_lease(us_agent *a, int64_t now)
+{
+    int64_t q = voters_majority_time(a, now, grant_time);
+    if (q < 0 || q + a->cfg.timing.lease_ms <= a->lease_until_ms)
+        return;
+    a->lease_until_ms = q + a->cfg.timing.lease_ms;
+    us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);
+}
+
+/* Revocations survive a restart: a voter that forgot one could grant a holder the leader already
+ * counts as cut off. Written durably (durable.h); 0 once on disk, -errno (logged) when not: then
+ * the file on disk still holds the previous revocations. */
+static int save_revocations(us_agent *a)
+{
+    char path[PATH_MAX + 16], err[PATH_MAX + 128];
+    snprintf(path, sizeof path, "%s/revoked", a->cfg.data_dir);
+    size_t cap = (size_t)a->n_peers * (US_NAME_MAX + 24) + 1, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        us_error("cannot write %s: out of memory", path);
+        return -ENOMEM;
+    }
+    buf[0] = '\0';
+    for (int i = 0; i < a->n_peers; i++)
+        if (a->peers[i].revoked)
+            len += (size_t)snprintf(buf + len, cap - len, "%s %llu\n", a->peers[i].name,
+                                    (unsigned long long)a->peers[i].revoked_version);
+    int rc = us_write_file_durable(path, buf, len, err, sizeof err);
+    free(buf);
+    if (rc != 0)
+        us_error("revocations not saved: %s", err);
+    return rc;
+}
+
+static void load_revocations(us_agent *a)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/revoked", a->cfg.data_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char name[US_NAME_MAX + 1];
+    unsigned long long v;
+    while (fscanf(f, "%64s %llu", name, &v) == 2) {
+        us_peer *p = peer_add(a, name, NULL);
+        if (p) {
+            p->revoked = true;
+            p->revoked_version = v;
+        }
+    }
+    fclose(f);
+}
+
+/* As a voter: how long since we granted `p`, and revoke it once that is too long while it holds
+ * an active role. Returns the report {"age": ms or -1, "stale": bool, "v": our state version}. */
+static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
+{
+    int64_t stale_after = us_lease_stale_after(&a->cfg.timing);
+    uint64_t version = a->fsm.state.version;
+    bool holds = us_state_holds_active(&a->fsm.state, p->name);
+    if (!holds) {
+        p->holds_since_ms = -1;
+        p->revoke_unsaved = false;
+    } else if (p->holds_since_ms < 0) {
+        p->holds_since_ms = now;
+    }
+    if (p->revoked && !holds && version > p->revoked_version) {
+        /* Its roles were released since: it may earn a lease again. Should the file keep the old
+         * revocation (a failed write), a restart only withholds grants until the same release. */
+        p->revoked = false;
+        save_revocations(a);
+    }
+    if (now - a->started_ms < stale_after) /* granted before a restart? */
+        return json_pack("{s:i, s:b, s:o}", "age", -1, "stale", 0, "v", us_u64_json(version));
+    int64_t age = now - (p->granted_ms >= 0 ? p->granted_ms : a->started_ms);
+    /* Revoke only a role we have known about for stale_after: a voter that just caught up (it was
+     * cut off itself) must first give the holder's renewals the chance to reach it. */
+    if (age > stale_after && holds && !p->revoked && now - p->holds_since_ms > stale_after) {
+        p->revoked = true;
+        p->revoked_version = version;
+        /* Announced (stale) only once durable: a voter that forgot a revocation it announced could
+         * grant a holder the leader already counts as cut off. Until the write succeeds (it is
+         * tried again each heartbeat) we grant this holder nothing and announce nothing. */
+        p->revoke_unsaved = save_revocations(a) != 0;
+        if (p->revoke_unsaved)
+            p->revoked = false;
+    }
+    return json_pack("{s:I, s:b, s:o}", "age", (json_int_t)age, "stale",
+                     p->revoked && age > stale_after, "v", us_u64_json(version));
+}
+
+us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now)
+{
+    int idx = (int)(p - a->peers);
+    /* A stale report made before the holder got its current role says nothing about it. */
+    uint64_t role_version = 0;
+    const us_state *st = &a->fsm.state;
+    for (int k = 0; k < st->services.n; k++)
+        if (strcmp(st->asg[k].active, p->name) == 0 && st->asg[k].since_version > role_version)
+            role_version = st->asg[k].since_version;
+    int voters = 0, stale = 0, fresh = 0;
+    bool holder_votes = false;
+    int64_t L = a->cfg.timing.lease_ms;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++) {
+        if (c->servers[i].role != RAFT_VOTER)
+            continue;
+        voters++;
+        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
+        if (v == p) {
+            holder_votes = true;
+            continue;
+        }
+        if (!v)
+            continue;
+        if (v == &a->peers[a->self]) {
+            /* Our own grants, judged like a report we would send. */
+            json_t *r = lease_report(a, p, now);
+            int64_t age = (int64_t)json_integer_value(json_object_get(r, "age"));
+            stale += json_is_true(json_object_get(r, "stale"));
+            fresh += age >= 0 && age <= L;
+            json_decref(r);
+            continue;
+        }
+        if (v->about[idx].rx_ms < 0)
+            continue;
+        /* A stale report stays true (the voter revoked); a fresh one only while recent. */
+        stale += v->about[idx].stale && v->about[idx].v >= role_version;
+        fresh += v->about[idx].age >= 0 && v->about[idx].age <= L && now - v->about[idx].rx_ms <= L;
+    }
+    return us_lease_judge(voters, holder_votes, stale, fresh);
+}
+
+static void send_pings(us_agent *a, int64_t now)
+{
+    uint64_t seq = ++a->ping_seq;
+    a->sent[seq % 256].ms = now;
+    a->sent[seq % 256].term = a->leader_term;
+    a->sent[seq % 256].as_leader = a->leader;
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(&a->raft, &leader_id, &leader_addr);
+    json_t *rep = us_instances_report(a);
+    /* Renewals go to every peer, not only to the voters we know of: a voter whose promotion we
+     * have not applied yet already has our grants on record. */
+    json_t *gr = json_object();
+    if (us_agent_is_voter(a, us_node_id(a->cfg.name)))
+        for (int i = 0; i < a->n_peers; i++)
+            if (i != a->self)
+                json_object_set_new(gr, a->peers[i].name, lease_report(a, &a->peers[i], now));
+    for (int i = 0; i < a->n_peers; i++) {
+        us_peer *p = &a->peers[i];
+        if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
+            continue;
+        json_t *m =
+            json_pack("{s:s, s:o, s:s, s:o, s:b, s:O, s:O}", "t", "ping", "seq", us_u64_json(seq),
+                      "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
+                      true, "rep", rep, "gr", gr);
+        send_to(a, p, m);
+    }
+    json_decref(rep);
+    json_decref(gr);
+}
+
+static void send_join(us_agent *a, int64_t now)
+{
+    if (a->cfg.n_join == 0 || now < a->next_join_ms)
+        return;
+    raft_id leader_id = 0;
+    const char *leader_addr = NULL;
+    raft_leader(&a->raft, &leader_id, &leader_addr);
+    if (leader_id != 0 && us_state_find_node(&a->fsm.state, a->cfg.name) >= 0)
+        return; /* in the cluster */
+    a->next_join_ms = now + JOIN_RETRY_MS;
+    json_t *m = json_pack("{s:s, s:s, s:s, s:s}", "t", "join", "name", a->cfg.name, "address",
+                          a->cfg.address, "api", a->cfg.api);
+    for (int i = 0; i < a->cfg.n_join; i++) {
+        struct sockaddr_in sa;
+        if (us_sockaddr_parse(a->cfg.join[i], &sa) == 0)
+            us_net_send(&a->net, &sa, 0, m);
+    }
+    json_decref(m);
+}
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    us_agent *a = req->data;
+    free(req);
+    begin_close(a);
+}
+
+/* Maintenance stop: ask to leave, wait until no active role is ours, hand leadership over. */
+static void stop_step(us_agent *a, int64_t now)
+{
+    if (a->stopping != 1)
+        return;
+    if (now >= a->stop_deadline_ms) {
+        us_warn("hand-over did not finish in time; stopping anyway");
+        begin_close(a);
+        return;
+    }
+    char leader[US_NAME_MAX];
+    if (!us_agent_leader(a, leader, NULL)) {
+        us_warn("no leader to hand over to; stopping");
+        begin_close(a);
+        return;
+    }
+    const us_state *s = &a->fsm.state;
+    int me = us_state_find_node(s, a->cfg.name);
+    if (me >= 0 && !s->nodes[me].leaving) {
+        if (a->leader) {
+            if (a->applies_in_flight == 0)
+                us_agent_apply(a,
+                               us_cmd_stamp(us_cmd_node_flags(a->cfg.name, true, false, false),
+                                            us_wall_ms(), NULL),
+                               NULL, NULL);
+        } else {
+            send_to(a, us_agent_peer(a, leader), json_pack("{s:s}", "t", "leave"));
+        }
+        return;
+    }
+    if (us_state_holds_active(s, a->cfg.name))
+        return; /* still ours: the switchover is in progress */
+    if (us_instances_busy(a))
+        return;
+    if (a->leader && !a->change_in_flight) {
+        struct raft_transfer *t = calloc(1, sizeof *t);
+        t->data = a;
+        a->change_in_flight = true;
+        if (raft_transfer(&a->raft, t, 0, transfer_cb) == 0) {
+            us_info("handed over; transferring leadership");
+            return;
+        }
+        free(t);
+    }
+    if (!a->leader) {
+        us_info("handed over all active roles; stopping");
+        begin_close(a);
+    }
+}
+
+/* A node that comes back (partition healed, restart) may have cached a stale MAC for a VIP:
+ * announce again whenever more peers are alive than at the last tick. */
+static void reannounce_on_return(us_agent *a)
+{
+    int alive = 0;
+    for (int i = 0; i < a->n_peers; i++)
+        alive += i != a->self && us_agent_node_state(a, &a->peers[i]) == US_NODE_ALIVE;
+    if (alive > a->alive_peers && a->alive_peers >= 0)
+        us_instances_reannounce(a);
+    a->alive_peers = alive;
+}
+
+/* systemd: READY once this agent has joined (a leader is known and our registration, with this
+ * process's incarnation, is in the replicated state), and a one-line STATUS. */
+static void sd_update(us_agent *a)
+{
+    if (!a->sd.enabled)
+        return;
+    char leader[US_NAME_MAX], st[256];
+    bool have_leader = us_agent_leader(a, leader, NULL);
+    const us_state *s = &a->fsm.state;
+    int me = us_state_find_node(s, a->cfg.name);
+    bool registered = me >= 0 && s->nodes[me].incarnation == a->inc;
+    if (a->stopping) {
+        snprintf(st, sizeof st, "%s",
+                 a->stopping == 1 ? "stopping: handing over active roles" : "stopping");
+    } else if (!have_leader) {
+        snprintf(st, sizeof st, "waiting for a Raft leader");
+    } else if (!registered) {
+        snprintf(st, sizeof st, "leader %s; joining", leader);
+    } else {
+        int n = snprintf(st, sizeof st, "leader %s; active here: ", leader);
+        bool any = false;
+        for (int k = 0; k < s->services.n && n > 0 && (size_t)n < sizeof st; k++)
+            if (strcmp(s->asg[k].active, a->cfg.name) == 0) {
+                n += snprintf(st + n, sizeof st - (size_t)n, "%s%s", any ? ", " : "",
+                              s->asg[k].service);
+                any = true;
+            }
+        if (!any)
+            snprintf(st + n, sizeof st - (size_t)n, "none");
+    }
+    us_sd_status(&a->sd, st);
+    if (a->raft_started && have_leader && registered && a->stopping == 0)
+        us_sd_ready(&a->sd);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (a->stopping == 2)
+        return;
+    int64_t now = us_now_ms();
+    track_leadership(a);
+    recompute_lease(a, now);
+    send_pings(a, now);
+    send_join(a, now);
+    if (a->lease_until_ms > 0)
+        us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);
+    if (a->leader)
+        us_controller_tick(a);
+    us_instances_reconcile(a);
+    us_proxies_reconcile(a);
+    reannounce_on_return(a);
+    stop_step(a, now);
+    sd_update(a);
+}
+
+static void on_reconcile(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (a->stopping == 2)
+        return;
+    us_instances_reconcile(a);
+    us_proxies_reconcile(a);
+    if (a->leader)
+        us_controller_tick(a);
+}
+
+void us_agent_schedule_reconcile(us_agent *a)
+{
+    if (a->stopping != 2 && !uv_is_active((uv_handle_t *)&a->reconcile_timer))
+        uv_timer_start(&a->reconcile_timer, on_reconcile, 0, 0);
+}
+
+static void on_report_timer(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (a->stopping == 2)
+        return;
+    send_pings(a, us_now_ms());
+    if (a->leader)
+        us_agent_schedule_reconcile(a); /* our own report feeds our own controller */
+}
+
+void us_agent_report_now(us_agent *a)
+{
+    if (a->stopping != 2 && a->raft_started && !uv_is_active((uv_handle_t *)&a->report_timer))
+        uv_timer_start(&a->report_timer, on_report_timer, 0, 0);
+}
+
+static void on_fsm_change(void *data)
+{
+    us_agent *a = data;
+    sync_peers(a);
+    int me = us_state_find_node(&a->fsm.state, a->cfg.name);
+    if (me >= 0 && a->fsm.state.nodes[me].left && a->stopping == 0) {
+        /* Nothing to hand over: the removal moved the roles away first. */
+        us_info("this node was removed from the cluster; stopping");
+        begin_close(a);
+        return;
+    }
+    sd_update(a); /* our registration may just have committed */
+    us_agent_schedule_reconcile(a);
+}
+
+static void on_guardian(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    us_agent *a = h->data;
+    us_guardian_event ev;
+    int rc;
+    while ((rc = us_guardian_read_event(a->guardian, &ev)) == 1)
+        us_instances_guardian_event(a, &ev);
+    if (rc < 0 && a->stopping < 2) {
+        /* Without its guardian this node cannot promise to fence itself: stop acting, exit. */
+        us_error("the guardian process is gone (%s); stopping", strerror(-rc));
+        a->exit_code = 1;
+        uv_poll_stop(h);
+        begin_close(a);
+    }
+}
+
+/* ---- lifecycle ---- */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    us_agent *a = h->data;
+    if (a->stopping == 0 && signum == SIGTERM) {
+        us_info("SIGTERM: handing over active roles before stopping (again to force)");
+        a->stopping = 1;
+        us_sd_stopping(&a->sd);
+        sd_update(a);
+        a->stop_deadline_ms = us_now_ms() + STOP_HANDOVER_MS;
+        stop_step(a, us_now_ms());
+        return;
+    }
+    us_info("%s: stopping now", signum == SIGINT ? "SIGINT" : "second SIGTERM");
+    begin_close(a);
+}
+
+/* SIGHUP: read the cluster key file again (key rotation, docs/operations.md). A file that does
+ * not load changes nothing. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    us_agent *a = h->data;
+    us_keyring fresh;
+    char err[512];
+    if (us_keyring_load(a->cfg.key_file, &fresh, err, sizeof err) != 0) {
+        us_error("SIGHUP: keeping the current cluster key: %s", err);
+        return;
+    }
+    a->cfg.keys = fresh; /* the datagrams and the Raft transport read it in place */
+    us_guardian_keys(a->guardian, &fresh);
+    us_keyring_wipe(&fresh);
+    us_info("SIGHUP: reloaded the cluster key file %s (%d key%s; sending with the first)",
+            a->cfg.key_file, a->cfg.keys.n, a->cfg.keys.n == 1 ? "" : "s");
+}
+
+static void on_raft_closed(struct raft *r)
+{
+    us_agent *a = r->data;
+    raft_uv_close(&a->io);
+    us_transport_close(&a->transport);
+    uv_stop(a->loop);
+}
+
+static void finish_close(us_agent *a)
+{
+    uv_timer_stop(&a->reconcile_timer);
+    uv_timer_stop(&a->report_timer);
+    uv_close((uv_handle_t *)&a->report_timer, NULL);
+    uv_close((uv_handle_t *)&a->tick, NULL);
+    uv_close((uv_handle_t *)&a->reconcile_timer, NULL);
+    uv_close((uv_handle_t *)&a->wake_timer, NULL);
+    uv_close((uv_handle_t *)&a->sig_term, NULL);
+    uv_close((uv_handle_t *)&a->sig_int, NULL);
+    uv_close((uv_handle_t *)&a->sig_hup, NULL);
+    uv_poll_stop(&a->guardian_poll);
+    uv_close((uv_handle_t *)&a->guardian_poll, NULL);
+    us_sd_close(&a->sd);
+    us_proxies_stop_all(a);
+    if (a->api) {
+        us_api_stop(a->api);
+        a->api = NULL;
+    }
+    us_net_stop(&a->net);
+    if (a->raft_started) {
+        a->raft.data = a;
+        raft_close(&a->raft, on_raft_closed);
+    } else {
+        uv_stop(a->loop);
+    }
+}
+
+static void close_when_quiet(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (us_instances_quiet(a) || us_now_ms() >= a->stop_deadline_ms)
+        finish_close(a);
+}
+
+/* Kill what still runs here, wait (bounded) until it is gone, then close everything. */
+static void begin_close(us_agent *a)
+{
+    if (a->stopping == 2)
+        return;
+    a->stopping = 2;
+    us_sd_stopping(&a->sd);
+    sd_update(a);
+    us_instances_kill_all(a);
+    uv_timer_stop(&a->tick);
+    a->stop_deadline_ms = us_now_ms() + 2000;
+    uv_timer_start(&a->reconcile_timer, close_when_quiet, 0, 10);
+}
+
+/* libraft reports "address in use" with an empty message: find out ourselves first. */
+int us_check_tcp_free(const char *hostport, char *err, size_t errlen)
+{
+    struct sockaddr_in sa;
+    if (us_sockaddr_parse(hostport, &sa) != 0) {
+        snprintf(err, errlen, "bad address '%s'", hostport);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+    int e = errno;
+    close(fd);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", hostport,
+                 e == EADDRINUSE ? "address already in use" : strerror(e));
+        return -1;
+    }
+    return 0;
+}
+
+static int lock_data_dir(const us_node_config *cfg)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/lock", cfg->data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        us_error("cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        us_error("data dir %s is in use by another agent", cfg->data_dir);
+        close(fd);
+        return -1;
+    }
+    return fd; /* kept open (and locked) for the life of the agent */
+}
+
+static void kill_leftovers(const char *run_dir)
+{
+    DIR *d = opendir(run_dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 4, ".pid") != 0)
+            continue;
+        char path[PATH_MAX * 2];
+        snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
+        if (us_proc_kill_stale(path))
+            us_warn("killed a process group left behind by an earlier agent (%s)", e->d_name);
+    }
+    closedir(d);
+}
+
+/* This agent process's incarnation: larger than every earlier one of this node, so that peers
+ * can tell a capture of an earlier incarnation's datagram from a current one (net.h). Kept in
+ * DATA_DIR/incarnation, written durably before any datagram goes out; the wall clock in
+ * microseconds is the floor, for a node whose data_dir was lost. */
+static int next_incarnation(const char *data_dir, uint64_t *out, char *err, size_t errlen)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/incarnation", data_dir);
+    unsigned long long last = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu", &last) != 1)
+            last = 0;
+        fclose(f);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t floor_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    uint64_t inc = last + 1 > floor_us ? last + 1 : floor_us;
+    char text[32], why[PATH_MAX + 128];
+    int len = snprintf(text, sizeof text, "%llu\n", (unsigned long long)inc);
+    if (us_write_file_durable(path, text, (size_t)len, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cannot record this agent's incarnation: %.400s", why);
+        return -1;
+    }
+    *out = inc;
+    return 0;
+}
+
+static int start_raft(us_agent *a, char *err, size_t errlen)
+{
+    const us_node_config *c = &a->cfg;
+    char dir[PATH_MAX + 8];
+    snprintf(dir, sizeof dir, "%s/raft", c->data_dir);
+    mkdir(dir, 0700);
+    /* Half an election timeout: a stuck connection is replaced before the leader gives up. */
+    int rc = us_transport_init(&a->transport, a->loop, (unsigned)c->timing.election_ms / 2,
+                               &c->keys, c->cluster_name, c->name);
+    if (rc == 0)
+        rc = raft_uv_init(&a->io, a->loop, dir, &a->transport.t);
+    if (rc != 0) {
+        snprintf(err, errlen, "raft I/O init failed: %s", raft_strerror(rc));
+        return -1;
+    }
+    /* A restarted node would otherwise need ~1 s to reconnect to its peers. */
+    raft_uv_set_connect_retry_delay(&a->io, 100);
+    us_fsm_init(&a->fsm, on_fsm_change, a);
+    rc = raft_init(&a->raft, &a->io, &a->fsm.raft, us_node_id(c->name), c->address);
+    if (rc != 0) {
+        snprintf(err, errlen, "raft init failed: %s", raft_errmsg(&a->raft));
+        return -1;
+    }
+    /* Followers learn that an entry committed from the leader's next AppendEntries: a short Raft
+     * heartbeat bounds how long a committed promotion waits to be seen (empty messages, no disk
+     * write; the agents' own heartbeats and leases keep heartbeat_ms). */
+    unsigned raft_hb = (unsigned)c->timing.heartbeat_ms / 5;
+    raft_set_heartbeat_timeout(&a->raft, raft_hb < 10 ? 10 : raft_hb);
+    raft_set_election_timeout(&a->raft, (unsigned)c->timing.election_ms);
+    /* Without pre-vote a restarted follower deposes the leader every time. */
+    raft_set_pre_vote(&a->raft, true);
+    raft_set_snapshot_threshold(&a->raft, 512);
+    raft_set_snapshot_trailing(&a->raft, 64);
+
+    bool member = false;
+    for (int i = 0; i < c->n_members; i++)
+        if (strcmp(c->members[i].name, c->name) == 0)
+            member = true;
+    if (member) {
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        for (int i = 0; i < c->n_members; i++)
+            raft_configuration_add(&conf, us_node_id(c->members[i].name), c->members[i].address,
+                                   RAFT_VOTER);
+        rc = raft_bootstrap(&a->raft, &conf);
+        raft_configuration_close(&conf);
+        if (rc != 0 && rc != RAFT_CANTBOOTSTRAP) {
+            snprintf(err, errlen, "raft bootstrap failed: %s", raft_strerror(rc));
+            return -1;
+        }
+    }
+    rc = raft_start(&a->raft);
+    if (rc != 0) {
+        snprintf(err, errlen, "raft start failed: %s (%s)", raft_strerror(rc),
+                 raft_errmsg(&a->raft));
+        return -1;
+    }
+    a->raft_started = true;
+    return 0;
+}
+
+static void make_dirs(const us_node_config *c)
+{
+    char p[PATH_MAX + 8];
+    snprintf(p, sizeof p, "%s/logs", c->data_dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/run", c->data_dir);
+    mkdir(p, 0755);
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int us_agent_main(const us_node_config *cfg)
+{
+    us_agent *a = calloc(1, sizeof *a);
+    if (!a)
+        return 1;
+    a->cfg = *cfg;
+    a->exit_code = 0;
+    signal(SIGPIPE, SIG_IGN); /* a dying peer raises SIGPIPE in libraft's writes, splice too */
+    /* A proxied connection costs 6 descriptors: take what the hard limit allows. */
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (!getcwd(a->cwd, sizeof a->cwd))
+        strcpy(a->cwd, "/");
+
+    char err[512];
+    int lock_fd = lock_data_dir(cfg);
+    if (lock_fd < 0) {
+        free(a);
+        return 1;
+    }
+    if (us_check_tcp_free(cfg->address, err, sizeof err) != 0 ||
+        us_check_tcp_free(cfg->api, err, sizeof err) != 0) {
+        us_error("%s", err);
+        close(lock_fd);
+        free(a);
+        return 1;
+    }
+    make_dirs(cfg);
+    char run_dir[PATH_MAX + 8];
+    snprintf(run_dir, sizeof run_dir, "%s/run", cfg->data_dir);
+    kill_leftovers(run_dir);
+    if (next_incarnation(cfg->data_dir, &a->inc, err, sizeof err) != 0) {
+        us_error("%s", err);
+        close(lock_fd);
+        free(a);
+        return 1;
+    }
+
+    /* The guardian is forked before the loop and any thread exist. */
+    if (us_guardian_start(cfg->name, a->inc, &cfg->keys, cfg->cluster_name, &a->guardian) != 0) {
+        us_error("cannot start the guardian: %s", strerror(errno));
+        close(lock_fd);
+        free(a);
+        return 1;
+    }
+
+    a->started_ms = us_now_ms();
+    a->loop = malloc(sizeof *a->loop);
+    uv_loop_init(a->loop);
+    /* Timers first: a snapshot restored by raft_start() already schedules a reconcile. */
+    uv_timer_init(a->loop, &a->tick);
+    a->tick.data = a;
+    uv_timer_init(a->loop, &a->reconcile_timer);
+    a->reconcile_timer.data = a;
+    uv_timer_init(a->loop, &a->report_timer);
+    a->report_timer.data = a;
+    uv_timer_init(a->loop, &a->wake_timer);
+    a->wake_timer.data = a;
+    us_metrics_init(&a->metrics);
+    us_sd_start(&a->sd, a->loop);
+    us_instances_init(a);
+    int rc = 1;
+    a->self = 0;
+    peer_add(a, cfg->name, cfg->address);
+    us_strlcpy(a->peers[0].api, cfg->api, sizeof a->peers[0].api);
+    a->peers[0].inc = a->inc;
+    for (int i = 0; i < cfg->n_members; i++)
+        peer_add(a, cfg->members[i].name, cfg->members[i].address);
+    load_revocations(a);
+    update_guardian_peers(a);
+
+    if (us_net_start(&a->net, a->loop, cfg->address, &a->cfg.keys, cfg->cluster_name, cfg->name,
+                     a->inc, on_msg, a, err, sizeof err) != 0) {
+        us_error("%s", err);
+        goto out;
+    }
+    if (start_raft(a, err, sizeof err) != 0) {
+        us_error("%s", err);
+        goto out;
+    }
+    us_agent_rpc_init(a);
+    if (us_agent_api_start(a, err, sizeof err) != 0) {
+        us_error("API: %s", err);
+        a->exit_code = 1;
+        begin_close(a);
+        uv_run(a->loop, UV_RUN_DEFAULT);
+        goto out;
+    }
+
+    uv_timer_start(&a->tick, on_tick, 0, (uint64_t)cfg->timing.heartbeat_ms);
+    uv_signal_init(a->loop, &a->sig_term);
+    a->sig_term.data = a;
+    uv_signal_start(&a->sig_term, on_signal, SIGTERM);
+    uv_signal_init(a->loop, &a->sig_int);
+    a->sig_int.data = a;
+    uv_signal_start(&a->sig_int, on_signal, SIGINT);
+    uv_signal_init(a->loop, &a->sig_hup);
+    a->sig_hup.data = a;
+    uv_signal_start(&a->sig_hup, on_sighup, SIGHUP);
+    uv_poll_init(a->loop, &a->guardian_poll, us_guardian_fd(a->guardian));
+    a->guardian_poll.data = a;
+    uv_poll_start(&a->guardian_poll, UV_READABLE, on_guardian);
+
+    us_info("agent %s started (cluster %s, profile %s, address %s, api %s)", cfg->name,
+            cfg->cluster_name, cfg->timing.name, cfg->address, cfg->api);
+    uv_run(a->loop, UV_RUN_DEFAULT);
+    rc = a->exit_code;
+out:
+    /* Let closing handles finish. */
+    uv_walk(a->loop, close_any, NULL);
+    uv_run(a->loop, UV_RUN_DEFAULT);
+    uv_loop_close(a->loop);
+    free(a->loop);
+    us_metrics_close(&a->metrics);
+    us_guardian_stop(a->guardian);
+    close(lock_fd);
+    free(a);
+    return rc;
+}

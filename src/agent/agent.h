@@ -1,0 +1,278 @@
+/* agent.h — the agent process: one per node. Internal header shared by the agent's parts:
+ *   agent.c       wiring and lifecycle: Raft, datagrams, heartbeats and leases, signals,
+ *                 systemd notifications (sdnotify.h)
+ *   instance.c    this node's instances: start/promote/demote/stop them as the assignments say
+ *   controller.c  the Raft leader's duties: registrations, joins, removals, decisions
+ *   agent_api.c   the HTTP API handlers
+ *   metrics.c     GET /metrics (metrics.h), read from all of the above
+ * Everything runs on one libuv loop; no locks.
+ */
+#ifndef US_AGENT_H
+#define US_AGENT_H
+
+#include <netinet/in.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "net/api.h"
+#include "node/check.h"
+#include "config/config.h"
+#include "core/fsm.h"
+#include "node/guardian.h"
+#include "agent/metrics.h"
+#include "core/model.h"
+#include "core/msg.h"
+#include "net/net.h"
+#include "node/proxy.h"
+#include "node/sdnotify.h"
+#include "node/supervisor.h"
+#include "net/transport.h"
+#include "node/vip.h"
+
+/* Another agent (or this one), as seen through datagrams. Keyed by name. */
+typedef struct us_peer {
+    char name[US_NAME_MAX];
+    uint64_t id;
+    char address[US_ADDR_MAX];
+    char api[US_ADDR_MAX];
+    struct sockaddr_in sa;
+    uint64_t inc;      /* incarnation of its last current datagram, 0 = not heard yet */
+    uint64_t wire_inc; /* newest incarnation of any authentic datagram: our to_inc for it */
+    us_replay replay[US_CHAN_COUNT]; /* per channel (wire.h) */
+    int64_t hello_ms;                /* when we last told it our incarnation */
+    int64_t last_seen_ms;            /* -1 = never */
+    /* Leader side. */
+    int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
+    /* Leases (lease.h). As a voter we grant this peer; as a requester it grants us (if it votes).
+     */
+    int64_t granted_ms;     /* when we last granted it a renewal, -1 = not since we started */
+    bool revoked;           /* we grant it nothing until it holds no active role */
+    bool revoke_unsaved;    /* a revocation we could not make durable: grant nothing, say nothing */
+    int64_t holds_since_ms; /* when we first saw it holding an active role, -1 = it holds none */
+    uint64_t revoked_version; /* state version when we revoked it (persisted, lease.h) */
+    int64_t grant_t0;         /* send time of our latest request it granted, -1 = none */
+    uint64_t grant_v;         /* its state version when it granted that request */
+    /* What this peer (as a voter) last reported about each peer, by our peer index. */
+    struct {
+        int64_t age;   /* ms since it last granted that peer, -1 = unknown */
+        bool stale;    /* stale and revoked */
+        uint64_t v;    /* its state version when it reported */
+        int64_t rx_ms; /* when we got the report, -1 = never */
+    } about[US_MAX_NODES];
+    int n_reports;
+    us_report reports[US_MAX_SERVICES];
+    uint64_t
+        fenced_epoch[US_MAX_SERVICES]; /* guardian announcements: service, epoch, incarnation */
+    uint64_t fenced_inc[US_MAX_SERVICES];
+    char fenced_service[US_MAX_SERVICES][US_NAME_MAX];
+    int n_fenced;
+    uint64_t dead_inc; /* its guardian announced that the agent of this incarnation died */
+} us_peer;
+
+typedef enum {
+    US_PHASE_IDLE = 0, /* nothing runs for this service here */
+    US_PHASE_STANDBY,  /* standby (hot: process runs as standby) */
+    US_PHASE_PROMOTING,
+    US_PHASE_ACTIVE,
+    US_PHASE_DEMOTING,
+} us_phase;
+
+/* This node's instance of one service. */
+typedef struct us_instance {
+    char service[US_NAME_MAX];
+    bool used;
+    us_phase phase;
+    uint64_t epoch;           /* epoch of the active role being taken/held/given up */
+    uint64_t abandoned_epoch; /* never act again under an epoch <= this */
+    us_inst_obs report;       /* what we tell the leader */
+    us_proc *proc;            /* the service process (group) */
+    us_proc *hook;            /* promote/demote hook in progress */
+    int64_t restart_after_ms; /* hot standby: do not respawn before this */
+    int hook_kind;            /* HOOK_* of instance.c */
+    bool fencing;             /* killing everything; publish `pending` once all is gone */
+    us_inst_obs pending;
+    bool demote_stop_proc; /* planned cold demotion: process first, then the hook */
+    bool spawn_fenced;     /* for before_exec of the spawn in progress */
+    uint64_t spawn_epoch;
+    /* Virtual IPs held while active (a copy: the definition may change or vanish meanwhile). */
+    int n_vips_up;
+    us_vip vips_up[US_MAX_VIPS];
+    bool vips_cleaned;    /* stale VIPs of this service removed since the agent started */
+    int announce_left;    /* announcements left in the current burst */
+    bool announce_repeat; /* one more burst after announce_repeat_ms */
+    /* Planned demotion: proxies hold new connections while open ones finish. */
+    bool draining;
+    int64_t drain_min_ms, drain_until_ms;
+    /* Health checks (check.h): run while the process runs as active or hot standby. */
+    us_checker *checker;
+    int checker_pid;                /* the process the checker watches */
+    uint64_t checker_fp;            /* the check settings it runs */
+    char fail_cause[US_REASON_MAX]; /* why the instance was reported FAILED */
+    /* Hot standby process restarts (local, exponential backoff). */
+    int standby_restarts;       /* for the backoff: starts over after a stable run */
+    int standby_restarts_total; /* reported: only grows, so the leader sees every restart */
+    int64_t proc_started_ms;
+    char restart_cause[US_REASON_MAX];
+    struct us_agent *agent;
+} us_instance;
+
+typedef struct us_agent {
+    us_node_config cfg;
+    uv_loop_t *loop;
+    uint64_t inc; /* this agent process's incarnation */
+    char cwd[PATH_MAX];
+
+    struct raft raft;
+    struct raft_io io;
+    us_transport transport;
+    us_fsm fsm;
+    bool raft_started;
+
+    us_net net;
+    us_api *api;
+    us_guardian *guardian;
+    uv_poll_t guardian_poll;
+    uv_timer_t tick;
+    uv_timer_t reconcile_timer;
+    uv_timer_t report_timer; /* an instance report changed: heartbeat now */
+    uv_signal_t sig_term, sig_int, sig_hup;
+
+    us_peer peers[US_MAX_NODES];
+    int n_peers;
+    int self; /* index of this node in peers */
+
+    /* Leases. */
+    int64_t lease_until_ms; /* this node may act as active until then (own clock) */
+    int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
+    uint64_t ping_seq;
+    struct {
+        int64_t ms;
+        uint64_t term;
+        bool as_leader;
+    } sent[256]; /* by ping round (seq) % 256 */
+    bool leader;
+    uint64_t leader_term;
+
+    /* Controller. */
+    int applies_in_flight;
+    bool change_in_flight; /* raft_add/assign/remove/transfer */
+    int64_t next_join_ms;
+    int64_t next_transfer_ms;
+    uv_timer_t wake_timer; /* decide again when a backoff or cooldown ends */
+    /* What the controller last recorded as events (so it records changes only), reset when
+     * this node becomes leader: node liveness by peer index, health and restarts by name. */
+    bool ctl_primed;
+    us_node_state ctl_node[US_MAX_NODES];
+    struct us_ctl_seen {
+        char service[US_NAME_MAX];
+        char node[US_NAME_MAX];
+        us_health health;
+        int restarts;
+    } ctl_seen[US_MAX_SERVICES * US_MAX_NODES];
+    int n_ctl_seen;
+    int64_t leader_since_ms;
+    /* Failovers being timed (metrics.failover): a failed or lost holder was released by our
+     * decision at t0_ns; done when another node reports ACTIVE under a later epoch. */
+    struct us_ctl_timing {
+        char service[US_NAME_MAX];
+        char from[US_NAME_MAX];
+        uint64_t epoch; /* the released holder's */
+        int64_t t0_ns;
+    } ctl_timing[US_MAX_SERVICES];
+    int n_ctl_timing;
+
+    us_instance inst[US_MAX_SERVICES];
+    uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
+    int alive_peers; /* at the last tick: more now means a node came back (re-announce VIPs) */
+
+    struct us_agent_proxy {
+        char service[US_NAME_MAX];
+        char listen[US_ADDR_MAX];
+        us_proxy *proxy;
+        bool has_target;
+        struct sockaddr_in target;
+        uint64_t epoch;
+        int64_t retry_ms; /* after a failed start */
+    } proxies[US_MAX_SERVICES];
+
+    us_metrics metrics; /* what this process measures (GET /metrics) */
+    us_sdnotify sd;     /* systemd readiness, status, watchdog */
+
+    /* Lifecycle. */
+    int stopping; /* 0 running, 1 handing over (SIGTERM), 2 closing */
+    int64_t stop_deadline_ms;
+    int exit_code;
+} us_agent;
+
+/* agent.c */
+int us_agent_main(const us_node_config *cfg);
+void us_agent_schedule_reconcile(us_agent *a);
+/* Send heartbeats (with the instance reports) now instead of at the next tick. */
+void us_agent_report_now(us_agent *a);
+bool us_agent_is_leader(us_agent *a);
+us_peer *us_agent_peer(us_agent *a, const char *name);
+us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);
+/* Name and API of the current Raft leader; false if none is known. */
+bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX]);
+us_node_state us_agent_node_state(us_agent *a, const us_peer *p);
+bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
+/* Can a TCP listener bind "IPv4:port"? 0, or -1 with "cannot listen on ...: reason" in err. */
+int us_check_tcp_free(const char *hostport, char *err, size_t errlen);
+/* As far as this agent can tell: the leader has a fresh quorum (leader: acknowledgements; follower:
+ * a leader is known and heard from). */
+bool us_agent_has_quorum(us_agent *a);
+/* Leader only: has a quorum of voters acknowledged our leadership within the grant window? */
+bool us_agent_fresh_quorum(us_agent *a, int64_t now_ms);
+/* Is the node with this Raft id a voter in our view of the configuration? */
+bool us_agent_is_voter(us_agent *a, uint64_t id);
+/* Leader side: what the voters' reports say about `p`'s lease (lease.h). */
+us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now_ms);
+
+typedef void (*us_apply_done)(void *data, int status, int result);
+/* Propose a command (consumed). done may be NULL. 0 or a raft error code. */
+int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data);
+
+/* instance.c */
+void us_instances_reconcile(us_agent *a);
+json_t *us_instances_report(us_agent *a);
+void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev);
+void us_instances_kill_all(us_agent *a); /* immediate, for exits */
+bool us_instances_busy(us_agent *a);     /* any active/promoting/demoting instance */
+bool us_instances_quiet(us_agent *a);    /* no process or hook of ours runs */
+const us_instance *us_instance_of(us_agent *a, const char *service);
+
+void us_instances_init(us_agent *a);       /* once, after the loop exists */
+void us_instances_reannounce(us_agent *a); /* membership changed: announce active VIPs again */
+
+/* proxies.c: one failover-aware proxy per service that declares one */
+void us_proxies_reconcile(us_agent *a);
+int us_proxies_open(us_agent *a, const char *service, uint64_t epoch);
+/* Open proxied connections to `service` under `epoch`, cluster-wide (own + peers' reports). */
+int us_proxies_open_total(us_agent *a, const char *service, uint64_t epoch);
+void us_proxies_stop_all(us_agent *a);
+
+/* controller.c */
+void us_controller_tick(us_agent *a);
+void us_controller_became_leader(us_agent *a); /* forget what earlier leadership recorded */
+/* A join request (msg.h) that passed agent.c's checks: add the node to Raft. */
+void us_controller_join_request(us_agent *a, const char *name, const char *address);
+
+/* agent_api.c */
+void us_agent_api_routes(us_agent *a);
+/* Start the API on cfg.api (TLS when configured), with its guard (tokens, Host, Origin, types)
+ * and its routes. 0, or -1 with a message in err. */
+int us_agent_api_start(us_agent *a, char *err, size_t errlen);
+
+/* Forwarding a change to the leader over the cluster's authenticated RPC (transport.h).
+ * A follower serialises a mutating request as
+ *   {"method", "path" (target with the query), "content_type", "body", "who": {"token", "peer"}}
+ * and the leader runs it with us_agent_api_execute, whose `done` gets the reply
+ * {status, content_type, body}, to send back as it is. */
+json_t *us_agent_api_forward_request(const us_api_req *r);
+int us_agent_api_execute(us_agent *a, const char *request, size_t len, us_api_done done,
+                         void *data);
+/* Serve changes that followers forward to us over the cluster's RPC (once, after Raft starts). */
+void us_agent_rpc_init(us_agent *a);
+
+#endif

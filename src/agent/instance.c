@@ -1,0 +1,849 @@
+/* instance.c — this node's instance of each service: it follows the replicated assignment, but acts
+ * as active only under a committed epoch given to this agent's incarnation and while the lease is
+ * valid with a reserve (demote_before_ms). Once it stops acting under an epoch it never acts under
+ * that epoch again (abandoned_epoch), so a frozen-and-thawed agent cannot resume a role the leader
+ * may already have given away.
+ *
+ * Order of a promotion:  cold: promote hook -> start process;  hot: promote hook (process runs).
+ * Order of a demotion:   cold: stop process -> demote hook;    hot: demote hook (process stays).
+ * The report (DEMOTED/FAILED) that lets the leader move the role is published only once every
+ * process that acted is gone.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent.h"
+#include "core/lease.h"
+#include "lib/log.h"
+#include "node/logrotate.h"
+#include "node/notify.h"
+#include "node/privilege.h"
+#include "lib/clock.h"
+
+enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE };
+
+static us_instance *slot(us_agent *a, const char *service, bool create)
+{
+    us_instance *free_slot = NULL;
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        if (a->inst[i].used && strcmp(a->inst[i].service, service) == 0)
+            return &a->inst[i];
+        if (!a->inst[i].used && !free_slot)
+            free_slot = &a->inst[i];
+    }
+    if (!create || !free_slot)
+        return NULL;
+    memset(free_slot, 0, sizeof *free_slot);
+    free_slot->used = true;
+    free_slot->agent = a;
+    us_strlcpy(free_slot->service, service, sizeof free_slot->service);
+    return free_slot;
+}
+
+const us_instance *us_instance_of(us_agent *a, const char *service)
+{
+    return slot(a, service, false);
+}
+
+static void before_exec(pid_t pgid, void *data)
+{
+    us_instance *in = data;
+    us_agent *a = in->agent;
+    us_instance *x = in;
+    us_guardian_track(a->guardian, pgid, in->service, x->spawn_epoch, x->spawn_fenced);
+}
+
+static void on_exit_cb(us_proc *p, int status, void *data);
+static const us_service_def *def_of(us_agent *a, const char *service);
+
+/* Who the service's children run as on this node; NULL when it cannot run here (why says). */
+static const us_cred *service_cred(us_agent *a, const us_service_def *d, us_cred *cred, char *why,
+                                   size_t len)
+{
+    if (us_cred_resolve(d ? d->user : "", d ? d->group : "", a->cfg.name, cred, why, len) != 0)
+        return NULL;
+    return cred;
+}
+
+static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
+                 int timeout_ms, const char *pid_suffix, us_proc **out)
+{
+    us_agent *a = in->agent;
+    const us_service_def *d = def_of(a, in->service);
+    us_cred cred;
+    char why[US_REASON_MAX];
+    if (!service_cred(a, d, &cred, why, sizeof why)) {
+        us_error("%s: cannot start '%s': %s", in->service, cmd, why);
+        return -EPERM;
+    }
+    char e_svc[US_NAME_MAX + 32], e_node[US_NAME_MAX + 32], e_role[64], e_epoch[64];
+    char e_dir[PATH_MAX + 32];
+    snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
+    snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->cfg.name);
+    snprintf(e_role, sizeof e_role, "UNDERSTUDY_ROLE=%s", role);
+    snprintf(e_epoch, sizeof e_epoch, "UNDERSTUDY_EPOCH=%llu", (unsigned long long)epoch);
+    snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir);
+    const char *uenv[] = {e_svc, e_node, e_role, e_epoch, e_dir, NULL};
+    us_env_spec spec = us_env_spec_for(d, &cred, uenv);
+    char **env = us_env_build(&spec);
+    if (!env)
+        return -ENOMEM;
+    char log_path[PATH_MAX + 96], pidfile[PATH_MAX + 96];
+    snprintf(log_path, sizeof log_path, "%s/logs/%s.log", a->cfg.data_dir, in->service);
+    snprintf(pidfile, sizeof pidfile, "%s/run/%s%s.pid", a->cfg.data_dir, in->service, pid_suffix);
+    us_instance *x = in;
+    x->spawn_epoch = epoch;
+    x->spawn_fenced = fenced;
+    us_proc_opts o = {
+        .cmd = cmd,
+        .env = (const char *const *)env,
+        .cred = &cred,
+        .cwd = a->cwd,
+        .log_path = log_path,
+        .pidfile = pidfile,
+        .timeout_ms = timeout_ms,
+        .before_exec = before_exec,
+        .on_exit = on_exit_cb,
+        .data = in,
+    };
+    int rc = us_proc_spawn(a->loop, &o, out);
+    free(env);
+    if (rc == 0 && out == &in->proc)
+        in->proc_started_ms = us_now_ms();
+    if (rc != 0)
+        us_error("%s: cannot start '%s': %s", in->service, cmd, strerror(-rc));
+    return rc;
+}
+
+/* Health and cause of the report: the failure's cause once FAILED, else the checks' verdict. */
+static bool refresh_obs(us_instance *in)
+{
+    us_inst_obs *o = &in->report;
+    const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
+    us_health h = cs ? cs->health : US_HEALTH_UNKNOWN;
+    const char *cause = o->state == US_INST_FAILED ? in->fail_cause
+                        : h == US_HEALTH_UNHEALTHY ? cs->cause
+                                                   : "";
+    bool changed = o->health != h || strcmp(o->cause, cause) != 0;
+    o->health = h;
+    us_strlcpy(o->cause, cause, sizeof o->cause);
+    return changed;
+}
+
+static void set_report(us_instance *in, us_inst_state st, uint64_t epoch, int status)
+{
+    bool changed = in->report.state != st || in->report.epoch != epoch;
+    in->report.refused = false;
+    in->report.state = st;
+    in->report.epoch = epoch;
+    in->report.exit_status = status;
+    changed |= refresh_obs(in);
+    /* The leader may be waiting for exactly this (a demotion, a failure): tell it now rather
+     * than with the next heartbeat. */
+    if (changed)
+        us_agent_report_now(in->agent);
+}
+
+/* Passive reports must not hide a DEMOTED/FAILED/FENCED the leader has not acted on yet. */
+static void passive_report(us_instance *in, us_inst_state st, const us_assignment *as)
+{
+    bool sticky = in->report.state == US_INST_DEMOTED || in->report.state == US_INST_FAILED ||
+                  in->report.state == US_INST_FENCED;
+    if (sticky && as && as->epoch == in->report.epoch)
+        return;
+    set_report(in, st, as ? as->epoch : 0, 0);
+}
+
+/* ---- virtual IPs ---- */
+
+static uv_timer_t *announce_timer(us_instance *in)
+{
+    return &in->agent->announce_timers[in - in->agent->inst];
+}
+
+static void announce_cb(uv_timer_t *t)
+{
+    us_instance *in = t->data;
+    const us_service_def *d = NULL;
+    int k = us_state_find_service(&in->agent->fsm.state, in->service);
+    if (k >= 0)
+        d = &in->agent->fsm.state.services.svc[k];
+    for (int i = 0; i < in->n_vips_up; i++) {
+        int rc = us_vip_announce(&in->vips_up[i]);
+        if (rc != 0)
+            us_warn("%s: cannot announce %s: %s", in->service, in->vips_up[i].text, strerror(-rc));
+    }
+    if (--in->announce_left > 0) {
+        uv_timer_start(t, announce_cb, d ? (uint64_t)d->announce_interval_ms : 100, 0);
+    } else if (in->announce_repeat && d && d->announce_repeat_ms > 0) {
+        in->announce_repeat = false;
+        in->announce_left = d->announce_count > 0 ? d->announce_count : 1;
+        uv_timer_start(t, announce_cb, (uint64_t)d->announce_repeat_ms, 0);
+    }
+}
+
+static void announce_burst(us_instance *in, const us_service_def *d, bool with_repeat)
+{
+    if (in->n_vips_up == 0)
+        return;
+    in->announce_left = d->announce_count > 0 ? d->announce_count : 1;
+    in->announce_repeat = with_repeat;
+    uv_timer_start(announce_timer(in), announce_cb, 0, 0);
+}
+
+/* Remove the VIPs we hold (idempotent), and tell the guardian it no longer needs to. */
+static void vips_down(us_instance *in)
+{
+    uv_timer_stop(announce_timer(in));
+    for (int i = 0; i < in->n_vips_up; i++) {
+        int rc = us_vip_del(&in->vips_up[i]);
+        if (rc != 0)
+            us_error("%s: cannot remove %s: %s", in->service, in->vips_up[i].text, strerror(-rc));
+        else
+            us_info("%s: removed %s", in->service, in->vips_up[i].text);
+        us_guardian_vip(in->agent->guardian, &in->vips_up[i], false);
+    }
+    in->n_vips_up = 0;
+}
+
+/* Without it, removing the primary address of a subnet removes the other addresses of that
+ * subnet too, e.g. another service's VIP (keepalived offers the same setting). Best effort. */
+static void promote_secondaries(const char *dev)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/sys/net/ipv4/conf/%s/promote_secondaries", dev);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("1\n", f);
+        fclose(f);
+    }
+}
+
+/* Add the service's VIPs; the guardian learns each one first, so it can drop it when fencing. */
+static int vips_up(us_instance *in, const us_service_def *d)
+{
+    for (int i = 0; i < d->n_vips; i++) {
+        const us_vip *v = &d->vips[i];
+        /* Unguarded, a VIP could outlive the agent: no guardian, no VIP. */
+        int rc = us_guardian_vip(in->agent->guardian, v, true);
+        if (rc != 0) {
+            us_error("%s: the guardian cannot take %s: %s", in->service, v->text, strerror(-rc));
+            return rc;
+        }
+        in->vips_up[in->n_vips_up++] = *v;
+        if (v->family == AF_INET)
+            promote_secondaries(v->dev);
+        rc = us_vip_add(v);
+        if (rc != 0) {
+            us_error("%s: cannot add %s: %s", in->service, v->text, strerror(-rc));
+            return rc;
+        }
+        us_info("%s: added %s", in->service, v->text);
+    }
+    announce_burst(in, d, true);
+    return 0;
+}
+
+/* A VIP must be absent wherever the instance is not active, also after a crashed earlier run. */
+static void vips_clean(us_instance *in, const us_service_def *d)
+{
+    if (in->vips_cleaned || !d)
+        return;
+    in->vips_cleaned = true;
+    for (int i = 0; i < d->n_vips; i++)
+        if (us_vip_present(&d->vips[i]) == 1) {
+            us_warn("%s: removing stale %s (this node is not active)", in->service,
+                    d->vips[i].text);
+            us_vip_del(&d->vips[i]);
+        }
+}
+
+/* Why this node cannot hold the service's VIPs, or NULL. */
+static const char *vip_obstacle(const us_service_def *d, char *why, size_t len)
+{
+    if (d->n_vips == 0)
+        return NULL;
+    if (!us_vip_capable(why, len))
+        return why;
+    for (int i = 0; i < d->n_vips; i++)
+        if (!us_vip_dev_exists(&d->vips[i])) {
+            snprintf(why, len, "device %s of %s does not exist here", d->vips[i].dev,
+                     d->vips[i].text);
+            return why;
+        }
+    return NULL;
+}
+
+static bool quiet(us_instance *in)
+{
+    return in->proc == NULL && in->hook == NULL;
+}
+
+/* Stop acting at once: kill everything; publish `st` once all is gone. */
+static void fence_self(us_instance *in, us_inst_state st, int status, const char *why)
+{
+    us_instance *x = in;
+    if (st == US_INST_FAILED)
+        us_strlcpy(in->fail_cause, why, sizeof in->fail_cause);
+    if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING)
+        us_warn("%s: stopping active instance (epoch %llu): %s", in->service,
+                (unsigned long long)in->epoch, why);
+    in->abandoned_epoch = in->epoch > in->abandoned_epoch ? in->epoch : in->abandoned_epoch;
+    x->fencing = true;
+    x->pending.state = st;
+    x->pending.epoch = in->epoch;
+    x->pending.exit_status = status;
+    in->phase = US_PHASE_DEMOTING;
+    in->draining = false;
+    vips_down(in);
+    if (in->hook)
+        us_proc_kill(in->hook, SIGKILL);
+    if (in->proc)
+        us_proc_kill(in->proc, SIGKILL);
+    if (quiet(in)) {
+        x->fencing = false;
+        set_report(in, x->pending.state, x->pending.epoch, x->pending.exit_status);
+        in->phase = US_PHASE_IDLE;
+    }
+}
+
+static const us_service_def *def_of(us_agent *a, const char *service);
+
+static void become_active(us_instance *in)
+{
+    const us_service_def *d = def_of(in->agent, in->service);
+    if (d && vips_up(in, d) != 0) {
+        fence_self(in, US_INST_FAILED, 126, "cannot add the virtual IP");
+        return;
+    }
+    in->phase = US_PHASE_ACTIVE;
+    set_report(in, US_INST_ACTIVE, in->epoch, 0);
+    us_info("%s: active (epoch %llu)", in->service, (unsigned long long)in->epoch);
+    us_agent_schedule_reconcile(in->agent);
+}
+
+static const us_service_def *def_of(us_agent *a, const char *service)
+{
+    int i = us_state_find_service(&a->fsm.state, service);
+    return i >= 0 ? &a->fsm.state.services.svc[i] : NULL;
+}
+
+static void promote_done(us_instance *in)
+{
+    const us_service_def *d = def_of(in->agent, in->service);
+    if (!d) {
+        fence_self(in, US_INST_DEMOTED, 0, "service was deleted");
+        return;
+    }
+    if (d->standby == US_STANDBY_COLD && !in->proc) {
+        if (spawn(in, d->run, "active", in->epoch, true, 0, "", &in->proc) != 0) {
+            fence_self(in, US_INST_FAILED, 127, "cannot start the service");
+            return;
+        }
+    }
+    become_active(in);
+}
+
+static void demote_finished(us_instance *in)
+{
+    us_agent *a = in->agent;
+    const us_service_def *d = def_of(a, in->service);
+    in->abandoned_epoch = in->epoch > in->abandoned_epoch ? in->epoch : in->abandoned_epoch;
+    set_report(in, US_INST_DEMOTED, in->epoch, 0);
+    if (in->proc && d && d->standby == US_STANDBY_HOT) {
+        /* The process stays as a standby: no longer fenced by the lease. */
+        us_guardian_track(a->guardian, us_proc_pid(in->proc), in->service, in->epoch, false);
+        in->phase = US_PHASE_STANDBY;
+    } else {
+        in->phase = US_PHASE_IDLE;
+    }
+    us_info("%s: demoted (epoch %llu)", in->service, (unsigned long long)in->epoch);
+    us_agent_schedule_reconcile(a);
+}
+
+static void run_demote_hook(us_instance *in)
+{
+    const us_service_def *d = def_of(in->agent, in->service);
+    us_instance *x = in;
+    if (d && d->demote[0]) {
+        x->hook_kind = HOOK_DEMOTE;
+        if (spawn(in, d->demote, "standby", in->epoch, false, d->hook_timeout_ms, ".hook",
+                  &in->hook) == 0)
+            return;
+        x->hook_kind = HOOK_NONE;
+    }
+    demote_finished(in);
+}
+
+static void continue_demote(us_instance *in, const us_service_def *d);
+
+/* Planned demotion. With a proxy, first let the open proxied connections finish (up to drain):
+ * every proxy holds new connections from the moment the switchover was committed. */
+static void begin_demote(us_instance *in, const us_service_def *d)
+{
+    int64_t now = us_now_ms();
+    in->phase = US_PHASE_DEMOTING;
+    if (d->proxy_listen[0] && d->drain_ms > 0) {
+        in->draining = true;
+        /* Peers report their open connections with their heartbeats: wait for two. */
+        in->drain_min_ms = now + 2 * in->agent->cfg.timing.heartbeat_ms;
+        in->drain_until_ms = now + d->drain_ms;
+        us_info("%s: draining proxied connections (up to %d ms) before demoting", in->service,
+                d->drain_ms);
+        return;
+    }
+    continue_demote(in, d);
+}
+
+static void continue_demote(us_instance *in, const us_service_def *d)
+{
+    us_instance *x = in;
+    in->draining = false;
+    vips_down(in);
+    us_info("%s: demoting (epoch %llu)", in->service, (unsigned long long)in->epoch);
+    if (in->hook) { /* a promote hook still running: it must not finish the promotion */
+        us_proc_kill(in->hook, SIGKILL);
+    }
+    if (d->standby == US_STANDBY_COLD && in->proc) {
+        x->demote_stop_proc = true;
+        us_proc_stop(in->proc, d->stop_timeout_ms);
+        return; /* demote hook after the process is gone */
+    }
+    if (!in->hook)
+        run_demote_hook(in);
+}
+
+static void begin_promote(us_instance *in, const us_service_def *d, uint64_t epoch)
+{
+    us_agent *a = in->agent;
+    us_instance *x = in;
+    in->phase = US_PHASE_PROMOTING;
+    in->epoch = epoch;
+    us_info("%s: promoting (epoch %llu)", in->service, (unsigned long long)epoch);
+    if (d->standby == US_STANDBY_HOT) {
+        /* Fenced from here on: the promote hook turns the standby into the active. */
+        if (in->proc)
+            us_guardian_track(a->guardian, us_proc_pid(in->proc), in->service, epoch, true);
+        else if (spawn(in, d->run, "active", epoch, true, 0, "", &in->proc) != 0) {
+            fence_self(in, US_INST_FAILED, 127, "cannot start the service");
+            return;
+        }
+    }
+    if (d->promote[0]) {
+        x->hook_kind = HOOK_PROMOTE;
+        if (spawn(in, d->promote, "active", epoch, true, d->hook_timeout_ms, ".hook", &in->hook) ==
+            0)
+            return;
+        x->hook_kind = HOOK_NONE;
+        fence_self(in, US_INST_FAILED, 127, "cannot run the promote hook");
+        return;
+    }
+    promote_done(in);
+}
+
+/* "the process exited (status 3)" / "the process was killed by signal 9" */
+static void exit_text(int status, char *buf, size_t len)
+{
+    if (status > 128 && status < 128 + 65)
+        snprintf(buf, len, "the process was killed by signal %d", status - 128);
+    else
+        snprintf(buf, len, "the process exited (status %d)", status);
+}
+
+/* A hot standby's process died: start it again after an exponential backoff (restart_backoff);
+ * the count starts over once a process ran for a whole restart window. */
+static void standby_exited(us_instance *in, int status)
+{
+    const us_service_def *d = def_of(in->agent, in->service);
+    int64_t now = us_now_ms();
+    int lo = d && d->restart_backoff_min_ms > 0 ? d->restart_backoff_min_ms : 200;
+    int hi = d && d->restart_backoff_max_ms >= lo ? d->restart_backoff_max_ms : 30000;
+    int window = d && d->restart_window_ms > 0 ? d->restart_window_ms : 60000;
+    if (now - in->proc_started_ms >= window)
+        in->standby_restarts = 0;
+    int64_t delay = lo;
+    for (int i = 0; i < in->standby_restarts && delay < hi; i++)
+        delay *= 2;
+    if (delay > hi)
+        delay = hi;
+    in->standby_restarts++;
+    in->standby_restarts_total++;
+    in->restart_after_ms = now + delay;
+    char why[US_REASON_MAX / 2];
+    exit_text(status, why, sizeof why);
+    snprintf(in->restart_cause, sizeof in->restart_cause,
+             "standby instance on %s: %s; restart %d in %lld ms", in->agent->cfg.name, why,
+             in->standby_restarts, (long long)delay);
+    us_warn("%s: %s", in->service, in->restart_cause);
+    us_agent_report_now(in->agent); /* restarted by a later tick once the backoff is over */
+}
+
+static void on_exit_cb(us_proc *p, int status, void *data)
+{
+    us_instance *in = data;
+    us_agent *a = in->agent;
+    us_instance *x = in;
+    us_guardian_untrack(a->guardian, us_proc_pid(p));
+    if (p == in->hook) {
+        in->hook = NULL;
+        int kind = x->hook_kind;
+        x->hook_kind = HOOK_NONE;
+        if (x->fencing) {
+            /* fall through to the quiet check below */
+        } else if (kind == HOOK_PROMOTE && in->phase == US_PHASE_PROMOTING) {
+            if (status == 0) {
+                promote_done(in);
+            } else {
+                char why[US_REASON_MAX];
+                snprintf(why, sizeof why, "promote hook failed (status %d)", status);
+                us_warn("%s: %s", in->service, why);
+                fence_self(in, US_INST_FAILED, status, why);
+            }
+        } else if (kind == HOOK_DEMOTE && in->phase == US_PHASE_DEMOTING) {
+            if (status != 0) {
+                us_warn("%s: demote hook failed (status %d); killing the instance", in->service,
+                        status);
+                if (in->proc)
+                    us_proc_kill(in->proc, SIGKILL);
+                x->fencing = true;
+                x->pending.state = US_INST_DEMOTED;
+                x->pending.epoch = in->epoch;
+                x->pending.exit_status = status;
+            } else {
+                demote_finished(in);
+            }
+        } else if (kind == HOOK_PROMOTE && in->phase == US_PHASE_DEMOTING && !x->demote_stop_proc) {
+            run_demote_hook(in); /* the killed promote hook is gone: demote now */
+        }
+    } else if (p == in->proc) {
+        in->proc = NULL;
+        if (x->fencing) {
+            /* expected */
+        } else if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING) {
+            char why[US_REASON_MAX];
+            exit_text(status, why, sizeof why);
+            us_warn("%s: active instance %s", in->service, why);
+            fence_self(in, US_INST_FAILED, status, why);
+        } else if (in->phase == US_PHASE_DEMOTING && x->demote_stop_proc) {
+            x->demote_stop_proc = false;
+            if (!in->hook)
+                run_demote_hook(in);
+        } else if (in->phase == US_PHASE_STANDBY) {
+            standby_exited(in, status);
+        }
+    }
+    if (x->fencing && quiet(in)) {
+        x->fencing = false;
+        set_report(in, x->pending.state, x->pending.epoch, x->pending.exit_status);
+        in->phase = US_PHASE_IDLE;
+    }
+    us_agent_schedule_reconcile(a);
+}
+
+/* ---- health checks ---- */
+
+static void checker_cb(us_checker *c, void *data)
+{
+    us_instance *in = data;
+    const us_check_status *cs = us_checker_status(c);
+    if (cs->health == US_HEALTH_UNHEALTHY)
+        us_warn("%s: unhealthy: %s", in->service, cs->cause);
+    else
+        us_info("%s: %s", in->service, us_health_name(cs->health));
+    if (refresh_obs(in))
+        us_agent_report_now(in->agent);
+}
+
+/* Which check settings a running checker was started with. */
+static uint64_t checks_fingerprint(const us_service_def *d)
+{
+    const int v[] = {d->n_checks, d->check_interval_ms, d->check_timeout_ms, d->rise,
+                     d->fall,     d->check_status_min,  d->check_status_max, d->check_grace_ms};
+    uint64_t h = 1469598103934665603ULL;
+    /* Who exec checks run as and their environment count too. */
+    const unsigned char *parts[] = {(const unsigned char *)v, (const unsigned char *)d->checks,
+                                    (const unsigned char *)d->user, (const unsigned char *)d->group,
+                                    (const unsigned char *)d->env};
+    size_t lens[] = {sizeof v, sizeof d->checks[0] * (size_t)d->n_checks, sizeof d->user,
+                     sizeof d->group, sizeof d->env[0] * (size_t)d->n_env};
+    for (int k = 0; k < 5; k++)
+        for (size_t i = 0; i < lens[k]; i++)
+            h = (h ^ parts[k][i]) * 1099511628211ULL;
+    return h;
+}
+
+static void stop_checker(us_instance *in)
+{
+    if (!in->checker)
+        return;
+    us_checker_stop(in->checker);
+    in->checker = NULL;
+    in->checker_pid = 0;
+    refresh_obs(in);
+}
+
+/* Checks run while the process serves as active, or runs as a hot standby (with its process). */
+static void sync_checker(us_instance *in, const us_service_def *d)
+{
+    bool hot = d && d->standby == US_STANDBY_HOT;
+    bool want = d && d->n_checks > 0 && in->proc && !in->fencing &&
+                (hot ? in->phase != US_PHASE_IDLE : in->phase == US_PHASE_ACTIVE);
+    int pid = in->proc ? (int)us_proc_pid(in->proc) : 0;
+    uint64_t fp = d ? checks_fingerprint(d) : 0;
+    if (in->checker && (!want || pid != in->checker_pid || fp != in->checker_fp))
+        stop_checker(in);
+    if (!want || in->checker)
+        return;
+    us_agent *a = in->agent;
+    us_cred cred;
+    char why[US_REASON_MAX];
+    if (!service_cred(a, d, &cred, why, sizeof why))
+        return; /* the process itself could not have started either */
+    char e_svc[US_NAME_MAX + 32], e_node[US_NAME_MAX + 32], e_dir[PATH_MAX + 32];
+    snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
+    snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->cfg.name);
+    snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir);
+    const char *uenv[] = {e_svc, e_node, e_dir, NULL};
+    us_env_spec spec = us_env_spec_for(d, &cred, uenv);
+    char **env = us_env_build(&spec);
+    if (!env)
+        return;
+    char log_path[PATH_MAX + 96];
+    snprintf(log_path, sizeof log_path, "%s/logs/%s.check.log", a->cfg.data_dir, in->service);
+    in->checker = us_checker_start(a->loop, d, a->cwd, (const char *const *)env, &cred, log_path,
+                                   checker_cb, in);
+    free(env);
+    in->checker_pid = pid;
+    in->checker_fp = fp;
+}
+
+static bool listed_standby(const us_assignment *as, const char *me)
+{
+    for (int i = 0; i < as->n_standbys; i++)
+        if (strcmp(as->standbys[i], me) == 0)
+            return true;
+    return false;
+}
+
+static void step(us_agent *a, us_instance *in, const us_service_def *d, const us_assignment *as)
+{
+    int64_t now = us_now_ms();
+    bool lease_ok = us_agent_lease_ok(a, now, a->cfg.timing.demote_before_ms);
+    bool mine = d && as && strcmp(as->active, a->cfg.name) == 0 && as->active_inc == a->inc &&
+                as->epoch > in->abandoned_epoch;
+    bool paused = as && as->paused;
+
+    switch (in->phase) {
+    case US_PHASE_PROMOTING:
+    case US_PHASE_ACTIVE:
+        /* Fencing stays on while paused: pausing must never make two actives possible. */
+        if (!lease_ok)
+            fence_self(in, US_INST_DEMOTED, 0, "lease about to run out without renewal");
+        else if (!mine || as->epoch != in->epoch)
+            fence_self(in, US_INST_DEMOTED, 0, "the active role was given to another node");
+        else if (paused)
+            return;
+        else if (as->recover && in->phase == US_PHASE_ACTIVE)
+            fence_self(in, US_INST_FAILED, 0,
+                       in->report.cause[0] ? in->report.cause : "health checks failed");
+        else if (as->demoting)
+            begin_demote(in, d);
+        return;
+    case US_PHASE_DEMOTING:
+        if (!lease_ok && (in->draining || in->n_vips_up ||
+                          (in->proc && !in->fencing && (!d || d->standby == US_STANDBY_COLD)))) {
+            fence_self(in, US_INST_DEMOTED, 0, "lease ran out during demotion");
+        } else if (in->draining && d) {
+            int open = us_proxies_open_total(a, in->service, in->epoch);
+            if (now >= in->drain_until_ms || (now >= in->drain_min_ms && open == 0)) {
+                if (open)
+                    us_warn("%s: drain time over with %d connection(s) still open", in->service,
+                            open);
+                continue_demote(in, d);
+            }
+        }
+        return;
+    case US_PHASE_IDLE:
+    case US_PHASE_STANDBY:
+        break;
+    }
+    if (paused)
+        return; /* processes stay as they are */
+    if (mine && as->demoting) {
+        /* Asked to hand over a role we never took up: nothing acts, confirm at once. */
+        in->epoch = as->epoch;
+        in->abandoned_epoch = as->epoch;
+        set_report(in, US_INST_DEMOTED, as->epoch, 0);
+        return;
+    }
+    vips_clean(in, d);
+    if (mine && lease_ok && a->stopping < 2) {
+        char why[320];
+        us_cred cred;
+        if (vip_obstacle(d, why, sizeof why) || !service_cred(a, d, &cred, why, sizeof why)) {
+            us_error("%s: refusing the active role: %s", in->service, why);
+            in->epoch = as->epoch;
+            in->abandoned_epoch = as->epoch;
+            snprintf(in->fail_cause, sizeof in->fail_cause, "refused the active role: %.200s", why);
+            set_report(in, US_INST_FAILED, as->epoch, 126);
+            in->report.refused = true; /* sent with the report, which goes out from the loop */
+            return;
+        }
+        begin_promote(in, d, as->epoch);
+        return;
+    }
+    if (d && as && (listed_standby(as, a->cfg.name) || mine)) {
+        if (d->standby == US_STANDBY_HOT && !in->proc && now >= in->restart_after_ms) {
+            char why[US_REASON_MAX];
+            us_cred cred;
+            if (!service_cred(a, d, &cred, why, sizeof why)) {
+                /* Said once (status shows it as the restart cause); tried again each tick, so
+                 * that creating the account is enough. */
+                if (strcmp(in->restart_cause, why) != 0) {
+                    us_error("%s: cannot run the standby instance: %s", in->service, why);
+                    us_strlcpy(in->restart_cause, why, sizeof in->restart_cause);
+                    us_agent_report_now(a);
+                }
+            } else {
+                spawn(in, d->run, "standby", as->epoch, false, 0, "", &in->proc);
+            }
+        }
+        in->phase = US_PHASE_STANDBY;
+        passive_report(in, US_INST_STANDBY, as);
+        return;
+    }
+    /* Not ours in any role. */
+    if (in->proc && in->phase == US_PHASE_STANDBY)
+        us_proc_stop(in->proc, d ? d->stop_timeout_ms : 2000);
+    in->phase = US_PHASE_IDLE;
+    passive_report(in, US_INST_NONE, as);
+}
+
+void us_instances_reconcile(us_agent *a)
+{
+    const us_state *s = &a->fsm.state;
+    for (int i = 0; i < s->services.n; i++) {
+        us_instance *in = slot(a, s->services.svc[i].name, true);
+        if (in) {
+            step(a, in, &s->services.svc[i], &s->asg[i]);
+            sync_checker(in, &s->services.svc[i]);
+        }
+    }
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (!in->used || us_state_find_service(s, in->service) >= 0)
+            continue;
+        /* Deleted service: stop whatever runs; forget it once quiet. */
+        if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING)
+            fence_self(in, US_INST_DEMOTED, 0, "service deleted");
+        else if (in->proc && in->phase != US_PHASE_DEMOTING)
+            us_proc_stop(in->proc, 2000);
+        stop_checker(in);
+        if (quiet(in) && in->phase != US_PHASE_DEMOTING)
+            in->used = false;
+    }
+    us_notify_pump(a); /* after every FSM change: new events may be ours to report */
+    us_logs_maintain(a->loop, a->cfg.data_dir, &s->services, us_now_ms());
+}
+
+json_t *us_instances_report(us_agent *a)
+{
+    json_t *rep = json_object();
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (!in->used)
+            continue;
+        char e[24];
+        snprintf(e, sizeof e, "%llu", (unsigned long long)in->report.epoch);
+        int k = us_state_find_service(&a->fsm.state, in->service);
+        uint64_t px_epoch = k >= 0 ? a->fsm.state.asg[k].epoch : 0;
+        char pe[24];
+        snprintf(pe, sizeof pe, "%llu", (unsigned long long)px_epoch);
+        const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
+        /* Named keys (agent.c parse_report checks each): unknown ones are ignored there. */
+        json_object_set_new(
+            rep, in->service,
+            json_pack("{s:i, s:s, s:i, s:i, s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:i, s:s, s:b}",
+                      "state", (int)in->report.state, "epoch", e, "exit", in->report.exit_status,
+                      "pid", in->proc ? (int)us_proc_pid(in->proc) : 0, "px_epoch", pe, "px_open",
+                      us_proxies_open(a, in->service, px_epoch), "health", (int)in->report.health,
+                      "cause", in->report.cause, "check_ms",
+                      (json_int_t)(cs ? cs->last_latency_ms : -1), "probes",
+                      (json_int_t)(cs ? cs->probes : 0), "probes_failed",
+                      (json_int_t)(cs ? cs->failed : 0), "restarts", in->standby_restarts_total,
+                      "restart_cause", in->restart_cause, "refused", in->report.refused));
+    }
+    return rep;
+}
+
+void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev)
+{
+    us_instance *in = slot(a, ev->service, false);
+    us_warn("%s: the guardian fenced process group %d (epoch %llu): lease ran out", ev->service,
+            (int)ev->pgid, (unsigned long long)ev->epoch);
+    if (!in)
+        return;
+    if (in->epoch == ev->epoch && (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING))
+        fence_self(in, US_INST_FENCED, 137, "guardian fenced it");
+}
+
+void us_instances_init(us_agent *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        uv_timer_init(a->loop, &a->announce_timers[i]);
+        a->announce_timers[i].data = &a->inst[i];
+    }
+}
+
+void us_instances_reannounce(us_agent *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        const us_service_def *d = in->used ? def_of(a, in->service) : NULL;
+        if (d && in->phase == US_PHASE_ACTIVE && in->n_vips_up) {
+            us_info("%s: membership changed: announcing its virtual IPs again", in->service);
+            announce_burst(in, d, false);
+        }
+    }
+}
+
+void us_instances_kill_all(us_agent *a)
+{
+    us_notify_stop(a);
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (!in->used)
+            continue;
+        vips_down(in);
+        stop_checker(in);
+        if (in->hook)
+            us_proc_kill(in->hook, SIGKILL);
+        if (in->proc)
+            us_proc_kill(in->proc, SIGKILL);
+    }
+}
+
+bool us_instances_quiet(us_agent *a)
+{
+    if (!us_notify_quiet(a) || us_logs_busy())
+        return false;
+    for (int i = 0; i < US_MAX_SERVICES; i++)
+        if (a->inst[i].used && !quiet(&a->inst[i]))
+            return false;
+    return true;
+}
+
+bool us_instances_busy(us_agent *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (in->used && (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING ||
+                         in->phase == US_PHASE_DEMOTING))
+            return true;
+    }
+    return false;
+}

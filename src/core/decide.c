@@ -1,0 +1,864 @@
+/* decide.c — the decision function; the rules (R0..R8 for self-healing) are in
+ * docs/decisions.md. */
+#include "core/decide.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define US_WAIT (-2)
+
+typedef enum {
+    REL_NONE = 0,
+    REL_DEMOTED,
+    REL_FAILED,
+    REL_FENCED,
+    REL_LEASE,
+    REL_AGENT,
+} release_kind;
+
+typedef struct dur {
+    char s[32];
+} dur;
+
+/* "600 s" for whole seconds, else "250 ms": configured durations read as the operator wrote them.
+ */
+static dur fmt_dur(int64_t ms)
+{
+    dur d;
+    if (ms >= 1000 && ms % 1000 == 0)
+        snprintf(d.s, sizeof d.s, "%lld s", (long long)(ms / 1000));
+    else
+        snprintf(d.s, sizeof d.s, "%lld ms", (long long)ms);
+    return d;
+}
+
+/* Append to a reason; reasons are cut at US_REASON_MAX, which is fine for a human text. */
+static void __attribute__((format(printf, 3, 4)))
+append(char *buf, size_t len, const char *fmt, ...)
+{
+    size_t used = strlen(buf);
+    if (used >= len - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, len - used, fmt, ap);
+    va_end(ap);
+}
+
+static int find_node(const us_decide_input *in, const char *name)
+{
+    for (int i = 0; i < in->n_nodes; i++)
+        if (strcmp(in->nodes[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static bool listed(const us_service_def *d, const char *name)
+{
+    if (d->n_nodes == 0)
+        return true;
+    for (int i = 0; i < d->n_nodes; i++)
+        if (strcmp(d->nodes[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* Position in the service's `nodes` list; an unlisted node ranks after every listed one. */
+static int rank_of(const us_service_def *d, const char *name)
+{
+    for (int i = 0; i < d->n_nodes; i++)
+        if (strcmp(d->nodes[i], name) == 0)
+            return i;
+    return d->n_nodes;
+}
+
+static bool in_list(const char (*list)[US_NAME_MAX], int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(list[i], name) == 0)
+            return true;
+    return false;
+}
+
+static const us_failrec *failrec(const us_assignment *a, const char *node)
+{
+    for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++)
+        if (strcmp(a->fail[i].node, node) == 0)
+            return &a->fail[i];
+    return NULL;
+}
+
+static bool banned(const us_decide_input *in, const us_assignment *a, const char *node)
+{
+    const us_failrec *f = failrec(a, node);
+    return f && f->banned_until_ms > in->now_ms;
+}
+
+static int restarts_in_window(const us_decide_input *in, int s);
+
+/* A counted failure of node n stands while its ban lasts or, when it brought no ban, while its
+ * failure window runs and a restart in place could not bring the node back (the restart budget
+ * is used up, or the node refused the role). Once it no longer stands (or `understudy reset`
+ * cleared it) the node's FAILED report under the current epoch is history: otherwise a free role
+ * could stay free until the failure window ends although the restart budget renewed. */
+static bool failure_stands(const us_decide_input *in, int s, int n)
+{
+    const us_failrec *f = failrec(&in->asg[s], in->nodes[n].name);
+    if (!f)
+        return false;
+    if (f->banned_until_ms > 0)
+        return f->banned_until_ms > in->now_ms;
+    if (in->now_ms - f->window_ms >= in->defs[s].failure_window_ms)
+        return false;
+    return in->inst[s][n].refused || restarts_in_window(in, s) >= in->defs[s].max_restarts;
+}
+
+/* Does node n's report rule it out for the current epoch? While someone holds the role, a failed
+ * or fenced node is out. Once the role is free, a fenced node is not (the guardian killed all it
+ * ran), nor a failed one whose failure no longer stands. */
+static bool reported_out(const us_decide_input *in, int s, int n)
+{
+    const us_inst_obs *r = &in->inst[s][n];
+    const us_assignment *a = &in->asg[s];
+    if (r->epoch != a->epoch)
+        return false;
+    if (r->state == US_INST_FENCED)
+        return a->active[0] != '\0';
+    if (r->state != US_INST_FAILED)
+        return false;
+    return a->active[0] || failure_stands(in, s, n);
+}
+
+/* Health speaks for a running instance only; a stopped one reports nothing to judge. */
+static bool unhealthy(const us_inst_obs *r)
+{
+    return r->health == US_HEALTH_UNHEALTHY &&
+           (r->state == US_INST_STANDBY || r->state == US_INST_ACTIVE);
+}
+
+/* Every condition of eligibility except the lease (R1 included). */
+static bool qualified(const us_decide_input *in, int s, int n)
+{
+    const us_node *node = &in->nodes[n];
+    if (node->left || node->leaving || node->drained || in->node_obs[n].state != US_NODE_ALIVE)
+        return false;
+    if (!listed(&in->defs[s], node->name) || reported_out(in, s, n))
+        return false;
+    if (banned(in, &in->asg[s], node->name))
+        return false;
+    return !unhealthy(&in->inst[s][n]);
+}
+
+static bool eligible(const us_decide_input *in, int s, int n)
+{
+    return in->node_obs[n].lease == US_LEASE_VALID && qualified(in, s, n);
+}
+
+/* Eligible but for a lease the new leader cannot judge yet (it will within its takeover wait). */
+static bool lease_pending(const us_decide_input *in, int s, int n)
+{
+    return in->node_obs[n].lease == US_LEASE_UNKNOWN && qualified(in, s, n);
+}
+
+/* Why an existing standby must go, or NULL: it stays unless it surely cannot serve, because a
+ * brief suspicion or a new leader's lease wait must not churn standbys (a hot standby would be
+ * restarted). An unhealthy standby stays too: it is only skipped when choosing the active. */
+static const char *standby_drop_cause(const us_decide_input *in, int s, int n)
+{
+    const us_node *node = &in->nodes[n];
+    const us_node_obs *o = &in->node_obs[n];
+    if (node->left)
+        return "node left";
+    if (o->state == US_NODE_DEAD)
+        return "node dead";
+    if (node->leaving)
+        return "node leaving";
+    if (node->drained)
+        return "node drained";
+    if (o->lease == US_LEASE_EXPIRED)
+        return "lease expired";
+    if (!listed(&in->defs[s], node->name))
+        return "not in the service's nodes list";
+    if (reported_out(in, s, n))
+        return in->inst[s][n].state == US_INST_FENCED ? "instance fenced" : "instance failed";
+    if (banned(in, &in->asg[s], node->name))
+        return "banned until its cooldown ends";
+    return NULL;
+}
+
+/* Why node n cannot get the role back by a restart in place (rec: its failure record, already
+ * counting this failure), or NULL. A suspect node or an unknown lease is no reason: the pending
+ * restart waits for them (R4), and gives up if the node turns out dead. */
+static const char *restart_block(const us_decide_input *in, int s, int n, const us_failrec *rec)
+{
+    const us_node *node = &in->nodes[n];
+    const us_node_obs *o = &in->node_obs[n];
+    if (node->left || o->state == US_NODE_LEFT)
+        return "node left";
+    if (o->state == US_NODE_DEAD)
+        return "node dead";
+    if (o->lease == US_LEASE_EXPIRED)
+        return "lease expired";
+    if (node->leaving)
+        return "node leaving";
+    if (node->drained)
+        return "node drained";
+    if (!listed(&in->defs[s], node->name))
+        return "not in the service's nodes list";
+    if (rec && rec->banned_until_ms > in->now_ms)
+        return "node banned";
+    return NULL;
+}
+
+/* Restarts in place counted in the current restart window (0 once that window is over). */
+static int restarts_in_window(const us_decide_input *in, int s)
+{
+    const us_assignment *a = &in->asg[s];
+    if (in->now_ms - a->restart_window_ms >= in->defs[s].restart_window_ms)
+        return 0;
+    return a->restarts;
+}
+
+/* restart_block() plus the restart budget; "" when a restart in place is possible. */
+static void restart_verdict(const us_decide_input *in, int s, int h, const us_failrec *rec,
+                            char *buf, size_t len)
+{
+    const us_service_def *d = &in->defs[s];
+    const char *block = restart_block(in, s, h, rec);
+    int used = restarts_in_window(in, s);
+    if (block)
+        snprintf(buf, len, "%s", block);
+    else if (in->inst[s][h].refused)
+        snprintf(buf, len, "%s refused the role", in->nodes[h].name);
+    else if (used >= d->max_restarts)
+        snprintf(buf, len, "%d/%d restarts within %s used", used, d->max_restarts,
+                 fmt_dur(d->restart_window_ms).s);
+    else
+        buf[0] = '\0';
+}
+
+/* R3a: count a failure of `node` in a's records and return its record. */
+static us_failrec *count_failure(const us_decide_input *in, int s, us_assignment *a,
+                                 const char *node)
+{
+    const us_service_def *d = &in->defs[s];
+    int64_t now = in->now_ms;
+    us_failrec *f = NULL;
+    for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++)
+        if (strcmp(a->fail[i].node, node) == 0)
+            f = &a->fail[i];
+    if (!f) {
+        if (a->n_fail < US_MAX_NODES) {
+            f = &a->fail[a->n_fail++];
+        } else {
+            /* Full only with records of removed nodes: reuse the oldest, unbanned if possible. */
+            f = &a->fail[0];
+            for (int i = 1; i < US_MAX_NODES; i++) {
+                const us_failrec *g = &a->fail[i];
+                bool fb = f->banned_until_ms > now, gb = g->banned_until_ms > now;
+                if ((fb && !gb) || (fb == gb && g->last_ms < f->last_ms))
+                    f = &a->fail[i];
+            }
+        }
+        memset(f, 0, sizeof *f);
+        us_strlcpy(f->node, node, sizeof f->node);
+    }
+    /* A served ban starts a fresh count, or the next failure would ban the node at once. */
+    bool ban_served = f->banned_until_ms > 0 && f->banned_until_ms <= now;
+    if (f->failures <= 0 || now - f->window_ms >= d->failure_window_ms || ban_served) {
+        f->window_ms = now;
+        f->failures = 1;
+        f->banned_until_ms = 0;
+    } else {
+        f->failures++;
+    }
+    f->last_ms = now;
+    if (d->failure_threshold > 0 && f->failures >= d->failure_threshold)
+        f->banned_until_ms = now + d->failure_cooldown_ms;
+    return f;
+}
+
+/* min(max, min << (restarts - 1)) without overflow. */
+static int64_t backoff_ms(const us_service_def *d, int restarts)
+{
+    int64_t max = d->restart_backoff_max_ms > 0 ? d->restart_backoff_max_ms : 0;
+    int64_t b = d->restart_backoff_min_ms > 0 ? d->restart_backoff_min_ms : 0;
+    for (int k = 1; k < restarts && b > 0 && b < max; k++)
+        b *= 2;
+    return b < max ? b : max;
+}
+
+/* End of the failover guard (min_failover_interval after the last failover), 0 if none runs. */
+static int64_t guard_end(const us_decide_input *in, int s)
+{
+    const us_assignment *a = &in->asg[s];
+    int64_t iv = in->defs[s].min_failover_interval_ms;
+    if (iv <= 0 || a->last_failover_ms <= 0)
+        return 0;
+    int64_t end = a->last_failover_ms + iv;
+    return end > in->now_ms ? end : 0;
+}
+
+/* Did a holder fail after the last failover? Then the guard also holds back a free role. */
+static bool failed_since_failover(const us_assignment *a)
+{
+    for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++)
+        if (a->fail[i].last_ms > a->last_failover_ms)
+            return true;
+    return false;
+}
+
+/* Why the holder no longer acts (REL_NONE: it may still be acting). */
+static release_kind release_of(const us_decide_input *in, int s, int h, char *why, size_t len)
+{
+    const us_assignment *a = &in->asg[s];
+    const us_inst_obs *r = &in->inst[s][h];
+    const us_node *node = &in->nodes[h];
+    const us_node_obs *o = &in->node_obs[h];
+    if (r->epoch == a->epoch) {
+        switch (r->state) {
+        case US_INST_DEMOTED:
+            snprintf(why, len, "%s confirmed demotion", node->name);
+            return REL_DEMOTED;
+        case US_INST_FAILED:
+            /* The cause is cut so the decision that follows it stays readable. */
+            if (r->cause[0])
+                snprintf(why, len, "instance on %s failed: %.120s", node->name, r->cause);
+            else
+                snprintf(why, len, "instance on %s failed (exit status %d)", node->name,
+                         r->exit_status);
+            return REL_FAILED;
+        case US_INST_FENCED:
+            snprintf(why, len, "guardian on %s fenced the instance", node->name);
+            return REL_FENCED;
+        default:
+            break;
+        }
+    }
+    if (o->lease == US_LEASE_EXPIRED) {
+        snprintf(why, len, "lease of %s expired (last seen %lld ms ago)", node->name,
+                 (long long)o->last_seen_ms);
+        return REL_LEASE;
+    }
+    if (node->incarnation != 0 && a->active_inc != 0 && node->incarnation != a->active_inc) {
+        snprintf(why, len, "agent on %s restarted", node->name);
+        return REL_AGENT;
+    }
+    return REL_NONE;
+}
+
+/* Pick the new active: target, else first eligible standby, else first eligible by preference.
+ * A better-placed node whose lease is still unknown is waited for (US_WAIT), not skipped. */
+static int choose_active(const us_decide_input *in, int s, const char **how)
+{
+    const us_assignment *a = &in->asg[s];
+    if (a->target[0]) {
+        int t = find_node(in, a->target);
+        if (t >= 0 && lease_pending(in, s, t))
+            return US_WAIT;
+        if (t >= 0 && eligible(in, s, t)) {
+            *how = "requested target";
+            return t;
+        }
+    }
+    for (int i = 0; i < a->n_standbys; i++) {
+        int n = find_node(in, a->standbys[i]);
+        if (n >= 0 && lease_pending(in, s, n))
+            return US_WAIT;
+        if (n >= 0 && eligible(in, s, n)) {
+            *how = "standby";
+            return n;
+        }
+    }
+    const us_service_def *d = &in->defs[s];
+    for (int i = 0; i < (d->n_nodes ? d->n_nodes : in->n_nodes); i++) {
+        int n = d->n_nodes ? find_node(in, d->nodes[i]) : i;
+        if (n < 0)
+            continue;
+        if (lease_pending(in, s, n))
+            return US_WAIT;
+        if (eligible(in, s, n)) {
+            *how = "first eligible in preference order";
+            return n;
+        }
+    }
+    return -1;
+}
+
+/* R6: the most preferred node ranking before `active` in the nodes list that could take the
+ * role back: eligible, and no failure of it in its failure window (a node that just failed is
+ * not given the role back by preference alone). -1 if none. */
+static int failback_node(const us_decide_input *in, int s, const char *active)
+{
+    const us_service_def *d = &in->defs[s];
+    if (!d->failback || d->n_nodes == 0 || !active[0])
+        return -1;
+    for (int i = 0; i < d->n_nodes; i++) {
+        if (strcmp(d->nodes[i], active) == 0)
+            return -1;
+        int n = find_node(in, d->nodes[i]);
+        if (n < 0 || !eligible(in, s, n))
+            continue;
+        const us_failrec *f = failrec(&in->asg[s], d->nodes[i]);
+        if (f && f->failures > 0 && in->now_ms - f->last_ms < d->failure_window_ms)
+            continue;
+        return n;
+    }
+    return -1;
+}
+
+/* A standby ready to take over by switchover: its standby instance is reported under the
+ * current epoch and, when hot with checks, healthy. */
+static bool standby_ready(const us_decide_input *in, int s, int n)
+{
+    const us_inst_obs *r = &in->inst[s][n];
+    const us_service_def *d = &in->defs[s];
+    if (r->state != US_INST_STANDBY || r->epoch != in->asg[s].epoch)
+        return false;
+    if (d->standby == US_STANDBY_HOT && d->n_checks > 0)
+        return r->health == US_HEALTH_HEALTHY;
+    return true;
+}
+
+/* Give the active role to node c: a new epoch, and every pending step of the old one clears. */
+static void give_role(const us_decide_input *in, int s, us_assignment *next, int c)
+{
+    us_strlcpy(next->active, in->nodes[c].name, sizeof next->active);
+    next->active_inc = in->nodes[c].incarnation;
+    next->epoch = in->asg[s].epoch + 1;
+    next->demoting = false;
+    next->target[0] = '\0';
+    next->recover = false;
+    next->restart_node[0] = '\0';
+    next->restart_at_ms = 0;
+}
+
+/* R7: the role went to another node than the one that held it (or was to get it back). The
+ * restart budget is about one holder, so it starts afresh; unless the move was a planned
+ * switchover or the initial placement it is a failover, which starts the failover guard. */
+static void note_move(const us_decide_input *in, int s, us_assignment *next, bool switchover)
+{
+    const us_assignment *cur = &in->asg[s];
+    const char *prev = cur->active[0] ? cur->active : cur->restart_node;
+    if (strcmp(prev, next->active) == 0)
+        return;
+    next->restarts = 0;
+    next->restart_window_ms = 0;
+    if (!switchover && cur->epoch > 0)
+        next->last_failover_ms = in->now_ms;
+}
+
+/* R3e: the role stays free until the backoff is over, then goes back to h (R4). */
+static void restart_in_place(const us_decide_input *in, int s, int h, us_assignment *next,
+                             const char *because, char *why, size_t len)
+{
+    const us_service_def *d = &in->defs[s];
+    int64_t now = in->now_ms;
+    if (now - in->asg[s].restart_window_ms >= d->restart_window_ms) {
+        next->restarts = 0;
+        next->restart_window_ms = now;
+    }
+    next->restarts++;
+    int64_t b = backoff_ms(d, next->restarts);
+    us_strlcpy(next->restart_node, in->nodes[h].name, sizeof next->restart_node);
+    next->restart_at_ms = now + b;
+    next->active[0] = '\0';
+    next->active_inc = 0;
+    next->demoting = false;
+    next->target[0] = '\0';
+    next->recover = false;
+    append(why, len, "; %s%srestart %d/%d on %s in %s", because, because[0] ? ": " : "",
+           next->restarts, d->max_restarts, in->nodes[h].name, fmt_dur(b).s);
+}
+
+static void guard_text(const us_decide_input *in, int s, char *buf, size_t len)
+{
+    snprintf(buf, len, "last failover %lld ms ago < min_failover_interval %s",
+             (long long)(in->now_ms - in->asg[s].last_failover_ms),
+             fmt_dur(in->defs[s].min_failover_interval_ms).s);
+}
+
+/* R3: holder h reported its instance failed under the current epoch; `why` holds that release
+ * and next->active is already empty. Returns false to decide nothing this round. */
+static bool after_failure(const us_decide_input *in, int s, int h, us_assignment *next, char *why,
+                          size_t len)
+{
+    const us_service_def *d = &in->defs[s];
+    const us_assignment *cur = &in->asg[s];
+    const char *hn = in->nodes[h].name;
+    int64_t now = in->now_ms;
+    const us_failrec *f = count_failure(in, s, next, hn);
+    if (f->banned_until_ms > now)
+        append(why, len, "; %s failed %s %d times within %s: not used for it for %s", hn, d->name,
+               f->failures, fmt_dur(d->failure_window_ms).s, fmt_dur(d->failure_cooldown_ms).s);
+    char block[96];
+    restart_verdict(in, s, h, f, block, sizeof block);
+    if (f->banned_until_ms <= now && d->max_restarts > 0 &&
+        restarts_in_window(in, s) >= d->max_restarts && !restart_block(in, s, h, f)) {
+        /* Restarts used up and it failed again: the node is marked failed for the service. */
+        for (int i = 0; i < next->n_fail; i++)
+            if (strcmp(next->fail[i].node, hn) == 0)
+                next->fail[i].banned_until_ms = now + d->failure_cooldown_ms;
+        append(why, len, "; %s marked failed for %s (%s): not used for it for %s", hn, d->name,
+               block, fmt_dur(d->failure_cooldown_ms).s);
+    }
+    bool can_restart = !block[0];
+    const char *how = "";
+    int c = choose_active(in, s, &how);
+    /* A requested switchover is a request to move: neither the policy nor the guard keeps the
+     * role on the node it was to leave. */
+    bool policy_restart = d->on_failure == US_ON_FAILURE_RESTART && !cur->demoting;
+    int64_t ge = cur->demoting ? 0 : guard_end(in, s);
+    char gtext[96];
+    guard_text(in, s, gtext, sizeof gtext);
+
+    if (policy_restart && can_restart) {
+        restart_in_place(in, s, h, next, "", why, len);
+        return true;
+    }
+    /* A better-placed candidate whose lease is not yet known is waited for only when its answer
+     * can change the outcome: while the guard runs no failover happens either way. */
+    if (c == US_WAIT && !ge)
+        return false;
+    if (c >= 0 && !ge) {
+        if (policy_restart)
+            append(why, len, "; no restart in place (%s)", block);
+        give_role(in, s, next, c);
+        note_move(in, s, next, false);
+        append(why, len, "; %s promoted (%s)", next->active, how);
+        return true;
+    }
+    if (can_restart) {
+        restart_in_place(in, s, h, next, ge ? gtext : "no eligible node to fail over to", why, len);
+        return true;
+    }
+    next->demoting = false;
+    next->target[0] = '\0';
+    if (ge && (c >= 0 || c == US_WAIT))
+        append(why, len, "; no restart in place (%s); %s: no failover before %lld (in %lld ms)",
+               block, gtext, (long long)ge, (long long)(ge - now));
+    else
+        append(why, len, "; no restart in place (%s); no eligible node for the active role", block);
+    return true;
+}
+
+/* R5: would stopping an unhealthy holder h bring a working instance, by a restart in place
+ * (counting this failure) or by a failover that may happen now? */
+static bool stopping_helps(const us_decide_input *in, int s, int h)
+{
+    us_assignment sim = in->asg[s];
+    const us_failrec *f = count_failure(in, s, &sim, in->nodes[h].name);
+    char block[96];
+    restart_verdict(in, s, h, f, block, sizeof block);
+    if (!block[0])
+        return true;
+    const char *how = "";
+    int c = choose_active(in, s, &how);
+    return c >= 0 && c != h && !guard_end(in, s);
+}
+
+typedef enum { PENDING_WAIT, PENDING_GIVEN, PENDING_DROPPED } pending_result;
+
+/* R4: no holder and a restart in place pending. */
+static pending_result pending_restart(const us_decide_input *in, int s, us_assignment *next,
+                                      char *why, size_t len)
+{
+    const us_assignment *cur = &in->asg[s];
+    const us_service_def *d = &in->defs[s];
+    int r = find_node(in, cur->restart_node);
+    const char *block =
+        r < 0 ? "node unknown" : restart_block(in, s, r, failrec(cur, cur->restart_node));
+    if (block) {
+        append(why, len, "restart on %s abandoned (%s)", cur->restart_node, block);
+        next->restart_node[0] = '\0';
+        next->restart_at_ms = 0;
+        return PENDING_DROPPED;
+    }
+    if (in->now_ms < cur->restart_at_ms)
+        return PENDING_WAIT;
+    if (in->node_obs[r].state != US_NODE_ALIVE || in->node_obs[r].lease != US_LEASE_VALID)
+        return PENDING_WAIT; /* suspect, or a new leader's lease wait: it will be judged soon */
+    give_role(in, s, next, r);
+    append(why, len, "restart %d/%d on %s (backoff %s over)", cur->restarts, d->max_restarts,
+           next->active, fmt_dur(backoff_ms(d, cur->restarts)).s);
+    return PENDING_GIVEN;
+}
+
+/* Choose a holder for a free role. `guarded`: the role was already free at input, so a failure
+ * since the last failover keeps it free until the failover guard ends. Returns false to decide
+ * nothing this round. */
+static bool pick_active(const us_decide_input *in, int s, us_assignment *next, bool switchover,
+                        bool guarded, char *why, size_t len)
+{
+    const us_assignment *cur = &in->asg[s];
+    const char *how = "";
+    int c = choose_active(in, s, &how);
+    if (c == US_WAIT)
+        return false; /* decide again once the new leader knows that node's lease */
+    int64_t ge = guarded && failed_since_failover(cur) ? guard_end(in, s) : 0;
+    if (c >= 0 && ge) {
+        char gtext[96];
+        guard_text(in, s, gtext, sizeof gtext);
+        append(why, len, "%s%s: no failover before %lld (in %lld ms)", why[0] ? "; " : "", gtext,
+               (long long)ge, (long long)(ge - in->now_ms));
+        return true;
+    }
+    if (c >= 0) {
+        give_role(in, s, next, c);
+        note_move(in, s, next, switchover);
+        if (why[0])
+            append(why, len, "; %s promoted (%s)", next->active, how);
+        else if (cur->epoch == 0)
+            append(why, len, "initial placement on %s (%s)", next->active, how);
+        else
+            append(why, len, "%s promoted (%s)", next->active, how);
+    } else if (why[0] || cur->demoting) {
+        next->demoting = false;
+        next->target[0] = '\0';
+        append(why, len, "%sno eligible node for the active role", why[0] ? "; " : "");
+    }
+    return true;
+}
+
+/* Recompute the standby list of `next`; describe drops/additions in `why`. */
+static void place_standbys(const us_decide_input *in, int s, us_assignment *next, char *why,
+                           size_t len)
+{
+    const us_service_def *d = &in->defs[s];
+    char keep[US_MAX_NODES][US_NAME_MAX] = {{0}}; /* whole entries are copied out */
+    int n_keep = 0;
+    for (int i = 0; i < next->n_standbys; i++) {
+        const char *name = next->standbys[i];
+        int n = find_node(in, name);
+        if (strcmp(name, next->active) == 0)
+            continue;
+        const char *cause = n < 0 ? "node left" : standby_drop_cause(in, s, n);
+        if (cause) {
+            append(why, len, "%sstandby %s dropped (%s)", why[0] ? "; " : "", name, cause);
+            continue;
+        }
+        if (n_keep < d->standbys)
+            us_strlcpy(keep[n_keep++], name, US_NAME_MAX);
+    }
+    for (int i = 0; i < (d->n_nodes ? d->n_nodes : in->n_nodes) && n_keep < d->standbys; i++) {
+        int n = d->n_nodes ? find_node(in, d->nodes[i]) : i;
+        if (n < 0)
+            continue;
+        const char *name = in->nodes[n].name;
+        if (strcmp(name, next->active) == 0 || strcmp(name, next->restart_node) == 0 ||
+            in_list((const char(*)[US_NAME_MAX])keep, n_keep, name) || !eligible(in, s, n))
+            continue;
+        us_strlcpy(keep[n_keep++], name, US_NAME_MAX);
+        if (!in_list((const char(*)[US_NAME_MAX])next->standbys, next->n_standbys, name))
+            append(why, len, "%sstandby %s added", why[0] ? "; " : "", name);
+    }
+    /* R6: with every slot taken, the preferred node takes the slot of the least preferred
+     * standby ranking after it, so that the failback can follow once it is ready. */
+    int p = n_keep > 0 && n_keep == d->standbys && !next->demoting && !next->recover
+                ? failback_node(in, s, next->active)
+                : -1;
+    if (p >= 0 && !in_list((const char(*)[US_NAME_MAX])keep, n_keep, in->nodes[p].name)) {
+        int victim = -1, rp = rank_of(d, in->nodes[p].name);
+        for (int k = 0; k < n_keep; k++)
+            if (rank_of(d, keep[k]) > rp &&
+                (victim < 0 || rank_of(d, keep[k]) >= rank_of(d, keep[victim])))
+                victim = k;
+        if (victim >= 0) {
+            append(why, len, "%sstandby %s replaced by preferred %s (failback)", why[0] ? "; " : "",
+                   keep[victim], in->nodes[p].name);
+            us_strlcpy(keep[victim], in->nodes[p].name, US_NAME_MAX);
+        }
+    }
+    next->n_standbys = n_keep;
+    memcpy(next->standbys, keep, sizeof keep[0] * (size_t)n_keep);
+}
+
+static bool same_failrec(const us_failrec *a, const us_failrec *b)
+{
+    return strcmp(a->node, b->node) == 0 && a->failures == b->failures &&
+           a->window_ms == b->window_ms && a->last_ms == b->last_ms &&
+           a->banned_until_ms == b->banned_until_ms;
+}
+
+static bool same_assignment(const us_assignment *a, const us_assignment *b)
+{
+    if (strcmp(a->active, b->active) != 0 || a->active_inc != b->active_inc ||
+        a->epoch != b->epoch || a->demoting != b->demoting || strcmp(a->target, b->target) != 0 ||
+        a->n_standbys != b->n_standbys || a->recover != b->recover ||
+        strcmp(a->restart_node, b->restart_node) != 0 || a->restart_at_ms != b->restart_at_ms ||
+        a->restarts != b->restarts || a->restart_window_ms != b->restart_window_ms ||
+        a->last_failover_ms != b->last_failover_ms || a->n_fail != b->n_fail)
+        return false;
+    for (int i = 0; i < a->n_standbys; i++)
+        if (strcmp(a->standbys[i], b->standbys[i]) != 0)
+            return false;
+    for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++)
+        if (!same_failrec(&a->fail[i], &b->fail[i]))
+            return false;
+    return true;
+}
+
+/* The holder reports its instance active but unhealthy, and nothing else is under way. */
+static bool holder_unhealthy(const us_decide_input *in, int s, int h)
+{
+    const us_assignment *a = &in->asg[s];
+    const us_inst_obs *r = &in->inst[s][h];
+    return r->state == US_INST_ACTIVE && r->epoch == a->epoch && r->health == US_HEALTH_UNHEALTHY &&
+           !a->demoting && !a->recover;
+}
+
+/* Decide for service s (not paused); true with *next filled when its assignment must change. */
+static bool decide_service(const us_decide_input *in, int s, us_assignment *next)
+{
+    const us_assignment *cur = &in->asg[s];
+    const us_service_def *d = &in->defs[s];
+    char why[US_REASON_MAX] = "";
+    bool choose = false, switchover = false, guarded = false;
+    *next = *cur;
+
+    if (cur->active[0]) {
+        int h = find_node(in, cur->active);
+        char released[US_REASON_MAX];
+        release_kind k = h >= 0 ? release_of(in, s, h, released, sizeof released) : REL_NONE;
+        if (k != REL_NONE) {
+            append(why, sizeof why, "%s%s", cur->demoting ? "switchover: " : "", released);
+            next->active[0] = '\0';
+            next->active_inc = 0;
+            next->recover = false;
+            if (k == REL_FAILED) {
+                if (!after_failure(in, s, h, next, why, sizeof why))
+                    return false;
+            } else {
+                switchover = k == REL_DEMOTED && cur->demoting;
+                choose = true;
+            }
+        } else if (h < 0) {
+            /* Unknown holder: nothing to judge it by; it keeps the role (as before). */
+        } else if ((in->nodes[h].leaving || in->nodes[h].drained) && !cur->demoting &&
+                   !cur->recover) {
+            /* Maintenance, removal or drain: hand the role over by a planned switchover. */
+            next->demoting = true;
+            next->target[0] = '\0';
+            append(why, sizeof why, "%s is %s: switchover", cur->active,
+                   in->nodes[h].leaving ? "leaving" : "drained");
+        } else if (holder_unhealthy(in, s, h) && stopping_helps(in, s, h)) {
+            const char *cause = in->inst[s][h].cause;
+            next->recover = true;
+            append(why, sizeof why, "%s unhealthy: %.160s: stopping it", cur->active,
+                   cause[0] ? cause : "health checks failing");
+        } else if (!cur->demoting && !cur->recover) {
+            int p = failback_node(in, s, cur->active);
+            bool is_standby = p >= 0 && in_list((const char(*)[US_NAME_MAX])cur->standbys,
+                                                cur->n_standbys, in->nodes[p].name);
+            if (p >= 0 && (d->standbys == 0 || (is_standby && standby_ready(in, s, p)))) {
+                next->demoting = true;
+                us_strlcpy(next->target, in->nodes[p].name, sizeof next->target);
+                append(why, sizeof why, "failback to preferred node %s", next->target);
+            }
+        }
+    } else if (cur->restart_node[0]) {
+        switch (pending_restart(in, s, next, why, sizeof why)) {
+        case PENDING_WAIT:
+            return false;
+        case PENDING_DROPPED:
+            choose = guarded = true;
+            break;
+        case PENDING_GIVEN:
+            break;
+        }
+    } else {
+        choose = guarded = true;
+    }
+    if (choose && !pick_active(in, s, next, switchover, guarded, why, sizeof why))
+        return false;
+    place_standbys(in, s, next, why, sizeof why);
+    if (same_assignment(cur, next))
+        return false;
+    if (!why[0])
+        snprintf(why, sizeof why, "placement updated");
+    us_strlcpy(next->reason, why, sizeof next->reason);
+    next->gen = cur->gen;
+    return true;
+}
+
+static void consider(int64_t *wake, int64_t t, int64_t now)
+{
+    if (t > now && (*wake == 0 || t < *wake))
+        *wake = t;
+}
+
+/* R8: when time alone may change a decision for service s, whose assignment is (or will be)
+ * `a`. Erring early costs one more round, never a wrong decision. */
+static int64_t service_wake(const us_decide_input *in, int s, const us_assignment *a)
+{
+    const us_service_def *d = &in->defs[s];
+    int64_t now = in->now_ms, wake = 0;
+    if (!a->active[0] && a->restart_node[0])
+        consider(&wake, a->restart_at_ms, now);
+    if (d->min_failover_interval_ms > 0 && a->last_failover_ms > 0)
+        consider(&wake, a->last_failover_ms + d->min_failover_interval_ms, now);
+    for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++) {
+        const us_failrec *f = &a->fail[i];
+        int n = find_node(in, f->node);
+        if (n < 0 || in->nodes[n].left)
+            continue;
+        consider(&wake, f->banned_until_ms, now);
+        /* A standing failure ends (free role) or a node may be failed back to again. */
+        if (!a->active[0] && !f->banned_until_ms)
+            consider(&wake, f->window_ms + d->failure_window_ms, now);
+        if (d->failback)
+            consider(&wake, f->last_ms + d->failure_window_ms, now);
+    }
+    return wake;
+}
+
+/* R0 for a paused service: release a holder lost with its node (lease expired, fenced, agent
+ * restarted); a failed or demoted instance keeps the role as it is (processes stay as they are). */
+static bool paused_release(const us_decide_input *in, int s, us_assignment *next)
+{
+    const us_assignment *cur = &in->asg[s];
+    int h = cur->active[0] ? find_node(in, cur->active) : -1;
+    char released[US_REASON_MAX];
+    release_kind k = h >= 0 ? release_of(in, s, h, released, sizeof released) : REL_NONE;
+    if (k != REL_FENCED && k != REL_LEASE && k != REL_AGENT)
+        return false;
+    *next = *cur;
+    next->active[0] = '\0';
+    next->active_inc = 0;
+    next->demoting = false;
+    next->target[0] = '\0';
+    next->recover = false;
+    snprintf(next->reason, sizeof next->reason, "%.200s; paused: no new active", released);
+    return true;
+}
+
+void us_decide(const us_decide_input *in, us_decide_output *out)
+{
+    out->n = 0;
+    out->wake_ms = 0;
+    if (!in->has_quorum)
+        return;
+    for (int s = 0; s < in->n_services; s++) {
+        us_decision *dec = &out->d[out->n];
+        if (in->asg[s].paused) {
+            /* R0: the operator has the service: no decision, no wake; only a holder that surely
+             * no longer acts loses the role (nobody gets it), or its node's revoked lease would
+             * stay revoked for as long as the pause lasts. */
+            if (paused_release(in, s, &dec->next)) {
+                dec->service = s;
+                out->n++;
+            }
+            continue;
+        }
+        const us_assignment *fin = &in->asg[s];
+        if (decide_service(in, s, &dec->next)) {
+            dec->service = s;
+            fin = &dec->next;
+            out->n++;
+        }
+        int64_t w = service_wake(in, s, fin);
+        if (w && (out->wake_ms == 0 || w < out->wake_ms))
+            out->wake_ms = w;
+    }
+}

@@ -1,0 +1,51 @@
+/* decide.h — the decision function: cluster state + observations -> assignments, with reasons.
+ *
+ * Pure: no I/O, no clock, no globals. Same input, same output. The controller on the Raft leader
+ * calls it and turns each decision into an FSM command guarded by the assignment's `gen`.
+ *
+ * Safety rules it promises (tested by the scenario files under tests/scenarios/):
+ *  - Without quorum it decides nothing.
+ *  - The active role is taken from a node only when that node surely no longer acts: its lease
+ *    expired, the guardian reported it fenced, it confirmed its demotion, or it reported that the
+ *    instance failed, each for the current epoch. A node whose lease is valid or unknown keeps it.
+ *  - A new active is chosen only while no node holds the role, and gets epoch + 1.
+ *  - A planned switchover (assignment.demoting) waits for the holder's DEMOTED report.
+ *  - Self-healing (failure records, restarts in place with backoff, bans, failback, drain, pause)
+ *    never bends these rules: a restart in place is a new epoch given to the same node after it
+ *    reported the failure of the old one.
+ * `now_ms` is an input (the leader's wall clock), so backoffs and cooldowns stay pure and
+ * replayable; `wake_ms` in the output says when time alone would change a decision.
+ */
+#ifndef US_DECIDE_H
+#define US_DECIDE_H
+
+#include "core/model.h"
+
+typedef struct us_decide_input {
+    bool has_quorum;
+    int64_t now_ms;           /* wall clock, ms since the Unix epoch */
+    char leader[US_NAME_MAX]; /* Raft leader ("" = none) */
+    int n_nodes;
+    us_node nodes[US_MAX_NODES];
+    us_node_obs node_obs[US_MAX_NODES]; /* parallel to nodes */
+    int n_services;
+    us_service_def defs[US_MAX_SERVICES];
+    us_assignment asg[US_MAX_SERVICES];              /* parallel to defs */
+    us_inst_obs inst[US_MAX_SERVICES][US_MAX_NODES]; /* [service][node], parallel indexes */
+} us_decide_input;
+
+typedef struct us_decision {
+    int service;        /* index into input defs/asg */
+    us_assignment next; /* the assignment to commit; next.gen = current gen (the CAS guard) */
+} us_decision;
+
+typedef struct us_decide_output {
+    int64_t wake_ms; /* earliest now_ms at which a decision may change by time alone; 0 = none */
+    int n;
+    us_decision d[US_MAX_SERVICES];
+} us_decide_output;
+
+/* Fill `out` with one decision per service whose assignment must change. */
+void us_decide(const us_decide_input *in, us_decide_output *out);
+
+#endif

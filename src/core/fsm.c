@@ -1,0 +1,1115 @@
+/* fsm.c — see fsm.h. */
+#include "core/fsm.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+int us_state_find_node(const us_state *s, const char *name)
+{
+    for (int i = 0; i < s->n_nodes; i++)
+        if (strcmp(s->nodes[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+bool us_state_holds_active(const us_state *s, const char *node)
+{
+    for (int k = 0; k < s->services.n; k++)
+        if (strcmp(s->asg[k].active, node) == 0)
+            return true;
+    return false;
+}
+
+int us_state_find_service(const us_state *s, const char *name)
+{
+    for (int i = 0; i < s->services.n; i++)
+        if (strcmp(s->services.svc[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- Events ---- */
+
+const us_event *us_state_event(const us_state *s, uint64_t seq)
+{
+    if (seq == 0 || seq > s->event_seq || s->event_seq - seq >= US_EVENTS_MAX)
+        return NULL;
+    return &s->events[(seq - 1) % US_EVENTS_MAX];
+}
+
+uint64_t us_state_first_event(const us_state *s)
+{
+    if (s->event_seq == 0)
+        return 0;
+    return s->event_seq > US_EVENTS_MAX ? s->event_seq - US_EVENTS_MAX + 1 : 1;
+}
+
+/* What every event of one applied command shares. */
+typedef struct stamp {
+    int64_t time_ms;
+    const char *cause; /* "" = the command's own default */
+} stamp;
+
+static stamp stamp_of(const json_t *cmd)
+{
+    stamp st = {(int64_t)json_integer_value(json_object_get(cmd, "time_ms")),
+                us_json_str(cmd, "cause")};
+    return st;
+}
+
+static void add_event(us_state *s, const stamp *st, const char *kind, const char *service,
+                      const char *node, const char *from, const char *to, const char *cause)
+{
+    us_event *e = &s->events[s->event_seq % US_EVENTS_MAX];
+    memset(e, 0, sizeof *e);
+    e->seq = ++s->event_seq;
+    e->time_ms = st->time_ms;
+    us_strlcpy(e->kind, kind, sizeof e->kind);
+    us_strlcpy(e->service, service ? service : "", sizeof e->service);
+    us_strlcpy(e->node, node ? node : "", sizeof e->node);
+    us_strlcpy(e->from, from, sizeof e->from);
+    us_strlcpy(e->to, to, sizeof e->to);
+    us_strlcpy(e->cause, st->cause[0] ? st->cause : cause, sizeof e->cause);
+}
+
+json_t *us_event_to_json(const us_event *e)
+{
+    return json_pack("{s:o, s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "seq", us_u64_json(e->seq),
+                     "time_ms", (json_int_t)e->time_ms, "kind", e->kind, "service", e->service,
+                     "node", e->node, "from", e->from, "to", e->to, "cause", e->cause);
+}
+
+static int event_from_json(us_event *e, const json_t *j)
+{
+    memset(e, 0, sizeof *e);
+    if (!json_is_object(j))
+        return -1;
+    e->seq = us_json_u64(j, "seq");
+    e->time_ms = (int64_t)json_integer_value(json_object_get(j, "time_ms"));
+    us_strlcpy(e->kind, us_json_str(j, "kind"), sizeof e->kind);
+    us_strlcpy(e->service, us_json_str(j, "service"), sizeof e->service);
+    us_strlcpy(e->node, us_json_str(j, "node"), sizeof e->node);
+    us_strlcpy(e->from, us_json_str(j, "from"), sizeof e->from);
+    us_strlcpy(e->to, us_json_str(j, "to"), sizeof e->to);
+    us_strlcpy(e->cause, us_json_str(j, "cause"), sizeof e->cause);
+    return 0;
+}
+
+/* ---- JSON helpers ---- */
+
+const char *us_json_str(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "";
+}
+
+uint64_t us_json_u64(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v))
+        return (uint64_t)json_integer_value(v);
+    if (json_is_string(v)) /* 64-bit values that do not fit json_int_t travel as strings */
+        return strtoull(json_string_value(v), NULL, 10);
+    return 0;
+}
+
+json_t *us_u64_json(uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+    return json_string(buf);
+}
+
+static json_t *names_json(char names[][US_NAME_MAX], int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_string(names[i]));
+    return a;
+}
+
+static int names_from_json(char names[][US_NAME_MAX], int *n, const json_t *a)
+{
+    *n = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        if (*n >= US_MAX_NODES || !json_is_string(v))
+            return -1;
+        us_strlcpy(names[(*n)++], json_string_value(v), US_NAME_MAX);
+    }
+    return 0;
+}
+
+static json_t *vip_to_json(const us_vip *v)
+{
+    char addr[INET6_ADDRSTRLEN] = "";
+    inet_ntop(v->family, v->addr, addr, sizeof addr);
+    return json_pack("{s:s, s:i, s:s, s:s}", "addr", addr, "prefix", v->prefix, "dev", v->dev,
+                     "text", v->text);
+}
+
+static int vip_from_json(us_vip *v, const json_t *j)
+{
+    memset(v, 0, sizeof *v);
+    const char *addr = us_json_str(j, "addr");
+    v->family = strchr(addr, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(v->family, addr, v->addr) != 1)
+        return -1;
+    v->prefix = (int)json_integer_value(json_object_get(j, "prefix"));
+    if (v->prefix < 0 || v->prefix > (v->family == AF_INET ? 32 : 128))
+        return -1;
+    if (!us_strlcpy(v->dev, us_json_str(j, "dev"), sizeof v->dev) || !v->dev[0])
+        return -1;
+    us_strlcpy(v->text, us_json_str(j, "text"), sizeof v->text);
+    return 0;
+}
+
+static json_t *check_to_json(const us_check_def *c);
+
+json_t *us_service_def_to_json(const us_service_def *d)
+{
+    json_t *vips = json_array();
+    for (int i = 0; i < d->n_vips; i++)
+        json_array_append_new(vips, vip_to_json(&d->vips[i]));
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:i, s:i}", "name", d->name, "run", d->run, "promote",
+        d->promote, "demote", d->demote, "standby", d->standby == US_STANDBY_HOT ? "hot" : "cold",
+        "standbys", d->standbys, "nodes", names_json((char(*)[US_NAME_MAX])d->nodes, d->n_nodes),
+        "hook_timeout_ms", d->hook_timeout_ms, "stop_timeout_ms", d->stop_timeout_ms);
+    json_object_set_new(j, "vips", vips);
+    json_object_set_new(j, "announce_count", json_integer(d->announce_count));
+    json_object_set_new(j, "announce_interval_ms", json_integer(d->announce_interval_ms));
+    json_object_set_new(j, "announce_repeat_ms", json_integer(d->announce_repeat_ms));
+    json_object_set_new(j, "proxy_listen", json_string(d->proxy_listen));
+    json_object_set_new(j, "proxy_port", json_integer(d->proxy_port));
+    json_object_set_new(j, "backend_host", json_string(d->backend_host));
+    json_object_set_new(j, "hold_ms", json_integer(d->hold_ms));
+    json_object_set_new(j, "drain_ms", json_integer(d->drain_ms));
+    json_object_set_new(j, "max_conns", json_integer(d->max_conns));
+    json_object_set_new(j, "max_per_source", json_integer(d->max_per_source));
+    json_object_set_new(j, "idle_ms", json_integer(d->idle_ms));
+    json_t *checks = json_array();
+    for (int i = 0; i < d->n_checks; i++)
+        json_array_append_new(checks, check_to_json(&d->checks[i]));
+    json_object_set_new(j, "checks", checks);
+    json_t *p = json_pack(
+        "{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b}",
+        "check_interval_ms", d->check_interval_ms, "check_timeout_ms", d->check_timeout_ms, "rise",
+        d->rise, "fall", d->fall, "check_status_min", d->check_status_min, "check_status_max",
+        d->check_status_max, "check_grace_ms", d->check_grace_ms, "on_failure",
+        d->on_failure == US_ON_FAILURE_RESTART ? "restart" : "failover", "restart_backoff_min_ms",
+        d->restart_backoff_min_ms, "restart_backoff_max_ms", d->restart_backoff_max_ms,
+        "max_restarts", d->max_restarts, "restart_window_ms", d->restart_window_ms,
+        "failure_threshold", d->failure_threshold, "failure_window_ms", d->failure_window_ms,
+        "failure_cooldown_ms", d->failure_cooldown_ms, "min_failover_interval_ms",
+        d->min_failover_interval_ms, "failback", d->failback);
+    json_object_update(j, p);
+    json_decref(p);
+    json_object_set_new(j, "notify", json_string(d->notify));
+    json_object_set_new(j, "notify_timeout_ms", json_integer(d->notify_timeout_ms));
+    json_object_set_new(j, "user", json_string(d->user));
+    json_object_set_new(j, "group", json_string(d->group));
+    json_t *env = json_array();
+    for (int i = 0; i < d->n_env; i++)
+        json_array_append_new(env, json_string(d->env[i]));
+    json_object_set_new(j, "env", env);
+    json_object_set_new(j, "log_max", json_integer((json_int_t)d->log_max));
+    json_object_set_new(j, "log_keep", json_integer(d->log_keep));
+    return j;
+}
+
+static int jint(const json_t *j, const char *key)
+{
+    return (int)json_integer_value(json_object_get(j, key));
+}
+
+static const char *const check_kinds[] = {"http", "tcp", "exec"};
+
+static json_t *check_to_json(const us_check_def *c)
+{
+    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind", check_kinds[c->kind], "text",
+                     c->text, "host", c->host, "port", c->port, "path", c->path, "cmd", c->cmd);
+}
+
+static int check_from_json(us_check_def *c, const json_t *j)
+{
+    memset(c, 0, sizeof *c);
+    const char *kind = us_json_str(j, "kind");
+    int k = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(kind, check_kinds[i]) == 0)
+            k = i;
+    if (k < 0)
+        return -1;
+    c->kind = (us_check_kind)k;
+    us_strlcpy(c->text, us_json_str(j, "text"), sizeof c->text);
+    us_strlcpy(c->host, us_json_str(j, "host"), sizeof c->host);
+    c->port = jint(j, "port");
+    us_strlcpy(c->path, us_json_str(j, "path"), sizeof c->path);
+    us_strlcpy(c->cmd, us_json_str(j, "cmd"), sizeof c->cmd);
+    return 0;
+}
+
+int us_service_def_from_json(us_service_def *d, const json_t *j)
+{
+    memset(d, 0, sizeof *d);
+    if (!json_is_object(j) || !us_name_valid(us_json_str(j, "name")))
+        return -1;
+    us_strlcpy(d->name, us_json_str(j, "name"), sizeof d->name);
+    us_strlcpy(d->run, us_json_str(j, "run"), sizeof d->run);
+    us_strlcpy(d->promote, us_json_str(j, "promote"), sizeof d->promote);
+    us_strlcpy(d->demote, us_json_str(j, "demote"), sizeof d->demote);
+    d->standby = strcmp(us_json_str(j, "standby"), "hot") == 0 ? US_STANDBY_HOT : US_STANDBY_COLD;
+    d->standbys = jint(j, "standbys");
+    d->hook_timeout_ms = jint(j, "hook_timeout_ms");
+    d->stop_timeout_ms = jint(j, "stop_timeout_ms");
+    json_t *vips = json_object_get(j, "vips");
+    if (json_array_size(vips) > US_MAX_VIPS)
+        return -1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(vips, i, v)
+    {
+        if (vip_from_json(&d->vips[d->n_vips++], v) != 0)
+            return -1;
+    }
+    d->announce_count = jint(j, "announce_count");
+    d->announce_interval_ms = jint(j, "announce_interval_ms");
+    d->announce_repeat_ms = jint(j, "announce_repeat_ms");
+    us_strlcpy(d->proxy_listen, us_json_str(j, "proxy_listen"), sizeof d->proxy_listen);
+    d->proxy_port = jint(j, "proxy_port");
+    us_strlcpy(d->backend_host, us_json_str(j, "backend_host"), sizeof d->backend_host);
+    d->hold_ms = jint(j, "hold_ms");
+    d->drain_ms = jint(j, "drain_ms");
+    d->max_conns = jint(j, "max_conns");
+    /* Absent from states written before these keys: no per-source limit, no idle timeout. */
+    d->max_per_source = jint(j, "max_per_source");
+    d->idle_ms = jint(j, "idle_ms");
+    json_t *checks = json_object_get(j, "checks");
+    if (json_array_size(checks) > US_MAX_CHECKS)
+        return -1;
+    json_array_foreach(checks, i, v)
+    {
+        if (check_from_json(&d->checks[d->n_checks++], v) != 0)
+            return -1;
+    }
+    d->check_interval_ms = jint(j, "check_interval_ms");
+    d->check_timeout_ms = jint(j, "check_timeout_ms");
+    d->rise = jint(j, "rise");
+    d->fall = jint(j, "fall");
+    d->check_status_min = jint(j, "check_status_min");
+    d->check_status_max = jint(j, "check_status_max");
+    d->check_grace_ms = jint(j, "check_grace_ms");
+    d->on_failure = strcmp(us_json_str(j, "on_failure"), "restart") == 0 ? US_ON_FAILURE_RESTART
+                                                                         : US_ON_FAILURE_FAILOVER;
+    d->restart_backoff_min_ms = jint(j, "restart_backoff_min_ms");
+    d->restart_backoff_max_ms = jint(j, "restart_backoff_max_ms");
+    d->max_restarts = jint(j, "max_restarts");
+    d->restart_window_ms = jint(j, "restart_window_ms");
+    d->failure_threshold = jint(j, "failure_threshold");
+    d->failure_window_ms = jint(j, "failure_window_ms");
+    d->failure_cooldown_ms = jint(j, "failure_cooldown_ms");
+    d->min_failover_interval_ms = jint(j, "min_failover_interval_ms");
+    d->failback = json_is_true(json_object_get(j, "failback"));
+    us_strlcpy(d->notify, us_json_str(j, "notify"), sizeof d->notify);
+    d->notify_timeout_ms = jint(j, "notify_timeout_ms");
+    if (!us_strlcpy(d->user, us_json_str(j, "user"), sizeof d->user) ||
+        !us_strlcpy(d->group, us_json_str(j, "group"), sizeof d->group))
+        return -1;
+    json_t *env = json_object_get(j, "env");
+    if (json_array_size(env) > US_MAX_ENV)
+        return -1;
+    json_array_foreach(env, i, v)
+    {
+        if (!json_is_string(v) || !us_strlcpy(d->env[d->n_env++], json_string_value(v), US_ENV_MAX))
+            return -1;
+    }
+    /* States written before these keys existed: the defaults. */
+    json_t *lm = json_object_get(j, "log_max");
+    d->log_max = json_is_integer(lm) ? (int64_t)json_integer_value(lm) : US_LOG_MAX_DEFAULT;
+    json_t *lk = json_object_get(j, "log_keep");
+    d->log_keep = json_is_integer(lk) ? (int)json_integer_value(lk) : US_LOG_KEEP_DEFAULT;
+    return names_from_json(d->nodes, &d->n_nodes, json_object_get(j, "nodes"));
+}
+
+json_t *us_assignment_to_json(const us_assignment *a)
+{
+    json_t *j = json_pack("{s:s, s:o, s:o, s:s, s:o, s:b, s:s, s:o, s:s, s:o}", "service",
+                          a->service, "gen", us_u64_json(a->gen), "epoch", us_u64_json(a->epoch),
+                          "active", a->active, "active_inc", us_u64_json(a->active_inc), "demoting",
+                          a->demoting, "target", a->target, "standbys",
+                          names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason",
+                          a->reason, "since_version", us_u64_json(a->since_version));
+    json_t *fail = json_array();
+    for (int i = 0; i < a->n_fail; i++) {
+        const us_failrec *f = &a->fail[i];
+        json_array_append_new(fail,
+                              json_pack("{s:s, s:i, s:I, s:I, s:I}", "node", f->node, "failures",
+                                        f->failures, "window_ms", (json_int_t)f->window_ms,
+                                        "last_ms", (json_int_t)f->last_ms, "banned_until_ms",
+                                        (json_int_t)f->banned_until_ms));
+    }
+    json_t *p = json_pack("{s:b, s:b, s:s, s:I, s:i, s:I, s:I, s:o}", "paused", a->paused,
+                          "recover", a->recover, "restart_node", a->restart_node, "restart_at_ms",
+                          (json_int_t)a->restart_at_ms, "restarts", a->restarts,
+                          "restart_window_ms", (json_int_t)a->restart_window_ms, "last_failover_ms",
+                          (json_int_t)a->last_failover_ms, "fail", fail);
+    json_object_update(j, p);
+    json_decref(p);
+    return j;
+}
+
+static int64_t ji64(const json_t *j, const char *key)
+{
+    return (int64_t)json_integer_value(json_object_get(j, key));
+}
+
+static int assignment_from_json(us_assignment *a, const json_t *j)
+{
+    memset(a, 0, sizeof *a);
+    if (!json_is_object(j))
+        return -1;
+    us_strlcpy(a->service, us_json_str(j, "service"), sizeof a->service);
+    a->gen = us_json_u64(j, "gen");
+    a->epoch = us_json_u64(j, "epoch");
+    us_strlcpy(a->active, us_json_str(j, "active"), sizeof a->active);
+    a->active_inc = us_json_u64(j, "active_inc");
+    a->demoting = json_is_true(json_object_get(j, "demoting"));
+    us_strlcpy(a->target, us_json_str(j, "target"), sizeof a->target);
+    us_strlcpy(a->reason, us_json_str(j, "reason"), sizeof a->reason);
+    a->since_version = us_json_u64(j, "since_version");
+    a->paused = json_is_true(json_object_get(j, "paused"));
+    a->recover = json_is_true(json_object_get(j, "recover"));
+    us_strlcpy(a->restart_node, us_json_str(j, "restart_node"), sizeof a->restart_node);
+    a->restart_at_ms = ji64(j, "restart_at_ms");
+    a->restarts = jint(j, "restarts");
+    a->restart_window_ms = ji64(j, "restart_window_ms");
+    a->last_failover_ms = ji64(j, "last_failover_ms");
+    json_t *fail = json_object_get(j, "fail");
+    if (json_array_size(fail) > US_MAX_NODES)
+        return -1;
+    size_t i;
+    json_t *v;
+    json_array_foreach(fail, i, v)
+    {
+        us_failrec *f = &a->fail[a->n_fail++];
+        if (!json_is_object(v))
+            return -1;
+        us_strlcpy(f->node, us_json_str(v, "node"), sizeof f->node);
+        f->failures = jint(v, "failures");
+        f->window_ms = ji64(v, "window_ms");
+        f->last_ms = ji64(v, "last_ms");
+        f->banned_until_ms = ji64(v, "banned_until_ms");
+    }
+    return names_from_json(a->standbys, &a->n_standbys, json_object_get(j, "standbys"));
+}
+
+static json_t *node_to_json(const us_node *n)
+{
+    return json_pack("{s:s, s:o, s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b}", "name", n->name, "id",
+                     us_u64_json(n->id), "address", n->address, "api", n->api, "incarnation",
+                     us_u64_json(n->incarnation), "voter", n->voter, "leaving", n->leaving,
+                     "removing", n->removing, "left", n->left, "drained", n->drained);
+}
+
+static int node_from_json(us_node *n, const json_t *j)
+{
+    memset(n, 0, sizeof *n);
+    if (!json_is_object(j) || !us_name_valid(us_json_str(j, "name")))
+        return -1;
+    us_strlcpy(n->name, us_json_str(j, "name"), sizeof n->name);
+    n->id = us_json_u64(j, "id");
+    us_strlcpy(n->address, us_json_str(j, "address"), sizeof n->address);
+    us_strlcpy(n->api, us_json_str(j, "api"), sizeof n->api);
+    n->incarnation = us_json_u64(j, "incarnation");
+    n->voter = json_is_true(json_object_get(j, "voter"));
+    n->leaving = json_is_true(json_object_get(j, "leaving"));
+    n->removing = json_is_true(json_object_get(j, "removing"));
+    n->left = json_is_true(json_object_get(j, "left"));
+    n->drained = json_is_true(json_object_get(j, "drained"));
+    return 0;
+}
+
+static json_t *stats_to_json(const us_service_stats *st)
+{
+    json_t *f = json_object();
+    for (int c = 0; c < US_CAUSE_N; c++)
+        json_object_set_new(f, us_move_cause_name((us_move_cause)c), us_u64_json(st->failovers[c]));
+    return json_pack("{s:o, s:o, s:o, s:s, s:s}", "failovers", f, "switchovers",
+                     us_u64_json(st->switchovers), "restarts_in_place",
+                     us_u64_json(st->restarts_in_place), "released_from", st->released_from,
+                     "release_cause", us_move_cause_name(st->release_cause));
+}
+
+static int stats_from_json(us_service_stats *st, const json_t *j)
+{
+    memset(st, 0, sizeof *st);
+    json_t *f = json_object_get(j, "failovers");
+    if (!json_is_object(j) || (f && !json_is_object(f)))
+        return -1;
+    for (int c = 0; c < US_CAUSE_N; c++)
+        st->failovers[c] = us_json_u64(f, us_move_cause_name((us_move_cause)c));
+    st->switchovers = us_json_u64(j, "switchovers");
+    st->restarts_in_place = us_json_u64(j, "restarts_in_place");
+    if (!us_strlcpy(st->released_from, us_json_str(j, "released_from"), sizeof st->released_from))
+        return -1;
+    const char *cause = us_json_str(j, "release_cause");
+    for (int c = 0; c <= US_CAUSE_SWITCHOVER; c++)
+        if (strcmp(cause, us_move_cause_name((us_move_cause)c)) == 0)
+            st->release_cause = (us_move_cause)c;
+    return 0;
+}
+
+json_t *us_state_to_json(const us_state *s)
+{
+    json_t *nodes = json_array(), *svcs = json_array(), *asg = json_array(), *ret = json_array();
+    for (int i = 0; i < s->n_nodes; i++)
+        json_array_append_new(nodes, node_to_json(&s->nodes[i]));
+    for (int i = 0; i < s->services.n; i++) {
+        json_array_append_new(svcs, us_service_def_to_json(&s->services.svc[i]));
+        json_array_append_new(asg, us_assignment_to_json(&s->asg[i]));
+    }
+    for (int i = 0; i < s->n_retired; i++)
+        json_array_append_new(ret, json_pack("{s:s, s:o}", "name", s->retired[i].name, "epoch",
+                                             us_u64_json(s->retired[i].epoch)));
+    json_t *ev = json_array();
+    for (uint64_t q = us_state_first_event(s); q && q <= s->event_seq; q++)
+        json_array_append_new(ev, us_event_to_json(us_state_event(s, q)));
+    json_t *stats = json_array();
+    for (int i = 0; i < s->services.n; i++)
+        json_array_append_new(stats, stats_to_json(&s->stats[i]));
+    json_t *j = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "format", 1, "version",
+                          us_u64_json(s->version), "nodes", nodes, "services", svcs, "assignments",
+                          asg, "retired", ret, "epoch_floor", us_u64_json(s->epoch_floor),
+                          "event_seq", us_u64_json(s->event_seq), "events", ev);
+    json_object_set_new(j, "stats", stats);
+    return j;
+}
+
+int us_state_from_json(us_state *out, const json_t *j)
+{
+    us_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return -1;
+    int rc = -1;
+    json_t *nodes = json_object_get(j, "nodes"), *svcs = json_object_get(j, "services");
+    json_t *asg = json_object_get(j, "assignments"), *ret = json_object_get(j, "retired");
+    if (!json_is_array(nodes) || !json_is_array(svcs) || !json_is_array(asg) ||
+        json_array_size(nodes) > US_MAX_NODES || json_array_size(svcs) > US_MAX_SERVICES ||
+        json_array_size(asg) != json_array_size(svcs) || !json_is_array(ret) ||
+        json_array_size(ret) > US_RETIRED_MAX)
+        goto out;
+    s->version = us_json_u64(j, "version");
+    s->epoch_floor = us_json_u64(j, "epoch_floor");
+    size_t i;
+    json_t *v;
+    /* Names are unique, and assignment i is service i's (as commands keep them). */
+    json_array_foreach(nodes, i, v)
+    {
+        if (node_from_json(&s->nodes[i], v) != 0 || us_state_find_node(s, s->nodes[i].name) >= 0)
+            goto out;
+        s->n_nodes++;
+    }
+    json_array_foreach(svcs, i, v)
+    {
+        if (us_service_def_from_json(&s->services.svc[i], v) != 0 ||
+            assignment_from_json(&s->asg[i], json_array_get(asg, i)) != 0 ||
+            strcmp(s->asg[i].service, s->services.svc[i].name) != 0 ||
+            us_state_find_service(s, s->services.svc[i].name) >= 0)
+            goto out;
+        s->services.n++;
+    }
+    json_array_foreach(ret, i, v)
+    {
+        if (!json_is_object(v) || !us_name_valid(us_json_str(v, "name")))
+            goto out;
+        us_strlcpy(s->retired[i].name, us_json_str(v, "name"), US_NAME_MAX);
+        s->retired[i].epoch = us_json_u64(v, "epoch");
+        s->n_retired++;
+    }
+    /* Counters came later: a snapshot without them starts them at 0. */
+    json_t *stats = json_object_get(j, "stats");
+    if (stats && (!json_is_array(stats) || json_array_size(stats) != json_array_size(svcs)))
+        goto out;
+    json_array_foreach(stats, i, v) if (stats_from_json(&s->stats[i], v) != 0) goto out;
+    s->event_seq = us_json_u64(j, "event_seq");
+    json_t *ev = json_object_get(j, "events");
+    if (json_array_size(ev) > US_EVENTS_MAX)
+        goto out;
+    json_array_foreach(ev, i, v)
+    {
+        us_event e;
+        if (event_from_json(&e, v) != 0 || e.seq == 0 || e.seq > s->event_seq ||
+            s->event_seq - e.seq >= US_EVENTS_MAX)
+            goto out;
+        s->events[(e.seq - 1) % US_EVENTS_MAX] = e;
+    }
+    /* Every kept seq has its event: no gaps (which duplicates leave), as snapshots list them. */
+    for (uint64_t q = us_state_first_event(s); q && q <= s->event_seq; q++)
+        if (us_state_event(s, q)->seq != q)
+            goto out;
+    *out = *s;
+    rc = 0;
+out:
+    free(s);
+    return rc;
+}
+
+/* ---- Commands ---- */
+
+json_t *us_cmd_node_up(const us_node *n)
+{
+    return json_pack("{s:s, s:o}", "op", "node_up", "node", node_to_json(n));
+}
+
+json_t *us_cmd_node_flags(const char *name, bool leaving, bool removing, bool left)
+{
+    return json_pack("{s:s, s:s, s:b, s:b, s:b}", "op", "node_flags", "name", name, "leaving",
+                     leaving, "removing", removing, "left", left);
+}
+
+json_t *us_cmd_services(const us_service_set *set)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < set->n; i++)
+        json_array_append_new(a, us_service_def_to_json(&set->svc[i]));
+    return json_pack("{s:s, s:o}", "op", "services", "services", a);
+}
+
+json_t *us_cmd_assign(const us_assignment *next)
+{
+    return json_pack("{s:s, s:o}", "op", "assign", "asg", us_assignment_to_json(next));
+}
+
+json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target)
+{
+    return json_pack("{s:s, s:s, s:o, s:s}", "op", "switchover", "service", service, "gen",
+                     us_u64_json(gen), "target", target ? target : "");
+}
+
+json_t *us_cmd_node_drain(const char *name, bool drained)
+{
+    return json_pack("{s:s, s:s, s:b}", "op", "node_drain", "name", name, "drained", drained);
+}
+
+json_t *us_cmd_pause(const char *service, bool paused)
+{
+    return json_pack("{s:s, s:s, s:b}", "op", "pause", "service", service, "paused", paused);
+}
+
+json_t *us_cmd_reset(const char *service, const char *node)
+{
+    return json_pack("{s:s, s:s, s:s}", "op", "reset", "service", service, "node",
+                     node ? node : "");
+}
+
+json_t *us_cmd_event(const us_event *e)
+{
+    json_t *j = us_event_to_json(e);
+    json_object_del(j, "seq");
+    json_object_set_new(j, "op", json_string("event"));
+    return j;
+}
+
+json_t *us_cmd_stamp(json_t *cmd, int64_t time_ms, const char *cause)
+{
+    json_object_set_new(cmd, "time_ms", json_integer((json_int_t)time_ms));
+    if (cause && cause[0])
+        json_object_set_new(cmd, "cause", json_string(cause));
+    return cmd;
+}
+
+int us_cmd_encode(json_t *cmd, struct raft_buffer *buf)
+{
+    char *text = json_dumps(cmd, JSON_COMPACT);
+    json_decref(cmd);
+    if (!text)
+        return -1;
+    size_t n = strlen(text);
+    /* libraft wants 8-byte aligned entry payload sizes. */
+    size_t padded = (n + 1 + 7) & ~(size_t)7;
+    buf->base = raft_calloc(1, padded);
+    if (!buf->base) {
+        free(text);
+        return -1;
+    }
+    memcpy(buf->base, text, n);
+    buf->len = padded;
+    free(text);
+    return 0;
+}
+
+static int apply_node_up(us_state *s, const json_t *cmd)
+{
+    us_node n;
+    if (node_from_json(&n, json_object_get(cmd, "node")) != 0)
+        return US_APPLY_BAD;
+    int i = us_state_find_node(s, n.name);
+    bool is_new = i < 0;
+    if (i < 0) {
+        if (s->n_nodes >= US_MAX_NODES)
+            return US_APPLY_BAD;
+        /* Keep the list sorted by name: it is the default preference order of services. */
+        for (i = 0; i < s->n_nodes && strcmp(s->nodes[i].name, n.name) < 0; i++)
+            ;
+        memmove(&s->nodes[i + 1], &s->nodes[i], sizeof s->nodes[0] * (size_t)(s->n_nodes - i));
+        s->n_nodes++;
+    } else if (memcmp(&s->nodes[i], &n, sizeof n) == 0) {
+        return US_APPLY_NOOP;
+    }
+    stamp st = stamp_of(cmd);
+    char why[US_REASON_MAX];
+    if (is_new) {
+        snprintf(why, sizeof why, "%s joined the cluster (%s)", n.name, n.address);
+        add_event(s, &st, "node", NULL, n.name, "-", "member", why);
+    } else if (s->nodes[i].incarnation != n.incarnation && s->nodes[i].incarnation != 0) {
+        snprintf(why, sizeof why, "the agent on %s restarted", n.name);
+        add_event(s, &st, "node", NULL, n.name, "member", "restarted", why);
+    }
+    if (is_new || s->nodes[i].incarnation != n.incarnation) {
+        n.leaving = false; /* a (re)started agent is available again */
+        n.removing = false;
+        n.left = false;
+    }
+    if (!is_new)
+        n.drained = s->nodes[i].drained; /* only node_drain changes it */
+    s->nodes[i] = n;
+    return US_APPLY_OK;
+}
+
+static int apply_node_flags(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_node(s, us_json_str(cmd, "name"));
+    if (i < 0)
+        return US_APPLY_NOOP;
+    bool leaving = json_is_true(json_object_get(cmd, "leaving"));
+    bool removing = json_is_true(json_object_get(cmd, "removing"));
+    bool left = json_is_true(json_object_get(cmd, "left"));
+    if (s->nodes[i].leaving == leaving && s->nodes[i].removing == removing &&
+        s->nodes[i].left == left)
+        return US_APPLY_NOOP;
+    us_node *n = &s->nodes[i];
+    const char *from = n->left       ? "left"
+                       : n->removing ? "removing"
+                       : n->leaving  ? "leaving"
+                                     : "member";
+    const char *to = left ? "left" : removing ? "removing" : leaving ? "leaving" : "member";
+    char why[US_REASON_MAX];
+    snprintf(why, sizeof why, "%s is %s", n->name,
+             left       ? "removed from the cluster"
+             : removing ? "being removed"
+             : leaving  ? "leaving (agent stopping)"
+                        : "available again");
+    stamp st = stamp_of(cmd);
+    add_event(s, &st, "node", NULL, n->name, from, to, why);
+    n->leaving = leaving;
+    n->removing = removing;
+    n->left = left;
+    return US_APPLY_OK;
+}
+
+static int apply_node_drain(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_node(s, us_json_str(cmd, "name"));
+    bool drained = json_is_true(json_object_get(cmd, "drained"));
+    if (i < 0 || s->nodes[i].drained == drained)
+        return US_APPLY_NOOP;
+    s->nodes[i].drained = drained;
+    char why[US_REASON_MAX];
+    snprintf(why, sizeof why, "%s %s", s->nodes[i].name, drained ? "drained" : "undrained");
+    stamp st = stamp_of(cmd);
+    add_event(s, &st, "drain", NULL, s->nodes[i].name, drained ? "undrained" : "drained",
+              drained ? "drained" : "undrained", why);
+    return US_APPLY_OK;
+}
+
+static int apply_pause(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    bool paused = json_is_true(json_object_get(cmd, "paused"));
+    if (i < 0 || s->asg[i].paused == paused)
+        return US_APPLY_NOOP;
+    us_assignment *a = &s->asg[i];
+    a->paused = paused;
+    a->gen++; /* decisions made on the old value are void */
+    snprintf(a->reason, sizeof a->reason, "%s", paused ? "paused" : "resumed");
+    stamp st = stamp_of(cmd);
+    add_event(s, &st, "pause", a->service, NULL, paused ? "managed" : "paused",
+              paused ? "paused" : "managed", paused ? "service paused" : "service resumed");
+    return US_APPLY_OK;
+}
+
+static int apply_reset(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    if (i < 0)
+        return US_APPLY_NOOP;
+    us_assignment *a = &s->asg[i];
+    const char *node = us_json_str(cmd, "node");
+    stamp st = stamp_of(cmd);
+    bool changed = false;
+    for (int k = 0; k < a->n_fail;) {
+        us_failrec *f = &a->fail[k];
+        if (node[0] && strcmp(f->node, node) != 0) {
+            k++;
+            continue;
+        }
+        char from[US_NAME_MAX], why[US_REASON_MAX];
+        snprintf(from, sizeof from, "%d failure%s%s", f->failures, f->failures == 1 ? "" : "s",
+                 f->banned_until_ms ? ", banned" : "");
+        snprintf(why, sizeof why, "failures of %s on %s cleared", a->service, f->node);
+        add_event(s, &st, "reset", a->service, f->node, from, "cleared", why);
+        memmove(f, f + 1, sizeof *f * (size_t)(a->n_fail - k - 1));
+        a->n_fail--;
+        changed = true;
+    }
+    if (!node[0] || strcmp(a->restart_node, node) == 0) {
+        changed |= a->restarts != 0;
+        a->restarts = 0;
+        a->restart_window_ms = 0;
+    }
+    if (!changed)
+        return US_APPLY_NOOP;
+    a->gen++;
+    return US_APPLY_OK;
+}
+
+static int apply_event(us_state *s, const json_t *cmd)
+{
+    us_event e;
+    if (event_from_json(&e, cmd) != 0 || !e.kind[0])
+        return US_APPLY_BAD;
+    stamp st = {e.time_ms, ""};
+    add_event(s, &st, e.kind, e.service, e.node, e.from, e.to, e.cause);
+    return US_APPLY_OK;
+}
+
+/* The epoch a (re-)added service starts from: epochs never go back for a name, also after the
+ * bounded retired list forgot it (then the floor, the largest epoch ever forgotten, bounds it). */
+static uint64_t start_epoch(const us_state *s, const char *name)
+{
+    for (int i = 0; i < s->n_retired; i++)
+        if (strcmp(s->retired[i].name, name) == 0)
+            return s->retired[i].epoch > s->epoch_floor ? s->retired[i].epoch : s->epoch_floor;
+    return s->epoch_floor;
+}
+
+static void retire(us_state *s, const char *name, uint64_t epoch)
+{
+    if (epoch == 0)
+        return;
+    for (int i = 0; i < s->n_retired; i++) {
+        if (strcmp(s->retired[i].name, name) == 0) {
+            /* Drop the old entry: the name goes to the newest position below. */
+            memmove(&s->retired[i], &s->retired[i + 1],
+                    sizeof s->retired[0] * (size_t)(s->n_retired - i - 1));
+            s->n_retired--;
+            break;
+        }
+    }
+    if (s->n_retired == US_RETIRED_MAX) { /* forget the oldest, remembering its epoch */
+        if (s->retired[0].epoch > s->epoch_floor)
+            s->epoch_floor = s->retired[0].epoch;
+        memmove(&s->retired[0], &s->retired[1], sizeof s->retired[0] * (US_RETIRED_MAX - 1));
+        s->n_retired--;
+    }
+    us_strlcpy(s->retired[s->n_retired].name, name, US_NAME_MAX);
+    s->retired[s->n_retired].epoch = epoch;
+    s->n_retired++;
+}
+
+static int apply_services(us_state *s, const json_t *cmd)
+{
+    json_t *a = json_object_get(cmd, "services");
+    if (!json_is_array(a) || json_array_size(a) > US_MAX_SERVICES)
+        return US_APPLY_BAD;
+    us_state *next = malloc(sizeof *next);
+    if (!next)
+        return US_APPLY_BAD;
+    *next = *s;
+    next->services.n = 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        us_service_def *d = &next->services.svc[next->services.n];
+        if (us_service_def_from_json(d, v) != 0 || us_state_find_service(next, d->name) >= 0) {
+            free(next);
+            return US_APPLY_BAD;
+        }
+        us_assignment *asg = &next->asg[next->services.n];
+        int old = us_state_find_service(s, d->name);
+        us_service_stats *st = &next->stats[next->services.n];
+        if (old >= 0) {
+            *asg = s->asg[old];
+            *st = s->stats[old];
+        } else {
+            memset(st, 0, sizeof *st);
+            memset(asg, 0, sizeof *asg);
+            us_strlcpy(asg->service, d->name, sizeof asg->service);
+            asg->epoch = start_epoch(s, d->name);
+        }
+        next->services.n++;
+    }
+    stamp st = stamp_of(cmd);
+    for (int k = 0; k < s->services.n; k++)
+        if (us_state_find_service(next, s->services.svc[k].name) < 0) {
+            retire(next, s->services.svc[k].name, s->asg[k].epoch);
+            add_event(next, &st, "config", s->services.svc[k].name, NULL, "defined", "removed",
+                      "removed from the services file");
+        }
+    for (int k = 0; k < next->services.n; k++) {
+        int old = us_state_find_service(s, next->services.svc[k].name);
+        if (old < 0)
+            add_event(next, &st, "config", next->services.svc[k].name, NULL, "-", "defined",
+                      "added by the services file");
+        else if (memcmp(&s->services.svc[old], &next->services.svc[k],
+                        sizeof next->services.svc[k]) != 0)
+            add_event(next, &st, "config", next->services.svc[k].name, NULL, "defined", "changed",
+                      "definition changed by the services file");
+    }
+    int rc = memcmp(&next->services, &s->services, sizeof s->services) == 0 ? US_APPLY_NOOP
+                                                                            : US_APPLY_OK;
+    *s = *next;
+    free(next);
+    return rc;
+}
+
+const char *us_assignment_role(const us_assignment *a, const char *node)
+{
+    if (strcmp(a->active, node) == 0)
+        return a->recover ? "recovering" : a->demoting ? "demoting" : "active";
+    if (strcmp(a->restart_node, node) == 0)
+        return "restarting";
+    for (int i = 0; i < a->n_standbys; i++)
+        if (strcmp(a->standbys[i], node) == 0)
+            return "standby";
+    return "none";
+}
+
+/* One event per node whose role changes, with the decision's reason as the cause. */
+static void role_events(us_state *s, const us_assignment *old, const us_assignment *next, stamp st)
+{
+    const char *seen[2 * US_MAX_NODES + 4];
+    int n = 0;
+    seen[n++] = old->active;
+    seen[n++] = next->active;
+    seen[n++] = old->restart_node;
+    seen[n++] = next->restart_node;
+    for (int i = 0; i < old->n_standbys; i++)
+        seen[n++] = old->standbys[i];
+    for (int i = 0; i < next->n_standbys; i++)
+        seen[n++] = next->standbys[i];
+    for (int i = 0; i < n; i++) {
+        bool dup = !seen[i][0];
+        for (int j = 0; j < i && !dup; j++)
+            dup = strcmp(seen[i], seen[j]) == 0;
+        if (dup)
+            continue;
+        const char *from = us_assignment_role(old, seen[i]),
+                   *to = us_assignment_role(next, seen[i]);
+        if (strcmp(from, to) != 0)
+            add_event(s, &st, "role", next->service, seen[i], from, to, next->reason);
+    }
+}
+
+/* ---- Replicated counters (fsm.h: us_service_stats) ---- */
+
+const char *us_move_cause_name(us_move_cause c)
+{
+    static const char *const names[] = {[US_CAUSE_FAILED] = "failed",
+                                        [US_CAUSE_UNHEALTHY] = "unhealthy",
+                                        [US_CAUSE_FENCED] = "fenced",
+                                        [US_CAUSE_LEASE] = "lease",
+                                        [US_CAUSE_AGENT_RESTART] = "agent_restart",
+                                        [US_CAUSE_OTHER] = "other",
+                                        [US_CAUSE_SWITCHOVER] = "switchover"};
+    return (unsigned)c <= US_CAUSE_SWITCHOVER ? names[c] : "other";
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+us_move_cause us_release_cause(const us_assignment *cur, const us_assignment *next)
+{
+    /* The words are decide.c's release_of(); tests/unit/test_fsm.c runs real decisions through
+     * this so that a rewording there cannot go unnoticed. */
+    const char *r = next->reason;
+    if (starts_with(r, "switchover: "))
+        r += strlen("switchover: ");
+    if (starts_with(r, "instance on "))
+        return cur->recover ? US_CAUSE_UNHEALTHY : US_CAUSE_FAILED;
+    if (starts_with(r, "guardian on "))
+        return US_CAUSE_FENCED;
+    if (starts_with(r, "lease of "))
+        return US_CAUSE_LEASE;
+    if (starts_with(r, "agent on "))
+        return US_CAUSE_AGENT_RESTART;
+    size_t n = strlen(cur->active);
+    if (n && strncmp(r, cur->active, n) == 0 && starts_with(r + n, " confirmed demotion"))
+        return cur->demoting ? US_CAUSE_SWITCHOVER : US_CAUSE_OTHER;
+    return US_CAUSE_OTHER;
+}
+
+static void count_move(us_service_stats *st, const us_assignment *cur, const us_assignment *next)
+{
+    bool new_epoch = next->epoch != cur->epoch;
+    bool released = cur->active[0] && (strcmp(cur->active, next->active) != 0 || new_epoch);
+    us_move_cause cause = released ? us_release_cause(cur, next) : st->release_cause;
+    if (next->active[0] && new_epoch) {
+        const char *from = cur->active[0]         ? cur->active
+                           : st->released_from[0] ? st->released_from
+                                                  : cur->restart_node;
+        /* No earlier holder: the initial placement (nothing to count). */
+        if (from[0] && strcmp(from, next->active) == 0)
+            st->restarts_in_place++;
+        else if (from[0] && cause == US_CAUSE_SWITCHOVER)
+            st->switchovers++;
+        else if (from[0])
+            st->failovers[(unsigned)cause < US_CAUSE_N ? cause : US_CAUSE_OTHER]++;
+        st->released_from[0] = '\0';
+        st->release_cause = US_CAUSE_FAILED;
+    } else if (released) {
+        us_strlcpy(st->released_from, cur->active, sizeof st->released_from);
+        st->release_cause = cause;
+    }
+}
+
+static int apply_assign(us_state *s, const json_t *cmd)
+{
+    us_assignment next;
+    if (assignment_from_json(&next, json_object_get(cmd, "asg")) != 0)
+        return US_APPLY_BAD;
+    int i = us_state_find_service(s, next.service);
+    if (i < 0 || s->asg[i].gen != next.gen)
+        return US_APPLY_NOOP; /* stale decision */
+    if (next.epoch < s->asg[i].epoch)
+        return US_APPLY_BAD; /* epochs never go back */
+    next.gen++;
+    /* Stale-lease reports older than the role do not count against it (lease.h). */
+    next.since_version = next.epoch != s->asg[i].epoch ? s->version + 1 : s->asg[i].since_version;
+    role_events(s, &s->asg[i], &next, stamp_of(cmd));
+    count_move(&s->stats[i], &s->asg[i], &next);
+    s->asg[i] = next;
+    return US_APPLY_OK;
+}
+
+static int apply_switchover(us_state *s, const json_t *cmd)
+{
+    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    if (i < 0 || s->asg[i].gen != us_json_u64(cmd, "gen") || !s->asg[i].active[0])
+        return US_APPLY_NOOP;
+    us_assignment *a = &s->asg[i];
+    const char *was = us_assignment_role(a, a->active);
+    a->demoting = true;
+    us_strlcpy(a->target, us_json_str(cmd, "target"), sizeof a->target);
+    const char *target = us_json_str(cmd, "target");
+    snprintf(a->reason, sizeof a->reason, "switchover requested%s%s", target[0] ? " to " : "",
+             target);
+    a->gen++;
+    stamp st = stamp_of(cmd);
+    add_event(s, &st, "role", a->service, a->active, was, "demoting", a->reason);
+    return US_APPLY_OK;
+}
+
+int us_state_apply(us_state *s, const json_t *cmd)
+{
+    const char *op = us_json_str(cmd, "op");
+    int rc = US_APPLY_BAD;
+    if (strcmp(op, "node_up") == 0)
+        rc = apply_node_up(s, cmd);
+    else if (strcmp(op, "node_flags") == 0)
+        rc = apply_node_flags(s, cmd);
+    else if (strcmp(op, "services") == 0)
+        rc = apply_services(s, cmd);
+    else if (strcmp(op, "assign") == 0)
+        rc = apply_assign(s, cmd);
+    else if (strcmp(op, "switchover") == 0)
+        rc = apply_switchover(s, cmd);
+    else if (strcmp(op, "node_drain") == 0)
+        rc = apply_node_drain(s, cmd);
+    else if (strcmp(op, "pause") == 0)
+        rc = apply_pause(s, cmd);
+    else if (strcmp(op, "reset") == 0)
+        rc = apply_reset(s, cmd);
+    else if (strcmp(op, "event") == 0)
+        rc = apply_event(s, cmd);
+    if (rc == US_APPLY_OK)
+        s->version++;
+    return rc;
+}
+
+/* ---- libraft glue ---- */
+
+static int fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf, void **result)
+{
+    us_fsm *f = rf->data;
+    json_error_t jerr;
+    /* Payload is NUL-padded JSON. */
+    json_t *cmd = json_loadb(buf->base, strnlen(buf->base, buf->len), 0, &jerr);
+    int rc = cmd ? us_state_apply(&f->state, cmd) : US_APPLY_BAD;
+    json_decref(cmd);
+    *result = (void *)(intptr_t)rc;
+    if (rc == US_APPLY_OK && f->on_change)
+        f->on_change(f->data);
+    return 0; /* a bad command is a no-op, never a reason to stop the FSM */
+}
+
+static int fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    us_fsm *f = rf->data;
+    struct raft_buffer *b = raft_malloc(sizeof *b);
+    if (!b)
+        return RAFT_NOMEM;
+    if (us_cmd_encode(us_state_to_json(&f->state), b) != 0) {
+        raft_free(b);
+        return RAFT_NOMEM;
+    }
+    *bufs = b;
+    *n_bufs = 1;
+    return 0;
+}
+
+static int fsm_snapshot_finalize(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    (void)rf;
+    for (unsigned i = 0; i < *n_bufs; i++)
+        raft_free((*bufs)[i].base);
+    raft_free(*bufs);
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
+{
+    us_fsm *f = rf->data;
+    json_error_t jerr;
+    json_t *j = json_loadb(buf->base, strnlen(buf->base, buf->len), 0, &jerr);
+    int rc = j ? us_state_from_json(&f->state, j) : -1;
+    json_decref(j);
+    raft_free(buf->base); /* restore owns the buffer */
+    if (rc != 0)
+        return RAFT_MALFORMED;
+    if (f->on_change)
+        f->on_change(f->data);
+    return 0;
+}
+
+void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data)
+{
+    memset(f, 0, sizeof *f);
+    f->raft.version = 2;
+    f->raft.data = f;
+    f->raft.apply = fsm_apply;
+    f->raft.snapshot = fsm_snapshot;
+    f->raft.restore = fsm_restore;
+    f->raft.snapshot_finalize = fsm_snapshot_finalize;
+    f->on_change = on_change;
+    f->data = data;
+}

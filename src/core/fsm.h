@@ -1,0 +1,140 @@
+/* fsm.h — the replicated state: nodes, service definitions and assignments, changed only by
+ * committed commands.
+ *
+ * Commands are JSON objects with an "op" (built by the us_cmd_* helpers). Every command is
+ * idempotent or guarded: an apply that libraft reports as failed (LEADERSHIPLOST) may still have
+ * committed, and the controller will simply re-decide from the state it then sees. Assignment
+ * changes are compare-and-set on the assignment's `gen`, so a decision made on stale input is a
+ * no-op. Epochs only grow, also across deleting and re-adding a service of the same name.
+ */
+#ifndef US_FSM_H
+#define US_FSM_H
+
+#include <jansson.h>
+#include <raft.h>
+
+#include "core/model.h"
+
+#define US_RETIRED_MAX 64
+
+/* Why the active role moved away from its holder: the category of the release, taken from the
+ * decision's reason (decide.c words it: "instance on N failed", "guardian on N fenced ...",
+ * "lease of N expired", "agent on N restarted"; a failed instance whose assignment was
+ * `recover`ing is "unhealthy"). */
+typedef enum {
+    US_CAUSE_FAILED = 0,
+    US_CAUSE_UNHEALTHY,
+    US_CAUSE_FENCED,
+    US_CAUSE_LEASE,
+    US_CAUSE_AGENT_RESTART,
+    US_CAUSE_OTHER,
+    US_CAUSE_N,
+    US_CAUSE_SWITCHOVER = US_CAUSE_N, /* planned: not a failover cause */
+} us_move_cause;
+
+const char *us_move_cause_name(us_move_cause c); /* "failed", "unhealthy", ... "switchover" */
+
+/* Replicated counters of one service (metrics): changed only in apply_assign, so every agent
+ * has the same numbers and they survive restarts (snapshots carry them). When the active role
+ * is given under a new epoch and an earlier holder is known (the one it was just taken from, or
+ * the one it was released from by an earlier command):
+ *  - the same node gets it back: a restart in place (also an agent restart given the role again);
+ *  - another node gets it after a planned switchover (demotion confirmed): a switchover;
+ *  - otherwise a failover, counted under the cause of the release.
+ * The initial placement counts as nothing. */
+typedef struct us_service_stats {
+    uint64_t failovers[US_CAUSE_N];
+    uint64_t switchovers;
+    uint64_t restarts_in_place;
+    /* The role was released and not given again yet: by whom ("" = nothing pending), and why. */
+    char released_from[US_NAME_MAX];
+    us_move_cause release_cause;
+} us_service_stats;
+
+typedef struct us_state {
+    uint64_t version; /* bumps on every applied change (for observers) */
+    int n_nodes;
+    us_node nodes[US_MAX_NODES];
+    us_service_set services;
+    us_assignment asg[US_MAX_SERVICES];      /* parallel to services.svc */
+    us_service_stats stats[US_MAX_SERVICES]; /* parallel to services.svc */
+    int n_retired;                           /* epochs of deleted services, so a re-add continues */
+    struct {
+        char name[US_NAME_MAX];
+        uint64_t epoch;
+    } retired[US_RETIRED_MAX];
+    uint64_t epoch_floor; /* largest epoch the retired list forgot: new services start above it */
+    /* Bounded event history: event `seq` lives at events[(seq - 1) % US_EVENTS_MAX] while
+     * seq > event_seq - US_EVENTS_MAX. Applied commands append events deterministically (the
+     * time is the proposing leader's, carried in the command). */
+    uint64_t event_seq; /* seq of the newest event, 0 = none yet */
+    us_event events[US_EVENTS_MAX];
+} us_state;
+
+/* Result of an apply (the `result` pointer of raft_apply_cb, cast from intptr_t). */
+enum { US_APPLY_OK = 0, US_APPLY_NOOP = 1, US_APPLY_BAD = 2 };
+
+typedef void (*us_fsm_changed_cb)(void *data);
+
+typedef struct us_fsm {
+    struct raft_fsm raft; /* version 2; data points to this struct */
+    us_state state;
+    us_fsm_changed_cb on_change; /* called after every applied change */
+    void *data;
+} us_fsm;
+
+void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data);
+
+/* Apply a command to a state directly (used by the FSM and by tests). */
+int us_state_apply(us_state *s, const json_t *cmd);
+
+int us_state_find_node(const us_state *s, const char *name);
+int us_state_find_service(const us_state *s, const char *name);
+/* Does `node` hold the active role of any service? */
+bool us_state_holds_active(const us_state *s, const char *node);
+/* A node's role in an assignment: "active", "demoting", "recovering", "restarting", "standby"
+ * or "none" (the words of role events). */
+const char *us_assignment_role(const us_assignment *a, const char *node);
+/* Release cause of a change from `cur` to `next` that takes the role from cur->active (the
+ * classification of us_service_stats). */
+us_move_cause us_release_cause(const us_assignment *cur, const us_assignment *next);
+
+/* Event `seq` if still kept, else NULL. */
+const us_event *us_state_event(const us_state *s, uint64_t seq);
+/* Oldest kept event's seq (0 = none). */
+uint64_t us_state_first_event(const us_state *s);
+json_t *us_event_to_json(const us_event *e);
+
+/* Whole-state encoding (snapshots, debugging). */
+json_t *us_state_to_json(const us_state *s);
+int us_state_from_json(us_state *s, const json_t *j);
+
+json_t *us_service_def_to_json(const us_service_def *d);
+int us_service_def_from_json(us_service_def *d, const json_t *j);
+json_t *us_assignment_to_json(const us_assignment *a);
+
+/* Command builders. Each change a command makes is recorded as an event (us_event) whose time
+ * and cause come from us_cmd_stamp (time 0 and a generic cause when unstamped). */
+json_t *us_cmd_stamp(json_t *cmd, int64_t time_ms, const char *cause); /* returns cmd */
+json_t *us_cmd_node_up(const us_node *n);
+json_t *us_cmd_node_flags(const char *name, bool leaving, bool removing, bool left);
+json_t *us_cmd_services(const us_service_set *set);
+json_t *us_cmd_assign(const us_assignment *next); /* CAS on next->gen */
+json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target);
+json_t *us_cmd_node_drain(const char *name, bool drained);
+json_t *us_cmd_pause(const char *service, bool paused);
+/* Clear failure records (bans, restart counts) of `service` on `node` ("" = every node). */
+json_t *us_cmd_reset(const char *service, const char *node);
+/* Record an observation-only event (node liveness, health); e->seq is ignored. */
+json_t *us_cmd_event(const us_event *e);
+
+/* JSON helpers. 64-bit values travel as decimal strings (json_int_t is signed); readers accept
+ * both forms. A missing string is "", a missing number 0. */
+const char *us_json_str(const json_t *o, const char *key);
+uint64_t us_json_u64(const json_t *o, const char *key);
+json_t *us_u64_json(uint64_t v);
+
+/* Serialize a command into a raft_malloc'ed buffer for raft_apply. 0 or -1. */
+int us_cmd_encode(json_t *cmd, struct raft_buffer *buf); /* consumes cmd */
+
+#endif

@@ -1,0 +1,65 @@
+/* model.c — names and small helpers of the shared cluster model. */
+#include "core/model.h"
+
+#include <string.h>
+
+const char *us_node_state_name(us_node_state s)
+{
+    static const char *names[] = {"alive", "suspect", "dead", "left"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
+}
+
+const char *us_lease_state_name(us_lease_state s)
+{
+    static const char *names[] = {"valid", "unknown", "expired"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
+}
+
+const char *us_inst_state_name(us_inst_state s)
+{
+    static const char *names[] = {"none", "standby", "active", "demoted", "failed", "fenced"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
+}
+
+const char *us_health_name(us_health h)
+{
+    static const char *names[] = {"unknown", "healthy", "unhealthy"};
+    return (unsigned)h < sizeof names / sizeof names[0] ? names[h] : "?";
+}
+
+uint64_t us_node_id(const char *name)
+{
+    /* FNV-1a: stable across versions and machines, which the Raft configuration needs. */
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    h &= 0x7fffffffffffffffULL;
+    return h ? h : 1;
+}
+
+bool us_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= US_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+bool us_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    if (n >= size) {
+        memcpy(dst, src, size - 1);
+        dst[size - 1] = '\0';
+        return false;
+    }
+    memcpy(dst, src, n + 1);
+    return true;
+}

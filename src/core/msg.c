@@ -1,0 +1,239 @@
+/* msg.c — see msg.h. */
+#include "core/msg.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/hostport.h"
+
+static bool int_in(const json_t *v, json_int_t lo, json_int_t hi, json_int_t *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return false;
+    *out = json_integer_value(v);
+    return true;
+}
+
+/* A u64 as a decimal string without sign or leading garbage. */
+static bool u64_of(const json_t *v, uint64_t *out)
+{
+    const char *s = json_string_value(v);
+    if (!s || !*s || strlen(s) > 20 || s[0] < '0' || s[0] > '9')
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (*end || errno)
+        return false;
+    *out = x;
+    return true;
+}
+
+/* An optional boolean: absent is false. */
+static bool opt_bool(const json_t *o, const char *key, bool *out)
+{
+    const json_t *v = json_object_get(o, key);
+    if (v && !json_is_boolean(v))
+        return false;
+    *out = json_is_true(v);
+    return true;
+}
+
+static bool str_into(const json_t *v, char *dst, size_t size)
+{
+    const char *s = json_string_value(v);
+    return s && strlen(s) == json_string_length(v) && us_strlcpy(dst, s, size);
+}
+
+static bool hostport(const json_t *v, char *dst, size_t size)
+{
+    return str_into(v, dst, size) && us_parse_hostport(dst, NULL, 0, NULL) == 0;
+}
+
+static bool decode_report(const char *svc, const json_t *v, us_report *r)
+{
+    json_int_t st, ex, pid, open, health, cms, probes, failed, restarts;
+    memset(r, 0, sizeof *r);
+    if (!json_is_object(v) || !us_name_valid(svc) ||
+        !int_in(json_object_get(v, "state"), 0, US_INST_FENCED, &st) ||
+        !u64_of(json_object_get(v, "epoch"), &r->obs.epoch) ||
+        !int_in(json_object_get(v, "exit"), INT_MIN, INT_MAX, &ex) ||
+        !int_in(json_object_get(v, "pid"), 0, INT_MAX, &pid) ||
+        !u64_of(json_object_get(v, "px_epoch"), &r->px_epoch) ||
+        !int_in(json_object_get(v, "px_open"), 0, INT_MAX, &open) ||
+        !int_in(json_object_get(v, "health"), 0, US_HEALTH_UNHEALTHY, &health) ||
+        !int_in(json_object_get(v, "check_ms"), -1, INT64_MAX, &cms) ||
+        !int_in(json_object_get(v, "probes"), 0, INT64_MAX, &probes) ||
+        !int_in(json_object_get(v, "probes_failed"), 0, INT64_MAX, &failed) ||
+        !int_in(json_object_get(v, "restarts"), 0, INT_MAX, &restarts) ||
+        !str_into(json_object_get(v, "cause"), r->obs.cause, sizeof r->obs.cause) ||
+        !str_into(json_object_get(v, "restart_cause"), r->restart_cause, sizeof r->restart_cause) ||
+        !json_is_boolean(json_object_get(v, "refused")))
+        return false;
+    us_strlcpy(r->service, svc, sizeof r->service);
+    r->obs.state = (us_inst_state)st;
+    r->obs.exit_status = (int)ex;
+    r->pid = (int)pid;
+    r->px_open = (int)open;
+    r->obs.health = (us_health)health;
+    r->check_ms = cms;
+    r->probes = (uint64_t)probes;
+    r->probes_failed = (uint64_t)failed;
+    r->restarts = (int)restarts;
+    r->obs.refused = json_is_true(json_object_get(v, "refused"));
+    return true;
+}
+
+static const char *decode_ping(const json_t *j, us_msg *m)
+{
+    us_msg_ping *p = &m->u.ping;
+    memset(p, 0, sizeof *p);
+    const json_t *api = json_object_get(j, "api");
+    if (!u64_of(json_object_get(j, "seq"), &p->round) || p->round == 0)
+        return "ping: seq";
+    if (!u64_of(json_object_get(j, "term"), &p->term))
+        return "ping: term";
+    if (!json_is_boolean(json_object_get(j, "lease")))
+        return "ping: lease";
+    p->lease = json_is_true(json_object_get(j, "lease"));
+    if (api) {
+        if (!hostport(api, p->api, sizeof p->api))
+            return "ping: api";
+        p->has_api = true;
+    }
+    const json_t *rep = json_object_get(j, "rep");
+    const char *key;
+    json_t *v;
+    if (rep && !json_is_object(rep))
+        return "ping: rep";
+    if (json_object_size(rep) > US_MAX_SERVICES)
+        return "ping: rep (too many services)";
+    json_object_foreach((json_t *)rep, key, v)
+    {
+        if (!decode_report(key, v, &p->reports[p->n_reports]))
+            return "ping: rep (a report)";
+        p->n_reports++;
+    }
+    const json_t *gr = json_object_get(j, "gr");
+    if (gr && !json_is_object(gr))
+        return "ping: gr";
+    if (json_object_size(gr) > US_MAX_NODES)
+        return "ping: gr (too many nodes)";
+    json_object_foreach((json_t *)gr, key, v)
+    {
+        us_msg_lease *l = &p->leases[p->n_leases];
+        json_int_t age;
+        if (!us_name_valid(key) || !json_is_object(v) ||
+            !int_in(json_object_get(v, "age"), -1, INT64_MAX, &age) ||
+            !json_is_boolean(json_object_get(v, "stale")) ||
+            !u64_of(json_object_get(v, "v"), &l->v))
+            return "ping: gr (a lease report)";
+        us_strlcpy(l->node, key, sizeof l->node);
+        l->age = age;
+        l->stale = json_is_true(json_object_get(v, "stale"));
+        p->n_leases++;
+    }
+    return NULL;
+}
+
+static const char *decode_pong(const json_t *j, us_msg *m)
+{
+    us_msg_pong *p = &m->u.pong;
+    memset(p, 0, sizeof *p);
+    if (!u64_of(json_object_get(j, "seq"), &p->round) || !u64_of(json_object_get(j, "v"), &p->v))
+        return "pong: seq or v";
+    if (!opt_bool(j, "ack", &p->ack) || !opt_bool(j, "grant", &p->grant) ||
+        !opt_bool(j, "removed", &p->removed))
+        return "pong: ack, grant or removed";
+    return NULL;
+}
+
+static const char *decode_nothing(const json_t *j, us_msg *m)
+{
+    (void)j, (void)m;
+    return NULL;
+}
+
+static const char *decode_join(const json_t *j, us_msg *m)
+{
+    us_msg_join *p = &m->u.join;
+    memset(p, 0, sizeof *p);
+    const json_t *api = json_object_get(j, "api");
+    if (!str_into(json_object_get(j, "name"), p->name, sizeof p->name) || !us_name_valid(p->name))
+        return "join: name";
+    if (!hostport(json_object_get(j, "address"), p->address, sizeof p->address))
+        return "join: address";
+    if (api && !hostport(api, p->api, sizeof p->api))
+        return "join: api";
+    if (!opt_bool(j, "fwd", &p->fwd))
+        return "join: fwd";
+    return NULL;
+}
+
+static const char *decode_fenced(const json_t *j, us_msg *m)
+{
+    us_msg_fenced *p = &m->u.fenced;
+    memset(p, 0, sizeof *p);
+    const json_t *list = json_object_get(j, "fenced");
+    const json_t *agent = json_object_get(j, "agent");
+    if (!json_is_array(list) || json_array_size(list) > US_MAX_SERVICES)
+        return "fenced: fenced";
+    if (agent && !json_is_string(agent))
+        return "fenced: agent";
+    p->agent_dead = agent && strcmp(json_string_value(agent), "dead") == 0;
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+    {
+        json_int_t ep;
+        if (!str_into(json_object_get(v, "service"), p->fenced[p->n].service,
+                      sizeof p->fenced[p->n].service) ||
+            !us_name_valid(p->fenced[p->n].service) ||
+            !int_in(json_object_get(v, "epoch"), 0, INT64_MAX, &ep))
+            return "fenced: an entry";
+        p->fenced[p->n].epoch = (uint64_t)ep;
+        p->n++;
+    }
+    return NULL;
+}
+
+static const struct {
+    const char *name;
+    const char *(*decode)(const json_t *j, us_msg *m);
+} types[US_MSG_TYPES] = {
+    [US_MSG_PING] = {"ping", decode_ping},      [US_MSG_PONG] = {"pong", decode_pong},
+    [US_MSG_HELLO] = {"hello", decode_nothing}, [US_MSG_LEAVE] = {"leave", decode_nothing},
+    [US_MSG_JOIN] = {"join", decode_join},      [US_MSG_FENCED] = {"fenced", decode_fenced},
+};
+
+const char *us_msg_type_name(us_msg_type t)
+{
+    return (unsigned)t < US_MSG_TYPES ? types[t].name : "?";
+}
+
+us_msg_result us_msg_decode(const void *payload, size_t len, us_msg *out, const char **why)
+{
+    const char *w = "not a JSON object with a type";
+    json_error_t jerr;
+    json_t *j = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
+    const char *t = json_string_value(json_object_get(j, "t"));
+    us_msg_result rc = US_MSG_MALFORMED;
+    if (json_is_object(j) && t) {
+        rc = US_MSG_UNKNOWN;
+        w = "unknown type";
+        for (int i = 0; i < US_MSG_TYPES; i++)
+            if (strcmp(types[i].name, t) == 0) {
+                out->type = (us_msg_type)i;
+                w = types[i].decode(j, out);
+                rc = w ? US_MSG_MALFORMED : US_MSG_OK;
+                break;
+            }
+    }
+    json_decref(j);
+    if (why)
+        *why = w;
+    return rc;
+}

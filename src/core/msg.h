@@ -1,0 +1,117 @@
+/* msg.h — the payloads of agent datagrams, once wire.h has opened them: a JSON object per message,
+ * decoded here into plain structs with every field checked for type, range and size. Pure: no
+ * I/O, no agent state. A receiver acts only on what us_msg_decode accepted (agent.c dispatches
+ * the decoded message to one handler per type).
+ *
+ * Fields and types (names are the JSON keys; u64 travel as decimal strings, since JSON numbers
+ * lose precision past 2^53; unknown keys are ignored, so a newer minor version may add some):
+ *   ping   {"t":"ping","seq":u64,"term":u64,"lease":bool,"api":"IPv4:port"?,
+ *           "rep":{SERVICE:report,...}?,"gr":{NODE:{"age":int>=-1,"stale":bool,"v":u64},...}?}
+ *          report = {"state":0..5,"epoch":u64,"exit":int,"pid":int>=0,"px_epoch":u64,
+ *                    "px_open":int>=0,"health":0..2,"cause":str,"check_ms":int>=-1,
+ *                    "probes":int>=0,"probes_failed":int>=0,"restarts":int>=0,
+ *                    "restart_cause":str,"refused":bool}
+ *   pong   {"t":"pong","seq":u64,"ack":bool?,"grant":bool?,"removed":bool?,"v":u64}
+ *   hello  {"t":"hello"}
+ *   leave  {"t":"leave"}
+ *   join   {"t":"join","name":NAME,"address":"IPv4:port","api":"IPv4:port"?,"fwd":bool?}
+ *   fenced {"t":"fenced","fenced":[{"service":NAME,"epoch":int>=0},...],"agent":"dead"?}
+ * A message speaks only for its sealed sender: no payload field names the sender or its
+ * incarnation. */
+#ifndef US_MSG_H
+#define US_MSG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/model.h"
+
+/* What one node last said about its instance of one service. */
+typedef struct us_report {
+    char service[US_NAME_MAX];
+    us_inst_obs obs;
+    int pid;           /* 0 = none */
+    uint64_t px_epoch; /* its proxy's open connections established under px_epoch: */
+    int px_open;       /* what a draining old active waits for */
+    int64_t check_ms;  /* latency of the last health probe, -1 = none */
+    uint64_t probes, probes_failed;
+    int restarts;                      /* standby process restarts by this agent */
+    char restart_cause[US_REASON_MAX]; /* why the last one happened */
+} us_report;
+
+/* A voter's report about one node's lease (lease.h). */
+typedef struct us_msg_lease {
+    char node[US_NAME_MAX];
+    int64_t age; /* ms since it last granted that node, -1 = unknown */
+    bool stale;  /* stale and revoked */
+    uint64_t v;  /* its state version when it reported */
+} us_msg_lease;
+
+typedef struct us_msg_ping {
+    uint64_t round; /* "seq": the ping round a pong names */
+    uint64_t term;
+    bool lease; /* asks for a lease renewal */
+    bool has_api;
+    char api[US_ADDR_MAX];
+    int n_reports;
+    us_report reports[US_MAX_SERVICES];
+    int n_leases;
+    us_msg_lease leases[US_MAX_NODES];
+} us_msg_ping;
+
+typedef struct us_msg_pong {
+    uint64_t round, v;
+    bool ack, grant, removed;
+} us_msg_pong;
+
+typedef struct us_msg_join {
+    char name[US_NAME_MAX];
+    char address[US_ADDR_MAX];
+    char api[US_ADDR_MAX]; /* "" when not given */
+    bool fwd;              /* forwarded by a member for the node it names */
+} us_msg_join;
+
+typedef struct us_msg_fenced {
+    int n;
+    struct {
+        char service[US_NAME_MAX];
+        uint64_t epoch;
+    } fenced[US_MAX_SERVICES];
+    bool agent_dead;
+} us_msg_fenced;
+
+typedef enum {
+    US_MSG_PING = 0,
+    US_MSG_PONG,
+    US_MSG_HELLO,
+    US_MSG_LEAVE,
+    US_MSG_JOIN,
+    US_MSG_FENCED,
+    US_MSG_TYPES
+} us_msg_type;
+
+typedef struct us_msg {
+    us_msg_type type;
+    union {
+        us_msg_ping ping;
+        us_msg_pong pong;
+        us_msg_join join;
+        us_msg_fenced fenced;
+    } u;
+} us_msg;
+
+typedef enum {
+    US_MSG_OK = 0,
+    US_MSG_MALFORMED, /* not a JSON object, or a field of the wrong type, range or size */
+    US_MSG_UNKNOWN,   /* a type this version does not know (ignored: a newer minor version) */
+} us_msg_result;
+
+/* Decode a payload into *out (large: keep it off small stacks). On MALFORMED, `why` (if not NULL)
+ * names the first offending field, e.g. "ping: rep.web.state". */
+us_msg_result us_msg_decode(const void *payload, size_t len, us_msg *out, const char **why);
+
+/* The JSON "t" of a type. */
+const char *us_msg_type_name(us_msg_type t);
+
+#endif

@@ -1,0 +1,68 @@
+/* hostport.c — see hostport.h. */
+#include "lib/hostport.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <string.h>
+
+/* A decimal of the first n bytes of s, at most max, no leading zeros. */
+static bool parse_uint(const char *s, size_t n, long max, long *out)
+{
+    if (n == 0 || n > 10 || (n > 1 && s[0] == '0'))
+        return false;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool us_ipv4_valid(const char *s, size_t n)
+{
+    const char *p = s, *end = s + n;
+    for (int octet = 0; octet < 4; octet++) {
+        const char *dot = octet < 3 ? memchr(p, '.', (size_t)(end - p)) : end;
+        long v;
+        if (!dot || !parse_uint(p, (size_t)(dot - p), 255, &v))
+            return false;
+        p = dot + 1;
+    }
+    return true;
+}
+
+int us_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || !us_ipv4_valid(s, (size_t)(colon - s)))
+        return -1;
+    long v;
+    if (!parse_uint(colon + 1, strlen(colon + 1), 65535, &v) || v == 0)
+        return -1;
+    size_t hl = (size_t)(colon - s);
+    if (host) {
+        if (hl >= hostlen)
+            return -1;
+        memcpy(host, s, hl);
+        host[hl] = '\0';
+    }
+    if (port)
+        *port = (int)v;
+    return 0;
+}
+
+int us_sockaddr_parse(const char *hostport, struct sockaddr_in *sa)
+{
+    char host[INET_ADDRSTRLEN];
+    int port;
+    if (us_parse_hostport(hostport, host, sizeof host, &port) != 0)
+        return -1;
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+}
