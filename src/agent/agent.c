@@ -22,6 +22,7 @@
 #include "lib/log.h"
 #include "lib/clock.h"
 #include "lib/hostport.h"
+#include "lib/listen.h"
 
 #define JOIN_RETRY_MS 500
 #define STOP_HANDOVER_MS 30000
@@ -993,28 +994,6 @@ static void begin_close(us_agent *a)
     uv_timer_start(&a->reconcile_timer, close_when_quiet, 0, 10);
 }
 
-/* libraft reports "address in use" with an empty message: find out ourselves first. */
-int us_check_tcp_free(const char *hostport, char *err, size_t errlen)
-{
-    struct sockaddr_in sa;
-    if (us_sockaddr_parse(hostport, &sa) != 0) {
-        snprintf(err, errlen, "bad address '%s'", hostport);
-        return -1;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    int e = errno;
-    close(fd);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", hostport,
-                 e == EADDRINUSE ? "address already in use" : strerror(e));
-        return -1;
-    }
-    return 0;
-}
-
 static int lock_data_dir(const us_node_config *cfg)
 {
     char path[PATH_MAX + 16];
@@ -1179,8 +1158,8 @@ int us_agent_main(const us_node_config *cfg)
         free(a);
         return 1;
     }
-    if (us_check_tcp_free(cfg->address, err, sizeof err) != 0 ||
-        us_check_tcp_free(cfg->api, err, sizeof err) != 0) {
+    if (us_tcp_check_free(cfg->address, err, sizeof err) != 0 ||
+        us_tcp_check_free(cfg->api, err, sizeof err) != 0) {
         us_error("%s", err);
         close(lock_fd);
         free(a);

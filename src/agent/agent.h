@@ -217,8 +217,6 @@ us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);
 bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX]);
 us_node_state us_agent_node_state(us_agent *a, const us_peer *p);
 bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
-/* Can a TCP listener bind "IPv4:port"? 0, or -1 with "cannot listen on ...: reason" in err. */
-int us_check_tcp_free(const char *hostport, char *err, size_t errlen);
 /* As far as this agent can tell: the leader has a fresh quorum (leader: acknowledgements; follower:
  * a leader is known and heard from). */
 bool us_agent_has_quorum(us_agent *a);

@@ -27,6 +27,7 @@
 #include "core/lease.h"
 #include "lib/log.h"
 #include "lib/clock.h"
+#include "lib/listen.h"
 #include "lib/version.h"
 
 /* ---- status ---- */
@@ -457,7 +458,7 @@ static bool local_checks(us_agent *a, us_api_req *r, const us_service_set *set)
             ours |= a->proxies[k].proxy && strcmp(a->proxies[k].service, d->name) == 0 &&
                     strcmp(a->proxies[k].listen, d->proxy_listen) == 0;
         char err[160];
-        if (!ours && us_check_tcp_free(d->proxy_listen, err, sizeof err) != 0)
+        if (!ours && us_tcp_check_free(d->proxy_listen, err, sizeof err) != 0)
             json_array_append_new(
                 problems, json_sprintf("[service %s] proxy: %s on %s", d->name, err, a->cfg.name));
     }

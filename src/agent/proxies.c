@@ -10,6 +10,7 @@
 #include "core/lease.h"
 #include "lib/log.h"
 #include "lib/clock.h"
+#include "lib/hostport.h"
 
 #define PROXY_RETRY_MS 2000
 
@@ -40,10 +41,8 @@ static bool target_of(us_agent *a, const us_service_def *d, const us_assignment 
         int n = us_state_find_node(&a->fsm.state, as->active);
         if (n < 0)
             return false;
-        us_strlcpy(host, a->fsm.state.nodes[n].address, sizeof host);
-        char *colon = strrchr(host, ':');
-        if (colon)
-            *colon = '\0';
+        if (us_parse_hostport(a->fsm.state.nodes[n].address, host, sizeof host, NULL) != 0)
+            return false;
     }
     memset(out, 0, sizeof *out);
     out->sin_family = AF_INET;

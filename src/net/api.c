@@ -9,6 +9,7 @@
  */
 #include "net/api.h"
 
+#include "lib/listen.h"
 #include "lib/log.h"
 
 #include <arpa/inet.h>
@@ -570,56 +571,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- public ---- */
 
-static int parse_hostport(const char *hostport, struct sockaddr_in *sa)
-{
-    const char *colon = strrchr(hostport, ':');
-    if (!colon || colon == hostport || colon - hostport >= 64)
-        return -1;
-    char host[64];
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = '\0';
-    char *end;
-    errno = 0;
-    unsigned long port = strtoul(colon + 1, &end, 10);
-    if (colon[1] == '\0' || *end != '\0' || errno || port > 65535)
-        return -1;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-        return -1;
-    return 0;
-}
-
-static int listen_on(const char *hostport, char *err, size_t errlen)
-{
-    struct sockaddr_in sa;
-    if (parse_hostport(hostport, &sa) != 0) {
-        snprintf(err, errlen, "invalid API address \"%s\": expected IPv4:PORT, e.g. 127.0.0.1:7201",
-                 hostport);
-        return -EINVAL;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot create the API socket: %s", strerror(e));
-        return -e;
-    }
-    int one = 1;
-    /* A restarted agent must not be locked out by connections in TIME_WAIT. */
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 64) != 0) {
-        int e = errno;
-        close(fd);
-        if (e == EADDRINUSE)
-            snprintf(err, errlen, "address %s already in use", hostport);
-        else
-            snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(e));
-        return -e;
-    }
-    return fd;
-}
-
 static int start(uv_loop_t *loop, const char *hostport, const char *cert, const char *key,
                  us_api **out, char *err, size_t errlen)
 {
@@ -628,7 +579,7 @@ static int start(uv_loop_t *loop, const char *hostport, const char *cert, const 
         snprintf(err, errlen, "this libmicrohttpd was built without TLS support");
         return -ENOTSUP;
     }
-    int fd = listen_on(hostport, err, errlen);
+    int fd = us_tcp_listen(hostport, 64, 0, err, errlen);
     if (fd < 0)
         return fd;
     us_api *api = calloc(1, sizeof *api);

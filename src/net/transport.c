@@ -26,6 +26,7 @@
 #include "lib/log.h"
 #include "net/net.h"
 #include "lib/hostport.h"
+#include "lib/listen.h"
 
 #define MAGIC "UST1"
 #define PURPOSE_RAFT 1
@@ -964,13 +965,16 @@ static int w_init(struct raft_uv_transport *t, raft_id id, const char *address)
 static int w_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
 {
     us_transport *w = t->impl;
-    struct sockaddr_in sa;
-    if (us_sockaddr_parse(w->address, &sa) != 0) {
-        snprintf(t->errmsg, sizeof t->errmsg, "bad address '%.200s'", w->address);
-        return RAFT_INVALID;
+    char err[256];
+    int fd = us_tcp_listen(w->address, 128, 0, err, sizeof err);
+    if (fd < 0) {
+        snprintf(t->errmsg, sizeof t->errmsg, "%.240s", err);
+        return fd == -EINVAL ? RAFT_INVALID : RAFT_IOERR;
     }
-    int rc = uv_tcp_bind(&w->listener, (const struct sockaddr *)&sa, 0);
-    if (rc == 0)
+    int rc = uv_tcp_open(&w->listener, fd);
+    if (rc != 0)
+        close(fd); /* not the handle's yet; once opened, closing the handle closes it */
+    else
         rc = uv_listen((uv_stream_t *)&w->listener, 128, on_connection);
     if (rc != 0) {
         snprintf(t->errmsg, sizeof t->errmsg, "listen on %.200s: %s", w->address, uv_strerror(rc));

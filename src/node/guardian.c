@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/hostport.h"
 #include "lib/log.h"
 #include "core/model.h"
 #include "node/supervisor.h"
@@ -521,26 +522,6 @@ static int send_msg(us_guardian *g, const g_msg *m)
     return n == (ssize_t)sizeof *m ? 0 : -EIO;
 }
 
-static int parse_ipv4_port(const char *s, struct sockaddr_in *sa)
-{
-    const char *colon = strrchr(s, ':');
-    char host[INET_ADDRSTRLEN];
-    if (!colon || (size_t)(colon - s) >= sizeof host)
-        return -EINVAL;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || end == colon + 1 || port < 1 || port > 65535)
-        return -EINVAL;
-    memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
-        return -EINVAL;
-    return 0;
-}
-
 int us_guardian_set_peers(us_guardian *g, const char *const *peers, int n)
 {
     if (n < 0 || n > G_MAX_PEERS)
@@ -550,7 +531,7 @@ int us_guardian_set_peers(us_guardian *g, const char *const *peers, int n)
     m.type = M_PEERS;
     m.n_peers = (uint32_t)n;
     for (int i = 0; i < n; i++)
-        if (parse_ipv4_port(peers[i], &m.peers[i]) < 0) {
+        if (us_sockaddr_parse(peers[i], &m.peers[i]) < 0) {
             us_warn("guardian peer \"%s\": expected IPv4:port", peers[i]);
             return -EINVAL;
         }

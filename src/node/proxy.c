@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
-#include "lib/hostport.h"
+#include "lib/listen.h"
 
 #define BACKLOG 1024
 #define PIPE_SIZE (64 * 1024)
@@ -730,45 +730,11 @@ static void on_events(uv_poll_t *h, int status, int events)
 
 /* ---- public ---- */
 
-static int open_listener(const char *listen_addr, char *err, size_t errlen)
-{
-    struct sockaddr_in sa;
-    if (us_sockaddr_parse(listen_addr, &sa) != 0) {
-        snprintf(err, errlen, "bad listen address '%s' (expected IPv4:port)", listen_addr);
-        return -EINVAL;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        int e = errno;
-        snprintf(err, errlen, "cannot create a socket for %s: %s", listen_addr, strerror(e));
-        return -e;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* accepted sockets inherit it */
-    const char *what = "bind";
-    int rc = bind(fd, (const struct sockaddr *)&sa, sizeof sa);
-    if (rc == 0) {
-        what = "listen on";
-        rc = listen(fd, BACKLOG);
-    }
-    if (rc != 0) {
-        int e = errno;
-        char es[64];
-        errstr(e, es, sizeof es);
-        snprintf(err, errlen, "cannot %s %s: %s%s", what, listen_addr, es,
-                 e == EADDRINUSE ? " (another process listens on this port)" : "");
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
-
 int us_proxy_start(uv_loop_t *loop, const char *listen_addr, const us_proxy_opts *o, us_proxy **out,
                    char *err, size_t errlen)
 {
     *out = NULL;
-    int fd = open_listener(listen_addr, err, errlen);
+    int fd = us_tcp_listen(listen_addr, BACKLOG, US_LISTEN_NODELAY, err, errlen);
     if (fd < 0)
         return fd;
     us_proxy *p = calloc(1, sizeof *p);

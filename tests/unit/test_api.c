@@ -465,17 +465,17 @@ static void test_address_in_use(void **state)
     getsockname(fd, (struct sockaddr *)&sa, &len);
     char addr[64], err[256] = "", want[128];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(sa.sin_port));
-    snprintf(want, sizeof want, "address %s already in use", addr);
+    snprintf(want, sizeof want, "cannot listen on %s: address already in use", addr);
 
     uv_loop_t loop;
     uv_loop_init(&loop);
     us_api *api = (us_api *)1;
     assert_int_equal(us_api_start(&loop, addr, &api, err, sizeof err), -EADDRINUSE);
     assert_null(api);
-    assert_string_equal(err, want);
+    assert_non_null(strstr(err, want));
 
     assert_int_equal(us_api_start(&loop, "localhost:99999", &api, err, sizeof err), -EINVAL);
-    assert_non_null(strstr(err, "expected IPv4:PORT"));
+    assert_non_null(strstr(err, "expected IPv4:port"));
     assert_int_equal(us_api_start(&loop, "7201", &api, err, sizeof err), -EINVAL);
     close(fd);
     assert_int_equal(uv_loop_close(&loop), 0);
