@@ -14,26 +14,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "lib/errors.h"
 #include "lib/key.h"
 #include "core/lease.h"
 #include "core/model.h"
-
-#define US_ERRORS_MAX 32
-#define US_ERROR_LEN 1024
-
-typedef struct us_errors {
-    int n; /* problems recorded (at most US_ERRORS_MAX kept; `dropped` counts the rest) */
-    int dropped;
-    char msg[US_ERRORS_MAX][US_ERROR_LEN];
-} us_errors;
-
-/* Start from a zeroed us_errors: parsers append to it (so it can collect several files). */
-void us_errors_add(us_errors *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Join all messages with '\n' into buf (always terminated). */
-void us_errors_join(const us_errors *e, char *buf, size_t size);
-
-/* Timing profile: every number that decides how fast a failure is detected and how safe the lease
- * arithmetic is. docs/timing.md explains the failover-time arithmetic. */
 
 typedef struct us_member {
     char name[US_NAME_MAX];

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config/config.h"
+#include "lib/errors.h"
 
 #define EXCERPT 80
 

@@ -16,7 +16,7 @@
 
 #include <stddef.h>
 
-typedef struct us_errors us_errors; /* config.h */
+typedef struct us_errors us_errors; /* lib/errors.h */
 
 /* Called once per section header with key == value == NULL, then once per key. `line` is 1-based.
  * Return 0 to go on, anything else to stop parsing. */

@@ -24,7 +24,8 @@
 
 #include "core/model.h"
 
-/* A timing profile (`[cluster] profile`, docs/timing.md): every interval of the protocol. */
+/* A timing profile (`[cluster] profile`): every number that decides how fast a failure is
+ * detected and how safe the lease arithmetic is. docs/timing.md explains the arithmetic. */
 typedef struct us_timing {
     char name[16];        /* "default" | "fast" */
     int heartbeat_ms;     /* agent heartbeats and lease renewals; also Raft heartbeat */
@@ -38,7 +39,7 @@ typedef struct us_timing {
     int demote_before_ms; /* an active whose lease has less than this left stops its instance */
 } us_timing;
 
-/* Fill *out with the named profile; returns -1 for an unknown name. */
+/* Fill *out with the named profile ("default" or "fast"); -1 for an unknown name. */
 int us_timing_profile(const char *name, us_timing *out);
 
 /* The k-th freshest of n times (k = n/2 + 1, a majority); -1 entries are "never". -1 if fewer
