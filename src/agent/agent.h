@@ -20,7 +20,7 @@
 #include "config/config.h"
 #include "core/fsm.h"
 #include "node/guardian.h"
-#include "agent/metrics.h"
+#include "agent/stats.h"
 #include "core/model.h"
 #include "core/msg.h"
 #include "net/net.h"

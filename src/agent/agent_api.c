@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #include "agent/agent.h"
+#include "agent/metrics.h"
 #include "net/dashboard.h"
 #include "core/lease.h"
 #include "lib/log.h"

@@ -16,260 +16,10 @@
 #include "lib/clock.h"
 #include "lib/version.h"
 
-/* ---- exposition text ---- */
-
-void us_mtext_free(us_mtext *t)
-{
-    free(t->buf);
-    memset(t, 0, sizeof *t);
-}
-
-static bool reserve(us_mtext *t, size_t more)
-{
-    if (t->oom)
-        return false;
-    if (t->len + more + 1 <= t->cap)
-        return true;
-    size_t cap = t->cap ? t->cap : 16384;
-    while (cap < t->len + more + 1)
-        cap *= 2;
-    char *b = realloc(t->buf, cap);
-    if (!b) {
-        t->oom = true;
-        return false;
-    }
-    t->buf = b;
-    t->cap = cap;
-    return true;
-}
-
-void us_mtext_printf(us_mtext *t, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || !reserve(t, (size_t)n))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(t->buf + t->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    t->len += (size_t)n;
-}
-
-static void put(us_mtext *t, const char *s, size_t n)
-{
-    if (!reserve(t, n))
-        return;
-    memcpy(t->buf + t->len, s, n);
-    t->len += n;
-    t->buf[t->len] = '\0';
-}
-
-/* Escape for a label value (quote too) or HELP text (no quote). Writes what fits, never half
- * an escape; returns the length of the whole escaped text. */
-static size_t escape(char *out, size_t size, const char *v, bool quote)
-{
-    size_t need = 0, wrote = 0;
-    bool full = false;
-    for (const char *p = v; *p; p++) {
-        char one[2] = {*p, '\0'};
-        const char *rep = *p == '\\'           ? "\\\\"
-                          : *p == '\n'         ? "\\n"
-                          : *p == '"' && quote ? "\\\""
-                                               : one;
-        size_t rl = strlen(rep);
-        if (out && !full && wrote + rl < size) {
-            memcpy(out + wrote, rep, rl);
-            wrote += rl;
-        } else {
-            full = true;
-        }
-        need += rl;
-    }
-    if (out && size > 0)
-        out[wrote] = '\0';
-    return need;
-}
-
-size_t us_metrics_escape(char *out, size_t size, const char *value)
-{
-    return escape(out, size, value, true);
-}
-
-void us_metrics_value(char *out, size_t size, double v)
-{
-    if (isnan(v)) {
-        snprintf(out, size, "NaN");
-    } else if (isinf(v)) {
-        snprintf(out, size, "%sInf", v > 0 ? "+" : "-");
-    } else if (v == floor(v) && fabs(v) < 9007199254740992.0) {
-        snprintf(out, size, "%.0f", v);
-    } else {
-        /* Shortest of %.15g..%.17g that reads back as the same double. */
-        for (int prec = 15; prec <= 17; prec++) {
-            snprintf(out, size, "%.*g", prec, v);
-            if (strtod(out, NULL) == v)
-                break;
-        }
-    }
-}
-
-void us_mtext_family(us_mtext *t, const char *name, const char *type, const char *help)
-{
-    size_t n = escape(NULL, 0, help, false);
-    char *h = malloc(n + 1);
-    if (!h) {
-        t->oom = true;
-        return;
-    }
-    escape(h, n + 1, help, false);
-    us_mtext_printf(t, "# HELP %s %s\n# TYPE %s %s\n", name, h, name, type);
-    free(h);
-}
-
-static void put_labels(us_mtext *t, const char *const *labels, const char *extra_key,
-                       const char *extra_value)
-{
-    bool any = false;
-    for (int i = 0; labels && labels[i] && labels[i + 1]; i += 2) {
-        put(t, any ? "," : "{", 1);
-        any = true;
-        us_mtext_printf(t, "%s=\"", labels[i]);
-        size_t n = escape(NULL, 0, labels[i + 1], true);
-        if (reserve(t, n)) {
-            escape(t->buf + t->len, n + 1, labels[i + 1], true);
-            t->len += n;
-        }
-        put(t, "\"", 1);
-    }
-    if (extra_key) {
-        us_mtext_printf(t, "%s%s=\"%s\"", any ? "," : "{", extra_key, extra_value);
-        any = true;
-    }
-    if (any)
-        put(t, "}", 1);
-}
-
-void us_mtext_sample(us_mtext *t, const char *name, const char *const *labels, double value)
-{
-    char v[40];
-    us_metrics_value(v, sizeof v, value);
-    us_mtext_printf(t, "%s", name);
-    put_labels(t, labels, NULL, NULL);
-    us_mtext_printf(t, " %s\n", v);
-}
-
-/* ---- histograms ---- */
-
-void us_histogram_init(us_histogram *h, const double *le, int n)
-{
-    memset(h, 0, sizeof *h);
-    h->n = n < US_HIST_MAX ? n : US_HIST_MAX;
-    memcpy(h->le, le, sizeof le[0] * (size_t)h->n);
-}
-
-void us_histogram_observe(us_histogram *h, double v)
-{
-    if (isnan(v))
-        return;
-    int i = 0;
-    while (i < h->n && v > h->le[i])
-        i++;
-    if (i < h->n)
-        h->bucket[i]++;
-    h->count++;
-    h->sum += v;
-}
-
-void us_mtext_histogram(us_mtext *t, const char *name, const char *const *labels,
-                        const us_histogram *h)
-{
-    char bucket[128], le[40];
-    snprintf(bucket, sizeof bucket, "%s_bucket", name);
-    uint64_t cum = 0;
-    for (int i = 0; i <= h->n; i++) {
-        if (i < h->n) {
-            cum += h->bucket[i];
-            us_metrics_value(le, sizeof le, h->le[i]);
-        } else {
-            cum = h->count;
-            strcpy(le, "+Inf");
-        }
-        us_mtext_printf(t, "%s", bucket);
-        put_labels(t, labels, "le", le);
-        us_mtext_printf(t, " %llu\n", (unsigned long long)cum);
-    }
-    char v[40];
-    us_metrics_value(v, sizeof v, h->sum);
-    us_mtext_printf(t, "%s_sum", name);
-    put_labels(t, labels, NULL, NULL);
-    us_mtext_printf(t, " %s\n%s_count", v, name);
-    put_labels(t, labels, NULL, NULL);
-    us_mtext_printf(t, " %llu\n", (unsigned long long)h->count);
-}
-
-/* ---- what this process measures ---- */
-
-/* Failovers: a Raft commit and a process start, from milliseconds to a lease or an election. */
-static const double failover_le[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-/* Probes: loopback answers take well under a millisecond, timeouts default to 0.5 s. */
-static const double check_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                  0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-#define N_OF(x) ((int)(sizeof(x) / sizeof((x)[0])))
-
-static struct us_metrics_check *check_slot(us_metrics *m, const char *service, bool create)
-{
-    struct us_metrics_check *free_slot = NULL;
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
-        if (strcmp(m->check[i].service, service) == 0)
-            return &m->check[i];
-        if (!m->check[i].service[0] && !free_slot)
-            free_slot = &m->check[i];
-    }
-    if (!create)
-        return NULL;
-    if (!free_slot) /* more services over time than slots: start over with the oldest */
-        free_slot = &m->check[0];
-    us_strlcpy(free_slot->service, service, sizeof free_slot->service);
-    us_histogram_init(&free_slot->duration, check_le, N_OF(check_le));
-    free_slot->probes = free_slot->failures = 0;
-    return free_slot;
-}
-
-static void on_probe(const char *service, bool pass, double seconds, void *data)
-{
-    struct us_metrics_check *c = check_slot(data, service, true);
-    us_histogram_observe(&c->duration, seconds);
-    c->probes++;
-    c->failures += !pass;
-}
-
-void us_metrics_init(us_metrics *m)
-{
-    memset(m, 0, sizeof *m);
-    us_histogram_init(&m->failover, failover_le, N_OF(failover_le));
-    us_check_set_observer(on_probe, m);
-}
-
-void us_metrics_close(us_metrics *m)
-{
-    (void)m;
-    us_check_set_observer(NULL, NULL);
-}
-
-void us_metrics_leader_seen(us_metrics *m, uint64_t leader_id, uint64_t term)
-{
-    if (leader_id == 0 || (leader_id == m->seen_leader_id && term == m->seen_leader_term))
-        return;
-    m->leader_changes++;
-    m->seen_leader_id = leader_id;
-    m->seen_leader_term = term;
-}
-
 /* ---- the agent's view ---- */
 
 #define L(...) ((const char *const[]){__VA_ARGS__, NULL})
+#define N_OF(x) ((int)(sizeof(x) / sizeof((x)[0])))
 
 static void gauge(us_mtext *t, const char *name, const char *help)
 {
@@ -474,13 +224,13 @@ static void check_metrics(us_mtext *t, us_agent *a)
     for (int k = 0; k < s->services.n; k++) {
         if (s->services.svc[k].n_checks == 0)
             continue;
-        struct us_metrics_check *c = check_slot(&a->metrics, s->asg[k].service, true);
+        struct us_metrics_check *c = us_metrics_check_slot(&a->metrics, s->asg[k].service, true);
         us_mtext_histogram(t, "understudy_check_duration_seconds", L("service", s->asg[k].service),
                            &c->duration);
     }
     counter(t, "understudy_check_probes_total", "Health probes this node completed.");
     for (int k = 0; k < s->services.n; k++) {
-        struct us_metrics_check *c = check_slot(&a->metrics, s->asg[k].service, false);
+        struct us_metrics_check *c = us_metrics_check_slot(&a->metrics, s->asg[k].service, false);
         if (c)
             us_mtext_sample(t, "understudy_check_probes_total", L("service", s->asg[k].service),
                             (double)c->probes);
@@ -488,7 +238,7 @@ static void check_metrics(us_mtext *t, us_agent *a)
     counter(t, "understudy_check_failures_total",
             "Health probes of this node that failed (also during the start grace).");
     for (int k = 0; k < s->services.n; k++) {
-        struct us_metrics_check *c = check_slot(&a->metrics, s->asg[k].service, false);
+        struct us_metrics_check *c = us_metrics_check_slot(&a->metrics, s->asg[k].service, false);
         if (c)
             us_mtext_sample(t, "understudy_check_failures_total", L("service", s->asg[k].service),
                             (double)c->failures);

@@ -1,4 +1,4 @@
-/* test_metrics.c — the Prometheus exposition helpers of metrics.h: label and HELP escaping,
+/* test_prom.c — the Prometheus exposition helpers of lib/prom.h: label and HELP escaping,
  * sample values, histogram buckets, and a whole family as text. (The agent's metrics themselves
  * are checked end to end, with promtool, by tests/integration/test_metrics.py.) */
 #include <setjmp.h>
@@ -11,26 +11,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/metrics.h"
+#include "lib/prom.h"
 
 static void test_escape(void **state)
 {
     (void)state;
     char out[64];
-    assert_int_equal(us_metrics_escape(out, sizeof out, "web-1"), 5);
+    assert_int_equal(us_prom_escape(out, sizeof out, "web-1"), 5);
     assert_string_equal(out, "web-1");
-    size_t n = us_metrics_escape(out, sizeof out, "a\\b\"c\nd");
+    size_t n = us_prom_escape(out, sizeof out, "a\\b\"c\nd");
     assert_string_equal(out, "a\\\\b\\\"c\\nd");
     assert_int_equal(n, strlen("a\\\\b\\\"c\\nd"));
-    assert_int_equal(us_metrics_escape(out, sizeof out, ""), 0);
+    assert_int_equal(us_prom_escape(out, sizeof out, ""), 0);
     assert_string_equal(out, "");
     /* Too small: cut before an escape, never in its middle; the needed length is returned. */
     char small[4];
-    assert_int_equal(us_metrics_escape(small, sizeof small, "ab\"c"), 5);
+    assert_int_equal(us_prom_escape(small, sizeof small, "ab\"c"), 5);
     assert_string_equal(small, "ab");
-    assert_int_equal(us_metrics_escape(NULL, 0, "\n\n"), 4);
+    assert_int_equal(us_prom_escape(NULL, 0, "\n\n"), 4);
     /* UTF-8 passes through. */
-    us_metrics_escape(out, sizeof out, "caf\xc3\xa9");
+    us_prom_escape(out, sizeof out, "caf\xc3\xa9");
     assert_string_equal(out, "caf\xc3\xa9");
 }
 
@@ -38,26 +38,26 @@ static void test_values(void **state)
 {
     (void)state;
     char v[40];
-    us_metrics_value(v, sizeof v, 0);
+    us_prom_value(v, sizeof v, 0);
     assert_string_equal(v, "0");
-    us_metrics_value(v, sizeof v, 42);
+    us_prom_value(v, sizeof v, 42);
     assert_string_equal(v, "42");
-    us_metrics_value(v, sizeof v, 18446744073709551615.0); /* beyond 2^53: exponent form */
+    us_prom_value(v, sizeof v, 18446744073709551615.0); /* beyond 2^53: exponent form */
     assert_true(strtod(v, NULL) == 18446744073709551615.0);
-    us_metrics_value(v, sizeof v, 0.1);
+    us_prom_value(v, sizeof v, 0.1);
     assert_string_equal(v, "0.1");
-    us_metrics_value(v, sizeof v, 1732615200.123);
+    us_prom_value(v, sizeof v, 1732615200.123);
     assert_string_equal(v, "1732615200.123");
-    us_metrics_value(v, sizeof v, -2.5);
+    us_prom_value(v, sizeof v, -2.5);
     assert_string_equal(v, "-2.5");
-    us_metrics_value(v, sizeof v, NAN);
+    us_prom_value(v, sizeof v, NAN);
     assert_string_equal(v, "NaN");
-    us_metrics_value(v, sizeof v, INFINITY);
+    us_prom_value(v, sizeof v, INFINITY);
     assert_string_equal(v, "+Inf");
-    us_metrics_value(v, sizeof v, -INFINITY);
+    us_prom_value(v, sizeof v, -INFINITY);
     assert_string_equal(v, "-Inf");
     double third = 1.0 / 3.0;
-    us_metrics_value(v, sizeof v, third);
+    us_prom_value(v, sizeof v, third);
     assert_true(strtod(v, NULL) == third);
 }
 
