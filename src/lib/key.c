@@ -52,7 +52,7 @@ int us_keyring_parse(const char *text, size_t len, const char *file, us_keyring 
         if (k.n == US_KEYS_MAX) {
             snprintf(err, errlen, "%s:%d: more than %d keys (at most a new and an old one; %s)",
                      file, line, US_KEYS_MAX, KEYGEN_HINT);
-            return -1;
+            return -EINVAL;
         }
         size_t bin_len = 0;
         if (b - a != 2 * US_KEY_LEN ||
@@ -61,20 +61,20 @@ int us_keyring_parse(const char *text, size_t len, const char *file, us_keyring 
             snprintf(err, errlen, "%s:%d: expected a key of %d hexadecimal digits (%s)", file, line,
                      2 * US_KEY_LEN, KEYGEN_HINT);
             us_keyring_wipe(&k);
-            return -1;
+            return -EINVAL;
         }
         for (int i = 0; i < k.n; i++)
             if (sodium_memcmp(k.key[i], k.key[k.n], US_KEY_LEN) == 0) {
                 snprintf(err, errlen, "%s:%d: the same key twice (%s)", file, line, KEYGEN_HINT);
                 us_keyring_wipe(&k);
-                return -1;
+                return -EINVAL;
             }
         k.id[k.n] = key_id(k.key[k.n]);
         k.n++;
     }
     if (k.n == 0) {
         snprintf(err, errlen, "%s: holds no key (%s)", file, KEYGEN_HINT);
-        return -1;
+        return -EINVAL;
     }
     *out = k;
     us_keyring_wipe(&k);
@@ -85,34 +85,37 @@ int us_secret_file_check(const char *path, char *err, size_t errlen)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
     }
     if (!S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s: not a regular file", path);
-        return -1;
+        return -EINVAL;
     }
     if (st.st_mode & 077) {
         snprintf(err, errlen,
                  "%s: readable or writable by group or others (mode %04o); run chmod 600 %s", path,
                  (unsigned)(st.st_mode & 07777), path);
-        return -1;
+        return -EPERM;
     }
     return 0;
 }
 
-static char *read_secret(const char *path, size_t *len, char *err, size_t errlen)
+static char *read_secret(const char *path, size_t *len, int *rc, char *err, size_t errlen)
 {
-    if (us_secret_file_check(path, err, errlen) != 0)
+    if ((*rc = us_secret_file_check(path, err, errlen)) != 0)
         return NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
+        *rc = -errno;
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
     char *buf = sodium_malloc(KEYFILE_MAX + 1);
     if (!buf) {
         close(fd);
+        *rc = -ENOMEM;
         snprintf(err, errlen, "%s: out of memory", path);
         return NULL;
     }
@@ -122,6 +125,7 @@ static char *read_secret(const char *path, size_t *len, char *err, size_t errlen
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
+            *rc = -errno;
             snprintf(err, errlen, "%s: %s", path, strerror(errno));
             close(fd);
             sodium_free(buf);
@@ -131,6 +135,7 @@ static char *read_secret(const char *path, size_t *len, char *err, size_t errlen
             break;
         n += (size_t)r;
         if (n > KEYFILE_MAX) {
+            *rc = -EFBIG;
             snprintf(err, errlen, "%s: larger than %d bytes: not a key file", path, KEYFILE_MAX);
             close(fd);
             sodium_free(buf);
@@ -143,15 +148,17 @@ static char *read_secret(const char *path, size_t *len, char *err, size_t errlen
     return buf;
 }
 
-/* libsodium ready, then the private file's text (sodium_free it); NULL with the reason in err,
- * followed by how to make a good file (`hint`). */
-static char *load_secret(const char *path, const char *hint, size_t *len, char *err, size_t errlen)
+/* libsodium ready, then the private file's text (sodium_free it); NULL with -errno in *rc and the
+ * reason in err, followed by how to make a good file (`hint`). */
+static char *load_secret(const char *path, const char *hint, size_t *len, int *rc, char *err,
+                         size_t errlen)
 {
     char *text = NULL;
+    *rc = -EIO;
     if (us_crypto_init() != 0)
         snprintf(err, errlen, "libsodium failed to initialise");
     else
-        text = read_secret(path, len, err, errlen);
+        text = read_secret(path, len, rc, err, errlen);
     if (!text) {
         size_t n = strlen(err);
         snprintf(err + n, errlen - n, " (%s)", hint);
@@ -162,10 +169,11 @@ static char *load_secret(const char *path, const char *hint, size_t *len, char *
 int us_keyring_load(const char *path, us_keyring *out, char *err, size_t errlen)
 {
     size_t len;
-    char *text = load_secret(path, KEYGEN_HINT, &len, err, errlen);
+    int rc;
+    char *text = load_secret(path, KEYGEN_HINT, &len, &rc, err, errlen);
     if (!text)
-        return -1;
-    int rc = us_keyring_parse(text, len, path, out, err, errlen);
+        return rc;
+    rc = us_keyring_parse(text, len, path, out, err, errlen);
     sodium_free(text);
     return rc;
 }
@@ -182,11 +190,12 @@ int us_secret_file_create(const char *path, const char *text, char *err, size_t 
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-        if (errno == EEXIST)
+        int e = errno;
+        if (e == EEXIST)
             snprintf(err, errlen, "%s exists already; not replacing it (remove it first)", path);
         else
-            snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-        return -1;
+            snprintf(err, errlen, "cannot create %s: %s", path, strerror(e));
+        return -e;
     }
     size_t len = strlen(text), off = 0;
     while (off < len) {
@@ -194,23 +203,26 @@ int us_secret_file_create(const char *path, const char *text, char *err, size_t 
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+            int e = w < 0 ? errno : EIO;
+            snprintf(err, errlen, "cannot write %s: %s", path, strerror(e));
             close(fd);
             unlink(path);
-            return -1;
+            return -e;
         }
         off += (size_t)w;
     }
     if (fchmod(fd, 0600) != 0 || fsync(fd) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        int e = errno;
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(e));
         close(fd);
         unlink(path);
-        return -1;
+        return -e;
     }
     if (close(fd) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        int e = errno;
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(e));
         unlink(path);
-        return -1;
+        return -e;
     }
     return 0;
 }
@@ -219,7 +231,7 @@ int us_keygen(const char *path, bool token, char *err, size_t errlen)
 {
     if (us_crypto_init() != 0) {
         snprintf(err, errlen, "libsodium failed to initialise");
-        return -1;
+        return -EIO;
     }
     unsigned char raw[US_KEY_LEN];
     char hex[2 * US_KEY_LEN + 1];
@@ -271,11 +283,11 @@ int us_tokens_parse(const char *text, size_t len, const char *file, us_tokens *o
     us_tokens *t = us_crypto_init() == 0 ? sodium_malloc(sizeof *t) : NULL;
     if (!t) {
         snprintf(err, errlen, "%s: out of memory", file);
-        return -1;
+        return -ENOMEM;
     }
     memset(t, 0, sizeof *t);
     size_t pos = 0;
-    int line = 0, rc = -1;
+    int line = 0, rc = -EINVAL;
     while (pos < len) {
         size_t end = pos;
         while (end < len && text[end] != '\n')
@@ -354,10 +366,11 @@ out:
 int us_tokens_load(const char *path, us_tokens *out, char *err, size_t errlen)
 {
     size_t len;
-    char *text = load_secret(path, TOKEN_HINT, &len, err, errlen);
+    int rc;
+    char *text = load_secret(path, TOKEN_HINT, &len, &rc, err, errlen);
     if (!text)
-        return -1;
-    int rc = us_tokens_parse(text, len, path, out, err, errlen);
+        return rc;
+    rc = us_tokens_parse(text, len, path, out, err, errlen);
     sodium_free(text);
     return rc;
 }
@@ -383,12 +396,12 @@ int us_token_first(const char *path, char *out, size_t outlen, char *err, size_t
     us_tokens *t = us_crypto_init() == 0 ? sodium_malloc(sizeof *t) : NULL;
     if (!t) {
         snprintf(err, errlen, "%s: out of memory", path);
-        return -1;
+        return -ENOMEM;
     }
     int rc = us_tokens_load(path, t, err, errlen);
     if (rc == 0 && t->t[0].len >= outlen) {
         snprintf(err, errlen, "%s: token too long", path);
-        rc = -1;
+        rc = -ENAMETOOLONG;
     }
     if (rc == 0) {
         memcpy(out, t->t[0].value, t->t[0].len);

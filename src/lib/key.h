@@ -28,28 +28,29 @@ typedef struct us_keyring {
 /* libsodium's sodium_init(), once; -1 if it failed (then nothing here may be used). */
 int us_crypto_init(void);
 
-/* Read a cluster key file. Refused (-1, with the reason in err, naming `understudy keygen`): the
- * file is missing or unreadable, readable or writable by group or others, holds no key, more than
- * US_KEYS_MAX keys, the same key twice, or a line that is not 64 hex digits (with its line). */
+/* Read a cluster key file. Refused (-errno, with the reason in err, naming `understudy keygen`):
+ * the file is missing or unreadable, readable or writable by group or others, holds no key, more
+ * than US_KEYS_MAX keys, the same key twice, or a line that is not 64 hex digits (with its line).
+ */
 int us_keyring_load(const char *path, us_keyring *out, char *err, size_t errlen);
 
 /* Parse key file text (no permission check): the part of us_keyring_load that fuzzers and unit
- * tests drive. `file` names the file in messages. */
+ * tests drive. `file` names the file in messages. 0, or -EINVAL with the reason in err. */
 int us_keyring_parse(const char *text, size_t len, const char *file, us_keyring *out, char *err,
                      size_t errlen);
 
 /* The key with this id, or NULL. */
 const unsigned char *us_keyring_find(const us_keyring *k, uint32_t id);
 
-/* Is a secret file private enough (regular file, owner-only permissions)? 0, or -1 with why. */
+/* Is a secret file private enough (regular file, owner-only permissions)? 0, or -errno with why. */
 int us_secret_file_check(const char *path, char *err, size_t errlen);
 
 /* Write a new secret file with mode 0600 holding `text`; refuses to replace an existing file
- * (O_EXCL), fsyncs it. 0, or -1 with the reason in err. */
+ * (O_EXCL), fsyncs it. 0, or -errno with the reason in err. */
 int us_secret_file_create(const char *path, const char *text, char *err, size_t errlen);
 
 /* `understudy keygen FILE`: a new random cluster key. `understudy keygen --token FILE`: a new
- * random API token (one line, 64 hex digits). 0, or -1 with the reason in err. */
+ * random API token (one line, 64 hex digits). 0, or -errno with the reason in err. */
 int us_keygen(const char *path, bool token, char *err, size_t errlen);
 
 /* Wipe a keyring (sodium_memzero). */
@@ -77,12 +78,12 @@ typedef struct us_tokens {
     us_token t[US_TOKENS_MAX];
 } us_tokens;
 
-/* Read an API token file (permission check, then us_tokens_parse). -1 with the reason in err
+/* Read an API token file (permission check, then us_tokens_parse). -errno with the reason in err
  * (naming `understudy keygen --token`). */
 int us_tokens_load(const char *path, us_tokens *out, char *err, size_t errlen);
 
 /* Parse token file text (no permission check); `file` names the file in messages
- * ("FILE:LINE: ..."). */
+ * ("FILE:LINE: ..."). 0, or -EINVAL or -ENOMEM with the reason in err. */
 int us_tokens_parse(const char *text, size_t len, const char *file, us_tokens *out, char *err,
                     size_t errlen);
 
@@ -91,7 +92,7 @@ int us_tokens_parse(const char *text, size_t len, const char *file, us_tokens *o
 const char *us_tokens_match(const us_tokens *t, const char *presented, size_t len);
 
 /* The first token of a file as text (for clients: the CLI reads the node's token file). 0, or
- * -1 with the reason in err. */
+ * -errno with the reason in err. */
 int us_token_first(const char *path, char *out, size_t outlen, char *err, size_t errlen);
 
 #endif

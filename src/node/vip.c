@@ -442,7 +442,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
         vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
     }
-    return -1;
+    return -EINVAL;
 }
 
 /* Split into at most 4 whitespace-separated words (a 4th means too many); returns the count. */

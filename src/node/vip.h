@@ -16,7 +16,7 @@
 #include "core/model.h"
 
 /* Parse "198.18.0.100/24 dev eth0" or "2001:db8::10/64 dev eth0" (prefix required; the device
- * name must be a valid interface name, not necessarily present here). 0, or -1 with a message
+ * name must be a valid interface name, not necessarily present here). 0, or -EINVAL with a message
  * naming what was expected in err. */
 int us_vip_parse(const char *text, us_vip *out, char *err, size_t errlen);
 

@@ -10,6 +10,7 @@
 #include "lib/key.h"
 
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
 
 #define TOK_A "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -74,7 +75,8 @@ static void test_token_file_format(void **state)
         us_tokens t;
         char err[512] = "";
         assert_int_equal(
-            us_tokens_parse(bad[i].text, strlen(bad[i].text), "t.token", &t, err, sizeof err), -1);
+            us_tokens_parse(bad[i].text, strlen(bad[i].text), "t.token", &t, err, sizeof err),
+            -EINVAL);
         if (!strstr(err, bad[i].want))
             fail_msg("case %zu: '%s' does not contain '%s'", i, err, bad[i].want);
     }

@@ -329,7 +329,7 @@ static void test_node_key_file(void **state)
     us_keyring ring;
     assert_int_equal(us_keyring_load(key, &ring, why, sizeof why), 0);
     assert_int_equal(ring.n, 1);
-    assert_int_equal(us_keygen(key, false, why, sizeof why), -1);
+    assert_int_equal(us_keygen(key, false, why, sizeof why), -EEXIST);
     assert_non_null(strstr(why, "exists already"));
 }
 

@@ -114,7 +114,8 @@ static void test_parse_bad(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         us_vip v;
         char err[256] = "";
-        if (us_vip_parse(cases[i].in, &v, err, sizeof err) != -1 || !strstr(err, cases[i].msg)) {
+        if (us_vip_parse(cases[i].in, &v, err, sizeof err) != -EINVAL ||
+            !strstr(err, cases[i].msg)) {
             print_error("'%s': got \"%s\", want \"%s\"\n", cases[i].in, err, cases[i].msg);
             fail();
         }
@@ -122,10 +123,10 @@ static void test_parse_bad(void **state)
     /* A short error buffer is truncated, never overrun; none at all is fine too. */
     us_vip v;
     char small[8];
-    assert_int_equal(us_vip_parse("nonsense", &v, small, sizeof small), -1);
+    assert_int_equal(us_vip_parse("nonsense", &v, small, sizeof small), -EINVAL);
     assert_int_equal(strlen(small), sizeof small - 1);
-    assert_int_equal(us_vip_parse("nonsense", &v, NULL, 0), -1);
-    assert_int_equal(us_vip_parse(NULL, &v, small, sizeof small), -1);
+    assert_int_equal(us_vip_parse("nonsense", &v, NULL, 0), -EINVAL);
+    assert_int_equal(us_vip_parse(NULL, &v, small, sizeof small), -EINVAL);
 }
 
 /* ---- capabilities ---- */
