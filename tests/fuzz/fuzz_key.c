@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         us_keyring_wipe(&k);
     } else {
-        FUZZ_CHECK(rc == -1);
+        FUZZ_CHECK(rc == -EINVAL);
         FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL && err[0] != '\0');
         us_keyring k2;
         memset(&k2, 0xA5, sizeof k2);
