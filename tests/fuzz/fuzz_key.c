@@ -1,5 +1,7 @@
 /* fuzz_key.c — the secret-file parsers: cluster keys (us_keyring_parse) and API tokens
  * (us_tokens_parse, us_tokens_match). */
+#include <errno.h>
+
 #include "fuzz.h"
 
 #include "lib/key.h"
