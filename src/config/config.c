@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config/ini.h"
+#include "core/service.h"
 #include "lib/hostport.h"
 #include "lib/key.h"
 
@@ -235,32 +236,25 @@ enum {
     NK_COUNT
 };
 
-static const struct {
+typedef struct node_ctx node_ctx;
+
+/* Parsers of [node] / [cluster] values: true with the value stored at dst, or false with what
+ * was expected in *expected (NULL when the parser reported its problems itself). */
+typedef bool node_parser(node_ctx *c, const char *value, void *dst, size_t size,
+                         const char **expected);
+
+/* One row per key: where it goes, how it is read and what a message says was expected. */
+typedef struct node_key {
     const char *section;
     const char *key;
     const char *expected;
-} node_keys[NK_COUNT] = {
-    [NK_NAME] = {"node", "name", NAME_EXPECTED " (unique in the cluster)"},
-    [NK_ADDRESS] = {"node", "address", ADDR_EXPECTED ", not 0.0.0.0"},
-    [NK_API] = {"node", "api", ADDR_EXPECTED},
-    [NK_DATA_DIR] = {"node", "data_dir", "a directory path for the Raft log and snapshots"},
-    [NK_CLUSTER_NAME] = {"cluster", "name", NAME_EXPECTED},
-    [NK_MEMBERS] = {"cluster", "members", "initial voters as NAME=IPv4:port separated by spaces"},
-    [NK_JOIN] = {"cluster", "join", "IPv4:port of existing members separated by spaces"},
-    [NK_PROFILE] = {"cluster", "profile", "'default' or 'fast'"},
-    [NK_AUTOPILOT_GRACE] = {"cluster", "autopilot_grace", DURATION_POSITIVE},
-    [NK_KEY_FILE] = {"cluster", "key_file",
-                     "the path of the cluster key file (create one with `understudy keygen FILE`)"},
-    [NK_API_TOKEN_FILE] = {"node", "api_token_file",
-                           "the path of the API token file (create one with `understudy keygen "
-                           "--token FILE`)"},
-    [NK_METRICS_AUTH] = {"node", "metrics_auth", BOOL_EXPECTED},
-    [NK_API_TLS_CERT] = {"node", "api_tls_cert", "the path of a PEM certificate (chain)"},
-    [NK_API_TLS_KEY] = {"node", "api_tls_key", "the path of a PEM private key"},
-    [NK_API_INSECURE] = {"node", "api_insecure", BOOL_EXPECTED},
-};
+    node_parser *parse;
+    size_t offset, size; /* the target in us_node_config */
+} node_key;
 
-typedef struct node_ctx {
+static const node_key node_keys[NK_COUNT]; /* below, after the parsers */
+
+struct node_ctx {
     const char *file;
     us_errors *err;
     us_node_config *cfg;
@@ -268,7 +262,7 @@ typedef struct node_ctx {
     bool ok[NK_COUNT];  /* set and valid */
     bool skip;          /* inside an unknown section */
     us_errors *warn;    /* check only (us_config_check_node): create nothing, warn here */
-} node_ctx;
+};
 
 static void node_bad(node_ctx *c, int k, const char *expected, const char *got)
 {
@@ -377,66 +371,117 @@ static bool parse_join(node_ctx *c, const char *value)
     return ok;
 }
 
+static bool nk_name(node_ctx *c, const char *value, void *dst, size_t size, const char **expected)
+{
+    (void)c, (void)expected;
+    return us_name_valid(value) && us_strlcpy(dst, value, size);
+}
+
+static bool nk_cluster_addr(node_ctx *c, const char *value, void *dst, size_t size,
+                            const char **expected)
+{
+    (void)c, (void)expected;
+    return cluster_addr_valid(value) && us_strlcpy(dst, value, size);
+}
+
+static bool nk_addr(node_ctx *c, const char *value, void *dst, size_t size, const char **expected)
+{
+    (void)c, (void)expected;
+    return us_parse_hostport(value, NULL, 0, NULL) == 0 && us_strlcpy(dst, value, size);
+}
+
+static bool nk_path(node_ctx *c, const char *value, void *dst, size_t size, const char **expected)
+{
+    (void)c, (void)expected;
+    return *value && us_strlcpy(dst, value, size);
+}
+
+static bool nk_dir(node_ctx *c, const char *value, void *dst, size_t size, const char **expected)
+{
+    if (strlen(value) >= size)
+        *expected = "a path shorter than PATH_MAX (4096)";
+    return nk_path(c, value, dst, size, expected);
+}
+
+static bool nk_members(node_ctx *c, const char *value, void *dst, size_t size,
+                       const char **expected)
+{
+    (void)dst, (void)size;
+    *expected = NULL;
+    return parse_members(c, value);
+}
+
+static bool nk_join(node_ctx *c, const char *value, void *dst, size_t size, const char **expected)
+{
+    (void)dst, (void)size;
+    *expected = NULL;
+    return parse_join(c, value);
+}
+
+static bool nk_profile(node_ctx *c, const char *value, void *dst, size_t size,
+                       const char **expected)
+{
+    (void)c, (void)size, (void)expected;
+    return us_timing_profile(value, dst) == 0;
+}
+
+static bool nk_bool(node_ctx *c, const char *value, void *dst, size_t size, const char **expected)
+{
+    (void)c, (void)size, (void)expected;
+    return us_parse_bool(value, dst);
+}
+
+static bool nk_duration(node_ctx *c, const char *value, void *dst, size_t size,
+                        const char **expected)
+{
+    (void)c, (void)size;
+    const char *why = duration_int(value, false, dst);
+    if (why)
+        *expected = why;
+    return why == NULL;
+}
+
+#define NCFG(f) offsetof(us_node_config, f), sizeof(((us_node_config *)0)->f)
+
+static const node_key node_keys[NK_COUNT] = {
+    [NK_NAME] = {"node", "name", NAME_EXPECTED " (unique in the cluster)", nk_name, NCFG(name)},
+    [NK_ADDRESS] = {"node", "address", ADDR_EXPECTED ", not 0.0.0.0", nk_cluster_addr,
+                    NCFG(address)},
+    [NK_API] = {"node", "api", ADDR_EXPECTED, nk_addr, NCFG(api)},
+    [NK_DATA_DIR] = {"node", "data_dir", "a directory path for the Raft log and snapshots", nk_dir,
+                     NCFG(data_dir)},
+    [NK_CLUSTER_NAME] = {"cluster", "name", NAME_EXPECTED, nk_name, NCFG(cluster_name)},
+    [NK_MEMBERS] = {"cluster", "members", "initial voters as NAME=IPv4:port separated by spaces",
+                    nk_members, NCFG(members)},
+    [NK_JOIN] = {"cluster", "join", "IPv4:port of existing members separated by spaces", nk_join,
+                 NCFG(join)},
+    [NK_PROFILE] = {"cluster", "profile", "'default' or 'fast'", nk_profile, NCFG(timing)},
+    [NK_AUTOPILOT_GRACE] = {"cluster", "autopilot_grace", DURATION_POSITIVE, nk_duration,
+                            NCFG(autopilot_grace_ms)},
+    [NK_KEY_FILE] = {"cluster", "key_file",
+                     "the path of the cluster key file (create one with `understudy keygen FILE`)",
+                     nk_path, NCFG(key_file)},
+    [NK_API_TOKEN_FILE] = {"node", "api_token_file",
+                           "the path of the API token file (create one with `understudy keygen "
+                           "--token FILE`)",
+                           nk_path, NCFG(api_token_file)},
+    [NK_METRICS_AUTH] = {"node", "metrics_auth", BOOL_EXPECTED, nk_bool, NCFG(metrics_auth)},
+    [NK_API_TLS_CERT] = {"node", "api_tls_cert", "the path of a PEM certificate (chain)", nk_path,
+                         NCFG(api_tls_cert)},
+    [NK_API_TLS_KEY] = {"node", "api_tls_key", "the path of a PEM private key", nk_path,
+                        NCFG(api_tls_key)},
+    [NK_API_INSECURE] = {"node", "api_insecure", BOOL_EXPECTED, nk_bool, NCFG(api_insecure)},
+};
+
 static bool node_value(node_ctx *c, int k, const char *value)
 {
-    us_node_config *cfg = c->cfg;
     const char *expected = node_keys[k].expected;
-    bool ok = true;
-    switch (k) {
-    case NK_NAME:
-        ok = us_name_valid(value) && us_strlcpy(cfg->name, value, sizeof cfg->name);
-        break;
-    case NK_ADDRESS:
-        ok = cluster_addr_valid(value) && us_strlcpy(cfg->address, value, sizeof cfg->address);
-        break;
-    case NK_API:
-        ok = us_parse_hostport(value, NULL, 0, NULL) == 0 &&
-             us_strlcpy(cfg->api, value, sizeof cfg->api);
-        break;
-    case NK_DATA_DIR:
-        if (strlen(value) >= sizeof cfg->data_dir)
-            expected = "a path shorter than PATH_MAX (4096)";
-        ok = *value && us_strlcpy(cfg->data_dir, value, sizeof cfg->data_dir);
-        break;
-    case NK_CLUSTER_NAME:
-        ok = us_name_valid(value) && us_strlcpy(cfg->cluster_name, value, sizeof cfg->cluster_name);
-        break;
-    case NK_MEMBERS:
-        return parse_members(c, value);
-    case NK_JOIN:
-        return parse_join(c, value);
-    case NK_PROFILE:
-        ok = us_timing_profile(value, &cfg->timing) == 0;
-        break;
-    case NK_KEY_FILE:
-        ok = *value && us_strlcpy(cfg->key_file, value, sizeof cfg->key_file);
-        break;
-    case NK_API_TOKEN_FILE:
-        ok = *value && us_strlcpy(cfg->api_token_file, value, sizeof cfg->api_token_file);
-        break;
-    case NK_API_TLS_CERT:
-        ok = *value && us_strlcpy(cfg->api_tls_cert, value, sizeof cfg->api_tls_cert);
-        break;
-    case NK_API_TLS_KEY:
-        ok = *value && us_strlcpy(cfg->api_tls_key, value, sizeof cfg->api_tls_key);
-        break;
-    case NK_METRICS_AUTH:
-    case NK_API_INSECURE: {
-        bool *dst = k == NK_METRICS_AUTH ? &cfg->metrics_auth : &cfg->api_insecure;
-        ok = us_parse_bool(value, dst);
-        break;
-    }
-    case NK_AUTOPILOT_GRACE: {
-        const char *why = duration_int(value, false, &cfg->autopilot_grace_ms);
-        if (why)
-            expected = why;
-        ok = why == NULL;
-        break;
-    }
-    }
-    if (!ok)
+    void *dst = (char *)c->cfg + node_keys[k].offset;
+    if (node_keys[k].parse(c, value, dst, node_keys[k].size, &expected))
+        return true;
+    if (expected)
         node_bad(c, k, expected, value);
-    return ok;
+    return false;
 }
 
 static int node_cb(void *user, const char *section, const char *key, const char *value, int line)
@@ -464,12 +509,15 @@ static int node_cb(void *user, const char *section, const char *key, const char 
         if (strcmp(node_keys[i].section, section) == 0 && strcmp(node_keys[i].key, key) == 0)
             k = i;
     if (k < 0) {
+        char known[256];
+        size_t n = 0;
+        known[0] = '\0';
+        for (int i = 0; i < NK_COUNT; i++)
+            if (strcmp(node_keys[i].section, section) == 0 && n < sizeof known)
+                n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", n ? ", " : "",
+                                      node_keys[i].key);
         us_errors_add(c->err, "%s:%d: unknown key '%s.%s' (known keys: %s)", c->file, line, section,
-                      us_ini_excerpt(key, ex, sizeof ex),
-                      strcmp(section, "node") == 0
-                          ? "name, address, api, data_dir, api_token_file, metrics_auth, "
-                            "api_tls_cert, api_tls_key, api_insecure"
-                          : "name, members, join, profile, autopilot_grace, key_file");
+                      us_ini_excerpt(key, ex, sizeof ex), known);
         return 0;
     }
     if (c->line[k]) {
@@ -794,104 +842,30 @@ us_config_kind us_config_detect(const char *text, size_t len)
 
 /* ---- services file ---- */
 
-enum {
-    SK_RUN,
-    SK_STANDBY,
-    SK_PROMOTE,
-    SK_DEMOTE,
-    SK_STANDBYS,
-    SK_NODES,
-    SK_HOOK_TIMEOUT,
-    SK_STOP_TIMEOUT,
-    SK_VIP,
-    SK_ANNOUNCE_COUNT,
-    SK_ANNOUNCE_INTERVAL,
-    SK_ANNOUNCE_REPEAT,
-    SK_PROXY,
-    SK_BACKEND_HOST,
-    SK_HOLD,
-    SK_DRAIN,
-    SK_MAX_CONNS,
-    SK_MAX_PER_SOURCE,
-    SK_IDLE_TIMEOUT,
-    SK_CHECK,
-    SK_CHECK_INTERVAL,
-    SK_CHECK_TIMEOUT,
-    SK_RISE,
-    SK_FALL,
-    SK_CHECK_STATUS,
-    SK_CHECK_GRACE,
-    SK_ON_FAILURE,
-    SK_RESTART_BACKOFF,
-    SK_MAX_RESTARTS,
-    SK_RESTART_WINDOW,
-    SK_FAILURE_THRESHOLD,
-    SK_FAILURE_WINDOW,
-    SK_FAILURE_COOLDOWN,
-    SK_MIN_FAILOVER_INTERVAL,
-    SK_FAILBACK,
-    SK_NOTIFY,
-    SK_NOTIFY_TIMEOUT,
-    SK_USER,
-    SK_GROUP,
-    SK_ENV,
-    SK_LOG_MAX,
-    SK_LOG_KEEP,
-    SK_COUNT
-};
+/* The keys are the rows of core/service.c; a key whose value is not a plain command, integer,
+ * duration, bool, enum, size or string has its parser in svc_keys[] below. */
 
-static const char *const svc_keys[SK_COUNT] = {
-    "run",
-    "standby",
-    "promote",
-    "demote",
-    "standbys",
-    "nodes",
-    "hook_timeout",
-    "stop_timeout",
-    "vip",
-    "vip_announce_count",
-    "vip_announce_interval",
-    "vip_announce_repeat",
-    "proxy",
-    "backend_host",
-    "hold",
-    "drain",
-    "max_connections",
-    "max_connections_per_source",
-    "idle_timeout",
-    "check",
-    "check_interval",
-    "check_timeout",
-    "rise",
-    "fall",
-    "check_status",
-    "check_grace",
-    "on_failure",
-    "restart_backoff",
-    "max_restarts",
-    "restart_window",
-    "failure_threshold",
-    "failure_window",
-    "failure_cooldown",
-    "min_failover_interval",
-    "failback",
-    "notify",
-    "notify_timeout",
-    "user",
-    "group",
-    "env",
-    "log_max",
-    "log_keep",
-};
-#define SVC_KNOWN_KEYS                                                                             \
-    "run, standby, promote, demote, standbys, nodes, hook_timeout, stop_timeout, vip, "            \
-    "vip_announce_count, vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, "  \
-    "drain, max_connections, max_connections_per_source, idle_timeout, check, check_interval, "    \
-    "check_timeout, rise, fall, check_status, "                                                    \
-    "check_grace, on_failure, restart_backoff, max_restarts, restart_window, failure_threshold, "  \
-    "failure_window, failure_cooldown, min_failover_interval, failback, notify, notify_timeout, "  \
-    "user, group, env, log_max, log_keep"
+/* Row index of a services-file key, or -1. */
+static int svc_key(const char *key)
+{
+    const us_service_field *f = us_service_field_by_key(key);
+    return f ? (int)(f - us_service_fields) : -1;
+}
+
+/* "run, standby, promote, ...": every key in row order. */
+static const char *svc_known_keys(void)
+{
+    static char list[1024];
+    if (!list[0]) {
+        size_t n = 0;
+        for (int i = 0; i < us_service_n_fields; i++) {
+            const char *k = us_service_fields[i].key;
+            if (k)
+                n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", n ? ", " : "", k);
+        }
+    }
+    return list;
+}
 
 #define VIP_EXPECTED "ADDR/PREFIX dev IFNAME"
 #define VIP_EXAMPLE "'198.18.0.100/24 dev eth0'"
@@ -908,8 +882,10 @@ typedef struct svc_ctx {
     bool keep;           /* cur is valid so far and will be counted */
     char cur_name[EXCERPT];
     int cur_line;
-    int key_line[SK_COUNT]; /* for 'vip' and 'check', which may repeat: their first line */
-    bool key_bad[SK_COUNT]; /* a value was rejected: no cross-checks with it */
+    /* By row of us_service_fields: the line a key was set on (for the keys that may repeat, the
+     * first), and whether a value was rejected (no cross-checks with it). */
+    int key_line[US_SERVICE_FIELDS_MAX];
+    bool key_bad[US_SERVICE_FIELDS_MAX];
     bool too_many_reported;
     /* Lines of cur's VIPs and of every kept service's VIPs and proxy, for messages that name the
      * other side of a conflict. */
@@ -942,47 +918,36 @@ static void svc_finish(svc_ctx *c)
 {
     if (!c->in_service)
         return;
-    if (!c->key_line[SK_RUN])
+    if (!c->key_line[svc_key("run")])
         us_errors_add(c->err,
                       "%s:%d: [service %s]: missing key 'run' (expected a shell command that runs "
                       "the service in the foreground)",
                       c->file, c->cur_line, c->cur_name);
-    static const struct {
-        int key, needs;
-    } deps[] = {
-        {SK_ANNOUNCE_COUNT, SK_VIP},  {SK_ANNOUNCE_INTERVAL, SK_VIP},
-        {SK_ANNOUNCE_REPEAT, SK_VIP}, {SK_BACKEND_HOST, SK_PROXY},
-        {SK_HOLD, SK_PROXY},          {SK_DRAIN, SK_PROXY},
-        {SK_MAX_CONNS, SK_PROXY},     {SK_MAX_PER_SOURCE, SK_PROXY},
-        {SK_IDLE_TIMEOUT, SK_PROXY},  {SK_CHECK_INTERVAL, SK_CHECK},
-        {SK_CHECK_TIMEOUT, SK_CHECK}, {SK_RISE, SK_CHECK},
-        {SK_FALL, SK_CHECK},          {SK_CHECK_STATUS, SK_CHECK},
-        {SK_CHECK_GRACE, SK_CHECK},   {SK_NOTIFY_TIMEOUT, SK_NOTIFY},
-    };
-    for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++) {
-        int k = deps[i].key, n = deps[i].needs;
-        if (c->key_line[k] && !c->key_line[n])
+    for (int k = 0; k < us_service_n_fields; k++) {
+        const char *needs = us_service_fields[k].needs;
+        if (needs && c->key_line[k] && !c->key_line[svc_key(needs)])
             us_errors_add(c->err,
                           "%s:%d: key '%s' in [service %s]: only meaningful with '%s' (this "
                           "service has no '%s' key)",
-                          c->file, c->key_line[k], svc_keys[k], c->cur_name, svc_keys[n],
-                          svc_keys[n]);
+                          c->file, c->key_line[k], us_service_fields[k].key, c->cur_name, needs,
+                          needs);
     }
     /* A probe still running when the next one is due would pile up. */
     const us_service_def *d = c->cur;
-    if (c->key_line[SK_CHECK] && !c->key_bad[SK_CHECK_TIMEOUT] && !c->key_bad[SK_CHECK_INTERVAL] &&
+    int check = svc_key("check"), timeout = svc_key("check_timeout"),
+        interval = svc_key("check_interval");
+    if (c->key_line[check] && !c->key_bad[timeout] && !c->key_bad[interval] &&
         d->check_timeout_ms > d->check_interval_ms) {
-        int l = c->key_line[SK_CHECK_TIMEOUT] ? c->key_line[SK_CHECK_TIMEOUT]
-                                              : c->key_line[SK_CHECK_INTERVAL];
-        const char *k = c->key_line[SK_CHECK_TIMEOUT] ? "check_timeout" : "check_interval";
+        int l = c->key_line[timeout] ? c->key_line[timeout] : c->key_line[interval];
+        const char *k = c->key_line[timeout] ? "check_timeout" : "check_interval";
         char where[32];
-        if (c->key_line[SK_CHECK_INTERVAL])
-            snprintf(where, sizeof where, "line %d", c->key_line[SK_CHECK_INTERVAL]);
+        if (c->key_line[interval])
+            snprintf(where, sizeof where, "line %d", c->key_line[interval]);
         else
             snprintf(where, sizeof where, "the default");
         char twhere[32];
-        if (c->key_line[SK_CHECK_TIMEOUT])
-            snprintf(twhere, sizeof twhere, "line %d", c->key_line[SK_CHECK_TIMEOUT]);
+        if (c->key_line[timeout])
+            snprintf(twhere, sizeof twhere, "line %d", c->key_line[timeout]);
         else
             snprintf(twhere, sizeof twhere, "the default");
         us_errors_add(c->err,
@@ -993,47 +958,10 @@ static void svc_finish(svc_ctx *c)
     }
     if (c->keep) {
         memcpy(c->vip_line[c->set->n], c->cur_vip_line, sizeof c->cur_vip_line);
-        c->proxy_line[c->set->n] = c->key_line[SK_PROXY];
+        c->proxy_line[c->set->n] = c->key_line[svc_key("proxy")];
         c->set->n++;
     }
     c->in_service = false;
-}
-
-static void svc_defaults(us_service_def *d)
-{
-    memset(d, 0, sizeof *d);
-    d->standby = US_STANDBY_COLD;
-    d->standbys = 1;
-    d->hook_timeout_ms = 10000;
-    d->stop_timeout_ms = 5000;
-    d->announce_count = 3;
-    d->announce_interval_ms = 100;
-    d->announce_repeat_ms = 3000;
-    d->hold_ms = 5000;
-    d->drain_ms = 10000;
-    d->max_conns = 4096;
-    d->max_per_source = 256;
-    d->idle_ms = 3600000;
-    d->check_interval_ms = 1000;
-    d->check_timeout_ms = 500;
-    d->rise = 2;
-    d->fall = 3;
-    d->check_status_min = 200;
-    d->check_status_max = 299;
-    d->check_grace_ms = 10000;
-    d->on_failure = US_ON_FAILURE_FAILOVER;
-    d->restart_backoff_min_ms = 200;
-    d->restart_backoff_max_ms = 30000;
-    d->max_restarts = 3;
-    d->restart_window_ms = 60000;
-    d->failure_threshold = 3;
-    d->failure_window_ms = 600000;
-    d->failure_cooldown_ms = 600000;
-    d->min_failover_interval_ms = 0;
-    d->failback = false;
-    d->notify_timeout_ms = 10000;
-    d->log_max = US_LOG_MAX_DEFAULT;
-    d->log_keep = US_LOG_KEEP_DEFAULT;
 }
 
 static void svc_header(svc_ctx *c, const char *section, int line)
@@ -1076,7 +1004,7 @@ static void svc_header(svc_ctx *c, const char *section, int line)
             if (strcmp(set->svc[i].name, name) == 0) {
                 us_errors_add(c->err, "%s:%d: duplicate service '%s' (first defined on line %d)",
                               c->file, line, name, c->header_line[i]);
-                svc_defaults(c->cur);
+                us_service_defaults(c->cur);
                 return;
             }
         }
@@ -1093,7 +1021,7 @@ static void svc_header(svc_ctx *c, const char *section, int line)
             c->header_line[set->n] = line;
         }
     }
-    svc_defaults(c->cur);
+    us_service_defaults(c->cur);
     us_strlcpy(c->cur->name, c->cur_name, sizeof c->cur->name);
 }
 
@@ -1117,23 +1045,22 @@ static bool svc_command(svc_ctx *c, int line, const char *key, const char *value
     return true;
 }
 
-static bool svc_nodes(svc_ctx *c, int line, const char *value)
+static void svc_nodes(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
+    (void)f;
     us_service_def *d = c->cur;
     size_t len = strlen(value);
     char *copy = malloc(len + 1);
     if (!copy) {
         svc_bad(c, line, "nodes", "a shorter list (out of memory)", value);
-        return false;
+        return;
     }
     memcpy(copy, value, len + 1);
-    bool ok = true;
     int n = 0;
     char *cursor = copy;
     for (char *t; (t = next_token(&cursor)) != NULL;) {
         if (!us_name_valid(t)) {
             svc_bad(c, line, "nodes", "node names of [a-z0-9-], 1..63 characters", t);
-            ok = false;
             continue;
         }
         bool dup = false;
@@ -1141,21 +1068,18 @@ static bool svc_nodes(svc_ctx *c, int line, const char *value)
             dup = strcmp(d->nodes[i], t) == 0;
         if (dup) {
             svc_bad(c, line, "nodes", "each node at most once", t);
-            ok = false;
             continue;
         }
         if (n == US_MAX_NODES) {
             char expected[64];
             snprintf(expected, sizeof expected, "at most %d nodes (US_MAX_NODES)", US_MAX_NODES);
             svc_bad(c, line, "nodes", expected, value);
-            ok = false;
             break;
         }
         us_strlcpy(d->nodes[n++], t, US_NAME_MAX);
     }
     free(copy);
     d->n_nodes = n;
-    return ok;
 }
 
 /* A duration; `allow_zero` for keys where 0 means "none" or "do not wait". */
@@ -1343,8 +1267,9 @@ static void vip_add(svc_ctx *c, int line, const char *item)
 }
 
 /* One or more VIPs separated by ','; the key may also repeat. */
-static void svc_vips(svc_ctx *c, int line, const char *value)
+static void svc_vips(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
+    (void)f;
     if (*value == '\0') {
         svc_bad(c, line, "vip", VIP_EXPECTED " such as " VIP_EXAMPLE, value);
         return;
@@ -1391,8 +1316,9 @@ static bool listen_overlap(const char *a, const char *b, int *port)
 }
 
 /* "0.0.0.0:8000 -> 8080": listen address on every node, backend port on the active node. */
-static void svc_proxy(svc_ctx *c, int line, const char *value)
+static void svc_proxy(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
+    (void)f;
     const char *arrow = strstr(value, "->");
     if (!arrow) {
         svc_bad(c, line, "proxy", PROXY_EXPECTED " (missing '->')", value);
@@ -1446,8 +1372,9 @@ static void svc_proxy(svc_ctx *c, int line, const char *value)
     c->cur->proxy_port = (int)port;
 }
 
-static void svc_backend_host(svc_ctx *c, int line, const char *value)
+static void svc_backend_host(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
+    (void)f;
     if (!us_ipv4_valid(value, strlen(value)) || strcmp(value, "0.0.0.0") == 0) {
         svc_bad(c, line, "backend_host",
                 "an IPv4 address (dotted quad without leading zeros, not 0.0.0.0)", value);
@@ -1564,8 +1491,9 @@ static int check_parse_text(const char *text, us_check_def *out, char *why, size
 }
 
 /* One check per line; the key may repeat. */
-static void svc_check(svc_ctx *c, int line, const char *value)
+static void svc_check(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
+    (void)f;
     us_service_def *d = c->cur;
     char why[256];
     us_check_def ck;
@@ -1590,8 +1518,9 @@ static void svc_check(svc_ctx *c, int line, const char *value)
 }
 
 /* "200-299" or a single code "204". */
-static void svc_check_status(svc_ctx *c, int line, const char *value)
+static void svc_check_status(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
+    (void)f;
     const char *dash = strchr(value, '-');
     size_t n1 = dash ? (size_t)(dash - value) : strlen(value);
     long lo, hi;
@@ -1615,8 +1544,9 @@ static void svc_check_status(svc_ctx *c, int line, const char *value)
 }
 
 /* "MIN..MAX" durations, or one duration for both. */
-static void svc_restart_backoff(svc_ctx *c, int line, const char *value)
+static void svc_restart_backoff(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
+    (void)f;
     char first[32] = "", second[32] = "";
     const char *dots = strstr(value, "..");
     size_t n1 = dots ? (size_t)(dots - value) : strlen(value);
@@ -1746,8 +1676,9 @@ static int env_token(const char **p, char *out, size_t cap, const char **why)
     return 1;
 }
 
-static void svc_env(svc_ctx *c, int line, const char *value)
+static void svc_env(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
+    (void)f;
     us_service_def *d = c->cur;
     const char *p = value, *why = NULL;
     char tok[US_ENV_MAX];
@@ -1806,12 +1737,6 @@ static void svc_env(svc_ctx *c, int line, const char *value)
         svc_bad(c, line, "env", "one or more KEY=VALUE assignments", value);
 }
 
-static void svc_bool(svc_ctx *c, int line, const char *key, const char *value, bool *dst)
-{
-    if (!us_parse_bool(value, dst))
-        svc_bad(c, line, key, BOOL_EXPECTED, value);
-}
-
 /* Edit distance of two short strings; larger than 2 is reported as 3. */
 static int edit_distance(const char *a, const char *b)
 {
@@ -1836,14 +1761,112 @@ static int edit_distance(const char *a, const char *b)
     return row[lb] > 2 ? 3 : row[lb];
 }
 
-/* The known key a mistyped one was most likely meant to be, or -1. */
-static int svc_nearest_key(const char *key)
+/* user, group */
+static void svc_account(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
-    int best = -1, best_d = 3;
-    for (int i = 0; i < SK_COUNT; i++) {
-        int d = edit_distance(key, svc_keys[i]);
-        if (d < best_d && (size_t)d < strlen(svc_keys[i])) {
-            best = i;
+    if (us_account_name_valid(value))
+        us_strlcpy((char *)c->cur + f->offset, value, f->size);
+    else
+        svc_bad(c, line, f->key, ACCOUNT_EXPECTED, value);
+}
+
+typedef void svc_parser(svc_ctx *c, int line, const us_service_field *f, const char *value);
+
+/* Keys whose values need more than the generic parser of their row's type (svc_value). */
+static const struct {
+    const char *key;
+    svc_parser *parse;
+} svc_keys[] = {
+    {"nodes", svc_nodes},
+    {"vip", svc_vips},
+    {"proxy", svc_proxy},
+    {"backend_host", svc_backend_host},
+    {"check", svc_check},
+    {"check_status", svc_check_status},
+    {"restart_backoff", svc_restart_backoff},
+    {"user", svc_account},
+    {"group", svc_account},
+    {"env", svc_env},
+};
+
+/* "'cold' or 'hot'", "'a', 'b' or 'c'" */
+static void enum_expected(const us_service_field *f, char *out, size_t len)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int k = 0; f->names[k] && n < len; k++)
+        n += (size_t)snprintf(out + n, len - n, "%s'%s'",
+                              k == 0            ? ""
+                              : f->names[k + 1] ? ", "
+                                                : " or ",
+                              f->names[k]);
+}
+
+/* The value of key `f` by its type (or its parser in svc_keys). */
+static void svc_value(svc_ctx *c, int line, const us_service_field *f, const char *value)
+{
+    for (size_t i = 0; i < sizeof svc_keys / sizeof svc_keys[0]; i++) {
+        if (strcmp(svc_keys[i].key, f->key) == 0) {
+            svc_keys[i].parse(c, line, f, value);
+            return;
+        }
+    }
+    void *dst = (char *)c->cur + f->offset;
+    switch (f->type) {
+    case US_FIELD_COMMAND:
+        svc_command(c, line, f->key, value, dst, f->flags & US_FIELD_NONEMPTY);
+        break;
+    case US_FIELD_INT:
+        svc_int(c, line, f->key, value, f->min, f->max, dst);
+        break;
+    case US_FIELD_MS:
+        svc_duration(c, line, f->key, value, dst, f->min == 0);
+        break;
+    case US_FIELD_BOOL:
+        if (!us_parse_bool(value, dst))
+            svc_bad(c, line, f->key, BOOL_EXPECTED, value);
+        break;
+    case US_FIELD_ENUM: {
+        for (int k = 0; f->names[k]; k++) {
+            if (strcmp(value, f->names[k]) == 0) {
+                *(int *)dst = k;
+                return;
+            }
+        }
+        char expected[128];
+        enum_expected(f, expected, sizeof expected);
+        svc_bad(c, line, f->key, expected, value);
+        break;
+    }
+    case US_FIELD_SIZE:
+        if (!us_parse_size(value, dst))
+            svc_bad(c, line, f->key, SIZE_EXPECTED, value);
+        break;
+    case US_FIELD_STRING:
+        if (!us_strlcpy(dst, value, f->size)) {
+            char expected[64];
+            snprintf(expected, sizeof expected, "at most %zu characters", f->size - 1);
+            svc_bad(c, line, f->key, expected, value);
+        }
+        break;
+    case US_FIELD_LIST: /* every list key has its parser in svc_keys */
+        svc_bad(c, line, f->key, "a key with a parser (svc_keys in config.c)", value);
+        break;
+    }
+}
+
+/* The known key a mistyped one was most likely meant to be, or NULL. */
+static const char *svc_nearest_key(const char *key)
+{
+    const char *best = NULL;
+    int best_d = 3;
+    for (int i = 0; i < us_service_n_fields; i++) {
+        const char *k = us_service_fields[i].key;
+        if (!k)
+            continue;
+        int d = edit_distance(key, k);
+        if (d < best_d && (size_t)d < strlen(k)) {
+            best = k;
             best_d = d;
         }
     }
@@ -1864,179 +1887,32 @@ static int svc_cb(void *user, const char *section, const char *key, const char *
                           line, us_ini_excerpt(key, ex, sizeof ex));
         return 0;
     }
-    int k = -1;
-    for (int i = 0; i < SK_COUNT; i++)
-        if (strcmp(svc_keys[i], key) == 0)
-            k = i;
+    int k = svc_key(key);
     if (k < 0) {
         /* The suggestion comes first: a long file name can cut the list of known keys short. */
         char hint[64] = "";
-        int near = svc_nearest_key(key);
-        if (near >= 0)
-            snprintf(hint, sizeof hint, "did you mean '%s'? ", svc_keys[near]);
+        const char *near = svc_nearest_key(key);
+        if (near)
+            snprintf(hint, sizeof hint, "did you mean '%s'? ", near);
         us_errors_add(c->err, "%s:%d: unknown key '%s' in [service %s] (%sknown keys: %s)", c->file,
-                      line, us_ini_excerpt(key, ex, sizeof ex), c->cur_name, hint, SVC_KNOWN_KEYS);
+                      line, us_ini_excerpt(key, ex, sizeof ex), c->cur_name, hint,
+                      svc_known_keys());
         return 0;
     }
-    if (c->key_line[k] && k != SK_VIP && k != SK_CHECK && k != SK_ENV) {
+    const us_service_field *f = &us_service_fields[k];
+    if (c->key_line[k] && !(f->flags & US_FIELD_REPEAT)) {
         us_errors_add(c->err, "%s:%d: duplicate key '%s' in [service %s] (first set on line %d)",
                       c->file, line, key, c->cur_name, c->key_line[k]);
         return 0;
     }
     if (!c->key_line[k])
         c->key_line[k] = line;
-    us_service_def *d = c->cur;
     int errors_before = error_count(c->err);
-    switch (k) {
-    case SK_RUN:
-        svc_command(c, line, key, value, d->run, true);
-        break;
-    case SK_PROMOTE:
-        svc_command(c, line, key, value, d->promote, false);
-        break;
-    case SK_DEMOTE:
-        svc_command(c, line, key, value, d->demote, false);
-        break;
-    case SK_STANDBY:
-        if (strcmp(value, "cold") == 0)
-            d->standby = US_STANDBY_COLD;
-        else if (strcmp(value, "hot") == 0)
-            d->standby = US_STANDBY_HOT;
-        else
-            svc_bad(c, line, key, "'cold' or 'hot'", value);
-        break;
-    case SK_STANDBYS: {
-        long v;
-        if (parse_uint(value, strlen(value), US_MAX_NODES - 1, &v))
-            d->standbys = (int)v;
-        else
-            svc_bad(c, line, key, "an integer 0..15", value);
-        break;
-    }
-    case SK_NODES:
-        svc_nodes(c, line, value);
-        break;
-    case SK_HOOK_TIMEOUT:
-        svc_duration(c, line, key, value, &d->hook_timeout_ms, false);
-        break;
-    case SK_STOP_TIMEOUT:
-        svc_duration(c, line, key, value, &d->stop_timeout_ms, false);
-        break;
-    case SK_VIP:
-        svc_vips(c, line, value);
-        break;
-    case SK_ANNOUNCE_COUNT:
-        svc_int(c, line, key, value, 1, 100, &d->announce_count);
-        break;
-    case SK_ANNOUNCE_INTERVAL:
-        svc_duration(c, line, key, value, &d->announce_interval_ms, false);
-        break;
-    case SK_ANNOUNCE_REPEAT:
-        svc_duration(c, line, key, value, &d->announce_repeat_ms, true);
-        break;
-    case SK_PROXY:
-        svc_proxy(c, line, value);
-        break;
-    case SK_BACKEND_HOST:
-        svc_backend_host(c, line, value);
-        break;
-    case SK_HOLD:
-        svc_duration(c, line, key, value, &d->hold_ms, true);
-        break;
-    case SK_DRAIN:
-        svc_duration(c, line, key, value, &d->drain_ms, true);
-        break;
-    case SK_MAX_CONNS:
-        svc_int(c, line, key, value, 1, 1000000, &d->max_conns);
-        break;
-    case SK_MAX_PER_SOURCE:
-        svc_int(c, line, key, value, 1, 1000000, &d->max_per_source);
-        break;
-    case SK_IDLE_TIMEOUT:
-        svc_duration(c, line, key, value, &d->idle_ms, true);
-        break;
-    case SK_CHECK:
-        svc_check(c, line, value);
-        break;
-    case SK_CHECK_INTERVAL:
-        svc_duration(c, line, key, value, &d->check_interval_ms, false);
-        break;
-    case SK_CHECK_TIMEOUT:
-        svc_duration(c, line, key, value, &d->check_timeout_ms, false);
-        break;
-    case SK_RISE:
-        svc_int(c, line, key, value, 1, 100, &d->rise);
-        break;
-    case SK_FALL:
-        svc_int(c, line, key, value, 1, 100, &d->fall);
-        break;
-    case SK_CHECK_STATUS:
-        svc_check_status(c, line, value);
-        break;
-    case SK_CHECK_GRACE:
-        svc_duration(c, line, key, value, &d->check_grace_ms, true);
-        break;
-    case SK_ON_FAILURE:
-        if (strcmp(value, "failover") == 0)
-            d->on_failure = US_ON_FAILURE_FAILOVER;
-        else if (strcmp(value, "restart") == 0)
-            d->on_failure = US_ON_FAILURE_RESTART;
-        else
-            svc_bad(c, line, key, "'failover' or 'restart'", value);
-        break;
-    case SK_RESTART_BACKOFF:
-        svc_restart_backoff(c, line, value);
-        break;
-    case SK_MAX_RESTARTS:
-        svc_int(c, line, key, value, 0, 1000, &d->max_restarts);
-        break;
-    case SK_RESTART_WINDOW:
-        svc_duration(c, line, key, value, &d->restart_window_ms, false);
-        break;
-    case SK_FAILURE_THRESHOLD:
-        svc_int(c, line, key, value, 1, 1000, &d->failure_threshold);
-        break;
-    case SK_FAILURE_WINDOW:
-        svc_duration(c, line, key, value, &d->failure_window_ms, false);
-        break;
-    case SK_FAILURE_COOLDOWN:
-        svc_duration(c, line, key, value, &d->failure_cooldown_ms, true);
-        break;
-    case SK_MIN_FAILOVER_INTERVAL:
-        svc_duration(c, line, key, value, &d->min_failover_interval_ms, true);
-        break;
-    case SK_FAILBACK:
-        svc_bool(c, line, key, value, &d->failback);
-        break;
-    case SK_NOTIFY:
-        svc_command(c, line, key, value, d->notify, true);
-        break;
-    case SK_NOTIFY_TIMEOUT:
-        svc_duration(c, line, key, value, &d->notify_timeout_ms, false);
-        break;
-    case SK_USER:
-    case SK_GROUP:
-        if (us_account_name_valid(value))
-            us_strlcpy(k == SK_USER ? d->user : d->group, value, US_USER_MAX);
-        else
-            svc_bad(c, line, key, ACCOUNT_EXPECTED, value);
-        break;
-    case SK_ENV:
-        svc_env(c, line, value);
-        break;
-    case SK_LOG_MAX:
-        if (!us_parse_size(value, &d->log_max))
-            svc_bad(c, line, key, SIZE_EXPECTED, value);
-        break;
-    case SK_LOG_KEEP:
-        svc_int(c, line, key, value, 0, 100, &d->log_keep);
-        break;
-    }
+    svc_value(c, line, f, value);
     if (error_count(c->err) != errors_before)
         c->key_bad[k] = true;
     return 0;
 }
-
 int us_config_parse_services(const char *text, size_t len, const char *filename,
                              us_service_set *out, us_errors *err)
 {

@@ -1,7 +1,6 @@
 /* fsm.c — see fsm.h. */
 #include "core/fsm.h"
 
-#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,6 +128,11 @@ static json_t *names_json(char names[][US_NAME_MAX], int n)
     return a;
 }
 
+static int jint(const json_t *j, const char *key)
+{
+    return (int)json_integer_value(json_object_get(j, key));
+}
+
 static int names_from_json(char names[][US_NAME_MAX], int *n, const json_t *a)
 {
     *n = 0;
@@ -141,198 +145,6 @@ static int names_from_json(char names[][US_NAME_MAX], int *n, const json_t *a)
         us_strlcpy(names[(*n)++], json_string_value(v), US_NAME_MAX);
     }
     return 0;
-}
-
-static json_t *vip_to_json(const us_vip *v)
-{
-    char addr[INET6_ADDRSTRLEN] = "";
-    inet_ntop(v->family, v->addr, addr, sizeof addr);
-    return json_pack("{s:s, s:i, s:s, s:s}", "addr", addr, "prefix", v->prefix, "dev", v->dev,
-                     "text", v->text);
-}
-
-static int vip_from_json(us_vip *v, const json_t *j)
-{
-    memset(v, 0, sizeof *v);
-    const char *addr = us_json_str(j, "addr");
-    v->family = strchr(addr, ':') ? AF_INET6 : AF_INET;
-    if (inet_pton(v->family, addr, v->addr) != 1)
-        return -1;
-    v->prefix = (int)json_integer_value(json_object_get(j, "prefix"));
-    if (v->prefix < 0 || v->prefix > (v->family == AF_INET ? 32 : 128))
-        return -1;
-    if (!us_strlcpy(v->dev, us_json_str(j, "dev"), sizeof v->dev) || !v->dev[0])
-        return -1;
-    us_strlcpy(v->text, us_json_str(j, "text"), sizeof v->text);
-    return 0;
-}
-
-static json_t *check_to_json(const us_check_def *c);
-
-json_t *us_service_def_to_json(const us_service_def *d)
-{
-    json_t *vips = json_array();
-    for (int i = 0; i < d->n_vips; i++)
-        json_array_append_new(vips, vip_to_json(&d->vips[i]));
-    json_t *j = json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:i, s:i}", "name", d->name, "run", d->run, "promote",
-        d->promote, "demote", d->demote, "standby", d->standby == US_STANDBY_HOT ? "hot" : "cold",
-        "standbys", d->standbys, "nodes", names_json((char(*)[US_NAME_MAX])d->nodes, d->n_nodes),
-        "hook_timeout_ms", d->hook_timeout_ms, "stop_timeout_ms", d->stop_timeout_ms);
-    json_object_set_new(j, "vips", vips);
-    json_object_set_new(j, "announce_count", json_integer(d->announce_count));
-    json_object_set_new(j, "announce_interval_ms", json_integer(d->announce_interval_ms));
-    json_object_set_new(j, "announce_repeat_ms", json_integer(d->announce_repeat_ms));
-    json_object_set_new(j, "proxy_listen", json_string(d->proxy_listen));
-    json_object_set_new(j, "proxy_port", json_integer(d->proxy_port));
-    json_object_set_new(j, "backend_host", json_string(d->backend_host));
-    json_object_set_new(j, "hold_ms", json_integer(d->hold_ms));
-    json_object_set_new(j, "drain_ms", json_integer(d->drain_ms));
-    json_object_set_new(j, "max_conns", json_integer(d->max_conns));
-    json_object_set_new(j, "max_per_source", json_integer(d->max_per_source));
-    json_object_set_new(j, "idle_ms", json_integer(d->idle_ms));
-    json_t *checks = json_array();
-    for (int i = 0; i < d->n_checks; i++)
-        json_array_append_new(checks, check_to_json(&d->checks[i]));
-    json_object_set_new(j, "checks", checks);
-    json_t *p = json_pack(
-        "{s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b}",
-        "check_interval_ms", d->check_interval_ms, "check_timeout_ms", d->check_timeout_ms, "rise",
-        d->rise, "fall", d->fall, "check_status_min", d->check_status_min, "check_status_max",
-        d->check_status_max, "check_grace_ms", d->check_grace_ms, "on_failure",
-        d->on_failure == US_ON_FAILURE_RESTART ? "restart" : "failover", "restart_backoff_min_ms",
-        d->restart_backoff_min_ms, "restart_backoff_max_ms", d->restart_backoff_max_ms,
-        "max_restarts", d->max_restarts, "restart_window_ms", d->restart_window_ms,
-        "failure_threshold", d->failure_threshold, "failure_window_ms", d->failure_window_ms,
-        "failure_cooldown_ms", d->failure_cooldown_ms, "min_failover_interval_ms",
-        d->min_failover_interval_ms, "failback", d->failback);
-    json_object_update(j, p);
-    json_decref(p);
-    json_object_set_new(j, "notify", json_string(d->notify));
-    json_object_set_new(j, "notify_timeout_ms", json_integer(d->notify_timeout_ms));
-    json_object_set_new(j, "user", json_string(d->user));
-    json_object_set_new(j, "group", json_string(d->group));
-    json_t *env = json_array();
-    for (int i = 0; i < d->n_env; i++)
-        json_array_append_new(env, json_string(d->env[i]));
-    json_object_set_new(j, "env", env);
-    json_object_set_new(j, "log_max", json_integer((json_int_t)d->log_max));
-    json_object_set_new(j, "log_keep", json_integer(d->log_keep));
-    return j;
-}
-
-static int jint(const json_t *j, const char *key)
-{
-    return (int)json_integer_value(json_object_get(j, key));
-}
-
-static const char *const check_kinds[] = {"http", "tcp", "exec"};
-
-static json_t *check_to_json(const us_check_def *c)
-{
-    return json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind", check_kinds[c->kind], "text",
-                     c->text, "host", c->host, "port", c->port, "path", c->path, "cmd", c->cmd);
-}
-
-static int check_from_json(us_check_def *c, const json_t *j)
-{
-    memset(c, 0, sizeof *c);
-    const char *kind = us_json_str(j, "kind");
-    int k = -1;
-    for (int i = 0; i < 3; i++)
-        if (strcmp(kind, check_kinds[i]) == 0)
-            k = i;
-    if (k < 0)
-        return -1;
-    c->kind = (us_check_kind)k;
-    us_strlcpy(c->text, us_json_str(j, "text"), sizeof c->text);
-    us_strlcpy(c->host, us_json_str(j, "host"), sizeof c->host);
-    c->port = jint(j, "port");
-    us_strlcpy(c->path, us_json_str(j, "path"), sizeof c->path);
-    us_strlcpy(c->cmd, us_json_str(j, "cmd"), sizeof c->cmd);
-    return 0;
-}
-
-int us_service_def_from_json(us_service_def *d, const json_t *j)
-{
-    memset(d, 0, sizeof *d);
-    if (!json_is_object(j) || !us_name_valid(us_json_str(j, "name")))
-        return -1;
-    us_strlcpy(d->name, us_json_str(j, "name"), sizeof d->name);
-    us_strlcpy(d->run, us_json_str(j, "run"), sizeof d->run);
-    us_strlcpy(d->promote, us_json_str(j, "promote"), sizeof d->promote);
-    us_strlcpy(d->demote, us_json_str(j, "demote"), sizeof d->demote);
-    d->standby = strcmp(us_json_str(j, "standby"), "hot") == 0 ? US_STANDBY_HOT : US_STANDBY_COLD;
-    d->standbys = jint(j, "standbys");
-    d->hook_timeout_ms = jint(j, "hook_timeout_ms");
-    d->stop_timeout_ms = jint(j, "stop_timeout_ms");
-    json_t *vips = json_object_get(j, "vips");
-    if (json_array_size(vips) > US_MAX_VIPS)
-        return -1;
-    size_t i;
-    json_t *v;
-    json_array_foreach(vips, i, v)
-    {
-        if (vip_from_json(&d->vips[d->n_vips++], v) != 0)
-            return -1;
-    }
-    d->announce_count = jint(j, "announce_count");
-    d->announce_interval_ms = jint(j, "announce_interval_ms");
-    d->announce_repeat_ms = jint(j, "announce_repeat_ms");
-    us_strlcpy(d->proxy_listen, us_json_str(j, "proxy_listen"), sizeof d->proxy_listen);
-    d->proxy_port = jint(j, "proxy_port");
-    us_strlcpy(d->backend_host, us_json_str(j, "backend_host"), sizeof d->backend_host);
-    d->hold_ms = jint(j, "hold_ms");
-    d->drain_ms = jint(j, "drain_ms");
-    d->max_conns = jint(j, "max_conns");
-    /* Absent from states written before these keys: no per-source limit, no idle timeout. */
-    d->max_per_source = jint(j, "max_per_source");
-    d->idle_ms = jint(j, "idle_ms");
-    json_t *checks = json_object_get(j, "checks");
-    if (json_array_size(checks) > US_MAX_CHECKS)
-        return -1;
-    json_array_foreach(checks, i, v)
-    {
-        if (check_from_json(&d->checks[d->n_checks++], v) != 0)
-            return -1;
-    }
-    d->check_interval_ms = jint(j, "check_interval_ms");
-    d->check_timeout_ms = jint(j, "check_timeout_ms");
-    d->rise = jint(j, "rise");
-    d->fall = jint(j, "fall");
-    d->check_status_min = jint(j, "check_status_min");
-    d->check_status_max = jint(j, "check_status_max");
-    d->check_grace_ms = jint(j, "check_grace_ms");
-    d->on_failure = strcmp(us_json_str(j, "on_failure"), "restart") == 0 ? US_ON_FAILURE_RESTART
-                                                                         : US_ON_FAILURE_FAILOVER;
-    d->restart_backoff_min_ms = jint(j, "restart_backoff_min_ms");
-    d->restart_backoff_max_ms = jint(j, "restart_backoff_max_ms");
-    d->max_restarts = jint(j, "max_restarts");
-    d->restart_window_ms = jint(j, "restart_window_ms");
-    d->failure_threshold = jint(j, "failure_threshold");
-    d->failure_window_ms = jint(j, "failure_window_ms");
-    d->failure_cooldown_ms = jint(j, "failure_cooldown_ms");
-    d->min_failover_interval_ms = jint(j, "min_failover_interval_ms");
-    d->failback = json_is_true(json_object_get(j, "failback"));
-    us_strlcpy(d->notify, us_json_str(j, "notify"), sizeof d->notify);
-    d->notify_timeout_ms = jint(j, "notify_timeout_ms");
-    if (!us_strlcpy(d->user, us_json_str(j, "user"), sizeof d->user) ||
-        !us_strlcpy(d->group, us_json_str(j, "group"), sizeof d->group))
-        return -1;
-    json_t *env = json_object_get(j, "env");
-    if (json_array_size(env) > US_MAX_ENV)
-        return -1;
-    json_array_foreach(env, i, v)
-    {
-        if (!json_is_string(v) || !us_strlcpy(d->env[d->n_env++], json_string_value(v), US_ENV_MAX))
-            return -1;
-    }
-    /* States written before these keys existed: the defaults. */
-    json_t *lm = json_object_get(j, "log_max");
-    d->log_max = json_is_integer(lm) ? (int64_t)json_integer_value(lm) : US_LOG_MAX_DEFAULT;
-    json_t *lk = json_object_get(j, "log_keep");
-    d->log_keep = json_is_integer(lk) ? (int)json_integer_value(lk) : US_LOG_KEEP_DEFAULT;
-    return names_from_json(d->nodes, &d->n_nodes, json_object_get(j, "nodes"));
 }
 
 json_t *us_assignment_to_json(const us_assignment *a)

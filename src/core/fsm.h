@@ -14,6 +14,7 @@
 #include <raft.h>
 
 #include "core/model.h"
+#include "core/service.h"
 
 #define US_RETIRED_MAX 64
 
@@ -109,8 +110,7 @@ json_t *us_event_to_json(const us_event *e);
 json_t *us_state_to_json(const us_state *s);
 int us_state_from_json(us_state *s, const json_t *j);
 
-json_t *us_service_def_to_json(const us_service_def *d);
-int us_service_def_from_json(us_service_def *d, const json_t *j);
+/* us_service_def_to_json / us_service_def_from_json: service.h. */
 json_t *us_assignment_to_json(const us_assignment *a);
 
 /* Command builders. Each change a command makes is recorded as an event (us_event) whose time

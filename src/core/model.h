@@ -58,7 +58,8 @@ typedef struct us_vip {
     char text[80];           /* as the operator wrote it, for messages and the API */
 } us_vip;
 
-/* One [service NAME] section of a services file: what the operator declared. */
+/* One [service NAME] section of a services file: what the operator declared. Every field is a
+ * row of core/service.c (its key, JSON member, limits and default). */
 typedef struct us_service_def {
     char name[US_NAME_MAX];
     char run[US_CMD_MAX];     /* started with /bin/sh -c */

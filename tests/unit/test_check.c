@@ -24,6 +24,7 @@
 
 #include "node/check.h"
 #include "core/lease.h"
+#include "core/service.h"
 #include "node/supervisor.h"
 #include "lib/clock.h"
 
@@ -303,16 +304,13 @@ static int teardown(void **state)
 
 /* ---- definitions ---- */
 
+/* The defaults (rise 2, fall 3, status 200-299), probing fast and without grace. */
 static void base_def(us_service_def *d)
 {
-    memset(d, 0, sizeof *d);
+    us_service_defaults(d);
     strcpy(d->name, "svc");
     d->check_interval_ms = 100;
     d->check_timeout_ms = 100;
-    d->rise = 2;
-    d->fall = 3;
-    d->check_status_min = 200;
-    d->check_status_max = 299;
     d->check_grace_ms = 0;
 }
 

@@ -2323,6 +2323,49 @@ static void test_config_detect(void **state)
     }
 }
 
+/* Every services-file key (every keyed row of core/service.c): its example value parses, changes
+ * the definition from the defaults, and survives the replicated JSON form. */
+static void test_services_every_key_roundtrips(void **state)
+{
+    (void)state;
+    us_errors err;
+    static us_service_def def, back;
+    us_service_defaults(&def);
+    us_strlcpy(def.name, "a", sizeof def.name);
+    us_strlcpy(def.run, "x", sizeof def.run);
+    int keys = 0;
+    for (int i = 0; i < us_service_n_fields; i++) {
+        const us_service_field *f = &us_service_fields[i];
+        if (!f->key)
+            continue;
+        keys++;
+        assert_non_null(f->example);
+        char text[1024];
+        size_t n = (size_t)snprintf(text, sizeof text, "[service a]\n");
+        if (strcmp(f->key, "run") != 0)
+            n += (size_t)snprintf(text + n, sizeof text - n, "run = x\n");
+        if (f->needs) {
+            const us_service_field *needs = us_service_field_by_key(f->needs);
+            assert_non_null(needs);
+            n += (size_t)snprintf(text + n, sizeof text - n, "%s = %s\n", needs->key,
+                                  needs->example);
+        }
+        snprintf(text + n, sizeof text - n, "%s = %s\n", f->key, f->example);
+        if (parse_svc(text, &err) != 0)
+            fail_msg("key '%s': example rejected: %s", f->key, err.n ? err.msg[0] : "?");
+        const us_service_def *d = &g_set.svc[0];
+        if (memcmp((const char *)d + f->offset, (const char *)&def + f->offset, f->size) == 0)
+            fail_msg("key '%s': the example '%s' did not change the definition", f->key,
+                     f->example);
+        json_t *j = us_service_def_to_json(d);
+        int rc = us_service_def_from_json(&back, j);
+        json_decref(j);
+        if (rc != 0 || memcmp(d, &back, sizeof back) != 0)
+            fail_msg("key '%s' does not survive the replicated form", f->key);
+    }
+    assert_true(keys > 40);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2373,6 +2416,7 @@ int main(void)
         cmocka_unit_test(test_services_privilege_errors),
         cmocka_unit_test(test_node_check_creates_nothing),
         cmocka_unit_test(test_config_detect),
+        cmocka_unit_test(test_services_every_key_roundtrips),
     };
     return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);
 }

@@ -34,6 +34,7 @@
 
 #include "core/decide.h"
 #include "core/model.h"
+#include "core/service.h"
 
 #define MAX_REASONS 8
 #define LINE_MAX_LEN 2048
@@ -891,21 +892,12 @@ static bool parse_header(parse_ctx *c, scenario *s, char *line, enum sect *sect,
             return perr(c, "more than %d services", US_MAX_SERVICES);
         *cur = in->n_services++;
         us_service_def *d = &in->defs[*cur];
+        /* The config defaults, so scenarios without policy keys keep their meaning; but a
+         * scenario without `standbys` keeps none, as the format has always read it. */
+        us_service_defaults(d);
+        d->standbys = 0;
         us_strlcpy(d->name, arg, sizeof d->name);
         snprintf(d->run, sizeof d->run, "sleep 1000");
-        d->hook_timeout_ms = 10000;
-        d->stop_timeout_ms = 5000;
-        /* The config defaults (model.h), so scenarios without policy keys keep their meaning. */
-        d->on_failure = US_ON_FAILURE_FAILOVER;
-        d->restart_backoff_min_ms = 200;
-        d->restart_backoff_max_ms = 30000;
-        d->max_restarts = 3;
-        d->restart_window_ms = 60000;
-        d->failure_threshold = 3;
-        d->failure_window_ms = 600000;
-        d->failure_cooldown_ms = 600000;
-        d->min_failover_interval_ms = 0;
-        d->failback = false;
         us_strlcpy(in->asg[*cur].service, arg, sizeof in->asg[*cur].service);
         s->raw[*cur].line = c->line;
         *sect = S_SERVICE;
