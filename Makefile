@@ -52,9 +52,16 @@ build/san/%.o: src/%.c | build/.deps-ok
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -c -o $@ $<
 
-build/san/tests/%: tests/unit/%.c $(SAN_LIB) | build/.deps-ok
+# Shared unit-test helpers (tests/unit/helpers.h), linked into every unit test.
+UT_HELPERS := build/san/tests/helpers.o
+
+$(UT_HELPERS): tests/unit/helpers.c | build/.deps-ok
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $< $(SAN_LIB) $(LIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -c -o $@ $<
+
+build/san/tests/%: tests/unit/%.c $(UT_HELPERS) $(SAN_LIB) | build/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -O1 $(SAN) -o $@ $< $(UT_HELPERS) $(SAN_LIB) $(LIBS) $(shell pkg-config --libs cmocka)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -72,14 +79,14 @@ bench: build/understudy
 	@rc=0; sh bench/failover || rc=1; sh bench/failover-netns || rc=1; sh bench/proxy || rc=1; sh bench/service-crash || rc=1; sh bench/commit || rc=1; exit $$rc
 
 format:
-	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
+	clang-format -i src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c bench/*.c
 
 # Includes in src/ go down the layers of docs/architecture.md.
 check-layers:
 	@/usr/bin/python3 scripts/check-layers.py
 
 check-format:
-	clang-format --dry-run --Werror src/*/*.c src/*/*.h tests/unit/*.c tests/fuzz/*.c bench/*.c
+	clang-format --dry-run --Werror src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c bench/*.c
 
 clean:
 	rm -rf build
@@ -118,4 +125,4 @@ fuzz: fuzz-build
 # The dashboard page is embedded into the binary (src/net/dashboard.c, .incbin).
 build/rel/net/dashboard.o build/san/net/dashboard.o build/fuzz/net/dashboard.o: $(wildcard web/*)
 
--include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d)
+-include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UT_HELPERS:.o=.d) $(FUZZ_OBJS:.o=.d) $(FUZZ_BINS:=.d)

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "net/api.h"
+#include "helpers.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,17 +47,6 @@ struct fixture {
     char posted[64]; /* body seen by the POST handler */
     size_t posted_len;
 };
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
 
 /* One request on a fresh connection; the whole reply is read until the server closes. */
 static void http_raw(fixture *fx, const char *req, size_t len)
@@ -203,7 +193,7 @@ static void run_with_client(fixture *fx, client_fn client)
 {
     memset(fx, 0, sizeof *fx);
     assert_int_equal(uv_loop_init(&fx->loop), 0);
-    fx->port = free_port();
+    fx->port = ut_free_port();
     char addr[64], err[256] = "";
     snprintf(addr, sizeof addr, "127.0.0.1:%d", fx->port);
     int rc = us_api_start(&fx->loop, addr, &fx->api, err, sizeof err);
@@ -523,7 +513,7 @@ static void test_execute_detached(void **state)
     memset(&fx, 0, sizeof fx);
     assert_int_equal(uv_loop_init(&fx.loop), 0);
     char addr[64], err[256] = "";
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", free_port());
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ut_free_port());
     assert_int_equal(us_api_start(&fx.loop, addr, &fx.api, err, sizeof err), 0);
     us_api_route(fx.api, "POST", "/v1/echo", h_echo, &fx);
     us_api_route(fx.api, "GET", "/v1/query", h_query, &fx);

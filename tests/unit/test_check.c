@@ -8,7 +8,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -27,6 +26,7 @@
 #include "core/service.h"
 #include "node/supervisor.h"
 #include "lib/clock.h"
+#include "helpers.h"
 
 /* ---- a tiny HTTP responder on the test loop ---- */
 
@@ -238,25 +238,6 @@ static void on_change(us_checker *c, void *data)
     }
 }
 
-static void wake(uv_timer_t *t)
-{
-    (void)t;
-}
-
-/* Run the loop until `done(arg)` holds or `ms` pass. */
-static bool run_until(uv_loop_t *loop, bool (*done)(const void *), const void *arg, int ms)
-{
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    uv_timer_start(&t, wake, 2, 2);
-    int64_t deadline = us_now_ms() + ms;
-    while (!done(arg) && us_now_ms() < deadline)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return done(arg);
-}
-
 /* Close the server and run the loop until nothing is left on it (or 3 s). */
 static bool drain(fixture *f)
 {
@@ -275,19 +256,10 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     if (!f)
         return -1;
-    strcpy(f->dir, "/tmp/us-check-XXXXXX");
-    if (!mkdtemp(f->dir) || uv_loop_init(&f->loop) != 0)
+    if (!ut_mkdtemp(f->dir, sizeof f->dir, "check") || uv_loop_init(&f->loop) != 0)
         return -1;
     *state = f;
     return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static int teardown(void **state)
@@ -297,7 +269,7 @@ static int teardown(void **state)
         stop(&f->recs[i]);
     bool drained = drain(f);
     int rc = uv_loop_close(&f->loop);
-    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    ut_rmtree(f->dir);
     free(f);
     return drained && rc == 0 ? 0 : -1;
 }
@@ -365,7 +337,7 @@ static bool health_is(const void *arg)
 static bool wait_health(fixture *f, const rec *r, us_health h, int ms)
 {
     want_health w = {r, h};
-    return run_until(&f->loop, health_is, &w, ms);
+    return ut_run_until(&f->loop, health_is, &w, ms);
 }
 
 typedef struct want_count {
@@ -709,12 +681,13 @@ static void test_exec(void **state)
     assert_non_null(envr->c);
     assert_true(wait_health(f, envr, US_HEALTH_HEALTHY, 3000));
     stop(envr);
-    FILE *fp = fopen(log, "r");
-    assert_non_null(fp);
-    char line[128] = "";
-    assert_non_null(fgets(line, sizeof line, fp));
-    fclose(fp);
-    assert_string_equal(line, "check-output-marker\n");
+    char *text = ut_read_file(log, NULL);
+    assert_non_null(text);
+    char *nl = strchr(text, '\n');
+    if (nl)
+        nl[1] = '\0'; /* the first line */
+    assert_string_equal(text, "check-output-marker\n");
+    free(text);
 }
 
 static void test_exec_timeout_kills_group(void **state)
@@ -734,7 +707,7 @@ static void test_exec_timeout_kills_group(void **state)
     r->c = us_checker_start(&f->loop, &d, NULL, NULL, NULL, NULL, on_change, r);
     assert_non_null(r->c);
     want_count one = {r, 1};
-    assert_true(run_until(&f->loop, calls_at_least, &one, 3000));
+    assert_true(ut_run_until(&f->loop, calls_at_least, &one, 3000));
     assert_null(r->c);
     assert_int_equal(r->seen[0], US_HEALTH_UNHEALTHY);
     pid_t pgid = read_pgid(pidf);
@@ -777,7 +750,7 @@ static void test_grace(void **state)
     rec *g = new_rec(f);
     start(f, &d, g);
     want_count three = {g, 3};
-    assert_true(run_until(&f->loop, failed_at_least, &three, 3000));
+    assert_true(ut_run_until(&f->loop, failed_at_least, &three, 3000));
     const us_check_status *st = us_checker_status(g->c);
     assert_int_equal(st->health, US_HEALTH_UNKNOWN);
     assert_int_equal(st->fail_run, 0);
@@ -840,7 +813,7 @@ static void test_stop_in_flight(void **state)
     rec *r = new_rec(f);
     start(f, &d, r);
     in_flight w = {&f->srv, pidf};
-    assert_true(run_until(&f->loop, both_in_flight, &w, 3000));
+    assert_true(ut_run_until(&f->loop, both_in_flight, &w, 3000));
     pid_t pgid = read_pgid(pidf);
     assert_true(us_pgrp_alive(pgid));
     assert_int_equal(us_checker_status(r->c)->probes, 0);
@@ -877,7 +850,7 @@ static void test_busy_beat_is_late_not_skipped(void **state)
     int64_t t0 = us_now_ms();
     start(f, &d, r);
     want_count six = {r, 6};
-    assert_true(run_until(&f->loop, probes_at_least, &six, 3000));
+    assert_true(ut_run_until(&f->loop, probes_at_least, &six, 3000));
     int64_t took = us_now_ms() - t0;
     /* Skipping busy beats would take 1100 ms or more. */
     if (took < 600 || took >= 1050)

@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "lib/key.h"
 #include "lib/version.h"
+#include "helpers.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -62,17 +63,6 @@ typedef struct agent {
     char last_body[4096];
     char last_by[40];
 } agent;
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
 
 /* ---- the fake agent (its own thread) ---- */
 
@@ -340,7 +330,7 @@ static agent *agent_start(void)
     agent *a = calloc(1, sizeof *a);
     assert_non_null(a);
     assert_int_equal(uv_loop_init(&a->loop), 0);
-    snprintf(a->addr, sizeof a->addr, "127.0.0.1:%d", free_port());
+    snprintf(a->addr, sizeof a->addr, "127.0.0.1:%d", ut_free_port());
     char err[256];
     assert_int_equal(us_api_start(&a->loop, a->addr, &a->api, err, sizeof err), 0);
     us_api_route(a->api, "GET", "/v1/status", h_status, a);
@@ -527,10 +517,7 @@ static char *write_temp(const char *dir_template_out, const char *name, const ch
 {
     char *path = malloc(512);
     snprintf(path, 512, "%s/%s", dir_template_out, name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(content, f);
-    fclose(f);
+    assert_int_equal(ut_write_file(path, content), 0);
     return path;
 }
 
@@ -687,7 +674,7 @@ static void test_redirect_to_dead_leader(void **state)
     (void)state;
     /* The leader named by the 421 is gone; the asked agent later becomes the leader itself. */
     agent *a = agent_start();
-    snprintf(a->redirect_to, sizeof a->redirect_to, "127.0.0.1:%d", free_port());
+    snprintf(a->redirect_to, sizeof a->redirect_to, "127.0.0.1:%d", ut_free_port());
     a->redirects = 2;
     agent_run(a);
     run_result r = run_cli("--api", a->addr, "switchover", "web", NULL);
@@ -1015,7 +1002,7 @@ static void test_unreachable(void **state)
 {
     (void)state;
     char addr[64], want[256];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", free_port());
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ut_free_port());
     snprintf(want, sizeof want,
              "understudy: cannot reach the agent at %s (Connection refused); is `understudy "
              "agent` running?\n",

@@ -6,7 +6,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,22 +18,15 @@
 #include "config/ini.h"
 #include "lib/key.h"
 #include "lib/hostport.h"
+#include "helpers.h"
 
-static char g_dir[] = "/tmp/us-test-config-XXXXXX";
+static char g_dir[64];
 static char g_joined[US_ERRORS_MAX * US_ERROR_LEN + 64];
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static int group_setup(void **state)
 {
     (void)state;
-    if (!mkdtemp(g_dir))
+    if (!ut_mkdtemp(g_dir, sizeof g_dir, "test-config"))
         return -1;
     char key[PATH_MAX], why[512];
     snprintf(key, sizeof key, "%s/cluster.key", g_dir);
@@ -47,7 +39,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    return nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return ut_rmtree(g_dir);
 }
 
 /* Path of `name` inside the test directory (static buffer: one at a time). */
@@ -79,10 +71,7 @@ static const char *write_file(const char *name, const char *text)
         text = with_key;
     }
     const char *path = tmp_path(name);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
+    assert_int_equal(ut_write_file(path, text), 0);
     return path;
 }
 
@@ -292,10 +281,7 @@ static void test_node_key_file(void **state)
         if (cases[i].content) {
             char body[512];
             snprintf(body, sizeof body, cases[i].content, hex1, hex2, hex1);
-            FILE *f = fopen(key, "w");
-            assert_non_null(f);
-            fputs(body, f);
-            fclose(f);
+            assert_int_equal(ut_write_file(key, body), 0);
             assert_int_equal(chmod(key, (mode_t)cases[i].mode), 0);
         }
         snprintf(text, sizeof text, "%skey_file = %s\n",

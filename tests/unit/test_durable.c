@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "lib/durable.h"
+#include "helpers.h"
 
 typedef struct fixture {
     char dir[64];
@@ -38,30 +39,18 @@ static void unmount_current(void)
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/us-durable-XXXXXX");
-    if (!mkdtemp(f->dir))
+    if (!ut_mkdtemp(f->dir, sizeof f->dir, "durable"))
         return -1;
     current = f;
     *state = f;
     return 0;
 }
 
-static void rm_in(const char *dir, const char *name)
-{
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/%s", dir, name);
-    unlink(p);
-    rmdir(p);
-}
-
 static int teardown(void **state)
 {
     fixture *f = *state;
     unmount_current();
-    static const char *const names[] = {"file", "file.tmp", "fill", "dirtarget/x", "dirtarget"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        rm_in(f->dir, names[i]);
-    rmdir(f->dir);
+    ut_rmtree(f->dir);
     current = NULL;
     free(f);
     return 0;

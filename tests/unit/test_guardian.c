@@ -27,6 +27,7 @@
 #include "core/wire.h"
 #include "node/supervisor.h"
 #include "node/vip.h"
+#include "helpers.h"
 
 #define MS 1000000LL
 
@@ -35,12 +36,6 @@ static int64_t mono_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* `sleep 100` in a process group of its own (pgid == pid), a child of the caller. */
@@ -225,7 +220,7 @@ static void test_renewal_keeps_instance_and_only_fence_groups_die(void **state)
     while (mono_ns() < end) {
         deadline = mono_ns() + 100 * MS;
         assert_int_equal(us_guardian_lease(g, deadline), 0);
-        sleep_ms(20);
+        ut_sleep_ms(20);
         assert_true(running(active));
     }
     us_guardian_event ev;
@@ -248,7 +243,7 @@ static void test_renewal_keeps_instance_and_only_fence_groups_die(void **state)
     /* The lease is cleared after fencing: nothing more is killed until a new one is set. */
     pid_t next = spawn_group("sleep 100");
     assert_int_equal(us_guardian_track(g, next, "web", 5, true), 0);
-    sleep_ms(150);
+    ut_sleep_ms(150);
     assert_true(running(next));
     /* A lease already past is fenced at once. */
     assert_int_equal(us_guardian_lease(g, mono_ns() - 1), 0);
@@ -409,7 +404,7 @@ static void run_agent_death(enum agent_end how)
     int64_t dl = mono_ns() + 2000 * MS;
     pid_t w;
     while ((w = waitpid(r.guardian, &st, WNOHANG)) == 0 && mono_ns() < dl)
-        sleep_ms(1);
+        ut_sleep_ms(1);
     assert_int_equal(w, r.guardian);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
@@ -562,7 +557,7 @@ static int64_t wait_vips_gone(const us_vip *v, int n, int64_t deadline_ns)
             return mono_ns();
         if (mono_ns() >= deadline_ns)
             return 0;
-        sleep_ms(1);
+        ut_sleep_ms(1);
     }
 }
 
@@ -587,7 +582,7 @@ static void test_lease_expiry_removes_vips(void **state)
     while (mono_ns() < end) {
         deadline = mono_ns() + 100 * MS;
         assert_int_equal(us_guardian_lease(g, deadline), 0);
-        sleep_ms(20);
+        ut_sleep_ms(20);
     }
     for (int i = 0; i < 2; i++)
         assert_int_equal(us_vip_present(&v[i]), 1);

@@ -16,31 +16,13 @@
 
 #include "lib/hostport.h"
 #include "lib/listen.h"
-
-static int bound_port(int fd)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof sa;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    return ntohs(sa.sin_port);
-}
-
-/* A free port on loopback (bound by the kernel, then released). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    int port = bound_port(fd);
-    close(fd);
-    return port;
-}
+#include "helpers.h"
 
 static void test_listen_accepts_connections(void **state)
 {
     (void)state;
     char addr[32], err[256] = "";
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", free_port());
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ut_free_port());
     int fd = us_tcp_listen(addr, 8, US_LISTEN_NODELAY, err, sizeof err);
     assert_true(fd >= 0);
     assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);

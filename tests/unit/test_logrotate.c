@@ -15,19 +15,17 @@
 #include <unistd.h>
 
 #include "node/logrotate.h"
+#include "helpers.h"
 
 static char g_dir[64];
 
+/* The text of path (NULL if unreadable), kept until the next call. */
 static const char *slurp(const char *path)
 {
-    static char buf[4096];
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return NULL;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    buf[n < 0 ? 0 : n] = '\0';
-    return buf;
+    static char *last;
+    free(last);
+    last = ut_read_file(path, NULL);
+    return last;
 }
 
 static void put(int fd, const char *s)
@@ -88,20 +86,13 @@ static void test_rotate_errors(void **state)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/us-logrot-XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return ut_mkdtemp(g_dir, sizeof g_dir, "logrot") ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char p[PATH_MAX];
-    static const char *const names[] = {"svc.log", "svc.log.1", "svc.log.2", "svc.log.3"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(p, sizeof p, "%s/%s", g_dir, names[i]);
-        unlink(p);
-    }
-    return rmdir(g_dir);
+    return ut_rmtree(g_dir);
 }
 
 int main(void)

@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 
 #include "node/privilege.h"
 #include "node/supervisor.h"
+#include "helpers.h"
 
 typedef struct fixture {
     uv_loop_t loop;
@@ -41,12 +41,6 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static char proc_state(pid_t pid)
@@ -79,24 +73,13 @@ static unsigned long long proc_starttime(pid_t pid)
     return strtoull(s, NULL, 10);
 }
 
-static char *slurp(const char *path)
+/* The text of path (NULL if unreadable), kept until the next call. */
+static const char *slurp(const char *path)
 {
-    static char buf[4096];
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
-
-static void spit(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
+    static char *last;
+    free(last);
+    last = ut_read_file(path, NULL);
+    return last;
 }
 
 static void on_exit_cb(us_proc *p, int status, void *data)
@@ -109,25 +92,6 @@ static void on_exit_cb(us_proc *p, int status, void *data)
     r->leader_state = proc_state(r->pgid);
     r->t_exit = mono_ms();
     us_proc_kill(p, SIGKILL); /* harmless from inside on_exit: the leader is not reaped yet */
-}
-
-static void tick(uv_timer_t *t)
-{
-    (void)t;
-}
-
-/* Run the loop until `done()` holds or `ms` pass. */
-static bool run_until(uv_loop_t *loop, bool (*done)(const void *), const void *arg, int ms)
-{
-    uv_timer_t t;
-    uv_timer_init(loop, &t);
-    uv_timer_start(&t, tick, 2, 2);
-    int64_t deadline = mono_ms() + ms;
-    while (!done(arg) && mono_ms() < deadline)
-        uv_run(loop, UV_RUN_ONCE);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(loop, UV_RUN_NOWAIT);
-    return done(arg);
 }
 
 static bool is_done(const void *arg)
@@ -150,7 +114,7 @@ static bool wait_group_gone(pid_t pgid, int ms)
 {
     int64_t deadline = mono_ms() + ms;
     while (us_pgrp_alive(pgid) && mono_ms() < deadline)
-        sleep_ms(1);
+        ut_sleep_ms(1);
     return !us_pgrp_alive(pgid);
 }
 
@@ -170,19 +134,10 @@ static void path_in(const fixture *f, const char *name, char *out)
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    strcpy(f->dir, "/tmp/us-sup-XXXXXX");
-    if (!mkdtemp(f->dir) || uv_loop_init(&f->loop) != 0)
+    if (!ut_mkdtemp(f->dir, sizeof f->dir, "sup") || uv_loop_init(&f->loop) != 0)
         return -1;
     *state = f;
     return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 static int teardown(void **state)
@@ -191,7 +146,7 @@ static int teardown(void **state)
     /* Every us_proc must have freed its handles: the loop closes only if none is left. */
     uv_run(&f->loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&f->loop);
-    nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    ut_rmtree(f->dir);
     free(f);
     return rc == 0 ? 0 : -1;
 }
@@ -210,7 +165,7 @@ static void test_exit_status_and_log(void **state)
     fixture *f = *state;
     char log[PATH_MAX];
     path_in(f, "svc.log", log);
-    spit(log, "earlier\n");
+    assert_int_equal(ut_write_file(log, "earlier\n"), 0);
     result r = {0};
     us_proc_opts o = {.cmd = "echo hi; echo oops >&2; exit 3",
                       .log_path = log,
@@ -218,7 +173,7 @@ static void test_exit_status_and_log(void **state)
                       .data = &r};
     us_proc *p = spawn(f, &o);
     pid_t pid = us_proc_pid(p);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 3);
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.pgid, pid);
@@ -237,7 +192,7 @@ static void test_killed_by_signal_status(void **state)
     result r = {0};
     us_proc_opts o = {.cmd = "kill -USR1 $$; sleep 5", .on_exit = on_exit_cb, .data = &r};
     spawn(f, &o);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 128 + SIGUSR1);
 }
 
@@ -277,7 +232,7 @@ static void test_env_cwd_stdin_fds_signals(void **state)
     close(leak);
     sigprocmask(SIG_SETMASK, &old, NULL);
     sigaction(SIGUSR2, &old_usr2, NULL);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 0);
     char want[1024];
     snprintf(want, sizeof want,
@@ -305,10 +260,7 @@ static void test_run_as_user(void **state)
     char log[PATH_MAX], in[PATH_MAX];
     path_in(f, "as-user.log", log);
     path_in(f, "stdin.txt", in);
-    FILE *fi = fopen(in, "w");
-    assert_non_null(fi);
-    fputs("secret-input\n", fi);
-    fclose(fi);
+    assert_int_equal(ut_write_file(in, "secret-input\n"), 0);
     chmod(in, 0600);
     chmod(f->dir, 0700); /* neither readable nor searchable for nobody */
     us_env_spec spec = us_env_spec_for(NULL, &cred, NULL);
@@ -326,7 +278,7 @@ static void test_run_as_user(void **state)
                       .data = &r};
     spawn(f, &o);
     free(env);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 0);
     char want[PATH_MAX + 1024];
     snprintf(want, sizeof want,
@@ -347,7 +299,7 @@ static void test_run_as_user(void **state)
                       .on_exit = on_exit_cb,
                       .data = &r};
     spawn(f, &g);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 0);
     snprintf(want, sizeof want, "Uid: 0 0 0 0\nGid: %d %d %d %d\nGroups: %d \n", (int)cred.gid,
              (int)cred.gid, (int)cred.gid, (int)cred.gid, (int)cred.gid);
@@ -383,7 +335,7 @@ static void test_timeout(void **state)
     int64_t t0 = mono_ms();
     us_proc *p = spawn(f, &o);
     pid_t pgid = us_proc_pid(p);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, US_PROC_TIMEOUT);
     assert_true(r.t_exit - t0 >= 95);
     assert_true(r.t_exit - t0 < 2000);
@@ -403,10 +355,10 @@ static void test_stop_grace_kills_term_ignorer(void **state)
     us_proc *p = spawn(f, &o);
     pid_t pgid = us_proc_pid(p);
     file_has fh = {log, "ready"};
-    assert_true(run_until(&f->loop, file_contains, &fh, 5000));
+    assert_true(ut_run_until(&f->loop, file_contains, &fh, 5000));
     int64_t t0 = mono_ms();
     us_proc_stop(p, 200);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 128 + SIGKILL);
     assert_true(r.t_exit - t0 >= 195);
     assert_true(r.t_exit - t0 < 2000);
@@ -433,13 +385,13 @@ static void test_stop_kills_whole_group(void **state)
     us_proc *p = spawn(f, &o);
     pid_t pgid = us_proc_pid(p);
     file_has fh = {log, "\n"};
-    assert_true(run_until(&f->loop, file_contains, &fh, 5000));
+    assert_true(ut_run_until(&f->loop, file_contains, &fh, 5000));
     pid_t bg = read_pid_line(log);
     assert_true(bg > 0);
     assert_int_equal(getpgid(bg), pgid);
     int64_t t0 = mono_ms();
     us_proc_stop(p, 5000);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 128 + SIGTERM);
     assert_true(r.t_exit - t0 < 1000);
     assert_true(wait_group_gone(pgid, 1000));
@@ -463,7 +415,7 @@ static void test_leader_exit_kills_rest_of_group(void **state)
                       .data = &r};
     us_proc *p = spawn(f, &o);
     pid_t pgid = us_proc_pid(p);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 5);
     pid_t bg = read_pid_line(log);
     assert_true(bg > 0);
@@ -491,7 +443,7 @@ static void before_exec(pid_t pgid, void *data)
     c->pgid = pgid;
     c->group_exists = getpgid(pgid) == pgid;
     /* Give a child that (wrongly) did not wait time to run its command. */
-    sleep_ms(50);
+    ut_sleep_ms(50);
     c->marker_absent = access(c->marker, F_OK) != 0;
 }
 
@@ -518,7 +470,7 @@ static void test_before_exec_runs_first(void **state)
     assert_int_equal(c.pgid, us_proc_pid(p));
     assert_true(c.group_exists);
     assert_true(c.marker_absent);
-    assert_true(run_until(&f->loop, is_done, &before_result, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &before_result, 5000));
     assert_int_equal(before_result.status, 0);
     assert_int_equal(access(marker, F_OK), 0);
 }
@@ -541,11 +493,11 @@ static void test_pidfile_written_and_removed(void **state)
     snprintf(want, sizeof want, "%d %llu\n", (int)pgid, proc_starttime(pgid));
     assert_string_equal(slurp(pidfile), want);
     file_has fh = {log, "ready"};
-    assert_true(run_until(&f->loop, file_contains, &fh, 5000));
+    assert_true(ut_run_until(&f->loop, file_contains, &fh, 5000));
     /* exec does not change the start time the pidfile records */
     assert_string_equal(slurp(pidfile), want);
     us_proc_kill(p, SIGKILL);
-    assert_true(run_until(&f->loop, is_done, &r, 5000));
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
     assert_int_equal(r.status, 128 + SIGKILL);
     assert_int_equal(access(pidfile, F_OK), -1);
     reap_group(pgid);
@@ -576,20 +528,20 @@ static void test_kill_stale(void **state)
 
     assert_false(us_proc_kill_stale(pidfile)); /* no file */
 
-    spit(pidfile, "garbage\n");
+    assert_int_equal(ut_write_file(pidfile, "garbage\n"), 0);
     assert_false(us_proc_kill_stale(pidfile));
     assert_int_equal(access(pidfile, F_OK), -1);
 
     pid_t pgid = start_foreign_group("sleep 100 & sleep 100");
     /* Wrong start time: the pid was reused by someone else, who must be left alone. */
     snprintf(line, sizeof line, "%d %llu\n", (int)pgid, proc_starttime(pgid) + 1);
-    spit(pidfile, line);
+    assert_int_equal(ut_write_file(pidfile, line), 0);
     assert_false(us_proc_kill_stale(pidfile));
     assert_int_equal(access(pidfile, F_OK), -1);
     assert_true(us_pgrp_alive(pgid));
 
     snprintf(line, sizeof line, "%d %llu\n", (int)pgid, proc_starttime(pgid));
-    spit(pidfile, line);
+    assert_int_equal(ut_write_file(pidfile, line), 0);
     int64_t t0 = mono_ms();
     assert_true(us_proc_kill_stale(pidfile));
     assert_true(mono_ms() - t0 < 1000);
@@ -637,7 +589,7 @@ static void test_child_dies_with_agent(void **state)
         exe[n > 0 ? n : 0] = '\0';
         if (strstr(exe, "sh") || strstr(exe, "sleep"))
             break;
-        sleep_ms(1);
+        ut_sleep_ms(1);
     }
     int64_t t0 = mono_ms();
     kill(agent, SIGKILL);
@@ -646,7 +598,7 @@ static void test_child_dies_with_agent(void **state)
     deadline = t0 + 1000;
     char s;
     while ((s = proc_state(pgid)) && s != 'Z' && mono_ms() < deadline)
-        sleep_ms(1);
+        ut_sleep_ms(1);
     int64_t took = mono_ms() - t0;
     print_message("      service leader gone %lld ms after kill -9 of the agent\n",
                   (long long)took);

@@ -23,6 +23,7 @@
 
 #include "lib/key.h"
 #include "net/transport.h"
+#include "helpers.h"
 
 static uv_loop_t loop;
 static uv_timer_t tick;
@@ -90,17 +91,6 @@ typedef struct node {
     bool closed;
 } node;
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t l = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &l);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static void in_alloc(uv_handle_t *h, size_t sug, uv_buf_t *buf)
 {
     node *n = h->data;
@@ -145,7 +135,7 @@ static void node_start_in(node *n, const us_keyring *keys, const char *cluster, 
                           raft_id id)
 {
     memset(n, 0, sizeof *n);
-    snprintf(n->addr, sizeof n->addr, "127.0.0.1:%d", free_port());
+    snprintf(n->addr, sizeof n->addr, "127.0.0.1:%d", ut_free_port());
     assert_int_equal(us_transport_init(&n->w, &loop, 1000, keys, cluster, name), 0);
     assert_int_equal(n->w.t.init(&n->w.t, id, n->addr), 0);
     assert_int_equal(n->w.t.listen(&n->w.t, accept_cb), 0);
@@ -623,7 +613,7 @@ static void test_rpc(void **state)
     /* Nobody listening: refused. */
     rpc_reset(&r);
     char nowhere[32];
-    snprintf(nowhere, sizeof nowhere, "127.0.0.1:%d", free_port());
+    snprintf(nowhere, sizeof nowhere, "127.0.0.1:%d", ut_free_port());
     assert_int_equal(us_transport_rpc(&a.w, nowhere, "x", 1, 2000, reply_cb, &r), 0);
     assert_true(WAIT_FOR(r.done, 3000));
     assert_int_equal(r.status, -ECONNREFUSED);
