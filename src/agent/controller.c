@@ -514,7 +514,7 @@ static void time_release(us_agent *a, const us_assignment *cur, const us_assignm
 {
     bool released =
         cur->active[0] && (strcmp(cur->active, next->active) != 0 || cur->epoch != next->epoch);
-    if (!released || us_release_cause(cur, next) == US_CAUSE_SWITCHOVER)
+    if (!released || us_release_cause(next->release) == US_CAUSE_SWITCHOVER)
         return;
     struct us_ctl_timing *t = NULL;
     for (int i = 0; i < a->n_ctl_timing && !t; i++)

@@ -8,15 +8,6 @@
 
 #define US_WAIT (-2)
 
-typedef enum {
-    REL_NONE = 0,
-    REL_DEMOTED,
-    REL_FAILED,
-    REL_FENCED,
-    REL_LEASE,
-    REL_AGENT,
-} release_kind;
-
 typedef struct dur {
     char s[32];
 } dur;
@@ -309,8 +300,8 @@ static bool failed_since_failover(const us_assignment *a)
     return false;
 }
 
-/* Why the holder no longer acts (REL_NONE: it may still be acting). */
-static release_kind release_of(const us_decide_input *in, int s, int h, char *why, size_t len)
+/* Why the holder no longer acts (US_RELEASE_NONE: it may still be acting). */
+static us_release_kind release_of(const us_decide_input *in, int s, int h, char *why, size_t len)
 {
     const us_assignment *a = &in->asg[s];
     const us_inst_obs *r = &in->inst[s][h];
@@ -320,7 +311,7 @@ static release_kind release_of(const us_decide_input *in, int s, int h, char *wh
         switch (r->state) {
         case US_INST_DEMOTED:
             snprintf(why, len, "%s confirmed demotion", node->name);
-            return REL_DEMOTED;
+            return a->demoting ? US_RELEASE_SWITCHOVER : US_RELEASE_DEMOTED;
         case US_INST_FAILED:
             /* The cause is cut so the decision that follows it stays readable. */
             if (r->cause[0])
@@ -328,10 +319,11 @@ static release_kind release_of(const us_decide_input *in, int s, int h, char *wh
             else
                 snprintf(why, len, "instance on %s failed (exit status %d)", node->name,
                          r->exit_status);
-            return REL_FAILED;
+            /* Stopped because we asked (recover): the failure is its failing health checks. */
+            return a->recover ? US_RELEASE_UNHEALTHY : US_RELEASE_FAILED;
         case US_INST_FENCED:
             snprintf(why, len, "guardian on %s fenced the instance", node->name);
-            return REL_FENCED;
+            return US_RELEASE_FENCED;
         default:
             break;
         }
@@ -339,13 +331,13 @@ static release_kind release_of(const us_decide_input *in, int s, int h, char *wh
     if (o->lease == US_LEASE_EXPIRED) {
         snprintf(why, len, "lease of %s expired (last seen %lld ms ago)", node->name,
                  (long long)o->last_seen_ms);
-        return REL_LEASE;
+        return US_RELEASE_LEASE;
     }
     if (node->incarnation != 0 && a->active_inc != 0 && node->incarnation != a->active_inc) {
         snprintf(why, len, "agent on %s restarted", node->name);
-        return REL_AGENT;
+        return US_RELEASE_AGENT;
     }
-    return REL_NONE;
+    return US_RELEASE_NONE;
 }
 
 /* Pick the new active: target, else first eligible standby, else first eligible by preference.
@@ -716,21 +708,24 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
     char why[US_REASON_MAX] = "";
     bool choose = false, switchover = false, guarded = false;
     *next = *cur;
+    next->release = US_RELEASE_NONE;
 
     if (cur->active[0]) {
         int h = find_node(in, cur->active);
         char released[US_REASON_MAX];
-        release_kind k = h >= 0 ? release_of(in, s, h, released, sizeof released) : REL_NONE;
-        if (k != REL_NONE) {
+        us_release_kind k =
+            h >= 0 ? release_of(in, s, h, released, sizeof released) : US_RELEASE_NONE;
+        if (k != US_RELEASE_NONE) {
             append(why, sizeof why, "%s%s", cur->demoting ? "switchover: " : "", released);
             next->active[0] = '\0';
             next->active_inc = 0;
             next->recover = false;
-            if (k == REL_FAILED) {
+            next->release = k;
+            if (k == US_RELEASE_FAILED || k == US_RELEASE_UNHEALTHY) {
                 if (!after_failure(in, s, h, next, why, sizeof why))
                     return false;
             } else {
-                switchover = k == REL_DEMOTED && cur->demoting;
+                switchover = k == US_RELEASE_SWITCHOVER;
                 choose = true;
             }
         } else if (h < 0) {
@@ -820,10 +815,11 @@ static bool paused_release(const us_decide_input *in, int s, us_assignment *next
     const us_assignment *cur = &in->asg[s];
     int h = cur->active[0] ? find_node(in, cur->active) : -1;
     char released[US_REASON_MAX];
-    release_kind k = h >= 0 ? release_of(in, s, h, released, sizeof released) : REL_NONE;
-    if (k != REL_FENCED && k != REL_LEASE && k != REL_AGENT)
+    us_release_kind k = h >= 0 ? release_of(in, s, h, released, sizeof released) : US_RELEASE_NONE;
+    if (k != US_RELEASE_FENCED && k != US_RELEASE_LEASE && k != US_RELEASE_AGENT)
         return false;
     *next = *cur;
+    next->release = k;
     next->active[0] = '\0';
     next->active_inc = 0;
     next->demoting = false;

@@ -35,8 +35,11 @@ typedef struct us_decide_input {
 } us_decide_input;
 
 typedef struct us_decision {
-    int service;        /* index into input defs/asg */
-    us_assignment next; /* the assignment to commit; next.gen = current gen (the CAS guard) */
+    int service; /* index into input defs/asg */
+    /* The assignment to commit; next.gen = current gen (the CAS guard). next.release is the kind
+     * of release when the decision takes the role from the holder (active changes or a new
+     * epoch is given while one was held), else US_RELEASE_NONE. */
+    us_assignment next;
 } us_decision;
 
 typedef struct us_decide_output {

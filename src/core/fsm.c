@@ -155,6 +155,7 @@ json_t *us_assignment_to_json(const us_assignment *a)
                           a->demoting, "target", a->target, "standbys",
                           names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason",
                           a->reason, "since_version", us_u64_json(a->since_version));
+    json_object_set_new(j, "release", json_string(us_release_kind_name(a->release)));
     json_t *fail = json_array();
     for (int i = 0; i < a->n_fail; i++) {
         const us_failrec *f = &a->fail[i];
@@ -192,6 +193,8 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
     a->demoting = json_is_true(json_object_get(j, "demoting"));
     us_strlcpy(a->target, us_json_str(j, "target"), sizeof a->target);
     us_strlcpy(a->reason, us_json_str(j, "reason"), sizeof a->reason);
+    /* Absent in commands and snapshots written before kinds were recorded: OTHER. */
+    a->release = us_release_kind_parse(json_string_value(json_object_get(j, "release")));
     a->since_version = us_json_u64(j, "since_version");
     a->paused = json_is_true(json_object_get(j, "paused"));
     a->recover = json_is_true(json_object_get(j, "recover"));
@@ -742,37 +745,27 @@ const char *us_move_cause_name(us_move_cause c)
     return (unsigned)c <= US_CAUSE_SWITCHOVER ? names[c] : "other";
 }
 
-static bool starts_with(const char *s, const char *prefix)
+us_move_cause us_release_cause(us_release_kind k)
 {
-    return strncmp(s, prefix, strlen(prefix)) == 0;
-}
-
-us_move_cause us_release_cause(const us_assignment *cur, const us_assignment *next)
-{
-    /* The words are decide.c's release_of(); tests/unit/test_fsm.c runs real decisions through
-     * this so that a rewording there cannot go unnoticed. */
-    const char *r = next->reason;
-    if (starts_with(r, "switchover: "))
-        r += strlen("switchover: ");
-    if (starts_with(r, "instance on "))
-        return cur->recover ? US_CAUSE_UNHEALTHY : US_CAUSE_FAILED;
-    if (starts_with(r, "guardian on "))
-        return US_CAUSE_FENCED;
-    if (starts_with(r, "lease of "))
-        return US_CAUSE_LEASE;
-    if (starts_with(r, "agent on "))
-        return US_CAUSE_AGENT_RESTART;
-    size_t n = strlen(cur->active);
-    if (n && strncmp(r, cur->active, n) == 0 && starts_with(r + n, " confirmed demotion"))
-        return cur->demoting ? US_CAUSE_SWITCHOVER : US_CAUSE_OTHER;
-    return US_CAUSE_OTHER;
+    static const us_move_cause causes[US_RELEASE_N] = {
+        [US_RELEASE_NONE] = US_CAUSE_OTHER,
+        [US_RELEASE_FAILED] = US_CAUSE_FAILED,
+        [US_RELEASE_UNHEALTHY] = US_CAUSE_UNHEALTHY,
+        [US_RELEASE_FENCED] = US_CAUSE_FENCED,
+        [US_RELEASE_LEASE] = US_CAUSE_LEASE,
+        [US_RELEASE_AGENT] = US_CAUSE_AGENT_RESTART,
+        [US_RELEASE_SWITCHOVER] = US_CAUSE_SWITCHOVER,
+        [US_RELEASE_DEMOTED] = US_CAUSE_OTHER,
+        [US_RELEASE_OTHER] = US_CAUSE_OTHER,
+    };
+    return (unsigned)k < US_RELEASE_N ? causes[k] : US_CAUSE_OTHER;
 }
 
 static void count_move(us_service_stats *st, const us_assignment *cur, const us_assignment *next)
 {
     bool new_epoch = next->epoch != cur->epoch;
     bool released = cur->active[0] && (strcmp(cur->active, next->active) != 0 || new_epoch);
-    us_move_cause cause = released ? us_release_cause(cur, next) : st->release_cause;
+    us_move_cause cause = released ? us_release_cause(next->release) : st->release_cause;
     if (next->active[0] && new_epoch) {
         const char *from = cur->active[0]         ? cur->active
                            : st->released_from[0] ? st->released_from

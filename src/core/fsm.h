@@ -18,10 +18,9 @@
 
 #define US_RETIRED_MAX 64
 
-/* Why the active role moved away from its holder: the category of the release, taken from the
- * decision's reason (decide.c words it: "instance on N failed", "guardian on N fenced ...",
- * "lease of N expired", "agent on N restarted"; a failed instance whose assignment was
- * `recover`ing is "unhealthy"). */
+/* Why the active role moved away from its holder: the category of the release, mapped from the
+ * assignment's us_release_kind (us_release_cause). These names are visible to users (metrics
+ * labels, stats): they do not change. */
 typedef enum {
     US_CAUSE_FAILED = 0,
     US_CAUSE_UNHEALTHY,
@@ -96,9 +95,9 @@ bool us_state_holds_active(const us_state *s, const char *node);
 /* A node's role in an assignment: "active", "demoting", "recovering", "restarting", "standby"
  * or "none" (the words of role events). */
 const char *us_assignment_role(const us_assignment *a, const char *node);
-/* Release cause of a change from `cur` to `next` that takes the role from cur->active (the
- * classification of us_service_stats). */
-us_move_cause us_release_cause(const us_assignment *cur, const us_assignment *next);
+/* Counting cause of a release of kind `k` (the classification of us_service_stats): a table;
+ * NONE, DEMOTED and OTHER count as US_CAUSE_OTHER, SWITCHOVER as US_CAUSE_SWITCHOVER. */
+us_move_cause us_release_cause(us_release_kind k);
 
 /* Event `seq` if still kept, else NULL. */
 const us_event *us_state_event(const us_state *s, uint64_t seq);

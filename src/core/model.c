@@ -27,6 +27,31 @@ const char *us_health_name(us_health h)
     return (unsigned)h < sizeof names / sizeof names[0] ? names[h] : "?";
 }
 
+static const char *const release_names[US_RELEASE_N] = {
+    [US_RELEASE_NONE] = "none",
+    [US_RELEASE_FAILED] = "failed",
+    [US_RELEASE_UNHEALTHY] = "unhealthy",
+    [US_RELEASE_FENCED] = "fenced",
+    [US_RELEASE_LEASE] = "lease",
+    [US_RELEASE_AGENT] = "agent_restart",
+    [US_RELEASE_SWITCHOVER] = "switchover",
+    [US_RELEASE_DEMOTED] = "demoted",
+    [US_RELEASE_OTHER] = "other",
+};
+
+const char *us_release_kind_name(us_release_kind k)
+{
+    return (unsigned)k < US_RELEASE_N ? release_names[k] : "other";
+}
+
+us_release_kind us_release_kind_parse(const char *name)
+{
+    for (int k = 0; name && k < US_RELEASE_N; k++)
+        if (strcmp(name, release_names[k]) == 0)
+            return (us_release_kind)k;
+    return US_RELEASE_OTHER;
+}
+
 uint64_t us_node_id(const char *name)
 {
     /* FNV-1a: stable across versions and machines, which the Raft configuration needs. */

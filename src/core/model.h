@@ -152,6 +152,22 @@ typedef struct us_failrec {
     int64_t banned_until_ms; /* not used for the service before this (0 = not banned) */
 } us_failrec;
 
+/* Why the change that produced an assignment took the active role from its holder (decide.c's
+ * release of the holder). Replicated with the assignment as a short name ("failed", ...); a name
+ * that is absent or unknown (a command written before kinds were recorded) reads as OTHER. */
+typedef enum {
+    US_RELEASE_NONE = 0,   /* the change released nothing */
+    US_RELEASE_FAILED,     /* the holder reported its instance failed under the epoch */
+    US_RELEASE_UNHEALTHY,  /* ... while it was being `recover`ed for failing health checks */
+    US_RELEASE_FENCED,     /* the guardian on the holder fenced the instance */
+    US_RELEASE_LEASE,      /* the holder's lease surely expired */
+    US_RELEASE_AGENT,      /* the agent on the holder restarted (new incarnation) */
+    US_RELEASE_SWITCHOVER, /* the holder confirmed its demotion in a planned switchover */
+    US_RELEASE_DEMOTED,    /* the holder confirmed a demotion nobody asked for */
+    US_RELEASE_OTHER,      /* not known */
+    US_RELEASE_N,
+} us_release_kind;
+
 /* The replicated placement of one service. Changed only through FSM commands guarded by `gen`. */
 typedef struct us_assignment {
     char service[US_NAME_MAX];
@@ -164,6 +180,7 @@ typedef struct us_assignment {
     int n_standbys;
     char standbys[US_MAX_NODES][US_NAME_MAX];
     char reason[US_REASON_MAX]; /* cause of the last change */
+    us_release_kind release;    /* ... and the kind of its release of the holder, if any */
     uint64_t since_version;     /* state version at which the active role was given (lease.h) */
     /* Self-healing (docs/decisions.md). Times are the deciding leader's wall clock in ms. */
     bool paused;  /* `understudy service pause`: no decisions, agents leave processes alone */
@@ -242,6 +259,10 @@ const char *us_node_state_name(us_node_state s);
 const char *us_lease_state_name(us_lease_state s);
 const char *us_inst_state_name(us_inst_state s);
 const char *us_health_name(us_health h);
+/* "none", "failed", "unhealthy", "fenced", "lease", "agent_restart", "switchover", "demoted",
+ * "other"; us_release_kind_parse reads these names, anything else (NULL too) as OTHER. */
+const char *us_release_kind_name(us_release_kind k);
+us_release_kind us_release_kind_parse(const char *name);
 
 /* Deterministic Raft id for a node name (never 0). */
 uint64_t us_node_id(const char *name);

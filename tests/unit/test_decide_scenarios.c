@@ -12,7 +12,9 @@
  * reports active+unhealthy, a restart node only while the role is free and only the pending one or
  * the holder that just failed, never before restart_at, failure records change only for the holder
  * that failed (at now), last_failover only to now, a new switchover target is eligible, and
- * wake_ms is 0 or after now.
+ * wake_ms is 0 or after now. A decision that releases the holder carries the kind of release
+ * (next.release) that fits the input, and its [expect] must name it (`release = KIND`); one that
+ * releases nothing carries none.
  *
  * The scenario reader is deliberately self-contained (not src/config/ini.h) so the format stays
  * fixed by docs/decisions.md and not by whatever the config parser accepts.
@@ -94,8 +96,9 @@ typedef struct expect {
     ref target;
     uint64_t active_inc;
     bool has_recover, has_restart_node, has_restart_at, has_restarts, has_restart_window_start,
-        has_last_failover, has_paused;
+        has_last_failover, has_paused, has_release;
     bool recover, paused;
+    us_release_kind release;
     ref restart_node;
     int64_t restart_at, restarts, restart_window_start, last_failover;
     int n_fail;
@@ -738,6 +741,16 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
         e->has_paused = true;
         return once(c, seen, 13, key) && parse_bool(c, key, v, &e->paused);
     }
+    if (strcmp(key, "release") == 0) {
+        e->has_release = true;
+        e->release = us_release_kind_parse(v);
+        if (strcmp(us_release_kind_name(e->release), v) != 0)
+            return perr(c,
+                        "key 'release': expected none, failed, unhealthy, fenced, lease, "
+                        "agent_restart, switchover, demoted or other, got '%s'",
+                        v);
+        return once(c, seen, 14, key);
+    }
     if (strncmp(key, "fail", 4) == 0 && (key[4] == ' ' || key[4] == '\t')) {
         if (e->n_fail >= US_MAX_NODES)
             return perr(c, "more than %d fail lines", US_MAX_NODES);
@@ -758,7 +771,7 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
     return perr(c,
                 "unknown key '%s' in [expect] (expected change, active, epoch, standby_nodes, "
                 "demoting, target, active_inc, recover, restart_node, restart_at, restarts, "
-                "restart_window_start, last_failover, paused, fail NODE, reason ~)",
+                "restart_window_start, last_failover, paused, release, fail NODE, reason ~)",
                 key);
 }
 
@@ -1041,7 +1054,8 @@ static void add_asg(msgbuf *m, const us_assignment *a)
         add(m, "\n      fail %.*s = %d %" PRId64 " %" PRId64 " %" PRId64, US_NAME_MAX,
             a->fail[i].node, a->fail[i].failures, a->fail[i].window_ms, a->fail[i].last_ms,
             a->fail[i].banned_until_ms);
-    add(m, "\n      reason='%.*s'", US_REASON_MAX, a->reason);
+    add(m, "\n      release=%s reason='%.*s'", us_release_kind_name(a->release), US_REASON_MAX,
+        a->reason);
 }
 
 static void add_field(msgbuf *m, int64_t v)
@@ -1088,6 +1102,8 @@ static void add_expect(msgbuf *m, const expect *e)
         add(m, "restart_window_start=%" PRId64 " ", e->restart_window_start);
     if (e->has_last_failover)
         add(m, "last_failover=%" PRId64 " ", e->last_failover);
+    if (e->has_release)
+        add(m, "release=%s ", us_release_kind_name(e->release));
     for (int i = 0; i < e->n_fail; i++) {
         const expect_fail *f = &e->fail[i];
         add(m, "\n      fail %s =", f->node.name);
@@ -1191,6 +1207,39 @@ static bool release_holds(const us_decide_input *in, int s, int h)
         r->epoch == a->epoch;
     return reported || in->node_obs[h].lease == US_LEASE_EXPIRED ||
            in->nodes[h].incarnation != a->active_inc;
+}
+
+/* Does the decision `nx` take the role from the holder (the counters' "released": another
+ * active or none, or the same node under a new epoch)? */
+static bool releases(const us_assignment *cur, const us_assignment *nx)
+{
+    return cur->active[0] && (strcmp(cur->active, nx->active) != 0 || nx->epoch != cur->epoch);
+}
+
+/* Does the release kind `k` of a decision agree with what the input says about holder h? */
+static bool release_kind_holds(const us_decide_input *in, int s, int h, us_release_kind k)
+{
+    const us_assignment *a = &in->asg[s];
+    const us_inst_obs *r = &in->inst[s][h];
+    bool now = r->epoch == a->epoch;
+    switch (k) {
+    case US_RELEASE_FAILED:
+        return now && r->state == US_INST_FAILED && !a->recover;
+    case US_RELEASE_UNHEALTHY:
+        return now && r->state == US_INST_FAILED && a->recover;
+    case US_RELEASE_FENCED:
+        return now && r->state == US_INST_FENCED;
+    case US_RELEASE_SWITCHOVER:
+        return now && r->state == US_INST_DEMOTED && a->demoting;
+    case US_RELEASE_DEMOTED:
+        return now && r->state == US_INST_DEMOTED && !a->demoting;
+    case US_RELEASE_LEASE:
+        return in->node_obs[h].lease == US_LEASE_EXPIRED;
+    case US_RELEASE_AGENT:
+        return in->nodes[h].incarnation != a->active_inc;
+    default:
+        return false;
+    }
 }
 
 /* Did the holder report its instance failed under the current epoch (R3)? */
@@ -1393,7 +1442,13 @@ static void check_properties(const us_decide_input *in, const us_decide_output *
             if (taken && h >= 0 && !release_holds(in, s, h))
                 add(m, "%s: the active role was taken from %s without a release condition\n", name,
                     cur->active);
+            if (releases(cur, nx) && h >= 0 && !release_kind_holds(in, s, h, nx->release))
+                add(m, "%s: release=%s does not fit what the input says about %s\n", name,
+                    us_release_kind_name(nx->release), cur->active);
         }
+        if (!releases(cur, nx) && nx->release != US_RELEASE_NONE)
+            add(m, "%s: release=%s, but the decision releases nothing\n", name,
+                us_release_kind_name(nx->release));
         for (int k = 0; k < nx->n_standbys; k++) {
             const char *sb = nx->standbys[k];
             if (!str_terminated(sb, US_NAME_MAX)) {
@@ -1501,6 +1556,8 @@ static bool matches(const expect *e, const us_decision *dec)
         return false;
     if (e->has_last_failover && e->last_failover != nx->last_failover_ms)
         return false;
+    if (e->has_release && e->release != nx->release)
+        return false;
     for (int i = 0; i < e->n_fail; i++) {
         const expect_fail *f = &e->fail[i];
         const us_failrec *r = failrec_of(nx, f->node.name);
@@ -1531,7 +1588,8 @@ static bool same_output(const us_decide_output *a, const us_decide_output *b)
             x->paused != y->paused || strcmp(x->restart_node, y->restart_node) != 0 ||
             x->restart_at_ms != y->restart_at_ms || x->restarts != y->restarts ||
             x->restart_window_ms != y->restart_window_ms ||
-            x->last_failover_ms != y->last_failover_ms || x->n_fail != y->n_fail)
+            x->last_failover_ms != y->last_failover_ms || x->n_fail != y->n_fail ||
+            x->release != y->release)
             return false;
         for (int k = 0; k < x->n_fail && k < US_MAX_NODES; k++)
             if (!same_failrec(&x->fail[k], &y->fail[k]))
@@ -1575,6 +1633,14 @@ static void run_scenario(void **state)
     for (int s = 0; s < in->n_services; s++) {
         const expect *e = expect_for(&g_scn, in->defs[s].name);
         const us_decision *dec = decision_for(&g_out, s);
+        if (e && dec && releases(&in->asg[s], &dec->next) && !e->has_release) {
+            ok = false;
+            add(&m,
+                "  service %s (%s:%d): the decision releases %s: [expect] must say 'release = "
+                "%s'\n",
+                in->defs[s].name, path, e->line, in->asg[s].active,
+                us_release_kind_name(dec->next.release));
+        }
         if (matches(e, dec))
             continue;
         ok = false;

@@ -979,13 +979,15 @@ static const us_service_stats *stats_of(const us_state *s, const char *service)
     return &s->stats[i];
 }
 
-/* Commit the next assignment of `web` (gen = current), with optional restart_node/recover. */
+/* Commit the next assignment of `web` (gen = current), with optional restart_node/recover and
+ * the decision's release kind (the reason is for the reader: the counters go by the kind). */
 static void step(us_state *s, uint64_t epoch, const char *active, const char *restart_node,
-                 bool recover, const char *reason)
+                 bool recover, us_release_kind release, const char *reason)
 {
     us_assignment a = next_asg(s, "web", epoch, active, "", reason);
     us_strlcpy(a.restart_node, restart_node, sizeof a.restart_node);
     a.recover = recover;
+    a.release = release;
     a.demoting = false; /* as decide.c's give_role: every pending step of the old epoch clears */
     a.target[0] = '\0';
     assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
@@ -1010,22 +1012,25 @@ static void test_move_counters(void **state)
 {
     (void)state;
     us_state *s = base_state();
-    step(s, 1, "n1", "", false, "initial placement on n1 (first eligible in preference order)");
+    step(s, 1, "n1", "", false, US_RELEASE_NONE,
+         "initial placement on n1 (first eligible in preference order)");
     assert_counts(s, 0, 0, 0, 0, 0, 0, 0, 0); /* a placement is no move */
 
     /* Released and given to another node in one decision. */
-    step(s, 2, "n2", "", false, "instance on n1 failed (exit status 137); n2 promoted (standby)");
+    step(s, 2, "n2", "", false, US_RELEASE_FAILED,
+         "instance on n1 failed (exit status 137); n2 promoted (standby)");
     assert_counts(s, 1, 0, 0, 0, 0, 0, 0, 0);
     /* Unhealthy: `recover` first (no move), then the failed report releases the role. */
-    step(s, 2, "n2", "", true, "n2 unhealthy: check tcp://x failed 3/3: refused: stopping it");
+    step(s, 2, "n2", "", true, US_RELEASE_NONE,
+         "n2 unhealthy: check tcp://x failed 3/3: refused: stopping it");
     assert_counts(s, 1, 0, 0, 0, 0, 0, 0, 0);
-    step(s, 3, "n3", "", false,
+    step(s, 3, "n3", "", false, US_RELEASE_UNHEALTHY,
          "instance on n2 failed: check tcp://x failed 3/3: refused; n3 promoted (standby)");
     assert_counts(s, 1, 1, 0, 0, 0, 0, 0, 0);
 
     /* Released by one command, given by a later one: counted when given, under the release's
      * cause, also after a snapshot in between. */
-    step(s, 3, "", "", false,
+    step(s, 3, "", "", false, US_RELEASE_LEASE,
          "lease of n3 expired (last seen 900 ms ago); no eligible node for the active role");
     assert_counts(s, 1, 1, 0, 0, 0, 0, 0, 0);
     assert_string_equal(stats_of(s, "web")->released_from, "n3");
@@ -1034,50 +1039,65 @@ static void test_move_counters(void **state)
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
     assert_memory_equal(s->stats, back->stats, sizeof s->stats);
-    step(back, 4, "n1", "", false, "n1 promoted (first eligible in preference order)");
+    step(back, 4, "n1", "", false, US_RELEASE_NONE,
+         "n1 promoted (first eligible in preference order)");
     assert_counts(back, 1, 1, 0, 1, 0, 0, 0, 0);
     assert_string_equal(stats_of(back, "web")->released_from, "");
     s = back;
 
-    step(s, 5, "n2", "", false, "guardian on n1 fenced the instance; n2 promoted (standby)");
+    step(s, 5, "n2", "", false, US_RELEASE_FENCED,
+         "guardian on n1 fenced the instance; n2 promoted (standby)");
     assert_counts(s, 1, 1, 1, 1, 0, 0, 0, 0);
 
     /* Restart in place: released with a pending restart, given back to the same node. */
-    step(s, 5, "", "n2", false,
+    step(s, 5, "", "n2", false, US_RELEASE_FAILED,
          "instance on n2 failed (exit status 1); restart 1/3 on n2 in 200 ms");
-    step(s, 6, "n2", "", false, "restart 1/3 on n2 (backoff 200 ms over)");
+    step(s, 6, "n2", "", false, US_RELEASE_NONE, "restart 1/3 on n2 (backoff 200 ms over)");
     assert_counts(s, 1, 1, 1, 1, 0, 0, 0, 1);
     /* A restart abandoned: the role goes elsewhere, a failover of the original cause. */
-    step(s, 6, "", "n2", false,
+    step(s, 6, "", "n2", false, US_RELEASE_FAILED,
          "instance on n2 failed (exit status 1); restart 2/3 on n2 in 400 ms");
-    step(s, 6, "", "", false, "restart on n2 abandoned (node dead)");
-    step(s, 7, "n3", "", false, "n3 promoted (first eligible in preference order)");
+    step(s, 6, "", "", false, US_RELEASE_NONE, "restart on n2 abandoned (node dead)");
+    step(s, 7, "n3", "", false, US_RELEASE_NONE,
+         "n3 promoted (first eligible in preference order)");
     assert_counts(s, 2, 1, 1, 1, 0, 0, 0, 1);
 
     /* A planned switchover: requested, then the holder's demotion confirmed. */
     assert_int_equal(apply(s, us_cmd_switchover("web", asg_of(s, "web")->gen, "n1")), US_APPLY_OK);
-    step(s, 8, "n1", "", false,
+    step(s, 8, "n1", "", false, US_RELEASE_SWITCHOVER,
          "switchover: n3 confirmed demotion; n1 promoted (requested target)");
     assert_counts(s, 2, 1, 1, 1, 0, 0, 1, 1);
     /* A holder failing during a switchover fails over. */
     assert_int_equal(apply(s, us_cmd_switchover("web", asg_of(s, "web")->gen, "n2")), US_APPLY_OK);
-    step(s, 9, "n2", "", false,
+    step(s, 9, "n2", "", false, US_RELEASE_FAILED,
          "switchover: instance on n1 failed (exit status 9); n2 promoted (requested target)");
     assert_counts(s, 3, 1, 1, 1, 0, 0, 1, 1);
 
     /* A restarted agent given the role again is a restart in place, elsewhere a failover. */
-    step(s, 10, "n2", "", false, "agent on n2 restarted; n2 promoted (first eligible in ...)");
+    step(s, 10, "n2", "", false, US_RELEASE_AGENT,
+         "agent on n2 restarted; n2 promoted (first eligible in ...)");
     assert_counts(s, 3, 1, 1, 1, 0, 0, 1, 2);
-    step(s, 11, "n3", "", false, "agent on n2 restarted; n3 promoted (first eligible in ...)");
+    step(s, 11, "n3", "", false, US_RELEASE_AGENT,
+         "agent on n2 restarted; n3 promoted (first eligible in ...)");
     assert_counts(s, 3, 1, 1, 1, 1, 0, 1, 2);
     /* A demotion nobody asked for (no switchover pending) and an unknown wording: "other". */
-    step(s, 12, "n1", "", false, "n3 confirmed demotion; n1 promoted (standby)");
-    step(s, 13, "n2", "", false, "something new; n2 promoted (standby)");
+    step(s, 12, "n1", "", false, US_RELEASE_DEMOTED,
+         "n3 confirmed demotion; n1 promoted (standby)");
+    step(s, 13, "n2", "", false, US_RELEASE_OTHER, "something new; n2 promoted (standby)");
     assert_counts(s, 3, 1, 1, 1, 1, 2, 1, 2);
+    /* A command written before kinds were recorded (no "release") still applies: "other". */
+    us_assignment old = next_asg(s, "web", 14, "n3", "", "instance on n2 failed; n3 promoted");
+    old.demoting = false;
+    old.target[0] = '\0';
+    json_t *cmd = us_cmd_assign(&old);
+    json_object_del(json_object_get(cmd, "asg"), "release");
+    assert_int_equal(apply(s, cmd), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->release, US_RELEASE_OTHER);
+    assert_counts(s, 3, 1, 1, 1, 1, 3, 1, 2);
 
     /* A stale (CAS-failed) decision counts nothing. */
     us_state *before = copy_state(s);
-    us_assignment stale = next_asg(s, "web", 14, "n1", "", "instance on n2 failed; n1 promoted");
+    us_assignment stale = next_asg(s, "web", 15, "n1", "", "instance on n3 failed; n1 promoted");
     stale.gen--;
     assert_int_equal(apply(s, us_cmd_assign(&stale)), US_APPLY_NOOP);
     assert_unchanged(before, s);
@@ -1098,8 +1118,9 @@ static void test_stats_json(void **state)
 {
     (void)state;
     us_state *s = base_state();
-    step(s, 1, "n1", "", false, "initial placement");
-    step(s, 2, "n2", "", false, "guardian on n1 fenced the instance; n2 promoted (standby)");
+    step(s, 1, "n1", "", false, US_RELEASE_NONE, "initial placement");
+    step(s, 2, "n2", "", false, US_RELEASE_FENCED,
+         "guardian on n1 fenced the instance; n2 promoted (standby)");
     json_t *j = us_state_to_json(s);
     json_t *stats = json_object_get(j, "stats");
     assert_int_equal(json_array_size(stats), 2);
@@ -1155,13 +1176,20 @@ static us_decide_input *decide_input(void)
     return in;
 }
 
-static us_move_cause decided_cause(const us_decide_input *in)
+/* The decision's release kind, checked to map to `cause` (what the counters record). */
+static us_release_kind decided_release(const us_decide_input *in, us_move_cause cause)
 {
     us_decide_output *out = track(calloc(1, sizeof *out));
     us_decide(in, out);
     assert_int_equal(out->n, 1);
     assert_string_equal(out->d[0].next.active, "n2");
-    return us_release_cause(&in->asg[0], &out->d[0].next);
+    us_release_kind k = out->d[0].next.release;
+    assert_int_equal(us_release_cause(k), cause);
+    /* The kind survives the command's JSON (it is replicated with the assignment). */
+    json_t *j = us_assignment_to_json(&out->d[0].next);
+    assert_string_equal(json_string_value(json_object_get(j, "release")), us_release_kind_name(k));
+    json_decref(j);
+    return k;
 }
 
 static void test_release_cause_of_decisions(void **state)
@@ -1169,28 +1197,57 @@ static void test_release_cause_of_decisions(void **state)
     (void)state;
     us_decide_input *in = decide_input();
     in->inst[0][0] = (us_inst_obs){.state = US_INST_FAILED, .epoch = 3, .exit_status = 137};
-    assert_int_equal(decided_cause(in), US_CAUSE_FAILED);
+    assert_int_equal(decided_release(in, US_CAUSE_FAILED), US_RELEASE_FAILED);
     us_strlcpy(in->inst[0][0].cause, "check tcp://127.0.0.1:1 failed 1/1: refused", US_REASON_MAX);
     in->asg[0].recover = true;
-    assert_int_equal(decided_cause(in), US_CAUSE_UNHEALTHY);
+    assert_int_equal(decided_release(in, US_CAUSE_UNHEALTHY), US_RELEASE_UNHEALTHY);
 
     in = decide_input();
     in->inst[0][0] = (us_inst_obs){.state = US_INST_FENCED, .epoch = 3, .exit_status = 137};
-    assert_int_equal(decided_cause(in), US_CAUSE_FENCED);
+    assert_int_equal(decided_release(in, US_CAUSE_FENCED), US_RELEASE_FENCED);
 
     in = decide_input();
     in->node_obs[0] = (us_node_obs){US_NODE_DEAD, US_LEASE_EXPIRED, 5000};
-    assert_int_equal(decided_cause(in), US_CAUSE_LEASE);
+    assert_int_equal(decided_release(in, US_CAUSE_LEASE), US_RELEASE_LEASE);
 
     in = decide_input();
     in->nodes[0].incarnation = 99; /* the agent on n1 restarted */
     in->nodes[0].drained = true;   /* so that it does not get the role straight back */
-    assert_int_equal(decided_cause(in), US_CAUSE_AGENT_RESTART);
+    assert_int_equal(decided_release(in, US_CAUSE_AGENT_RESTART), US_RELEASE_AGENT);
 
     in = decide_input();
     in->asg[0].demoting = true;
     in->inst[0][0] = (us_inst_obs){.state = US_INST_DEMOTED, .epoch = 3};
-    assert_int_equal(decided_cause(in), US_CAUSE_SWITCHOVER);
+    assert_int_equal(decided_release(in, US_CAUSE_SWITCHOVER), US_RELEASE_SWITCHOVER);
+
+    in = decide_input();
+    in->inst[0][0] = (us_inst_obs){.state = US_INST_DEMOTED, .epoch = 3}; /* not asked to */
+    assert_int_equal(decided_release(in, US_CAUSE_OTHER), US_RELEASE_DEMOTED);
+}
+
+/* Every kind has a name that reads back; absent and unknown names read as OTHER, so commands
+ * and snapshots written before kinds were recorded still apply. */
+static void test_release_kind_names(void **state)
+{
+    (void)state;
+    for (int k = 0; k < US_RELEASE_N; k++)
+        assert_int_equal(us_release_kind_parse(us_release_kind_name((us_release_kind)k)), k);
+    assert_int_equal(us_release_kind_parse(NULL), US_RELEASE_OTHER);
+    assert_int_equal(us_release_kind_parse("meteorite"), US_RELEASE_OTHER);
+    assert_string_equal(us_move_cause_name(us_release_cause(US_RELEASE_AGENT)), "agent_restart");
+    assert_string_equal(us_move_cause_name(us_release_cause(US_RELEASE_SWITCHOVER)), "switchover");
+
+    us_state *s = base_state();
+    int i = us_state_find_service(s, "web");
+    s->asg[i].release = US_RELEASE_LEASE;
+    json_t *j = us_state_to_json(s);
+    us_state *back = track(calloc(1, sizeof *back));
+    assert_int_equal(us_state_from_json(back, j), 0);
+    assert_int_equal(back->asg[i].release, US_RELEASE_LEASE);
+    json_object_del(json_array_get(json_object_get(j, "assignments"), (size_t)i), "release");
+    assert_int_equal(us_state_from_json(back, j), 0);
+    assert_int_equal(back->asg[i].release, US_RELEASE_OTHER);
+    json_decref(j);
 }
 
 /* ---- version and unknown commands ---- */
@@ -1858,6 +1915,7 @@ int main(void)
         cmocka_unit_test_teardown(test_move_counters, teardown),
         cmocka_unit_test_teardown(test_stats_json, teardown),
         cmocka_unit_test_teardown(test_release_cause_of_decisions, teardown),
+        cmocka_unit_test_teardown(test_release_kind_names, teardown),
         cmocka_unit_test_teardown(test_version_only_on_ok, teardown),
         cmocka_unit_test_teardown(test_state_json_roundtrip, teardown),
         cmocka_unit_test_teardown(test_state_from_json_malformed, teardown),
