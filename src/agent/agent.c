@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/reports.h"
 #include "lib/durable.h"
 #include "core/lease.h"
 #include "lib/log.h"
@@ -151,6 +152,56 @@ bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX])
 bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms)
 {
     return now_ms + reserve_ms < a->lease_until_ms;
+}
+
+/* ---- instance reports (reports.h) ---- */
+
+/* This node's report about its instance `in`, as its pings carry it. */
+static void own_report(us_agent *a, const us_instance *in, us_report *out)
+{
+    int k = us_state_find_service(&a->fsm.state, in->service);
+    const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
+    us_report_source src = {
+        .service = in->service,
+        .obs = in->report,
+        .pid = in->proc ? (int)us_proc_pid(in->proc) : 0,
+        .has_checks = cs != NULL,
+        .check_ms = cs ? cs->last_latency_ms : -1,
+        .probes = cs ? cs->probes : 0,
+        .probes_failed = cs ? cs->failed : 0,
+        .restarts_total = in->standby_restarts_total,
+        .restart_cause = in->restart_cause,
+        .px_epoch = k >= 0 ? a->fsm.state.asg[k].epoch : 0,
+    };
+    src.px_open = us_proxies_open(a, in->service, src.px_epoch);
+    us_report_make(&src, out);
+}
+
+bool us_agent_report(us_agent *a, const char *node, const char *service, us_report *out)
+{
+    memset(out, 0, sizeof *out);
+    if (strcmp(node, a->cfg.name) == 0) {
+        const us_instance *in = us_instance_of(a, service);
+        if (in)
+            own_report(a, in, out);
+        return in != NULL;
+    }
+    const us_peer *p = us_agent_peer(a, node);
+    const us_report *r = p ? us_report_find(p->reports, p->n_reports, service) : NULL;
+    if (r)
+        *out = *r;
+    return r != NULL;
+}
+
+/* The "rep" of this node's pings: a report per instance. */
+static json_t *own_reports_json(us_agent *a)
+{
+    us_report own[US_MAX_SERVICES];
+    int n = 0;
+    for (int i = 0; i < US_MAX_SERVICES; i++)
+        if (a->inst[i].used)
+            own_report(a, &a->inst[i], &own[n++]);
+    return us_reports_json(own, n);
 }
 
 /* ---- Raft apply ---- */
@@ -667,7 +718,7 @@ static void send_pings(us_agent *a, int64_t now)
     raft_id leader_id = 0;
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
-    json_t *rep = us_instances_report(a);
+    json_t *rep = own_reports_json(a);
     /* Renewals go to every peer, not only to the voters we know of: a voter whose promotion we
      * have not applied yet already has our grants on record. */
     json_t *gr = json_object();

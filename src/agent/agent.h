@@ -213,6 +213,11 @@ void us_agent_report_now(us_agent *a);
 bool us_agent_is_leader(us_agent *a);
 us_peer *us_agent_peer(us_agent *a, const char *name);
 us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);
+/* What `node` reports about its instance of `service` (reports.h), into *out: this node's own
+ * built from its instance as its pings carry it, a peer's from its last ping. False (and *out
+ * zeroed) when it reports nothing. The one lookup of the API, the metrics, the proxies and the
+ * controller. */
+bool us_agent_report(us_agent *a, const char *node, const char *service, us_report *out);
 /* Name and API of the current Raft leader; false if none is known. */
 bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX]);
 us_node_state us_agent_node_state(us_agent *a, const us_peer *p);
@@ -233,7 +238,6 @@ int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data);
 
 /* instance.c */
 void us_instances_reconcile(us_agent *a);
-json_t *us_instances_report(us_agent *a);
 void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev);
 void us_instances_kill_all(us_agent *a); /* immediate, for exits */
 bool us_instances_busy(us_agent *a);     /* any active/promoting/demoting instance */

@@ -42,35 +42,6 @@ static bool is_voter(us_agent *a, uint64_t id)
     return false;
 }
 
-static const us_report *report_of(us_agent *a, const char *node, const char *service, int *pid)
-{
-    static us_report own;
-    *pid = 0;
-    if (strcmp(node, a->cfg.name) == 0) {
-        const us_instance *in = us_instance_of(a, service);
-        if (!in)
-            return NULL;
-        memset(&own, 0, sizeof own);
-        own.obs = in->report;
-        *pid = in->proc ? (int)us_proc_pid(in->proc) : 0;
-        /* The same numbers this agent sends its peers in heartbeats (instance.c). */
-        const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
-        own.check_ms = cs ? cs->last_latency_ms : -1;
-        own.probes = cs ? cs->probes : 0;
-        own.probes_failed = cs ? cs->failed : 0;
-        own.restarts = in->standby_restarts;
-        us_strlcpy(own.restart_cause, in->restart_cause, sizeof own.restart_cause);
-        return &own;
-    }
-    us_peer *p = us_agent_peer(a, node);
-    for (int i = 0; p && i < p->n_reports; i++)
-        if (strcmp(p->reports[i].service, service) == 0) {
-            *pid = p->reports[i].pid;
-            return &p->reports[i];
-        }
-    return NULL;
-}
-
 static json_t *str_or_null(const char *s)
 {
     return s && s[0] ? json_string(s) : json_null();
@@ -78,8 +49,9 @@ static json_t *str_or_null(const char *s)
 
 static json_t *instance_json(us_agent *a, const us_assignment *as, const char *node)
 {
-    int pid = 0;
-    const us_report *r = report_of(a, node, as->service, &pid);
+    us_report rep;
+    const us_report *r = us_agent_report(a, node, as->service, &rep) ? &rep : NULL;
+    int pid = r ? r->pid : 0;
     const char *role = "stopped";
     bool standby = false;
     for (int i = 0; i < as->n_standbys; i++)

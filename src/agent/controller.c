@@ -404,21 +404,10 @@ static void instance_events(us_agent *a)
             if (!p || s->nodes[n].left)
                 continue;
             us_inst_obs o = report_of(a, p, as);
-            int restarts = 0;
-            const char *restart_cause = "";
-            if (p == &a->peers[a->self]) {
-                const us_instance *in = us_instance_of(a, as->service);
-                if (in) {
-                    restarts = in->standby_restarts_total;
-                    restart_cause = in->restart_cause;
-                }
-            } else {
-                for (int i = 0; i < p->n_reports; i++)
-                    if (strcmp(p->reports[i].service, as->service) == 0) {
-                        restarts = p->reports[i].restarts;
-                        restart_cause = p->reports[i].restart_cause;
-                    }
-            }
+            us_report r;
+            us_agent_report(a, p->name, as->service, &r);
+            int restarts = r.restarts;
+            const char *restart_cause = r.restart_cause;
             bool fresh;
             struct us_ctl_seen *x = seen(a, as->service, p->name, &fresh);
             if (!x)
@@ -483,16 +472,9 @@ static bool register_nodes(us_agent *a)
 
 static us_inst_obs report_of(us_agent *a, us_peer *p, const us_assignment *as)
 {
-    us_inst_obs o = {0};
-    if (p == &a->peers[a->self]) {
-        const us_instance *in = us_instance_of(a, as->service);
-        if (in)
-            o = in->report;
-    } else {
-        for (int i = 0; i < p->n_reports; i++)
-            if (strcmp(p->reports[i].service, as->service) == 0)
-                o = p->reports[i].obs;
-    }
+    us_report r;
+    us_agent_report(a, p->name, as->service, &r);
+    us_inst_obs o = r.obs;
     /* A guardian announcement for exactly this assignment overrides a stale report. */
     if (strcmp(as->active, p->name) == 0) {
         for (int i = 0; i < p->n_fenced; i++)

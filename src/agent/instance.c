@@ -750,36 +750,6 @@ void us_instances_reconcile(us_agent *a)
     us_logs_maintain(a->loop, a->cfg.data_dir, &s->services, us_now_ms());
 }
 
-json_t *us_instances_report(us_agent *a)
-{
-    json_t *rep = json_object();
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
-        us_instance *in = &a->inst[i];
-        if (!in->used)
-            continue;
-        char e[24];
-        snprintf(e, sizeof e, "%llu", (unsigned long long)in->report.epoch);
-        int k = us_state_find_service(&a->fsm.state, in->service);
-        uint64_t px_epoch = k >= 0 ? a->fsm.state.asg[k].epoch : 0;
-        char pe[24];
-        snprintf(pe, sizeof pe, "%llu", (unsigned long long)px_epoch);
-        const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
-        /* Named keys (agent.c parse_report checks each): unknown ones are ignored there. */
-        json_object_set_new(
-            rep, in->service,
-            json_pack("{s:i, s:s, s:i, s:i, s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:i, s:s, s:b}",
-                      "state", (int)in->report.state, "epoch", e, "exit", in->report.exit_status,
-                      "pid", in->proc ? (int)us_proc_pid(in->proc) : 0, "px_epoch", pe, "px_open",
-                      us_proxies_open(a, in->service, px_epoch), "health", (int)in->report.health,
-                      "cause", in->report.cause, "check_ms",
-                      (json_int_t)(cs ? cs->last_latency_ms : -1), "probes",
-                      (json_int_t)(cs ? cs->probes : 0), "probes_failed",
-                      (json_int_t)(cs ? cs->failed : 0), "restarts", in->standby_restarts_total,
-                      "restart_cause", in->restart_cause, "refused", in->report.refused));
-    }
-    return rep;
-}
-
 void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev)
 {
     us_instance *in = slot(a, ev->service, false);

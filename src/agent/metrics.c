@@ -37,28 +37,6 @@ static us_node_state node_state(us_agent *a, const us_node *n)
     return n->left ? US_NODE_LEFT : p ? us_agent_node_state(a, p) : US_NODE_DEAD;
 }
 
-/* What `node` last said about its instance of `service` (this node: the instance itself). */
-static bool report(us_agent *a, const char *node, const char *service, us_inst_obs *obs,
-                   int *restarts)
-{
-    if (strcmp(node, a->cfg.name) == 0) {
-        const us_instance *in = us_instance_of(a, service);
-        if (!in)
-            return false;
-        *obs = in->report;
-        *restarts = in->standby_restarts_total;
-        return true;
-    }
-    us_peer *p = us_agent_peer(a, node);
-    for (int i = 0; p && i < p->n_reports; i++)
-        if (strcmp(p->reports[i].service, service) == 0) {
-            *obs = p->reports[i].obs;
-            *restarts = p->reports[i].restarts;
-            return true;
-        }
-    return false;
-}
-
 static void cluster_metrics(us_mtext *t, us_agent *a)
 {
     gauge(t, "understudy_build_info", "Version of the understudy agent (always 1).");
@@ -193,26 +171,23 @@ static void service_metrics(us_mtext *t, us_agent *a)
           "unknown (no checks, not running, or not yet rise passes).");
     for (int k = 0; k < s->services.n; k++)
         for (int i = 0; i < s->n_nodes; i++) {
-            us_inst_obs o;
-            int restarts;
-            if (!s->nodes[i].left &&
-                report(a, s->nodes[i].name, s->asg[k].service, &o, &restarts) &&
-                o.health != US_HEALTH_UNKNOWN)
+            us_report r;
+            if (!s->nodes[i].left && us_agent_report(a, s->nodes[i].name, s->asg[k].service, &r) &&
+                r.obs.health != US_HEALTH_UNKNOWN)
                 us_mtext_sample(t, "understudy_instance_healthy",
                                 L("service", s->asg[k].service, "node", s->nodes[i].name),
-                                o.health == US_HEALTH_HEALTHY);
+                                r.obs.health == US_HEALTH_HEALTHY);
         }
     counter(t, "understudy_instance_restarts_total",
             "Standby process restarts each node's agent reported (counts from that agent's "
             "start).");
     for (int k = 0; k < s->services.n; k++)
         for (int i = 0; i < s->n_nodes; i++) {
-            us_inst_obs o;
-            int restarts;
-            if (!s->nodes[i].left && report(a, s->nodes[i].name, s->asg[k].service, &o, &restarts))
+            us_report r;
+            if (!s->nodes[i].left && us_agent_report(a, s->nodes[i].name, s->asg[k].service, &r))
                 us_mtext_sample(t, "understudy_instance_restarts_total",
                                 L("service", s->asg[k].service, "node", s->nodes[i].name),
-                                restarts);
+                                r.restarts);
         }
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "agent/agent.h"
+#include "agent/reports.h"
 #include "core/lease.h"
 #include "lib/log.h"
 #include "lib/clock.h"
@@ -132,9 +133,9 @@ int us_proxies_open_total(us_agent *a, const char *service, uint64_t epoch)
         us_peer *p = &a->peers[i];
         if (i == a->self || us_agent_node_state(a, p) == US_NODE_DEAD)
             continue;
-        for (int k = 0; k < p->n_reports; k++)
-            if (strcmp(p->reports[k].service, service) == 0 && p->reports[k].px_epoch == epoch)
-                total += p->reports[k].px_open;
+        const us_report *r = us_report_find(p->reports, p->n_reports, service);
+        if (r && r->px_epoch == epoch)
+            total += r->px_open;
     }
     return total;
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,20 @@ static bool decode_report(const char *svc, const json_t *v, us_report *r)
     r->restarts = (int)restarts;
     r->obs.refused = json_is_true(json_object_get(v, "refused"));
     return true;
+}
+
+json_t *us_msg_report_json(const us_report *r)
+{
+    char e[24], pe[24];
+    snprintf(e, sizeof e, "%llu", (unsigned long long)r->obs.epoch);
+    snprintf(pe, sizeof pe, "%llu", (unsigned long long)r->px_epoch);
+    return json_pack("{s:i, s:s, s:i, s:i, s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:i, s:s, s:b}",
+                     "state", (int)r->obs.state, "epoch", e, "exit", r->obs.exit_status, "pid",
+                     r->pid, "px_epoch", pe, "px_open", r->px_open, "health", (int)r->obs.health,
+                     "cause", r->obs.cause, "check_ms", (json_int_t)r->check_ms, "probes",
+                     (json_int_t)r->probes, "probes_failed", (json_int_t)r->probes_failed,
+                     "restarts", r->restarts, "restart_cause", r->restart_cause, "refused",
+                     r->obs.refused);
 }
 
 static const char *decode_ping(const json_t *j, us_msg *m)

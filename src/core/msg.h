@@ -1,7 +1,7 @@
 /* msg.h — the payloads of agent datagrams, once wire.h has opened them: a JSON object per message,
- * decoded here into plain structs with every field checked for type, range and size. Pure: no
- * I/O, no agent state. A receiver acts only on what us_msg_decode accepted (agent.c dispatches
- * the decoded message to one handler per type).
+ * decoded here into plain structs with every field checked for type, range and size (and a report
+ * encoded: us_msg_report_json). Pure: no I/O, no agent state. A receiver acts only on what
+ * us_msg_decode accepted (agent.c dispatches the decoded message to one handler per type).
  *
  * Fields and types (names are the JSON keys; u64 travel as decimal strings, since JSON numbers
  * lose precision past 2^53; unknown keys are ignored, so a newer minor version may add some):
@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <jansson.h>
 
 #include "core/model.h"
 
@@ -110,6 +112,10 @@ typedef enum {
 /* Decode a payload into *out (large: keep it off small stacks). On MALFORMED, `why` (if not NULL)
  * names the first offending field, e.g. "ping: rep.web.state". */
 us_msg_result us_msg_decode(const void *payload, size_t len, us_msg *out, const char **why);
+
+/* One report as a ping's "rep" carries it (the value under its service's key): what
+ * us_msg_decode reads back into the same us_report. */
+json_t *us_msg_report_json(const us_report *r);
 
 /* The JSON "t" of a type. */
 const char *us_msg_type_name(us_msg_type t);

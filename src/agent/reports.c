@@ -1,0 +1,36 @@
+/* reports.c — see reports.h. */
+#include "agent/reports.h"
+
+#include <string.h>
+
+void us_report_make(const us_report_source *src, us_report *out)
+{
+    memset(out, 0, sizeof *out);
+    us_strlcpy(out->service, src->service, sizeof out->service);
+    out->obs = src->obs;
+    out->pid = src->pid;
+    out->px_epoch = src->px_epoch;
+    out->px_open = src->px_open;
+    out->check_ms = src->has_checks ? src->check_ms : -1;
+    out->probes = src->has_checks ? src->probes : 0;
+    out->probes_failed = src->has_checks ? src->probes_failed : 0;
+    out->restarts = src->restarts_total;
+    us_strlcpy(out->restart_cause, src->restart_cause ? src->restart_cause : "",
+               sizeof out->restart_cause);
+}
+
+const us_report *us_report_find(const us_report *reports, int n, const char *service)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(reports[i].service, service) == 0)
+            return &reports[i];
+    return NULL;
+}
+
+json_t *us_reports_json(const us_report *reports, int n)
+{
+    json_t *rep = json_object();
+    for (int i = 0; i < n; i++)
+        json_object_set_new(rep, reports[i].service, us_msg_report_json(&reports[i]));
+    return rep;
+}

@@ -1,0 +1,45 @@
+/* reports.h — "what does node X report about its instance of service S", over plain report
+ * arrays (pure: no agent state, no I/O).
+ *
+ * Every node reports each of its instances in its pings (msg.h `us_report`). A peer's report is
+ * what its last accepted ping carried; this node's own is built by us_report_make from its
+ * instance, the same way for its pings (us_reports_json) as for its own answers. The agent's
+ * us_agent_report (agent.h) picks between the two and is the one lookup that the API
+ * (GET /v1/status), the metrics, the proxies and the controller use, so that a node and its peers
+ * show the same numbers: `restarts` is the running total of standby process restarts, never the
+ * backoff counter that starts over after a stable run.
+ */
+#ifndef US_REPORTS_H
+#define US_REPORTS_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/model.h"
+#include "core/msg.h"
+
+/* What this node keeps about one of its instances: the source of its report. */
+typedef struct us_report_source {
+    const char *service;
+    us_inst_obs obs;
+    int pid;          /* 0 = no process */
+    bool has_checks;  /* a checker runs: the three numbers below are its */
+    int64_t check_ms; /* latency of the last probe, -1 = none yet */
+    uint64_t probes, probes_failed;
+    int restarts_total; /* standby process restarts since the agent started: only grows */
+    const char *restart_cause;
+    uint64_t px_epoch; /* the service's current epoch ... */
+    int px_open;       /* ... and this node's proxy connections open under it */
+} us_report_source;
+
+/* This node's report about one of its instances, as its pings carry it. */
+void us_report_make(const us_report_source *src, us_report *out);
+
+/* The report about `service` in one node's reports, or NULL. */
+const us_report *us_report_find(const us_report *reports, int n, const char *service);
+
+/* n reports as the "rep" object of a ping: what us_msg_decode reads back into the same reports. */
+json_t *us_reports_json(const us_report *reports, int n);
+
+#endif

@@ -1,0 +1,156 @@
+/* test_reports.c — the one report lookup (reports.h): this node's report is built from its
+ * instance the way its pings carry it, a peer reads back exactly that report from the ping, and
+ * a lookup finds a node's report by service. So a node's own answer (GET /v1/status, metrics)
+ * and a peer's answer about it agree; in particular `restarts` is the running total of standby
+ * restarts, never the backoff counter. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/reports.h"
+#include "core/msg.h"
+
+static us_report_source source(const char *service)
+{
+    return (us_report_source){
+        .service = service,
+        .obs = {.state = US_INST_STANDBY,
+                .epoch = 7,
+                .exit_status = 0,
+                .health = US_HEALTH_HEALTHY,
+                .cause = "",
+                .refused = false},
+        .pid = 4242,
+        .has_checks = true,
+        .check_ms = 12,
+        .probes = 40,
+        .probes_failed = 3,
+        .restarts_total = 5,
+        .restart_cause = "standby process exited (status 137)",
+        .px_epoch = 7,
+        .px_open = 2,
+    };
+}
+
+static void assert_report_equal(const us_report *x, const us_report *y)
+{
+    assert_string_equal(x->service, y->service);
+    assert_int_equal(x->obs.state, y->obs.state);
+    assert_int_equal(x->obs.epoch, y->obs.epoch);
+    assert_int_equal(x->obs.exit_status, y->obs.exit_status);
+    assert_int_equal(x->obs.health, y->obs.health);
+    assert_string_equal(x->obs.cause, y->obs.cause);
+    assert_int_equal(x->obs.refused, y->obs.refused);
+    assert_int_equal(x->pid, y->pid);
+    assert_int_equal(x->px_epoch, y->px_epoch);
+    assert_int_equal(x->px_open, y->px_open);
+    assert_int_equal(x->check_ms, y->check_ms);
+    assert_int_equal(x->probes, y->probes);
+    assert_int_equal(x->probes_failed, y->probes_failed);
+    assert_int_equal(x->restarts, y->restarts);
+    assert_string_equal(x->restart_cause, y->restart_cause);
+}
+
+static void test_make(void **state)
+{
+    (void)state;
+    us_report_source src = source("web");
+    us_report r;
+    memset(&r, 0x5a, sizeof r);
+    us_report_make(&src, &r);
+    assert_string_equal(r.service, "web");
+    assert_int_equal(r.obs.state, US_INST_STANDBY);
+    assert_int_equal(r.obs.epoch, 7);
+    assert_int_equal(r.pid, 4242);
+    assert_int_equal(r.check_ms, 12);
+    assert_int_equal(r.probes, 40);
+    assert_int_equal(r.probes_failed, 3);
+    /* The running total: what peers see too (the backoff counter is not a source at all). */
+    assert_int_equal(r.restarts, 5);
+    assert_string_equal(r.restart_cause, "standby process exited (status 137)");
+    assert_int_equal(r.px_epoch, 7);
+    assert_int_equal(r.px_open, 2);
+
+    /* No checker: no latency (-1) and no probes, whatever the numbers say. */
+    src.has_checks = false;
+    src.restart_cause = NULL;
+    us_report_make(&src, &r);
+    assert_int_equal(r.check_ms, -1);
+    assert_int_equal(r.probes, 0);
+    assert_int_equal(r.probes_failed, 0);
+    assert_string_equal(r.restart_cause, "");
+}
+
+static void test_find(void **state)
+{
+    (void)state;
+    us_report reps[3];
+    const char *names[] = {"web", "db", "mail"};
+    for (int i = 0; i < 3; i++) {
+        us_report_source src = source(names[i]);
+        src.restarts_total = i;
+        us_report_make(&src, &reps[i]);
+    }
+    assert_ptr_equal(us_report_find(reps, 3, "web"), &reps[0]);
+    assert_ptr_equal(us_report_find(reps, 3, "mail"), &reps[2]);
+    assert_int_equal(us_report_find(reps, 3, "db")->restarts, 1);
+    assert_null(us_report_find(reps, 3, "dns"));
+    assert_null(us_report_find(reps, 2, "mail")); /* only the first n count */
+    assert_null(us_report_find(NULL, 0, "web"));
+}
+
+static us_msg g_msg; /* large */
+
+/* What this node reports about its instances is what a peer reads from its ping: the peer's
+ * lookup and the own lookup give the same report. */
+static void test_ping_round_trip(void **state)
+{
+    (void)state;
+    us_report own[2];
+    us_report_source web = source("web");
+    us_report_source db = source("db");
+    db.obs = (us_inst_obs){.state = US_INST_FAILED,
+                           .epoch = UINT64_MAX,
+                           .exit_status = -1,
+                           .health = US_HEALTH_UNHEALTHY,
+                           .cause = "check tcp://127.0.0.1:1 failed 3/3: refused",
+                           .refused = true};
+    db.has_checks = false;
+    db.restarts_total = 0;
+    db.restart_cause = "";
+    db.pid = 0;
+    us_report_make(&web, &own[0]);
+    us_report_make(&db, &own[1]);
+
+    json_t *ping = json_pack("{s:s, s:s, s:s, s:b, s:o}", "t", "ping", "seq", "1", "term", "2",
+                             "lease", true, "rep", us_reports_json(own, 2));
+    char *text = json_dumps(ping, JSON_COMPACT);
+    json_decref(ping);
+    assert_non_null(text);
+    const char *why = NULL;
+    us_msg_result rc = us_msg_decode(text, strlen(text), &g_msg, &why);
+    free(text);
+    assert_int_equal(rc, US_MSG_OK);
+    const us_msg_ping *p = &g_msg.u.ping;
+    assert_int_equal(p->n_reports, 2);
+    for (int i = 0; i < 2; i++) {
+        const us_report *theirs = us_report_find(p->reports, p->n_reports, own[i].service);
+        assert_non_null(theirs);
+        assert_report_equal(theirs, &own[i]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_make),
+        cmocka_unit_test(test_find),
+        cmocka_unit_test(test_ping_round_trip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
