@@ -4,7 +4,7 @@ processes (health_service.py), real HTTP and exec checks.
 Checks and restarts: an unhealthy active is recovered and fails over, an unhealthy standby is not
 promoted, `on_failure = restart` restarts in place with a doubling backoff and then fails over, a
 flapping node is banned until `understudy reset`, a paused service is left alone, bad check
-definitions are refused. Placement, drain, failback, autopilot and the events CLI are in
+definitions are refused, a hot standby's restarts read the same on its own node and on a peer. Placement, drain, failback, autopilot and the events CLI are in
 test_healing.py, which shares the helpers below.
 
 Sick instances: health_service.py answers /healthz with 503 while ROOT/sick-NODE exists.
@@ -503,3 +503,58 @@ def test_bad_check_definitions_are_rejected_and_previous_stays(cluster):
     for k in ("active", "epoch", "checks", "standbys"):
         assert after[k] == before[k], (k, before, after)
     assert lines_of(c.overlap_log, active, epoch) > 0
+
+
+# ---------------------------------------------------------------- 7. standby restarts as every node reports them
+
+
+def test_standby_restarts_agree_between_own_node_and_peer(cluster):
+    """GET /v1/status shows a hot standby's process restarts as the running total, on the
+    standby's own node (which builds the report from its instance) and on a peer (which has it
+    from heartbeats) alike: also once the backoff counter started over (restart_window ran out
+    between the kills), the two agree."""
+    c = cluster
+    c.form()
+    base = free_base(c, 4)
+    ini = svc_ini(
+        c,
+        run=hs_run(c, base=base, log=False),
+        standby="hot",
+        standbys=1,
+        nodes="n1 n2 n3",
+        restart_backoff="200ms..1s",
+        restart_window="1s",
+    )
+    c.apply(ini)
+    active, (sb,), _ = wait_roles(c, lambda a, sb, st: a and len(sb) == 1, "web active with one hot standby")
+    peer = next(n for n in ("n1", "n2", "n3") if n != sb)
+
+    def standby_pid(other_than=None):
+        def ok():
+            inst = c.instances(c.status(sb), "web").get(sb)
+            if not inst or inst["role"] != "standby" or inst["state"] != "standby" or not inst["pid"]:
+                return None
+            if inst["pid"] == other_than:
+                return None
+            env = proc_environ(inst["pid"]) or {}
+            return inst["pid"] if env.get("UNDERSTUDY_NODE") == sb else None
+
+        return c.wait_until(ok, 20, "the hot standby on %s to run (pid other than %s)" % (sb, other_than))
+
+    def restarts(view):
+        inst = c.instances(c.status(view), "web")[sb]
+        return inst["restarts"], inst["restart_cause"]
+
+    pid = standby_pid()
+    for k in (1, 2):
+        # Longer than restart_window: the exit comes after a stable run, so the backoff count
+        # starts over while the running total goes on.
+        time.sleep(1.5)
+        os.kill(pid, signal.SIGKILL)
+        pid = standby_pid(other_than=pid)
+        c.wait_until(lambda: restarts(peer)[0] == k, 10, "%s to see restart %d of the standby on %s" % (peer, k, sb))
+
+    own, peers = restarts(sb), restarts(peer)
+    print("standby on %s after 2 kills: own view %r, %s's view %r" % (sb, own, peer, peers))
+    assert own[0] == 2, "the standby's own node reports %d restarts, expected 2 (its running total)" % own[0]
+    assert own == peers, "own node and peer disagree about the standby on %s: %r vs %r" % (sb, own, peers)
