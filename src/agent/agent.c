@@ -61,9 +61,8 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         p->id = us_node_id(name);
         p->last_seen_ms = -1;
         p->ack_ms = -1;
-        p->granted_ms = -1;
+        p->lease = us_lease_grantee_new();
         p->grant_t0 = -1;
-        p->holds_since_ms = -1;
         for (int i = 0; i < US_MAX_NODES; i++)
             p->about[i].rx_ms = -1;
     }
@@ -290,10 +289,8 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     raft_leader(&a->raft, &leader_id, &leader_addr);
     bool ack = leader_id == p->id && g->term == raft_current_term(&a->raft);
     /* Leases are granted by every voter (lease.h), unless we revoked this node. */
-    bool grant = g->lease && !p->revoked && !p->revoke_unsaved &&
-                 us_agent_is_voter(a, us_node_id(a->cfg.name));
-    if (grant)
-        p->granted_ms = now;
+    bool grant =
+        us_lease_grant(&p->lease, g->lease, us_agent_is_voter(a, us_node_id(a->cfg.name)), now);
     for (int i = 0; i < g->n_leases; i++) {
         us_peer *about = us_agent_peer(a, g->leases[i].node);
         if (!about)
@@ -551,13 +548,6 @@ static int64_t ack_time(us_agent *a, us_peer *v)
     return v->ack_ms;
 }
 
-/* A grant counts only once we applied all the voter had: it may have applied the release of a
- * role of ours that we would otherwise still act on (lease.h). */
-static int64_t grant_time(us_agent *a, us_peer *v)
-{
-    return v->grant_v <= a->fsm.state.version ? v->grant_t0 : -1;
-}
-
 bool us_agent_fresh_quorum(us_agent *a, int64_t now)
 {
     if (!a->leader)
@@ -575,20 +565,33 @@ bool us_agent_is_voter(us_agent *a, uint64_t id)
     return false;
 }
 
-/* Our lease: a majority of voters granted requests sent at t0 or later (lease.h). */
+/* Our lease: a majority of voters granted requests sent at t0 or later (us_lease_until). */
 static void recompute_lease(us_agent *a, int64_t now)
 {
-    int64_t q = voters_majority_time(a, now, grant_time);
-    if (q < 0 || q + a->cfg.timing.lease_ms <= a->lease_until_ms)
+    us_lease_granter g[US_MAX_NODES];
+    int n = 0;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
+        if (c->servers[i].role != RAFT_VOTER)
+            continue;
+        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
+        g[n++] = v == &a->peers[a->self] ? (us_lease_granter){.self = true}
+                 : v                     ? (us_lease_granter){.t0 = v->grant_t0, .v = v->grant_v}
+                                         : (us_lease_granter){.t0 = -1};
+    }
+    int64_t until =
+        us_lease_until(&a->cfg.timing, g, n, a->fsm.state.version, now, a->lease_until_ms);
+    if (until == a->lease_until_ms)
         return;
-    a->lease_until_ms = q + a->cfg.timing.lease_ms;
+    a->lease_until_ms = until;
     us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);
 }
 
 /* Revocations survive a restart: a voter that forgot one could grant a holder the leader already
- * counts as cut off. Written durably (durable.h); 0 once on disk, -errno (logged) when not: then
- * the file on disk still holds the previous revocations. */
-static int save_revocations(us_agent *a)
+ * counts as cut off. Written durably (durable.h), with `also` revoked at `also_v` besides the
+ * revocations in effect (one being made: us_lease_revoke_saved); 0 once on disk, -errno (logged)
+ * when not: then the file on disk still holds the previous revocations. */
+static int save_revocations(us_agent *a, const us_peer *also, uint64_t also_v)
 {
     char path[PATH_MAX + 16], err[PATH_MAX + 128];
     snprintf(path, sizeof path, "%s/revoked", a->cfg.data_dir);
@@ -599,10 +602,13 @@ static int save_revocations(us_agent *a)
         return -ENOMEM;
     }
     buf[0] = '\0';
-    for (int i = 0; i < a->n_peers; i++)
-        if (a->peers[i].revoked)
-            len += (size_t)snprintf(buf + len, cap - len, "%s %llu\n", a->peers[i].name,
-                                    (unsigned long long)a->peers[i].revoked_version);
+    for (int i = 0; i < a->n_peers; i++) {
+        const us_peer *p = &a->peers[i];
+        if (p == also || p->lease.revoked)
+            len += (size_t)snprintf(
+                buf + len, cap - len, "%s %llu\n", p->name,
+                (unsigned long long)(p == also ? also_v : p->lease.revoked_version));
+    }
     int rc = us_write_file_durable(path, buf, len, err, sizeof err);
     free(buf);
     if (rc != 0)
@@ -622,49 +628,32 @@ static void load_revocations(us_agent *a)
     while (fscanf(f, "%64s %llu", name, &v) == 2) {
         us_peer *p = peer_add(a, name, NULL);
         if (p) {
-            p->revoked = true;
-            p->revoked_version = v;
+            p->lease.revoked = true;
+            p->lease.revoked_version = v;
         }
     }
     fclose(f);
 }
 
 /* As a voter: how long since we granted `p`, and revoke it once that is too long while it holds
- * an active role. Returns the report {"age": ms or -1, "stale": bool, "v": our state version}. */
-static json_t *lease_report(us_agent *a, us_peer *p, int64_t now)
+ * an active role (us_lease_voter_report); a revocation takes effect once saved. */
+static us_lease_report lease_report(us_agent *a, us_peer *p, int64_t now)
 {
-    int64_t stale_after = us_lease_stale_after(&a->cfg.timing);
-    uint64_t version = a->fsm.state.version;
-    bool holds = us_state_holds_active(&a->fsm.state, p->name);
-    if (!holds) {
-        p->holds_since_ms = -1;
-        p->revoke_unsaved = false;
-    } else if (p->holds_since_ms < 0) {
-        p->holds_since_ms = now;
-    }
-    if (p->revoked && !holds && version > p->revoked_version) {
-        /* Its roles were released since: it may earn a lease again. Should the file keep the old
-         * revocation (a failed write), a restart only withholds grants until the same release. */
-        p->revoked = false;
-        save_revocations(a);
-    }
-    if (now - a->started_ms < stale_after) /* granted before a restart? */
-        return json_pack("{s:i, s:b, s:o}", "age", -1, "stale", 0, "v", us_u64_json(version));
-    int64_t age = now - (p->granted_ms >= 0 ? p->granted_ms : a->started_ms);
-    /* Revoke only a role we have known about for stale_after: a voter that just caught up (it was
-     * cut off itself) must first give the holder's renewals the chance to reach it. */
-    if (age > stale_after && holds && !p->revoked && now - p->holds_since_ms > stale_after) {
-        p->revoked = true;
-        p->revoked_version = version;
-        /* Announced (stale) only once durable: a voter that forgot a revocation it announced could
-         * grant a holder the leader already counts as cut off. Until the write succeeds (it is
-         * tried again each heartbeat) we grant this holder nothing and announce nothing. */
-        p->revoke_unsaved = save_revocations(a) != 0;
-        if (p->revoke_unsaved)
-            p->revoked = false;
-    }
-    return json_pack("{s:I, s:b, s:o}", "age", (json_int_t)age, "stale",
-                     p->revoked && age > stale_after, "v", us_u64_json(version));
+    us_lease_report r = us_lease_voter_report(&a->cfg.timing, &p->lease,
+                                              us_state_holds_active(&a->fsm.state, p->name),
+                                              a->fsm.state.version, now, a->started_ms);
+    if (r.unrevoke)
+        save_revocations(a, NULL, 0);
+    if (r.revoke)
+        us_lease_revoke_saved(&p->lease, &r, save_revocations(a, p, r.v) == 0);
+    return r;
+}
+
+/* The report as sent: {"age": ms or -1, "stale": bool, "v": our state version}. */
+static json_t *lease_report_json(const us_lease_report *r)
+{
+    return json_pack("{s:I, s:b, s:o}", "age", (json_int_t)r->age, "stale", r->stale, "v",
+                     us_u64_json(r->v));
 }
 
 us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now)
@@ -676,9 +665,9 @@ us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now)
     for (int k = 0; k < st->services.n; k++)
         if (strcmp(st->asg[k].active, p->name) == 0 && st->asg[k].since_version > role_version)
             role_version = st->asg[k].since_version;
-    int voters = 0, stale = 0, fresh = 0;
+    us_lease_seen seen[US_MAX_NODES];
+    int voters = 0, n = 0;
     bool holder_votes = false;
-    int64_t L = a->cfg.timing.lease_ms;
     const struct raft_configuration *c = &a->raft.configuration;
     for (unsigned i = 0; i < c->n; i++) {
         if (c->servers[i].role != RAFT_VOTER)
@@ -689,24 +678,17 @@ us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now)
             holder_votes = true;
             continue;
         }
-        if (!v)
+        if (!v || n >= US_MAX_NODES)
             continue;
         if (v == &a->peers[a->self]) {
             /* Our own grants, judged like a report we would send. */
-            json_t *r = lease_report(a, p, now);
-            int64_t age = (int64_t)json_integer_value(json_object_get(r, "age"));
-            stale += json_is_true(json_object_get(r, "stale"));
-            fresh += age >= 0 && age <= L;
-            json_decref(r);
+            us_lease_report r = lease_report(a, p, now);
+            seen[n++] = (us_lease_seen){.age = r.age, .stale = r.stale, .v = r.v, .rx_ms = now};
             continue;
         }
-        if (v->about[idx].rx_ms < 0)
-            continue;
-        /* A stale report stays true (the voter revoked); a fresh one only while recent. */
-        stale += v->about[idx].stale && v->about[idx].v >= role_version;
-        fresh += v->about[idx].age >= 0 && v->about[idx].age <= L && now - v->about[idx].rx_ms <= L;
+        seen[n++] = v->about[idx];
     }
-    return us_lease_judge(voters, holder_votes, stale, fresh);
+    return us_lease_judge_holder(&a->cfg.timing, voters, holder_votes, seen, n, role_version, now);
 }
 
 static void send_pings(us_agent *a, int64_t now)
@@ -724,8 +706,10 @@ static void send_pings(us_agent *a, int64_t now)
     json_t *gr = json_object();
     if (us_agent_is_voter(a, us_node_id(a->cfg.name)))
         for (int i = 0; i < a->n_peers; i++)
-            if (i != a->self)
-                json_object_set_new(gr, a->peers[i].name, lease_report(a, &a->peers[i], now));
+            if (i != a->self) {
+                us_lease_report r = lease_report(a, &a->peers[i], now);
+                json_object_set_new(gr, a->peers[i].name, lease_report_json(&r));
+            }
     for (int i = 0; i < a->n_peers; i++) {
         us_peer *p = &a->peers[i];
         if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)

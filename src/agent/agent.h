@@ -46,20 +46,11 @@ typedef struct us_peer {
     int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
     /* Leases (lease.h). As a voter we grant this peer; as a requester it grants us (if it votes).
      */
-    int64_t granted_ms;     /* when we last granted it a renewal, -1 = not since we started */
-    bool revoked;           /* we grant it nothing until it holds no active role */
-    bool revoke_unsaved;    /* a revocation we could not make durable: grant nothing, say nothing */
-    int64_t holds_since_ms; /* when we first saw it holding an active role, -1 = it holds none */
-    uint64_t revoked_version; /* state version when we revoked it (persisted, lease.h) */
-    int64_t grant_t0;         /* send time of our latest request it granted, -1 = none */
-    uint64_t grant_v;         /* its state version when it granted that request */
+    us_lease_grantee lease; /* as a voter: what we granted it, whether we revoked it */
+    int64_t grant_t0;       /* send time of our latest request it granted, -1 = none */
+    uint64_t grant_v;       /* its state version when it granted that request */
     /* What this peer (as a voter) last reported about each peer, by our peer index. */
-    struct {
-        int64_t age;   /* ms since it last granted that peer, -1 = unknown */
-        bool stale;    /* stale and revoked */
-        uint64_t v;    /* its state version when it reported */
-        int64_t rx_ms; /* when we got the report, -1 = never */
-    } about[US_MAX_NODES];
+    us_lease_seen about[US_MAX_NODES];
     int n_reports;
     us_report reports[US_MAX_SERVICES];
     uint64_t

@@ -36,6 +36,101 @@ us_lease_state us_lease_judge(int voters, bool holder_votes, int stale, int fres
     return US_LEASE_UNKNOWN;
 }
 
+/* ---- the voter's side ---- */
+
+us_lease_grantee us_lease_grantee_new(void)
+{
+    return (us_lease_grantee){.granted_ms = -1, .holds_since_ms = -1};
+}
+
+us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, bool holds,
+                                      uint64_t version, int64_t now, int64_t started_ms)
+{
+    int64_t stale_after = us_lease_stale_after(t);
+    us_lease_report r = {.age = -1, .v = version};
+    if (!holds) {
+        g->holds_since_ms = -1;
+        g->revoke_unsaved = false;
+    } else if (g->holds_since_ms < 0) {
+        g->holds_since_ms = now;
+    }
+    if (g->revoked && !holds && version > g->revoked_version) {
+        /* Its roles were released since: it may earn a lease again. */
+        g->revoked = false;
+        r.unrevoke = true;
+    }
+    if (now - started_ms < stale_after) /* granted before a restart? */
+        return r;
+    r.age = now - (g->granted_ms >= 0 ? g->granted_ms : started_ms);
+    /* Revoke only a role we have known about for stale_after: a voter that just caught up (it was
+     * cut off itself) must first give the holder's renewals the chance to reach it. */
+    if (r.age > stale_after && holds && !g->revoked && now - g->holds_since_ms > stale_after)
+        r.revoke = true;
+    r.stale = g->revoked && r.age > stale_after;
+    return r;
+}
+
+void us_lease_revoke_saved(us_lease_grantee *g, us_lease_report *r, bool saved)
+{
+    if (!r->revoke)
+        return;
+    /* Announced (stale) only once durable: a voter that forgot a revocation it announced could
+     * grant a holder the leader already counts as cut off. Until the write succeeds (it is tried
+     * again with the next report) we grant this holder nothing and announce nothing. */
+    g->revoked = saved;
+    g->revoked_version = r->v;
+    g->revoke_unsaved = !saved;
+    r->stale = saved; /* a revocation is proposed only for a grant older than stale_after */
+}
+
+bool us_lease_may_grant(const us_lease_grantee *g, bool requested, bool self_votes)
+{
+    return requested && !g->revoked && !g->revoke_unsaved && self_votes;
+}
+
+bool us_lease_grant(us_lease_grantee *g, bool requested, bool self_votes, int64_t now)
+{
+    bool grant = us_lease_may_grant(g, requested, self_votes);
+    if (grant)
+        g->granted_ms = now;
+    return grant;
+}
+
+/* ---- the requester's side ---- */
+
+int64_t us_lease_until(const us_timing *t, const us_lease_granter *grants, int n, uint64_t version,
+                       int64_t now, int64_t lease_until)
+{
+    int64_t t0[US_MAX_NODES];
+    int m = 0;
+    for (int i = 0; i < n && m < US_MAX_NODES; i++)
+        t0[m++] = grants[i].self ? now : grants[i].v <= version ? grants[i].t0 : -1;
+    int64_t q = us_lease_majority_time(t0, m);
+    if (q < 0 || q + t->lease_ms <= lease_until)
+        return lease_until;
+    return q + t->lease_ms;
+}
+
+/* ---- the leader's side ---- */
+
+us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder_votes,
+                                     const us_lease_seen *seen, int n_seen, uint64_t role_version,
+                                     int64_t now)
+{
+    int64_t L = t->lease_ms;
+    int stale = 0, fresh = 0;
+    for (int i = 0; i < n_seen; i++) {
+        const us_lease_seen *r = &seen[i];
+        if (r->rx_ms < 0)
+            continue;
+        /* A stale report made before the holder got its current role says nothing about it; a
+         * stale report stays true (the voter revoked), a fresh one counts only while recent. */
+        stale += r->stale && r->v >= role_version;
+        fresh += r->age >= 0 && r->age <= L && now - r->rx_ms <= L;
+    }
+    return us_lease_judge(voters, holder_votes, stale, fresh);
+}
+
 int us_timing_profile(const char *name, us_timing *out)
 {
     static const us_timing profiles[] = {

@@ -1,20 +1,27 @@
 /* lease.h — the lease arithmetic: until when a node may act as active, and when the leader may
- * be sure that it no longer does. Pure functions over CLOCK_MONOTONIC milliseconds.
+ * be sure that it no longer does. Pure functions over CLOCK_MONOTONIC milliseconds and plain
+ * structs: no I/O, no JSON, no clock reads. The agent (src/agent/agent.c) fills the views from its
+ * peers and state, persists what these functions decide, and encodes the reports;
+ * tests/unit/test_lease.c drives the same functions in a simulation on random schedules.
  *
  * Leases are granted by the voters, not by the Raft leader alone, so that they survive a leader
  * change (an election takes longer than a lease). docs/timing.md has the derivation.
  *  - Every heartbeat each node asks every voter to renew its lease (a ping sent at its local time
- *    t0). A voter grants unless it has revoked the node (below). The node's lease runs until
- *    t0 + L, where t0 is the send time of the majority-th freshest granted request (a node that
- *    is a voter counts itself as granting now).
+ *    t0). A voter grants unless it has revoked the node (us_lease_grant). The node's lease runs
+ *    until t0 + L, where t0 is the send time of the majority-th freshest granted request (a node
+ *    that is a voter counts itself as granting now); a grant counts only once the node applied
+ *    all the voter had (us_lease_until).
  *  - A voter that has not granted a node for longer than stale_after = L(1+2ρ)+m while that node
- *    holds an active role revokes it: it grants it nothing more until the replicated state shows
- *    the node without an active role. It reports "stale" only together with the revocation.
+ *    holds an active role (known for stale_after) revokes it: it grants it nothing more until the
+ *    replicated state shows the node without an active role. It reports "stale" only together
+ *    with the revocation, and only once the revocation is durable (us_lease_voter_report,
+ *    us_lease_revoke_saved).
  *  - The leader takes a role away for an expired lease only when a majority of voters (other than
- *    the holder) report it stale. Every majority the holder could renew with includes one of
- *    them, and they grant no more: the holder's lease has run out and stays out.
+ *    the holder) report it stale, counting a stale report only if its voter had applied the
+ *    holder's current role. Every majority the holder could renew with includes one of them, and
+ *    they grant no more: the holder's lease has run out and stays out (us_lease_judge_holder).
  *  - A voter that restarted does not know what it granted before: it reports "unknown" for
- *    stale_after after its start.
+ *    stale_after after its start. Its revocations survive the restart (the agent loads them).
  */
 #ifndef US_LEASE_H
 #define US_LEASE_H
@@ -53,5 +60,88 @@ int64_t us_lease_stale_after(const us_timing *t);
  * `holder_votes` whether the holder is one of them; `stale` and `fresh` count the other voters
  * that reported the holder stale (revoked) or recently granted. */
 us_lease_state us_lease_judge(int voters, bool holder_votes, int stale, int fresh);
+
+/* ---- the voter's side ---- */
+
+/* What a voter keeps about one node that asks it for leases (one per peer in the agent). */
+typedef struct us_lease_grantee {
+    int64_t granted_ms;     /* when we last granted it a renewal, -1 = not since we started */
+    int64_t holds_since_ms; /* when we first saw it holding an active role, -1 = it holds none */
+    bool revoked;           /* durably revoked: we grant it nothing until it holds no role */
+    bool revoke_unsaved;    /* a revocation we could not make durable: grant nothing, say nothing */
+    uint64_t revoked_version; /* our state version when we revoked it (persisted) */
+} us_lease_grantee;
+
+/* A grantee we know nothing about (never granted, holds nothing, not revoked). */
+us_lease_grantee us_lease_grantee_new(void);
+
+/* A voter's report about one node, sent with its heartbeats. */
+typedef struct us_lease_report {
+    int64_t
+        age; /* ms since we last granted it, -1 = unknown (we started less than stale_after ago) */
+    bool stale; /* the grant is stale and we revoked the node (durably) */
+    uint64_t v; /* our state version */
+    /* What the caller must persist (the node's entry in the revocations file):
+     * - revoke: revoke the node at version v. Not in effect yet: the caller writes the file with
+     *   the node revoked at v, then calls us_lease_revoke_saved, which puts it into effect only if
+     *   the write succeeded (otherwise grants stop but nothing is announced, and the next report
+     *   tries again).
+     * - unrevoke: the revocation ended (already in effect: its roles were released); write the
+     *   file without it. Should that write fail, a restart only withholds grants until the same
+     *   release. */
+    bool revoke, unrevoke;
+} us_lease_report;
+
+/* As a voter at state version `version`, started (this incarnation) at `started_ms`: the report
+ * about the node `g`, which `holds` an active role in our state. Updates g's bookkeeping
+ * (holds_since_ms, an ended revocation); a new revocation is only proposed (r.revoke). */
+us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, bool holds,
+                                      uint64_t version, int64_t now, int64_t started_ms);
+
+/* After r->revoke: the caller wrote the revocation (saved) or failed to (!saved). */
+void us_lease_revoke_saved(us_lease_grantee *g, us_lease_report *r, bool saved);
+
+/* Whether we grant a renewal that the node `g` asked for (`requested`), `self_votes` saying
+ * whether we are a voter. */
+bool us_lease_may_grant(const us_lease_grantee *g, bool requested, bool self_votes);
+
+/* us_lease_may_grant, and if so record the grant at `now`. */
+bool us_lease_grant(us_lease_grantee *g, bool requested, bool self_votes, int64_t now);
+
+/* ---- the requester's side ---- */
+
+/* A voter that grants us leases: its latest grant, as we keep it. */
+typedef struct us_lease_granter {
+    bool self;  /* this voter is us: we grant ourselves now */
+    int64_t t0; /* send time (our clock) of our latest request it granted, -1 = none */
+    uint64_t v; /* its state version when it granted that request */
+} us_lease_granter;
+
+/* Our lease at `now`, given the grants of all n voters (one entry each) and our state version:
+ * the later of `lease_until` and t0 + L for the majority-th freshest counted t0. A grant counts
+ * only once we applied all the voter had (v <= version): it may have applied the release of a
+ * role of ours that we would otherwise still act on. */
+int64_t us_lease_until(const us_timing *t, const us_lease_granter *grants, int n, uint64_t version,
+                       int64_t now, int64_t lease_until);
+
+/* ---- the leader's side ---- */
+
+/* A voter's report about the holder as the leader last received it (our own report included). */
+typedef struct us_lease_seen {
+    int64_t age;   /* the report's age, -1 = unknown */
+    bool stale;    /* stale and revoked */
+    uint64_t v;    /* the voter's state version when it reported */
+    int64_t rx_ms; /* when we got it (our clock), -1 = none from the voter's current incarnation */
+} us_lease_seen;
+
+/* Judge a holder's lease from the reports of the voters other than the holder (`seen`, n_seen
+ * of them; an entry with rx_ms < 0 counts as no report). `voters` counts all voters,
+ * `holder_votes` whether the holder is one of them, `role_version` is
+ * the state version at which the holder got its current role(s). A stale report counts only if its
+ * voter had applied the role (v >= role_version), a stale report stays true (the voter revoked), a
+ * fresh one (age <= L) only while received within L. */
+us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder_votes,
+                                     const us_lease_seen *seen, int n_seen, uint64_t role_version,
+                                     int64_t now);
 
 #endif
