@@ -1,11 +1,17 @@
-/* test_lease.c — the lease arithmetic of lease.h (majority time, stale_after, the leader's
- * judgement) and a simulation of the voter-granted lease protocol as src/agent/agent.c runs it, on
- * random schedules: clocks at two rates each within the drift allowance, message delays and
- * loss, partitions, leader changes. The property: when the leader releases a holder's role for an
- * expired lease, every lease the holder got from grants made while the voters still saw that role
- * has ended in real time. Deliberately unsafe variants must break it, so the check is not
- * vacuous. Two holes of agent.c (a holder that gets a role again; a voter that restarts) are
- * reproduced, with the rule that closes each; see test_sim_reassign and test_sim_restarts.
+/* test_lease.c — the lease functions of src/core/lease.h, directly (majority time, stale_after,
+ * the voter's report and revocation, grants, the requester's lease, the leader's judgement) and in
+ * a simulation of the voter-granted lease protocol on random schedules: clocks at two rates each
+ * within the drift allowance, message delays and loss, partitions, leader changes, voter restarts,
+ * failed writes of the revocations file. The simulated nodes decide with the production functions
+ * (us_lease_voter_report, us_lease_revoke_saved, us_lease_grant, us_lease_until,
+ * us_lease_judge_holder), the way src/agent/agent.c calls them; the test only moves messages,
+ * keeps the simulated disk and watches. The properties: when the leader releases a holder's role
+ * for an expired lease, every lease the holder got from grants made while the voters still saw
+ * that role has ended in real time, and the holder no longer believes it holds the role under a
+ * valid lease. Deliberately unsafe variants (weakened inputs or timing) must break them, so the
+ * check is not vacuous. Two holes once found (a holder that gets a role again; a voter that
+ * restarts) are reproduced, with the rule that closes each; see test_sim_reassign and
+ * test_sim_restarts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -300,49 +306,55 @@ static void test_judge_exhaustive(void **state)
  *
  * Voters 0..N-1; the holder H is voter 0, or node N outside the voters. Every node ticks each
  * heartbeat on its own clock. At a tick H pings every voter (renewal request at its local t0) and
- * recomputes its lease as agent.c's recompute_lease does; every other voter computes its report
- * about H as lease_report does (revoking H when its grant is older than stale_after while H holds
- * the role in its applied log) and sends it to every other voter with its ping (any voter may be
- * or become the leader); the leader also asks for acknowledgements, sends the log, and releases
- * H's role as soon as us_agent_judge_lease would say US_LEASE_EXPIRED, if it has a fresh quorum.
- * A voter answers a renewal with a grant unless it revoked H, recording its receipt time. The
- * leader changes at random (an election gap, then a voter other than H that has the whole log).
- * Links are cut for random intervals (H from some voters, voters from each other), messages are
- * lost and delayed up to D. Each clock runs at one rate in [1-ρ, 1+ρ] and switches to another at
- * a random time.
+ * recomputes its lease (us_lease_until); every other voter computes its report about H
+ * (us_lease_voter_report; a revocation it proposes is written to its simulated disk, which may
+ * fail, and takes effect through us_lease_revoke_saved) and sends it to every other voter with its
+ * ping (any voter may be or become the leader); the leader also asks for acknowledgements, sends
+ * the log, and releases H's role as soon as us_lease_judge_holder says US_LEASE_EXPIRED, if it has
+ * a fresh quorum. A voter answers a renewal with a grant if us_lease_grant says so, with its state
+ * version. The leader changes at random (an election gap, then a voter other than H that has the
+ * whole log). Links are cut for random intervals (H from some voters, voters from each other),
+ * messages are lost and delayed up to D. Each clock runs at one rate in [1-ρ, 1+ρ] and switches to
+ * another at a random time.
  *
  * Voters other than the leader may restart: down for a while, then a new incarnation that forgot
- * its grants (and, as agent.c does, its revocations).
+ * its grants and reloads its revocations from its disk, as agent.c's load_revocations does.
  *
  * The replicated log alternates "H gets the role" and "H loses it" (entries 1, 3, ... are
- * releases); the simulation starts with the first assignment applied everywhere, and the leader
- * may give H a role again once it judges H's lease valid. For role g, the grants that may
- * support H's lease are those made before the granting voter applied release g; the latest lease
- * they give must end, in real time, no later than release g. */
+ * assignments, 2, 4, ... releases); a node's state version is the number of entries it applied.
+ * The simulation starts with the first assignment applied everywhere, and the leader may give H a
+ * role again once it judges H's lease valid. For role g, the grants that may support H's lease are
+ * those made before the granting voter applied release g; the latest lease they give must end, in
+ * real time, no later than release g. And H, which believes it holds role g while it has applied
+ * entry 2g+1 but not 2g+2, must not have a valid lease then after release g. */
 
 #define SIM_NODES 6 /* up to 5 voters and a holder that does not vote */
 #define SIM_GENS 8  /* roles given to H in turn */
 #define SIM_CUTS 128
 
 typedef enum {
-    RULE_STICKY, /* agent.c: a stale report counts until the voter sends another one */
-    RULE_TAGGED, /* a stale report counts only if its voter had applied H's current assignment */
+    RULE_STICKY, /* unsafe: the leader judges with role version 0, so a stale report counts until
+                    the voter sends another one */
+    RULE_TAGGED, /* agent.c: a stale report counts only if its voter had applied H's current
+                    assignment */
 } stale_rule;
 
 typedef enum {
     RESTART_NONE,
-    RESTART_VOLATILE, /* agent.c: a restarted voter forgot its revocations */
-    RESTART_PERSIST,  /* revocations survive a restart */
+    RESTART_VOLATILE, /* unsafe: a restarted voter forgot its revocations */
+    RESTART_PERSIST,  /* agent.c: revocations survive a restart */
 } restart_mode;
 
 typedef struct sim_cfg {
     const char *name;
-    int64_t L, S, hb, G, D; /* lease, stale_after, heartbeat, grant window, max message delay */
+    us_timing t;            /* what the nodes run with */
+    int64_t L, S, hb, G, D; /* lease, stale_after, heartbeat, grant window (from t), max delay */
     int64_t election;       /* election gap */
     double rho;             /* clock rates lie in [1-rho, 1+rho] */
     int gens;               /* 1: H holds one role until released; more: released roles return */
     stale_rule rule;
     restart_mode restarts;
+    double save_fail; /* probability that writing the revocations file fails */
     double t_max;     /* real ms per run */
     long min_events;  /* run until this many events... */
     long max_runs;    /* ...or this many runs */
@@ -350,13 +362,14 @@ typedef struct sim_cfg {
 } sim_cfg;
 
 typedef struct sim_result {
-    long runs, events, releases;
+    long runs, events, releases, failed_saves;
     /* Real ms from the end of H's lease to the release, < 0 = violation: [0] leases from grants
      * made before the release, [1] also from grants made after it by voters that had not applied
-     * it yet (the revocation did not hold). */
-    double min_slack[2];
-    long violations[2];
-    char first_bad[2][512];
+     * it yet (the revocation did not hold), [2] the lease H itself computed (us_lease_until) while
+     * it believed it held the role. */
+    double min_slack[3];
+    long violations[3];
+    char first_bad[3][512];
 } sim_result;
 
 typedef struct sim_clock {
@@ -386,30 +399,26 @@ typedef struct sim_ev {
     uint64_t term; /* PING/PONG: the term the ping was sent as leader in, 0 = not as leader */
     bool lease;    /* PING: a renewal request; PONG: granted */
     bool ack;      /* PONG: acknowledges the leadership */
+    uint64_t v;    /* PONG: the granting voter's state version; PING: the reporting voter's */
     int k;         /* PONG: releases the granting voter had applied */
     double tg;     /* PONG: real time of the grant */
     bool has_rep;  /* PING: the sender's report about H */
     bool stale;
     int64_t age;
-    int tag; /* assignments the reporting voter had applied */
 } sim_ev;
-
-typedef struct sim_report {
-    int64_t age, rx; /* rx -1 = none */
-    bool stale;
-    int tag;
-} sim_report;
 
 typedef struct sim_node {
     sim_clock clk;
     bool down;
     uint64_t inc;
-    int64_t started, granted; /* as a voter granting H */
-    bool revoked;
-    int applied;                  /* log entries applied */
+    int64_t started;    /* this incarnation's start, local */
+    us_lease_grantee g; /* as a voter granting H */
+    bool disk_revoked;  /* the revocations file: H revoked at disk_v */
+    uint64_t disk_v;
+    int applied;                  /* log entries applied = state version */
     double tick_local;            /* next tick, local */
     uint64_t peer_inc[SIM_NODES]; /* incarnations seen */
-    sim_report rep[SIM_NODES];    /* what each voter last reported about H */
+    us_lease_seen rep[SIM_NODES]; /* what each voter last reported about H */
     int64_t ack[SIM_NODES];       /* as leader */
 } sim_node;
 
@@ -427,7 +436,8 @@ typedef struct sim {
     int log_len; /* odd: H holds a role */
     /* H */
     int64_t lease_until;
-    int64_t grant_t0[SIM_NODES];
+    us_lease_granter gr[SIM_NODES]; /* each voter's latest grant */
+    double bel_end[SIM_GENS];       /* real end of the valid lease H believed it held role g with */
     /* For role g, the latest t0 each voter granted before it applied release g; and of those,
      * the latest it granted before the release itself (real time). */
     int64_t era_t0[SIM_NODES][SIM_GENS], pre_t0[SIM_NODES][SIM_GENS];
@@ -442,7 +452,7 @@ typedef struct sim {
     size_t n_q, cap_q;
     uint64_t seq;
     double t, t_end;
-    long events;
+    long events, failed_saves;
 } sim;
 
 static bool ev_before(const sim_ev *a, const sim_ev *b)
@@ -525,38 +535,73 @@ static void schedule_tick(sim *s, int i)
     push(s, e);
 }
 
-/* lease_report in agent.c, about H, by voter v. */
-static sim_report lease_report(sim *s, int v, int64_t now)
+/* The revocations file of voter v: false if the write failed (the file keeps what it had). */
+static bool disk_write(sim *s, int v, bool revoked, uint64_t version)
+{
+    if (s->c->save_fail > 0 && unif() < s->c->save_fail) {
+        s->failed_saves++;
+        return false;
+    }
+    s->nd[v].disk_revoked = revoked;
+    s->nd[v].disk_v = version;
+    return true;
+}
+
+/* Voter v's report about H, persisted as agent.c's lease_report does. */
+static us_lease_report voter_report(sim *s, int v, int64_t now)
 {
     sim_node *n = &s->nd[v];
-    bool holds = n->applied % 2 == 1;
-    sim_report r = {.age = -1, .rx = now, .stale = false, .tag = (n->applied + 1) / 2};
-    if (n->revoked && !holds)
-        n->revoked = false; /* its role was released: it may earn a lease again */
-    if (now - n->started < s->c->S)
-        return r;
-    r.age = now - (n->granted >= 0 ? n->granted : n->started);
-    if (r.age > s->c->S && holds)
-        n->revoked = true;
-    r.stale = n->revoked && r.age > s->c->S;
+    us_lease_report r = us_lease_voter_report(&s->c->t, &n->g, n->applied % 2 == 1,
+                                              (uint64_t)n->applied, now, n->started);
+    if (r.unrevoke)
+        disk_write(s, v, false, 0);
+    if (r.revoke)
+        us_lease_revoke_saved(&n->g, &r, disk_write(s, v, true, r.v));
     return r;
 }
 
-/* recompute_lease in agent.c, and the leases each era of grants supports. */
+/* While H has applied assignment g but not release g, it believes it holds role g: the lease it
+ * holds then, in real time. */
+static void holder_belief(sim *s)
+{
+    int a = s->nd[s->H].applied;
+    if (a % 2 == 0 || s->lease_until <= 0)
+        return;
+    double end = clk_real(&s->nd[s->H].clk, (double)s->lease_until);
+    if (end > s->bel_end[a / 2])
+        s->bel_end[a / 2] = end;
+}
+
+/* H applies the log up to entry `len`: it no longer believes in a role it saw released. */
+static void holder_apply(sim *s, int len)
+{
+    int a = s->nd[s->H].applied;
+    if (len <= a)
+        return;
+    if (a % 2 == 1 && s->bel_end[a / 2] > s->t)
+        s->bel_end[a / 2] = s->t;
+    s->nd[s->H].applied = len;
+    holder_belief(s);
+}
+
+/* H's lease (us_lease_until, as agent.c's recompute_lease), and the leases each era of grants
+ * supports (the oracle: every grant, whatever H applied). */
 static void holder_recompute(sim *s, int64_t now)
 {
-    int64_t t0[SIM_NODES];
+    us_lease_granter gr[SIM_NODES];
     for (int v = 0; v < s->voters; v++)
-        t0[v] = v == s->H ? now : s->grant_t0[v];
-    int64_t q = us_lease_majority_time(t0, s->voters);
-    if (q >= 0 && q + s->c->L > s->lease_until)
-        s->lease_until = q + s->c->L;
+        gr[v] = v == s->H ? (us_lease_granter){.self = true} : s->gr[v];
+    s->lease_until =
+        us_lease_until(&s->c->t, gr, s->voters, (uint64_t)s->nd[s->H].applied, now, s->lease_until);
+    holder_belief(s);
+    int64_t t0[SIM_NODES];
+    t0[s->H] = now;
     for (int g = 0; g < SIM_GENS; g++) {
         for (int pre = 0; pre <= 1; pre++) {
             for (int v = 0; v < s->voters; v++)
                 if (v != s->H)
                     t0[v] = pre ? s->pre_t0[v][g] : s->era_t0[v][g];
-            q = us_lease_majority_time(t0, s->voters);
+            int64_t q = us_lease_majority_time(t0, s->voters);
             if (q < 0)
                 continue;
             double end = clk_real(&s->nd[s->H].clk, (double)(q + s->c->L));
@@ -567,32 +612,32 @@ static void holder_recompute(sim *s, int64_t now)
     }
 }
 
-/* us_agent_judge_lease in agent.c, on the leader. */
+/* The leader's judgement of H (us_lease_judge_holder, as agent.c's us_agent_judge_lease). */
 static us_lease_state judge(sim *s, int64_t now)
 {
-    int stale = 0, fresh = 0;
-    int l = s->leader, tag_now = (s->log_len + 1) / 2;
+    int l = s->leader;
+    us_lease_seen seen[SIM_NODES];
+    int n = 0;
     for (int v = 0; v < s->voters; v++) {
         if (v == s->H)
             continue;
-        sim_report r;
         if (v == l) {
-            r = lease_report(s, l, now); /* our own grants, judged like a report */
+            us_lease_report r = voter_report(s, l, now); /* our own grants, judged like a report */
+            seen[n++] = (us_lease_seen){.age = r.age, .stale = r.stale, .v = r.v, .rx_ms = now};
         } else {
-            r = s->nd[l].rep[v];
-            if (r.rx < 0)
-                continue;
+            seen[n++] = s->nd[l].rep[v];
         }
-        stale += r.stale && (s->c->rule == RULE_STICKY || r.tag == tag_now);
-        fresh += r.age >= 0 && r.age <= s->c->L && now - r.rx <= s->c->L;
     }
-    return us_lease_judge(s->voters, s->holder_votes, stale, fresh);
+    /* The version at which H got its current role; RULE_STICKY pretends it is always 0. */
+    uint64_t role_version =
+        s->c->rule == RULE_TAGGED && s->log_len % 2 == 1 ? (uint64_t)s->log_len : 0;
+    return us_lease_judge_holder(&s->c->t, s->voters, s->holder_votes, seen, n, role_version, now);
 }
 
 static void leader_tick(sim *s, int64_t now)
 {
     int l = s->leader;
-    for (int v = 0; v < s->voters; v++)
+    for (int v = 0; v < s->n_nodes; v++)
         if (v != l && s->nd[v].applied < s->log_len)
             send_msg(s, (sim_ev){.type = EV_APPEND, .from = l, .to = v, .t0 = s->log_len});
     int64_t acks[SIM_NODES];
@@ -638,7 +683,7 @@ static void on_tick(sim *s, const sim_ev *e)
                                      .term = term,
                                      .lease = true});
     } else if (is_voter(s, i)) {
-        sim_report r = lease_report(s, i, now);
+        us_lease_report r = voter_report(s, i, now);
         for (int v = 0; v < s->voters; v++)
             if (v != i && (v != s->H || term))
                 send_msg(s, (sim_ev){.type = EV_PING,
@@ -650,7 +695,7 @@ static void on_tick(sim *s, const sim_ev *e)
                                      .has_rep = true,
                                      .stale = r.stale,
                                      .age = r.age,
-                                     .tag = r.tag});
+                                     .v = r.v});
         if (i == s->leader)
             leader_tick(s, now);
     }
@@ -663,14 +708,12 @@ static void on_ping(sim *s, const sim_ev *e)
     sim_node *n = &s->nd[j];
     int64_t now = now_ms(s, j);
     if (e->inc != n->peer_inc[i]) {
-        n->rep[i].rx = -1; /* a restarted voter forgot its grants */
+        n->rep[i].rx_ms = -1; /* a restarted voter forgot its grants */
         n->peer_inc[i] = e->inc;
     }
     if (e->has_rep)
-        n->rep[i] = (sim_report){.age = e->age, .rx = now, .stale = e->stale, .tag = e->tag};
-    bool grant = e->lease && !n->revoked;
-    if (grant)
-        n->granted = now;
+        n->rep[i] = (us_lease_seen){.age = e->age, .stale = e->stale, .v = e->v, .rx_ms = now};
+    bool grant = us_lease_grant(&n->g, e->lease, is_voter(s, j), now);
     bool ack = i == s->leader && e->term == s->term;
     if (grant || ack)
         send_msg(s, (sim_ev){.type = EV_PONG,
@@ -680,6 +723,7 @@ static void on_ping(sim *s, const sim_ev *e)
                              .term = e->term,
                              .lease = grant,
                              .ack = ack,
+                             .v = (uint64_t)n->applied,
                              .k = n->applied / 2,
                              .tg = s->t});
 }
@@ -688,8 +732,8 @@ static void on_pong(sim *s, const sim_ev *e)
 {
     int i = e->to, j = e->from;
     if (e->lease && i == s->H) {
-        if (e->t0 > s->grant_t0[j])
-            s->grant_t0[j] = e->t0;
+        if (e->t0 > s->gr[j].t0)
+            s->gr[j] = (us_lease_granter){.t0 = e->t0, .v = e->v};
         for (int g = e->k; g < SIM_GENS; g++) {
             if (e->t0 > s->era_t0[j][g])
                 s->era_t0[j][g] = e->t0;
@@ -708,11 +752,13 @@ static void on_up(sim *s, int v)
     n->down = false;
     n->inc++;
     n->started = now_ms(s, v);
-    n->granted = -1;
-    if (s->c->restarts != RESTART_PERSIST)
-        n->revoked = false;
+    n->g = us_lease_grantee_new();
+    if (s->c->restarts == RESTART_PERSIST && n->disk_revoked) { /* load_revocations */
+        n->g.revoked = true;
+        n->g.revoked_version = n->disk_v;
+    }
     for (int i = 0; i < SIM_NODES; i++) {
-        n->rep[i].rx = -1;
+        n->rep[i].rx_ms = -1;
         n->peer_inc[i] = 0;
         n->ack[i] = -1;
     }
@@ -786,11 +832,11 @@ static void sim_run(const sim_cfg *c, sim_result *res)
     s.t_end = c->t_max;
     double S = (double)c->S;
     for (int g = 0; g < SIM_GENS; g++) {
-        s.lease_end[g] = s.pre_end[g] = -INFINITY;
+        s.lease_end[g] = s.pre_end[g] = s.bel_end[g] = -INFINITY;
         s.t_rel[g] = -1;
     }
     for (int v = 0; v < SIM_NODES; v++) {
-        s.grant_t0[v] = -1;
+        s.gr[v] = (us_lease_granter){.t0 = -1};
         for (int g = 0; g < SIM_GENS; g++)
             s.era_t0[v][g] = s.pre_t0[v][g] = -1;
     }
@@ -819,11 +865,11 @@ static void sim_run(const sim_cfg *c, sim_result *res)
         sim_node *n = &s.nd[i];
         n->clk = random_clock(c->rho, c->t_max);
         n->inc = 1;
-        n->granted = -1;
+        n->g = us_lease_grantee_new();
         n->applied = 1;
         n->started = (int64_t)floor(clk_local(&n->clk, 0));
         for (int j = 0; j < SIM_NODES; j++) {
-            n->rep[j].rx = -1;
+            n->rep[j].rx_ms = -1;
             n->ack[j] = -1;
         }
         n->tick_local = clk_local(&n->clk, 0) + unif() * (double)c->hb - (double)c->hb;
@@ -861,7 +907,9 @@ static void sim_run(const sim_cfg *c, sim_result *res)
             on_pong(&s, &e);
             break;
         case EV_APPEND:
-            if (e.t0 > s.nd[e.to].applied)
+            if (e.to == s.H)
+                holder_apply(&s, (int)e.t0);
+            else if (e.t0 > s.nd[e.to].applied)
                 s.nd[e.to].applied = (int)e.t0;
             break;
         case EV_DOWN:
@@ -885,29 +933,31 @@ static void sim_run(const sim_cfg *c, sim_result *res)
         if (s.t_rel[g] < 0)
             continue;
         res->releases++;
-        double slack[2] = {s.t_rel[g] - s.pre_end[g], s.t_rel[g] - s.lease_end[g]};
-        for (int k = 0; k < 2; k++)
+        double slack[3] = {s.t_rel[g] - s.pre_end[g], s.t_rel[g] - s.lease_end[g],
+                           s.t_rel[g] - s.bel_end[g]};
+        static const char *what[3] = {
+            "a lease from grants made before the release",
+            "a lease from grants made after the release by voters that had not applied it yet",
+            "the holder believed it held the role with a lease"};
+        for (int k = 0; k < 3; k++) {
             if (slack[k] < res->min_slack[k])
                 res->min_slack[k] = slack[k];
-        if (slack[1] >= 0)
-            continue;
-        int k = slack[0] < 0 ? 0 : 1;
-        if (res->violations[k]++ == 0)
-            snprintf(res->first_bad[k], sizeof res->first_bad[k],
-                     "%s run %ld: %d voters, holder %s voter, role %d released at real %.3f "
-                     "ms while a lease from grants made %s ran until %.3f ms",
-                     c->name, res->runs, s.voters, s.holder_votes ? "a" : "not a", g, s.t_rel[g],
-                     k ? "after the release by voters that had not applied it yet"
-                       : "before the release",
-                     s.t_rel[g] - slack[k]);
+            if (slack[k] < 0 && res->violations[k]++ == 0)
+                snprintf(res->first_bad[k], sizeof res->first_bad[k],
+                         "%s run %ld: %d voters, holder %s voter, role %d released at real %.3f "
+                         "ms while %s until %.3f ms",
+                         c->name, res->runs, s.voters, s.holder_votes ? "a" : "not a", g,
+                         s.t_rel[g], what[k], s.t_rel[g] - slack[k]);
+        }
     }
     res->runs++;
     res->events += s.events;
+    res->failed_saves += s.failed_saves;
 }
 
 static sim_result simulate(const sim_cfg *c, uint64_t seed)
 {
-    sim_result r = {.min_slack = {INFINITY, INFINITY}};
+    sim_result r = {.min_slack = {INFINITY, INFINITY, INFINITY}};
     g_rng = seed;
     while ((r.events < c->min_events || r.runs == 0) && r.runs < c->max_runs &&
            !(c->stop_at_bad && r.violations[0]))
@@ -915,14 +965,26 @@ static sim_result simulate(const sim_cfg *c, uint64_t seed)
     free(s.q);
     s.q = NULL;
     s.cap_q = 0;
-    printf("  %-28s %6ld runs %9ld events %5ld releases, min slack %8.3f / %8.3f ms, %ld + %ld "
-           "violations\n",
-           c->name, r.runs, r.events, r.releases, r.min_slack[0], r.min_slack[1], r.violations[0],
-           r.violations[1]);
-    for (int k = 0; k < 2; k++)
+    printf("  %-28s %6ld runs %9ld events %5ld releases %5ld failed saves, min slack %8.3f / %8.3f "
+           "/ %8.3f ms, %ld + %ld + %ld violations\n",
+           c->name, r.runs, r.events, r.releases, r.failed_saves, r.min_slack[0], r.min_slack[1],
+           r.min_slack[2], r.violations[0], r.violations[1], r.violations[2]);
+    for (int k = 0; k < 3; k++)
         if (r.violations[k])
             printf("    first: %s\n", r.first_bad[k]);
     return r;
+}
+
+/* The numbers the simulation's own bookkeeping uses, from the timing the nodes run with. */
+static void cfg_timing(sim_cfg *c, us_timing t)
+{
+    c->t = t;
+    c->L = t.lease_ms;
+    c->S = us_lease_stale_after(&t);
+    c->hb = t.heartbeat_ms;
+    c->G = t.grant_window_ms;
+    c->election = t.election_ms;
+    c->t_max = 30.0 * (double)c->S;
 }
 
 static sim_cfg profile_cfg(const char *name, int gens)
@@ -930,21 +992,16 @@ static sim_cfg profile_cfg(const char *name, int gens)
     us_timing t = profile(name);
     sim_cfg c = {
         .name = name,
-        .L = t.lease_ms,
-        .S = us_lease_stale_after(&t),
-        .hb = t.heartbeat_ms,
-        .G = t.grant_window_ms,
         .D = 50,
-        .election = t.election_ms,
         .rho = t.drift_pct / 100.0,
         .gens = gens,
-        .rule =
-            RULE_TAGGED, /* what src/agent/agent.c does: reports carry the voter's state version */
+        .rule = RULE_TAGGED,         /* what src/agent/agent.c does: reports carry versions */
         .restarts = RESTART_PERSIST, /* revocations are written to the data dir */
+        .save_fail = 0.05,
         .min_events = 1000000,
         .max_runs = 100000,
     };
-    c.t_max = 30.0 * (double)c.S;
+    cfg_timing(&c, t);
     return c;
 }
 
@@ -958,7 +1015,7 @@ static double slack_bound(const sim_cfg *c)
 static void check_safe(const sim_cfg *c, uint64_t seed)
 {
     sim_result r = simulate(c, seed);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         if (r.violations[k])
             fail_msg("%s", r.first_bad[k]);
     assert_true(r.events >= c->min_events);
@@ -990,8 +1047,11 @@ static void test_sim_unsafe_short_stale_after(void **state)
     sim_cfg c = profile_cfg("default", 1);
     c.name = "unsafe: S = L - 50, rho = 0";
     c.rho = 0;
-    c.S = c.L - 50;
-    c.t_max = 30.0 * (double)c.S;
+    us_timing t = c.t;
+    t.drift_pct = 0;
+    t.margin_ms = -50; /* the nodes run with stale_after = L - 50 */
+    cfg_timing(&c, t);
+    assert_int_equal(c.S, c.L - 50);
     c.min_events = 3000000;
     c.stop_at_bad = true;
     sim_result r = simulate(&c, 3);
@@ -1006,8 +1066,11 @@ static void test_sim_unsafe_no_drift_allowance(void **state)
     (void)state;
     sim_cfg c = profile_cfg("default", 1);
     c.name = "unsafe: S = L, rho = 0.02";
-    c.S = c.L;
-    c.t_max = 30.0 * (double)c.S;
+    us_timing t = c.t;
+    t.drift_pct = 0;
+    t.margin_ms = 0; /* stale_after = L, while the clocks drift by up to 2% */
+    cfg_timing(&c, t);
+    assert_int_equal(c.S, c.L);
     c.min_events = 3000000;
     c.stop_at_bad = true;
     sim_result r = simulate(&c, 4);
