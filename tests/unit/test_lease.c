@@ -302,6 +302,314 @@ static void test_judge_exhaustive(void **state)
     }
 }
 
+/* ---- the voter's side: us_lease_voter_report, us_lease_revoke_saved, us_lease_grant ---- */
+
+/* default: L = 600, stale_after = 674. */
+static const int64_t S_DEF = 674;
+
+static void test_voter_report_restart(void **state)
+{
+    (void)state;
+    us_timing t = profile("default");
+    assert_int_equal(us_lease_stale_after(&t), S_DEF);
+    us_lease_grantee g = us_lease_grantee_new();
+    assert_int_equal(g.granted_ms, -1);
+    assert_int_equal(g.holds_since_ms, -1);
+    assert_false(g.revoked || g.revoke_unsaved);
+    int64_t start = 10000;
+    /* Within stale_after of our start: unknown, whatever we granted, and no revocation even for
+     * a holder we never granted. */
+    for (int64_t now = start; now < start + S_DEF; now += 37) {
+        us_lease_report r = us_lease_voter_report(&t, &g, true, 7, now, start);
+        assert_int_equal(r.age, -1);
+        assert_false(r.stale);
+        assert_int_equal(r.v, 7);
+        assert_false(r.revoke || r.unrevoke);
+        assert_false(g.revoked || g.revoke_unsaved);
+        assert_int_equal(g.holds_since_ms, start); /* seen holding since the first report */
+    }
+    g.granted_ms = start + 5;
+    us_lease_report r = us_lease_voter_report(&t, &g, true, 7, start + S_DEF - 1, start);
+    assert_int_equal(r.age, -1);
+    /* From stale_after on: the age of our grant... */
+    r = us_lease_voter_report(&t, &g, true, 7, start + S_DEF, start);
+    assert_int_equal(r.age, S_DEF - 5);
+    assert_false(r.stale || r.revoke);
+    /* ...or, never granted, the time since our start. */
+    g.granted_ms = -1;
+    r = us_lease_voter_report(&t, &g, true, 7, start + S_DEF, start);
+    assert_int_equal(r.age, S_DEF);
+    assert_false(r.revoke); /* not older than stale_after */
+    r = us_lease_voter_report(&t, &g, true, 7, start + S_DEF + 1, start);
+    assert_int_equal(r.age, S_DEF + 1);
+    assert_true(r.revoke); /* older, and the role known since start (> stale_after) */
+    assert_false(r.stale); /* not in effect before it is saved */
+    assert_false(g.revoked);
+}
+
+static void test_voter_report_revoke_needs_known_role(void **state)
+{
+    (void)state;
+    us_timing t = profile("default");
+    us_lease_grantee g = us_lease_grantee_new();
+    int64_t start = 0, now = 5000;
+    g.granted_ms = 1000; /* age 4000: long stale */
+    /* Not holding: nothing to revoke. */
+    us_lease_report r = us_lease_voter_report(&t, &g, false, 3, now, start);
+    assert_int_equal(r.age, 4000);
+    assert_false(r.revoke || r.stale);
+    assert_int_equal(g.holds_since_ms, -1);
+    /* Holding, first seen now: a voter that just caught up waits stale_after first. */
+    r = us_lease_voter_report(&t, &g, true, 4, now, start);
+    assert_int_equal(g.holds_since_ms, now);
+    assert_false(r.revoke);
+    r = us_lease_voter_report(&t, &g, true, 4, now + S_DEF, start);
+    assert_false(r.revoke);
+    assert_int_equal(g.holds_since_ms, now); /* kept while it holds */
+    r = us_lease_voter_report(&t, &g, true, 4, now + S_DEF + 1, start);
+    assert_true(r.revoke);
+    assert_int_equal(r.v, 4);
+    /* The role gone before we saved: forgotten, nothing proposed. */
+    r = us_lease_voter_report(&t, &g, false, 5, now + S_DEF + 2, start);
+    assert_false(r.revoke);
+    assert_int_equal(g.holds_since_ms, -1);
+    /* A fresh grant: no revocation however long the role is known. */
+    r = us_lease_voter_report(&t, &g, true, 6, now + 10000, start);
+    g.granted_ms = now + 20000 - S_DEF;
+    r = us_lease_voter_report(&t, &g, true, 6, now + 20000, start);
+    assert_int_equal(r.age, S_DEF);
+    assert_false(r.revoke || r.stale);
+}
+
+/* A revocation takes effect only once saved; until then the holder gets no grants and nobody
+ * hears of it, and every report proposes it again. */
+static void test_voter_revoke_only_when_saved(void **state)
+{
+    (void)state;
+    us_timing t = profile("default");
+    us_lease_grantee g = us_lease_grantee_new();
+    int64_t start = 0;
+    g.granted_ms = 100;
+    us_lease_report r = us_lease_voter_report(&t, &g, true, 9, 1000, start); /* role seen */
+    assert_false(r.revoke);
+    assert_true(us_lease_may_grant(&g, true, true));
+    int64_t now = 1000 + S_DEF + 1;
+    r = us_lease_voter_report(&t, &g, true, 9, now, start);
+    assert_true(r.revoke);
+    assert_false(r.stale);
+    us_lease_revoke_saved(&g, &r, false); /* the write failed */
+    assert_false(g.revoked);
+    assert_true(g.revoke_unsaved);
+    assert_false(r.stale);                            /* announced nothing */
+    assert_false(us_lease_may_grant(&g, true, true)); /* but grants nothing */
+    assert_false(us_lease_grant(&g, true, true, now));
+    assert_int_equal(g.granted_ms, 100);
+    /* Tried again with the next report; this time the write succeeds. */
+    r = us_lease_voter_report(&t, &g, true, 10, now + 100, start);
+    assert_true(r.revoke);
+    assert_false(r.stale);
+    us_lease_revoke_saved(&g, &r, true);
+    assert_true(g.revoked);
+    assert_false(g.revoke_unsaved);
+    assert_int_equal(g.revoked_version, 10);
+    assert_true(r.stale);
+    assert_false(us_lease_may_grant(&g, true, true));
+    /* From now on reported stale, and not proposed again. */
+    r = us_lease_voter_report(&t, &g, true, 11, now + 200, start);
+    assert_false(r.revoke || r.unrevoke);
+    assert_true(r.stale);
+    assert_int_equal(r.age, now + 200 - 100);
+    /* us_lease_revoke_saved without a proposal changes nothing. */
+    us_lease_grantee before = g;
+    us_lease_report none = {.age = 5, .v = 99};
+    us_lease_revoke_saved(&g, &none, true);
+    assert_memory_equal(&g, &before, sizeof g);
+    assert_false(none.stale);
+
+    /* An unsaved revocation is dropped when the role goes (nothing to protect any more). */
+    us_lease_grantee u = us_lease_grantee_new();
+    u.granted_ms = 100;
+    us_lease_voter_report(&t, &u, true, 9, 1000, start);
+    r = us_lease_voter_report(&t, &u, true, 9, now, start);
+    us_lease_revoke_saved(&u, &r, false);
+    assert_true(u.revoke_unsaved);
+    r = us_lease_voter_report(&t, &u, false, 10, now + 50, start);
+    assert_false(u.revoke_unsaved || u.revoked);
+    assert_false(r.unrevoke || r.revoke || r.stale);
+    assert_true(us_lease_grant(&u, true, true, now + 60));
+    assert_int_equal(u.granted_ms, now + 60);
+}
+
+/* A revocation ends once our state shows the holder without a role at a later version. */
+static void test_voter_unrevoke(void **state)
+{
+    (void)state;
+    us_timing t = profile("default");
+    us_lease_grantee g = us_lease_grantee_new();
+    g.revoked = true; /* as loaded from the file */
+    g.revoked_version = 20;
+    g.granted_ms = -1;
+    int64_t start = 0;
+    /* Still holding, at any version: stays revoked. */
+    us_lease_report r = us_lease_voter_report(&t, &g, true, 25, 5000, start);
+    assert_true(g.revoked);
+    assert_false(r.unrevoke || r.revoke);
+    assert_true(r.stale); /* age 5000 */
+    /* Not holding, but not after the revocation (our state is not newer): stays revoked. */
+    r = us_lease_voter_report(&t, &g, false, 20, 5100, start);
+    assert_true(g.revoked);
+    assert_false(r.unrevoke);
+    r = us_lease_voter_report(&t, &g, false, 19, 5100, start);
+    assert_true(g.revoked);
+    assert_false(r.unrevoke);
+    /* Released at a later version: unrevoked at once (the caller saves the file). */
+    r = us_lease_voter_report(&t, &g, false, 21, 5200, start);
+    assert_false(g.revoked);
+    assert_true(r.unrevoke);
+    assert_false(r.revoke);
+    assert_false(r.stale);
+    assert_true(us_lease_may_grant(&g, true, true));
+    r = us_lease_voter_report(&t, &g, false, 22, 5300, start);
+    assert_false(r.unrevoke); /* once */
+
+    /* Also right after a restart (the report itself says unknown). */
+    us_lease_grantee h = us_lease_grantee_new();
+    h.revoked = true;
+    h.revoked_version = 20;
+    r = us_lease_voter_report(&t, &h, false, 21, 100, 50);
+    assert_true(r.unrevoke);
+    assert_false(h.revoked);
+    assert_int_equal(r.age, -1);
+}
+
+static void test_may_grant(void **state)
+{
+    (void)state;
+    for (int m = 0; m < 16; m++) {
+        us_lease_grantee g = us_lease_grantee_new();
+        g.revoked = m & 1;
+        g.revoke_unsaved = m & 2;
+        bool requested = m & 4, votes = m & 8;
+        bool want = requested && votes && !g.revoked && !g.revoke_unsaved;
+        assert_int_equal(us_lease_may_grant(&g, requested, votes), want);
+        assert_int_equal(us_lease_grant(&g, requested, votes, 777), want);
+        assert_int_equal(g.granted_ms, want ? 777 : -1);
+    }
+}
+
+/* ---- the requester's side: us_lease_until ---- */
+
+static void test_lease_until(void **state)
+{
+    (void)state;
+    us_timing t = profile("default"); /* L = 600 */
+    /* 3 voters: self and two that granted at 900 and 800, both at version 5 <= ours. */
+    us_lease_granter g[5] = {{.self = true}, {.t0 = 900, .v = 5}, {.t0 = 800, .v = 5}};
+    assert_int_equal(us_lease_until(&t, g, 3, 5, 1000, 0), 900 + 600); /* 1000 (now) and 900 */
+    assert_int_equal(us_lease_until(&t, g, 3, 5, 1000, -1), 1500);
+    /* Never shortened; equal or shorter leaves it. */
+    assert_int_equal(us_lease_until(&t, g, 3, 5, 1000, 1499), 1500);
+    assert_int_equal(us_lease_until(&t, g, 3, 5, 1000, 1500), 1500);
+    assert_int_equal(us_lease_until(&t, g, 3, 5, 1000, 2000), 2000);
+    /* A grant from a voter that had applied more than we have does not count (yet). */
+    g[1].v = 6;
+    assert_int_equal(us_lease_until(&t, g, 3, 5, 1000, 0), 800 + 600);
+    assert_int_equal(us_lease_until(&t, g, 3, 6, 1000, 0), 900 + 600);
+    g[2].v = 7;
+    assert_int_equal(us_lease_until(&t, g, 3, 5, 1000, 123), 123); /* only self: no majority */
+    /* Not a voter ourselves: two of three grants. */
+    us_lease_granter o[3] = {{.t0 = 500, .v = 1}, {.t0 = 700, .v = 1}, {.t0 = -1}};
+    assert_int_equal(us_lease_until(&t, o, 3, 1, 9999, 0), 500 + 600);
+    o[0].t0 = -1;
+    assert_int_equal(us_lease_until(&t, o, 3, 1, 9999, 0), 0);
+    /* 1 voter, us: now + L. No voters: unchanged. */
+    us_lease_granter me = {.self = true};
+    assert_int_equal(us_lease_until(&t, &me, 1, 0, 42, 0), 642);
+    assert_int_equal(us_lease_until(&t, NULL, 0, 0, 42, 7), 7);
+    /* 5 voters: the third freshest counted one. */
+    us_lease_granter f[5] = {{.t0 = 100, .v = 1},
+                             {.self = true},
+                             {.t0 = 300, .v = 2},
+                             {.t0 = 400, .v = 3},
+                             {.t0 = 200, .v = 1}};
+    assert_int_equal(us_lease_until(&t, f, 5, 3, 1000, 0), 300 + 600);
+    assert_int_equal(us_lease_until(&t, f, 5, 2, 1000, 0), 200 + 600); /* 400 not counted */
+    assert_int_equal(us_lease_until(&t, f, 5, 0, 1000, 0), 0);         /* only self */
+}
+
+/* ---- the leader's side: us_lease_judge_holder ---- */
+
+static void test_judge_holder(void **state)
+{
+    (void)state;
+    us_timing t = profile("default"); /* L = 600 */
+    int64_t now = 1000000;
+    us_lease_seen none = {.age = -1, .rx_ms = -1};
+    us_lease_seen fresh = {.age = 100, .v = 5, .rx_ms = now - 50};
+    us_lease_seen stale = {.age = 900, .stale = true, .v = 5, .rx_ms = now - 50};
+    /* 3 voters, holder votes: its own vote plus one fresh report. */
+    us_lease_seen a[4] = {fresh, none};
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 3, false, a, 2, 5, now), US_LEASE_UNKNOWN);
+    /* Fresh only while the grant is at most L old, and the report received within L. */
+    a[0].age = 600;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
+    a[0].age = 601;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
+    a[0] = fresh;
+    a[0].rx_ms = now - 600;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
+    a[0].rx_ms = now - 601;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
+    a[0] = fresh;
+    a[0].age = -1; /* unknown (restarted voter) */
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
+    /* No report from a voter's current incarnation: it counts for nothing, even if stale. */
+    a[0] = stale;
+    a[1] = stale;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_EXPIRED);
+    a[1].rx_ms = -1;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
+    /* A stale report stays true however old... */
+    a[1] = stale;
+    a[0].rx_ms = now - 100000;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_EXPIRED);
+    /* ...but counts only if its voter had applied the holder's current role. */
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_UNKNOWN);
+    a[0].v = 6;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_UNKNOWN);
+    a[1].v = 7;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_EXPIRED);
+    /* 5 voters, holder not one: 3 of 5 stale, or 3 fresh. */
+    us_lease_seen b[5] = {stale, stale, fresh, fresh, none};
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_UNKNOWN);
+    b[4] = stale;
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_EXPIRED);
+    b[4] = fresh;
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_VALID);
+    /* It is us_lease_judge over the counted reports, for random inputs. */
+    for (int iter = 0; iter < 20000; iter++) {
+        int voters = (int)rnd_range(1, 7);
+        bool hv = rnd() % 2;
+        int n = voters - hv;
+        us_lease_seen r[8];
+        uint64_t role_v = (uint64_t)rnd_range(0, 4);
+        int ns = 0, nf = 0;
+        for (int i = 0; i < n; i++) {
+            r[i] = (us_lease_seen){.age = rnd_range(-1, 1000),
+                                   .stale = rnd() % 2,
+                                   .v = (uint64_t)rnd_range(0, 4),
+                                   .rx_ms = rnd() % 5 ? now - rnd_range(0, 1000) : -1};
+            if (r[i].rx_ms < 0)
+                continue;
+            ns += r[i].stale && r[i].v >= role_v;
+            nf += r[i].age >= 0 && r[i].age <= 600 && now - r[i].rx_ms <= 600;
+        }
+        assert_int_equal(us_lease_judge_holder(&t, voters, hv, r, n, role_v, now),
+                         us_lease_judge(voters, hv, ns, nf));
+    }
+}
+
 /* ---- the protocol on simulated clocks ----
  *
  * Voters 0..N-1; the holder H is voter 0, or node N outside the voters. Every node ticks each
@@ -1077,19 +1385,19 @@ static void test_sim_unsafe_no_drift_allowance(void **state)
     assert_true(r.violations[0] > 0);
 }
 
-/* Why stale reports carry the voter's state version (src/agent/agent.c, us_agent_judge_lease):
- * without it a stale report counts until its voter sends another one, also across roles. When the
- * voter's later reports do not reach the leader, its report from an earlier role of the holder
- * still counts after the holder got a new role, though the voter un-revoked the holder and grants
- * it again (found by this simulation, seed 8): 5 voters 0-4, H not a voter, leader 0. H is cut from
- * 2, 3, 4 and briefly from 1; 1-4 revoke H and report stale; 0 releases H's role at 2701 ms. Voter
- * 1 applies the release at 3043 ms, then the link 0-1 is cut (3112 to 9960 ms): 1 un-revokes H and
- * grants it again, but 0 keeps its last report, "stale". 0 gives H a new role at 4112 ms (stale 1 <
- * 3, fresh 4). Later H is cut from 3 and 4, which revoke it, and at 9048 ms 0 releases the new role
- * with stale = 3 (1's report from 6142 ms before, 3, 4) while H holds a lease from 0 itself (age
- * 0), 1 and 2 that runs until 9510 ms. Counting a stale report only if its voter had applied the
- * entry that gave the holder its current role (RULE_TAGGED: the report carries that much of the
- * voter's log) closes it. */
+/* Why stale reports carry the voter's state version (us_lease_judge_holder's role_version): without
+ * it (RULE_STICKY judges with role version 0) a stale report counts until its voter sends another
+ * one, also across roles. When the voter's later reports do not reach the leader, its report
+ * from an earlier role of the holder still counts after the holder got a new role, though the
+ * voter un-revoked the holder and grants it again (found by an earlier version of this simulation,
+ * seed 8): 5 voters 0-4, H not a voter, leader 0. H is cut from 2, 3, 4 and briefly from 1; 1-4
+ * revoke H and report stale; 0 releases H's role at 2701 ms. Voter 1 applies the release at 3043
+ * ms, then the link 0-1 is cut (3112 to 9960 ms): 1 un-revokes H and grants it again, but 0 keeps
+ * its last report, "stale". 0 gives H a new role at 4112 ms (stale 1 < 3, fresh 4). Later H is cut
+ * from 3 and 4, which revoke it, and at 9048 ms 0 releases the new role with stale = 3 (1's report
+ * from 6142 ms before, 3, 4) while H holds a lease from 0 itself (age 0), 1 and 2 that runs until
+ * 9510 ms. Counting a stale report only if its voter had applied the entry that gave the holder its
+ * current role (RULE_TAGGED: the report carries that much of the voter's log) closes it. */
 static void test_sim_reassign(void **state)
 {
     (void)state;
@@ -1113,15 +1421,15 @@ static void test_sim_reassign(void **state)
     check_safe(&c, 18);
 }
 
-/* Why revocations are persisted (src/agent/agent.c, save_revocations): if they lived in memory
- * only, a voter that restarts would grant the holder again, while the leader still counts its stale
- * report from before the restart if it has not heard from the new incarnation (found by this
- * simulation, seed 9): 3 voters 0-2, H not a voter, leader 0. H is cut from 1 (4128 to 6769 ms): 1
- * revokes H at 6395 ms and reports stale; the link 0-1 is cut from 6645 ms. 1 restarts (8206 to
- * 8417 ms) and grants H again. H is cut from 0 at 9635 ms: 0 revokes H at 10328 ms and releases its
- *   role with stale = 2 (itself, and 1's report from before its restart) while H holds a lease
- *   from 1 and 2 until 10870 ms.
- * Revocations that survive a restart (RESTART_PERSIST) close it. */
+/* Why revocations are persisted (us_lease_revoke_saved; agent.c's save_revocations and
+ * load_revocations): if they lived in memory only (RESTART_VOLATILE), a voter that restarts would
+ * grant the holder again, while the leader still counts its stale report from before the restart if
+ * it has not heard from the new incarnation (found by an earlier version of this simulation, seed
+ * 9): 3 voters 0-2, H not a voter, leader 0. H is cut from 1 (4128 to 6769 ms): 1 revokes H at 6395
+ * ms and reports stale; the link 0-1 is cut from 6645 ms. 1 restarts (8206 to 8417 ms) and grants H
+ * again. H is cut from 0 at 9635 ms: 0 revokes H at 10328 ms and releases its role with stale = 2
+ * (itself, and 1's report from before its restart) while H holds a lease from 1 and 2 until 10870
+ * ms. Revocations that survive a restart (RESTART_PERSIST) close it. */
 static void test_sim_restarts(void **state)
 {
     (void)state;
@@ -1152,6 +1460,13 @@ int main(void)
         cmocka_unit_test(test_stale_after_formula),
         cmocka_unit_test(test_judge_boundaries),
         cmocka_unit_test(test_judge_exhaustive),
+        cmocka_unit_test(test_voter_report_restart),
+        cmocka_unit_test(test_voter_report_revoke_needs_known_role),
+        cmocka_unit_test(test_voter_revoke_only_when_saved),
+        cmocka_unit_test(test_voter_unrevoke),
+        cmocka_unit_test(test_may_grant),
+        cmocka_unit_test(test_lease_until),
+        cmocka_unit_test(test_judge_holder),
         cmocka_unit_test(test_sim_default),
         cmocka_unit_test(test_sim_fast),
         cmocka_unit_test(test_sim_unsafe_short_stale_after),
