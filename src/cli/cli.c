@@ -6,6 +6,7 @@
 #include "lib/key.h"
 #include "core/lease.h"
 #include "lib/clock.h"
+#include "lib/suggest.h"
 #include "lib/version.h"
 
 #include <errno.h>
@@ -1613,56 +1614,13 @@ static const command *find_command(const char *name)
     return NULL;
 }
 
-/* Edit distance, capped: anything above 2 is 3. */
-static int distance(const char *a, const char *b)
-{
-    enum { MAXLEN = 32 };
-    size_t la = strlen(a), lb = strlen(b);
-    if (la >= MAXLEN || lb >= MAXLEN || (la > lb ? la - lb : lb - la) > 2)
-        return 3;
-    int prev2[MAXLEN + 1], prev[MAXLEN + 1], row[MAXLEN + 1];
-    for (size_t j = 0; j <= lb; j++)
-        prev[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        row[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int cost = a[i - 1] != b[j - 1];
-            int best = prev[j - 1] + cost;
-            if (prev[j] + 1 < best)
-                best = prev[j] + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            /* A swap of two neighbours ("stauts") is one mistake. */
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                prev2[j - 2] + 1 < best)
-                best = prev2[j - 2] + 1;
-            row[j] = best;
-        }
-        memcpy(prev2, prev, sizeof prev);
-        memcpy(prev, row, sizeof row);
-    }
-    return prev[lb] > 2 ? 3 : prev[lb];
-}
-
 /* The word of `words` (NULL-terminated) that `typed` most likely meant, or NULL. */
 static const char *nearest(const char *typed, const char *const *words)
 {
-    const char *best = NULL;
-    int best_d = 3;
-    size_t tl = strlen(typed);
-    for (size_t i = 0; words[i]; i++) {
-        size_t wl = strlen(words[i]);
-        int d = distance(typed, words[i]);
-        /* A distance as long as the word is no resemblance ("ab" vs "cd"). */
-        if (d < best_d && (size_t)d < wl && (size_t)d < tl) {
-            best = words[i];
-            best_d = d;
-        }
-        /* An unambiguous start of a command ("stat", "check") counts too. */
-        if (!best && tl >= 3 && strncmp(words[i], typed, tl) == 0)
-            best = words[i];
-    }
-    return best;
+    size_t n = 0;
+    while (words[n])
+        n++;
+    return us_suggest(typed, words, n);
 }
 
 static const char *nearest_command(const char *typed)

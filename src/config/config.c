@@ -18,6 +18,7 @@
 #include "core/service.h"
 #include "lib/hostport.h"
 #include "lib/key.h"
+#include "lib/suggest.h"
 
 #define EXCERPT 80
 #define FILE_MAX (1024 * 1024) /* a config bigger than this is a mistake, not a config */
@@ -1737,30 +1738,6 @@ static void svc_env(svc_ctx *c, int line, const us_service_field *f, const char 
         svc_bad(c, line, "env", "one or more KEY=VALUE assignments", value);
 }
 
-/* Edit distance of two short strings; larger than 2 is reported as 3. */
-static int edit_distance(const char *a, const char *b)
-{
-    enum { MAXLEN = 32 };
-    size_t la = strlen(a), lb = strlen(b);
-    if (la >= MAXLEN || lb >= MAXLEN || (la > lb ? la - lb : lb - la) > 2)
-        return 3;
-    int row[MAXLEN + 1];
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int up = row[j];
-            int sub = diag + (tolower((unsigned char)a[i - 1]) != b[j - 1]);
-            int best = up + 1 < row[j - 1] + 1 ? up + 1 : row[j - 1] + 1;
-            row[j] = sub < best ? sub : best;
-            diag = up;
-        }
-    }
-    return row[lb] > 2 ? 3 : row[lb];
-}
-
 /* user, group */
 static void svc_account(svc_ctx *c, int line, const us_service_field *f, const char *value)
 {
@@ -1855,16 +1832,22 @@ static void svc_value(svc_ctx *c, int line, const us_service_field *f, const cha
     }
 }
 
-/* The known key a mistyped one was most likely meant to be, or NULL. */
+/* The known key a mistyped one was most likely meant to be, or NULL ("Failback" is near
+ * "failback": keys are lower case). */
 static const char *svc_nearest_key(const char *key)
 {
+    char lower[33];
+    size_t n = 0;
+    for (; key[n] && n < sizeof lower - 1; n++)
+        lower[n] = (char)tolower((unsigned char)key[n]);
+    lower[n] = '\0';
     const char *best = NULL;
-    int best_d = 3;
+    int best_d = US_SUGGEST_FAR;
     for (int i = 0; i < us_service_n_fields; i++) {
         const char *k = us_service_fields[i].key;
         if (!k)
             continue;
-        int d = edit_distance(key, k);
+        int d = us_edit_distance(lower, k);
         if (d < best_d && (size_t)d < strlen(k)) {
             best = k;
             best_d = d;
