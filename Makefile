@@ -99,7 +99,6 @@ FUZZ_OBJS    := $(LIBSRCS:src/%.c=build/fuzz/%.o)
 FUZZ_BINS    := $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
 FUZZ_SECONDS ?= 120
 # Harnesses that #include a source file (to reach its static parsers) do not link its object.
-FUZZ_EXCLUDE_cli := build/fuzz/cli/cli.o
 FUZZ_EXCLUDE_api := build/fuzz/net/api.o build/fuzz/agent/agent_api.o
 
 build/fuzz/%.o: src/%.c | build/.deps-ok

@@ -15,13 +15,14 @@
  * 2 usage error (unknown command or option, missing argument, unreadable file; an unknown
  * command or option near a known one gets a "did you mean" hint) and check-config's verdict
  * "the file has problems".
+ *
+ * This header is the client's entry point; its parts are commands.h (the commands as rows),
+ * http.h (requests to an agent) and render.h (what is printed).
  */
 #ifndef US_CLI_H
 #define US_CLI_H
 
 #include <stdio.h>
-
-#define US_DEFAULT_API "127.0.0.1:7201" /* when neither --api nor $UNDERSTUDY_API is given */
 
 /* argv as main() got it (argv[0] is the program name). Returns the exit status; prints results
  * on stdout and errors on stderr. Does not exit and keeps no state between calls. */

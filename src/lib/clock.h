@@ -14,4 +14,7 @@ int64_t us_now_ns(void);
 /* CLOCK_REALTIME in ms. */
 int64_t us_wall_ms(void);
 
+/* Block for `ms` milliseconds, signals or not (for clients, never in a loop's callbacks). */
+void us_sleep_ms(int ms);
+
 #endif
