@@ -8,6 +8,7 @@
 
 #include "net/api.h"
 #include "cli/cli.h"
+#include "cli/commands.h"
 #include "lib/key.h"
 #include "lib/version.h"
 #include "helpers.h"
@@ -1410,6 +1411,49 @@ static void test_help_every_command(void **state)
     assert_int_equal(us_cli_help("nope", stdout), -1);
 }
 
+/* The command table itself: every row is complete and consistent, so that run() can check a
+ * command line against it, and the overview lists every command in the table's order. */
+static void test_command_table(void **state)
+{
+    (void)state;
+    assert_true(us_n_commands >= 12);
+    char *overview = NULL;
+    size_t olen = 0;
+    FILE *o = open_memstream(&overview, &olen);
+    assert_non_null(o);
+    us_commands_overview(o);
+    fclose(o);
+    const char *at = overview;
+    for (size_t i = 0; i < us_n_commands; i++) {
+        const us_command *cmd = &us_commands[i];
+        char want[64];
+        snprintf(want, sizeof want, "understudy %s", cmd->name);
+        assert_memory_equal(cmd->usage, want, strlen(want));
+        assert_true(cmd->help && cmd->help[0] && cmd->exits && cmd->exits[0]);
+        snprintf(want, sizeof want, "  %s ", cmd->name);
+        assert_memory_equal(cmd->overview, want, strlen(want));
+        const char *found = strstr(at, cmd->overview);
+        assert_non_null(found); /* in the table's order */
+        at = found + strlen(cmd->overview);
+        assert_ptr_equal(us_command_find(cmd->name), cmd);
+        assert_true(cmd->min_args >= 0 && cmd->min_args <= cmd->max_args);
+        assert_true(cmd->max_args <= US_CMD_MAX_ARGS);
+        if (cmd->min_args > 0)
+            assert_non_null(cmd->arg_name);
+        /* A handler, or subcommands that each have one; neither only for what main() runs. */
+        bool client = cmd->run || cmd->subs;
+        assert_false(cmd->run && cmd->subs);
+        assert_int_equal(client,
+                         strcmp(cmd->name, "agent") != 0 && strcmp(cmd->name, "keygen") != 0);
+        for (const us_subcommand *sub = cmd->subs; sub && sub->name; sub++)
+            assert_non_null(sub->run);
+    }
+    free(overview);
+    assert_null(us_command_find("nodes"));
+    assert_string_equal(us_command_suggest("nodes"), "node");
+    assert_null(us_command_suggest("xyzzy"));
+}
+
 static void test_did_you_mean(void **state)
 {
     (void)state;
@@ -1504,6 +1548,7 @@ int main(void)
         cmocka_unit_test(test_check_config_node),
         cmocka_unit_test(test_help_every_command),
         cmocka_unit_test(test_did_you_mean),
+        cmocka_unit_test(test_command_table),
         cmocka_unit_test(test_status_terminal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
