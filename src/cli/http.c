@@ -2,6 +2,7 @@
 #include "cli/http.h"
 #include "cli/render.h"
 #include "config/ini.h"
+#include "lib/hostport.h"
 #include "lib/clock.h"
 #include "lib/errors.h"
 #include "lib/file.h"
@@ -59,40 +60,11 @@ void us_http_url_encode(const char *s, char *out, size_t size)
 }
 
 /* "host:port" or "[v6]:port" -> host, port; false if malformed. */
-static bool split_hostport(const char *hp, char *host, size_t hsize, char *port, size_t psize)
-{
-    const char *colon;
-    const char *h = hp;
-    size_t hlen;
-    if (hp[0] == '[') {
-        const char *close = strchr(hp, ']');
-        if (!close || close[1] != ':')
-            return false;
-        h = hp + 1;
-        hlen = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(hp, ':');
-        if (!colon)
-            return false;
-        hlen = (size_t)(colon - hp);
-    }
-    const char *p = colon + 1;
-    size_t plen = strlen(p);
-    if (hlen == 0 || hlen >= hsize || plen == 0 || plen >= psize || plen > 5 ||
-        strspn(p, "0123456789") != plen || atoi(p) < 1 || atoi(p) > 65535)
-        return false;
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    memcpy(port, p, plen + 1);
-    return true;
-}
-
 bool us_http_hostport_valid(const char *hp)
 {
     char host[US_HTTP_HOSTPORT_MAX], port[8];
     return strlen(hp) < US_HTTP_HOSTPORT_MAX &&
-           split_hostport(hp, host, sizeof host, port, sizeof port);
+           us_split_hostport(hp, host, sizeof host, port, sizeof port) == 0;
 }
 
 static void unreachable_msg(char *err, size_t size, const char *hp, const char *why)
@@ -149,7 +121,7 @@ int us_http_once(const us_http *h, const char *hp, const char *method, const cha
 {
     memset(rep, 0, sizeof *rep);
     char host[US_HTTP_HOSTPORT_MAX], port[8];
-    if (!split_hostport(hp, host, sizeof host, port, sizeof port)) {
+    if (us_split_hostport(hp, host, sizeof host, port, sizeof port) != 0) {
         snprintf(err, errlen, "invalid agent address \"%s\": expected HOST:PORT", hp);
         return -1;
     }

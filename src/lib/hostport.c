@@ -1,8 +1,10 @@
 /* hostport.c — see hostport.h. */
 #include "lib/hostport.h"
 
+#include <errno.h>
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A decimal of the first n bytes of s, at most max, no leading zeros. */
@@ -39,14 +41,14 @@ int us_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
 {
     const char *colon = strrchr(s, ':');
     if (!colon || !us_ipv4_valid(s, (size_t)(colon - s)))
-        return -1;
+        return -EINVAL;
     long v;
     if (!parse_uint(colon + 1, strlen(colon + 1), 65535, &v) || v == 0)
-        return -1;
+        return -EINVAL;
     size_t hl = (size_t)(colon - s);
     if (host) {
         if (hl >= hostlen)
-            return -1;
+            return -EINVAL;
         memcpy(host, s, hl);
         host[hl] = '\0';
     }
@@ -60,9 +62,38 @@ int us_sockaddr_parse(const char *hostport, struct sockaddr_in *sa)
     char host[INET_ADDRSTRLEN];
     int port;
     if (us_parse_hostport(hostport, host, sizeof host, &port) != 0)
-        return -1;
+        return -EINVAL;
     memset(sa, 0, sizeof *sa);
     sa->sin_family = AF_INET;
     sa->sin_port = htons((uint16_t)port);
     return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
+}
+
+int us_split_hostport(const char *hp, char *host, size_t hsize, char *port, size_t psize)
+{
+    const char *colon;
+    const char *h = hp;
+    size_t hlen;
+    if (hp[0] == '[') {
+        const char *close = strchr(hp, ']');
+        if (!close || close[1] != ':')
+            return -EINVAL;
+        h = hp + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(hp, ':');
+        if (!colon)
+            return -EINVAL;
+        hlen = (size_t)(colon - hp);
+    }
+    const char *p = colon + 1;
+    size_t plen = strlen(p);
+    if (hlen == 0 || hlen >= hsize || plen == 0 || plen >= psize || plen > 5 ||
+        strspn(p, "0123456789") != plen || atoi(p) < 1 || atoi(p) > 65535)
+        return -EINVAL;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    memcpy(port, p, plen + 1);
+    return 0;
 }

@@ -1,7 +1,9 @@
-/* hostport.h — the one parser of "IPv4:port" addresses (cluster, API, proxy, VIP peers).
+/* hostport.h — the parsers of "host:port" addresses.
  *
- * The host is a dotted quad without leading zeros, the port 1..65535 without leading zeros:
- * exactly what the config accepts, so an address that loads also parses everywhere else. */
+ * What the agents use (cluster, API, proxy, VIP peers) is "IPv4:port": the host a dotted quad
+ * without leading zeros, the port 1..65535 without leading zeros; exactly what the config
+ * accepts, so an address that loads also parses everywhere else. A client (the CLI's --api)
+ * may also name an agent by host name or "[IPv6]:port": us_split_hostport. */
 #ifndef US_HOSTPORT_H
 #define US_HOSTPORT_H
 
@@ -10,13 +12,18 @@
 #include <stddef.h>
 
 /* Split "IPv4:port". host (hostlen bytes, may be NULL) and port (may be NULL) receive the parts.
- * 0, or -1 when s is not such an address (or the host does not fit). */
+ * 0, or -EINVAL when s is not such an address (or the host does not fit). */
 int us_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 
-/* "IPv4:port" as a sockaddr_in. 0, or -1 as us_parse_hostport. */
+/* "IPv4:port" as a sockaddr_in. 0, or -EINVAL as us_parse_hostport. */
 int us_sockaddr_parse(const char *hostport, struct sockaddr_in *sa);
 
 /* Is the first n bytes of s a dotted quad (no leading zeros)? */
 bool us_ipv4_valid(const char *s, size_t n);
+
+/* A client's "host:port", "IPv4:port" or "[IPv6]:port" (no check of the host's characters:
+ * libcurl resolves it), port 1..65535. host and port receive the parts as text. 0, or -EINVAL
+ * when s has no such form or a part does not fit. */
+int us_split_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen);
 
 #endif

@@ -413,10 +413,10 @@ static void test_hostport(void **state)
         "1.2.3.4:99999999999",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        if (us_parse_hostport(bad[i], host, sizeof host, &port) != -1)
+        if (us_parse_hostport(bad[i], host, sizeof host, &port) != -EINVAL)
             fail_msg("accepted '%s'", bad[i]);
     }
-    assert_int_equal(us_parse_hostport("1.2.3.4:80", host, 4, &port), -1); /* host too small */
+    assert_int_equal(us_parse_hostport("1.2.3.4:80", host, 4, &port), -EINVAL); /* host too small */
 }
 
 static void test_node_bad_addresses(void **state)

@@ -57,7 +57,7 @@ static void test_listen_bad_addresses(void **state)
         assert_non_null(strstr(err, "bad listen address"));
         assert_non_null(strstr(err, "expected IPv4:port"));
         struct sockaddr_in sa;
-        assert_int_equal(us_sockaddr_parse(bad[i], &sa), -1);
+        assert_int_equal(us_sockaddr_parse(bad[i], &sa), -EINVAL);
     }
 }
 
@@ -72,10 +72,37 @@ static void test_hostport_parts(void **state)
     assert_int_equal(us_parse_hostport("255.255.255.255:65535", NULL, 0, &port), 0);
     assert_int_equal(port, 65535);
     char tiny[4];
-    assert_int_equal(us_parse_hostport("198.18.0.1:7101", tiny, sizeof tiny, NULL), -1);
+    assert_int_equal(us_parse_hostport("198.18.0.1:7101", tiny, sizeof tiny, NULL), -EINVAL);
     assert_true(us_ipv4_valid("10.0.0.1", 8));
     assert_false(us_ipv4_valid("10.0.0.256", 10));
     assert_false(us_ipv4_valid("10.0.0", 6));
+}
+
+/* A client's address: host names and [IPv6] too, the port checked the same way. */
+static void test_client_hostport(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *host, *port;
+    } good[] = {{"127.0.0.1:7100", "127.0.0.1", "7100"},
+                {"node-1.example:443", "node-1.example", "443"},
+                {"[::1]:7100", "::1", "7100"},
+                {"[fe80::1%eth0]:1", "fe80::1%eth0", "1"}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char host[64], port[8];
+        assert_int_equal(us_split_hostport(good[i].in, host, sizeof host, port, sizeof port), 0);
+        assert_string_equal(host, good[i].host);
+        assert_string_equal(port, good[i].port);
+    }
+    static const char *bad[] = {"",         "host", ":80",       "host:", "host:0", "h:65536",
+                                "h:123456", "h:8x", "[::1]7100", "[::1",  "[]:80",  "h:-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char host[64], port[8];
+        assert_int_equal(us_split_hostport(bad[i], host, sizeof host, port, sizeof port), -EINVAL);
+    }
+    char tiny[4], port[8];
+    assert_int_equal(us_split_hostport("longhost:80", tiny, sizeof tiny, port, sizeof port),
+                     -EINVAL);
 }
 
 int main(void)
@@ -84,6 +111,7 @@ int main(void)
         cmocka_unit_test(test_listen_accepts_connections),
         cmocka_unit_test(test_listen_bad_addresses),
         cmocka_unit_test(test_hostport_parts),
+        cmocka_unit_test(test_client_hostport),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
