@@ -1,4 +1,4 @@
-/* test_listen.c — lib/listen.h and lib/hostport.h: the one listener and the one address parser. */
+/* test_listen.c — lib/listen.h and lib/hostport.h: the one listener and the address parsers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
