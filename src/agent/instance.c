@@ -746,7 +746,7 @@ void us_instances_reconcile(us_agent *a)
         if (quiet(in) && in->phase != US_PHASE_DEMOTING)
             in->used = false;
     }
-    us_notify_pump(a); /* after every FSM change: new events may be ours to report */
+    us_notify_pump(); /* after every FSM change: new events may be ours to report */
     us_logs_maintain(a->loop, a->cfg.data_dir, &s->services, us_now_ms());
 }
 
@@ -761,8 +761,21 @@ void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev)
         fence_self(in, US_INST_FENCED, 137, "guardian fenced it");
 }
 
+static bool notify_is_leader(void *data)
+{
+    us_agent *a = data;
+    return a->leader;
+}
+
 void us_instances_init(us_agent *a)
 {
+    us_notify_init(&(us_notify_env){.loop = a->loop,
+                                    .node = a->cfg.name,
+                                    .data_dir = a->cfg.data_dir,
+                                    .cwd = a->cwd,
+                                    .state = &a->fsm.state,
+                                    .is_leader = notify_is_leader,
+                                    .data = a});
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         uv_timer_init(a->loop, &a->announce_timers[i]);
         a->announce_timers[i].data = &a->inst[i];
@@ -783,7 +796,7 @@ void us_instances_reannounce(us_agent *a)
 
 void us_instances_kill_all(us_agent *a)
 {
-    us_notify_stop(a);
+    us_notify_stop();
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         us_instance *in = &a->inst[i];
         if (!in->used)
@@ -799,7 +812,7 @@ void us_instances_kill_all(us_agent *a)
 
 bool us_instances_quiet(us_agent *a)
 {
-    if (!us_notify_quiet(a) || us_logs_busy())
+    if (!us_notify_quiet() || us_logs_busy())
         return false;
     for (int i = 0; i < US_MAX_SERVICES; i++)
         if (a->inst[i].used && !quiet(&a->inst[i]))
