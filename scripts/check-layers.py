@@ -25,9 +25,7 @@ CORE_FORBIDDEN = {"uv.h", "raft/uv.h", "unistd.h", "fcntl.h", "sys/socket.h", "s
                   "pthread.h", "signal.h", "dirent.h", "curl/curl.h", "microhttpd.h"}
 
 # (file, included header): why it is still allowed.
-EXCEPTIONS = {
-    ("node/notify.c", "agent/agent.h"): "hooks read the agent's state: an environment of callbacks instead (issue 10)",
-}
+EXCEPTIONS = {}
 
 OURS = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/([a-z_]+)\.h"', re.M)
 FLAT = re.compile(r'^\s*#\s*include\s+"([a-z_]+)\.h"', re.M)

@@ -30,6 +30,7 @@
 
 static void begin_close(us_agent *a);
 static void recompute_lease(us_agent *a, int64_t now);
+static void build_view(us_agent *a, us_cluster_view *v);
 
 /* ---- peers ---- */
 
@@ -180,7 +181,7 @@ bool us_agent_report(us_agent *a, const char *node, const char *service, us_repo
 {
     memset(out, 0, sizeof *out);
     if (strcmp(node, a->cfg.name) == 0) {
-        const us_instance *in = us_instance_of(a, service);
+        const us_instance *in = us_instance_of(a->instances, service);
         if (in)
             own_report(a, in, out);
         return in != NULL;
@@ -197,9 +198,11 @@ static json_t *own_reports_json(us_agent *a)
 {
     us_report own[US_MAX_SERVICES];
     int n = 0;
-    for (int i = 0; i < US_MAX_SERVICES; i++)
-        if (a->inst[i].used)
-            own_report(a, &a->inst[i], &own[n++]);
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        const us_instance *in = us_instance_at(a->instances, i);
+        if (in)
+            own_report(a, in, &own[n++]);
+    }
     return us_reports_json(own, n);
 }
 
@@ -395,7 +398,9 @@ static void on_join(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
             return;
         }
     if (a->leader) {
-        us_controller_join_request(a, j->name, j->address);
+        static us_cluster_view view;
+        build_view(a, &view);
+        us_controller_join_request(&a->ctl, &view, j->name, j->address);
         return;
     }
     char leader[US_NAME_MAX];
@@ -519,7 +524,7 @@ static void track_leadership(us_agent *a)
         for (int i = 0; i < a->n_peers; i++)
             a->peers[i].ack_ms = -1;
         us_info("became leader in term %llu", (unsigned long long)term);
-        us_controller_became_leader(a);
+        us_controller_became_leader(&a->ctl, us_now_ms());
     } else if (!is_leader && a->leader) {
         us_info("no longer leader (term %llu)", (unsigned long long)term);
     }
@@ -744,11 +749,10 @@ static void send_join(us_agent *a, int64_t now)
     json_decref(m);
 }
 
-static void transfer_cb(struct raft_transfer *req)
+static void hand_over_done(void *arg, int status)
 {
-    us_agent *a = req->data;
-    free(req);
-    begin_close(a);
+    (void)status;
+    begin_close(arg);
 }
 
 /* Maintenance stop: ask to leave, wait until no active role is ours, hand leadership over. */
@@ -783,17 +787,11 @@ static void stop_step(us_agent *a, int64_t now)
     }
     if (us_state_holds_active(s, a->cfg.name))
         return; /* still ours: the switchover is in progress */
-    if (us_instances_busy(a))
+    if (us_instances_busy(a->instances))
         return;
-    if (a->leader && !a->change_in_flight) {
-        struct raft_transfer *t = calloc(1, sizeof *t);
-        t->data = a;
-        a->change_in_flight = true;
-        if (raft_transfer(&a->raft, t, 0, transfer_cb) == 0) {
-            us_info("handed over; transferring leadership");
-            return;
-        }
-        free(t);
+    if (a->leader && us_controller_hand_over(&a->ctl, hand_over_done, a) == 0) {
+        us_info("handed over; transferring leadership");
+        return;
     }
     if (!a->leader) {
         us_info("handed over all active roles; stopping");
@@ -809,7 +807,7 @@ static void reannounce_on_return(us_agent *a)
     for (int i = 0; i < a->n_peers; i++)
         alive += i != a->self && us_agent_node_state(a, &a->peers[i]) == US_NODE_ALIVE;
     if (alive > a->alive_peers && a->alive_peers >= 0)
-        us_instances_reannounce(a);
+        us_instances_reannounce(a->instances);
     a->alive_peers = alive;
 }
 
@@ -848,6 +846,226 @@ static void sd_update(us_agent *a)
         us_sd_ready(&a->sd);
 }
 
+/* ---- the controller's view and environment (controller.h) ---- */
+
+static void build_view(us_agent *a, us_cluster_view *v)
+{
+    static us_report own[US_MAX_SERVICES]; /* this node's reports, as its peers get them */
+    memset(v, 0, sizeof *v);
+    v->now_ms = us_now_ms();
+    v->now_ns = us_now_ns();
+    v->wall_ms = us_wall_ms();
+    v->leader = a->leader;
+    v->closing = a->stopping == 2;
+    v->has_quorum = us_agent_fresh_quorum(a, v->now_ms);
+    v->state = &a->fsm.state;
+    v->applies_in_flight = a->applies_in_flight;
+    v->config_uncommitted = a->raft.configuration_uncommitted_index != 0;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n && v->n_members < US_MAX_MEMBERS; i++) {
+        us_view_member *m = &v->members[v->n_members++];
+        m->id = c->servers[i].id;
+        m->role = c->servers[i].role == RAFT_VOTER     ? US_MEMBER_VOTER
+                  : c->servers[i].role == RAFT_STANDBY ? US_MEMBER_STANDBY
+                                                       : US_MEMBER_SPARE;
+    }
+    for (int i = 0; i < a->n_peers; i++) {
+        us_peer *p = &a->peers[i];
+        us_view_node *n = &v->nodes[v->n_nodes++];
+        us_strlcpy(n->name, p->name, sizeof n->name);
+        n->id = p->id;
+        us_strlcpy(n->address, p->address, sizeof n->address);
+        us_strlcpy(n->api, p->api, sizeof n->api);
+        n->self = i == a->self;
+        n->inc = p->inc;
+        n->state = us_agent_node_state(a, p);
+        n->last_seen_ms = p->last_seen_ms;
+        n->dead_inc = p->dead_inc;
+        if (n->self) {
+            n->n_reports = 0;
+            for (int k = 0; k < US_MAX_SERVICES; k++) {
+                const us_instance *in = us_instance_at(a->instances, k);
+                if (in)
+                    own_report(a, in, &own[n->n_reports++]);
+            }
+            n->reports = own;
+        } else {
+            n->n_reports = p->n_reports;
+            n->reports = p->reports;
+        }
+        n->n_fenced = p->n_fenced;
+        n->fenced_service = (const char(*)[US_NAME_MAX])p->fenced_service;
+        n->fenced_epoch = p->fenced_epoch;
+        n->fenced_inc = p->fenced_inc;
+    }
+}
+
+static void controller_tick(us_agent *a)
+{
+    static us_cluster_view view;
+    build_view(a, &view);
+    us_controller_tick(&a->ctl, &view);
+}
+
+static int ctl_propose(void *data, json_t *cmd, us_propose_done done, void *arg)
+{
+    return us_agent_apply(data, cmd, done, arg);
+}
+
+typedef struct member_req {
+    struct raft_change req;
+    us_change_done done;
+    void *arg;
+} member_req;
+
+static void member_cb(struct raft_change *req, int status)
+{
+    member_req *m = req->data;
+    m->done(m->arg, status);
+    free(m);
+}
+
+static member_req *member_req_new(us_change_done done, void *arg)
+{
+    member_req *m = calloc(1, sizeof *m);
+    if (m) {
+        m->done = done;
+        m->arg = arg;
+        m->req.data = m;
+    }
+    return m;
+}
+
+static int ctl_add(void *data, uint64_t id, const char *address, us_change_done done, void *arg)
+{
+    us_agent *a = data;
+    member_req *m = member_req_new(done, arg);
+    int rc = m ? raft_add(&a->raft, &m->req, id, address, member_cb) : RAFT_NOMEM;
+    if (rc != 0)
+        free(m);
+    return rc;
+}
+
+static int ctl_assign(void *data, uint64_t id, us_member_role role, us_change_done done, void *arg)
+{
+    us_agent *a = data;
+    member_req *m = member_req_new(done, arg);
+    int r = role == US_MEMBER_VOTER     ? RAFT_VOTER
+            : role == US_MEMBER_STANDBY ? RAFT_STANDBY
+                                        : RAFT_SPARE;
+    int rc = m ? raft_assign(&a->raft, &m->req, id, r, member_cb) : RAFT_NOMEM;
+    if (rc != 0) {
+        us_warn("cannot assign raft role to %llx: %s (configuration change pending at index %llu, "
+                "committed %llu, commit index %llu)",
+                (unsigned long long)id, raft_strerror(rc),
+                (unsigned long long)a->raft.configuration_uncommitted_index,
+                (unsigned long long)a->raft.configuration_committed_index,
+                (unsigned long long)a->raft.commit_index);
+        free(m);
+    }
+    return rc;
+}
+
+static int ctl_remove(void *data, uint64_t id, us_change_done done, void *arg)
+{
+    us_agent *a = data;
+    member_req *m = member_req_new(done, arg);
+    int rc = m ? raft_remove(&a->raft, &m->req, id, member_cb) : RAFT_NOMEM;
+    if (rc != 0)
+        free(m);
+    return rc;
+}
+
+typedef struct transfer_req {
+    struct raft_transfer req;
+    us_change_done done;
+    void *arg;
+} transfer_req;
+
+static void transfer_cb(struct raft_transfer *req)
+{
+    transfer_req *t = req->data;
+    us_change_done done = t->done;
+    void *arg = t->arg;
+    free(t);
+    done(arg, 0);
+}
+
+static int ctl_transfer(void *data, uint64_t to, us_change_done done, void *arg)
+{
+    us_agent *a = data;
+    transfer_req *t = calloc(1, sizeof *t);
+    if (!t)
+        return RAFT_NOMEM;
+    t->done = done;
+    t->arg = arg;
+    t->req.data = t;
+    int rc = raft_transfer(&a->raft, &t->req, to, transfer_cb);
+    if (rc != 0)
+        free(t);
+    return rc;
+}
+
+static us_lease_state ctl_judge_lease(void *data, const char *node, int64_t now_ms)
+{
+    us_peer *p = us_agent_peer(data, node);
+    return p ? us_agent_judge_lease(data, p, now_ms) : US_LEASE_UNKNOWN;
+}
+
+static bool ctl_is_leader(void *data)
+{
+    us_agent *a = data;
+    return a->leader;
+}
+
+static void ctl_schedule_reconcile(void *data)
+{
+    us_agent_schedule_reconcile(data);
+}
+
+static void wake_cb(uv_timer_t *t)
+{
+    us_agent_schedule_reconcile(t->data);
+}
+
+static void ctl_wake(void *data, int64_t delay_ms)
+{
+    us_agent *a = data;
+    uv_timer_start(&a->wake_timer, wake_cb, (uint64_t)delay_ms, 0);
+}
+
+static void ctl_failover(void *data, double secs)
+{
+    us_agent *a = data;
+    us_histogram_observe(&a->metrics.failover, secs);
+}
+
+static int64_t ctl_wall_ms(void *data)
+{
+    (void)data;
+    return us_wall_ms();
+}
+
+static void controller_init(us_agent *a)
+{
+    us_controller_init(&a->ctl, &(us_controller_env){
+                                    .cfg = &a->cfg,
+                                    .data = a,
+                                    .propose = ctl_propose,
+                                    .add = ctl_add,
+                                    .assign = ctl_assign,
+                                    .remove = ctl_remove,
+                                    .transfer = ctl_transfer,
+                                    .strerror = raft_strerror,
+                                    .judge_lease = ctl_judge_lease,
+                                    .is_leader = ctl_is_leader,
+                                    .schedule_reconcile = ctl_schedule_reconcile,
+                                    .wake = ctl_wake,
+                                    .failover = ctl_failover,
+                                    .wall_ms = ctl_wall_ms,
+                                });
+}
+
 static void on_tick(uv_timer_t *t)
 {
     us_agent *a = t->data;
@@ -861,8 +1079,8 @@ static void on_tick(uv_timer_t *t)
     if (a->lease_until_ms > 0)
         us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);
     if (a->leader)
-        us_controller_tick(a);
-    us_instances_reconcile(a);
+        controller_tick(a);
+    us_instances_reconcile(a->instances);
     us_proxies_reconcile(a);
     reannounce_on_return(a);
     stop_step(a, now);
@@ -874,10 +1092,10 @@ static void on_reconcile(uv_timer_t *t)
     us_agent *a = t->data;
     if (a->stopping == 2)
         return;
-    us_instances_reconcile(a);
+    us_instances_reconcile(a->instances);
     us_proxies_reconcile(a);
     if (a->leader)
-        us_controller_tick(a);
+        controller_tick(a);
 }
 
 void us_agent_schedule_reconcile(us_agent *a)
@@ -925,7 +1143,7 @@ static void on_guardian(uv_poll_t *h, int status, int events)
     us_guardian_event ev;
     int rc;
     while ((rc = us_guardian_read_event(a->guardian, &ev)) == 1)
-        us_instances_guardian_event(a, &ev);
+        us_instances_guardian_event(a->instances, &ev);
     if (rc < 0 && a->stopping < 2) {
         /* Without its guardian this node cannot promise to fence itself: stop acting, exit. */
         us_error("the guardian process is gone (%s); stopping", strerror(-rc));
@@ -1011,7 +1229,7 @@ static void finish_close(us_agent *a)
 static void close_when_quiet(uv_timer_t *t)
 {
     us_agent *a = t->data;
-    if (us_instances_quiet(a) || us_now_ms() >= a->stop_deadline_ms)
+    if (us_instances_quiet(a->instances) || us_now_ms() >= a->stop_deadline_ms)
         finish_close(a);
 }
 
@@ -1023,7 +1241,7 @@ static void begin_close(us_agent *a)
     a->stopping = 2;
     us_sd_stopping(&a->sd);
     sd_update(a);
-    us_instances_kill_all(a);
+    us_instances_kill_all(a->instances);
     uv_timer_stop(&a->tick);
     a->stop_deadline_ms = us_now_ms() + 2000;
     uv_timer_start(&a->reconcile_timer, close_when_quiet, 0, 10);
@@ -1163,6 +1381,44 @@ static void make_dirs(const us_node_config *c)
     mkdir(p, 0755);
 }
 
+/* The environment of the instances (instance.h). */
+static bool inst_lease_ok(void *data, int64_t now_ms, int64_t reserve_ms)
+{
+    return us_agent_lease_ok(data, now_ms, reserve_ms);
+}
+
+static bool inst_closing(void *data)
+{
+    us_agent *a = data;
+    return a->stopping >= 2;
+}
+
+static bool inst_is_leader(void *data)
+{
+    us_agent *a = data;
+    return a->leader;
+}
+
+static void inst_report_now(void *data)
+{
+    us_agent_report_now(data);
+}
+
+static void inst_schedule_reconcile(void *data)
+{
+    us_agent_schedule_reconcile(data);
+}
+
+static int inst_proxies_open(void *data, const char *service, uint64_t epoch)
+{
+    return us_proxies_open(data, service, epoch);
+}
+
+static int inst_proxies_open_total(void *data, const char *service, uint64_t epoch)
+{
+    return us_proxies_open_total(data, service, epoch);
+}
+
 static void close_any(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -1232,9 +1488,29 @@ int us_agent_main(const us_node_config *cfg)
     uv_timer_init(a->loop, &a->wake_timer);
     a->wake_timer.data = a;
     us_metrics_init(&a->metrics);
+    controller_init(a);
     us_sd_start(&a->sd, a->loop);
-    us_instances_init(a);
     int rc = 1;
+    a->instances = us_instances_start(&(us_instances_env){
+        .loop = a->loop,
+        .cfg = &a->cfg,
+        .cwd = a->cwd,
+        .inc = a->inc,
+        .state = &a->fsm.state,
+        .guardian = a->guardian,
+        .data = a,
+        .lease_ok = inst_lease_ok,
+        .closing = inst_closing,
+        .is_leader = inst_is_leader,
+        .report_now = inst_report_now,
+        .schedule_reconcile = inst_schedule_reconcile,
+        .proxies_open = inst_proxies_open,
+        .proxies_open_total = inst_proxies_open_total,
+    });
+    if (!a->instances) {
+        us_error("out of memory");
+        goto out;
+    }
     a->self = 0;
     peer_add(a, cfg->name, cfg->address);
     us_strlcpy(a->peers[0].api, cfg->api, sizeof a->peers[0].api);
@@ -1286,6 +1562,7 @@ out:
     uv_run(a->loop, UV_RUN_DEFAULT);
     uv_loop_close(a->loop);
     free(a->loop);
+    us_instances_free(a->instances);
     us_metrics_close(&a->metrics);
     us_guardian_stop(a->guardian);
     close(lock_fd);

@@ -2,7 +2,9 @@
  *   agent.c       wiring and lifecycle: Raft, datagrams, heartbeats and leases, signals,
  *                 systemd notifications (sdnotify.h)
  *   instance.c    this node's instances: start/promote/demote/stop them as the assignments say
+ *                 (instance.h: its own state and an environment of callbacks)
  *   controller.c  the Raft leader's duties: registrations, joins, removals, decisions
+ *                 (controller.h: a view of the cluster in, commands and membership calls out)
  *   agent_api.c   the HTTP API handlers
  *   metrics.c     GET /metrics (metrics.h), read from all of the above
  * Everything runs on one libuv loop; no locks.
@@ -20,6 +22,8 @@
 #include "config/config.h"
 #include "core/fsm.h"
 #include "node/guardian.h"
+#include "agent/controller.h"
+#include "agent/instance.h"
 #include "agent/stats.h"
 #include "core/model.h"
 #include "core/msg.h"
@@ -61,53 +65,6 @@ typedef struct us_peer {
     uint64_t dead_inc; /* its guardian announced that the agent of this incarnation died */
 } us_peer;
 
-typedef enum {
-    US_PHASE_IDLE = 0, /* nothing runs for this service here */
-    US_PHASE_STANDBY,  /* standby (hot: process runs as standby) */
-    US_PHASE_PROMOTING,
-    US_PHASE_ACTIVE,
-    US_PHASE_DEMOTING,
-} us_phase;
-
-/* This node's instance of one service. */
-typedef struct us_instance {
-    char service[US_NAME_MAX];
-    bool used;
-    us_phase phase;
-    uint64_t epoch;           /* epoch of the active role being taken/held/given up */
-    uint64_t abandoned_epoch; /* never act again under an epoch <= this */
-    us_inst_obs report;       /* what we tell the leader */
-    us_proc *proc;            /* the service process (group) */
-    us_proc *hook;            /* promote/demote hook in progress */
-    int64_t restart_after_ms; /* hot standby: do not respawn before this */
-    int hook_kind;            /* HOOK_* of instance.c */
-    bool fencing;             /* killing everything; publish `pending` once all is gone */
-    us_inst_obs pending;
-    bool demote_stop_proc; /* planned cold demotion: process first, then the hook */
-    bool spawn_fenced;     /* for before_exec of the spawn in progress */
-    uint64_t spawn_epoch;
-    /* Virtual IPs held while active (a copy: the definition may change or vanish meanwhile). */
-    int n_vips_up;
-    us_vip vips_up[US_MAX_VIPS];
-    bool vips_cleaned;    /* stale VIPs of this service removed since the agent started */
-    int announce_left;    /* announcements left in the current burst */
-    bool announce_repeat; /* one more burst after announce_repeat_ms */
-    /* Planned demotion: proxies hold new connections while open ones finish. */
-    bool draining;
-    int64_t drain_min_ms, drain_until_ms;
-    /* Health checks (check.h): run while the process runs as active or hot standby. */
-    us_checker *checker;
-    int checker_pid;                /* the process the checker watches */
-    uint64_t checker_fp;            /* the check settings it runs */
-    char fail_cause[US_REASON_MAX]; /* why the instance was reported FAILED */
-    /* Hot standby process restarts (local, exponential backoff). */
-    int standby_restarts;       /* for the backoff: starts over after a stable run */
-    int standby_restarts_total; /* reported: only grows, so the leader sees every restart */
-    int64_t proc_started_ms;
-    char restart_cause[US_REASON_MAX];
-    struct us_agent *agent;
-} us_instance;
-
 typedef struct us_agent {
     us_node_config cfg;
     uv_loop_t *loop;
@@ -145,36 +102,13 @@ typedef struct us_agent {
     bool leader;
     uint64_t leader_term;
 
-    /* Controller. */
-    int applies_in_flight;
-    bool change_in_flight; /* raft_add/assign/remove/transfer */
-    int64_t next_join_ms;
-    int64_t next_transfer_ms;
+    /* Controller (controller.h): the leader's duties, fed a view each tick. */
+    us_controller ctl;
+    int applies_in_flight; /* proposals not applied yet */
+    int64_t next_join_ms;  /* when to ask to join again (send_join) */
     uv_timer_t wake_timer; /* decide again when a backoff or cooldown ends */
-    /* What the controller last recorded as events (so it records changes only), reset when
-     * this node becomes leader: node liveness by peer index, health and restarts by name. */
-    bool ctl_primed;
-    us_node_state ctl_node[US_MAX_NODES];
-    struct us_ctl_seen {
-        char service[US_NAME_MAX];
-        char node[US_NAME_MAX];
-        us_health health;
-        int restarts;
-    } ctl_seen[US_MAX_SERVICES * US_MAX_NODES];
-    int n_ctl_seen;
-    int64_t leader_since_ms;
-    /* Failovers being timed (metrics.failover): a failed or lost holder was released by our
-     * decision at t0_ns; done when another node reports ACTIVE under a later epoch. */
-    struct us_ctl_timing {
-        char service[US_NAME_MAX];
-        char from[US_NAME_MAX];
-        uint64_t epoch; /* the released holder's */
-        int64_t t0_ns;
-    } ctl_timing[US_MAX_SERVICES];
-    int n_ctl_timing;
 
-    us_instance inst[US_MAX_SERVICES];
-    uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
+    us_instances *instances; /* this node's instances (instance.h) */
     int alive_peers; /* at the last tick: more now means a node came back (re-announce VIPs) */
 
     struct us_agent_proxy {
@@ -227,29 +161,12 @@ typedef void (*us_apply_done)(void *data, int status, int result);
 /* Propose a command (consumed). done may be NULL. 0 or a raft error code. */
 int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data);
 
-/* instance.c */
-void us_instances_reconcile(us_agent *a);
-void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev);
-void us_instances_kill_all(us_agent *a); /* immediate, for exits */
-bool us_instances_busy(us_agent *a);     /* any active/promoting/demoting instance */
-bool us_instances_quiet(us_agent *a);    /* no process or hook of ours runs */
-const us_instance *us_instance_of(us_agent *a, const char *service);
-
-void us_instances_init(us_agent *a);       /* once, after the loop exists */
-void us_instances_reannounce(us_agent *a); /* membership changed: announce active VIPs again */
-
 /* proxies.c: one failover-aware proxy per service that declares one */
 void us_proxies_reconcile(us_agent *a);
 int us_proxies_open(us_agent *a, const char *service, uint64_t epoch);
 /* Open proxied connections to `service` under `epoch`, cluster-wide (own + peers' reports). */
 int us_proxies_open_total(us_agent *a, const char *service, uint64_t epoch);
 void us_proxies_stop_all(us_agent *a);
-
-/* controller.c */
-void us_controller_tick(us_agent *a);
-void us_controller_became_leader(us_agent *a); /* forget what earlier leadership recorded */
-/* A join request (msg.h) that passed agent.c's checks: add the node to Raft. */
-void us_controller_join_request(us_agent *a, const char *name, const char *address);
 
 /* agent_api.c */
 void us_agent_api_routes(us_agent *a);

@@ -9,14 +9,16 @@
  * The report (DEMOTED/FAILED) that lets the leader move the role is published only once every
  * process that acted is gone.
  */
+#include "agent/instance.h"
+
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/agent.h"
 #include "core/lease.h"
 #include "lib/log.h"
 #include "node/logrotate.h"
@@ -26,7 +28,23 @@
 
 enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE };
 
-static us_instance *slot(us_agent *a, const char *service, bool create)
+struct us_instances {
+    us_instances_env env;
+    us_instance inst[US_MAX_SERVICES];
+    uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
+};
+
+static void report_now(us_instances *x)
+{
+    x->env.report_now(x->env.data);
+}
+
+static void schedule_reconcile(us_instances *x)
+{
+    x->env.schedule_reconcile(x->env.data);
+}
+
+static us_instance *slot(us_instances *a, const char *service, bool create)
 {
     us_instance *free_slot = NULL;
     for (int i = 0; i < US_MAX_SERVICES; i++) {
@@ -39,12 +57,12 @@ static us_instance *slot(us_agent *a, const char *service, bool create)
         return NULL;
     memset(free_slot, 0, sizeof *free_slot);
     free_slot->used = true;
-    free_slot->agent = a;
+    free_slot->owner = a;
     us_strlcpy(free_slot->service, service, sizeof free_slot->service);
     return free_slot;
 }
 
-const us_instance *us_instance_of(us_agent *a, const char *service)
+const us_instance *us_instance_of(us_instances *a, const char *service)
 {
     return slot(a, service, false);
 }
@@ -52,19 +70,18 @@ const us_instance *us_instance_of(us_agent *a, const char *service)
 static void before_exec(pid_t pgid, void *data)
 {
     us_instance *in = data;
-    us_agent *a = in->agent;
     us_instance *x = in;
-    us_guardian_track(a->guardian, pgid, in->service, x->spawn_epoch, x->spawn_fenced);
+    us_guardian_track(in->owner->env.guardian, pgid, in->service, x->spawn_epoch, x->spawn_fenced);
 }
 
 static void on_exit_cb(us_proc *p, int status, void *data);
-static const us_service_def *def_of(us_agent *a, const char *service);
+static const us_service_def *def_of(us_instances *a, const char *service);
 
 /* Who the service's children run as on this node; NULL when it cannot run here (why says). */
-static const us_cred *service_cred(us_agent *a, const us_service_def *d, us_cred *cred, char *why,
-                                   size_t len)
+static const us_cred *service_cred(us_instances *a, const us_service_def *d, us_cred *cred,
+                                   char *why, size_t len)
 {
-    if (us_cred_resolve(d ? d->user : "", d ? d->group : "", a->cfg.name, cred, why, len) != 0)
+    if (us_cred_resolve(d ? d->user : "", d ? d->group : "", a->env.cfg->name, cred, why, len) != 0)
         return NULL;
     return cred;
 }
@@ -72,7 +89,7 @@ static const us_cred *service_cred(us_agent *a, const us_service_def *d, us_cred
 static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
                  int timeout_ms, const char *pid_suffix, us_proc **out)
 {
-    us_agent *a = in->agent;
+    us_instances *a = in->owner;
     const us_service_def *d = def_of(a, in->service);
     us_cred cred;
     char why[US_REASON_MAX];
@@ -83,18 +100,19 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
     char e_svc[US_NAME_MAX + 32], e_node[US_NAME_MAX + 32], e_role[64], e_epoch[64];
     char e_dir[PATH_MAX + 32];
     snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
-    snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->cfg.name);
+    snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->env.cfg->name);
     snprintf(e_role, sizeof e_role, "UNDERSTUDY_ROLE=%s", role);
     snprintf(e_epoch, sizeof e_epoch, "UNDERSTUDY_EPOCH=%llu", (unsigned long long)epoch);
-    snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir);
+    snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->env.cfg->data_dir);
     const char *uenv[] = {e_svc, e_node, e_role, e_epoch, e_dir, NULL};
     us_env_spec spec = us_env_spec_for(d, &cred, uenv);
     char **env = us_env_build(&spec);
     if (!env)
         return -ENOMEM;
     char log_path[PATH_MAX + 96], pidfile[PATH_MAX + 96];
-    snprintf(log_path, sizeof log_path, "%s/logs/%s.log", a->cfg.data_dir, in->service);
-    snprintf(pidfile, sizeof pidfile, "%s/run/%s%s.pid", a->cfg.data_dir, in->service, pid_suffix);
+    snprintf(log_path, sizeof log_path, "%s/logs/%s.log", a->env.cfg->data_dir, in->service);
+    snprintf(pidfile, sizeof pidfile, "%s/run/%s%s.pid", a->env.cfg->data_dir, in->service,
+             pid_suffix);
     us_instance *x = in;
     x->spawn_epoch = epoch;
     x->spawn_fenced = fenced;
@@ -102,7 +120,7 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
         .cmd = cmd,
         .env = (const char *const *)env,
         .cred = &cred,
-        .cwd = a->cwd,
+        .cwd = a->env.cwd,
         .log_path = log_path,
         .pidfile = pidfile,
         .timeout_ms = timeout_ms,
@@ -110,7 +128,7 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
         .on_exit = on_exit_cb,
         .data = in,
     };
-    int rc = us_proc_spawn(a->loop, &o, out);
+    int rc = us_proc_spawn(a->env.loop, &o, out);
     free(env);
     if (rc == 0 && out == &in->proc)
         in->proc_started_ms = us_now_ms();
@@ -145,7 +163,7 @@ static void set_report(us_instance *in, us_inst_state st, uint64_t epoch, int st
     /* The leader may be waiting for exactly this (a demotion, a failure): tell it now rather
      * than with the next heartbeat. */
     if (changed)
-        us_agent_report_now(in->agent);
+        report_now(in->owner);
 }
 
 /* Passive reports must not hide a DEMOTED/FAILED/FENCED the leader has not acted on yet. */
@@ -162,16 +180,16 @@ static void passive_report(us_instance *in, us_inst_state st, const us_assignmen
 
 static uv_timer_t *announce_timer(us_instance *in)
 {
-    return &in->agent->announce_timers[in - in->agent->inst];
+    return &in->owner->announce_timers[in - in->owner->inst];
 }
 
 static void announce_cb(uv_timer_t *t)
 {
     us_instance *in = t->data;
     const us_service_def *d = NULL;
-    int k = us_state_find_service(&in->agent->fsm.state, in->service);
+    int k = us_state_find_service(in->owner->env.state, in->service);
     if (k >= 0)
-        d = &in->agent->fsm.state.services.svc[k];
+        d = &in->owner->env.state->services.svc[k];
     for (int i = 0; i < in->n_vips_up; i++) {
         int rc = us_vip_announce(&in->vips_up[i]);
         if (rc != 0)
@@ -205,7 +223,7 @@ static void vips_down(us_instance *in)
             us_error("%s: cannot remove %s: %s", in->service, in->vips_up[i].text, strerror(-rc));
         else
             us_info("%s: removed %s", in->service, in->vips_up[i].text);
-        us_guardian_vip(in->agent->guardian, &in->vips_up[i], false);
+        us_guardian_vip(in->owner->env.guardian, &in->vips_up[i], false);
     }
     in->n_vips_up = 0;
 }
@@ -229,7 +247,7 @@ static int vips_up(us_instance *in, const us_service_def *d)
     for (int i = 0; i < d->n_vips; i++) {
         const us_vip *v = &d->vips[i];
         /* Unguarded, a VIP could outlive the agent: no guardian, no VIP. */
-        int rc = us_guardian_vip(in->agent->guardian, v, true);
+        int rc = us_guardian_vip(in->owner->env.guardian, v, true);
         if (rc != 0) {
             us_error("%s: the guardian cannot take %s: %s", in->service, v->text, strerror(-rc));
             return rc;
@@ -311,11 +329,11 @@ static void fence_self(us_instance *in, us_inst_state st, int status, const char
     }
 }
 
-static const us_service_def *def_of(us_agent *a, const char *service);
+static const us_service_def *def_of(us_instances *a, const char *service);
 
 static void become_active(us_instance *in)
 {
-    const us_service_def *d = def_of(in->agent, in->service);
+    const us_service_def *d = def_of(in->owner, in->service);
     if (d && vips_up(in, d) != 0) {
         fence_self(in, US_INST_FAILED, 126, "cannot add the virtual IP");
         return;
@@ -323,18 +341,18 @@ static void become_active(us_instance *in)
     in->phase = US_PHASE_ACTIVE;
     set_report(in, US_INST_ACTIVE, in->epoch, 0);
     us_info("%s: active (epoch %llu)", in->service, (unsigned long long)in->epoch);
-    us_agent_schedule_reconcile(in->agent);
+    schedule_reconcile(in->owner);
 }
 
-static const us_service_def *def_of(us_agent *a, const char *service)
+static const us_service_def *def_of(us_instances *a, const char *service)
 {
-    int i = us_state_find_service(&a->fsm.state, service);
-    return i >= 0 ? &a->fsm.state.services.svc[i] : NULL;
+    int i = us_state_find_service(a->env.state, service);
+    return i >= 0 ? &a->env.state->services.svc[i] : NULL;
 }
 
 static void promote_done(us_instance *in)
 {
-    const us_service_def *d = def_of(in->agent, in->service);
+    const us_service_def *d = def_of(in->owner, in->service);
     if (!d) {
         fence_self(in, US_INST_DEMOTED, 0, "service was deleted");
         return;
@@ -350,24 +368,24 @@ static void promote_done(us_instance *in)
 
 static void demote_finished(us_instance *in)
 {
-    us_agent *a = in->agent;
+    us_instances *a = in->owner;
     const us_service_def *d = def_of(a, in->service);
     in->abandoned_epoch = in->epoch > in->abandoned_epoch ? in->epoch : in->abandoned_epoch;
     set_report(in, US_INST_DEMOTED, in->epoch, 0);
     if (in->proc && d && d->standby == US_STANDBY_HOT) {
         /* The process stays as a standby: no longer fenced by the lease. */
-        us_guardian_track(a->guardian, us_proc_pid(in->proc), in->service, in->epoch, false);
+        us_guardian_track(a->env.guardian, us_proc_pid(in->proc), in->service, in->epoch, false);
         in->phase = US_PHASE_STANDBY;
     } else {
         in->phase = US_PHASE_IDLE;
     }
     us_info("%s: demoted (epoch %llu)", in->service, (unsigned long long)in->epoch);
-    us_agent_schedule_reconcile(a);
+    schedule_reconcile(a);
 }
 
 static void run_demote_hook(us_instance *in)
 {
-    const us_service_def *d = def_of(in->agent, in->service);
+    const us_service_def *d = def_of(in->owner, in->service);
     us_instance *x = in;
     if (d && d->demote[0]) {
         x->hook_kind = HOOK_DEMOTE;
@@ -390,7 +408,7 @@ static void begin_demote(us_instance *in, const us_service_def *d)
     if (d->proxy_listen[0] && d->drain_ms > 0) {
         in->draining = true;
         /* Peers report their open connections with their heartbeats: wait for two. */
-        in->drain_min_ms = now + 2 * in->agent->cfg.timing.heartbeat_ms;
+        in->drain_min_ms = now + 2 * in->owner->env.cfg->timing.heartbeat_ms;
         in->drain_until_ms = now + d->drain_ms;
         us_info("%s: draining proxied connections (up to %d ms) before demoting", in->service,
                 d->drain_ms);
@@ -419,7 +437,7 @@ static void continue_demote(us_instance *in, const us_service_def *d)
 
 static void begin_promote(us_instance *in, const us_service_def *d, uint64_t epoch)
 {
-    us_agent *a = in->agent;
+    us_instances *a = in->owner;
     us_instance *x = in;
     in->phase = US_PHASE_PROMOTING;
     in->epoch = epoch;
@@ -427,7 +445,7 @@ static void begin_promote(us_instance *in, const us_service_def *d, uint64_t epo
     if (d->standby == US_STANDBY_HOT) {
         /* Fenced from here on: the promote hook turns the standby into the active. */
         if (in->proc)
-            us_guardian_track(a->guardian, us_proc_pid(in->proc), in->service, epoch, true);
+            us_guardian_track(a->env.guardian, us_proc_pid(in->proc), in->service, epoch, true);
         else if (spawn(in, d->run, "active", epoch, true, 0, "", &in->proc) != 0) {
             fence_self(in, US_INST_FAILED, 127, "cannot start the service");
             return;
@@ -458,7 +476,7 @@ static void exit_text(int status, char *buf, size_t len)
  * the count starts over once a process ran for a whole restart window. */
 static void standby_exited(us_instance *in, int status)
 {
-    const us_service_def *d = def_of(in->agent, in->service);
+    const us_service_def *d = def_of(in->owner, in->service);
     int64_t now = us_now_ms();
     int lo = d && d->restart_backoff_min_ms > 0 ? d->restart_backoff_min_ms : 200;
     int hi = d && d->restart_backoff_max_ms >= lo ? d->restart_backoff_max_ms : 30000;
@@ -476,18 +494,18 @@ static void standby_exited(us_instance *in, int status)
     char why[US_REASON_MAX / 2];
     exit_text(status, why, sizeof why);
     snprintf(in->restart_cause, sizeof in->restart_cause,
-             "standby instance on %s: %s; restart %d in %lld ms", in->agent->cfg.name, why,
+             "standby instance on %s: %s; restart %d in %lld ms", in->owner->env.cfg->name, why,
              in->standby_restarts, (long long)delay);
     us_warn("%s: %s", in->service, in->restart_cause);
-    us_agent_report_now(in->agent); /* restarted by a later tick once the backoff is over */
+    report_now(in->owner); /* restarted by a later tick once the backoff is over */
 }
 
 static void on_exit_cb(us_proc *p, int status, void *data)
 {
     us_instance *in = data;
-    us_agent *a = in->agent;
+    us_instances *a = in->owner;
     us_instance *x = in;
-    us_guardian_untrack(a->guardian, us_proc_pid(p));
+    us_guardian_untrack(a->env.guardian, us_proc_pid(p));
     if (p == in->hook) {
         in->hook = NULL;
         int kind = x->hook_kind;
@@ -541,7 +559,7 @@ static void on_exit_cb(us_proc *p, int status, void *data)
         set_report(in, x->pending.state, x->pending.epoch, x->pending.exit_status);
         in->phase = US_PHASE_IDLE;
     }
-    us_agent_schedule_reconcile(a);
+    schedule_reconcile(a);
 }
 
 /* ---- health checks ---- */
@@ -555,7 +573,7 @@ static void checker_cb(us_checker *c, void *data)
     else
         us_info("%s: %s", in->service, us_health_name(cs->health));
     if (refresh_obs(in))
-        us_agent_report_now(in->agent);
+        report_now(in->owner);
 }
 
 /* Which check settings a running checker was started with. */
@@ -598,24 +616,24 @@ static void sync_checker(us_instance *in, const us_service_def *d)
         stop_checker(in);
     if (!want || in->checker)
         return;
-    us_agent *a = in->agent;
+    us_instances *a = in->owner;
     us_cred cred;
     char why[US_REASON_MAX];
     if (!service_cred(a, d, &cred, why, sizeof why))
         return; /* the process itself could not have started either */
     char e_svc[US_NAME_MAX + 32], e_node[US_NAME_MAX + 32], e_dir[PATH_MAX + 32];
     snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
-    snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->cfg.name);
-    snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir);
+    snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->env.cfg->name);
+    snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->env.cfg->data_dir);
     const char *uenv[] = {e_svc, e_node, e_dir, NULL};
     us_env_spec spec = us_env_spec_for(d, &cred, uenv);
     char **env = us_env_build(&spec);
     if (!env)
         return;
     char log_path[PATH_MAX + 96];
-    snprintf(log_path, sizeof log_path, "%s/logs/%s.check.log", a->cfg.data_dir, in->service);
-    in->checker = us_checker_start(a->loop, d, a->cwd, (const char *const *)env, &cred, log_path,
-                                   checker_cb, in);
+    snprintf(log_path, sizeof log_path, "%s/logs/%s.check.log", a->env.cfg->data_dir, in->service);
+    in->checker = us_checker_start(a->env.loop, d, a->env.cwd, (const char *const *)env, &cred,
+                                   log_path, checker_cb, in);
     free(env);
     in->checker_pid = pid;
     in->checker_fp = fp;
@@ -629,12 +647,12 @@ static bool listed_standby(const us_assignment *as, const char *me)
     return false;
 }
 
-static void step(us_agent *a, us_instance *in, const us_service_def *d, const us_assignment *as)
+static void step(us_instances *a, us_instance *in, const us_service_def *d, const us_assignment *as)
 {
     int64_t now = us_now_ms();
-    bool lease_ok = us_agent_lease_ok(a, now, a->cfg.timing.demote_before_ms);
-    bool mine = d && as && strcmp(as->active, a->cfg.name) == 0 && as->active_inc == a->inc &&
-                as->epoch > in->abandoned_epoch;
+    bool lease_ok = a->env.lease_ok(a->env.data, now, a->env.cfg->timing.demote_before_ms);
+    bool mine = d && as && strcmp(as->active, a->env.cfg->name) == 0 &&
+                as->active_inc == a->env.inc && as->epoch > in->abandoned_epoch;
     bool paused = as && as->paused;
 
     switch (in->phase) {
@@ -658,7 +676,7 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
                           (in->proc && !in->fencing && (!d || d->standby == US_STANDBY_COLD)))) {
             fence_self(in, US_INST_DEMOTED, 0, "lease ran out during demotion");
         } else if (in->draining && d) {
-            int open = us_proxies_open_total(a, in->service, in->epoch);
+            int open = a->env.proxies_open_total(a->env.data, in->service, in->epoch);
             if (now >= in->drain_until_ms || (now >= in->drain_min_ms && open == 0)) {
                 if (open)
                     us_warn("%s: drain time over with %d connection(s) still open", in->service,
@@ -681,7 +699,7 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
         return;
     }
     vips_clean(in, d);
-    if (mine && lease_ok && a->stopping < 2) {
+    if (mine && lease_ok && !a->env.closing(a->env.data)) {
         char why[320];
         us_cred cred;
         if (vip_obstacle(d, why, sizeof why) || !service_cred(a, d, &cred, why, sizeof why)) {
@@ -696,7 +714,7 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
         begin_promote(in, d, as->epoch);
         return;
     }
-    if (d && as && (listed_standby(as, a->cfg.name) || mine)) {
+    if (d && as && (listed_standby(as, a->env.cfg->name) || mine)) {
         if (d->standby == US_STANDBY_HOT && !in->proc && now >= in->restart_after_ms) {
             char why[US_REASON_MAX];
             us_cred cred;
@@ -706,7 +724,7 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
                 if (strcmp(in->restart_cause, why) != 0) {
                     us_error("%s: cannot run the standby instance: %s", in->service, why);
                     us_strlcpy(in->restart_cause, why, sizeof in->restart_cause);
-                    us_agent_report_now(a);
+                    report_now(a);
                 }
             } else {
                 spawn(in, d->run, "standby", as->epoch, false, 0, "", &in->proc);
@@ -723,9 +741,9 @@ static void step(us_agent *a, us_instance *in, const us_service_def *d, const us
     passive_report(in, US_INST_NONE, as);
 }
 
-void us_instances_reconcile(us_agent *a)
+void us_instances_reconcile(us_instances *a)
 {
-    const us_state *s = &a->fsm.state;
+    const us_state *s = a->env.state;
     for (int i = 0; i < s->services.n; i++) {
         us_instance *in = slot(a, s->services.svc[i].name, true);
         if (in) {
@@ -746,11 +764,16 @@ void us_instances_reconcile(us_agent *a)
         if (quiet(in) && in->phase != US_PHASE_DEMOTING)
             in->used = false;
     }
-    us_notify_pump(a); /* after every FSM change: new events may be ours to report */
-    us_logs_maintain(a->loop, a->cfg.data_dir, &s->services, us_now_ms());
+    us_notify_pump(); /* after every FSM change: new events may be ours to report */
+    us_logs_maintain(a->env.loop, a->env.cfg->data_dir, &s->services, us_now_ms());
 }
 
-void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev)
+const us_instance *us_instance_at(us_instances *a, int i)
+{
+    return i >= 0 && i < US_MAX_SERVICES && a->inst[i].used ? &a->inst[i] : NULL;
+}
+
+void us_instances_guardian_event(us_instances *a, const us_guardian_event *ev)
 {
     us_instance *in = slot(a, ev->service, false);
     us_warn("%s: the guardian fenced process group %d (epoch %llu): lease ran out", ev->service,
@@ -761,15 +784,38 @@ void us_instances_guardian_event(us_agent *a, const us_guardian_event *ev)
         fence_self(in, US_INST_FENCED, 137, "guardian fenced it");
 }
 
-void us_instances_init(us_agent *a)
+static bool notify_is_leader(void *data)
 {
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
-        uv_timer_init(a->loop, &a->announce_timers[i]);
-        a->announce_timers[i].data = &a->inst[i];
-    }
+    us_instances *a = data;
+    return a->env.is_leader(a->env.data);
 }
 
-void us_instances_reannounce(us_agent *a)
+us_instances *us_instances_start(const us_instances_env *env)
+{
+    us_instances *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->env = *env;
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        uv_timer_init(a->env.loop, &a->announce_timers[i]);
+        a->announce_timers[i].data = &a->inst[i];
+    }
+    us_notify_init(&(us_notify_env){.loop = env->loop,
+                                    .node = env->cfg->name,
+                                    .data_dir = env->cfg->data_dir,
+                                    .cwd = env->cwd,
+                                    .state = env->state,
+                                    .is_leader = notify_is_leader,
+                                    .data = a});
+    return a;
+}
+
+void us_instances_free(us_instances *x)
+{
+    free(x);
+}
+
+void us_instances_reannounce(us_instances *a)
 {
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         us_instance *in = &a->inst[i];
@@ -781,9 +827,9 @@ void us_instances_reannounce(us_agent *a)
     }
 }
 
-void us_instances_kill_all(us_agent *a)
+void us_instances_kill_all(us_instances *a)
 {
-    us_notify_stop(a);
+    us_notify_stop();
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         us_instance *in = &a->inst[i];
         if (!in->used)
@@ -797,9 +843,9 @@ void us_instances_kill_all(us_agent *a)
     }
 }
 
-bool us_instances_quiet(us_agent *a)
+bool us_instances_quiet(us_instances *a)
 {
-    if (!us_notify_quiet(a) || us_logs_busy())
+    if (!us_notify_quiet() || us_logs_busy())
         return false;
     for (int i = 0; i < US_MAX_SERVICES; i++)
         if (a->inst[i].used && !quiet(&a->inst[i]))
@@ -807,7 +853,7 @@ bool us_instances_quiet(us_agent *a)
     return true;
 }
 
-bool us_instances_busy(us_agent *a)
+bool us_instances_busy(us_instances *a)
 {
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         us_instance *in = &a->inst[i];

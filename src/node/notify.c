@@ -19,10 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent/agent.h"
 #include "core/lease.h"
 #include "lib/log.h"
 #include "node/privilege.h"
+#include "node/supervisor.h"
 #include "lib/clock.h"
 
 #define QUEUE_MAX US_EVENTS_MAX
@@ -61,7 +61,10 @@ typedef struct known_hook {
 } known_hook;
 
 static struct {
-    us_agent *agent; /* owner; NULL = not started */
+    us_notify_env env;
+    bool has_env;  /* us_notify_init was called */
+    bool started;  /* the first pump happened */
+    bool stopping; /* us_notify_stop was called: no hook starts any more */
     int64_t start_wall_ms;
     uint64_t seen; /* newest event seq taken in */
     pending *queue[QUEUE_MAX];
@@ -140,9 +143,9 @@ static void remember_hooks(const us_state *s)
     }
 }
 
-static void take_in(us_agent *a)
+static void take_in(void)
 {
-    const us_state *s = &a->fsm.state;
+    const us_state *s = N.env.state;
     if (s->event_seq < N.seen) /* cannot happen (seqs only grow); start over rather than stall */
         N.seen = s->event_seq;
     if (s->event_seq == N.seen)
@@ -162,7 +165,7 @@ static void take_in(us_agent *a)
         const us_event *e = us_state_event(s, q);
         if (!e || !e->service[0] || e->time_ms < N.start_wall_ms)
             continue;
-        bool mine = e->node[0] ? strcmp(e->node, a->cfg.name) == 0 : a->leader;
+        bool mine = e->node[0] ? strcmp(e->node, N.env.node) == 0 : N.env.is_leader(N.env.data);
         known_hook tmp;
         const known_hook *h = mine ? hook_of(s, e->service, &tmp) : NULL;
         if (!h || !h->cmd[0])
@@ -237,7 +240,7 @@ static int write_event_file(const us_event *e, const char *time_iso)
     return rc;
 }
 
-static void start_next(us_agent *a);
+static void start_next(void);
 
 static void on_hook_exit(us_proc *p, int status, void *data)
 {
@@ -261,8 +264,8 @@ static void on_hook_exit(us_proc *p, int status, void *data)
             us_debug("%s: notify hook of event %llu done", e->service, (unsigned long long)e->seq);
         free(r);
     }
-    if (N.agent)
-        start_next(N.agent);
+    if (N.started)
+        start_next();
 }
 
 static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
@@ -277,7 +280,7 @@ static char *fmt(const char *f, ...)
     return s;
 }
 
-static int spawn_hook(us_agent *a, pending *r)
+static int spawn_hook(pending *r)
 {
     const us_event *e = &r->ev;
     char iso[40];
@@ -289,14 +292,14 @@ static int spawn_hook(us_agent *a, pending *r)
     }
     us_cred cred;
     char why[US_REASON_MAX];
-    if (us_cred_resolve(r->as.user, r->as.group, a->cfg.name, &cred, why, sizeof why) != 0) {
+    if (us_cred_resolve(r->as.user, r->as.group, N.env.node, &cred, why, sizeof why) != 0) {
         us_error("%s: cannot run the notify hook of event %llu: %s", e->service,
                  (unsigned long long)e->seq, why);
         unlink(N.json_path);
         return -1;
     }
     uint64_t epoch;
-    const char *role = role_of(&a->fsm.state, e->service, a->cfg.name, &epoch);
+    const char *role = role_of(N.env.state, e->service, N.env.node, &epoch);
     char *env[] = {
         fmt("UNDERSTUDY_EVENT_SEQ=%llu", (unsigned long long)e->seq),
         fmt("UNDERSTUDY_EVENT_TIME=%s", iso),
@@ -307,10 +310,10 @@ static int spawn_hook(us_agent *a, pending *r)
         fmt("UNDERSTUDY_EVENT_CAUSE=%s", e->cause),
         fmt("UNDERSTUDY_EVENT_NODE=%s", e->node),
         fmt("UNDERSTUDY_SERVICE=%s", e->service),
-        fmt("UNDERSTUDY_NODE=%s", a->cfg.name),
+        fmt("UNDERSTUDY_NODE=%s", N.env.node),
         fmt("UNDERSTUDY_EPOCH=%llu", (unsigned long long)epoch),
         fmt("UNDERSTUDY_ROLE=%s", role),
-        fmt("UNDERSTUDY_DATA_DIR=%s", a->cfg.data_dir),
+        fmt("UNDERSTUDY_DATA_DIR=%s", N.env.data_dir),
         NULL,
     };
     const size_t n_env = sizeof env / sizeof env[0] - 1;
@@ -328,14 +331,14 @@ static int spawn_hook(us_agent *a, pending *r)
     int rc = -ENOMEM;
     if (line && envp) {
         char log_path[PATH_MAX + 96], pidfile[PATH_MAX + 32];
-        snprintf(log_path, sizeof log_path, "%s/logs/%s.notify.log", a->cfg.data_dir, e->service);
+        snprintf(log_path, sizeof log_path, "%s/logs/%s.notify.log", N.env.data_dir, e->service);
         /* Service names have no '_': no clash with a service's own pidfile. */
-        snprintf(pidfile, sizeof pidfile, "%s/run/_notify.pid", a->cfg.data_dir);
+        snprintf(pidfile, sizeof pidfile, "%s/run/_notify.pid", N.env.data_dir);
         us_proc_opts o = {
             .cmd = line,
             .env = (const char *const *)envp,
             .cred = &cred,
-            .cwd = a->cwd,
+            .cwd = N.env.cwd,
             .log_path = log_path,
             .stdin_path = N.json_path,
             .pidfile = pidfile,
@@ -343,7 +346,7 @@ static int spawn_hook(us_agent *a, pending *r)
             .on_exit = on_hook_exit,
         };
         N.running = r;
-        rc = us_proc_spawn(a->loop, &o, &N.proc);
+        rc = us_proc_spawn(N.env.loop, &o, &N.proc);
         if (rc != 0)
             N.running = NULL;
     }
@@ -362,35 +365,41 @@ static int spawn_hook(us_agent *a, pending *r)
     return 0;
 }
 
-static void start_next(us_agent *a)
+static void start_next(void)
 {
-    while (!N.proc && a->stopping < 2) {
+    while (!N.proc && !N.stopping) {
         pending *r = pop();
         if (!r)
             return;
-        if (spawn_hook(a, r) != 0)
+        if (spawn_hook(r) != 0)
             free(r); /* said so already; the next one may fare better */
     }
 }
 
 /* ---- public ---- */
 
-void us_notify_pump(us_agent *a)
+void us_notify_init(const us_notify_env *env)
 {
-    if (N.agent != a) {
+    N.env = *env;
+    N.has_env = true;
+}
+
+void us_notify_pump(void)
+{
+    if (!N.has_env || N.stopping)
+        return;
+    if (!N.started) {
         /* First call: what the history holds now happened before us. */
         clear_queue();
-        N.agent = a;
-        uv_timer_init(a->loop, &N.grace); /* closed with the agent's other handles */
+        N.started = true;
+        uv_timer_init(N.env.loop, &N.grace); /* closed with the agent's other handles */
         N.start_wall_ms = us_wall_ms();
-        N.seen = a->fsm.state.event_seq;
-        snprintf(N.json_path, sizeof N.json_path, "%s/run/_notify.json", a->cfg.data_dir);
-        remember_hooks(&a->fsm.state);
+        N.seen = N.env.state->event_seq;
+        snprintf(N.json_path, sizeof N.json_path, "%s/run/_notify.json", N.env.data_dir);
+        remember_hooks(N.env.state);
     }
-    if (a->stopping >= 2)
-        return;
-    take_in(a);
-    start_next(a);
+    take_in();
+    start_next();
 }
 
 static void on_grace(uv_timer_t *t)
@@ -402,9 +411,10 @@ static void on_grace(uv_timer_t *t)
     }
 }
 
-void us_notify_stop(us_agent *a)
+void us_notify_stop(void)
 {
-    if (N.agent != a)
+    N.stopping = true;
+    if (!N.started)
         return;
     if (N.n)
         us_warn("the agent stops: %d notify hook(s) will not run", N.n);
@@ -413,7 +423,7 @@ void us_notify_stop(us_agent *a)
         uv_timer_start(&N.grace, on_grace, STOP_GRACE_MS, 0);
 }
 
-bool us_notify_quiet(us_agent *a)
+bool us_notify_quiet(void)
 {
-    return N.agent != a || N.proc == NULL;
+    return !N.started || N.proc == NULL;
 }

@@ -30,18 +30,36 @@
 #define US_NOTIFY_H
 
 #include <stdbool.h>
+#include <uv.h>
 
-struct us_agent;
+#include "core/fsm.h"
+
+/* What the hooks need from the agent, given once (us_notify_init); the pointers must stay valid
+ * for as long as the agent runs. */
+typedef struct us_notify_env {
+    uv_loop_t *loop;
+    const char *node;      /* this node's name */
+    const char *data_dir;  /* DATA_DIR (logs/, run/) */
+    const char *cwd;       /* the hooks' working directory */
+    const us_state *state; /* the replicated state (fsm.h), read in place */
+    /* Is this node the Raft leader now? (events without a node are the leader's to report) */
+    bool (*is_leader)(void *data);
+    void *data;
+} us_notify_env;
+
+/* Once, before the first us_notify_pump: the environment is copied. */
+void us_notify_init(const us_notify_env *env);
 
 /* Take in the events that arrived since the last call and start the next hook if none runs.
- * Cheap when nothing is new; never blocks. */
-void us_notify_pump(struct us_agent *a);
+ * Cheap when nothing is new; never blocks. The first call only notes where the history is: what
+ * it holds then happened before us. */
+void us_notify_pump(void);
 
 /* The agent is closing: queued hooks are dropped (and the log says how many); a running one may
- * finish for 1.5 s, then its process group is killed. */
-void us_notify_stop(struct us_agent *a);
+ * finish for 1.5 s, then its process group is killed. No hook starts after this. */
+void us_notify_stop(void);
 
 /* No hook of ours runs. */
-bool us_notify_quiet(struct us_agent *a);
+bool us_notify_quiet(void);
 
 #endif

@@ -1,0 +1,119 @@
+/* instance.h — this node's instance of each service (instance.c): it follows the replicated
+ * assignment and acts as active only under a committed epoch given to this agent's incarnation
+ * and while the lease is valid with a reserve.
+ *
+ * The module owns the instance slots. It reads the replicated state and the node's settings in
+ * place, and reaches the rest of the agent only through the callbacks of its environment
+ * (us_instances_env), given once at start-up: calls go down, come back through callbacks.
+ * Everything runs on the agent's loop; no locks.
+ */
+#ifndef US_INSTANCE_H
+#define US_INSTANCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "core/fsm.h"
+#include "core/model.h"
+#include "node/check.h"
+#include "node/guardian.h"
+#include "node/supervisor.h"
+#include "node/vip.h"
+
+typedef enum {
+    US_PHASE_IDLE = 0, /* nothing runs for this service here */
+    US_PHASE_STANDBY,  /* standby (hot: process runs as standby) */
+    US_PHASE_PROMOTING,
+    US_PHASE_ACTIVE,
+    US_PHASE_DEMOTING,
+} us_phase;
+
+struct us_instances;
+
+/* This node's instance of one service. */
+typedef struct us_instance {
+    char service[US_NAME_MAX];
+    bool used;
+    us_phase phase;
+    uint64_t epoch;           /* epoch of the active role being taken/held/given up */
+    uint64_t abandoned_epoch; /* never act again under an epoch <= this */
+    us_inst_obs report;       /* what we tell the leader */
+    us_proc *proc;            /* the service process (group) */
+    us_proc *hook;            /* promote/demote hook in progress */
+    int64_t restart_after_ms; /* hot standby: do not respawn before this */
+    int hook_kind;            /* HOOK_* of instance.c */
+    bool fencing;             /* killing everything; publish `pending` once all is gone */
+    us_inst_obs pending;
+    bool demote_stop_proc; /* planned cold demotion: process first, then the hook */
+    bool spawn_fenced;     /* for before_exec of the spawn in progress */
+    uint64_t spawn_epoch;
+    /* Virtual IPs held while active (a copy: the definition may change or vanish meanwhile). */
+    int n_vips_up;
+    us_vip vips_up[US_MAX_VIPS];
+    bool vips_cleaned;    /* stale VIPs of this service removed since the agent started */
+    int announce_left;    /* announcements left in the current burst */
+    bool announce_repeat; /* one more burst after announce_repeat_ms */
+    /* Planned demotion: proxies hold new connections while open ones finish. */
+    bool draining;
+    int64_t drain_min_ms, drain_until_ms;
+    /* Health checks (check.h): run while the process runs as active or hot standby. */
+    us_checker *checker;
+    int checker_pid;                /* the process the checker watches */
+    uint64_t checker_fp;            /* the check settings it runs */
+    char fail_cause[US_REASON_MAX]; /* why the instance was reported FAILED */
+    /* Hot standby process restarts (local, exponential backoff). */
+    int standby_restarts;       /* for the backoff: starts over after a stable run */
+    int standby_restarts_total; /* reported: only grows, so the leader sees every restart */
+    int64_t proc_started_ms;
+    char restart_cause[US_REASON_MAX];
+    struct us_instances *owner;
+} us_instance;
+
+/* What the instances need from the agent. The pointers stay valid while the agent runs; the
+ * callbacks get `data`. */
+typedef struct us_instances_env {
+    uv_loop_t *loop;
+    const us_node_config *cfg; /* name, data_dir, timing: read in place */
+    const char *cwd;           /* the working directory of services and hooks */
+    uint64_t inc;              /* this agent process's incarnation */
+    const us_state *state;     /* the replicated state (fsm.h), read in place */
+    us_guardian *guardian;     /* fences what acts as active when the lease runs out */
+    void *data;
+    /* Is our lease valid at now_ms + reserve_ms? (lease.h) */
+    bool (*lease_ok)(void *data, int64_t now_ms, int64_t reserve_ms);
+    /* The agent is closing: take up no active role. */
+    bool (*closing)(void *data);
+    /* This node is the Raft leader (notify hooks of node-less events run there). */
+    bool (*is_leader)(void *data);
+    /* A report changed that the leader may be waiting for: send heartbeats now. */
+    void (*report_now)(void *data);
+    /* Something finished (a hook, a process): reconcile again soon (not from within). */
+    void (*schedule_reconcile)(void *data);
+    /* Open proxied connections to `service` under `epoch`: here / cluster-wide (proxies.c). */
+    int (*proxies_open)(void *data, const char *service, uint64_t epoch);
+    int (*proxies_open_total)(void *data, const char *service, uint64_t epoch);
+} us_instances_env;
+
+typedef struct us_instances us_instances;
+
+/* Once, after the loop exists (the environment is copied); NULL when out of memory. Its timers
+ * are closed with the loop's other handles; free it after that with us_instances_free. */
+us_instances *us_instances_start(const us_instances_env *env);
+void us_instances_free(us_instances *x);
+
+/* Follow the replicated state: start, promote, demote, stop. After every FSM change and tick. */
+void us_instances_reconcile(us_instances *x);
+void us_instances_guardian_event(us_instances *x, const us_guardian_event *ev);
+void us_instances_kill_all(us_instances *x);   /* immediate, for exits */
+bool us_instances_busy(us_instances *x);       /* any active/promoting/demoting instance */
+bool us_instances_quiet(us_instances *x);      /* no process or hook of ours runs */
+void us_instances_reannounce(us_instances *x); /* membership changed: announce active VIPs again */
+/* The instance in slot i (0 <= i < US_MAX_SERVICES), NULL when the slot is free: for walking
+ * them all (agent.c builds this node's reports from them, reports.h). */
+const us_instance *us_instance_at(us_instances *x, int i);
+/* This node's instance of `service`, or NULL. */
+const us_instance *us_instance_of(us_instances *x, const char *service);
+
+#endif
