@@ -1,5 +1,6 @@
 /* agent.c — the agent's wiring and lifecycle: Raft, datagrams, heartbeats and leases, signals.
- * See agent.h for how the agent is split, lease.h for the lease protocol. */
+ * See agent.h for how the agent is split, hub.h for the state its parts share, lease.h for the
+ * lease protocol. */
 #include "agent/agent.h"
 
 #include <arpa/inet.h>
@@ -17,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent/agent_api.h"
+#include "agent/hub.h"
 #include "agent/reports.h"
 #include "lib/durable.h"
 #include "core/lease.h"
@@ -31,24 +34,10 @@
 static void begin_close(us_agent *a);
 static void recompute_lease(us_agent *a, int64_t now);
 static void build_view(us_agent *a, us_cluster_view *v);
+static void schedule_reconcile(us_agent *a);
+static void report_now(us_agent *a);
 
 /* ---- peers ---- */
-
-us_peer *us_agent_peer(us_agent *a, const char *name)
-{
-    for (int i = 0; i < a->n_peers; i++)
-        if (strcmp(a->peers[i].name, name) == 0)
-            return &a->peers[i];
-    return NULL;
-}
-
-us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id)
-{
-    for (int i = 0; i < a->n_peers; i++)
-        if (a->peers[i].id == id)
-            return &a->peers[i];
-    return NULL;
-}
 
 static us_peer *peer_add(us_agent *a, const char *name, const char *address)
 {
@@ -99,99 +88,7 @@ static void sync_peers(us_agent *a)
     update_guardian_peers(a);
 }
 
-us_node_state us_agent_node_state(us_agent *a, const us_peer *p)
-{
-    int i = us_state_find_node(&a->fsm.state, p->name);
-    if (i >= 0 && a->fsm.state.nodes[i].left)
-        return US_NODE_LEFT;
-    if (p == &a->peers[a->self])
-        return US_NODE_ALIVE;
-    if (p->last_seen_ms < 0 || (p->dead_inc != 0 && p->dead_inc == p->inc))
-        return US_NODE_DEAD; /* a restarted agent has a new incarnation */
-    int64_t age = us_now_ms() - p->last_seen_ms;
-    if (age < a->cfg.timing.suspect_ms)
-        return US_NODE_ALIVE;
-    return age < a->cfg.timing.dead_ms ? US_NODE_SUSPECT : US_NODE_DEAD;
-}
-
-bool us_agent_has_quorum(us_agent *a)
-{
-    if (a->leader)
-        return us_agent_fresh_quorum(a, us_now_ms());
-    char leader[US_NAME_MAX];
-    if (!us_agent_leader(a, leader, NULL))
-        return false;
-    us_peer *p = us_agent_peer(a, leader);
-    return p && us_agent_node_state(a, p) == US_NODE_ALIVE;
-}
-
-bool us_agent_is_leader(us_agent *a)
-{
-    return a->raft_started && raft_state(&a->raft) == RAFT_LEADER;
-}
-
-bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX])
-{
-    raft_id id = 0;
-    const char *addr = NULL;
-    if (!a->raft_started)
-        return false;
-    raft_leader(&a->raft, &id, &addr);
-    if (id == 0)
-        return false;
-    us_peer *p = us_agent_peer_by_id(a, id);
-    if (!p)
-        return false;
-    if (name)
-        us_strlcpy(name, p->name, US_NAME_MAX);
-    if (api)
-        us_strlcpy(api, p->api, US_ADDR_MAX);
-    return true;
-}
-
-bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms)
-{
-    return now_ms + reserve_ms < a->lease_until_ms;
-}
-
 /* ---- instance reports (reports.h) ---- */
-
-/* This node's report about its instance `in`, as its pings carry it. */
-static void own_report(us_agent *a, const us_instance *in, us_report *out)
-{
-    int k = us_state_find_service(&a->fsm.state, in->service);
-    const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
-    us_report_source src = {
-        .service = in->service,
-        .obs = in->report,
-        .pid = in->proc ? (int)us_proc_pid(in->proc) : 0,
-        .has_checks = cs != NULL,
-        .check_ms = cs ? cs->last_latency_ms : -1,
-        .probes = cs ? cs->probes : 0,
-        .probes_failed = cs ? cs->failed : 0,
-        .restarts_total = in->standby_restarts_total,
-        .restart_cause = in->restart_cause,
-        .px_epoch = k >= 0 ? a->fsm.state.asg[k].epoch : 0,
-    };
-    src.px_open = us_proxies_open(a, in->service, src.px_epoch);
-    us_report_make(&src, out);
-}
-
-bool us_agent_report(us_agent *a, const char *node, const char *service, us_report *out)
-{
-    memset(out, 0, sizeof *out);
-    if (strcmp(node, a->cfg.name) == 0) {
-        const us_instance *in = us_instance_of(a->instances, service);
-        if (in)
-            own_report(a, in, out);
-        return in != NULL;
-    }
-    const us_peer *p = us_agent_peer(a, node);
-    const us_report *r = p ? us_report_find(p->reports, p->n_reports, service) : NULL;
-    if (r)
-        *out = *r;
-    return r != NULL;
-}
 
 /* The "rep" of this node's pings: a report per instance. */
 static json_t *own_reports_json(us_agent *a)
@@ -201,54 +98,12 @@ static json_t *own_reports_json(us_agent *a)
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         const us_instance *in = us_instance_at(a->instances, i);
         if (in)
-            own_report(a, in, &own[n++]);
+            us_agent_own_report(a, in, &own[n++]);
     }
     return us_reports_json(own, n);
 }
 
 /* ---- Raft apply ---- */
-
-typedef struct apply_req {
-    struct raft_apply req;
-    us_agent *agent;
-    us_apply_done done;
-    void *data;
-} apply_req;
-
-static void apply_cb(struct raft_apply *req, int status, void *result)
-{
-    apply_req *r = req->data;
-    r->agent->applies_in_flight--;
-    if (status != 0)
-        us_debug("apply failed: %s", raft_strerror(status));
-    if (r->done)
-        r->done(r->data, status, status == 0 ? (int)(intptr_t)result : -1);
-    free(r);
-}
-
-int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
-{
-    struct raft_buffer buf;
-    if (us_cmd_encode(cmd, &buf) != 0)
-        return RAFT_NOMEM;
-    apply_req *r = calloc(1, sizeof *r);
-    if (!r) {
-        raft_free(buf.base);
-        return RAFT_NOMEM;
-    }
-    r->agent = a;
-    r->done = done;
-    r->data = data;
-    r->req.data = r;
-    int rc = raft_apply(&a->raft, &r->req, &buf, 1, apply_cb);
-    if (rc != 0) {
-        raft_free(buf.base);
-        free(r);
-        return rc;
-    }
-    a->applies_in_flight++;
-    return 0;
-}
 
 /* ---- datagrams ----
  * net.c hands us only datagrams sealed with our key. Here: replay windows, and who may say what.
@@ -284,7 +139,7 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         us_strlcpy(p->api, g->api, sizeof p->api);
     /* A changed report (failed, demoted) may let the leader act now instead of next tick. */
     if (a->leader && changed)
-        us_agent_schedule_reconcile(a);
+        schedule_reconcile(a);
 
     /* Acknowledge the sender's leadership only if Raft here agrees, in the same term. */
     raft_id leader_id = 0;
@@ -368,7 +223,7 @@ static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_ms
     }
     if (f->agent_dead)
         p->dead_inc = h->inc;
-    us_agent_schedule_reconcile(a);
+    schedule_reconcile(a);
 }
 
 /* A node asks to join: it names itself (the sealed sender), or a member forwards its request. */
@@ -493,7 +348,7 @@ static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockadd
     }
     if (h->chan == US_CHAN_AGENT && h->inc > p->wire_inc) {
         p->wire_inc = h->inc;
-        us_agent_report_now(a); /* our next ping is addressed to this incarnation */
+        report_now(a); /* our next ping is addressed to this incarnation */
     }
     int64_t now = us_now_ms();
     if (mt->current && h->to_inc != a->inc) {
@@ -529,45 +384,6 @@ static void track_leadership(us_agent *a)
         us_info("no longer leader (term %llu)", (unsigned long long)term);
     }
     a->leader = is_leader;
-}
-
-/* The majority-th freshest of a time each voter contributes (our own entry: now); -1 if none. */
-static int64_t voters_majority_time(us_agent *a, int64_t now,
-                                    int64_t (*time_of)(us_agent *, us_peer *))
-{
-    int64_t t[US_MAX_NODES];
-    int n = 0;
-    const struct raft_configuration *c = &a->raft.configuration;
-    for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
-        if (c->servers[i].role != RAFT_VOTER)
-            continue;
-        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
-        t[n++] = v == &a->peers[a->self] ? now : v ? time_of(a, v) : -1;
-    }
-    return us_lease_majority_time(t, n);
-}
-
-static int64_t ack_time(us_agent *a, us_peer *v)
-{
-    (void)a;
-    return v->ack_ms;
-}
-
-bool us_agent_fresh_quorum(us_agent *a, int64_t now)
-{
-    if (!a->leader)
-        return false;
-    int64_t q = voters_majority_time(a, now, ack_time);
-    return q >= 0 && now - q <= a->cfg.timing.grant_window_ms;
-}
-
-bool us_agent_is_voter(us_agent *a, uint64_t id)
-{
-    const struct raft_configuration *c = &a->raft.configuration;
-    for (unsigned i = 0; i < c->n; i++)
-        if (c->servers[i].id == id)
-            return c->servers[i].role == RAFT_VOTER;
-    return false;
 }
 
 /* Our lease: a majority of voters granted requests sent at t0 or later (us_lease_until). */
@@ -661,7 +477,7 @@ static json_t *lease_report_json(const us_lease_report *r)
                      us_u64_json(r->v));
 }
 
-us_lease_state us_agent_judge_lease(us_agent *a, us_peer *p, int64_t now)
+static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now)
 {
     int idx = (int)(p - a->peers);
     /* A stale report made before the holder got its current role says nothing about it. */
@@ -886,7 +702,7 @@ static void build_view(us_agent *a, us_cluster_view *v)
             for (int k = 0; k < US_MAX_SERVICES; k++) {
                 const us_instance *in = us_instance_at(a->instances, k);
                 if (in)
-                    own_report(a, in, &own[n->n_reports++]);
+                    us_agent_own_report(a, in, &own[n->n_reports++]);
             }
             n->reports = own;
         } else {
@@ -1009,7 +825,7 @@ static int ctl_transfer(void *data, uint64_t to, us_change_done done, void *arg)
 static us_lease_state ctl_judge_lease(void *data, const char *node, int64_t now_ms)
 {
     us_peer *p = us_agent_peer(data, node);
-    return p ? us_agent_judge_lease(data, p, now_ms) : US_LEASE_UNKNOWN;
+    return p ? judge_lease(data, p, now_ms) : US_LEASE_UNKNOWN;
 }
 
 static bool ctl_is_leader(void *data)
@@ -1020,12 +836,12 @@ static bool ctl_is_leader(void *data)
 
 static void ctl_schedule_reconcile(void *data)
 {
-    us_agent_schedule_reconcile(data);
+    schedule_reconcile(data);
 }
 
 static void wake_cb(uv_timer_t *t)
 {
-    us_agent_schedule_reconcile(t->data);
+    schedule_reconcile(t->data);
 }
 
 static void ctl_wake(void *data, int64_t delay_ms)
@@ -1081,7 +897,7 @@ static void on_tick(uv_timer_t *t)
     if (a->leader)
         controller_tick(a);
     us_instances_reconcile(a->instances);
-    us_proxies_reconcile(a);
+    us_proxies_reconcile(&a->proxies, a->loop, &a->fsm.state, us_now_ms());
     reannounce_on_return(a);
     stop_step(a, now);
     sd_update(a);
@@ -1093,12 +909,12 @@ static void on_reconcile(uv_timer_t *t)
     if (a->stopping == 2)
         return;
     us_instances_reconcile(a->instances);
-    us_proxies_reconcile(a);
+    us_proxies_reconcile(&a->proxies, a->loop, &a->fsm.state, us_now_ms());
     if (a->leader)
         controller_tick(a);
 }
 
-void us_agent_schedule_reconcile(us_agent *a)
+static void schedule_reconcile(us_agent *a)
 {
     if (a->stopping != 2 && !uv_is_active((uv_handle_t *)&a->reconcile_timer))
         uv_timer_start(&a->reconcile_timer, on_reconcile, 0, 0);
@@ -1111,10 +927,10 @@ static void on_report_timer(uv_timer_t *t)
         return;
     send_pings(a, us_now_ms());
     if (a->leader)
-        us_agent_schedule_reconcile(a); /* our own report feeds our own controller */
+        schedule_reconcile(a); /* our own report feeds our own controller */
 }
 
-void us_agent_report_now(us_agent *a)
+static void report_now(us_agent *a)
 {
     if (a->stopping != 2 && a->raft_started && !uv_is_active((uv_handle_t *)&a->report_timer))
         uv_timer_start(&a->report_timer, on_report_timer, 0, 0);
@@ -1132,7 +948,7 @@ static void on_fsm_change(void *data)
         return;
     }
     sd_update(a); /* our registration may just have committed */
-    us_agent_schedule_reconcile(a);
+    schedule_reconcile(a);
 }
 
 static void on_guardian(uv_poll_t *h, int status, int events)
@@ -1212,7 +1028,7 @@ static void finish_close(us_agent *a)
     uv_poll_stop(&a->guardian_poll);
     uv_close((uv_handle_t *)&a->guardian_poll, NULL);
     us_sd_close(&a->sd);
-    us_proxies_stop_all(a);
+    us_proxies_stop_all(&a->proxies);
     if (a->api) {
         us_api_stop(a->api);
         a->api = NULL;
@@ -1401,22 +1217,22 @@ static bool inst_is_leader(void *data)
 
 static void inst_report_now(void *data)
 {
-    us_agent_report_now(data);
+    report_now(data);
 }
 
 static void inst_schedule_reconcile(void *data)
 {
-    us_agent_schedule_reconcile(data);
+    schedule_reconcile(data);
 }
 
 static int inst_proxies_open(void *data, const char *service, uint64_t epoch)
 {
-    return us_proxies_open(data, service, epoch);
+    return us_proxies_open(&((us_agent *)data)->proxies, service, epoch);
 }
 
 static int inst_proxies_open_total(void *data, const char *service, uint64_t epoch)
 {
-    return us_proxies_open_total(data, service, epoch);
+    return us_agent_proxies_open_total(data, service, epoch);
 }
 
 static void close_any(uv_handle_t *h, void *arg)

@@ -22,7 +22,7 @@
 
 #include <sodium.h>
 
-#include "agent/agent.h"
+#include "agent/agent_api.h"
 #include "agent/metrics.h"
 #include "net/dashboard.h"
 #include "core/lease.h"
@@ -426,10 +426,7 @@ static bool local_checks(us_agent *a, us_api_req *r, const us_service_set *set)
         if (!d->proxy_listen[0])
             continue;
         /* A proxy this agent already runs for the same service holds the port itself. */
-        bool ours = false;
-        for (int k = 0; k < US_MAX_SERVICES; k++)
-            ours |= a->proxies[k].proxy && strcmp(a->proxies[k].service, d->name) == 0 &&
-                    strcmp(a->proxies[k].listen, d->proxy_listen) == 0;
+        bool ours = us_proxies_find(&a->proxies, d->name, d->proxy_listen) != NULL;
         char err[160];
         if (!ours && us_tcp_check_free(d->proxy_listen, err, sizeof err) != 0)
             json_array_append_new(
@@ -809,7 +806,7 @@ int us_agent_api_start(us_agent *a, char *err, size_t errlen)
         rc = us_api_start(a->loop, cfg->api, &a->api, err, errlen);
     }
     if (rc != 0)
-        return -1;
+        return rc < 0 ? rc : -EIO;
     us_guard_config g = {
         .tokens = &a->cfg.tokens,
         .metrics_auth = cfg->metrics_auth,

@@ -10,7 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "agent/agent.h"
+#include "agent/hub.h"
 #include "core/fsm.h"
 #include "core/lease.h"
 #include "lib/clock.h"
@@ -263,11 +263,11 @@ static void proxy_metrics(us_mtext *t, us_agent *a)
     us_proxy_stats st[US_MAX_SERVICES];
     const char *svc[US_MAX_SERVICES];
     int n = 0;
-    for (int k = 0; k < US_MAX_SERVICES; k++)
-        if (a->proxies[k].proxy) {
-            us_proxy_get_stats(a->proxies[k].proxy, &st[n]);
-            svc[n++] = a->proxies[k].service;
-        }
+    for (int k = 0; k < US_MAX_SERVICES; k++) {
+        us_proxy *px = us_proxies_at(&a->proxies, k, &svc[n]);
+        if (px)
+            us_proxy_get_stats(px, &st[n++]);
+    }
     gauge(t, "understudy_proxy_connections",
           "Connections of this node's proxy: held (waiting for an active), connecting (to the "
           "backend), open (forwarding).");

@@ -1,36 +1,31 @@
-/* proxies.c — the agent's failover-aware proxies: one us_proxy per service that declares
- * `proxy = LISTEN -> PORT`, on every node. The target follows the replicated assignment: the
- * active node's backend while a node is active and no planned switchover is in progress, none
- * otherwise (the proxy then holds new connections). */
+/* proxies.c — see proxies.h. */
+#include "agent/proxies.h"
+
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "agent/agent.h"
-#include "agent/reports.h"
-#include "core/lease.h"
 #include "lib/log.h"
-#include "lib/clock.h"
 #include "lib/hostport.h"
 
 #define PROXY_RETRY_MS 2000
 
-static struct us_agent_proxy *find(us_agent *a, const char *service)
+static struct us_proxy_slot *find(const us_proxies *xs, const char *service)
 {
     for (int i = 0; i < US_MAX_SERVICES; i++)
-        if (a->proxies[i].proxy && strcmp(a->proxies[i].service, service) == 0)
-            return &a->proxies[i];
+        if (xs->slot[i].proxy && strcmp(xs->slot[i].service, service) == 0)
+            return (struct us_proxy_slot *)&xs->slot[i];
     return NULL;
 }
 
-static void stop_one(struct us_agent_proxy *x)
+static void stop_one(struct us_proxy_slot *x)
 {
     us_proxy_stop(x->proxy);
     memset(x, 0, sizeof *x);
 }
 
 /* The active's backend for `d`, or false while new connections must be held. */
-static bool target_of(us_agent *a, const us_service_def *d, const us_assignment *as,
+static bool target_of(const us_state *s, const us_service_def *d, const us_assignment *as,
                       struct sockaddr_in *out)
 {
     if (!as->active[0] || as->demoting)
@@ -39,10 +34,10 @@ static bool target_of(us_agent *a, const us_service_def *d, const us_assignment 
     if (d->backend_host[0]) {
         us_strlcpy(host, d->backend_host, sizeof host);
     } else {
-        int n = us_state_find_node(&a->fsm.state, as->active);
+        int n = us_state_find_node(s, as->active);
         if (n < 0)
             return false;
-        if (us_parse_hostport(a->fsm.state.nodes[n].address, host, sizeof host, NULL) != 0)
+        if (us_parse_hostport(s->nodes[n].address, host, sizeof host, NULL) != 0)
             return false;
     }
     memset(out, 0, sizeof *out);
@@ -51,18 +46,19 @@ static bool target_of(us_agent *a, const us_service_def *d, const us_assignment 
     return inet_pton(AF_INET, host, &out->sin_addr) == 1;
 }
 
-static void ensure(us_agent *a, const us_service_def *d, const us_assignment *as, int64_t now)
+static void ensure(us_proxies *xs, uv_loop_t *loop, const us_state *s, const us_service_def *d,
+                   const us_assignment *as, int64_t now)
 {
-    struct us_agent_proxy *x = find(a, d->name);
+    struct us_proxy_slot *x = find(xs, d->name);
     if (x && strcmp(x->listen, d->proxy_listen) != 0) {
         stop_one(x);
         x = NULL;
     }
     if (!x) {
         for (int i = 0; i < US_MAX_SERVICES && !x; i++)
-            if (!a->proxies[i].proxy &&
-                (a->proxies[i].service[0] == '\0' || strcmp(a->proxies[i].service, d->name) == 0))
-                x = &a->proxies[i];
+            if (!xs->slot[i].proxy &&
+                (xs->slot[i].service[0] == '\0' || strcmp(xs->slot[i].service, d->name) == 0))
+                x = &xs->slot[i];
         if (!x || now < x->retry_ms)
             return;
         us_proxy_opts o = {.name = d->name,
@@ -71,7 +67,7 @@ static void ensure(us_agent *a, const us_service_def *d, const us_assignment *as
                            .max_per_source = d->max_per_source,
                            .idle_ms = d->idle_ms};
         char err[256];
-        if (us_proxy_start(a->loop, d->proxy_listen, &o, &x->proxy, err, sizeof err) != 0) {
+        if (us_proxy_start(loop, d->proxy_listen, &o, &x->proxy, err, sizeof err) != 0) {
             us_error("proxy %s: %s (retrying)", d->name, err);
             us_strlcpy(x->service, d->name, sizeof x->service);
             x->retry_ms = now + PROXY_RETRY_MS;
@@ -86,7 +82,7 @@ static void ensure(us_agent *a, const us_service_def *d, const us_assignment *as
                 d->proxy_port);
     }
     struct sockaddr_in t;
-    bool has = target_of(a, d, as, &t);
+    bool has = target_of(s, d, as, &t);
     if (has == x->has_target &&
         (!has || (x->epoch == as->epoch && t.sin_port == x->target.sin_port &&
                   t.sin_addr.s_addr == x->target.sin_addr.s_addr)))
@@ -97,15 +93,13 @@ static void ensure(us_agent *a, const us_service_def *d, const us_assignment *as
     us_proxy_set_target(x->proxy, has ? &t : NULL, as->epoch);
 }
 
-void us_proxies_reconcile(us_agent *a)
+void us_proxies_reconcile(us_proxies *xs, uv_loop_t *loop, const us_state *s, int64_t now)
 {
-    const us_state *s = &a->fsm.state;
-    int64_t now = us_now_ms();
     for (int i = 0; i < s->services.n; i++)
         if (s->services.svc[i].proxy_listen[0])
-            ensure(a, &s->services.svc[i], &s->asg[i], now);
+            ensure(xs, loop, s, &s->services.svc[i], &s->asg[i], now);
     for (int i = 0; i < US_MAX_SERVICES; i++) {
-        struct us_agent_proxy *x = &a->proxies[i];
+        struct us_proxy_slot *x = &xs->slot[i];
         if (!x->service[0])
             continue;
         int k = us_state_find_service(s, x->service);
@@ -120,29 +114,29 @@ void us_proxies_reconcile(us_agent *a)
     }
 }
 
-int us_proxies_open(us_agent *a, const char *service, uint64_t epoch)
+int us_proxies_open(const us_proxies *xs, const char *service, uint64_t epoch)
 {
-    struct us_agent_proxy *x = find(a, service);
+    struct us_proxy_slot *x = find(xs, service);
     return x ? us_proxy_open_conns(x->proxy, epoch) : 0;
 }
 
-int us_proxies_open_total(us_agent *a, const char *service, uint64_t epoch)
+us_proxy *us_proxies_find(const us_proxies *xs, const char *service, const char *listen)
 {
-    int total = us_proxies_open(a, service, epoch);
-    for (int i = 0; i < a->n_peers; i++) {
-        us_peer *p = &a->peers[i];
-        if (i == a->self || us_agent_node_state(a, p) == US_NODE_DEAD)
-            continue;
-        const us_report *r = us_report_find(p->reports, p->n_reports, service);
-        if (r && r->px_epoch == epoch)
-            total += r->px_open;
-    }
-    return total;
+    struct us_proxy_slot *x = find(xs, service);
+    return x && strcmp(x->listen, listen) == 0 ? x->proxy : NULL;
 }
 
-void us_proxies_stop_all(us_agent *a)
+us_proxy *us_proxies_at(const us_proxies *xs, int i, const char **service)
+{
+    if (i < 0 || i >= US_MAX_SERVICES || !xs->slot[i].proxy)
+        return NULL;
+    *service = xs->slot[i].service;
+    return xs->slot[i].proxy;
+}
+
+void us_proxies_stop_all(us_proxies *xs)
 {
     for (int i = 0; i < US_MAX_SERVICES; i++)
-        if (a->proxies[i].proxy)
-            stop_one(&a->proxies[i]);
+        if (xs->slot[i].proxy)
+            stop_one(&xs->slot[i]);
 }

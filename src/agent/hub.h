@@ -1,0 +1,156 @@
+/* hub.h — the agent's state, shared by its parts, and the queries on it.
+ *
+ * One us_agent per process. agent.c (agent.h) builds and drives it: Raft, datagrams, heartbeats,
+ * leases, timers, signals. The parts below it never call back up into agent.c: the instances
+ * (instance.h) and the controller (controller.h) hear only their own environments of callbacks,
+ * the proxies (proxies.h) and the reports (reports.h) are plain state and functions; the readers
+ * above it (agent_api.h, metrics.h) use only the state and the queries declared here (hub.c),
+ * which read the state and libraft's and never call the wiring.
+ * Everything runs on one libuv loop; no locks.
+ */
+#ifndef US_HUB_H
+#define US_HUB_H
+
+#include <netinet/in.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "net/api.h"
+#include "node/check.h"
+#include "config/config.h"
+#include "core/fsm.h"
+#include "node/guardian.h"
+#include "agent/controller.h"
+#include "agent/instance.h"
+#include "agent/proxies.h"
+#include "agent/reports.h"
+#include "agent/stats.h"
+#include "core/model.h"
+#include "core/msg.h"
+#include "net/net.h"
+#include "node/proxy.h"
+#include "node/sdnotify.h"
+#include "node/supervisor.h"
+#include "net/transport.h"
+#include "node/vip.h"
+
+/* Another agent (or this one), as seen through datagrams. Keyed by name. */
+typedef struct us_peer {
+    char name[US_NAME_MAX];
+    uint64_t id;
+    char address[US_ADDR_MAX];
+    char api[US_ADDR_MAX];
+    struct sockaddr_in sa;
+    uint64_t inc;      /* incarnation of its last current datagram, 0 = not heard yet */
+    uint64_t wire_inc; /* newest incarnation of any authentic datagram: our to_inc for it */
+    us_replay replay[US_CHAN_COUNT]; /* per channel (wire.h) */
+    int64_t hello_ms;                /* when we last told it our incarnation */
+    int64_t last_seen_ms;            /* -1 = never */
+    /* Leader side. */
+    int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
+    /* Leases (lease.h). As a voter we grant this peer; as a requester it grants us (if it votes).
+     */
+    us_lease_grantee lease; /* as a voter: what we granted it, whether we revoked it */
+    int64_t grant_t0;       /* send time of our latest request it granted, -1 = none */
+    uint64_t grant_v;       /* its state version when it granted that request */
+    /* What this peer (as a voter) last reported about each peer, by our peer index. */
+    us_lease_seen about[US_MAX_NODES];
+    int n_reports;
+    us_report reports[US_MAX_SERVICES];
+    uint64_t
+        fenced_epoch[US_MAX_SERVICES]; /* guardian announcements: service, epoch, incarnation */
+    uint64_t fenced_inc[US_MAX_SERVICES];
+    char fenced_service[US_MAX_SERVICES][US_NAME_MAX];
+    int n_fenced;
+    uint64_t dead_inc; /* its guardian announced that the agent of this incarnation died */
+} us_peer;
+
+typedef struct us_agent {
+    us_node_config cfg;
+    uv_loop_t *loop;
+    uint64_t inc; /* this agent process's incarnation */
+    char cwd[PATH_MAX];
+
+    struct raft raft;
+    struct raft_io io;
+    us_transport transport;
+    us_fsm fsm;
+    bool raft_started;
+
+    us_net net;
+    us_api *api;
+    us_guardian *guardian;
+    uv_poll_t guardian_poll;
+    uv_timer_t tick;
+    uv_timer_t reconcile_timer;
+    uv_timer_t report_timer; /* an instance report changed: heartbeat now */
+    uv_signal_t sig_term, sig_int, sig_hup;
+
+    us_peer peers[US_MAX_NODES];
+    int n_peers;
+    int self; /* index of this node in peers */
+
+    /* Leases. */
+    int64_t lease_until_ms; /* this node may act as active until then (own clock) */
+    int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
+    uint64_t ping_seq;
+    struct {
+        int64_t ms;
+        uint64_t term;
+        bool as_leader;
+    } sent[256]; /* by ping round (seq) % 256 */
+    bool leader;
+    uint64_t leader_term;
+
+    /* Controller (controller.h): the leader's duties, fed a view each tick. */
+    us_controller ctl;
+    int applies_in_flight; /* proposals not applied yet */
+    int64_t next_join_ms;  /* when to ask to join again (send_join) */
+    uv_timer_t wake_timer; /* decide again when a backoff or cooldown ends */
+
+    us_instances *instances; /* this node's instances (instance.h) */
+    int alive_peers; /* at the last tick: more now means a node came back (re-announce VIPs) */
+
+    us_proxies proxies; /* this node's proxies (proxies.h) */
+
+    us_metrics metrics; /* what this process measures (GET /metrics) */
+    us_sdnotify sd;     /* systemd readiness, status, watchdog */
+
+    /* Lifecycle. */
+    int stopping; /* 0 running, 1 handing over (SIGTERM), 2 closing */
+    int64_t stop_deadline_ms;
+    int exit_code;
+} us_agent;
+
+/* ---- queries (hub.c) ---- */
+
+bool us_agent_is_leader(us_agent *a);
+us_peer *us_agent_peer(us_agent *a, const char *name);
+us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);
+/* What `node` reports about its instance of `service` (reports.h), into *out: this node's own
+ * built from its instance as its pings carry it, a peer's from its last ping. False (and *out
+ * zeroed) when it reports nothing. The one lookup of the API, the metrics, the proxies and the
+ * controller. */
+bool us_agent_report(us_agent *a, const char *node, const char *service, us_report *out);
+/* This node's report about its instance `in`, as its pings carry it. */
+void us_agent_own_report(us_agent *a, const us_instance *in, us_report *out);
+/* Name and API of the current Raft leader; false if none is known. */
+bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX]);
+us_node_state us_agent_node_state(us_agent *a, const us_peer *p);
+bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
+/* As far as this agent can tell: the leader has a fresh quorum (leader: acknowledgements; follower:
+ * a leader is known and heard from). */
+bool us_agent_has_quorum(us_agent *a);
+/* Leader only: has a quorum of voters acknowledged our leadership within the grant window? */
+bool us_agent_fresh_quorum(us_agent *a, int64_t now_ms);
+/* Is the node with this Raft id a voter in our view of the configuration? */
+bool us_agent_is_voter(us_agent *a, uint64_t id);
+/* Open proxied connections to `service` under `epoch`, cluster-wide (own + peers' reports). */
+int us_agent_proxies_open_total(us_agent *a, const char *service, uint64_t epoch);
+
+typedef void (*us_apply_done)(void *data, int status, int result);
+/* Propose a command (consumed). done may be NULL. 0 or a raft error code. */
+int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data);
+
+#endif
