@@ -389,16 +389,14 @@ static void track_leadership(us_agent *a)
 /* Our lease: a majority of voters granted requests sent at t0 or later (us_lease_until). */
 static void recompute_lease(us_agent *a, int64_t now)
 {
+    us_peer *voter[US_MAX_NODES];
     us_lease_granter g[US_MAX_NODES];
-    int n = 0;
-    const struct raft_configuration *c = &a->raft.configuration;
-    for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
-        if (c->servers[i].role != RAFT_VOTER)
-            continue;
-        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
-        g[n++] = v == &a->peers[a->self] ? (us_lease_granter){.self = true}
-                 : v                     ? (us_lease_granter){.t0 = v->grant_t0, .v = v->grant_v}
-                                         : (us_lease_granter){.t0 = -1};
+    int n = us_agent_voters(a, voter);
+    for (int i = 0; i < n; i++) {
+        us_peer *v = voter[i];
+        g[i] = v == &a->peers[a->self] ? (us_lease_granter){.self = true}
+               : v                     ? (us_lease_granter){.t0 = v->grant_t0, .v = v->grant_v}
+                                       : (us_lease_granter){.t0 = -1};
     }
     int64_t until =
         us_lease_until(&a->cfg.timing, g, n, a->fsm.state.version, now, a->lease_until_ms);

@@ -33,15 +33,6 @@
 
 /* ---- status ---- */
 
-static bool is_voter(us_agent *a, uint64_t id)
-{
-    const struct raft_configuration *c = &a->raft.configuration;
-    for (unsigned i = 0; i < c->n; i++)
-        if (c->servers[i].id == id)
-            return c->servers[i].role == RAFT_VOTER;
-    return false;
-}
-
 static json_t *str_or_null(const char *s)
 {
     return s && s[0] ? json_string(s) : json_null();
@@ -124,7 +115,7 @@ static json_t *status_json(us_agent *a)
         json_array_append_new(
             nodes, json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "name", n->name, "address",
                              n->address, "api", n->api, "state", us_node_state_name(st), "voter",
-                             !n->left && is_voter(a, n->id), "leaving", n->leaving));
+                             !n->left && us_agent_is_voter(a, n->id), "leaving", n->leaving));
         json_object_set_new(json_array_get(nodes, json_array_size(nodes) - 1), "drained",
                             json_boolean(n->drained));
     }

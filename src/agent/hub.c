@@ -160,19 +160,25 @@ int us_agent_apply(us_agent *a, json_t *cmd, us_apply_done done, void *data)
     return 0;
 }
 
+int us_agent_voters(us_agent *a, us_peer *out[US_MAX_NODES])
+{
+    int n = 0;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; a->raft_started && i < c->n && n < US_MAX_NODES; i++)
+        if (c->servers[i].role == RAFT_VOTER)
+            out[n++] = us_agent_peer_by_id(a, c->servers[i].id);
+    return n;
+}
+
 /* The majority-th freshest of a time each voter contributes (our own entry: now); -1 if none. */
 static int64_t voters_majority_time(us_agent *a, int64_t now,
                                     int64_t (*time_of)(us_agent *, us_peer *))
 {
+    us_peer *voter[US_MAX_NODES];
     int64_t t[US_MAX_NODES];
-    int n = 0;
-    const struct raft_configuration *c = &a->raft.configuration;
-    for (unsigned i = 0; i < c->n && n < US_MAX_NODES; i++) {
-        if (c->servers[i].role != RAFT_VOTER)
-            continue;
-        us_peer *v = us_agent_peer_by_id(a, c->servers[i].id);
-        t[n++] = v == &a->peers[a->self] ? now : v ? time_of(a, v) : -1;
-    }
+    int n = us_agent_voters(a, voter);
+    for (int i = 0; i < n; i++)
+        t[i] = voter[i] == &a->peers[a->self] ? now : voter[i] ? time_of(a, voter[i]) : -1;
     return us_lease_majority_time(t, n);
 }
 

@@ -144,6 +144,9 @@ bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
 bool us_agent_has_quorum(us_agent *a);
 /* Leader only: has a quorum of voters acknowledged our leadership within the grant window? */
 bool us_agent_fresh_quorum(us_agent *a, int64_t now_ms);
+/* The voters of our view of the Raft configuration, in its order, into out (NULL for a voter we
+ * know no peer of); their number. */
+int us_agent_voters(us_agent *a, us_peer *out[US_MAX_NODES]);
 /* Is the node with this Raft id a voter in our view of the configuration? */
 bool us_agent_is_voter(us_agent *a, uint64_t id);
 /* Open proxied connections to `service` under `epoch`, cluster-wide (own + peers' reports). */

@@ -247,9 +247,8 @@ static void raft_metrics(us_mtext *t, us_agent *a)
     if (us_agent_leader(a, leader, NULL))
         us_mtext_sample(t, "understudy_raft_leader", L("node", leader), 1);
     gauge(t, "understudy_raft_voters", "Voters in this node's view of the Raft configuration.");
-    int voters = 0;
-    for (unsigned i = 0; a->raft_started && i < a->raft.configuration.n; i++)
-        voters += a->raft.configuration.servers[i].role == RAFT_VOTER;
+    us_peer *voter[US_MAX_NODES];
+    int voters = us_agent_voters(a, voter);
     us_mtext_sample(t, "understudy_raft_voters", NULL, voters);
     counter(t, "understudy_raft_leader_changes_total",
             "Raft leaders this agent saw take over (a new leader or a new term), since it "

@@ -346,24 +346,17 @@ static int cmd_events(us_client *c, const us_cmd_args *a)
     }
     while (json_array_size(all) > (size_t)limit)
         json_array_remove(all, 0);
-    if (!a->follow) {
-        if (c->out.json) {
-            us_render_json(all);
-            return US_EXIT_OK;
-        }
-        us_render_event_header(&c->out);
-        size_t i;
-        json_t *e;
-        json_array_foreach(all, i, e) us_render_event(&c->out, e);
-        json_decref(all);
+    if (!a->follow && c->out.json) {
+        us_render_json(all);
         return US_EXIT_OK;
     }
-
     us_render_event_header(&c->out);
     size_t i;
     json_t *e;
     json_array_foreach(all, i, e) us_render_event(&c->out, e);
     json_decref(all);
+    if (!a->follow)
+        return US_EXIT_OK;
     fflush(stdout);
 
     struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
