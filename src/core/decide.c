@@ -340,14 +340,25 @@ static us_release_kind release_of(const us_decide_input *in, int s, int h, char 
     return US_RELEASE_NONE;
 }
 
+/* Whether choose_active waits for node n: eligible but for a lease not known yet. The holder
+ * whose role is being released (`released`) is never waited for: while it holds the role, a
+ * voter that revoked it keeps its lease unknown, and that revocation lifts only once the role is
+ * released, which waiting would never commit. It is skipped like any node whose lease is not
+ * known to be valid. */
+static bool waits_for(const us_decide_input *in, int s, int n, int released)
+{
+    return n >= 0 && n != released && lease_pending(in, s, n);
+}
+
 /* Pick the new active: target, else first eligible standby, else first eligible by preference.
- * A better-placed node whose lease is still unknown is waited for (US_WAIT), not skipped. */
-static int choose_active(const us_decide_input *in, int s, const char **how)
+ * A better-placed node whose lease is still unknown is waited for (US_WAIT), not skipped, unless
+ * it is the holder being released (`released`, -1 for none). */
+static int choose_active(const us_decide_input *in, int s, int released, const char **how)
 {
     const us_assignment *a = &in->asg[s];
     if (a->target[0]) {
         int t = find_node(in, a->target);
-        if (t >= 0 && lease_pending(in, s, t))
+        if (waits_for(in, s, t, released))
             return US_WAIT;
         if (t >= 0 && eligible(in, s, t)) {
             *how = "requested target";
@@ -356,7 +367,7 @@ static int choose_active(const us_decide_input *in, int s, const char **how)
     }
     for (int i = 0; i < a->n_standbys; i++) {
         int n = find_node(in, a->standbys[i]);
-        if (n >= 0 && lease_pending(in, s, n))
+        if (waits_for(in, s, n, released))
             return US_WAIT;
         if (n >= 0 && eligible(in, s, n)) {
             *how = "standby";
@@ -368,7 +379,7 @@ static int choose_active(const us_decide_input *in, int s, const char **how)
         int n = d->n_nodes ? find_node(in, d->nodes[i]) : i;
         if (n < 0)
             continue;
-        if (lease_pending(in, s, n))
+        if (waits_for(in, s, n, released))
             return US_WAIT;
         if (eligible(in, s, n)) {
             *how = "first eligible in preference order";
@@ -497,7 +508,7 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
     }
     bool can_restart = !block[0];
     const char *how = "";
-    int c = choose_active(in, s, &how);
+    int c = choose_active(in, s, h, &how);
     /* A requested switchover is a request to move: neither the policy nor the guard keeps the
      * role on the node it was to leave. */
     bool policy_restart = d->on_failure == US_ON_FAILURE_RESTART && !cur->demoting;
@@ -546,7 +557,7 @@ static bool stopping_helps(const us_decide_input *in, int s, int h)
     if (!block[0])
         return true;
     const char *how = "";
-    int c = choose_active(in, s, &how);
+    int c = choose_active(in, s, h, &how);
     return c >= 0 && c != h && !guard_end(in, s);
 }
 
@@ -578,14 +589,14 @@ static pending_result pending_restart(const us_decide_input *in, int s, us_assig
 }
 
 /* Choose a holder for a free role. `guarded`: the role was already free at input, so a failure
- * since the last failover keeps it free until the failover guard ends. Returns false to decide
- * nothing this round. */
-static bool pick_active(const us_decide_input *in, int s, us_assignment *next, bool switchover,
-                        bool guarded, char *why, size_t len)
+ * since the last failover keeps it free until the failover guard ends. `released`: the holder
+ * released this round (-1 for none). Returns false to decide nothing this round. */
+static bool pick_active(const us_decide_input *in, int s, int released, us_assignment *next,
+                        bool switchover, bool guarded, char *why, size_t len)
 {
     const us_assignment *cur = &in->asg[s];
     const char *how = "";
-    int c = choose_active(in, s, &how);
+    int c = choose_active(in, s, released, &how);
     if (c == US_WAIT)
         return false; /* decide again once the new leader knows that node's lease */
     int64_t ge = guarded && failed_since_failover(cur) ? guard_end(in, s) : 0;
@@ -707,6 +718,7 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
     const us_service_def *d = &in->defs[s];
     char why[US_REASON_MAX] = "";
     bool choose = false, switchover = false, guarded = false;
+    int gone = -1; /* the holder released this round */
     *next = *cur;
     next->release = US_RELEASE_NONE;
 
@@ -721,6 +733,7 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
             next->active_inc = 0;
             next->recover = false;
             next->release = k;
+            gone = h;
             if (k == US_RELEASE_FAILED || k == US_RELEASE_UNHEALTHY) {
                 if (!after_failure(in, s, h, next, why, sizeof why))
                     return false;
@@ -765,7 +778,7 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
     } else {
         choose = guarded = true;
     }
-    if (choose && !pick_active(in, s, next, switchover, guarded, why, sizeof why))
+    if (choose && !pick_active(in, s, gone, next, switchover, guarded, why, sizeof why))
         return false;
     place_standbys(in, s, next, why, sizeof why);
     if (same_assignment(cur, next))
