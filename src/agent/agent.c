@@ -458,8 +458,9 @@ static void load_revocations(us_agent *a)
  * an active role (us_lease_voter_report); a revocation takes effect once saved. */
 static us_lease_report lease_report(us_agent *a, us_peer *p, int64_t now)
 {
-    us_lease_report r = us_lease_voter_report(&a->cfg.timing, &p->lease,
-                                              us_state_holds_active(&a->fsm.state, p->name),
+    uint64_t min_v, max_v;
+    int held = us_state_role_versions(&a->fsm.state, p->name, &min_v, &max_v);
+    us_lease_report r = us_lease_voter_report(&a->cfg.timing, &p->lease, held > 0, min_v,
                                               a->fsm.state.version, now, a->started_ms);
     if (r.unrevoke)
         save_revocations(a, NULL, 0);
@@ -475,15 +476,13 @@ static json_t *lease_report_json(const us_lease_report *r)
                      us_u64_json(r->v));
 }
 
-static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now)
+static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now, bool *revoked)
 {
     int idx = (int)(p - a->peers);
-    /* A stale report made before the holder got its current role says nothing about it. */
-    uint64_t role_version = 0;
-    const us_state *st = &a->fsm.state;
-    for (int k = 0; k < st->services.n; k++)
-        if (strcmp(st->asg[k].active, p->name) == 0 && st->asg[k].since_version > role_version)
-            role_version = st->asg[k].since_version;
+    /* A stale report made before the holder got (or renewed) its current role says nothing
+     * about it. */
+    uint64_t min_v, role_version;
+    us_state_role_versions(&a->fsm.state, p->name, &min_v, &role_version);
     us_lease_seen seen[US_MAX_NODES];
     int voters = 0, n = 0;
     bool holder_votes = false;
@@ -507,7 +506,12 @@ static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now)
         }
         seen[n++] = v->about[idx];
     }
-    return us_lease_judge_holder(&a->cfg.timing, voters, holder_votes, seen, n, role_version, now);
+    int stale = 0;
+    us_lease_state st = us_lease_judge_holder(&a->cfg.timing, voters, holder_votes, seen, n,
+                                              role_version, now, &stale);
+    if (revoked)
+        *revoked = stale > 0;
+    return st;
 }
 
 static void send_pings(us_agent *a, int64_t now)
@@ -820,10 +824,12 @@ static int ctl_transfer(void *data, uint64_t to, us_change_done done, void *arg)
     return rc;
 }
 
-static us_lease_state ctl_judge_lease(void *data, const char *node, int64_t now_ms)
+static us_lease_state ctl_judge_lease(void *data, const char *node, int64_t now_ms, bool *revoked)
 {
     us_peer *p = us_agent_peer(data, node);
-    return p ? judge_lease(data, p, now_ms) : US_LEASE_UNKNOWN;
+    if (revoked)
+        *revoked = false;
+    return p ? judge_lease(data, p, now_ms, revoked) : US_LEASE_UNKNOWN;
 }
 
 static bool ctl_is_leader(void *data)

@@ -229,7 +229,7 @@ static void leadership_away_from_actives(us_controller *c, const us_cluster_view
         int k = p ? us_state_find_node(s, p->name) : -1;
         if (v->members[i].role != US_MEMBER_VOTER || !p || p->self || k < 0 ||
             s->nodes[k].leaving || p->state != US_NODE_ALIVE ||
-            c->env.judge_lease(c->env.data, p->name, now) != US_LEASE_VALID ||
+            c->env.judge_lease(c->env.data, p->name, now, NULL) != US_LEASE_VALID ||
             us_state_holds_active(s, p->name))
             continue;
         c->next_transfer_ms = now + 2000; /* retry bound if the target cannot take over */
@@ -605,7 +605,7 @@ static void run_decisions(us_controller *c, const us_cluster_view *v)
             continue;
         }
         o->state = p->state;
-        o->lease = c->env.judge_lease(c->env.data, p->name, now);
+        o->lease = c->env.judge_lease(c->env.data, p->name, now, &o->revoked);
         o->last_seen_ms = p->self ? 0 : p->last_seen_ms < 0 ? -1 : now - p->last_seen_ms;
     }
     in.n_services = s->services.n;
@@ -622,8 +622,12 @@ static void run_decisions(us_controller *c, const us_cluster_view *v)
     for (int i = 0; i < out.n; i++) {
         const us_assignment *next = &out.d[i].next;
         time_release(c, v, &s->asg[out.d[i].service], next);
-        us_info("%s: %s [active %s, epoch %llu]", next->service, next->reason,
-                next->active[0] ? next->active : "none", (unsigned long long)next->epoch);
+        if (next->renew && strcmp(next->reason, s->asg[out.d[i].service].reason) == 0)
+            us_info("%s: renewing the role of %s: a voter revoked its lease, a majority renews it",
+                    next->service, next->active);
+        else
+            us_info("%s: %s [active %s, epoch %llu]", next->service, next->reason,
+                    next->active[0] ? next->active : "none", (unsigned long long)next->epoch);
         propose(c, us_cmd_stamp(us_cmd_assign(next), in.now_ms, NULL), decided_cb, NULL);
     }
     if (out.wake_ms > in.now_ms && c->env.wake) /* a backoff or cooldown ends: decide again */

@@ -88,8 +88,9 @@ typedef struct us_controller_env {
     int (*remove)(void *data, uint64_t id, us_change_done done, void *arg);
     int (*transfer)(void *data, uint64_t to, us_change_done done, void *arg);
     const char *(*strerror)(int rc);
-    /* Leader side: what the voters' reports say about this node's lease (lease.h). */
-    us_lease_state (*judge_lease)(void *data, const char *node, int64_t now_ms);
+    /* Leader side: what the voters' reports say about this node's lease (lease.h); *revoked
+     * (may be NULL): a voter revoked it under its current role(s). */
+    us_lease_state (*judge_lease)(void *data, const char *node, int64_t now_ms, bool *revoked);
     /* Is this node still the leader? (asked when a change completes) */
     bool (*is_leader)(void *data);
     /* A change completed: run the controller again soon. */

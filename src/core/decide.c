@@ -711,6 +711,17 @@ static bool holder_unhealthy(const us_decide_input *in, int s, int h)
            !a->demoting && !a->recover;
 }
 
+/* R9: the holder keeps the role (same node, same epoch) and its lease is valid by a majority of
+ * grants, but a voter revoked it: renew the role, so that the revocation ends and the holder
+ * again has every voter to renew with (lease.h). Not a transition. */
+static bool renews(const us_decide_input *in, int s, const us_assignment *next)
+{
+    const us_assignment *cur = &in->asg[s];
+    int h = cur->active[0] ? find_node(in, cur->active) : -1;
+    return h >= 0 && strcmp(next->active, cur->active) == 0 && next->epoch == cur->epoch &&
+           in->node_obs[h].lease == US_LEASE_VALID && in->node_obs[h].revoked;
+}
+
 /* Decide for service s (not paused); true with *next filled when its assignment must change. */
 static bool decide_service(const us_decide_input *in, int s, us_assignment *next)
 {
@@ -781,9 +792,14 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
     if (choose && !pick_active(in, s, gone, next, switchover, guarded, why, sizeof why))
         return false;
     place_standbys(in, s, next, why, sizeof why);
-    if (same_assignment(cur, next))
+    next->renew = renews(in, s, next);
+    if (same_assignment(cur, next) && !next->renew)
         return false;
-    if (!why[0])
+    if (!why[0] && next->renew && cur->reason[0])
+        us_strlcpy(why, cur->reason, sizeof why); /* the cause of the last transition stays */
+    else if (!why[0] && next->renew)
+        snprintf(why, sizeof why, "role of %s renewed: a voter had revoked its lease", cur->active);
+    else if (!why[0])
         snprintf(why, sizeof why, "placement updated");
     us_strlcpy(next->reason, why, sizeof next->reason);
     next->gen = cur->gen;
@@ -842,6 +858,24 @@ static bool paused_release(const us_decide_input *in, int s, us_assignment *next
     return true;
 }
 
+/* R9 for a paused service: the holder's revoked lease is renewed all the same (pausing must not
+ * leave the holder with fewer voters to renew with). */
+static bool paused_renew(const us_decide_input *in, int s, us_assignment *next)
+{
+    if (!renews(in, s, &in->asg[s]))
+        return false;
+    *next = in->asg[s];
+    next->release = US_RELEASE_NONE;
+    next->renew = true;
+    if (!next->reason[0]) {
+        char why[US_REASON_MAX];
+        snprintf(why, sizeof why, "role of %s renewed: a voter had revoked its lease",
+                 in->asg[s].active);
+        us_strlcpy(next->reason, why, sizeof next->reason);
+    }
+    return true;
+}
+
 void us_decide(const us_decide_input *in, us_decide_output *out)
 {
     out->n = 0;
@@ -854,7 +888,7 @@ void us_decide(const us_decide_input *in, us_decide_output *out)
             /* R0: the operator has the service: no decision, no wake; only a holder that surely
              * no longer acts loses the role (nobody gets it), or its node's revoked lease would
              * stay revoked for as long as the pause lasts. */
-            if (paused_release(in, s, &dec->next)) {
+            if (paused_release(in, s, &dec->next) || paused_renew(in, s, &dec->next)) {
                 dec->service = s;
                 out->n++;
             }

@@ -20,6 +20,23 @@ bool us_state_holds_active(const us_state *s, const char *node)
     return false;
 }
 
+int us_state_role_versions(const us_state *s, const char *node, uint64_t *min, uint64_t *max)
+{
+    int n = 0;
+    *min = *max = 0;
+    for (int k = 0; k < s->services.n; k++) {
+        const us_assignment *a = &s->asg[k];
+        if (strcmp(a->active, node) != 0)
+            continue;
+        if (n == 0 || a->since_version < *min)
+            *min = a->since_version;
+        if (a->since_version > *max)
+            *max = a->since_version;
+        n++;
+    }
+    return n;
+}
+
 int us_state_find_service(const us_state *s, const char *name)
 {
     for (int i = 0; i < s->services.n; i++)
@@ -156,6 +173,8 @@ json_t *us_assignment_to_json(const us_assignment *a)
                           names_json((char(*)[US_NAME_MAX])a->standbys, a->n_standbys), "reason",
                           a->reason, "since_version", us_u64_json(a->since_version));
     json_object_set_new(j, "release", json_string(us_release_kind_name(a->release)));
+    if (a->renew)
+        json_object_set_new(j, "renew", json_true());
     json_t *fail = json_array();
     for (int i = 0; i < a->n_fail; i++) {
         const us_failrec *f = &a->fail[i];
@@ -196,6 +215,7 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
     /* Absent in commands and snapshots written before kinds were recorded: OTHER. */
     a->release = us_release_kind_parse(json_string_value(json_object_get(j, "release")));
     a->since_version = us_json_u64(j, "since_version");
+    a->renew = json_is_true(json_object_get(j, "renew"));
     a->paused = json_is_true(json_object_get(j, "paused"));
     a->recover = json_is_true(json_object_get(j, "recover"));
     us_strlcpy(a->restart_node, us_json_str(j, "restart_node"), sizeof a->restart_node);
@@ -796,8 +816,14 @@ static int apply_assign(us_state *s, const json_t *cmd)
     if (next.epoch < s->asg[i].epoch)
         return US_APPLY_BAD; /* epochs never go back */
     next.gen++;
-    /* Stale-lease reports older than the role do not count against it (lease.h). */
-    next.since_version = next.epoch != s->asg[i].epoch ? s->version + 1 : s->asg[i].since_version;
+    /* Stale-lease reports older than the role do not count against it (lease.h); a renewal
+     * (the holder's lease is valid by a majority though a voter revoked it) makes the role count
+     * as given now, which ends that revocation. */
+    bool renew = next.renew && next.epoch == s->asg[i].epoch && next.active[0] &&
+                 strcmp(next.active, s->asg[i].active) == 0;
+    next.since_version =
+        next.epoch != s->asg[i].epoch || renew ? s->version + 1 : s->asg[i].since_version;
+    next.renew = false;
     role_events(s, &s->asg[i], &next, stamp_of(cmd));
     count_move(&s->stats[i], &s->asg[i], &next);
     s->asg[i] = next;

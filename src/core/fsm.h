@@ -92,6 +92,9 @@ int us_state_find_node(const us_state *s, const char *name);
 int us_state_find_service(const us_state *s, const char *name);
 /* Does `node` hold the active role of any service? */
 bool us_state_holds_active(const us_state *s, const char *node);
+/* How many active roles `node` holds, and the least and greatest state version at which they
+ * were given or renewed (since_version; 0 and 0 when it holds none). */
+int us_state_role_versions(const us_state *s, const char *node, uint64_t *min, uint64_t *max);
 /* A node's role in an assignment: "active", "demoting", "recovering", "restarting", "standby"
  * or "none" (the words of role events). */
 const char *us_assignment_role(const us_assignment *a, const char *node);

@@ -44,7 +44,8 @@ us_lease_grantee us_lease_grantee_new(void)
 }
 
 us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, bool holds,
-                                      uint64_t version, int64_t now, int64_t started_ms)
+                                      uint64_t role_version, uint64_t version, int64_t now,
+                                      int64_t started_ms)
 {
     int64_t stale_after = us_lease_stale_after(t);
     us_lease_report r = {.age = -1, .v = version};
@@ -54,10 +55,14 @@ us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, b
     } else if (g->holds_since_ms < 0) {
         g->holds_since_ms = now;
     }
-    if (g->revoked && !holds && version > g->revoked_version) {
-        /* Its roles were released since: it may earn a lease again. */
+    if (g->revoked && version > g->revoked_version &&
+        (!holds || role_version > g->revoked_version)) {
+        /* Its roles were released, or given or renewed while a majority granted it, since: it
+         * may earn a lease again; a role it keeps counts as newly known. */
         g->revoked = false;
         r.unrevoke = true;
+        if (holds)
+            g->holds_since_ms = now;
     }
     if (now - started_ms < stale_after) /* granted before a restart? */
         return r;
@@ -115,7 +120,7 @@ int64_t us_lease_until(const us_timing *t, const us_lease_granter *grants, int n
 
 us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder_votes,
                                      const us_lease_seen *seen, int n_seen, uint64_t role_version,
-                                     int64_t now)
+                                     int64_t now, int *stale_out)
 {
     int64_t L = t->lease_ms;
     int stale = 0, fresh = 0;
@@ -128,6 +133,8 @@ us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder
         stale += r->stale && r->v >= role_version;
         fresh += r->age >= 0 && r->age <= L && now - r->rx_ms <= L;
     }
+    if (stale_out)
+        *stale_out = stale;
     return us_lease_judge(voters, holder_votes, stale, fresh);
 }
 

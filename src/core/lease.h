@@ -93,10 +93,19 @@ typedef struct us_lease_report {
 } us_lease_report;
 
 /* As a voter at state version `version`, started (this incarnation) at `started_ms`: the report
- * about the node `g`, which `holds` an active role in our state. Updates g's bookkeeping
- * (holds_since_ms, an ended revocation); a new revocation is only proposed (r.revoke). */
+ * about the node `g`, which `holds` an active role in our state, every one of its roles given or
+ * renewed at state version `role_version` or later (the least since_version of its roles).
+ * Updates g's bookkeeping (holds_since_ms, an ended revocation); a new revocation is only
+ * proposed (r.revoke).
+ * A revocation ends when the node holds no role any more, or when all its roles were given or
+ * renewed after the revocation (role_version > revoked_version): the leader renews a role only
+ * while the holder's lease is valid by a majority of other grants, and from then on judges it
+ * only by reports made at that version or later, which this voter makes unrevoked. The role then
+ * counts as newly known here (holds_since_ms = now), so the holder has stale_after to renew with
+ * us again before a new revocation. */
 us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, bool holds,
-                                      uint64_t version, int64_t now, int64_t started_ms);
+                                      uint64_t role_version, uint64_t version, int64_t now,
+                                      int64_t started_ms);
 
 /* After r->revoke: the caller wrote the revocation (saved) or failed to (!saved). */
 void us_lease_revoke_saved(us_lease_grantee *g, us_lease_report *r, bool saved);
@@ -142,6 +151,9 @@ typedef struct us_lease_seen {
  * fresh one (age <= L) only while received within L. */
 us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder_votes,
                                      const us_lease_seen *seen, int n_seen, uint64_t role_version,
-                                     int64_t now);
+                                     int64_t now, int *stale_out);
+/* `stale_out` (may be NULL) gets the number of stale reports that counted: voters that revoked
+ * the holder under its current role(s). While the lease is valid nonetheless, the leader renews
+ * the holder's roles so that those revocations end (us_lease_voter_report). */
 
 #endif

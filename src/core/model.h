@@ -182,6 +182,8 @@ typedef struct us_assignment {
     char reason[US_REASON_MAX]; /* cause of the last change */
     us_release_kind release;    /* ... and the kind of its release of the holder, if any */
     uint64_t since_version;     /* state version at which the active role was given (lease.h) */
+    bool renew; /* in a command: the holder keeps the role, given anew (since_version) so that
+                   voters that revoked it grant it again; never set in the state */
     /* Self-healing (docs/decisions.md). Times are the deciding leader's wall clock in ms. */
     bool paused;  /* `understudy service pause`: no decisions, agents leave processes alone */
     bool recover; /* the holder must stop its (unhealthy) instance at once and report it failed */
@@ -213,6 +215,7 @@ typedef struct us_node_obs {
     us_node_state state;
     us_lease_state lease;
     int64_t last_seen_ms; /* age of the last contact, -1 = never */
+    bool revoked;         /* a voter revoked its lease under its current role(s) */
 } us_node_obs;
 
 typedef enum {

@@ -260,6 +260,60 @@ def test_kill9_of_the_leader_costs_the_active_nothing(cluster):
     assert gap < 300, "the active paused %.1f ms when the leader died" % gap
 
 
+def revoked_nodes(c, name):
+    """The nodes in `name`'s revocations file (data_dir/revoked: lines "NODE VERSION")."""
+    try:
+        with open(os.path.join(c.nodes[name].data_dir, "revoked")) as f:
+            return [l.split()[0] for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def test_revocation_ends_once_renewed_so_a_later_voter_fault_costs_nothing(cluster):
+    """Issue 11: a voter frozen longer than stale_after revokes the active holder. The holder
+    renewed with a majority all along, so the leader renews its role and the revocation ends;
+    otherwise the active would depend on the one other voter alone, and a later fault on that
+    voter (here frozen while it may also be the leader) would take the active down."""
+    c = cluster
+    c.form()
+    c.apply(web_ini(c))
+    active, epoch, _ = wait_active(c, "n1")
+    leader = c.leader()
+    others = [m for m in ("n1", "n2", "n3") if m != active]
+    # Freeze a voter that is neither the active nor (if we can choose) the leader.
+    x = [m for m in others if m != leader][0]
+    y = [m for m in others if m != x][0]
+    c.wait_until(lambda: lines_of(c.overlap_log, active, epoch) >= 10, 10, "the active to write")
+    pid = active_pid(c, active)
+    c.stop(x)
+    time.sleep(2.0)  # the fault itself: well past stale_after (674 ms)
+    c.cont(x)
+    c.wait_until(
+        lambda: any("renewing the role of %s" % active in c.log_text(m) for m in c.nodes),
+        15,
+        "the leader to renew the role of %s after %s revoked it" % (active, x),
+    )
+    c.wait_until(lambda: active not in revoked_nodes(c, x), 10, "%s to lift its revocation of %s" % (x, active))
+    s = c.service(c.leader_status(), "web")
+    assert (s["active"], s["epoch"]) == (active, epoch), "freezing %s moved the active: %r" % (x, s)
+    t_y = time.time_ns()
+    c.stop(y)
+    time.sleep(2.0)  # the second fault, on the other voter
+    c.cont(y)
+    time.sleep(0.5)
+    st = c.status(x)
+    s = c.service(st, "web")
+    assert (s["active"], s["epoch"]) == (active, epoch), "freezing %s after %s moved the active: %r" % (y, x, s)
+    assert pid_running(pid), "the active instance (pid %d) stopped" % pid
+    ivs = assert_no_overlap(c.overlap_log)
+    assert [(i.node, i.epoch) for i in ivs] == [(active, epoch)], format_intervals(ivs)
+    times = [int(l.split()[2]) for l in open(c.overlap_log) if l.split()[:2] == [active, str(epoch)]]
+    after = [t for t in times if t >= t_y - 200_000_000]
+    gap = max(b - a for a, b in zip(after, after[1:])) / 1e6
+    print("froze %s, then %s: active %s kept its role; longest pause after the second %.1f ms" % (x, y, active, gap))
+    assert gap < 300, "the active paused %.1f ms when %s froze" % (gap, y)
+
+
 # ---------------------------------------------------------------- 3. frozen agent (SIGSTOP)
 
 

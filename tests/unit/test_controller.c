@@ -110,10 +110,12 @@ static const char *strerror_cb(int rc)
     return "fake error";
 }
 
-static us_lease_state judge_cb(void *data, const char *node, int64_t now_ms)
+static us_lease_state judge_cb(void *data, const char *node, int64_t now_ms, bool *revoked)
 {
     (void)data;
     (void)now_ms;
+    if (revoked)
+        *revoked = false;
     for (int i = 0; i < F.view.n_nodes; i++)
         if (strcmp(F.view.nodes[i].name, node) == 0)
             return F.lease[i];

@@ -96,8 +96,8 @@ typedef struct expect {
     ref target;
     uint64_t active_inc;
     bool has_recover, has_restart_node, has_restart_at, has_restarts, has_restart_window_start,
-        has_last_failover, has_paused, has_release;
-    bool recover, paused;
+        has_last_failover, has_paused, has_release, has_renew;
+    bool recover, paused, renew;
     us_release_kind release;
     ref restart_node;
     int64_t restart_at, restarts, restart_window_start, last_failover;
@@ -351,9 +351,11 @@ static bool node_key(parse_ctx *c, scenario *s, int i, const char *key, const ch
         return once(c, seen, 5, key) && parse_bool(c, key, v, &n->voter);
     if (strcmp(key, "drained") == 0)
         return once(c, seen, 6, key) && parse_bool(c, key, v, &n->drained);
+    if (strcmp(key, "revoked") == 0)
+        return once(c, seen, 7, key) && parse_bool(c, key, v, &o->revoked);
     return perr(c,
                 "unknown key '%s' in [node] (expected state, lease, seen, incarnation, leaving, "
-                "voter, drained)",
+                "voter, drained, revoked)",
                 key);
 }
 
@@ -666,6 +668,11 @@ static bool service_key(parse_ctx *c, scenario *s, int i, const char *key, char 
         }
         return perr(c, "key 'standby': expected hot or cold, got '%s'", v);
     }
+    if (strcmp(key, "reason") == 0) {
+        if (!us_strlcpy(a->reason, v, sizeof a->reason))
+            return perr(c, "key 'reason': longer than %d", US_REASON_MAX - 1);
+        return once(c, seen, 27, key);
+    }
     if (strncmp(key, "report", 6) == 0 && (key[6] == ' ' || key[6] == '\t'))
         return parse_report(c, r, trim((char *)key + 6), v);
     return policy_key(c, s, i, key, v);
@@ -741,6 +748,10 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
         e->has_paused = true;
         return once(c, seen, 13, key) && parse_bool(c, key, v, &e->paused);
     }
+    if (strcmp(key, "renew") == 0) {
+        e->has_renew = true;
+        return once(c, seen, 15, key) && parse_bool(c, key, v, &e->renew);
+    }
     if (strcmp(key, "release") == 0) {
         e->has_release = true;
         e->release = us_release_kind_parse(v);
@@ -771,7 +782,7 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
     return perr(c,
                 "unknown key '%s' in [expect] (expected change, active, epoch, standby_nodes, "
                 "demoting, target, active_inc, recover, restart_node, restart_at, restarts, "
-                "restart_window_start, last_failover, paused, release, fail NODE, reason ~)",
+                "restart_window_start, last_failover, paused, release, renew, fail NODE, reason ~)",
                 key);
 }
 
@@ -1104,6 +1115,8 @@ static void add_expect(msgbuf *m, const expect *e)
         add(m, "last_failover=%" PRId64 " ", e->last_failover);
     if (e->has_release)
         add(m, "release=%s ", us_release_kind_name(e->release));
+    if (e->has_renew)
+        add(m, "renew=%s ", e->renew ? "yes" : "no");
     for (int i = 0; i < e->n_fail; i++) {
         const expect_fail *f = &e->fail[i];
         add(m, "\n      fail %s =", f->node.name);
@@ -1269,8 +1282,23 @@ static void check_healing(const us_decide_input *in, int s, const us_assignment 
     const us_service_def *d = &in->defs[s];
     const char *name = d->name;
     int64_t now = in->now_ms;
-    /* R0: for a paused service only the release of a holder lost with its node, to nobody. */
-    if (cur->paused) {
+    /* R9: a renewal keeps the holder and its epoch, and only for a valid lease a voter revoked. */
+    if (nx->renew) {
+        int h = cur->active[0] ? find_node(in, cur->active) : -1;
+        if (h < 0 || strcmp(nx->active, cur->active) != 0 || nx->epoch != cur->epoch ||
+            in->node_obs[h].lease != US_LEASE_VALID || !in->node_obs[h].revoked)
+            add(m, "%s: renewal without a kept holder whose valid lease a voter revoked (R9)\n",
+                name);
+    }
+    /* R0: for a paused service only the release of a holder lost with its node, to nobody, or a
+     * renewal that changes nothing else (R9). */
+    if (cur->paused && nx->renew) {
+        us_assignment same = *nx;
+        same.renew = false;
+        if (memcmp(&same, cur, offsetof(us_assignment, reason)) != 0 ||
+            same.n_fail != cur->n_fail || strcmp(same.restart_node, cur->restart_node) != 0)
+            add(m, "%s: paused, yet the renewal changes more than the lease (R0, R9)\n", name);
+    } else if (cur->paused) {
         us_assignment only = *cur;
         only.active[0] = '\0';
         only.active_inc = 0;
@@ -1492,7 +1520,7 @@ static void check_properties(const us_decide_input *in, const us_decide_output *
             strcmp(nx->restart_node, cur->restart_node) == 0 &&
             nx->restart_at_ms == cur->restart_at_ms && nx->restarts == cur->restarts &&
             nx->restart_window_ms == cur->restart_window_ms &&
-            nx->last_failover_ms == cur->last_failover_ms)
+            nx->last_failover_ms == cur->last_failover_ms && !nx->renew)
             add(m, "%s: decision changes nothing (every field equals the input)\n", name);
     }
 }
@@ -1557,6 +1585,8 @@ static bool matches(const expect *e, const us_decision *dec)
     if (e->has_last_failover && e->last_failover != nx->last_failover_ms)
         return false;
     if (e->has_release && e->release != nx->release)
+        return false;
+    if (e->has_renew && e->renew != nx->renew)
         return false;
     for (int i = 0; i < e->n_fail; i++) {
         const expect_fail *f = &e->fail[i];

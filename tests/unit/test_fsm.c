@@ -910,6 +910,40 @@ static void test_assign_cas(void **state)
     assert_int_equal(s->version, v + 3);
 }
 
+/* since_version (lease.h): set when the active role is given (a new epoch) or renewed (R9), kept
+ * otherwise; `renew` travels in the command only, and is ignored unless the holder stays. */
+static void test_assign_since_version_and_renew(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_assignment a = next_asg(s, "web", 1, "n1", "n2", "initial placement on n1");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    uint64_t given = s->version;
+    assert_int_equal(asg_of(s, "web")->since_version, given);
+    /* A standby change: the role's version stays. */
+    us_assignment same = next_asg(s, "web", 1, "n1", "n3", "standby n2 dropped; n3 added");
+    assert_int_equal(apply(s, us_cmd_assign(&same)), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->since_version, given);
+    /* A renewal: same holder, same epoch, the role counts as given now; not kept in the state. */
+    us_assignment renew = next_asg(s, "web", 1, "n1", "n3", "standby n2 dropped; n3 added");
+    renew.renew = true;
+    json_t *cmd = us_cmd_assign(&renew);
+    assert_true(json_is_true(json_object_get(json_object_get(cmd, "asg"), "renew")));
+    assert_int_equal(apply(s, cmd), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->since_version, s->version);
+    assert_true(asg_of(s, "web")->since_version > given);
+    assert_false(asg_of(s, "web")->renew);
+    json_t *j = us_assignment_to_json(asg_of(s, "web"));
+    assert_null(json_object_get(j, "renew"));
+    json_decref(j);
+    uint64_t renewed = s->version;
+    /* renew with another holder is a new role anyway (new epoch); with no holder, nothing. */
+    us_assignment none = next_asg(s, "web", 1, "", "n3", "n1 confirmed demotion");
+    none.renew = true;
+    assert_int_equal(apply(s, us_cmd_assign(&none)), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->since_version, renewed);
+}
+
 static void test_assign_bad(void **state)
 {
     (void)state;
@@ -1207,7 +1241,8 @@ static void test_release_cause_of_decisions(void **state)
     assert_int_equal(decided_release(in, US_CAUSE_FENCED), US_RELEASE_FENCED);
 
     in = decide_input();
-    in->node_obs[0] = (us_node_obs){US_NODE_DEAD, US_LEASE_EXPIRED, 5000};
+    in->node_obs[0] =
+        (us_node_obs){.state = US_NODE_DEAD, .lease = US_LEASE_EXPIRED, .last_seen_ms = 5000};
     assert_int_equal(decided_release(in, US_CAUSE_LEASE), US_RELEASE_LEASE);
 
     in = decide_input();
@@ -1910,6 +1945,7 @@ int main(void)
         cmocka_unit_test_teardown(test_services_bad, teardown),
         cmocka_unit_test_teardown(test_services_epoch_survives_retired_overflow, teardown),
         cmocka_unit_test_teardown(test_assign_cas, teardown),
+        cmocka_unit_test_teardown(test_assign_since_version_and_renew, teardown),
         cmocka_unit_test_teardown(test_assign_bad, teardown),
         cmocka_unit_test_teardown(test_switchover, teardown),
         cmocka_unit_test_teardown(test_move_counters, teardown),

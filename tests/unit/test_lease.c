@@ -320,7 +320,7 @@ static void test_voter_report_restart(void **state)
     /* Within stale_after of our start: unknown, whatever we granted, and no revocation even for
      * a holder we never granted. */
     for (int64_t now = start; now < start + S_DEF; now += 37) {
-        us_lease_report r = us_lease_voter_report(&t, &g, true, 7, now, start);
+        us_lease_report r = us_lease_voter_report(&t, &g, true, 0, 7, now, start);
         assert_int_equal(r.age, -1);
         assert_false(r.stale);
         assert_int_equal(r.v, 7);
@@ -329,18 +329,18 @@ static void test_voter_report_restart(void **state)
         assert_int_equal(g.holds_since_ms, start); /* seen holding since the first report */
     }
     g.granted_ms = start + 5;
-    us_lease_report r = us_lease_voter_report(&t, &g, true, 7, start + S_DEF - 1, start);
+    us_lease_report r = us_lease_voter_report(&t, &g, true, 0, 7, start + S_DEF - 1, start);
     assert_int_equal(r.age, -1);
     /* From stale_after on: the age of our grant... */
-    r = us_lease_voter_report(&t, &g, true, 7, start + S_DEF, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 7, start + S_DEF, start);
     assert_int_equal(r.age, S_DEF - 5);
     assert_false(r.stale || r.revoke);
     /* ...or, never granted, the time since our start. */
     g.granted_ms = -1;
-    r = us_lease_voter_report(&t, &g, true, 7, start + S_DEF, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 7, start + S_DEF, start);
     assert_int_equal(r.age, S_DEF);
     assert_false(r.revoke); /* not older than stale_after */
-    r = us_lease_voter_report(&t, &g, true, 7, start + S_DEF + 1, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 7, start + S_DEF + 1, start);
     assert_int_equal(r.age, S_DEF + 1);
     assert_true(r.revoke); /* older, and the role known since start (> stale_after) */
     assert_false(r.stale); /* not in effect before it is saved */
@@ -355,28 +355,28 @@ static void test_voter_report_revoke_needs_known_role(void **state)
     int64_t start = 0, now = 5000;
     g.granted_ms = 1000; /* age 4000: long stale */
     /* Not holding: nothing to revoke. */
-    us_lease_report r = us_lease_voter_report(&t, &g, false, 3, now, start);
+    us_lease_report r = us_lease_voter_report(&t, &g, false, 0, 3, now, start);
     assert_int_equal(r.age, 4000);
     assert_false(r.revoke || r.stale);
     assert_int_equal(g.holds_since_ms, -1);
     /* Holding, first seen now: a voter that just caught up waits stale_after first. */
-    r = us_lease_voter_report(&t, &g, true, 4, now, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 4, now, start);
     assert_int_equal(g.holds_since_ms, now);
     assert_false(r.revoke);
-    r = us_lease_voter_report(&t, &g, true, 4, now + S_DEF, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 4, now + S_DEF, start);
     assert_false(r.revoke);
     assert_int_equal(g.holds_since_ms, now); /* kept while it holds */
-    r = us_lease_voter_report(&t, &g, true, 4, now + S_DEF + 1, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 4, now + S_DEF + 1, start);
     assert_true(r.revoke);
     assert_int_equal(r.v, 4);
     /* The role gone before we saved: forgotten, nothing proposed. */
-    r = us_lease_voter_report(&t, &g, false, 5, now + S_DEF + 2, start);
+    r = us_lease_voter_report(&t, &g, false, 0, 5, now + S_DEF + 2, start);
     assert_false(r.revoke);
     assert_int_equal(g.holds_since_ms, -1);
     /* A fresh grant: no revocation however long the role is known. */
-    r = us_lease_voter_report(&t, &g, true, 6, now + 10000, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 6, now + 10000, start);
     g.granted_ms = now + 20000 - S_DEF;
-    r = us_lease_voter_report(&t, &g, true, 6, now + 20000, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 6, now + 20000, start);
     assert_int_equal(r.age, S_DEF);
     assert_false(r.revoke || r.stale);
 }
@@ -390,11 +390,11 @@ static void test_voter_revoke_only_when_saved(void **state)
     us_lease_grantee g = us_lease_grantee_new();
     int64_t start = 0;
     g.granted_ms = 100;
-    us_lease_report r = us_lease_voter_report(&t, &g, true, 9, 1000, start); /* role seen */
+    us_lease_report r = us_lease_voter_report(&t, &g, true, 0, 9, 1000, start); /* role seen */
     assert_false(r.revoke);
     assert_true(us_lease_may_grant(&g, true, true));
     int64_t now = 1000 + S_DEF + 1;
-    r = us_lease_voter_report(&t, &g, true, 9, now, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 9, now, start);
     assert_true(r.revoke);
     assert_false(r.stale);
     us_lease_revoke_saved(&g, &r, false); /* the write failed */
@@ -405,7 +405,7 @@ static void test_voter_revoke_only_when_saved(void **state)
     assert_false(us_lease_grant(&g, true, true, now));
     assert_int_equal(g.granted_ms, 100);
     /* Tried again with the next report; this time the write succeeds. */
-    r = us_lease_voter_report(&t, &g, true, 10, now + 100, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 10, now + 100, start);
     assert_true(r.revoke);
     assert_false(r.stale);
     us_lease_revoke_saved(&g, &r, true);
@@ -415,7 +415,7 @@ static void test_voter_revoke_only_when_saved(void **state)
     assert_true(r.stale);
     assert_false(us_lease_may_grant(&g, true, true));
     /* From now on reported stale, and not proposed again. */
-    r = us_lease_voter_report(&t, &g, true, 11, now + 200, start);
+    r = us_lease_voter_report(&t, &g, true, 0, 11, now + 200, start);
     assert_false(r.revoke || r.unrevoke);
     assert_true(r.stale);
     assert_int_equal(r.age, now + 200 - 100);
@@ -429,11 +429,11 @@ static void test_voter_revoke_only_when_saved(void **state)
     /* An unsaved revocation is dropped when the role goes (nothing to protect any more). */
     us_lease_grantee u = us_lease_grantee_new();
     u.granted_ms = 100;
-    us_lease_voter_report(&t, &u, true, 9, 1000, start);
-    r = us_lease_voter_report(&t, &u, true, 9, now, start);
+    us_lease_voter_report(&t, &u, true, 0, 9, 1000, start);
+    r = us_lease_voter_report(&t, &u, true, 0, 9, now, start);
     us_lease_revoke_saved(&u, &r, false);
     assert_true(u.revoke_unsaved);
-    r = us_lease_voter_report(&t, &u, false, 10, now + 50, start);
+    r = us_lease_voter_report(&t, &u, false, 0, 10, now + 50, start);
     assert_false(u.revoke_unsaved || u.revoked);
     assert_false(r.unrevoke || r.revoke || r.stale);
     assert_true(us_lease_grant(&u, true, true, now + 60));
@@ -451,35 +451,85 @@ static void test_voter_unrevoke(void **state)
     g.granted_ms = -1;
     int64_t start = 0;
     /* Still holding, at any version: stays revoked. */
-    us_lease_report r = us_lease_voter_report(&t, &g, true, 25, 5000, start);
+    us_lease_report r = us_lease_voter_report(&t, &g, true, 0, 25, 5000, start);
     assert_true(g.revoked);
     assert_false(r.unrevoke || r.revoke);
     assert_true(r.stale); /* age 5000 */
     /* Not holding, but not after the revocation (our state is not newer): stays revoked. */
-    r = us_lease_voter_report(&t, &g, false, 20, 5100, start);
+    r = us_lease_voter_report(&t, &g, false, 0, 20, 5100, start);
     assert_true(g.revoked);
     assert_false(r.unrevoke);
-    r = us_lease_voter_report(&t, &g, false, 19, 5100, start);
+    r = us_lease_voter_report(&t, &g, false, 0, 19, 5100, start);
     assert_true(g.revoked);
     assert_false(r.unrevoke);
     /* Released at a later version: unrevoked at once (the caller saves the file). */
-    r = us_lease_voter_report(&t, &g, false, 21, 5200, start);
+    r = us_lease_voter_report(&t, &g, false, 0, 21, 5200, start);
     assert_false(g.revoked);
     assert_true(r.unrevoke);
     assert_false(r.revoke);
     assert_false(r.stale);
     assert_true(us_lease_may_grant(&g, true, true));
-    r = us_lease_voter_report(&t, &g, false, 22, 5300, start);
+    r = us_lease_voter_report(&t, &g, false, 0, 22, 5300, start);
     assert_false(r.unrevoke); /* once */
 
     /* Also right after a restart (the report itself says unknown). */
     us_lease_grantee h = us_lease_grantee_new();
     h.revoked = true;
     h.revoked_version = 20;
-    r = us_lease_voter_report(&t, &h, false, 21, 100, 50);
+    r = us_lease_voter_report(&t, &h, false, 0, 21, 100, 50);
     assert_true(r.unrevoke);
     assert_false(h.revoked);
     assert_int_equal(r.age, -1);
+}
+
+/* Issue 11: a revocation also ends when every role the node keeps was given or renewed after it
+ * (role_version > revoked_version); the role then counts as newly known, so the holder has
+ * stale_after to renew with us before we revoke again. */
+static void test_voter_unrevoke_on_renewal(void **state)
+{
+    (void)state;
+    us_timing t = profile("default");
+    us_lease_grantee g = us_lease_grantee_new();
+    int64_t start = 0, now = 100000;
+    g.revoked = true;
+    g.revoked_version = 20;
+    g.holds_since_ms = 1000;
+    /* Holding roles given at 20 or before: stays revoked, at any version. */
+    us_lease_report r = us_lease_voter_report(&t, &g, true, 20, 30, now, start);
+    assert_true(g.revoked);
+    assert_true(r.stale);
+    assert_false(r.unrevoke);
+    r = us_lease_voter_report(&t, &g, true, 12, 30, now, start);
+    assert_true(g.revoked);
+    /* Every role renewed after the revocation: lifted, and the role counts as newly known. */
+    r = us_lease_voter_report(&t, &g, true, 21, 21, now, start);
+    assert_false(g.revoked);
+    assert_true(r.unrevoke);
+    assert_false(r.stale);
+    assert_false(r.revoke);
+    assert_int_equal(g.holds_since_ms, now);
+    assert_true(r.age > S_DEF); /* no grant yet: it says so (not fresh) */
+    assert_true(us_lease_may_grant(&g, true, true));
+    /* No grant for stale_after: not revoked again before stale_after since the lift... */
+    r = us_lease_voter_report(&t, &g, true, 21, 22, now + S_DEF, start);
+    assert_false(r.revoke);
+    assert_false(r.stale);
+    /* ...and revoked after it, at the version we are at then. */
+    r = us_lease_voter_report(&t, &g, true, 21, 23, now + S_DEF + 1, start);
+    assert_true(r.revoke);
+    us_lease_revoke_saved(&g, &r, true);
+    assert_true(g.revoked);
+    assert_int_equal(g.revoked_version, 23);
+    assert_true(r.stale);
+    /* A grant in between would have kept it: the holder renewed with us. */
+    us_lease_grantee k = us_lease_grantee_new();
+    k.revoked = true;
+    k.revoked_version = 20;
+    r = us_lease_voter_report(&t, &k, true, 21, 21, now, start);
+    assert_true(us_lease_grant(&k, true, true, now + 100));
+    r = us_lease_voter_report(&t, &k, true, 21, 22, now + S_DEF + 50, start);
+    assert_false(r.revoke);
+    assert_int_equal(r.age, S_DEF - 50);
 }
 
 static void test_may_grant(void **state)
@@ -549,44 +599,44 @@ static void test_judge_holder(void **state)
     us_lease_seen stale = {.age = 900, .stale = true, .v = 5, .rx_ms = now - 50};
     /* 3 voters, holder votes: its own vote plus one fresh report. */
     us_lease_seen a[4] = {fresh, none};
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
-    assert_int_equal(us_lease_judge_holder(&t, 3, false, a, 2, 5, now), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 3, false, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
     /* Fresh only while the grant is at most L old, and the report received within L. */
     a[0].age = 600;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_VALID);
     a[0].age = 601;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
     a[0] = fresh;
     a[0].rx_ms = now - 600;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_VALID);
     a[0].rx_ms = now - 601;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
     a[0] = fresh;
     a[0].age = -1; /* unknown (restarted voter) */
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
     /* No report from a voter's current incarnation: it counts for nothing, even if stale. */
     a[0] = stale;
     a[1] = stale;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_EXPIRED);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_EXPIRED);
     a[1].rx_ms = -1;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
     /* A stale report stays true however old... */
     a[1] = stale;
     a[0].rx_ms = now - 100000;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_EXPIRED);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_EXPIRED);
     /* ...but counts only if its voter had applied the holder's current role. */
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now, NULL), US_LEASE_UNKNOWN);
     a[0].v = 6;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now, NULL), US_LEASE_UNKNOWN);
     a[1].v = 7;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_EXPIRED);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now, NULL), US_LEASE_EXPIRED);
     /* 5 voters, holder not one: 3 of 5 stale, or 3 fresh. */
     us_lease_seen b[5] = {stale, stale, fresh, fresh, none};
-    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now, NULL), US_LEASE_UNKNOWN);
     b[4] = stale;
-    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_EXPIRED);
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now, NULL), US_LEASE_EXPIRED);
     b[4] = fresh;
-    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now, NULL), US_LEASE_VALID);
     /* It is us_lease_judge over the counted reports, for random inputs. */
     for (int iter = 0; iter < 20000; iter++) {
         int voters = (int)rnd_range(1, 7);
@@ -605,8 +655,10 @@ static void test_judge_holder(void **state)
             ns += r[i].stale && r[i].v >= role_v;
             nf += r[i].age >= 0 && r[i].age <= 600 && now - r[i].rx_ms <= 600;
         }
-        assert_int_equal(us_lease_judge_holder(&t, voters, hv, r, n, role_v, now),
+        int counted = -1;
+        assert_int_equal(us_lease_judge_holder(&t, voters, hv, r, n, role_v, now, &counted),
                          us_lease_judge(voters, hv, ns, nf));
+        assert_int_equal(counted, ns);
     }
 }
 
@@ -639,6 +691,7 @@ static void test_judge_holder(void **state)
 #define SIM_NODES 6 /* up to 5 voters and a holder that does not vote */
 #define SIM_GENS 8  /* roles given to H in turn */
 #define SIM_CUTS 128
+#define SIM_LOG 64 /* entries of the replicated log: assignments, releases, renewals */
 
 typedef enum {
     RULE_STICKY, /* unsafe: the leader judges with role version 0, so a stale report counts until
@@ -646,6 +699,15 @@ typedef enum {
     RULE_TAGGED, /* agent.c: a stale report counts only if its voter had applied H's current
                     assignment */
 } stale_rule;
+
+typedef enum {
+    RENEW_NONE,     /* a revocation lasts while H holds its role (the rule before issue 11) */
+    RENEW_TAGGED,   /* agent.c: while H's lease is valid but a voter revoked it, the leader renews
+                       the role (a log entry); voters that applied it lift their revocation, and the
+                       leader counts only stale reports made at the renewal's version or later */
+    RENEW_UNTAGGED, /* unsafe: voters lift at the renewal, but the leader keeps judging with the
+                       version of the assignment, so stale reports from before still count */
+} renew_rule;
 
 typedef enum {
     RESTART_NONE,
@@ -661,6 +723,7 @@ typedef struct sim_cfg {
     double rho;             /* clock rates lie in [1-rho, 1+rho] */
     int gens;               /* 1: H holds one role until released; more: released roles return */
     stale_rule rule;
+    renew_rule renew;
     restart_mode restarts;
     double save_fail; /* probability that writing the revocations file fails */
     double t_max;     /* real ms per run */
@@ -670,7 +733,7 @@ typedef struct sim_cfg {
 } sim_cfg;
 
 typedef struct sim_result {
-    long runs, events, releases, failed_saves;
+    long runs, events, releases, renewals, failed_saves;
     /* Real ms from the end of H's lease to the release, < 0 = violation: [0] leases from grants
      * made before the release, [1] also from grants made after it by voters that had not applied
      * it yet (the revocation did not hold), [2] the lease H itself computed (us_lease_until) while
@@ -741,7 +804,14 @@ typedef struct sim {
     bool holder_votes;
     uint64_t term;
     sim_node nd[SIM_NODES];
-    int log_len; /* odd: H holds a role */
+    /* The log: entry k (1-based) is an assignment 'A', a release 'R' or a renewal 'N'; after
+     * applying k entries a node believes H holds role role_at[k] if holds_at[k], given or renewed
+     * at version rv_at[k], and it applied rels_at[k] releases. */
+    int log_len;
+    char kind[SIM_LOG + 1];
+    bool holds_at[SIM_LOG + 1];
+    int role_at[SIM_LOG + 1], rels_at[SIM_LOG + 1], rv_at[SIM_LOG + 1], av_at[SIM_LOG + 1];
+    int roles, renewals;
     /* H */
     int64_t lease_until;
     us_lease_granter gr[SIM_NODES]; /* each voter's latest grant */
@@ -762,6 +832,20 @@ typedef struct sim {
     double t, t_end;
     long events, failed_saves;
 } sim;
+
+/* Append an entry to the log (the leader's). */
+static void log_append(sim *s, char kind)
+{
+    assert_true(s->log_len < SIM_LOG);
+    int k = ++s->log_len, p = k - 1;
+    s->kind[k] = kind;
+    s->holds_at[k] = kind == 'A' || (kind == 'N' && s->holds_at[p]);
+    s->role_at[k] = kind == 'A' ? s->roles++ : s->role_at[p];
+    s->rels_at[k] = s->rels_at[p] + (kind == 'R');
+    s->rv_at[k] = kind == 'R' ? 0 : k; /* since_version, renewals included */
+    s->av_at[k] = kind == 'A' ? k : kind == 'R' ? 0 : s->av_at[p]; /* assignments only */
+    s->renewals += kind == 'N';
+}
 
 static bool ev_before(const sim_ev *a, const sim_ev *b)
 {
@@ -859,8 +943,9 @@ static bool disk_write(sim *s, int v, bool revoked, uint64_t version)
 static us_lease_report voter_report(sim *s, int v, int64_t now)
 {
     sim_node *n = &s->nd[v];
-    us_lease_report r = us_lease_voter_report(&s->c->t, &n->g, n->applied % 2 == 1,
-                                              (uint64_t)n->applied, now, n->started);
+    us_lease_report r = us_lease_voter_report(&s->c->t, &n->g, s->holds_at[n->applied],
+                                              (uint64_t)s->rv_at[n->applied], (uint64_t)n->applied,
+                                              now, n->started);
     if (r.unrevoke)
         disk_write(s, v, false, 0);
     if (r.revoke)
@@ -873,11 +958,11 @@ static us_lease_report voter_report(sim *s, int v, int64_t now)
 static void holder_belief(sim *s)
 {
     int a = s->nd[s->H].applied;
-    if (a % 2 == 0 || s->lease_until <= 0)
+    if (!s->holds_at[a] || s->lease_until <= 0)
         return;
     double end = clk_real(&s->nd[s->H].clk, (double)s->lease_until);
-    if (end > s->bel_end[a / 2])
-        s->bel_end[a / 2] = end;
+    if (end > s->bel_end[s->role_at[a]])
+        s->bel_end[s->role_at[a]] = end;
 }
 
 /* H applies the log up to entry `len`: it no longer believes in a role it saw released. */
@@ -886,8 +971,9 @@ static void holder_apply(sim *s, int len)
     int a = s->nd[s->H].applied;
     if (len <= a)
         return;
-    if (a % 2 == 1 && s->bel_end[a / 2] > s->t)
-        s->bel_end[a / 2] = s->t;
+    bool still = s->holds_at[len] && s->role_at[len] == s->role_at[a]; /* renewals only */
+    if (s->holds_at[a] && !still && s->bel_end[s->role_at[a]] > s->t)
+        s->bel_end[s->role_at[a]] = s->t;
     s->nd[s->H].applied = len;
     holder_belief(s);
 }
@@ -921,7 +1007,7 @@ static void holder_recompute(sim *s, int64_t now)
 }
 
 /* The leader's judgement of H (us_lease_judge_holder, as agent.c's us_agent_judge_lease). */
-static us_lease_state judge(sim *s, int64_t now)
+static us_lease_state judge(sim *s, int64_t now, int *stale)
 {
     int l = s->leader;
     us_lease_seen seen[SIM_NODES];
@@ -936,10 +1022,14 @@ static us_lease_state judge(sim *s, int64_t now)
             seen[n++] = s->nd[l].rep[v];
         }
     }
-    /* The version at which H got its current role; RULE_STICKY pretends it is always 0. */
-    uint64_t role_version =
-        s->c->rule == RULE_TAGGED && s->log_len % 2 == 1 ? (uint64_t)s->log_len : 0;
-    return us_lease_judge_holder(&s->c->t, s->voters, s->holder_votes, seen, n, role_version, now);
+    /* The version at which H got (or renewed) its current role; RULE_STICKY pretends it is
+     * always 0, RENEW_UNTAGGED ignores renewals. */
+    int k = s->log_len;
+    uint64_t role_version = s->c->rule != RULE_TAGGED       ? 0
+                            : s->c->renew == RENEW_UNTAGGED ? (uint64_t)s->av_at[k]
+                                                            : (uint64_t)s->rv_at[k];
+    return us_lease_judge_holder(&s->c->t, s->voters, s->holder_votes, seen, n, role_version, now,
+                                 stale);
 }
 
 static void leader_tick(sim *s, int64_t now)
@@ -954,20 +1044,27 @@ static void leader_tick(sim *s, int64_t now)
     int64_t q = us_lease_majority_time(acks, s->voters);
     if (q < 0 || now - q > s->c->G)
         return; /* no fresh quorum: no decisions */
-    us_lease_state st = judge(s, now);
-    if (s->log_len % 2 == 1) {
+    int stale = 0;
+    us_lease_state st = judge(s, now, &stale);
+    if (s->holds_at[s->log_len]) {
         if (st == US_LEASE_EXPIRED) {
-            int g = s->log_len / 2;
+            int g = s->role_at[s->log_len];
             s->t_rel[g] = s->t;
             /* The leases tracked for role g include H's own. */
             if (s->lease_until > 0)
                 assert_true(s->pre_end[g] >= clk_real(&s->nd[s->H].clk, (double)s->lease_until));
-            s->nd[l].applied = ++s->log_len;
+            log_append(s, 'R');
+            s->nd[l].applied = s->log_len;
             if (s->c->gens == 1 && s->t + 2.0 * (double)s->c->S < s->t_end)
                 s->t_end = s->t + 2.0 * (double)s->c->S; /* late grants and answers */
+        } else if (st == US_LEASE_VALID && stale > 0 && s->c->renew != RENEW_NONE &&
+                   s->log_len < SIM_LOG - 2 * (s->c->gens - s->roles) - 2) {
+            log_append(s, 'N'); /* decide.c R9 */
+            s->nd[l].applied = s->log_len;
         }
-    } else if ((s->log_len + 1) / 2 < s->c->gens && st == US_LEASE_VALID && unif() < 0.3) {
-        s->nd[l].applied = ++s->log_len;
+    } else if (s->roles < s->c->gens && st == US_LEASE_VALID && unif() < 0.3) {
+        log_append(s, 'A');
+        s->nd[l].applied = s->log_len;
     }
 }
 
@@ -1032,7 +1129,7 @@ static void on_ping(sim *s, const sim_ev *e)
                              .lease = grant,
                              .ack = ack,
                              .v = (uint64_t)n->applied,
-                             .k = n->applied / 2,
+                             .k = s->rels_at[n->applied],
                              .tg = s->t});
 }
 
@@ -1135,7 +1232,8 @@ static void sim_run(const sim_cfg *c, sim_result *res)
     s.holder_votes = rnd() % 2;
     s.H = s.holder_votes ? 0 : s.voters;
     s.n_nodes = s.voters + !s.holder_votes;
-    s.log_len = 1;
+    s.log_len = 0;
+    log_append(&s, 'A'); /* applied everywhere */
     s.lease_until = 0;
     s.t_end = c->t_max;
     double S = (double)c->S;
@@ -1259,6 +1357,7 @@ static void sim_run(const sim_cfg *c, sim_result *res)
         }
     }
     res->runs++;
+    res->renewals += s.renewals;
     res->events += s.events;
     res->failed_saves += s.failed_saves;
 }
@@ -1273,10 +1372,10 @@ static sim_result simulate(const sim_cfg *c, uint64_t seed)
     free(s.q);
     s.q = NULL;
     s.cap_q = 0;
-    printf("  %-28s %6ld runs %9ld events %5ld releases %5ld failed saves, min slack %8.3f / %8.3f "
-           "/ %8.3f ms, %ld + %ld + %ld violations\n",
-           c->name, r.runs, r.events, r.releases, r.failed_saves, r.min_slack[0], r.min_slack[1],
-           r.min_slack[2], r.violations[0], r.violations[1], r.violations[2]);
+    printf("  %-28s %6ld runs %9ld events %5ld releases %5ld renewals %5ld failed saves, min slack "
+           "%8.3f / %8.3f / %8.3f ms, %ld + %ld + %ld violations\n",
+           c->name, r.runs, r.events, r.releases, r.renewals, r.failed_saves, r.min_slack[0],
+           r.min_slack[1], r.min_slack[2], r.violations[0], r.violations[1], r.violations[2]);
     for (int k = 0; k < 3; k++)
         if (r.violations[k])
             printf("    first: %s\n", r.first_bad[k]);
@@ -1304,6 +1403,7 @@ static sim_cfg profile_cfg(const char *name, int gens)
         .rho = t.drift_pct / 100.0,
         .gens = gens,
         .rule = RULE_TAGGED,         /* what src/agent/agent.c does: reports carry versions */
+        .renew = RENEW_TAGGED,       /* and renews roles a voter revoked while a majority grants */
         .restarts = RESTART_PERSIST, /* revocations are written to the data dir */
         .save_fail = 0.05,
         .min_events = 1000000,
@@ -1354,6 +1454,7 @@ static void test_sim_unsafe_short_stale_after(void **state)
     (void)state;
     sim_cfg c = profile_cfg("default", 1);
     c.name = "unsafe: S = L - 50, rho = 0";
+    c.renew = RENEW_NONE; /* the schedule this seed was chosen with */
     c.rho = 0;
     us_timing t = c.t;
     t.drift_pct = 0;
@@ -1374,6 +1475,7 @@ static void test_sim_unsafe_no_drift_allowance(void **state)
     (void)state;
     sim_cfg c = profile_cfg("default", 1);
     c.name = "unsafe: S = L, rho = 0.02";
+    c.renew = RENEW_NONE; /* the schedule this seed was chosen with */
     us_timing t = c.t;
     t.drift_pct = 0;
     t.margin_ms = 0; /* stale_after = L, while the clocks drift by up to 2% */
@@ -1404,6 +1506,7 @@ static void test_sim_reassign(void **state)
     sim_cfg c = profile_cfg("default", SIM_GENS);
     c.name = "roles return, untagged reports (unsafe)";
     c.rule = RULE_STICKY;
+    c.renew = RENEW_NONE;
     c.min_events = 3000000;
     c.stop_at_bad = true;
     sim_result r = simulate(&c, 8);
@@ -1436,6 +1539,7 @@ static void test_sim_restarts(void **state)
     sim_cfg c = profile_cfg("default", 1);
     c.name = "restarts, revocations in memory (unsafe)";
     c.rule = RULE_STICKY;
+    c.renew = RENEW_NONE;
     c.restarts = RESTART_VOLATILE;
     c.min_events = 3000000;
     c.stop_at_bad = true;
@@ -1448,6 +1552,42 @@ static void test_sim_restarts(void **state)
     c.restarts = RESTART_PERSIST;
     c.min_events = 600000;
     check_safe(&c, 10);
+}
+
+/* Issue 11: revocations that never lifted made every active depend on the voters that still
+ * granted it, so a later fault on one of those alone took the active down. Now the leader renews
+ * the role of a holder whose lease a majority keeps valid though a voter revoked it (decide.c
+ * R9, a log entry), the voters lift their revocation once they applied the renewal
+ * (us_lease_voter_report), and the leader counts only stale reports made at the renewal's version
+ * or later (the renewal is the role's since_version). The simulation renews whenever that holds,
+ * in every profile above; here with roles that return. The renewal must be tagged: if the leader
+ * kept judging with the version of the assignment (RENEW_UNTAGGED), a stale report from before
+ * the renewal would still count after its voter lifted the revocation and granted again, and
+ * the simulation must find the overlap. */
+static void test_sim_renewals(void **state)
+{
+    (void)state;
+    sim_cfg c = profile_cfg("default", SIM_GENS);
+    c.name = "renewals, untagged (unsafe)";
+    c.renew = RENEW_UNTAGGED;
+    c.min_events = 3000000;
+    c.stop_at_bad = true;
+    sim_result r = simulate(&c, 11);
+    assert_true(r.violations[0] + r.violations[1] + r.violations[2] > 0);
+
+    c = profile_cfg("default", SIM_GENS);
+    c.name = "renewals, tagged";
+    c.min_events = 1000000;
+    sim_result ok = simulate(&c, 12);
+    for (int k = 0; k < 3; k++)
+        if (ok.violations[k])
+            fail_msg("%s", ok.first_bad[k]);
+    assert_true(ok.renewals > ok.runs); /* renewals happen, and often */
+    assert_true(ok.min_slack[1] >= slack_bound(&c) - 1e-6);
+    c = profile_cfg("fast", SIM_GENS);
+    c.name = "fast, renewals, tagged";
+    c.min_events = 600000;
+    check_safe(&c, 13);
 }
 
 int main(void)
@@ -1464,6 +1604,7 @@ int main(void)
         cmocka_unit_test(test_voter_report_revoke_needs_known_role),
         cmocka_unit_test(test_voter_revoke_only_when_saved),
         cmocka_unit_test(test_voter_unrevoke),
+        cmocka_unit_test(test_voter_unrevoke_on_renewal),
         cmocka_unit_test(test_may_grant),
         cmocka_unit_test(test_lease_until),
         cmocka_unit_test(test_judge_holder),
@@ -1473,6 +1614,7 @@ int main(void)
         cmocka_unit_test(test_sim_unsafe_no_drift_allowance),
         cmocka_unit_test(test_sim_reassign),
         cmocka_unit_test(test_sim_restarts),
+        cmocka_unit_test(test_sim_renewals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
