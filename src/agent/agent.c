@@ -699,6 +699,7 @@ static void build_view(us_agent *a, us_cluster_view *v)
         n->state = us_agent_node_state(a, p);
         n->last_seen_ms = p->last_seen_ms;
         n->dead_inc = p->dead_inc;
+        n->version = i == a->self ? a->fsm.state.version : p->grant_v;
         if (n->self) {
             n->n_reports = 0;
             for (int k = 0; k < US_MAX_SERVICES; k++) {

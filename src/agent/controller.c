@@ -189,6 +189,9 @@ static void transfer_done(void *arg, int status)
     (void)status;
     us_controller *c = arg;
     c->change_in_flight = false;
+    /* Still the leader: the target did not take over in time (libraft gives up after an
+     * election timeout). Try again soon rather than leave leader and active together. */
+    c->transfer_failed = c->env.is_leader(c->env.data);
 }
 
 static void transfer_leadership(us_controller *c, uint64_t to, const char *why)
@@ -214,11 +217,18 @@ int us_controller_hand_over(us_controller *c, us_change_done done, void *arg)
 }
 
 /* Losing the node that is both leader and active would cost an election on top of the lease:
- * keep leadership on a voter that holds no active role when there is one. */
+ * keep leadership on a voter that holds no active role when there is one. The target must have
+ * applied all we have (as its latest grant says): a node that just came back and is still
+ * catching up cannot take over in time, and the failed transfer would leave leader and active
+ * together for longer. A failed transfer is retried after a few heartbeats. */
 static void leadership_away_from_actives(us_controller *c, const us_cluster_view *v)
 {
     const us_state *s = v->state;
     int64_t now = v->now_ms;
+    if (c->transfer_failed) {
+        c->transfer_failed = false;
+        c->next_transfer_ms = now + 3 * c->env.cfg->timing.heartbeat_ms;
+    }
     /* No wait after taking over: the node just promoted is often the leader itself. Not while a
      * configuration change is pending: the next leader would inherit it half-done. */
     if (c->change_in_flight || v->config_uncommitted || now < c->next_transfer_ms ||
@@ -230,9 +240,10 @@ static void leadership_away_from_actives(us_controller *c, const us_cluster_view
         if (v->members[i].role != US_MEMBER_VOTER || !p || p->self || k < 0 ||
             s->nodes[k].leaving || p->state != US_NODE_ALIVE ||
             c->env.judge_lease(c->env.data, p->name, now, NULL) != US_LEASE_VALID ||
-            us_state_holds_active(s, p->name))
+            us_state_holds_active(s, p->name) || p->version < s->version)
             continue;
-        c->next_transfer_ms = now + 2000; /* retry bound if the target cannot take over */
+        /* Bound while it runs; a failure brings the retry closer (transfer_done). */
+        c->next_transfer_ms = now + 2000;
         char why[US_NAME_MAX + 64];
         snprintf(why, sizeof why, "to %s, which holds no active role", p->name);
         transfer_leadership(c, p->id, why);

@@ -45,6 +45,7 @@ typedef struct us_view_node {
     us_node_state state;  /* liveness */
     int64_t last_seen_ms; /* monotonic, -1 = never */
     uint64_t dead_inc;    /* its guardian announced that the agent of this incarnation died */
+    uint64_t version;     /* its state version as it last granted us a lease, 0 = unknown */
     /* Its instance reports (this node: its own instances), read in place. */
     int n_reports;
     const us_report *reports;
@@ -123,6 +124,7 @@ typedef struct us_controller {
     us_controller_env env;
     bool change_in_flight; /* add/assign/remove/transfer */
     int64_t next_transfer_ms;
+    bool transfer_failed; /* the last leadership transfer ended with us still leader */
     int64_t leader_since_ms;
     /* What was last recorded as events (so that only changes are), reset when this node becomes
      * leader: node liveness by view node index, health and restarts by name. */

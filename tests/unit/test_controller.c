@@ -448,6 +448,63 @@ static void test_dead_active_released_for_lease(void **unused)
     }
 }
 
+static int count_changes(const char *kind)
+{
+    int n = 0;
+    for (int i = 0; i < F.n_changes; i++)
+        n += strcmp(F.changes[i].kind, kind) == 0;
+    return n;
+}
+
+/* The leader (n3) holds the active role: leadership goes to a voter that holds none and has
+ * applied all we have; one still catching up (it just came back) is skipped, and a transfer that
+ * fails (we are still leader) is tried again after three heartbeats, not after 2 s (issue 11). */
+static void test_leadership_moves_off_the_active_to_a_caught_up_voter(void **unused)
+{
+    (void)unused;
+    three_nodes();
+    F.lease[node("n1") - F.view.nodes] = US_LEASE_EXPIRED; /* so that n3, the leader, gets it */
+    F.lease[node("n2") - F.view.nodes] = US_LEASE_EXPIRED;
+    assert_string_equal(place("web"), "n3");
+    F.lease[node("n1") - F.view.nodes] = US_LEASE_VALID;
+    F.lease[node("n2") - F.view.nodes] = US_LEASE_VALID;
+    int before = count_changes("transfer");
+    uint64_t v = F.state->version;
+    node("n3")->version = v;
+    node("n1")->version = v - 1; /* still catching up */
+    node("n2")->version = v - 1;
+    advance(5000);
+    tick();
+    drop_proposals();
+    assert_int_equal(count_changes("transfer"), before);
+    node("n2")->version = v; /* caught up */
+    advance(100);
+    tick();
+    drop_proposals();
+    assert_int_equal(count_changes("transfer"), before + 1);
+    change_call *t = &F.changes[F.n_changes - 1];
+    assert_string_equal(t->kind, "transfer");
+    assert_int_equal(t->id, node("n2")->id);
+    /* It fails: n2 did not take over in time, we are still the leader. */
+    advance(1000);
+    complete(t, 0);
+    advance(3 * F.cfg.timing.heartbeat_ms - 1);
+    tick(); /* notes the failure: the retry is three heartbeats from now */
+    drop_proposals();
+    assert_int_equal(count_changes("transfer"), before + 1);
+    advance(3 * F.cfg.timing.heartbeat_ms);
+    tick();
+    drop_proposals();
+    assert_int_equal(count_changes("transfer"), before + 2);
+    assert_int_equal(F.changes[F.n_changes - 1].id, node("n2")->id);
+    /* It succeeds: no longer leader, nothing more. */
+    F.view.leader = false;
+    complete(&F.changes[F.n_changes - 1], 0);
+    advance(3000);
+    tick();
+    assert_int_equal(count_changes("transfer"), before + 2);
+}
+
 static void test_join_adds_then_assigns(void **unused)
 {
     (void)unused;
@@ -642,6 +699,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_registers_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_active_released_for_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leadership_moves_off_the_active_to_a_caught_up_voter,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_join_adds_then_assigns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_autopilot_promotes_a_spare_voter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_while_in_flight, setup, teardown),
