@@ -2,9 +2,16 @@
  *
  * A connection is in exactly one of three lists: held (no target; sorted by hold deadline, one
  * timer for the earliest), connecting (an attempt in flight, or waiting RETRY_MS before the next)
- * or open (forwarding). The client socket is not polled before the connection is open: whatever
- * the client sends meanwhile waits in its socket buffer and is spliced on as soon as the backend
- * answers.
+ * or open (forwarding).
+ *
+ * A target that refuses (or times out) is marked down: from then on connections are held, and
+ * only one at a time (the earliest deadline) tries again, every RETRY_MS; the first that gets
+ * through releases all held ones. Without that gate every held connection would retry on its own
+ * timer: two thousand connections held during a switchover to a cold standby make a hundred
+ * thousand connects a second while the new server starts, and the event loop that must also
+ * renew the agent's lease falls behind. The client socket is not polled before the connection is
+ * open: whatever the client sends meanwhile waits in its socket buffer and is spliced on as soon as
+ * the backend answers.
  *
  * Readiness comes from an epoll set of our own, which libuv polls through a single uv_poll
  * handle. A uv_poll per socket would cost five more syscalls per socket (uv_poll_init probes the
@@ -92,6 +99,9 @@ struct us_proxy {
     uv_poll_t *epoll;
     uv_timer_t *hold_timer, *pause_timer, *idle_timer;
     bool has_target;
+    bool down;    /* the target refused: hold, one attempt at a time (probe) */
+    conn *prober; /* that attempt, NULL if none is in flight */
+    uv_timer_t *probe_timer;
     struct sockaddr_in target;
     uint64_t epoch;
     clist held, connecting, open;
@@ -310,6 +320,8 @@ static void conn_close(conn *c, bool rst)
 {
     us_proxy *p = c->p;
     bool was_held = c->state == C_HELD;
+    if (p->prober == c)
+        p->prober = NULL;
     list_del(list_of(p, c->state), c);
     if (was_held)
         arm_hold(p);
@@ -405,11 +417,45 @@ static bool retryable(int e)
 
 static void on_timer(uv_timer_t *t);
 
+/* The target itself turned the attempt down (not a shortage of ours, like ports). */
+static bool target_refused(int e)
+{
+    return retryable(e) && e != EADDRNOTAVAIL && e != EAGAIN;
+}
+
+/* While the target is down: the earliest held connection tries again, one at a time. */
+static void on_probe(uv_timer_t *t)
+{
+    us_proxy *p = t->data;
+    if (!p->has_target || !p->down || p->prober || !p->held.head)
+        return;
+    conn *c = p->held.head;
+    set_state(c, C_CONNECTING);
+    arm_hold(p);
+    p->prober = c;
+    start_connect(c);
+}
+
+static void arm_probe(us_proxy *p)
+{
+    if (!p->stopped && p->down && !uv_is_active((uv_handle_t *)p->probe_timer))
+        uv_timer_start(p->probe_timer, on_probe, RETRY_MS, 0);
+}
+
 static void attempt_failed(conn *c, int e)
 {
     us_proxy *p = c->p;
     abort_attempt(c);
+    if (p->prober == c)
+        p->prober = NULL;
     if (retryable(e) && uv_now(p->loop) + RETRY_MS < c->deadline) {
+        if (target_refused(e))
+            p->down = true;
+        if (p->down) {
+            hold(c);
+            arm_probe(p);
+            return;
+        }
         uv_timer_start(c->timer, on_timer, RETRY_MS, 0);
         return;
     }
@@ -503,10 +549,19 @@ static void on_ready(conn *c, bool backend, uint32_t ev)
     settle(c, rc);
 }
 
+static void release_held(us_proxy *p);
+
 static void established(conn *c)
 {
     us_proxy *p = c->p;
     uv_timer_stop(c->timer);
+    if (p->prober == c)
+        p->prober = NULL;
+    if (p->down) { /* the target takes connections again */
+        p->down = false;
+        uv_timer_stop(p->probe_timer);
+        release_held(p);
+    }
     set_state(c, C_OPEN);
     c->epoch = p->epoch;
     c->active = uv_now(p->loop);
@@ -566,12 +621,14 @@ static void start_connect(conn *c)
 static void on_timer(uv_timer_t *t)
 {
     conn *c = t->data;
-    if (c->bfd >= 0)
+    if (c->bfd >= 0) {
         attempt_failed(c, ETIMEDOUT);
-    else if (c->p->has_target)
+    } else if (c->p->has_target && !c->p->down) {
         start_connect(c);
-    else
+    } else {
         hold(c);
+        arm_probe(c->p);
+    }
 }
 
 /* ---- accepting ---- */
@@ -591,7 +648,7 @@ static void admit(us_proxy *p, int fd, uint32_t src)
     c->up.pipe[0] = c->up.pipe[1] = c->down.pipe[0] = c->down.pipe[1] = -1;
     c->deadline = uv_now(p->loop) + (uint64_t)p->hold_ms;
     p->accepted++;
-    if (p->has_target) {
+    if (p->has_target && !p->down) {
         c->state = C_CONNECTING;
         list_add(&p->connecting, c);
         start_connect(c);
@@ -600,6 +657,7 @@ static void admit(us_proxy *p, int fd, uint32_t src)
         list_add_sorted(&p->held, c);
         if (p->held.head == c)
             arm_hold(p);
+        arm_probe(p);
     }
 }
 
@@ -679,7 +737,9 @@ static void accept_ready(us_proxy *p)
         }
         if (p->held.n + p->connecting.n + p->open.n >= p->max_conns)
             refuse(p, fd);
-        else if (p->max_per_source > 0 && from_source(p, from.sin_addr.s_addr) >= p->max_per_source)
+        else if (p->max_per_source > 0 &&
+                 2 * (p->held.n + p->connecting.n + p->open.n) >= p->max_conns &&
+                 from_source(p, from.sin_addr.s_addr) >= p->max_per_source)
             refuse_source(p, fd, from.sin_addr.s_addr);
         else
             admit(p, fd, from.sin_addr.s_addr);
@@ -755,12 +815,14 @@ int us_proxy_start(uv_loop_t *loop, const char *listen_addr, const us_proxy_opts
     p->idle_ms = o->idle_ms > 0 ? o->idle_ms : 0;
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
     p->hold_timer = timer_new(p, p);
+    p->probe_timer = timer_new(p, p);
     p->pause_timer = timer_new(p, p);
     p->idle_timer = timer_new(p, p);
     p->epoll = malloc(sizeof *p->epoll);
     struct epoll_event e = {.events = EPOLLIN, .data.u64 = EV_LISTENER};
     int rc = p->epfd < 0 ? -errno : 0;
-    if (rc == 0 && (!p->hold_timer || !p->pause_timer || !p->idle_timer || !p->epoll))
+    if (rc == 0 &&
+        (!p->hold_timer || !p->probe_timer || !p->pause_timer || !p->idle_timer || !p->epoll))
         rc = -ENOMEM;
     if (rc == 0 && p->idle_ms > 0) {
         uint64_t every = (uint64_t)(p->idle_ms / 4 > 1000 ? 1000 : p->idle_ms / 4 + 1);
@@ -797,6 +859,9 @@ void us_proxy_set_target(us_proxy *p, const struct sockaddr_in *backend, uint64_
         (p->has_target != (backend != NULL)) || (backend && !same_addr(&p->target, backend));
     p->epoch = epoch;
     p->has_target = backend != NULL;
+    p->down = false; /* a new target gets its chance at once */
+    p->prober = NULL;
+    uv_timer_stop(p->probe_timer);
     if (backend) {
         p->target = *backend;
         char to[32];
@@ -817,14 +882,21 @@ void us_proxy_set_target(us_proxy *p, const struct sockaddr_in *backend, uint64_
                 hold(c);
         }
     }
-    if (p->has_target) {
-        for (conn *c = p->held.head, *next; c; c = next) {
-            next = c->next;
-            set_state(c, C_CONNECTING);
-            start_connect(c);
-        }
-        arm_hold(p);
+    if (p->has_target)
+        release_held(p);
+}
+
+/* Every held connection tries the target now. */
+static void release_held(us_proxy *p)
+{
+    for (conn *c = p->held.head, *next; c; c = next) {
+        next = c->next;
+        set_state(c, C_CONNECTING);
+        start_connect(c);
+        if (p->down)
+            break; /* it was refused at once: the rest stay held for the probe */
     }
+    arm_hold(p);
 }
 
 int us_proxy_open_conns(const us_proxy *p, uint64_t epoch)
@@ -859,6 +931,7 @@ void us_proxy_stop(us_proxy *p)
             conn_close(lists[i]->head, true);
     drop(p, p->epoll); /* before closing the fd libuv polls */
     drop(p, p->hold_timer);
+    drop(p, p->probe_timer);
     drop(p, p->pause_timer);
     drop(p, p->idle_timer);
     if (p->epfd >= 0)

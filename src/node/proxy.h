@@ -30,9 +30,13 @@ typedef struct us_proxy_opts {
     int hold_ms;            /* max wait of a new connection for a usable target */
     int max_conns;          /* accepted connections at once (held + connecting + forwarding) */
     int connect_timeout_ms; /* one backend connect attempt (default 1000 when 0) */
-    int max_per_source; /* accepted connections at once from one client IPv4 address (0 = any) */
-    int idle_ms;        /* close a forwarding connection with no byte either way this long
-                           (checked every idle_ms/4, at most every second; 0 = never) */
+    int max_per_source;     /* accepted connections at once from one client IPv4 address (0 = any),
+                               enforced once the proxy is half full: a fair share under contention.
+                               Not always: one busy client (a load balancer) may hold hundreds of
+                               connections during a switchover's hold, and refusing them would fail
+                               the requests a planned switchover must not fail */
+    int idle_ms;            /* close a forwarding connection with no byte either way this long
+                               (checked every idle_ms/4, at most every second; 0 = never) */
 } us_proxy_opts;
 
 typedef struct us_proxy_stats {

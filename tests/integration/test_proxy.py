@@ -167,6 +167,46 @@ def test_proxy_switchover_and_kill(nsh):
     print("MEASURED proxy: switchover %s; kill -9 %s" % (switch_fig, fig))
 
 
+def test_proxy_switchover_via_the_promoted_standby(nsh):
+    """Issue 11: a planned switchover loses no request through the proxy of the very node that
+    is promoted (the standby the switchover targets), where the proxy's target turns from the
+    remote active into this node's own backend, still starting (a cold standby)."""
+    h = nsh
+    h.start_agents()
+    h.wait_formed()
+    h.apply_ok(H.service_text(vip=False, proxy=True, delay_ms=SERVER_DELAY_MS))
+    leader, active, epoch = h.wait_steady(vip=False)
+    wait_proxies(h, active, epoch)
+    st = h.status(leader)
+    standbys = [i["node"] for i in h.svc(st)["instances"] if i["role"] == "standby"]
+    assert standbys, "no standby: %r" % h.svc(st)
+    via = standbys[0]
+    pr = load(h, "switchover-to-via", via)
+    pr.wait_ok(RATE, timeout=10)
+    cp, t_ev = h.switchover(to=via, via=leader)
+    assert cp.returncode == 0, "switchover failed (exit %d): %s %s" % (cp.returncode, cp.stdout, cp.stderr)
+    _, new, new_epoch, _ = h.wait_new_active(h.nodes, active, epoch, timeout=20)
+    assert new == via, "the switchover to %s promoted %s" % (via, new)
+    new_body = h.body(new, new_epoch)
+    t_first = pr.wait_answers_from(new_body, t_ev, timeout=15)
+    pr.wait("2 s of load after the switchover", lambda rs: rs and rs[-1]["t_send_ns"] >= t_first + 2e9, 15)
+    recs = pr.stop()
+    t_first = first_answer(recs, new_body, t_ev)
+    fig = load_figures(h, recs, t_ev, t_first + 1e9)
+    fig["switch_ms"] = round((t_first - t_ev) / 1e6, 1)
+    h.note("measured proxy switchover via the promoted %s: %s; prober summary %s" % (via, fig, pr.summary))
+    failed = [r for r in recs if not r["ok"]]
+    assert not failed, "switchover to %s through its own proxy: %d of %d requests failed (%s); first: %s" % (
+        via,
+        len(failed),
+        len(recs),
+        H.counter_text(r["error"] for r in failed),
+        [(h.ms(r["t_send_ns"]), h.ms(r["t_done_ns"]), r["error"]) for r in failed[:10]],
+    )
+    check_rate(fig, "switchover via the promoted standby")
+    print("MEASURED proxy switchover via the promoted standby: %s" % fig)
+
+
 def blocker(h, node, port):
     """A process listening on 0.0.0.0:port inside node's namespace; returns once it is bound."""
     out = h.tmp / ("blocker-%s-%d.out" % (node, port))

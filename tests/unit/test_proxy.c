@@ -639,6 +639,39 @@ static void test_retry_until_backend_listens(void **state)
     backend_free(b);
 }
 
+/* A target that refuses is probed by one connection at a time, not by every held one on its own
+ * timer (issue 11: two thousand held connections retrying every 20 ms starve the event loop); the
+ * first that gets through releases the others. */
+static void test_refusing_target_probed_one_at_a_time(void **state)
+{
+    (void)state;
+    backend *b = backend_new(B_ECHO, 0, 400); /* bound: connects are refused for 400 ms */
+    int port;
+    us_proxy *p = proxy_up(5000, 200, 0, &port);
+    set_target(p, b->port, 1);
+    clients *r = clients_start(port, 40, 3000);
+    assert_true(WAIT_FOR(stats(p).accepted == 40, 2000));
+    /* The first refusals come back: the connections are held, not each retrying on its own. */
+    assert_true(WAIT_FOR(stats(p).held >= 39, 300));
+    int64_t t0 = mono_ms();
+    int most = 0;
+    while (mono_ms() - t0 < 150) { /* still inside the refusal */
+        us_proxy_stats st = stats(p);
+        most = st.connecting > most ? st.connecting : most;
+        spin(5);
+    }
+    assert_true(most <= 1);
+    assert_true(stats(p).held >= 39);
+    assert_true(WAIT_FOR(clients_done(r), 4000));
+    for (int i = 0; i < 40; i++)
+        assert_echoed(&r->s[i]);
+    assert_int_equal(atomic_load(&b->accepted), 40);
+    assert_int_equal(stats(p).failed, 0);
+    clients_free(r);
+    us_proxy_stop(p);
+    backend_free(b);
+}
+
 static void test_target_switch_while_connecting(void **state)
 {
     (void)state;
@@ -864,8 +897,10 @@ static int cconnect_from(int port, const char *src)
     return fd;
 }
 
-/* One client address cannot take every slot: its third connection is refused, another
- * address's is not, and a slot freed is a slot again. */
+/* One client address cannot take every slot: once the proxy is half full (5 of 10), its next
+ * connection is refused while another address's are admitted up to the per-source limit; below
+ * half full one busy client may hold more (a switchover's hold must not fail its requests); and a
+ * slot freed is a slot again. */
 static void test_per_source_limit(void **state)
 {
     (void)state;
@@ -873,30 +908,40 @@ static void test_per_source_limit(void **state)
     us_proxy *p = proxy_up_opts(
         (us_proxy_opts){.name = "web", .hold_ms = 5000, .max_conns = 10, .max_per_source = 2},
         &port);
-    int a1 = cconnect(port), a2 = cconnect(port);
-    assert_true(WAIT_FOR(stats(p).held == 2, 2000));
-    int a3 = cconnect(port);
+    int a[6];
+    for (int i = 0; i < 5; i++) {
+        a[i] = cconnect(port);
+        assert_true(WAIT_FOR(stats(p).held == i + 1, 2000)); /* beyond 2: not yet half full */
+    }
+    a[5] = cconnect(port);
     assert_true(WAIT_FOR(stats(p).refused_source == 1, 2000));
-    int closed = wait_closed(a3, 2000);
+    int closed = wait_closed(a[5], 2000);
     assert_true(closed == 0 || closed == ECONNRESET);
-    int b1 = cconnect_from(port, "127.0.0.2");
-    assert_true(WAIT_FOR(stats(p).held == 3, 2000));
-    close(a1);
+    int b1 = cconnect_from(port, "127.0.0.2"), b2 = cconnect_from(port, "127.0.0.2");
+    assert_true(WAIT_FOR(stats(p).held == 7, 2000));
+    int b3 = cconnect_from(port, "127.0.0.2");
+    assert_true(WAIT_FOR(stats(p).refused_source == 2, 2000));
+    close(b3);
+    close(a[0]);
     backend *b = backend_new(B_ECHO, 0, 0);
     set_target(p, b->port, 1);
-    assert_true(WAIT_FOR(stats(p).open == 2, 2000)); /* a1 is gone, a2 and b1 forward */
-    int a4 = cconnect(port);
+    assert_true(WAIT_FOR(stats(p).open == 6, 2000)); /* a[0] is gone, the others forward */
+    close(a[1]);
+    close(a[2]);
+    assert_true(WAIT_FOR(stats(p).open == 4, 2000)); /* 4 of 10: below half full again */
+    int a6 = cconnect(port);
     char buf[4];
-    say(a4, "abc");
-    assert_true(read_n(a4, buf, 3, 2000));
+    say(a6, "abc");
+    assert_true(read_n(a6, buf, 3, 2000));
     assert_memory_equal(buf, "abc", 3);
     us_proxy_stats st = stats(p);
-    assert_int_equal(st.refused_source, 1);
+    assert_int_equal(st.refused_source, 2);
     assert_int_equal(st.refused_limit, 0);
-    close(a2);
-    close(a3);
-    close(a4);
+    for (int i = 3; i < 6; i++)
+        close(a[i]);
+    close(a6);
     close(b1);
+    close(b2);
     us_proxy_stop(p);
     backend_free(b);
 }
@@ -1036,6 +1081,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_held_then_served, setup, teardown),
         cmocka_unit_test_setup_teardown(test_held_expires, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_until_backend_listens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusing_target_probed_one_at_a_time, setup, teardown),
         cmocka_unit_test_setup_teardown(test_target_switch_while_connecting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_conns_per_epoch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_half_close, setup, teardown),
