@@ -193,7 +193,8 @@ static int run(us_client *c, int argc, char **argv)
         return US_EXIT_OK;
     }
     if (!cmd->run && !cmd->subs) /* main() runs them before the client sees the arguments */
-        return us_command_usage_error(cmd, "the agent is not part of the client");
+        return us_command_usage_error(cmd, "`%s` takes no client options: give it first",
+                                      cmd->name);
 
     us_cmd_args args = {.limit = 100};
     if (cmd->opts != US_OPT_IGNORED) {

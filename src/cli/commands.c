@@ -744,6 +744,32 @@ const us_command us_commands[] = {
      "  1  failed to start or run (the log says why)\n"
      "  2  usage error, or the config has problems (listed as FILE:LINE: ...)\n",
      /* overview */ "  agent --config FILE             run the agent of this node\n", .run = NULL},
+    {"recover", "understudy recover --config FILE [--voters N1,N2...] [--yes]",
+     "Rebuild the voters of a cluster that lost its voter majority for good, from\n"
+     "this node's data dir, keeping the replicated state: services, assignments and\n"
+     "their epochs (the next failover takes the next epoch), failure records, events.\n"
+     "Run it with this node's agent stopped. It reads the last Raft configuration,\n"
+     "asks its other voters over the cluster transport and refuses while a majority\n"
+     "of them (this node included) is reachable: then start the agent instead. It\n"
+     "prints what it found and the new configuration, and writes it only with --yes.\n"
+     "Then start the agent. Run it on ONE survivor, the one with the highest last\n"
+     "entry (it prints it); other survivors named in --voters get a copy of its\n"
+     "DATA_DIR/raft before they start; other nodes join afresh with an empty data dir.\n"
+     "The lost nodes stay in the service model until `understudy node remove NAME`.\n",
+     "  --config FILE    this node's config (data_dir, address, key_file)\n"
+     "  --voters LIST    the new voters, comma-separated, this node among them\n"
+     "                   (default: this node alone)\n"
+     "  --yes            write the new configuration (without it: only print)\n",
+     "  understudy recover --config /etc/understudy/node.conf\n"
+     "  understudy recover --config /etc/understudy/node.conf --yes\n",
+     "  0  written\n"
+     "  1  refused (the agent runs, a majority is reachable, no Raft data, no --yes)\n"
+     "     or failed; nothing changed\n"
+     "  2  usage error, the config has problems, or --voters names a node that is\n"
+     "     not a member of the last configuration\n",
+     /* overview */
+     "  recover --config FILE [--yes]   rebuild the voters after losing the majority\n",
+     .run = NULL},
     {"keygen", "understudy keygen [--token] FILE",
      "Write a new random secret to FILE (mode 0600; an existing FILE is never\n"
      "replaced). Without --token: a cluster key ([cluster] key_file, the same file\n"
