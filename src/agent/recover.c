@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "core/fsm.h"
 #include "core/model.h"
 #include "lib/file.h"
 #include "net/transport.h"
@@ -23,8 +24,8 @@
 
 typedef struct names {
     int n;
-    uint64_t id[US_MAX_NODES * 2 + 1];
-    char name[US_MAX_NODES * 2 + 1][US_NAME_MAX];
+    uint64_t id[US_MAX_NODES * 3 + 1];
+    char name[US_MAX_NODES * 3 + 1][US_NAME_MAX];
 } names;
 
 static void names_add(names *t, const char *name)
@@ -155,9 +156,26 @@ static void loop_finish(uv_loop_t *loop)
     uv_loop_close(loop);
 }
 
-/* Load the log kept in `dir` (a copy: loading closes an open segment) and find its last
- * configuration. */
-static int load_log(const us_node_config *cfg, const char *dir, found *f, char *err, size_t errlen)
+/* The replicated state as this log has it: the snapshot, then every command after it (the last
+ * ones may not have committed). Only read: node names and the assignments, for the operator. */
+static void replay(us_fsm *fsm, struct raft_snapshot *snap, raft_index start,
+                   const struct raft_entry *entries, size_t n)
+{
+    if (snap && snap->n_bufs == 1) {
+        fsm->raft.restore(&fsm->raft, &snap->bufs[0]); /* takes the buffer */
+        snap->bufs[0].base = NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        void *result = NULL;
+        if (entries[i].type == RAFT_COMMAND && (!snap || start + i > snap->index))
+            fsm->raft.apply(&fsm->raft, &entries[i].buf, &result);
+    }
+}
+
+/* Load the log kept in `dir` (a copy: loading closes an open segment), find its last
+ * configuration, and replay it into `fsm`. */
+static int load_log(const us_node_config *cfg, const char *dir, found *f, us_fsm *fsm, char *err,
+                    size_t errlen)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -218,6 +236,8 @@ static int load_log(const us_node_config *cfg, const char *dir, found *f, char *
         }
         if (rc != 0)
             raft_configuration_close(&f->conf);
+        else
+            replay(fsm, snap, start, entries, n);
         free_loaded(snap, entries, n);
     }
     io.close(&io, io_closed);
@@ -430,21 +450,37 @@ int us_agent_recover(const us_node_config *cfg, const char *voters, bool yes)
         close(lock_fd);
         return 1;
     }
-    int lr = copy_dir(raft_dir, copy, err, sizeof err);
-    if (lr == 0)
-        lr = load_log(cfg, copy, &f, err, sizeof err);
+    us_fsm *fsm = calloc(1, sizeof *fsm);
+    int lr = fsm ? copy_dir(raft_dir, copy, err, sizeof err) : -1;
+    if (!fsm)
+        snprintf(err, sizeof err, "out of memory");
+    if (lr == 0) {
+        us_fsm_init(fsm, NULL, NULL);
+        lr = load_log(cfg, copy, &f, fsm, err, sizeof err);
+    }
     remove_tree(copy);
     if (lr != 0) {
         fprintf(stderr, "understudy recover: %s (nothing changed)\n", err);
+        free(fsm);
         close(lock_fd);
         return 1;
     }
+    const us_state *state = &fsm->state;
+    for (int i = 0; i < state->n_nodes; i++)
+        names_add(&known, state->nodes[i].name);
 
     char b1[64];
     printf("node %s, data dir %s\n", cfg->name, cfg->data_dir);
     printf("log: last entry %llu (term %llu), current term %llu\n",
            (unsigned long long)f.last_index, (unsigned long long)f.last_term,
            (unsigned long long)f.term);
+    printf("services (kept, with their epochs; as this log has them):\n");
+    for (int k = 0; k < state->services.n; k++)
+        printf("  %-16s active %-16s epoch %llu\n", state->asg[k].service,
+               state->asg[k].active[0] ? state->asg[k].active : "none",
+               (unsigned long long)state->asg[k].epoch);
+    if (state->services.n == 0)
+        printf("  none\n");
     printf("last configuration (entry %llu):\n", (unsigned long long)f.conf_index);
     int status[US_MAX_NODES * 2];
     probe_voters(cfg, &f.conf, status);
@@ -527,6 +563,7 @@ int us_agent_recover(const us_node_config *cfg, const char *voters, bool yes)
 out:
     raft_configuration_close(&next);
     raft_configuration_close(&f.conf);
+    free(fsm);
     close(lock_fd);
     return rc;
 }

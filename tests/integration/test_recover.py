@@ -4,6 +4,7 @@ from a survivor's data dir, keeping the replicated state and the epochs (docs/op
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -100,6 +101,8 @@ def test_recover_keeps_state_and_epochs_after_losing_the_majority(cluster):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "run again with --yes" in r.stderr, r.stderr
     assert "1 of 3 voters reachable" in r.stdout, r.stdout
+    # What the log holds, as the operator sees it: the service with its active and epoch.
+    assert re.search(r"web +active %s +epoch %d\n" % (active, epoch), r.stdout), r.stdout
     for n in lost:
         assert n in r.stdout and "no answer" in r.stdout, r.stdout
     assert tree_digest(data) == before, "recover without --yes changed the data dir"
