@@ -10,6 +10,7 @@
  *   reports.c     what a node reports about its instances (reports.h)
  *   hub.c         the shared state's queries (hub.h)
  *   agent_api.c   the HTTP API handlers (agent_api.h)
+ *   recover.c     `understudy recover`, run without an agent (recover.h)
  *   metrics.c     GET /metrics (metrics.h); stats.c what this process measures (stats.h)
  */
 #ifndef US_AGENT_H
