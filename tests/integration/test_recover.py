@@ -180,3 +180,59 @@ def test_recover_refuses_while_the_agent_runs(cluster):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "in use by a running agent" in r.stderr and "nothing changed" in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+def test_recover_with_two_survivors_copies_the_raft_dir(cluster):
+    """Two survivors: a voter and a non-voter. recover runs on the voter naming both; the other
+    gets a copy of its raft/ (docs/operations.md); both start and form the new majority."""
+    c = cluster
+    c.form()
+    c.add_node("n4")
+    c.wait_until(
+        lambda: {x["name"]: (x["state"], x["voter"]) for x in c.leader_status()["nodes"]}.get("n4") == ("alive", False),
+        30,
+        "n4 to join as a non-voter",
+    )
+    c.apply(web_ini(c, nodes=None, standbys=1))
+    active, epoch, _ = wait_active(c, c.leader())
+    survivor = next(n for n in ("n1", "n2", "n3") if n != active)
+    others = [n for n in ("n1", "n2", "n3") if n != survivor]
+    # The active dies last (when it is a voter): no majority is left to move it first.
+    lost = sorted(others, key=lambda n: n == active)
+    lose(c, lost)
+    for n in (survivor, "n4"):
+        c.term(n)
+    for n in (survivor, "n4"):
+        assert c.wait_exit(n, 40) == 0
+
+    r = recover(c, survivor, "--voters", "%s,n4" % survivor, "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "over DATA_DIR/raft of n4" in r.stdout, r.stdout
+    raft4 = os.path.join(c.nodes["n4"].data_dir, "raft")
+    shutil.rmtree(raft4)
+    shutil.copytree(os.path.join(c.nodes[survivor].data_dir, "raft"), raft4)
+    # The copy is a recovered log: recover on n4 now finds no majority of the new voters
+    # reachable either, and names the same two voters.
+    r = recover(c, "n4")
+    assert r.returncode == 1 and "run again with --yes" in r.stderr, r.stdout + r.stderr
+    assert re.search(r"%s +\S+ +voter" % survivor, r.stdout) and re.search(r"n4 +\S+ +voter", r.stdout), r.stdout
+
+    c.start(survivor)
+    c.start("n4")
+
+    def recovered():
+        st = c.status(survivor)
+        nodes = {x["name"]: x for x in st["nodes"]}
+        svc = c.service(st, "web")
+        ok = (
+            st["cluster"]["has_quorum"]
+            and all(nodes[n]["voter"] and nodes[n]["state"] == "alive" for n in (survivor, "n4"))
+            and svc["active"] in (survivor, "n4")
+            and svc["epoch"] > epoch
+        )
+        return st if ok else None
+
+    st = c.wait_until(recovered, 60, "%s and n4 to lead together, web active on one of them" % survivor)
+    now, e2, _ = wait_active(c, survivor, min_epoch=epoch + 1)
+    assert now in (survivor, "n4") and e2 > epoch
+    assert_no_overlap(c.overlap_log)
