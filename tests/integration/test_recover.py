@@ -141,6 +141,18 @@ def test_recover_keeps_state_and_epochs_after_losing_the_majority(cluster):
     st = c.wait_until(standby_on_n4, 60, "n4 to join and hold web's standby")
     svc = c.service(st, "web")
     assert svc["active"] == survivor and svc["epoch"] >= e2
+    # The recovered log (its recovery entry included) loads again: a restart of the survivor
+    # hands web over to n4 and comes back into the two-voter cluster.
+    c.restart(survivor)
+    moved, e3, _ = wait_active(c, "n4", min_epoch=svc["epoch"] + 1, timeout=60)
+    assert moved == "n4"
+    c.wait_until(
+        lambda: (lambda v: v["cluster"]["has_quorum"] and {x["name"]: x["state"] for x in v["nodes"]}[survivor] == "alive")(
+            c.status("n4")
+        ),
+        30,
+        "%s back in the recovered cluster" % survivor,
+    )
     assert_no_overlap(c.overlap_log)
 
 
