@@ -484,7 +484,7 @@ int us_agent_recover(const us_node_config *cfg, const char *voters, bool yes)
     printf("last configuration (entry %llu):\n", (unsigned long long)f.conf_index);
     int status[US_MAX_NODES * 2];
     probe_voters(cfg, &f.conf, status);
-    int n_voters = 0, up = 0;
+    int n_voters = 0, up = 0, others_up = 0;
     for (unsigned i = 0; i < f.conf.n && i < US_MAX_NODES * 2; i++) {
         const struct raft_server *s = &f.conf.servers[i];
         bool self = s->id == us_node_id(cfg->name);
@@ -503,6 +503,7 @@ int us_agent_recover(const us_node_config *cfg, const char *voters, bool yes)
         if (s->role == RAFT_VOTER) {
             n_voters++;
             up += self || status[i] == 0;
+            others_up += !self && status[i] == 0;
         }
     }
     int majority = n_voters / 2 + 1;
@@ -517,6 +518,12 @@ int us_agent_recover(const us_node_config *cfg, const char *voters, bool yes)
     printf("%d of %d voters reachable (this node included), a majority needs %d: the majority "
            "is lost\n",
            up, n_voters, majority);
+    if (others_up > 0)
+        fprintf(stderr,
+                "understudy recover: warning: %d other voter%s still run%s an agent: stop %s "
+                "before starting this one (see Losing the majority in docs/operations.md)\n",
+                others_up, others_up == 1 ? "" : "s", others_up == 1 ? "s" : "",
+                others_up == 1 ? "it" : "them");
 
     for (int i = 0; i < want.n; i++) {
         int k = find_server(&f.conf, want.id[i]);

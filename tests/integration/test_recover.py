@@ -250,3 +250,28 @@ def test_recover_with_two_survivors_copies_the_raft_dir(cluster):
     now, e2, _ = wait_active(c, survivor, min_epoch=epoch + 1)
     assert now in (survivor, "n4") and e2 > epoch
     assert_no_overlap(c.overlap_log)
+
+
+def test_recover_counts_the_majority_of_five_voters(cluster):
+    """5 voters: 3 reachable (this node included) is a majority, 2 is not; a voter that still
+    runs is named in a warning."""
+    c = cluster
+    names = ("n1", "n2", "n3", "n4", "n5")
+    c.form(names)
+    for n in ("n3", "n4", "n5"):
+        c.kill9(n)
+    for n in ("n3", "n4", "n5"):
+        c.wait_exit(n, 10)
+    data = c.nodes["n3"].data_dir
+    before = tree_digest(data)
+    r = recover(c, "n3", "--yes")
+    assert r.returncode == 1 and "refused: 3 of the 5 voters" in r.stderr, r.stdout + r.stderr
+    assert tree_digest(data) == before
+    c.kill9("n2")
+    c.wait_exit("n2", 10)
+    r = recover(c, "n3")
+    assert r.returncode == 1 and "run again with --yes" in r.stderr, r.stdout + r.stderr
+    assert "2 of 5 voters reachable" in r.stdout, r.stdout
+    assert "warning: 1 other voter still runs an agent" in r.stderr, r.stderr
+    assert re.search(r"n1 +\S+ +voter +ANSWERS", r.stdout), r.stdout
+    assert tree_digest(data) == before
