@@ -232,7 +232,7 @@ void us_agent_consistency(us_agent *a, int64_t now, us_consistency *out)
     const int64_t limit = a->cfg.timing.election_ms;
     out->term = raft_current_term(&a->raft);
     out->applied = raft_last_applied(&a->raft);
-    if (a->leader && raft_state(&a->raft) == RAFT_LEADER) {
+    if (raft_state(&a->raft) == RAFT_LEADER) {
         out->is_leader = true;
         us_strlcpy(out->leader, a->cfg.name, sizeof out->leader);
         out->has_commit = true;

@@ -724,6 +724,8 @@ def test_a_node_cut_off_from_the_leader_says_its_view_may_be_stale(cluster):
         k = v["consistency"]
         assert re.search(r"lost contact with leader|no leader known", k["reason"]), k
         assert k["mode"] == "local" and not k["is_leader"], k
+        code, _, body = c.api(lone, "/metrics")
+        assert code == 200 and re.search(r"^understudy_state_stale 1$", body.decode(), re.M), body[-2000:]
         r = c.cli("status", "--local", node=lone)
         assert r.returncode == 0, r.stderr
         assert re.search(r"^state of %s may be stale: (lost contact with leader|no leader known)" % lone, r.stdout, re.M), r.stdout
@@ -736,6 +738,11 @@ def test_a_node_cut_off_from_the_leader_says_its_view_may_be_stale(cluster):
     wait_view(c, lone, lambda v: v["consistency"]["stale"] is False, "%s to catch up again" % lone, timeout=20)
     r = c.cli("status", node=lone)
     assert r.returncode == 0 and "may be stale" not in r.stdout, (r.stdout, r.stderr)
+    c.wait_until(
+        lambda: re.search(r"^understudy_state_stale 0$", c.api(lone, "/metrics")[2].decode(), re.M),
+        10,
+        "the metrics of %s to say it caught up" % lone,
+    )
 
 
 def test_sigterm_of_active_agent_hands_over_by_switchover(cluster):
