@@ -612,16 +612,35 @@ def test_kill9_agent_restarts_and_rejoins_as_standby(cluster):
     assert [(i.node, i.epoch) for i in ivs] == [(active, epoch), (new, new_epoch)], format_intervals(ivs)
 
 
-def test_restarted_agent_never_reports_its_pre_crash_state_as_current(cluster):
+def raft_snapshots(c, node):
+    d = os.path.join(c.nodes[node].data_dir, "raft")
+    return [f for f in os.listdir(d) if f.startswith("snapshot-")] if os.path.isdir(d) else []
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["log", "snapshot"])
+def test_restarted_agent_never_reports_its_pre_crash_state_as_current(cluster, snapshot):
     """Issue 11: kill -9 of the active's agent, the role moves elsewhere under a new epoch, the agent
     starts again. From its first answer on, GET /v1/status on the restarted node either shows the new
     active and epoch or says that it is stale ("consistency": stale, with a reason); never the old
     view unflagged. Once caught up it is unflagged and correct, and the CLI's default `status` (the
-    leader's view, forwarded) shows the new active from the start."""
+    leader's view, forwarded) shows the new active from the start. With `snapshot`, the killed node
+    took a Raft snapshot while it held the role (512 entries: no-op resets), so that it starts with
+    "active on itself, old epoch" in its state: the view of the issue's report."""
     c = cluster
     c.form()
     c.apply(web_ini(c, standbys=2))
     active, epoch, _ = wait_active(c, "n1")
+    if snapshot:
+        leader = c.leader()
+        before = len(raft_snapshots(c, active))
+        for i in range(600):
+            code, body = http_post(c.nodes[leader].api, "/v1/services/web/reset", c.token)
+            assert code == 200, (code, body)
+            if i >= 520 and len(raft_snapshots(c, active)) > before:
+                break
+        c.wait_until(lambda: len(raft_snapshots(c, active)) > before, 20, "a Raft snapshot on %s" % active)
+        s = c.service(c.status(active), "web")
+        assert (s["active"], s["epoch"]) == (active, epoch), s
     c.kill9(active)
     c.wait_exit(active, 10)
     survivor = [m for m in ("n1", "n2", "n3") if m != active][0]
@@ -685,6 +704,8 @@ def test_restarted_agent_never_reports_its_pre_crash_state_as_current(cluster):
     assert not unflagged_old, "the restarted agent reported an old state as current (not flagged stale): %r" % (
         unflagged_old[:5],
     )
+    if snapshot:  # the issue's view did come, flagged
+        assert any(a[3] == active and a[4] == epoch and a[2] is True for a in answers), views
     assert caught_up is not None, "the restarted agent never caught up: last answers %r\n%s" % (
         answers[-5:],
         c.dump_logs(),
