@@ -741,7 +741,9 @@ def test_a_node_cut_off_from_the_leader_says_its_view_may_be_stale(cluster):
     for m in others:
         c.stop(m)
     try:
-        v = wait_view(c, lone, lambda v: v["consistency"]["stale"] is True, "%s to flag its view stale" % lone, timeout=10)
+        v = wait_view(
+            c, lone, lambda v: v["consistency"]["stale"] is True, "%s to flag its view stale" % lone, timeout=10
+        )
         k = v["consistency"]
         assert re.search(r"lost contact with leader|no leader known", k["reason"]), k
         assert k["mode"] == "local" and not k["is_leader"], k
@@ -749,7 +751,8 @@ def test_a_node_cut_off_from_the_leader_says_its_view_may_be_stale(cluster):
         assert code == 200 and re.search(r"^understudy_state_stale 1$", body.decode(), re.M), body[-2000:]
         r = c.cli("status", "--local", node=lone)
         assert r.returncode == 0, r.stderr
-        assert re.search(r"^state of %s may be stale: (lost contact with leader|no leader known)" % lone, r.stdout, re.M), r.stdout
+        line = r"^state of %s may be stale: (lost contact with leader|no leader known)" % lone
+        assert re.search(line, r.stdout, re.M), r.stdout
         r = c.cli("status", node=lone)
         assert r.returncode == 1, (r.stdout, r.stderr)
         assert "status --local" in r.stderr, r.stderr
