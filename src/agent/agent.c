@@ -400,8 +400,8 @@ static void barrier_new_term(us_agent *a, uint64_t term)
     b->req.data = b;
     int rc = raft_barrier(&a->raft, &b->req, on_ready_barrier);
     if (rc != 0) {
-        us_warn("cannot start the barrier of term %llu: %s", (unsigned long long)term,
-                raft_strerror(rc));
+        us_debug("cannot start the barrier of term %llu: %s", (unsigned long long)term,
+                 raft_strerror(rc));
         free(b);
         return;
     }
