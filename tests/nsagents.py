@@ -4,7 +4,7 @@ The pieces the namespace tests (tests/integration/nsharness.py, test_partition.p
 namespace benchmarks (bench/nslib.py, bench/failover-netns.py) share:
   - node configs: node address = the node's IP on RAFT_PORT, API on API_PORT, every node a member;
   - starting an agent in its node's namespace with its output appended to a log file;
-  - the CLI run inside a namespace, `status --json` parsed (None when the agent does not answer);
+  - the CLI run inside a namespace, `status --local --json` parsed (None when the agent does not answer);
   - stopping processes: a signal, then SIGKILL after one bound for all of them;
   - polling a condition bounded in time and count; the "cluster formed" check on statuses;
   - sanitizer markers to look for in agent logs.
@@ -84,9 +84,10 @@ def cli(bed, where, binary, api_of, argv, timeout=30):
 
 
 def status(bed, where, binary, n):
-    """Agent n's `status --json`, asked from namespace `where`; None if it does not answer."""
+    """Agent n's own view (`status --local --json`: not the leader's, which plain `status` asks for),
+    asked from namespace `where`; None if it does not answer."""
     try:
-        cp = cli(bed, where, binary, n, ["status", "--json"], timeout=10)
+        cp = cli(bed, where, binary, n, ["status", "--local", "--json"], timeout=10)
     except netns.NetnsError:
         return None
     if cp.returncode != 0:

@@ -51,6 +51,7 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         p->id = us_node_id(name);
         p->last_seen_ms = -1;
         p->ack_ms = -1;
+        p->leader_ci_ms = -1;
         p->lease = us_lease_grantee_new();
         p->grant_t0 = -1;
         for (int i = 0; i < US_MAX_NODES; i++)
@@ -137,6 +138,13 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     /* Its own API address, which it states for itself; registration commits it (controller.c). */
     if (g->has_api)
         us_strlcpy(p->api, g->api, sizeof p->api);
+    /* As Raft leader it tells its commit index: what we must have applied to be caught up. */
+    if (g->has_commit && (p->leader_ci_ms < 0 || g->term > p->leader_ci_term ||
+                          (g->term == p->leader_ci_term && g->commit >= p->leader_ci))) {
+        p->leader_ci = g->commit;
+        p->leader_ci_term = g->term;
+        p->leader_ci_ms = now;
+    }
     /* A changed report (failed, demoted) may let the leader act now instead of next tick. */
     if (a->leader && changed)
         schedule_reconcile(a);
@@ -365,6 +373,41 @@ static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockadd
 
 /* ---- the heartbeat tick ---- */
 
+typedef struct ready_barrier {
+    struct raft_barrier req;
+    us_agent *agent;
+    uint64_t term;
+} ready_barrier;
+
+static void on_ready_barrier(struct raft_barrier *req, int status)
+{
+    ready_barrier *b = req->data;
+    if (status == 0 && raft_current_term(&b->agent->raft) == b->term)
+        b->agent->ready_term = b->term;
+    b->agent->barrier_in_flight = false;
+    free(b);
+}
+
+/* A new leader's state is current only once an entry of its own term has applied (Raft 5.4.2):
+ * before that, entries of earlier terms it holds may not be committed yet, nor applied. */
+static void barrier_new_term(us_agent *a, uint64_t term)
+{
+    ready_barrier *b = calloc(1, sizeof *b);
+    if (!b)
+        return;
+    b->agent = a;
+    b->term = term;
+    b->req.data = b;
+    int rc = raft_barrier(&a->raft, &b->req, on_ready_barrier);
+    if (rc != 0) {
+        us_debug("cannot start the barrier of term %llu: %s", (unsigned long long)term,
+                 raft_strerror(rc));
+        free(b);
+        return;
+    }
+    a->barrier_in_flight = true;
+}
+
 static void track_leadership(us_agent *a)
 {
     bool is_leader = raft_state(&a->raft) == RAFT_LEADER;
@@ -384,6 +427,8 @@ static void track_leadership(us_agent *a)
         us_info("no longer leader (term %llu)", (unsigned long long)term);
     }
     a->leader = is_leader;
+    if (is_leader && a->ready_term != term && !a->barrier_in_flight)
+        barrier_new_term(a, term); /* again if one failed */
 }
 
 /* Our lease: a majority of voters granted requests sent at t0 or later (us_lease_until). */
@@ -541,6 +586,8 @@ static void send_pings(us_agent *a, int64_t now)
             json_pack("{s:s, s:o, s:s, s:o, s:b, s:O, s:O}", "t", "ping", "seq", us_u64_json(seq),
                       "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
                       true, "rep", rep, "gr", gr);
+        if (us_agent_is_leader(a)) /* followers judge whether they caught up by it */
+            json_object_set_new(m, "ci", us_u64_json(raft_commit_index(&a->raft)));
         send_to(a, p, m);
     }
     json_decref(rep);

@@ -98,7 +98,27 @@ static void self_healing_json(json_t *o, const us_service_def *d, const us_assig
     json_object_set_new(o, "failback", json_boolean(d->failback));
 }
 
-static json_t *status_json(us_agent *a)
+/* How current this answer is (hub.h us_agent_consistency): "mode" says whether the leader
+ * answered a consistent read or this node its own view. */
+static json_t *consistency_json(const us_consistency *k, bool consistent)
+{
+    json_t *o = json_pack(
+        "{s:s, s:b, s:o, s:o, s:b, s:I, s:I}", "mode", consistent ? "consistent" : "local", "stale",
+        k->stale, "reason", str_or_null(k->reason), "leader", str_or_null(k->leader), "is_leader",
+        k->is_leader, "term", (json_int_t)k->term, "applied_index", (json_int_t)k->applied);
+    json_object_set_new(o, "commit_index",
+                        k->has_commit ? json_integer((json_int_t)k->commit) : json_null());
+    json_object_set_new(
+        o, "lag",
+        k->has_commit
+            ? json_integer(k->commit > k->applied ? (json_int_t)(k->commit - k->applied) : 0)
+            : json_null());
+    json_object_set_new(o, "leader_contact_ms",
+                        k->contact_ms >= 0 ? json_integer((json_int_t)k->contact_ms) : json_null());
+    return o;
+}
+
+static json_t *status_json(us_agent *a, const us_consistency *cons, bool consistent)
 {
     const us_state *s = &a->fsm.state;
     char leader[US_NAME_MAX];
@@ -155,13 +175,40 @@ static json_t *status_json(us_agent *a)
         self_healing_json(o, d, as);
         json_array_append_new(svcs, o);
     }
-    return json_pack("{s:o, s:s, s:o, s:o}", "cluster", cluster, "node", a->cfg.name, "nodes",
-                     nodes, "services", svcs);
+    return json_pack("{s:o, s:s, s:o, s:o, s:o}", "cluster", cluster, "node", a->cfg.name, "nodes",
+                     nodes, "services", svcs, "consistency", consistency_json(cons, consistent));
 }
 
+static bool require_leader(us_agent *a, us_api_req *r);
+
+/* GET /v1/status: this node's own view, flagged "stale" in "consistency" when it is not caught
+ * up with the leader; with ?consistent, the leader's view (forwarded like a change), refused
+ * (503, "retry") while the leader itself is not caught up. */
 static void h_status(us_api_req *r, void *data)
 {
-    us_api_reply_json(r, 200, status_json(data));
+    us_agent *a = data;
+    const char *c = us_api_req_query(r, "consistent");
+    bool consistent = c && strcmp(c, "0") != 0 && strcmp(c, "false") != 0;
+    us_consistency k;
+    us_agent_consistency(a, us_now_ms(), &k);
+    if (consistent && !k.is_leader && k.leader[0] && k.contact_ms > a->cfg.timing.election_ms) {
+        /* Raft still names a leader we have not heard for an election timeout: forwarding
+         * would wait for it in vain. */
+        json_t *e = json_pack("{s:s}", "error", "no leader");
+        json_object_set_new(e, "detail", json_sprintf("%s: %s", a->cfg.name, k.reason));
+        us_api_reply_json(r, 503, e);
+        return;
+    }
+    if (consistent && !require_leader(a, r))
+        return;
+    if (consistent && k.stale) {
+        json_t *e = json_pack("{s:s, s:b, s:o}", "error", "the leader is not caught up yet",
+                              "retry", true, "consistency", consistency_json(&k, true));
+        json_object_set_new(e, "detail", json_sprintf("%s: %s", a->cfg.name, k.reason));
+        us_api_reply_json(r, 503, e);
+        return;
+    }
+    us_api_reply_json(r, 200, status_json(a, &k, consistent));
 }
 
 static void h_version(us_api_req *r, void *data)
@@ -834,7 +881,10 @@ int us_agent_api_execute(us_agent *a, const char *request, size_t len, us_api_do
     json_t *who = json_object_get(j, "who");
     const char *token = json_string_value(json_object_get(who, "token"));
     const char *peer = json_string_value(json_object_get(who, "peer"));
-    if (!method || !us_guard_mutating(method) || !path || path[0] != '/' || !ct ||
+    /* Changes, and the one read that asks for the leader's view (h_status). */
+    bool status_read =
+        method && path && strcmp(method, "GET") == 0 && strncmp(path, "/v1/status?", 11) == 0;
+    if (!method || (!us_guard_mutating(method) && !status_read) || !path || path[0] != '/' || !ct ||
         !json_is_string(body) || !token || !peer || !a->api) {
         json_decref(j);
         static const char bad[] = "{\"error\": \"malformed forwarded request\"}\n";

@@ -3,6 +3,7 @@
 #include "agent/hub.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -217,4 +218,71 @@ int us_agent_proxies_open_total(us_agent *a, const char *service, uint64_t epoch
             total += r->px_open;
     }
     return total;
+}
+
+void us_agent_consistency(us_agent *a, int64_t now, us_consistency *out)
+{
+    memset(out, 0, sizeof *out);
+    out->contact_ms = -1;
+    if (!a->raft_started) {
+        out->stale = true;
+        snprintf(out->reason, sizeof out->reason, "Raft has not started");
+        return;
+    }
+    const int64_t limit = a->cfg.timing.election_ms;
+    out->term = raft_current_term(&a->raft);
+    out->applied = raft_last_applied(&a->raft);
+    if (raft_state(&a->raft) == RAFT_LEADER) {
+        out->is_leader = true;
+        us_strlcpy(out->leader, a->cfg.name, sizeof out->leader);
+        out->has_commit = true;
+        out->commit = raft_commit_index(&a->raft);
+        int64_t q = voters_majority_time(a, now, ack_time);
+        out->contact_ms = q >= 0 ? now - q : -1;
+        if (a->ready_term != out->term)
+            snprintf(out->reason, sizeof out->reason,
+                     "this leader has not committed an entry of its term %llu yet",
+                     (unsigned long long)out->term);
+        else if (out->contact_ms < 0 || out->contact_ms > limit)
+            snprintf(out->reason, sizeof out->reason,
+                     "no majority of voters has acknowledged this leader %s (election timeout "
+                     "%lld ms): another may have been elected",
+                     out->contact_ms < 0 ? "yet" : "lately", (long long)limit);
+        else if (out->applied < out->commit)
+            snprintf(out->reason, sizeof out->reason,
+                     "applied index %llu, behind this leader's commit index %llu",
+                     (unsigned long long)out->applied, (unsigned long long)out->commit);
+        out->stale = out->reason[0] != '\0';
+        return;
+    }
+    raft_id id = 0;
+    const char *addr = NULL;
+    raft_leader(&a->raft, &id, &addr);
+    us_peer *lp = id ? us_agent_peer_by_id(a, id) : NULL;
+    if (!lp || lp == &a->peers[a->self]) {
+        out->stale = true;
+        snprintf(out->reason, sizeof out->reason, "no leader known");
+        return;
+    }
+    us_strlcpy(out->leader, lp->name, sizeof out->leader);
+    bool heard = lp->leader_ci_ms >= 0 && lp->leader_ci_term == out->term;
+    if (heard) {
+        out->has_commit = true;
+        out->commit = lp->leader_ci;
+        out->contact_ms = now - lp->leader_ci_ms;
+    }
+    if (!heard)
+        snprintf(out->reason, sizeof out->reason,
+                 "not caught up with leader %s: no commit index heard from it in term %llu since "
+                 "this agent started",
+                 lp->name, (unsigned long long)out->term);
+    else if (out->contact_ms > limit)
+        snprintf(out->reason, sizeof out->reason,
+                 "lost contact with leader %s: not heard for %lld ms (election timeout %lld ms)",
+                 lp->name, (long long)out->contact_ms, (long long)limit);
+    else if (out->applied < out->commit)
+        snprintf(out->reason, sizeof out->reason,
+                 "not caught up with leader %s: applied index %llu of its commit index %llu",
+                 lp->name, (unsigned long long)out->applied, (unsigned long long)out->commit);
+    out->stale = out->reason[0] != '\0';
 }

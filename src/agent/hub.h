@@ -49,6 +49,11 @@ typedef struct us_peer {
     int64_t last_seen_ms;            /* -1 = never */
     /* Leader side. */
     int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
+    /* Follower side: the commit index this peer announced as Raft leader ("ci" of its pings, only
+     * those addressed to this incarnation), in which term, and when it arrived (-1 = never). */
+    uint64_t leader_ci;
+    uint64_t leader_ci_term;
+    int64_t leader_ci_ms;
     /* Leases (lease.h). As a voter we grant this peer; as a requester it grants us (if it votes).
      */
     us_lease_grantee lease; /* as a voter: what we granted it, whether we revoked it */
@@ -102,6 +107,8 @@ typedef struct us_agent {
     } sent[256]; /* by ping round (seq) % 256 */
     bool leader;
     uint64_t leader_term;
+    uint64_t ready_term; /* as leader: a barrier of this term has applied (us_agent_consistency) */
+    bool barrier_in_flight;
 
     /* Controller (controller.h): the leader's duties, fed a view each tick. */
     us_controller ctl;
@@ -151,6 +158,25 @@ int us_agent_voters(us_agent *a, us_peer *out[US_MAX_NODES]);
 bool us_agent_is_voter(us_agent *a, uint64_t id);
 /* Open proxied connections to `service` under `epoch`, cluster-wide (own + peers' reports). */
 int us_agent_proxies_open_total(us_agent *a, const char *service, uint64_t epoch);
+
+/* Whether this agent's replicated state is current (docs/api.md, "Consistency"): caught up
+ * only when, in this incarnation, it has heard from the current Raft leader within an election
+ * timeout and has applied everything that leader said it had committed; the leader itself once a
+ * barrier of its term has applied and a majority of voters acknowledged it within an election
+ * timeout. */
+typedef struct us_consistency {
+    bool stale;
+    char reason[256];         /* why it is stale; "" when caught up */
+    char leader[US_NAME_MAX]; /* "" = none known */
+    bool is_leader;
+    uint64_t term;
+    uint64_t applied;   /* Raft index applied to our state */
+    bool has_commit;    /* the leader's commit index is known (ours, as leader) */
+    uint64_t commit;    /* ... and is this */
+    int64_t contact_ms; /* ms since the leader was last heard (as leader: since a majority
+                           acknowledged it); -1 = never in this incarnation */
+} us_consistency;
+void us_agent_consistency(us_agent *a, int64_t now_ms, us_consistency *out);
 
 typedef void (*us_apply_done)(void *data, int status, int result);
 /* Propose a command (consumed). done may be NULL. 0 or a raft error code. */

@@ -240,6 +240,16 @@ static void raft_metrics(us_mtext *t, us_agent *a)
     gauge(t, "understudy_raft_last_applied", "Index of the last Raft entry applied here.");
     us_mtext_sample(t, "understudy_raft_last_applied", NULL,
                     a->raft_started ? (double)raft_last_applied(&a->raft) : 0);
+    us_consistency k;
+    us_agent_consistency(a, us_now_ms(), &k);
+    gauge(t, "understudy_state_stale",
+          "1 while this node's state may be stale: not caught up with the leader (docs/api.md).");
+    us_mtext_sample(t, "understudy_state_stale", NULL, k.stale);
+    gauge(t, "understudy_raft_lag",
+          "Entries the leader announced committed that this node has not applied yet.");
+    if (k.has_commit)
+        us_mtext_sample(t, "understudy_raft_lag", NULL,
+                        k.commit > k.applied ? (double)(k.commit - k.applied) : 0);
     gauge(t, "understudy_raft_is_leader", "1 if this node is the Raft leader.");
     us_mtext_sample(t, "understudy_raft_is_leader", NULL, us_agent_is_leader(a));
     gauge(t, "understudy_raft_leader", "The Raft leader this node knows (1; absent if none).");

@@ -30,6 +30,7 @@ enum {
     O_LIMIT,
     O_FOLLOW,
     O_NODE,
+    O_LOCAL,
     O_COUNT
 };
 
@@ -61,6 +62,7 @@ static const option options[O_COUNT] = {
                  "--limit needs a number from 1 to " STR(US_EVENTS_PAGE), true, "events"},
     [O_FOLLOW] = {"--follow", "-f", US_OPT_FOLLOW, NULL, false, NULL},
     [O_NODE] = {"--node", NULL, US_OPT_NODE, "--node needs a node name", false, ""},
+    [O_LOCAL] = {"--local", NULL, US_OPT_LOCAL, NULL, false, NULL},
 };
 
 /* The option argv[*i] is, with its value in *val (NULL when missing; the option's name for a
@@ -218,6 +220,7 @@ static int run(us_client *c, int argc, char **argv)
         args.service = val[O_SERVICE];
         args.node = val[O_NODE];
         args.follow = val[O_FOLLOW] != NULL;
+        args.own_view = val[O_LOCAL] != NULL;
     }
 
     /* The subcommand, then the arguments after it. */

@@ -20,16 +20,26 @@
 
 /* ---- the handlers ---- */
 
+/* By default the leader's view (a consistent read: the agent asked forwards it to the leader);
+ * --local: the asked agent's own view, which says when it may be stale. */
 static int cmd_status(us_client *c, const us_cmd_args *a)
 {
-    (void)a;
     us_reply rep;
-    if (us_http_call(&c->http, "GET", "/v1/status", NULL, 0, &rep) != 0)
+    const char *target = a->own_view ? "/v1/status" : "/v1/status?consistent=1";
+    if (us_http_call(&c->http, "GET", target, NULL, 0, &rep) != 0)
         return US_EXIT_FAILED;
     int rc;
-    if (rep.status != 200)
+    if (rep.status != 200) {
+        const char *detail = us_render_str(rep.json, "detail");
         rc = us_http_fail_reply(&c->http, &rep);
-    else if (c->out.json)
+        if (detail)
+            fprintf(stderr, "  (%s)\n", detail);
+        if (!a->own_view && rep.status == 503)
+            fprintf(stderr,
+                    "understudy: `understudy status --local` shows the view of the agent "
+                    "at %s, which may be stale\n",
+                    c->http.origin);
+    } else if (c->out.json)
         rc = (us_render_body(rep.body, rep.len), US_EXIT_OK);
     else if (!json_is_object(rep.json))
         rc = us_render_unexpected(c->http.api, "status is not a JSON object");
@@ -615,20 +625,25 @@ static const char overview_foot[] =
     "`understudy help COMMAND` shows a command's options, examples and exit status.\n";
 
 const us_command us_commands[] = {
-    {"status", "understudy status [--json]",
+    {"status", "understudy status [--local] [--json]",
      "Show the cluster (leader, term, quorum), its nodes (drained ones marked), its\n"
      "services (paused ones marked; the active instance's health), every instance's\n"
      "role and health (last probe latency, why it failed), and the failure counts\n"
      "and bans that keep a service off a node.\n"
+     "By default the leader answers (a consistent read; the agent asked forwards the\n"
+     "request), and it fails while there is no leader. --local shows the asked\n"
+     "agent's own view instead, with a line saying when it may be stale (not caught\n"
+     "up with the leader, or no contact with one).\n"
      "Colour only on a terminal, and never when NO_COLOR is set. On a terminal, a\n"
      "table's last column is cut to the terminal's width.\n",
+     "  --local          the asked agent's own view, flagged when it may be stale\n"
      "  --json           the agent's JSON reply as is\n" OPT_API,
      "  understudy status\n"
-     "  understudy --api 10.0.0.2:7201 status --json\n",
+     "  understudy --api 10.0.0.2:7201 status --local --json\n",
      EXIT_STD,
      /* overview */
      "  status                          nodes, services, instance health, failures\n",
-     .run = cmd_status},
+     .run = cmd_status, .opts = US_OPT_LOCAL},
     {"events", "understudy events [--service S] [--node N] [--limit N] [--follow]",
      "Print the cluster's recorded events, oldest first: role changes, node and\n"
      "health changes, restarts, pauses, drains, resets, with their causes. The agent\n"

@@ -28,6 +28,7 @@ enum {
     US_OPT_LIMIT = 1u << 2,   /* --limit N */
     US_OPT_FOLLOW = 1u << 3,  /* --follow */
     US_OPT_NODE = 1u << 4,    /* --node N */
+    US_OPT_LOCAL = 1u << 5,   /* --local: the asked node's own view, not the leader's */
     US_OPT_IGNORED = ~0u,     /* the command ignores them all (help) */
 };
 
@@ -45,6 +46,7 @@ typedef struct us_cmd_args {
     const char *to, *service, *node;  /* the command options' values, NULL when not given */
     int limit;                        /* --limit, 100 when not given */
     bool follow;                      /* --follow */
+    bool own_view;                    /* --local */
 } us_cmd_args;
 
 typedef int us_cmd_fn(us_client *c, const us_cmd_args *a);

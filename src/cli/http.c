@@ -240,9 +240,11 @@ int us_http_call(us_http *h, const char *method, const char *target, const char 
             return 0;
         }
         const char *msg = us_render_str(rep->json, "error");
-        if (rep->status == 503 && msg && strcmp(msg, "no leader") == 0) {
-            /* An election is running: the request was not executed, so repeat it. Other 503s
-             * (e.g. a failed commit) may have taken effect and are reported instead. */
+        if (rep->status == 503 && ((msg && strcmp(msg, "no leader") == 0) ||
+                                   json_is_true(json_object_get(rep->json, "retry")))) {
+            /* An election is running (or a new leader is not caught up yet): the request was not
+             * executed, so repeat it. Other 503s (e.g. a failed commit) may have taken effect and
+             * are reported instead. */
             int64_t t = us_now_ms();
             if (no_leader_since < 0)
                 no_leader_since = t;

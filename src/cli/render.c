@@ -370,6 +370,15 @@ int us_render_status(const us_render *o, json_t *st)
            leader ? leader : "none", col && !leader ? C_RESET : "",
            json_integer_value(json_object_get(cluster, "term")),
            col ? (quorum ? C_GREEN : C_RED) : "", quorum ? "yes" : "no", col ? C_RESET : "");
+    /* An agent that is not caught up with the leader answers from an older state: say so before
+     * anything that state shows (an older agent sends no "consistency": nothing to say). */
+    json_t *cons = json_object_get(st, "consistency");
+    if (json_is_true(json_object_get(cons, "stale"))) {
+        const char *node = us_render_str(st, "node");
+        const char *why = us_render_str(cons, "reason");
+        printf("%sstate of %s may be stale: %s%s\n", col ? C_RED : "", node ? node : "this agent",
+               why ? why : "not caught up with the leader", col ? C_RESET : "");
+    }
 
     printf("\n%sNODES%s\n", col ? C_BOLD : "", col ? C_RESET : "");
     table t = {.ncols = 4};

@@ -151,6 +151,12 @@ static const char *decode_ping(const json_t *j, us_msg *m)
         l->stale = json_is_true(json_object_get(v, "stale"));
         p->n_leases++;
     }
+    const json_t *ci = json_object_get(j, "ci");
+    if (ci) {
+        if (!u64_of(ci, &p->commit))
+            return "ping: ci";
+        p->has_commit = true;
+    }
     return NULL;
 }
 

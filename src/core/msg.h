@@ -6,7 +6,8 @@
  * Fields and types (names are the JSON keys; u64 travel as decimal strings, since JSON numbers
  * lose precision past 2^53; unknown keys are ignored, so a newer minor version may add some):
  *   ping   {"t":"ping","seq":u64,"term":u64,"lease":bool,"api":"IPv4:port"?,
- *           "rep":{SERVICE:report,...}?,"gr":{NODE:{"age":int>=-1,"stale":bool,"v":u64},...}?}
+ *           "rep":{SERVICE:report,...}?,"gr":{NODE:{"age":int>=-1,"stale":bool,"v":u64},...}?,
+ *           "ci":u64?}   ("ci": the Raft leader's commit index, sent by the leader only)
  *          report = {"state":0..5,"epoch":u64,"exit":int,"pid":int>=0,"px_epoch":u64,
  *                    "px_open":int>=0,"health":0..2,"cause":str,"check_ms":int>=-1,
  *                    "probes":int>=0,"probes_failed":int>=0,"restarts":int>=0,
@@ -60,6 +61,8 @@ typedef struct us_msg_ping {
     us_report reports[US_MAX_SERVICES];
     int n_leases;
     us_msg_lease leases[US_MAX_NODES];
+    bool has_commit; /* "ci" present: the sender, as Raft leader in `term`, had committed */
+    uint64_t commit; /* up to this log index when it sent the ping */
 } us_msg_ping;
 
 typedef struct us_msg_pong {

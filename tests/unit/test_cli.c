@@ -47,6 +47,8 @@ typedef struct agent {
     bool n3_left;
     bool selfheal; /* status shows health, pause, drain, failures */
     bool paused, drained;
+    bool stale;              /* a local answer says it may be stale */
+    char last_consistent[8]; /* the `consistent` query of the last status request, "-" = none */
     /* events served by GET /v1/events: seq 1..n_events (see event_json) */
     int n_events;
     int grow;         /* each events request after the first adds this many */
@@ -130,7 +132,22 @@ static json_t *status_selfheal_json(const agent *a)
 static void h_status(us_api_req *r, void *data)
 {
     agent *a = data;
-    us_api_reply_json(r, 200, a->selfheal ? status_selfheal_json(a) : status_json(a));
+    const char *c = us_api_req_query(r, "consistent");
+    snprintf(a->last_consistent, sizeof a->last_consistent, "%s", c ? c : "-");
+    json_t *st = a->selfheal ? status_selfheal_json(a) : status_json(a);
+    bool stale = a->stale && !c; /* the leader's view is never stale */
+    if (!a->stale) {             /* the other tests' agent: no consistency block (an older one) */
+        us_api_reply_json(r, 200, st);
+        return;
+    }
+    json_object_set_new(st, "node", json_string(c ? "n1" : "n3"));
+    json_object_set_new(
+        st, "consistency",
+        json_pack("{s:s, s:b, s:o}", "mode", c ? "consistent" : "local", "stale", stale, "reason",
+                  stale ? json_string("not caught up with leader n1: applied index 5 of its "
+                                      "commit index 9")
+                        : json_null()));
+    us_api_reply_json(r, 200, st);
 }
 
 /* Event `seq`: odd ones about web on n1, even ones about db on n2. */
@@ -547,6 +564,38 @@ static void test_status_table(void **state)
     const char *row = strstr(r.out, "\nn2 ") + 1;
     assert_int_equal(strstr(hdr, "STATE") - hdr, strstr(row, "suspect") - row);
     run_free(&r);
+    free(a);
+}
+
+/* By default the leader's view (?consistent=1); --local the asked agent's own, whose staleness is
+ * the line right after the cluster's. */
+static void test_status_consistent_or_local(void **state)
+{
+    (void)state;
+    agent *a = agent_start();
+    a->stale = true;
+    agent_run(a);
+    run_result lead = run_cli("--api", a->addr, "status", NULL);
+    char seen_default[8];
+    memcpy(seen_default, a->last_consistent, sizeof seen_default);
+    run_result own = run_cli("--api", a->addr, "status", "--local", NULL);
+    char seen_local[8];
+    memcpy(seen_local, a->last_consistent, sizeof seen_local);
+    run_result misuse = run_cli("--api", a->addr, "events", "--local", NULL);
+    agent_stop(a);
+    assert_string_equal(seen_default, "1");
+    assert_int_equal(lead.rc, 0);
+    assert_null(strstr(lead.out, "stale"));
+    assert_string_equal(seen_local, "-");
+    assert_int_equal(own.rc, 0);
+    assert_non_null(strstr(own.out, "cluster demo  leader n1  term 4  quorum yes\n"
+                                    "state of n3 may be stale: not caught up with leader n1: "
+                                    "applied index 5 of its commit index 9\n"));
+    assert_int_equal(misuse.rc, 2);
+    assert_non_null(strstr(misuse.err, "--local only applies to status"));
+    run_free(&lead);
+    run_free(&own);
+    run_free(&misuse);
     free(a);
 }
 
@@ -1525,6 +1574,7 @@ int main(void)
     unsetenv("UNDERSTUDY_API");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_table),
+        cmocka_unit_test(test_status_consistent_or_local),
         cmocka_unit_test(test_status_colour),
         cmocka_unit_test(test_status_json_and_env),
         cmocka_unit_test(test_apply),

@@ -31,7 +31,7 @@ static void test_ping(void **state)
     assert_int_equal(decode("{\"t\":\"ping\",\"seq\":\"9\",\"term\":\"3\",\"lease\":true,"
                             "\"api\":\"127.0.0.1:7201\",\"rep\":{\"web\":" REPORT "},"
                             "\"gr\":{\"n2\":{\"age\":-1,\"stale\":false,\"v\":\"12\"}},"
-                            "\"future\":[1,2,3]}",
+                            "\"ci\":\"41\",\"future\":[1,2,3]}",
                             &why),
                      US_MSG_OK);
     const us_msg_ping *p = &g_msg.u.ping;
@@ -58,11 +58,14 @@ static void test_ping(void **state)
     assert_string_equal(p->leases[0].node, "n2");
     assert_int_equal(p->leases[0].age, -1);
     assert_int_equal(p->leases[0].v, 12);
+    assert_true(p->has_commit);
+    assert_int_equal(p->commit, 41);
     /* Minimal: no api, no reports, no lease reports. */
     assert_int_equal(decode("{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"0\",\"lease\":false}", NULL),
                      US_MSG_OK);
     assert_false(g_msg.u.ping.has_api);
     assert_int_equal(g_msg.u.ping.n_reports, 0);
+    assert_false(g_msg.u.ping.has_commit); /* only the leader sends "ci" */
 }
 
 static void test_ping_malformed(void **state)
@@ -92,6 +95,8 @@ static void test_ping_malformed(void **state)
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"gr\":{\"n2\":{\"age\":5,"
          "\"stale\":\"no\",\"v\":\"1\"}}}",
          "ping: gr (a lease report)"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"ci\":7}", "ping: ci"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"ci\":\"-7\"}", "ping: ci"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *why = NULL;
