@@ -213,7 +213,9 @@ def test_slow_clients_cause_no_failover(cluster):
     c.form()
     c.apply(web_ini(c))
     active, epoch, _ = wait_active(c, "n1")
-    leader = c.leader()
+    # The controller moves leadership off the active's node right after a promotion: take the
+    # leader once it has settled, so that only the slow clients could move it.
+    leader = c.wait_until(lambda: (lambda l: l if l != active else None)(c.leader()), 15, "leadership off the active")
     host, port = c.nodes[leader].api.split(":")
     socks, refused = [], 0
     t0 = time.monotonic()
