@@ -551,12 +551,10 @@ static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now, bool *re
         }
         seen[n++] = v->about[idx];
     }
-    int stale = 0;
-    us_lease_state st = us_lease_judge_holder(&a->cfg.timing, voters, holder_votes, seen, n,
-                                              role_version, now, &stale);
     if (revoked)
-        *revoked = stale > 0;
-    return st;
+        *revoked =
+            us_lease_renewal_due(&a->cfg.timing, voters, holder_votes, seen, n, role_version, now);
+    return us_lease_judge_holder(&a->cfg.timing, voters, holder_votes, seen, n, role_version, now);
 }
 
 static void send_pings(us_agent *a, int64_t now)

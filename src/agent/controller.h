@@ -90,7 +90,8 @@ typedef struct us_controller_env {
     int (*transfer)(void *data, uint64_t to, us_change_done done, void *arg);
     const char *(*strerror)(int rc);
     /* Leader side: what the voters' reports say about this node's lease (lease.h); *revoked
-     * (may be NULL): a voter revoked it under its current role(s). */
+     * (may be NULL): a voter revoked it under its current role(s) while a majority keeps
+     * renewing it (us_lease_renewal_due). */
     us_lease_state (*judge_lease)(void *data, const char *node, int64_t now_ms, bool *revoked);
     /* Is this node still the leader? (asked when a change completes) */
     bool (*is_leader)(void *data);

@@ -61,8 +61,8 @@ us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, b
          * may earn a lease again; a role it keeps counts as newly known. */
         g->revoked = false;
         r.unrevoke = true;
-        if (holds)
-            g->holds_since_ms = now;
+        if (holds) /* a new revocation no sooner than US_LEASE_RENEW_HEARTBEATS from now */
+            g->holds_since_ms = now - stale_after + US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms;
     }
     if (now - started_ms < stale_after) /* granted before a restart? */
         return r;
@@ -120,7 +120,7 @@ int64_t us_lease_until(const us_timing *t, const us_lease_granter *grants, int n
 
 us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder_votes,
                                      const us_lease_seen *seen, int n_seen, uint64_t role_version,
-                                     int64_t now, int *stale_out)
+                                     int64_t now)
 {
     int64_t L = t->lease_ms;
     int stale = 0, fresh = 0;
@@ -133,9 +133,22 @@ us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder
         stale += r->stale && r->v >= role_version;
         fresh += r->age >= 0 && r->age <= L && now - r->rx_ms <= L;
     }
-    if (stale_out)
-        *stale_out = stale;
     return us_lease_judge(voters, holder_votes, stale, fresh);
+}
+
+bool us_lease_renewal_due(const us_timing *t, int voters, bool holder_votes,
+                          const us_lease_seen *seen, int n_seen, uint64_t role_version, int64_t now)
+{
+    int64_t recent = (int64_t)US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms;
+    int stale = 0, fresh = 0;
+    for (int i = 0; i < n_seen; i++) {
+        const us_lease_seen *r = &seen[i];
+        if (r->rx_ms < 0)
+            continue;
+        stale += r->stale && r->v >= role_version;
+        fresh += r->age >= 0 && r->age <= recent && now - r->rx_ms <= recent;
+    }
+    return stale > 0 && fresh + (holder_votes ? 1 : 0) >= voters / 2 + 1;
 }
 
 int us_timing_profile(const char *name, us_timing *out)

@@ -100,9 +100,8 @@ typedef struct us_lease_report {
  * A revocation ends when the node holds no role any more, or when all its roles were given or
  * renewed after the revocation (role_version > revoked_version): the leader renews a role only
  * while the holder's lease is valid by a majority of other grants, and from then on judges it
- * only by reports made at that version or later, which this voter makes unrevoked. The role then
- * counts as newly known here (holds_since_ms = now), so the holder has stale_after to renew with
- * us again before a new revocation. */
+ * only by reports made at that version or later, which this voter makes unrevoked. The holder
+ * then has US_LEASE_RENEW_HEARTBEATS heartbeats to renew with us before a new revocation. */
 us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, bool holds,
                                       uint64_t role_version, uint64_t version, int64_t now,
                                       int64_t started_ms);
@@ -151,9 +150,19 @@ typedef struct us_lease_seen {
  * fresh one (age <= L) only while received within L. */
 us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder_votes,
                                      const us_lease_seen *seen, int n_seen, uint64_t role_version,
-                                     int64_t now, int *stale_out);
-/* `stale_out` (may be NULL) gets the number of stale reports that counted: voters that revoked
- * the holder under its current role(s). While the lease is valid nonetheless, the leader renews
- * the holder's roles so that those revocations end (us_lease_voter_report). */
+                                     int64_t now);
+
+/* Renewals (decide.c R9) wait for this many heartbeats of evidence, and a voter that lifted a
+ * revocation gives the holder this long to renew with it before it may revoke again. */
+#define US_LEASE_RENEW_HEARTBEATS 3
+
+/* Whether the leader should renew the holder's roles: a voter revoked it under its current
+ * role(s) (a stale report that counts), while a majority (the holder itself included, if it
+ * votes) granted it within the last US_LEASE_RENEW_HEARTBEATS heartbeats, in reports received as
+ * recently. Stricter than US_LEASE_VALID on purpose: a holder whose grants are merely not yet
+ * stale may be the one just cut off, and a renewal would restart the voters' stale_after. */
+bool us_lease_renewal_due(const us_timing *t, int voters, bool holder_votes,
+                          const us_lease_seen *seen, int n_seen, uint64_t role_version,
+                          int64_t now);
 
 #endif

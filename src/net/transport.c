@@ -998,7 +998,9 @@ static int w_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, r
     c->purpose = PURPOSE_RAFT;
     c->req = req;
     c->cb = cb;
-    unsigned timeout = w->user_timeout_ms > 1000 ? w->user_timeout_ms : 1000;
+    /* One SYN per attempt: TCP would send its second only after 1 s, so an attempt made while the
+     * link is down would keep libraft from reconnecting for that long after it comes back. */
+    unsigned timeout = w->user_timeout_ms / 2 > 150 ? w->user_timeout_ms / 2 : 150;
     if (start_connect(c, address, timeout) != 0) {
         c->req = NULL;
         conn_close(c, -ECONNREFUSED);

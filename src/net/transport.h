@@ -21,8 +21,11 @@
  *   bounded number of bytes (reading stops while the other side's write queue is full).
  * - Every TCP connection gives up when sent data stays unacknowledged longer than user_timeout_ms
  *   (TCP_USER_TIMEOUT), so libraft reconnects at once after a link flap instead of waiting out
- *   TCP's retransmission backoff. Outgoing connects (TCP connect + handshake) give up after
- *   max(1 s, user_timeout_ms).
+ *   TCP's retransmission backoff. Outgoing Raft connects give up after max(150 ms,
+ *   user_timeout_ms / 2), before TCP's first SYN retransmission (1 s): an attempt made while the
+ *   link was down is replaced by a new one (libraft retries every 100 ms), so Raft reconnects
+ *   within about a quarter of a second of the link coming back; then the handshake has
+ *   US_TRANSPORT_HANDSHAKE_MS.
  *
  * libraft gets one end of a socketpair (a uv_pipe_t allocated with raft_malloc) per connection;
  * this module relays the other end to the TCP socket, encrypting and decrypting. */

@@ -649,6 +649,7 @@ static void test_exec(void **state)
     fixture *f = *state;
     us_service_def d;
     base_def(&d);
+    d.check_timeout_ms = 2000; /* the exit status is under test, not the timeout */
     d.rise = d.fall = 1;
     add_exec(&d, "exit 0");
     rec *ok = new_rec(f);
@@ -657,6 +658,7 @@ static void test_exec(void **state)
     stop(ok);
 
     base_def(&d);
+    d.check_timeout_ms = 2000; /* the exit status is under test, not the timeout */
     d.rise = d.fall = 1;
     add_exec(&d, "exit 3");
     rec *bad = new_rec(f);
@@ -673,6 +675,7 @@ static void test_exec(void **state)
              f->dir);
     snprintf(log, sizeof log, "%s/check.log", f->dir);
     base_def(&d);
+    d.check_timeout_ms = 2000; /* the exit status is under test, not the timeout */
     d.rise = d.fall = 1;
     add_exec(&d, cmd);
     const char *env[] = {"US_CHECK_TEST=yes", NULL};
@@ -863,6 +866,7 @@ static void test_long_text_cause(void **state)
     fixture *f = *state;
     us_service_def d;
     base_def(&d);
+    d.check_timeout_ms = 2000; /* the exit status is under test, not the timeout */
     d.rise = d.fall = 1;
     char cmd[900];
     memset(cmd, 'x', sizeof cmd - 1);

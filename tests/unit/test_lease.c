@@ -507,15 +507,16 @@ static void test_voter_unrevoke_on_renewal(void **state)
     assert_true(r.unrevoke);
     assert_false(r.stale);
     assert_false(r.revoke);
-    assert_int_equal(g.holds_since_ms, now);
+    int64_t grace = US_LEASE_RENEW_HEARTBEATS * t.heartbeat_ms; /* 300 ms */
+    assert_int_equal(g.holds_since_ms, now - S_DEF + grace);
     assert_true(r.age > S_DEF); /* no grant yet: it says so (not fresh) */
     assert_true(us_lease_may_grant(&g, true, true));
-    /* No grant for stale_after: not revoked again before stale_after since the lift... */
-    r = us_lease_voter_report(&t, &g, true, 21, 22, now + S_DEF, start);
+    /* No grant for the grace: not revoked again before it is over... */
+    r = us_lease_voter_report(&t, &g, true, 21, 22, now + grace, start);
     assert_false(r.revoke);
     assert_false(r.stale);
     /* ...and revoked after it, at the version we are at then. */
-    r = us_lease_voter_report(&t, &g, true, 21, 23, now + S_DEF + 1, start);
+    r = us_lease_voter_report(&t, &g, true, 21, 23, now + grace + 1, start);
     assert_true(r.revoke);
     us_lease_revoke_saved(&g, &r, true);
     assert_true(g.revoked);
@@ -530,6 +531,35 @@ static void test_voter_unrevoke_on_renewal(void **state)
     r = us_lease_voter_report(&t, &k, true, 21, 22, now + S_DEF + 50, start);
     assert_false(r.revoke);
     assert_int_equal(r.age, S_DEF - 50);
+}
+
+/* The leader renews only on recent evidence: a counted stale report, and a majority that
+ * granted within US_LEASE_RENEW_HEARTBEATS heartbeats (not merely within L). */
+static void test_renewal_due(void **state)
+{
+    (void)state;
+    us_timing t = profile("default"); /* heartbeat 100: recent = 300 ms */
+    int64_t now = 1000000;
+    us_lease_seen fresh = {.age = 100, .v = 5, .rx_ms = now - 50};
+    us_lease_seen stale = {.age = 900, .stale = true, .v = 5, .rx_ms = now - 50};
+    us_lease_seen a[2] = {fresh, stale};
+    /* 3 voters, the holder one of them: itself + one recent grant, and a revocation. */
+    assert_true(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
+    assert_false(us_lease_renewal_due(&t, 3, false, a, 2, 5, now)); /* no majority */
+    /* Valid (age <= L) but not recent: no renewal. */
+    a[0].age = 301;
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
+    a[0].age = 300;
+    assert_true(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
+    a[0].rx_ms = now - 301; /* the report itself is old */
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
+    a[0] = fresh;
+    /* A stale report from before the role's version does not count: nothing to renew. */
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 6, now));
+    /* No revocation: nothing to renew. */
+    a[1] = fresh;
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
 }
 
 static void test_may_grant(void **state)
@@ -599,44 +629,44 @@ static void test_judge_holder(void **state)
     us_lease_seen stale = {.age = 900, .stale = true, .v = 5, .rx_ms = now - 50};
     /* 3 voters, holder votes: its own vote plus one fresh report. */
     us_lease_seen a[4] = {fresh, none};
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_VALID);
-    assert_int_equal(us_lease_judge_holder(&t, 3, false, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 3, false, a, 2, 5, now), US_LEASE_UNKNOWN);
     /* Fresh only while the grant is at most L old, and the report received within L. */
     a[0].age = 600;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
     a[0].age = 601;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
     a[0] = fresh;
     a[0].rx_ms = now - 600;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
     a[0].rx_ms = now - 601;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
     a[0] = fresh;
     a[0].age = -1; /* unknown (restarted voter) */
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
     /* No report from a voter's current incarnation: it counts for nothing, even if stale. */
     a[0] = stale;
     a[1] = stale;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_EXPIRED);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_EXPIRED);
     a[1].rx_ms = -1;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_UNKNOWN);
     /* A stale report stays true however old... */
     a[1] = stale;
     a[0].rx_ms = now - 100000;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now, NULL), US_LEASE_EXPIRED);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_EXPIRED);
     /* ...but counts only if its voter had applied the holder's current role. */
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now, NULL), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_UNKNOWN);
     a[0].v = 6;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now, NULL), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_UNKNOWN);
     a[1].v = 7;
-    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now, NULL), US_LEASE_EXPIRED);
+    assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 6, now), US_LEASE_EXPIRED);
     /* 5 voters, holder not one: 3 of 5 stale, or 3 fresh. */
     us_lease_seen b[5] = {stale, stale, fresh, fresh, none};
-    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now, NULL), US_LEASE_UNKNOWN);
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_UNKNOWN);
     b[4] = stale;
-    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now, NULL), US_LEASE_EXPIRED);
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_EXPIRED);
     b[4] = fresh;
-    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now, NULL), US_LEASE_VALID);
+    assert_int_equal(us_lease_judge_holder(&t, 5, false, b, 5, 5, now), US_LEASE_VALID);
     /* It is us_lease_judge over the counted reports, for random inputs. */
     for (int iter = 0; iter < 20000; iter++) {
         int voters = (int)rnd_range(1, 7);
@@ -655,10 +685,8 @@ static void test_judge_holder(void **state)
             ns += r[i].stale && r[i].v >= role_v;
             nf += r[i].age >= 0 && r[i].age <= 600 && now - r[i].rx_ms <= 600;
         }
-        int counted = -1;
-        assert_int_equal(us_lease_judge_holder(&t, voters, hv, r, n, role_v, now, &counted),
+        assert_int_equal(us_lease_judge_holder(&t, voters, hv, r, n, role_v, now),
                          us_lease_judge(voters, hv, ns, nf));
-        assert_int_equal(counted, ns);
     }
 }
 
@@ -1007,7 +1035,7 @@ static void holder_recompute(sim *s, int64_t now)
 }
 
 /* The leader's judgement of H (us_lease_judge_holder, as agent.c's us_agent_judge_lease). */
-static us_lease_state judge(sim *s, int64_t now, int *stale)
+static us_lease_state judge(sim *s, int64_t now, bool *renew)
 {
     int l = s->leader;
     us_lease_seen seen[SIM_NODES];
@@ -1028,8 +1056,8 @@ static us_lease_state judge(sim *s, int64_t now, int *stale)
     uint64_t role_version = s->c->rule != RULE_TAGGED       ? 0
                             : s->c->renew == RENEW_UNTAGGED ? (uint64_t)s->av_at[k]
                                                             : (uint64_t)s->rv_at[k];
-    return us_lease_judge_holder(&s->c->t, s->voters, s->holder_votes, seen, n, role_version, now,
-                                 stale);
+    *renew = us_lease_renewal_due(&s->c->t, s->voters, s->holder_votes, seen, n, role_version, now);
+    return us_lease_judge_holder(&s->c->t, s->voters, s->holder_votes, seen, n, role_version, now);
 }
 
 static void leader_tick(sim *s, int64_t now)
@@ -1044,8 +1072,8 @@ static void leader_tick(sim *s, int64_t now)
     int64_t q = us_lease_majority_time(acks, s->voters);
     if (q < 0 || now - q > s->c->G)
         return; /* no fresh quorum: no decisions */
-    int stale = 0;
-    us_lease_state st = judge(s, now, &stale);
+    bool renew = false;
+    us_lease_state st = judge(s, now, &renew);
     if (s->holds_at[s->log_len]) {
         if (st == US_LEASE_EXPIRED) {
             int g = s->role_at[s->log_len];
@@ -1057,7 +1085,7 @@ static void leader_tick(sim *s, int64_t now)
             s->nd[l].applied = s->log_len;
             if (s->c->gens == 1 && s->t + 2.0 * (double)s->c->S < s->t_end)
                 s->t_end = s->t + 2.0 * (double)s->c->S; /* late grants and answers */
-        } else if (st == US_LEASE_VALID && stale > 0 && s->c->renew != RENEW_NONE &&
+        } else if (st == US_LEASE_VALID && renew && s->c->renew != RENEW_NONE &&
                    s->log_len < SIM_LOG - 2 * (s->c->gens - s->roles) - 2) {
             log_append(s, 'N'); /* decide.c R9 */
             s->nd[l].applied = s->log_len;
@@ -1605,6 +1633,7 @@ int main(void)
         cmocka_unit_test(test_voter_revoke_only_when_saved),
         cmocka_unit_test(test_voter_unrevoke),
         cmocka_unit_test(test_voter_unrevoke_on_renewal),
+        cmocka_unit_test(test_renewal_due),
         cmocka_unit_test(test_may_grant),
         cmocka_unit_test(test_lease_until),
         cmocka_unit_test(test_judge_holder),
