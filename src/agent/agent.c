@@ -162,6 +162,9 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         if (!about)
             continue;
         int k = (int)(about - a->peers);
+        /* A voter newly reporting a node stale may end its role: judge now, not next tick. */
+        if (a->leader && g->leases[i].stale && !p->about[k].stale)
+            schedule_reconcile(a);
         p->about[k].age = g->leases[i].age;
         p->about[k].stale = g->leases[i].stale;
         p->about[k].v = g->leases[i].v;
@@ -932,6 +935,32 @@ static void controller_init(us_agent *a)
                                 });
 }
 
+static void on_revoke_timer(uv_timer_t *t)
+{
+    report_now(t->data);
+}
+
+/* As a voter: if a holder's grant goes stale before our next heartbeat, report at that moment
+ * (the revocation, then the stale report to the leader) instead of up to a heartbeat later. */
+static void arm_revoke_timer(us_agent *a, int64_t now)
+{
+    if (!us_agent_is_voter(a, us_node_id(a->cfg.name)))
+        return;
+    int64_t next = -1;
+    for (int i = 0; i < a->n_peers; i++) {
+        us_peer *p = &a->peers[i];
+        if (i == a->self)
+            continue;
+        int64_t due =
+            us_lease_revoke_due(&a->cfg.timing, &p->lease,
+                                us_state_holds_active(&a->fsm.state, p->name), a->started_ms);
+        if (due > now && due < now + a->cfg.timing.heartbeat_ms && (next < 0 || due < next))
+            next = due;
+    }
+    if (next > 0)
+        uv_timer_start(&a->revoke_timer, on_revoke_timer, (uint64_t)(next - now), 0);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     us_agent *a = t->data;
@@ -941,6 +970,7 @@ static void on_tick(uv_timer_t *t)
     track_leadership(a);
     recompute_lease(a, now);
     send_pings(a, now);
+    arm_revoke_timer(a, now);
     send_join(a, now);
     if (a->lease_until_ms > 0)
         us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);
@@ -1069,6 +1099,8 @@ static void finish_close(us_agent *a)
     uv_timer_stop(&a->reconcile_timer);
     uv_timer_stop(&a->report_timer);
     uv_close((uv_handle_t *)&a->report_timer, NULL);
+    uv_timer_stop(&a->revoke_timer);
+    uv_close((uv_handle_t *)&a->revoke_timer, NULL);
     uv_close((uv_handle_t *)&a->tick, NULL);
     uv_close((uv_handle_t *)&a->reconcile_timer, NULL);
     uv_close((uv_handle_t *)&a->wake_timer, NULL);
@@ -1351,6 +1383,8 @@ int us_agent_main(const us_node_config *cfg)
     a->reconcile_timer.data = a;
     uv_timer_init(a->loop, &a->report_timer);
     a->report_timer.data = a;
+    uv_timer_init(a->loop, &a->revoke_timer);
+    a->revoke_timer.data = a;
     uv_timer_init(a->loop, &a->wake_timer);
     a->wake_timer.data = a;
     us_metrics_init(&a->metrics);

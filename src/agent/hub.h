@@ -90,6 +90,7 @@ typedef struct us_agent {
     uv_timer_t tick;
     uv_timer_t reconcile_timer;
     uv_timer_t report_timer; /* an instance report changed: heartbeat now */
+    uv_timer_t revoke_timer; /* a grant of ours goes stale before the next heartbeat: report then */
     uv_signal_t sig_term, sig_int, sig_hup;
 
     us_peer peers[US_MAX_NODES];

@@ -75,6 +75,23 @@ us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, b
     return r;
 }
 
+int64_t us_lease_revoke_due(const us_timing *t, const us_lease_grantee *g, bool holds,
+                            int64_t started_ms)
+{
+    if (!holds || g->revoked)
+        return -1;
+    int64_t stale_after = us_lease_stale_after(t);
+    int64_t base = g->granted_ms >= 0 ? g->granted_ms : started_ms;
+    /* The report's three conditions: past the restart window, the grant older than stale_after,
+     * the role known for longer than stale_after (a role first seen now counts from now). */
+    int64_t due = started_ms + stale_after;
+    if (base + stale_after + 1 > due)
+        due = base + stale_after + 1;
+    if (g->holds_since_ms >= 0 && g->holds_since_ms + stale_after + 1 > due)
+        due = g->holds_since_ms + stale_after + 1;
+    return due;
+}
+
 void us_lease_revoke_saved(us_lease_grantee *g, us_lease_report *r, bool saved)
 {
     if (!r->revoke)

@@ -106,6 +106,13 @@ us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, b
                                       uint64_t role_version, uint64_t version, int64_t now,
                                       int64_t started_ms);
 
+/* When us_lease_voter_report would next propose revoking `g` (local ms), if nothing changes
+ * (no grant, the role kept): -1 if it would not (it holds no role, or is revoked already). The
+ * agent reports at that moment rather than at its next heartbeat, which takes up to a heartbeat
+ * off the detection of a node cut off. */
+int64_t us_lease_revoke_due(const us_timing *t, const us_lease_grantee *g, bool holds,
+                            int64_t started_ms);
+
 /* After r->revoke: the caller wrote the revocation (saved) or failed to (!saved). */
 void us_lease_revoke_saved(us_lease_grantee *g, us_lease_report *r, bool saved);
 

@@ -562,6 +562,34 @@ static void test_renewal_due(void **state)
     assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
 }
 
+/* us_lease_revoke_due says when the report would revoke, if nothing changes: not a moment
+ * earlier, and at that moment it does (random grantees and times). */
+static void test_revoke_due(void **state)
+{
+    (void)state;
+    us_timing t = profile("default");
+    for (int iter = 0; iter < 20000; iter++) {
+        us_lease_grantee g = us_lease_grantee_new();
+        int64_t start = rnd_range(0, 5000);
+        g.granted_ms = rnd() % 4 ? rnd_range(start, start + 3000) : -1;
+        g.holds_since_ms = rnd() % 3 ? rnd_range(start, start + 3000) : -1;
+        g.revoked = rnd() % 8 == 0;
+        bool holds = rnd() % 5 != 0;
+        int64_t due = us_lease_revoke_due(&t, &g, holds, start);
+        if (!holds || g.revoked) {
+            assert_int_equal(due, -1);
+            continue;
+        }
+        if (g.holds_since_ms < 0) /* the first report marks the role as seen now */
+            continue;
+        us_lease_grantee before = g, at = g;
+        us_lease_report r = us_lease_voter_report(&t, &before, true, 0, 9, due - 1, start);
+        assert_false(r.revoke);
+        r = us_lease_voter_report(&t, &at, true, 0, 9, due, start);
+        assert_true(r.revoke);
+    }
+}
+
 static void test_may_grant(void **state)
 {
     (void)state;
@@ -1634,6 +1662,7 @@ int main(void)
         cmocka_unit_test(test_voter_unrevoke),
         cmocka_unit_test(test_voter_unrevoke_on_renewal),
         cmocka_unit_test(test_renewal_due),
+        cmocka_unit_test(test_revoke_due),
         cmocka_unit_test(test_may_grant),
         cmocka_unit_test(test_lease_until),
         cmocka_unit_test(test_judge_holder),
