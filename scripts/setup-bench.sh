@@ -1,12 +1,13 @@
 #!/bin/sh
 # Install what the benchmarks in bench/ need besides scripts/setup.sh's packages: keepalived and
-# HAProxy (the systems compared with understudy), wrk (load generator), nftables (tests/netns.py).
+# HAProxy (the systems compared with understudy), wrk (load generator), nftables (tests/netns.py),
+# stress-ng (bench/soak: saturated cores).
 # Idempotent and quiet when all is there. The packages' daemons are not started by the install
 # (a temporary policy-rc.d, unless the machine has one already): the benchmarks run their own
 # instances inside network namespaces.
 set -eu
 
-PKGS="keepalived haproxy wrk nftables iproute2 gcc python3"
+PKGS="keepalived haproxy wrk nftables iproute2 gcc python3 stress-ng"
 
 missing=""
 for p in $PKGS; do
