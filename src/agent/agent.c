@@ -1227,6 +1227,7 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
     /* A restarted node would otherwise need ~1 s to reconnect to its peers. */
     raft_uv_set_connect_retry_delay(&a->io, 100);
     us_fsm_init(&a->fsm, on_fsm_change, a);
+    us_state_set_events_max(&a->fsm.state, a->cfg.events_max); /* checked by the config */
     rc = raft_init(&a->raft, &a->io, &a->fsm.raft, us_node_id(c->name), c->address);
     if (rc != 0) {
         snprintf(err, errlen, "raft init failed: %s", raft_errmsg(&a->raft));
@@ -1465,6 +1466,7 @@ out:
     us_instances_free(a->instances);
     us_metrics_close(&a->metrics);
     us_guardian_stop(a->guardian);
+    us_fsm_close(&a->fsm);
     close(lock_fd);
     free(a);
     return rc;

@@ -24,6 +24,8 @@
 #define FILE_MAX (1024 * 1024) /* a config bigger than this is a mistake, not a config */
 #define API_DEFAULT_PORT 7201
 #define AUTOPILOT_GRACE_DEFAULT_MS 10000
+#define US_STR_(x) #x
+#define US_STR(x) US_STR_(x)
 
 #define NAME_EXPECTED "a name of [a-z0-9-], 1..63 characters"
 #define ADDR_EXPECTED "IPv4:port (dotted quad without leading zeros, port 1..65535)"
@@ -228,6 +230,7 @@ enum {
     NK_JOIN,
     NK_PROFILE,
     NK_AUTOPILOT_GRACE,
+    NK_EVENTS_MAX,
     NK_KEY_FILE,
     NK_API_TOKEN_FILE,
     NK_METRICS_AUTH,
@@ -442,6 +445,17 @@ static bool nk_duration(node_ctx *c, const char *value, void *dst, size_t size,
     return why == NULL;
 }
 
+static bool nk_events_max(node_ctx *c, const char *value, void *dst, size_t size,
+                          const char **expected)
+{
+    (void)c, (void)size, (void)expected;
+    long v;
+    if (!parse_uint(value, strlen(value), US_EVENTS_LIMIT, &v) || v < US_EVENTS_MIN)
+        return false;
+    *(int *)dst = (int)v;
+    return true;
+}
+
 #define NCFG(f) offsetof(us_node_config, f), sizeof(((us_node_config *)0)->f)
 
 static const node_key node_keys[NK_COUNT] = {
@@ -459,6 +473,10 @@ static const node_key node_keys[NK_COUNT] = {
     [NK_PROFILE] = {"cluster", "profile", "'default' or 'fast'", nk_profile, NCFG(timing)},
     [NK_AUTOPILOT_GRACE] = {"cluster", "autopilot_grace", DURATION_POSITIVE, nk_duration,
                             NCFG(autopilot_grace_ms)},
+    [NK_EVENTS_MAX] = {"cluster", "events_max",
+                       "a whole number of events from " US_STR(US_EVENTS_MIN) " to " US_STR(
+                           US_EVENTS_LIMIT) " (default " US_STR(US_EVENTS_DEFAULT) ")",
+                       nk_events_max, NCFG(events_max)},
     [NK_KEY_FILE] = {"cluster", "key_file",
                      "the path of the cluster key file (create one with `understudy keygen FILE`)",
                      nk_path, NCFG(key_file)},
@@ -683,6 +701,8 @@ static void node_cross_checks(node_ctx *c)
         us_timing_profile("default", &cfg->timing);
     if (!c->line[NK_AUTOPILOT_GRACE])
         cfg->autopilot_grace_ms = AUTOPILOT_GRACE_DEFAULT_MS;
+    if (!c->line[NK_EVENTS_MAX])
+        cfg->events_max = US_EVENTS_DEFAULT;
 
     /* The API never listens on the cluster interface unless asked to. */
     if (!c->line[NK_API])

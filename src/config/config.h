@@ -39,6 +39,9 @@ typedef struct us_node_config {
     /* [cluster] autopilot_grace (default 10s): a voter must be dead this long before autopilot
      * replaces it, so that a reboot or a short outage does not reshuffle the voters. */
     int autopilot_grace_ms;
+    /* [cluster] events_max (default US_EVENTS_DEFAULT, US_EVENTS_MIN..US_EVENTS_LIMIT): how many
+     * of the newest events this agent keeps (model.h); a ring, so memory stays bounded. */
+    int events_max;
     /* [cluster] key_file (required): the cluster key(s) that seal every datagram and Raft
      * connection (key.h). Loaded and checked with the configuration. */
     char key_file[PATH_MAX];

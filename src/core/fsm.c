@@ -47,18 +47,68 @@ int us_state_find_service(const us_state *s, const char *name)
 
 /* ---- Events ---- */
 
+static int ring_cap(const us_state *s)
+{
+    return s->events_max > 0 ? s->events_max : US_EVENTS_DEFAULT;
+}
+
 const us_event *us_state_event(const us_state *s, uint64_t seq)
 {
-    if (seq == 0 || seq > s->event_seq || s->event_seq - seq >= US_EVENTS_MAX)
+    if (!s->events || seq == 0 || seq > s->event_seq || s->event_seq - seq >= (uint64_t)s->n_events)
         return NULL;
-    return &s->events[(seq - 1) % US_EVENTS_MAX];
+    return &s->events[(seq - 1) % (uint64_t)ring_cap(s)];
 }
 
 uint64_t us_state_first_event(const us_state *s)
 {
-    if (s->event_seq == 0)
+    return s->n_events > 0 ? s->event_seq - (uint64_t)s->n_events + 1 : 0;
+}
+
+int us_state_set_events_max(us_state *s, int max)
+{
+    if (max < US_EVENTS_MIN || max > US_EVENTS_LIMIT)
+        return -1;
+    if (!s->events) {
+        s->events_max = max;
+        s->n_events = 0;
         return 0;
-    return s->event_seq > US_EVENTS_MAX ? s->event_seq - US_EVENTS_MAX + 1 : 1;
+    }
+    us_event *ring = calloc((size_t)max, sizeof *ring);
+    if (!ring)
+        return -1;
+    int keep = s->n_events < max ? s->n_events : max;
+    for (uint64_t q = s->event_seq - (uint64_t)keep + 1; keep > 0 && q <= s->event_seq; q++)
+        ring[(q - 1) % (uint64_t)max] = *us_state_event(s, q);
+    free(s->events);
+    s->events = ring;
+    s->events_max = max;
+    s->n_events = keep;
+    return 0;
+}
+
+void us_state_free(us_state *s)
+{
+    free(s->events);
+    memset(s, 0, sizeof *s);
+}
+
+int us_state_copy(us_state *dst, const us_state *src)
+{
+    us_event *ring = NULL;
+    if (src->events) {
+        ring = malloc((size_t)ring_cap(src) * sizeof *ring);
+        if (!ring)
+            return -1;
+        memcpy(ring, src->events, (size_t)ring_cap(src) * sizeof *ring);
+    }
+    if (dst == src) {
+        free(ring);
+        return 0;
+    }
+    free(dst->events);
+    *dst = *src;
+    dst->events = ring;
+    return 0;
 }
 
 /* What every event of one applied command shares. */
@@ -77,9 +127,17 @@ static stamp stamp_of(const json_t *cmd)
 static void add_event(us_state *s, const stamp *st, const char *kind, const char *service,
                       const char *node, const char *from, const char *to, const char *cause)
 {
-    us_event *e = &s->events[s->event_seq % US_EVENTS_MAX];
+    int cap = ring_cap(s);
+    if (!s->events && !(s->events = calloc((size_t)cap, sizeof *s->events))) {
+        s->event_seq++; /* the seqs stay the same on every node; this one keeps nothing */
+        s->n_events = 0;
+        return;
+    }
+    us_event *e = &s->events[s->event_seq % (uint64_t)cap];
     memset(e, 0, sizeof *e);
     e->seq = ++s->event_seq;
+    if (s->n_events < cap)
+        s->n_events++;
     e->time_ms = st->time_ms;
     us_strlcpy(e->kind, kind, sizeof e->kind);
     us_strlcpy(e->service, service ? service : "", sizeof e->service);
@@ -370,25 +428,32 @@ int us_state_from_json(us_state *out, const json_t *j)
     if (stats && (!json_is_array(stats) || json_array_size(stats) != json_array_size(svcs)))
         goto out;
     json_array_foreach(stats, i, v) if (stats_from_json(&s->stats[i], v) != 0) goto out;
+    /* Events: the newest ones, oldest first, without gaps (as us_state_to_json lists them); a
+     * node that keeps fewer than the snapshot lists keeps the newest. */
     s->event_seq = us_json_u64(j, "event_seq");
+    s->events_max = out->events_max;
     json_t *ev = json_object_get(j, "events");
-    if (json_array_size(ev) > US_EVENTS_MAX)
+    size_t n_ev = json_array_size(ev);
+    if ((ev && !json_is_array(ev)) || n_ev > US_EVENTS_LIMIT || n_ev > s->event_seq)
+        goto out;
+    size_t cap = (size_t)ring_cap(s), keep = n_ev < cap ? n_ev : cap;
+    if (keep > 0 && !(s->events = calloc(cap, sizeof *s->events)))
         goto out;
     json_array_foreach(ev, i, v)
     {
         us_event e;
-        if (event_from_json(&e, v) != 0 || e.seq == 0 || e.seq > s->event_seq ||
-            s->event_seq - e.seq >= US_EVENTS_MAX)
+        if (event_from_json(&e, v) != 0 || e.seq != s->event_seq - n_ev + 1 + i)
             goto out;
-        s->events[(e.seq - 1) % US_EVENTS_MAX] = e;
+        if (i >= n_ev - keep)
+            s->events[(e.seq - 1) % cap] = e;
     }
-    /* Every kept seq has its event: no gaps (which duplicates leave), as snapshots list them. */
-    for (uint64_t q = us_state_first_event(s); q && q <= s->event_seq; q++)
-        if (us_state_event(s, q)->seq != q)
-            goto out;
+    s->n_events = (int)keep;
+    us_state_free(out);
     *out = *s;
+    s->events = NULL;
     rc = 0;
 out:
+    free(s->events);
     free(s);
     return rc;
 }
@@ -930,6 +995,11 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
     if (f->on_change)
         f->on_change(f->data);
     return 0;
+}
+
+void us_fsm_close(us_fsm *f)
+{
+    us_state_free(&f->state);
 }
 
 void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data)

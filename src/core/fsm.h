@@ -64,12 +64,25 @@ typedef struct us_state {
         uint64_t epoch;
     } retired[US_RETIRED_MAX];
     uint64_t epoch_floor; /* largest epoch the retired list forgot: new services start above it */
-    /* Bounded event history: event `seq` lives at events[(seq - 1) % US_EVENTS_MAX] while
-     * seq > event_seq - US_EVENTS_MAX. Applied commands append events deterministically (the
-     * time is the proposing leader's, carried in the command). */
+    /* Bounded event history, a ring of events_max entries (this node's `[cluster] events_max`;
+     * nodes may keep different numbers, the seqs are the same everywhere): the n_events newest
+     * events, event `seq` at events[(seq - 1) % events_max]. Applied commands append events
+     * deterministically (the time is the proposing leader's, carried in the command). The ring is
+     * allocated on the first event (US_EVENTS_DEFAULT entries unless us_state_set_events_max
+     * said otherwise) and owned by the state: us_state_free, us_state_copy. */
     uint64_t event_seq; /* seq of the newest event, 0 = none yet */
-    us_event events[US_EVENTS_MAX];
+    int events_max;     /* ring capacity, 0 = US_EVENTS_DEFAULT */
+    int n_events;       /* events kept: the seqs event_seq - n_events + 1 .. event_seq */
+    us_event *events;   /* owned; NULL until the first event */
 } us_state;
+
+/* Free what a state owns and zero it. */
+void us_state_free(us_state *s);
+/* Deep copy into dst (whose old contents are freed). 0, or -1 (out of memory; dst unchanged). */
+int us_state_copy(us_state *dst, const us_state *src);
+/* Set the ring's capacity (US_EVENTS_MIN..US_EVENTS_LIMIT), keeping the newest events that fit.
+ * 0, or -1 (out of range or out of memory; nothing changes). */
+int us_state_set_events_max(us_state *s, int max);
 
 /* Result of an apply (the `result` pointer of raft_apply_cb, cast from intptr_t). */
 enum { US_APPLY_OK = 0, US_APPLY_NOOP = 1, US_APPLY_BAD = 2 };
@@ -84,6 +97,8 @@ typedef struct us_fsm {
 } us_fsm;
 
 void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data);
+/* Free the state the FSM owns. */
+void us_fsm_close(us_fsm *f);
 
 /* Apply a command to a state directly (used by the FSM and by tests). */
 int us_state_apply(us_state *s, const json_t *cmd);

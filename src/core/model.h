@@ -245,7 +245,12 @@ typedef struct us_inst_obs {
 
 /* ---- Events: every transition with its cause, kept in the replicated state (fsm.h). ---- */
 
-#define US_EVENTS_MAX 256 /* bounded history */
+/* Event history bounds (`[cluster] events_max`, config.h): the default and the accepted range. A
+ * snapshot that lists more events than US_EVENTS_LIMIT is refused; one that lists more than this
+ * node keeps is cut to the newest. */
+#define US_EVENTS_DEFAULT 1000
+#define US_EVENTS_MIN 16
+#define US_EVENTS_LIMIT 100000
 
 typedef struct us_event {
     uint64_t seq;              /* 1, 2, ... over the cluster's life; gaps never */

@@ -60,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (int k = 0; k < i; k++)
                 FUZZ_CHECK(strcmp(set.svc[i].name, set.svc[k].name) != 0);
         }
-        memset(&state, 0, sizeof state);
+        us_state_free(&state);
         json_t *cmd = us_cmd_services(&set);
         int applied = us_state_apply(&state, cmd);
         json_decref(cmd);

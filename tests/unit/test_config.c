@@ -547,6 +547,37 @@ static void test_node_unknown_profile(void **state)
     assert_int_equal(err.n, 1);
 }
 
+static void test_node_events_max(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL), 0);
+    assert_int_equal(g_cfg.events_max, US_EVENTS_DEFAULT);
+    assert_int_equal(
+        load_text(node_text("", "join = 127.0.0.1:7102\nevents_max = 16\n"), &g_cfg, &err, NULL),
+        0);
+    assert_int_equal(g_cfg.events_max, 16);
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\nevents_max = 100000\n"),
+                               &g_cfg, &err, NULL),
+                     0);
+    assert_int_equal(g_cfg.events_max, 100000);
+    static const char *bad[] = {"15", "0", "-1", "100001", "1e3", "lots", "", "01000", "1000 x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "join = 127.0.0.1:7102\nevents_max = %s\n", bad[i]);
+        memset(&g_cfg, 0x5A, sizeof g_cfg);
+        assert_int_equal(load_text(node_text("", extra), &g_cfg, &err, &path), -1);
+        assert_int_equal(g_cfg.events_max, 0x5A5A5A5A);
+        char where[PATH_MAX + 16], got[64];
+        snprintf(where, sizeof where, "%s:8:", path);
+        snprintf(got, sizeof got, "got '%s'", bad[i]);
+        expect_msg(&err, where, "key 'cluster.events_max'",
+                   "a whole number of events from 16 to 100000 (default 1000)", got);
+        assert_int_equal(err.n, 1);
+    }
+}
+
 static void test_node_autopilot_grace(void **state)
 {
     (void)state;
@@ -2370,6 +2401,7 @@ int main(void)
         cmocka_unit_test(test_node_members_errors),
         cmocka_unit_test(test_node_unknown_profile),
         cmocka_unit_test(test_node_autopilot_grace),
+        cmocka_unit_test(test_node_events_max),
         cmocka_unit_test(test_node_data_dir_errors),
         cmocka_unit_test(test_node_syntax_errors),
         cmocka_unit_test(test_node_many_errors_out_untouched),

@@ -165,6 +165,8 @@ static int teardown(void **unused)
 {
     (void)unused;
     drop_proposals();
+    if (F.state)
+        us_state_free(F.state);
     free(F.state);
     F.state = NULL;
     return 0;

@@ -38,6 +38,9 @@ static void *track(void *p)
     return p;
 }
 
+static us_state *g_states[MAX_TRACKED]; /* their rings are freed by the teardown */
+static int g_n_states;
+
 static struct raft_fixture *g_fixture; /* closed by the teardown */
 
 static int teardown(void **state)
@@ -46,6 +49,8 @@ static int teardown(void **state)
     if (g_fixture)
         raft_fixture_close(g_fixture);
     g_fixture = NULL;
+    while (g_n_states > 0)
+        us_state_free(g_states[--g_n_states]);
     while (g_n_tracked > 0)
         free(g_tracked[--g_n_tracked]);
     return 0;
@@ -53,14 +58,35 @@ static int teardown(void **state)
 
 static us_state *new_state(void)
 {
-    return track(calloc(1, sizeof(us_state)));
+    us_state *s = track(calloc(1, sizeof(us_state)));
+    assert_true(g_n_states < MAX_TRACKED);
+    g_states[g_n_states++] = s;
+    return s;
 }
 
 static us_state *copy_state(const us_state *s)
 {
     us_state *c = new_state();
-    memcpy(c, s, sizeof *c);
+    assert_int_equal(us_state_copy(c, s), 0);
     return c;
+}
+
+/* Byte for byte, but the event ring by its kept events (the pointers differ). */
+static bool same_state(const us_state *a, const us_state *b)
+{
+    us_state *x = malloc(sizeof *x), *y = malloc(sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    memcpy(x, a, sizeof *x);
+    memcpy(y, b, sizeof *y);
+    x->events = y->events = NULL;
+    bool same = memcmp(x, y, sizeof *x) == 0;
+    free(x);
+    free(y);
+    for (uint64_t q = us_state_first_event(a); same && q && q <= a->event_seq; q++)
+        same = us_state_event(b, q) &&
+               memcmp(us_state_event(a, q), us_state_event(b, q), sizeof(us_event)) == 0;
+    return same;
 }
 
 static us_node mk_node(const char *name, uint64_t inc)
@@ -167,7 +193,7 @@ static us_state *base_state(void)
 
 static void assert_unchanged(const us_state *before, const us_state *after)
 {
-    assert_memory_equal(before, after, sizeof *before);
+    assert_true(same_state(before, after));
 }
 
 /* Field by field: strings compared as strings (bytes after the terminator do not count). */
@@ -364,7 +390,7 @@ static void test_node_flags(void **state)
     assert_string_equal(e->from, "member");
     assert_string_equal(e->to, "leaving");
     s->event_seq = before->event_seq;
-    memcpy(s->events, before->events, sizeof s->events);
+    s->n_events = before->n_events;
     assert_unchanged(before, s);
 }
 
@@ -482,16 +508,16 @@ static void test_event_ring(void **state)
     us_strlcpy(e.node, "n1", sizeof e.node);
     us_strlcpy(e.from, "alive", sizeof e.from);
     us_strlcpy(e.to, "dead", sizeof e.to);
-    for (int k = 1; k <= US_EVENTS_MAX + 44; k++) {
+    for (int k = 1; k <= US_EVENTS_DEFAULT + 44; k++) {
         e.time_ms = k;
         snprintf(e.cause, sizeof e.cause, "event %d", k);
         assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_OK);
     }
-    assert_true(s->event_seq == US_EVENTS_MAX + 44);
+    assert_true(s->event_seq == US_EVENTS_DEFAULT + 44);
     assert_true(us_state_first_event(s) == 45);
     assert_null(us_state_event(s, 44));
     assert_string_equal(us_state_event(s, 45)->cause, "event 45");
-    assert_true(us_state_event(s, s->event_seq)->time_ms == US_EVENTS_MAX + 44);
+    assert_true(us_state_event(s, s->event_seq)->time_ms == US_EVENTS_DEFAULT + 44);
     /* An event without a kind is rejected. */
     e.kind[0] = '\0';
     assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_BAD);
@@ -500,7 +526,111 @@ static void test_event_ring(void **state)
     us_state *back = new_state();
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
-    assert_memory_equal(s, back, sizeof *s);
+    assert_true(same_state(s, back));
+}
+
+static void add_events(us_state *s, int from, int to)
+{
+    us_event e = {0};
+    us_strlcpy(e.kind, "node", sizeof e.kind);
+    us_strlcpy(e.from, "alive", sizeof e.from);
+    us_strlcpy(e.to, "dead", sizeof e.to);
+    for (int k = from; k <= to; k++) {
+        e.time_ms = k;
+        assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_OK);
+    }
+}
+
+/* Kept events are exactly the n newest, each under its seq. */
+static void assert_kept(const us_state *s, uint64_t last, int n)
+{
+    assert_true(s->event_seq == last);
+    assert_int_equal(s->n_events, n);
+    assert_true(us_state_first_event(s) == (n ? last - (uint64_t)n + 1 : 0));
+    for (uint64_t q = 1; q <= last; q++) {
+        const us_event *e = us_state_event(s, q);
+        if (q + (uint64_t)n <= last) {
+            assert_null(e);
+        } else {
+            assert_non_null(e);
+            assert_true(e->seq == q && e->time_ms == (int64_t)q);
+        }
+    }
+    assert_null(us_state_event(s, last + 1));
+}
+
+/* The ring's size is this node's (`[cluster] events_max`): it wraps at that size, resizing keeps
+ * the newest, and a snapshot from a node that keeps more is cut to the newest. */
+static void test_event_ring_size(void **state)
+{
+    (void)state;
+    us_state *s = new_state();
+    assert_int_equal(us_state_set_events_max(s, US_EVENTS_MIN - 1), -1);
+    assert_int_equal(us_state_set_events_max(s, US_EVENTS_LIMIT + 1), -1);
+    assert_int_equal(s->events_max, 0);
+    assert_int_equal(us_state_set_events_max(s, 16), 0);
+    add_events(s, 1, 16);
+    assert_kept(s, 16, 16);
+    add_events(s, 17, 40); /* wraps one and a half times */
+    assert_kept(s, 40, 16);
+    /* Growing keeps all there is, then fills up to the new size. */
+    assert_int_equal(us_state_set_events_max(s, 20), 0);
+    assert_kept(s, 40, 16);
+    add_events(s, 41, 50);
+    assert_kept(s, 50, 20);
+    /* Shrinking keeps the newest. */
+    assert_int_equal(us_state_set_events_max(s, 17), 0);
+    assert_kept(s, 50, 17);
+    add_events(s, 51, 53);
+    assert_kept(s, 53, 17);
+
+    /* A snapshot of 17 events read by a node that keeps 16: the newest 16. */
+    json_t *j = us_state_to_json(s);
+    assert_int_equal(json_array_size(json_object_get(j, "events")), 17);
+    us_state *small = new_state();
+    assert_int_equal(us_state_set_events_max(small, 16), 0);
+    assert_int_equal(us_state_from_json(small, j), 0);
+    assert_int_equal(small->events_max, 16);
+    assert_kept(small, 53, 16);
+    /* ... and by one that keeps more: all 17. */
+    us_state *big = new_state();
+    assert_int_equal(us_state_from_json(big, j), 0);
+    assert_int_equal(big->events_max, 0);
+    assert_kept(big, 53, 17);
+    assert_true(same_state(s, copy_state(s)));
+
+    /* Out of order, a gap, a duplicate, more events than seqs, or more than US_EVENTS_LIMIT:
+     * refused, and the state is unchanged. */
+    us_state *before = copy_state(small);
+    json_t *ev = json_object_get(j, "events");
+    json_t *bad = json_deep_copy(j);
+    json_array_remove(json_object_get(bad, "events"), 3); /* a gap */
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    bad = json_deep_copy(j);
+    json_array_append(json_object_get(bad, "events"), json_array_get(ev, 16)); /* a duplicate */
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    bad = json_deep_copy(j);
+    json_t *first = json_incref(json_array_get(json_object_get(bad, "events"), 0));
+    json_array_remove(json_object_get(bad, "events"), 0);
+    json_array_append_new(json_object_get(bad, "events"), first); /* out of order */
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    bad = json_deep_copy(j);
+    json_object_set_new(bad, "event_seq", json_integer(10)); /* 17 events, seqs up to 10 */
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    bad = json_deep_copy(j);
+    json_t *many = json_array();
+    for (int k = 0; k <= US_EVENTS_LIMIT; k++)
+        json_array_append(many, json_array_get(ev, 0));
+    json_object_set_new(bad, "events", many);
+    json_object_set_new(bad, "event_seq", json_integer(US_EVENTS_LIMIT + 5));
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    json_decref(j);
+    assert_true(same_state(before, small));
 }
 
 /* Every row of service.c is replicated: a definition that differs from the defaults in that one
@@ -1276,7 +1406,7 @@ static void test_release_kind_names(void **state)
     int i = us_state_find_service(s, "web");
     s->asg[i].release = US_RELEASE_LEASE;
     json_t *j = us_state_to_json(s);
-    us_state *back = track(calloc(1, sizeof *back));
+    us_state *back = new_state();
     assert_int_equal(us_state_from_json(back, j), 0);
     assert_int_equal(back->asg[i].release, US_RELEASE_LEASE);
     json_object_del(json_array_get(json_object_get(j, "assignments"), (size_t)i), "release");
@@ -1372,7 +1502,7 @@ static void test_state_json_roundtrip(void **state)
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
     assert_state_equal(s, back);
-    assert_memory_equal(s, back, sizeof *s);
+    assert_true(same_state(s, back));
 
     /* A state built by commands survives too. */
     us_state *c = base_state();
@@ -1381,18 +1511,20 @@ static void test_state_json_roundtrip(void **state)
     assert_int_equal(apply(c, us_cmd_switchover("web", 1, "n2")), US_APPLY_OK);
     assert_int_equal(apply_services(c, "web"), US_APPLY_OK);
     j = us_state_to_json(c);
-    memset(back, 0, sizeof *back);
+    us_state_free(back);
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
     assert_state_equal(c, back); /* not memcmp: slots past services.n keep deleted data */
 
     /* An empty state. */
-    memset(c, 0, sizeof *c);
+    us_state_free(c);
     j = us_state_to_json(c);
-    memset(back, 0xff, sizeof *back);
+    /* (the ring is owned, so only what precedes it may be garbage; its size is this node's) */
+    us_state_free(back);
+    memset(back, 0xff, offsetof(us_state, event_seq));
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
-    assert_memory_equal(c, back, sizeof *c);
+    assert_true(same_state(c, back));
 }
 
 /* Each document is the valid encoding of rich_state() with one thing broken. */
@@ -1505,16 +1637,16 @@ static void check_malformed(const breakage *cases, size_t n_cases)
         cases[i].brk(j);
         int rc = us_state_from_json(out, j);
         json_decref(j);
-        if (rc != -1 || memcmp(before, out, sizeof *out) != 0) {
+        if (rc != -1 || !same_state(before, out)) {
             print_error("malformed state accepted or output changed: %s (rc %d)\n", cases[i].what,
                         rc);
-            memcpy(out, before, sizeof *out);
+            assert_int_equal(us_state_copy(out, before), 0);
             failures++;
         }
     }
     /* The unbroken document is accepted (so the failures above are due to the breakage). */
     assert_int_equal(us_state_from_json(out, good), 0);
-    assert_memory_equal(out, orig, sizeof *out);
+    assert_true(same_state(out, orig));
     json_decref(good);
     assert_int_equal(failures, 0);
 }
@@ -1650,6 +1782,8 @@ static void test_fsm_callbacks(void **state)
     int changes[2] = {0, 0};
     us_fsm_init(&f[0], count_change, &changes[0]);
     us_fsm_init(&f[1], count_change, &changes[1]);
+    g_states[g_n_states++] = &f[0].state;
+    g_states[g_n_states++] = &f[1].state;
     assert_int_equal(f[0].raft.version, 2);
     assert_ptr_equal(f[0].raft.data, &f[0]);
     assert_non_null(f[0].raft.snapshot_finalize);
@@ -1738,6 +1872,7 @@ static cluster *cluster_start(unsigned snapshot_threshold)
     g_fixture = &c->f;
     for (unsigned i = 0; i < N_SERVERS; i++) {
         us_fsm_init(&c->fsm[i], count_change, &c->changes[i]);
+        g_states[g_n_states++] = &c->fsm[i].state;
         assert_int_equal(raft_fixture_grow(&c->f, &c->fsm[i].raft), 0);
         /* The fixture's tracer prints every Raft step; US_TEST_RAFT_TRACE=1 keeps it. */
         if (!getenv("US_TEST_RAFT_TRACE"))
@@ -1809,7 +1944,7 @@ static void test_raft_replicates(void **state)
 
     assert_cluster_agrees(c);
     for (unsigned i = 1; i < N_SERVERS; i++) /* same commands from the same start: same bytes */
-        assert_memory_equal(&c->fsm[0].state, &c->fsm[i].state, sizeof(us_state));
+        assert_true(same_state(&c->fsm[0].state, &c->fsm[i].state));
     for (unsigned i = 0; i < N_SERVERS; i++) {
         const us_state *s = &c->fsm[i].state;
         assert_int_equal(s->n_nodes, 2);
@@ -1936,6 +2071,7 @@ int main(void)
         cmocka_unit_test_teardown(test_events_from_assign, teardown),
         cmocka_unit_test_teardown(test_drain_pause_reset, teardown),
         cmocka_unit_test_teardown(test_event_ring, teardown),
+        cmocka_unit_test_teardown(test_event_ring_size, teardown),
         cmocka_unit_test_teardown(test_self_healing_fields_roundtrip, teardown),
         cmocka_unit_test_teardown(test_privilege_fields_roundtrip, teardown),
         cmocka_unit_test_teardown(test_every_service_field_roundtrips, teardown),
