@@ -46,7 +46,7 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         if (a->n_peers >= US_MAX_NODES || !us_name_valid(name))
             return NULL;
         p = &a->peers[a->n_peers++];
-        memset(p, 0, sizeof *p);
+        memset(p, 0, offsetof(us_peer, reports)); /* (hub.h: the arrays after are filled) */
         us_strlcpy(p->name, name, sizeof p->name);
         p->id = us_node_id(name);
         p->last_seen_ms = -1;
@@ -94,12 +94,23 @@ static void sync_peers(us_agent *a)
 /* The "rep" of this node's pings: a report per instance. */
 static json_t *own_reports_json(us_agent *a)
 {
-    us_report own[US_MAX_SERVICES];
+    static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
     int n = 0;
     for (int i = 0; i < US_MAX_SERVICES; i++) {
         const us_instance *in = us_instance_at(a->instances, i);
         if (in)
             us_agent_own_report(a, in, &own[n++]);
+    }
+    if (n > US_MSG_REPORTS_MAX) {
+        static int64_t warned_ms;
+        int64_t now = us_now_ms();
+        if (now - warned_ms > 60000) {
+            warned_ms = now;
+            us_error("%d instances on this node: pings carry at most %d reports (msg.h), the "
+                     "leader does not see the others",
+                     n, US_MSG_REPORTS_MAX);
+        }
+        n = US_MSG_REPORTS_MAX;
     }
     return us_reports_json(own, n);
 }
@@ -1466,6 +1477,7 @@ out:
     us_instances_free(a->instances);
     us_metrics_close(&a->metrics);
     us_guardian_stop(a->guardian);
+    us_controller_free(&a->ctl);
     us_fsm_close(&a->fsm);
     close(lock_fd);
     free(a);

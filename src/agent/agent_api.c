@@ -521,6 +521,8 @@ static void h_apply(us_api_req *r, void *data)
         propose_stamped(a, r, us_cmd_services(set), cause, 200,
                         json_pack("{s:o, s:o}", "services", names, "removed", removed));
     }
+    if (set)
+        us_service_set_free(set);
     free(set);
     free(err);
 }

@@ -370,6 +370,17 @@ void us_controller_init(us_controller *c, const us_controller_env *env)
     c->env = *env;
 }
 
+void us_controller_free(us_controller *c)
+{
+    free(c->seen);
+    free(c->dec_inst);
+    free(c->dec_out);
+    c->seen = NULL;
+    c->dec_inst = NULL;
+    c->dec_out = NULL;
+    c->n_seen = c->cap_seen = c->dec_cap = 0;
+}
+
 void us_controller_became_leader(us_controller *c, int64_t now_ms)
 {
     c->primed = false;
@@ -378,16 +389,32 @@ void us_controller_became_leader(us_controller *c, int64_t now_ms)
     c->leader_since_ms = now_ms;
 }
 
-static us_ctl_seen *seen(us_controller *c, const char *service, const char *node, bool *fresh)
+/* The pair's entry; `hint` is where it was last time (pairs come in the same order each tick, so
+ * the search is one comparison while nothing changes). NULL when out of memory. */
+static us_ctl_seen *seen(us_controller *c, int hint, const char *service, const char *node,
+                         bool *fresh)
 {
     *fresh = false;
+    if (hint >= 0 && hint < c->n_seen && strcmp(c->seen[hint].service, service) == 0 &&
+        strcmp(c->seen[hint].node, node) == 0)
+        return &c->seen[hint];
     for (int i = 0; i < c->n_seen; i++)
         if (strcmp(c->seen[i].service, service) == 0 && strcmp(c->seen[i].node, node) == 0)
             return &c->seen[i];
-    if (c->n_seen == (int)(sizeof c->seen / sizeof c->seen[0])) {
+    if (c->n_seen == US_MAX_SERVICES * US_MAX_NODES) {
         /* Pairs of renamed services and removed nodes piled up: start over (silently). */
         c->n_seen = 0;
         *fresh = true;
+    }
+    if (c->n_seen == c->cap_seen) {
+        int cap = c->cap_seen ? 2 * c->cap_seen : 64;
+        if (cap > US_MAX_SERVICES * US_MAX_NODES)
+            cap = US_MAX_SERVICES * US_MAX_NODES;
+        us_ctl_seen *x = realloc(c->seen, (size_t)cap * sizeof *x);
+        if (!x)
+            return NULL;
+        c->seen = x;
+        c->cap_seen = cap;
     }
     us_ctl_seen *x = &c->seen[c->n_seen++];
     memset(x, 0, sizeof *x);
@@ -435,6 +462,7 @@ static us_inst_obs report_of(const us_view_node *p, const us_assignment *as);
 static void instance_events(us_controller *c, const us_cluster_view *v)
 {
     const us_state *s = v->state;
+    int pair = 0;
     for (int k = 0; k < s->services.n; k++) {
         const us_assignment *as = &s->asg[k];
         const us_service_def *d = &s->services.svc[k];
@@ -447,7 +475,7 @@ static void instance_events(us_controller *c, const us_cluster_view *v)
             int restarts = r ? r->restarts : 0;
             const char *restart_cause = r ? r->restart_cause : "";
             bool fresh;
-            us_ctl_seen *x = seen(c, as->service, p->name, &fresh);
+            us_ctl_seen *x = seen(c, pair++, as->service, p->name, &fresh);
             if (!x)
                 return;
             us_health was = x->health;
@@ -596,11 +624,28 @@ static void decided_cb(void *data, int status, int result)
 
 static void run_decisions(us_controller *c, const us_cluster_view *v)
 {
-    static us_decide_input in; /* large; the loop is single-threaded */
+    static us_decide_input in; /* the loop is single-threaded */
     static us_decide_output out;
     const us_state *s = v->state;
     int64_t now = v->now_ms;
     memset(&in, 0, sizeof in);
+    /* Rows of observations and room for decisions, for the services there are: grown when
+     * services are added, kept for the next tick. */
+    int want = s->services.n > 0 ? s->services.n : 1;
+    if (want > c->dec_cap) {
+        void *inst = realloc(c->dec_inst, (size_t)want * sizeof *c->dec_inst);
+        if (inst)
+            c->dec_inst = inst;
+        void *d = inst ? realloc(c->dec_out, (size_t)want * sizeof *c->dec_out) : NULL;
+        if (d)
+            c->dec_out = d;
+        if (!inst || !d) {
+            us_error("decisions: out of memory for %d services", want);
+            return;
+        }
+        c->dec_cap = want;
+    }
+    out.d = c->dec_out;
     in.has_quorum = v->has_quorum;
     in.now_ms = v->wall_ms;
     us_strlcpy(in.leader, c->env.cfg->name, sizeof in.leader);
@@ -620,13 +665,13 @@ static void run_decisions(us_controller *c, const us_cluster_view *v)
         o->last_seen_ms = p->self ? 0 : p->last_seen_ms < 0 ? -1 : now - p->last_seen_ms;
     }
     in.n_services = s->services.n;
+    in.defs = s->services.svc;
+    in.asg = s->asg;
+    in.inst = (const us_inst_obs(*)[US_MAX_NODES])c->dec_inst;
     for (int k = 0; k < s->services.n; k++) {
-        in.defs[k] = s->services.svc[k];
-        in.asg[k] = s->asg[k];
         for (int n = 0; n < s->n_nodes; n++) {
             const us_view_node *p = node_named(v, s->nodes[n].name);
-            if (p)
-                in.inst[k][n] = report_of(p, &s->asg[k]);
+            c->dec_inst[k][n] = p ? report_of(p, &s->asg[k]) : (us_inst_obs){0};
         }
     }
     us_decide(&in, &out);

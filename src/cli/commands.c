@@ -559,6 +559,7 @@ static int cmd_check_config(us_client *c, const us_cmd_args *a)
     free(err);
     free(warn);
     free(node);
+    us_service_set_free(set);
     free(set);
     return ok ? US_EXIT_OK : US_EXIT_USAGE;
 }

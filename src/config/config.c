@@ -24,8 +24,6 @@
 #define FILE_MAX (1024 * 1024) /* a config bigger than this is a mistake, not a config */
 #define API_DEFAULT_PORT 7201
 #define AUTOPILOT_GRACE_DEFAULT_MS 10000
-#define US_STR_(x) #x
-#define US_STR(x) US_STR_(x)
 
 #define NAME_EXPECTED "a name of [a-z0-9-], 1..63 characters"
 #define ADDR_EXPECTED "IPv4:port (dotted quad without leading zeros, port 1..65535)"
@@ -280,7 +278,7 @@ static bool parse_members(node_ctx *c, const char *value)
 {
     char copy[US_ADDR_MAX * 2 * US_MAX_NODES * 2];
     if (!us_strlcpy(copy, value, sizeof copy)) {
-        node_bad(c, NK_MEMBERS, "at most 16 members (US_MAX_NODES)", value);
+        node_bad(c, NK_MEMBERS, "at most " US_STR(US_MAX_NODES) " members (US_MAX_NODES)", value);
         return false;
     }
     us_node_config *cfg = c->cfg;
@@ -319,7 +317,8 @@ static bool parse_members(node_ctx *c, const char *value)
             continue;
         }
         if (n == US_MAX_NODES) {
-            node_bad(c, NK_MEMBERS, "at most 16 members (US_MAX_NODES)", value);
+            node_bad(c, NK_MEMBERS, "at most " US_STR(US_MAX_NODES) " members (US_MAX_NODES)",
+                     value);
             return false;
         }
         us_strlcpy(cfg->members[n].name, name, US_NAME_MAX);
@@ -338,7 +337,7 @@ static bool parse_join(node_ctx *c, const char *value)
 {
     char copy[US_ADDR_MAX * US_MAX_NODES * 2];
     if (!us_strlcpy(copy, value, sizeof copy)) {
-        node_bad(c, NK_JOIN, "at most 16 addresses (US_MAX_NODES)", value);
+        node_bad(c, NK_JOIN, "at most " US_STR(US_MAX_NODES) " addresses (US_MAX_NODES)", value);
         return false;
     }
     us_node_config *cfg = c->cfg;
@@ -362,7 +361,8 @@ static bool parse_join(node_ctx *c, const char *value)
             continue;
         }
         if (n == US_MAX_NODES) {
-            node_bad(c, NK_JOIN, "at most 16 addresses (US_MAX_NODES)", value);
+            node_bad(c, NK_JOIN, "at most " US_STR(US_MAX_NODES) " addresses (US_MAX_NODES)",
+                     value);
             return false;
         }
         us_strlcpy(cfg->join[n++], t, US_ADDR_MAX);
@@ -1035,6 +1035,10 @@ static void svc_header(svc_ctx *c, const char *section, int line)
                               "%s:%d: [service %s]: expected at most %d services "
                               "(US_MAX_SERVICES), got more",
                               c->file, line, name, US_MAX_SERVICES);
+            c->too_many_reported = true;
+        } else if (us_service_set_reserve(set, set->n + 1) != 0) {
+            if (!c->too_many_reported)
+                us_errors_add(c->err, "%s:%d: [service %s]: out of memory", c->file, line, name);
             c->too_many_reported = true;
         } else {
             c->keep = true;
@@ -1935,8 +1939,10 @@ int us_config_parse_services(const char *text, size_t len, const char *filename,
     svc_finish(c);
     int rc = -1;
     if (error_count(err) == before) {
-        memcpy(out, set, sizeof *set);
+        *out = *set; /* out owns the definitions now */
         rc = 0;
+    } else {
+        us_service_set_free(set);
     }
     free(c);
     free(set);

@@ -79,7 +79,8 @@ typedef enum { US_CONFIG_UNKNOWN = 0, US_CONFIG_NODE, US_CONFIG_SERVICES } us_co
 us_config_kind us_config_detect(const char *text, size_t len);
 
 /* Parse and validate a services file given as text; `filename` is only used in messages.
- * 0 on success; -1 with every problem in `err` (and *out untouched). */
+ * 0 on success: *out is overwritten (what it held is not freed) with definitions its owner frees
+ * with us_service_set_free; -1 with every problem in `err` (and *out untouched). */
 int us_config_parse_services(const char *text, size_t len, const char *filename,
                              us_service_set *out, us_errors *err);
 

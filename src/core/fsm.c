@@ -86,29 +86,77 @@ int us_state_set_events_max(us_state *s, int max)
     return 0;
 }
 
+/* fsm.h. */
+int us_state_reserve(us_state *s, int n)
+{
+    if (us_service_set_reserve(&s->services, n) != 0)
+        return -1;
+    int cap = s->services.cap;
+    if (cap <= s->cap)
+        return 0;
+    us_assignment *a = realloc(s->asg, (size_t)cap * sizeof *a);
+    if (!a)
+        return -1;
+    memset(a + s->cap, 0, (size_t)(cap - s->cap) * sizeof *a);
+    s->asg = a;
+    us_service_stats *st = realloc(s->stats, (size_t)cap * sizeof *st);
+    if (!st)
+        return -1;
+    memset(st + s->cap, 0, (size_t)(cap - s->cap) * sizeof *st);
+    s->stats = st;
+    s->cap = cap;
+    return 0;
+}
+
+/* Free the per-service arrays only (not the event ring). */
+static void free_services(us_state *s)
+{
+    us_service_set_free(&s->services);
+    free(s->asg);
+    free(s->stats);
+    s->asg = NULL;
+    s->stats = NULL;
+    s->cap = 0;
+}
+
 void us_state_free(us_state *s)
 {
+    free_services(s);
     free(s->events);
     memset(s, 0, sizeof *s);
 }
 
 int us_state_copy(us_state *dst, const us_state *src)
 {
-    us_event *ring = NULL;
-    if (src->events) {
-        ring = malloc((size_t)ring_cap(src) * sizeof *ring);
-        if (!ring)
-            return -1;
-        memcpy(ring, src->events, (size_t)ring_cap(src) * sizeof *ring);
-    }
-    if (dst == src) {
-        free(ring);
+    if (dst == src)
         return 0;
+    us_state c = *src;
+    c.services = (us_service_set){0};
+    c.asg = NULL;
+    c.stats = NULL;
+    c.cap = 0;
+    c.events = NULL;
+    int n = src->services.n;
+    if (us_state_reserve(&c, n) != 0)
+        goto fail;
+    if (n > 0) {
+        memcpy(c.services.svc, src->services.svc, (size_t)n * sizeof *c.services.svc);
+        memcpy(c.asg, src->asg, (size_t)n * sizeof *c.asg);
+        memcpy(c.stats, src->stats, (size_t)n * sizeof *c.stats);
     }
-    free(dst->events);
-    *dst = *src;
-    dst->events = ring;
+    c.services.n = n;
+    if (src->events) {
+        c.events = malloc((size_t)ring_cap(src) * sizeof *c.events);
+        if (!c.events)
+            goto fail;
+        memcpy(c.events, src->events, (size_t)ring_cap(src) * sizeof *c.events);
+    }
+    us_state_free(dst);
+    *dst = c;
     return 0;
+fail:
+    us_state_free(&c);
+    return -1;
 }
 
 /* What every event of one applied command shares. */
@@ -406,6 +454,8 @@ int us_state_from_json(us_state *out, const json_t *j)
             goto out;
         s->n_nodes++;
     }
+    if (us_state_reserve(s, (int)json_array_size(svcs)) != 0)
+        goto out;
     json_array_foreach(svcs, i, v)
     {
         if (us_service_def_from_json(&s->services.svc[i], v) != 0 ||
@@ -450,10 +500,10 @@ int us_state_from_json(us_state *out, const json_t *j)
     s->n_events = (int)keep;
     us_state_free(out);
     *out = *s;
-    s->events = NULL;
+    memset(s, 0, sizeof *s); /* what it owned is out's now */
     rc = 0;
 out:
-    free(s->events);
+    us_state_free(s);
     free(s);
     return rc;
 }
@@ -726,17 +776,27 @@ static int apply_services(us_state *s, const json_t *cmd)
     json_t *a = json_object_get(cmd, "services");
     if (!json_is_array(a) || json_array_size(a) > US_MAX_SERVICES)
         return US_APPLY_BAD;
+    /* The next state: s's fields, its own per-service arrays, s's event ring. */
     us_state *next = malloc(sizeof *next);
     if (!next)
         return US_APPLY_BAD;
     *next = *s;
-    next->services.n = 0;
+    next->services = (us_service_set){0};
+    next->asg = NULL;
+    next->stats = NULL;
+    next->cap = 0;
+    if (us_state_reserve(next, (int)json_array_size(a)) != 0) {
+        free_services(next);
+        free(next);
+        return US_APPLY_BAD;
+    }
     size_t i;
     json_t *v;
     json_array_foreach(a, i, v)
     {
         us_service_def *d = &next->services.svc[next->services.n];
         if (us_service_def_from_json(d, v) != 0 || us_state_find_service(next, d->name) >= 0) {
+            free_services(next);
             free(next);
             return US_APPLY_BAD;
         }
@@ -771,9 +831,9 @@ static int apply_services(us_state *s, const json_t *cmd)
             add_event(next, &st, "config", next->services.svc[k].name, NULL, "defined", "changed",
                       "definition changed by the services file");
     }
-    int rc = memcmp(&next->services, &s->services, sizeof s->services) == 0 ? US_APPLY_NOOP
-                                                                            : US_APPLY_OK;
-    *s = *next;
+    int rc = us_service_set_equal(&next->services, &s->services) ? US_APPLY_NOOP : US_APPLY_OK;
+    free_services(s);
+    *s = *next; /* the ring pointer is s's own, or the one add_event allocated in next */
     free(next);
     return rc;
 }

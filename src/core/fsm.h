@@ -55,10 +55,13 @@ typedef struct us_state {
     uint64_t version; /* bumps on every applied change (for observers) */
     int n_nodes;
     us_node nodes[US_MAX_NODES];
+    /* The services, their assignments and counters: parallel arrays of services.n entries,
+     * allocated for `cap` (owned: us_state_free, us_state_copy). */
     us_service_set services;
-    us_assignment asg[US_MAX_SERVICES];      /* parallel to services.svc */
-    us_service_stats stats[US_MAX_SERVICES]; /* parallel to services.svc */
-    int n_retired;                           /* epochs of deleted services, so a re-add continues */
+    us_assignment *asg;      /* parallel to services.svc */
+    us_service_stats *stats; /* parallel to services.svc */
+    int cap;                 /* entries allocated in asg and stats */
+    int n_retired;           /* epochs of deleted services, so a re-add continues */
     struct {
         char name[US_NAME_MAX];
         uint64_t epoch;
@@ -76,6 +79,9 @@ typedef struct us_state {
     us_event *events;   /* owned; NULL until the first event */
 } us_state;
 
+/* Room for n services in services.svc, asg and stats (new entries zeroed; services.n is the
+ * caller's). 0, or -1 (n > US_MAX_SERVICES or out of memory). */
+int us_state_reserve(us_state *s, int n);
 /* Free what a state owns and zero it. */
 void us_state_free(us_state *s);
 /* Deep copy into dst (whose old contents are freed). 0, or -1 (out of memory; dst unchanged). */

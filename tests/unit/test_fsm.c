@@ -71,7 +71,7 @@ static us_state *copy_state(const us_state *s)
     return c;
 }
 
-/* Byte for byte, but the event ring by its kept events (the pointers differ). */
+/* Byte for byte, but the arrays it owns by their used entries (the pointers differ). */
 static bool same_state(const us_state *a, const us_state *b)
 {
     us_state *x = malloc(sizeof *x), *y = malloc(sizeof *y);
@@ -80,9 +80,18 @@ static bool same_state(const us_state *a, const us_state *b)
     memcpy(x, a, sizeof *x);
     memcpy(y, b, sizeof *y);
     x->events = y->events = NULL;
+    x->services.svc = y->services.svc = NULL;
+    x->asg = y->asg = NULL;
+    x->stats = y->stats = NULL;
+    x->services.cap = y->services.cap = x->cap = y->cap = 0;
     bool same = memcmp(x, y, sizeof *x) == 0;
     free(x);
     free(y);
+    size_t n = (size_t)a->services.n;
+    same = same &&
+           (n == 0 || (memcmp(a->services.svc, b->services.svc, n * sizeof(us_service_def)) == 0 &&
+                       memcmp(a->asg, b->asg, n * sizeof(us_assignment)) == 0 &&
+                       memcmp(a->stats, b->stats, n * sizeof(us_service_stats)) == 0));
     for (uint64_t q = us_state_first_event(a); same && q && q <= a->event_seq; q++)
         same = us_state_event(b, q) &&
                memcmp(us_state_event(a, q), us_state_event(b, q), sizeof(us_event)) == 0;
@@ -115,14 +124,19 @@ static us_service_set *fill_set(us_service_set *set, const char *names)
     memset(set, 0, sizeof *set);
     char buf[512];
     us_strlcpy(buf, names, sizeof buf);
-    for (char *save = NULL, *w = strtok_r(buf, " ", &save); w; w = strtok_r(NULL, " ", &save))
+    for (char *save = NULL, *w = strtok_r(buf, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        assert_int_equal(us_service_set_reserve(set, set->n + 1), 0);
         mk_svc(&set->svc[set->n++], w);
+    }
     return set;
 }
 
 static us_service_set *mk_set(const char *names)
 {
-    return fill_set(track(malloc(sizeof(us_service_set))), names);
+    us_service_set *set = fill_set(track(malloc(sizeof(us_service_set))), names);
+    if (set->svc)
+        track(set->svc);
+    return set;
 }
 
 /* Apply and release a command. */
@@ -144,6 +158,7 @@ static int apply_services(us_state *s, const char *names)
 {
     us_service_set *set = fill_set(malloc(sizeof *set), names);
     json_t *cmd = us_cmd_services(set);
+    us_service_set_free(set);
     free(set);
     return apply(s, cmd);
 }
@@ -949,7 +964,7 @@ static void test_services_bad(void **state)
     json_t *cmd = us_cmd_services(set);
     json_array_append_new(
         json_object_get(json_array_get(json_object_get(cmd, "services"), 1), "nodes"),
-        json_string("n99")); /* 17 eligible nodes */
+        json_string("n99")); /* US_MAX_NODES + 1 eligible nodes */
     assert_int_equal(apply(s, cmd), US_APPLY_BAD);
 
     cmd = us_cmd_services(set);
@@ -1311,16 +1326,26 @@ static void test_stats_json(void **state)
 }
 
 /* The release causes are read from decide.c's words: real decisions, classified. */
-static us_decide_input *decide_input(void)
+typedef struct dec_in {
+    us_decide_input base; /* its arrays are these: */
+    us_service_def defs[1];
+    us_assignment asg[1];
+    us_inst_obs inst[1][US_MAX_NODES];
+} dec_in;
+
+static dec_in *decide_input(void)
 {
-    us_decide_input *in = track(calloc(1, sizeof *in));
-    in->has_quorum = true;
-    in->now_ms = 1000000;
-    us_strlcpy(in->leader, "n2", sizeof in->leader);
-    in->n_nodes = 2;
-    in->nodes[0] = mk_node("n1", 11);
-    in->nodes[1] = mk_node("n2", 12);
-    in->n_services = 1;
+    dec_in *in = track(calloc(1, sizeof *in));
+    in->base.defs = in->defs;
+    in->base.asg = in->asg;
+    in->base.inst = (const us_inst_obs(*)[US_MAX_NODES])in->inst;
+    in->base.has_quorum = true;
+    in->base.now_ms = 1000000;
+    us_strlcpy(in->base.leader, "n2", sizeof in->base.leader);
+    in->base.n_nodes = 2;
+    in->base.nodes[0] = mk_node("n1", 11);
+    in->base.nodes[1] = mk_node("n2", 12);
+    in->base.n_services = 1;
     mk_svc(&in->defs[0], "web");
     in->defs[0].rise = 1;
     in->defs[0].fall = 1;
@@ -1341,10 +1366,11 @@ static us_decide_input *decide_input(void)
 }
 
 /* The decision's release kind, checked to map to `cause` (what the counters record). */
-static us_release_kind decided_release(const us_decide_input *in, us_move_cause cause)
+static us_release_kind decided_release(const dec_in *in, us_move_cause cause)
 {
     us_decide_output *out = track(calloc(1, sizeof *out));
-    us_decide(in, out);
+    out->d = track(calloc(1, sizeof *out->d));
+    us_decide(&in->base, out);
     assert_int_equal(out->n, 1);
     assert_string_equal(out->d[0].next.active, "n2");
     us_release_kind k = out->d[0].next.release;
@@ -1359,7 +1385,7 @@ static us_release_kind decided_release(const us_decide_input *in, us_move_cause 
 static void test_release_cause_of_decisions(void **state)
 {
     (void)state;
-    us_decide_input *in = decide_input();
+    dec_in *in = decide_input();
     in->inst[0][0] = (us_inst_obs){.state = US_INST_FAILED, .epoch = 3, .exit_status = 137};
     assert_int_equal(decided_release(in, US_CAUSE_FAILED), US_RELEASE_FAILED);
     us_strlcpy(in->inst[0][0].cause, "check tcp://127.0.0.1:1 failed 1/1: refused", US_REASON_MAX);
@@ -1371,13 +1397,13 @@ static void test_release_cause_of_decisions(void **state)
     assert_int_equal(decided_release(in, US_CAUSE_FENCED), US_RELEASE_FENCED);
 
     in = decide_input();
-    in->node_obs[0] =
+    in->base.node_obs[0] =
         (us_node_obs){.state = US_NODE_DEAD, .lease = US_LEASE_EXPIRED, .last_seen_ms = 5000};
     assert_int_equal(decided_release(in, US_CAUSE_LEASE), US_RELEASE_LEASE);
 
     in = decide_input();
-    in->nodes[0].incarnation = 99; /* the agent on n1 restarted */
-    in->nodes[0].drained = true;   /* so that it does not get the role straight back */
+    in->base.nodes[0].incarnation = 99; /* the agent on n1 restarted */
+    in->base.nodes[0].drained = true;   /* so that it does not get the role straight back */
     assert_int_equal(decided_release(in, US_CAUSE_AGENT_RESTART), US_RELEASE_AGENT);
 
     in = decide_input();
@@ -1450,6 +1476,7 @@ static us_state *rich_state(void)
     s->nodes[1].leaving = true;
     s->nodes[2].removing = true;
     s->nodes[2].left = true;
+    assert_int_equal(us_state_reserve(s, 2), 0);
     s->services.n = 2;
     mk_svc(&s->services.svc[0], "web");
     us_strlcpy(s->services.svc[0].promote, "/etc/web/promote \"$UNDERSTUDY_EPOCH\"", US_CMD_MAX);
@@ -1519,9 +1546,11 @@ static void test_state_json_roundtrip(void **state)
     /* An empty state. */
     us_state_free(c);
     j = us_state_to_json(c);
-    /* (the ring is owned, so only what precedes it may be garbage; its size is this node's) */
+    /* (what the state owns must be valid, and the ring's size is this node's: the rest may be
+     * garbage) */
     us_state_free(back);
-    memset(back, 0xff, offsetof(us_state, event_seq));
+    memset(back, 0xff, offsetof(us_state, services));
+    memset(&back->n_retired, 0xff, offsetof(us_state, event_seq) - offsetof(us_state, n_retired));
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
     assert_true(same_state(c, back));
