@@ -96,7 +96,7 @@ static json_t *own_reports_json(us_agent *a)
 {
     static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
     int n = 0;
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < us_instances_slots(a->instances); i++) {
         const us_instance *in = us_instance_at(a->instances, i);
         if (in)
             us_agent_own_report(a, in, &own[n++]);
@@ -761,7 +761,7 @@ static void build_view(us_agent *a, us_cluster_view *v)
         n->version = i == a->self ? a->fsm.state.version : p->grant_v;
         if (n->self) {
             n->n_reports = 0;
-            for (int k = 0; k < US_MAX_SERVICES; k++) {
+            for (int k = 0; k < us_instances_slots(a->instances); k++) {
                 const us_instance *in = us_instance_at(a->instances, k);
                 if (in)
                     us_agent_own_report(a, in, &own[n->n_reports++]);

@@ -32,6 +32,7 @@ struct us_instances {
     us_instances_env env;
     us_instance inst[US_MAX_SERVICES];
     uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
+    int hi; /* slots in use are below this: walks stop here, not at US_MAX_SERVICES */
 };
 
 static void report_now(us_instances *x)
@@ -47,12 +48,14 @@ static void schedule_reconcile(us_instances *x)
 static us_instance *slot(us_instances *a, const char *service, bool create)
 {
     us_instance *free_slot = NULL;
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         if (a->inst[i].used && strcmp(a->inst[i].service, service) == 0)
             return &a->inst[i];
         if (!a->inst[i].used && !free_slot)
             free_slot = &a->inst[i];
     }
+    if (create && !free_slot && a->hi < US_MAX_SERVICES)
+        free_slot = &a->inst[a->hi++];
     if (!create || !free_slot)
         return NULL;
     memset(free_slot, 0, sizeof *free_slot);
@@ -751,7 +754,7 @@ void us_instances_reconcile(us_instances *a)
             sync_checker(in, &s->services.svc[i]);
         }
     }
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
         if (!in->used || us_state_find_service(s, in->service) >= 0)
             continue;
@@ -770,7 +773,12 @@ void us_instances_reconcile(us_instances *a)
 
 const us_instance *us_instance_at(us_instances *a, int i)
 {
-    return i >= 0 && i < US_MAX_SERVICES && a->inst[i].used ? &a->inst[i] : NULL;
+    return i >= 0 && i < a->hi && a->inst[i].used ? &a->inst[i] : NULL;
+}
+
+int us_instances_slots(us_instances *a)
+{
+    return a->hi;
 }
 
 void us_instances_guardian_event(us_instances *a, const us_guardian_event *ev)
@@ -817,7 +825,7 @@ void us_instances_free(us_instances *x)
 
 void us_instances_reannounce(us_instances *a)
 {
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
         const us_service_def *d = in->used ? def_of(a, in->service) : NULL;
         if (d && in->phase == US_PHASE_ACTIVE && in->n_vips_up) {
@@ -830,7 +838,7 @@ void us_instances_reannounce(us_instances *a)
 void us_instances_kill_all(us_instances *a)
 {
     us_notify_stop();
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
         if (!in->used)
             continue;
@@ -847,7 +855,7 @@ bool us_instances_quiet(us_instances *a)
 {
     if (!us_notify_quiet() || us_logs_busy())
         return false;
-    for (int i = 0; i < US_MAX_SERVICES; i++)
+    for (int i = 0; i < a->hi; i++)
         if (a->inst[i].used && !quiet(&a->inst[i]))
             return false;
     return true;
@@ -855,7 +863,7 @@ bool us_instances_quiet(us_instances *a)
 
 bool us_instances_busy(us_instances *a)
 {
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
         if (in->used && (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING ||
                          in->phase == US_PHASE_DEMOTING))
