@@ -43,7 +43,7 @@ def services_ini(names, nodes):
     for i, name in enumerate(names):
         first, second = nodes[i % len(nodes)], nodes[(i + 1) % len(nodes)]
         out.append(
-            "[service %s]\nrun = exec sleep 100000\nstandbys = 1\nnodes = %s %s\nstop_timeout = 2s\n"
+            "[service %s]\nrun = exec sleep 100000\nstandbys = 0\nnodes = %s %s\nstop_timeout = 2s\n"
             % (name, first, second)
         )
     return "\n".join(out)
