@@ -140,6 +140,11 @@ typedef struct us_controller {
     us_inst_obs (*dec_inst)[US_MAX_NODES];
     struct us_decision *dec_out;
     int dec_cap;
+    /* Per tick, by replicated node index: its view node, and its report about each service
+     * (rep_hint: where that report was found last time, -1 = nowhere). */
+    const us_view_node *pv[US_MAX_NODES];
+    const us_report *(*rep)[US_MAX_NODES];
+    int (*rep_hint)[US_MAX_NODES];
 } us_controller;
 
 /* Once: the environment is copied. */

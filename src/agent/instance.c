@@ -33,6 +33,8 @@ struct us_instances {
     us_instance inst[US_MAX_SERVICES];
     uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
     int hi; /* slots in use are below this: walks stop here, not at US_MAX_SERVICES */
+    int slot_of[US_MAX_SERVICES]; /* by state index: the slot it had at the last reconcile (a
+                                     hint, checked by name) */
 };
 
 static void report_now(us_instances *x)
@@ -349,7 +351,8 @@ static void become_active(us_instance *in)
 
 static const us_service_def *def_of(us_instances *a, const char *service)
 {
-    int i = us_state_find_service(a->env.state, service);
+    us_instance *in = slot(a, service, false);
+    int i = us_state_find_service_from(a->env.state, service, in ? in->state_idx : -1);
     return i >= 0 ? &a->env.state->services.svc[i] : NULL;
 }
 
@@ -748,15 +751,21 @@ void us_instances_reconcile(us_instances *a)
 {
     const us_state *s = a->env.state;
     for (int i = 0; i < s->services.n; i++) {
-        us_instance *in = slot(a, s->services.svc[i].name, true);
+        int h = a->slot_of[i];
+        us_instance *in =
+            h < a->hi && a->inst[h].used && strcmp(a->inst[h].service, s->services.svc[i].name) == 0
+                ? &a->inst[h]
+                : slot(a, s->services.svc[i].name, true);
         if (in) {
+            in->state_idx = i;
+            a->slot_of[i] = (int)(in - a->inst);
             step(a, in, &s->services.svc[i], &s->asg[i]);
             sync_checker(in, &s->services.svc[i]);
         }
     }
     for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
-        if (!in->used || us_state_find_service(s, in->service) >= 0)
+        if (!in->used || us_state_find_service_from(s, in->service, in->state_idx) >= 0)
             continue;
         /* Deleted service: stop whatever runs; forget it once quiet. */
         if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING)

@@ -69,6 +69,7 @@ typedef struct us_instance {
     int64_t proc_started_ms;
     char restart_cause[US_REASON_MAX];
     struct us_instances *owner;
+    int state_idx; /* the service's index in the state when last reconciled (a hint) */
 } us_instance;
 
 /* What the instances need from the agent. The pointers stay valid while the agent runs; the

@@ -45,6 +45,13 @@ int us_state_find_service(const us_state *s, const char *name)
     return -1;
 }
 
+int us_state_find_service_from(const us_state *s, const char *name, int hint)
+{
+    if (hint >= 0 && hint < s->services.n && strcmp(s->services.svc[hint].name, name) == 0)
+        return hint;
+    return us_state_find_service(s, name);
+}
+
 /* ---- Events ---- */
 
 static int ring_cap(const us_state *s)

@@ -111,6 +111,9 @@ int us_state_apply(us_state *s, const json_t *cmd);
 
 int us_state_find_node(const us_state *s, const char *name);
 int us_state_find_service(const us_state *s, const char *name);
+/* The same, trying index `hint` first (where the service was last time: services keep their
+ * places unless a services file changes them, so callers that walk every tick stay linear). */
+int us_state_find_service_from(const us_state *s, const char *name, int hint);
 /* Does `node` hold the active role of any service? */
 bool us_state_holds_active(const us_state *s, const char *node);
 /* How many active roles `node` holds, and the least and greatest state version at which they

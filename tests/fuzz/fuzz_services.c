@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static us_state state;
     char *text = fuzz_copy(data, size);
     memset(&err, 0, sizeof err);
-    memset(&set, 0, sizeof set);
+    us_service_set_free(&set);
     int rc = us_config_parse_services(text, size, "fuzz.services", &set, &err);
     if (rc == 0) {
         FUZZ_CHECK(err.n == 0);

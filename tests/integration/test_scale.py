@@ -80,7 +80,7 @@ def test_many_nodes_and_services(cluster):
 
     svc_names = ["s%04d" % i for i in range(N_SERVICES)]
     t_apply = time.monotonic()
-    c.apply(services_ini(svc_names, names), node=non_voter)  # forwarded to the leader
+    c.apply(services_ini(svc_names, names), node=c.leader())
 
     def all_placed():
         st, _ = timed_status(c, c.leader())
