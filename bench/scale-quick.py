@@ -58,6 +58,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=10)
     ap.add_argument("--services", default="10,100,200,1000")
+    ap.add_argument("--step", type=int, default=200, help="services added per apply at most")
     args = ap.parse_args()
     names = ["n%d" % i for i in range(1, args.nodes + 1)]
     root = tempfile.mkdtemp(prefix="us-scale-")
@@ -91,9 +92,17 @@ def main():
         rss0 = [rss_kib(c.pid(m)) for m in names]
         print("%d nodes (%d voters), idle: RSS median %d KiB, max %d KiB" % (
             len(names), len(voters), statistics.median(rss0), max(rss0)))
+        prev = 0
         for s in [int(x) for x in args.services.split(",")]:
             t0 = time.monotonic()
-            c.apply(services_ini(s, names))
+            # Grow by at most `step` services per apply: one command defines them all, and a
+            # leader deciding a thousand placements at once on a loaded machine loses its lease.
+            for k in range(min(prev + args.step, s), s + 1, args.step) if s - prev > args.step else [s]:
+                c.apply(services_ini(k, names), node=c.leader())
+                time.sleep(1)
+            if s - prev > args.step and (s - prev) % args.step:
+                c.apply(services_ini(s, names), node=c.leader())
+            prev = s
 
             def placed():
                 st = c.leader_status()

@@ -101,18 +101,33 @@ static json_t *own_reports_json(us_agent *a)
         if (in)
             us_agent_own_report(a, in, &own[n++]);
     }
-    if (n > US_MSG_REPORTS_MAX) {
+    /* A ping must fit in one datagram with room for the lease reports (64 x ~70 bytes) and the
+     * header, or it is not sent at all and this node loses its lease: past that, the leader does
+     * not see the last reports (docs/architecture.md, "Limits"). */
+    const size_t budget = US_NET_PAYLOAD_MAX - 8000;
+    int all = n;
+    if (n > US_MSG_REPORTS_MAX)
+        n = US_MSG_REPORTS_MAX;
+    json_t *rep = us_reports_json(own, n);
+    size_t size;
+    while (n > 0 && (size = json_dumpb(rep, NULL, 0, JSON_COMPACT)) > budget) {
+        json_decref(rep);
+        n = (int)((double)n * (double)budget / (double)size) - 1;
+        if (n < 0)
+            n = 0;
+        rep = us_reports_json(own, n);
+    }
+    if (n < all) {
         static int64_t warned_ms;
         int64_t now = us_now_ms();
         if (now - warned_ms > 60000) {
             warned_ms = now;
-            us_error("%d instances on this node: pings carry at most %d reports (msg.h), the "
-                     "leader does not see the others",
-                     n, US_MSG_REPORTS_MAX);
+            us_error("%d instances on this node: a ping carries the reports of %d (a datagram "
+                     "holds at most %d bytes), the leader does not see the others",
+                     all, n, US_NET_PAYLOAD_MAX);
         }
-        n = US_MSG_REPORTS_MAX;
     }
-    return us_reports_json(own, n);
+    return rep;
 }
 
 /* ---- Raft apply ---- */

@@ -10,7 +10,7 @@ int us_service_set_reserve(us_service_set *set, int n)
         return -1;
     if (n <= set->cap)
         return 0;
-    int cap = set->cap ? set->cap : 8;
+    int cap = set->cap ? set->cap : n; /* a fresh set is sized exactly (the state's are) */
     while (cap < n)
         cap *= 2;
     if (cap > US_MAX_SERVICES)
