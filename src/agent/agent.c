@@ -46,7 +46,7 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         if (a->n_peers >= US_MAX_NODES || !us_name_valid(name))
             return NULL;
         p = &a->peers[a->n_peers++];
-        memset(p, 0, sizeof *p);
+        memset(p, 0, offsetof(us_peer, reports)); /* (hub.h: the arrays after are filled) */
         us_strlcpy(p->name, name, sizeof p->name);
         p->id = us_node_id(name);
         p->last_seen_ms = -1;
@@ -94,14 +94,40 @@ static void sync_peers(us_agent *a)
 /* The "rep" of this node's pings: a report per instance. */
 static json_t *own_reports_json(us_agent *a)
 {
-    us_report own[US_MAX_SERVICES];
+    static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
     int n = 0;
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < us_instances_slots(a->instances); i++) {
         const us_instance *in = us_instance_at(a->instances, i);
         if (in)
             us_agent_own_report(a, in, &own[n++]);
     }
-    return us_reports_json(own, n);
+    /* A ping must fit in one datagram with room for the lease reports (64 x ~70 bytes) and the
+     * header, or it is not sent at all and this node loses its lease: past that, the leader does
+     * not see the last reports (docs/architecture.md, "Limits"). */
+    const size_t budget = US_NET_PAYLOAD_MAX - 8000;
+    int all = n;
+    if (n > US_MSG_REPORTS_MAX)
+        n = US_MSG_REPORTS_MAX;
+    json_t *rep = us_reports_json(own, n);
+    size_t size;
+    while (n > 0 && (size = json_dumpb(rep, NULL, 0, JSON_COMPACT)) > budget) {
+        json_decref(rep);
+        n = (int)((double)n * (double)budget / (double)size) - 1;
+        if (n < 0)
+            n = 0;
+        rep = us_reports_json(own, n);
+    }
+    if (n < all) {
+        static int64_t warned_ms;
+        int64_t now = us_now_ms();
+        if (now - warned_ms > 60000) {
+            warned_ms = now;
+            us_error("%d instances on this node: a ping carries the reports of %d (a datagram "
+                     "holds at most %d bytes), the leader does not see the others",
+                     all, n, US_NET_PAYLOAD_MAX);
+        }
+    }
+    return rep;
 }
 
 /* ---- Raft apply ---- */
@@ -750,7 +776,7 @@ static void build_view(us_agent *a, us_cluster_view *v)
         n->version = i == a->self ? a->fsm.state.version : p->grant_v;
         if (n->self) {
             n->n_reports = 0;
-            for (int k = 0; k < US_MAX_SERVICES; k++) {
+            for (int k = 0; k < us_instances_slots(a->instances); k++) {
                 const us_instance *in = us_instance_at(a->instances, k);
                 if (in)
                     us_agent_own_report(a, in, &own[n->n_reports++]);
@@ -1227,6 +1253,7 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
     /* A restarted node would otherwise need ~1 s to reconnect to its peers. */
     raft_uv_set_connect_retry_delay(&a->io, 100);
     us_fsm_init(&a->fsm, on_fsm_change, a);
+    us_state_set_events_max(&a->fsm.state, a->cfg.events_max); /* checked by the config */
     rc = raft_init(&a->raft, &a->io, &a->fsm.raft, us_node_id(c->name), c->address);
     if (rc != 0) {
         snprintf(err, errlen, "raft init failed: %s", raft_errmsg(&a->raft));
@@ -1465,6 +1492,8 @@ out:
     us_instances_free(a->instances);
     us_metrics_close(&a->metrics);
     us_guardian_stop(a->guardian);
+    us_controller_free(&a->ctl);
+    us_fsm_close(&a->fsm);
     close(lock_fd);
     free(a);
     return rc;

@@ -521,6 +521,8 @@ static void h_apply(us_api_req *r, void *data)
         propose_stamped(a, r, us_cmd_services(set), cause, 200,
                         json_pack("{s:o, s:o}", "services", names, "removed", removed));
     }
+    if (set)
+        us_service_set_free(set);
     free(set);
     free(err);
 }
@@ -696,6 +698,9 @@ static json_t *event_json(const us_event *e)
     return j;
 }
 
+/* The largest page of GET /v1/events (a bigger limit is cut to it; `more` says there is more). */
+#define EVENTS_PAGE_MAX 1000
+
 static void h_events(us_api_req *r, void *data)
 {
     us_agent *a = data;
@@ -712,11 +717,11 @@ static void h_events(us_api_req *r, void *data)
     v = us_api_req_query(r, "limit");
     if (v && (!parse_u64(v, &limit) || limit == 0)) {
         us_api_reply_error(r, 400, "limit='%.40s': expected a number from 1 to %d", v,
-                           US_EVENTS_MAX);
+                           EVENTS_PAGE_MAX);
         return;
     }
-    if (limit > US_EVENTS_MAX)
-        limit = US_EVENTS_MAX;
+    if (limit > EVENTS_PAGE_MAX)
+        limit = EVENTS_PAGE_MAX;
     const char *service = us_api_req_query(r, "service");
     const char *node = us_api_req_query(r, "node");
     const us_state *s = &a->fsm.state;

@@ -370,6 +370,21 @@ void us_controller_init(us_controller *c, const us_controller_env *env)
     c->env = *env;
 }
 
+void us_controller_free(us_controller *c)
+{
+    free(c->seen);
+    free(c->dec_inst);
+    free(c->dec_out);
+    free(c->rep);
+    free(c->rep_hint);
+    c->seen = NULL;
+    c->dec_inst = NULL;
+    c->dec_out = NULL;
+    c->rep = NULL;
+    c->rep_hint = NULL;
+    c->n_seen = c->cap_seen = c->dec_cap = 0;
+}
+
 void us_controller_became_leader(us_controller *c, int64_t now_ms)
 {
     c->primed = false;
@@ -378,16 +393,32 @@ void us_controller_became_leader(us_controller *c, int64_t now_ms)
     c->leader_since_ms = now_ms;
 }
 
-static us_ctl_seen *seen(us_controller *c, const char *service, const char *node, bool *fresh)
+/* The pair's entry; `hint` is where it was last time (pairs come in the same order each tick, so
+ * the search is one comparison while nothing changes). NULL when out of memory. */
+static us_ctl_seen *seen(us_controller *c, int hint, const char *service, const char *node,
+                         bool *fresh)
 {
     *fresh = false;
+    if (hint >= 0 && hint < c->n_seen && strcmp(c->seen[hint].service, service) == 0 &&
+        strcmp(c->seen[hint].node, node) == 0)
+        return &c->seen[hint];
     for (int i = 0; i < c->n_seen; i++)
         if (strcmp(c->seen[i].service, service) == 0 && strcmp(c->seen[i].node, node) == 0)
             return &c->seen[i];
-    if (c->n_seen == (int)(sizeof c->seen / sizeof c->seen[0])) {
+    if (c->n_seen == US_MAX_SERVICES * US_MAX_NODES) {
         /* Pairs of renamed services and removed nodes piled up: start over (silently). */
         c->n_seen = 0;
         *fresh = true;
+    }
+    if (c->n_seen == c->cap_seen) {
+        int cap = c->cap_seen ? 2 * c->cap_seen : 64;
+        if (cap > US_MAX_SERVICES * US_MAX_NODES)
+            cap = US_MAX_SERVICES * US_MAX_NODES;
+        us_ctl_seen *x = realloc(c->seen, (size_t)cap * sizeof *x);
+        if (!x)
+            return NULL;
+        c->seen = x;
+        c->cap_seen = cap;
     }
     us_ctl_seen *x = &c->seen[c->n_seen++];
     memset(x, 0, sizeof *x);
@@ -430,24 +461,86 @@ static const us_report *report_about(const us_view_node *p, const char *service)
     return us_report_find(p->reports, p->n_reports, service);
 }
 
-static us_inst_obs report_of(const us_view_node *p, const us_assignment *as);
+static us_inst_obs report_obs(const us_view_node *p, const us_report *r, const us_assignment *as);
+
+static us_inst_obs report_of(const us_view_node *p, const us_assignment *as)
+{
+    return report_obs(p, report_about(p, as->service), as);
+}
+
+/* Room for n services in the per-tick tables (grown, kept). false when out of memory. */
+static bool ensure_cap(us_controller *c, int n)
+{
+    if (n < 1)
+        n = 1;
+    if (n <= c->dec_cap)
+        return true;
+    void *inst = realloc(c->dec_inst, (size_t)n * sizeof *c->dec_inst);
+    if (inst)
+        c->dec_inst = inst;
+    void *d = inst ? realloc(c->dec_out, (size_t)n * sizeof *c->dec_out) : NULL;
+    if (d)
+        c->dec_out = d;
+    void *rep = d ? realloc(c->rep, (size_t)n * sizeof *c->rep) : NULL;
+    if (rep)
+        c->rep = rep;
+    void *hint = rep ? realloc(c->rep_hint, (size_t)n * sizeof *c->rep_hint) : NULL;
+    if (hint) {
+        c->rep_hint = hint;
+        memset(c->rep_hint + c->dec_cap, 0xff, (size_t)(n - c->dec_cap) * sizeof *c->rep_hint);
+    }
+    if (!inst || !d || !rep || !hint) {
+        us_error("controller: out of memory for %d services", n);
+        return false;
+    }
+    c->dec_cap = n;
+    return true;
+}
+
+/* Once per tick: each replicated node's view node (pv) and its report about each service (rep),
+ * found where it was last time when it still is (reports keep their order), so that the walks
+ * over services x nodes below stay linear. */
+static bool index_reports(us_controller *c, const us_cluster_view *v)
+{
+    const us_state *s = v->state;
+    if (!ensure_cap(c, s->services.n))
+        return false;
+    for (int n = 0; n < s->n_nodes; n++)
+        c->pv[n] = node_named(v, s->nodes[n].name);
+    for (int k = 0; k < s->services.n; k++) {
+        const char *service = s->services.svc[k].name;
+        for (int n = 0; n < s->n_nodes; n++) {
+            const us_view_node *p = c->pv[n];
+            int h = c->rep_hint[k][n];
+            const us_report *r = NULL;
+            if (p && h >= 0 && h < p->n_reports && strcmp(p->reports[h].service, service) == 0)
+                r = &p->reports[h];
+            else if (p)
+                r = us_report_find(p->reports, p->n_reports, service);
+            c->rep_hint[k][n] = r ? (int)(r - p->reports) : -1;
+            c->rep[k][n] = r;
+        }
+    }
+    return true;
+}
 
 static void instance_events(us_controller *c, const us_cluster_view *v)
 {
     const us_state *s = v->state;
+    int pair = 0;
     for (int k = 0; k < s->services.n; k++) {
         const us_assignment *as = &s->asg[k];
         const us_service_def *d = &s->services.svc[k];
         for (int n = 0; n < s->n_nodes; n++) {
-            const us_view_node *p = node_named(v, s->nodes[n].name);
+            const us_view_node *p = c->pv[n];
             if (!p || s->nodes[n].left)
                 continue;
-            us_inst_obs o = report_of(p, as);
-            const us_report *r = report_about(p, as->service);
+            const us_report *r = c->rep[k][n];
+            us_inst_obs o = report_obs(p, r, as);
             int restarts = r ? r->restarts : 0;
             const char *restart_cause = r ? r->restart_cause : "";
             bool fresh;
-            us_ctl_seen *x = seen(c, as->service, p->name, &fresh);
+            us_ctl_seen *x = seen(c, pair++, as->service, p->name, &fresh);
             if (!x)
                 return;
             us_health was = x->health;
@@ -508,10 +601,9 @@ static bool register_nodes(us_controller *c, const us_cluster_view *v)
     return false;
 }
 
-static us_inst_obs report_of(const us_view_node *p, const us_assignment *as)
+static us_inst_obs report_obs(const us_view_node *p, const us_report *r, const us_assignment *as)
 {
     us_inst_obs o = {0};
-    const us_report *r = report_about(p, as->service);
     if (r)
         o = r->obs;
     /* A guardian announcement for exactly this assignment overrides a stale report. */
@@ -596,11 +688,13 @@ static void decided_cb(void *data, int status, int result)
 
 static void run_decisions(us_controller *c, const us_cluster_view *v)
 {
-    static us_decide_input in; /* large; the loop is single-threaded */
+    static us_decide_input in; /* the loop is single-threaded */
     static us_decide_output out;
     const us_state *s = v->state;
     int64_t now = v->now_ms;
     memset(&in, 0, sizeof in);
+    /* Rows of observations and room for decisions (index_reports made room for them). */
+    out.d = c->dec_out;
     in.has_quorum = v->has_quorum;
     in.now_ms = v->wall_ms;
     us_strlcpy(in.leader, c->env.cfg->name, sizeof in.leader);
@@ -620,13 +714,13 @@ static void run_decisions(us_controller *c, const us_cluster_view *v)
         o->last_seen_ms = p->self ? 0 : p->last_seen_ms < 0 ? -1 : now - p->last_seen_ms;
     }
     in.n_services = s->services.n;
+    in.defs = s->services.svc;
+    in.asg = s->asg;
+    in.inst = (const us_inst_obs(*)[US_MAX_NODES])c->dec_inst;
     for (int k = 0; k < s->services.n; k++) {
-        in.defs[k] = s->services.svc[k];
-        in.asg[k] = s->asg[k];
         for (int n = 0; n < s->n_nodes; n++) {
-            const us_view_node *p = node_named(v, s->nodes[n].name);
-            if (p)
-                in.inst[k][n] = report_of(p, &s->asg[k]);
+            const us_view_node *p = c->pv[n];
+            c->dec_inst[k][n] = p ? report_obs(p, c->rep[k][n], &s->asg[k]) : (us_inst_obs){0};
         }
     }
     us_decide(&in, &out);
@@ -657,6 +751,8 @@ void us_controller_tick(us_controller *c, const us_cluster_view *v)
     if (removals(c, v))
         return;
     keep_voters(c, v);
+    if (!index_reports(c, v))
+        return;
     /* Observations first: in the history they come before the decisions they cause. */
     node_events(c, v);
     instance_events(c, v);

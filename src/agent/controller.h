@@ -131,14 +131,26 @@ typedef struct us_controller {
      * leader: node liveness by view node index, health and restarts by name. */
     bool primed;
     us_node_state node[US_MAX_NODES];
-    us_ctl_seen seen[US_MAX_SERVICES * US_MAX_NODES];
-    int n_seen;
+    us_ctl_seen *seen; /* grown as pairs of service and node appear (us_controller_free) */
+    int n_seen, cap_seen;
     us_ctl_timing timing[US_MAX_SERVICES];
     int n_timing;
+    /* The decision function's observations and output, allocated for dec_cap services and kept
+     * from tick to tick (us_controller_free). */
+    us_inst_obs (*dec_inst)[US_MAX_NODES];
+    struct us_decision *dec_out;
+    int dec_cap;
+    /* Per tick, by replicated node index: its view node, and its report about each service
+     * (rep_hint: where that report was found last time, -1 = nowhere). */
+    const us_view_node *pv[US_MAX_NODES];
+    const us_report *(*rep)[US_MAX_NODES];
+    int (*rep_hint)[US_MAX_NODES];
 } us_controller;
 
 /* Once: the environment is copied. */
 void us_controller_init(us_controller *c, const us_controller_env *env);
+/* Free what the controller allocated. */
+void us_controller_free(us_controller *c);
 /* This node became leader at now_ms: forget what an earlier leadership recorded. */
 void us_controller_became_leader(us_controller *c, int64_t now_ms);
 /* A heartbeat or a change: do what the leader must (nothing unless view->leader). */

@@ -85,7 +85,7 @@ bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms)
 /* This node's report about its instance `in`, as its pings carry it. */
 void us_agent_own_report(us_agent *a, const us_instance *in, us_report *out)
 {
-    int k = us_state_find_service(&a->fsm.state, in->service);
+    int k = us_state_find_service_from(&a->fsm.state, in->service, in->state_idx);
     const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
     us_report_source src = {
         .service = in->service,

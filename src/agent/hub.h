@@ -62,13 +62,15 @@ typedef struct us_peer {
     /* What this peer (as a voter) last reported about each peer, by our peer index. */
     us_lease_seen about[US_MAX_NODES];
     int n_reports;
-    us_report reports[US_MAX_SERVICES];
+    int n_fenced;
+    uint64_t dead_inc; /* its guardian announced that the agent of this incarnation died */
+    /* Large arrays last: only their first n_reports / n_fenced entries are ever written or read,
+     * so pages of a peer that reports little stay untouched (peer_add clears what precedes). */
+    us_report reports[US_MSG_REPORTS_MAX];
     uint64_t
         fenced_epoch[US_MAX_SERVICES]; /* guardian announcements: service, epoch, incarnation */
     uint64_t fenced_inc[US_MAX_SERVICES];
     char fenced_service[US_MAX_SERVICES][US_NAME_MAX];
-    int n_fenced;
-    uint64_t dead_inc; /* its guardian announced that the agent of this incarnation died */
 } us_peer;
 
 typedef struct us_agent {

@@ -32,6 +32,9 @@ struct us_instances {
     us_instances_env env;
     us_instance inst[US_MAX_SERVICES];
     uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
+    int hi; /* slots in use are below this: walks stop here, not at US_MAX_SERVICES */
+    int slot_of[US_MAX_SERVICES]; /* by state index: the slot it had at the last reconcile (a
+                                     hint, checked by name) */
 };
 
 static void report_now(us_instances *x)
@@ -47,12 +50,14 @@ static void schedule_reconcile(us_instances *x)
 static us_instance *slot(us_instances *a, const char *service, bool create)
 {
     us_instance *free_slot = NULL;
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         if (a->inst[i].used && strcmp(a->inst[i].service, service) == 0)
             return &a->inst[i];
         if (!a->inst[i].used && !free_slot)
             free_slot = &a->inst[i];
     }
+    if (create && !free_slot && a->hi < US_MAX_SERVICES)
+        free_slot = &a->inst[a->hi++];
     if (!create || !free_slot)
         return NULL;
     memset(free_slot, 0, sizeof *free_slot);
@@ -346,7 +351,8 @@ static void become_active(us_instance *in)
 
 static const us_service_def *def_of(us_instances *a, const char *service)
 {
-    int i = us_state_find_service(a->env.state, service);
+    us_instance *in = slot(a, service, false);
+    int i = us_state_find_service_from(a->env.state, service, in ? in->state_idx : -1);
     return i >= 0 ? &a->env.state->services.svc[i] : NULL;
 }
 
@@ -745,15 +751,21 @@ void us_instances_reconcile(us_instances *a)
 {
     const us_state *s = a->env.state;
     for (int i = 0; i < s->services.n; i++) {
-        us_instance *in = slot(a, s->services.svc[i].name, true);
+        int h = a->slot_of[i];
+        us_instance *in =
+            h < a->hi && a->inst[h].used && strcmp(a->inst[h].service, s->services.svc[i].name) == 0
+                ? &a->inst[h]
+                : slot(a, s->services.svc[i].name, true);
         if (in) {
+            in->state_idx = i;
+            a->slot_of[i] = (int)(in - a->inst);
             step(a, in, &s->services.svc[i], &s->asg[i]);
             sync_checker(in, &s->services.svc[i]);
         }
     }
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
-        if (!in->used || us_state_find_service(s, in->service) >= 0)
+        if (!in->used || us_state_find_service_from(s, in->service, in->state_idx) >= 0)
             continue;
         /* Deleted service: stop whatever runs; forget it once quiet. */
         if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING)
@@ -770,7 +782,12 @@ void us_instances_reconcile(us_instances *a)
 
 const us_instance *us_instance_at(us_instances *a, int i)
 {
-    return i >= 0 && i < US_MAX_SERVICES && a->inst[i].used ? &a->inst[i] : NULL;
+    return i >= 0 && i < a->hi && a->inst[i].used ? &a->inst[i] : NULL;
+}
+
+int us_instances_slots(us_instances *a)
+{
+    return a->hi;
 }
 
 void us_instances_guardian_event(us_instances *a, const us_guardian_event *ev)
@@ -817,7 +834,7 @@ void us_instances_free(us_instances *x)
 
 void us_instances_reannounce(us_instances *a)
 {
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
         const us_service_def *d = in->used ? def_of(a, in->service) : NULL;
         if (d && in->phase == US_PHASE_ACTIVE && in->n_vips_up) {
@@ -830,7 +847,7 @@ void us_instances_reannounce(us_instances *a)
 void us_instances_kill_all(us_instances *a)
 {
     us_notify_stop();
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
         if (!in->used)
             continue;
@@ -847,7 +864,7 @@ bool us_instances_quiet(us_instances *a)
 {
     if (!us_notify_quiet() || us_logs_busy())
         return false;
-    for (int i = 0; i < US_MAX_SERVICES; i++)
+    for (int i = 0; i < a->hi; i++)
         if (a->inst[i].used && !quiet(&a->inst[i]))
             return false;
     return true;
@@ -855,7 +872,7 @@ bool us_instances_quiet(us_instances *a)
 
 bool us_instances_busy(us_instances *a)
 {
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->hi; i++) {
         us_instance *in = &a->inst[i];
         if (in->used && (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING ||
                          in->phase == US_PHASE_DEMOTING))

@@ -69,6 +69,7 @@ typedef struct us_instance {
     int64_t proc_started_ms;
     char restart_cause[US_REASON_MAX];
     struct us_instances *owner;
+    int state_idx; /* the service's index in the state when last reconciled (a hint) */
 } us_instance;
 
 /* What the instances need from the agent. The pointers stay valid while the agent runs; the
@@ -110,9 +111,11 @@ void us_instances_kill_all(us_instances *x);   /* immediate, for exits */
 bool us_instances_busy(us_instances *x);       /* any active/promoting/demoting instance */
 bool us_instances_quiet(us_instances *x);      /* no process or hook of ours runs */
 void us_instances_reannounce(us_instances *x); /* membership changed: announce active VIPs again */
-/* The instance in slot i (0 <= i < US_MAX_SERVICES), NULL when the slot is free: for walking
+/* The instance in slot i (0 <= i < us_instances_slots), NULL when the slot is free: for walking
  * them all (agent.c builds this node's reports from them, reports.h). */
 const us_instance *us_instance_at(us_instances *x, int i);
+/* Slots ever used (at most US_MAX_SERVICES): every instance is in a slot below. */
+int us_instances_slots(us_instances *x);
 /* This node's instance of `service`, or NULL. */
 const us_instance *us_instance_of(us_instances *x, const char *service);
 

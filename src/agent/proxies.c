@@ -12,7 +12,7 @@
 
 static struct us_proxy_slot *find(const us_proxies *xs, const char *service)
 {
-    for (int i = 0; i < US_MAX_SERVICES; i++)
+    for (int i = 0; i < xs->hi; i++)
         if (xs->slot[i].proxy && strcmp(xs->slot[i].service, service) == 0)
             return (struct us_proxy_slot *)&xs->slot[i];
     return NULL;
@@ -55,10 +55,12 @@ static void ensure(us_proxies *xs, uv_loop_t *loop, const us_state *s, const us_
         x = NULL;
     }
     if (!x) {
-        for (int i = 0; i < US_MAX_SERVICES && !x; i++)
+        for (int i = 0; i < xs->hi && !x; i++)
             if (!xs->slot[i].proxy &&
                 (xs->slot[i].service[0] == '\0' || strcmp(xs->slot[i].service, d->name) == 0))
                 x = &xs->slot[i];
+        if (!x && xs->hi < US_MAX_SERVICES)
+            x = &xs->slot[xs->hi++];
         if (!x || now < x->retry_ms)
             return;
         us_proxy_opts o = {.name = d->name,
@@ -98,7 +100,7 @@ void us_proxies_reconcile(us_proxies *xs, uv_loop_t *loop, const us_state *s, in
     for (int i = 0; i < s->services.n; i++)
         if (s->services.svc[i].proxy_listen[0])
             ensure(xs, loop, s, &s->services.svc[i], &s->asg[i], now);
-    for (int i = 0; i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < xs->hi; i++) {
         struct us_proxy_slot *x = &xs->slot[i];
         if (!x->service[0])
             continue;
@@ -128,7 +130,7 @@ us_proxy *us_proxies_find(const us_proxies *xs, const char *service, const char 
 
 us_proxy *us_proxies_at(const us_proxies *xs, int i, const char **service)
 {
-    if (i < 0 || i >= US_MAX_SERVICES || !xs->slot[i].proxy)
+    if (i < 0 || i >= xs->hi || !xs->slot[i].proxy)
         return NULL;
     *service = xs->slot[i].service;
     return xs->slot[i].proxy;
@@ -136,7 +138,7 @@ us_proxy *us_proxies_at(const us_proxies *xs, int i, const char **service)
 
 void us_proxies_stop_all(us_proxies *xs)
 {
-    for (int i = 0; i < US_MAX_SERVICES; i++)
+    for (int i = 0; i < xs->hi; i++)
         if (xs->slot[i].proxy)
             stop_one(&xs->slot[i]);
 }

@@ -28,6 +28,7 @@ typedef struct us_proxies {
         uint64_t epoch;
         int64_t retry_ms; /* after a failed start */
     } slot[US_MAX_SERVICES];
+    int hi; /* slots ever used are below this (walks stop here) */
 } us_proxies;
 
 /* Start, retarget and stop proxies as the services and assignments of `s` say. */

@@ -470,10 +470,10 @@ static json_t *node_config_json(const us_node_config *n)
                                                  "address", n->members[i].address));
     for (int i = 0; i < n->n_join; i++)
         json_array_append_new(join, json_string(n->join[i]));
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:i}", "name", n->name, "address",
-                     n->address, "api", n->api, "data_dir", n->data_dir, "cluster", n->cluster_name,
-                     "members", members, "join", join, "profile", n->timing.name,
-                     "autopilot_grace_ms", n->autopilot_grace_ms);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:s, s:i, s:i}", "name", n->name,
+                     "address", n->address, "api", n->api, "data_dir", n->data_dir, "cluster",
+                     n->cluster_name, "members", members, "join", join, "profile", n->timing.name,
+                     "autopilot_grace_ms", n->autopilot_grace_ms, "events_max", n->events_max);
 }
 
 /* Validate a node config or a services file locally. Nothing is created, no agent is asked. */
@@ -559,6 +559,7 @@ static int cmd_check_config(us_client *c, const us_cmd_args *a)
     free(err);
     free(warn);
     free(node);
+    us_service_set_free(set);
     free(set);
     return ok ? US_EXIT_OK : US_EXIT_USAGE;
 }

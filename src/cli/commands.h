@@ -17,7 +17,7 @@
 #include "cli/http.h"
 #include "cli/render.h"
 
-#define US_EVENTS_PAGE 256 /* the API's largest page: the whole kept history */
+#define US_EVENTS_PAGE 256 /* events asked for per request (the API answers up to 1000) */
 #define US_CMD_MAX_ARGS 8  /* words on the command line that are no option, the command's too */
 
 /* The command options, as a command's row lists those it accepts. (The general ones, --api,

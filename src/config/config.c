@@ -228,6 +228,7 @@ enum {
     NK_JOIN,
     NK_PROFILE,
     NK_AUTOPILOT_GRACE,
+    NK_EVENTS_MAX,
     NK_KEY_FILE,
     NK_API_TOKEN_FILE,
     NK_METRICS_AUTH,
@@ -277,7 +278,7 @@ static bool parse_members(node_ctx *c, const char *value)
 {
     char copy[US_ADDR_MAX * 2 * US_MAX_NODES * 2];
     if (!us_strlcpy(copy, value, sizeof copy)) {
-        node_bad(c, NK_MEMBERS, "at most 16 members (US_MAX_NODES)", value);
+        node_bad(c, NK_MEMBERS, "at most " US_STR(US_MAX_NODES) " members (US_MAX_NODES)", value);
         return false;
     }
     us_node_config *cfg = c->cfg;
@@ -316,7 +317,8 @@ static bool parse_members(node_ctx *c, const char *value)
             continue;
         }
         if (n == US_MAX_NODES) {
-            node_bad(c, NK_MEMBERS, "at most 16 members (US_MAX_NODES)", value);
+            node_bad(c, NK_MEMBERS, "at most " US_STR(US_MAX_NODES) " members (US_MAX_NODES)",
+                     value);
             return false;
         }
         us_strlcpy(cfg->members[n].name, name, US_NAME_MAX);
@@ -335,7 +337,7 @@ static bool parse_join(node_ctx *c, const char *value)
 {
     char copy[US_ADDR_MAX * US_MAX_NODES * 2];
     if (!us_strlcpy(copy, value, sizeof copy)) {
-        node_bad(c, NK_JOIN, "at most 16 addresses (US_MAX_NODES)", value);
+        node_bad(c, NK_JOIN, "at most " US_STR(US_MAX_NODES) " addresses (US_MAX_NODES)", value);
         return false;
     }
     us_node_config *cfg = c->cfg;
@@ -359,7 +361,8 @@ static bool parse_join(node_ctx *c, const char *value)
             continue;
         }
         if (n == US_MAX_NODES) {
-            node_bad(c, NK_JOIN, "at most 16 addresses (US_MAX_NODES)", value);
+            node_bad(c, NK_JOIN, "at most " US_STR(US_MAX_NODES) " addresses (US_MAX_NODES)",
+                     value);
             return false;
         }
         us_strlcpy(cfg->join[n++], t, US_ADDR_MAX);
@@ -442,6 +445,17 @@ static bool nk_duration(node_ctx *c, const char *value, void *dst, size_t size,
     return why == NULL;
 }
 
+static bool nk_events_max(node_ctx *c, const char *value, void *dst, size_t size,
+                          const char **expected)
+{
+    (void)c, (void)size, (void)expected;
+    long v;
+    if (!parse_uint(value, strlen(value), US_EVENTS_LIMIT, &v) || v < US_EVENTS_MIN)
+        return false;
+    *(int *)dst = (int)v;
+    return true;
+}
+
 #define NCFG(f) offsetof(us_node_config, f), sizeof(((us_node_config *)0)->f)
 
 static const node_key node_keys[NK_COUNT] = {
@@ -459,6 +473,10 @@ static const node_key node_keys[NK_COUNT] = {
     [NK_PROFILE] = {"cluster", "profile", "'default' or 'fast'", nk_profile, NCFG(timing)},
     [NK_AUTOPILOT_GRACE] = {"cluster", "autopilot_grace", DURATION_POSITIVE, nk_duration,
                             NCFG(autopilot_grace_ms)},
+    [NK_EVENTS_MAX] = {"cluster", "events_max",
+                       "a whole number of events from " US_STR(US_EVENTS_MIN) " to " US_STR(
+                           US_EVENTS_LIMIT) " (default " US_STR(US_EVENTS_DEFAULT) ")",
+                       nk_events_max, NCFG(events_max)},
     [NK_KEY_FILE] = {"cluster", "key_file",
                      "the path of the cluster key file (create one with `understudy keygen FILE`)",
                      nk_path, NCFG(key_file)},
@@ -683,6 +701,8 @@ static void node_cross_checks(node_ctx *c)
         us_timing_profile("default", &cfg->timing);
     if (!c->line[NK_AUTOPILOT_GRACE])
         cfg->autopilot_grace_ms = AUTOPILOT_GRACE_DEFAULT_MS;
+    if (!c->line[NK_EVENTS_MAX])
+        cfg->events_max = US_EVENTS_DEFAULT;
 
     /* The API never listens on the cluster interface unless asked to. */
     if (!c->line[NK_API])
@@ -1015,6 +1035,10 @@ static void svc_header(svc_ctx *c, const char *section, int line)
                               "%s:%d: [service %s]: expected at most %d services "
                               "(US_MAX_SERVICES), got more",
                               c->file, line, name, US_MAX_SERVICES);
+            c->too_many_reported = true;
+        } else if (us_service_set_reserve(set, set->n + 1) != 0) {
+            if (!c->too_many_reported)
+                us_errors_add(c->err, "%s:%d: [service %s]: out of memory", c->file, line, name);
             c->too_many_reported = true;
         } else {
             c->keep = true;
@@ -1915,8 +1939,10 @@ int us_config_parse_services(const char *text, size_t len, const char *filename,
     svc_finish(c);
     int rc = -1;
     if (error_count(err) == before) {
-        memcpy(out, set, sizeof *set);
+        *out = *set; /* out owns the definitions now */
         rc = 0;
+    } else {
+        us_service_set_free(set);
     }
     free(c);
     free(set);

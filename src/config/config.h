@@ -39,6 +39,9 @@ typedef struct us_node_config {
     /* [cluster] autopilot_grace (default 10s): a voter must be dead this long before autopilot
      * replaces it, so that a reboot or a short outage does not reshuffle the voters. */
     int autopilot_grace_ms;
+    /* [cluster] events_max (default US_EVENTS_DEFAULT, US_EVENTS_MIN..US_EVENTS_LIMIT): how many
+     * of the newest events this agent keeps (model.h); a ring, so memory stays bounded. */
+    int events_max;
     /* [cluster] key_file (required): the cluster key(s) that seal every datagram and Raft
      * connection (key.h). Loaded and checked with the configuration. */
     char key_file[PATH_MAX];
@@ -76,7 +79,8 @@ typedef enum { US_CONFIG_UNKNOWN = 0, US_CONFIG_NODE, US_CONFIG_SERVICES } us_co
 us_config_kind us_config_detect(const char *text, size_t len);
 
 /* Parse and validate a services file given as text; `filename` is only used in messages.
- * 0 on success; -1 with every problem in `err` (and *out untouched). */
+ * 0 on success: *out is overwritten (what it held is not freed) with definitions its owner frees
+ * with us_service_set_free; -1 with every problem in `err` (and *out untouched). */
 int us_config_parse_services(const char *text, size_t len, const char *filename,
                              us_service_set *out, us_errors *err);
 

@@ -28,10 +28,12 @@ typedef struct us_decide_input {
     int n_nodes;
     us_node nodes[US_MAX_NODES];
     us_node_obs node_obs[US_MAX_NODES]; /* parallel to nodes */
+    /* The services, read in place (the caller owns the arrays; n_services entries each). */
     int n_services;
-    us_service_def defs[US_MAX_SERVICES];
-    us_assignment asg[US_MAX_SERVICES];              /* parallel to defs */
-    us_inst_obs inst[US_MAX_SERVICES][US_MAX_NODES]; /* [service][node], parallel indexes */
+    const us_service_def *defs;
+    const us_assignment *asg;                /* parallel to defs */
+    const us_inst_obs (*inst)[US_MAX_NODES]; /* inst[service][node], parallel indexes: one row
+                                                (18 KiB) per service, columns 0..n_nodes-1 used */
 } us_decide_input;
 
 typedef struct us_decision {
@@ -45,7 +47,7 @@ typedef struct us_decision {
 typedef struct us_decide_output {
     int64_t wake_ms; /* earliest now_ms at which a decision may change by time alone; 0 = none */
     int n;
-    us_decision d[US_MAX_SERVICES];
+    us_decision *d; /* the caller's array, room for in->n_services decisions */
 } us_decide_output;
 
 /* Fill `out` with one decision per service whose assignment must change. */

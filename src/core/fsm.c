@@ -45,20 +45,125 @@ int us_state_find_service(const us_state *s, const char *name)
     return -1;
 }
 
+int us_state_find_service_from(const us_state *s, const char *name, int hint)
+{
+    if (hint >= 0 && hint < s->services.n && strcmp(s->services.svc[hint].name, name) == 0)
+        return hint;
+    return us_state_find_service(s, name);
+}
+
 /* ---- Events ---- */
+
+static int ring_cap(const us_state *s)
+{
+    return s->events_max > 0 ? s->events_max : US_EVENTS_DEFAULT;
+}
 
 const us_event *us_state_event(const us_state *s, uint64_t seq)
 {
-    if (seq == 0 || seq > s->event_seq || s->event_seq - seq >= US_EVENTS_MAX)
+    if (!s->events || seq == 0 || seq > s->event_seq || s->event_seq - seq >= (uint64_t)s->n_events)
         return NULL;
-    return &s->events[(seq - 1) % US_EVENTS_MAX];
+    return &s->events[(seq - 1) % (uint64_t)ring_cap(s)];
 }
 
 uint64_t us_state_first_event(const us_state *s)
 {
-    if (s->event_seq == 0)
+    return s->n_events > 0 ? s->event_seq - (uint64_t)s->n_events + 1 : 0;
+}
+
+int us_state_set_events_max(us_state *s, int max)
+{
+    if (max < US_EVENTS_MIN || max > US_EVENTS_LIMIT)
+        return -1;
+    if (!s->events) {
+        s->events_max = max;
+        s->n_events = 0;
         return 0;
-    return s->event_seq > US_EVENTS_MAX ? s->event_seq - US_EVENTS_MAX + 1 : 1;
+    }
+    us_event *ring = calloc((size_t)max, sizeof *ring);
+    if (!ring)
+        return -1;
+    int keep = s->n_events < max ? s->n_events : max;
+    for (uint64_t q = s->event_seq - (uint64_t)keep + 1; keep > 0 && q <= s->event_seq; q++)
+        ring[(q - 1) % (uint64_t)max] = *us_state_event(s, q);
+    free(s->events);
+    s->events = ring;
+    s->events_max = max;
+    s->n_events = keep;
+    return 0;
+}
+
+/* fsm.h. */
+int us_state_reserve(us_state *s, int n)
+{
+    if (us_service_set_reserve(&s->services, n) != 0)
+        return -1;
+    int cap = s->services.cap;
+    if (cap <= s->cap)
+        return 0;
+    us_assignment *a = realloc(s->asg, (size_t)cap * sizeof *a);
+    if (!a)
+        return -1;
+    memset(a + s->cap, 0, (size_t)(cap - s->cap) * sizeof *a);
+    s->asg = a;
+    us_service_stats *st = realloc(s->stats, (size_t)cap * sizeof *st);
+    if (!st)
+        return -1;
+    memset(st + s->cap, 0, (size_t)(cap - s->cap) * sizeof *st);
+    s->stats = st;
+    s->cap = cap;
+    return 0;
+}
+
+/* Free the per-service arrays only (not the event ring). */
+static void free_services(us_state *s)
+{
+    us_service_set_free(&s->services);
+    free(s->asg);
+    free(s->stats);
+    s->asg = NULL;
+    s->stats = NULL;
+    s->cap = 0;
+}
+
+void us_state_free(us_state *s)
+{
+    free_services(s);
+    free(s->events);
+    memset(s, 0, sizeof *s);
+}
+
+int us_state_copy(us_state *dst, const us_state *src)
+{
+    if (dst == src)
+        return 0;
+    us_state c = *src;
+    c.services = (us_service_set){0};
+    c.asg = NULL;
+    c.stats = NULL;
+    c.cap = 0;
+    c.events = NULL;
+    int n = src->services.n;
+    if (us_state_reserve(&c, n) != 0)
+        goto fail;
+    if (n > 0) {
+        memcpy(c.services.svc, src->services.svc, (size_t)n * sizeof *c.services.svc);
+        memcpy(c.asg, src->asg, (size_t)n * sizeof *c.asg);
+        memcpy(c.stats, src->stats, (size_t)n * sizeof *c.stats);
+    }
+    c.services.n = n;
+    if (src->events) {
+        c.events = malloc((size_t)ring_cap(src) * sizeof *c.events);
+        if (!c.events)
+            goto fail;
+        memcpy(c.events, src->events, (size_t)ring_cap(src) * sizeof *c.events);
+    }
+    us_state_free(dst);
+    *dst = c;
+    return 0;
+fail:
+    us_state_free(&c);
+    return -1;
 }
 
 /* What every event of one applied command shares. */
@@ -77,9 +182,17 @@ static stamp stamp_of(const json_t *cmd)
 static void add_event(us_state *s, const stamp *st, const char *kind, const char *service,
                       const char *node, const char *from, const char *to, const char *cause)
 {
-    us_event *e = &s->events[s->event_seq % US_EVENTS_MAX];
+    int cap = ring_cap(s);
+    if (!s->events && !(s->events = calloc((size_t)cap, sizeof *s->events))) {
+        s->event_seq++; /* the seqs stay the same on every node; this one keeps nothing */
+        s->n_events = 0;
+        return;
+    }
+    us_event *e = &s->events[s->event_seq % (uint64_t)cap];
     memset(e, 0, sizeof *e);
     e->seq = ++s->event_seq;
+    if (s->n_events < cap)
+        s->n_events++;
     e->time_ms = st->time_ms;
     us_strlcpy(e->kind, kind, sizeof e->kind);
     us_strlcpy(e->service, service ? service : "", sizeof e->service);
@@ -348,6 +461,8 @@ int us_state_from_json(us_state *out, const json_t *j)
             goto out;
         s->n_nodes++;
     }
+    if (us_state_reserve(s, (int)json_array_size(svcs)) != 0)
+        goto out;
     json_array_foreach(svcs, i, v)
     {
         if (us_service_def_from_json(&s->services.svc[i], v) != 0 ||
@@ -370,25 +485,32 @@ int us_state_from_json(us_state *out, const json_t *j)
     if (stats && (!json_is_array(stats) || json_array_size(stats) != json_array_size(svcs)))
         goto out;
     json_array_foreach(stats, i, v) if (stats_from_json(&s->stats[i], v) != 0) goto out;
+    /* Events: the newest ones, oldest first, without gaps (as us_state_to_json lists them); a
+     * node that keeps fewer than the snapshot lists keeps the newest. */
     s->event_seq = us_json_u64(j, "event_seq");
+    s->events_max = out->events_max;
     json_t *ev = json_object_get(j, "events");
-    if (json_array_size(ev) > US_EVENTS_MAX)
+    size_t n_ev = json_array_size(ev);
+    if ((ev && !json_is_array(ev)) || n_ev > US_EVENTS_LIMIT || n_ev > s->event_seq)
+        goto out;
+    size_t cap = (size_t)ring_cap(s), keep = n_ev < cap ? n_ev : cap;
+    if (keep > 0 && !(s->events = calloc(cap, sizeof *s->events)))
         goto out;
     json_array_foreach(ev, i, v)
     {
         us_event e;
-        if (event_from_json(&e, v) != 0 || e.seq == 0 || e.seq > s->event_seq ||
-            s->event_seq - e.seq >= US_EVENTS_MAX)
+        if (event_from_json(&e, v) != 0 || e.seq != s->event_seq - n_ev + 1 + i)
             goto out;
-        s->events[(e.seq - 1) % US_EVENTS_MAX] = e;
+        if (i >= n_ev - keep)
+            s->events[(e.seq - 1) % cap] = e;
     }
-    /* Every kept seq has its event: no gaps (which duplicates leave), as snapshots list them. */
-    for (uint64_t q = us_state_first_event(s); q && q <= s->event_seq; q++)
-        if (us_state_event(s, q)->seq != q)
-            goto out;
+    s->n_events = (int)keep;
+    us_state_free(out);
     *out = *s;
+    memset(s, 0, sizeof *s); /* what it owned is out's now */
     rc = 0;
 out:
+    us_state_free(s);
     free(s);
     return rc;
 }
@@ -661,17 +783,27 @@ static int apply_services(us_state *s, const json_t *cmd)
     json_t *a = json_object_get(cmd, "services");
     if (!json_is_array(a) || json_array_size(a) > US_MAX_SERVICES)
         return US_APPLY_BAD;
+    /* The next state: s's fields, its own per-service arrays, s's event ring. */
     us_state *next = malloc(sizeof *next);
     if (!next)
         return US_APPLY_BAD;
     *next = *s;
-    next->services.n = 0;
+    next->services = (us_service_set){0};
+    next->asg = NULL;
+    next->stats = NULL;
+    next->cap = 0;
+    if (us_state_reserve(next, (int)json_array_size(a)) != 0) {
+        free_services(next);
+        free(next);
+        return US_APPLY_BAD;
+    }
     size_t i;
     json_t *v;
     json_array_foreach(a, i, v)
     {
         us_service_def *d = &next->services.svc[next->services.n];
         if (us_service_def_from_json(d, v) != 0 || us_state_find_service(next, d->name) >= 0) {
+            free_services(next);
             free(next);
             return US_APPLY_BAD;
         }
@@ -706,9 +838,9 @@ static int apply_services(us_state *s, const json_t *cmd)
             add_event(next, &st, "config", next->services.svc[k].name, NULL, "defined", "changed",
                       "definition changed by the services file");
     }
-    int rc = memcmp(&next->services, &s->services, sizeof s->services) == 0 ? US_APPLY_NOOP
-                                                                            : US_APPLY_OK;
-    *s = *next;
+    int rc = us_service_set_equal(&next->services, &s->services) ? US_APPLY_NOOP : US_APPLY_OK;
+    free_services(s);
+    *s = *next; /* the ring pointer is s's own, or the one add_event allocated in next */
     free(next);
     return rc;
 }
@@ -930,6 +1062,11 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
     if (f->on_change)
         f->on_change(f->data);
     return 0;
+}
+
+void us_fsm_close(us_fsm *f)
+{
+    us_state_free(&f->state);
 }
 
 void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data)

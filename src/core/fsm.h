@@ -55,21 +55,40 @@ typedef struct us_state {
     uint64_t version; /* bumps on every applied change (for observers) */
     int n_nodes;
     us_node nodes[US_MAX_NODES];
+    /* The services, their assignments and counters: parallel arrays of services.n entries,
+     * allocated for `cap` (owned: us_state_free, us_state_copy). */
     us_service_set services;
-    us_assignment asg[US_MAX_SERVICES];      /* parallel to services.svc */
-    us_service_stats stats[US_MAX_SERVICES]; /* parallel to services.svc */
-    int n_retired;                           /* epochs of deleted services, so a re-add continues */
+    us_assignment *asg;      /* parallel to services.svc */
+    us_service_stats *stats; /* parallel to services.svc */
+    int cap;                 /* entries allocated in asg and stats */
+    int n_retired;           /* epochs of deleted services, so a re-add continues */
     struct {
         char name[US_NAME_MAX];
         uint64_t epoch;
     } retired[US_RETIRED_MAX];
     uint64_t epoch_floor; /* largest epoch the retired list forgot: new services start above it */
-    /* Bounded event history: event `seq` lives at events[(seq - 1) % US_EVENTS_MAX] while
-     * seq > event_seq - US_EVENTS_MAX. Applied commands append events deterministically (the
-     * time is the proposing leader's, carried in the command). */
+    /* Bounded event history, a ring of events_max entries (this node's `[cluster] events_max`;
+     * nodes may keep different numbers, the seqs are the same everywhere): the n_events newest
+     * events, event `seq` at events[(seq - 1) % events_max]. Applied commands append events
+     * deterministically (the time is the proposing leader's, carried in the command). The ring is
+     * allocated on the first event (US_EVENTS_DEFAULT entries unless us_state_set_events_max
+     * said otherwise) and owned by the state: us_state_free, us_state_copy. */
     uint64_t event_seq; /* seq of the newest event, 0 = none yet */
-    us_event events[US_EVENTS_MAX];
+    int events_max;     /* ring capacity, 0 = US_EVENTS_DEFAULT */
+    int n_events;       /* events kept: the seqs event_seq - n_events + 1 .. event_seq */
+    us_event *events;   /* owned; NULL until the first event */
 } us_state;
+
+/* Room for n services in services.svc, asg and stats (new entries zeroed; services.n is the
+ * caller's). 0, or -1 (n > US_MAX_SERVICES or out of memory). */
+int us_state_reserve(us_state *s, int n);
+/* Free what a state owns and zero it. */
+void us_state_free(us_state *s);
+/* Deep copy into dst (whose old contents are freed). 0, or -1 (out of memory; dst unchanged). */
+int us_state_copy(us_state *dst, const us_state *src);
+/* Set the ring's capacity (US_EVENTS_MIN..US_EVENTS_LIMIT), keeping the newest events that fit.
+ * 0, or -1 (out of range or out of memory; nothing changes). */
+int us_state_set_events_max(us_state *s, int max);
 
 /* Result of an apply (the `result` pointer of raft_apply_cb, cast from intptr_t). */
 enum { US_APPLY_OK = 0, US_APPLY_NOOP = 1, US_APPLY_BAD = 2 };
@@ -84,12 +103,17 @@ typedef struct us_fsm {
 } us_fsm;
 
 void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data);
+/* Free the state the FSM owns. */
+void us_fsm_close(us_fsm *f);
 
 /* Apply a command to a state directly (used by the FSM and by tests). */
 int us_state_apply(us_state *s, const json_t *cmd);
 
 int us_state_find_node(const us_state *s, const char *name);
 int us_state_find_service(const us_state *s, const char *name);
+/* The same, trying index `hint` first (where the service was last time: services keep their
+ * places unless a services file changes them, so callers that walk every tick stay linear). */
+int us_state_find_service_from(const us_state *s, const char *name, int hint);
 /* Does `node` hold the active role of any service? */
 bool us_state_holds_active(const us_state *s, const char *node);
 /* How many active roles `node` holds, and the least and greatest state version at which they

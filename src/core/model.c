@@ -1,7 +1,55 @@
 /* model.c — names and small helpers of the shared cluster model. */
 #include "core/model.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+int us_service_set_reserve(us_service_set *set, int n)
+{
+    if (n < 0 || n > US_MAX_SERVICES)
+        return -1;
+    if (n <= set->cap)
+        return 0;
+    int cap = set->cap ? set->cap : n; /* a fresh set is sized exactly (the state's are) */
+    while (cap < n)
+        cap *= 2;
+    if (cap > US_MAX_SERVICES)
+        cap = US_MAX_SERVICES;
+    us_service_def *svc = realloc(set->svc, (size_t)cap * sizeof *svc);
+    if (!svc)
+        return -1;
+    memset(svc + set->cap, 0, (size_t)(cap - set->cap) * sizeof *svc);
+    set->svc = svc;
+    set->cap = cap;
+    return 0;
+}
+
+void us_service_set_free(us_service_set *set)
+{
+    free(set->svc);
+    memset(set, 0, sizeof *set);
+}
+
+int us_service_set_copy(us_service_set *dst, const us_service_set *src)
+{
+    if (dst == src)
+        return 0;
+    us_service_set c = {0};
+    if (us_service_set_reserve(&c, src->n) != 0)
+        return -1;
+    if (src->n > 0)
+        memcpy(c.svc, src->svc, (size_t)src->n * sizeof *c.svc);
+    c.n = src->n;
+    us_service_set_free(dst);
+    *dst = c;
+    return 0;
+}
+
+bool us_service_set_equal(const us_service_set *a, const us_service_set *b)
+{
+    return a->n == b->n &&
+           (a->n == 0 || memcmp(a->svc, b->svc, (size_t)a->n * sizeof *a->svc) == 0);
+}
 
 const char *us_node_state_name(us_node_state s)
 {

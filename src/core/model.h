@@ -12,12 +12,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define US_NAME_MAX 64     /* node and service names: [a-z0-9-], at most 63 chars */
-#define US_ADDR_MAX 64     /* "host:port" */
-#define US_CMD_MAX 1024    /* run / promote / demote command lines */
-#define US_REASON_MAX 256  /* human cause of a transition */
-#define US_MAX_NODES 16    /* nodes in one cluster */
-#define US_MAX_SERVICES 32 /* services in one cluster */
+#define US_STR_(x) #x
+#define US_STR(x) US_STR_(x) /* a number macro as a string literal, for messages */
+
+#define US_NAME_MAX 64    /* node and service names: [a-z0-9-], at most 63 chars */
+#define US_ADDR_MAX 64    /* "host:port" */
+#define US_CMD_MAX 1024   /* run / promote / demote command lines */
+#define US_REASON_MAX 256 /* human cause of a transition */
+/* Cluster size (docs/architecture.md, "Limits"): 3 or 5 voters, the rest non-voting members.
+ * Arrays by node stay fixed (a node list of 64 names is 4 KiB); arrays by service are allocated
+ * for the services there are (us_service_set, us_state), so 1,000 services cost nothing until
+ * defined. */
+#define US_MAX_NODES 64      /* nodes in one cluster */
+#define US_MAX_SERVICES 1000 /* services in one cluster */
 
 #define US_USER_MAX 33 /* user and group names: at most 32 characters */
 #define US_MAX_ENV 16  /* `env` assignments per service */
@@ -123,10 +130,22 @@ typedef struct us_service_def {
     int log_keep;    /* default 3 */
 } us_service_def;
 
+/* The services of a services file or of the replicated state: svc[0..n-1], allocated for `cap`
+ * (at most US_MAX_SERVICES). Zeroed is empty; the owner frees it (us_service_set_free). */
 typedef struct us_service_set {
     int n;
-    us_service_def svc[US_MAX_SERVICES];
+    int cap;
+    us_service_def *svc;
 } us_service_set;
+
+/* Room for at least n definitions (new ones zeroed). 0, or -1 (n > US_MAX_SERVICES or out of
+ * memory; nothing changes). */
+int us_service_set_reserve(us_service_set *set, int n);
+void us_service_set_free(us_service_set *set);
+/* Deep copy (dst's old contents freed). 0 or -1 (out of memory; dst unchanged). */
+int us_service_set_copy(us_service_set *dst, const us_service_set *src);
+/* Same n and the same definitions, byte for byte. */
+bool us_service_set_equal(const us_service_set *a, const us_service_set *b);
 
 /* A cluster member as recorded in the replicated state. */
 typedef struct us_node {
@@ -245,7 +264,12 @@ typedef struct us_inst_obs {
 
 /* ---- Events: every transition with its cause, kept in the replicated state (fsm.h). ---- */
 
-#define US_EVENTS_MAX 256 /* bounded history */
+/* Event history bounds (`[cluster] events_max`, config.h): the default and the accepted range. A
+ * snapshot that lists more events than US_EVENTS_LIMIT is refused; one that lists more than this
+ * node keeps is cut to the newest. */
+#define US_EVENTS_DEFAULT 1000
+#define US_EVENTS_MIN 16
+#define US_EVENTS_LIMIT 100000
 
 typedef struct us_event {
     uint64_t seq;              /* 1, 2, ... over the cluster's life; gaps never */

@@ -105,7 +105,7 @@ json_t *us_msg_report_json(const us_report *r)
 static const char *decode_ping(const json_t *j, us_msg *m)
 {
     us_msg_ping *p = &m->u.ping;
-    memset(p, 0, sizeof *p);
+    memset(p, 0, offsetof(us_msg_ping, reports)); /* each report is cleared as it is decoded */
     const json_t *api = json_object_get(j, "api");
     if (!u64_of(json_object_get(j, "seq"), &p->round) || p->round == 0)
         return "ping: seq";
@@ -124,8 +124,8 @@ static const char *decode_ping(const json_t *j, us_msg *m)
     json_t *v;
     if (rep && !json_is_object(rep))
         return "ping: rep";
-    if (json_object_size(rep) > US_MAX_SERVICES)
-        return "ping: rep (too many services)";
+    if (json_object_size(rep) > US_MSG_REPORTS_MAX)
+        return "ping: rep (more than " US_STR(US_MSG_REPORTS_MAX) " reports)";
     json_object_foreach((json_t *)rep, key, v)
     {
         if (!decode_report(key, v, &p->reports[p->n_reports]))
@@ -136,7 +136,7 @@ static const char *decode_ping(const json_t *j, us_msg *m)
     if (gr && !json_is_object(gr))
         return "ping: gr";
     if (json_object_size(gr) > US_MAX_NODES)
-        return "ping: gr (too many nodes)";
+        return "ping: gr (more than " US_STR(US_MAX_NODES) " nodes)";
     json_object_foreach((json_t *)gr, key, v)
     {
         us_msg_lease *l = &p->leases[p->n_leases];
@@ -200,8 +200,10 @@ static const char *decode_fenced(const json_t *j, us_msg *m)
     memset(p, 0, sizeof *p);
     const json_t *list = json_object_get(j, "fenced");
     const json_t *agent = json_object_get(j, "agent");
-    if (!json_is_array(list) || json_array_size(list) > US_MAX_SERVICES)
+    if (!json_is_array(list))
         return "fenced: fenced";
+    if (json_array_size(list) > US_MAX_SERVICES)
+        return "fenced: fenced (more than " US_STR(US_MAX_SERVICES) " services)";
     if (agent && !json_is_string(agent))
         return "fenced: agent";
     p->agent_dead = agent && strcmp(json_string_value(agent), "dead") == 0;

@@ -51,6 +51,12 @@ typedef struct us_msg_lease {
     uint64_t v;  /* its state version when it reported */
 } us_msg_lease;
 
+/* Reports in one ping: a report is 180 bytes or more as JSON, so a datagram (US_NET_PAYLOAD_MAX,
+ * 60000 bytes) holds about 330 of them; more is refused as malformed. A node reports each of its
+ * instances in every ping, so this bounds the instances one node can run (docs/architecture.md,
+ * "Limits"). */
+#define US_MSG_REPORTS_MAX 400
+
 typedef struct us_msg_ping {
     uint64_t round; /* "seq": the ping round a pong names */
     uint64_t term;
@@ -58,11 +64,11 @@ typedef struct us_msg_ping {
     bool has_api;
     char api[US_ADDR_MAX];
     int n_reports;
-    us_report reports[US_MAX_SERVICES];
     int n_leases;
     us_msg_lease leases[US_MAX_NODES];
     bool has_commit; /* "ci" present: the sender, as Raft leader in `term`, had committed */
     uint64_t commit; /* up to this log index when it sent the ping */
+    us_report reports[US_MSG_REPORTS_MAX]; /* last: the decoder clears only what it fills */
 } us_msg_ping;
 
 typedef struct us_msg_pong {

@@ -36,8 +36,10 @@
 
 typedef struct us_guardian us_guardian;
 
-/* Every VIP of every service fits. */
-#define US_GUARDIAN_MAX_VIPS (US_MAX_SERVICES * US_MAX_VIPS)
+/* VIPs held on one node at a time (each service has up to US_MAX_VIPS; a node holding more active
+ * roles with VIPs than fit leaves the rest unguarded, with an error in the log). The registrations
+ * of a full table fit in the socket's buffer at once (one message each). */
+#define US_GUARDIAN_MAX_VIPS 128
 
 typedef struct us_guardian_event {
     pid_t pgid;

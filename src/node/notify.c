@@ -25,7 +25,7 @@
 #include "node/supervisor.h"
 #include "lib/clock.h"
 
-#define QUEUE_MAX US_EVENTS_MAX
+#define QUEUE_MAX 256
 #define DEFAULT_TIMEOUT_MS 10000
 #define STOP_GRACE_MS 1500 /* the agent waits up to 2 s for its processes when it stops */
 

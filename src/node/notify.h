@@ -13,7 +13,7 @@
  *
  * Order: one queue for every service of this agent, by event seq. The next hook starts once the
  * previous one exited, or was killed (its whole process group) after the service's
- * notify_timeout. At most US_EVENTS_MAX events wait; beyond that the oldest are dropped and the
+ * notify_timeout. At most 256 events wait; beyond that the oldest are dropped and the
  * agent log names each one.
  *
  * A hook runs `/bin/sh -c COMMAND` in the agent's working directory, output appended to

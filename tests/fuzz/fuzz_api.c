@@ -74,6 +74,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     strcpy(agent->cfg.name, "n1");
     strcpy(agent->cfg.cluster_name, "fuzz");
     us_fsm_init(&agent->fsm, NULL, NULL);
+    FUZZ_CHECK(us_state_set_events_max(&agent->fsm.state, 256) == 0);
     seed_state(&agent->fsm.state);
     us_agent_api_routes(agent); /* the real route table */
     for (int i = 0; i < api->n_routes; i++) {

@@ -59,6 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_in in = {data, size};
     uint8_t flags = fuzz_u8(&in);
     us_fsm_init(&f, on_change, NULL);
+    if (flags & 2) /* a small ring, so that inputs wrap it */
+        FUZZ_CHECK(us_state_set_events_max(&f.state, US_EVENTS_MIN) == 0);
     changes = 0;
     bool restore = flags & 1;
     for (int k = 0; in.n > 0 && k < MAX_COMMANDS; k++) {
@@ -118,5 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     json_decref(j1);
     json_decref(j2);
+    us_fsm_close(&f);
+    us_fsm_close(&g);
     return 0;
 }

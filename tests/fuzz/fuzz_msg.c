@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (m.type == US_MSG_PING) {
         const us_msg_ping *p = &m.u.ping;
         FUZZ_CHECK(p->round > 0);
-        FUZZ_CHECK(p->n_reports >= 0 && p->n_reports <= US_MAX_SERVICES);
+        FUZZ_CHECK(p->n_reports >= 0 && p->n_reports <= US_MSG_REPORTS_MAX);
         FUZZ_CHECK(p->n_leases >= 0 && p->n_leases <= US_MAX_NODES);
         for (int i = 0; i < p->n_reports; i++) {
             FUZZ_CHECK(us_name_valid(p->reports[i].service));

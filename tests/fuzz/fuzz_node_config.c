@@ -64,6 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int i = 0; i < out.n_members; i++)
             FUZZ_CHECK(us_name_valid(out.members[i].name));
         FUZZ_CHECK(out.timing.heartbeat_ms > 0 && out.autopilot_grace_ms >= 0);
+        FUZZ_CHECK(out.events_max >= US_EVENTS_MIN && out.events_max <= US_EVENTS_LIMIT);
     } else {
         FUZZ_CHECK(rc == -1 && err.n > 0);
         for (int i = 0; i < err.n; i++) /* the API and check-config --json send them as JSON */

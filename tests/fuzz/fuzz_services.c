@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static us_state state;
     char *text = fuzz_copy(data, size);
     memset(&err, 0, sizeof err);
-    memset(&set, 0, sizeof set);
+    us_service_set_free(&set);
     int rc = us_config_parse_services(text, size, "fuzz.services", &set, &err);
     if (rc == 0) {
         FUZZ_CHECK(err.n == 0);
@@ -60,7 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             for (int k = 0; k < i; k++)
                 FUZZ_CHECK(strcmp(set.svc[i].name, set.svc[k].name) != 0);
         }
-        memset(&state, 0, sizeof state);
+        us_state_free(&state);
         json_t *cmd = us_cmd_services(&set);
         int applied = us_state_apply(&state, cmd);
         json_decref(cmd);

@@ -36,9 +36,12 @@ static int group_setup(void **state)
     return us_keygen(key, true, why, sizeof why);
 }
 
+static us_service_def *g_set_owned; /* test_config's services parses: see parse_svc */
+
 static int group_teardown(void **state)
 {
     (void)state;
+    free(g_set_owned);
     return ut_rmtree(g_dir);
 }
 
@@ -521,7 +524,7 @@ static void test_node_members_errors(void **state)
     }
     strcat(members, "\n");
     assert_int_equal(load_text(node_text("", members), &g_cfg, &err, &path), -1);
-    expect_msg(&err, where, "key 'cluster.members'", "at most 16 members");
+    expect_msg(&err, where, "key 'cluster.members'", "at most 64 members");
 
     /* empty and duplicate join */
     assert_int_equal(load_text(node_text("", "members =\njoin = 127.0.0.1:7102 127.0.0.1:7102\n"),
@@ -545,6 +548,37 @@ static void test_node_unknown_profile(void **state)
     snprintf(where, sizeof where, "%s:8:", path);
     expect_msg(&err, where, "key 'cluster.profile'", "'default' or 'fast'", "got 'turbo'");
     assert_int_equal(err.n, 1);
+}
+
+static void test_node_events_max(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL), 0);
+    assert_int_equal(g_cfg.events_max, US_EVENTS_DEFAULT);
+    assert_int_equal(
+        load_text(node_text("", "join = 127.0.0.1:7102\nevents_max = 16\n"), &g_cfg, &err, NULL),
+        0);
+    assert_int_equal(g_cfg.events_max, 16);
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\nevents_max = 100000\n"),
+                               &g_cfg, &err, NULL),
+                     0);
+    assert_int_equal(g_cfg.events_max, 100000);
+    static const char *bad[] = {"15", "0", "-1", "100001", "1e3", "lots", "", "01000", "1000 x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "join = 127.0.0.1:7102\nevents_max = %s\n", bad[i]);
+        memset(&g_cfg, 0x5A, sizeof g_cfg);
+        assert_int_equal(load_text(node_text("", extra), &g_cfg, &err, &path), -1);
+        assert_int_equal(g_cfg.events_max, 0x5A5A5A5A);
+        char where[PATH_MAX + 16], got[64];
+        snprintf(where, sizeof where, "%s:8:", path);
+        snprintf(got, sizeof got, "got '%s'", bad[i]);
+        expect_msg(&err, where, "key 'cluster.events_max'",
+                   "a whole number of events from 16 to 100000 (default 1000)", got);
+        assert_int_equal(err.n, 1);
+    }
 }
 
 static void test_node_autopilot_grace(void **state)
@@ -709,12 +743,20 @@ static void test_node_many_errors_out_untouched(void **state)
 
 /* ---- services ---- */
 
+/* g_set_owned (above) is what the last accepted parse allocated: tests scribble over g_set to
+ * see that a refused parse leaves it alone. */
 static us_service_set g_set;
 
 static int parse_svc(const char *text, us_errors *err)
 {
     memset(err, 0, sizeof *err);
-    return us_config_parse_services(text, strlen(text), "svc.ini", &g_set, err);
+    us_service_set before = g_set;
+    int rc = us_config_parse_services(text, strlen(text), "svc.ini", &g_set, err);
+    if (rc == 0 && g_set.svc != before.svc) {
+        free(g_set_owned);
+        g_set_owned = g_set.svc;
+    }
+    return rc;
 }
 
 static void test_services_valid(void **state)
@@ -835,16 +877,19 @@ static void test_services_errors(void **state)
         {"[service a]\nrun =   # nothing\n", {"svc.ini:2:", "key 'run'", "got ''"}},
         {"[service a]\nrun = x\nstandby = warm\n",
          {"svc.ini:3:", "key 'standby'", "'cold' or 'hot'", "got 'warm'"}},
-        {"[service a]\nrun = x\nstandbys = 16\n",
-         {"svc.ini:3:", "key 'standbys'", "0..15", "got '16'"}},
+        {"[service a]\nrun = x\nstandbys = 64\n",
+         {"svc.ini:3:", "key 'standbys'", "0..63", "got '64'"}},
         {"[service a]\nrun = x\nstandbys = -1\n", {"svc.ini:3:", "key 'standbys'", "got '-1'"}},
         {"[service a]\nrun = x\nstandbys = two\n", {"svc.ini:3:", "key 'standbys'", "got 'two'"}},
         {"[service a]\nrun = x\nnodes = n1 N2\n",
          {"svc.ini:3:", "key 'nodes'", "node names", "got 'N2'"}},
         {"[service a]\nrun = x\nnodes = n1 n2 n1\n",
          {"svc.ini:3:", "key 'nodes'", "at most once", "got 'n1'"}},
-        {"[service a]\nrun = x\nnodes = a b c d e f g h i j k l m n o p q\n",
-         {"svc.ini:3:", "key 'nodes'", "at most 16 nodes"}},
+        {"[service a]\nrun = x\nnodes = n1 n2 n3 n4 n5 n6 n7 n8 n9 n10 n11 n12 n13 n14 n15 n16 n17 "
+         "n18 n19 n20 n21 n22 n23 n24 n25 n26 n27 n28 n29 n30 n31 n32 n33 n34 n35 n36 n37 n38 n39 "
+         "n40 n41 n42 n43 n44 n45 n46 n47 n48 n49 n50 n51 n52 n53 n54 n55 n56 n57 n58 n59 n60 n61 "
+         "n62 n63 n64 n65\n",
+         {"svc.ini:3:", "key 'nodes'", "at most 64 nodes"}},
         {"[service a]\nrun = x\nhook_timeout = 0\n",
          {"svc.ini:3:", "key 'hook_timeout'", "duration greater than 0", "got '0'"}},
         {"[service a]\nrun = x\nhook_timeout = soon\n",
@@ -1044,7 +1089,7 @@ static void test_services_unknown_key_list(void **state)
 static void test_services_too_many(void **state)
 {
     (void)state;
-    static char text[16384];
+    static char text[65536];
     size_t used = 0;
     for (int i = 0; i < US_MAX_SERVICES + 2; i++)
         used += (size_t)snprintf(text + used, sizeof text - used, "[service s%d]\nrun = x\n", i);
@@ -1052,7 +1097,7 @@ static void test_services_too_many(void **state)
     assert_int_equal(parse_svc(text, &err), -1);
     char where[32];
     snprintf(where, sizeof where, "svc.ini:%d:", 2 * US_MAX_SERVICES + 1);
-    expect_msg(&err, where, "at most 32 services", "US_MAX_SERVICES");
+    expect_msg(&err, where, "at most 1000 services", "US_MAX_SERVICES");
     assert_int_equal(err.n, 1); /* reported once */
 
     /* exactly the limit is fine */
@@ -2370,6 +2415,7 @@ int main(void)
         cmocka_unit_test(test_node_members_errors),
         cmocka_unit_test(test_node_unknown_profile),
         cmocka_unit_test(test_node_autopilot_grace),
+        cmocka_unit_test(test_node_events_max),
         cmocka_unit_test(test_node_data_dir_errors),
         cmocka_unit_test(test_node_syntax_errors),
         cmocka_unit_test(test_node_many_errors_out_untouched),

@@ -165,6 +165,9 @@ static int teardown(void **unused)
 {
     (void)unused;
     drop_proposals();
+    us_controller_free(&F.ctl);
+    if (F.state)
+        us_state_free(F.state);
     free(F.state);
     F.state = NULL;
     return 0;
@@ -251,8 +254,8 @@ static us_report *report(const char *name, const char *service)
 
 static void add_service(const char *name)
 {
-    us_service_set set;
-    memset(&set, 0, sizeof set);
+    us_service_set set = {0};
+    assert_int_equal(us_service_set_reserve(&set, F.state->services.n + 1), 0);
     for (int i = 0; i < F.state->services.n; i++)
         set.svc[set.n++] = F.state->services.svc[i];
     us_service_def *d = &set.svc[set.n++];
@@ -266,6 +269,7 @@ static void add_service(const char *name)
     d->hook_timeout_ms = 10000;
     d->stop_timeout_ms = 5000;
     json_t *cmd = us_cmd_services(&set);
+    us_service_set_free(&set);
     assert_int_equal(us_state_apply(F.state, cmd), 0);
     json_decref(cmd);
 }

@@ -108,18 +108,24 @@ typedef struct expect {
     unsigned seen_keys;
 } expect;
 
+/* Services in one scenario file (the decision function takes any number). */
+#define SCN_MAX_SERVICES 32
+
 typedef struct scenario {
     const char *path;
-    us_decide_input in;
+    us_decide_input in; /* its arrays are the three below */
+    us_service_def defs[SCN_MAX_SERVICES];
+    us_assignment asg[SCN_MAX_SERVICES];
+    us_inst_obs inst[SCN_MAX_SERVICES][US_MAX_NODES];
     int node_line[US_MAX_NODES];
     unsigned node_keys[US_MAX_NODES];
     ref leader;
     unsigned cluster_keys;
     bool has_expect_wake;
     int64_t expect_wake;
-    raw_service raw[US_MAX_SERVICES];
+    raw_service raw[SCN_MAX_SERVICES];
     int n_expect;
-    expect exp[US_MAX_SERVICES];
+    expect exp[SCN_MAX_SERVICES];
 } scenario;
 
 /* Large; tests run one after another and a failing assertion longjmps out, so static storage
@@ -127,6 +133,8 @@ typedef struct scenario {
 static scenario g_scn;
 static us_decide_input g_in_copy;
 static us_decide_output g_out, g_out2;
+static us_decision g_dec[SCN_MAX_SERVICES], g_dec2[SCN_MAX_SERVICES];
+static scenario g_scn_copy; /* the input's arrays, to see that us_decide leaves them alone */
 static char g_msg[MSG_MAX];
 
 typedef struct parse_ctx {
@@ -533,8 +541,8 @@ static bool parse_fail(parse_ctx *c, const char *node, char *v, bool wildcard, r
 /* The failure policy of the service definition and the self-healing state of its assignment. */
 static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *v)
 {
-    us_service_def *d = &s->in.defs[i];
-    us_assignment *a = &s->in.asg[i];
+    us_service_def *d = &s->defs[i];
+    us_assignment *a = &s->asg[i];
     raw_service *r = &s->raw[i];
     unsigned *seen = &r->seen_keys;
     if (strcmp(key, "paused") == 0)
@@ -628,8 +636,8 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
 
 static bool service_key(parse_ctx *c, scenario *s, int i, const char *key, char *v)
 {
-    us_service_def *d = &s->in.defs[i];
-    us_assignment *a = &s->in.asg[i];
+    us_service_def *d = &s->defs[i];
+    us_assignment *a = &s->asg[i];
     raw_service *r = &s->raw[i];
     unsigned *seen = &r->seen_keys;
     if (strcmp(key, "standbys") == 0) {
@@ -810,8 +818,8 @@ static bool resolve(parse_ctx *c, scenario *s)
     us_strlcpy(in->leader, s->leader.name, sizeof in->leader);
     for (int i = 0; i < in->n_services; i++) {
         raw_service *r = &s->raw[i];
-        us_service_def *d = &in->defs[i];
-        us_assignment *a = &in->asg[i];
+        us_service_def *d = &s->defs[i];
+        us_assignment *a = &s->asg[i];
         for (int k = 0; k < r->n_listed; k++) {
             if (!resolve_ref(c, s, &r->listed[k], "nodes"))
                 return false;
@@ -837,7 +845,7 @@ static bool resolve(parse_ctx *c, scenario *s)
         for (int k = 0; k < r->n_reports; k++) {
             if (!resolve_ref(c, s, &r->reports[k].node, "report"))
                 return false;
-            in->inst[i][find_node(in, r->reports[k].node.name)] = r->reports[k].obs;
+            s->inst[i][find_node(in, r->reports[k].node.name)] = r->reports[k].obs;
         }
         if (!resolve_ref(c, s, &r->restart_node, "restart_node"))
             return false;
@@ -912,17 +920,17 @@ static bool parse_header(parse_ctx *c, scenario *s, char *line, enum sect *sect,
     if (strcmp(body, "service") == 0) {
         if (find_service(in, arg) >= 0)
             return perr(c, "[service %s] declared twice", arg);
-        if (in->n_services >= US_MAX_SERVICES)
-            return perr(c, "more than %d services", US_MAX_SERVICES);
+        if (in->n_services >= SCN_MAX_SERVICES)
+            return perr(c, "more than %d services", SCN_MAX_SERVICES);
         *cur = in->n_services++;
-        us_service_def *d = &in->defs[*cur];
+        us_service_def *d = &s->defs[*cur];
         /* The config defaults, so scenarios without policy keys keep their meaning; but a
          * scenario without `standbys` keeps none, as the format has always read it. */
         us_service_defaults(d);
         d->standbys = 0;
         us_strlcpy(d->name, arg, sizeof d->name);
         snprintf(d->run, sizeof d->run, "sleep 1000");
-        us_strlcpy(in->asg[*cur].service, arg, sizeof in->asg[*cur].service);
+        us_strlcpy(s->asg[*cur].service, arg, sizeof s->asg[*cur].service);
         s->raw[*cur].line = c->line;
         *sect = S_SERVICE;
         return true;
@@ -930,8 +938,8 @@ static bool parse_header(parse_ctx *c, scenario *s, char *line, enum sect *sect,
     for (int i = 0; i < s->n_expect; i++)
         if (strcmp(s->exp[i].service, arg) == 0)
             return perr(c, "[expect %s] given twice", arg);
-    if (s->n_expect >= US_MAX_SERVICES)
-        return perr(c, "more than %d [expect] sections", US_MAX_SERVICES);
+    if (s->n_expect >= SCN_MAX_SERVICES)
+        return perr(c, "more than %d [expect] sections", SCN_MAX_SERVICES);
     *cur = s->n_expect++;
     expect *e = &s->exp[*cur];
     us_strlcpy(e->service, arg, sizeof e->service);
@@ -945,6 +953,9 @@ static bool parse_header(parse_ctx *c, scenario *s, char *line, enum sect *sect,
 static bool parse_scenario(const char *path, scenario *s, char *err, size_t err_size)
 {
     memset(s, 0, sizeof *s);
+    s->in.defs = s->defs;
+    s->in.asg = s->asg;
+    s->in.inst = (const us_inst_obs(*)[US_MAX_NODES])s->inst;
     s->path = path;
     parse_ctx c = {path, 0, err, err_size};
     err[0] = '\0';
@@ -1408,7 +1419,7 @@ static void check_properties(const us_decide_input *in, const us_decide_output *
     if (out->wake_ms != 0 && out->wake_ms <= in->now_ms)
         add(m, "wake_ms %" PRId64 " is neither 0 nor after now %" PRId64 "\n", out->wake_ms,
             in->now_ms);
-    bool seen[US_MAX_SERVICES] = {false};
+    bool seen[SCN_MAX_SERVICES] = {false};
     for (int i = 0; i < out->n; i++) {
         const us_decision *dec = &out->d[i];
         int s = dec->service;
@@ -1527,7 +1538,7 @@ static void check_properties(const us_decide_input *in, const us_decide_output *
 
 static const us_decision *decision_for(const us_decide_output *out, int s)
 {
-    for (int i = 0; i < out->n && i < US_MAX_SERVICES; i++)
+    for (int i = 0; i < out->n && i < SCN_MAX_SERVICES; i++)
         if (out->d[i].service == s)
             return &out->d[i];
     return NULL;
@@ -1608,7 +1619,7 @@ static bool same_output(const us_decide_output *a, const us_decide_output *b)
 {
     if (a->n != b->n || a->wake_ms != b->wake_ms)
         return false;
-    for (int i = 0; i < a->n && i < US_MAX_SERVICES; i++) {
+    for (int i = 0; i < a->n && i < SCN_MAX_SERVICES; i++) {
         const us_assignment *x = &a->d[i].next, *y = &b->d[i].next;
         if (a->d[i].service != b->d[i].service || x->gen != y->gen || x->epoch != y->epoch ||
             x->active_inc != y->active_inc || x->demoting != y->demoting ||
@@ -1637,13 +1648,21 @@ static void run_scenario(void **state)
     const us_decide_input *in = &g_scn.in;
 
     memcpy(&g_in_copy, in, sizeof g_in_copy);
+    memcpy(&g_scn_copy, &g_scn, sizeof g_scn_copy);
     memset(&g_out, 0xa5, sizeof g_out); /* garbage, so unset fields show up */
+    memset(g_dec, 0xa5, sizeof g_dec);
+    g_out.d = g_dec;
     us_decide(in, &g_out);
     memset(&g_out2, 0, sizeof g_out2);
+    memset(g_dec2, 0, sizeof g_dec2);
+    g_out2.d = g_dec2;
     us_decide(in, &g_out2);
 
     msgbuf m = {g_msg, sizeof g_msg, 0};
-    if (memcmp(&g_in_copy, in, sizeof g_in_copy) != 0)
+    if (memcmp(&g_in_copy, in, sizeof g_in_copy) != 0 ||
+        memcmp(g_scn_copy.defs, g_scn.defs, sizeof g_scn.defs) != 0 ||
+        memcmp(g_scn_copy.asg, g_scn.asg, sizeof g_scn.asg) != 0 ||
+        memcmp(g_scn_copy.inst, g_scn.inst, sizeof g_scn.inst) != 0)
         add(&m, "us_decide modified its input\n");
     check_properties(in, &g_out, &m);
     if (!same_output(&g_out, &g_out2))

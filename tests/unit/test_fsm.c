@@ -38,6 +38,9 @@ static void *track(void *p)
     return p;
 }
 
+static us_state *g_states[MAX_TRACKED]; /* their rings are freed by the teardown */
+static int g_n_states;
+
 static struct raft_fixture *g_fixture; /* closed by the teardown */
 
 static int teardown(void **state)
@@ -46,6 +49,8 @@ static int teardown(void **state)
     if (g_fixture)
         raft_fixture_close(g_fixture);
     g_fixture = NULL;
+    while (g_n_states > 0)
+        us_state_free(g_states[--g_n_states]);
     while (g_n_tracked > 0)
         free(g_tracked[--g_n_tracked]);
     return 0;
@@ -53,14 +58,44 @@ static int teardown(void **state)
 
 static us_state *new_state(void)
 {
-    return track(calloc(1, sizeof(us_state)));
+    us_state *s = track(calloc(1, sizeof(us_state)));
+    assert_true(g_n_states < MAX_TRACKED);
+    g_states[g_n_states++] = s;
+    return s;
 }
 
 static us_state *copy_state(const us_state *s)
 {
     us_state *c = new_state();
-    memcpy(c, s, sizeof *c);
+    assert_int_equal(us_state_copy(c, s), 0);
     return c;
+}
+
+/* Byte for byte, but the arrays it owns by their used entries (the pointers differ). */
+static bool same_state(const us_state *a, const us_state *b)
+{
+    us_state *x = malloc(sizeof *x), *y = malloc(sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    memcpy(x, a, sizeof *x);
+    memcpy(y, b, sizeof *y);
+    x->events = y->events = NULL;
+    x->services.svc = y->services.svc = NULL;
+    x->asg = y->asg = NULL;
+    x->stats = y->stats = NULL;
+    x->services.cap = y->services.cap = x->cap = y->cap = 0;
+    bool same = memcmp(x, y, sizeof *x) == 0;
+    free(x);
+    free(y);
+    size_t n = (size_t)a->services.n;
+    same = same &&
+           (n == 0 || (memcmp(a->services.svc, b->services.svc, n * sizeof(us_service_def)) == 0 &&
+                       memcmp(a->asg, b->asg, n * sizeof(us_assignment)) == 0 &&
+                       memcmp(a->stats, b->stats, n * sizeof(us_service_stats)) == 0));
+    for (uint64_t q = us_state_first_event(a); same && q && q <= a->event_seq; q++)
+        same = us_state_event(b, q) &&
+               memcmp(us_state_event(a, q), us_state_event(b, q), sizeof(us_event)) == 0;
+    return same;
 }
 
 static us_node mk_node(const char *name, uint64_t inc)
@@ -89,14 +124,19 @@ static us_service_set *fill_set(us_service_set *set, const char *names)
     memset(set, 0, sizeof *set);
     char buf[512];
     us_strlcpy(buf, names, sizeof buf);
-    for (char *save = NULL, *w = strtok_r(buf, " ", &save); w; w = strtok_r(NULL, " ", &save))
+    for (char *save = NULL, *w = strtok_r(buf, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        assert_int_equal(us_service_set_reserve(set, set->n + 1), 0);
         mk_svc(&set->svc[set->n++], w);
+    }
     return set;
 }
 
 static us_service_set *mk_set(const char *names)
 {
-    return fill_set(track(malloc(sizeof(us_service_set))), names);
+    us_service_set *set = fill_set(track(malloc(sizeof(us_service_set))), names);
+    if (set->svc)
+        track(set->svc);
+    return set;
 }
 
 /* Apply and release a command. */
@@ -118,6 +158,7 @@ static int apply_services(us_state *s, const char *names)
 {
     us_service_set *set = fill_set(malloc(sizeof *set), names);
     json_t *cmd = us_cmd_services(set);
+    us_service_set_free(set);
     free(set);
     return apply(s, cmd);
 }
@@ -167,7 +208,7 @@ static us_state *base_state(void)
 
 static void assert_unchanged(const us_state *before, const us_state *after)
 {
-    assert_memory_equal(before, after, sizeof *before);
+    assert_true(same_state(before, after));
 }
 
 /* Field by field: strings compared as strings (bytes after the terminator do not count). */
@@ -364,7 +405,7 @@ static void test_node_flags(void **state)
     assert_string_equal(e->from, "member");
     assert_string_equal(e->to, "leaving");
     s->event_seq = before->event_seq;
-    memcpy(s->events, before->events, sizeof s->events);
+    s->n_events = before->n_events;
     assert_unchanged(before, s);
 }
 
@@ -482,16 +523,16 @@ static void test_event_ring(void **state)
     us_strlcpy(e.node, "n1", sizeof e.node);
     us_strlcpy(e.from, "alive", sizeof e.from);
     us_strlcpy(e.to, "dead", sizeof e.to);
-    for (int k = 1; k <= US_EVENTS_MAX + 44; k++) {
+    for (int k = 1; k <= US_EVENTS_DEFAULT + 44; k++) {
         e.time_ms = k;
         snprintf(e.cause, sizeof e.cause, "event %d", k);
         assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_OK);
     }
-    assert_true(s->event_seq == US_EVENTS_MAX + 44);
+    assert_true(s->event_seq == US_EVENTS_DEFAULT + 44);
     assert_true(us_state_first_event(s) == 45);
     assert_null(us_state_event(s, 44));
     assert_string_equal(us_state_event(s, 45)->cause, "event 45");
-    assert_true(us_state_event(s, s->event_seq)->time_ms == US_EVENTS_MAX + 44);
+    assert_true(us_state_event(s, s->event_seq)->time_ms == US_EVENTS_DEFAULT + 44);
     /* An event without a kind is rejected. */
     e.kind[0] = '\0';
     assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_BAD);
@@ -500,7 +541,111 @@ static void test_event_ring(void **state)
     us_state *back = new_state();
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
-    assert_memory_equal(s, back, sizeof *s);
+    assert_true(same_state(s, back));
+}
+
+static void add_events(us_state *s, int from, int to)
+{
+    us_event e = {0};
+    us_strlcpy(e.kind, "node", sizeof e.kind);
+    us_strlcpy(e.from, "alive", sizeof e.from);
+    us_strlcpy(e.to, "dead", sizeof e.to);
+    for (int k = from; k <= to; k++) {
+        e.time_ms = k;
+        assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_OK);
+    }
+}
+
+/* Kept events are exactly the n newest, each under its seq. */
+static void assert_kept(const us_state *s, uint64_t last, int n)
+{
+    assert_true(s->event_seq == last);
+    assert_int_equal(s->n_events, n);
+    assert_true(us_state_first_event(s) == (n ? last - (uint64_t)n + 1 : 0));
+    for (uint64_t q = 1; q <= last; q++) {
+        const us_event *e = us_state_event(s, q);
+        if (q + (uint64_t)n <= last) {
+            assert_null(e);
+        } else {
+            assert_non_null(e);
+            assert_true(e->seq == q && e->time_ms == (int64_t)q);
+        }
+    }
+    assert_null(us_state_event(s, last + 1));
+}
+
+/* The ring's size is this node's (`[cluster] events_max`): it wraps at that size, resizing keeps
+ * the newest, and a snapshot from a node that keeps more is cut to the newest. */
+static void test_event_ring_size(void **state)
+{
+    (void)state;
+    us_state *s = new_state();
+    assert_int_equal(us_state_set_events_max(s, US_EVENTS_MIN - 1), -1);
+    assert_int_equal(us_state_set_events_max(s, US_EVENTS_LIMIT + 1), -1);
+    assert_int_equal(s->events_max, 0);
+    assert_int_equal(us_state_set_events_max(s, 16), 0);
+    add_events(s, 1, 16);
+    assert_kept(s, 16, 16);
+    add_events(s, 17, 40); /* wraps one and a half times */
+    assert_kept(s, 40, 16);
+    /* Growing keeps all there is, then fills up to the new size. */
+    assert_int_equal(us_state_set_events_max(s, 20), 0);
+    assert_kept(s, 40, 16);
+    add_events(s, 41, 50);
+    assert_kept(s, 50, 20);
+    /* Shrinking keeps the newest. */
+    assert_int_equal(us_state_set_events_max(s, 17), 0);
+    assert_kept(s, 50, 17);
+    add_events(s, 51, 53);
+    assert_kept(s, 53, 17);
+
+    /* A snapshot of 17 events read by a node that keeps 16: the newest 16. */
+    json_t *j = us_state_to_json(s);
+    assert_int_equal(json_array_size(json_object_get(j, "events")), 17);
+    us_state *small = new_state();
+    assert_int_equal(us_state_set_events_max(small, 16), 0);
+    assert_int_equal(us_state_from_json(small, j), 0);
+    assert_int_equal(small->events_max, 16);
+    assert_kept(small, 53, 16);
+    /* ... and by one that keeps more: all 17. */
+    us_state *big = new_state();
+    assert_int_equal(us_state_from_json(big, j), 0);
+    assert_int_equal(big->events_max, 0);
+    assert_kept(big, 53, 17);
+    assert_true(same_state(s, copy_state(s)));
+
+    /* Out of order, a gap, a duplicate, more events than seqs, or more than US_EVENTS_LIMIT:
+     * refused, and the state is unchanged. */
+    us_state *before = copy_state(small);
+    json_t *ev = json_object_get(j, "events");
+    json_t *bad = json_deep_copy(j);
+    json_array_remove(json_object_get(bad, "events"), 3); /* a gap */
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    bad = json_deep_copy(j);
+    json_array_append(json_object_get(bad, "events"), json_array_get(ev, 16)); /* a duplicate */
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    bad = json_deep_copy(j);
+    json_t *first = json_incref(json_array_get(json_object_get(bad, "events"), 0));
+    json_array_remove(json_object_get(bad, "events"), 0);
+    json_array_append_new(json_object_get(bad, "events"), first); /* out of order */
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    bad = json_deep_copy(j);
+    json_object_set_new(bad, "event_seq", json_integer(10)); /* 17 events, seqs up to 10 */
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    bad = json_deep_copy(j);
+    json_t *many = json_array();
+    for (int k = 0; k <= US_EVENTS_LIMIT; k++)
+        json_array_append(many, json_array_get(ev, 0));
+    json_object_set_new(bad, "events", many);
+    json_object_set_new(bad, "event_seq", json_integer(US_EVENTS_LIMIT + 5));
+    assert_int_equal(us_state_from_json(small, bad), -1);
+    json_decref(bad);
+    json_decref(j);
+    assert_true(same_state(before, small));
 }
 
 /* Every row of service.c is replicated: a definition that differs from the defaults in that one
@@ -819,7 +964,7 @@ static void test_services_bad(void **state)
     json_t *cmd = us_cmd_services(set);
     json_array_append_new(
         json_object_get(json_array_get(json_object_get(cmd, "services"), 1), "nodes"),
-        json_string("n99")); /* 17 eligible nodes */
+        json_string("n99")); /* US_MAX_NODES + 1 eligible nodes */
     assert_int_equal(apply(s, cmd), US_APPLY_BAD);
 
     cmd = us_cmd_services(set);
@@ -1181,16 +1326,26 @@ static void test_stats_json(void **state)
 }
 
 /* The release causes are read from decide.c's words: real decisions, classified. */
-static us_decide_input *decide_input(void)
+typedef struct dec_in {
+    us_decide_input base; /* its arrays are these: */
+    us_service_def defs[1];
+    us_assignment asg[1];
+    us_inst_obs inst[1][US_MAX_NODES];
+} dec_in;
+
+static dec_in *decide_input(void)
 {
-    us_decide_input *in = track(calloc(1, sizeof *in));
-    in->has_quorum = true;
-    in->now_ms = 1000000;
-    us_strlcpy(in->leader, "n2", sizeof in->leader);
-    in->n_nodes = 2;
-    in->nodes[0] = mk_node("n1", 11);
-    in->nodes[1] = mk_node("n2", 12);
-    in->n_services = 1;
+    dec_in *in = track(calloc(1, sizeof *in));
+    in->base.defs = in->defs;
+    in->base.asg = in->asg;
+    in->base.inst = (const us_inst_obs(*)[US_MAX_NODES])in->inst;
+    in->base.has_quorum = true;
+    in->base.now_ms = 1000000;
+    us_strlcpy(in->base.leader, "n2", sizeof in->base.leader);
+    in->base.n_nodes = 2;
+    in->base.nodes[0] = mk_node("n1", 11);
+    in->base.nodes[1] = mk_node("n2", 12);
+    in->base.n_services = 1;
     mk_svc(&in->defs[0], "web");
     in->defs[0].rise = 1;
     in->defs[0].fall = 1;
@@ -1211,10 +1366,11 @@ static us_decide_input *decide_input(void)
 }
 
 /* The decision's release kind, checked to map to `cause` (what the counters record). */
-static us_release_kind decided_release(const us_decide_input *in, us_move_cause cause)
+static us_release_kind decided_release(const dec_in *in, us_move_cause cause)
 {
     us_decide_output *out = track(calloc(1, sizeof *out));
-    us_decide(in, out);
+    out->d = track(calloc(1, sizeof *out->d));
+    us_decide(&in->base, out);
     assert_int_equal(out->n, 1);
     assert_string_equal(out->d[0].next.active, "n2");
     us_release_kind k = out->d[0].next.release;
@@ -1229,7 +1385,7 @@ static us_release_kind decided_release(const us_decide_input *in, us_move_cause 
 static void test_release_cause_of_decisions(void **state)
 {
     (void)state;
-    us_decide_input *in = decide_input();
+    dec_in *in = decide_input();
     in->inst[0][0] = (us_inst_obs){.state = US_INST_FAILED, .epoch = 3, .exit_status = 137};
     assert_int_equal(decided_release(in, US_CAUSE_FAILED), US_RELEASE_FAILED);
     us_strlcpy(in->inst[0][0].cause, "check tcp://127.0.0.1:1 failed 1/1: refused", US_REASON_MAX);
@@ -1241,13 +1397,13 @@ static void test_release_cause_of_decisions(void **state)
     assert_int_equal(decided_release(in, US_CAUSE_FENCED), US_RELEASE_FENCED);
 
     in = decide_input();
-    in->node_obs[0] =
+    in->base.node_obs[0] =
         (us_node_obs){.state = US_NODE_DEAD, .lease = US_LEASE_EXPIRED, .last_seen_ms = 5000};
     assert_int_equal(decided_release(in, US_CAUSE_LEASE), US_RELEASE_LEASE);
 
     in = decide_input();
-    in->nodes[0].incarnation = 99; /* the agent on n1 restarted */
-    in->nodes[0].drained = true;   /* so that it does not get the role straight back */
+    in->base.nodes[0].incarnation = 99; /* the agent on n1 restarted */
+    in->base.nodes[0].drained = true;   /* so that it does not get the role straight back */
     assert_int_equal(decided_release(in, US_CAUSE_AGENT_RESTART), US_RELEASE_AGENT);
 
     in = decide_input();
@@ -1276,7 +1432,7 @@ static void test_release_kind_names(void **state)
     int i = us_state_find_service(s, "web");
     s->asg[i].release = US_RELEASE_LEASE;
     json_t *j = us_state_to_json(s);
-    us_state *back = track(calloc(1, sizeof *back));
+    us_state *back = new_state();
     assert_int_equal(us_state_from_json(back, j), 0);
     assert_int_equal(back->asg[i].release, US_RELEASE_LEASE);
     json_object_del(json_array_get(json_object_get(j, "assignments"), (size_t)i), "release");
@@ -1320,6 +1476,7 @@ static us_state *rich_state(void)
     s->nodes[1].leaving = true;
     s->nodes[2].removing = true;
     s->nodes[2].left = true;
+    assert_int_equal(us_state_reserve(s, 2), 0);
     s->services.n = 2;
     mk_svc(&s->services.svc[0], "web");
     us_strlcpy(s->services.svc[0].promote, "/etc/web/promote \"$UNDERSTUDY_EPOCH\"", US_CMD_MAX);
@@ -1372,7 +1529,7 @@ static void test_state_json_roundtrip(void **state)
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
     assert_state_equal(s, back);
-    assert_memory_equal(s, back, sizeof *s);
+    assert_true(same_state(s, back));
 
     /* A state built by commands survives too. */
     us_state *c = base_state();
@@ -1381,18 +1538,22 @@ static void test_state_json_roundtrip(void **state)
     assert_int_equal(apply(c, us_cmd_switchover("web", 1, "n2")), US_APPLY_OK);
     assert_int_equal(apply_services(c, "web"), US_APPLY_OK);
     j = us_state_to_json(c);
-    memset(back, 0, sizeof *back);
+    us_state_free(back);
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
     assert_state_equal(c, back); /* not memcmp: slots past services.n keep deleted data */
 
     /* An empty state. */
-    memset(c, 0, sizeof *c);
+    us_state_free(c);
     j = us_state_to_json(c);
-    memset(back, 0xff, sizeof *back);
+    /* (what the state owns must be valid, and the ring's size is this node's: the rest may be
+     * garbage) */
+    us_state_free(back);
+    memset(back, 0xff, offsetof(us_state, services));
+    memset(&back->n_retired, 0xff, offsetof(us_state, event_seq) - offsetof(us_state, n_retired));
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
-    assert_memory_equal(c, back, sizeof *c);
+    assert_true(same_state(c, back));
 }
 
 /* Each document is the valid encoding of rich_state() with one thing broken. */
@@ -1505,16 +1666,16 @@ static void check_malformed(const breakage *cases, size_t n_cases)
         cases[i].brk(j);
         int rc = us_state_from_json(out, j);
         json_decref(j);
-        if (rc != -1 || memcmp(before, out, sizeof *out) != 0) {
+        if (rc != -1 || !same_state(before, out)) {
             print_error("malformed state accepted or output changed: %s (rc %d)\n", cases[i].what,
                         rc);
-            memcpy(out, before, sizeof *out);
+            assert_int_equal(us_state_copy(out, before), 0);
             failures++;
         }
     }
     /* The unbroken document is accepted (so the failures above are due to the breakage). */
     assert_int_equal(us_state_from_json(out, good), 0);
-    assert_memory_equal(out, orig, sizeof *out);
+    assert_true(same_state(out, orig));
     json_decref(good);
     assert_int_equal(failures, 0);
 }
@@ -1650,6 +1811,8 @@ static void test_fsm_callbacks(void **state)
     int changes[2] = {0, 0};
     us_fsm_init(&f[0], count_change, &changes[0]);
     us_fsm_init(&f[1], count_change, &changes[1]);
+    g_states[g_n_states++] = &f[0].state;
+    g_states[g_n_states++] = &f[1].state;
     assert_int_equal(f[0].raft.version, 2);
     assert_ptr_equal(f[0].raft.data, &f[0]);
     assert_non_null(f[0].raft.snapshot_finalize);
@@ -1738,6 +1901,7 @@ static cluster *cluster_start(unsigned snapshot_threshold)
     g_fixture = &c->f;
     for (unsigned i = 0; i < N_SERVERS; i++) {
         us_fsm_init(&c->fsm[i], count_change, &c->changes[i]);
+        g_states[g_n_states++] = &c->fsm[i].state;
         assert_int_equal(raft_fixture_grow(&c->f, &c->fsm[i].raft), 0);
         /* The fixture's tracer prints every Raft step; US_TEST_RAFT_TRACE=1 keeps it. */
         if (!getenv("US_TEST_RAFT_TRACE"))
@@ -1809,7 +1973,7 @@ static void test_raft_replicates(void **state)
 
     assert_cluster_agrees(c);
     for (unsigned i = 1; i < N_SERVERS; i++) /* same commands from the same start: same bytes */
-        assert_memory_equal(&c->fsm[0].state, &c->fsm[i].state, sizeof(us_state));
+        assert_true(same_state(&c->fsm[0].state, &c->fsm[i].state));
     for (unsigned i = 0; i < N_SERVERS; i++) {
         const us_state *s = &c->fsm[i].state;
         assert_int_equal(s->n_nodes, 2);
@@ -1936,6 +2100,7 @@ int main(void)
         cmocka_unit_test_teardown(test_events_from_assign, teardown),
         cmocka_unit_test_teardown(test_drain_pause_reset, teardown),
         cmocka_unit_test_teardown(test_event_ring, teardown),
+        cmocka_unit_test_teardown(test_event_ring_size, teardown),
         cmocka_unit_test_teardown(test_self_healing_fields_roundtrip, teardown),
         cmocka_unit_test_teardown(test_privilege_fields_roundtrip, teardown),
         cmocka_unit_test_teardown(test_every_service_field_roundtrips, teardown),

@@ -474,17 +474,21 @@ static void test_vip_table_limit(void **state)
     /* On a device that does not exist: the clean stop below removes nothing, quickly. */
     assert_int_equal(us_vip_parse("198.18.0.1/24 dev nodev-guard0", &v, err, sizeof err), 0);
     for (int i = 0; i < US_GUARDIAN_MAX_VIPS; i++) {
+        v.addr[2] = (uint8_t)(i >> 8);
         v.addr[3] = (uint8_t)i;
         assert_int_equal(us_guardian_vip(g, &v, true), 0);
     }
+    v.addr[2] = 200;
     v.addr[3] = 200;
     assert_int_equal(us_guardian_vip(g, &v, true), -ENOSPC);
+    v.addr[2] = 0;
     v.addr[3] = 5;
     assert_int_equal(us_guardian_vip(g, &v, true), 0); /* already held */
     v.prefix = 32;
     assert_int_equal(us_guardian_vip(g, &v, true), 0); /* same address and device: the same VIP */
     assert_int_equal(us_guardian_vip(g, &v, false), 0);
     assert_int_equal(us_guardian_vip(g, &v, false), 0); /* forgetting twice is fine */
+    v.addr[2] = 200;
     v.addr[3] = 200;
     assert_int_equal(us_guardian_vip(g, &v, true), 0); /* the freed slot */
     us_guardian_stop(g);

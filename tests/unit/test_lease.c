@@ -133,15 +133,15 @@ static void test_majority_time_bounds(void **state)
     assert_int_equal(us_lease_majority_time(t, -1000), -1);
     assert_int_equal(us_lease_majority_time(t, US_MAX_NODES + 1), -1);
     assert_int_equal(us_lease_majority_time(NULL, 0), -1);
-    /* 16 voters: 9 must be at q or later -> the 9th freshest = 100 + 7. */
-    assert_int_equal(US_MAX_NODES, 16);
-    assert_int_equal(us_lease_majority_time(t, US_MAX_NODES), 107);
-    /* 16 with 8 "never": not a majority. */
-    for (int i = 0; i < 8; i++)
+    /* N voters: N/2 + 1 must be at q or later -> the (N/2 + 1)th freshest = 100 + N/2 - 1. */
+    const int n = US_MAX_NODES, half = US_MAX_NODES / 2;
+    assert_int_equal(us_lease_majority_time(t, n), 100 + half - 1);
+    /* N with N/2 "never": not a majority. */
+    for (int i = 0; i < half; i++)
         t[i] = -1;
-    assert_int_equal(us_lease_majority_time(t, US_MAX_NODES), -1);
-    t[3] = 5000; /* 9 set: the oldest of them */
-    assert_int_equal(us_lease_majority_time(t, US_MAX_NODES), 108);
+    assert_int_equal(us_lease_majority_time(t, n), -1);
+    t[3] = 5000; /* N/2 + 1 set: the oldest of them */
+    assert_int_equal(us_lease_majority_time(t, n), 100 + half);
 }
 
 /* The definition: the latest t such that a majority of the entries are >= t; -1 if no majority

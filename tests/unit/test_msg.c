@@ -140,26 +140,51 @@ static void test_ping_malformed(void **state)
     }
 }
 
-/* More services or nodes than a cluster can have: refused, not truncated. */
+/* Reports, leases or fenced services beyond the bounds (US_MSG_REPORTS_MAX, US_MAX_NODES,
+ * US_MAX_SERVICES): refused with a message naming the bound, not truncated; exactly the bound is
+ * fine. */
+static int ping_text(char *text, size_t size, int reports, int leases)
+{
+    int n = snprintf(text, size,
+                     "{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\","
+                     "\"lease\":true,\"rep\":{");
+    for (int i = 0; i < reports; i++)
+        n += snprintf(text + n, size - (size_t)n, "%s\"s%d\":" REPORT, i ? "," : "", i);
+    n += snprintf(text + n, size - (size_t)n, "},\"gr\":{");
+    for (int i = 0; i < leases; i++)
+        n += snprintf(text + n, size - (size_t)n,
+                      "%s\"n%d\":{\"age\":5,\"stale\":false,\"v\":\"9\"}", i ? "," : "", i);
+    return n + snprintf(text + n, size - (size_t)n, "}}");
+}
+
 static void test_sizes(void **state)
 {
     (void)state;
-    char text[65536];
-    int n = snprintf(text, sizeof text,
-                     "{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\","
-                     "\"lease\":true,\"rep\":{");
-    for (int i = 0; i <= US_MAX_SERVICES; i++)
-        n += snprintf(text + n, sizeof text - (size_t)n, "%s\"s%d\":" REPORT, i ? "," : "", i);
-    snprintf(text + n, sizeof text - (size_t)n, "}}");
+    static char text[262144];
     const char *why;
+    ping_text(text, sizeof text, US_MSG_REPORTS_MAX, US_MAX_NODES);
+    assert_int_equal(decode(text, &why), US_MSG_OK);
+    assert_int_equal(g_msg.u.ping.n_reports, US_MSG_REPORTS_MAX);
+    assert_int_equal(g_msg.u.ping.n_leases, US_MAX_NODES);
+    assert_string_equal(g_msg.u.ping.reports[US_MSG_REPORTS_MAX - 1].service, "s399");
+    ping_text(text, sizeof text, US_MSG_REPORTS_MAX + 1, 1);
     assert_int_equal(decode(text, &why), US_MSG_MALFORMED);
-    assert_string_equal(why, "ping: rep (too many services)");
-    n = snprintf(text, sizeof text, "{\"t\":\"fenced\",\"fenced\":[");
-    for (int i = 0; i <= US_MAX_SERVICES; i++)
-        n += snprintf(text + n, sizeof text - (size_t)n, "%s{\"service\":\"s%d\",\"epoch\":1}",
-                      i ? "," : "", i);
-    snprintf(text + n, sizeof text - (size_t)n, "]}");
+    assert_string_equal(why, "ping: rep (more than 400 reports)");
+    ping_text(text, sizeof text, 1, US_MAX_NODES + 1);
     assert_int_equal(decode(text, &why), US_MSG_MALFORMED);
+    assert_string_equal(why, "ping: gr (more than 64 nodes)");
+    for (int extra = 0; extra <= 1; extra++) {
+        int n = snprintf(text, sizeof text, "{\"t\":\"fenced\",\"fenced\":[");
+        for (int i = 0; i < US_MAX_SERVICES + extra; i++)
+            n += snprintf(text + n, sizeof text - (size_t)n, "%s{\"service\":\"s%d\",\"epoch\":1}",
+                          i ? "," : "", i);
+        snprintf(text + n, sizeof text - (size_t)n, "]}");
+        assert_int_equal(decode(text, &why), extra ? US_MSG_MALFORMED : US_MSG_OK);
+        if (extra)
+            assert_string_equal(why, "fenced: fenced (more than 1000 services)");
+        else
+            assert_int_equal(g_msg.u.fenced.n, US_MAX_SERVICES);
+    }
     /* A cause longer than the field holds. */
     char longer[2048];
     memset(longer, 'x', US_REASON_MAX + 10);
