@@ -32,6 +32,9 @@
 #define STOP_HANDOVER_MS 30000
 
 static void begin_close(us_agent *a);
+static void finish_close(us_agent *a);
+static void restart_step(us_agent *a, int64_t now);
+static int ctl_transfer(void *data, uint64_t to, us_change_done done, void *arg);
 static void recompute_lease(us_agent *a, int64_t now);
 static void build_view(us_agent *a, us_cluster_view *v);
 static void schedule_reconcile(us_agent *a);
@@ -150,10 +153,15 @@ static void send_to(us_agent *a, us_peer *p, json_t *msg)
 static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
 {
     const us_msg_ping *g = &m->u.ping;
-    bool changed = g->n_reports != p->n_reports ||
-                   memcmp(g->reports, p->reports, sizeof g->reports[0] * (size_t)g->n_reports) != 0;
-    memcpy(p->reports, g->reports, sizeof g->reports[0] * (size_t)g->n_reports);
-    p->n_reports = g->n_reports;
+    /* Without "rep" (its guardian renewing the lease during a planned restart) the sender's
+     * instances are as it last reported them. */
+    bool changed = g->has_rep && (g->n_reports != p->n_reports ||
+                                  memcmp(g->reports, p->reports,
+                                         sizeof g->reports[0] * (size_t)g->n_reports) != 0);
+    if (g->has_rep) {
+        memcpy(p->reports, g->reports, sizeof g->reports[0] * (size_t)g->n_reports);
+        p->n_reports = g->n_reports;
+    }
     p->last_seen_ms = now;
     if (h->inc != p->inc) {
         /* A restarted voter forgot its grants: its earlier reports mean nothing now. */
@@ -161,6 +169,9 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
             p->about[i].rx_ms = -1;
         p->inc = h->inc;
     }
+    /* The incarnation whose instances it adopted (a planned restart): registration passes
+     * that incarnation's active roles to it (controller.c, fsm.c). */
+    p->adopt_inc = g->adopt;
     /* Its own API address, which it states for itself; registration commits it (controller.c). */
     if (g->has_api)
         us_strlcpy(p->api, g->api, sizeof p->api);
@@ -615,6 +626,8 @@ static void send_pings(us_agent *a, int64_t now)
                       true, "rep", rep, "gr", gr);
         if (us_agent_is_leader(a)) /* followers judge whether they caught up by it */
             json_object_set_new(m, "ci", us_u64_json(raft_commit_index(&a->raft)));
+        if (m && a->adopt_inc)
+            json_object_set_new(m, "adopt", us_u64_json(a->adopt_inc));
         send_to(a, p, m);
     }
     json_decref(rep);
@@ -774,6 +787,7 @@ static void build_view(us_agent *a, us_cluster_view *v)
         n->last_seen_ms = p->last_seen_ms;
         n->dead_inc = p->dead_inc;
         n->version = i == a->self ? a->fsm.state.version : p->grant_v;
+        n->adopts = p->adopt_inc;
         if (n->self) {
             n->n_reports = 0;
             for (int k = 0; k < us_instances_slots(a->instances); k++) {
@@ -1006,6 +1020,7 @@ static void on_tick(uv_timer_t *t)
     us_proxies_reconcile(&a->proxies, a->loop, &a->fsm.state, us_now_ms());
     reannounce_on_return(a);
     stop_step(a, now);
+    restart_step(a, now);
     sd_update(a);
 }
 
@@ -1075,6 +1090,149 @@ static void on_guardian(uv_poll_t *h, int status, int events)
     }
 }
 
+/* ---- planned restart (SIGUSR2, docs/operations.md "Upgrading the agent") ----
+ * The agent exits at once (bounded: a promotion or demotion in progress finishes first, and a
+ * leader hands leadership over first), leaving its active and standby processes, their VIPs and
+ * the proxies' listening sockets to its guardian, which fences them by the last lease deadline
+ * and waits for the next agent at DATA_DIR/run/guardian.sock. The next agent started with the
+ * same data dir adopts them (us_agent_main) if it is back before that deadline. */
+
+#define RESTART_SETTLE_MS 5000
+#define RESTART_TRANSFER_MS 1000
+#define RESTART_DRAIN_MS 500
+#define RESTART_RENEW_MS 50
+/* How long the guardian renews the lease in the agent's stead: the next agent must be back by
+ * then, or the guardian fences at the lease end. */
+#define RESTART_WINDOW_MS 10000LL
+
+static int give_to_guardian(int fd, const char *tag, void *arg)
+{
+    us_agent *a = arg;
+    int rc = us_guardian_pass_fd(a->guardian, fd, tag);
+    if (rc != 0)
+        us_error("SIGUSR2: cannot hand the listening socket \"%s\" over: %s", tag, strerror(-rc));
+    return rc;
+}
+
+static void guardian_sock_path(const us_node_config *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/run/guardian.sock", cfg->data_dir);
+}
+
+static void restart_transfer_done(void *arg, int status)
+{
+    (void)arg;
+    if (status != 0)
+        us_warn("SIGUSR2: leadership transfer failed (%d); an election follows", status);
+}
+
+static void restart_exit(us_agent *a)
+{
+    if (a->stopping == 2)
+        return;
+    a->stopping = 2;
+    us_sd_stopping(&a->sd);
+    uv_timer_stop(&a->tick);
+    char path[PATH_MAX + 32];
+    guardian_sock_path(&a->cfg, path, sizeof path);
+    us_instances_detach(a->instances);
+    /* The guardian renews the lease in our stead (bounded by RESTART_WINDOW_MS) on our own
+     * datagram socket, as our incarnation, with the voters we know. */
+    us_peer *vp[US_MAX_NODES];
+    us_guardian_voter gv[US_MAX_NODES];
+    int nv = 0, n = us_agent_voters(a, vp);
+    for (int i = 0; i < n; i++) {
+        if (!vp[i])
+            continue;
+        memset(&gv[nv], 0, sizeof gv[nv]);
+        us_strlcpy(gv[nv].name, vp[i]->name, sizeof gv[nv].name);
+        us_strlcpy(gv[nv].address, vp[i]->address, sizeof gv[nv].address);
+        gv[nv].inc = vp[i]->wire_inc;
+        gv[nv].self = vp[i] == &a->peers[a->self];
+        nv++;
+    }
+    uv_os_fd_t udp = -1;
+    if (uv_fileno((uv_handle_t *)&a->net.udp, &udp) != 0 ||
+        us_guardian_standin(a->guardian, udp, gv, nv) != 0)
+        us_warn("SIGUSR2: the guardian cannot renew the lease meanwhile: it fences at its end");
+    int64_t give_up = us_now_ns() + RESTART_WINDOW_MS * 1000000LL;
+    int rc = strlen(path) < 108 ? us_guardian_detach(a->guardian, path, a->fsm.state.version,
+                                                     give_up, a->cfg.timing.heartbeat_ms,
+                                                     a->cfg.timing.lease_ms, a->net.seq)
+                                : -ENAMETOOLONG;
+    if (rc != 0) {
+        us_error("SIGUSR2: cannot hand over to the guardian (%s): it kills what runs here",
+                 strerror(-rc));
+    } else {
+        int64_t left = a->lease_until_ms - us_now_ms();
+        us_info("SIGUSR2: exiting; the guardian keeps the instances (lease %lld ms left, renewed "
+                "for up to %lld ms) and %d listening socket(s) for the next agent",
+                (long long)(left > 0 ? left : 0), RESTART_WINDOW_MS, a->restart_passed);
+    }
+    us_guardian_leave(a->guardian);
+    a->guardian = NULL;
+    /* At once: every lease millisecond spent here is one the next agent lacks. Nothing is lost:
+     * Raft's log is durable (this is what it survives after a crash), the guardian holds the
+     * instances, the kernel closes the sockets and releases the data dir's lock. */
+    fflush(NULL);
+    _exit(US_EXIT_RESTART);
+}
+
+static void on_restart_poll(uv_timer_t *t);
+
+static void restart_step(us_agent *a, int64_t now)
+{
+    if (!a->restarting || a->stopping == 2)
+        return;
+    bool late = now >= a->restart_deadline_ms;
+    if (!us_instances_settled(a->instances) && !late)
+        return; /* a promotion, demotion or hook in progress: let it finish (bounded) */
+    if (a->leader && !late) {
+        if (!a->restart_transfer_asked) {
+            a->restart_transfer_asked = true;
+            a->restart_deadline_ms = now + RESTART_TRANSFER_MS;
+            us_info("SIGUSR2: handing Raft leadership over first");
+            if (ctl_transfer(a, 0, restart_transfer_done, a) != 0)
+                restart_exit(a);
+        }
+        return;
+    }
+    /* The proxies stop accepting; their listening sockets wait in the guardian (new
+     * connections queue in the backlog); the connections they forward finish (bounded). The
+     * lease goes on being renewed meanwhile. */
+    if (!a->restart_released) {
+        a->restart_released = true;
+        a->restart_passed = us_proxies_release(&a->proxies, give_to_guardian, a);
+        a->restart_deadline_ms = now + RESTART_DRAIN_MS;
+    }
+    if (!us_proxies_idle(&a->proxies) && now < a->restart_deadline_ms) {
+        if (!uv_is_active((uv_handle_t *)&a->reconcile_timer))
+            uv_timer_start(&a->reconcile_timer, on_restart_poll, 2, 0);
+        return;
+    }
+    if (!us_proxies_idle(&a->proxies) && a->restart_ping_ms == 0)
+        us_warn("SIGUSR2: proxied connections still open after %d ms: they are cut",
+                RESTART_DRAIN_MS);
+    /* Leave the guardian the longest lease we can get: one more renewal round (a round trip),
+     * bounded. */
+    if (a->restart_ping_ms == 0) {
+        a->restart_ping_ms = now;
+        send_pings(a, now);
+    }
+    if (a->lease_until_ms < a->restart_ping_ms + a->cfg.timing.lease_ms &&
+        now < a->restart_ping_ms + RESTART_RENEW_MS) {
+        if (!uv_is_active((uv_handle_t *)&a->reconcile_timer))
+            uv_timer_start(&a->reconcile_timer, on_restart_poll, 1, 0);
+        return;
+    }
+    restart_exit(a);
+}
+
+static void on_restart_poll(uv_timer_t *t)
+{
+    restart_step(t->data, us_now_ms());
+}
+
 /* ---- lifecycle ---- */
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -1091,6 +1249,18 @@ static void on_signal(uv_signal_t *h, int signum)
     }
     us_info("%s: stopping now", signum == SIGINT ? "SIGINT" : "second SIGTERM");
     begin_close(a);
+}
+
+static void on_sigusr2(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    us_agent *a = h->data;
+    if (a->stopping || a->restarting)
+        return;
+    us_info("SIGUSR2: restarting without moving anything: the next agent adopts the instances");
+    a->restarting = true;
+    a->restart_deadline_ms = us_now_ms() + RESTART_SETTLE_MS;
+    restart_step(a, us_now_ms());
 }
 
 /* SIGHUP: read the cluster key file again (key rotation, docs/operations.md). A file that does
@@ -1133,6 +1303,7 @@ static void finish_close(us_agent *a)
     uv_close((uv_handle_t *)&a->sig_term, NULL);
     uv_close((uv_handle_t *)&a->sig_int, NULL);
     uv_close((uv_handle_t *)&a->sig_hup, NULL);
+    uv_close((uv_handle_t *)&a->sig_usr2, NULL);
     uv_poll_stop(&a->guardian_poll);
     uv_close((uv_handle_t *)&a->guardian_poll, NULL);
     us_sd_close(&a->sd);
@@ -1141,7 +1312,8 @@ static void finish_close(us_agent *a)
         us_api_stop(a->api);
         a->api = NULL;
     }
-    us_net_stop(&a->net);
+    if (a->net_started)
+        us_net_stop(&a->net);
     if (a->raft_started) {
         a->raft.data = a;
         raft_close(&a->raft, on_raft_closed);
@@ -1188,7 +1360,7 @@ static int lock_data_dir(const us_node_config *cfg)
     return fd; /* kept open (and locked) for the life of the agent */
 }
 
-static void kill_leftovers(const char *run_dir)
+static void kill_leftovers(us_agent *a, const char *run_dir)
 {
     DIR *d = opendir(run_dir);
     if (!d)
@@ -1198,12 +1370,92 @@ static void kill_leftovers(const char *run_dir)
         size_t n = strlen(e->d_name);
         if (n < 5 || strcmp(e->d_name + n - 4, ".pid") != 0)
             continue;
+        char service[US_NAME_MAX + 8];
+        if (n - 4 < sizeof service) {
+            memcpy(service, e->d_name, n - 4);
+            service[n - 4] = '\0';
+            const us_instance *in = us_instance_of(a->instances, service);
+            if (in && in->adopting)
+                continue; /* adopted from the earlier agent: ours now */
+        }
         char path[PATH_MAX * 2];
         snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
         if (us_proc_kill_stale(path))
             us_warn("killed a process group left behind by an earlier agent (%s)", e->d_name);
     }
     closedir(d);
+}
+
+/* A guardian left by an earlier agent that exited on SIGUSR2 waits at DATA_DIR/run/guardian.sock
+ * with its instances, renewing that agent's lease (bounded) and fencing by it. Connect to it
+ * first (it goes on renewing while we start); adopt it last, right before our own datagrams
+ * (adopt_handed_over). */
+static void connect_guardian(us_agent *a)
+{
+    char path[PATH_MAX + 32];
+    guardian_sock_path(&a->cfg, path, sizeof path);
+    if (strlen(path) >= 108)
+        return;
+    int rc = us_guardian_connect(path, &a->guardian);
+    if (rc != 0 && rc != -ENOENT)
+        us_warn("cannot reach the guardian waiting at %s (%s): it fences its instances itself",
+                path, strerror(-rc));
+}
+
+/* Take the waiting guardian over: its lease is ours until our own renewals carry us (it fences
+ * by it either way), its instances ours if their pidfiles prove them (pid and start time), its
+ * listening sockets our proxies'. 0, or -1 when it cannot be adopted: then it was told to stop,
+ * which kills what it holds, and this agent must exit (a fresh start forks its own guardian). */
+static int adopt_handed_over(us_agent *a, us_guardian_handover *h)
+{
+    if (!a->guardian_attached)
+        return 0;
+    int rc = us_guardian_adopt(a->guardian, a->inc, h);
+    int64_t now = us_now_ns();
+    int actives = 0;
+    for (int i = 0; rc == 0 && i < h->n_groups; i++)
+        actives += h->groups[i].fence;
+    if (rc != 0 || (actives && h->lease_ns <= now)) {
+        if (rc != 0)
+            us_error("the guardian left by the earlier agent did not hand over: %s", strerror(-rc));
+        else
+            us_error("the guardian left by the earlier agent holds %d active instance(s) but its "
+                     "lease ran out",
+                     actives);
+        for (int i = 0; i < h->n_fds; i++)
+            close(h->fds[i]);
+        h->n_fds = 0;
+        us_guardian_stop(a->guardian);
+        a->guardian = NULL;
+        return -1;
+    }
+    a->adopt_inc = h->inc;
+    a->peers[a->self].adopt_inc = h->inc;
+    if (h->lease_ns > 0 && h->lease_ns / 1000000 > a->lease_until_ms)
+        a->lease_until_ms = h->lease_ns / 1000000;
+    us_info("took over the guardian (pid %d) of the earlier agent (incarnation %llu): %d process "
+            "group(s), lease %lld ms left",
+            (int)us_guardian_pid(a->guardian), (unsigned long long)h->inc, h->n_groups,
+            (long long)(h->lease_ns > now ? (h->lease_ns - now) / 1000000 : 0));
+    int64_t lease_ms = h->lease_ns / 1000000;
+    for (int i = 0; i < h->n_groups; i++) {
+        const us_guardian_group *g = &h->groups[i];
+        int r = us_instances_adopt(a->instances, g, h->inc, h->version, lease_ms);
+        if (r != 0) {
+            us_warn("%s: not adopting process group %d: %s", g->service, (int)g->pgid,
+                    strerror(-r));
+            us_guardian_untrack(a->guardian, g->pgid);
+        }
+    }
+    for (int i = 0; i < h->n_fds; i++)
+        us_proxies_inherit(&a->proxies, h->fds[i], h->fd_tag[i], us_now_ms() + 10000);
+    h->n_fds = 0;
+    /* It learns our keys, peers and lease as a forked one would. */
+    us_guardian_keys(a->guardian, &a->cfg.keys);
+    update_guardian_peers(a);
+    if (a->lease_until_ms > 0)
+        us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);
+    return 0;
 }
 
 /* This agent process's incarnation: larger than every earlier one of this node, so that peers
@@ -1384,18 +1636,27 @@ int us_agent_main(const us_node_config *cfg)
     make_dirs(cfg);
     char run_dir[PATH_MAX + 8];
     snprintf(run_dir, sizeof run_dir, "%s/run", cfg->data_dir);
-    kill_leftovers(run_dir);
     if (next_incarnation(cfg->data_dir, &a->inc, err, sizeof err) != 0) {
         us_error("%s", err);
         close(lock_fd);
         free(a);
         return 1;
     }
+    us_guardian_handover *handover = calloc(1, sizeof *handover);
+    if (!handover) {
+        close(lock_fd);
+        free(a);
+        return 1;
+    }
+    connect_guardian(a);
+    a->guardian_attached = a->guardian != NULL;
 
     /* The guardian is forked before the loop and any thread exist. */
-    if (us_guardian_start(cfg->name, a->inc, &cfg->keys, cfg->cluster_name, &a->guardian) != 0) {
+    if (!a->guardian &&
+        us_guardian_start(cfg->name, a->inc, &cfg->keys, cfg->cluster_name, &a->guardian) != 0) {
         us_error("cannot start the guardian: %s", strerror(errno));
         close(lock_fd);
+        free(handover);
         free(a);
         return 1;
     }
@@ -1423,6 +1684,7 @@ int us_agent_main(const us_node_config *cfg)
         .cfg = &a->cfg,
         .cwd = a->cwd,
         .inc = a->inc,
+        .adopt_inc = a->adopt_inc,
         .state = &a->fsm.state,
         .guardian = a->guardian,
         .data = a,
@@ -1447,11 +1709,6 @@ int us_agent_main(const us_node_config *cfg)
     load_revocations(a);
     update_guardian_peers(a);
 
-    if (us_net_start(&a->net, a->loop, cfg->address, &a->cfg.keys, cfg->cluster_name, cfg->name,
-                     a->inc, on_msg, a, err, sizeof err) != 0) {
-        us_error("%s", err);
-        goto out;
-    }
     if (start_raft(a, err, sizeof err) != 0) {
         us_error("%s", err);
         goto out;
@@ -1464,6 +1721,25 @@ int us_agent_main(const us_node_config *cfg)
         uv_run(a->loop, UV_RUN_DEFAULT);
         goto out;
     }
+    /* Last before our own datagrams: the guardian renewed the lease until now. */
+    if (adopt_handed_over(a, handover) != 0) {
+        a->exit_code = 1;
+        begin_close(a);
+        uv_run(a->loop, UV_RUN_DEFAULT);
+        goto out;
+    }
+    free(handover);
+    handover = NULL;
+    kill_leftovers(a, run_dir);
+    if (us_net_start(&a->net, a->loop, cfg->address, &a->cfg.keys, cfg->cluster_name, cfg->name,
+                     a->inc, on_msg, a, err, sizeof err) != 0) {
+        us_error("%s", err);
+        a->exit_code = 1;
+        begin_close(a);
+        uv_run(a->loop, UV_RUN_DEFAULT);
+        goto out;
+    }
+    a->net_started = true;
 
     uv_timer_start(&a->tick, on_tick, 0, (uint64_t)cfg->timing.heartbeat_ms);
     uv_signal_init(a->loop, &a->sig_term);
@@ -1475,6 +1751,9 @@ int us_agent_main(const us_node_config *cfg)
     uv_signal_init(a->loop, &a->sig_hup);
     a->sig_hup.data = a;
     uv_signal_start(&a->sig_hup, on_sighup, SIGHUP);
+    uv_signal_init(a->loop, &a->sig_usr2);
+    a->sig_usr2.data = a;
+    uv_signal_start(&a->sig_usr2, on_sigusr2, SIGUSR2);
     uv_poll_init(a->loop, &a->guardian_poll, us_guardian_fd(a->guardian));
     a->guardian_poll.data = a;
     uv_poll_start(&a->guardian_poll, UV_READABLE, on_guardian);
@@ -1489,6 +1768,7 @@ out:
     uv_run(a->loop, UV_RUN_DEFAULT);
     uv_loop_close(a->loop);
     free(a->loop);
+    free(handover);
     us_instances_free(a->instances);
     us_metrics_close(&a->metrics);
     us_guardian_stop(a->guardian);

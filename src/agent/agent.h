@@ -18,6 +18,10 @@
 
 #include "config/config.h"
 
+/* The exit status after SIGUSR2 (a planned restart: the instances keep running for the next
+ * agent). EX_TEMPFAIL: systemd restarts it with RestartForceExitStatus=75. */
+#define US_EXIT_RESTART 75
+
 /* Run the agent of this node until it is told to stop; the process's exit status. */
 int us_agent_main(const us_node_config *cfg);
 

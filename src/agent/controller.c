@@ -595,7 +595,9 @@ static bool register_nodes(us_controller *c, const us_cluster_view *v)
             n.leaving = s->nodes[k].leaving;
             n.removing = s->nodes[k].removing;
         }
-        propose(c, us_cmd_stamp(us_cmd_node_up(&n), v->wall_ms, NULL), NULL, NULL);
+        uint64_t adopts =
+            k >= 0 && p->adopts && p->adopts == s->nodes[k].incarnation ? p->adopts : 0;
+        propose(c, us_cmd_stamp(us_cmd_node_up_adopting(&n, adopts), v->wall_ms, NULL), NULL, NULL);
         return true;
     }
     return false;

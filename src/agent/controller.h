@@ -46,6 +46,7 @@ typedef struct us_view_node {
     int64_t last_seen_ms; /* monotonic, -1 = never */
     uint64_t dead_inc;    /* its guardian announced that the agent of this incarnation died */
     uint64_t version;     /* its state version as it last granted us a lease, 0 = unknown */
+    uint64_t adopts;      /* its agent adopted the instances of this incarnation, 0 = none */
     /* Its instance reports (this node: its own instances), read in place. */
     int n_reports;
     const us_report *reports;

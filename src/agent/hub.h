@@ -63,7 +63,8 @@ typedef struct us_peer {
     us_lease_seen about[US_MAX_NODES];
     int n_reports;
     int n_fenced;
-    uint64_t dead_inc; /* its guardian announced that the agent of this incarnation died */
+    uint64_t dead_inc;  /* its guardian announced that the agent of this incarnation died */
+    uint64_t adopt_inc; /* its agent adopted the instances of this incarnation (planned restart) */
     /* Large arrays last: only their first n_reports / n_fenced entries are ever written or read,
      * so pages of a peer that reports little stay untouched (peer_add clears what precedes). */
     us_report reports[US_MSG_REPORTS_MAX];
@@ -77,6 +78,10 @@ typedef struct us_agent {
     us_node_config cfg;
     uv_loop_t *loop;
     uint64_t inc; /* this agent process's incarnation */
+    /* Planned restart (SIGUSR2, docs/operations.md): the incarnation whose instances this agent
+     * adopted from the guardian it left behind, 0 = none. */
+    uint64_t adopt_inc;
+    bool guardian_attached; /* a->guardian is one an earlier agent left, not adopted yet */
     char cwd[PATH_MAX];
 
     struct raft raft;
@@ -84,6 +89,7 @@ typedef struct us_agent {
     us_transport transport;
     us_fsm fsm;
     bool raft_started;
+    bool net_started;
 
     us_net net;
     us_api *api;
@@ -128,7 +134,14 @@ typedef struct us_agent {
     us_sdnotify sd;     /* systemd readiness, status, watchdog */
 
     /* Lifecycle. */
-    int stopping; /* 0 running, 1 handing over (SIGTERM), 2 closing */
+    int stopping;    /* 0 running, 1 handing over (SIGTERM), 2 closing */
+    bool restarting; /* SIGUSR2: leave the instances to the guardian and the next agent */
+    int64_t restart_deadline_ms;
+    bool restart_transfer_asked;
+    bool restart_released; /* the proxies' listening sockets went to the guardian */
+    int restart_passed;
+    int64_t restart_ping_ms; /* the last renewal round before exiting, 0 = not sent yet */
+    uv_signal_t sig_usr2;
     int64_t stop_deadline_ms;
     int exit_code;
 } us_agent;

@@ -30,6 +30,11 @@ enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE };
 
 struct us_instances {
     us_instances_env env;
+    /* Adopted from an earlier agent (planned restart): left alone until our state has caught
+     * up with the one that agent had (adopt_version) and our own lease renewals went past the
+     * one it left (adopt_lease_ms); meanwhile only the lease end stops them. */
+    uint64_t adopt_version;
+    int64_t adopt_lease_ms;
     us_instance inst[US_MAX_SERVICES];
     uv_timer_t announce_timers[US_MAX_SERVICES]; /* by instance slot (handles must not move) */
     int hi; /* slots in use are below this: walks stop here, not at US_MAX_SERVICES */
@@ -132,6 +137,9 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
         .before_exec = before_exec,
         .on_exit = on_exit_cb,
         .data = in,
+        /* The service process may outlive the agent (a planned restart hands it over); hooks
+         * never do. */
+        .detachable = out == &in->proc,
     };
     int rc = us_proc_spawn(a->env.loop, &o, out);
     free(env);
@@ -614,7 +622,7 @@ static void stop_checker(us_instance *in)
 static void sync_checker(us_instance *in, const us_service_def *d)
 {
     bool hot = d && d->standby == US_STANDBY_HOT;
-    bool want = d && d->n_checks > 0 && in->proc && !in->fencing &&
+    bool want = d && d->n_checks > 0 && in->proc && !in->fencing && !in->adopting &&
                 (hot ? in->phase != US_PHASE_IDLE : in->phase == US_PHASE_ACTIVE);
     int pid = in->proc ? (int)us_proc_pid(in->proc) : 0;
     uint64_t fp = d ? checks_fingerprint(d) : 0;
@@ -658,8 +666,33 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
     int64_t now = us_now_ms();
     bool lease_ok = a->env.lease_ok(a->env.data, now, a->env.cfg->timing.demote_before_ms);
     bool mine = d && as && strcmp(as->active, a->env.cfg->name) == 0 &&
-                as->active_inc == a->env.inc && as->epoch > in->abandoned_epoch;
+                (as->active_inc == a->env.inc ||
+                 (a->env.adopt_inc && as->active_inc == a->env.adopt_inc)) &&
+                as->epoch > in->abandoned_epoch;
     bool paused = as && as->paused;
+
+    if (in->adopting) {
+        /* Only the lease end stops it (as the guardian would) until our state caught up and our
+         * own renewals carry it: a reserve-based stop here would turn a planned restart into a
+         * failover. */
+        if (!a->env.lease_ok(a->env.data, now, 0)) {
+            in->adopting = false;
+            if (in->phase == US_PHASE_ACTIVE)
+                fence_self(in, US_INST_DEMOTED, 0, "lease ran out before the adoption completed");
+            return;
+        }
+        if (a->env.state->version < a->adopt_version ||
+            !a->env.lease_ok(a->env.data, a->adopt_lease_ms, 0))
+            return;
+        in->adopting = false;
+        us_info("%s: adoption complete (%s, epoch %llu)", in->service,
+                in->phase == US_PHASE_ACTIVE ? "active" : "standby", (unsigned long long)in->epoch);
+        if (in->phase == US_PHASE_ACTIVE && mine && as->epoch == in->epoch && d &&
+            vips_up(in, d) != 0) {
+            fence_self(in, US_INST_FAILED, 126, "cannot add the virtual IP");
+            return;
+        }
+    }
 
     switch (in->phase) {
     case US_PHASE_PROMOTING:
@@ -767,6 +800,12 @@ void us_instances_reconcile(us_instances *a)
         us_instance *in = &a->inst[i];
         if (!in->used || us_state_find_service_from(s, in->service, in->state_idx) >= 0)
             continue;
+        if (in->adopting) {
+            /* Our state may not show the service yet: judge once it caught up. */
+            step(a, in, NULL, NULL);
+            if (in->adopting)
+                continue;
+        }
         /* Deleted service: stop whatever runs; forget it once quiet. */
         if (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING)
             fence_self(in, US_INST_DEMOTED, 0, "service deleted");
@@ -879,4 +918,78 @@ bool us_instances_busy(us_instances *a)
             return true;
     }
     return false;
+}
+
+/* ---- planned restart (SIGUSR2) ---- */
+
+int us_instances_adopt(us_instances *a, const us_guardian_group *g, uint64_t inc, uint64_t version,
+                       int64_t lease_until_ms)
+{
+    a->env.adopt_inc = inc;
+    us_instance *in = slot(a, g->service, true);
+    if (!in || in->proc)
+        return -EEXIST;
+    char pidfile[PATH_MAX + 96];
+    snprintf(pidfile, sizeof pidfile, "%s/run/%s.pid", a->env.cfg->data_dir, g->service);
+    int rc = us_proc_adopt(a->env.loop, pidfile, g->pgid, on_exit_cb, in, &in->proc);
+    if (rc != 0) {
+        if (!in->proc && in->phase == US_PHASE_IDLE && !in->hook)
+            in->used = false;
+        return rc;
+    }
+    a->adopt_version = version > a->adopt_version ? version : a->adopt_version;
+    a->adopt_lease_ms = lease_until_ms;
+    in->adopting = true;
+    in->epoch = g->epoch;
+    in->proc_started_ms = us_now_ms();
+    in->phase = g->fence ? US_PHASE_ACTIVE : US_PHASE_STANDBY;
+    in->report.state = g->fence ? US_INST_ACTIVE : US_INST_STANDBY;
+    in->report.epoch = g->epoch;
+    us_info("%s: adopted the %s process group %d (epoch %llu) from the earlier agent", in->service,
+            g->fence ? "active" : "standby", (int)g->pgid, (unsigned long long)g->epoch);
+    return 0;
+}
+
+bool us_instances_settled(us_instances *a)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (!in->used)
+            continue;
+        if (in->hook || in->fencing || in->draining || in->phase == US_PHASE_PROMOTING ||
+            in->phase == US_PHASE_DEMOTING)
+            return false;
+    }
+    return true;
+}
+
+void us_instances_detach(us_instances *a)
+{
+    us_notify_stop();
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        us_instance *in = &a->inst[i];
+        if (!in->used)
+            continue;
+        uv_timer_stop(announce_timer(in));
+        stop_checker(in);
+        if (in->hook)
+            us_proc_kill(in->hook, SIGKILL);
+        bool keep = in->proc && !in->fencing &&
+                    (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_STANDBY);
+        if (in->proc && !keep) {
+            us_proc_kill(in->proc, SIGKILL);
+            continue;
+        }
+        if (keep) {
+            /* The guardian holds it (and its VIPs) for the next agent. */
+            us_info("%s: leaving the %s process group %d to the next agent", in->service,
+                    in->phase == US_PHASE_ACTIVE ? "active" : "standby",
+                    (int)us_proc_pid(in->proc));
+            us_proc_release(in->proc);
+            in->proc = NULL;
+            in->n_vips_up = 0;
+        } else {
+            vips_down(in);
+        }
+    }
 }

@@ -57,6 +57,7 @@ typedef struct us_instance {
     bool announce_repeat; /* one more burst after announce_repeat_ms */
     /* Planned demotion: proxies hold new connections while open ones finish. */
     bool draining;
+    bool adopting; /* adopted from the earlier agent, not yet confirmed by our state and lease */
     int64_t drain_min_ms, drain_until_ms;
     /* Health checks (check.h): run while the process runs as active or hot standby. */
     us_checker *checker;
@@ -79,6 +80,7 @@ typedef struct us_instances_env {
     const us_node_config *cfg; /* name, data_dir, timing: read in place */
     const char *cwd;           /* the working directory of services and hooks */
     uint64_t inc;              /* this agent process's incarnation */
+    uint64_t adopt_inc;        /* the earlier incarnation whose instances we adopted, 0 = none */
     const us_state *state;     /* the replicated state (fsm.h), read in place */
     us_guardian *guardian;     /* fences what acts as active when the lease runs out */
     void *data;
@@ -111,6 +113,18 @@ void us_instances_kill_all(us_instances *x);   /* immediate, for exits */
 bool us_instances_busy(us_instances *x);       /* any active/promoting/demoting instance */
 bool us_instances_quiet(us_instances *x);      /* no process or hook of ours runs */
 void us_instances_reannounce(us_instances *x); /* membership changed: announce active VIPs again */
+/* Planned restart (SIGUSR2). Adopt a process group the guardian handed over, left by the agent
+ * of incarnation `inc` (whose active roles count as ours until our registration moves them) (its
+ * pidfile must prove it: supervisor.h us_proc_adopt), as the active (g->fence) or standby instance
+ * under g->epoch. It is left alone (only the lease end stops it) until the replicated state reached
+ * `version` (the earlier agent's) and our lease went past `lease_until_ms` (the one it left). */
+int us_instances_adopt(us_instances *x, const us_guardian_group *g, uint64_t inc, uint64_t version,
+                       int64_t lease_until_ms);
+/* No hook, promotion, demotion, drain or fencing in progress. */
+bool us_instances_settled(us_instances *x);
+/* Exit for a planned restart: keep active and standby processes (and VIPs) running for the
+ * guardian and the next agent; kill hooks and whatever is in transition; stop checks. */
+void us_instances_detach(us_instances *x);
 /* The instance in slot i (0 <= i < us_instances_slots), NULL when the slot is free: for walking
  * them all (agent.c builds this node's reports from them, reports.h). */
 const us_instance *us_instance_at(us_instances *x, int i);

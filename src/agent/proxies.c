@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lib/log.h"
 #include "lib/hostport.h"
@@ -68,8 +69,20 @@ static void ensure(us_proxies *xs, uv_loop_t *loop, const us_state *s, const us_
                            .max_conns = d->max_conns,
                            .max_per_source = d->max_per_source,
                            .idle_ms = d->idle_ms};
-        char err[256];
+        char err[256], tag[108];
+        us_proxies_tag(d->name, d->proxy_listen, tag, sizeof tag);
+        for (int i = 0; i < xs->n_inherited; i++)
+            if (xs->inherited[i].tag[0] && strcmp(xs->inherited[i].tag, tag) == 0) {
+                o.has_fd = true;
+                o.fd = xs->inherited[i].fd;
+                xs->inherited[i].tag[0] = '\0';
+                us_info("proxy %s: listening socket %s handed over by the earlier agent", d->name,
+                        d->proxy_listen);
+                break;
+            }
         if (us_proxy_start(loop, d->proxy_listen, &o, &x->proxy, err, sizeof err) != 0) {
+            if (o.has_fd)
+                close(o.fd);
             us_error("proxy %s: %s (retrying)", d->name, err);
             us_strlcpy(x->service, d->name, sizeof x->service);
             x->retry_ms = now + PROXY_RETRY_MS;
@@ -97,6 +110,13 @@ static void ensure(us_proxies *xs, uv_loop_t *loop, const us_state *s, const us_
 
 void us_proxies_reconcile(us_proxies *xs, uv_loop_t *loop, const us_state *s, int64_t now)
 {
+    for (int i = 0; i < xs->n_inherited; i++)
+        if (xs->inherited[i].tag[0] && now >= xs->inherited[i].expires_ms) {
+            us_info("closing the handed-over listening socket \"%s\": no proxy claimed it",
+                    xs->inherited[i].tag);
+            close(xs->inherited[i].fd);
+            xs->inherited[i].tag[0] = '\0';
+        }
     for (int i = 0; i < s->services.n; i++)
         if (s->services.svc[i].proxy_listen[0])
             ensure(xs, loop, s, &s->services.svc[i], &s->asg[i], now);
@@ -141,4 +161,53 @@ void us_proxies_stop_all(us_proxies *xs)
     for (int i = 0; i < xs->hi; i++)
         if (xs->slot[i].proxy)
             stop_one(&xs->slot[i]);
+    for (int i = 0; i < xs->n_inherited; i++)
+        if (xs->inherited[i].tag[0]) {
+            close(xs->inherited[i].fd);
+            xs->inherited[i].tag[0] = '\0';
+        }
+}
+
+void us_proxies_tag(const char *service, const char *listen, char *tag, size_t len)
+{
+    snprintf(tag, len, "%s %s", service, listen);
+}
+
+void us_proxies_inherit(us_proxies *xs, int fd, const char *tag, int64_t expires_ms)
+{
+    if (xs->n_inherited >= US_MAX_SERVICES || !tag[0]) {
+        close(fd);
+        return;
+    }
+    struct us_proxy_inherited *h = &xs->inherited[xs->n_inherited++];
+    h->fd = fd;
+    us_strlcpy(h->tag, tag, sizeof h->tag);
+    h->expires_ms = expires_ms;
+}
+
+int us_proxies_release(us_proxies *xs, int (*give)(int fd, const char *tag, void *arg), void *arg)
+{
+    int n = 0;
+    for (int i = 0; i < US_MAX_SERVICES; i++) {
+        struct us_proxy_slot *x = &xs->slot[i];
+        if (!x->proxy)
+            continue;
+        int fd = us_proxy_release_listener(x->proxy);
+        if (fd < 0)
+            continue;
+        char tag[108];
+        us_proxies_tag(x->service, x->listen, tag, sizeof tag);
+        if (give(fd, tag, arg) == 0)
+            n++;
+        close(fd);
+    }
+    return n;
+}
+
+bool us_proxies_idle(const us_proxies *xs)
+{
+    for (int i = 0; i < US_MAX_SERVICES; i++)
+        if (xs->slot[i].proxy && !us_proxy_idle(xs->slot[i].proxy))
+            return false;
+    return true;
 }

@@ -29,6 +29,14 @@ typedef struct us_proxies {
         int64_t retry_ms; /* after a failed start */
     } slot[US_MAX_SERVICES];
     int hi; /* slots ever used are below this (walks stop here) */
+    /* Listening sockets handed over by the earlier agent (planned restart): used by the proxy
+     * of the same service and address, closed if none claims them by expires_ms. */
+    struct us_proxy_inherited {
+        int fd; /* -1 or 0 with tag "" = none */
+        char tag[108];
+        int64_t expires_ms;
+    } inherited[US_MAX_SERVICES];
+    int n_inherited;
 } us_proxies;
 
 /* Start, retarget and stop proxies as the services and assignments of `s` say. */
@@ -40,5 +48,14 @@ us_proxy *us_proxies_find(const us_proxies *x, const char *service, const char *
 /* The i-th running proxy (0..US_MAX_SERVICES-1, NULL for an empty slot) and its service. */
 us_proxy *us_proxies_at(const us_proxies *x, int i, const char **service);
 void us_proxies_stop_all(us_proxies *x);
+
+/* Planned restart. The tag a listening socket travels with: "SERVICE LISTEN". */
+void us_proxies_tag(const char *service, const char *listen, char *tag, size_t len);
+/* Take a socket handed over with `tag`, to be claimed by its proxy until expires_ms. */
+void us_proxies_inherit(us_proxies *x, int fd, const char *tag, int64_t expires_ms);
+/* Stop accepting in every proxy; each listening socket goes to `give(fd, tag, arg)` and is closed
+ * here afterwards. The number given. Open connections go on (us_proxies_idle). */
+int us_proxies_release(us_proxies *x, int (*give)(int fd, const char *tag, void *arg), void *arg);
+bool us_proxies_idle(const us_proxies *x);
 
 #endif

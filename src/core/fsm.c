@@ -522,6 +522,14 @@ json_t *us_cmd_node_up(const us_node *n)
     return json_pack("{s:s, s:o}", "op", "node_up", "node", node_to_json(n));
 }
 
+json_t *us_cmd_node_up_adopting(const us_node *n, uint64_t adopts)
+{
+    json_t *c = us_cmd_node_up(n);
+    if (c && adopts)
+        json_object_set_new(c, "adopts", us_u64_json(adopts));
+    return c;
+}
+
 json_t *us_cmd_node_flags(const char *name, bool leaving, bool removing, bool left)
 {
     return json_pack("{s:s, s:s, s:b, s:b, s:b}", "op", "node_flags", "name", name, "leaving",
@@ -623,7 +631,25 @@ static int apply_node_up(us_state *s, const json_t *cmd)
         snprintf(why, sizeof why, "%s joined the cluster (%s)", n.name, n.address);
         add_event(s, &st, "node", NULL, n.name, "-", "member", why);
     } else if (s->nodes[i].incarnation != n.incarnation && s->nodes[i].incarnation != 0) {
-        snprintf(why, sizeof why, "the agent on %s restarted", n.name);
+        /* A planned restart (SIGUSR2): the new agent adopted the instances of exactly the
+         * incarnation registered until now. Its active roles pass to it under the same epochs:
+         * the same processes go on running, fenced by the same guardian and lease. Any other
+         * incarnation change leaves active_inc behind, and decide releases the role. */
+        uint64_t adopts = us_json_u64(cmd, "adopts");
+        int kept = 0;
+        if (adopts && adopts == s->nodes[i].incarnation)
+            for (int k = 0; k < s->services.n; k++)
+                if (strcmp(s->asg[k].active, n.name) == 0 && s->asg[k].active_inc == adopts) {
+                    s->asg[k].active_inc = n.incarnation;
+                    kept++;
+                }
+        if (adopts && adopts == s->nodes[i].incarnation)
+            snprintf(why, sizeof why,
+                     "the agent on %s restarted and adopted its instances (%d active role%s kept, "
+                     "same epoch%s)",
+                     n.name, kept, kept == 1 ? "" : "s", kept == 1 ? "" : "s");
+        else
+            snprintf(why, sizeof why, "the agent on %s restarted", n.name);
         add_event(s, &st, "node", NULL, n.name, "member", "restarted", why);
     }
     if (is_new || s->nodes[i].incarnation != n.incarnation) {

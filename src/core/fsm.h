@@ -143,6 +143,10 @@ json_t *us_assignment_to_json(const us_assignment *a);
  * and cause come from us_cmd_stamp (time 0 and a generic cause when unstamped). */
 json_t *us_cmd_stamp(json_t *cmd, int64_t time_ms, const char *cause); /* returns cmd */
 json_t *us_cmd_node_up(const us_node *n);
+/* The same, for an agent that adopted the instances of incarnation `adopts` (a planned restart):
+ * if `adopts` is the incarnation registered until now, the node's active roles given to it pass
+ * to n->incarnation under their epochs. adopts 0 = us_cmd_node_up. */
+json_t *us_cmd_node_up_adopting(const us_node *n, uint64_t adopts);
 json_t *us_cmd_node_flags(const char *name, bool leaving, bool removing, bool left);
 json_t *us_cmd_services(const us_service_set *set);
 json_t *us_cmd_assign(const us_assignment *next); /* CAS on next->gen */

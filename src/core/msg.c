@@ -119,11 +119,15 @@ static const char *decode_ping(const json_t *j, us_msg *m)
             return "ping: api";
         p->has_api = true;
     }
+    const json_t *adopt = json_object_get(j, "adopt");
+    if (adopt && !u64_of(adopt, &p->adopt))
+        return "ping: adopt";
     const json_t *rep = json_object_get(j, "rep");
     const char *key;
     json_t *v;
     if (rep && !json_is_object(rep))
         return "ping: rep";
+    p->has_rep = rep != NULL;
     if (json_object_size(rep) > US_MSG_REPORTS_MAX)
         return "ping: rep (more than " US_STR(US_MSG_REPORTS_MAX) " reports)";
     json_object_foreach((json_t *)rep, key, v)

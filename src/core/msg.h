@@ -7,8 +7,11 @@
  * lose precision past 2^53; unknown keys are ignored, so a newer minor version may add some):
  *   ping   {"t":"ping","seq":u64,"term":u64,"lease":bool,"api":"IPv4:port"?,
  *           "rep":{SERVICE:report,...}?,"gr":{NODE:{"age":int>=-1,"stale":bool,"v":u64},...}?,
- *           "ci":u64?}   ("ci": the Raft leader's commit index, sent by the leader only)
- *          report = {"state":0..5,"epoch":u64,"exit":int,"pid":int>=0,"px_epoch":u64,
+ *           "ci":u64?,"adopt":u64?}   ("ci": the Raft leader's commit index, sent by the leader
+ * only; adopt: the earlier incarnation of the sender whose instances it took over after a planned
+ * restart; a ping without "rep" comes from the sender's guardian renewing its lease during a
+ * planned restart: its last reports stand) report =
+ * {"state":0..5,"epoch":u64,"exit":int,"pid":int>=0,"px_epoch":u64,
  *                    "px_open":int>=0,"health":0..2,"cause":str,"check_ms":int>=-1,
  *                    "probes":int>=0,"probes_failed":int>=0,"restarts":int>=0,
  *                    "restart_cause":str,"refused":bool}
@@ -68,6 +71,9 @@ typedef struct us_msg_ping {
     us_msg_lease leases[US_MAX_NODES];
     bool has_commit; /* "ci" present: the sender, as Raft leader in `term`, had committed */
     uint64_t commit; /* up to this log index when it sent the ping */
+    uint64_t adopt;  /* "adopt": the incarnation whose instances this agent adopted, 0 = none */
+    bool has_rep;    /* "rep" present; without it (the guardian's stand-in renewals) the sender's
+                        earlier reports stand */
     us_report reports[US_MSG_REPORTS_MAX]; /* last: the decoder clears only what it fills */
 } us_msg_ping;
 

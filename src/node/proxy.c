@@ -716,6 +716,8 @@ static void on_idle_sweep(uv_timer_t *t)
 static void on_pause_end(uv_timer_t *t)
 {
     us_proxy *p = t->data;
+    if (p->lfd < 0)
+        return;
     struct epoll_event e = {.events = EPOLLIN, .data.u64 = EV_LISTENER};
     epoll_ctl(p->epfd, EPOLL_CTL_ADD, p->lfd, &e);
 }
@@ -794,7 +796,8 @@ int us_proxy_start(uv_loop_t *loop, const char *listen_addr, const us_proxy_opts
                    char *err, size_t errlen)
 {
     *out = NULL;
-    int fd = us_tcp_listen(listen_addr, BACKLOG, US_LISTEN_NODELAY, err, errlen);
+    int fd =
+        o->has_fd ? o->fd : us_tcp_listen(listen_addr, BACKLOG, US_LISTEN_NODELAY, err, errlen);
     if (fd < 0)
         return fd;
     us_proxy *p = calloc(1, sizeof *p);
@@ -936,11 +939,28 @@ void us_proxy_stop(us_proxy *p)
     drop(p, p->idle_timer);
     if (p->epfd >= 0)
         close(p->epfd);
-    close(p->lfd);
+    if (p->lfd >= 0)
+        close(p->lfd);
     for (int i = 0; i < p->npool; i++) {
         close(p->pool[i][0]);
         close(p->pool[i][1]);
     }
     p->npool = 0;
     maybe_free(p);
+}
+
+int us_proxy_release_listener(us_proxy *p)
+{
+    if (p->lfd < 0)
+        return -1;
+    epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->lfd, NULL);
+    uv_timer_stop(p->pause_timer);
+    int fd = p->lfd;
+    p->lfd = -1;
+    return fd;
+}
+
+bool us_proxy_idle(const us_proxy *p)
+{
+    return p->held.n + p->connecting.n + p->open.n == 0;
 }

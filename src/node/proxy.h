@@ -37,6 +37,9 @@ typedef struct us_proxy_opts {
                                the requests a planned switchover must not fail */
     int idle_ms;            /* close a forwarding connection with no byte either way this long
                                (checked every idle_ms/4, at most every second; 0 = never) */
+    bool has_fd;            /* listen on `fd`, a non-blocking listening socket (a planned restart
+                               hands it over from the earlier agent), instead of binding `listen` */
+    int fd;
 } us_proxy_opts;
 
 typedef struct us_proxy_stats {
@@ -59,6 +62,13 @@ void us_proxy_set_target(us_proxy *p, const struct sockaddr_in *backend, uint64_
 int us_proxy_open_conns(const us_proxy *p, uint64_t epoch);
 
 void us_proxy_get_stats(const us_proxy *p, us_proxy_stats *st);
+
+/* Stop accepting and give the listening socket to the caller (-1 if already given): queued and
+ * new connections wait in its backlog for whoever accepts next. Open connections go on. */
+int us_proxy_release_listener(us_proxy *p);
+
+/* No connection held, connecting or forwarding. */
+bool us_proxy_idle(const us_proxy *p);
 
 /* Close the listener and every connection; frees p once its handles are closed. */
 void us_proxy_stop(us_proxy *p);

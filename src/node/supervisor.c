@@ -34,7 +34,8 @@ struct us_proc {
     bool exited; /* on_exit has been (or is being) called */
     bool reaped; /* the pid may be reused: never signal it again */
     bool timed_out;
-    int closing; /* uv handles whose close callback is pending */
+    bool adopted; /* not our child (us_proc_adopt): no exit status, never reaped by us */
+    int closing;  /* uv handles whose close callback is pending */
     /* The pidfd's readability; without pidfds (valgrind < 3.20 lacks pidfd_open) a timer polls. */
     union {
         uv_poll_t poll;
@@ -234,6 +235,7 @@ bool us_proc_kill_stale(const char *pidfile)
 
 typedef struct child_args {
     pid_t parent;
+    bool detachable;
     int sync_fd, null_fd, log_fd;
     const char *cwd;
     char *const *argv;
@@ -288,14 +290,16 @@ static void drop_privileges(const child_args *a)
         }
     }
     /* A change of credentials clears the parent-death signal: arm it again. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!a->detachable)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != a->parent)
         _exit(127);
 }
 
 static void __attribute__((noreturn)) child_run(const child_args *a)
 {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!a->detachable)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != a->parent) /* the agent died before pdeathsig was armed */
         _exit(127);
     setpgid(0, 0);
@@ -386,11 +390,31 @@ static void check_exit(us_proc *p)
     if (p->exited)
         return;
     siginfo_t si;
-    int r = peek_exit(p, &si);
-    if (r == 0 || r == -EINTR || r == -EAGAIN)
-        return;
+    int r;
     int st;
-    if (r < 0) {
+    if (p->adopted) {
+        /* Not our child: the pidfd says it exited; its status went to its new parent. The rest
+         * of the group is killed while the leader's number cannot belong to a stranger: it is a
+         * zombie with the recorded start time, or gone (a live member pins the pgid). */
+        char state;
+        unsigned long long stt;
+        pid_t pg;
+        bool leader = read_proc_stat(p->pid, &state, &pg, &stt);
+        if (leader && stt == p->starttime && state != 'Z' && state != 'X' && state != 'x')
+            return; /* spurious: still running */
+        if (!leader || stt == p->starttime)
+            kill(-p->pid, SIGKILL);
+        p->reaped = true;
+        st = 255;
+        r = 1;
+    } else {
+        r = peek_exit(p, &si);
+        if (r == 0 || r == -EINTR || r == -EAGAIN)
+            return;
+    }
+    if (p->adopted) {
+        /* status set above */
+    } else if (r < 0) {
         /* Someone else reaped it (SIGCHLD ignored, or a stray waitpid(-1)): the number may be
          * reused already, so the group cannot be signalled safely any more. */
         us_warn("process %d was reaped behind the supervisor's back (%s)", (int)p->pid,
@@ -513,6 +537,7 @@ int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out)
 
     char *argv[] = {"sh", "-c", (char *)o->cmd, NULL};
     child_args a = {.parent = getpid(),
+                    .detachable = o->detachable,
                     .sync_fd = sync[1],
                     .null_fd = null_fd,
                     .log_fd = log_fd,
@@ -615,6 +640,78 @@ fail:
     free(p->pidfile);
     free(p);
     return err;
+}
+
+int us_proc_adopt(uv_loop_t *loop, const char *pidfile, pid_t pgid, us_proc_exit_cb on_exit,
+                  void *data, us_proc **out)
+{
+    *out = NULL;
+    if (!pidfile || !on_exit || pgid <= 1)
+        return -EINVAL;
+    pid_t rec;
+    unsigned long long want;
+    int r = read_pidfile(pidfile, &rec, &want);
+    if (r < 0)
+        return r;
+    if (rec != pgid)
+        return -ESRCH; /* the file names another group: not the one handed over */
+    us_proc *p = calloc(1, sizeof *p);
+    if (!p || !(p->pidfile = strdup(pidfile))) {
+        free(p);
+        return -ENOMEM;
+    }
+    p->pid = pgid;
+    p->starttime = want;
+    p->adopted = true;
+    p->on_exit = on_exit;
+    p->data = data;
+    /* Open first, verify after: the pidfd then surely refers to the process with the recorded
+     * start time, not to a later process that got its number. */
+    p->pidfd = pidfd_open(pgid, 0);
+    char state;
+    pid_t pg;
+    unsigned long long st;
+    if (p->pidfd < 0 || !read_proc_stat(pgid, &state, &pg, &st) || st != want || pg != pgid ||
+        state == 'Z' || state == 'X' || state == 'x') {
+        int e = p->pidfd < 0 ? -errno : -ESRCH;
+        if (p->pidfd >= 0)
+            close(p->pidfd);
+        free(p->pidfile);
+        free(p);
+        return e;
+    }
+    int err = uv_poll_init(loop, &p->watch.poll, p->pidfd);
+    if (err < 0) {
+        close(p->pidfd);
+        free(p->pidfile);
+        free(p);
+        return err;
+    }
+    uv_timer_init(loop, &p->timeout);
+    uv_timer_init(loop, &p->grace);
+    p->watch.poll.data = p->timeout.data = p->grace.data = p;
+    err = uv_poll_start(&p->watch.poll, UV_READABLE, on_pidfd);
+    if (err < 0) {
+        close_handles(p);
+        return err;
+    }
+    *out = p;
+    return 0;
+}
+
+void us_proc_release(us_proc *p)
+{
+    if (p->exited)
+        return;
+    p->exited = true;
+    p->reaped = true; /* never signalled by us again */
+    if (p->pidfd >= 0)
+        uv_poll_stop(&p->watch.poll);
+    else
+        uv_timer_stop(&p->watch.timer);
+    uv_timer_stop(&p->timeout);
+    uv_timer_stop(&p->grace);
+    close_handles(p);
 }
 
 pid_t us_proc_pid(const us_proc *p)

@@ -2,9 +2,9 @@
  *
  * Promises:
  *  - A child runs `/bin/sh -c CMD` in a new process group (pgid == pid) with PR_SET_PDEATHSIG
- *    SIGKILL, stdin from /dev/null (or `stdin_path`), stdout+stderr appended to `log_path` (opened
- * by the agent, before any privilege is dropped), and exactly the environment `env` (privilege.h
- * builds it; NULL = PATH and LANG only): nothing of the agent's own environment.
+ *    SIGKILL (unless `detachable`), stdin from /dev/null (or `stdin_path`), stdout+stderr appended
+ * to `log_path` (opened by the agent, before any privilege is dropped), and exactly the environment
+ * `env` (privilege.h builds it; NULL = PATH and LANG only): nothing of the agent's own environment.
  *  - With `cred` (drop set), the child calls setgroups, setgid, then setuid, each checked (and
  *    verified: the ids took, root cannot be regained), after chdir and before exec; any failure
  *    is written to the log ("understudy: setuid nobody: EPERM") and the child exits 127.
@@ -41,6 +41,9 @@ typedef struct us_proc_opts {
     const char *stdin_path;     /* opened by the agent; NULL = /dev/null */
     const char *pidfile;        /* NULL = none */
     int timeout_ms;             /* 0 = none */
+    /* No PR_SET_PDEATHSIG: the group may outlive the agent (a planned restart hands it to the
+     * next agent); the guardian, which kills it when the agent dies, must track it. */
+    bool detachable;
     void (*before_exec)(pid_t pgid, void *data); /* may be NULL */
     us_proc_exit_cb on_exit;                     /* required */
     void *data;
@@ -59,6 +62,17 @@ void us_proc_stop(us_proc *p, int grace_ms);
 
 /* After on_exit returns the supervisor frees `p`. Before that, `data` may be detached: */
 void us_proc_set_data(us_proc *p, void *data);
+
+/* Take over a group an earlier agent of this node started (a planned restart): only if
+ * `pidfile` names `pgid` and the leader still runs with the start time recorded there. on_exit
+ * fires once when the leader exits, with status 255 (its status went to its parent); the rest of
+ * the group is killed then, as for our own children. 0, or -errno (-ESRCH: not that group). */
+int us_proc_adopt(uv_loop_t *loop, const char *pidfile, pid_t pgid, us_proc_exit_cb on_exit,
+                  void *data, us_proc **out);
+
+/* Let go of `p` without touching the group (a planned restart leaves it to the next agent): no
+ * on_exit, no signal, the pidfile stays; `p` is freed once its handles closed. */
+void us_proc_release(us_proc *p);
 
 /* Kill a group left behind by an earlier agent (pidfile exists, and the process it names still
  * has the recorded start time). Removes the pidfile. Returns true if something was killed. */

@@ -330,6 +330,52 @@ static void test_node_up_new_incarnation_clears_flags(void **state)
     assert_false(s->nodes[i].leaving || s->nodes[i].removing || s->nodes[i].left);
 }
 
+/* A planned restart (SIGUSR2): the new agent adopted the instances of the incarnation registered
+ * until now, and its registration passes that incarnation's active roles to it under the same
+ * epochs. An adoption claim for any other incarnation (an agent that came back too late, after a
+ * kill -9 in between, or a stale claim) changes no role: decide then releases it ("agent on X
+ * restarted", tests/scenarios/agent-restarted-incarnation-changed.scn). */
+static void test_node_up_adopting_keeps_roles(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_assignment a = next_asg(s, "web", 4, "n1", "n2", "initial placement on n1");
+    a.active_inc = 11;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_assignment b = next_asg(s, "db", 2, "n2", "n1", "initial placement on n2");
+    b.active_inc = 12;
+    assert_int_equal(apply(s, us_cmd_assign(&b)), US_APPLY_OK);
+
+    /* Adopted: same epoch, the role now belongs to incarnation 21; db (n2) untouched. */
+    us_node n = mk_node("n1", 21);
+    assert_int_equal(apply(s, us_cmd_stamp(us_cmd_node_up_adopting(&n, 11), 5, NULL)), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->epoch, 4);
+    assert_int_equal(asg_of(s, "web")->active_inc, 21);
+    assert_string_equal(asg_of(s, "web")->active, "n1");
+    assert_int_equal(asg_of(s, "db")->active_inc, 12);
+    const us_event *e = us_state_event(s, s->event_seq);
+    assert_string_equal(e->kind, "node");
+    assert_string_equal(e->to, "restarted");
+    assert_non_null(strstr(e->cause, "adopted its instances (1 active role kept"));
+
+    /* A claim for an incarnation that is not the registered one (21) keeps nothing. */
+    n = mk_node("n1", 31);
+    assert_int_equal(apply(s, us_cmd_node_up_adopting(&n, 11)), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->active_inc, 21);
+    assert_int_equal(s->nodes[us_state_find_node(s, "n1")].incarnation, 31);
+
+    /* A plain restart (no adoption) keeps nothing either. */
+    n = mk_node("n2", 22);
+    assert_int_equal(apply(s, us_cmd_node_up(&n)), US_APPLY_OK);
+    assert_int_equal(asg_of(s, "db")->active_inc, 12);
+    assert_int_equal(asg_of(s, "db")->epoch, 2);
+
+    /* adopts 0 is us_cmd_node_up. */
+    json_t *c = us_cmd_node_up_adopting(&n, 0);
+    assert_null(json_object_get(c, "adopts"));
+    json_decref(c);
+}
+
 /* The controller (register_nodes in src/agent/controller.c) re-registers a node whose voter flag or
  * address changed with the SAME incarnation and copies the node's maintenance flags into the
  * command ("Only the voter flag or an address changed: keep maintenance flags"). A node in
@@ -2095,6 +2141,7 @@ int main(void)
         cmocka_unit_test_teardown(test_node_up_idempotent_and_update, teardown),
         cmocka_unit_test_teardown(test_node_up_new_incarnation_clears_flags, teardown),
         cmocka_unit_test_teardown(test_node_up_same_incarnation_keeps_flags, teardown),
+        cmocka_unit_test_teardown(test_node_up_adopting_keeps_roles, teardown),
         cmocka_unit_test_teardown(test_node_up_bad, teardown),
         cmocka_unit_test_teardown(test_node_flags, teardown),
         cmocka_unit_test_teardown(test_events_from_assign, teardown),

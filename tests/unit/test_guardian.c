@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -431,6 +432,233 @@ static void test_frozen_agent_fenced_by_lease(void **state)
     run_agent_death(AGENT_FROZEN);
 }
 
+/* ---- planned restart (SIGUSR2) ---- */
+
+static void sock_path(char *out, size_t len)
+{
+    snprintf(out, len, "/tmp/us-gtest-%d.sock", (int)getpid());
+}
+
+/* Connect once the detached guardian listens (it starts listening at the agent's EOF). */
+static us_guardian *connect_within(const char *path, int ms)
+{
+    int64_t end = mono_ns() + ms * MS;
+    us_guardian *g = NULL;
+    while (us_guardian_connect(path, &g) != 0 && mono_ns() < end) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    return g;
+}
+
+/* The agent leaves on purpose: the guardian keeps the groups, the VIP registration and a passed
+ * listening socket; the next agent adopts them (groups, lease deadline, state version, the old
+ * incarnation, the socket, still listening) and is then served as the old one was. */
+static void test_detach_and_adopt(void **state)
+{
+    (void)state;
+    char path[108];
+    sock_path(path, sizeof path);
+    us_guardian *g = start("n1", 5, NULL);
+    pid_t guardian = us_guardian_pid(g);
+    pid_t active = spawn_group("sleep 100"), standby = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, active, "web", 7, true), 0);
+    assert_int_equal(us_guardian_track(g, standby, "db", 3, false), 0);
+    int64_t deadline = mono_ns() + 3000 * MS;
+    assert_int_equal(us_guardian_lease(g, deadline), 0);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    assert_int_equal(us_guardian_pass_fd(g, lfd, "web 127.0.0.1:0"), 0);
+    close(lfd);
+    assert_int_equal(us_guardian_detach(g, path, 42, mono_ns() + 5000 * MS, 0, 0, 0), 0);
+    us_guardian_leave(g);
+
+    /* Nobody may connect but the next agent; connecting without adopting changes nothing. */
+    us_guardian *peek = connect_within(path, 2000);
+    assert_non_null(peek);
+    us_guardian_leave(peek);
+    us_guardian *g2 = connect_within(path, 2000);
+    assert_non_null(g2);
+    assert_int_equal(us_guardian_pid(g2), guardian);
+    assert_true(running(active) && running(standby));
+
+    static us_guardian_handover h;
+    assert_int_equal(us_guardian_adopt(g2, 9, &h), 0);
+    assert_int_equal(h.n_groups, 2);
+    assert_true(h.inc == 5);
+    assert_true(h.version == 42);
+    assert_true(h.lease_ns == deadline);
+    int web = h.groups[0].pgid == active ? 0 : 1;
+    assert_int_equal(h.groups[web].pgid, active);
+    assert_true(h.groups[web].fence);
+    assert_string_equal(h.groups[web].service, "web");
+    assert_true(h.groups[web].epoch == 7);
+    assert_false(h.groups[1 - web].fence);
+    assert_int_equal(h.n_fds, 1);
+    assert_string_equal(h.fd_tag[0], "web 127.0.0.1:0");
+    int acc = 0;
+    socklen_t al = sizeof acc;
+    assert_int_equal(getsockopt(h.fds[0], SOL_SOCKET, SO_ACCEPTCONN, &acc, &al), 0);
+    assert_int_equal(acc, 1);
+    close(h.fds[0]);
+    assert_int_equal(access(path, F_OK), -1); /* no longer waiting */
+
+    /* Served as before: a lease that runs out fences the active and reports it to us. */
+    assert_int_equal(us_guardian_lease(g2, mono_ns() + 50 * MS), 0);
+    us_guardian_event ev;
+    assert_int_equal(read_event_within(g2, &ev, 2000), 1);
+    assert_int_equal(ev.pgid, active);
+    assert_true(running(standby));
+    us_guardian_stop(g2); /* kills the standby, waits for the guardian's exit */
+    assert_false(running(standby));
+    assert_int_equal(waitpid(guardian, NULL, 0), guardian); /* still our child here */
+    reap_group(active);
+    reap_group(standby);
+}
+
+/* Nobody comes back: at the lease end the guardian does what it does when its agent dies. A
+ * socket file nobody listens at is not a guardian. */
+static void test_detach_nobody_comes(void **state)
+{
+    (void)state;
+    char path[108], peer[64], buf[2048];
+    sock_path(path, sizeof path);
+    int udp = udp_open(peer, sizeof peer);
+    us_guardian *g = start("n1", 5, peer);
+    pid_t guardian = us_guardian_pid(g);
+    pid_t active = spawn_group("sleep 100"), standby = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, active, "web", 7, true), 0);
+    assert_int_equal(us_guardian_track(g, standby, "db", 3, false), 0);
+    int64_t deadline = mono_ns() + 300 * MS;
+    assert_int_equal(us_guardian_lease(g, deadline), 0);
+    assert_int_equal(us_guardian_detach(g, path, 1, mono_ns() + 5000 * MS, 0, 0, 0), 0);
+    us_guardian_leave(g);
+    int64_t gone = wait_gone(active, deadline + 1500 * MS);
+    assert_true(gone >= deadline);
+    assert_true(wait_gone(standby, mono_ns() + 1000 * MS) != 0);
+    assert_true(udp_recv(udp, buf, sizeof buf, 2000) > 0);
+    assert_non_null(strstr(buf, "\"agent\":\"dead\""));
+    assert_non_null(strstr(buf, "\"service\":\"web\""));
+    assert_int_equal(access(path, F_OK), -1);
+    us_guardian *g2 = NULL;
+    assert_int_equal(us_guardian_connect(path, &g2), -ENOENT);
+    /* A stale socket file (its guardian gone) is removed, not taken for one. */
+    int s = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+    struct sockaddr_un un = {.sun_family = AF_UNIX};
+    snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
+    assert_int_equal(bind(s, (struct sockaddr *)&un, sizeof un), 0);
+    close(s);
+    assert_int_equal(access(path, F_OK), 0);
+    assert_int_equal(us_guardian_connect(path, &g2), -ENOENT);
+    assert_int_equal(access(path, F_OK), -1);
+    kill(guardian, SIGKILL); /* done announcing; no need to wait ~10 s */
+    waitpid(guardian, NULL, 0);
+    reap_group(active);
+    reap_group(standby);
+    close(udp);
+}
+
+/* A voter as the guardian's stand-in sees it: it answers pings with sealed pongs. */
+typedef struct fake_voter {
+    int fd;
+    char addr[64];
+    uint64_t inc;
+} fake_voter;
+
+/* Answer the pings that arrived within ms: grant with state version v (or not at all). */
+static int voter_answer(fake_voter *v, bool grant, uint64_t ver, int ms)
+{
+    int answered = 0;
+    int64_t end = mono_ns() + ms * MS;
+    for (;;) {
+        int64_t left = (end - mono_ns()) / MS;
+        struct pollfd pfd = {.fd = v->fd, .events = POLLIN};
+        if (left <= 0 || poll(&pfd, 1, (int)left) != 1)
+            return answered;
+        static unsigned char dgram[65536], plain[65536];
+        struct sockaddr_in from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(v->fd, dgram, sizeof dgram, 0, (struct sockaddr *)&from, &fl);
+        us_wire_hdr h;
+        size_t plen;
+        if (n <= 0 ||
+            us_wire_open(&g_keys, CLUSTER, dgram, (size_t)n, &h, plain, &plen) != US_WIRE_OK)
+            continue;
+        assert_int_equal(h.chan, US_CHAN_AGENT);
+        assert_string_equal(h.sender, "n1");
+        assert_true(h.inc == 5);   /* as the agent's incarnation */
+        assert_true(h.seq > 1000); /* after the agent's own sequence numbers */
+        assert_true(h.to_inc == v->inc);
+        plain[plen] = '\0';
+        assert_non_null(strstr((char *)plain, "\"t\":\"ping\""));
+        assert_null(strstr((char *)plain, "\"rep\"")); /* receivers keep the agent's reports */
+        const char *q = strstr((char *)plain, "\"seq\":\"");
+        assert_non_null(q);
+        unsigned long long round = strtoull(q + 7, NULL, 10);
+        if (!grant)
+            continue;
+        char json[160];
+        int len = snprintf(json, sizeof json,
+                           "{\"t\":\"pong\",\"seq\":\"%llu\",\"ack\":false,\"grant\":true,"
+                           "\"removed\":false,\"v\":\"%llu\"}",
+                           round, (unsigned long long)ver);
+        us_wire_hdr r = {.chan = US_CHAN_AGENT, .inc = v->inc, .seq = round, .to_inc = 5};
+        us_strlcpy(r.sender, "n2", sizeof r.sender);
+        unsigned char out[1024];
+        size_t dlen = us_wire_seal(&g_keys, CLUSTER, &r, json, (size_t)len, out, sizeof out);
+        assert_true(dlen > 0);
+        sendto(v->fd, out, dlen, 0, (struct sockaddr *)&from, fl);
+        answered++;
+    }
+}
+
+/* The stand-in renews the lease with the voters while no agent runs, exactly by lease.h's rule
+ * (self + a majority; a grant counts only from a voter whose state version is not past the
+ * agent's), and stops (the lease then runs out and everything is fenced) when grants stop
+ * counting. */
+static void test_standin_renews_lease(void **state)
+{
+    (void)state;
+    char path[108];
+    sock_path(path, sizeof path);
+    fake_voter v = {.inc = 77};
+    v.fd = udp_open(v.addr, sizeof v.addr);
+    char agent_addr[64];
+    int agent_udp = udp_open(agent_addr, sizeof agent_addr);
+    us_guardian *g = start("n1", 5, NULL);
+    pid_t guardian = us_guardian_pid(g);
+    pid_t active = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, active, "web", 7, true), 0);
+    int64_t deadline = mono_ns() + 300 * MS;
+    assert_int_equal(us_guardian_lease(g, deadline), 0);
+    us_guardian_voter voters[2] = {{.name = "n1", .self = true}, {.name = "n2", .inc = 77}};
+    us_strlcpy(voters[1].address, v.addr, sizeof voters[1].address);
+    assert_int_equal(us_guardian_standin(g, agent_udp, voters, 2), 0);
+    close(agent_udp);
+    assert_int_equal(us_guardian_detach(g, path, 40, mono_ns() + 10000 * MS, 50, 300, 1000), 0);
+    us_guardian_leave(g);
+
+    /* Granted at version <= 40: renewed well past the first deadline. */
+    assert_true(voter_answer(&v, true, 40, 1200) >= 10);
+    assert_true(running(active));
+    /* Grants from a voter past the agent's version (it applied something the agent did not,
+     * maybe the release of its role) do not count: the lease runs out, all is fenced. */
+    int64_t t = mono_ns();
+    voter_answer(&v, true, 41, 100);
+    int64_t gone = wait_gone(active, t + 1500 * MS);
+    assert_true(gone != 0);
+    print_message("      fenced %.0f ms after the grants stopped counting (lease 300 ms)\n",
+                  (double)(gone - t) / MS);
+    assert_true(gone - t < 500 * MS);
+    assert_int_equal(access(path, F_OK), -1);
+    kill(guardian, SIGKILL);
+    waitpid(guardian, NULL, 0);
+    reap_group(active);
+    close(v.fd);
+}
+
 static void test_bad_arguments_and_dead_guardian(void **state)
 {
     (void)state;
@@ -676,6 +904,9 @@ int main(void)
         cmocka_unit_test(test_frozen_agent_fenced_by_lease),
         cmocka_unit_test(test_bad_arguments_and_dead_guardian),
         cmocka_unit_test(test_vip_table_limit),
+        cmocka_unit_test(test_detach_and_adopt),
+        cmocka_unit_test(test_detach_nobody_comes),
+        cmocka_unit_test(test_standin_renews_lease),
         cmocka_unit_test_setup_teardown(test_lease_expiry_removes_vips, ns_setup, ns_teardown),
         cmocka_unit_test_setup_teardown(test_agent_death_removes_vips, ns_setup, ns_teardown),
     };

@@ -60,12 +60,27 @@ static void test_ping(void **state)
     assert_int_equal(p->leases[0].v, 12);
     assert_true(p->has_commit);
     assert_int_equal(p->commit, 41);
-    /* Minimal: no api, no reports, no lease reports. */
+    assert_true(p->has_rep);
+    assert_int_equal(p->adopt, 0);
+    /* Minimal (what a guardian renewing the lease during a planned restart sends): no api, no
+     * reports (the sender's last ones stand), no lease reports. */
     assert_int_equal(decode("{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"0\",\"lease\":false}", NULL),
                      US_MSG_OK);
     assert_false(g_msg.u.ping.has_api);
+    assert_false(g_msg.u.ping.has_rep);
     assert_int_equal(g_msg.u.ping.n_reports, 0);
     assert_false(g_msg.u.ping.has_commit); /* only the leader sends "ci" */
+    /* An empty "rep" is a report of no instances, not an absent one. */
+    assert_int_equal(
+        decode("{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"0\",\"lease\":true,\"rep\":{}}", NULL),
+        US_MSG_OK);
+    assert_true(g_msg.u.ping.has_rep);
+    /* After a planned restart: the incarnation whose instances the sender adopted. */
+    assert_int_equal(decode("{\"t\":\"ping\",\"seq\":\"2\",\"term\":\"0\",\"lease\":true,"
+                            "\"adopt\":\"18446744073709551615\"}",
+                            NULL),
+                     US_MSG_OK);
+    assert_true(g_msg.u.ping.adopt == UINT64_MAX);
 }
 
 static void test_ping_malformed(void **state)
@@ -84,6 +99,9 @@ static void test_ping_malformed(void **state)
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"api\":\"10.0.0.1\"}",
          "ping: api"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":[]}", "ping: rep"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"adopt\":7}", "ping: adopt"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"adopt\":\"x\"}",
+         "ping: adopt"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":{\"Web\":" REPORT
          "}}",
          "ping: rep (a report)"},

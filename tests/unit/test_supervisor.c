@@ -607,6 +607,70 @@ static void test_child_dies_with_agent(void **state)
     reap_group(pgid);
 }
 
+/* A planned restart: a detachable service outlives its agent (no pdeathsig), and the next agent
+ * adopts it from its pidfile, only with the right pgid and start time; its exit is seen through
+ * the pidfd although it is not our child (status unknown: 255), and its pidfile goes. */
+static void test_detachable_outlives_agent_and_is_adopted(void **state)
+{
+    fixture *f = *state;
+    char pidfile[PATH_MAX], bad[PATH_MAX], line[64];
+    path_in(f, "web.pid", pidfile);
+    path_in(f, "bad.pid", bad);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t agent = fork();
+    assert_true(agent >= 0);
+    if (agent == 0) {
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        result r = {0};
+        us_proc_opts o = {.cmd = "sleep 100 & exec sleep 100",
+                          .pidfile = pidfile,
+                          .detachable = true,
+                          .on_exit = on_exit_cb,
+                          .data = &r};
+        us_proc *p;
+        if (us_proc_spawn(&loop, &o, &p) != 0)
+            _exit(1);
+        pid_t pgid = us_proc_pid(p);
+        (void)!write(fds[1], &pgid, sizeof pgid);
+        us_proc_release(p); /* the agent lets go and exits at once */
+        _exit(75);
+    }
+    close(fds[1]);
+    pid_t pgid = 0;
+    assert_int_equal(read(fds[0], &pgid, sizeof pgid), (ssize_t)sizeof pgid);
+    close(fds[0]);
+    int st;
+    assert_int_equal(waitpid(agent, &st, 0), agent);
+    assert_int_equal(WEXITSTATUS(st), 75);
+    ut_sleep_ms(100);
+    assert_true(us_pgrp_alive(pgid)); /* survived its agent */
+
+    result r = {0};
+    us_proc *p = NULL;
+    /* Not the group the file names; a file with another start time (a reused pid). */
+    assert_int_equal(us_proc_adopt(&f->loop, pidfile, pgid + 1, on_exit_cb, &r, &p), -ESRCH);
+    snprintf(line, sizeof line, "%d %llu\n", (int)pgid, proc_starttime(pgid) + 1);
+    assert_int_equal(ut_write_file(bad, line), 0);
+    assert_int_equal(us_proc_adopt(&f->loop, bad, pgid, on_exit_cb, &r, &p), -ESRCH);
+    assert_null(p);
+    assert_int_equal(us_proc_adopt(&f->loop, NULL, pgid, on_exit_cb, &r, &p), -EINVAL);
+
+    assert_int_equal(us_proc_adopt(&f->loop, pidfile, pgid, on_exit_cb, &r, &p), 0);
+    assert_int_equal(us_proc_pid(p), pgid);
+    ut_sleep_ms(50);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_false(r.done);
+    /* The leader dies: the rest of the group goes with it, as for our own children. */
+    kill(pgid, SIGKILL);
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, 255);
+    assert_int_equal(access(pidfile, F_OK), -1);
+    reap_group(pgid);
+}
+
 /* A before_exec that reports the pgid and then dies as if by kill -9. */
 static void die_in_before_exec(pid_t pgid, void *data)
 {
@@ -666,6 +730,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leader_exit_kills_rest_of_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_before_exec_runs_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pidfile_written_and_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_detachable_outlives_agent_and_is_adopted, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_kill_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_dies_with_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_dies_before_release, setup, teardown),
