@@ -88,9 +88,7 @@ def test_rolling_restart_moves_nothing(nsh):
     h = nsh
     h.start_agents()
     h.wait_formed()
-    # One client address opens ~500 connections that queue while the node's agent restarts (up to
-    # a second here, ASan on two loaded cores): above the default per-source limit of 256.
-    h.apply_ok(H.service_text(vip=True, proxy=True, extra="max_connections_per_source = 4096"))
+    h.apply_ok(H.service_text(vip=True, proxy=True))
     leader, active, epoch = h.wait_steady(vip=True)
     wait_proxies(h, active, epoch)
     pid0 = active_pid(h, active, active)
