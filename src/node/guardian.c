@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -761,6 +762,12 @@ guardian_main(int sock, const char *node, uint64_t inc, const us_keyring *keys, 
         (void)!write(oom, "-1000", 5);
         close(oom);
     }
+    /* The fence must act first when the agent dies: service processes no longer die with their
+     * agent by a parent-death signal (they may outlive it for a planned restart), so it is the
+     * guardian's SIGKILL that ends them, however loaded the machine. It only ever blocks in poll
+     * and does little when it wakes. Needs privilege; best effort. */
+    struct sched_param sp = {.sched_priority = 1};
+    sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &sp);
 
     us_strlcpy(G.node, node, sizeof G.node);
     G.inc = inc;
