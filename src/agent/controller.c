@@ -611,8 +611,11 @@ static us_inst_obs report_obs(const us_view_node *p, const us_report *r, const u
     /* A guardian announcement for exactly this assignment overrides a stale report. */
     if (strcmp(as->active, p->name) == 0) {
         for (int i = 0; i < p->n_fenced; i++)
+            /* After a planned restart, until the registration moves the role, the guardian
+             * announces as the adopting agent's incarnation. */
             if (strcmp(p->fenced_service[i], as->service) == 0 && p->fenced_epoch[i] == as->epoch &&
-                p->fenced_inc[i] == as->active_inc) {
+                (p->fenced_inc[i] == as->active_inc ||
+                 (p->adopts && p->adopts == as->active_inc && p->fenced_inc[i] == p->inc))) {
                 o.state = US_INST_FENCED;
                 o.epoch = as->epoch;
                 o.exit_status = 137;

@@ -385,6 +385,40 @@ static const char *place(const char *svc)
     return F.state->asg[k].active;
 }
 
+/* A planned restart (SIGUSR2): the holder's agent comes back as a new incarnation that adopted
+ * the old one's instances. The leader registers it with "adopts": the role stays, same epoch,
+ * now given to the new incarnation; nothing is released. A restart without adoption (kill -9)
+ * is released as before ("agent on X restarted"). */
+static void test_adopting_restart_keeps_the_role(void **unused)
+{
+    (void)unused;
+    three_nodes();
+    const char *a = place("web");
+    char holder[US_NAME_MAX];
+    us_strlcpy(holder, a, sizeof holder);
+    int k = us_state_find_service(F.state, "web");
+    uint64_t epoch = F.state->asg[k].epoch, old = node(holder)->inc;
+    assert_true(F.state->asg[k].active_inc == old);
+
+    us_view_node *n = node(holder);
+    n->inc = old + 50;
+    n->adopts = old;
+    report(holder, "web")->obs.epoch = epoch; /* still reports ACTIVE under the same epoch */
+    settle();
+    assert_string_equal(F.state->asg[k].active, holder);
+    assert_true(F.state->asg[k].epoch == epoch);
+    assert_true(F.state->asg[k].active_inc == old + 50);
+    assert_true(F.state->nodes[us_state_find_node(F.state, holder)].incarnation == old + 50);
+
+    /* kill -9 and a plain restart: no adoption claim, the role is released. */
+    n->inc = old + 60;
+    n->adopts = 0;
+    settle();
+    assert_true(F.state->asg[k].epoch > epoch);
+    assert_int_equal(F.state->asg[k].release, US_RELEASE_AGENT);
+    assert_non_null(strstr(F.state->asg[k].reason, "restarted"));
+}
+
 static void test_dead_active_released_for_lease(void **unused)
 {
     (void)unused;
@@ -702,6 +736,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_registers_nodes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopting_restart_keeps_the_role, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_active_released_for_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leadership_moves_off_the_active_to_a_caught_up_voter,
                                         setup, teardown),
