@@ -292,15 +292,17 @@ static void drop_privileges(const child_args *a)
     /* A change of credentials clears the parent-death signal: arm it again. */
     if (!a->detachable)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != a->parent)
+    if (!a->detachable && getppid() != a->parent)
         _exit(127);
 }
 
 static void __attribute__((noreturn)) child_run(const child_args *a)
 {
+    /* A detachable child may outlive the agent once released (the sync read below tells): only
+     * the others must not run without it. */
     if (!a->detachable)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != a->parent) /* the agent died before pdeathsig was armed */
+    if (!a->detachable && getppid() != a->parent) /* the agent died before pdeathsig was armed */
         _exit(127);
     setpgid(0, 0);
 
