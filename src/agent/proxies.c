@@ -170,7 +170,8 @@ void us_proxies_stop_all(us_proxies *xs)
 
 void us_proxies_tag(const char *service, const char *listen, char *tag, size_t len)
 {
-    snprintf(tag, len, "%s %s", service, listen);
+    if (snprintf(tag, len, "%s %s", service, listen) >= (int)len)
+        tag[0] = '\0'; /* cannot happen with the callers' buffers; an empty tag matches nothing */
 }
 
 void us_proxies_inherit(us_proxies *xs, int fd, const char *tag, int64_t expires_ms)
