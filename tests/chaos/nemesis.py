@@ -542,7 +542,10 @@ class Run:
     def meta(self):
         return {"seed": self.args.seed, "nodes": self.nodes, "t_end": round(self.ms(), 1),
                 "services": {k: {"standby": v["standby"], "standbys": v["standbys"]} for k, v in self.svcs.items()},
-                "bin": self.h.bin, "faults_asked": self.args.faults, "prefix": self.bed.prefix}
+                "bin": self.h.bin, "faults_asked": self.args.faults, "prefix": self.bed.prefix,
+                # wall clock (UTC, as the agent logs print it) at t = 0, to find a history time in the logs
+                "t0_wall": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - self.ms() / 1000.0))
+                + ".%03d" % int(((time.time() - self.ms() / 1000.0) % 1) * 1000)}
 
     # -- leaks
 
