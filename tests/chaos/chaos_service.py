@@ -6,10 +6,12 @@
       namespace shares and that the wall-clock faults leave alone) and answers HTTP GETs on PORT with
       "NODE EPOCH" (200); otherwise it answers 503 and writes nothing. Started with
       UNDERSTUDY_ROLE=active (a cold instance, or a hot one started for a promotion) it is active under
-      UNDERSTUDY_EPOCH. Started as a hot standby it is active only once ROLEDIR/SVC-NODE says
-      "active E" with E above the epoch it was started with (the promote hook writes it).
+      UNDERSTUDY_EPOCH. Started as a hot standby it is active only once a promote hook has told it so
+      (through the datagram socket ROLEDIR/SVC-NODE.sock that the process binds when it starts, so a
+      process started later never takes up what a hook told an earlier one).
   chaos_service.py hook promote|demote SVC ROLEDIR
-      Writes "active EPOCH" / "standby EPOCH" to ROLEDIR/SVC-NODE (the hot standby's promote/demote).
+      Sends "active EPOCH" / "standby EPOCH" to the running process's socket (retried until it is there,
+      at most 5 s): the hot standby's promote/demote.
 """
 
 import os
@@ -28,7 +30,7 @@ def append(path, text):
 
 
 def role_path(roledir, svc, node):
-    return os.path.join(roledir, "%s-%s" % (svc, node))
+    return os.path.join(roledir, "%s-%s.sock" % (svc, node))
 
 
 class State:
@@ -39,20 +41,30 @@ class State:
         self.epoch = self.start_epoch
         self.lock = threading.Lock()
 
-    def poll(self):
-        """Active once the promote hook named an epoch above the one the process started with (a hot
-        standby's promotion); standby again when the demote hook gives that epoch up."""
+    def listen(self):
+        """Takes the hooks' messages: active under a newer epoch on promote, standby when that epoch is
+        given up (demote)."""
+        path = role_path(self.roledir, self.svc, self.node)
         try:
-            with open(role_path(self.roledir, self.svc, self.node)) as f:
-                role, ep = f.read().split()
-            ep = int(ep)
-        except (OSError, ValueError):
-            return
-        with self.lock:
-            if role == "active" and ep > self.start_epoch and ep > self.epoch:
-                self.active, self.epoch = True, ep
-            elif role == "standby" and ep == self.epoch:
-                self.active = False
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        threading.Thread(target=self._recv, args=(sock,), daemon=True).start()
+
+    def _recv(self, sock):
+        while True:
+            try:
+                role, ep = sock.recv(256).decode().split()
+                ep = int(ep)
+            except (OSError, ValueError):
+                continue
+            with self.lock:
+                if role == "active" and ep > self.epoch:
+                    self.active, self.epoch = True, ep
+                elif role == "standby" and ep == self.epoch:
+                    self.active = False
 
     def now(self):
         with self.lock:
@@ -99,10 +111,10 @@ def serve(state, port):
 def run(svc, log, roledir, port):
     node = os.environ.get("UNDERSTUDY_NODE", "?")
     state = State(svc, node, roledir)
+    state.listen()
     threading.Thread(target=serve, args=(state, port), daemon=True).start()
     deadline = time.monotonic() + 4 * 3600  # bounds a leak; the agent or the bed ends it long before
     while time.monotonic() < deadline:
-        state.poll()
         active, epoch = state.now()
         if active:
             append(log, "%s %s %d %d\n" % (svc, node, epoch, time.monotonic_ns()))
@@ -113,12 +125,20 @@ def run(svc, log, roledir, port):
 def hook(kind, svc, roledir):
     node = os.environ.get("UNDERSTUDY_NODE", "?")
     epoch = int(os.environ.get("UNDERSTUDY_EPOCH", "0") or 0)
-    path = role_path(roledir, svc, node)
-    tmp = path + ".tmp%d" % os.getpid()
-    with open(tmp, "w") as f:
-        f.write("%s %d\n" % ("active" if kind == "promote" else "standby", epoch))
-    os.rename(tmp, path)
-    return 0
+    msg = ("%s %d" % ("active" if kind == "promote" else "standby", epoch)).encode()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            sock.sendto(msg, role_path(roledir, svc, node))
+            return 0
+        except OSError as e:  # not bound yet (the process is starting) or a dead process's socket
+            if kind == "demote":
+                return 0  # no process: nothing acts, nothing to demote
+            if time.monotonic() > deadline:
+                sys.stderr.write("chaos_service hook %s: %s\n" % (kind, e))
+                return 1
+            time.sleep(0.005)
 
 
 def main(argv):

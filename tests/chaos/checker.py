@@ -213,10 +213,12 @@ def disruptions(ws, t_end, pause_ms=PAUSE_MS):
     [{"start": last write before, "end": first write after (None: none until t_end), "from": (node, epoch),
     "to": (node, epoch) or None, "new_epoch": bool}]."""
     out = []
+    seen = set(_inst(w) for w in ws[:1])
     for a, b in zip(ws, ws[1:]):
-        if _inst(a) != _inst(b) or b["t"] - a["t"] > pause_ms:
-            out.append({"start": a["t"], "end": b["t"], "from": _inst(a), "to": _inst(b),
-                        "new_epoch": _inst(a) != _inst(b)})
+        new = _inst(b) not in seen  # going back to an instance seen before: an overlap (safety), not a handover
+        seen.add(_inst(b))
+        if new or b["t"] - a["t"] > pause_ms:
+            out.append({"start": a["t"], "end": b["t"], "from": _inst(a), "to": _inst(b), "new_epoch": new})
     if ws and t_end - ws[-1]["t"] > pause_ms:
         out.append({"start": ws[-1]["t"], "end": None, "from": _inst(ws[-1]), "to": None, "new_epoch": False})
     return out
