@@ -88,9 +88,10 @@ chaos-checker:
 chaos: $(CHAOS_BIN) chaos-checker
 	/usr/bin/python3 tests/chaos/nemesis.py --faults $(FAULTS) --bin $(CHAOS_BIN) $(CHAOS_ARGS)
 
-# Bounded: 20 faults, the fault phase cut at 4 minutes. Sanitized binary, like the integration tests.
-chaos-smoke: build/san/understudy chaos-checker
-	/usr/bin/python3 tests/chaos/nemesis.py --faults 20 --max-seconds 240 --bin build/san/understudy $(CHAOS_ARGS)
+# Bounded: 20 faults, the fault phase cut at 4 minutes. The release binary: liveness is judged in
+# milliseconds, and ASan's slowdown on a loaded 2-core machine costs leases that no fault took.
+chaos-smoke: $(CHAOS_BIN) chaos-checker
+	/usr/bin/python3 tests/chaos/nemesis.py --faults 20 --max-seconds 240 --bin $(CHAOS_BIN) $(CHAOS_ARGS)
 
 demo: build/understudy
 	@sh demo/run.sh

@@ -5,6 +5,7 @@ No I/O, no clock, no processes: check(history) reads a dict (the JSON the nemesi
 
 History (all times in milliseconds on one CLOCK_MONOTONIC scale, relative to the run's start):
   meta     {"seed", "nodes": [...], "services": {name: {"standby": "cold"|"hot", "standbys": k}},
+            "t_faults": when the fault phase began (the cluster was steady; liveness is judged from here),
             "t_end": end of recording}
   writes   [{"svc", "node", "epoch", "t"}]   every write of every instance, as the shared receiver
            (one append-only file per service) got them
@@ -259,10 +260,12 @@ def _quorum_out(faults, t, n_nodes):
     return hit if n_nodes and len(nodes) >= n_nodes // 2 + 1 else []
 
 
-def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0):
+def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0, t_from=None):
     out = []
     ds = disruptions(ws, t_end)
     for d in ds:
+        if t_from is not None and d["start"] < t_from:
+            continue  # the cluster settling before the first fault: not judged
         node = d["from"][0]
         why = [f for f in faults if _explains(f, node, d["start"], svc)] or _quorum_out(faults, d["start"], n_nodes)
         dur = (_iv(d["end"]) - d["start"]) if d["end"] is not None else t_end - d["start"]
@@ -417,7 +420,7 @@ def check(history):
         violations += check_overlap(svc, ws)
         violations += check_epoch_order(svc, ws)
         violations += check_fencing(svc, ws)
-        violations += check_liveness(svc, ws, faults, t_end, takeovers, len(meta["nodes"]))
+        violations += check_liveness(svc, ws, faults, t_end, takeovers, len(meta["nodes"]), meta.get("t_faults"))
     violations += check_vips(history.get("vips", []), t_end)
     violations += check_answers(history.get("answers", []))
     violations += check_heal(history, wsby)

@@ -708,6 +708,7 @@ def main(argv=None):
         if checker.steady(heal0["snapshots"][-1], run.meta(), checker._writes_by_svc(run.writes())):
             raise RuntimeError("the cluster did not settle before the first fault: %s" % heal0["snapshots"][-1])
         run.start_probers(args.max_seconds + 120)
+        run.t_faults = round(run.ms(), 1)
         deadline = time.monotonic() + args.max_seconds
         for i, step in enumerate(steps):
             if time.monotonic() > deadline:
@@ -728,6 +729,7 @@ def main(argv=None):
         hist = {"meta": run.meta(), "writes": run.writes(), "faults": run.faults, "answers": history_answers(run),
                 "vips": history_vips(run), "heal": heal, "agent_exits": run.agent_exits, "events_raw": events}
         hist["meta"]["t_end"] = round(t_end, 1)
+        hist["meta"]["t_faults"] = run.t_faults
     finally:
         prefix = bed.prefix
         problems = bed.close()

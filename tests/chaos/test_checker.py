@@ -192,3 +192,12 @@ def test_checker_is_pure():
     snapshot = copy.deepcopy(h)
     a = checker.check(h)
     assert h == snapshot and checker.check(h) == a
+
+
+def test_settling_before_the_faults_is_not_judged():
+    h = base()
+    h["writes"] = writes("a", "n3", 0, 0, 500) + [w for w in h["writes"] if w["t"] > 1000]
+    h["meta"]["t_faults"] = 1500.0
+    assert props(h) == []
+    h["meta"]["t_faults"] = 200.0
+    assert props(h) == ["disruption"]
