@@ -85,12 +85,16 @@ CHAOS_ARGS    = --nodes $(NODES) $(if $(SEED),--seed $(SEED)) $(if $(CHAOS_JSON)
 chaos-checker:
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos/test_checker.py
 
-chaos: $(CHAOS_BIN) chaos-checker
+build/chaos-service: tests/chaos/chaos_service.c
+	@mkdir -p build
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) -O2 -pthread -o $@ $<
+
+chaos: $(CHAOS_BIN) build/chaos-service chaos-checker
 	/usr/bin/python3 tests/chaos/nemesis.py --faults $(FAULTS) --bin $(CHAOS_BIN) $(CHAOS_ARGS)
 
 # Bounded: 20 faults, the fault phase cut at 4 minutes. The release binary: liveness is judged in
 # milliseconds, and ASan's slowdown on a loaded 2-core machine costs leases that no fault took.
-chaos-smoke: $(CHAOS_BIN) chaos-checker
+chaos-smoke: $(CHAOS_BIN) build/chaos-service chaos-checker
 	/usr/bin/python3 tests/chaos/nemesis.py --faults 20 --max-seconds 240 --bin $(CHAOS_BIN) $(CHAOS_ARGS)
 
 demo: build/understudy

@@ -7,7 +7,7 @@
 A tests/netns.py bed with 3 or 5 node namespaces and a client, agents started the way
 tests/integration/nsharness.py starts them (its Harness: configs, CLI, statuses, address watchers,
 probers), three services (cold standby with VIP and proxy, hot standby with VIP and proxy and
-promote/demote hooks, cold standby with a proxy only) running tests/chaos/chaos_service.py, which
+promote/demote hooks, cold standby with a proxy only) running build/chaos-service (tests/chaos/chaos_service.c), which
 appends every write (service, node, epoch, CLOCK_MONOTONIC time) to one file per service: the shared
 receiver. Then a schedule of faults drawn by random.Random(seed) — the schedule depends on the seed and
 the fault count alone (targets are symbolic: "the active of b", "the leader", "node 2", resolved when the
@@ -43,7 +43,7 @@ import nsharness  # noqa: E402
 import probe  # noqa: E402
 
 PYTHON = nsharness.PYTHON
-SERVICE_PY = str(HERE / "chaos_service.py")
+SERVICE_BIN = str(REPO / "build" / "chaos-service")  # tests/chaos/chaos_service.c (make build/chaos-service)
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 DATA_MB = 16  # each node's data dir is a tmpfs this big (the disk-full fault fills it)
 
@@ -225,14 +225,14 @@ class Run:
         out = []
         for name, s in sorted(self.svcs.items()):
             order = self.nodes[s["first"]:] + self.nodes[: s["first"]]
-            run = "exec %s %s run %s %s %s %d" % (PYTHON, SERVICE_PY, name, self.logs[name], self.roledir, s["port"])
+            run = "exec %s run %s %s %s %d" % (SERVICE_BIN, name, self.logs[name], self.roledir, s["port"])
             lines = ["[service %s]" % name, "run = " + run, "standbys = %d" % s["standbys"],
                      "nodes = " + " ".join(order), "proxy = 0.0.0.0:%d -> %d" % (s["proxy"], s["port"]),
                      "failure_threshold = 1000", "max_restarts = 1000"]
             if s["standby"] == "hot":
                 lines.append("standby = hot")
                 for k in ("promote", "demote"):
-                    lines.append("%s = exec %s %s hook %s %s %s" % (k, PYTHON, SERVICE_PY, k, name, self.roledir))
+                    lines.append("%s = exec %s hook %s %s %s" % (k, SERVICE_BIN, k, name, self.roledir))
             if s["vip"]:
                 lines.append("vip = %s/24 dev eth0" % s["vip"])
             out.append("\n".join(lines) + "\n")
@@ -396,7 +396,10 @@ class Run:
             bed.loss(n, spec["pct"])
             return self.record(kind, [n], t, combo=step, pct=spec["pct"]), lambda: bed.loss(n, 0)
         if kind == "clock_step":
-            if not os.path.exists(FAKETIME_LIB):
+            if not os.access(SERVICE_BIN, os.X_OK):
+        print("chaos: %s not found (make build/chaos-service)" % SERVICE_BIN, file=sys.stderr)
+        return 2
+    if not os.path.exists(FAKETIME_LIB):
                 return None, None
             path = self.tmp / ("faketime-" + n)
             path.write_text("%+d\n" % spec["step_s"])
@@ -455,7 +458,7 @@ class Run:
         out = []
         for p in self.bed.ns_pids(n):
             c = self._cmdline(p)
-            if len(c) >= 4 and c[1].endswith(b"chaos_service.py") and c[2] == b"run" and c[3] == svc.encode():
+            if len(c) >= 3 and c[0].endswith(b"chaos-service") and c[1] == b"run" and c[2] == svc.encode():
                 out.append(p)
         return out
 
@@ -680,6 +683,9 @@ def main(argv=None):
         return 2
     if not os.access(args.bin, os.X_OK):
         print("chaos: binary %s not found (make build/understudy)" % args.bin, file=sys.stderr)
+        return 2
+    if not os.access(SERVICE_BIN, os.X_OK):
+        print("chaos: %s not found (make build/chaos-service)" % SERVICE_BIN, file=sys.stderr)
         return 2
     if not os.path.exists(FAKETIME_LIB):
         print("chaos: %s missing (Debian package libfaketime): clock_step faults are skipped" % FAKETIME_LIB)
