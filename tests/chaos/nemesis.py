@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ import probe  # noqa: E402
 
 PYTHON = nsharness.PYTHON
 SERVICE_BIN = str(REPO / "build" / "chaos-service")  # tests/chaos/chaos_service.c (make build/chaos-service)
+SERVICE_BIN_RUN = SERVICE_BIN  # the run's own copy
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
 DATA_MB = 16  # each node's data dir is a tmpfs this big (the disk-full fault fills it)
 
@@ -225,14 +227,14 @@ class Run:
         out = []
         for name, s in sorted(self.svcs.items()):
             order = self.nodes[s["first"]:] + self.nodes[: s["first"]]
-            run = "exec %s run %s %s %s %d" % (SERVICE_BIN, name, self.logs[name], self.roledir, s["port"])
+            run = "exec %s run %s %s %s %d" % (SERVICE_BIN_RUN, name, self.logs[name], self.roledir, s["port"])
             lines = ["[service %s]" % name, "run = " + run, "standbys = %d" % s["standbys"],
                      "nodes = " + " ".join(order), "proxy = 0.0.0.0:%d -> %d" % (s["proxy"], s["port"]),
                      "failure_threshold = 1000", "max_restarts = 1000"]
             if s["standby"] == "hot":
                 lines.append("standby = hot")
                 for k in ("promote", "demote"):
-                    lines.append("%s = exec %s hook %s %s %s" % (k, SERVICE_BIN, k, name, self.roledir))
+                    lines.append("%s = exec %s hook %s %s %s" % (k, SERVICE_BIN_RUN, k, name, self.roledir))
             if s["vip"]:
                 lines.append("vip = %s/24 dev eth0" % s["vip"])
             out.append("\n".join(lines) + "\n")
@@ -396,10 +398,7 @@ class Run:
             bed.loss(n, spec["pct"])
             return self.record(kind, [n], t, combo=step, pct=spec["pct"]), lambda: bed.loss(n, 0)
         if kind == "clock_step":
-            if not os.access(SERVICE_BIN, os.X_OK):
-        print("chaos: %s not found (make build/chaos-service)" % SERVICE_BIN, file=sys.stderr)
-        return 2
-    if not os.path.exists(FAKETIME_LIB):
+            if not os.path.exists(FAKETIME_LIB):
                 return None, None
             path = self.tmp / ("faketime-" + n)
             path.write_text("%+d\n" % spec["step_s"])
@@ -545,7 +544,7 @@ class Run:
     def meta(self):
         return {"seed": self.args.seed, "nodes": self.nodes, "t_end": round(self.ms(), 1),
                 "services": {k: {"standby": v["standby"], "standbys": v["standbys"]} for k, v in self.svcs.items()},
-                "bin": self.h.bin, "faults_asked": self.args.faults, "prefix": self.bed.prefix,
+                "bin": getattr(self.args, "bin_orig", self.h.bin), "faults_asked": self.args.faults, "prefix": self.bed.prefix,
                 # wall clock (UTC, as the agent logs print it) at t = 0, to find a history time in the logs
                 "t0_wall": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - self.ms() / 1000.0))
                 + ".%03d" % int(((time.time() - self.ms() / 1000.0) % 1) * 1000)}
@@ -697,6 +696,12 @@ def main(argv=None):
     tmp = args.out or tempfile.mkdtemp(prefix="understudy-chaos-%d-" % args.seed)
     os.makedirs(tmp, exist_ok=True)
     print("chaos: run directory %s (agent logs agent-*.log, writes-*.log, history.json)" % tmp, flush=True)
+    # A copy: a rebuild during the run must not put another binary into the agents restarted later.
+    shutil.copy2(args.bin, os.path.join(tmp, "understudy"))
+    shutil.copy2(SERVICE_BIN, os.path.join(tmp, "chaos-service"))
+    args.bin_orig, args.bin = args.bin, os.path.join(tmp, "understudy")
+    global SERVICE_BIN_RUN
+    SERVICE_BIN_RUN = os.path.join(tmp, "chaos-service")
     t_wall = time.monotonic()
     bed = netns.TestBed(args.nodes)
     run = None
