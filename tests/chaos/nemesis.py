@@ -62,7 +62,7 @@ KINDS = [
     ("clock_step", 2, False),
     ("disk_full", 2, False),
     ("kill9_service", 3, False),
-    ("kill9_guardian", 2, False),
+    ("kill9_guardian", 2, True),  # the agent stops itself when its guardian is gone: the node is out
 ]
 OUT_KINDS = {k for k, _, out in KINDS if out}
 PARTITIONS = {"partition_split", "partition_bridge", "partition_leader", "isolate"}
