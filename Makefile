@@ -4,6 +4,8 @@
 #   make demo     a 3-node local cluster with a sample service
 #   make bench    failover (loopback), VIP failover vs keepalived, proxy vs HAProxy (root for the last two)
 #   make fuzz     every libFuzzer target for FUZZ_SECONDS (default 120) each; fuzz-smoke: briefly
+#   make chaos    random faults over agents in network namespaces, history checked (root; FAULTS=200 SEED=S
+#                 NODES=3|5 CHAOS_BIN=...); chaos-smoke: 20 faults, part of `make test` (docs/testing.md)
 # Every entry point first runs scripts/setup.sh, which installs what is missing (quiet when all is there).
 
 CC      ?= gcc
@@ -24,7 +26,8 @@ SAN_LIB   := $(LIBSRCS:src/%.c=build/san/%.o)
 UNIT_BINS := $(UNIT:tests/unit/%.c=build/san/tests/%)
 MANS      := $(patsubst docs/man/%.scd,build/man/%,$(wildcard docs/man/*.scd))
 
-.PHONY: all setup test unit integration demo bench format check-format clean man fuzz fuzz-smoke fuzz-build check-layers soak
+.PHONY: all setup test unit integration demo bench format check-format clean man fuzz fuzz-smoke fuzz-build check-layers \
+	chaos chaos-smoke chaos-checker soak
 all: build/understudy man
 
 man: $(MANS)
@@ -69,7 +72,33 @@ unit: $(UNIT_BINS)
 integration: build/san/understudy
 	UNDERSTUDY_BIN=$(CURDIR)/build/san/understudy /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
-test: setup check-layers unit fuzz-smoke integration
+test: setup check-layers unit fuzz-smoke integration chaos-smoke
+
+# ---- chaos (tests/chaos, docs/testing.md): seeded random faults, a pure history checker ----
+FAULTS       ?= 200
+NODES        ?= 3
+SEED         ?=
+CHAOS_BIN    ?= build/understudy
+# chaos-smoke inside `make test` fails on safety violations; liveness ones are printed but do not
+# fail it until issue 11's liveness defects are closed (CHAOS_GATE=all judges both, as `make chaos`).
+CHAOS_GATE   ?= safety
+CHAOS_JSON   ?=
+CHAOS_ARGS    = --nodes $(NODES) $(if $(SEED),--seed $(SEED)) $(if $(CHAOS_JSON),--json $(CHAOS_JSON))
+
+chaos-checker:
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/chaos/test_checker.py
+
+build/chaos-service: tests/chaos/chaos_service.c
+	@mkdir -p build
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) -O2 -pthread -o $@ $<
+
+chaos: $(CHAOS_BIN) build/chaos-service chaos-checker
+	/usr/bin/python3 tests/chaos/nemesis.py --faults $(FAULTS) --bin $(CHAOS_BIN) $(CHAOS_ARGS)
+
+# Bounded: 20 faults, the fault phase cut at 4 minutes. The release binary: liveness is judged in
+# milliseconds, and ASan's slowdown on a loaded 2-core machine costs leases that no fault took.
+chaos-smoke: $(CHAOS_BIN) build/chaos-service chaos-checker
+	/usr/bin/python3 tests/chaos/nemesis.py --faults 20 --max-seconds 240 --gate $(CHAOS_GATE) --bin $(CHAOS_BIN) $(CHAOS_ARGS)
 
 # Soak (bench/soak.py): MINUTES per profile (default 30), both cores saturated, 5 % loss between
 # the nodes, no fault: zero failovers and zero lease losses.
