@@ -461,6 +461,8 @@ int us_agent_recover(const us_node_config *cfg, const char *voters, bool yes)
     remove_tree(copy);
     if (lr != 0) {
         fprintf(stderr, "understudy recover: %s (nothing changed)\n", err);
+        if (fsm)
+            us_fsm_close(fsm);
         free(fsm);
         close(lock_fd);
         return 1;
@@ -570,6 +572,8 @@ int us_agent_recover(const us_node_config *cfg, const char *voters, bool yes)
 out:
     raft_configuration_close(&next);
     raft_configuration_close(&f.conf);
+    if (fsm)
+        us_fsm_close(fsm);
     free(fsm);
     close(lock_fd);
     return rc;

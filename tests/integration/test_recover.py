@@ -167,7 +167,7 @@ def test_recover_refuses_while_a_majority_is_reachable(cluster):
         r = recover(c, "n3", *args)
         assert r.returncode == 1, r.stdout + r.stderr
         assert "refused: 3 of the 3 voters" in r.stderr, r.stdout + r.stderr
-        assert "ANSWERS" in r.stdout, r.stdout
+        assert "ANSWERS" in r.stdout, r.stdout + "\n--- stderr:\n" + r.stderr
         assert tree_digest(data) == before, "a refused recover changed the data dir (%s)" % args
     # Bad voter lists are refused before anything is read.
     for args, msg in (
