@@ -283,7 +283,13 @@ def test_revocation_ends_once_renewed_so_a_later_voter_fault_costs_nothing(clust
     # Freeze a voter that is neither the active nor (if we can choose) the leader.
     x = [m for m in others if m != leader][0]
     y = [m for m in others if m != x][0]
-    c.wait_until(lambda: lines_of(c.overlap_log, active, epoch) >= 10, 10, "the active to write")
+    # Every voter must have known the role for longer than stale_after (674 ms) before the fault:
+    # a voter revokes only a role it has known that long (lease.h).
+    def active_for_a_second():
+        ts = [int(l.split()[2]) for l in open(c.overlap_log) if l.split()[:2] == [active, str(epoch)]]
+        return ts and ts[-1] - ts[0] >= 1_000_000_000
+
+    c.wait_until(active_for_a_second, 10, "the active to write for a second")
     pid = active_pid(c, active)
     c.stop(x)
     time.sleep(2.0)  # the fault itself: well past stale_after (674 ms)

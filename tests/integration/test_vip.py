@@ -504,9 +504,10 @@ def test_agent_without_net_caps_refuses_vip_service(nsh):
         polls += 1
         if h.has_vip(capless):
             seen.append(h.ms(now_ns()))
-        for n in (leader, capless):
-            s = h.svc(h.status(n))
-            assert s is not None and s["active"] is None, "%s assigned the active role after all: %r" % (n, s)
+        if polls % 4 == 1:  # the addresses every round, the two statuses (CLI runs) every fourth
+            for n in (leader, capless):
+                s = h.svc(h.status(n))
+                assert s is not None and s["active"] is None, "%s assigned the active role after all: %r" % (n, s)
         time.sleep(0.05)
     assert polls >= 10, "only %d polls of %s's addresses in 3 s" % (polls, capless)
     assert not seen, "%s held %s at %s ms (ip -j addr inside it)" % (capless, H.VIP, seen)
