@@ -137,8 +137,10 @@ def test_forged_and_replayed_datagrams_change_nothing(cluster):
             return st
         return None
 
-    c.wait_until(placed, 30, "web active with its standby")
-    ld = c.leader()
+    st = c.wait_until(placed, 30, "web active with its standby")
+    active = c.service(st, "web")["active"]
+    # Leadership moves off the active's node right after a placement: take it once settled.
+    ld = c.wait_until(lambda: (lambda l: l if l != active else None)(c.leader()), 15, "leadership off the active")
     before = snapshot(c, ld)
     seen_events = events(c, ld)
     key = key_of(c.key_file())
