@@ -642,6 +642,17 @@ def summary_text(res, hist, args, wall_s, skipped):
     return "\n".join(lines)
 
 
+def verdict(args, res):
+    """Exit status: 1 if a violation that --gate counts was found."""
+    m = res["metrics"]
+    if args.gate == "safety":
+        if m["liveness_violations"]:
+            print("chaos: %d liveness violation(s) reported, not gated (--gate safety; issue 11 open)"
+                  % m["liveness_violations"])
+        return 1 if m["safety_violations"] else 0
+    return 1 if res["violations"] else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--faults", type=int, default=200)
