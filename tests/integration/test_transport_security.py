@@ -41,6 +41,12 @@ def wait_web_active(c):
     return c.wait_until(ok, 30, "web to have an active instance")
 
 
+def settled_view(c):
+    """The cluster view once leadership has moved off the active's node (it does right after a placement)."""
+    return c.wait_until(lambda: (lambda v: v if v[0] != v[2] else None)(cluster_view(c)), 15,
+                        "leadership off the active")
+
+
 def port_of(address):
     return int(address.rsplit(":", 1)[1])
 
@@ -64,7 +70,7 @@ def test_garbage_and_half_handshakes_do_not_disturb_the_cluster(cluster):
     c.form()
     c.apply(web_ini(c))
     wait_web_active(c)
-    before = cluster_view(c)
+    before = settled_view(c)
     leader, term, active, epoch = before
 
     rng = random.Random(9)
@@ -163,9 +169,7 @@ def test_agent_with_another_key_never_becomes_part_of_the_cluster(cluster):
     c.form()
     c.apply(web_ini(c))
     wait_web_active(c)
-    # Leadership moves off the active's node right after a placement: take the view once settled.
-    before = c.wait_until(lambda: (lambda v: v if v[0] != v[2] else None)(cluster_view(c)), 15,
-                          "leadership off the active")
+    before = settled_view(c)
     leader, term, active, epoch = before
     # One intruder configured with `join =`, one that lists itself among the members.
     intruder_config(c, "n4", join=[c.nodes[m].address for m in ("n1", "n2", "n3")])
