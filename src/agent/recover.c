@@ -158,6 +158,23 @@ static void loop_finish(uv_loop_t *loop)
 
 /* The replicated state as this log has it: the snapshot, then every command after it (the last
  * ones may not have committed). Only read: node names and the assignments, for the operator. */
+/* A private loop with libraft's disk I/O on `dir` (its transport is never started). */
+static int open_raft_io(const us_node_config *cfg, const char *dir, uv_loop_t *loop,
+                        us_transport *t, struct raft_io *io, char *err, size_t errlen)
+{
+    uv_loop_init(loop);
+    memset(io, 0, sizeof *io);
+    int rc = us_transport_init(t, loop, 1000, &cfg->keys, cfg->cluster_name, cfg->name);
+    if (rc == 0)
+        rc = raft_uv_init(io, loop, dir, &t->t);
+    if (rc != 0) {
+        snprintf(err, errlen, "raft I/O init failed: %s", raft_strerror(rc));
+        loop_finish(loop);
+        return -1;
+    }
+    return 0;
+}
+
 static void replay(us_fsm *fsm, struct raft_snapshot *snap, raft_index start,
                    const struct raft_entry *entries, size_t n)
 {
@@ -178,19 +195,11 @@ static int load_log(const us_node_config *cfg, const char *dir, found *f, us_fsm
                     size_t errlen)
 {
     uv_loop_t loop;
-    uv_loop_init(&loop);
     us_transport t;
     struct raft_io io;
-    memset(&io, 0, sizeof io);
-    int rc = us_transport_init(&t, &loop, 1000, &cfg->keys, cfg->cluster_name, cfg->name);
-    if (rc == 0)
-        rc = raft_uv_init(&io, &loop, dir, &t.t);
-    if (rc != 0) {
-        snprintf(err, errlen, "raft I/O init failed: %s", raft_strerror(rc));
-        loop_finish(&loop);
+    if (open_raft_io(cfg, dir, &loop, &t, &io, err, errlen) != 0)
         return -1;
-    }
-    rc = io.init(&io, us_node_id(cfg->name), cfg->address);
+    int rc = io.init(&io, us_node_id(cfg->name), cfg->address);
     struct raft_snapshot *snap = NULL;
     struct raft_entry *entries = NULL;
     size_t n = 0;
@@ -315,21 +324,13 @@ static int write_conf(const us_node_config *cfg, const char *dir,
                       const struct raft_configuration *conf, char *err, size_t errlen)
 {
     uv_loop_t loop;
-    uv_loop_init(&loop);
     us_transport t;
     struct raft_io io;
     struct raft r;
     static struct raft_fsm fsm = {.version = 1}; /* never called: raft_start is not */
-    memset(&io, 0, sizeof io);
-    int rc = us_transport_init(&t, &loop, 1000, &cfg->keys, cfg->cluster_name, cfg->name);
-    if (rc == 0)
-        rc = raft_uv_init(&io, &loop, dir, &t.t);
-    if (rc != 0) {
-        snprintf(err, errlen, "raft I/O init failed: %s", raft_strerror(rc));
-        loop_finish(&loop);
+    if (open_raft_io(cfg, dir, &loop, &t, &io, err, errlen) != 0)
         return -1;
-    }
-    rc = raft_init(&r, &io, &fsm, us_node_id(cfg->name), cfg->address);
+    int rc = raft_init(&r, &io, &fsm, us_node_id(cfg->name), cfg->address);
     if (rc != 0) {
         snprintf(err, errlen, "raft init failed: %s", raft_errmsg(&r));
         io.close(&io, io_closed);

@@ -113,23 +113,6 @@ static const char *duration_int(const char *value, bool allow_zero, int *out)
     return NULL;
 }
 
-/* Decimal digits only, no sign, no leading zeros (so that equal addresses are equal strings). */
-static bool parse_uint(const char *s, size_t n, long max, long *out)
-{
-    if (n == 0 || n > 10 || (n > 1 && s[0] == '0'))
-        return false;
-    long v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* A cluster address must be one peers can reach: not the wildcard. */
 static bool cluster_addr_valid(const char *s)
 {
@@ -450,7 +433,7 @@ static bool nk_events_max(node_ctx *c, const char *value, void *dst, size_t size
 {
     (void)c, (void)size, (void)expected;
     long v;
-    if (!parse_uint(value, strlen(value), US_EVENTS_LIMIT, &v) || v < US_EVENTS_MIN)
+    if (!us_parse_uint(value, strlen(value), US_EVENTS_LIMIT, &v) || v < US_EVENTS_MIN)
         return false;
     *(int *)dst = (int)v;
     return true;
@@ -1121,7 +1104,7 @@ static bool svc_int(svc_ctx *c, int line, const char *key, const char *value, lo
                     int *dst)
 {
     long v;
-    if (!parse_uint(value, strlen(value), max, &v) || v < min) {
+    if (!us_parse_uint(value, strlen(value), max, &v) || v < min) {
         char expected[64];
         snprintf(expected, sizeof expected, "an integer %ld..%ld", min, max);
         svc_bad(c, line, key, expected, value);
@@ -1203,7 +1186,7 @@ static int vip_parse_text(const char *text, us_vip *out, char *why, size_t len)
     }
     int max = v.family == AF_INET ? 32 : 128;
     long p;
-    if (!parse_uint(prefix, strlen(prefix), 999, &p)) {
+    if (!us_parse_uint(prefix, strlen(prefix), 999, &p)) {
         snprintf(why, len, "'/%.16s' is not a prefix length (expected /0..%d)", prefix, max);
         return -1;
     }
@@ -1364,7 +1347,7 @@ static void svc_proxy(svc_ctx *c, int line, const us_service_field *f, const cha
     while (isspace((unsigned char)*r))
         r++;
     long port = 0;
-    bool port_ok = parse_uint(r, strlen(r), 65535, &port) && port > 0;
+    bool port_ok = us_parse_uint(r, strlen(r), 65535, &port) && port > 0;
     if (!listen_ok)
         svc_problem(c, line, "proxy",
                     "expected a listen address before '->' as " ADDR_EXPECTED
@@ -1470,7 +1453,7 @@ static int check_parse_text(const char *text, us_check_def *out, char *why, size
     }
     size_t plen = alen - hlen - 1;
     long port;
-    if (!parse_uint(colon + 1, plen, 65535, &port) || port == 0) {
+    if (!us_parse_uint(colon + 1, plen, 65535, &port) || port == 0) {
         snprintf(why, len, "'%.*s' is not a port (expected %s with PORT 1..65535)",
                  (int)(plen > 16 ? 16 : plen), colon + 1, form);
         return -1;
@@ -1549,9 +1532,9 @@ static void svc_check_status(svc_ctx *c, int line, const us_service_field *f, co
     const char *dash = strchr(value, '-');
     size_t n1 = dash ? (size_t)(dash - value) : strlen(value);
     long lo, hi;
-    bool ok = parse_uint(value, n1, 599, &lo) && lo >= 100;
+    bool ok = us_parse_uint(value, n1, 599, &lo) && lo >= 100;
     if (ok && dash)
-        ok = parse_uint(dash + 1, strlen(dash + 1), 599, &hi) && hi >= 100;
+        ok = us_parse_uint(dash + 1, strlen(dash + 1), 599, &hi) && hi >= 100;
     else
         hi = lo;
     if (!ok) {
@@ -1652,7 +1635,7 @@ bool us_parse_size(const char *s, int64_t *out)
             n--;
     }
     long v;
-    if (!parse_uint(s, n, 1024L * 1024 * 1024 * 1024, &v))
+    if (!us_parse_uint(s, n, 1024L * 1024 * 1024 * 1024, &v))
         return false;
     if ((int64_t)v * mult > (int64_t)1024 * 1024 * 1024 * 1024)
         return false;

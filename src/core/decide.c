@@ -72,17 +72,9 @@ static bool in_list(const char (*list)[US_NAME_MAX], int n, const char *name)
     return false;
 }
 
-static const us_failrec *failrec(const us_assignment *a, const char *node)
-{
-    for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++)
-        if (strcmp(a->fail[i].node, node) == 0)
-            return &a->fail[i];
-    return NULL;
-}
-
 static bool banned(const us_decide_input *in, const us_assignment *a, const char *node)
 {
-    const us_failrec *f = failrec(a, node);
+    const us_failrec *f = us_assignment_failrec(a, node);
     return f && f->banned_until_ms > in->now_ms;
 }
 
@@ -95,7 +87,7 @@ static int restarts_in_window(const us_decide_input *in, int s);
  * could stay free until the failure window ends although the restart budget renewed. */
 static bool failure_stands(const us_decide_input *in, int s, int n)
 {
-    const us_failrec *f = failrec(&in->asg[s], in->nodes[n].name);
+    const us_failrec *f = us_assignment_failrec(&in->asg[s], in->nodes[n].name);
     if (!f)
         return false;
     if (f->banned_until_ms > 0)
@@ -403,7 +395,7 @@ static int failback_node(const us_decide_input *in, int s, const char *active)
         int n = find_node(in, d->nodes[i]);
         if (n < 0 || !eligible(in, s, n))
             continue;
-        const us_failrec *f = failrec(&in->asg[s], d->nodes[i]);
+        const us_failrec *f = us_assignment_failrec(&in->asg[s], d->nodes[i]);
         if (f && f->failures > 0 && in->now_ms - f->last_ms < d->failure_window_ms)
             continue;
         return n;
@@ -571,7 +563,8 @@ static pending_result pending_restart(const us_decide_input *in, int s, us_assig
     const us_service_def *d = &in->defs[s];
     int r = find_node(in, cur->restart_node);
     const char *block =
-        r < 0 ? "node unknown" : restart_block(in, s, r, failrec(cur, cur->restart_node));
+        r < 0 ? "node unknown"
+              : restart_block(in, s, r, us_assignment_failrec(cur, cur->restart_node));
     if (block) {
         append(why, len, "restart on %s abandoned (%s)", cur->restart_node, block);
         next->restart_node[0] = '\0';

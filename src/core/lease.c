@@ -135,36 +135,38 @@ int64_t us_lease_until(const us_timing *t, const us_lease_granter *grants, int n
 
 /* ---- the leader's side ---- */
 
-us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder_votes,
-                                     const us_lease_seen *seen, int n_seen, uint64_t role_version,
-                                     int64_t now)
+/* Among the voters' reports on a holder: how many say stale under its current role, and how
+ * many fresh ones (a grant at most `window` old, heard at most `window` ago). A stale report made
+ * before the holder got its current role says nothing about it; a stale report stays true (the
+ * voter revoked), a fresh one counts only while recent. */
+static void count_reports(const us_lease_seen *seen, int n_seen, uint64_t role_version, int64_t now,
+                          int64_t window, int *stale, int *fresh)
 {
-    int64_t L = t->lease_ms;
-    int stale = 0, fresh = 0;
+    *stale = *fresh = 0;
     for (int i = 0; i < n_seen; i++) {
         const us_lease_seen *r = &seen[i];
         if (r->rx_ms < 0)
             continue;
-        /* A stale report made before the holder got its current role says nothing about it; a
-         * stale report stays true (the voter revoked), a fresh one counts only while recent. */
-        stale += r->stale && r->v >= role_version;
-        fresh += r->age >= 0 && r->age <= L && now - r->rx_ms <= L;
+        *stale += r->stale && r->v >= role_version;
+        *fresh += r->age >= 0 && r->age <= window && now - r->rx_ms <= window;
     }
+}
+
+us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder_votes,
+                                     const us_lease_seen *seen, int n_seen, uint64_t role_version,
+                                     int64_t now)
+{
+    int stale, fresh;
+    count_reports(seen, n_seen, role_version, now, t->lease_ms, &stale, &fresh);
     return us_lease_judge(voters, holder_votes, stale, fresh);
 }
 
 bool us_lease_renewal_due(const us_timing *t, int voters, bool holder_votes,
                           const us_lease_seen *seen, int n_seen, uint64_t role_version, int64_t now)
 {
-    int64_t recent = (int64_t)US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms;
-    int stale = 0, fresh = 0;
-    for (int i = 0; i < n_seen; i++) {
-        const us_lease_seen *r = &seen[i];
-        if (r->rx_ms < 0)
-            continue;
-        stale += r->stale && r->v >= role_version;
-        fresh += r->age >= 0 && r->age <= recent && now - r->rx_ms <= recent;
-    }
+    int stale, fresh;
+    count_reports(seen, n_seen, role_version, now,
+                  (int64_t)US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms, &stale, &fresh);
     return stale > 0 && fresh + (holder_votes ? 1 : 0) >= voters / 2 + 1;
 }
 

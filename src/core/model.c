@@ -125,6 +125,14 @@ bool us_name_valid(const char *name)
     return true;
 }
 
+const us_failrec *us_assignment_failrec(const us_assignment *a, const char *node)
+{
+    for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++)
+        if (strcmp(a->fail[i].node, node) == 0)
+            return &a->fail[i];
+    return NULL;
+}
+
 bool us_strlcpy(char *dst, const char *src, size_t size)
 {
     size_t n = strlen(src);

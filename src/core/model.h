@@ -215,6 +215,9 @@ typedef struct us_assignment {
     us_failrec fail[US_MAX_NODES];
 } us_assignment;
 
+/* The failure record of `node` in `a`, or NULL. */
+const us_failrec *us_assignment_failrec(const us_assignment *a, const char *node);
+
 /* ---- Observations: what the leader currently knows; local, not replicated. ---- */
 
 typedef enum {

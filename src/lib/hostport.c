@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A decimal of the first n bytes of s, at most max, no leading zeros. */
-static bool parse_uint(const char *s, size_t n, long max, long *out)
+bool us_parse_uint(const char *s, size_t n, long max, long *out)
 {
     if (n == 0 || n > 10 || (n > 1 && s[0] == '0'))
         return false;
@@ -30,7 +29,7 @@ bool us_ipv4_valid(const char *s, size_t n)
     for (int octet = 0; octet < 4; octet++) {
         const char *dot = octet < 3 ? memchr(p, '.', (size_t)(end - p)) : end;
         long v;
-        if (!dot || !parse_uint(p, (size_t)(dot - p), 255, &v))
+        if (!dot || !us_parse_uint(p, (size_t)(dot - p), 255, &v))
             return false;
         p = dot + 1;
     }
@@ -43,7 +42,7 @@ int us_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
     if (!colon || !us_ipv4_valid(s, (size_t)(colon - s)))
         return -EINVAL;
     long v;
-    if (!parse_uint(colon + 1, strlen(colon + 1), 65535, &v) || v == 0)
+    if (!us_parse_uint(colon + 1, strlen(colon + 1), 65535, &v) || v == 0)
         return -EINVAL;
     size_t hl = (size_t)(colon - s);
     if (host) {

@@ -21,6 +21,10 @@ int us_sockaddr_parse(const char *hostport, struct sockaddr_in *sa);
 /* Is the first n bytes of s a dotted quad (no leading zeros)? */
 bool us_ipv4_valid(const char *s, size_t n);
 
+/* The decimal in the first n bytes of s: digits only, no sign, no leading zeros (so that equal
+ * values are equal strings), at most max. */
+bool us_parse_uint(const char *s, size_t n, long max, long *out);
+
 /* A client's "host:port", "IPv4:port" or "[IPv6]:port" (no check of the host's characters:
  * libcurl resolves it), port 1..65535. host and port receive the parts as text. 0, or -EINVAL
  * when s has no such form or a part does not fit. */

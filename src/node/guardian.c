@@ -1071,14 +1071,10 @@ void us_guardian_stop(us_guardian *g)
     free(g);
 }
 
-int us_guardian_pass_fd(us_guardian *g, int fd, const char *tag)
+/* Send `m` with `fd` attached (SCM_RIGHTS). */
+static int send_msg_fd(us_guardian *g, const g_msg *m, int fd)
 {
-    g_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = M_FD;
-    if (!us_strlcpy(m.path, tag, sizeof m.path))
-        return -ENAMETOOLONG;
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
+    struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof *m};
     union {
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
@@ -1097,7 +1093,17 @@ int us_guardian_pass_fd(us_guardian *g, int fd, const char *tag)
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
-    return n == (ssize_t)sizeof m ? 0 : -EIO;
+    return n == (ssize_t)sizeof *m ? 0 : -EIO;
+}
+
+int us_guardian_pass_fd(us_guardian *g, int fd, const char *tag)
+{
+    g_msg m;
+    memset(&m, 0, sizeof m);
+    m.type = M_FD;
+    if (!us_strlcpy(m.path, tag, sizeof m.path))
+        return -ENAMETOOLONG;
+    return send_msg_fd(g, &m, fd);
 }
 
 int us_guardian_standin(us_guardian *g, int udp_fd, const us_guardian_voter *v, int n)
@@ -1120,24 +1126,7 @@ int us_guardian_standin(us_guardian *g, int udp_fd, const us_guardian_voter *v, 
     g_msg m;
     memset(&m, 0, sizeof m);
     m.type = M_UDP;
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } c;
-    memset(&c, 0, sizeof c);
-    struct msghdr mh = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &udp_fd, sizeof udp_fd);
-    ssize_t r;
-    do
-        r = sendmsg(g->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : 0;
+    return send_msg_fd(g, &m, udp_fd);
 }
 
 int us_guardian_detach(us_guardian *g, const char *path, uint64_t version, int64_t give_up_ns,

@@ -371,6 +371,17 @@ static void close_handles(us_proc *p)
     uv_close((uv_handle_t *)&p->grace, on_handle_closed);
 }
 
+/* Stop every watch and timer on an exited (or released) process. */
+static void stop_watching(us_proc *p)
+{
+    if (p->pidfd >= 0)
+        uv_poll_stop(&p->watch.poll);
+    else
+        uv_timer_stop(&p->watch.timer);
+    uv_timer_stop(&p->timeout);
+    uv_timer_stop(&p->grace);
+}
+
 static int wait_child(const us_proc *p, siginfo_t *si, int flags)
 {
     memset(si, 0, sizeof *si);
@@ -431,12 +442,7 @@ static void check_exit(us_proc *p)
     if (p->timed_out)
         st = US_PROC_TIMEOUT;
     p->exited = true;
-    if (p->pidfd >= 0)
-        uv_poll_stop(&p->watch.poll);
-    else
-        uv_timer_stop(&p->watch.timer);
-    uv_timer_stop(&p->timeout);
-    uv_timer_stop(&p->grace);
+    stop_watching(p);
     remove_pidfile(p);
     /* Reaped only after on_exit, so that on_exit can still untrack the pgid from the guardian
      * before the number can be reused. */
@@ -707,12 +713,7 @@ void us_proc_release(us_proc *p)
         return;
     p->exited = true;
     p->reaped = true; /* never signalled by us again */
-    if (p->pidfd >= 0)
-        uv_poll_stop(&p->watch.poll);
-    else
-        uv_timer_stop(&p->watch.timer);
-    uv_timer_stop(&p->timeout);
-    uv_timer_stop(&p->grace);
+    stop_watching(p);
     close_handles(p);
 }
 

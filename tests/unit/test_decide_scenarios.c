@@ -1152,17 +1152,9 @@ static bool in_list(int n, const char (*names)[US_NAME_MAX], const char *name)
     return false;
 }
 
-static const us_failrec *failrec_of(const us_assignment *a, const char *node)
-{
-    for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++)
-        if (strcmp(a->fail[i].node, node) == 0)
-            return &a->fail[i];
-    return NULL;
-}
-
 static bool is_banned(const us_decide_input *in, int s, const char *node)
 {
-    const us_failrec *f = failrec_of(&in->asg[s], node);
+    const us_failrec *f = us_assignment_failrec(&in->asg[s], node);
     return f && f->banned_until_ms > in->now_ms;
 }
 
@@ -1175,7 +1167,7 @@ static bool failed_report_counts(const us_decide_input *in, int s, int n)
     const us_assignment *a = &in->asg[s];
     if (a->active[0])
         return true;
-    const us_failrec *f = failrec_of(a, in->nodes[n].name);
+    const us_failrec *f = us_assignment_failrec(a, in->nodes[n].name);
     if (!f)
         return false;
     if (f->banned_until_ms > 0)
@@ -1372,7 +1364,7 @@ static void check_healing(const us_decide_input *in, int s, const us_assignment 
     bool failed = holder_failed(in, s);
     for (int i = 0; i < cur->n_fail; i++) {
         const us_failrec *c = &cur->fail[i];
-        const us_failrec *x = failrec_of(nx, c->node);
+        const us_failrec *x = us_assignment_failrec(nx, c->node);
         bool counted = failed && strcmp(c->node, cur->active) == 0;
         if (!counted && (!x || !same_failrec(c, x)) && cur->n_fail < US_MAX_NODES)
             add(m, "%s: failure record of %s changed without a failure of it\n", name, c->node);
@@ -1380,7 +1372,7 @@ static void check_healing(const us_decide_input *in, int s, const us_assignment 
     for (int i = 0; i < nx->n_fail; i++) {
         const us_failrec *x = &nx->fail[i];
         bool counted = failed && strcmp(x->node, cur->active) == 0;
-        if (!counted && !failrec_of(cur, x->node))
+        if (!counted && !us_assignment_failrec(cur, x->node))
             add(m, "%s: failure record of %s added without a failure of it\n", name, x->node);
         if (counted && (x->last_ms != now || x->failures < 1 || x->window_ms > now))
             add(m, "%s: failure of %s not counted at now (last_ms %" PRId64 ")\n", name, x->node,
@@ -1390,7 +1382,7 @@ static void check_healing(const us_decide_input *in, int s, const us_assignment 
             add(m, "%s: %s reached failure_threshold but banned_until is %" PRId64 "\n", name,
                 x->node, x->banned_until_ms);
     }
-    if (failed && !failrec_of(nx, cur->active))
+    if (failed && !us_assignment_failrec(nx, cur->active))
         add(m, "%s: the failure of %s was not counted\n", name, cur->active);
     if (nx->last_failover_ms != cur->last_failover_ms && nx->last_failover_ms != now)
         add(m, "%s: last_failover set to %" PRId64 ", not now (%" PRId64 ")\n", name,
@@ -1601,7 +1593,7 @@ static bool matches(const expect *e, const us_decision *dec)
         return false;
     for (int i = 0; i < e->n_fail; i++) {
         const expect_fail *f = &e->fail[i];
-        const us_failrec *r = failrec_of(nx, f->node.name);
+        const us_failrec *r = us_assignment_failrec(nx, f->node.name);
         if (f->none ? r != NULL
                     : !r || !field_matches(f->failures, r->failures) ||
                           !field_matches(f->window_ms, r->window_ms) ||
