@@ -471,7 +471,7 @@ def check(history):
     injected = sorted(history.get("faults", []), key=lambda f: f["start"])
     faults = sorted(injected + stall_faults(stalls(history.get("waits", []))), key=lambda f: f["start"])
     wsby = _writes_by_svc(history.get("writes", []))
-    violations, takeovers, excused = [], [], []
+    violations, takeovers, excused, longest = [], [], [], {}
     for svc in sorted(set(meta["services"]) | set(wsby)):
         ws = wsby.get(svc, [])
         violations += check_overlap(svc, ws)
@@ -479,6 +479,9 @@ def check(history):
         violations += check_fencing(svc, ws)
         violations += check_liveness(svc, ws, faults, t_end, takeovers, len(meta["nodes"]), meta.get("t_faults"),
                                      excused)
+        gaps = [(_iv(d["end"]) if d["end"] is not None else t_end) - d["start"] for d in disruptions(ws, t_end)
+                if d["start"] >= (meta.get("t_faults") or 0)]
+        longest[svc] = round(max(gaps), 1) if gaps else 0.0
     violations += check_vips(history.get("vips", []), t_end)
     violations += check_answers(history.get("answers", []))
     violations += check_heal(history, wsby)
@@ -511,6 +514,7 @@ def check(history):
             "faults": len(injected),
             "stalls": len(faults) - len(injected),
             "excused_by_starvation": excused,
+            "longest_outage_ms": longest,  # per service: the longest time without a write (faults or not)
             "writes": sum(len(w) for w in wsby.values()),
             "takeover_ms_by_kind": {k: _stats(v) for k, v in sorted(by_kind.items())},
             "takeovers": takeovers,

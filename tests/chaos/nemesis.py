@@ -701,6 +701,9 @@ def summary_text(res, hist, args, wall_s, skipped):
                         checker.STALL_SPAN_MS, ", ".join("%s %.0f..%.0f (%.0f ms)" % (x["node"], x["start"], x["end"],
                                                                                    x["wait_ms"]) for x in st[:10])
                         + (" ..." if len(st) > 10 else "")))
+    if m.get("longest_outage_ms"):
+        lines.append("longest time without a write, per service (whatever the cause): "
+                     + ", ".join("%s %.0f ms" % kv for kv in sorted(m["longest_outage_ms"].items())))
     if m.get("excused_by_starvation"):
         lines.append("disruptions explained by stalls alone (not judged): %d" % len(m["excused_by_starvation"]))
     u = m["unavailability"]

@@ -300,3 +300,8 @@ def test_starvation_monitor_records_long_waits(monkeypatch):
     assert checker.stalls(got[:50]) == []
     st = checker.stalls(got)  # 130 + 90 + the 8 ms samples of the 600 ms before
     assert len(st) == 1 and st[0]["end"] == 1100.0, st
+
+
+def test_longest_outage_reported():
+    m = checker.check(base())["metrics"]
+    assert m["longest_outage_ms"] == {"a": 600.0}
