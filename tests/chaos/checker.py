@@ -51,9 +51,12 @@ SINGLE_MS = 2000.0  # a fault is "single" when no other fault is in force this l
 # node is starved while those waits add up to STALL_MS = L - reserve - heartbeat (600 - 200 - 100 ms, default
 # profile) within STALL_SPAN_MS = L: an agent that spent that much of a lease in the run queue may stop its
 # instance, or a voter revoke a holder, with no other fault. Waits below LONG_WAIT_MS are not recorded.
+# An agent that itself used more than STALL_CPU_SHARE of a CPU in the window is not starved by others' load:
+# its own demand (a busy loop, a storm of work) is understudy's, and is judged.
 LONG_WAIT_MS = 1.0
 STALL_MS = 300.0
 STALL_SPAN_MS = 600.0
+STALL_CPU_SHARE = 0.25
 HEAL_BOUND_MS = 20000.0  # after healing, the cluster is steady within this
 WRITE_FRESH_MS = 500.0  # a steady snapshot needs the active's writes this recent
 EXCERPT = 6  # history entries around a violation
@@ -432,20 +435,23 @@ def _stats(xs):
 
 def stalls(waits):
     """[{"node", "start", "end", "wait_ms"}]: where a node's waits add up to STALL_MS within STALL_SPAN_MS
-    (overlapping windows merged; wait_ms: the waiting inside)."""
+    while the agent itself used at most STALL_CPU_SHARE of a CPU there (overlapping windows merged; wait_ms:
+    the waiting inside)."""
     out = []
     by = {}
     for w in waits:
         by.setdefault(w["node"], []).append(w)
     for node, ws in sorted(by.items()):
         ws.sort(key=lambda w: w["start"])
-        cur, i, total = None, 0, 0.0
+        cur, i, total, cpu = None, 0, 0.0, 0.0
         for j, w in enumerate(ws):
             total += w["ms"]
+            cpu += w.get("cpu", 0.0)
             while w["end"] - ws[i]["start"] > STALL_SPAN_MS:
                 total -= ws[i]["ms"]
+                cpu -= ws[i].get("cpu", 0.0)
                 i += 1
-            if total < STALL_MS:
+            if total < STALL_MS or cpu > STALL_CPU_SHARE * max(w["end"] - ws[i]["start"], STALL_MS):
                 continue
             if cur and ws[i]["start"] <= cur["end"]:
                 cur["end"] = max(cur["end"], w["end"])

@@ -89,8 +89,9 @@ class StarvationMonitor(threading.Thread):
     a CPU, time runnable but waiting for one, number of runs) every PERIOD and records the long waits:
     the kernel adds a wait to the statistics when the waiting ends (the thread runs), so a sample in
     which the agent ran once and its wait grew by W ms is one wait of W ms that ended in the sample.
-    Samples with checker.LONG_WAIT_MS or more of waiting are kept as {"node", "start", "end", "ms",
-    "runs"} (start = end - W); the checker derives the stalls from them. A stopped agent
+    Samples with checker.LONG_WAIT_MS or more of waiting or of CPU time are kept as {"node", "start",
+    "end", "ms", "runs", "cpu"} (start = end - W, cpu: the agent's own CPU time in the sample); the
+    checker derives the stalls from them. A stopped agent
     (SIGSTOP) is not runnable and waits for nothing, nor does one blocked in a syscall: only the
     machine's load shows here."""
 
@@ -101,6 +102,7 @@ class StarvationMonitor(threading.Thread):
         self.run_ = run
         self.waits = []  # {"node", "start", "end", "ms", "runs"}
         self.wait_ms = {}  # node -> all run-queue waiting of its agents' main threads
+        self.cpu_ms = {}  # node -> their time on a CPU
         self._last = {}  # node -> (pid, t_ns, wait_ns, runs)
         self._stop_ev = threading.Event()
 
@@ -108,8 +110,8 @@ class StarvationMonitor(threading.Thread):
     def _read(pid):
         try:
             with open("/proc/%d/schedstat" % pid) as f:
-                _, wait, runs = (int(x) for x in f.read().split()[:3])
-            return wait, runs
+                cpu, wait, runs = (int(x) for x in f.read().split()[:3])
+            return wait, runs, cpu
         except (OSError, ValueError):
             return None
 
@@ -123,15 +125,16 @@ class StarvationMonitor(threading.Thread):
             if got is None:
                 self._last.pop(n, None)
                 continue
-            self._last[n] = (pid, t, got[0], got[1])
+            self._last[n] = (pid, t, got[0], got[1], got[2])
             if prev is None or prev[0] != pid:
                 continue
-            dw, dr = got[0] - prev[2], got[1] - prev[3]
+            dw, dr, dc = got[0] - prev[2], got[1] - prev[3], got[2] - prev[4]
             self.wait_ms[n] = self.wait_ms.get(n, 0.0) + dw / 1e6
-            if dw >= checker.LONG_WAIT_MS * 1e6:
+            self.cpu_ms[n] = self.cpu_ms.get(n, 0.0) + dc / 1e6
+            if dw >= checker.LONG_WAIT_MS * 1e6 or dc >= checker.LONG_WAIT_MS * 1e6:
                 end = self.run_.ms(t)
                 self.waits.append({"node": n, "start": round(end - dw / 1e6, 1), "end": round(end, 1),
-                                   "ms": round(dw / 1e6, 1), "runs": dr})
+                                   "ms": round(dw / 1e6, 1), "runs": dr, "cpu": round(dc / 1e6, 1)})
 
     def run(self):
         while not self._stop_ev.wait(self.PERIOD):
@@ -696,6 +699,8 @@ def summary_text(res, hist, args, wall_s, skipped):
     if "wait_ms" in hist:
         lines.append("agents runnable but not run by the machine (run-queue wait, /proc/PID/schedstat): "
                      + ", ".join("%s %.0f ms" % kv for kv in sorted(hist["wait_ms"].items()))
+                     + " (on a CPU: " + ", ".join("%s %.0f ms" % kv for kv in sorted(hist.get("cpu_ms", {}).items()))
+                     + ")"
                      + "; %d stalls (>= %.0f ms of waiting within %.0f ms): %s"
                      % (len(st), checker.STALL_MS,
                         checker.STALL_SPAN_MS, ", ".join("%s %.0f..%.0f (%.0f ms)" % (x["node"], x["start"], x["end"],
@@ -836,7 +841,8 @@ def main(argv=None):
         leaks += run.leaks_before_teardown()
         hist = {"meta": run.meta(), "writes": run.writes(), "faults": run.faults, "answers": history_answers(run),
                 "vips": history_vips(run), "heal": heal, "agent_exits": run.agent_exits, "events_raw": events,
-                "waits": waits, "wait_ms": {n: round(w, 1) for n, w in sorted(monitor.wait_ms.items())}}
+                "waits": waits, "wait_ms": {n: round(w, 1) for n, w in sorted(monitor.wait_ms.items())},
+                "cpu_ms": {n: round(w, 1) for n, w in sorted(monitor.cpu_ms.items())}}
         hist["meta"]["t_end"] = round(t_end, 1)
         hist["meta"]["t_faults"] = run.t_faults
     finally:

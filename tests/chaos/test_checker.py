@@ -220,6 +220,10 @@ def test_stalls_from_waits():
     assert checker.stalls(sparse) == []
     one = [{"node": "n3", "start": 500.0, "end": 850.0, "ms": 350.0, "runs": 1}]
     assert checker.stalls(one) == [{"node": "n3", "start": 500.0, "end": 850.0, "wait_ms": 350.0}]
+    busy = waits("n1", 1000, 1500)  # the same waits, but the agent itself kept a CPU busy: its own doing
+    for w in busy:
+        w["cpu"] = 60.0
+    assert checker.stalls(busy) == []
 
 
 def test_stall_of_the_actives_agent_explains_its_disruption():
@@ -278,7 +282,7 @@ def test_starvation_monitor_records_long_waits(monkeypatch):
     stat = {"wait": 0, "runs": 0}
     monkeypatch.setattr(nemesis.time, "monotonic_ns", lambda: clock["t"])
     mon = nemesis.StarvationMonitor(_FakeRun())
-    monkeypatch.setattr(mon, "_read", lambda pid: (stat["wait"], stat["runs"]))
+    monkeypatch.setattr(mon, "_read", lambda pid: (stat["wait"], stat["runs"], 0))
     ms = 1000000
 
     def step(dt, dw, dr):
@@ -295,7 +299,7 @@ def test_starvation_monitor_records_long_waits(monkeypatch):
     step(20, 130, 1)  # ...here: one wait of 130 ms
     step(20, 90, 2)
     got = mon.stop()
-    assert len(got) == 52 and got[-2] == {"node": "n1", "start": 950.0, "end": 1080.0, "ms": 130.0, "runs": 1}
+    assert len(got) == 52 and got[-2] == {"node": "n1", "start": 950.0, "end": 1080.0, "ms": 130.0, "runs": 1, "cpu": 0.0}
     assert mon.wait_ms["n1"] == 50 * 8 + 0.5 + 130 + 90
     assert checker.stalls(got[:50]) == []
     st = checker.stalls(got)  # 130 + 90 + the 8 ms samples of the 600 ms before
