@@ -17,6 +17,9 @@ History (all times in milliseconds on one CLOCK_MONOTONIC scale, relative to the
   vips     [{"svc", "node", "from", "until"}]  when a node held a service's VIP (until None: still)
   heal     {"t": when every fault was undone, "snapshots": [{"t", "statuses": {node: status or None}}]}
   agent_exits [{"node", "t", "code"}]  agents that exited although the nemesis did not kill them
+  waits    [{"node", "start", "end", "ms", "runs"}]  a node's agent waiting for a CPU (from /proc/PID/schedstat:
+           runnable, not run), per sample; where it adds up to a stall (stalls()), it counts as
+           an observed fault "starved" on its node that takes it out (like a SIGSTOP), never as an injected one
   leaks    ["..."]  what was still there after teardown (processes, VIPs, namespaces, mounts)
 
 Properties (violation "property" names):
@@ -35,9 +38,25 @@ import statistics
 
 PAUSE_MS = 300.0  # a longer gap in an active's writes is a disruption
 TAKEOVER_MS = 2000.0  # a single fault on an active's node is taken over within this (default profile)
+# ...unless the fault took out the Raft leader's node too: an election comes first (docs/timing.md, "Leader and
+# active on the same node"): 2 election timeouts (2 x 1000 ms: a survivor refuses its vote until its own randomised
+# timer ran out) + the new leader's quorum acknowledgement and the voters' reports (a heartbeat, 100 ms) + the
+# decision, its commit and the start (100 ms) + one more heartbeat of slack for a lost datagram (100 ms).
+TAKEOVER_LEADER_MS = 2300.0
 FAULT_LEAD_MS = 100.0  # a disruption may start this long before the fault is recorded (write period, clock reads)
 LINGER_MS = 500.0  # ...and this long after the fault ended (the fault's effect, e.g. a lease running out)
 SINGLE_MS = 2000.0  # a fault is "single" when no other fault is in force this long before it and during it
+# Starvation of an agent by the machine (observed by the nemesis, not injected; docs/timing.md "CPU
+# starvation"). The nemesis records how long each agent's main thread waited for a CPU (runnable, not run); a
+# node is starved while those waits add up to STALL_MS = L - reserve - heartbeat (600 - 200 - 100 ms, default
+# profile) within STALL_SPAN_MS = L: an agent that spent that much of a lease in the run queue may stop its
+# instance, or a voter revoke a holder, with no other fault. Waits below LONG_WAIT_MS are not recorded.
+# An agent that itself used more than STALL_CPU_SHARE of a CPU in the window is not starved by others' load:
+# its own demand (a busy loop, a storm of work) is understudy's, and is judged.
+LONG_WAIT_MS = 1.0
+STALL_MS = 300.0
+STALL_SPAN_MS = 600.0
+STALL_CPU_SHARE = 0.25
 HEAL_BOUND_MS = 20000.0  # after healing, the cluster is steady within this
 WRITE_FRESH_MS = 500.0  # a steady snapshot needs the active's writes this recent
 EXCERPT = 6  # history entries around a violation
@@ -260,8 +279,9 @@ def _quorum_out(faults, t, n_nodes):
     return hit if n_nodes and len(nodes) >= n_nodes // 2 + 1 else []
 
 
-def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0, t_from=None):
+def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0, t_from=None, excused=None):
     out = []
+    excused = [] if excused is None else excused
     ds = disruptions(ws, t_end)
     for d in ds:
         if t_from is not None and d["start"] < t_from:
@@ -272,6 +292,9 @@ def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0, t_from=None):
         what = ("new epoch %s/%s after %s/%s" % (d["to"][0], d["to"][1], node, d["from"][1]) if d["new_epoch"]
                 else "pause of %.0f ms%s of %s/%s" % (dur, "" if d["end"] is not None else " (until the end)",
                                                    node, d["from"][1]))
+        inj = [f for f in faults if not f.get("observed")]
+        if why and not ([f for f in inj if _explains(f, node, d["start"], svc)] or _quorum_out(inj, d["start"], n_nodes)):
+            excused.append({"svc": svc, "t": d["start"], "what": what, "faults": [f["id"] for f in why]})
         if not why:
             in_force = [f for f in faults if f["start"] - FAULT_LEAD_MS <= d["start"] <= f["end"] + LINGER_MS]
             out.append(
@@ -293,8 +316,8 @@ def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0, t_from=None):
     # explains, measured from the fault's start to the next write of the service.
     times = [w["t"] for w in ws]
     for f in faults:
-        if f.get("svc") not in (None, svc):
-            continue  # a fault of one service's process (kill9_service) is on that service alone
+        if f.get("svc") not in (None, svc) or f.get("observed"):
+            continue  # a fault of one service's process (kill9_service) is on that service alone; a stall was not injected
         act = _active_at(ws, times, f["start"])
         if act is None or not _on_node(f, act[0]):
             continue
@@ -304,18 +327,20 @@ def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0, t_from=None):
             continue
         ms = (d["end"] - f["start"]) if d["end"] is not None else None
         single = _single(f, faults, d["end"])
+        leader = bool(f.get("out")) and f.get("leader") in f["nodes"]
+        bound = TAKEOVER_LEADER_MS if leader else TAKEOVER_MS
         takeovers.append({"fault": f["id"], "kind": f["kind"], "svc": svc, "disrupted": True, "ms": ms,
-                          "single": single, "to": d["to"]})
-        if single and (ms is None or ms > TAKEOVER_MS):
+                          "single": single, "to": d["to"], "leader": leader})
+        if single and (ms is None or ms > bound):
             out.append(
                 _v(
                     "takeover",
                     "liveness",
                     svc,
-                    "fault #%s %s on %s (active %s/%s) at %.1f ms, held to %.1f ms: %s"
-                    % (f["id"], f["kind"], "+".join(f["nodes"]), act[0], act[1], f["start"], f["end"],
-                       "no write until the end" if ms is None else "next write after %.0f ms (> %.0f)"
-                       % (ms, TAKEOVER_MS)),
+                    "fault #%s %s on %s (active %s/%s%s) at %.1f ms, held to %.1f ms: %s"
+                    % (f["id"], f["kind"], "+".join(f["nodes"]), act[0], act[1], ", leader too" if leader else "",
+                       f["start"], f["end"], "no write until the end" if ms is None
+                       else "next write after %.0f ms (> %.0f)" % (ms, bound)),
                     _excerpt(ws, d["start"]),
                     t=f["start"],
                     fault=f["id"],
@@ -408,19 +433,61 @@ def _stats(xs):
             "p90": round(xs[min(len(xs) - 1, int(0.9 * len(xs)))], 1), "max": round(xs[-1], 1)}
 
 
+def stalls(waits):
+    """[{"node", "start", "end", "wait_ms"}]: where a node's waits add up to STALL_MS within STALL_SPAN_MS
+    while the agent itself used at most STALL_CPU_SHARE of a CPU there (overlapping windows merged; wait_ms:
+    the waiting inside)."""
+    out = []
+    by = {}
+    for w in waits:
+        by.setdefault(w["node"], []).append(w)
+    for node, ws in sorted(by.items()):
+        ws.sort(key=lambda w: w["start"])
+        cur, i, total, cpu = None, 0, 0.0, 0.0
+        for j, w in enumerate(ws):
+            total += w["ms"]
+            cpu += w.get("cpu", 0.0)
+            while w["end"] - ws[i]["start"] > STALL_SPAN_MS:
+                total -= ws[i]["ms"]
+                cpu -= ws[i].get("cpu", 0.0)
+                i += 1
+            if total < STALL_MS or cpu > STALL_CPU_SHARE * max(w["end"] - ws[i]["start"], STALL_MS):
+                continue
+            if cur and ws[i]["start"] <= cur["end"]:
+                cur["end"] = max(cur["end"], w["end"])
+            else:
+                cur = {"node": node, "start": ws[i]["start"], "end": w["end"]}
+                out.append(cur)
+        for st in out:
+            if st["node"] == node:
+                st["wait_ms"] = round(sum(w["ms"] for w in ws if st["start"] <= w["start"] and w["end"] <= st["end"]), 1)
+    return sorted(out, key=lambda x: x["start"])
+
+
+def stall_faults(sts):
+    """The stalls as observed faults: kind "starved" on the stalled node, taking it out while it lasts."""
+    return [{"id": "s%d" % (i + 1), "kind": "starved", "nodes": [x["node"]], "start": x["start"], "end": x["end"],
+             "out": True, "observed": True, "wait_ms": x.get("wait_ms")} for i, x in enumerate(sts)]
+
+
 def check(history):
     """history (dict, see the module doc) -> {"violations": [...], "metrics": {...}}."""
     meta = history["meta"]
     t_end = meta["t_end"]
-    faults = sorted(history.get("faults", []), key=lambda f: f["start"])
+    injected = sorted(history.get("faults", []), key=lambda f: f["start"])
+    faults = sorted(injected + stall_faults(stalls(history.get("waits", []))), key=lambda f: f["start"])
     wsby = _writes_by_svc(history.get("writes", []))
-    violations, takeovers = [], []
+    violations, takeovers, excused, longest = [], [], [], {}
     for svc in sorted(set(meta["services"]) | set(wsby)):
         ws = wsby.get(svc, [])
         violations += check_overlap(svc, ws)
         violations += check_epoch_order(svc, ws)
         violations += check_fencing(svc, ws)
-        violations += check_liveness(svc, ws, faults, t_end, takeovers, len(meta["nodes"]), meta.get("t_faults"))
+        violations += check_liveness(svc, ws, faults, t_end, takeovers, len(meta["nodes"]), meta.get("t_faults"),
+                                     excused)
+        gaps = [(_iv(d["end"]) if d["end"] is not None else t_end) - d["start"] for d in disruptions(ws, t_end)
+                if d["start"] >= (meta.get("t_faults") or 0)]
+        longest[svc] = round(max(gaps), 1) if gaps else 0.0
     violations += check_vips(history.get("vips", []), t_end)
     violations += check_answers(history.get("answers", []))
     violations += check_heal(history, wsby)
@@ -438,19 +505,22 @@ def check(history):
         violations.append(_v("leak", "liveness", None, leak))
     violations.sort(key=lambda v: (v["kind"] != "safety", v.get("t") or 0))
     kinds = {}
-    for f in faults:
+    for f in injected:
         kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
     by_kind = {}
     for t in takeovers:
         if t["disrupted"]:
-            by_kind.setdefault(t["kind"], []).append(t["ms"])
+            by_kind.setdefault(t["kind"] + (" (leader)" if t.get("leader") else ""), []).append(t["ms"])
     unav = unavailability(history.get("answers", []), faults)
     unexplained = [u for u in unav if not u["faults"]]
     return {
         "violations": violations,
         "metrics": {
             "faults_by_kind": kinds,
-            "faults": len(faults),
+            "faults": len(injected),
+            "stalls": len(faults) - len(injected),
+            "excused_by_starvation": excused,
+            "longest_outage_ms": longest,  # per service: the longest time without a write (faults or not)
             "writes": sum(len(w) for w in wsby.values()),
             "takeover_ms_by_kind": {k: _stats(v) for k, v in sorted(by_kind.items())},
             "takeovers": takeovers,

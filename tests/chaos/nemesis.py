@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -78,6 +79,72 @@ def services(n_nodes):
               "first": 1},
         "c": {"standby": "cold", "standbys": 1, "vip": None, "port": 8103, "proxy": 8003, "first": 2},
     }
+
+
+# ---- starvation of the agents by the machine (observed, not injected) ----
+
+
+class StarvationMonitor(threading.Thread):
+    """Samples each running agent's main thread's scheduler statistics (/proc/PID/schedstat: time on
+    a CPU, time runnable but waiting for one, number of runs) every PERIOD and records the long waits:
+    the kernel adds a wait to the statistics when the waiting ends (the thread runs), so a sample in
+    which the agent ran once and its wait grew by W ms is one wait of W ms that ended in the sample.
+    Samples with checker.LONG_WAIT_MS or more of waiting or of CPU time are kept as {"node", "start",
+    "end", "ms", "runs", "cpu"} (start = end - W, cpu: the agent's own CPU time in the sample); the
+    checker derives the stalls from them. A stopped agent
+    (SIGSTOP) is not runnable and waits for nothing, nor does one blocked in a syscall: only the
+    machine's load shows here."""
+
+    PERIOD = 0.02
+
+    def __init__(self, run):
+        super().__init__(daemon=True)
+        self.run_ = run
+        self.waits = []  # {"node", "start", "end", "ms", "runs"}
+        self.wait_ms = {}  # node -> all run-queue waiting of its agents' main threads
+        self.cpu_ms = {}  # node -> their time on a CPU
+        self._last = {}  # node -> (pid, t_ns, wait_ns, runs)
+        self._stop_ev = threading.Event()
+
+    @staticmethod
+    def _read(pid):
+        try:
+            with open("/proc/%d/schedstat" % pid) as f:
+                cpu, wait, runs = (int(x) for x in f.read().split()[:3])
+            return wait, runs, cpu
+        except (OSError, ValueError):
+            return None
+
+    def sample(self):
+        for n in self.run_.nodes:
+            p = self.run_.h.agents.get(n)
+            pid = p.pid if p is not None and p.poll() is None else None
+            got = self._read(pid) if pid else None
+            t = time.monotonic_ns()
+            prev = self._last.get(n)
+            if got is None:
+                self._last.pop(n, None)
+                continue
+            self._last[n] = (pid, t, got[0], got[1], got[2])
+            if prev is None or prev[0] != pid:
+                continue
+            dw, dr, dc = got[0] - prev[2], got[1] - prev[3], got[2] - prev[4]
+            self.wait_ms[n] = self.wait_ms.get(n, 0.0) + dw / 1e6
+            self.cpu_ms[n] = self.cpu_ms.get(n, 0.0) + dc / 1e6
+            if dw >= checker.LONG_WAIT_MS * 1e6 or dc >= checker.LONG_WAIT_MS * 1e6:
+                end = self.run_.ms(t)
+                self.waits.append({"node": n, "start": round(end - dw / 1e6, 1), "end": round(end, 1),
+                                   "ms": round(dw / 1e6, 1), "runs": dr, "cpu": round(dc / 1e6, 1)})
+
+    def run(self):
+        while not self._stop_ev.wait(self.PERIOD):
+            self.sample()
+
+    def stop(self):
+        self._stop_ev.set()
+        if self.is_alive():
+            self.join(timeout=5)
+        return self.waits
 
 
 # ---- the schedule (a function of seed, count and node count only) ----
@@ -172,6 +239,7 @@ class Run:
         self.fid = 0
         self.stopped = set()  # nodes whose agent is SIGSTOPped (no status asked of them)
         self.skipped = []
+        self._leader_before = None
 
     def ms(self, ns=None):
         return ((ns if ns is not None else time.monotonic_ns()) - self.h.t0) / 1e6
@@ -316,7 +384,7 @@ class Run:
         if t["role"] == "active":
             n = self.last_writer(t["svc"])
         elif t["role"] == "leader":
-            n = self.leader()
+            n = self._leader_before
         elif t["role"] == "standby":
             n = self.standby_of(t["svc"])
         return n if n in self.nodes else self.nodes[t["idx"] % len(self.nodes)]
@@ -336,6 +404,7 @@ class Run:
         f = {"id": self.fid, "kind": kind, "nodes": sorted(nodes), "start": round(start, 1), "end": None,
              "out": kind in OUT_KINDS}
         f.update(detail)
+        f["leader"] = self._leader_before  # the Raft leader just before the fault (checker: TAKEOVER_LEADER_MS)
         self.faults.append(f)
         self.h.note("fault #%d %s on %s %s" % (self.fid, kind, "+".join(f["nodes"]), detail or ""))
         return f
@@ -343,6 +412,7 @@ class Run:
     def apply(self, spec, step):
         """Start one fault; returns (record, undo callable)."""
         kind = spec["kind"]
+        self._leader_before = self.leader()
         n = self.resolve(spec["target"])
         t = self.ms()
         bed = self.bed
@@ -370,7 +440,7 @@ class Run:
             return self.record(kind, [n], t, combo=step), lambda: bed.link_up(n)
         if kind in ("isolate", "partition_leader"):
             if kind == "partition_leader":
-                n = self.leader() or n
+                n = self._leader_before or n
             bed.isolate(n)
 
             def unisolate():
@@ -625,6 +695,22 @@ def summary_text(res, hist, args, wall_s, skipped):
                      ", ".join("%s %d" % kv for kv in sorted(kept.items())))
     if m["not_taken_over"]:
         lines.append("never taken over: %d" % len(m["not_taken_over"]))
+    st = checker.stalls(hist.get("waits", []))
+    if "wait_ms" in hist:
+        lines.append("agents runnable but not run by the machine (run-queue wait, /proc/PID/schedstat): "
+                     + ", ".join("%s %.0f ms" % kv for kv in sorted(hist["wait_ms"].items()))
+                     + " (on a CPU: " + ", ".join("%s %.0f ms" % kv for kv in sorted(hist.get("cpu_ms", {}).items()))
+                     + ")"
+                     + "; %d stalls (>= %.0f ms of waiting within %.0f ms): %s"
+                     % (len(st), checker.STALL_MS,
+                        checker.STALL_SPAN_MS, ", ".join("%s %.0f..%.0f (%.0f ms)" % (x["node"], x["start"], x["end"],
+                                                                                   x["wait_ms"]) for x in st[:10])
+                        + (" ..." if len(st) > 10 else "")))
+    if m.get("longest_outage_ms"):
+        lines.append("longest time without a write, per service (whatever the cause): "
+                     + ", ".join("%s %.0f ms" % kv for kv in sorted(m["longest_outage_ms"].items())))
+    if m.get("excused_by_starvation"):
+        lines.append("disruptions explained by stalls alone (not judged): %d" % len(m["excused_by_starvation"]))
     u = m["unavailability"]
     lines.append("client unavailability: %d failure runs, %.0f ms with a fault in force, %.0f ms with no fault behind it"
                  % (u["runs"], u["with_fault_ms"], u["without_fault_ms"]))
@@ -732,6 +818,8 @@ def main(argv=None):
         if checker.steady(heal0["snapshots"][-1], run.meta(), checker._writes_by_svc(run.writes())):
             raise RuntimeError("the cluster did not settle before the first fault: %s" % heal0["snapshots"][-1])
         run.start_probers(args.max_seconds + 120)
+        monitor = StarvationMonitor(run)
+        monitor.start()
         run.t_faults = round(run.ms(), 1)
         deadline = time.monotonic() + args.max_seconds
         for i, step in enumerate(steps):
@@ -747,11 +835,14 @@ def main(argv=None):
         events = cp.stdout
         for _, _, p in run.probers:
             p.stop()
+        waits = monitor.stop()
         findings = run.h.stop_agents()
         leaks += ["sanitizer report: " + f for f in findings]
         leaks += run.leaks_before_teardown()
         hist = {"meta": run.meta(), "writes": run.writes(), "faults": run.faults, "answers": history_answers(run),
-                "vips": history_vips(run), "heal": heal, "agent_exits": run.agent_exits, "events_raw": events}
+                "vips": history_vips(run), "heal": heal, "agent_exits": run.agent_exits, "events_raw": events,
+                "waits": waits, "wait_ms": {n: round(w, 1) for n, w in sorted(monitor.wait_ms.items())},
+                "cpu_ms": {n: round(w, 1) for n, w in sorted(monitor.cpu_ms.items())}}
         hist["meta"]["t_end"] = round(t_end, 1)
         hist["meta"]["t_faults"] = run.t_faults
     finally:

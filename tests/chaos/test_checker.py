@@ -201,3 +201,111 @@ def test_settling_before_the_faults_is_not_judged():
     assert props(h) == []
     h["meta"]["t_faults"] = 200.0
     assert props(h) == ["disruption"]
+
+
+def waits(node, t0, t1, each=100.0, gap=20.0):
+    """Waits of `each` ms for a CPU, one after the other (a run of `gap` ms between), from t0 to t1."""
+    out, t = [], t0
+    while t + each <= t1:
+        out.append({"node": node, "start": t, "end": t + each, "ms": each, "runs": 1})
+        t += each + gap
+    return out
+
+
+def test_stalls_from_waits():
+    assert checker.stalls(waits("n1", 1000, 1250)) == []  # 200 ms of waiting: not enough
+    st = checker.stalls(waits("n1", 1000, 1500))  # 4 x 100 ms within 480 ms
+    assert st == [{"node": "n1", "start": 1000, "end": 1460, "wait_ms": 400.0}], st
+    sparse = waits("n2", 1000, 3000, each=60.0, gap=200.0)  # 60 ms every 260 ms: 180 ms per 600 at most
+    assert checker.stalls(sparse) == []
+    one = [{"node": "n3", "start": 500.0, "end": 850.0, "ms": 350.0, "runs": 1}]
+    assert checker.stalls(one) == [{"node": "n3", "start": 500.0, "end": 850.0, "wait_ms": 350.0}]
+    busy = waits("n1", 1000, 1500)  # the same waits, but the agent itself kept a CPU busy: its own doing
+    for w in busy:
+        w["cpu"] = 60.0
+    assert checker.stalls(busy) == []
+
+
+def test_stall_of_the_actives_agent_explains_its_disruption():
+    h = base()
+    h["faults"] = []  # n1's role moved with no injected fault...
+    assert "disruption" in props(h)
+    h["waits"] = waits("n1", 3500, 4000)
+    res = checker.check(h)
+    assert res["violations"] == [], res["violations"]  # ...but the machine did not run n1's agent
+    assert res["metrics"]["stalls"] == 1 and res["metrics"]["faults"] == 0
+    assert res["metrics"]["takeovers"] == []  # observed, not injected: no takeover bound
+    assert len(res["metrics"]["excused_by_starvation"]) == 1  # reported, not hidden
+
+
+def test_stall_of_another_node_alone_explains_nothing():
+    h = base()
+    h["faults"] = []
+    h["waits"] = waits("n3", 3500, 4000)
+    assert "disruption" in props(h)
+    # with an injected fault that takes out the other voter, a majority was out
+    h["faults"] = [{"id": 1, "kind": "link_down", "nodes": ["n2"], "start": 3600.0, "end": 4500.0, "out": True}]
+    assert "disruption" not in props(h)
+
+
+def test_stall_makes_a_fault_no_single_one():
+    h = base()
+    h["writes"] = writes("a", "n1", 1, 0, 4000) + writes("a", "n2", 2, 6500, 10000)  # 2.5 s
+    assert props(h) == ["takeover"]
+    h["waits"] = waits("n2", 4100, 5000)
+    assert props(h) == []
+
+
+class _FakeProc:
+    def __init__(self, pid):
+        self.pid = pid
+
+    def poll(self):
+        return None
+
+
+class _FakeRun:
+    def __init__(self):
+        self.nodes = ["n1"]
+        self.h = type("H", (), {"agents": {"n1": _FakeProc(7)}})()
+
+    def ms(self, ns):
+        return ns / 1e6
+
+
+def test_starvation_monitor_records_long_waits(monkeypatch):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import nemesis
+
+    clock = {"t": 0}
+    stat = {"wait": 0, "runs": 0}
+    monkeypatch.setattr(nemesis.time, "monotonic_ns", lambda: clock["t"])
+    mon = nemesis.StarvationMonitor(_FakeRun())
+    monkeypatch.setattr(mon, "_read", lambda pid: (stat["wait"], stat["runs"], 0))
+    ms = 1000000
+
+    def step(dt, dw, dr):
+        clock["t"] += dt * ms
+        stat["wait"] += dw * ms
+        stat["runs"] += dr
+        mon.sample()
+
+    step(20, 0, 0)  # first sample: the baseline
+    for _ in range(50):  # loaded but running: 2 ms waits, often (8 ms of 20: 240 ms per 600, no stall)
+        step(20, 8, 4)
+    step(20, 0.5, 1)  # below LONG_WAIT_MS: not recorded
+    step(20, 0, 0)  # runnable, not run yet: the kernel counts the wait when it ends
+    step(20, 130, 1)  # ...here: one wait of 130 ms
+    step(20, 90, 2)
+    got = mon.stop()
+    assert len(got) == 52 and got[-2] == {"node": "n1", "start": 950.0, "end": 1080.0, "ms": 130.0, "runs": 1, "cpu": 0.0}
+    assert mon.wait_ms["n1"] == 50 * 8 + 0.5 + 130 + 90
+    assert checker.stalls(got[:50]) == []
+    st = checker.stalls(got)  # 130 + 90 + the 8 ms samples of the 600 ms before
+    assert len(st) == 1 and st[0]["end"] == 1100.0, st
+
+
+def test_longest_outage_reported():
+    m = checker.check(base())["metrics"]
+    assert m["longest_outage_ms"] == {"a": 600.0}
