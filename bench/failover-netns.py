@@ -63,6 +63,7 @@ import argparse
 import atexit
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -147,7 +148,7 @@ class Understudy:
             services = ("[service web]\nrun = exec %s -l 0.0.0.0:%d -e\nstandby = cold\n"
                         "standbys = 1\nvip = %s dev eth0\nproxy = 0.0.0.0:8000 -> %d\n"
                         % (httpd, PORT, VIP_CIDR, PORT))
-        self.ag = nslib.Agents(bed, args.bin, profile, workdir, services)
+        self.ag = nslib.Agents(bed, args.bin, profile, workdir, services, debug=args.timeline)
 
     def setup(self):
         self.ag.start_all()
@@ -250,6 +251,10 @@ class Understudy:
     def diagnostics(self):
         st = self.ag.leader_status()
         return "leader status: %s\n%s" % (st, self.ag.log_tails())
+
+    def log_lines(self, since_wall_ms):
+        """[(wall ms, node, message)] of every agent's log from since_wall_ms on."""
+        return timeline_lines({n: self.ag.logfile(n) for n in self.ag.nodes}, since_wall_ms)
 
     def stop(self):
         self.ag.stop()
@@ -491,13 +496,137 @@ def run_system(args, system, state, cases):
     return res
 
 
+# ---- --timeline: the steps of one takeover, from the agents' --debug logs --------------------------
+
+LOG_RE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) +(\w+) +([^:\s]+): (.*)$")
+# The order in which the steps of a takeover happen, and what marks each one in the logs
+# (src/agent/agent.c, hub.c, instance.c, controller.c; DEBUG lines need `agent --debug`).
+STEPS = ["revoked", "stale rx", "decision", "committed", "promoting", "started", "vip", "garp",
+         "refused", "answer"]
+
+
+def timeline_lines(logs, since_wall_ms):
+    """[(wall ms, node, message)] of the log files {node: path}, lines from since_wall_ms on (the
+    logs' time of day is local time, on this machine's clock)."""
+    lt = time.localtime(since_wall_ms / 1000.0)
+    midnight = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1)) * 1000.0
+    out = []
+    for n, path in logs.items():
+        try:
+            with open(path, errors="replace") as f:
+                lines = f.readlines()
+        except OSError:
+            continue
+        for line in lines:
+            m = LOG_RE.match(line)
+            if not m:
+                continue
+            h, mi, se, ms = (int(x) for x in m.groups()[:4])
+            t = midnight + ((h * 60 + mi) * 60 + se) * 1000.0 + ms
+            if t >= since_wall_ms:
+                out.append((t, n, m.group(7)))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+def timeline(lines, t0_wall_ms, victim, events, t0_ns):
+    """The takeover's steps {step: (ms after the fault, text)} from the agents' log lines and the
+    prober's events, and the revocations' details."""
+    st = {}
+    rel = lambda t: t - t0_wall_ms  # noqa: E731
+    revs = []
+    decision = None
+    for t, n, msg in lines:
+        m = re.match(r"lease: revoked (\S+) at version \d+ \(our last grant (-?\d+) ms ago; "
+                     r"saved in ([\d.]+) ms\)", msg)
+        if m and m.group(1) == victim and decision is None:
+            revs.append((n, rel(t), rel(t) - int(m.group(2)), float(m.group(3))))
+            st.setdefault("revoked", (rel(t), n))
+            continue
+        m = re.match(r"lease: (\S+) reports (\S+) stale", msg)
+        if m and m.group(2) == victim and decision is None:
+            st["stale rx"] = (rel(t), "%s from %s" % (n, m.group(1)))
+            continue
+        if decision is None and re.search(r": lease of %s expired" % re.escape(victim), msg):
+            decision = n
+            st["decision"] = (rel(t), n)
+            continue
+        if decision is None:
+            continue
+        if n == decision and "committed" not in st and msg.startswith("applied our command"):
+            st["committed"] = (rel(t), n)
+        elif "promoting" not in st and re.search(r": promoting \(epoch", msg):
+            st["promoting"] = (rel(t), n)
+        elif "promoting" in st and n == st["promoting"][1]:
+            if "started" not in st and re.search(r": started pid \d+ \(active\)", msg):
+                st["started"] = (rel(t), n)
+            elif "vip" not in st and re.search(r": added \S+ dev", msg):
+                st["vip"] = (rel(t), n)
+            elif "garp" not in st and re.search(r": announced ", msg):
+                st["garp"] = (rel(t), n)
+    # The prober: the first attempt refused after the fault (a node holding the VIP, nothing
+    # listening yet), the first answer of the new active (when its connection started, ended).
+    refused = sorted(e[1] for e in events if e[2] == "refused" and e[1] >= t0_ns)
+    if refused:
+        st["refused"] = ((refused[0] - t0_ns) / 1e6, "")
+    ok = sorted((e[1], e[0]) for e in events if e[2] == "ok" and e[1] >= t0_ns and e[3] != victim)
+    if ok:
+        st["answer"] = ((ok[0][0] - t0_ns) / 1e6, "conn started %+.1f" % ((ok[0][1] - t0_ns) / 1e6))
+    return st, revs
+
+
+def print_timeline(st, revs):
+    parts = ["%s %s" % (k, "%.0f" % st[k][0] + (" (%s)" % st[k][1] if st[k][1] else ""))
+             for k in STEPS if k in st]
+    log("      steps, ms after the fault: %s" % "; ".join(parts))
+    log("      voters' last grants %s; revocations %s"
+        % (", ".join("%s %+.0f" % (r[0], r[2]) for r in revs),
+           ", ".join("%s %+.0f (fsync %.1f ms)" % (r[0], r[1], r[3]) for r in revs)))
+
+
+def summarise_timelines(runs):
+    """Medians of each step over the runs, and of the gaps between consecutive steps."""
+    lines = ["", "takeover steps (ms after the fault, from the agents' --debug logs; median over "
+             "%d runs, [min..max]):" % len(runs)]
+    prev = None
+    for k in ["last grant"] + STEPS:
+        if k == "last grant":
+            vals = [max(r[2] for r in revs) for st, revs in runs if revs]
+        else:
+            vals = [st[k][0] for st, revs in runs if k in st]
+        if not vals:
+            continue
+        gap = ""
+        if prev:
+            gaps = [b - a for a, b in zip_steps(runs, prev, k)]
+            if gaps:
+                gap = "   (+%.1f after %s, [%.0f..%.0f])" % (statistics.median(gaps), prev,
+                                                           min(gaps), max(gaps))
+        lines.append("  %-11s %7.1f  [%6.1f .. %6.1f] in %2d runs%s"
+                     % (k, statistics.median(vals), min(vals), max(vals), len(vals), gap))
+        prev = k
+    return lines
+
+
+def zip_steps(runs, a, b):
+    out = []
+    for st, revs in runs:
+        va = max(r[2] for r in revs) if a == "last grant" and revs else st.get(a, (None,))[0]
+        vb = st.get(b, (None,))[0]
+        if va is not None and vb is not None:
+            out.append((va, vb))
+    return out
+
+
 def one_run(args, sysobj, client, bed, case, run):
     act, epoch, role = nslib.wait_for("steady state before run %d" % run, sysobj.steady,
                                       STEADY_TIMEOUT_S, 0.1)
     client.watch_arm(VIP, PORT, act, epoch, args.period_ms, TAKEOVER_MAX_S, args.after_ms)
     if case == "svccrash":
         time.sleep(random.uniform(0.0, SVCCRASH_JITTER_S))
+    wall_off_ns = time.time_ns() - time.monotonic_ns()
     t0 = sysobj.fault(case, act, epoch)
+    t0_wall_ms = (t0 + wall_off_ns) / 1e6
     events, reason = client.watch_result(TAKEOVER_MAX_S + args.after_ms / 1000.0)
     holders = nslib.vip_holders(bed, VIP)
     a = nslib.analyse(events, t0, act, epoch)
@@ -516,6 +645,10 @@ def one_run(args, sysobj, client, bed, case, run):
            else "until %.0f ms" % a["last_old_ms"],
            ", %d times after the new one" % a["old_after_new"] if a["old_after_new"] else "",
            ",".join(holders) or "no node"))
+    if args.timeline and isinstance(sysobj, Understudy):
+        # The logs up to now: the takeover and the prober's after_ms.
+        a["timeline"] = timeline(sysobj.log_lines(t0_wall_ms - 1000), t0_wall_ms, act, events, t0)
+        print_timeline(*a["timeline"])
     sysobj.restore(case, act)
     return a
 
@@ -559,6 +692,9 @@ def report(args, results):
                                 statistics.mean(x["old_after_new"] for x in runs),
                                 ", ".join("%s: %d" % kv for kv in sorted(holders.items()))))
                 if SYSTEMS[system][0] == "understudy":
+                    tl = [x["timeline"] for x in runs if "timeline" in x]
+                    if tl:
+                        lines += ["  " + x for x in summarise_timelines(tl)] + [""]
                     lr = [x["takeover_ms"] for x in runs if x["role"] == "leader"]
                     if lr:
                         lines.append("  %-24s         (%d runs where the active was also the Raft "
@@ -629,6 +765,10 @@ def main():
                     help="do not wait for the Raft leader to move off the active node (which "
                          "understudy does right after each promotion) before a run")
     ap.add_argument("--keep", action="store_true", help="keep the logs and configuration")
+    ap.add_argument("--timeline", action="store_true",
+                    help="understudy: agents with --debug; print each takeover's steps (voters' "
+                         "revocations, the leader's decision, commit, promotion, process, VIP, "
+                         "gratuitous ARP, first answer) from their logs, and their medians")
     args = ap.parse_args()
     args.systems = [s for s in args.systems.split(",") if s]
     args.cases = [c for c in args.cases.split(",") if c]

@@ -113,8 +113,9 @@ def vip_holders(bed, vip, dev="eth0"):
 # ---- understudy agents in the bed ----------------------------------------------------------------
 
 class Agents:
-    def __init__(self, bed, binary, profile, workdir, services_text):
+    def __init__(self, bed, binary, profile, workdir, services_text, debug=False):
         self.bed = bed
+        self.extra_args = ["--debug"] if debug else []
         self.bin = binary
         self.profile = profile
         self.dir = workdir
@@ -138,7 +139,7 @@ class Agents:
 
     def start(self, n):
         self.procs[n] = nsagents.start_agent(self.bed, n, self.bin, self.conf(n), self.logfile(n),
-                                             stdin=subprocess.DEVNULL)
+                                             extra_args=self.extra_args, stdin=subprocess.DEVNULL)
 
     def start_all(self):
         for n in self.nodes:
