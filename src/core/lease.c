@@ -172,7 +172,7 @@ int us_timing_profile(const char *name, us_timing *out)
 {
     static const us_timing profiles[] = {
         {"default", 100, 1000, 600, 300, 2, 50, 300, 1000, 200},
-        {"fast", 25, 300, 200, 100, 2, 25, 100, 300, 60},
+        {"fast", 25, 300, 200, 100, 2, 12, 100, 300, 60},
     };
     for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; i++) {
         if (strcmp(name, profiles[i].name) == 0) {

@@ -185,8 +185,8 @@ static void test_stale_after_profiles(void **state)
     us_timing f = profile("fast");
     assert_int_equal(f.lease_ms, 200);
     assert_int_equal(f.drift_pct, 2);
-    assert_int_equal(f.margin_ms, 25);
-    assert_int_equal(us_lease_stale_after(&f), 233); /* 200 * 1.04 + 25 */
+    assert_int_equal(f.margin_ms, 12);
+    assert_int_equal(us_lease_stale_after(&f), 220); /* 200 * 1.04 + 12 */
 
     /* What safety needs (a grant received at r on a voter running up to 1+ρ fast supports a
      * lease ending at most L/(1-ρ) after r in real time, and the voter revokes at the earliest
