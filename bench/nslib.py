@@ -198,6 +198,18 @@ class Agents:
             return None
         return act, svc[0]["epoch"], c["leader"], st
 
+    def all_applied(self, active, epoch, service="web"):
+        """Whether every node's own state (`status --local`) shows `active` holding `service` under
+        `epoch`: every agent applied the latest assignment. A node whose link just came back may
+        answer datagrams (alive) while its Raft connections are still being re-established (up
+        to ~1 s after a flap); a fault then is a second fault, not the one measured."""
+        for n in self.nodes:
+            st = self.status_of(n)
+            svc = [s for s in (st or {}).get("services", []) if s["name"] == service]
+            if not svc or svc[0].get("active") != active or svc[0].get("epoch") != epoch:
+                return False
+        return True
+
     def wait_leader(self, timeout):
         return wait_for("a leader with quorum",
                         lambda: ((self.leader_status() or {}).get("cluster") or {}).get("leader"),
