@@ -730,7 +730,7 @@ def report(args, results):
                     lines.append("  ratio %s / %s median: n/a (incomplete runs; informational)"
                                  % (label(us), label(ka)))
                     continue
-                lines.append("  target %s <= %.1f x %s median: MISS (incomplete runs)"
+                lines.append("  target %s <= %g x %s median: MISS (incomplete runs)"
                              % (label(us), limit, label(ka)))
                 ok_all = False
                 continue
@@ -741,7 +741,7 @@ def report(args, results):
                 continue
             ok = ratio <= limit
             ok_all &= ok
-            lines.append("  ratio %s / %s median: %.1f / %.1f ms = %.2f (target <= %.1f) -> %s"
+            lines.append("  ratio %s / %s median: %.1f / %.1f ms = %.2f (target <= %g) -> %s"
                          % (label(us), label(ka), mu, mk, ratio, limit, "PASS" if ok else "MISS"))
     lines += ["", "columns: takeover = fault -> first answer from the new active through the VIP; "
               "outage = longest span after the fault",

@@ -383,6 +383,19 @@ static void test_voter_report_revoke_needs_known_role(void **state)
     r = us_lease_voter_report(&t, &g, true, 0, 6, now + 20000, start);
     assert_int_equal(r.age, S_DEF);
     assert_false(r.revoke || r.stale);
+    /* Learned late, but the holder renewed with us until shortly before (it was cut off while we
+     * caught up): stale_after from that grant decides, not a further stale_after from learning. */
+    us_lease_grantee late = us_lease_grantee_new();
+    int64_t h = 20000;
+    us_lease_report rl;
+    late.granted_ms = h - 100;
+    rl = us_lease_voter_report(&t, &late, true, 0, 8, h, start);
+    assert_false(rl.revoke);
+    assert_int_equal(us_lease_revoke_due(&t, &late, true, start), h - 100 + S_DEF + 1);
+    rl = us_lease_voter_report(&t, &late, true, 0, 8, h - 100 + S_DEF, start);
+    assert_false(rl.revoke);
+    rl = us_lease_voter_report(&t, &late, true, 0, 8, h - 100 + S_DEF + 1, start);
+    assert_true(rl.revoke);
 }
 
 /* A revocation takes effect only once saved; until then the holder gets no grants and nobody
