@@ -328,8 +328,6 @@ static void on_timeout(uv_timer_t *t)
         log_inbound(c->w, "no handshake within 1 s");
     } else if (c->kind == K_RAFT_OUT) {
         log_outbound(c->w, c, "did not complete the handshake in time");
-        us_debug("cluster transport: connection to %s timed out %s", c->target,
-                 c->state == S_CONNECTING ? "before TCP connected" : "during the handshake");
     }
     conn_close(c, -ETIMEDOUT);
 }
@@ -937,11 +935,6 @@ static void on_connected(uv_connect_t *req, int status)
         return;
     c->state = S_WAIT_REPLY;
     c->hs_want = REPLY_LEN;
-    /* Connected: the short limit was for the SYN (one per attempt, see w_connect). The handshake
-     * gets as long as the accepting side gives it: under load, two agents may need more than the
-     * SYN's limit to exchange it, and a retry would only start over. */
-    if (c->kind == K_RAFT_OUT)
-        uv_timer_start(&c->timer, on_timeout, US_TRANSPORT_HANDSHAKE_MS, 0);
     start_reading_tcp(c);
 }
 
