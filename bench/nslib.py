@@ -113,8 +113,9 @@ def vip_holders(bed, vip, dev="eth0"):
 # ---- understudy agents in the bed ----------------------------------------------------------------
 
 class Agents:
-    def __init__(self, bed, binary, profile, workdir, services_text):
+    def __init__(self, bed, binary, profile, workdir, services_text, debug=False):
         self.bed = bed
+        self.extra_args = ["--debug"] if debug else []
         self.bin = binary
         self.profile = profile
         self.dir = workdir
@@ -138,7 +139,7 @@ class Agents:
 
     def start(self, n):
         self.procs[n] = nsagents.start_agent(self.bed, n, self.bin, self.conf(n), self.logfile(n),
-                                             stdin=subprocess.DEVNULL)
+                                             extra_args=self.extra_args, stdin=subprocess.DEVNULL)
 
     def start_all(self):
         for n in self.nodes:
@@ -196,6 +197,18 @@ class Agents:
         if not inst or inst[0].get("state") != "active":
             return None
         return act, svc[0]["epoch"], c["leader"], st
+
+    def all_applied(self, active, epoch, service="web"):
+        """Whether every node's own state (`status --local`) shows `active` holding `service` under
+        `epoch`: every agent applied the latest assignment. A node whose link just came back may
+        answer datagrams (alive) while its Raft connections are still being re-established (up
+        to ~1 s after a flap); a fault then is a second fault, not the one measured."""
+        for n in self.nodes:
+            st = self.status_of(n)
+            svc = [s for s in (st or {}).get("services", []) if s["name"] == service]
+            if not svc or svc[0].get("active") != active or svc[0].get("epoch") != epoch:
+                return False
+        return True
 
     def wait_leader(self, timeout):
         return wait_for("a leader with quorum",

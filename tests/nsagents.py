@@ -67,13 +67,13 @@ def write_node_config(path, bed, n, cluster, data_dir, profile="default", nodes=
     return path
 
 
-def start_agent(bed, n, binary, conf, logfile, header=None, **popen_kw):
-    """`understudy agent --config conf` in n's namespace, output appended to logfile."""
+def start_agent(bed, n, binary, conf, logfile, header=None, extra_args=(), **popen_kw):
+    """`understudy agent --config conf [extra_args]` in n's namespace, output appended to logfile."""
     with open(logfile, "ab") as f:
         if header:
             f.write(header.encode())
             f.flush()
-        argv = [binary, "agent", "--config", str(conf)]
+        argv = [binary, "agent", "--config", str(conf)] + list(extra_args)
         return bed.popen(n, argv, label="agent", stdout=f, stderr=subprocess.STDOUT, **popen_kw)
 
 

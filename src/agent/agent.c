@@ -200,8 +200,11 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
             continue;
         int k = (int)(about - a->peers);
         /* A voter newly reporting a node stale may end its role: judge now, not next tick. */
-        if (a->leader && g->leases[i].stale && !p->about[k].stale)
+        if (a->leader && g->leases[i].stale && !p->about[k].stale) {
+            us_debug("lease: %s reports %s stale (its version %llu)", p->name, about->name,
+                     (unsigned long long)g->leases[i].v);
             schedule_reconcile(a);
+        }
         p->about[k].age = g->leases[i].age;
         p->about[k].stale = g->leases[i].stale;
         p->about[k].v = g->leases[i].v;
@@ -549,8 +552,13 @@ static us_lease_report lease_report(us_agent *a, us_peer *p, int64_t now)
                                               a->fsm.state.version, now, a->started_ms);
     if (r.unrevoke)
         save_revocations(a, NULL, 0);
-    if (r.revoke)
+    if (r.revoke) {
+        int64_t t0 = us_now_ns();
         us_lease_revoke_saved(&p->lease, &r, save_revocations(a, p, r.v) == 0);
+        us_debug("lease: revoked %s at version %llu (our last grant %lld ms ago; saved in %.1f ms)",
+                 p->name, (unsigned long long)r.v, (long long)r.age,
+                 (double)(us_now_ns() - t0) / 1e6);
+    }
     return r;
 }
 

@@ -132,6 +132,9 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
     r->agent->applies_in_flight--;
     if (status != 0)
         us_debug("apply failed: %s", raft_strerror(status));
+    else
+        us_debug("applied our command (version %llu)",
+                 (unsigned long long)r->agent->fsm.state.version);
     if (r->done)
         r->done(r->data, status, status == 0 ? (int)(intptr_t)result : -1);
     free(r);

@@ -62,14 +62,19 @@ us_lease_report us_lease_voter_report(const us_timing *t, us_lease_grantee *g, b
         g->revoked = false;
         r.unrevoke = true;
         if (holds) /* a new revocation no sooner than US_LEASE_RENEW_HEARTBEATS from now */
-            g->holds_since_ms = now - stale_after + US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms;
+            g->holds_since_ms = now;
     }
     if (now - started_ms < stale_after) /* granted before a restart? */
         return r;
     r.age = now - (g->granted_ms >= 0 ? g->granted_ms : started_ms);
-    /* Revoke only a role we have known about for stale_after: a voter that just caught up (it was
-     * cut off itself) must first give the holder's renewals the chance to reach it. */
-    if (r.age > stale_after && holds && !g->revoked && now - g->holds_since_ms > stale_after)
+    /* Revoke only a role we have known about for a few heartbeats: a voter that just caught up
+     * (it was cut off itself, or its log lagged) must first give the holder's renewals the chance
+     * to reach it. A healthy holder renews every heartbeat, so US_LEASE_RENEW_HEARTBEATS (the
+     * chance a lifted revocation gives too) is enough; waiting stale_after instead delayed the
+     * takeover by up to stale_after when the holder was cut off while this voter caught up. The
+     * wait only spares false revocations: revoking is safe whenever the grant is stale. */
+    if (r.age > stale_after && holds && !g->revoked &&
+        now - g->holds_since_ms > US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms)
         r.revoke = true;
     r.stale = g->revoked && r.age > stale_after;
     return r;
@@ -83,12 +88,14 @@ int64_t us_lease_revoke_due(const us_timing *t, const us_lease_grantee *g, bool 
     int64_t stale_after = us_lease_stale_after(t);
     int64_t base = g->granted_ms >= 0 ? g->granted_ms : started_ms;
     /* The report's three conditions: past the restart window, the grant older than stale_after,
-     * the role known for longer than stale_after (a role first seen now counts from now). */
+     * the role known for longer than US_LEASE_RENEW_HEARTBEATS heartbeats (a role first seen now
+     * counts from now). */
+    int64_t known = (int64_t)US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms;
     int64_t due = started_ms + stale_after;
     if (base + stale_after + 1 > due)
         due = base + stale_after + 1;
-    if (g->holds_since_ms >= 0 && g->holds_since_ms + stale_after + 1 > due)
-        due = g->holds_since_ms + stale_after + 1;
+    if (g->holds_since_ms >= 0 && g->holds_since_ms + known + 1 > due)
+        due = g->holds_since_ms + known + 1;
     return due;
 }
 
@@ -174,7 +181,7 @@ int us_timing_profile(const char *name, us_timing *out)
 {
     static const us_timing profiles[] = {
         {"default", 100, 1000, 600, 300, 2, 50, 300, 1000, 200},
-        {"fast", 25, 300, 200, 100, 2, 25, 100, 300, 60},
+        {"fast", 25, 300, 200, 100, 2, 12, 100, 300, 60},
     };
     for (size_t i = 0; i < sizeof profiles / sizeof profiles[0]; i++) {
         if (strcmp(name, profiles[i].name) == 0) {

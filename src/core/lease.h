@@ -12,10 +12,10 @@
  *    that is a voter counts itself as granting now); a grant counts only once the node applied
  *    all the voter had (us_lease_until).
  *  - A voter that has not granted a node for longer than stale_after = L(1+2ρ)+m while that node
- *    holds an active role (known for stale_after) revokes it: it grants it nothing more until the
- *    replicated state shows the node without an active role. It reports "stale" only together
- *    with the revocation, and only once the revocation is durable (us_lease_voter_report,
- *    us_lease_revoke_saved).
+ *    holds an active role (known for US_LEASE_RENEW_HEARTBEATS heartbeats) revokes it: it grants
+ *    it nothing more until the replicated state shows the node without an active role. It reports
+ * "stale" only together with the revocation, and only once the revocation is durable
+ * (us_lease_voter_report, us_lease_revoke_saved).
  *  - The leader takes a role away for an expired lease only when a majority of voters (other than
  *    the holder) report it stale, counting a stale report only if its voter had applied the
  *    holder's current role. Every majority the holder could renew with includes one of them, and

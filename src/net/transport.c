@@ -269,6 +269,7 @@ static void finalize(us_conn *c)
     if (c->kind == K_RAFT_OUT && c->req) {
         struct raft_uv_connect *req = c->req;
         c->req = NULL;
+        us_debug("cluster transport: connection to %s failed: %s", c->target, strerror(-c->result));
         c->cb(req, NULL, c->result == -ECANCELED ? RAFT_CANCELED : RAFT_NOCONNECTION);
     }
     if (c->kind == K_RPC_OUT && c->rcb) {
@@ -301,6 +302,8 @@ static void conn_close(us_conn *c, int result)
 {
     if (c->state == S_CLOSING)
         return;
+    if (c->kind == K_RAFT_OUT && c->state == S_OPEN)
+        us_debug("cluster transport: connection to %s closed: %s", c->target, strerror(-result));
     c->state = S_CLOSING;
     c->result = result;
     if (c->counted_hs) {
@@ -647,6 +650,7 @@ static void on_reply(us_conn *c)
         }
         struct raft_uv_connect *req = c->req;
         c->req = NULL;
+        us_debug("cluster transport: connected to %s", c->target);
         c->cb(req, stream, 0);
     } else {
         send_request(c);

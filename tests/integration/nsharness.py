@@ -151,6 +151,7 @@ class Harness:
         self._macs = {}
         self._files = 0
         self._probers = 0
+        self.agent_args = []  # e.g. ["--debug"], for every agent started from here on
 
     # -- bookkeeping
 
@@ -239,8 +240,11 @@ class Harness:
     def api(self, n):
         return nsagents.api(self.bed, n)
 
+    def config_path(self, n):
+        return self.tmp / ("%s.conf" % n)
+
     def config(self, n):
-        cfg = self.tmp / ("%s.conf" % n)
+        cfg = self.config_path(n)
         if not cfg.exists():
             nsagents.write_node_config(cfg, self.bed, n, "vipnet", self.tmp / ("data-" + n), nodes=self.nodes)
         return cfg
@@ -248,7 +252,9 @@ class Harness:
     def start_agent(self, n):
         assert not self.running(n), "the agent of %s is already running" % n
         header = "==== harness: starting the agent of %s\n" % n
-        self.agents[n] = nsagents.start_agent(self.bed, n, self.bin, self.config(n), self.logs[n], header)
+        self.agents[n] = nsagents.start_agent(
+            self.bed, n, self.bin, self.config(n), self.logs[n], header, extra_args=self.agent_args
+        )
         self.note("agent %s started, pid %d" % (n, self.agents[n].pid))
         return self.agents[n]
 

@@ -2182,7 +2182,7 @@ static void test_profiles(void **state)
     assert_int_equal(t.lease_ms, 200);
     assert_int_equal(t.grant_window_ms, 100);
     assert_int_equal(t.drift_pct, 2);
-    assert_int_equal(t.margin_ms, 25);
+    assert_int_equal(t.margin_ms, 12);
     assert_int_equal(t.suspect_ms, 100);
     assert_int_equal(t.dead_ms, 300);
     assert_int_equal(t.demote_before_ms, 60);
