@@ -27,6 +27,7 @@
 #include "lib/clock.h"
 #include "lib/hostport.h"
 #include "lib/listen.h"
+#include "lib/mem.h"
 
 #define JOIN_RETRY_MS 500
 #define STOP_HANDOVER_MS 30000
@@ -1030,6 +1031,7 @@ static void on_tick(uv_timer_t *t)
     stop_step(a, now);
     restart_step(a, now);
     sd_update(a);
+    us_mem_trim(now, 2000); /* what a large answer, apply or snapshot freed goes back */
 }
 
 static void on_reconcile(uv_timer_t *t)
@@ -1613,6 +1615,7 @@ static void close_any(uv_handle_t *h, void *arg)
 
 int us_agent_main(const us_node_config *cfg)
 {
+    us_mem_tune();
     us_agent *a = calloc(1, sizeof *a);
     if (!a)
         return 1;

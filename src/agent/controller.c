@@ -374,12 +374,12 @@ void us_controller_free(us_controller *c)
 {
     free(c->seen);
     free(c->dec_inst);
-    free(c->dec_out);
+    free(c->dec_fenced);
     free(c->rep);
     free(c->rep_hint);
     c->seen = NULL;
     c->dec_inst = NULL;
-    c->dec_out = NULL;
+    c->dec_fenced = NULL;
     c->rep = NULL;
     c->rep_hint = NULL;
     c->n_seen = c->cap_seen = c->dec_cap = 0;
@@ -475,12 +475,12 @@ static bool ensure_cap(us_controller *c, int n)
         n = 1;
     if (n <= c->dec_cap)
         return true;
-    void *inst = realloc(c->dec_inst, (size_t)n * sizeof *c->dec_inst);
+    void *inst = realloc(c->dec_inst, (size_t)n * US_MAX_NODES * sizeof *c->dec_inst);
     if (inst)
         c->dec_inst = inst;
-    void *d = inst ? realloc(c->dec_out, (size_t)n * sizeof *c->dec_out) : NULL;
+    void *d = inst ? realloc(c->dec_fenced, (size_t)n * sizeof *c->dec_fenced) : NULL;
     if (d)
-        c->dec_out = d;
+        c->dec_fenced = d;
     void *rep = d ? realloc(c->rep, (size_t)n * sizeof *c->rep) : NULL;
     if (rep)
         c->rep = rep;
@@ -603,23 +603,31 @@ static bool register_nodes(us_controller *c, const us_cluster_view *v)
     return false;
 }
 
+/* Did p's guardian announce that it fenced the holder of exactly this assignment? */
+static bool guardian_fenced(const us_view_node *p, const us_assignment *as)
+{
+    if (strcmp(as->active, p->name) != 0)
+        return false;
+    for (int i = 0; i < p->n_fenced; i++)
+        /* After a planned restart, until the registration moves the role, the guardian
+         * announces as the adopting agent's incarnation. */
+        if (strcmp(p->fenced_service[i], as->service) == 0 && p->fenced_epoch[i] == as->epoch &&
+            (p->fenced_inc[i] == as->active_inc ||
+             (p->adopts && p->adopts == as->active_inc && p->fenced_inc[i] == p->inc)))
+            return true;
+    return false;
+}
+
 static us_inst_obs report_obs(const us_view_node *p, const us_report *r, const us_assignment *as)
 {
     us_inst_obs o = {0};
     if (r)
         o = r->obs;
     /* A guardian announcement for exactly this assignment overrides a stale report. */
-    if (strcmp(as->active, p->name) == 0) {
-        for (int i = 0; i < p->n_fenced; i++)
-            /* After a planned restart, until the registration moves the role, the guardian
-             * announces as the adopting agent's incarnation. */
-            if (strcmp(p->fenced_service[i], as->service) == 0 && p->fenced_epoch[i] == as->epoch &&
-                (p->fenced_inc[i] == as->active_inc ||
-                 (p->adopts && p->adopts == as->active_inc && p->fenced_inc[i] == p->inc))) {
-                o.state = US_INST_FENCED;
-                o.epoch = as->epoch;
-                o.exit_status = 137;
-            }
+    if (guardian_fenced(p, as)) {
+        o.state = US_INST_FENCED;
+        o.epoch = as->epoch;
+        o.exit_status = 137;
     }
     return o;
 }
@@ -695,11 +703,18 @@ static void run_decisions(us_controller *c, const us_cluster_view *v)
 {
     static us_decide_input in; /* the loop is single-threaded */
     static us_decide_output out;
+    static const us_inst_obs nothing; /* what a node that reports nothing reports */
     const us_state *s = v->state;
     int64_t now = v->now_ms;
     memset(&in, 0, sizeof in);
-    /* Rows of observations and room for decisions (index_reports made room for them). */
-    out.d = c->dec_out;
+    memset(&out, 0, sizeof out);
+    /* Room for a decision per service, for this round only: a large block is mapped (mem.h), so
+     * only the decisions written are resident, and only until they are proposed. */
+    out.d = malloc((size_t)(s->services.n > 0 ? s->services.n : 1) * sizeof *out.d);
+    if (!out.d) {
+        us_error("controller: out of memory for %d decisions", s->services.n);
+        return;
+    }
     in.has_quorum = v->has_quorum;
     in.now_ms = v->wall_ms;
     us_strlcpy(in.leader, c->env.cfg->name, sizeof in.leader);
@@ -721,11 +736,17 @@ static void run_decisions(us_controller *c, const us_cluster_view *v)
     in.n_services = s->services.n;
     in.defs = s->services.svc;
     in.asg = s->asg;
-    in.inst = (const us_inst_obs(*)[US_MAX_NODES])c->dec_inst;
+    in.inst = c->dec_inst;
     for (int k = 0; k < s->services.n; k++) {
         for (int n = 0; n < s->n_nodes; n++) {
             const us_view_node *p = c->pv[n];
-            c->dec_inst[k][n] = p ? report_obs(p, c->rep[k][n], &s->asg[k]) : (us_inst_obs){0};
+            const us_report *r = c->rep[k][n];
+            const us_inst_obs *o = p && r ? &r->obs : &nothing;
+            if (p && guardian_fenced(p, &s->asg[k])) {
+                c->dec_fenced[k] = report_obs(p, r, &s->asg[k]);
+                o = &c->dec_fenced[k];
+            }
+            c->dec_inst[(size_t)k * (size_t)s->n_nodes + (size_t)n] = o;
         }
     }
     us_decide(&in, &out);
@@ -740,6 +761,8 @@ static void run_decisions(us_controller *c, const us_cluster_view *v)
                     next->active[0] ? next->active : "none", (unsigned long long)next->epoch);
         propose(c, us_cmd_stamp(us_cmd_assign(next), in.now_ms, NULL), decided_cb, NULL);
     }
+    free(out.d);
+    out.d = NULL;
     if (out.wake_ms > in.now_ms && c->env.wake) /* a backoff or cooldown ends: decide again */
         c->env.wake(c->env.data, out.wake_ms - in.now_ms);
 }

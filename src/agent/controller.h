@@ -136,10 +136,12 @@ typedef struct us_controller {
     int n_seen, cap_seen;
     us_ctl_timing timing[US_MAX_SERVICES];
     int n_timing;
-    /* The decision function's observations and output, allocated for dec_cap services and kept
-     * from tick to tick (us_controller_free). */
-    us_inst_obs (*dec_inst)[US_MAX_NODES];
-    struct us_decision *dec_out;
+    /* The decision function's observations (decide.h: pointers into the reports, or at
+     * dec_fenced[service] when a guardian's announcement overrides the holder's report), kept
+     * from tick to tick for dec_cap services (us_controller_free). Its output is allocated per
+     * decision round and freed after it (a us_decision is 11 KiB). */
+    const us_inst_obs **dec_inst; /* dec_cap x US_MAX_NODES entries, used n_services x n_nodes */
+    us_inst_obs *dec_fenced;
     int dec_cap;
     /* Per tick, by replicated node index: its view node, and its report about each service
      * (rep_hint: where that report was found last time, -1 = nowhere). */

@@ -37,6 +37,12 @@ append(char *buf, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
+/* What node n reports about its instance of service s. */
+static const us_inst_obs *obs(const us_decide_input *in, int s, int n)
+{
+    return in->inst[(size_t)s * (size_t)in->n_nodes + (size_t)n];
+}
+
 static int find_node(const us_decide_input *in, const char *name)
 {
     for (int i = 0; i < in->n_nodes; i++)
@@ -94,7 +100,7 @@ static bool failure_stands(const us_decide_input *in, int s, int n)
         return f->banned_until_ms > in->now_ms;
     if (in->now_ms - f->window_ms >= in->defs[s].failure_window_ms)
         return false;
-    return in->inst[s][n].refused || restarts_in_window(in, s) >= in->defs[s].max_restarts;
+    return obs(in, s, n)->refused || restarts_in_window(in, s) >= in->defs[s].max_restarts;
 }
 
 /* Does node n's report rule it out for the current epoch? While someone holds the role, a failed
@@ -102,7 +108,7 @@ static bool failure_stands(const us_decide_input *in, int s, int n)
  * ran), nor a failed one whose failure no longer stands. */
 static bool reported_out(const us_decide_input *in, int s, int n)
 {
-    const us_inst_obs *r = &in->inst[s][n];
+    const us_inst_obs *r = obs(in, s, n);
     const us_assignment *a = &in->asg[s];
     if (r->epoch != a->epoch)
         return false;
@@ -130,7 +136,7 @@ static bool qualified(const us_decide_input *in, int s, int n)
         return false;
     if (banned(in, &in->asg[s], node->name))
         return false;
-    return !unhealthy(&in->inst[s][n]);
+    return !unhealthy(obs(in, s, n));
 }
 
 static bool eligible(const us_decide_input *in, int s, int n)
@@ -164,7 +170,7 @@ static const char *standby_drop_cause(const us_decide_input *in, int s, int n)
     if (!listed(&in->defs[s], node->name))
         return "not in the service's nodes list";
     if (reported_out(in, s, n))
-        return in->inst[s][n].state == US_INST_FENCED ? "instance fenced" : "instance failed";
+        return obs(in, s, n)->state == US_INST_FENCED ? "instance fenced" : "instance failed";
     if (banned(in, &in->asg[s], node->name))
         return "banned until its cooldown ends";
     return NULL;
@@ -212,7 +218,7 @@ static void restart_verdict(const us_decide_input *in, int s, int h, const us_fa
     int used = restarts_in_window(in, s);
     if (block)
         snprintf(buf, len, "%s", block);
-    else if (in->inst[s][h].refused)
+    else if (obs(in, s, h)->refused)
         snprintf(buf, len, "%s refused the role", in->nodes[h].name);
     else if (used >= d->max_restarts)
         snprintf(buf, len, "%d/%d restarts within %s used", used, d->max_restarts,
@@ -296,7 +302,7 @@ static bool failed_since_failover(const us_assignment *a)
 static us_release_kind release_of(const us_decide_input *in, int s, int h, char *why, size_t len)
 {
     const us_assignment *a = &in->asg[s];
-    const us_inst_obs *r = &in->inst[s][h];
+    const us_inst_obs *r = obs(in, s, h);
     const us_node *node = &in->nodes[h];
     const us_node_obs *o = &in->node_obs[h];
     if (r->epoch == a->epoch) {
@@ -407,7 +413,7 @@ static int failback_node(const us_decide_input *in, int s, const char *active)
  * current epoch and, when hot with checks, healthy. */
 static bool standby_ready(const us_decide_input *in, int s, int n)
 {
-    const us_inst_obs *r = &in->inst[s][n];
+    const us_inst_obs *r = obs(in, s, n);
     const us_service_def *d = &in->defs[s];
     if (r->state != US_INST_STANDBY || r->epoch != in->asg[s].epoch)
         return false;
@@ -699,7 +705,7 @@ static bool same_assignment(const us_assignment *a, const us_assignment *b)
 static bool holder_unhealthy(const us_decide_input *in, int s, int h)
 {
     const us_assignment *a = &in->asg[s];
-    const us_inst_obs *r = &in->inst[s][h];
+    const us_inst_obs *r = obs(in, s, h);
     return r->state == US_INST_ACTIVE && r->epoch == a->epoch && r->health == US_HEALTH_UNHEALTHY &&
            !a->demoting && !a->recover;
 }
@@ -755,7 +761,7 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
             append(why, sizeof why, "%s is %s: switchover", cur->active,
                    in->nodes[h].leaving ? "leaving" : "drained");
         } else if (holder_unhealthy(in, s, h) && stopping_helps(in, s, h)) {
-            const char *cause = in->inst[s][h].cause;
+            const char *cause = obs(in, s, h)->cause;
             next->recover = true;
             append(why, sizeof why, "%s unhealthy: %.160s: stopping it", cur->active,
                    cause[0] ? cause : "health checks failing");

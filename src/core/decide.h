@@ -31,9 +31,12 @@ typedef struct us_decide_input {
     /* The services, read in place (the caller owns the arrays; n_services entries each). */
     int n_services;
     const us_service_def *defs;
-    const us_assignment *asg;                /* parallel to defs */
-    const us_inst_obs (*inst)[US_MAX_NODES]; /* inst[service][node], parallel indexes: one row
-                                                (18 KiB) per service, columns 0..n_nodes-1 used */
+    const us_assignment *asg; /* parallel to defs */
+    /* What each node reports about its instance of each service: inst[service * n_nodes + node]
+     * (parallel indexes), never NULL (a zeroed us_inst_obs when it reports nothing). Pointers, so
+     * that the caller can point at the reports it holds instead of copying n_services x n_nodes
+     * of them (a us_inst_obs is 288 bytes). */
+    const us_inst_obs *const *inst;
 } us_decide_input;
 
 typedef struct us_decision {

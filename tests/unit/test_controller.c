@@ -486,6 +486,49 @@ static void test_dead_active_released_for_lease(void **unused)
     }
 }
 
+/* The decision function reads each node's report about each service through pointers
+ * (inst[service * n_nodes + node], decide.h): with three services over three nodes, a guardian's
+ * announcement that it fenced the holder of one of them overrides that holder's stale ACTIVE report
+ * for that service only, which is released as fenced (its lease still valid); the others stay. */
+static void test_guardian_fenced_active_released(void **unused)
+{
+    (void)unused;
+    three_nodes();
+    const char *svc[3] = {"a", "b", "c"};
+    char holder[3][US_NAME_MAX];
+    uint64_t epoch[3];
+    for (int i = 0; i < 3; i++)
+        us_strlcpy(holder[i], place(svc[i]), sizeof holder[i]);
+    for (int i = 0; i < 3; i++)
+        epoch[i] = F.state->asg[us_state_find_service(F.state, svc[i])].epoch;
+    settle();
+    assert_int_equal(F.n_props, 0);
+
+    int kb = us_state_find_service(F.state, "b");
+    static char fenced_service[1][US_NAME_MAX] = {"b"};
+    static uint64_t fenced_epoch[1], fenced_inc[1];
+    fenced_epoch[0] = epoch[1];
+    fenced_inc[0] = F.state->asg[kb].active_inc;
+    us_view_node *h = node(holder[1]);
+    h->n_fenced = 1;
+    h->fenced_service = fenced_service;
+    h->fenced_epoch = fenced_epoch;
+    h->fenced_inc = fenced_inc;
+    tick();
+    assert_int_equal(count_ops("assign"), 1);
+    commit();
+    assert_int_equal(F.state->asg[kb].release, US_RELEASE_FENCED);
+    assert_true(F.state->asg[kb].epoch > epoch[1]);
+    assert_string_not_equal(F.state->asg[kb].active, holder[1]);
+    for (int i = 0; i < 3; i += 2) {
+        const us_assignment *as = &F.state->asg[us_state_find_service(F.state, svc[i])];
+        assert_string_equal(as->active, holder[i]);
+        assert_true(as->epoch == epoch[i]);
+    }
+    h->n_fenced = 0;
+    drop_proposals();
+}
+
 static int count_changes(const char *kind)
 {
     int n = 0;
@@ -738,6 +781,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registers_nodes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopting_restart_keeps_the_role, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_active_released_for_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_guardian_fenced_active_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_leadership_moves_off_the_active_to_a_caught_up_voter,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_join_adds_then_assigns, setup, teardown),

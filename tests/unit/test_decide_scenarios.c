@@ -117,6 +117,7 @@ typedef struct scenario {
     us_service_def defs[SCN_MAX_SERVICES];
     us_assignment asg[SCN_MAX_SERVICES];
     us_inst_obs inst[SCN_MAX_SERVICES][US_MAX_NODES];
+    const us_inst_obs *inst_at[SCN_MAX_SERVICES * US_MAX_NODES]; /* in.inst: into inst[][] */
     int node_line[US_MAX_NODES];
     unsigned node_keys[US_MAX_NODES];
     ref leader;
@@ -286,6 +287,9 @@ static bool once(parse_ctx *c, unsigned *seen, int bit, const char *key)
     *seen |= 1u << bit;
     return true;
 }
+
+/* What node n reports about service s in a decision input (decide.h's layout). */
+#define OBS(in, s, n) ((in)->inst[(size_t)(s) * (size_t)(in)->n_nodes + (size_t)(n)])
 
 static int find_node(const us_decide_input *in, const char *name)
 {
@@ -955,7 +959,7 @@ static bool parse_scenario(const char *path, scenario *s, char *err, size_t err_
     memset(s, 0, sizeof *s);
     s->in.defs = s->defs;
     s->in.asg = s->asg;
-    s->in.inst = (const us_inst_obs(*)[US_MAX_NODES])s->inst;
+    s->in.inst = s->inst_at;
     s->path = path;
     parse_ctx c = {path, 0, err, err_size};
     err[0] = '\0';
@@ -1175,7 +1179,7 @@ static bool failed_report_counts(const us_decide_input *in, int s, int n)
     if (in->now_ms - f->window_ms >= in->defs[s].failure_window_ms)
         return false;
     int used = in->now_ms - a->restart_window_ms >= in->defs[s].restart_window_ms ? 0 : a->restarts;
-    return in->inst[s][n].refused || used >= in->defs[s].max_restarts;
+    return OBS(in, s, n)->refused || used >= in->defs[s].max_restarts;
 }
 
 /* docs/decisions.md "Eligible node". Returns NULL if eligible, else why not. `restart`: the node
@@ -1186,7 +1190,7 @@ static const char *ineligible(const us_decide_input *in, int s, int n, bool rest
     const us_service_def *d = &in->defs[s];
     const us_node *node = &in->nodes[n];
     const us_node_obs *o = &in->node_obs[n];
-    const us_inst_obs *r = &in->inst[s][n];
+    const us_inst_obs *r = OBS(in, s, n);
     if (node->left)
         return "left";
     if (node->leaving)
@@ -1217,7 +1221,7 @@ static const char *ineligible(const us_decide_input *in, int s, int n, bool rest
 static bool release_holds(const us_decide_input *in, int s, int h)
 {
     const us_assignment *a = &in->asg[s];
-    const us_inst_obs *r = &in->inst[s][h];
+    const us_inst_obs *r = OBS(in, s, h);
     bool reported =
         (r->state == US_INST_DEMOTED || r->state == US_INST_FAILED || r->state == US_INST_FENCED) &&
         r->epoch == a->epoch;
@@ -1236,7 +1240,7 @@ static bool releases(const us_assignment *cur, const us_assignment *nx)
 static bool release_kind_holds(const us_decide_input *in, int s, int h, us_release_kind k)
 {
     const us_assignment *a = &in->asg[s];
-    const us_inst_obs *r = &in->inst[s][h];
+    const us_inst_obs *r = OBS(in, s, h);
     bool now = r->epoch == a->epoch;
     switch (k) {
     case US_RELEASE_FAILED:
@@ -1263,7 +1267,7 @@ static bool holder_failed(const us_decide_input *in, int s)
 {
     const us_assignment *a = &in->asg[s];
     int h = a->active[0] ? find_node(in, a->active) : -1;
-    return h >= 0 && in->inst[s][h].state == US_INST_FAILED && in->inst[s][h].epoch == a->epoch;
+    return h >= 0 && OBS(in, s, h)->state == US_INST_FAILED && OBS(in, s, h)->epoch == a->epoch;
 }
 
 static bool str_terminated(const char *s, size_t size)
@@ -1329,7 +1333,7 @@ static void check_healing(const us_decide_input *in, int s, const us_assignment 
         add(m, "%s: recover set, but the role changed hands\n", name);
     if (nx->recover && !cur->recover) {
         int h = cur->active[0] ? find_node(in, cur->active) : -1;
-        const us_inst_obs *r = h >= 0 ? &in->inst[s][h] : NULL;
+        const us_inst_obs *r = h >= 0 ? OBS(in, s, h) : NULL;
         if (!r || r->state != US_INST_ACTIVE || r->epoch != cur->epoch ||
             r->health != US_HEALTH_UNHEALTHY)
             add(m, "%s: recover set on a holder not reporting active+unhealthy under E\n", name);
@@ -1638,6 +1642,9 @@ static void run_scenario(void **state)
     if (!parse_scenario(path, &g_scn, err, sizeof err))
         fail_msg("scenario parse error: %s", err);
     const us_decide_input *in = &g_scn.in;
+    for (int k = 0; k < in->n_services; k++) /* decide.h: inst[service * n_nodes + node] */
+        for (int n = 0; n < in->n_nodes; n++)
+            g_scn.inst_at[k * in->n_nodes + n] = &g_scn.inst[k][n];
 
     memcpy(&g_in_copy, in, sizeof g_in_copy);
     memcpy(&g_scn_copy, &g_scn, sizeof g_scn_copy);

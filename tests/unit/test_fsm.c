@@ -1377,6 +1377,7 @@ typedef struct dec_in {
     us_service_def defs[1];
     us_assignment asg[1];
     us_inst_obs inst[1][US_MAX_NODES];
+    const us_inst_obs *inst_at[US_MAX_NODES]; /* base.inst: one service, so inst[0][node] */
 } dec_in;
 
 static dec_in *decide_input(void)
@@ -1384,7 +1385,9 @@ static dec_in *decide_input(void)
     dec_in *in = track(calloc(1, sizeof *in));
     in->base.defs = in->defs;
     in->base.asg = in->asg;
-    in->base.inst = (const us_inst_obs(*)[US_MAX_NODES])in->inst;
+    for (int n = 0; n < US_MAX_NODES; n++)
+        in->inst_at[n] = &in->inst[0][n];
+    in->base.inst = in->inst_at;
     in->base.has_quorum = true;
     in->base.now_ms = 1000000;
     us_strlcpy(in->base.leader, "n2", sizeof in->base.leader);

@@ -1,0 +1,23 @@
+/* mem.h — keep the agent's resident memory close to what it uses.
+ *
+ * glibc's malloc keeps what is freed for later: a large block freed in the middle of the heap (a
+ * services file parsed, a snapshot or a status answer built) stays resident, and by default the
+ * threshold above which blocks get their own mapping rises with every such block freed, so the
+ * next large one lands in the heap too. us_mem_tune fixes that threshold (large blocks are mapped
+ * and unmapped on their own) and uses one arena; us_mem_trim gives free pages back to the kernel
+ * (malloc_trim). Both only change where memory lives, never what the program sees.
+ */
+#ifndef US_MEM_H
+#define US_MEM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Once, before the first large allocation. */
+void us_mem_tune(void);
+
+/* Give free heap pages back to the kernel, at most once per `every_ms` (monotonic now_ms);
+ * true when it trimmed. Cheap: a walk over the free lists. */
+bool us_mem_trim(int64_t now_ms, int64_t every_ms);
+
+#endif
