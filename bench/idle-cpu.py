@@ -115,7 +115,7 @@ def main():
             for m in [leader] + nv:
                 out = "%s/perf-%s.data" % (args.perf, "leader" if m == leader else "nonvoter")
                 perf.append(subprocess.Popen(
-                    ["perf", "record", "-q", "-F", "499", "-g", "-o", out, "-p", str(agents[m]), "--",
+                    ["perf", "record", "-q", "-F", "199", "--call-graph", "dwarf,16384", "-o", out, "-p", str(agents[m]), "--",
                      "sleep", str(args.window)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(args.window)
         for p in perf:

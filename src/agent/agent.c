@@ -95,15 +95,25 @@ static void sync_peers(us_agent *a)
 
 /* ---- instance reports (reports.h) ---- */
 
-/* The "rep" of this node's pings: a report per instance. */
-static json_t *own_reports_json(us_agent *a)
+/* The "rep" of this node's pings: a report per instance. When they differ from the last round's,
+ * a new generation begins (a->rep_gen, first sent in ping round `seq`): every peer gets "rep" in
+ * each ping until it answered one that carried this generation (on_pong). */
+static json_t *own_reports_json(us_agent *a, uint64_t seq)
 {
     static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
+    static us_report last[US_MAX_SERVICES];
+    static int n_last = -1;
     int n = 0;
     for (int i = 0; i < us_instances_slots(a->instances); i++) {
         const us_instance *in = us_instance_at(a->instances, i);
         if (in)
             us_agent_own_report(a, in, &own[n++]);
+    }
+    if (n != n_last || memcmp(own, last, sizeof own[0] * (size_t)n) != 0 || a->rep_gen == 0) {
+        memcpy(last, own, sizeof own[0] * (size_t)n);
+        n_last = n;
+        a->rep_gen++;
+        a->rep_gen_round = seq;
     }
     /* A ping must fit in one datagram with room for the lease reports (64 x ~70 bytes) and the
      * header, or it is not sent at all and this node loses its lease: past that, the leader does
@@ -165,6 +175,12 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     }
     p->last_seen_ms = now;
     p->pings_rx++;
+    if (g->vote && !p->votes_claim) {
+        /* A voter we did not know of (its promotion not applied here yet): renew with it now,
+         * not at our next heartbeat; it has known us for less than stale_after (lease.h). */
+        p->ping_soon = true;
+        report_now(a);
+    }
     p->votes_claim = g->vote;
     p->interval_ms = g->interval_ms;
     if (h->inc != p->inc) {
@@ -230,6 +246,9 @@ static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         return; /* not one of our recent ping rounds */
     int slot = (int)(g->round % 256);
     int64_t sent_ms = a->sent[slot].ms;
+    /* From rep_gen_round on, every ping to it carried our reports until it answered one. */
+    if (g->round >= a->rep_gen_round)
+        p->rep_acked_gen = a->rep_gen;
     if (g->ack && a->leader && a->sent[slot].as_leader && a->sent[slot].term == a->leader_term &&
         sent_ms > p->ack_ms)
         p->ack_ms = sent_ms;
@@ -401,7 +420,8 @@ static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockadd
     if (h->chan == US_CHAN_AGENT && h->inc > p->wire_inc) {
         p->wire_inc = h->inc;
         p->ping_soon = true;
-        report_now(a); /* our next ping is addressed to this incarnation */
+        p->rep_acked_gen = 0; /* a new incarnation has none of our reports */
+        report_now(a);        /* our next ping is addressed to this incarnation */
     }
     int64_t now = us_now_ms();
     if (mt->current && h->to_inc != a->inc) {
@@ -607,32 +627,38 @@ static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now, bool *re
  * (without lease reports: only voters judge leases). */
 enum { PING_TO_VOTER, PING_EVERY_HEARTBEAT, PING_SLOW, PING_KINDS };
 
+/* A peer that has our reports gets them again this often all the same (heartbeats). */
+#define REP_REFRESH_HEARTBEATS 50
+
 typedef struct ping_round {
-    json_t *base; /* the fields every kind shares */
-    json_t *gr;   /* our lease reports, NULL when we do not vote */
-    int slow_ms;  /* "iv" of the slow kind */
-    char *text[PING_KINDS];
-    size_t len[PING_KINDS];
+    json_t *base;              /* the fields every kind shares */
+    json_t *rep;               /* our instance reports */
+    json_t *gr;                /* our lease reports, NULL when we do not vote */
+    int slow_ms;               /* "iv" of the slow kind */
+    char *text[PING_KINDS][2]; /* by kind, without and with "rep" */
+    size_t len[PING_KINDS][2];
 } ping_round;
 
-static const char *ping_text(us_agent *a, ping_round *r, int kind, size_t *len)
+static const char *ping_text(us_agent *a, ping_round *r, int kind, bool with_rep, size_t *len)
 {
-    if (!r->text[kind]) {
+    if (!r->text[kind][with_rep]) {
         json_t *m = json_deep_copy(r->base);
         if (!m)
             return NULL;
         if (kind == PING_TO_VOTER && r->gr)
             json_object_set(m, "gr", r->gr);
+        if (with_rep)
+            json_object_set(m, "rep", r->rep);
         json_object_set_new(
             m, "iv", json_integer(kind == PING_SLOW ? r->slow_ms : a->cfg.timing.heartbeat_ms));
-        r->text[kind] = json_dumps(m, JSON_COMPACT);
+        r->text[kind][with_rep] = json_dumps(m, JSON_COMPACT);
         json_decref(m);
-        if (!r->text[kind])
+        if (!r->text[kind][with_rep])
             return NULL;
-        r->len[kind] = strlen(r->text[kind]);
+        r->len[kind][with_rep] = strlen(r->text[kind][with_rep]);
     }
-    *len = r->len[kind];
-    return r->text[kind];
+    *len = r->len[kind][with_rep];
+    return r->text[kind][with_rep];
 }
 
 /* A ping round. On a heartbeat (`tick`): every peer on the lease path (fanout.h: every voter, the
@@ -668,13 +694,15 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
     }
     int k = us_fanout_slow_heartbeats(n_slow);
     ping_round r = {.slow_ms = k * a->cfg.timing.heartbeat_ms};
-    json_t *rep = own_reports_json(a);
-    r.base = json_pack("{s:s, s:o, s:s, s:o, s:b, s:O, s:b}", "t", "ping", "seq", us_u64_json(seq),
+    r.rep = own_reports_json(a, seq);
+    r.base = json_pack("{s:s, s:o, s:s, s:o, s:b, s:b}", "t", "ping", "seq", us_u64_json(seq),
                        "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
-                       true, "rep", rep, "vote", self_votes);
-    json_decref(rep);
-    if (!r.base)
+                       true, "vote", self_votes);
+    if (!r.base || !r.rep) {
+        json_decref(r.base);
+        json_decref(r.rep);
         return;
+    }
     if (us_agent_is_leader(a)) /* followers judge whether they caught up by it */
         json_object_set_new(r.base, "ci", us_u64_json(raft_commit_index(&a->raft)));
     if (a->adopt_inc)
@@ -707,14 +735,22 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
         int kind = us_agent_is_voter(a, p->id) || p->votes_claim ? PING_TO_VOTER
                    : full[i]                                     ? PING_EVERY_HEARTBEAT
                                                                  : PING_SLOW;
+        /* Our reports only until it has them (it answered a ping that carried them), and now
+         * and then in case it lost them some other way; without "rep" its copy stands. */
+        bool with_rep = p->rep_acked_gen != a->rep_gen ||
+                        now - p->rep_sent_ms >= REP_REFRESH_HEARTBEATS * a->cfg.timing.heartbeat_ms;
+        if (with_rep)
+            p->rep_sent_ms = now;
         size_t len;
-        const char *text = ping_text(a, &r, kind, &len);
+        const char *text = ping_text(a, &r, kind, with_rep, &len);
         if (text)
             us_net_send_text(&a->net, &p->sa, p->wire_inc, text, len);
     }
     for (int i = 0; i < PING_KINDS; i++)
-        free(r.text[i]);
+        for (int w = 0; w < 2; w++)
+            free(r.text[i][w]);
     json_decref(r.base);
+    json_decref(r.rep);
     json_decref(r.gr);
 }
 
