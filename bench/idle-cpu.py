@@ -8,7 +8,8 @@ with the leader's, a voter's and a non-voter's share.
 
 Target (issue 11): 25 idle agents with 200 services <= 50 % of one core together (default profile).
 CPU time per process is robust on a loaded machine; the figure still includes the agents' share of
-scheduling noise, so the load average is printed with it.
+scheduling noise, so the load average is printed with it. --perf DIR records the leader and a non-voter
+with perf (call graphs) over the window. Figures: docs/timing.md, "Who pings whom".
 """
 
 import argparse
