@@ -22,6 +22,7 @@
 #include "agent/hub.h"
 #include "agent/reports.h"
 #include "lib/durable.h"
+#include "core/fanout.h"
 #include "core/lease.h"
 #include "lib/log.h"
 #include "lib/clock.h"
@@ -95,15 +96,25 @@ static void sync_peers(us_agent *a)
 
 /* ---- instance reports (reports.h) ---- */
 
-/* The "rep" of this node's pings: a report per instance. */
-static json_t *own_reports_json(us_agent *a)
+/* The "rep" of this node's pings: a report per instance. When they differ from the last round's,
+ * a new generation begins (a->rep_gen, first sent in ping round `seq`): every peer gets "rep" in
+ * each ping until it answered one that carried this generation (on_pong). */
+static json_t *own_reports_json(us_agent *a, uint64_t seq)
 {
     static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
+    static us_report last[US_MAX_SERVICES];
+    static int n_last = -1;
     int n = 0;
     for (int i = 0; i < us_instances_slots(a->instances); i++) {
         const us_instance *in = us_instance_at(a->instances, i);
         if (in)
             us_agent_own_report(a, in, &own[n++]);
+    }
+    if (n != n_last || memcmp(own, last, sizeof own[0] * (size_t)n) != 0 || a->rep_gen == 0) {
+        memcpy(last, own, sizeof own[0] * (size_t)n);
+        n_last = n;
+        a->rep_gen++;
+        a->rep_gen_round = seq;
     }
     /* A ping must fit in one datagram with room for the lease reports (64 x ~70 bytes) and the
      * header, or it is not sent at all and this node loses its lease: past that, the leader does
@@ -164,6 +175,15 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         p->n_reports = g->n_reports;
     }
     p->last_seen_ms = now;
+    p->pings_rx++;
+    if (g->vote && !p->votes_claim) {
+        /* A voter we did not know of (its promotion not applied here yet): renew with it now,
+         * not at our next heartbeat; it has known us for less than stale_after (lease.h). */
+        p->ping_soon = true;
+        report_now(a);
+    }
+    p->votes_claim = g->vote;
+    p->interval_ms = g->interval_ms;
     if (h->inc != p->inc) {
         /* A restarted voter forgot its grants: its earlier reports mean nothing now. */
         for (int i = 0; i < US_MAX_NODES; i++)
@@ -230,6 +250,9 @@ static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         return; /* not one of our recent ping rounds */
     int slot = (int)(g->round % 256);
     int64_t sent_ms = a->sent[slot].ms;
+    /* From rep_gen_round on, every ping to it carried our reports until it answered one. */
+    if (g->round >= a->rep_gen_round)
+        p->rep_acked_gen = a->rep_gen;
     if (g->ack && a->leader && a->sent[slot].as_leader && a->sent[slot].term == a->leader_term &&
         sent_ms > p->ack_ms)
         p->ack_ms = sent_ms;
@@ -400,7 +423,9 @@ static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockadd
     }
     if (h->chan == US_CHAN_AGENT && h->inc > p->wire_inc) {
         p->wire_inc = h->inc;
-        report_now(a); /* our next ping is addressed to this incarnation */
+        p->ping_soon = true;
+        p->rep_acked_gen = 0; /* a new incarnation has none of our reports */
+        report_now(a);        /* our next ping is addressed to this incarnation */
     }
     int64_t now = us_now_ms();
     if (mt->current && h->to_inc != a->inc) {
@@ -606,7 +631,50 @@ static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now, bool *re
     return us_lease_judge_holder(&a->cfg.timing, voters, holder_votes, seen, n, role_version, now);
 }
 
-static void send_pings(us_agent *a, int64_t now)
+/* One ping round's payloads, each encoded once for all the peers it goes to: to voters (with our
+ * lease reports if we vote), to non-voters every heartbeat, to non-voters every few heartbeats
+ * (without lease reports: only voters judge leases). */
+enum { PING_TO_VOTER, PING_EVERY_HEARTBEAT, PING_SLOW, PING_KINDS };
+
+/* A peer that has our reports gets them again this often all the same (heartbeats). */
+#define REP_REFRESH_HEARTBEATS 50
+
+typedef struct ping_round {
+    json_t *base;              /* the fields every kind shares */
+    json_t *rep;               /* our instance reports */
+    json_t *gr;                /* our lease reports, NULL when we do not vote */
+    int slow_ms;               /* "iv" of the slow kind */
+    char *text[PING_KINDS][2]; /* by kind, without and with "rep" */
+    size_t len[PING_KINDS][2];
+} ping_round;
+
+static const char *ping_text(us_agent *a, ping_round *r, int kind, bool with_rep, size_t *len)
+{
+    if (!r->text[kind][with_rep]) {
+        json_t *m = json_deep_copy(r->base);
+        if (!m)
+            return NULL;
+        if (kind == PING_TO_VOTER && r->gr)
+            json_object_set(m, "gr", r->gr);
+        if (with_rep)
+            json_object_set(m, "rep", r->rep);
+        json_object_set_new(
+            m, "iv", json_integer(kind == PING_SLOW ? r->slow_ms : a->cfg.timing.heartbeat_ms));
+        r->text[kind][with_rep] = json_dumps(m, JSON_COMPACT);
+        json_decref(m);
+        if (!r->text[kind][with_rep])
+            return NULL;
+        r->len[kind][with_rep] = strlen(r->text[kind][with_rep]);
+    }
+    *len = r->len[kind][with_rep];
+    return r->text[kind][with_rep];
+}
+
+/* A ping round. On a heartbeat (`tick`): every peer on the lease path (fanout.h: every voter, the
+ * leader, and everyone when we vote or lead), the slow peers whose turn it is, and those we owe a
+ * ping (ping_soon). Off the heartbeat (a report changed, a revocation, a new incarnation heard):
+ * the lease path and those we owe one, or every peer when our instance reports changed. */
+static void send_pings(us_agent *a, int64_t now, bool tick)
 {
     uint64_t seq = ++a->ping_seq;
     a->sent[seq % 256].ms = now;
@@ -615,32 +683,84 @@ static void send_pings(us_agent *a, int64_t now)
     raft_id leader_id = 0;
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
-    json_t *rep = own_reports_json(a);
-    /* Renewals go to every peer, not only to the voters we know of: a voter whose promotion we
-     * have not applied yet already has our grants on record. */
-    json_t *gr = json_object();
-    if (us_agent_is_voter(a, us_node_id(a->cfg.name)))
+    bool self_votes = us_agent_is_voter(a, us_node_id(a->cfg.name));
+    bool everyone = a->reports_changed;
+    a->reports_changed = false;
+    /* Which peers are on the lease path; how many are slow (their period grows with them). */
+    bool full[US_MAX_NODES];
+    int n_slow = 0;
+    for (int i = 0; i < a->n_peers; i++) {
+        us_peer *p = &a->peers[i];
+        us_fanout_pair pair = {
+            .self_votes = self_votes,
+            .self_leads = a->leader,
+            .peer_votes = us_agent_is_voter(a, p->id) || p->votes_claim,
+            .peer_leads = leader_id == p->id,
+            .peer_unheard = p->inc == 0 || p->last_seen_ms < 0,
+        };
+        full[i] = us_fanout_every_heartbeat(&pair);
+        n_slow += i != a->self && !full[i];
+    }
+    int k = us_fanout_slow_heartbeats(n_slow);
+    ping_round r = {.slow_ms = k * a->cfg.timing.heartbeat_ms};
+    r.rep = own_reports_json(a, seq);
+    r.base = json_pack("{s:s, s:o, s:s, s:o, s:b, s:b}", "t", "ping", "seq", us_u64_json(seq),
+                       "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
+                       true, "vote", self_votes);
+    if (!r.base || !r.rep) {
+        json_decref(r.base);
+        json_decref(r.rep);
+        return;
+    }
+    if (us_agent_is_leader(a)) /* followers judge whether they caught up by it */
+        json_object_set_new(r.base, "ci", us_u64_json(raft_commit_index(&a->raft)));
+    if (a->adopt_inc)
+        json_object_set_new(r.base, "adopt", us_u64_json(a->adopt_inc));
+    /* Renewals go to every peer on the lease path, not only to the voters we know of: a voter
+     * whose promotion we have not applied yet says so in its own pings, which it sends us every
+     * heartbeat. Our lease reports are made every round (a revocation is made as it falls due)
+     * and go to the voters: the leader, and whoever leads next, judges by them. */
+    if (self_votes) {
+        r.gr = json_object();
         for (int i = 0; i < a->n_peers; i++)
             if (i != a->self) {
-                us_lease_report r = lease_report(a, &a->peers[i], now);
-                json_object_set_new(gr, a->peers[i].name, lease_report_json(&r));
+                us_lease_report lr = lease_report(a, &a->peers[i], now);
+                json_object_set_new(r.gr, a->peers[i].name, lease_report_json(&lr));
             }
+    }
     for (int i = 0; i < a->n_peers; i++) {
         us_peer *p = &a->peers[i];
         if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
             continue;
-        json_t *m =
-            json_pack("{s:s, s:o, s:s, s:o, s:b, s:O, s:O}", "t", "ping", "seq", us_u64_json(seq),
-                      "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
-                      true, "rep", rep, "gr", gr);
-        if (us_agent_is_leader(a)) /* followers judge whether they caught up by it */
-            json_object_set_new(m, "ci", us_u64_json(raft_commit_index(&a->raft)));
-        if (m && a->adopt_inc)
-            json_object_set_new(m, "adopt", us_u64_json(a->adopt_inc));
-        send_to(a, p, m);
+        bool was_slow = p->slow;
+        p->slow = !full[i];
+        /* A slow peer: on its turn, or at once when it just became slow (its silence bounds
+         * stretch only with the "iv" of a ping), or when we owe it one. */
+        bool send = full[i] || everyone || p->ping_soon || (p->slow && !was_slow) ||
+                    (tick && us_fanout_slow_due(a->ticks, p->id, k));
+        if (!send)
+            continue;
+        p->ping_soon = false;
+        int kind = us_agent_is_voter(a, p->id) || p->votes_claim ? PING_TO_VOTER
+                   : full[i]                                     ? PING_EVERY_HEARTBEAT
+                                                                 : PING_SLOW;
+        /* Our reports only until it has them (it answered a ping that carried them), and now
+         * and then in case it lost them some other way; without "rep" its copy stands. */
+        bool with_rep = p->rep_acked_gen != a->rep_gen ||
+                        now - p->rep_sent_ms >= REP_REFRESH_HEARTBEATS * a->cfg.timing.heartbeat_ms;
+        if (with_rep)
+            p->rep_sent_ms = now;
+        size_t len;
+        const char *text = ping_text(a, &r, kind, with_rep, &len);
+        if (text)
+            us_net_send_text(&a->net, &p->sa, p->wire_inc, text, len);
     }
-    json_decref(rep);
-    json_decref(gr);
+    for (int i = 0; i < PING_KINDS; i++)
+        for (int w = 0; w < 2; w++)
+            free(r.text[i][w]);
+    json_decref(r.base);
+    json_decref(r.rep);
+    json_decref(r.gr);
 }
 
 static void send_join(us_agent *a, int64_t now)
@@ -1018,7 +1138,8 @@ static void on_tick(uv_timer_t *t)
     int64_t now = us_now_ms();
     track_leadership(a);
     recompute_lease(a, now);
-    send_pings(a, now);
+    a->ticks++;
+    send_pings(a, now, true);
     arm_revoke_timer(a, now);
     send_join(a, now);
     if (a->lease_until_ms > 0)
@@ -1056,7 +1177,7 @@ static void on_report_timer(uv_timer_t *t)
     us_agent *a = t->data;
     if (a->stopping == 2)
         return;
-    send_pings(a, us_now_ms());
+    send_pings(a, us_now_ms(), false);
     if (a->leader)
         schedule_reconcile(a); /* our own report feeds our own controller */
 }
@@ -1227,7 +1348,7 @@ static void restart_step(us_agent *a, int64_t now)
      * bounded. */
     if (a->restart_ping_ms == 0) {
         a->restart_ping_ms = now;
-        send_pings(a, now);
+        send_pings(a, now, false);
     }
     if (a->lease_until_ms < a->restart_ping_ms + a->cfg.timing.lease_ms &&
         now < a->restart_ping_ms + RESTART_RENEW_MS) {
@@ -1588,7 +1709,9 @@ static bool inst_is_leader(void *data)
 
 static void inst_report_now(void *data)
 {
-    report_now(data);
+    us_agent *a = data;
+    a->reports_changed = true; /* every peer's view, not only the leader's, shows it soon */
+    report_now(a);
 }
 
 static void inst_schedule_reconcile(void *data)

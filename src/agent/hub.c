@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fanout.h"
 #include "core/lease.h"
 #include "lib/clock.h"
 #include "lib/log.h"
@@ -36,10 +37,12 @@ us_node_state us_agent_node_state(us_agent *a, const us_peer *p)
         return US_NODE_ALIVE;
     if (p->last_seen_ms < 0 || (p->dead_inc != 0 && p->dead_inc == p->inc))
         return US_NODE_DEAD; /* a restarted agent has a new incarnation */
-    int64_t age = us_now_ms() - p->last_seen_ms;
-    if (age < a->cfg.timing.suspect_ms)
+    int64_t age = us_now_ms() - p->last_seen_ms, suspect_ms, dead_ms;
+    /* A peer that pings us only every few heartbeats (fanout.h) may be silent for longer. */
+    us_fanout_silence(&a->cfg.timing, p->interval_ms, &suspect_ms, &dead_ms);
+    if (age < suspect_ms)
         return US_NODE_ALIVE;
-    return age < a->cfg.timing.dead_ms ? US_NODE_SUSPECT : US_NODE_DEAD;
+    return age < dead_ms ? US_NODE_SUSPECT : US_NODE_DEAD;
 }
 
 bool us_agent_has_quorum(us_agent *a)

@@ -47,6 +47,15 @@ typedef struct us_peer {
     us_replay replay[US_CHAN_COUNT]; /* per channel (wire.h) */
     int64_t hello_ms;                /* when we last told it our incarnation */
     int64_t last_seen_ms;            /* -1 = never */
+    /* Fanout (core/fanout.h). What its last ping said: that it votes, and how soon its next
+     * regular ping to us follows ("iv", 0 = a heartbeat): its silence bounds stretch by as much. */
+    bool votes_claim;
+    int interval_ms;
+    uint64_t pings_rx;      /* pings from it (addressed to us) since we started */
+    uint64_t rep_acked_gen; /* the generation of our reports it has (agent.c), 0 = none */
+    int64_t rep_sent_ms;    /* when a ping to it last carried our reports */
+    bool slow;              /* we ping it every few heartbeats only (two non-voters) */
+    bool ping_soon;         /* include it in our next ping round whatever its period */
     /* Leader side. */
     int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
     /* Follower side: the commit index this peer announced as Raft leader ("ci" of its pings, only
@@ -109,6 +118,10 @@ typedef struct us_agent {
     int64_t lease_until_ms; /* this node may act as active until then (own clock) */
     int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
     uint64_t ping_seq;
+    uint64_t ticks;         /* heartbeats so far: the slow peers' turns (us_fanout_slow_due) */
+    bool reports_changed;   /* our instance reports changed: the next round goes to every peer */
+    uint64_t rep_gen;       /* our instance reports' generation: it grows when they change */
+    uint64_t rep_gen_round; /* the first ping round that carried this generation */
     struct {
         int64_t ms;
         uint64_t term;

@@ -93,6 +93,25 @@ static void node_metrics(us_mtext *t, us_agent *a)
                             L("node", s->nodes[i].name, "state", us_node_state_name(states[k])),
                             st == states[k]);
     }
+    counter(t, "understudy_node_pings_received_total",
+            "Pings this agent received from each node since it started: every heartbeat from the "
+            "voters and the leader (and from every node when this one votes or leads), every few "
+            "heartbeats between two non-voters (docs/timing.md, Who pings whom).");
+    for (int i = 0; i < s->n_nodes; i++) {
+        us_peer *p = us_agent_peer(a, s->nodes[i].name);
+        if (p && p != &a->peers[a->self])
+            us_mtext_sample(t, "understudy_node_pings_received_total", L("node", s->nodes[i].name),
+                            (double)p->pings_rx);
+    }
+    gauge(t, "understudy_node_ping_interval_seconds",
+          "How often each node said it pings this agent (its silence bounds stretch by as much).");
+    for (int i = 0; i < s->n_nodes; i++) {
+        us_peer *p = us_agent_peer(a, s->nodes[i].name);
+        if (p && p != &a->peers[a->self] && p->last_seen_ms >= 0)
+            us_mtext_sample(t, "understudy_node_ping_interval_seconds", L("node", s->nodes[i].name),
+                            (p->interval_ms > 0 ? p->interval_ms : a->cfg.timing.heartbeat_ms) /
+                                1000.0);
+    }
     gauge(t, "understudy_node_voter", "1 if the node votes in Raft (and grants leases).");
     for (int i = 0; i < s->n_nodes; i++)
         us_mtext_sample(t, "understudy_node_voter", L("node", s->nodes[i].name),

@@ -155,6 +155,15 @@ static const char *decode_ping(const json_t *j, us_msg *m)
         l->stale = json_is_true(json_object_get(v, "stale"));
         p->n_leases++;
     }
+    if (!opt_bool(j, "vote", &p->vote))
+        return "ping: vote";
+    const json_t *iv = json_object_get(j, "iv");
+    json_int_t ivv;
+    if (iv) {
+        if (!int_in(iv, 0, US_MSG_INTERVAL_MAX_MS, &ivv))
+            return "ping: iv";
+        p->interval_ms = (int)ivv;
+    }
     const json_t *ci = json_object_get(j, "ci");
     if (ci) {
         if (!u64_of(ci, &p->commit))

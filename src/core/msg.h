@@ -7,10 +7,12 @@
  * lose precision past 2^53; unknown keys are ignored, so a newer minor version may add some):
  *   ping   {"t":"ping","seq":u64,"term":u64,"lease":bool,"api":"IPv4:port"?,
  *           "rep":{SERVICE:report,...}?,"gr":{NODE:{"age":int>=-1,"stale":bool,"v":u64},...}?,
- *           "ci":u64?,"adopt":u64?}   ("ci": the Raft leader's commit index, sent by the leader
- * only; adopt: the earlier incarnation of the sender whose instances it took over after a planned
- * restart; a ping without "rep" comes from the sender's guardian renewing its lease during a
- * planned restart: its last reports stand) report =
+ *           "ci":u64?,"adopt":u64?,"vote":bool?,"iv":int?}   ("ci": the Raft leader's commit
+ * index, sent by the leader only; "vote": the sender is a voter in its view of the Raft
+ * configuration; "iv": ms until the sender's next regular ping to this receiver (fanout.h), absent
+ * = a heartbeat; adopt: the earlier incarnation of the sender whose instances it took over after a
+ * planned restart; a ping without "rep" comes from the sender's guardian renewing its lease during
+ * a planned restart: its last reports stand) report =
  * {"state":0..5,"epoch":u64,"exit":int,"pid":int>=0,"px_epoch":u64,
  *                    "px_open":int>=0,"health":0..2,"cause":str,"check_ms":int>=-1,
  *                    "probes":int>=0,"probes_failed":int>=0,"restarts":int>=0,
@@ -60,6 +62,10 @@ typedef struct us_msg_lease {
  * "Limits"). */
 #define US_MSG_REPORTS_MAX 400
 
+/* The longest "iv" a ping may announce (ms): a peer's silence bounds stretch by at most three times
+ * this (fanout.h). */
+#define US_MSG_INTERVAL_MAX_MS 60000
+
 typedef struct us_msg_ping {
     uint64_t round; /* "seq": the ping round a pong names */
     uint64_t term;
@@ -72,6 +78,8 @@ typedef struct us_msg_ping {
     bool has_commit; /* "ci" present: the sender, as Raft leader in `term`, had committed */
     uint64_t commit; /* up to this log index when it sent the ping */
     uint64_t adopt;  /* "adopt": the incarnation whose instances this agent adopted, 0 = none */
+    bool vote;       /* "vote": the sender is a voter in its view */
+    int interval_ms; /* "iv": ms until its next regular ping to us, 0 = not said (a heartbeat) */
     bool has_rep;    /* "rep" present; without it (the guardian's stand-in renewals) the sender's
                         earlier reports stand */
     us_report reports[US_MSG_REPORTS_MAX]; /* last: the decoder clears only what it fills */

@@ -141,19 +141,15 @@ int us_net_start(us_net *n, uv_loop_t *loop, const char *hostport, const us_keyr
     return 0;
 }
 
-void us_net_send(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const json_t *msg)
+void us_net_send_text(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const char *text,
+                      size_t len)
 {
-    char *text = json_dumps(msg, JSON_COMPACT);
-    if (!text)
-        return;
     static unsigned char out[US_WIRE_MAX];
     us_wire_hdr h = {.chan = US_CHAN_AGENT, .inc = n->inc, .seq = ++n->seq, .to_inc = to_inc};
     us_strlcpy(h.sender, n->self, sizeof h.sender);
-    size_t len = strlen(text);
     size_t dlen = len <= US_NET_PAYLOAD_MAX
                       ? us_wire_seal(n->keys, n->cluster, &h, text, len, out, sizeof out)
                       : 0;
-    free(text);
     if (dlen == 0) {
         us_error("a datagram of %zu bytes does not fit; not sent", len);
         return;
@@ -162,6 +158,15 @@ void us_net_send(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const
     /* Datagrams are small and the socket is rarely full: a failed try_send is like a lost packet.
      */
     uv_udp_try_send(&n->udp, &b, 1, (const struct sockaddr *)to);
+}
+
+void us_net_send(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+    if (!text)
+        return;
+    us_net_send_text(n, to, to_inc, text, strlen(text));
+    free(text);
 }
 
 void us_net_stop(us_net *n)

@@ -64,6 +64,10 @@ int us_net_start(us_net *n, uv_loop_t *loop, const char *hostport, const us_keyr
 /* Seal and send (fire and forget) to a receiver of incarnation to_inc (0 = not known). Does not
  * consume msg. */
 void us_net_send(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const json_t *msg);
+/* The same for a payload encoded already (len bytes of JSON text): a message sent to many peers
+ * is encoded once. */
+void us_net_send_text(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const char *text,
+                      size_t len);
 /* Count (and, rate-limited, log) a datagram the receiver refused after it opened. */
 void us_net_reject(us_net *n, us_net_reject_reason why, const char *sender, const char *detail);
 void us_net_stop(us_net *n);

@@ -81,6 +81,15 @@ static void test_ping(void **state)
                             NULL),
                      US_MSG_OK);
     assert_true(g_msg.u.ping.adopt == UINT64_MAX);
+    assert_false(g_msg.u.ping.vote);
+    assert_int_equal(g_msg.u.ping.interval_ms, 0); /* not said: a heartbeat (fanout.h) */
+    /* Fanout: the sender votes, and pings this receiver every second. */
+    assert_int_equal(decode("{\"t\":\"ping\",\"seq\":\"3\",\"term\":\"0\",\"lease\":true,"
+                            "\"vote\":true,\"iv\":1000}",
+                            NULL),
+                     US_MSG_OK);
+    assert_true(g_msg.u.ping.vote);
+    assert_int_equal(g_msg.u.ping.interval_ms, 1000);
 }
 
 static void test_ping_malformed(void **state)
@@ -100,6 +109,10 @@ static void test_ping_malformed(void **state)
          "ping: api"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":[]}", "ping: rep"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"adopt\":7}", "ping: adopt"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"vote\":1}", "ping: vote"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"iv\":-1}", "ping: iv"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"iv\":60001}", "ping: iv"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"iv\":\"100\"}", "ping: iv"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"adopt\":\"x\"}",
          "ping: adopt"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":{\"Web\":" REPORT
