@@ -208,6 +208,34 @@ class ScaleCluster(Cluster):
         return self.wait(f, timeout, "a leader with quorum")
 
 
+LOG_MARKS = {
+    "lease_lost": "lease about to run out without renewal",
+    "fenced": "the guardian fenced process group",
+    "elected": "became leader in term",
+    "stepped_down": "no longer leader",
+}
+
+
+def log_marks(c, names):
+    """How often each LOG_MARKS line occurs in the agents' logs so far (differences between two
+    calls say what happened in between: lost leases, fencing, elections)."""
+    out = dict.fromkeys(LOG_MARKS, 0)
+    for m in names:
+        text = c.log_text(m)
+        for k, pat in LOG_MARKS.items():
+            out[k] += text.count(pat)
+    return out
+
+
+def marks_since(before, after):
+    return {k: after[k] - before[k] for k in before}
+
+
+def epoch_moves(st):
+    """Role moves so far: epochs above 1 (each service starts at epoch 1)."""
+    return sum(max(0, s["epoch"] - 1) for s in st["services"])
+
+
 def services_ini(n, names):
     out = []
     for i in range(n):
@@ -428,9 +456,11 @@ def reference(args, root, res):
             log("reference cleanup problems:\n" + "\n".join(problems))
 
 
-def grow(c, names, target, prev, step, res_stage):
+def grow(c, names, target, prev, step, place_timeout, res_stage):
     """Apply services up to `target` (at most `step` new ones per apply), wait for the layout."""
     t0 = time.monotonic()
+    marks0 = log_marks(c, names)
+    moves0 = epoch_moves(c.find_leader()[1])
     applies = []
     k = prev
     while k < target:
@@ -445,8 +475,12 @@ def grow(c, names, target, prev, step, res_stage):
         if k < target:  # let the placements of this step commit before the next definitions
             c.wait(lambda: (lambda st: sum(1 for s in st["services"] if s["active"]) == k)(c.st(ld)), 300,
                    "%d services active" % k, interval=0.5)
-    ld, st = wait_layout(c, target, names, 600, "%d services placed" % target)
+    try:
+        ld, st = wait_layout(c, target, names, place_timeout, "%d services placed" % target)
+    finally:
+        res_stage["during_placement"] = marks_since(marks0, log_marks(c, names))
     res_stage["place_s"] = time.monotonic() - t0
+    res_stage["during_placement"]["moves"] = epoch_moves(st) - moves0
     res_stage["applies"] = applies
     return ld, st
 
@@ -459,7 +493,10 @@ def measure_stage(c, names, voters, args, res_stage):
     rss = {m: rss_kib(c.pid(m)) for m in names}
     res_stage["rss_kib"] = stats(list(rss.values()))
     res_stage["rss_kib_leader"] = rss[ld]
+    marks0 = log_marks(c, names)
     res_stage["idle_cpu"] = idle_cpu(c, names, args.idle_window)
+    res_stage["during_idle"] = marks_since(marks0, log_marks(c, names))
+    res_stage["during_idle"]["moves"] = epoch_moves(c.find_leader()[1]) - epoch_moves(st)
     raft = {m: raft_bytes(c.nodes[m].data_dir) for m in names}
     res_stage["raft_leader"] = raft[ld]
     res_stage["raft_total"] = stats([r["total"] for r in raft.values()])
@@ -470,6 +507,9 @@ def measure_stage(c, names, voters, args, res_stage):
     res_stage["status_non_voter"] = status_latency(c, non_voter, args.status_calls)
     res_stage["status_non_voter"]["node"] = non_voter
     res_stage["load"] = uptime()
+    d = res_stage["during_idle"]
+    if any(d.values()):
+        log("  during the idle window: %s" % d)
     log("  %d services: RSS median %d KiB max %d KiB; idle CPU %.1f %% of a core (all %d agents); "
         "raft on the leader %d B (closed %d, open %d, snapshots %d); status %d B, leader %.1f/%.1f ms, "
         "non-voter %.1f/%.1f ms (median/max)" % (
@@ -566,7 +606,7 @@ def big(args, root, res):
             stage = {"services": n}
             out["stages"].append(stage)
             try:
-                grow(c, names, n, prev, args.step, stage)
+                grow(c, names, n, prev, args.step, args.place_timeout, stage)
             except BenchError as e:
                 stage["error"] = str(e)
                 log("stage %d services: %s" % (n, e))
@@ -631,9 +671,10 @@ def report(res, args):
     lines.append("  moved   : %s" % fmt_stats(lk.get("moved_ms")))
     lines.append("")
     lines.append("growth on %d agents (voters: %s):" % (args.nodes, " ".join(sc.get("voters", []))))
-    hdr = ("%8s %8s %16s %10s %10s %12s %12s %9s %15s %15s %8s" %
+    hdr = ("%8s %8s %20s %10s %9s %12s %12s %9s %15s %15s %8s %11s %9s" %
            ("services", "place s", "RSS KiB min/med/max", "leader RSS", "idle CPU%", "raft leader B",
-            "raft closed B", "snap B", "status leader ms", "status nonvoter", "JSON B"))
+            "raft closed B", "snap B", "status leader ms", "status nonvoter", "JSON B", "place churn",
+            "idle churn"))
     lines.append(hdr)
     for s in sc.get("stages", []):
         if "error" in s:
@@ -642,12 +683,17 @@ def report(res, args):
             continue
         if "rss_kib" not in s:
             continue
-        lines.append("%8d %8s %20s %10d %10.1f %12d %12d %9d %7.1f/%7.1f %7.1f/%7.1f %8d" % (
+        dp, di = s.get("during_placement", {}), s.get("during_idle", {})
+        lines.append("%8d %8s %20s %10d %9.1f %12d %12d %9d %7.1f/%7.1f %7.1f/%7.1f %8d %11s %9s" % (
             s["services"], "%.1f" % s["place_s"] if "place_s" in s else "-",
             "%d/%d/%d" % (s["rss_kib"]["min"], s["rss_kib"]["median"], s["rss_kib"]["max"]), s["rss_kib_leader"],
             s["idle_cpu"]["total_pct"], s["raft_leader"]["total"], s["raft_leader"]["closed_segments"],
             s["raft_leader"]["snapshots"], s["status_leader"]["median_ms"], s["status_leader"]["max_ms"],
-            s["status_non_voter"]["median_ms"], s["status_non_voter"]["max_ms"], s["status_leader"]["bytes"]))
+            s["status_non_voter"]["median_ms"], s["status_non_voter"]["max_ms"], s["status_leader"]["bytes"],
+            "%s/%s" % (dp.get("moves", "-"), dp.get("lease_lost", "-")),
+            "%s/%s" % (di.get("moves", "-"), di.get("lease_lost", "-"))))
+    lines.append("  churn = role moves (epochs) / \"lease about to run out\" log lines of all agents, while placing "
+                 "and in the idle window; idle CPU with churn is not idle")
     at = next((s for s in sc.get("stages", []) if s["services"] == args.services and "rss_kib" in s), None)
     if at:
         cpu_met = at["idle_cpu"]["total_pct"] <= TARGET_CPU_PCT
@@ -677,6 +723,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="failover runs (3 nodes and NODES nodes)")
     ap.add_argument("--leader-runs", type=int, default=3, help="kills of the leader-and-active node")
     ap.add_argument("--step", type=int, default=200, help="services added per apply at most")
+    ap.add_argument("--place-timeout", type=float, default=300, help="seconds to place a stage's services")
     ap.add_argument("--poll-ms", type=float, default=5.0)
     ap.add_argument("--idle-window", type=float, default=10.0)
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after placement before measuring")
