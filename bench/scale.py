@@ -315,7 +315,7 @@ def measure_move(c, observer, victim, moved, t_kill, wall_kill, poll_s, timeout)
         for e in ev["events"]:
             seq = max(seq, e["seq"])
             if e["kind"] == "role" and e["to"] == "active" and e["service"] in want and e["node"] != victim:
-                done.setdefault(e["service"], (t, e["time_ms"]))
+                done.setdefault(e["service"], (t, e["time_ms"], e["cause"]))
         if len(done) == len(want):
             t_last = t
             break
@@ -341,6 +341,8 @@ def measure_move(c, observer, victim, moved, t_kill, wall_kill, poll_s, timeout)
         "first_ms": (min(v[0] for v in done.values()) - t_kill) * 1000,
         "roles": len(want),
         "polls": polls,
+        # Why the leader moved them ("guardian on N fenced the instance", "lease of N expired", ...).
+        "causes": sorted({v[2].split(";")[0] for v in done.values()}),
     }
 
 
@@ -667,6 +669,9 @@ def report(res, args):
                          "(first %.0f ms)" % (r["leader"], r["leader_actives"], r["new_leader"],
                                               "%.0f" % r["election_ms"] if r["election_ms"] is not None else "?",
                                               r["ms"], r["first_ms"]))
+    causes = sorted({c for r in lk.get("runs", []) for c in r.get("causes", [])})
+    if causes:
+        lines.append("  what ended the old roles (the leader's cause): %s" % "; ".join(causes[:4]))
     lines.append("  election: %s" % fmt_stats(lk.get("election_ms")))
     lines.append("  moved   : %s" % fmt_stats(lk.get("moved_ms")))
     lines.append("")
