@@ -403,7 +403,8 @@ def idle_cpu(c, names, window):
     dt = time.monotonic() - t0
     hz = os.sysconf("SC_CLK_TCK")
     per = {m: (b[m] - a[m]) / hz / dt * 100 for m in names}
-    return {"total_pct": sum(per.values()), "per_agent_pct": stats(list(per.values())), "window_s": dt}
+    return {"total_pct": sum(per.values()), "per_agent_pct": stats(list(per.values())), "window_s": dt,
+            "by_agent_pct": per}
 
 
 def status_latency(c, node, n):
@@ -498,6 +499,7 @@ def measure_stage(c, names, voters, args, res_stage):
     marks0 = log_marks(c, names)
     res_stage["idle_cpu"] = idle_cpu(c, names, args.idle_window)
     res_stage["during_idle"] = marks_since(marks0, log_marks(c, names))
+    res_stage["idle_cpu"]["leader_pct"] = res_stage["idle_cpu"]["by_agent_pct"][ld]
     res_stage["during_idle"]["moves"] = epoch_moves(c.find_leader()[1]) - epoch_moves(st)
     raft = {m: raft_bytes(c.nodes[m].data_dir) for m in names}
     res_stage["raft_leader"] = raft[ld]
@@ -512,6 +514,8 @@ def measure_stage(c, names, voters, args, res_stage):
     d = res_stage["during_idle"]
     if any(d.values()):
         log("  during the idle window: %s" % d)
+    log("  idle CPU per agent: %s; the leader %s: %.1f %%" % (
+        fmt_stats(res_stage["idle_cpu"]["per_agent_pct"], "%", 1), ld, res_stage["idle_cpu"]["leader_pct"]))
     log("  %d services: RSS median %d KiB max %d KiB; idle CPU %.1f %% of a core (all %d agents); "
         "raft on the leader %d B (closed %d, open %d, snapshots %d); status %d B, leader %.1f/%.1f ms, "
         "non-voter %.1f/%.1f ms (median/max)" % (
