@@ -687,7 +687,8 @@ def report(res, args):
     lines.append(hdr)
     for s in sc.get("stages", []):
         if "error" in s:
-            lines.append("%8d  failed: %s" % (s["services"], s["error"][:200]))
+            dp = s.get("during_placement", {})
+            lines.append("%8d  failed: %s; churn while placing: %s" % (s["services"], s["error"][:200], dp))
             ok = False
             continue
         if "rss_kib" not in s:
