@@ -476,10 +476,11 @@ def grow(c, names, target, prev, step, place_timeout, res_stage):
             raise BenchError("apply of %d services failed (exit %d): %s %s" % (k, r.returncode, r.stdout[-500:],
                                                                               r.stderr[-500:]))
         if k < target:  # let the placements of this step commit before the next definitions
-            c.wait(lambda: (lambda st: sum(1 for s in st["services"] if s["active"]) == k)(c.st(ld)), 300,
-                   "%d services active" % k, interval=0.5)
+            c.wait(lambda: (lambda st: sum(1 for s in st["services"] if s["active"]) == k)(c.st(ld)),
+                   max(1, t0 + place_timeout - time.monotonic()), "%d services active" % k, interval=0.5)
     try:
-        ld, st = wait_layout(c, target, names, place_timeout, "%d services placed" % target)
+        ld, st = wait_layout(c, target, names, max(1, t0 + place_timeout - time.monotonic()),
+                             "%d services placed" % target)
     finally:
         res_stage["during_placement"] = marks_since(marks0, log_marks(c, names))
     res_stage["place_s"] = time.monotonic() - t0
@@ -733,7 +734,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="failover runs (3 nodes and NODES nodes)")
     ap.add_argument("--leader-runs", type=int, default=3, help="kills of the leader-and-active node")
     ap.add_argument("--step", type=int, default=200, help="services added per apply at most")
-    ap.add_argument("--place-timeout", type=float, default=300, help="seconds to place a stage's services")
+    ap.add_argument("--place-timeout", type=float, default=300, help="seconds to place a stage's services (all its applies)")
     ap.add_argument("--poll-ms", type=float, default=5.0)
     ap.add_argument("--idle-window", type=float, default=10.0)
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after placement before measuring")
