@@ -3,6 +3,7 @@
 #   make test     layer check, unit tests, decision scenarios, fuzz smoke and integration tests (ASan + UBSan)
 #   make demo     a 3-node local cluster with a sample service
 #   make bench    failover (loopback), VIP failover vs keepalived, proxy vs HAProxy (root for the last two)
+#   make bench-scale  25 agents, 200 services (10 -> 1000): failover vs 3 nodes, CPU, RSS (SCALE_ARGS=...)
 #   make fuzz     every libFuzzer target for FUZZ_SECONDS (default 120) each; fuzz-smoke: briefly
 #   make chaos    random faults over agents in network namespaces, history checked (root; FAULTS=200 SEED=S
 #                 NODES=3|5 CHAOS_BIN=...); chaos-smoke: 20 faults, part of `make test` (docs/testing.md)
@@ -27,7 +28,7 @@ UNIT_BINS := $(UNIT:tests/unit/%.c=build/san/tests/%)
 MANS      := $(patsubst docs/man/%.scd,build/man/%,$(wildcard docs/man/*.scd))
 
 .PHONY: all setup test unit integration demo bench format check-format clean man fuzz fuzz-smoke fuzz-build check-layers \
-	chaos chaos-smoke chaos-checker soak
+	chaos chaos-smoke chaos-checker soak bench-scale
 all: build/understudy man
 
 man: $(MANS)
@@ -107,6 +108,12 @@ PROFILES ?= default
 soak: build/understudy
 	@sh scripts/setup-bench.sh
 	sh bench/soak --minutes $(MINUTES) --profiles $(PROFILES)
+
+# Scale (bench/scale.py, issue 11): 25 agents on loopback, 200 services (growing 10 -> 1000),
+# failover vs 3 nodes in the same run, the leader-and-active kill, idle CPU, RSS, Raft size, API.
+SCALE_ARGS ?=
+bench-scale: build/understudy
+	sh bench/scale $(SCALE_ARGS)
 
 demo: build/understudy
 	@sh demo/run.sh
