@@ -59,6 +59,7 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         p->leader_ci_ms = -1;
         p->lease = us_lease_grantee_new();
         p->grant_t0 = -1;
+        p->granter = us_lease_granter_new();
         for (int i = 0; i < US_MAX_NODES; i++)
             p->about[i].rx_ms = -1;
     }
@@ -231,13 +232,15 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         p->about[k].v = g->leases[i].v;
         p->about[k].rx_ms = now;
     }
-    /* A removed node may miss the commit that says so: tell it whenever it shows up. */
+    /* A removed node may miss the commit that says so: tell it whenever it shows up. A grant
+     * counts for it once it applied the last change to its roles we know of (lease.h): "rv". */
     int k = us_state_find_node(&a->fsm.state, p->name);
     bool removed = a->leader && k >= 0 && a->fsm.state.nodes[k].left;
+    uint64_t rv = k >= 0 ? a->fsm.state.nodes[k].roles_v : a->fsm.state.version;
     send_to(a, p,
-            json_pack("{s:s, s:o, s:b, s:b, s:b, s:o}", "t", "pong", "seq", us_u64_json(g->round),
-                      "ack", ack, "grant", grant, "removed", removed, "v",
-                      us_u64_json(a->fsm.state.version)));
+            json_pack("{s:s, s:o, s:b, s:b, s:b, s:o, s:o}", "t", "pong", "seq",
+                      us_u64_json(g->round), "ack", ack, "grant", grant, "removed", removed, "v",
+                      us_u64_json(a->fsm.state.version), "rv", us_u64_json(rv)));
 }
 
 /* A pong names the ping round it answers (`seq`, from the ping). */
@@ -266,6 +269,7 @@ static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
             p->grant_t0 = sent_ms;
             p->grant_v = g->v;
         }
+        us_lease_granter_update(&p->granter, sent_ms, g->rv, a->fsm.state.version);
         recompute_lease(a, now);
     }
 }
@@ -509,8 +513,8 @@ static void recompute_lease(us_agent *a, int64_t now)
     for (int i = 0; i < n; i++) {
         us_peer *v = voter[i];
         g[i] = v == &a->peers[a->self] ? (us_lease_granter){.self = true}
-               : v                     ? (us_lease_granter){.t0 = v->grant_t0, .v = v->grant_v}
-                                       : (us_lease_granter){.t0 = -1};
+               : v                     ? v->granter
+                                       : us_lease_granter_new();
     }
     int64_t until =
         us_lease_until(&a->cfg.timing, g, n, a->fsm.state.version, now, a->lease_until_ms);

@@ -414,8 +414,11 @@ static int stats_from_json(us_service_stats *st, const json_t *j)
 json_t *us_state_to_json(const us_state *s)
 {
     json_t *nodes = json_array(), *svcs = json_array(), *asg = json_array(), *ret = json_array();
-    for (int i = 0; i < s->n_nodes; i++)
-        json_array_append_new(nodes, node_to_json(&s->nodes[i]));
+    for (int i = 0; i < s->n_nodes; i++) {
+        json_t *n = node_to_json(&s->nodes[i]);
+        json_object_set_new(n, "roles_v", us_u64_json(s->nodes[i].roles_v));
+        json_array_append_new(nodes, n);
+    }
     for (int i = 0; i < s->services.n; i++) {
         json_array_append_new(svcs, us_service_def_to_json(&s->services.svc[i]));
         json_array_append_new(asg, us_assignment_to_json(&s->asg[i]));
@@ -459,6 +462,9 @@ int us_state_from_json(us_state *out, const json_t *j)
     {
         if (node_from_json(&s->nodes[i], v) != 0 || us_state_find_node(s, s->nodes[i].name) >= 0)
             goto out;
+        /* A snapshot from before roles_v: as if every role had just changed (grants wait). */
+        const json_t *rv = json_object_get(v, "roles_v");
+        s->nodes[i].roles_v = rv ? us_json_u64(v, "roles_v") : s->version;
         s->n_nodes++;
     }
     if (us_state_reserve(s, (int)json_array_size(svcs)) != 0)
@@ -614,6 +620,8 @@ static int apply_node_up(us_state *s, const json_t *cmd)
         return US_APPLY_BAD;
     int i = us_state_find_node(s, n.name);
     bool is_new = i < 0;
+    if (!is_new)
+        n.roles_v = s->nodes[i].roles_v; /* the state's, not the command's */
     if (i < 0) {
         if (s->n_nodes >= US_MAX_NODES)
             return US_APPLY_BAD;
@@ -1006,30 +1014,98 @@ static int apply_switchover(us_state *s, const json_t *cmd)
     return US_APPLY_OK;
 }
 
+/* What of an active role its holder acts on. When any of it changes, or the service goes, the
+ * holder's roles_v moves to the new state version (model.h). */
+typedef struct held_role {
+    char service[US_NAME_MAX];
+    char active[US_NAME_MAX];
+    uint64_t active_inc, epoch, since_version;
+    bool demoting, recover, paused;
+} held_role;
+
+static held_role held_role_of(const us_assignment *a)
+{
+    held_role h = {.active_inc = a->active_inc,
+                   .epoch = a->epoch,
+                   .since_version = a->since_version,
+                   .demoting = a->demoting,
+                   .recover = a->recover,
+                   .paused = a->paused};
+    us_strlcpy(h.service, a->service, sizeof h.service);
+    us_strlcpy(h.active, a->active, sizeof h.active);
+    return h;
+}
+
+static bool held_role_same(const held_role *x, const held_role *y)
+{
+    return strcmp(x->active, y->active) == 0 && x->active_inc == y->active_inc &&
+           x->epoch == y->epoch && x->since_version == y->since_version &&
+           x->demoting == y->demoting && x->recover == y->recover && x->paused == y->paused;
+}
+
+/* The active roles of `s` before a command (*n of them), NULL if there is no memory for them. */
+static held_role *held_roles(const us_state *s, int *n)
+{
+    *n = 0;
+    held_role *h = malloc(sizeof *h * (size_t)(s->services.n ? s->services.n : 1));
+    if (!h)
+        return NULL;
+    for (int i = 0; i < s->services.n; i++)
+        if (s->asg[i].active[0])
+            h[(*n)++] = held_role_of(&s->asg[i]);
+    return h;
+}
+
+/* After a command: move roles_v of every node whose role in `before` changed or went away. With
+ * no record of the roles before (out of memory), every node's, which is safe (grants wait). */
+static void bump_roles_v(us_state *s, const held_role *before, int n)
+{
+    if (!before) {
+        for (int k = 0; k < s->n_nodes; k++)
+            s->nodes[k].roles_v = s->version;
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        int j = us_state_find_service(s, before[i].service);
+        held_role now;
+        if (j >= 0)
+            now = held_role_of(&s->asg[j]);
+        if (j >= 0 && held_role_same(&before[i], &now))
+            continue;
+        int k = us_state_find_node(s, before[i].active);
+        if (k >= 0)
+            s->nodes[k].roles_v = s->version;
+    }
+}
+
+typedef int (*apply_fn)(us_state *s, const json_t *cmd);
+
+static const struct {
+    const char *op;
+    apply_fn apply;
+} apply_ops[] = {
+    {"node_up", apply_node_up}, {"node_flags", apply_node_flags}, {"services", apply_services},
+    {"assign", apply_assign},   {"switchover", apply_switchover}, {"node_drain", apply_node_drain},
+    {"pause", apply_pause},     {"reset", apply_reset},           {"event", apply_event},
+};
+
 int us_state_apply(us_state *s, const json_t *cmd)
 {
     const char *op = us_json_str(cmd, "op");
-    int rc = US_APPLY_BAD;
-    if (strcmp(op, "node_up") == 0)
-        rc = apply_node_up(s, cmd);
-    else if (strcmp(op, "node_flags") == 0)
-        rc = apply_node_flags(s, cmd);
-    else if (strcmp(op, "services") == 0)
-        rc = apply_services(s, cmd);
-    else if (strcmp(op, "assign") == 0)
-        rc = apply_assign(s, cmd);
-    else if (strcmp(op, "switchover") == 0)
-        rc = apply_switchover(s, cmd);
-    else if (strcmp(op, "node_drain") == 0)
-        rc = apply_node_drain(s, cmd);
-    else if (strcmp(op, "pause") == 0)
-        rc = apply_pause(s, cmd);
-    else if (strcmp(op, "reset") == 0)
-        rc = apply_reset(s, cmd);
-    else if (strcmp(op, "event") == 0)
-        rc = apply_event(s, cmd);
-    if (rc == US_APPLY_OK)
+    apply_fn fn = NULL;
+    for (size_t i = 0; i < sizeof apply_ops / sizeof apply_ops[0]; i++)
+        if (strcmp(op, apply_ops[i].op) == 0)
+            fn = apply_ops[i].apply;
+    if (!fn)
+        return US_APPLY_BAD;
+    int n_held;
+    held_role *held = held_roles(s, &n_held);
+    int rc = fn(s, cmd);
+    if (rc == US_APPLY_OK) {
         s->version++;
+        bump_roles_v(s, held, n_held);
+    }
+    free(held);
     return rc;
 }
 

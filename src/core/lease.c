@@ -127,13 +127,36 @@ bool us_lease_grant(us_lease_grantee *g, bool requested, bool self_votes, int64_
 
 /* ---- the requester's side ---- */
 
+us_lease_granter us_lease_granter_new(void)
+{
+    return (us_lease_granter){.t0 = -1};
+}
+
+void us_lease_granter_update(us_lease_granter *g, int64_t t0, uint64_t rv, uint64_t version)
+{
+    if (t0 <= g->t0)
+        return;
+    if (g->t0 >= 0 && g->v <= version) {
+        g->has_c = true;
+        g->t0c = g->t0;
+        g->vc = g->v;
+    }
+    g->t0 = t0;
+    g->v = rv;
+}
+
+int64_t us_lease_granter_t0(const us_lease_granter *g, uint64_t version)
+{
+    return g->v <= version ? g->t0 : g->has_c && g->vc <= version ? g->t0c : -1;
+}
+
 int64_t us_lease_until(const us_timing *t, const us_lease_granter *grants, int n, uint64_t version,
                        int64_t now, int64_t lease_until)
 {
     int64_t t0[US_MAX_NODES];
     int m = 0;
     for (int i = 0; i < n && m < US_MAX_NODES; i++)
-        t0[m++] = grants[i].self ? now : grants[i].v <= version ? grants[i].t0 : -1;
+        t0[m++] = grants[i].self ? now : us_lease_granter_t0(&grants[i], version);
     int64_t q = us_lease_majority_time(t0, m);
     if (q < 0 || q + t->lease_ms <= lease_until)
         return lease_until;

@@ -10,7 +10,7 @@
  *    t0). A voter grants unless it has revoked the node (us_lease_grant). The node's lease runs
  *    until t0 + L, where t0 is the send time of the majority-th freshest granted request (a node
  *    that is a voter counts itself as granting now); a grant counts only once the node applied
- *    all the voter had (us_lease_until).
+ *    every change to its own roles that the voter had (us_lease_granter, us_lease_until).
  *  - A voter that has not granted a node for longer than stale_after = L(1+2ρ)+m while that node
  *    holds an active role (known for US_LEASE_RENEW_HEARTBEATS heartbeats) revokes it: it grants
  *    it nothing more until the replicated state shows the node without an active role. It reports
@@ -125,17 +125,35 @@ bool us_lease_grant(us_lease_grantee *g, bool requested, bool self_votes, int64_
 
 /* ---- the requester's side ---- */
 
-/* A voter that grants us leases: its latest grant, as we keep it. */
+/* A voter that grants us leases, as we keep it. Each grant carries the voter's roles_v of us
+ * (model.h: the state version of the last change to an active role of ours that the voter had
+ * applied). A grant counts only once we applied that far: the voter may have applied the release
+ * of a role of ours, un-revoked us and granted again, while we still act on the role. Other
+ * entries (other services, other nodes) do not hold grants back, so a node that lags behind a
+ * stream of unrelated changes keeps its lease. */
 typedef struct us_lease_granter {
-    bool self;  /* this voter is us: we grant ourselves now */
-    int64_t t0; /* send time (our clock) of our latest request it granted, -1 = none */
-    uint64_t v; /* its state version when it granted that request */
+    bool self;   /* this voter is us: we grant ourselves now */
+    int64_t t0;  /* send time (our clock) of our latest request it granted, -1 = none */
+    uint64_t v;  /* its roles_v of us with that grant */
+    bool has_c;  /* an earlier grant that already counted when t0 arrived: */
+    int64_t t0c; /* the latest such */
+    uint64_t vc; /* ... and its roles_v */
 } us_lease_granter;
 
+/* A voter we have no grant from. */
+us_lease_granter us_lease_granter_new(void);
+
+/* A grant of our request sent at t0 (our clock), made at the voter's roles_v of us `rv`, arriving
+ * while we have applied up to `version`. Keeps the latest grant, and the latest one that counted,
+ * so that a newer grant that does not count yet does not push out an older one that does. */
+void us_lease_granter_update(us_lease_granter *g, int64_t t0, uint64_t rv, uint64_t version);
+
+/* The send time of g's latest grant that counts at our state version `version`, -1 = none. */
+int64_t us_lease_granter_t0(const us_lease_granter *g, uint64_t version);
+
 /* Our lease at `now`, given the grants of all n voters (one entry each) and our state version:
- * the later of `lease_until` and t0 + L for the majority-th freshest counted t0. A grant counts
- * only once we applied all the voter had (v <= version): it may have applied the release of a
- * role of ours that we would otherwise still act on. */
+ * the later of `lease_until` and t0 + L for the majority-th freshest counted t0
+ * (us_lease_granter_t0). */
 int64_t us_lease_until(const us_timing *t, const us_lease_granter *grants, int n, uint64_t version,
                        int64_t now, int64_t lease_until);
 

@@ -159,6 +159,11 @@ typedef struct us_node {
     bool removing; /* `understudy node remove`: leave the Raft configuration once idle */
     bool left;     /* removed from the cluster */
     bool drained;  /* `understudy node drain`: no active roles or standbys here until undrained */
+    /* State version of the last change to any active role this node held (taken, demoted,
+     * renewed, its service paused or deleted; gaining a role does not count). Kept by
+     * us_state_apply, carried in snapshots, not in commands: a voter's lease grant counts for the
+     * node only once the node applied that far (lease.h, us_lease_granter_update). */
+    uint64_t roles_v;
 } us_node;
 
 /* Failure record of one node for one service (anti-flapping, Pacemaker's fail-count). Wall-clock

@@ -182,6 +182,10 @@ static const char *decode_pong(const json_t *j, us_msg *m)
     if (!opt_bool(j, "ack", &p->ack) || !opt_bool(j, "grant", &p->grant) ||
         !opt_bool(j, "removed", &p->removed))
         return "pong: ack, grant or removed";
+    const json_t *rv = json_object_get(j, "rv");
+    p->rv = p->v;
+    if (rv && (!u64_of(rv, &p->rv) || p->rv > p->v))
+        return "pong: rv";
     return NULL;
 }
 

@@ -17,7 +17,7 @@
  *                    "px_open":int>=0,"health":0..2,"cause":str,"check_ms":int>=-1,
  *                    "probes":int>=0,"probes_failed":int>=0,"restarts":int>=0,
  *                    "restart_cause":str,"refused":bool}
- *   pong   {"t":"pong","seq":u64,"ack":bool?,"grant":bool?,"removed":bool?,"v":u64}
+ *   pong   {"t":"pong","seq":u64,"ack":bool?,"grant":bool?,"removed":bool?,"v":u64,"rv":u64?}
  *   hello  {"t":"hello"}
  *   leave  {"t":"leave"}
  *   join   {"t":"join","name":NAME,"address":"IPv4:port","api":"IPv4:port"?,"fwd":bool?}
@@ -86,7 +86,9 @@ typedef struct us_msg_ping {
 } us_msg_ping;
 
 typedef struct us_msg_pong {
-    uint64_t round, v;
+    uint64_t round;
+    uint64_t v;  /* the voter's state version */
+    uint64_t rv; /* "rv": its roles_v of the requester (model.h); absent = v */
     bool ack, grant, removed;
 } us_msg_pong;
 

@@ -134,8 +134,9 @@ static struct {
     char fd_tag[G_MAX_FDS][108];
     int n_fds;
     /* The stand-in: while no agent runs, renew the lease with the voters as the agent would
-     * (us_lease_until over their grants, counting a grant only if its voter's state version is
-     * not past the one the agent left with), on the agent's own datagram socket, until give_up. */
+     * (us_lease_until over their grants, counting a grant only if the voter's roles_v of this
+     * node is not past the state version the agent left with), on the agent's own datagram
+     * socket, until give_up. */
     int agent_udp; /* -1 = none */
     int hb_ms, lease_ms;
     uint64_t agent_seq; /* datagram sequence numbers go on after the agent's */
@@ -146,10 +147,9 @@ static struct {
     struct {
         char name[US_NAME_MAX];
         struct sockaddr_in sa;
-        uint64_t inc; /* its incarnation, the one our pings are addressed to */
-        bool self;    /* this node: grants itself */
-        int64_t t0;   /* our send time of the latest round it granted, -1 = none */
-        uint64_t v;
+        uint64_t inc;        /* its incarnation, the one our pings are addressed to */
+        bool self;           /* this node: grants itself */
+        us_lease_granter gr; /* its grants of our rounds (send times on our clock) */
     } voters[G_MAX_PEERS];
     int n_voters;
     unsigned char rx[US_WIRE_MAX];
@@ -446,8 +446,7 @@ static void standin_recompute(void)
 {
     us_lease_granter g[G_MAX_PEERS];
     for (int i = 0; i < G.n_voters; i++)
-        g[i] = G.voters[i].self ? (us_lease_granter){.self = true}
-                                : (us_lease_granter){.t0 = G.voters[i].t0, .v = G.voters[i].v};
+        g[i] = G.voters[i].self ? (us_lease_granter){.self = true} : G.voters[i].gr;
     us_timing t = {.lease_ms = G.lease_ms};
     int64_t cur = G.lease_ns / 1000000;
     int64_t until = us_lease_until(&t, g, G.n_voters, G.version, mono_ms(), cur);
@@ -484,11 +483,8 @@ static void standin_rx(void)
             !json_u64_at(s, "\"seq\":", &r) || !json_u64_at(s, "\"v\":", &v) || r == 0 ||
             r > G.round || G.round - r >= 256)
             continue;
-        int64_t sent = G.round_sent_ms[r % 256];
-        if (sent > G.voters[i].t0) {
-            G.voters[i].t0 = sent;
-            G.voters[i].v = v;
-        }
+        json_u64_at(s, "\"rv\":", &v); /* the voter's roles_v of us, if it says (msg.h) */
+        us_lease_granter_update(&G.voters[i].gr, G.round_sent_ms[r % 256], v, G.version);
         standin_recompute();
     }
 }
@@ -559,7 +555,7 @@ static void begin_detached(void)
     G.renewing = G.agent_udp >= 0 && G.n_voters > 0 && G.hb_ms > 0 && G.lease_ms > 0;
     if (G.renewing) {
         for (int i = 0; i < G.n_voters; i++)
-            G.voters[i].t0 = -1;
+            G.voters[i].gr = us_lease_granter_new();
         G.next_ping_ns = mono_ns();
     }
     us_info("guardian: the agent left for a restart; %s, waiting at %s",

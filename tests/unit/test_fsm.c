@@ -223,6 +223,7 @@ static void assert_state_equal(const us_state *a, const us_state *b)
         assert_string_equal(x->address, y->address);
         assert_string_equal(x->api, y->api);
         assert_int_equal(x->incarnation, y->incarnation);
+        assert_int_equal(x->roles_v, y->roles_v);
         assert_int_equal(x->voter, y->voter);
         assert_int_equal(x->leaving, y->leaving);
         assert_int_equal(x->removing, y->removing);
@@ -373,6 +374,75 @@ static void test_node_up_adopting_keeps_roles(void **state)
     /* adopts 0 is us_cmd_node_up. */
     json_t *c = us_cmd_node_up_adopting(&n, 0);
     assert_null(json_object_get(c, "adopts"));
+    json_decref(c);
+}
+
+static uint64_t roles_v_of(const us_state *s, const char *node)
+{
+    return s->nodes[us_state_find_node(s, node)].roles_v;
+}
+
+/* roles_v (model.h): the version of the last change to an active role a node held. Gaining a
+ * role, or changes about others, leave it; losing, demoting, pausing, deleting move it. */
+static void test_roles_v(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    assert_int_equal(roles_v_of(s, "n1"), 0);
+    us_assignment a = next_asg(s, "web", 1, "n1", "n2", "initial placement on n1");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_assignment b = next_asg(s, "db", 1, "n2", "n1", "initial placement on n2");
+    assert_int_equal(apply(s, us_cmd_assign(&b)), US_APPLY_OK);
+    assert_int_equal(roles_v_of(s, "n1"), 0); /* gains */
+    assert_int_equal(roles_v_of(s, "n2"), 0);
+
+    /* Standbys change, the holder keeps the role: nothing moves. */
+    b = next_asg(s, "db", 1, "n2", "n3", "standby n3");
+    assert_int_equal(apply(s, us_cmd_assign(&b)), US_APPLY_OK);
+    assert_int_equal(roles_v_of(s, "n2"), 0);
+
+    /* A switchover asks n1 to demote: n1's moves, n2's does not. */
+    assert_int_equal(apply(s, us_cmd_switchover("web", asg_of(s, "web")->gen, "n3")), US_APPLY_OK);
+    uint64_t v1 = s->version;
+    assert_int_equal(roles_v_of(s, "n1"), v1);
+    assert_int_equal(roles_v_of(s, "n2"), 0);
+    /* An event, another node's registration: nothing. */
+    us_event e = {0};
+    us_strlcpy(e.kind, "node", sizeof e.kind);
+    assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_OK);
+    assert_int_equal(apply_node(s, "n3", 23), US_APPLY_OK);
+    assert_int_equal(roles_v_of(s, "n1"), v1);
+    /* The role moves to n3 (a gain for n3, a loss for n1). */
+    a = next_asg(s, "web", 2, "n3", "n1", "switchover");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_int_equal(roles_v_of(s, "n1"), s->version);
+    assert_int_equal(roles_v_of(s, "n3"), 0);
+    /* A restart of n1 keeps its roles_v (commands do not carry it). */
+    uint64_t v2 = s->version;
+    assert_int_equal(apply_node(s, "n1", 31), US_APPLY_OK);
+    assert_int_equal(roles_v_of(s, "n1"), v2);
+    /* Pausing db, deleting web: their holders' move. */
+    assert_int_equal(apply(s, us_cmd_pause("db", true)), US_APPLY_OK);
+    assert_int_equal(roles_v_of(s, "n2"), s->version);
+    assert_int_equal(apply_services(s, "db"), US_APPLY_OK);
+    assert_int_equal(roles_v_of(s, "n3"), s->version);
+
+    /* Kept by snapshots; a snapshot from before roles_v reads as "everything just changed". */
+    json_t *j = us_state_to_json(s);
+    us_state *back = new_state();
+    assert_int_equal(us_state_from_json(back, j), 0);
+    assert_state_equal(s, back);
+    json_t *nodes = json_object_get(j, "nodes");
+    for (size_t i = 0; i < json_array_size(nodes); i++)
+        json_object_del(json_array_get(nodes, i), "roles_v");
+    us_state *old = new_state();
+    assert_int_equal(us_state_from_json(old, j), 0);
+    json_decref(j);
+    for (int i = 0; i < old->n_nodes; i++)
+        assert_int_equal(old->nodes[i].roles_v, s->version);
+    /* Commands do not carry it. */
+    json_t *c = us_cmd_node_up(&s->nodes[0]);
+    assert_null(json_object_get(json_object_get(c, "node"), "roles_v"));
     json_decref(c);
 }
 
@@ -2145,6 +2215,7 @@ int main(void)
         cmocka_unit_test_teardown(test_node_up_new_incarnation_clears_flags, teardown),
         cmocka_unit_test_teardown(test_node_up_same_incarnation_keeps_flags, teardown),
         cmocka_unit_test_teardown(test_node_up_adopting_keeps_roles, teardown),
+        cmocka_unit_test_teardown(test_roles_v, teardown),
         cmocka_unit_test_teardown(test_node_up_bad, teardown),
         cmocka_unit_test_teardown(test_node_flags, teardown),
         cmocka_unit_test_teardown(test_events_from_assign, teardown),

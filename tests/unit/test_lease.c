@@ -662,6 +662,38 @@ static void test_lease_until(void **state)
     assert_int_equal(us_lease_until(&t, f, 5, 0, 1000, 0), 0);         /* only self */
 }
 
+/* A grant that does not count yet (its roles_v is past what we applied) must not push out an
+ * older one that does: a node catching up through a stream of changes keeps its lease. */
+static void test_granter_update(void **state)
+{
+    (void)state;
+    us_lease_granter g = us_lease_granter_new();
+    assert_int_equal(us_lease_granter_t0(&g, 100), -1);
+    us_lease_granter_update(&g, 1000, 3, 5); /* counts at 5 */
+    assert_int_equal(us_lease_granter_t0(&g, 5), 1000);
+    assert_int_equal(us_lease_granter_t0(&g, 2), -1);   /* not before we applied 3 */
+    us_lease_granter_update(&g, 1100, 7, 5);            /* a change to our roles we lack */
+    assert_int_equal(us_lease_granter_t0(&g, 5), 1000); /* the older grant still counts */
+    assert_int_equal(us_lease_granter_t0(&g, 7), 1100); /* once we applied 7, the newer */
+    us_lease_granter_update(&g, 1200, 8, 6); /* 1100 did not count at 6: 1000 stays the fallback */
+    assert_int_equal(us_lease_granter_t0(&g, 6), 1000);
+    assert_int_equal(us_lease_granter_t0(&g, 7), 1000); /* 1100 is gone: only latest + fallback */
+    assert_int_equal(us_lease_granter_t0(&g, 8), 1200);
+    us_lease_granter_update(&g, 1150, 0, 8); /* older than the latest: ignored */
+    assert_int_equal(us_lease_granter_t0(&g, 8), 1200);
+    us_lease_granter_update(&g, 1300, 8, 8); /* 1200 counted at 8: it becomes the fallback */
+    assert_int_equal(us_lease_granter_t0(&g, 8), 1300);
+    us_lease_granter_update(&g, 1400, 9, 8);
+    assert_int_equal(us_lease_granter_t0(&g, 8), 1300);
+    /* Through us_lease_until: 3 voters, us and two others, one with a newer uncounted grant. */
+    us_timing t = profile("default"); /* L = 600 */
+    us_lease_granter v[3] = {{.self = true}, us_lease_granter_new(), us_lease_granter_new()};
+    us_lease_granter_update(&v[1], 900, 4, 4);
+    us_lease_granter_update(&v[1], 950, 5, 4);
+    assert_int_equal(us_lease_until(&t, v, 3, 4, 1000, 0), 900 + 600);
+    assert_int_equal(us_lease_until(&t, v, 3, 5, 1000, 0), 950 + 600);
+}
+
 /* ---- the leader's side: us_lease_judge_holder ---- */
 
 static void test_judge_holder(void **state)
@@ -764,7 +796,9 @@ static void test_judge_holder(void **state)
 #define SIM_NODES 6 /* up to 5 voters and a holder that does not vote */
 #define SIM_GENS 8  /* roles given to H in turn */
 #define SIM_CUTS 128
-#define SIM_LOG 64 /* entries of the replicated log: assignments, releases, renewals */
+#define SIM_ROLE_LOG 64 /* entries of the replicated log about H: assignments, releases, renewals  \
+                         */
+#define SIM_LOG 256     /* ... and about anything else */
 
 typedef enum {
     RULE_STICKY, /* unsafe: the leader judges with role version 0, so a stale report counts until
@@ -783,6 +817,14 @@ typedef enum {
 } renew_rule;
 
 typedef enum {
+    GRANT_ROLES,    /* agent.c: a grant carries the voter's roles_v of H (the last release or
+                       renewal of H's role it applied); it counts once H applied that far */
+    GRANT_STATE,    /* safe but slow (before issue 11's fix): it carries the voter's whole state
+                       version, so entries about others hold H's grants back */
+    GRANT_UNTAGGED, /* unsafe: every grant counts, whatever H applied */
+} grant_rule;
+
+typedef enum {
     RESTART_NONE,
     RESTART_VOLATILE, /* unsafe: a restarted voter forgot its revocations */
     RESTART_PERSIST,  /* agent.c: revocations survive a restart */
@@ -797,6 +839,8 @@ typedef struct sim_cfg {
     int gens;               /* 1: H holds one role until released; more: released roles return */
     stale_rule rule;
     renew_rule renew;
+    grant_rule grants;
+    double others; /* per leader tick, the probability of an entry about something else ('X') */
     restart_mode restarts;
     double save_fail; /* probability that writing the revocations file fails */
     double t_max;     /* real ms per run */
@@ -807,6 +851,9 @@ typedef struct sim_cfg {
 
 typedef struct sim_result {
     long runs, events, releases, renewals, failed_saves;
+    /* H's ticks while it held its role by the log it applied, and of those, the ones at which its
+     * lease had run out: a liveness figure (an active without a lease stops its instance). */
+    long holder_ticks, holder_lapses;
     /* Real ms from the end of H's lease to the release, < 0 = violation: [0] leases from grants
      * made before the release, [1] also from grants made after it by voters that had not applied
      * it yet (the revocation did not hold), [2] the lease H itself computed (us_lease_until) while
@@ -843,7 +890,7 @@ typedef struct sim_ev {
     uint64_t term; /* PING/PONG: the term the ping was sent as leader in, 0 = not as leader */
     bool lease;    /* PING: a renewal request; PONG: granted */
     bool ack;      /* PONG: acknowledges the leadership */
-    uint64_t v;    /* PONG: the granting voter's state version; PING: the reporting voter's */
+    uint64_t v;    /* PONG: the grant's tag (grant_rule); PING: the reporting voter's version */
     int k;         /* PONG: releases the granting voter had applied */
     double tg;     /* PONG: real time of the grant */
     bool has_rep;  /* PING: the sender's report about H */
@@ -877,13 +924,15 @@ typedef struct sim {
     bool holder_votes;
     uint64_t term;
     sim_node nd[SIM_NODES];
-    /* The log: entry k (1-based) is an assignment 'A', a release 'R' or a renewal 'N'; after
-     * applying k entries a node believes H holds role role_at[k] if holds_at[k], given or renewed
-     * at version rv_at[k], and it applied rels_at[k] releases. */
+    /* The log: entry k (1-based) is an assignment 'A', a release 'R', a renewal 'N' or an entry
+     * about something else 'X'; after applying k entries a node believes H holds role role_at[k]
+     * if holds_at[k], given or renewed at version rv_at[k], it applied rels_at[k] releases, and
+     * H's roles_v (model.h) is hv_at[k]. */
     int log_len;
     char kind[SIM_LOG + 1];
     bool holds_at[SIM_LOG + 1];
     int role_at[SIM_LOG + 1], rels_at[SIM_LOG + 1], rv_at[SIM_LOG + 1], av_at[SIM_LOG + 1];
+    int hv_at[SIM_LOG + 1];
     int roles, renewals;
     /* H */
     int64_t lease_until;
@@ -904,6 +953,8 @@ typedef struct sim {
     uint64_t seq;
     double t, t_end;
     long events, failed_saves;
+    int others;                       /* 'X' entries in the log */
+    long holder_ticks, holder_lapses; /* as in sim_result */
 } sim;
 
 /* Append an entry to the log (the leader's). */
@@ -912,11 +963,12 @@ static void log_append(sim *s, char kind)
     assert_true(s->log_len < SIM_LOG);
     int k = ++s->log_len, p = k - 1;
     s->kind[k] = kind;
-    s->holds_at[k] = kind == 'A' || (kind == 'N' && s->holds_at[p]);
+    s->holds_at[k] = kind == 'A' || ((kind == 'N' || kind == 'X') && s->holds_at[p]);
     s->role_at[k] = kind == 'A' ? s->roles++ : s->role_at[p];
     s->rels_at[k] = s->rels_at[p] + (kind == 'R');
-    s->rv_at[k] = kind == 'R' ? 0 : k; /* since_version, renewals included */
+    s->rv_at[k] = kind == 'R' ? 0 : kind == 'X' ? s->rv_at[p] : k; /* since_version */
     s->av_at[k] = kind == 'A' ? k : kind == 'R' ? 0 : s->av_at[p]; /* assignments only */
+    s->hv_at[k] = kind == 'R' || kind == 'N' ? k : s->hv_at[p];    /* changes to H's role */
     s->renewals += kind == 'N';
 }
 
@@ -1131,12 +1183,17 @@ static void leader_tick(sim *s, int64_t now)
             if (s->c->gens == 1 && s->t + 2.0 * (double)s->c->S < s->t_end)
                 s->t_end = s->t + 2.0 * (double)s->c->S; /* late grants and answers */
         } else if (st == US_LEASE_VALID && renew && s->c->renew != RENEW_NONE &&
-                   s->log_len < SIM_LOG - 2 * (s->c->gens - s->roles) - 2) {
+                   s->log_len - s->others < SIM_ROLE_LOG - 2 * (s->c->gens - s->roles) - 2) {
             log_append(s, 'N'); /* decide.c R9 */
             s->nd[l].applied = s->log_len;
         }
     } else if (s->roles < s->c->gens && st == US_LEASE_VALID && unif() < 0.3) {
         log_append(s, 'A');
+        s->nd[l].applied = s->log_len;
+    }
+    if (s->c->others > 0 && s->others < SIM_LOG - SIM_ROLE_LOG && unif() < s->c->others) {
+        s->others++;
+        log_append(s, 'X'); /* another service's switchover, a node joining, ... */
         s->nd[l].applied = s->log_len;
     }
 }
@@ -1151,6 +1208,10 @@ static void on_tick(sim *s, const sim_ev *e)
     uint64_t term = i == s->leader ? s->term : 0;
     if (i == s->H) {
         holder_recompute(s, now);
+        if (s->holds_at[n->applied]) {
+            s->holder_ticks++;
+            s->holder_lapses += s->lease_until <= now;
+        }
         for (int v = 0; v < s->voters; v++)
             if (v != i)
                 send_msg(s, (sim_ev){.type = EV_PING,
@@ -1193,6 +1254,9 @@ static void on_ping(sim *s, const sim_ev *e)
         n->rep[i] = (us_lease_seen){.age = e->age, .stale = e->stale, .v = e->v, .rx_ms = now};
     bool grant = us_lease_grant(&n->g, e->lease, is_voter(s, j), now);
     bool ack = i == s->leader && e->term == s->term;
+    uint64_t tag = s->c->grants == GRANT_ROLES   ? (uint64_t)s->hv_at[n->applied]
+                   : s->c->grants == GRANT_STATE ? (uint64_t)n->applied
+                                                 : 0;
     if (grant || ack)
         send_msg(s, (sim_ev){.type = EV_PONG,
                              .from = j,
@@ -1201,7 +1265,7 @@ static void on_ping(sim *s, const sim_ev *e)
                              .term = e->term,
                              .lease = grant,
                              .ack = ack,
-                             .v = (uint64_t)n->applied,
+                             .v = tag,
                              .k = s->rels_at[n->applied],
                              .tg = s->t});
 }
@@ -1210,8 +1274,7 @@ static void on_pong(sim *s, const sim_ev *e)
 {
     int i = e->to, j = e->from;
     if (e->lease && i == s->H) {
-        if (e->t0 > s->gr[j].t0)
-            s->gr[j] = (us_lease_granter){.t0 = e->t0, .v = e->v};
+        us_lease_granter_update(&s->gr[j], e->t0, e->v, (uint64_t)s->nd[i].applied);
         for (int g = e->k; g < SIM_GENS; g++) {
             if (e->t0 > s->era_t0[j][g])
                 s->era_t0[j][g] = e->t0;
@@ -1315,7 +1378,7 @@ static void sim_run(const sim_cfg *c, sim_result *res)
         s.t_rel[g] = -1;
     }
     for (int v = 0; v < SIM_NODES; v++) {
-        s.gr[v] = (us_lease_granter){.t0 = -1};
+        s.gr[v] = us_lease_granter_new();
         for (int g = 0; g < SIM_GENS; g++)
             s.era_t0[v][g] = s.pre_t0[v][g] = -1;
     }
@@ -1433,6 +1496,8 @@ static void sim_run(const sim_cfg *c, sim_result *res)
     res->renewals += s.renewals;
     res->events += s.events;
     res->failed_saves += s.failed_saves;
+    res->holder_ticks += s.holder_ticks;
+    res->holder_lapses += s.holder_lapses;
 }
 
 static sim_result simulate(const sim_cfg *c, uint64_t seed)
@@ -1446,9 +1511,11 @@ static sim_result simulate(const sim_cfg *c, uint64_t seed)
     s.q = NULL;
     s.cap_q = 0;
     printf("  %-28s %6ld runs %9ld events %5ld releases %5ld renewals %5ld failed saves, min slack "
-           "%8.3f / %8.3f / %8.3f ms, %ld + %ld + %ld violations\n",
+           "%8.3f / %8.3f / %8.3f ms, %ld + %ld + %ld violations; holder without lease %ld of "
+           "%ld ticks\n",
            c->name, r.runs, r.events, r.releases, r.renewals, r.failed_saves, r.min_slack[0],
-           r.min_slack[1], r.min_slack[2], r.violations[0], r.violations[1], r.violations[2]);
+           r.min_slack[1], r.min_slack[2], r.violations[0], r.violations[1], r.violations[2],
+           r.holder_lapses, r.holder_ticks);
     for (int k = 0; k < 3; k++)
         if (r.violations[k])
             printf("    first: %s\n", r.first_bad[k]);
@@ -1663,6 +1730,47 @@ static void test_sim_renewals(void **state)
     check_safe(&c, 13);
 }
 
+/* Issue 11: grants tagged with the voter's whole state version (GRANT_STATE) did not count while
+ * the holder lagged behind entries about anything else: a holder cut off from the leader alone,
+ * or a busy cluster applying a stream of changes, lost its lease though every voter granted it.
+ * Grants now carry the voter's roles_v of the holder (GRANT_ROLES): the last change to its own
+ * role. The simulation appends unrelated entries ('X') and must find (a) no overlap with
+ * GRANT_ROLES, (b) an overlap with untagged grants (the tag is needed), (c) fewer lapses of the
+ * holder's lease with GRANT_ROLES than with GRANT_STATE on the same schedules. */
+static void test_sim_unrelated_entries(void **state)
+{
+    (void)state;
+    sim_cfg c = profile_cfg("default", SIM_GENS);
+    c.name = "others, untagged grants (unsafe)";
+    c.grants = GRANT_UNTAGGED;
+    c.others = 0.3;
+    c.min_events = 3000000;
+    sim_result r = simulate(&c, 14);
+    assert_true(r.violations[0] + r.violations[1] + r.violations[2] > 0);
+
+    c = profile_cfg("default", SIM_GENS);
+    c.name = "others, grants by roles_v";
+    c.others = 0.3;
+    c.min_events = 1000000;
+    check_safe(&c, 15);
+    sim_result roles = simulate(&c, 16);
+    c.name = "others, grants by state version";
+    c.grants = GRANT_STATE;
+    sim_result whole = simulate(&c, 16);
+    assert_true(whole.holder_ticks > 0 && roles.holder_ticks > 0);
+    double lr = (double)roles.holder_lapses / (double)roles.holder_ticks;
+    double lw = (double)whole.holder_lapses / (double)whole.holder_ticks;
+    printf("  holder without lease: %.3f%% of its ticks by roles_v, %.3f%% by state version\n",
+           100 * lr, 100 * lw);
+    assert_true(lr < lw);
+
+    c = profile_cfg("fast", SIM_GENS);
+    c.name = "fast, others, grants by roles_v";
+    c.others = 0.3;
+    c.min_events = 600000;
+    check_safe(&c, 17);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1682,6 +1790,7 @@ int main(void)
         cmocka_unit_test(test_revoke_due),
         cmocka_unit_test(test_may_grant),
         cmocka_unit_test(test_lease_until),
+        cmocka_unit_test(test_granter_update),
         cmocka_unit_test(test_judge_holder),
         cmocka_unit_test(test_sim_default),
         cmocka_unit_test(test_sim_fast),
@@ -1690,6 +1799,7 @@ int main(void)
         cmocka_unit_test(test_sim_reassign),
         cmocka_unit_test(test_sim_restarts),
         cmocka_unit_test(test_sim_renewals),
+        cmocka_unit_test(test_sim_unrelated_entries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -246,6 +246,18 @@ static void test_other_types(void **state)
     assert_int_equal(
         decode("{\"t\":\"pong\",\"seq\":\"4\",\"v\":\"10\",\"removed\":\"yes\"}", &why),
         US_MSG_MALFORMED);
+    /* "rv" (the voter's roles_v of the requester): absent = v; never past v, a u64 string. */
+    assert_int_equal(decode("{\"t\":\"pong\",\"seq\":\"4\",\"v\":\"10\"}", &why), US_MSG_OK);
+    assert_int_equal(g_msg.u.pong.v, 10);
+    assert_int_equal(g_msg.u.pong.rv, 10);
+    assert_int_equal(decode("{\"t\":\"pong\",\"seq\":\"4\",\"v\":\"10\",\"rv\":\"3\"}", &why),
+                     US_MSG_OK);
+    assert_int_equal(g_msg.u.pong.rv, 3);
+    assert_int_equal(decode("{\"t\":\"pong\",\"seq\":\"4\",\"v\":\"10\",\"rv\":\"11\"}", &why),
+                     US_MSG_MALFORMED);
+    assert_string_equal(why, "pong: rv");
+    assert_int_equal(decode("{\"t\":\"pong\",\"seq\":\"4\",\"v\":\"10\",\"rv\":3}", &why),
+                     US_MSG_MALFORMED);
     assert_int_equal(decode("{\"t\":\"hello\"}", &why), US_MSG_OK);
     assert_int_equal(g_msg.type, US_MSG_HELLO);
     assert_int_equal(decode("{\"t\":\"leave\",\"from\":\"n1\"}", &why), US_MSG_OK);
