@@ -796,9 +796,10 @@ static void test_judge_holder(void **state)
 #define SIM_NODES 6 /* up to 5 voters and a holder that does not vote */
 #define SIM_GENS 8  /* roles given to H in turn */
 #define SIM_CUTS 128
-#define SIM_ROLE_LOG 64 /* entries of the replicated log about H: assignments, releases, renewals  \
-                         */
-#define SIM_LOG 256     /* ... and about anything else */
+#define SIM_ROLE_LOG                                                                               \
+    64              /* entries of the replicated log about H: assignments, releases, renewals      \
+                     */
+#define SIM_LOG 256 /* ... and about anything else */
 
 typedef enum {
     RULE_STICKY, /* unsafe: the leader judges with role version 0, so a stale report counts until
