@@ -1019,6 +1019,7 @@ static int apply_switchover(us_state *s, const json_t *cmd)
 typedef struct held_role {
     char service[US_NAME_MAX];
     char active[US_NAME_MAX];
+    int index; /* in the state's services, before the command */
     uint64_t active_inc, epoch, since_version;
     bool demoting, recover, paused;
 } held_role;
@@ -1051,8 +1052,10 @@ static held_role *held_roles(const us_state *s, int *n)
     if (!h)
         return NULL;
     for (int i = 0; i < s->services.n; i++)
-        if (s->asg[i].active[0])
-            h[(*n)++] = held_role_of(&s->asg[i]);
+        if (s->asg[i].active[0]) {
+            h[*n] = held_role_of(&s->asg[i]);
+            h[(*n)++].index = i;
+        }
     return h;
 }
 
@@ -1066,7 +1069,7 @@ static void bump_roles_v(us_state *s, const held_role *before, int n)
         return;
     }
     for (int i = 0; i < n; i++) {
-        int j = us_state_find_service(s, before[i].service);
+        int j = us_state_find_service_from(s, before[i].service, before[i].index);
         held_role now;
         if (j >= 0)
             now = held_role_of(&s->asg[j]);
