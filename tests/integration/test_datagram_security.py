@@ -111,7 +111,9 @@ def events(c, node):
 
 
 def form_with_web(c):
-    """A 3-node cluster running `web` (cold standby); returns web's entry once it is active."""
+    """A 3-node cluster running `web` (cold standby); returns web's entry once it is active and
+    leadership has moved off the active's node (the controller moves it right after a placement),
+    so that the leader the caller takes next stays."""
     c.form()
     c.apply("[service web]\nrun = %s\nstandbys = 1\nstandby = cold\nnodes = n1 n2 n3\n" % c.service_cmd())
 
@@ -119,7 +121,9 @@ def form_with_web(c):
         s = c.service(c.leader_status(), "web")
         return s if s and s["active"] and s["epoch"] else None
 
-    return c.wait_until(placed, 30, "web active")
+    svc = c.wait_until(placed, 30, "web active")
+    c.wait_until(lambda: c.leader() != svc["active"], 15, "leadership off the active")
+    return svc
 
 
 def test_forged_and_replayed_datagrams_change_nothing(cluster):
