@@ -58,7 +58,6 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         p->ack_ms = -1;
         p->leader_ci_ms = -1;
         p->lease = us_lease_grantee_new();
-        p->grant_t0 = -1;
         p->granter = us_lease_granter_new();
         for (int i = 0; i < US_MAX_NODES; i++)
             p->about[i].rx_ms = -1;
@@ -265,10 +264,8 @@ static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         return;
     }
     if (g->grant) {
-        if (sent_ms > p->grant_t0) {
-            p->grant_t0 = sent_ms;
+        if (sent_ms > p->granter.t0)
             p->grant_v = g->v;
-        }
         us_lease_granter_update(&p->granter, sent_ms, g->rv, a->fsm.state.version);
         recompute_lease(a, now);
     }

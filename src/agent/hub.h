@@ -67,8 +67,7 @@ typedef struct us_peer {
      */
     us_lease_grantee lease;   /* as a voter: what we granted it, whether we revoked it */
     us_lease_granter granter; /* as a requester: its grants of our requests */
-    int64_t grant_t0;         /* send time of our latest request it granted, -1 = none */
-    uint64_t grant_v;         /* its state version when it granted that request */
+    uint64_t grant_v;         /* its state version with the latest of them (granter.t0) */
     /* What this peer (as a voter) last reported about each peer, by our peer index. */
     us_lease_seen about[US_MAX_NODES];
     int n_reports;
