@@ -443,6 +443,8 @@ static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockadd
 
 /* ---- the heartbeat tick ---- */
 
+static void on_commit_timer(uv_timer_t *t);
+
 typedef struct ready_barrier {
     struct raft_barrier req;
     us_agent *agent;
@@ -499,6 +501,48 @@ static void track_leadership(us_agent *a)
     a->leader = is_leader;
     if (is_leader && a->ready_term != term && !a->barrier_in_flight)
         barrier_new_term(a, term); /* again if one failed */
+}
+
+/* Followers learn that an entry committed only from the leader's next AppendEntries, which libraft
+ * sends when there is a new entry or at its heartbeat. So as soon as a command has applied here,
+ * the leader appends a barrier: its AppendEntries carries the new commit index to every follower at
+ * once (a promotion is seen by the promoted node one message after it committed), and the Raft
+ * heartbeat can stay long (each heartbeat costs the leader a message to every follower). One
+ * barrier at a time; another follows if commands applied while it was out. */
+typedef struct commit_barrier {
+    struct raft_barrier req;
+    us_agent *agent;
+} commit_barrier;
+
+static void on_commit_barrier(struct raft_barrier *req, int status)
+{
+    commit_barrier *b = req->data;
+    us_agent *a = b->agent;
+    free(b);
+    a->commit_in_flight = false;
+    if (status == 0 && a->leader && a->fsm.state.version > a->commit_told_v && a->stopping != 2)
+        uv_timer_start(&a->commit_timer, on_commit_timer, 0, 0);
+}
+
+static void on_commit_timer(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (a->commit_in_flight || !a->leader || raft_state(&a->raft) != RAFT_LEADER ||
+        a->fsm.state.version <= a->commit_told_v)
+        return;
+    commit_barrier *b = calloc(1, sizeof *b);
+    if (!b)
+        return;
+    b->agent = a;
+    b->req.data = b;
+    int rc = raft_barrier(&a->raft, &b->req, on_commit_barrier);
+    if (rc != 0) {
+        us_debug("cannot append the commit barrier: %s", raft_strerror(rc));
+        free(b);
+        return;
+    }
+    a->commit_told_v = a->fsm.state.version;
+    a->commit_in_flight = true;
 }
 
 /* Our lease: a majority of voters granted requests sent at t0 or later (us_lease_until). */
@@ -1192,6 +1236,8 @@ static void report_now(us_agent *a)
 static void on_fsm_change(void *data)
 {
     us_agent *a = data;
+    if (a->leader && a->stopping != 2 && a->raft_started)
+        uv_timer_start(&a->commit_timer, on_commit_timer, 0, 0);
     sync_peers(a);
     int me = us_state_find_node(&a->fsm.state, a->cfg.name);
     if (me >= 0 && a->fsm.state.nodes[me].left && a->stopping == 0) {
@@ -1429,6 +1475,8 @@ static void finish_close(us_agent *a)
     uv_close((uv_handle_t *)&a->report_timer, NULL);
     uv_timer_stop(&a->revoke_timer);
     uv_close((uv_handle_t *)&a->revoke_timer, NULL);
+    uv_timer_stop(&a->commit_timer);
+    uv_close((uv_handle_t *)&a->commit_timer, NULL);
     uv_close((uv_handle_t *)&a->tick, NULL);
     uv_close((uv_handle_t *)&a->reconcile_timer, NULL);
     uv_close((uv_handle_t *)&a->wake_timer, NULL);
@@ -1643,11 +1691,9 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
         snprintf(err, errlen, "raft init failed: %s", raft_errmsg(&a->raft));
         return -1;
     }
-    /* Followers learn that an entry committed from the leader's next AppendEntries: a short Raft
-     * heartbeat bounds how long a committed promotion waits to be seen (empty messages, no disk
-     * write; the agents' own heartbeats and leases keep heartbeat_ms). */
-    unsigned raft_hb = (unsigned)c->timing.heartbeat_ms / 5;
-    raft_set_heartbeat_timeout(&a->raft, raft_hb < 10 ? 10 : raft_hb);
+    /* The Raft heartbeat only keeps followers from starting elections: commits reach them at once
+     * (on_commit_timer), and leases ride on the agents' own pings. */
+    raft_set_heartbeat_timeout(&a->raft, (unsigned)c->timing.heartbeat_ms);
     raft_set_election_timeout(&a->raft, (unsigned)c->timing.election_ms);
     /* Without pre-vote a restarted follower deposes the leader every time. */
     raft_set_pre_vote(&a->raft, true);
@@ -1810,6 +1856,8 @@ int us_agent_main(const us_node_config *cfg)
     a->revoke_timer.data = a;
     uv_timer_init(a->loop, &a->wake_timer);
     a->wake_timer.data = a;
+    uv_timer_init(a->loop, &a->commit_timer);
+    a->commit_timer.data = a;
     us_metrics_init(&a->metrics);
     controller_init(a);
     us_sd_start(&a->sd, a->loop);

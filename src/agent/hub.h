@@ -131,6 +131,9 @@ typedef struct us_agent {
     uint64_t leader_term;
     uint64_t ready_term; /* as leader: a barrier of this term has applied (us_agent_consistency) */
     bool barrier_in_flight;
+    uv_timer_t commit_timer; /* as leader: a command applied, tell the followers (commit_barrier) */
+    uint64_t commit_told_v;  /* as leader: the FSM version the last commit barrier followed */
+    bool commit_in_flight;
 
     /* Controller (controller.h): the leader's duties, fed a view each tick. */
     us_controller ctl;

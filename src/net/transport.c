@@ -429,30 +429,36 @@ static void on_local_written(uv_write_t *req, int status)
     }
 }
 
+/* libraft's bytes are read into one buffer (the loop is single-threaded: libuv calls local_read
+ * right after local_alloc) and copied into a frame of their own size: a frame-sized block per read
+ * would be mapped and unmapped each time (glibc's mmap threshold), a TLB shootdown per message. */
+static unsigned char local_rx[US_TRANSPORT_FRAME_MAX];
+
 static void local_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)h;
     (void)suggested;
-    wreq *r = malloc(sizeof *r + RX_CAP);
-    if (!r) {
-        *buf = uv_buf_init(NULL, 0);
-        return;
-    }
-    *buf = uv_buf_init((char *)r->data + 4, US_TRANSPORT_FRAME_MAX);
+    *buf = uv_buf_init((char *)local_rx, sizeof local_rx);
 }
 
 static void local_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     us_conn *c = s->data;
-    wreq *r = buf->base ? (wreq *)((unsigned char *)buf->base - 4 - offsetof(wreq, data)) : NULL;
+    (void)buf;
     if (nread <= 0 || c->state == S_CLOSING) {
-        free(r);
         if (nread < 0)
             conn_close(c, 0);
         return;
     }
+    size_t flen = 4 + (size_t)nread + TAG_LEN;
+    wreq *r = malloc(sizeof *r + flen);
+    if (!r) {
+        conn_close(c, -ENOMEM);
+        return;
+    }
+    memcpy(r->data + 4, local_rx, (size_t)nread);
     seal(c, r->data, (size_t)nread);
-    if (tcp_write(c, r, 4 + (size_t)nread + TAG_LEN, sizeof *r + RX_CAP) != 0)
+    if (tcp_write(c, r, flen, sizeof *r + flen) != 0)
         return;
     if (c->tcp_out > HIGH_WATER) {
         c->local_paused = true;
