@@ -110,12 +110,16 @@ static json_t *own_reports_json(us_agent *a, uint64_t seq)
         if (in)
             us_agent_own_report(a, in, &own[n++]);
     }
+    static json_t *made; /* "rep" of generation made_gen: built again only when they change */
+    static uint64_t made_gen;
     if (n != n_last || memcmp(own, last, sizeof own[0] * (size_t)n) != 0 || a->rep_gen == 0) {
         memcpy(last, own, sizeof own[0] * (size_t)n);
         n_last = n;
         a->rep_gen++;
         a->rep_gen_round = seq;
     }
+    if (made && made_gen == a->rep_gen)
+        return json_incref(made);
     /* A ping must fit in one datagram with room for the lease reports (64 x ~70 bytes) and the
      * header, or it is not sent at all and this node loses its lease: past that, the leader does
      * not see the last reports (docs/architecture.md, "Limits"). */
@@ -142,6 +146,9 @@ static json_t *own_reports_json(us_agent *a, uint64_t seq)
                      all, n, US_NET_PAYLOAD_MAX);
         }
     }
+    json_decref(made);
+    made = json_incref(rep);
+    made_gen = a->rep_gen;
     return rep;
 }
 
@@ -718,7 +725,9 @@ static const char *ping_text(us_agent *a, ping_round *r, int kind, bool with_rep
 /* A ping round. On a heartbeat (`tick`): every peer on the lease path (fanout.h: every voter, the
  * leader, and everyone when we vote or lead), the slow peers whose turn it is, and those we owe a
  * ping (ping_soon). Off the heartbeat (a report changed, a revocation, a new incarnation heard):
- * the lease path and those we owe one, or every peer when our instance reports changed. */
+ * the lease path and those we owe one. A slow peer gets changed reports on its next turn: sending
+ * them to every peer at once made each change cost 2N datagrams, and a burst of changes (a
+ * placement of many services) starved the lease path on a small machine. */
 static void send_pings(us_agent *a, int64_t now, bool tick)
 {
     uint64_t seq = ++a->ping_seq;
@@ -729,8 +738,6 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
     bool self_votes = us_agent_is_voter(a, us_node_id(a->cfg.name));
-    bool everyone = a->reports_changed;
-    a->reports_changed = false;
     /* Which peers are on the lease path; how many are slow (their period grows with them). */
     bool full[US_MAX_NODES];
     int n_slow = 0;
@@ -781,7 +788,7 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
         p->slow = !full[i];
         /* A slow peer: on its turn, or at once when it just became slow (its silence bounds
          * stretch only with the "iv" of a ping), or when we owe it one. */
-        bool send = full[i] || everyone || p->ping_soon || (p->slow && !was_slow) ||
+        bool send = full[i] || p->ping_soon || (p->slow && !was_slow) ||
                     (tick && us_fanout_slow_due(a->ticks, p->id, k));
         if (!send)
             continue;
@@ -1757,8 +1764,7 @@ static bool inst_is_leader(void *data)
 static void inst_report_now(void *data)
 {
     us_agent *a = data;
-    a->reports_changed = true; /* every peer's view, not only the leader's, shows it soon */
-    report_now(a);
+    report_now(a); /* the leader decides by our reports: it is on the lease path */
 }
 
 static void inst_schedule_reconcile(void *data)

@@ -119,7 +119,6 @@ typedef struct us_agent {
     int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
     uint64_t ping_seq;
     uint64_t ticks;         /* heartbeats so far: the slow peers' turns (us_fanout_slow_due) */
-    bool reports_changed;   /* our instance reports changed: the next round goes to every peer */
     uint64_t rep_gen;       /* our instance reports' generation: it grows when they change */
     uint64_t rep_gen_round; /* the first ping round that carried this generation */
     struct {

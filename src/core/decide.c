@@ -875,14 +875,38 @@ static bool paused_renew(const us_decide_input *in, int s, us_assignment *next)
     return true;
 }
 
+/* R10: service s got its first active (epoch 1) on a live node that has not reported acting yet. */
+static bool placement_pending(const us_decide_input *in, int s)
+{
+    const us_assignment *a = &in->asg[s];
+    if (a->epoch != 1 || !a->active[0])
+        return false;
+    int n = find_node(in, a->active);
+    if (n < 0 || in->node_obs[n].state == US_NODE_DEAD || in->node_obs[n].state == US_NODE_LEFT)
+        return false;
+    const us_inst_obs *o = obs(in, s, n);
+    return o->epoch != a->epoch || o->state == US_INST_NONE || o->state == US_INST_STANDBY;
+}
+
+/* R10: a service that has never had an active. */
+static bool never_placed(const us_decide_input *in, int s)
+{
+    return in->asg[s].epoch == 0 && !in->asg[s].active[0];
+}
+
 void us_decide(const us_decide_input *in, us_decide_output *out)
 {
     out->n = 0;
     out->wake_ms = 0;
     if (!in->has_quorum)
         return;
+    int placing = 0;
+    for (int s = 0; s < in->n_services; s++)
+        placing += placement_pending(in, s);
     for (int s = 0; s < in->n_services; s++) {
         us_decision *dec = &out->d[out->n];
+        if (never_placed(in, s) && !in->asg[s].paused && placing >= US_DECIDE_PLACE_BATCH)
+            continue; /* R10: placed once earlier placements act (decided again each heartbeat) */
         if (in->asg[s].paused) {
             /* R0: the operator has the service: no decision, no wake; only a holder that surely
              * no longer acts loses the role (nobody gets it), or its node's revoked lease would
@@ -898,6 +922,7 @@ void us_decide(const us_decide_input *in, us_decide_output *out)
             dec->service = s;
             fin = &dec->next;
             out->n++;
+            placing += never_placed(in, s) && dec->next.active[0];
         }
         int64_t w = service_wake(in, s, fin);
         if (w && (out->wake_ms == 0 || w < out->wake_ms))

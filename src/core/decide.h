@@ -53,6 +53,14 @@ typedef struct us_decide_output {
     us_decision *d; /* the caller's array, room for in->n_services decisions */
 } us_decide_output;
 
+/* R10: initial placements in flight at once, cluster-wide (Pacemaker's batch-limit bounds its
+ * actions the same way). A services file that adds hundreds of services would otherwise have
+ * every node start instances in the same instant, and on a small machine that burst delays the
+ * lease renewals of the very instances being started, which then fence themselves. A placement is
+ * in flight from the decision until its node reports the instance acting (or fails, or dies).
+ * Only services that never had an active wait: failovers and restarts never do. */
+#define US_DECIDE_PLACE_BATCH 8
+
 /* Fill `out` with one decision per service whose assignment must change. */
 void us_decide(const us_decide_input *in, us_decide_output *out);
 

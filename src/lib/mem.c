@@ -3,8 +3,12 @@
 
 #include <malloc.h>
 
-/* Blocks of this size or more get their own mapping, returned to the kernel when freed. */
-#define US_MMAP_THRESHOLD (64 * 1024)
+/* Blocks of this size or more get their own mapping, returned to the kernel when freed. Kept
+ * high: a fresh mapping faults in every page on first touch and is unmapped with a TLB shootdown
+ * when freed, which made an apply of 200 changed service definitions cost 40-56 ms of CPU per
+ * agent (the per-service arrays are megabytes); from the heap it costs 5 ms. What is freed in the
+ * middle of the heap goes back to the kernel at the next us_mem_trim. */
+#define US_MMAP_THRESHOLD (32 * 1024 * 1024)
 /* Free memory at the top of the heap beyond this is returned at once. */
 #define US_TRIM_THRESHOLD (256 * 1024)
 

@@ -1,11 +1,11 @@
 /* mem.h — keep the agent's resident memory close to what it uses.
  *
  * glibc's malloc keeps what is freed for later: a large block freed in the middle of the heap (a
- * services file parsed, a snapshot or a status answer built) stays resident, and by default the
- * threshold above which blocks get their own mapping rises with every such block freed, so the
- * next large one lands in the heap too. us_mem_tune fixes that threshold (large blocks are mapped
- * and unmapped on their own) and uses one arena; us_mem_trim gives free pages back to the kernel
- * (malloc_trim). Both only change where memory lives, never what the program sees.
+ * services file parsed, a snapshot or a status answer built) stays resident. us_mem_tune fixes
+ * the mmap threshold high (blocks up to 32 MiB come from the heap, so a burst of applies reuses
+ * pages instead of faulting in fresh mappings) and uses one arena; us_mem_trim gives free pages,
+ * also those in the middle of the heap, back to the kernel (malloc_trim). Both only change where
+ * memory lives, never what the program sees.
  */
 #ifndef US_MEM_H
 #define US_MEM_H
