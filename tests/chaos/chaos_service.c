@@ -85,8 +85,8 @@ static void *http_thread(void *arg)
                          "HTTP/1.0 %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
                          "Connection: close\r\n\r\n%s",
                          status, strlen(body), body);
-        if (n > 0 && write(c, resp, (size_t)n) < 0) {
-            /* the client went away */
+        if (n > 0 && send(c, resp, (size_t)n, MSG_NOSIGNAL) < 0) {
+            /* the client went away (a proxy's connection reset by a partition): no SIGPIPE */
         }
         shutdown(c, SHUT_WR);
         close(c);

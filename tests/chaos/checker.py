@@ -313,7 +313,9 @@ def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0, t_from=None, ex
                 )
             )
     # Takeover of every fault on an active's node: the first disruption of that active that the fault
-    # explains, measured from the fault's start to the next write of the service.
+    # explains, measured from the later of the fault's start and the active's last write to the next
+    # write of the service: the time the service had no writer because of the fault. A fault that
+    # leaves the active working for a while (packet loss it renews through) counts from when it stopped.
     times = [w["t"] for w in ws]
     for f in faults:
         if f.get("svc") not in (None, svc) or f.get("observed"):
@@ -325,7 +327,7 @@ def check_liveness(svc, ws, faults, t_end, takeovers, n_nodes=0, t_from=None, ex
         if d is None:
             takeovers.append({"fault": f["id"], "kind": f["kind"], "svc": svc, "disrupted": False})
             continue
-        ms = (d["end"] - f["start"]) if d["end"] is not None else None
+        ms = (d["end"] - max(f["start"], d["start"])) if d["end"] is not None else None
         single = _single(f, faults, d["end"])
         leader = bool(f.get("out")) and f.get("leader") in f["nodes"]
         bound = TAKEOVER_LEADER_MS if leader else TAKEOVER_MS

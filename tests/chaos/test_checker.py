@@ -142,6 +142,18 @@ def test_slow_takeover_caught():
     assert checker.check(h)["metrics"]["takeover_ms_by_kind"]["kill9_agent"]["max"] == 2495.0
 
 
+def test_takeover_counts_from_the_last_write_of_an_active_that_kept_working():
+    # 30 % loss on n1 from 2000 ms: n1 renews through it until 4000 ms, n2 writes 600 ms later
+    h = base()
+    h["faults"] = [{"id": 1, "kind": "loss", "nodes": ["n1"], "start": 2000.0, "end": 6000.0, "out": False}]
+    res = checker.check(h)
+    assert res["violations"] == [], res["violations"]
+    assert res["metrics"]["takeover_ms_by_kind"]["loss"]["max"] == 600.0
+    # the same fault with the service down for 2.5 s is caught
+    h["writes"] = writes("a", "n1", 1, 0, 4000) + writes("a", "n2", 2, 6500, 10000)
+    assert props(h) == ["takeover"]
+
+
 def test_never_taken_over_caught():
     h = base(end=10000)
     h["writes"] = writes("a", "n1", 1, 0, 4000)
