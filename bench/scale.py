@@ -733,7 +733,7 @@ def main():
     ap.add_argument("--growth", default="10,100,200,1000", help="service counts, in order")
     ap.add_argument("--runs", type=int, default=5, help="failover runs (3 nodes and NODES nodes)")
     ap.add_argument("--leader-runs", type=int, default=3, help="kills of the leader-and-active node")
-    ap.add_argument("--step", type=int, default=200, help="services added per apply at most")
+    ap.add_argument("--step", type=int, default=50, help="services added per apply at most (docs/testing.md, Scale)")
     ap.add_argument("--place-timeout", type=float, default=300, help="seconds to place a stage's services (all its applies)")
     ap.add_argument("--poll-ms", type=float, default=5.0)
     ap.add_argument("--idle-window", type=float, default=10.0)

@@ -104,12 +104,7 @@ static json_t *own_reports_json(us_agent *a, uint64_t seq)
     static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
     static us_report last[US_MAX_SERVICES];
     static int n_last = -1;
-    int n = 0;
-    for (int i = 0; i < us_instances_slots(a->instances); i++) {
-        const us_instance *in = us_instance_at(a->instances, i);
-        if (in)
-            us_agent_own_report(a, in, &own[n++]);
-    }
+    int n = us_agent_own_reports(a, own);
     static json_t *made; /* "rep" of generation made_gen: built again only when they change */
     static uint64_t made_gen;
     if (n != n_last || memcmp(own, last, sizeof own[0] * (size_t)n) != 0 || a->rep_gen == 0) {
@@ -970,12 +965,7 @@ static void build_view(us_agent *a, us_cluster_view *v)
         n->version = i == a->self ? a->fsm.state.version : p->grant_v;
         n->adopts = p->adopt_inc;
         if (n->self) {
-            n->n_reports = 0;
-            for (int k = 0; k < us_instances_slots(a->instances); k++) {
-                const us_instance *in = us_instance_at(a->instances, k);
-                if (in)
-                    us_agent_own_report(a, in, &own[n->n_reports++]);
-            }
+            n->n_reports = us_agent_own_reports(a, own);
             n->reports = own;
         } else {
             n->n_reports = p->n_reports;

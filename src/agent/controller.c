@@ -376,12 +376,12 @@ void us_controller_free(us_controller *c)
     free(c->dec_inst);
     free(c->dec_fenced);
     free(c->rep);
-    free(c->rep_hint);
+    us_index_free(&c->seen_ix);
+    us_index_free(&c->svc_ix);
     c->seen = NULL;
     c->dec_inst = NULL;
     c->dec_fenced = NULL;
     c->rep = NULL;
-    c->rep_hint = NULL;
     c->n_seen = c->cap_seen = c->dec_cap = 0;
 }
 
@@ -389,6 +389,7 @@ void us_controller_became_leader(us_controller *c, int64_t now_ms)
 {
     c->primed = false;
     c->n_seen = 0;
+    us_index_clear(&c->seen_ix);
     c->n_timing = 0;
     c->leader_since_ms = now_ms;
 }
@@ -402,12 +403,15 @@ static us_ctl_seen *seen(us_controller *c, int hint, const char *service, const 
     if (hint >= 0 && hint < c->n_seen && strcmp(c->seen[hint].service, service) == 0 &&
         strcmp(c->seen[hint].node, node) == 0)
         return &c->seen[hint];
-    for (int i = 0; i < c->n_seen; i++)
-        if (strcmp(c->seen[i].service, service) == 0 && strcmp(c->seen[i].node, node) == 0)
+    uint32_t h = us_index_hash(service, node), pos = US_INDEX_START;
+    for (int i; (i = us_index_next(&c->seen_ix, h, &pos)) >= 0;)
+        if (i < c->n_seen && strcmp(c->seen[i].service, service) == 0 &&
+            strcmp(c->seen[i].node, node) == 0)
             return &c->seen[i];
     if (c->n_seen == US_MAX_SERVICES * US_MAX_NODES) {
         /* Pairs of renamed services and removed nodes piled up: start over (silently). */
         c->n_seen = 0;
+        us_index_clear(&c->seen_ix);
         *fresh = true;
     }
     if (c->n_seen == c->cap_seen) {
@@ -420,6 +424,8 @@ static us_ctl_seen *seen(us_controller *c, int hint, const char *service, const 
         c->seen = x;
         c->cap_seen = cap;
     }
+    if (!us_index_add(&c->seen_ix, h, c->n_seen))
+        return NULL;
     us_ctl_seen *x = &c->seen[c->n_seen++];
     memset(x, 0, sizeof *x);
     us_strlcpy(x->service, service, sizeof x->service);
@@ -484,12 +490,7 @@ static bool ensure_cap(us_controller *c, int n)
     void *rep = d ? realloc(c->rep, (size_t)n * sizeof *c->rep) : NULL;
     if (rep)
         c->rep = rep;
-    void *hint = rep ? realloc(c->rep_hint, (size_t)n * sizeof *c->rep_hint) : NULL;
-    if (hint) {
-        c->rep_hint = hint;
-        memset(c->rep_hint + c->dec_cap, 0xff, (size_t)(n - c->dec_cap) * sizeof *c->rep_hint);
-    }
-    if (!inst || !d || !rep || !hint) {
+    if (!inst || !d || !rep) {
         us_error("controller: out of memory for %d services", n);
         return false;
     }
@@ -497,28 +498,39 @@ static bool ensure_cap(us_controller *c, int n)
     return true;
 }
 
-/* Once per tick: each replicated node's view node (pv) and its report about each service (rep),
- * found where it was last time when it still is (reports keep their order), so that the walks
- * over services x nodes below stay linear. */
+/* The state's index of service k by name (svc_ix), built again every tick: 1,000 hashes. */
+static int service_index(us_controller *c, const us_state *s, const char *name)
+{
+    uint32_t h = us_index_hash(name, NULL), pos = US_INDEX_START;
+    for (int k; (k = us_index_next(&c->svc_ix, h, &pos)) >= 0;)
+        if (k < s->services.n && strcmp(s->services.svc[k].name, name) == 0)
+            return k;
+    return -1;
+}
+
+/* Once per tick: each replicated node's view node (pv) and its report about each service (rep):
+ * a node reports only the services it runs (reports.h), so each report is placed by the
+ * service's name and every other pair has none. Linear in services x nodes plus reports. */
 static bool index_reports(us_controller *c, const us_cluster_view *v)
 {
     const us_state *s = v->state;
     if (!ensure_cap(c, s->services.n))
         return false;
-    for (int n = 0; n < s->n_nodes; n++)
-        c->pv[n] = node_named(v, s->nodes[n].name);
-    for (int k = 0; k < s->services.n; k++) {
-        const char *service = s->services.svc[k].name;
-        for (int n = 0; n < s->n_nodes; n++) {
-            const us_view_node *p = c->pv[n];
-            int h = c->rep_hint[k][n];
-            const us_report *r = NULL;
-            if (p && h >= 0 && h < p->n_reports && strcmp(p->reports[h].service, service) == 0)
-                r = &p->reports[h];
-            else if (p)
-                r = us_report_find(p->reports, p->n_reports, service);
-            c->rep_hint[k][n] = r ? (int)(r - p->reports) : -1;
-            c->rep[k][n] = r;
+    us_index_clear(&c->svc_ix);
+    for (int k = 0; k < s->services.n; k++)
+        if (!us_index_add(&c->svc_ix, us_index_hash(s->services.svc[k].name, NULL), k)) {
+            us_error("controller: out of memory for the index of %d services", s->services.n);
+            return false;
+        }
+    for (int k = 0; k < s->services.n; k++)
+        for (int n = 0; n < s->n_nodes; n++)
+            c->rep[k][n] = NULL;
+    for (int n = 0; n < s->n_nodes; n++) {
+        const us_view_node *p = c->pv[n] = node_named(v, s->nodes[n].name);
+        for (int j = 0; p && j < p->n_reports; j++) {
+            int k = service_index(c, s, p->reports[j].service);
+            if (k >= 0 && !c->rep[k][n]) /* the first, as us_report_find */
+                c->rep[k][n] = &p->reports[j];
         }
     }
     return true;

@@ -106,14 +106,31 @@ void us_agent_own_report(us_agent *a, const us_instance *in, us_report *out)
     us_report_make(&src, out);
 }
 
+int us_agent_own_reports(us_agent *a, us_report *out)
+{
+    int n = 0;
+    for (int i = 0; i < us_instances_slots(a->instances); i++) {
+        const us_instance *in = us_instance_at(a->instances, i);
+        if (in) {
+            us_agent_own_report(a, in, &out[n]);
+            n += !us_report_says_nothing(&out[n]);
+        }
+    }
+    return n;
+}
+
 bool us_agent_report(us_agent *a, const char *node, const char *service, us_report *out)
 {
     memset(out, 0, sizeof *out);
     if (strcmp(node, a->cfg.name) == 0) {
+        /* As a peer sees it: a report that says nothing is no report. */
         const us_instance *in = us_instance_of(a->instances, service);
         if (in)
             us_agent_own_report(a, in, out);
-        return in != NULL;
+        if (in && !us_report_says_nothing(out))
+            return true;
+        memset(out, 0, sizeof *out);
+        return false;
     }
     const us_peer *p = us_agent_peer(a, node);
     const us_report *r = p ? us_report_find(p->reports, p->n_reports, service) : NULL;

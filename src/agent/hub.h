@@ -173,6 +173,9 @@ us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);
 bool us_agent_report(us_agent *a, const char *node, const char *service, us_report *out);
 /* This node's report about its instance `in`, as its pings carry it. */
 void us_agent_own_report(us_agent *a, const us_instance *in, us_report *out);
+/* This node's reports about its instances, those that say something (us_report_says_nothing):
+ * what its pings carry, into out (room for US_MAX_SERVICES); returns how many. */
+int us_agent_own_reports(us_agent *a, us_report *out);
 /* Name and API of the current Raft leader; false if none is known. */
 bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX]);
 us_node_state us_agent_node_state(us_agent *a, const us_peer *p);

@@ -61,6 +61,7 @@ typedef struct us_state {
     us_assignment *asg;      /* parallel to services.svc */
     us_service_stats *stats; /* parallel to services.svc */
     int cap;                 /* entries allocated in asg and stats */
+    int zeroed;              /* ... of which [0, zeroed) were zeroed when first reserved */
     int n_retired;           /* epochs of deleted services, so a re-add continues */
     struct {
         char name[US_NAME_MAX];
@@ -79,8 +80,9 @@ typedef struct us_state {
     us_event *events;   /* owned; NULL until the first event */
 } us_state;
 
-/* Room for n services in services.svc, asg and stats (new entries zeroed; services.n is the
- * caller's). 0, or -1 (n > US_MAX_SERVICES or out of memory). */
+/* Room for n services in services.svc, asg and stats (entries up to n never reserved before are
+ * zeroed, the capacity beyond is not touched; services.n is the caller's). 0, or -1
+ * (n > US_MAX_SERVICES or out of memory). */
 int us_state_reserve(us_state *s, int n);
 /* Free what a state owns and zero it. */
 void us_state_free(us_state *s);

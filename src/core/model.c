@@ -8,19 +8,22 @@ int us_service_set_reserve(us_service_set *set, int n)
 {
     if (n < 0 || n > US_MAX_SERVICES)
         return -1;
-    if (n <= set->cap)
-        return 0;
-    int cap = set->cap ? set->cap : n; /* a fresh set is sized exactly (the state's are) */
-    while (cap < n)
-        cap *= 2;
-    if (cap > US_MAX_SERVICES)
-        cap = US_MAX_SERVICES;
-    us_service_def *svc = realloc(set->svc, (size_t)cap * sizeof *svc);
-    if (!svc)
-        return -1;
-    memset(svc + set->cap, 0, (size_t)(cap - set->cap) * sizeof *svc);
-    set->svc = svc;
-    set->cap = cap;
+    if (n > set->cap) {
+        int cap = set->cap ? set->cap : n; /* a fresh set is sized exactly (the state's are) */
+        while (cap < n)
+            cap *= 2;
+        if (cap > US_MAX_SERVICES)
+            cap = US_MAX_SERVICES;
+        us_service_def *svc = realloc(set->svc, (size_t)cap * sizeof *svc);
+        if (!svc)
+            return -1;
+        set->svc = svc;
+        set->cap = cap;
+    }
+    if (n > set->zeroed) {
+        memset(set->svc + set->zeroed, 0, (size_t)(n - set->zeroed) * sizeof *set->svc);
+        set->zeroed = n;
+    }
     return 0;
 }
 

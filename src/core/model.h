@@ -135,11 +135,13 @@ typedef struct us_service_def {
 typedef struct us_service_set {
     int n;
     int cap;
+    int zeroed; /* svc[0..zeroed) were zeroed when first reserved; the rest of cap is not set */
     us_service_def *svc;
 } us_service_set;
 
-/* Room for at least n definitions (new ones zeroed). 0, or -1 (n > US_MAX_SERVICES or out of
- * memory; nothing changes). */
+/* Room for at least n definitions (entries up to n never reserved before are zeroed; capacity
+ * beyond n is left untouched, so that a grown array faults in only the pages used). 0, or -1
+ * (n > US_MAX_SERVICES or out of memory; nothing changes). */
 int us_service_set_reserve(us_service_set *set, int n);
 void us_service_set_free(us_service_set *set);
 /* Deep copy (dst's old contents freed). 0 or -1 (out of memory; dst unchanged). */

@@ -274,9 +274,36 @@ void us_service_defaults(us_service_def *d)
         set_number(d, &us_service_fields[i], us_service_fields[i].def);
 }
 
+/* The replicated form leaves out every member at its default (strings and lists: empty) and says
+ * so with "v": 2; an object without it (written by an older agent) has every member, except those
+ * added since, which read as 0 or, where marked US_FIELD_JSON_DEFAULT, as the default. */
+#define COMPACT_V 2
+
+/* Is field f of d at its default, so that the compact form leaves it out? */
+static bool at_default(const us_service_def *d, const us_service_field *f, const json_t *v)
+{
+    switch (f->type) {
+    case US_FIELD_STRING:
+    case US_FIELD_COMMAND:
+        return CFIELD(d, f, char)[0] == '\0';
+    case US_FIELD_INT:
+    case US_FIELD_MS:
+    case US_FIELD_ENUM:
+        return *CFIELD(d, f, int) == f->def;
+    case US_FIELD_SIZE:
+        return *CFIELD(d, f, int64_t) == f->def;
+    case US_FIELD_BOOL:
+        return *CFIELD(d, f, bool) == (f->def != 0);
+    case US_FIELD_LIST:
+        return json_array_size(v) == 0;
+    }
+    return false;
+}
+
 json_t *us_service_def_to_json(const us_service_def *d)
 {
     json_t *j = json_object();
+    json_object_set_new(j, "v", json_integer(COMPACT_V));
     for (int i = 0; i < us_service_n_fields; i++) {
         const us_service_field *f = &us_service_fields[i];
         json_t *v = NULL;
@@ -306,7 +333,13 @@ json_t *us_service_def_to_json(const us_service_def *d)
             v = f->to_json(d);
             break;
         }
-        json_object_set_new(j, f->json, v);
+        /* A definition's JSON is its name and its non-default keys (a valid name is never
+         * empty), so that an apply of 200 services is a fraction of the bytes it was to
+         * replicate and to parse on every agent. */
+        if (at_default(d, f, v))
+            json_decref(v);
+        else
+            json_object_set_new(j, f->json, v);
     }
     return j;
 }
@@ -316,6 +349,7 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
     memset(d, 0, sizeof *d);
     if (!json_is_object(j) || !us_name_valid(jstr(j, "name")))
         return -1;
+    bool compact = json_integer_value(json_object_get(j, "v")) >= COMPACT_V;
     for (int i = 0; i < us_service_n_fields; i++) {
         const us_service_field *f = &us_service_fields[i];
         json_t *v = json_object_get(j, f->json);
@@ -329,13 +363,13 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
         case US_FIELD_INT:
         case US_FIELD_MS:
         case US_FIELD_SIZE:
-            if (!json_is_integer(v) && (f->flags & US_FIELD_JSON_DEFAULT))
+            if (!json_is_integer(v) && (compact || (f->flags & US_FIELD_JSON_DEFAULT)))
                 set_number(d, f, f->def);
             else
                 set_number(d, f, json_integer_value(v));
             break;
         case US_FIELD_BOOL:
-            set_number(d, f, json_is_true(v));
+            set_number(d, f, !json_is_boolean(v) && compact ? f->def : json_is_true(v));
             break;
         case US_FIELD_ENUM: {
             /* An unknown name reads as the default, as older agents did. */

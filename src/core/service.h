@@ -62,9 +62,11 @@ const us_service_field *us_service_field_by_key(const char *key);
 /* Every field at its default (model.h documents them); name, commands and lists empty. */
 void us_service_defaults(us_service_def *d);
 
-/* The replicated form: one JSON member per row. from_json: 0, or -1 when the object is not a
- * valid definition (bad name, too many list entries, a string that does not fit); *d is
- * zeroed first and may be partly filled on failure. */
+/* The replicated form: one JSON member per row that is not at its default, and "v": 2 (an
+ * object without "v" has every member an older agent knew; one it did not know reads as 0, or as
+ * the default where marked US_FIELD_JSON_DEFAULT). from_json: 0, or -1 when the object is not a
+ * valid definition (bad name, too many list entries, a string that does not fit); *d is zeroed
+ * first and may be partly filled on failure. */
 json_t *us_service_def_to_json(const us_service_def *d);
 int us_service_def_from_json(us_service_def *d, const json_t *j);
 

@@ -75,7 +75,9 @@ def test_service_and_hook_run_as_user_with_clean_environment(cluster, monkeypatc
     assert g == [gid] * 4, g
     assert groups == [gid], groups
 
-    env = proc_environ(pid)
+    # /proc/PID/environ reads empty for a moment while /bin/sh execs sleep (the new mm has no
+    # environment yet): wait for it to be there.
+    env = c.wait_until(lambda: proc_environ(pid), 10, "the environment of the active instance")
     assert SECRET not in env, env
     n = c.nodes[node]
     # /bin/sh itself exports PWD (the agent's working directory): not from the agent's environment.

@@ -842,12 +842,13 @@ static void test_every_service_field_roundtrips(void **state)
         if (memcmp(d, def, sizeof *d) == 0)
             fail_msg("row '%s': the sample value is the default", f->json);
         json_t *j = us_service_def_to_json(d);
-        assert_int_equal(json_object_size(j), us_service_n_fields);
         if (us_service_def_from_json(back, j) != 0 || memcmp(d, back, sizeof *d) != 0)
             fail_msg("row '%s' does not survive the replicated form", f->json);
-        /* Older states without the member: 0 (or, where marked, the default). */
+        /* Older states (every member, no "v") without the member: 0 (or, where marked, the
+         * default). */
         if (strcmp(f->json, "name") != 0) {
             json_object_del(j, f->json);
+            json_object_del(j, "v");
             assert_int_equal(us_service_def_from_json(back, j), 0);
             *d = *def;
             us_strlcpy(d->name, "other", sizeof d->name);
@@ -859,6 +860,42 @@ static void test_every_service_field_roundtrips(void **state)
         }
         json_decref(j);
     }
+}
+
+/* A definition's JSON is "v": 2, its name and its members that are not at their default: a
+ * default definition with a run command carries just those three, and reads back byte for byte;
+ * a member at a non-default value (0 where the default is not, false where it is true) is kept. */
+static void test_service_json_leaves_out_what_reads_back_absent(void **state)
+{
+    (void)state;
+    us_service_def *d = track(calloc(1, sizeof *d)), *back = track(calloc(1, sizeof *back));
+    us_service_defaults(d);
+    us_strlcpy(d->name, "web", sizeof d->name);
+    us_strlcpy(d->run, "exec sleep 1", sizeof d->run);
+    json_t *j = us_service_def_to_json(d);
+    assert_int_equal(us_service_def_from_json(back, j), 0);
+    assert_memory_equal(d, back, sizeof *d);
+    assert_int_equal(json_object_size(j), 3);
+    assert_int_equal(json_integer_value(json_object_get(j, "v")), 2);
+    assert_string_equal(json_string_value(json_object_get(j, "name")), "web");
+    assert_string_equal(json_string_value(json_object_get(j, "run")), "exec sleep 1");
+    json_decref(j);
+    /* Values that an older reader would take for absent are still written when not default. */
+    d->hook_timeout_ms = 0; /* default 10000 */
+    d->announce_count = 0;  /* default 3 */
+    j = us_service_def_to_json(d);
+    assert_int_equal(json_object_size(j), 5);
+    assert_int_equal(us_service_def_from_json(back, j), 0);
+    assert_memory_equal(d, back, sizeof *d);
+    json_decref(j);
+    /* Without "v" (an older agent's object), an absent number reads as 0. */
+    j = json_pack("{s:s, s:s}", "name", "web", "run", "x");
+    assert_int_equal(us_service_def_from_json(back, j), 0);
+    assert_int_equal(back->hook_timeout_ms, 0);
+    json_object_set_new(j, "v", json_integer(2));
+    assert_int_equal(us_service_def_from_json(back, j), 0);
+    assert_int_equal(back->hook_timeout_ms, 10000);
+    json_decref(j);
 }
 
 /* user, group, env, log_max, log_keep survive the state; older states get the log defaults. */
@@ -1029,6 +1066,69 @@ static void test_services_add_keep_delete(void **state)
     assert_int_equal(apply_services(s, "web cache"), US_APPLY_OK);
     assert_int_equal(asg_of(s, "web")->epoch, 4);
     assert_int_equal(asg_of(s, "web")->gen, 0);
+}
+
+/* A command that keeps every service in its place and adds some after them is applied in place
+ * (fsm.c): the changed definition is overwritten, the new ones appended with their start epochs,
+ * assignments and statistics kept, one event per change in order; a bad or repeated name
+ * anywhere in such a command changes nothing. */
+static void test_services_in_place(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_assignment a = next_asg(s, "web", 3, "n1", "n2", "initial placement");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_service_def *web = &s->services.svc[0], *db = &s->services.svc[1];
+    uint64_t q0 = s->event_seq, v0 = s->version;
+
+    us_service_set *set = mk_set("web db cache api");
+    memset(set->svc[1].run, 0, US_CMD_MAX); /* as the replicated form reads it back */
+    us_strlcpy(set->svc[1].run, "exec /usr/bin/db --new", US_CMD_MAX);
+    assert_int_equal(apply(s, us_cmd_services(set)), US_APPLY_OK);
+    assert_int_equal(s->version, v0 + 1);
+    assert_int_equal(s->services.n, 4);
+    web = &s->services.svc[0];
+    db = &s->services.svc[1];
+    assert_string_equal(web->name, "web");
+    assert_string_equal(db->run, "exec /usr/bin/db --new");
+    assert_int_equal(us_state_find_service(s, "cache"), 2);
+    assert_int_equal(us_state_find_service(s, "api"), 3);
+    for (int i = 0; i < s->services.n; i++) {
+        assert_string_equal(s->asg[i].service, s->services.svc[i].name);
+        assert_memory_equal(&s->services.svc[i], &set->svc[i], sizeof set->svc[i]);
+    }
+    const us_assignment *w = asg_of(s, "web");
+    assert_int_equal(w->epoch, 3);
+    assert_string_equal(w->active, "n1");
+    assert_int_equal(asg_of(s, "cache")->epoch, 0);
+    assert_string_equal(asg_of(s, "api")->active, "");
+    assert_int_equal(s->event_seq, q0 + 3);
+    static const char *const expect[][2] = {
+        {"db", "changed"}, {"cache", "defined"}, {"api", "defined"}};
+    for (int i = 0; i < 3; i++) {
+        const us_event *e = us_state_event(s, q0 + 1 + (uint64_t)i);
+        assert_string_equal(e->service, expect[i][0]);
+        assert_string_equal(e->to, expect[i][1]);
+    }
+    assert_int_equal(apply(s, us_cmd_services(set)), US_APPLY_NOOP);
+
+    /* Refused whole: an old name again, a new name twice, a bad new definition, a bad changed
+     * one. */
+    us_state *before = copy_state(s);
+    static const char *const bad[] = {
+        "{\"op\": \"services\", \"services\": [{\"name\": \"web\"}, {\"name\": \"db\"}, "
+        "{\"name\": \"cache\"}, {\"name\": \"api\"}, {\"name\": \"db\"}]}",
+        "{\"op\": \"services\", \"services\": [{\"name\": \"web\"}, {\"name\": \"db\"}, "
+        "{\"name\": \"cache\"}, {\"name\": \"api\"}, {\"name\": \"x\"}, {\"name\": \"x\"}]}",
+        "{\"op\": \"services\", \"services\": [{\"name\": \"web\"}, {\"name\": \"db\"}, "
+        "{\"name\": \"cache\"}, {\"name\": \"api\"}, {\"name\": \"y\", \"nodes\": [1]}]}",
+        "{\"op\": \"services\", \"services\": [{\"name\": \"web\", \"env\": [2]}, "
+        "{\"name\": \"db\"}, {\"name\": \"cache\"}, {\"name\": \"api\"}]}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(apply_text(s, bad[i]), US_APPLY_BAD);
+        assert_unchanged(before, s);
+    }
 }
 
 static void test_services_same_set_twice_is_noop(void **state)
@@ -2225,7 +2325,9 @@ int main(void)
         cmocka_unit_test_teardown(test_self_healing_fields_roundtrip, teardown),
         cmocka_unit_test_teardown(test_privilege_fields_roundtrip, teardown),
         cmocka_unit_test_teardown(test_every_service_field_roundtrips, teardown),
+        cmocka_unit_test_teardown(test_service_json_leaves_out_what_reads_back_absent, teardown),
         cmocka_unit_test_teardown(test_services_add_keep_delete, teardown),
+        cmocka_unit_test_teardown(test_services_in_place, teardown),
         cmocka_unit_test_teardown(test_services_same_set_twice_is_noop, teardown),
         cmocka_unit_test_teardown(test_services_empty_set_deletes_all, teardown),
         cmocka_unit_test_teardown(test_services_bad, teardown),

@@ -104,6 +104,33 @@ static void test_find(void **state)
     assert_null(us_report_find(NULL, 0, "web"));
 }
 
+/* A node that holds no role of a service and never ran it leaves it out of its pings; anything it
+ * could say about it (a process, a restart, a failure, a probe, a proxy connection) keeps it in. */
+static void test_says_nothing(void **state)
+{
+    (void)state;
+    us_report_source src = {
+        .service = "web", .obs = {.state = US_INST_NONE, .epoch = 9}, .px_epoch = 9};
+    us_report r;
+    us_report_make(&src, &r);
+    assert_true(us_report_says_nothing(&r)); /* its epochs do not count */
+    us_report_source keep[] = {src, src, src, src, src, src, src, src, src, src};
+    keep[0].obs.state = US_INST_STANDBY;
+    keep[1].obs.state = US_INST_DEMOTED;
+    keep[2].pid = 17;
+    keep[3].restarts_total = 1;
+    keep[4].restart_cause = "standby process exited (status 1)";
+    keep[5].has_checks = true, keep[5].probes = 3;
+    keep[6].px_open = 1;
+    keep[7].obs.health = US_HEALTH_UNHEALTHY;
+    keep[8].obs.exit_status = 1;
+    strcpy(keep[9].obs.cause, "check failed");
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+        us_report_make(&keep[i], &r);
+        assert_false(us_report_says_nothing(&r));
+    }
+}
+
 static us_msg g_msg; /* large */
 
 /* What this node reports about its instances is what a peer reads from its ping: the peer's
@@ -150,6 +177,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_make),
         cmocka_unit_test(test_find),
+        cmocka_unit_test(test_says_nothing),
         cmocka_unit_test(test_ping_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
