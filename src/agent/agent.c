@@ -1694,7 +1694,11 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
     raft_set_election_timeout(&a->raft, (unsigned)c->timing.election_ms);
     /* Without pre-vote a restarted follower deposes the leader every time. */
     raft_set_pre_vote(&a->raft, true);
-    raft_set_snapshot_threshold(&a->raft, 512);
+    /* Every node would take its snapshot at the same log index, at once: each one costs every
+     * agent tens of ms with hundreds of services (the whole state as JSON), and on shared cores
+     * (25 agents on two in bench/scale) that simultaneous stall cost every lease. Each node takes
+     * it at its own point of a 256-entry spread. */
+    raft_set_snapshot_threshold(&a->raft, 512 + (unsigned)(us_node_id(c->name) % 256));
     raft_set_snapshot_trailing(&a->raft, 64);
 
     bool member = false;

@@ -313,27 +313,27 @@ static void drop_vips(void)
 
 /* Announcing a group as fenced while one of its processes still runs would let the leader start
  * a second active instance: wait (bounded) until each group is gone. */
+static bool g_killed_alive[G_MAX_GROUPS]; /* wait_gone's last look, by G.killed index */
+
 static void wait_gone(int n)
 {
+    pid_t pgids[G_MAX_GROUPS];
+    for (int i = 0; i < n; i++)
+        pgids[i] = G.killed[i].pgid;
     int64_t deadline = mono_ns() + G_GONE_WAIT_NS;
-    for (;;) {
-        bool any = false;
-        for (int i = 0; i < n && !any; i++)
-            any = us_pgrp_alive(G.killed[i].pgid);
-        if (!any || mono_ns() >= deadline)
-            break;
+    while (us_pgrps_alive(pgids, n, g_killed_alive) > 0 && mono_ns() < deadline)
         sleep_until_ns(mono_ns() + 1000000);
-    }
 }
 
-/* Queue the gone fence_on_lease groups among G.killed for announcement; true if any was. */
+/* Queue the gone fence_on_lease groups among G.killed for announcement (gone as wait_gone last
+ * saw them); true if any was. */
 static bool announce_killed(int n)
 {
     bool any = false;
     for (int i = 0; i < n; i++) {
         if (!G.killed[i].fence)
             continue;
-        if (us_pgrp_alive(G.killed[i].pgid)) {
+        if (g_killed_alive[i]) {
             us_error("guardian: process group %d (%s) survived SIGKILL for 1 s, not announced",
                      (int)G.killed[i].pgid, G.killed[i].service);
             continue;

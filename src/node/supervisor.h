@@ -81,5 +81,8 @@ bool us_proc_kill_stale(const char *pidfile);
 /* Does group `pgid` still have a process that is not a zombie? Allocation-free (the guardian
  * uses it). */
 bool us_pgrp_alive(pid_t pgid);
+/* The same for n groups at once, into alive[0..n): one walk over /proc for all the groups whose
+ * leader is a zombie or gone, not one per group. Allocation-free; returns how many are alive. */
+int us_pgrps_alive(const pid_t *pgids, int n, bool *alive);
 
 #endif

@@ -520,6 +520,40 @@ static pid_t start_foreign_group(const char *cmd)
     return pid;
 }
 
+/* us_pgrps_alive: several groups in one look, each as us_pgrp_alive would say: a running leader;
+ * a zombie leader (unreaped, as a dead agent's children are until init reaps them) with a live
+ * member found through /proc; a zombie leader alone (gone); pgid <= 1 (never). */
+static void test_pgrps_alive_at_once(void **state)
+{
+    (void)state;
+    pid_t with_member = start_foreign_group("sleep 100 & exit 0");
+    pid_t running = start_foreign_group("sleep 100");
+    pid_t zombie = start_foreign_group("exit 0");
+    siginfo_t si;
+    /* Wait for the leaders' exits without reaping them. */
+    assert_int_equal(waitid(P_PID, (id_t)with_member, &si, WEXITED | WNOWAIT), 0);
+    assert_int_equal(waitid(P_PID, (id_t)zombie, &si, WEXITED | WNOWAIT), 0);
+    pid_t pgids[] = {with_member, running, zombie, 1};
+    bool alive[4];
+    assert_int_equal(us_pgrps_alive(pgids, 4, alive), 2);
+    assert_true(alive[0]);
+    assert_true(alive[1]);
+    assert_false(alive[2]);
+    assert_false(alive[3]);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(us_pgrp_alive(pgids[i]), alive[i]);
+
+    kill(-with_member, SIGKILL);
+    kill(-running, SIGKILL);
+    int64_t deadline = mono_ms() + 2000;
+    while (us_pgrps_alive(pgids, 4, alive) > 0 && mono_ms() < deadline)
+        usleep(1000);
+    assert_int_equal(us_pgrps_alive(pgids, 4, alive), 0);
+    reap_group(with_member);
+    reap_group(running);
+    reap_group(zombie);
+}
+
 static void test_kill_stale(void **state)
 {
     fixture *f = *state;
@@ -732,6 +766,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pidfile_written_and_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_detachable_outlives_agent_and_is_adopted, setup,
                                         teardown),
+        cmocka_unit_test(test_pgrps_alive_at_once),
         cmocka_unit_test_setup_teardown(test_kill_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_dies_with_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_dies_before_release, setup, teardown),
