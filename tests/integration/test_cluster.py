@@ -300,8 +300,19 @@ def test_revocation_ends_once_renewed_so_a_later_voter_fault_costs_nothing(clust
         "the leader to renew the role of %s after %s revoked it" % (active, x),
     )
     c.wait_until(lambda: active not in revoked_nodes(c, x), 10, "%s to lift its revocation of %s" % (x, active))
-    s = c.service(c.leader_status(), "web")
+    st = c.leader_status()
+    s = c.service(st, "web")
     assert (s["active"], s["epoch"]) == (active, epoch), "freezing %s moved the active: %r" % (x, s)
+    # The renewal must have reached every node, the holder included, before the second fault: a
+    # leader that commits it and freezes at once (the controller hands leadership around, so y may
+    # be that leader) leaves the holder without it, and its voters' grants under the renewal do
+    # not count for it yet. That case is a fault during the renewal, not after it.
+    target = st["consistency"]["applied_index"]
+    c.wait_until(
+        lambda: all(c.status(m)["consistency"]["applied_index"] >= target for m in ("n1", "n2", "n3")),
+        10,
+        "every node to apply the renewal (index %d)" % target,
+    )
     t_y = time.time_ns()
     c.stop(y)
     time.sleep(2.0)  # the second fault, on the other voter
