@@ -817,6 +817,27 @@ static void retire(us_state *s, const char *name, uint64_t epoch)
     s->n_retired++;
 }
 
+/* A service new to the state: idle, no counters, its epoch continuing a retired one of its name
+ * (start_epoch over `before`, the state the command applies to). */
+static void start_service(const us_state *before, const char *name, us_assignment *asg,
+                          us_service_stats *stats)
+{
+    memset(stats, 0, sizeof *stats);
+    memset(asg, 0, sizeof *asg);
+    us_strlcpy(asg->service, name, sizeof asg->service);
+    asg->epoch = start_epoch(before, name);
+}
+
+/* The event of a services command about one service: added (was_defined false) or changed. */
+static void definition_event(us_state *s, const stamp *st, const char *name, bool was_defined)
+{
+    if (was_defined)
+        add_event(s, st, "config", name, NULL, "defined", "changed",
+                  "definition changed by the services file");
+    else
+        add_event(s, st, "config", name, NULL, "-", "defined", "added by the services file");
+}
+
 /* The services of a command that keeps every service of s in its place and perhaps adds some
  * after them (an edit, or new services at the end of the file): changed definitions are
  * overwritten where they are and new ones appended, so that an apply touches what changed
@@ -864,22 +885,14 @@ static int apply_services_in_place(us_state *s, const json_t *a, const stamp *st
     bool changed = false;
     for (int k = 0; k < n; k++) {
         us_service_def_from_json(d, json_array_get(a, (size_t)k));
-        if (k < n_old) {
-            if (memcmp(d, &s->services.svc[k], sizeof *d) == 0)
-                continue;
-            s->services.svc[k] = *d;
-            add_event(s, st, "config", d->name, NULL, "defined", "changed",
-                      "definition changed by the services file");
-        } else {
-            s->services.svc[k] = *d;
-            us_assignment *asg = &s->asg[k];
-            memset(&s->stats[k], 0, sizeof s->stats[k]);
-            memset(asg, 0, sizeof *asg);
-            us_strlcpy(asg->service, d->name, sizeof asg->service);
-            asg->epoch = start_epoch(s, d->name);
+        if (k < n_old && memcmp(d, &s->services.svc[k], sizeof *d) == 0)
+            continue;
+        s->services.svc[k] = *d;
+        if (k >= n_old) {
+            start_service(s, d->name, &s->asg[k], &s->stats[k]);
             s->services.n = k + 1;
-            add_event(s, st, "config", d->name, NULL, "-", "defined", "added by the services file");
         }
+        definition_event(s, st, d->name, k < n_old);
         changed = true;
     }
     rc = changed ? US_APPLY_OK : US_APPLY_NOOP;
@@ -929,10 +942,7 @@ static int apply_services(us_state *s, const json_t *cmd)
             *asg = s->asg[old];
             *stats = s->stats[old];
         } else {
-            memset(stats, 0, sizeof *stats);
-            memset(asg, 0, sizeof *asg);
-            us_strlcpy(asg->service, d->name, sizeof asg->service);
-            asg->epoch = start_epoch(s, d->name);
+            start_service(s, d->name, asg, stats);
         }
         next->services.n++;
     }
@@ -944,13 +954,9 @@ static int apply_services(us_state *s, const json_t *cmd)
         }
     for (int k = 0; k < next->services.n; k++) {
         int old = us_state_find_service(s, next->services.svc[k].name);
-        if (old < 0)
-            add_event(next, &st, "config", next->services.svc[k].name, NULL, "-", "defined",
-                      "added by the services file");
-        else if (memcmp(&s->services.svc[old], &next->services.svc[k],
-                        sizeof next->services.svc[k]) != 0)
-            add_event(next, &st, "config", next->services.svc[k].name, NULL, "defined", "changed",
-                      "definition changed by the services file");
+        if (old < 0 || memcmp(&s->services.svc[old], &next->services.svc[k],
+                              sizeof next->services.svc[k]) != 0)
+            definition_event(next, &st, next->services.svc[k].name, old >= 0);
     }
     int rc = us_service_set_equal(&next->services, &s->services) ? US_APPLY_NOOP : US_APPLY_OK;
     free_services(s);
