@@ -20,6 +20,7 @@
 
 #include "agent/agent_api.h"
 #include "agent/hub.h"
+#include "agent/raftdir.h"
 #include "agent/reports.h"
 #include "lib/durable.h"
 #include "core/fanout.h"
@@ -1670,6 +1671,16 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
     char dir[PATH_MAX + 8];
     snprintf(dir, sizeof dir, "%s/raft", c->data_dir);
     mkdir(dir, 0700);
+    /* A kill -9 in the middle of libraft's truncation or snapshot install can leave a log that it
+     * refuses at every start (raftdir.h): finish what the crash interrupted, keep the files. */
+    char fixed[1024];
+    int n_fixed = us_raftdir_repair(dir, fixed, sizeof fixed);
+    if (n_fixed > 0)
+        us_warn("raft: closed segments past a hole after the last snapshot (an interrupted log "
+                "truncation or snapshot install); the rest comes from the leader; %s",
+                fixed);
+    else if (n_fixed < 0)
+        us_warn("raft: cannot repair the data directory: %s", fixed);
     /* Half an election timeout: a stuck connection is replaced before the leader gives up. */
     int rc = us_transport_init(&a->transport, a->loop, (unsigned)c->timing.election_ms / 2,
                                &c->keys, c->cluster_name, c->name);

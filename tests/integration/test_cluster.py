@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -634,6 +635,32 @@ def raft_snapshots(c, node):
     return [f for f in os.listdir(d) if f.startswith("snapshot-")] if os.path.isdir(d) else []
 
 
+def drive_commits(c, n, until=None):
+    """n no-op resets of "web" through the leader (each one a Raft entry); stops early once
+    until() holds. Returns how many were committed."""
+    leader = c.leader()
+    done, refused, deadline = 0, [], time.monotonic() + 90
+    while done < n and time.monotonic() < deadline:
+        code, body = http_post(c.nodes[leader].api, "/v1/services/web/reset", c.token)
+        if code != 200:  # leadership moved: ask the leader there is
+            refused.append((code, body[:100]))
+            leader = c.leader()
+            continue
+        done += 1
+        if until is not None and until(done):
+            break
+    return done, refused
+
+
+def drive_to_snapshot(c, node):
+    """Commit entries until `node` took a new Raft snapshot (each node takes one after 512 to 767
+    entries, its own point of the spread)."""
+    before = len(raft_snapshots(c, node))
+    done, refused = drive_commits(c, 900, lambda k: k >= 520 and len(raft_snapshots(c, node)) > before)
+    assert done >= 520, (done, refused[-3:])
+    c.wait_until(lambda: len(raft_snapshots(c, node)) > before, 20, "a Raft snapshot on %s" % node)
+
+
 @pytest.mark.parametrize("snapshot", [False, True], ids=["log", "snapshot"])
 def test_restarted_agent_never_reports_its_pre_crash_state_as_current(cluster, snapshot):
     """Issue 11: kill -9 of the active's agent, the role moves elsewhere under a new epoch, the agent
@@ -649,20 +676,7 @@ def test_restarted_agent_never_reports_its_pre_crash_state_as_current(cluster, s
     c.apply(web_ini(c, standbys=2))
     active, epoch, _ = wait_active(c, "n1")
     if snapshot:
-        leader = c.leader()
-        before = len(raft_snapshots(c, active))
-        done, refused, deadline = 0, [], time.monotonic() + 90
-        while done < 900 and time.monotonic() < deadline:
-            code, body = http_post(c.nodes[leader].api, "/v1/services/web/reset", c.token)
-            if code != 200:  # leadership moved (off the active's node): ask the leader there is
-                refused.append((code, body[:100]))
-                leader = c.leader()
-                continue
-            done += 1
-            if done >= 520 and len(raft_snapshots(c, active)) > before:
-                break
-        assert done >= 520, (done, refused[-3:])
-        c.wait_until(lambda: len(raft_snapshots(c, active)) > before, 20, "a Raft snapshot on %s" % active)
+        drive_to_snapshot(c, active)
         s = c.service(c.status(active), "web")
         assert (s["active"], s["epoch"]) == (active, epoch), s
     c.kill9(active)
@@ -748,6 +762,97 @@ def test_restarted_agent_never_reports_its_pre_crash_state_as_current(cluster, s
     s = c.service(view, "web")
     assert (s["active"], s["epoch"]) == (new, new_epoch), s
     one_process(c, "web", new)
+
+
+def raft_layout(c, node):
+    """(newest snapshot index, sorted closed segments as (first, last, name)) of node's raft dir."""
+    d = os.path.join(c.nodes[node].data_dir, "raft")
+    snaps, closed = [], []
+    for f in os.listdir(d):
+        m = re.fullmatch(r"snapshot-(\d+)-(\d+)-(\d+)", f)
+        if m and os.path.exists(os.path.join(d, f + ".meta")):
+            snaps.append(tuple(int(x) for x in m.groups()))
+        m = re.fullmatch(r"(\d{16})-(\d{16})", f)
+        if m:
+            closed.append((int(m.group(1)), int(m.group(2)), f))
+    return (max(snaps)[1] if snaps else None), sorted(closed)
+
+
+def test_agent_starts_again_after_a_crash_cut_a_log_truncation_short(cluster):
+    """Issue 11 (`make chaos`, after a kill -9): libraft removes closed segments oldest first when it
+    truncates a conflicting tail or installs a snapshot; a crash in between leaves newer segments
+    past a hole after the last snapshot, and libraft refused that log at every start ("closed
+    segment ... is past last snapshot"): the node never came back. Here a stopped follower's data
+    directory gets that layout for real: its own log joins its snapshot, then a hole, then closed
+    segments of entries it never received (copied from another node's log, valid libraft files).
+    The agent moves the segments past the hole aside (kept in DATA_DIR/raft-corrupt-*), starts,
+    catches up from the leader and serves again."""
+    c = cluster
+    c.form()
+    c.apply(web_ini(c, standbys=2))
+    wait_active(c, "n1")
+    leader = c.leader()
+    x = next(n for n in ("n1", "n2", "n3") if n != leader)
+    y = next(n for n in ("n1", "n2", "n3") if n not in (leader, x))
+    drive_to_snapshot(c, x)
+    drive_commits(c, 20)
+    c.term(x)
+    assert c.wait_exit(x, 30) == 0
+    snap, own = raft_layout(c, x)  # a clean stop closes the open segment: all of x's log is closed
+    last_x = own[-1][1]
+    assert own[0][0] <= snap + 1 <= last_x + 1, (snap, own)
+    # Entries x never received, in closed segments of y's log: each clean stop of y closes one.
+    for _ in range(2):
+        drive_commits(c, 20)
+        c.restart(y)
+        c.leader()
+    _, theirs = raft_layout(c, y)
+    later = [name for first, _, name in theirs if first > last_x + 1]
+    assert later, (last_x, theirs)
+    raft_dir = os.path.join(c.nodes[x].data_dir, "raft")
+    for name in later:
+        shutil.copyfile(os.path.join(c.nodes[y].data_dir, "raft", name), os.path.join(raft_dir, name))
+    print("%s: snapshot at %d, own log up to %d; copied from %s: %s" % (x, snap, last_x, y, later))
+
+    c.start(x)
+    c.wait_until(
+        lambda: (lambda s: s if s and {n["name"]: n for n in s["nodes"]}[x]["state"] == "alive" else None)(
+            c.leader_status()
+        ),
+        30,
+        "%s to start and rejoin" % x,
+    )
+    assert c.running(x), "the agent of %s exited: %s" % (x, c.dump_logs())
+    with open(c.nodes[x].log) as f:
+        log = f.read()
+    assert "is past last snapshot" not in log
+    assert "interrupted log truncation or snapshot install" in log, log[-2000:]
+    asides = [d for d in os.listdir(c.nodes[x].data_dir) if d.startswith("raft-corrupt-")]
+    assert len(asides) == 1, asides
+    kept = sorted(os.listdir(os.path.join(c.nodes[x].data_dir, asides[0])))
+    assert kept == sorted(later), (kept, later)
+    assert not set(later) & set(os.listdir(raft_dir))
+
+    # Caught up: its own view is consistent and agrees with the leader's; new commits reach it.
+    drive_commits(c, 5)
+    seen = []
+
+    def caught_up(v):
+        lead = c.leader_status()
+        seen[:] = [v["consistency"], lead["consistency"]]
+        k = v["consistency"]
+        if k.get("stale") is not False or k["applied_index"] < lead["consistency"]["commit_index"] - 2:
+            return False
+        mine, theirs = c.service(v, "web"), c.service(lead, "web")
+        return (mine["active"], mine["epoch"]) == (theirs["active"], theirs["epoch"])
+
+    try:
+        wait_view(c, x, caught_up, "%s to catch up" % x)
+    except BaseException:  # the harness fails the test with pytest.fail
+        print("last views (%s, leader): %r" % (x, seen))
+        raise
+    voters = {n["name"]: n["voter"] for n in c.leader_status()["nodes"]}
+    assert voters[x], voters
 
 
 def test_a_node_cut_off_from_the_leader_says_its_view_may_be_stale(cluster):
