@@ -80,8 +80,11 @@ typedef struct seg {
 
 static int seg_cmp(const void *a, const void *b)
 {
-    const seg *x = a, *y = b;
-    return x->first < y->first ? -1 : x->first > y->first;
+    const seg *x = a, *y = b; /* two with the same first index: a truncation's rewrite and the
+                                 segment it replaces; the longer one continues the run */
+    if (x->first != y->first)
+        return x->first < y->first ? -1 : 1;
+    return x->last < y->last ? -1 : x->last > y->last;
 }
 
 /* The newest snapshot that libraft would consider (metadata and a non-empty data file): its index

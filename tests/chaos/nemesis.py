@@ -267,6 +267,23 @@ class Run:
         self.mounts = []
         return left
 
+    def keep_data(self):
+        """Before the data dirs go: a listing of every node's Raft files in RUNDIR/raft-files.txt,
+        and a copy of the Raft files of each node whose agent exited by itself (RUNDIR/keep-NODE/),
+        so that a log the agent could not start from can be read after the run."""
+        exited = {e["node"] for e in self.agent_exits}
+        lines = []
+        for n in self.nodes:
+            d = self.tmp / ("data-" + n)
+            for sub in sorted(d.glob("raft*")) if d.is_dir() else []:
+                if not sub.is_dir():
+                    continue
+                for f in sorted(sub.iterdir()):
+                    lines.append("%s %s/%s %d" % (n, sub.name, f.name, f.stat().st_size))
+                if n in exited:
+                    shutil.copytree(sub, self.tmp / ("keep-" + n) / sub.name, dirs_exist_ok=True)
+        (self.tmp / "raft-files.txt").write_text("\n".join(lines) + "\n")
+
     def agent_env(self, n):
         env = dict(os.environ)
         if os.path.exists(FAKETIME_LIB):
@@ -848,6 +865,11 @@ def main(argv=None):
     finally:
         prefix = bed.prefix
         problems = bed.close()
+        if run:
+            try:
+                run.keep_data()
+            except OSError as e:
+                print("cannot keep the data dirs: %s" % e, file=sys.stderr)
         left = run.unmount() if run else []
     leaks += ["bed teardown: " + p for p in problems]
     leaks += ["mount left: " + d for d in left]
