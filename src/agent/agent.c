@@ -1500,11 +1500,71 @@ static void finish_close(us_agent *a)
     }
 }
 
+/* The active instances this agent killed on its way out, announced as its guardian announces a
+ * fencing (guardian.h; "agent": "dead"): the leader reassigns them at once instead of waiting for
+ * this node's silence and lease to run out. Called only once every process here is reaped and the
+ * VIPs are down (us_instances_kill_all, us_instances_quiet). A few copies: a datagram may be lost,
+ * and the lease still covers that case. */
+#define CLOSE_ANNOUNCE_PER_DATAGRAM 16
+#define CLOSE_ANNOUNCE_COPIES 3
+#define CLOSE_TRANSFER_MS 500
+
+static void announce_killed(us_agent *a)
+{
+    const us_state *s = &a->fsm.state;
+    int k = 0, total = 0;
+    while (k < s->services.n) {
+        json_t *list = json_array();
+        for (; k < s->services.n && json_array_size(list) < CLOSE_ANNOUNCE_PER_DATAGRAM; k++) {
+            const us_assignment *as = &s->asg[k];
+            if (strcmp(as->active, a->cfg.name) == 0 && as->active_inc == a->inc)
+                json_array_append_new(list, json_pack("{s:s, s:I}", "service", as->service, "epoch",
+                                                      (json_int_t)as->epoch));
+        }
+        size_t n = json_array_size(list);
+        json_t *m = json_pack("{s:s, s:o, s:s}", "t", "fenced", "fenced", list, "agent", "dead");
+        char *text = n && m ? json_dumps(m, JSON_COMPACT) : NULL;
+        for (int c = 0; text && c < CLOSE_ANNOUNCE_COPIES; c++)
+            for (int i = 0; i < a->n_peers; i++)
+                if (i != a->self && a->peers[i].address[0])
+                    us_net_send_fenced(&a->net, &a->peers[i].sa, text, strlen(text));
+        free(text);
+        json_decref(m);
+        total += (int)n;
+    }
+    if (total)
+        us_info("announced the %d active instance(s) killed here as fenced", total);
+}
+
+static void close_transfer_done(void *arg, int status)
+{
+    (void)arg;
+    if (status != 0)
+        us_warn("leadership transfer on the way out failed (%d); an election follows", status);
+}
+
 static void close_when_quiet(uv_timer_t *t)
 {
     us_agent *a = t->data;
-    if (us_instances_quiet(a->instances) || us_now_ms() >= a->stop_deadline_ms)
-        finish_close(a);
+    int64_t now = us_now_ms();
+    bool quiet = us_instances_quiet(a->instances);
+    if (!quiet && now < a->stop_deadline_ms)
+        return;
+    if (quiet && !a->close_announced && a->net_started) {
+        a->close_announced = true;
+        announce_killed(a);
+    }
+    /* A leader that leaves without handing over costs the cluster an election (1-2 election
+     * timeouts) before anyone can act on what it left behind. */
+    if (a->leader && a->raft_started && !a->close_transfer_asked) {
+        a->close_transfer_asked = true;
+        a->stop_deadline_ms = now + CLOSE_TRANSFER_MS;
+        if (ctl_transfer(a, 0, close_transfer_done, a) == 0)
+            return;
+    }
+    if (a->close_transfer_asked && a->leader && now < a->stop_deadline_ms)
+        return;
+    finish_close(a);
 }
 
 /* Kill what still runs here, wait (bounded) until it is gone, then close everything. */

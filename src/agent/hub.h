@@ -153,7 +153,9 @@ typedef struct us_agent {
     bool restarting; /* SIGUSR2: leave the instances to the guardian and the next agent */
     int64_t restart_deadline_ms;
     bool restart_transfer_asked;
-    bool restart_released; /* the proxies' listening sockets went to the guardian */
+    bool close_announced;      /* the actives killed on the way out announced as fenced */
+    bool close_transfer_asked; /* on the way out, leadership handed to another voter */
+    bool restart_released;     /* the proxies' listening sockets went to the guardian */
     int restart_passed;
     int64_t restart_ping_ms; /* the last renewal round before exiting, 0 = not sent yet */
     uv_signal_t sig_usr2;

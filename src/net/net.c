@@ -141,11 +141,10 @@ int us_net_start(us_net *n, uv_loop_t *loop, const char *hostport, const us_keyr
     return 0;
 }
 
-void us_net_send_text(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const char *text,
-                      size_t len)
+static void send_on(us_net *n, us_wire_hdr h, const struct sockaddr_in *to, const char *text,
+                    size_t len)
 {
     static unsigned char out[US_WIRE_MAX];
-    us_wire_hdr h = {.chan = US_CHAN_AGENT, .inc = n->inc, .seq = ++n->seq, .to_inc = to_inc};
     us_strlcpy(h.sender, n->self, sizeof h.sender);
     size_t dlen = len <= US_NET_PAYLOAD_MAX
                       ? us_wire_seal(n->keys, n->cluster, &h, text, len, out, sizeof out)
@@ -158,6 +157,22 @@ void us_net_send_text(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, 
     /* Datagrams are small and the socket is rarely full: a failed try_send is like a lost packet.
      */
     uv_udp_try_send(&n->udp, &b, 1, (const struct sockaddr *)to);
+}
+
+void us_net_send_text(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const char *text,
+                      size_t len)
+{
+    send_on(n,
+            (us_wire_hdr){.chan = US_CHAN_AGENT, .inc = n->inc, .seq = ++n->seq, .to_inc = to_inc},
+            to, text, len);
+}
+
+void us_net_send_fenced(us_net *n, const struct sockaddr_in *to, const char *text, size_t len)
+{
+    if (n->gseq == 0)
+        n->gseq = 1ULL << 40; /* the guardian counts from 1 */
+    send_on(n, (us_wire_hdr){.chan = US_CHAN_GUARDIAN, .inc = n->inc, .seq = ++n->gseq}, to, text,
+            len);
 }
 
 void us_net_send(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const json_t *msg)

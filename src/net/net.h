@@ -49,8 +49,9 @@ typedef struct us_net {
     const us_keyring *keys; /* owned by the caller, outlives the net */
     char cluster[US_NAME_MAX];
     char self[US_NAME_MAX];
-    uint64_t inc; /* our incarnation */
-    uint64_t seq; /* last sequence number sent */
+    uint64_t inc;  /* our incarnation */
+    uint64_t seq;  /* last sequence number sent */
+    uint64_t gseq; /* the same on the guardian channel (us_net_send_fenced) */
     uint64_t rejected[US_NET_REJECT_COUNT];
     uint64_t log_rejected[US_NET_REJECT_COUNT]; /* counts at the last log line */
     int64_t log_ms;                             /* when the last rejection was logged */
@@ -68,6 +69,11 @@ void us_net_send(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const
  * is encoded once. */
 void us_net_send_text(us_net *n, const struct sockaddr_in *to, uint64_t to_inc, const char *text,
                       size_t len);
+/* An exiting agent's own announcement of the active instances it killed (guardian.h's "fenced",
+ * text as the guardian builds it), sealed on the guardian channel as this incarnation, for when
+ * its guardian cannot make it (it is gone). Sequence numbers start far above any the guardian of
+ * this incarnation used on that channel, so no receiver takes it for a replay. */
+void us_net_send_fenced(us_net *n, const struct sockaddr_in *to, const char *text, size_t len);
 /* Count (and, rate-limited, log) a datagram the receiver refused after it opened. */
 void us_net_reject(us_net *n, us_net_reject_reason why, const char *sender, const char *detail);
 void us_net_stop(us_net *n);

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -24,6 +25,7 @@ from conftest import (
     BIN,
     LEASE_MS,
     assert_no_overlap,
+    children_of,
     format_intervals,
     pid_running,
     pgrp_members,
@@ -853,6 +855,46 @@ def test_agent_starts_again_after_a_crash_cut_a_log_truncation_short(cluster):
         raise
     voters = {n["name"]: n["voter"] for n in c.leader_status()["nodes"]}
     assert voters[x], voters
+
+
+def test_guardian_killed_on_the_leader_and_active_node_hands_over_at_once(cluster):
+    """Issue 11 (`make chaos`: takeovers of 3.0 s after kill -9 of the guardian of the node that was
+    both Raft leader and active). An agent whose guardian is gone cannot promise to fence itself:
+    it kills its instances and exits. Its peers used to learn of it only from its silence, after an
+    election. It now announces the killed actives as fenced once they are reaped (as the guardian
+    would have) and hands Raft leadership over before it exits: the role moves for the cause
+    "guardian on X fenced the instance", which only that announcement can give (the guardian is
+    dead), under a leader that took over without an election timeout."""
+    c = cluster
+    c.form()
+    leader = c.leader()
+    order = [leader] + [n for n in ("n1", "n2", "n3") if n != leader]
+    c.apply(web_ini(c, nodes=order, standbys=1))
+    active, epoch, _ = wait_active(c, leader)
+    assert active == leader, (active, leader)
+    c.wait_until(lambda: lines_of(c.overlap_log, active, epoch) >= 5, 10, "the active to write")
+    guardians = [pid for pid, st in children_of(c.nodes[active].proc.pid) if st[4] == "us-guardian"]
+    assert len(guardians) == 1, guardians
+    t0 = time.monotonic()
+    os.kill(guardians[0], signal.SIGKILL)
+    survivor = order[1]
+    new, new_epoch, _ = wait_active(c, survivor, not_node=active, min_epoch=epoch + 1, timeout=10)
+    took_ms = (time.monotonic() - t0) * 1000
+    assert c.wait_exit(active, 10) == 1
+    with open(c.nodes[active].log) as f:
+        log = f.read()
+    assert "the guardian process is gone" in log, log[-2000:]
+    assert "announced the 1 active instance(s) killed here as fenced" in log, log[-2000:]
+    assert "leadership transfer on the way out failed" not in log, log[-2000:]
+    new_leader = c.leader()
+    code, _, body = c.api(new_leader, "/v1/events?service=web&limit=256")
+    assert code == 200, body[:200]
+    causes = [e["cause"] for e in json.loads(body.decode())["events"]]
+    assert any("guardian on %s fenced the instance" % active in (k or "") for k in causes), causes
+    print("guardian of %s (leader and active) killed: %s active (epoch %d) after %.0f ms, leader now %s"
+          % (active, new, new_epoch, took_ms, new_leader))
+    ivs = assert_no_overlap(c.overlap_log)
+    assert [(i.node, i.epoch) for i in ivs] == [(active, epoch), (new, new_epoch)], format_intervals(ivs)
 
 
 def test_a_node_cut_off_from_the_leader_says_its_view_may_be_stale(cluster):
