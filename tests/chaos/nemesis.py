@@ -269,9 +269,17 @@ class Run:
 
     def keep_data(self):
         """Before the data dirs go: a listing of every node's Raft files in RUNDIR/raft-files.txt,
-        and a copy of the Raft files of each node whose agent exited by itself (RUNDIR/keep-NODE/),
-        so that a log the agent could not start from can be read after the run."""
-        exited = {e["node"] for e in self.agent_exits}
+        and a copy of the Raft files of each node whose agent exited by itself and logged a problem
+        with them (RUNDIR/keep-NODE/), so that a log it could not start from can be read after the
+        run."""
+        exited = set()
+        for e in self.agent_exits:  # only those that could not start from their Raft files
+            try:
+                with open(self.h.logs[e["node"]], errors="replace") as f:
+                    if any("raft start failed" in line or "raft: " in line for line in f):
+                        exited.add(e["node"])
+            except OSError:
+                pass
         lines = []
         for n in self.nodes:
             d = self.tmp / ("data-" + n)
