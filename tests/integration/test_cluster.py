@@ -920,11 +920,17 @@ def test_a_node_cut_off_from_the_leader_says_its_view_may_be_stale(cluster):
     for m in others:
         c.stop(m)
     try:
+        # The first stale view may still be "not caught up" (an entry the leader committed as it froze,
+        # not yet applied here); the cut-off reason takes over once the election timeout has passed.
+        cut_off = re.compile(r"lost contact with leader|no leader known")
         v = wait_view(
-            c, lone, lambda v: v["consistency"]["stale"] is True, "%s to flag its view stale" % lone, timeout=10
+            c,
+            lone,
+            lambda v: v["consistency"]["stale"] is True and cut_off.search(v["consistency"]["reason"] or ""),
+            "%s to flag its view stale for the lost leader" % lone,
+            timeout=10,
         )
         k = v["consistency"]
-        assert re.search(r"lost contact with leader|no leader known", k["reason"]), k
         assert k["mode"] == "local" and not k["is_leader"], k
         code, _, body = c.api(lone, "/metrics")
         assert code == 200 and re.search(r"^understudy_state_stale 1$", body.decode(), re.M), body[-2000:]
