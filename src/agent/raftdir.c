@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/model.h"
 #include "lib/clock.h"
 
 /* ---- names ---- */
@@ -185,6 +186,9 @@ int us_raftdir_plan(const us_raftdir_file *files, int n, bool *move, char *why, 
 
 /* ---- the directory ---- */
 
+/* libraft keeps a few dozen files; a directory with more is not its layout (and its listing
+ * would be held in memory). */
+#define RAFTDIR_FILES_MAX 65536
 #define SCAN_BYTES 24 /* the format word and the first batch's checksums and entry count */
 
 static bool open_holds_entries(int dfd, const char *name)
@@ -234,6 +238,10 @@ int us_raftdir_repair(const char *dir, char *msg, size_t msglen)
             !S_ISREG(st.st_mode))
             continue;
         if (n == cap) {
+            if (cap >= RAFTDIR_FILES_MAX) {
+                rc = -2;
+                break;
+            }
             cap *= 2;
             us_raftdir_file *f2 = realloc(files, (size_t)cap * sizeof *files);
             files = f2 ? f2 : files;
@@ -252,7 +260,9 @@ int us_raftdir_repair(const char *dir, char *msg, size_t msglen)
     closedir(d);
     bool *move = files && names && rc == 0 ? calloc((size_t)n + 1, sizeof *move) : NULL;
     if (!move) {
-        snprintf(msg, msglen, "cannot list %s: out of memory", dir);
+        snprintf(msg, msglen, "cannot list %s: %s", dir,
+                 rc == -2 ? "more than " US_STR(RAFTDIR_FILES_MAX) " files, not libraft's layout"
+                          : "out of memory");
         free(files), free(names);
         return -1;
     }

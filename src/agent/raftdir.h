@@ -24,7 +24,8 @@
  *    directory DIR-corrupt-<wall ms> (kept for inspection, never read again), with both
  *    directories fsynced. It returns the number of files moved (0: DIR needed nothing, DIR
  *    unchanged), or -1 with a message (a refused plan, or an I/O error: files moved before it stay
- *    moved, and a repeat finishes the rest). A missing DIR needs nothing.
+ *    moved, and a repeat finishes the rest). A missing DIR needs nothing; a DIR of more than 65,536
+ *    files (not libraft's layout) is refused and left as it is.
  *
  * What it does not promise: that the dropped entries were never acknowledged. In the two crashes
  * above they were not committed (a truncated tail never is; an install that replaces a follower's

@@ -272,6 +272,27 @@ static void test_repair_directory(void **state)
     assert_int_equal(ut_rmtree(top), 0);
 }
 
+/* A directory of more files than libraft ever keeps is not its layout: refused, left alone. */
+static void test_repair_refuses_a_huge_directory(void **state)
+{
+    (void)state;
+    char top[64];
+    assert_non_null(ut_mkdtemp(top, sizeof top, "raftdir-huge"));
+    touch(top, SNAP_META(58, 690), "meta", 4);
+    touch(top, SNAP_DATA(58, 690), "data", 4);
+    touch(top, "0000000000001065-0000000000001144", "y", 1); /* would be moved */
+    for (int i = 0; i < 65536; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "x%d", i);
+        touch(top, name, "", 0);
+    }
+    char msg[1024];
+    assert_int_equal(us_raftdir_repair(top, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, "more than 65536 files"));
+    assert_true(exists(top, "0000000000001065-0000000000001144"));
+    assert_int_equal(ut_rmtree(top), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +304,7 @@ int main(void)
         cmocka_unit_test(test_open_entries_refuse),
         cmocka_unit_test(test_foreign_names),
         cmocka_unit_test(test_repair_directory),
+        cmocka_unit_test(test_repair_refuses_a_huge_directory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
