@@ -849,10 +849,19 @@ static void stop_step(us_agent *a, int64_t now)
     }
     char leader[US_NAME_MAX];
     if (!us_agent_leader(a, leader, NULL)) {
-        us_warn("no leader to hand over to; stopping");
+        /* A leadership transfer or an election in progress (SIGTERM right after a promotion
+         * meets the leader handing leadership off the active's node): wait for its leader,
+         * bounded, rather than leave by killing. */
+        if (a->stop_no_leader_ms == 0)
+            a->stop_no_leader_ms = now;
+        if (now - a->stop_no_leader_ms < 2LL * a->cfg.timing.election_ms)
+            return;
+        us_warn("no leader to hand over to for %lld ms; stopping",
+                (long long)(now - a->stop_no_leader_ms));
         begin_close(a);
         return;
     }
+    a->stop_no_leader_ms = 0;
     const us_state *s = &a->fsm.state;
     int me = us_state_find_node(s, a->cfg.name);
     if (me >= 0 && !s->nodes[me].leaving) {

@@ -153,6 +153,7 @@ typedef struct us_agent {
     bool restarting; /* SIGUSR2: leave the instances to the guardian and the next agent */
     int64_t restart_deadline_ms;
     bool restart_transfer_asked;
+    int64_t stop_no_leader_ms; /* SIGTERM hand-over: since when no leader is known (0: one is) */
     bool close_announced;      /* the actives killed on the way out announced as fenced */
     bool close_transfer_asked; /* on the way out, leadership handed to another voter */
     bool restart_released;     /* the proxies' listening sockets went to the guardian */
