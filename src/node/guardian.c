@@ -540,16 +540,24 @@ static void begin_detached(void)
     G.fd = -1;
     G.detached = true;
     G.detach_pending = false;
+    /* Bound and listening under a temporary name, then renamed into place: a connect that
+     * found the socket file bound but not yet listening would be refused, and the next agent
+     * takes a refused socket file for one left by a dead guardian and removes it. */
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    us_strlcpy(sa.sun_path, G.path, sizeof sa.sun_path);
-    unlink(G.path);
+    char tmp[sizeof sa.sun_path];
+    bool ok = snprintf(tmp, sizeof tmp, "%s.new", G.path) < (int)sizeof tmp;
+    us_strlcpy(sa.sun_path, ok ? tmp : G.path, sizeof sa.sun_path);
+    unlink(sa.sun_path);
     G.listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     mode_t old = umask(077);
-    bool ok = G.listen_fd >= 0 && bind(G.listen_fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-              listen(G.listen_fd, 4) == 0;
+    ok = G.listen_fd >= 0 && bind(G.listen_fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+         listen(G.listen_fd, 4) == 0 &&
+         (strcmp(sa.sun_path, G.path) == 0 || rename(sa.sun_path, G.path) == 0);
     umask(old);
     if (!ok) {
         us_error("guardian: cannot wait for the next agent at %s: %s", G.path, strerror(errno));
+        if (strcmp(sa.sun_path, G.path) != 0)
+            unlink(sa.sun_path);
         agent_gone();
     }
     G.renewing = G.agent_udp >= 0 && G.n_voters > 0 && G.hb_ms > 0 && G.lease_ms > 0;
@@ -1201,10 +1209,13 @@ int us_guardian_connect(const char *path, us_guardian **out)
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         int e = errno;
         close(fd);
-        if (e == ECONNREFUSED || e == ENOENT) {
-            unlink(path); /* a socket file nobody listens at: left by a guardian that is gone */
+        /* A socket file nobody listens at was left by a guardian that is gone (a waiting
+         * guardian renames its socket into place only once it listens). Not on ENOENT: a
+         * guardian may have put its socket there since. */
+        if (e == ECONNREFUSED)
+            unlink(path);
+        if (e == ECONNREFUSED || e == ENOENT)
             return -ENOENT;
-        }
         return -e;
     }
     struct ucred cr;

@@ -518,6 +518,32 @@ static void test_detach_and_adopt(void **state)
     reap_group(standby);
 }
 
+/* The next agent polls for the socket while the guardian is still setting it up (as an agent
+ * restarted at once does): every poll that finds nothing or a socket not yet listening must
+ * leave the guardian's socket alone, and the agent must find it. Raced 20 times, polling
+ * without a pause (seen in CI: a poll between bind and listen, or a poll that found no file
+ * as the socket appeared, removed the socket file, and nobody could come back). */
+static void test_detach_found_by_an_agent_polling_early(void **state)
+{
+    (void)state;
+    char path[108];
+    sock_path(path, sizeof path);
+    for (int i = 0; i < 20; i++) {
+        us_guardian *g = start("n1", 5, NULL);
+        pid_t guardian = us_guardian_pid(g);
+        assert_int_equal(us_guardian_detach(g, path, 1, mono_ns() + 5000 * MS, 0, 0, 0), 0);
+        us_guardian_leave(g);
+        us_guardian *g2 = NULL;
+        int64_t end = mono_ns() + 2000 * MS;
+        while (us_guardian_connect(path, &g2) != 0 && mono_ns() < end)
+            ;
+        assert_non_null(g2);
+        assert_int_equal(us_guardian_pid(g2), guardian);
+        us_guardian_stop(g2);
+        assert_int_equal(waitpid(guardian, NULL, 0), guardian);
+    }
+}
+
 /* Nobody comes back: at the lease end the guardian does what it does when its agent dies. A
  * socket file nobody listens at is not a guardian. */
 static void test_detach_nobody_comes(void **state)
@@ -905,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_bad_arguments_and_dead_guardian),
         cmocka_unit_test(test_vip_table_limit),
         cmocka_unit_test(test_detach_and_adopt),
+        cmocka_unit_test(test_detach_found_by_an_agent_polling_early),
         cmocka_unit_test(test_detach_nobody_comes),
         cmocka_unit_test(test_standin_renews_lease),
         cmocka_unit_test_setup_teardown(test_lease_expiry_removes_vips, ns_setup, ns_teardown),
