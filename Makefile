@@ -10,10 +10,13 @@
 # Every entry point first runs scripts/setup.sh, which installs what is missing (quiet when all is there).
 
 CC      ?= gcc
-PKGS    := raft libuv jansson libmicrohttpd libmnl libsystemd libsodium libcurl
+PKGS    := raft libuv jansson libmicrohttpd libmnl libsodium
+# libcurl: its header only; the CLI opens the library when it starts (src/cli/http.c), so that
+# agents do not carry it and its dependencies.
+HDR_PKGS := libcurl
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 # Recursive variables: pkg-config runs after setup.sh has installed the packages.
-CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE $(WARN) -g -MMD -MP -Isrc $(shell pkg-config --cflags $(PKGS))
+CFLAGS_COMMON = -std=c17 -D_GNU_SOURCE $(WARN) -g -MMD -MP -Isrc $(shell pkg-config --cflags $(PKGS) $(HDR_PKGS))
 LIBS     = $(shell pkg-config --libs $(PKGS)) -lm
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

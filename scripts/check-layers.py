@@ -22,7 +22,7 @@ LAYERS = ["lib", "core", "config", "node", "net", "agent", "cli"]
 
 # System headers the pure core may not include: it does no I/O and runs no loop.
 CORE_FORBIDDEN = {"uv.h", "raft/uv.h", "unistd.h", "fcntl.h", "sys/socket.h", "sys/stat.h",
-                  "pthread.h", "signal.h", "dirent.h", "curl/curl.h", "microhttpd.h"}
+                  "pthread.h", "signal.h", "dirent.h", "curl/curl.h", "microhttpd.h", "dlfcn.h"}
 
 # (file, included header): why it is still allowed.
 EXCEPTIONS = {}
