@@ -1410,8 +1410,7 @@ static int check_parse_text(const char *text, us_check_def *out, char *why, size
             snprintf(why, len, "empty command after 'exec:' (expected exec:COMMAND)");
             return -1;
         }
-        ck.kind = US_CHECK_EXEC;
-        us_strlcpy(ck.cmd, cmd, sizeof ck.cmd);
+        ck.kind = US_CHECK_EXEC; /* the command: us_check_cmd */
         *out = ck;
         return 0;
     }

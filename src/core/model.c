@@ -1,8 +1,10 @@
 /* model.c — names and small helpers of the shared cluster model. */
 #include "core/model.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int us_service_set_reserve(us_service_set *set, int n)
 {
@@ -52,6 +54,16 @@ bool us_service_set_equal(const us_service_set *a, const us_service_set *b)
 {
     return a->n == b->n &&
            (a->n == 0 || memcmp(a->svc, b->svc, (size_t)a->n * sizeof *a->svc) == 0);
+}
+
+const char *us_check_cmd(const us_check_def *c)
+{
+    if (c->kind != US_CHECK_EXEC || strncasecmp(c->text, "exec:", 5) != 0)
+        return "";
+    const char *cmd = c->text + 5;
+    while (isspace((unsigned char)*cmd))
+        cmd++;
+    return cmd;
 }
 
 const char *us_node_state_name(us_node_state s)

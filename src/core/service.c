@@ -88,9 +88,10 @@ static json_t *checks_to_json(const us_service_def *d)
     json_t *a = json_array();
     for (int i = 0; i < d->n_checks; i++) {
         const us_check_def *c = &d->checks[i];
-        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind",
-                                           check_kinds[c->kind], "text", c->text, "host", c->host,
-                                           "port", c->port, "path", c->path, "cmd", c->cmd));
+        json_array_append_new(a,
+                              json_pack("{s:s, s:s, s:s, s:i, s:s, s:s}", "kind",
+                                        check_kinds[c->kind], "text", c->text, "host", c->host,
+                                        "port", c->port, "path", c->path, "cmd", us_check_cmd(c)));
     }
     return a;
 }
@@ -110,7 +111,7 @@ static int check_from_json(us_check_def *c, const json_t *j)
     us_strlcpy(c->host, jstr(j, "host"), sizeof c->host);
     c->port = jint(j, "port");
     us_strlcpy(c->path, jstr(j, "path"), sizeof c->path);
-    us_strlcpy(c->cmd, jstr(j, "cmd"), sizeof c->cmd);
+    /* "cmd" (still written, for readers that keep it) is read from the text: us_check_cmd. */
     return 0;
 }
 

@@ -394,7 +394,7 @@ static void on_exec_exit(us_proc *p, int status, void *data)
 
 static void launch_exec(us_checker *c, int i)
 {
-    us_proc_opts o = {.cmd = c->def.checks[i].cmd,
+    us_proc_opts o = {.cmd = us_check_cmd(&c->def.checks[i]),
                       .env = (const char *const *)c->env,
                       .cred = c->has_cred ? &c->cred : NULL,
                       .cwd = c->cwd,

@@ -309,7 +309,6 @@ static void add_exec(us_service_def *d, const char *cmd)
 {
     us_check_def *ck = &d->checks[d->n_checks++];
     ck->kind = US_CHECK_EXEC;
-    assert_true(us_strlcpy(ck->cmd, cmd, sizeof ck->cmd));
     int n = snprintf(ck->text, sizeof ck->text, "exec:%s", cmd);
     assert_true(n > 0 && (size_t)n < sizeof ck->text);
 }

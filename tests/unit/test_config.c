@@ -1609,7 +1609,7 @@ static void test_services_checks_valid(void **state)
     assert_string_equal(w->checks[0].host, "127.0.0.1");
     assert_int_equal(w->checks[0].port, 8080);
     assert_string_equal(w->checks[0].path, "/healthz?deep=1&x=y");
-    assert_string_equal(w->checks[0].cmd, "");
+    assert_string_equal(us_check_cmd(&w->checks[0]), "");
     assert_int_equal(w->checks[1].kind, US_CHECK_TCP);
     assert_string_equal(w->checks[1].text, "tcp://10.0.0.5:5432/");
     assert_string_equal(w->checks[1].host, "10.0.0.5");
@@ -1617,7 +1617,8 @@ static void test_services_checks_valid(void **state)
     assert_string_equal(w->checks[1].path, "");
     assert_int_equal(w->checks[2].kind, US_CHECK_EXEC);
     assert_string_equal(w->checks[2].text, "exec:  pg_isready -q -h 127.0.0.1 ; test -f /tmp/ok");
-    assert_string_equal(w->checks[2].cmd, "pg_isready -q -h 127.0.0.1 ; test -f /tmp/ok");
+    assert_string_equal(us_check_cmd(&w->checks[2]),
+                        "pg_isready -q -h 127.0.0.1 ; test -f /tmp/ok");
     assert_string_equal(w->checks[2].host, "");
     assert_int_equal(w->checks[2].port, 0);
     assert_int_equal(w->check_interval_ms, 2000);
@@ -1763,7 +1764,7 @@ static void test_services_check_limits(void **state)
     cmd[US_CMD_MAX - 1] = '\0'; /* 1023 characters: fits */
     snprintf(text, sizeof text, SVC_A "check = %s\n", cmd);
     assert_int_equal(parse_svc(text, &err), 0);
-    assert_int_equal(strlen(g_set.svc[0].checks[0].cmd), US_CMD_MAX - 1 - 5);
+    assert_int_equal(strlen(us_check_cmd(&g_set.svc[0].checks[0])), US_CMD_MAX - 1 - 5);
     snprintf(text, sizeof text, SVC_A "check = %sy\n", cmd);
     memset(&g_set, 0x5A, sizeof g_set);
     assert_int_equal(parse_svc(text, &err), -1);

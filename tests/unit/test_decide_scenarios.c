@@ -606,7 +606,6 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
         for (int k = 0; k < d->n_checks; k++) {
             d->checks[k].kind = US_CHECK_EXEC;
             snprintf(d->checks[k].text, sizeof d->checks[k].text, "exec:true");
-            snprintf(d->checks[k].cmd, sizeof d->checks[k].cmd, "true");
         }
         return true;
     }

@@ -944,7 +944,6 @@ static void test_self_healing_fields_roundtrip(void **state)
     us_strlcpy(d->checks[0].path, "/healthz", US_PATH_MAX);
     d->checks[1].kind = US_CHECK_EXEC;
     us_strlcpy(d->checks[1].text, "exec:./check.sh", US_CMD_MAX);
-    us_strlcpy(d->checks[1].cmd, "./check.sh", US_CMD_MAX);
     d->check_interval_ms = 500;
     d->check_timeout_ms = 300;
     d->rise = 2;
@@ -964,6 +963,11 @@ static void test_self_healing_fields_roundtrip(void **state)
     d->failback = true;
     json_t *j = us_service_def_to_json(d);
     assert_int_equal(us_service_def_from_json(d2, j), 0);
+    /* The exec command is read from the text, and still written for readers that keep it. */
+    json_t *ck = json_array_get(json_object_get(j, "checks"), 1);
+    assert_string_equal(json_string_value(json_object_get(ck, "cmd")), "./check.sh");
+    assert_string_equal(us_check_cmd(&d2->checks[1]), "./check.sh");
+    assert_string_equal(us_check_cmd(&d2->checks[0]), "");
     json_decref(j);
     assert_memory_equal(d, d2, sizeof *d);
 
