@@ -280,10 +280,58 @@ static void on_hello(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg
     (void)a, (void)p, (void)h, (void)m, (void)now;
 }
 
+/* The agent of our Raft leader died and its guardian said so (kill -9, a crash): the leader is
+ * gone, yet libraft would wait out the election timeout (1-2 s) from its last heartbeat, and
+ * each voter refuses its vote while it still follows a leader. Every voter hears the
+ * announcement, so each lowers its election timeout to one heartbeat: libraft re-draws the
+ * timer against the same last contact (in [T, 2T)), the voters leave the dead leader at their
+ * next tick and elect one of them, and the configured timeout returns once another leader is
+ * known (or after two configured timeouts). Only liveness is at stake: the announcement is
+ * sealed by the node's key and names the incarnation that died, a new leader still waits out the
+ * old holders' leases (lease.h), and a voter that left a live leader by mistake is refused by the
+ * others' pre-votes (they still follow it) and returns at its next heartbeat. */
+static void hasten_election(us_agent *a, const us_peer *p, int64_t now)
+{
+    raft_id leader = 0;
+    const char *addr = NULL;
+    if (!a->raft_started || raft_state(&a->raft) != RAFT_FOLLOWER || a->hasten_dead)
+        return;
+    raft_leader(&a->raft, &leader, &addr);
+    if (leader == 0 || leader != p->id)
+        return;
+    const struct raft_configuration *c = &a->raft.configuration;
+    bool voter = false;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == a->raft.id)
+            voter = c->servers[i].role == RAFT_VOTER;
+    if (!voter)
+        return;
+    unsigned fast = (unsigned)a->cfg.timing.heartbeat_ms;
+    us_info("the agent of the Raft leader %s died (its guardian says): election timeout %u ms "
+            "until a leader is known",
+            p->name, fast);
+    a->hasten_dead = leader;
+    a->hasten_until_ms = now + 2LL * a->cfg.timing.election_ms;
+    raft_set_election_timeout(&a->raft, fast);
+}
+
+/* Back to the configured election timeout once another leader is known, we lead, or the bound
+ * passed (track_leadership, every tick). */
+static void hasten_election_end(us_agent *a, raft_id known, int64_t now)
+{
+    if (!a->hasten_dead || (known == a->hasten_dead && now < a->hasten_until_ms) ||
+        (known == 0 && now < a->hasten_until_ms))
+        return;
+    a->hasten_dead = 0;
+    a->hasten_until_ms = 0;
+    raft_set_election_timeout(&a->raft, (unsigned)a->cfg.timing.election_ms);
+    us_info("election timeout back to %d ms (%s)", a->cfg.timing.election_ms,
+            known ? "a leader is known" : "no leader after two election timeouts");
+}
+
 /* The guardian's announcement (guardian.h), for the node that sent it and no other. */
 static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg *m, int64_t now)
 {
-    (void)now;
     const us_msg_fenced *f = &m->u.fenced;
     /* Kept on every node (cheap); only the leader's controller acts on it. */
     for (int i = 0; i < f->n; i++) {
@@ -300,8 +348,11 @@ static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_ms
         p->fenced_epoch[k] = f->fenced[i].epoch;
         p->fenced_inc[k] = h->inc;
     }
-    if (f->agent_dead)
+    if (f->agent_dead) {
         p->dead_inc = h->inc;
+        if (h->inc == p->inc)
+            hasten_election(a, p, now);
+    }
     schedule_reconcile(a);
 }
 
@@ -491,6 +542,7 @@ static void track_leadership(us_agent *a)
     const char *known_addr = NULL;
     raft_leader(&a->raft, &known, &known_addr);
     us_metrics_leader_seen(&a->metrics, known, term);
+    hasten_election_end(a, known, us_now_ms());
     if (is_leader && (!a->leader || term != a->leader_term)) {
         /* Acknowledgements of an earlier leadership of ours do not count for this one. */
         a->leader_term = term;

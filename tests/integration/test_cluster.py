@@ -897,6 +897,61 @@ def test_guardian_killed_on_the_leader_and_active_node_hands_over_at_once(cluste
     assert [(i.node, i.epoch) for i in ivs] == [(active, epoch), (new, new_epoch)], format_intervals(ivs)
 
 
+def log_time_s(line):
+    """Seconds since midnight of an agent log line ("HH:MM:SS.mmm LEVEL ...")."""
+    h, m, sec = line.split()[0].split(":")
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def test_kill9_of_the_leader_and_active_agent_elects_before_the_election_timeout(cluster):
+    """Issue 11 (bench/scale: 1.5-1.9 s after kill -9 of the node that is both Raft leader and
+    active, all of it the election). The guardian of a killed agent announces it dead; the voters
+    that followed it lower their election timeout to a heartbeat, so the election does not wait
+    out the configured 1,000 ms (randomised up to 2,000) after the leader's last heartbeat, which
+    ended at the earliest 900 ms after the kill (a heartbeat every 100 ms). Afterwards the
+    configured timeout is back once a leader is known."""
+    c = cluster
+    c.form()
+    leader = c.leader()
+    order = [leader] + [n for n in ("n1", "n2", "n3") if n != leader]
+    c.apply(web_ini(c, nodes=order, standbys=1))
+    active, epoch, _ = wait_active(c, leader)
+    assert active == leader, (active, leader)
+    c.wait_until(lambda: lines_of(c.overlap_log, active, epoch) >= 5, 10, "the active to write")
+    survivors = order[1:]
+    t_kill = time.time()
+    c.kill9(leader)
+    new, new_epoch, _ = wait_active(c, order[1], not_node=active, min_epoch=epoch + 1, timeout=10)
+
+    def elected():
+        for m in survivors:
+            with open(c.nodes[m].log) as f:
+                hits = [l for l in f if "became leader in term" in l]
+            if hits:
+                return m, hits[-1]
+        return None
+
+    new_leader, line = c.wait_until(elected, 10, "a new leader")
+    midnight = t_kill - (t_kill % 86400)
+    took_ms = ((log_time_s(line) - (t_kill - midnight)) % 86400) * 1000
+    print("kill -9 of %s (leader and active): %s leader after %.0f ms, %s active (epoch %d)"
+          % (leader, new_leader, took_ms, new, new_epoch))
+    assert took_ms < 900, "the election took %.0f ms: it waited for the election timeout" % took_ms
+    for m in survivors:
+        with open(c.nodes[m].log) as f:
+            log = f.read()
+        assert "the agent of the Raft leader %s died (its guardian says)" % leader in log, log[-2000:]
+    # The configured timeout is back once the new leader is known.
+    for m in survivors:
+        c.wait_until(
+            lambda: "election timeout back to 1000 ms" in open(c.nodes[m].log).read(),
+            5,
+            "%s to restore its election timeout" % m,
+        )
+    ivs = assert_no_overlap(c.overlap_log)
+    assert [(i.node, i.epoch) for i in ivs] == [(active, epoch), (new, new_epoch)], format_intervals(ivs)
+
+
 def test_a_node_cut_off_from_the_leader_says_its_view_may_be_stale(cluster):
     """A node with no leader, or no word from it for longer than an election timeout, flags its
     status stale; `status --local` prints the warning, the default `status` (a consistent read)
