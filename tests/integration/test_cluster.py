@@ -857,6 +857,19 @@ def test_agent_starts_again_after_a_crash_cut_a_log_truncation_short(cluster):
     assert voters[x], voters
 
 
+def form_with_the_leader_active(c):
+    """Three nodes, service web active on the Raft leader (preferred there, one standby) and
+    writing: (the nodes in preference order, the active, its epoch)."""
+    c.form()
+    leader = c.leader()
+    order = [leader] + [n for n in ("n1", "n2", "n3") if n != leader]
+    c.apply(web_ini(c, nodes=order, standbys=1))
+    active, epoch, _ = wait_active(c, leader)
+    assert active == leader, (active, leader)
+    c.wait_until(lambda: lines_of(c.overlap_log, active, epoch) >= 5, 10, "the active to write")
+    return order, active, epoch
+
+
 def test_guardian_killed_on_the_leader_and_active_node_hands_over_at_once(cluster):
     """Issue 11 (`make chaos`: takeovers of 3.0 s after kill -9 of the guardian of the node that was
     both Raft leader and active). An agent whose guardian is gone cannot promise to fence itself:
@@ -866,13 +879,7 @@ def test_guardian_killed_on_the_leader_and_active_node_hands_over_at_once(cluste
     "guardian on X fenced the instance", which only that announcement can give (the guardian is
     dead), under a leader that took over without an election timeout."""
     c = cluster
-    c.form()
-    leader = c.leader()
-    order = [leader] + [n for n in ("n1", "n2", "n3") if n != leader]
-    c.apply(web_ini(c, nodes=order, standbys=1))
-    active, epoch, _ = wait_active(c, leader)
-    assert active == leader, (active, leader)
-    c.wait_until(lambda: lines_of(c.overlap_log, active, epoch) >= 5, 10, "the active to write")
+    order, active, epoch = form_with_the_leader_active(c)
     guardians = [pid for pid, st in children_of(c.nodes[active].proc.pid) if st[4] == "us-guardian"]
     assert len(guardians) == 1, guardians
     t0 = time.monotonic()
@@ -911,13 +918,8 @@ def test_kill9_of_the_leader_and_active_agent_elects_before_the_election_timeout
     ended at the earliest 900 ms after the kill (a heartbeat every 100 ms). Afterwards the
     configured timeout is back once a leader is known."""
     c = cluster
-    c.form()
-    leader = c.leader()
-    order = [leader] + [n for n in ("n1", "n2", "n3") if n != leader]
-    c.apply(web_ini(c, nodes=order, standbys=1))
-    active, epoch, _ = wait_active(c, leader)
-    assert active == leader, (active, leader)
-    c.wait_until(lambda: lines_of(c.overlap_log, active, epoch) >= 5, 10, "the active to write")
+    order, active, epoch = form_with_the_leader_active(c)
+    leader = active
     survivors = order[1:]
     t_kill = time.time()
     c.kill9(leader)
