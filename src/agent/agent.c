@@ -80,7 +80,10 @@ static void update_guardian_peers(us_agent *a)
     for (int i = 0; i < a->n_peers; i++)
         if (i != a->self && a->peers[i].address[0])
             addrs[n++] = a->peers[i].address;
-    us_guardian_set_peers(a->guardian, addrs, n);
+    int rc = us_guardian_set_peers(a->guardian, addrs, n);
+    if (rc != 0)
+        us_error("the guardian's announcements cannot reach the %d other nodes: %s", n,
+                 strerror(-rc));
 }
 
 /* Bring the peer table up to date with the replicated node list. */

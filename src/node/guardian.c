@@ -35,7 +35,12 @@
 #include "core/wire.h"
 
 #define G_MAX_GROUPS 256
-#define G_MAX_PEERS 16
+/* Every other node of the largest cluster hears the announcements. The list travels in
+ * messages of G_PEERS_PER_MSG addresses: a message keeps its size (the VIP registrations must
+ * fit the socket buffer at once), and its layout, which a guardian left running by the previous
+ * version of the agent (a planned restart) still reads. */
+#define G_MAX_PEERS (US_MAX_NODES - 1)
+#define G_PEERS_PER_MSG 16
 /* 20 datagrams 100 ms apart, then 16 more 500 ms apart: ~10 s in all, long enough to reach a
  * leader elected after the old one froze (an election takes up to 2x the election timeout). */
 #define G_ANNOUNCE_COUNT 36
@@ -73,11 +78,11 @@ typedef struct g_msg {
     uint64_t epoch;
     int64_t deadline_ns;
     char service[64];
-    struct sockaddr_in peers[G_MAX_PEERS];
-    us_vip vip;      /* M_VIP: fence = 1 registers, 0 forgets */
-    us_keyring keys; /* M_KEYS: the cluster key file was reloaded */
-    char path[108];  /* M_DETACH: the socket to wait at; M_FD: the descriptor's tag */
-    uint64_t inc;    /* M_END: the incarnation of the agent that left */
+    struct sockaddr_in peers[G_PEERS_PER_MSG]; /* M_PEERS: pgid = index of the first, epoch = all */
+    us_vip vip;                                /* M_VIP: fence = 1 registers, 0 forgets */
+    us_keyring keys;                           /* M_KEYS: the cluster key file was reloaded */
+    char path[108]; /* M_DETACH: the socket to wait at; M_FD: the descriptor's tag */
+    uint64_t inc;   /* M_END: the incarnation of the agent that left */
     /* M_DETACH: the timing and the agent's last datagram sequence number, for the stand-in */
     int32_t hb_ms, lease_ms;
     uint64_t seq;
@@ -677,8 +682,12 @@ static void handle(const g_msg *m)
             G.keys = m->keys;
         return;
     case M_PEERS:
-        G.n_peers = m->n_peers <= G_MAX_PEERS ? (int)m->n_peers : G_MAX_PEERS;
-        memcpy(G.peers, m->peers, sizeof G.peers);
+        /* Addresses pgid .. pgid + n_peers - 1 of a list of `epoch`. */
+        if (m->pgid < 0 || m->n_peers > G_PEERS_PER_MSG || m->epoch > G_MAX_PEERS ||
+            (uint64_t)m->pgid + m->n_peers > m->epoch)
+            return;
+        memcpy(&G.peers[m->pgid], m->peers, m->n_peers * sizeof m->peers[0]);
+        G.n_peers = (int)m->epoch;
         return;
     case M_VIP: {
         us_vip v = m->vip;
@@ -935,16 +944,27 @@ int us_guardian_set_peers(us_guardian *g, const char *const *peers, int n)
 {
     if (n < 0 || n > G_MAX_PEERS)
         return -E2BIG;
-    g_msg m;
-    memset(&m, 0, sizeof m);
-    m.type = M_PEERS;
-    m.n_peers = (uint32_t)n;
+    struct sockaddr_in sa[G_MAX_PEERS];
     for (int i = 0; i < n; i++)
-        if (us_sockaddr_parse(peers[i], &m.peers[i]) < 0) {
+        if (us_sockaddr_parse(peers[i], &sa[i]) < 0) {
             us_warn("guardian peer \"%s\": expected IPv4:port", peers[i]);
             return -EINVAL;
         }
-    return send_msg(g, &m);
+    /* The last message sent holds the first addresses: a guardian of the previous version
+     * (which took each message for the whole list) keeps those. */
+    int first = n > 0 ? (n - 1) / G_PEERS_PER_MSG * G_PEERS_PER_MSG : 0;
+    for (;; first -= G_PEERS_PER_MSG) {
+        g_msg m;
+        memset(&m, 0, sizeof m);
+        m.type = M_PEERS;
+        m.pgid = first;
+        m.epoch = (uint64_t)n;
+        m.n_peers = (uint32_t)(n - first < G_PEERS_PER_MSG ? n - first : G_PEERS_PER_MSG);
+        memcpy(m.peers, &sa[first], m.n_peers * sizeof sa[0]);
+        int rc = send_msg(g, &m);
+        if (rc != 0 || first == 0)
+            return rc;
+    }
 }
 
 int us_guardian_track(us_guardian *g, pid_t pgid, const char *service, uint64_t epoch,

@@ -85,7 +85,8 @@ typedef struct us_guardian_event {
 int us_guardian_start(const char *node, uint64_t incarnation, const us_keyring *keys,
                       const char *cluster, us_guardian **out);
 
-/* Replace the list of peer UDP addresses ("IPv4:port") that announcements go to. */
+/* Replace the list of peer UDP addresses ("IPv4:port") that announcements go to: every other
+ * node of the cluster, at most US_MAX_NODES - 1 (-E2BIG beyond, nothing changes). */
 int us_guardian_set_peers(us_guardian *g, const char *const *peers, int n);
 
 /* Register a process group. fence_on_lease: kill it when the lease runs out (an active

@@ -432,6 +432,38 @@ static void test_frozen_agent_fenced_by_lease(void **state)
     run_agent_death(AGENT_FROZEN);
 }
 
+/* The announcement reaches every other node of the largest cluster (it used to stop at 16: in a
+ * cluster of 25 the leader often never heard it and waited for the lease). One more is refused. */
+static void test_announces_to_every_node_of_a_large_cluster(void **state)
+{
+    (void)state;
+    enum { N = US_MAX_NODES - 1 };
+    static char addr[N + 1][64];
+    const char *peers[N + 1];
+    int udp[N];
+    for (int i = 0; i < N; i++) {
+        udp[i] = udp_open(addr[i], sizeof addr[i]);
+        peers[i] = addr[i];
+    }
+    us_guardian *g = start("n1", 3, NULL);
+    snprintf(addr[N], sizeof addr[N], "127.0.0.1:9");
+    peers[N] = addr[N];
+    assert_int_equal(us_guardian_set_peers(g, peers, N + 1), -E2BIG);
+    assert_int_equal(us_guardian_set_peers(g, peers, N), 0);
+    pid_t pg = spawn_group("sleep 100");
+    assert_int_equal(us_guardian_track(g, pg, "web", 4, true), 0);
+    assert_int_equal(us_guardian_lease(g, mono_ns() + 50 * MS), 0);
+    assert_true(wait_gone(pg, mono_ns() + 1000 * MS) != 0);
+    assert_int_equal(waitpid(pg, NULL, 0), pg);
+    char buf[2048];
+    for (int i = 0; i < N; i++) {
+        assert_true(udp_recv(udp[i], buf, sizeof buf, 1000) > 0);
+        assert_non_null(strstr(buf, "\"service\":\"web\",\"epoch\":4"));
+        close(udp[i]);
+    }
+    us_guardian_stop(g);
+}
+
 /* ---- planned restart (SIGUSR2) ---- */
 
 static void sock_path(char *out, size_t len)
@@ -695,11 +727,12 @@ static void test_bad_arguments_and_dead_guardian(void **state)
     assert_int_equal(us_guardian_set_peers(g, bad1, 1), -EINVAL);
     assert_int_equal(us_guardian_set_peers(g, bad2, 1), -EINVAL);
     assert_int_equal(us_guardian_set_peers(g, bad3, 1), -EINVAL);
-    const char *many[17];
-    for (int i = 0; i < 17; i++)
+    const char *many[US_MAX_NODES];
+    for (int i = 0; i < US_MAX_NODES; i++)
         many[i] = "127.0.0.1:9";
-    assert_int_equal(us_guardian_set_peers(g, many, 17), -E2BIG);
-    assert_int_equal(us_guardian_set_peers(g, many, 16), 0);
+    assert_int_equal(us_guardian_set_peers(g, many, US_MAX_NODES), -E2BIG);
+    assert_int_equal(us_guardian_set_peers(g, many, US_MAX_NODES - 1), 0);
+    assert_int_equal(us_guardian_set_peers(g, many, 0), 0);
     assert_int_equal(us_guardian_track(g, 0, "x", 1, true), -EINVAL);
     char longname[100];
     memset(longname, 'a', sizeof longname - 1);
@@ -930,6 +963,7 @@ int main(void)
         cmocka_unit_test(test_frozen_agent_fenced_by_lease),
         cmocka_unit_test(test_bad_arguments_and_dead_guardian),
         cmocka_unit_test(test_vip_table_limit),
+        cmocka_unit_test(test_announces_to_every_node_of_a_large_cluster),
         cmocka_unit_test(test_detach_and_adopt),
         cmocka_unit_test(test_detach_found_by_an_agent_polling_early),
         cmocka_unit_test(test_detach_nobody_comes),
