@@ -38,6 +38,10 @@
 #define REPLY_LEN (REPLY_HDR_LEN + MAC_LEN)   /* 73 */
 #define TAG_LEN crypto_aead_chacha20poly1305_ietf_ABYTES
 #define RX_CAP (4 + US_TRANSPORT_FRAME_MAX + TAG_LEN)
+/* A connection's receive buffer holds what its frames need: RX_MIN, grown to a larger frame while
+ * it arrives and shrunk after it. A leader keeps two connections per follower, and a full-size
+ * buffer each cost a leader of 25 nodes ~3 MB of resident memory that small frames never use. */
+#define RX_MIN 8192
 #define HIGH_WATER (1u << 20) /* bytes queued towards one side before reading the other stops */
 #define LOW_WATER (256u << 10)
 #define RPC_REQUEST_MS 10000 /* an authenticated RPC peer sends its request within this */
@@ -75,7 +79,7 @@ struct us_conn {
     uint64_t n_tx, n_rx;
     /* after authentication */
     unsigned char *rx;
-    size_t rx_len;
+    size_t rx_len, rx_cap;     /* RX_MIN .. RX_CAP */
     size_t tcp_out, local_out; /* bytes queued towards the TCP socket / towards libraft */
     /* outgoing Raft connection */
     struct raft_uv_connect *req;
@@ -506,7 +510,7 @@ static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     us_conn *c = h->data;
     (void)suggested;
     if (c->rx)
-        *buf = uv_buf_init((char *)c->rx + c->rx_len, (unsigned)(RX_CAP - c->rx_len));
+        *buf = uv_buf_init((char *)c->rx + c->rx_len, (unsigned)(c->rx_cap - c->rx_len));
     else
         *buf = uv_buf_init((char *)c->hs + c->hs_len, (unsigned)(c->hs_want - c->hs_len));
 }
@@ -577,11 +581,12 @@ static void on_auth(us_conn *c)
         conn_close(c, -EACCES);
         return;
     }
-    c->rx = malloc(RX_CAP);
+    c->rx = malloc(RX_MIN);
     if (!c->rx) {
         conn_close(c, -ENOMEM);
         return;
     }
+    c->rx_cap = RX_MIN;
     c->state = S_WAIT_ID;
 }
 
@@ -621,11 +626,12 @@ static void on_reply(us_conn *c)
         conn_close(c, -EACCES);
         return;
     }
-    c->rx = malloc(RX_CAP);
+    c->rx = malloc(RX_MIN);
     if (!c->rx) {
         conn_close(c, -ENOMEM);
         return;
     }
+    c->rx_cap = RX_MIN;
     /* mac_I and the identity frame in one write. */
     size_t alen = strlen(w->address), nlen = strlen(w->name);
     size_t plen = 8 + 1 + alen + 1 + nlen;
@@ -838,6 +844,19 @@ static void process_frames(us_conn *c)
         return;
     memmove(c->rx, c->rx + off, c->rx_len - off);
     c->rx_len -= off;
+    /* Room for the frame that has begun (its length is checked above), else back to RX_MIN. */
+    size_t need = c->rx_len >= 4 ? 4 + get32(c->rx) : 0;
+    size_t cap = need > RX_MIN ? need : RX_MIN;
+    if (cap != c->rx_cap) {
+        unsigned char *rx = realloc(c->rx, cap);
+        if (rx) {
+            c->rx = rx;
+            c->rx_cap = cap;
+        } else if (cap > c->rx_cap) {
+            conn_close(c, -ENOMEM);
+            return;
+        }
+    }
     if (c->local_out > HIGH_WATER) {
         c->tcp_paused = true;
         uv_read_stop((uv_stream_t *)&c->tcp);
