@@ -88,28 +88,46 @@ static int seg_cmp(const void *a, const void *b)
     return x->last < y->last ? -1 : x->last > y->last;
 }
 
-/* The newest snapshot that libraft would consider (metadata and a non-empty data file): its index
- * in *index. False when there is none. */
-static bool newest_snapshot(const us_raftdir_file *files, int n, uint64_t *index)
+static int name_cmp(const void *a, const void *b)
 {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The newest snapshot that libraft would consider (metadata and a non-empty data file): its index
+ * in *index. 1, 0 when there is none, -1 out of memory. The data files' names are sorted and each
+ * metadata file's data file found by bisection: compared pairwise, a directory of 65,536 names
+ * would take minutes. */
+static int newest_snapshot(const us_raftdir_file *files, int n, uint64_t *index)
+{
+    const char **data = malloc((size_t)n * sizeof *data);
+    if (!data)
+        return -1;
+    int n_data = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t v[3];
+        if (files[i].size > 0 && parse_snapshot(files[i].name, false, v))
+            data[n_data++] = files[i].name;
+    }
+    qsort(data, (size_t)n_data, sizeof *data, name_cmp);
     uint64_t best[3] = {0, 0, 0};
     bool found = false;
     for (int i = 0; i < n; i++) {
         uint64_t v[3];
         if (!parse_snapshot(files[i].name, true, v))
             continue;
-        bool data = false;
-        size_t base = strlen(files[i].name) - 5;
-        for (int k = 0; k < n && !data; k++)
-            data = strlen(files[k].name) == base &&
-                   strncmp(files[k].name, files[i].name, base) == 0 && files[k].size > 0;
-        if (!data)
-            continue;
         bool newer = !found || v[0] > best[0] || (v[0] == best[0] && v[1] > best[1]) ||
                      (v[0] == best[0] && v[1] == best[1] && v[2] > best[2]);
-        if (newer)
+        size_t base = strlen(files[i].name) - 5; /* without ".meta" */
+        if (!newer || base > NAME_MAX)
+            continue;
+        char name[NAME_MAX + 1];
+        memcpy(name, files[i].name, base);
+        name[base] = '\0';
+        const char *key = name;
+        if (bsearch(&key, data, (size_t)n_data, sizeof *data, name_cmp))
             memcpy(best, v, sizeof best), found = true;
     }
+    free(data);
     *index = best[1];
     return found;
 }
@@ -121,7 +139,12 @@ int us_raftdir_plan(const us_raftdir_file *files, int n, bool *move, char *why, 
     for (int i = 0; i < n; i++)
         move[i] = false;
     uint64_t snap;
-    if (n <= 0 || !newest_snapshot(files, n, &snap))
+    int found = n > 0 ? newest_snapshot(files, n, &snap) : 0;
+    if (found < 0) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    if (found == 0)
         return 0; /* without a snapshot libraft loads the segments as they are */
     seg *segs = calloc((size_t)n, sizeof *segs);
     if (!segs) {
