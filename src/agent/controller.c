@@ -548,7 +548,11 @@ static void instance_events(us_controller *c, const us_cluster_view *v)
             if (!p || s->nodes[n].left)
                 continue;
             const us_report *r = c->rep[k][n];
-            us_inst_obs o = report_obs(p, r, as);
+            /* Health and its cause as reported: a guardian's announcement (report_obs) changes
+             * neither, so no copy of the 288-byte observation per pair and tick (20,000 pairs
+             * with 800 services on 25 nodes were 10 % of an idle leader's time). */
+            static const us_inst_obs nothing;
+            const us_inst_obs *o = r ? &r->obs : &nothing;
             int restarts = r ? r->restarts : 0;
             const char *restart_cause = r ? r->restart_cause : "";
             bool fresh;
@@ -557,20 +561,20 @@ static void instance_events(us_controller *c, const us_cluster_view *v)
                 return;
             us_health was = x->health;
             int restarts_was = x->restarts;
-            x->health = o.health;
+            x->health = o->health;
             x->restarts = restarts;
             if (!c->primed || fresh)
                 continue;
             /* To `unknown` only means the checks stopped with the instance: role events say why. */
-            if (o.health != was && o.health != US_HEALTH_UNKNOWN) {
+            if (o->health != was && o->health != US_HEALTH_UNKNOWN) {
                 char why[US_REASON_MAX];
-                if (o.health == US_HEALTH_HEALTHY)
+                if (o->health == US_HEALTH_HEALTHY)
                     snprintf(why, sizeof why, "checks passed %d time%s in a row", d->rise,
                              d->rise == 1 ? "" : "s");
                 else
-                    snprintf(why, sizeof why, "%s", o.cause[0] ? o.cause : "checks failing");
+                    snprintf(why, sizeof why, "%s", o->cause[0] ? o->cause : "checks failing");
                 record(c, v, "health", as->service, p->name, us_health_name(was),
-                       us_health_name(o.health), why);
+                       us_health_name(o->health), why);
             }
             if (restarts > restarts_was)
                 record(c, v, "restart", as->service, p->name, "exited", "restarted",

@@ -13,6 +13,7 @@
 #include "lib/log.h"
 
 #define CHECK_EVERY_MS 1000
+#define CHECK_PER_ROUND 100
 
 static int fail(int e, char *err, size_t errlen, const char *what, const char *path)
 {
@@ -155,8 +156,15 @@ void us_logs_maintain(uv_loop_t *loop, const char *data_dir, const us_service_se
         return;
     last_check_ms = now_ms;
     static const char *const suffixes[] = {".log", ".check.log", ".notify.log"};
-    for (int i = 0; i < set->n; i++) {
-        const us_service_def *d = &set->svc[i];
+    /* At most CHECK_PER_ROUND services a round, round-robin: with 1,000 services every agent
+     * stat()ed 3,000 paths a second (7 % of an idle agent's time), mostly of services that never
+     * ran here. A log then waits up to a few rounds longer for its rotation. */
+    static int next;
+    int n = set->n < CHECK_PER_ROUND ? set->n : CHECK_PER_ROUND;
+    for (int r = 0; r < n; r++) {
+        if (next >= set->n)
+            next = 0;
+        const us_service_def *d = &set->svc[next++];
         if (d->log_max <= 0)
             continue;
         for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {

@@ -29,8 +29,9 @@
  * set and the file not truncated. Thread-safe: it logs nothing. */
 int us_log_rotate(const char *path, int keep, char *err, size_t errlen);
 
-/* Call often (each reconcile): at most once a second, start the rotation of a log of `set` that
- * is larger than its service's log_max (one at a time, on the thread pool). */
+/* Call often (each reconcile): at most once a second, look at the logs of the next 100 services
+ * of `set` (round-robin) and start the rotation of one larger than its service's log_max (one at
+ * a time, on the thread pool). */
 void us_logs_maintain(uv_loop_t *loop, const char *data_dir, const us_service_set *set,
                       int64_t now_ms);
 

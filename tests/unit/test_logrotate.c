@@ -14,8 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/model.h"
 #include "node/logrotate.h"
 #include "helpers.h"
+
+#include <uv.h>
 
 static char g_dir[64];
 
@@ -83,6 +86,47 @@ static void test_rotate_errors(void **state)
     assert_non_null(strstr(err, "missing.log"));
 }
 
+/* us_logs_maintain looks at 100 services a round, round-robin: the log of the 250th service of
+ * 250 is rotated by the third round, and a round comes at most once a second. */
+static void test_maintain_reaches_every_service(void **state)
+{
+    (void)state;
+    enum { N = 250 };
+    char dir[PATH_MAX / 2], path[PATH_MAX], p1[PATH_MAX + 8];
+    snprintf(dir, sizeof dir, "%s/logs", g_dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    us_service_set set = {0};
+    assert_int_equal(us_service_set_reserve(&set, N), 0);
+    set.n = N;
+    for (int i = 0; i < N; i++) {
+        snprintf(set.svc[i].name, sizeof set.svc[i].name, "s%03d", i);
+        set.svc[i].log_max = 100;
+        set.svc[i].log_keep = 1;
+    }
+    snprintf(path, sizeof path, "%s/s%03d.log", dir, N - 1);
+    snprintf(p1, sizeof p1, "%s.1", path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    for (int i = 0; i < 30; i++)
+        put(fd, "0123456789");
+    close(fd);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    int rounds = 0;
+    for (int64_t now = 1000000; access(p1, F_OK) != 0 && rounds < 6; now += 1000, rounds++) {
+        us_logs_maintain(&loop, g_dir, &set, now);
+        us_logs_maintain(&loop, g_dir, &set, now + 500); /* within the second: nothing */
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    assert_int_equal(access(p1, F_OK), 0);
+    assert_int_equal(rounds, 3);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    us_service_set_free(&set);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -100,6 +144,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rotate_keeps_and_drops),
         cmocka_unit_test(test_rotate_errors),
+        cmocka_unit_test(test_maintain_reaches_every_service),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
