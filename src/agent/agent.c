@@ -300,14 +300,7 @@ static void hasten_election(us_agent *a, const us_peer *p, int64_t now)
     if (!a->raft_started || raft_state(&a->raft) != RAFT_FOLLOWER || a->hasten_dead)
         return;
     raft_leader(&a->raft, &leader, &addr);
-    if (leader == 0 || leader != p->id)
-        return;
-    const struct raft_configuration *c = &a->raft.configuration;
-    bool voter = false;
-    for (unsigned i = 0; i < c->n; i++)
-        if (c->servers[i].id == a->raft.id)
-            voter = c->servers[i].role == RAFT_VOTER;
-    if (!voter)
+    if (leader == 0 || leader != p->id || !us_agent_is_voter(a, a->raft.id))
         return;
     unsigned fast = (unsigned)a->cfg.timing.heartbeat_ms;
     us_info("the agent of the Raft leader %s died (its guardian says): election timeout %u ms "
@@ -322,8 +315,8 @@ static void hasten_election(us_agent *a, const us_peer *p, int64_t now)
  * passed (track_leadership, every tick). */
 static void hasten_election_end(us_agent *a, raft_id known, int64_t now)
 {
-    if (!a->hasten_dead || (known == a->hasten_dead && now < a->hasten_until_ms) ||
-        (known == 0 && now < a->hasten_until_ms))
+    bool waiting = known == 0 || known == a->hasten_dead; /* for another leader */
+    if (!a->hasten_dead || (waiting && now < a->hasten_until_ms))
         return;
     a->hasten_dead = 0;
     a->hasten_until_ms = 0;
