@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,6 +112,38 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
     n->on_msg(&hdr, &msg, (const struct sockaddr_in *)addr, n->data);
 }
 
+/* One socket receives every peer's pings, pongs and lease reports: with 24 peers whose pings carry
+ * their instance reports (~10 KB each at 1,000 services) a heartbeat's worth is ~0.5 MB, and the
+ * kernel counts a 10 KB datagram as 16 KB or more. The default 208 KiB held about a dozen, so an
+ * agent that missed one heartbeat (an apply, a burst of work) lost the rest at the socket and with
+ * them lease renewals: on 25 agents placing 800 services, hundreds of drops a second
+ * (RcvbufErrors) and then a lost lease. As root the size is forced past net.core.rmem_max. */
+static void widen_buffers(us_net *n, const char *hostport)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&n->udp, &fd) != 0)
+        return;
+    static const struct {
+        int force, plain;
+        const char *what, *sysctl;
+    } bufs[] = {
+        {SO_RCVBUFFORCE, SO_RCVBUF, "receive", "net.core.rmem_max"},
+        {SO_SNDBUFFORCE, SO_SNDBUF, "send", "net.core.wmem_max"},
+    };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        int want = US_NET_SOCKBUF;
+        if (setsockopt(fd, SOL_SOCKET, bufs[i].force, &want, sizeof want) != 0)
+            setsockopt(fd, SOL_SOCKET, bufs[i].plain, &want, sizeof want);
+        int got = 0;
+        socklen_t len = sizeof got;
+        /* Linux reports twice what was set (its bookkeeping overhead). */
+        if (getsockopt(fd, SOL_SOCKET, bufs[i].plain, &got, &len) == 0 && got / 2 < want)
+            us_warn("UDP %s: %s buffer %d KiB, not the %d KiB asked for (not root; raise %s): "
+                    "a burst of peers' datagrams may be dropped",
+                    hostport, bufs[i].what, got / 2 / 1024, want / 1024, bufs[i].sysctl);
+    }
+}
+
 int us_net_start(us_net *n, uv_loop_t *loop, const char *hostport, const us_keyring *keys,
                  const char *cluster, const char *self, uint64_t inc, us_net_msg_cb cb, void *data,
                  char *err, size_t errlen)
@@ -130,6 +163,8 @@ int us_net_start(us_net *n, uv_loop_t *loop, const char *hostport, const us_keyr
     uv_udp_init(loop, &n->udp);
     n->udp.data = n;
     int rc = uv_udp_bind(&n->udp, (const struct sockaddr *)&sa, 0);
+    if (rc == 0)
+        widen_buffers(n, hostport);
     if (rc == 0)
         rc = uv_udp_recv_start(&n->udp, alloc_cb, recv_cb);
     if (rc != 0) {

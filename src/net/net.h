@@ -26,6 +26,10 @@
 #include "core/wire.h"
 
 #define US_NET_PAYLOAD_MAX 60000
+/* The socket's receive and send buffers (bytes asked of the kernel, which doubles them): a few
+ * heartbeats of every peer's pings, so that an agent busy for a moment does not lose them at the
+ * socket; no more, since what waits there ages (a renewal answered a second late is no renewal). */
+#define US_NET_SOCKBUF (1024 * 1024)
 
 /* Why a datagram was dropped: the label of understudy_cluster_messages_rejected_total. */
 typedef enum {

@@ -118,3 +118,27 @@ int ut_free_port(void)
     close(fd);
     return rc;
 }
+
+int ut_keyring(unsigned char fill, us_keyring *out)
+{
+    char text[80];
+    for (int i = 0; i < 64; i++)
+        text[i] = "0123456789abcdef"[(fill + i) % 16];
+    text[64] = '\n';
+    char err[256];
+    memset(out, 0, sizeof *out);
+    return us_keyring_parse(text, 65, "test", out, err, sizeof err) == 0 ? 0 : -1;
+}
+
+static void close_one(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void ut_close_all(uv_loop_t *loop)
+{
+    uv_walk(loop, close_one, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+}

@@ -12,6 +12,8 @@
 
 #include <uv.h>
 
+#include "lib/key.h"
+
 /* A new directory "/tmp/us-NAME-XXXXXX" in dir[size] (mode 0700): dir, or NULL. */
 char *ut_mkdtemp(char *dir, size_t size, const char *name);
 
@@ -35,5 +37,13 @@ bool ut_run_until(uv_loop_t *loop, bool (*done)(const void *data), const void *d
 
 /* A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0 and close). -1 on error. */
 int ut_free_port(void);
+
+/* A keyring of one key whose hex digits start at `fill` (different fills, different keys) into
+ * *out: 0, or -1. */
+int ut_keyring(unsigned char fill, us_keyring *out);
+
+/* Close every handle of loop that is not closing yet and run it until they are closed (a test's
+ * teardown, also after a failed assertion left some open). */
+void ut_close_all(uv_loop_t *loop);
 
 #endif

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "helpers.h"
 #include "node/proxy.h"
 
 static uv_loop_t loop;
@@ -74,13 +75,6 @@ static int setup(void **state)
     return 0;
 }
 
-static void close_any(uv_handle_t *h, void *arg)
-{
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static int teardown(void **state)
 {
     (void)state;
@@ -90,8 +84,7 @@ static int teardown(void **state)
     for (int i = 0; i < 100 && uv_loop_alive(&loop); i++)
         uv_run(&loop, UV_RUN_NOWAIT);
     bool clean = !uv_loop_alive(&loop);
-    uv_walk(&loop, close_any, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    ut_close_all(&loop);
     assert_int_equal(uv_loop_close(&loop), 0);
     assert_true(clean);
     return 0;

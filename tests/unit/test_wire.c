@@ -10,18 +10,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "helpers.h"
 #include "lib/key.h"
 #include "core/wire.h"
 
 static us_keyring ring_of(unsigned char fill)
 {
-    us_keyring k = {0};
-    char text[80];
-    for (int i = 0; i < 64; i++)
-        text[i] = "0123456789abcdef"[(fill + i) % 16];
-    text[64] = '\n';
-    char err[256];
-    assert_int_equal(us_keyring_parse(text, 65, "test", &k, err, sizeof err), 0);
+    us_keyring k;
+    assert_int_equal(ut_keyring(fill, &k), 0);
     return k;
 }
 
