@@ -102,14 +102,16 @@ static void sync_peers(us_agent *a)
 
 /* The "rep" of this node's pings: a report per instance. When they differ from the last round's,
  * a new generation begins (a->rep_gen, first sent in ping round `seq`): every peer gets "rep" in
- * each ping until it answered one that carried this generation (on_pong). */
-static json_t *own_reports_json(us_agent *a, uint64_t seq)
+ * each ping until it answered one that carried this generation (on_pong). *brief gets the same
+ * reports in the brief form ("rp", msg.h). */
+static json_t *own_reports_json(us_agent *a, uint64_t seq, json_t **brief)
 {
     static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
     static us_report last[US_MAX_SERVICES];
     static int n_last = -1;
     int n = us_agent_own_reports(a, own);
-    static json_t *made; /* "rep" of generation made_gen: built again only when they change */
+    /* "rep" and "rp" of generation made_gen: built again only when they change */
+    static json_t *made, *made_brief;
     static uint64_t made_gen;
     if (n != n_last || memcmp(own, last, sizeof own[0] * (size_t)n) != 0 || a->rep_gen == 0) {
         memcpy(last, own, sizeof own[0] * (size_t)n);
@@ -117,23 +119,25 @@ static json_t *own_reports_json(us_agent *a, uint64_t seq)
         a->rep_gen++;
         a->rep_gen_round = seq;
     }
-    if (made && made_gen == a->rep_gen)
+    if (made && made_gen == a->rep_gen) {
+        *brief = json_incref(made_brief);
         return json_incref(made);
+    }
     /* A ping must fit in one datagram with room for the lease reports (64 x ~70 bytes) and the
      * header, or it is not sent at all and this node loses its lease: past that, the leader does
-     * not see the last reports (docs/architecture.md, "Limits"). */
+     * not see the last reports (docs/architecture.md, "Limits"). The brief form is smaller. */
     const size_t budget = US_NET_PAYLOAD_MAX - 8000;
     int all = n;
     if (n > US_MSG_REPORTS_MAX)
         n = US_MSG_REPORTS_MAX;
-    json_t *rep = us_reports_json(own, n);
+    json_t *rep = us_reports_json(own, n, false);
     size_t size;
     while (n > 0 && (size = json_dumpb(rep, NULL, 0, JSON_COMPACT)) > budget) {
         json_decref(rep);
         n = (int)((double)n * (double)budget / (double)size) - 1;
         if (n < 0)
             n = 0;
-        rep = us_reports_json(own, n);
+        rep = us_reports_json(own, n, false);
     }
     if (n < all) {
         static int64_t warned_ms;
@@ -146,8 +150,11 @@ static json_t *own_reports_json(us_agent *a, uint64_t seq)
         }
     }
     json_decref(made);
+    json_decref(made_brief);
     made = json_incref(rep);
+    made_brief = us_reports_json(own, n, true);
     made_gen = a->rep_gen;
+    *brief = json_incref(made_brief);
     return rep;
 }
 
@@ -179,6 +186,7 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     if (g->has_rep) {
         memcpy(p->reports, g->reports, sizeof g->reports[0] * (size_t)g->n_reports);
         p->n_reports = g->n_reports;
+        p->reads_brief = g->reads_brief; /* the guardian's renewals (no "rep") do not say */
     }
     p->last_seen_ms = now;
     p->pings_rx++;
@@ -475,8 +483,9 @@ static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockadd
     if (h->chan == US_CHAN_AGENT && h->inc > p->wire_inc) {
         p->wire_inc = h->inc;
         p->ping_soon = true;
-        p->rep_acked_gen = 0; /* a new incarnation has none of our reports */
-        report_now(a);        /* our next ping is addressed to this incarnation */
+        p->rep_acked_gen = 0;   /* a new incarnation has none of our reports */
+        p->reads_brief = false; /* and may be another version: until its pings say so */
+        report_now(a);          /* our next ping is addressed to this incarnation */
     }
     int64_t now = us_now_ms();
     if (mt->current && h->to_inc != a->inc) {
@@ -735,35 +744,41 @@ enum { PING_TO_VOTER, PING_EVERY_HEARTBEAT, PING_SLOW, PING_KINDS };
 /* A peer that has our reports gets them again this often all the same (heartbeats). */
 #define REP_REFRESH_HEARTBEATS 50
 
+/* Whether a ping carries our reports, and in which form (msg.h): "rp" to a peer that said it reads
+ * it, "rep" to one that did not (an older version refuses "rp"). */
+enum { REP_NONE, REP_FULL, REP_BRIEF, REP_FORMS };
+
 typedef struct ping_round {
-    json_t *base;              /* the fields every kind shares */
-    json_t *rep;               /* our instance reports */
-    json_t *gr;                /* our lease reports, NULL when we do not vote */
-    int slow_ms;               /* "iv" of the slow kind */
-    char *text[PING_KINDS][2]; /* by kind, without and with "rep" */
-    size_t len[PING_KINDS][2];
+    json_t *base;                      /* the fields every kind shares */
+    json_t *rep, *rp;                  /* our instance reports, full and brief */
+    json_t *gr;                        /* our lease reports, NULL when we do not vote */
+    int slow_ms;                       /* "iv" of the slow kind */
+    char *text[PING_KINDS][REP_FORMS]; /* by kind and reports form */
+    size_t len[PING_KINDS][REP_FORMS];
 } ping_round;
 
-static const char *ping_text(us_agent *a, ping_round *r, int kind, bool with_rep, size_t *len)
+static const char *ping_text(us_agent *a, ping_round *r, int kind, int form, size_t *len)
 {
-    if (!r->text[kind][with_rep]) {
+    if (!r->text[kind][form]) {
         json_t *m = json_deep_copy(r->base);
         if (!m)
             return NULL;
         if (kind == PING_TO_VOTER && r->gr)
             json_object_set(m, "gr", r->gr);
-        if (with_rep)
+        if (form == REP_FULL)
             json_object_set(m, "rep", r->rep);
+        else if (form == REP_BRIEF)
+            json_object_set(m, "rp", r->rp);
         json_object_set_new(
             m, "iv", json_integer(kind == PING_SLOW ? r->slow_ms : a->cfg.timing.heartbeat_ms));
-        r->text[kind][with_rep] = json_dumps(m, JSON_COMPACT);
+        r->text[kind][form] = json_dumps(m, JSON_COMPACT);
         json_decref(m);
-        if (!r->text[kind][with_rep])
+        if (!r->text[kind][form])
             return NULL;
-        r->len[kind][with_rep] = strlen(r->text[kind][with_rep]);
+        r->len[kind][form] = strlen(r->text[kind][form]);
     }
-    *len = r->len[kind][with_rep];
-    return r->text[kind][with_rep];
+    *len = r->len[kind][form];
+    return r->text[kind][form];
 }
 
 /* A ping round. On a heartbeat (`tick`): every peer on the lease path (fanout.h: every voter, the
@@ -799,13 +814,14 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
     }
     int k = us_fanout_slow_heartbeats(n_slow);
     ping_round r = {.slow_ms = k * a->cfg.timing.heartbeat_ms};
-    r.rep = own_reports_json(a, seq);
-    r.base = json_pack("{s:s, s:o, s:s, s:o, s:b, s:b}", "t", "ping", "seq", us_u64_json(seq),
+    r.rep = own_reports_json(a, seq, &r.rp);
+    r.base = json_pack("{s:s, s:o, s:s, s:o, s:b, s:b, s:b}", "t", "ping", "seq", us_u64_json(seq),
                        "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
-                       true, "vote", self_votes);
-    if (!r.base || !r.rep) {
+                       true, "vote", self_votes, "rb", true);
+    if (!r.base || !r.rep || !r.rp) {
         json_decref(r.base);
         json_decref(r.rep);
+        json_decref(r.rp);
         return;
     }
     if (us_agent_is_leader(a)) /* followers judge whether they caught up by it */
@@ -847,15 +863,20 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
         if (with_rep)
             p->rep_sent_ms = now;
         size_t len;
-        const char *text = ping_text(a, &r, kind, with_rep, &len);
+        const char *text = ping_text(a, &r, kind,
+                                     !with_rep        ? REP_NONE
+                                     : p->reads_brief ? REP_BRIEF
+                                                      : REP_FULL,
+                                     &len);
         if (text)
             us_net_send_text(&a->net, &p->sa, p->wire_inc, text, len);
     }
     for (int i = 0; i < PING_KINDS; i++)
-        for (int w = 0; w < 2; w++)
+        for (int w = 0; w < REP_FORMS; w++)
             free(r.text[i][w]);
     json_decref(r.base);
     json_decref(r.rep);
+    json_decref(r.rp);
     json_decref(r.gr);
 }
 
@@ -1669,7 +1690,7 @@ static void kill_leftovers(us_agent *a, const char *run_dir)
         if (n - 4 < sizeof service) {
             memcpy(service, e->d_name, n - 4);
             service[n - 4] = '\0';
-            const us_instance *in = us_instance_of(a->instances, service);
+            const us_instance *in = us_instance_of(a->instances, service, -1);
             if (in && in->adopting)
                 continue; /* adopted from the earlier agent: ours now */
         }

@@ -38,10 +38,20 @@ static json_t *str_or_null(const char *s)
     return s && s[0] ? json_string(s) : json_null();
 }
 
+/* The index of `as` in the state, when it is one of the state's assignments (else -1). */
+static int service_index(us_agent *a, const us_assignment *as)
+{
+    const us_state *s = &a->fsm.state;
+    uintptr_t p = (uintptr_t)as, lo = (uintptr_t)s->asg;
+    return p >= lo && p < lo + sizeof *as * (size_t)s->services.n ? (int)((p - lo) / sizeof *as)
+                                                                  : -1;
+}
+
 static json_t *instance_json(us_agent *a, const us_assignment *as, const char *node)
 {
     us_report rep;
-    const us_report *r = us_agent_report(a, node, as->service, &rep) ? &rep : NULL;
+    const us_report *r =
+        us_agent_report(a, node, as->service, service_index(a, as), &rep) ? &rep : NULL;
     int pid = r ? r->pid : 0;
     const char *role = "stopped";
     bool standby = false;

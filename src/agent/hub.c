@@ -111,7 +111,7 @@ int us_agent_own_reports(us_agent *a, us_report *out)
     int n = 0;
     for (int i = 0; i < us_instances_slots(a->instances); i++) {
         const us_instance *in = us_instance_at(a->instances, i);
-        if (in) {
+        if (in && !(us_instance_silent(in) && !us_proxies_serve(&a->proxies, in->service))) {
             us_agent_own_report(a, in, &out[n]);
             n += !us_report_says_nothing(&out[n]);
         }
@@ -119,12 +119,12 @@ int us_agent_own_reports(us_agent *a, us_report *out)
     return n;
 }
 
-bool us_agent_report(us_agent *a, const char *node, const char *service, us_report *out)
+bool us_agent_report(us_agent *a, const char *node, const char *service, int hint, us_report *out)
 {
     memset(out, 0, sizeof *out);
     if (strcmp(node, a->cfg.name) == 0) {
         /* As a peer sees it: a report that says nothing is no report. */
-        const us_instance *in = us_instance_of(a->instances, service);
+        const us_instance *in = us_instance_of(a->instances, service, hint);
         if (in)
             us_agent_own_report(a, in, out);
         if (in && !us_report_says_nothing(out))

@@ -54,6 +54,7 @@ typedef struct us_peer {
     uint64_t pings_rx;      /* pings from it (addressed to us) since we started */
     uint64_t rep_acked_gen; /* the generation of our reports it has (agent.c), 0 = none */
     int64_t rep_sent_ms;    /* when a ping to it last carried our reports */
+    bool reads_brief;       /* its pings say it reads brief reports ("rb", msg.h) */
     bool slow;              /* we ping it every few heartbeats only (two non-voters) */
     bool ping_soon;         /* include it in our next ping round whatever its period */
     /* Leader side. */
@@ -174,11 +175,12 @@ typedef struct us_agent {
 bool us_agent_is_leader(us_agent *a);
 us_peer *us_agent_peer(us_agent *a, const char *name);
 us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id);
-/* What `node` reports about its instance of `service` (reports.h), into *out: this node's own
+/* What `node` reports about its instance of `service` (reports.h), into *out (hint: the service's
+ * index in the state, or -1; us_instance_of): this node's own
  * built from its instance as its pings carry it, a peer's from its last ping. False (and *out
  * zeroed) when it reports nothing. The one lookup of the API, the metrics, the proxies and the
  * controller. */
-bool us_agent_report(us_agent *a, const char *node, const char *service, us_report *out);
+bool us_agent_report(us_agent *a, const char *node, const char *service, int hint, us_report *out);
 /* This node's report about its instance `in`, as its pings carry it. */
 void us_agent_own_report(us_agent *a, const us_instance *in, us_report *out);
 /* This node's reports about its instances, those that say something (us_report_says_nothing):

@@ -72,8 +72,21 @@ static us_instance *slot(us_instances *a, const char *service, bool create)
     return free_slot;
 }
 
-const us_instance *us_instance_of(us_instances *a, const char *service)
+bool us_instance_silent(const us_instance *in)
 {
+    const us_inst_obs *o = &in->report;
+    return o->state == US_INST_NONE && o->health == US_HEALTH_UNKNOWN && !o->cause[0] &&
+           o->exit_status == 0 && !o->refused && !in->proc && !in->checker &&
+           in->standby_restarts_total == 0 && !in->restart_cause[0];
+}
+
+const us_instance *us_instance_of(us_instances *a, const char *service, int hint)
+{
+    if (hint >= 0 && hint < US_MAX_SERVICES) {
+        int h = a->slot_of[hint];
+        if (h >= 0 && h < a->hi && a->inst[h].used && strcmp(a->inst[h].service, service) == 0)
+            return &a->inst[h];
+    }
     return slot(a, service, false);
 }
 
@@ -633,8 +646,8 @@ static void sync_checker(us_instance *in, const us_service_def *d)
     bool want = d && d->n_checks > 0 && in->proc && !in->fencing && !in->adopting &&
                 (hot ? in->phase != US_PHASE_IDLE : in->phase == US_PHASE_ACTIVE);
     int pid = in->proc ? (int)us_proc_pid(in->proc) : 0;
-    uint64_t fp = d ? checks_fingerprint(d) : 0;
-    if (in->checker && (!want || pid != in->checker_pid || fp != in->checker_fp))
+    /* Every service passes here on every tick: the fingerprint only where a checker runs. */
+    if (in->checker && (!want || pid != in->checker_pid || checks_fingerprint(d) != in->checker_fp))
         stop_checker(in);
     if (!want || in->checker)
         return;
@@ -658,7 +671,7 @@ static void sync_checker(us_instance *in, const us_service_def *d)
                                    log_path, checker_cb, in);
     free(env);
     in->checker_pid = pid;
-    in->checker_fp = fp;
+    in->checker_fp = checks_fingerprint(d);
 }
 
 static bool listed_standby(const us_assignment *as, const char *me)
@@ -786,6 +799,7 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
         us_proc_stop(in->proc, d ? d->stop_timeout_ms : 2000);
     in->phase = US_PHASE_IDLE;
     passive_report(in, US_INST_NONE, as);
+    in->idle_at_version = in->proc || in->adopting ? 0 : a->env.state->version + 1;
 }
 
 void us_instances_reconcile(us_instances *a)
@@ -800,6 +814,9 @@ void us_instances_reconcile(us_instances *a)
         if (in) {
             in->state_idx = i;
             a->slot_of[i] = (int)(in - a->inst);
+            if (in->idle_at_version == s->version + 1 && in->phase == US_PHASE_IDLE && !in->proc &&
+                !in->checker && !in->adopting)
+                continue; /* as it was: no role, nothing running, and the same state */
             step(a, in, &s->services.svc[i], &s->asg[i]);
             sync_checker(in, &s->services.svc[i]);
         }

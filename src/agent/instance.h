@@ -71,6 +71,10 @@ typedef struct us_instance {
     char restart_cause[US_REASON_MAX];
     struct us_instances *owner;
     int state_idx; /* the service's index in the state when last reconciled (a hint) */
+    /* 1 + the state version at which step() last found it in no role with nothing running or
+     * checking: nothing changes for it until the state does, so reconciling skips it (most of the
+     * services of a large cluster, on every tick). 0 = not so. */
+    uint64_t idle_at_version;
 } us_instance;
 
 /* What the instances need from the agent. The pointers stay valid while the agent runs; the
@@ -130,7 +134,13 @@ void us_instances_detach(us_instances *x);
 const us_instance *us_instance_at(us_instances *x, int i);
 /* Slots ever used (at most US_MAX_SERVICES): every instance is in a slot below. */
 int us_instances_slots(us_instances *x);
-/* This node's instance of `service`, or NULL. */
-const us_instance *us_instance_of(us_instances *x, const char *service);
+/* Does the instance have nothing of its own to report: no role, process, checks, health, cause,
+ * failure or restart? Its report then says nothing (reports.h) unless this node's proxy has
+ * connections for the service: a cheap test before building the report, for the walk over every
+ * service of the cluster that each ping round makes. */
+bool us_instance_silent(const us_instance *in);
+/* This node's instance of `service`, or NULL. `hint`: the service's index in the state if the
+ * caller knows it (found in one step instead of a walk over every slot), else -1. */
+const us_instance *us_instance_of(us_instances *x, const char *service, int hint);
 
 #endif

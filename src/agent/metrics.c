@@ -191,7 +191,8 @@ static void service_metrics(us_mtext *t, us_agent *a)
     for (int k = 0; k < s->services.n; k++)
         for (int i = 0; i < s->n_nodes; i++) {
             us_report r;
-            if (!s->nodes[i].left && us_agent_report(a, s->nodes[i].name, s->asg[k].service, &r) &&
+            if (!s->nodes[i].left &&
+                us_agent_report(a, s->nodes[i].name, s->asg[k].service, k, &r) &&
                 r.obs.health != US_HEALTH_UNKNOWN)
                 us_mtext_sample(t, "understudy_instance_healthy",
                                 L("service", s->asg[k].service, "node", s->nodes[i].name),
@@ -203,7 +204,7 @@ static void service_metrics(us_mtext *t, us_agent *a)
     for (int k = 0; k < s->services.n; k++)
         for (int i = 0; i < s->n_nodes; i++) {
             us_report r;
-            if (!s->nodes[i].left && us_agent_report(a, s->nodes[i].name, s->asg[k].service, &r))
+            if (!s->nodes[i].left && us_agent_report(a, s->nodes[i].name, s->asg[k].service, k, &r))
                 us_mtext_sample(t, "understudy_instance_restarts_total",
                                 L("service", s->asg[k].service, "node", s->nodes[i].name),
                                 r.restarts);

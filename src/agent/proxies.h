@@ -43,6 +43,8 @@ typedef struct us_proxies {
 void us_proxies_reconcile(us_proxies *x, uv_loop_t *loop, const us_state *s, int64_t now_ms);
 /* Open proxied connections of this node's proxy for `service` under `epoch`. */
 int us_proxies_open(const us_proxies *x, const char *service, uint64_t epoch);
+/* Does this node run a proxy for `service`? */
+bool us_proxies_serve(const us_proxies *x, const char *service);
 /* The running proxy of `service` that listens on `listen`, or NULL. */
 us_proxy *us_proxies_find(const us_proxies *x, const char *service, const char *listen);
 /* The i-th running proxy (0..US_MAX_SERVICES-1, NULL for an empty slot) and its service. */

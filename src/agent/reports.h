@@ -48,7 +48,8 @@ bool us_report_says_nothing(const us_report *r);
 /* The report about `service` in one node's reports, or NULL. */
 const us_report *us_report_find(const us_report *reports, int n, const char *service);
 
-/* n reports as the "rep" object of a ping: what us_msg_decode reads back into the same reports. */
-json_t *us_reports_json(const us_report *reports, int n);
+/* n reports as the "rep" object of a ping (brief: its "rp", msg.h): what us_msg_decode reads back
+ * into the same reports. */
+json_t *us_reports_json(const us_report *reports, int n, bool brief);
 
 #endif

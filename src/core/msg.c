@@ -54,52 +54,122 @@ static bool hostport(const json_t *v, char *dst, size_t size)
     return str_into(v, dst, size) && us_parse_hostport(dst, NULL, 0, NULL) == 0;
 }
 
-static bool decode_report(const char *svc, const json_t *v, us_report *r)
+/* A report's fields, in both forms (msg.h): "full" names every field; "brief" (short keys, fields
+ * at their default left out) is ~4x cheaper to parse. One table drives encoding and decoding. */
+typedef enum { RF_INT, RF_I64, RF_U64, RF_STR, RF_BOOL } rep_type;
+
+static const struct rep_field {
+    const char *full, *brief;
+    rep_type type;
+    size_t off, size; /* RF_STR: the buffer's size */
+    json_int_t lo, hi, dflt;
+} rep_fields[] = {
+    {"state", "s", RF_INT, offsetof(us_report, obs.state), 0, 0, US_INST_FENCED, 0},
+    {"epoch", "e", RF_U64, offsetof(us_report, obs.epoch), 0, 0, 0, 0},
+    {"exit", "x", RF_INT, offsetof(us_report, obs.exit_status), 0, INT_MIN, INT_MAX, 0},
+    {"pid", "p", RF_INT, offsetof(us_report, pid), 0, 0, INT_MAX, 0},
+    {"px_epoch", "pe", RF_U64, offsetof(us_report, px_epoch), 0, 0, 0, 0},
+    {"px_open", "po", RF_INT, offsetof(us_report, px_open), 0, 0, INT_MAX, 0},
+    {"health", "h", RF_INT, offsetof(us_report, obs.health), 0, 0, US_HEALTH_UNHEALTHY, 0},
+    {"cause", "c", RF_STR, offsetof(us_report, obs.cause), sizeof(((us_report *)0)->obs.cause), 0,
+     0, 0},
+    {"check_ms", "cm", RF_I64, offsetof(us_report, check_ms), 0, -1, INT64_MAX, -1},
+    {"probes", "pr", RF_I64, offsetof(us_report, probes), 0, 0, INT64_MAX, 0},
+    {"probes_failed", "pf", RF_I64, offsetof(us_report, probes_failed), 0, 0, INT64_MAX, 0},
+    {"restarts", "r", RF_INT, offsetof(us_report, restarts), 0, 0, INT_MAX, 0},
+    {"restart_cause", "rc", RF_STR, offsetof(us_report, restart_cause),
+     sizeof(((us_report *)0)->restart_cause), 0, 0, 0},
+    {"refused", "rf", RF_BOOL, offsetof(us_report, obs.refused), 0, 0, 0, 0},
+};
+
+_Static_assert(sizeof(us_inst_state) == sizeof(int) && sizeof(us_health) == sizeof(int),
+               "enums of a report are stored as int");
+_Static_assert(sizeof(uint64_t) == sizeof(int64_t), "probes are stored as int64");
+
+static json_t *report_json(const us_report *r, bool brief)
 {
-    json_int_t st, ex, pid, open, health, cms, probes, failed, restarts;
-    memset(r, 0, sizeof *r);
-    if (!json_is_object(v) || !us_name_valid(svc) ||
-        !int_in(json_object_get(v, "state"), 0, US_INST_FENCED, &st) ||
-        !u64_of(json_object_get(v, "epoch"), &r->obs.epoch) ||
-        !int_in(json_object_get(v, "exit"), INT_MIN, INT_MAX, &ex) ||
-        !int_in(json_object_get(v, "pid"), 0, INT_MAX, &pid) ||
-        !u64_of(json_object_get(v, "px_epoch"), &r->px_epoch) ||
-        !int_in(json_object_get(v, "px_open"), 0, INT_MAX, &open) ||
-        !int_in(json_object_get(v, "health"), 0, US_HEALTH_UNHEALTHY, &health) ||
-        !int_in(json_object_get(v, "check_ms"), -1, INT64_MAX, &cms) ||
-        !int_in(json_object_get(v, "probes"), 0, INT64_MAX, &probes) ||
-        !int_in(json_object_get(v, "probes_failed"), 0, INT64_MAX, &failed) ||
-        !int_in(json_object_get(v, "restarts"), 0, INT_MAX, &restarts) ||
-        !str_into(json_object_get(v, "cause"), r->obs.cause, sizeof r->obs.cause) ||
-        !str_into(json_object_get(v, "restart_cause"), r->restart_cause, sizeof r->restart_cause) ||
-        !json_is_boolean(json_object_get(v, "refused")))
-        return false;
-    us_strlcpy(r->service, svc, sizeof r->service);
-    r->obs.state = (us_inst_state)st;
-    r->obs.exit_status = (int)ex;
-    r->pid = (int)pid;
-    r->px_open = (int)open;
-    r->obs.health = (us_health)health;
-    r->check_ms = cms;
-    r->probes = (uint64_t)probes;
-    r->probes_failed = (uint64_t)failed;
-    r->restarts = (int)restarts;
-    r->obs.refused = json_is_true(json_object_get(v, "refused"));
-    return true;
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < sizeof rep_fields / sizeof rep_fields[0]; i++) {
+        const struct rep_field *f = &rep_fields[i];
+        const char *at = (const char *)r + f->off;
+        json_t *v = NULL;
+        if (f->type == RF_INT || f->type == RF_I64) {
+            int x;
+            int64_t y;
+            if (f->type == RF_INT)
+                memcpy(&x, at, sizeof x), y = x;
+            else
+                memcpy(&y, at, sizeof y);
+            v = brief && y == f->dflt ? NULL : json_integer((json_int_t)y);
+        } else if (f->type == RF_U64) {
+            uint64_t x;
+            memcpy(&x, at, sizeof x);
+            char text[24];
+            snprintf(text, sizeof text, "%llu", (unsigned long long)x);
+            v = brief && x == 0 ? NULL : json_string(text);
+        } else if (f->type == RF_STR) {
+            v = brief && !*at ? NULL : json_string(at);
+        } else {
+            bool b;
+            memcpy(&b, at, sizeof b);
+            v = brief && !b ? NULL : json_boolean(b);
+        }
+        if (v)
+            json_object_set_new_nocheck(o, brief ? f->brief : f->full, v);
+    }
+    return o;
 }
 
 json_t *us_msg_report_json(const us_report *r)
 {
-    char e[24], pe[24];
-    snprintf(e, sizeof e, "%llu", (unsigned long long)r->obs.epoch);
-    snprintf(pe, sizeof pe, "%llu", (unsigned long long)r->px_epoch);
-    return json_pack("{s:i, s:s, s:i, s:i, s:s, s:i, s:i, s:s, s:I, s:I, s:I, s:i, s:s, s:b}",
-                     "state", (int)r->obs.state, "epoch", e, "exit", r->obs.exit_status, "pid",
-                     r->pid, "px_epoch", pe, "px_open", r->px_open, "health", (int)r->obs.health,
-                     "cause", r->obs.cause, "check_ms", (json_int_t)r->check_ms, "probes",
-                     (json_int_t)r->probes, "probes_failed", (json_int_t)r->probes_failed,
-                     "restarts", r->restarts, "restart_cause", r->restart_cause, "refused",
-                     r->obs.refused);
+    return report_json(r, false);
+}
+
+json_t *us_msg_report_json_brief(const us_report *r)
+{
+    return report_json(r, true);
+}
+
+/* Every field of the full form must be there; the brief form leaves defaults out. */
+static bool decode_report(const char *svc, const json_t *v, us_report *r, bool brief)
+{
+    memset(r, 0, sizeof *r);
+    if (!json_is_object(v) || !us_name_valid(svc))
+        return false;
+    for (size_t i = 0; i < sizeof rep_fields / sizeof rep_fields[0]; i++) {
+        const struct rep_field *f = &rep_fields[i];
+        char *at = (char *)r + f->off;
+        const json_t *x = json_object_get(v, brief ? f->brief : f->full);
+        if (!x && !brief)
+            return false;
+        if (f->type == RF_INT || f->type == RF_I64) {
+            json_int_t n = f->dflt;
+            if (x && !int_in(x, f->lo, f->hi, &n))
+                return false;
+            if (f->type == RF_INT) {
+                int k = (int)n;
+                memcpy(at, &k, sizeof k);
+            } else {
+                int64_t k = n;
+                memcpy(at, &k, sizeof k);
+            }
+        } else if (f->type == RF_U64) {
+            uint64_t n = 0;
+            if (x && !u64_of(x, &n))
+                return false;
+            memcpy(at, &n, sizeof n);
+        } else if (f->type == RF_STR) {
+            if (x && !str_into(x, at, f->size))
+                return false;
+        } else {
+            if (x && !json_is_boolean(x))
+                return false;
+            bool b = json_is_true(x);
+            memcpy(at, &b, sizeof b);
+        }
+    }
+    us_strlcpy(r->service, svc, sizeof r->service);
+    return true;
 }
 
 static const char *decode_ping(const json_t *j, us_msg *m)
@@ -122,9 +192,12 @@ static const char *decode_ping(const json_t *j, us_msg *m)
     const json_t *adopt = json_object_get(j, "adopt");
     if (adopt && !u64_of(adopt, &p->adopt))
         return "ping: adopt";
-    const json_t *rep = json_object_get(j, "rep");
+    const json_t *full = json_object_get(j, "rep"), *brief = json_object_get(j, "rp");
+    const json_t *rep = full ? full : brief;
     const char *key;
     json_t *v;
+    if (full && brief)
+        return "ping: rep and rp";
     if (rep && !json_is_object(rep))
         return "ping: rep";
     p->has_rep = rep != NULL;
@@ -132,10 +205,12 @@ static const char *decode_ping(const json_t *j, us_msg *m)
         return "ping: rep (more than " US_STR(US_MSG_REPORTS_MAX) " reports)";
     json_object_foreach((json_t *)rep, key, v)
     {
-        if (!decode_report(key, v, &p->reports[p->n_reports]))
+        if (!decode_report(key, v, &p->reports[p->n_reports], brief != NULL))
             return "ping: rep (a report)";
         p->n_reports++;
     }
+    if (!opt_bool(j, "rb", &p->reads_brief))
+        return "ping: rb";
     const json_t *gr = json_object_get(j, "gr");
     if (gr && !json_is_object(gr))
         return "ping: gr";

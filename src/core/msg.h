@@ -6,17 +6,21 @@
  * Fields and types (names are the JSON keys; u64 travel as decimal strings, since JSON numbers
  * lose precision past 2^53; unknown keys are ignored, so a newer minor version may add some):
  *   ping   {"t":"ping","seq":u64,"term":u64,"lease":bool,"api":"IPv4:port"?,
- *           "rep":{SERVICE:report,...}?,"gr":{NODE:{"age":int>=-1,"stale":bool,"v":u64},...}?,
+ *           "rep":{SERVICE:report,...}? | "rp":{SERVICE:brief,...}?, "rb":bool?,
+ *           "gr":{NODE:{"age":int>=-1,"stale":bool,"v":u64},...}?,
  *           "ci":u64?,"adopt":u64?,"vote":bool?,"iv":int?}   ("ci": the Raft leader's commit
  * index, sent by the leader only; "vote": the sender is a voter in its view of the Raft
  * configuration; "iv": ms until the sender's next regular ping to this receiver (fanout.h), absent
  * = a heartbeat; adopt: the earlier incarnation of the sender whose instances it took over after a
  * planned restart; a ping without "rep" comes from the sender's guardian renewing its lease during
- * a planned restart: its last reports stand) report =
- * {"state":0..5,"epoch":u64,"exit":int,"pid":int>=0,"px_epoch":u64,
+ * a planned restart: its last reports stand; "rb": the sender reads brief reports, "rp", which a
+ * sender uses only towards a receiver that said so, since an older version refuses them)
+ *          report = {"state":0..5,"epoch":u64,"exit":int,"pid":int>=0,"px_epoch":u64,
  *                    "px_open":int>=0,"health":0..2,"cause":str,"check_ms":int>=-1,
  *                    "probes":int>=0,"probes_failed":int>=0,"restarts":int>=0,
- *                    "restart_cause":str,"refused":bool}
+ *                    "restart_cause":str,"refused":bool}   (every field)
+ *          brief  = the same under the keys s e x p pe po h c cm pr pf r rc rf, each left out when
+ *                   at its default (0, "", false; check_ms -1): a quiet instance is {"s":..,"e":..}
  *   pong   {"t":"pong","seq":u64,"ack":bool?,"grant":bool?,"removed":bool?,"v":u64,"rv":u64?}
  *   hello  {"t":"hello"}
  *   leave  {"t":"leave"}
@@ -75,13 +79,14 @@ typedef struct us_msg_ping {
     int n_reports;
     int n_leases;
     us_msg_lease leases[US_MAX_NODES];
-    bool has_commit; /* "ci" present: the sender, as Raft leader in `term`, had committed */
-    uint64_t commit; /* up to this log index when it sent the ping */
-    uint64_t adopt;  /* "adopt": the incarnation whose instances this agent adopted, 0 = none */
-    bool vote;       /* "vote": the sender is a voter in its view */
-    int interval_ms; /* "iv": ms until its next regular ping to us, 0 = not said (a heartbeat) */
-    bool has_rep;    /* "rep" present; without it (the guardian's stand-in renewals) the sender's
-                        earlier reports stand */
+    bool has_commit;  /* "ci" present: the sender, as Raft leader in `term`, had committed */
+    uint64_t commit;  /* up to this log index when it sent the ping */
+    uint64_t adopt;   /* "adopt": the incarnation whose instances this agent adopted, 0 = none */
+    bool vote;        /* "vote": the sender is a voter in its view */
+    int interval_ms;  /* "iv": ms until its next regular ping to us, 0 = not said (a heartbeat) */
+    bool has_rep;     /* "rep" or "rp" present; without (the guardian's stand-in renewals) the
+                         sender's earlier reports stand */
+    bool reads_brief; /* "rb": the sender decodes "rp" */
     us_report reports[US_MSG_REPORTS_MAX]; /* last: the decoder clears only what it fills */
 } us_msg_ping;
 
@@ -141,6 +146,8 @@ us_msg_result us_msg_decode(const void *payload, size_t len, us_msg *out, const 
 /* One report as a ping's "rep" carries it (the value under its service's key): what
  * us_msg_decode reads back into the same us_report. */
 json_t *us_msg_report_json(const us_report *r);
+/* The same in the brief form ("rp"): short keys, defaults left out. */
+json_t *us_msg_report_json_brief(const us_report *r);
 
 /* The JSON "t" of a type. */
 const char *us_msg_type_name(us_msg_type t);

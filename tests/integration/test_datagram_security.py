@@ -376,3 +376,87 @@ def test_cluster_key_must_be_private_present_and_well_formed(tmp_path):
     # keygen never replaces a file.
     r = subprocess.run([BIN, "keygen", key], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "exists already" in r.stderr, (r.returncode, r.stderr)
+
+
+def unseal(key, cluster, data):
+    """The inverse of seal: (chan, sender, inc, seq, to_inc, payload), or None if it does not open."""
+    head, nonce = data[:32], data[8:32]
+    try:
+        inner = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(data[32:], head + cluster.encode(), nonce, key)
+    except Exception:  # noqa: BLE001
+        return None
+    n = inner[1]
+    inc, seq, to_inc = struct.unpack(">QQQ", inner[2 + n:2 + n + 24])
+    return inner[0], inner[2:2 + n].decode(), inc, seq, to_inc, inner[2 + n + 24:]
+
+
+def test_reports_in_the_form_each_peer_reads(cluster):
+    """Pings carry instance reports in the brief form ("rp", msg.h) only to a peer whose own pings
+    say it reads them ("rb"); a peer that does not say so (the version before, during a rolling
+    upgrade, refuses "rp" as malformed) gets the full form. The peer here is the test itself,
+    speaking for a member whose agent it killed, on that member's address."""
+    import json
+
+    c = cluster
+    svc = form_with_web(c)
+    active, ld = svc["active"], c.leader()
+    peer = next(n for n in c.nodes if n not in (active, ld))
+    c.kill9(peer)
+    c.wait_exit(peer, 10)
+    key = key_of(c.key_file())
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                s.bind(hostport(c.nodes[peer].address))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the killed agent's UDP port stayed taken"
+                time.sleep(0.05)
+        s.settimeout(0.02)
+        inc, seq = 2**62, 0  # a new incarnation of the peer (above any real one), as after a restart
+
+        def exchange(seconds, extra):
+            """Ping the active's agent every 50 ms as `peer` for `seconds`; its pings to us."""
+            nonlocal seq
+            got, active_inc, end, next_ping = [], 0, time.monotonic() + seconds, 0.0
+            while time.monotonic() < end:
+                if active_inc and time.monotonic() >= next_ping:
+                    seq += 1
+                    body = dict({"t": "ping", "seq": str(seq), "term": "1", "lease": False}, **extra)
+                    s.sendto(seal(key, "itest", peer, json.dumps(body).encode(), inc=inc, seq=seq, to_inc=active_inc),
+                             hostport(c.nodes[active].address))
+                    next_ping = time.monotonic() + 0.05
+                try:
+                    data, _ = s.recvfrom(70000)
+                except socket.timeout:
+                    continue
+                m = unseal(key, "itest", data)
+                if not m or m[1] != active or m[0] != CHAN_AGENT:
+                    continue
+                active_inc = m[2]
+                msg = json.loads(m[5])
+                if msg.get("t") == "ping":
+                    got.append(msg)
+            return got
+
+        # Our pings do not say "rb": every report it sends us is in the full form.
+        older = exchange(1.5, {})
+        with_reports = [m for m in older if "rep" in m or "rp" in m]
+        assert with_reports, "no ping with reports from %s (%d pings: %s; rejected %s)" % (
+            active, len(older), older[-3:], rejected(c, active))
+        assert all("rp" not in m for m in with_reports), "brief reports to a peer that did not ask"
+        assert with_reports[-1]["rep"]["web"]["state"] >= 1 and with_reports[-1]["rep"]["web"]["epoch"] == str(svc["epoch"])
+        assert all(m.get("rb") is True for m in older)  # and it says that it reads them itself
+        # Now we say "rb" (with our reports, empty): once it heard that, brief reports only.
+        newer = exchange(1.5, {"rb": True, "rep": {}})
+        with_reports = [m for m in newer if "rep" in m or "rp" in m]
+        assert with_reports, "no ping with reports from %s after rb" % active
+        tail = with_reports[len(with_reports) // 2:]
+        assert all("rp" in m and "rep" not in m for m in tail), "full reports after the peer said rb"
+        web = tail[-1]["rp"]["web"]
+        assert web["e"] == str(svc["epoch"]) and web["s"] >= 1 and "state" not in web
+        assert "x" not in web and "rf" not in web  # defaults left out
+    finally:
+        s.close()

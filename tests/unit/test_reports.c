@@ -154,31 +154,78 @@ static void test_ping_round_trip(void **state)
     us_report_make(&web, &own[0]);
     us_report_make(&db, &own[1]);
 
-    json_t *ping = json_pack("{s:s, s:s, s:s, s:b, s:o}", "t", "ping", "seq", "1", "term", "2",
-                             "lease", true, "rep", us_reports_json(own, 2));
+    /* Both forms: "rep" names every field, "rp" (brief) leaves the defaults out. */
+    for (int brief = 0; brief <= 1; brief++) {
+        json_t *ping = json_pack("{s:s, s:s, s:s, s:b, s:b, s:o}", "t", "ping", "seq", "1", "term",
+                                 "2", "lease", true, "rb", (bool)brief, brief ? "rp" : "rep",
+                                 us_reports_json(own, 2, brief));
+        char *text = json_dumps(ping, JSON_COMPACT);
+        json_decref(ping);
+        assert_non_null(text);
+        const char *why = NULL;
+        us_msg_result rc = us_msg_decode(text, strlen(text), &g_msg, &why);
+        free(text);
+        assert_int_equal(rc, US_MSG_OK);
+        const us_msg_ping *p = &g_msg.u.ping;
+        assert_true(p->has_rep);
+        assert_int_equal(p->reads_brief, brief);
+        assert_int_equal(p->n_reports, 2);
+        for (int i = 0; i < 2; i++) {
+            const us_report *theirs = us_report_find(p->reports, p->n_reports, own[i].service);
+            assert_non_null(theirs);
+            assert_report_equal(theirs, &own[i]);
+        }
+    }
+}
+
+/* The brief form of a quiet standby's report is its state and epoch, nothing else; a report with
+ * every field away from its default keeps them all and reads back the same. */
+static void test_brief_form(void **state)
+{
+    (void)state;
+    us_report r = {.service = "web", .obs = {.state = US_INST_STANDBY, .epoch = 7}, .check_ms = -1};
+    json_t *j = us_msg_report_json_brief(&r);
+    assert_int_equal(json_object_size(j), 2);
+    assert_int_equal(json_integer_value(json_object_get(j, "s")), US_INST_STANDBY);
+    assert_string_equal(json_string_value(json_object_get(j, "e")), "7");
+    json_decref(j);
+    j = us_msg_report_json(&r);
+    assert_int_equal(json_object_size(j), 14);
+    json_decref(j);
+
+    us_report all = {.service = "db",
+                     .obs = {.state = US_INST_FAILED,
+                             .epoch = UINT64_MAX,
+                             .exit_status = -3,
+                             .health = US_HEALTH_UNHEALTHY,
+                             .cause = "check failed",
+                             .refused = true},
+                     .pid = 9,
+                     .px_epoch = 5,
+                     .px_open = 2,
+                     .check_ms = 0,
+                     .probes = 11,
+                     .probes_failed = 4,
+                     .restarts = 1,
+                     .restart_cause = "standby process exited"};
+    j = us_msg_report_json_brief(&all);
+    assert_int_equal(json_object_size(j), 14);
+    json_t *ping = json_pack("{s:s, s:s, s:s, s:b, s:{s:o}}", "t", "ping", "seq", "1", "term", "2",
+                             "lease", true, "rp", "db", j);
     char *text = json_dumps(ping, JSON_COMPACT);
     json_decref(ping);
-    assert_non_null(text);
-    const char *why = NULL;
-    us_msg_result rc = us_msg_decode(text, strlen(text), &g_msg, &why);
+    assert_int_equal(us_msg_decode(text, strlen(text), &g_msg, NULL), US_MSG_OK);
     free(text);
-    assert_int_equal(rc, US_MSG_OK);
-    const us_msg_ping *p = &g_msg.u.ping;
-    assert_int_equal(p->n_reports, 2);
-    for (int i = 0; i < 2; i++) {
-        const us_report *theirs = us_report_find(p->reports, p->n_reports, own[i].service);
-        assert_non_null(theirs);
-        assert_report_equal(theirs, &own[i]);
-    }
+    assert_int_equal(g_msg.u.ping.n_reports, 1);
+    assert_report_equal(&g_msg.u.ping.reports[0], &all);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_make),
-        cmocka_unit_test(test_find),
-        cmocka_unit_test(test_says_nothing),
-        cmocka_unit_test(test_ping_round_trip),
+        cmocka_unit_test(test_make),         cmocka_unit_test(test_find),
+        cmocka_unit_test(test_says_nothing), cmocka_unit_test(test_ping_round_trip),
+        cmocka_unit_test(test_brief_form),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
