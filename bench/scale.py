@@ -741,7 +741,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=25)
     ap.add_argument("--services", type=int, default=200, help="the stage at which failovers are measured")
-    ap.add_argument("--growth", default="10,100,200,1000", help="service counts, in order")
+    ap.add_argument("--growth", default="10,100,200,400,600,800,1000", help="service counts, in order")
     ap.add_argument("--runs", type=int, default=5, help="failover runs (3 nodes and NODES nodes)")
     ap.add_argument("--leader-runs", type=int, default=3, help="kills of the leader-and-active node")
     ap.add_argument("--step", type=int, default=50, help="services added per apply at most (docs/testing.md, Scale)")
