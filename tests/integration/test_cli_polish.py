@@ -121,3 +121,25 @@ def test_help_hints_and_colour(cluster):
     assert rc == 0 and "\033[32malive\033[0m" in out, out
     rc, out = run_tty("--api", api, "--token-file", c.token_file(), "status", env_extra={"NO_COLOR": "1"})
     assert rc == 0 and "\033[" not in out and "alive" in out, out
+
+
+def test_cli_names_the_package_when_libcurl_cannot_be_loaded():
+    """The CLI opens libcurl when it starts (the agent, the same program, does without it). With
+    both libcurl flavours unloadable (each bind-mounted over by /dev/null in a mount namespace of
+    this command only) it says what it needs and which Debian package has it, and fails."""
+    libs = []
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30).stdout
+    for name in ("libcurl-gnutls.so.4", "libcurl.so.4"):
+        m = re.search(r"^\s*%s \(libc6,x86-64\) => (\S+)$" % re.escape(name), out, re.M)
+        if m:
+            libs.append(os.path.realpath(m.group(1)))
+    assert libs, "no libcurl in ldconfig's cache: the CLI could not run at all"
+    hide = "".join("mount --bind /dev/null %s && " % lib for lib in libs)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        hide + "exec %s status --api 127.0.0.1:1" % BIN],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0, r
+    assert "cannot load libcurl" in r.stderr and "libcurl3-gnutls" in r.stderr, r.stderr
+    # Outside that namespace nothing changed: the same command fails for the address only.
+    r = run("status", "--api", "127.0.0.1:1")
+    assert r.returncode != 0 and "cannot load libcurl" not in r.stderr, r.stderr
