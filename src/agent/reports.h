@@ -42,7 +42,8 @@ void us_report_make(const us_report_source *src, us_report *out);
  * never ran it. Such reports are left out of pings and lookups (us_agent_own_reports), so a ping
  * carries what a node runs, not one report per service in the cluster (a change of any of 200
  * made every ping 38 KB and its decoding saturated 25 agents). Its epochs (obs.epoch, px_epoch)
- * do not count: a missing report reads as NONE at any epoch. */
+ * do not count: a missing report reads as NONE at any epoch. us_instance_silent (instance.h) asks
+ * the same of an instance before its report is built: a field added here must be added there. */
 bool us_report_says_nothing(const us_report *r);
 
 /* The report about `service` in one node's reports, or NULL. */
