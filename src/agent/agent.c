@@ -52,6 +52,7 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         if (a->n_peers >= US_MAX_NODES || !us_name_valid(name))
             return NULL;
         p = &a->peers[a->n_peers++];
+        a->peers_gen++;
         memset(p, 0, offsetof(us_peer, reports)); /* (hub.h: the arrays after are filled) */
         us_strlcpy(p->name, name, sizeof p->name);
         p->id = us_node_id(name);
@@ -68,33 +69,64 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
         if (us_sockaddr_parse(address, &sa) == 0) {
             us_strlcpy(p->address, address, sizeof p->address);
             p->sa = sa;
+            a->peers_gen++;
         }
     }
     return p;
 }
 
+/* 64-bit FNV-1a over strings, each ended by its NUL (a fingerprint, not a secret). */
+static uint64_t fp_add(uint64_t h, const char *s)
+{
+    for (const unsigned char *c = (const unsigned char *)s;; c++) {
+        h = (h ^ *c) * 0x100000001b3ULL;
+        if (!*c)
+            return h;
+    }
+}
+
+#define FP_START 0xcbf29ce484222325ULL
+
+/* The guardian announces a fencing to these addresses; told again only when they change. */
 static void update_guardian_peers(us_agent *a)
 {
     const char *addrs[US_MAX_NODES];
     int n = 0;
+    uint64_t fp = FP_START;
     for (int i = 0; i < a->n_peers; i++)
-        if (i != a->self && a->peers[i].address[0])
+        if (i != a->self && a->peers[i].address[0]) {
             addrs[n++] = a->peers[i].address;
+            fp = fp_add(fp, a->peers[i].address);
+        }
+    if (fp == a->guardian_peers_fp)
+        return;
     int rc = us_guardian_set_peers(a->guardian, addrs, n);
     if (rc != 0)
         us_error("the guardian's announcements cannot reach the %d other nodes: %s", n,
                  strerror(-rc));
+    else
+        a->guardian_peers_fp = fp;
 }
 
-/* Bring the peer table up to date with the replicated node list. */
+/* Bring the peer table up to date with the replicated node list (after every apply: walked only
+ * when the list or the table changed since the last time). */
 static void sync_peers(us_agent *a)
 {
     const us_state *s = &a->fsm.state;
+    uint64_t fp = FP_START;
+    for (int i = 0; i < s->n_nodes; i++)
+        fp = fp_add(fp_add(fp_add(fp, s->nodes[i].name), s->nodes[i].address), s->nodes[i].api);
+    if (fp == a->synced_nodes_fp && a->peers_gen == a->synced_peers_gen)
+        return;
     for (int i = 0; i < s->n_nodes; i++) {
         us_peer *p = peer_add(a, s->nodes[i].name, s->nodes[i].address);
+        if (p)
+            p->node_idx = i;
         if (p && s->nodes[i].api[0])
             us_strlcpy(p->api, s->nodes[i].api, sizeof p->api);
     }
+    a->synced_nodes_fp = fp;
+    a->synced_peers_gen = a->peers_gen;
     update_guardian_peers(a);
 }
 
@@ -678,7 +710,7 @@ static void load_revocations(us_agent *a)
 static us_lease_report lease_report(us_agent *a, us_peer *p, int64_t now)
 {
     uint64_t min_v, max_v;
-    int held = us_state_role_versions(&a->fsm.state, p->name, &min_v, &max_v);
+    int held = us_agent_role_versions(a, p, &min_v, &max_v);
     us_lease_report r = us_lease_voter_report(&a->cfg.timing, &p->lease, held > 0, min_v,
                                               a->fsm.state.version, now, a->started_ms);
     if (r.unrevoke)
@@ -706,7 +738,7 @@ static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now, bool *re
     /* A stale report made before the holder got (or renewed) its current role says nothing
      * about it. */
     uint64_t min_v, role_version;
-    us_state_role_versions(&a->fsm.state, p->name, &min_v, &role_version);
+    us_agent_role_versions(a, p, &min_v, &role_version);
     us_lease_seen seen[US_MAX_NODES];
     int voters = 0, n = 0;
     bool holder_votes = false;
@@ -807,7 +839,9 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
             .self_leads = a->leader,
             .peer_votes = us_agent_is_voter(a, p->id) || p->votes_claim,
             .peer_leads = leader_id == p->id,
-            .peer_unheard = p->inc == 0 || p->last_seen_ms < 0,
+            .peer_unheard =
+                p->inc == 0 ||
+                p->last_seen_ms<0, .peer_slow = p->interval_ms> a->cfg.timing.heartbeat_ms,
         };
         full[i] = us_fanout_every_heartbeat(&pair);
         n_slow += i != a->self && !full[i];
@@ -1241,9 +1275,10 @@ static void arm_revoke_timer(us_agent *a, int64_t now)
         us_peer *p = &a->peers[i];
         if (i == a->self)
             continue;
+        uint64_t min_v, max_v;
         int64_t due =
             us_lease_revoke_due(&a->cfg.timing, &p->lease,
-                                us_state_holds_active(&a->fsm.state, p->name), a->started_ms);
+                                us_agent_role_versions(a, p, &min_v, &max_v) > 0, a->started_ms);
         if (due > now && due < now + a->cfg.timing.heartbeat_ms && (next < 0 || due < next))
             next = due;
     }
@@ -1768,6 +1803,7 @@ static int adopt_handed_over(us_agent *a, us_guardian_handover *h)
     h->n_fds = 0;
     /* It learns our keys, peers and lease as a forked one would. */
     us_guardian_keys(a->guardian, &a->cfg.keys);
+    a->guardian_peers_fp = 0; /* a guardian new to us: tell it all */
     update_guardian_peers(a);
     if (a->lease_until_ms > 0)
         us_guardian_lease(a->guardian, a->lease_until_ms * 1000000LL);

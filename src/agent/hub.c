@@ -28,9 +28,25 @@ us_peer *us_agent_peer_by_id(us_agent *a, uint64_t id)
     return NULL;
 }
 
+int us_agent_role_versions(us_agent *a, const us_peer *p, uint64_t *min, uint64_t *max)
+{
+    const us_state *s = &a->fsm.state;
+    int k = us_state_find_node_from(s, p->name, p->node_idx);
+    if (k < 0)
+        return us_state_role_versions(s, p->name, min, max);
+    if (!a->roles.valid || a->roles.version != s->version) {
+        us_state_roles_by_node(s, a->roles.held, a->roles.min, a->roles.max);
+        a->roles.valid = true;
+        a->roles.version = s->version;
+    }
+    *min = a->roles.min[k];
+    *max = a->roles.max[k];
+    return a->roles.held[k];
+}
+
 us_node_state us_agent_node_state(us_agent *a, const us_peer *p)
 {
-    int i = us_state_find_node(&a->fsm.state, p->name);
+    int i = us_state_find_node_from(&a->fsm.state, p->name, p->node_idx);
     if (i >= 0 && a->fsm.state.nodes[i].left)
         return US_NODE_LEFT;
     if (p == &a->peers[a->self])

@@ -39,6 +39,7 @@
 typedef struct us_peer {
     char name[US_NAME_MAX];
     uint64_t id;
+    int node_idx; /* where it was in the state's nodes (a hint: us_state_find_node_from) */
     char address[US_ADDR_MAX];
     char api[US_ADDR_MAX];
     struct sockaddr_in sa;
@@ -113,7 +114,18 @@ typedef struct us_agent {
 
     us_peer peers[US_MAX_NODES];
     int n_peers;
-    int self; /* index of this node in peers */
+    int self;           /* index of this node in peers */
+    uint64_t peers_gen; /* grows when a peer is added or its address changes */
+    /* What the peer table and the guardian were last brought up to date with (fingerprints): an
+     * apply that changed neither costs no walk and no message to the guardian. */
+    uint64_t synced_nodes_fp, synced_peers_gen, guardian_peers_fp;
+    /* us_agent_role_versions' table, made once per state version (us_state_roles_by_node). */
+    struct {
+        bool valid;
+        uint64_t version;
+        int held[US_MAX_NODES];
+        uint64_t min[US_MAX_NODES], max[US_MAX_NODES];
+    } roles;
 
     /* Leases. */
     int64_t lease_until_ms; /* this node may act as active until then (own clock) */
@@ -189,6 +201,8 @@ int us_agent_own_reports(us_agent *a, us_report *out);
 /* Name and API of the current Raft leader; false if none is known. */
 bool us_agent_leader(us_agent *a, char name[US_NAME_MAX], char api[US_ADDR_MAX]);
 us_node_state us_agent_node_state(us_agent *a, const us_peer *p);
+/* us_state_role_versions of `p` in our state, from a table made once per state version. */
+int us_agent_role_versions(us_agent *a, const us_peer *p, uint64_t *min, uint64_t *max);
 bool us_agent_lease_ok(us_agent *a, int64_t now_ms, int64_t reserve_ms);
 /* As far as this agent can tell: the leader has a fresh quorum (leader: acknowledgements; follower:
  * a leader is known and heard from). */

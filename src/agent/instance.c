@@ -799,7 +799,7 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
         us_proc_stop(in->proc, d ? d->stop_timeout_ms : 2000);
     in->phase = US_PHASE_IDLE;
     passive_report(in, US_INST_NONE, as);
-    in->idle_at_version = in->proc || in->adopting ? 0 : a->env.state->version + 1;
+    in->idle_at_touched = in->proc || in->adopting || !as ? 0 : as->touched_v + 1;
 }
 
 void us_instances_reconcile(us_instances *a)
@@ -814,9 +814,9 @@ void us_instances_reconcile(us_instances *a)
         if (in) {
             in->state_idx = i;
             a->slot_of[i] = (int)(in - a->inst);
-            if (in->idle_at_version == s->version + 1 && in->phase == US_PHASE_IDLE && !in->proc &&
-                !in->checker && !in->adopting)
-                continue; /* as it was: no role, nothing running, and the same state */
+            if (in->idle_at_touched == s->asg[i].touched_v + 1 && in->phase == US_PHASE_IDLE &&
+                !in->proc && !in->checker && !in->adopting)
+                continue; /* as it was: no role, nothing running, nothing changed about it */
             step(a, in, &s->services.svc[i], &s->asg[i]);
             sync_checker(in, &s->services.svc[i]);
         }

@@ -3,7 +3,8 @@
 
 bool us_fanout_every_heartbeat(const us_fanout_pair *p)
 {
-    return p->self_votes || p->self_leads || p->peer_votes || p->peer_leads || p->peer_unheard;
+    return p->self_leads || p->peer_votes || p->peer_leads || p->peer_unheard ||
+           (p->self_votes && p->peer_slow);
 }
 
 int us_fanout_slow_heartbeats(int n_slow)

@@ -3,14 +3,18 @@
  *
  * Every heartbeat a node pings the peers on the lease path: every voter (a ping to a voter is a
  * lease renewal, and a voter's lease reports feed the leader), the Raft leader (it judges every
- * node's liveness and needs every node's instance reports), and, when it votes or leads itself,
- * every peer (a non-voter learns of a new voter or leader from that voter's own pings within a
- * heartbeat, well before the voter could revoke it: docs/timing.md). Between two non-voters, which
- * only feed each other's local view (status, metrics), pings go every us_fanout_slow_heartbeats
- * heartbeats; each ping says how soon the next one follows ("iv"), and the receiver stretches its
- * silence bounds for that peer by as much (us_fanout_silence). So a cluster of N nodes with V
- * voters sends about 2VN pings a heartbeat instead of N², and a non-voter's view of another
- * non-voter lags by at most a slow interval. docs/timing.md, "Who pings whom". */
+ * node's liveness and needs every node's instance reports, and its pings carry the commit index
+ * that tells followers whether they caught up). The leader pings every peer every heartbeat; a
+ * voter that does not lead pings a non-voter every heartbeat only while that peer does not ping it
+ * every heartbeat (it has not learned yet that we vote: it learns from our own pings within a
+ * heartbeat, well before we could revoke it: docs/timing.md), and slowly after that: the peer
+ * hears from us every heartbeat all the same, in the answers to its renewals. Between two
+ * non-voters, which only feed each other's local view (status, metrics), pings go every
+ * us_fanout_slow_heartbeats heartbeats; each ping says how soon the next one follows ("iv"), and
+ * the receiver stretches its silence bounds for that peer by as much (us_fanout_silence). So a
+ * cluster of N nodes with V voters sends about (V + 1)N pings a heartbeat instead of N², and a
+ * non-voter's view of another non-voter lags by at most a slow interval. docs/timing.md, "Who
+ * pings whom". */
 #ifndef US_FANOUT_H
 #define US_FANOUT_H
 
@@ -26,6 +30,8 @@ typedef struct us_fanout_pair {
     bool peer_votes;   /* the peer is a voter in our view, or said so in its last ping */
     bool peer_leads;   /* the peer is the Raft leader in our view */
     bool peer_unheard; /* no datagram from its current incarnation yet */
+    bool peer_slow;    /* its last ping to us said its next one follows after more than a
+                          heartbeat ("iv"): it does not count us among the voters */
 } us_fanout_pair;
 
 /* Whether the pair is on the lease path: pinged every heartbeat. */

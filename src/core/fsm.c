@@ -14,6 +14,13 @@ int us_state_find_node(const us_state *s, const char *name)
     return -1;
 }
 
+int us_state_find_node_from(const us_state *s, const char *name, int hint)
+{
+    if (hint >= 0 && hint < s->n_nodes && strcmp(s->nodes[hint].name, name) == 0)
+        return hint;
+    return us_state_find_node(s, name);
+}
+
 bool us_state_holds_active(const us_state *s, const char *node)
 {
     for (int k = 0; k < s->services.n; k++)
@@ -37,6 +44,28 @@ int us_state_role_versions(const us_state *s, const char *node, uint64_t *min, u
         n++;
     }
     return n;
+}
+
+void us_state_roles_by_node(const us_state *s, int held[US_MAX_NODES], uint64_t min[US_MAX_NODES],
+                            uint64_t max[US_MAX_NODES])
+{
+    for (int k = 0; k < US_MAX_NODES; k++) {
+        held[k] = 0;
+        min[k] = max[k] = 0;
+    }
+    int k = 0; /* services of one holder tend to come together: try the last one first */
+    for (int i = 0; i < s->services.n; i++) {
+        const us_assignment *a = &s->asg[i];
+        if (!a->active[0] || (k = us_state_find_node_from(s, a->active, k)) < 0) {
+            k = 0;
+            continue;
+        }
+        if (held[k] == 0 || a->since_version < min[k])
+            min[k] = a->since_version;
+        if (a->since_version > max[k])
+            max[k] = a->since_version;
+        held[k]++;
+    }
 }
 
 int us_state_find_service(const us_state *s, const char *name)
@@ -481,6 +510,7 @@ int us_state_from_json(us_state *out, const json_t *j)
             strcmp(s->asg[i].service, s->services.svc[i].name) != 0 ||
             us_state_find_service(s, s->services.svc[i].name) >= 0)
             goto out;
+        s->asg[i].touched_v = s->version;
         s->services.n++;
     }
     json_array_foreach(ret, i, v)
@@ -850,10 +880,11 @@ static int apply_services_in_place(us_state *s, const json_t *a, const stamp *st
     if (n < n_old)
         return -1;
     us_service_def *d = malloc(sizeof *d);
+    bool *same = calloc((size_t)n + 1, sizeof *same); /* definition k is the one in place */
     us_index names = {0};
     int rc = -1;
-    if (!d)
-        return -1;
+    if (!d || !same)
+        goto out;
     /* First pass: every definition valid, the old ones in their places, no name twice. */
     for (int k = 0; k < n; k++) {
         if (us_service_def_from_json(d, json_array_get(a, (size_t)k)) != 0) {
@@ -865,6 +896,7 @@ static int apply_services_in_place(us_state *s, const json_t *a, const stamp *st
                 goto out; /* moved or removed: the general path */
             if (!us_index_add(&names, us_index_hash(d->name, NULL), k))
                 goto out;
+            same[k] = memcmp(d, &s->services.svc[k], sizeof *d) == 0;
             continue;
         }
         uint32_t h = us_index_hash(d->name, NULL), pos = US_INDEX_START;
@@ -881,12 +913,13 @@ static int apply_services_in_place(us_state *s, const json_t *a, const stamp *st
     }
     if (us_state_reserve(s, n) != 0)
         goto out;
-    /* Second pass: change in place, append. */
+    /* Second pass: change in place, append (decoding again only what changes: an apply that
+     * adds a few services to many decodes most definitions once). */
     bool changed = false;
     for (int k = 0; k < n; k++) {
-        us_service_def_from_json(d, json_array_get(a, (size_t)k));
-        if (k < n_old && memcmp(d, &s->services.svc[k], sizeof *d) == 0)
+        if (same[k])
             continue;
+        us_service_def_from_json(d, json_array_get(a, (size_t)k));
         s->services.svc[k] = *d;
         if (k >= n_old) {
             start_service(s, d->name, &s->asg[k], &s->stats[k]);
@@ -898,6 +931,7 @@ static int apply_services_in_place(us_state *s, const json_t *a, const stamp *st
     rc = changed ? US_APPLY_OK : US_APPLY_NOOP;
 out:
     us_index_free(&names);
+    free(same);
     free(d);
     return rc;
 }
@@ -1169,32 +1203,69 @@ static void bump_roles_v(us_state *s, const held_role *before, int n)
 
 typedef int (*apply_fn)(us_state *s, const json_t *cmd);
 
+/* Which active roles a command can change, so that us_state_apply records only those before it
+ * (recording every role for each of the many one-service commands cost O(services) per apply on
+ * every agent: with 64 agents on two cores, placing services stalled them all at once). */
+typedef enum {
+    ROLES_ANY,  /* any service's: all are recorded */
+    ROLES_ONE,  /* only the one it names ("service", or "service" of its "asg") */
+    ROLES_NONE, /* none */
+} apply_scope;
+
 static const struct {
     const char *op;
     apply_fn apply;
+    apply_scope scope;
 } apply_ops[] = {
-    {"node_up", apply_node_up}, {"node_flags", apply_node_flags}, {"services", apply_services},
-    {"assign", apply_assign},   {"switchover", apply_switchover}, {"node_drain", apply_node_drain},
-    {"pause", apply_pause},     {"reset", apply_reset},           {"event", apply_event},
+    {"node_up", apply_node_up, ROLES_ANY},       {"node_flags", apply_node_flags, ROLES_ANY},
+    {"services", apply_services, ROLES_ANY},     {"assign", apply_assign, ROLES_ONE},
+    {"switchover", apply_switchover, ROLES_ONE}, {"node_drain", apply_node_drain, ROLES_ANY},
+    {"pause", apply_pause, ROLES_ONE},           {"reset", apply_reset, ROLES_ONE},
+    {"event", apply_event, ROLES_NONE},
 };
+
+/* The service a ROLES_ONE command names ("" if none). */
+static const char *command_service(const json_t *cmd)
+{
+    const json_t *asg = json_object_get(cmd, "asg");
+    return us_json_str(json_is_object(asg) ? asg : cmd, "service");
+}
 
 int us_state_apply(us_state *s, const json_t *cmd)
 {
     const char *op = us_json_str(cmd, "op");
-    apply_fn fn = NULL;
-    for (size_t i = 0; i < sizeof apply_ops / sizeof apply_ops[0]; i++)
-        if (strcmp(op, apply_ops[i].op) == 0)
-            fn = apply_ops[i].apply;
-    if (!fn)
+    size_t k = 0, n_ops = sizeof apply_ops / sizeof apply_ops[0];
+    while (k < n_ops && strcmp(op, apply_ops[k].op) != 0)
+        k++;
+    if (k == n_ops)
         return US_APPLY_BAD;
-    int n_held;
-    held_role *held = held_roles(s, &n_held);
-    int rc = fn(s, cmd);
+    /* The roles before the command (bump_roles_v): all of them, or the named service's. */
+    int n_held = 0, i = -1;
+    held_role one, *held = NULL;
+    if (apply_ops[k].scope == ROLES_ANY) {
+        held = held_roles(s, &n_held); /* NULL (no memory): every node's roles_v moves */
+    } else if (apply_ops[k].scope == ROLES_ONE) {
+        i = us_state_find_service(s, command_service(cmd)); /* such commands move no service */
+        if (i >= 0 && s->asg[i].active[0]) {
+            one = held_role_of(&s->asg[i]);
+            one.index = i;
+            held = &one;
+            n_held = 1;
+        }
+    }
+    int rc = apply_ops[k].apply(s, cmd);
     if (rc == US_APPLY_OK) {
         s->version++;
-        bump_roles_v(s, held, n_held);
+        if (apply_ops[k].scope == ROLES_ANY || n_held > 0)
+            bump_roles_v(s, held, n_held);
+        if (apply_ops[k].scope == ROLES_ANY)
+            for (int j = 0; j < s->services.n; j++)
+                s->asg[j].touched_v = s->version;
+        else if (i >= 0)
+            s->asg[i].touched_v = s->version;
     }
-    free(held);
+    if (apply_ops[k].scope == ROLES_ANY)
+        free(held);
     return rc;
 }
 

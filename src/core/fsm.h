@@ -112,6 +112,8 @@ void us_fsm_close(us_fsm *f);
 int us_state_apply(us_state *s, const json_t *cmd);
 
 int us_state_find_node(const us_state *s, const char *name);
+/* The same, trying index `hint` first (a caller that remembers where a node was). */
+int us_state_find_node_from(const us_state *s, const char *name, int hint);
 int us_state_find_service(const us_state *s, const char *name);
 /* The same, trying index `hint` first (where the service was last time: services keep their
  * places unless a services file changes them, so callers that walk every tick stay linear). */
@@ -121,6 +123,10 @@ bool us_state_holds_active(const us_state *s, const char *node);
 /* How many active roles `node` holds, and the least and greatest state version at which they
  * were given or renewed (since_version; 0 and 0 when it holds none). */
 int us_state_role_versions(const us_state *s, const char *node, uint64_t *min, uint64_t *max);
+/* The same for every node of s->nodes at once (entry k for nodes[k]), in one walk over the
+ * services: for callers that ask about every node each heartbeat. */
+void us_state_roles_by_node(const us_state *s, int held[US_MAX_NODES], uint64_t min[US_MAX_NODES],
+                            uint64_t max[US_MAX_NODES]);
 /* A node's role in an assignment: "active", "demoting", "recovering", "restarting", "standby"
  * or "none" (the words of role events). */
 const char *us_assignment_role(const us_assignment *a, const char *node);

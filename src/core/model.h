@@ -224,6 +224,11 @@ typedef struct us_assignment {
     int64_t last_failover_ms; /* the active role last moved to another node after a failure */
     int n_fail;
     us_failrec fail[US_MAX_NODES];
+    /* Local, not replicated (no command or snapshot carries it): the state version of the last
+     * command that could change this service's definition or assignment (us_state_apply; a
+     * restored snapshot's version). Equal values mean nothing about the service changed, which
+     * lets an agent skip a service it has nothing to do with (instance.c). */
+    uint64_t touched_v;
 } us_assignment;
 
 /* The failure record of `node` in `a`, or NULL. */

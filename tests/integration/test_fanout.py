@@ -1,13 +1,15 @@
 """Who pings whom (docs/timing.md, "Who pings whom"; src/core/fanout.h): every node pings the
-voters and the leader every heartbeat, two non-voters ping each other only every few heartbeats,
-and silence bounds follow what each peer announced.
+voters and the leader every heartbeat, the leader pings every node every heartbeat, a voter that
+does not lead pings a non-voter (which knows it votes) and two non-voters ping each other only
+every few heartbeats, and silence bounds follow what each peer announced.
 
 Seven agents: five voters (the controller grows the voters to five) and two non-voters. Against the
-real agents: a non-voter hears the other non-voter at the reduced rate and a voter at the heartbeat
-rate (its own /metrics counters), every node still shows every peer alive (the leader and the
-non-voters themselves), and a frozen non-voter is declared dead by the leader within the profile's
-dead_after (it hears every node every heartbeat) while the other non-voter, which hears it only
-every few heartbeats, stretches its bound.
+real agents: a non-voter hears the other non-voter and a voter that does not lead at the reduced
+rate and the leader at the heartbeat rate, and that voter hears the non-voter's renewals every
+heartbeat (their own /metrics counters); every node still shows every peer alive (the leader and
+the non-voters themselves), and a frozen non-voter is declared dead by the leader within the
+profile's dead_after (it hears every node every heartbeat) while the other non-voter, which hears
+it only every few heartbeats, stretches its bound.
 """
 
 import re
@@ -52,31 +54,44 @@ def test_non_voters_ping_each_other_slowly_and_liveness_holds(cluster):
 
     voters = c.wait_until(settled, 120, "7 nodes alive, 5 of them voters")
     a, b = [m for m in names if m not in voters]
-    v = next(m for m in voters if m != c.leader())
+    leader = c.leader()
+    v = next(m for m in voters if m != leader)
 
-    # What each says about its pings: the other non-voter every SLOW_MS, a voter every heartbeat.
+    # What each says about its pings: the other non-voter and the voter v every SLOW_MS, the leader
+    # every heartbeat; a renews with v every heartbeat.
     def intervals():
-        t = metrics(c, a)
-        ib, iv = sample(t, "understudy_node_ping_interval_seconds", b), sample(
-            t, "understudy_node_ping_interval_seconds", v)
-        return (ib, iv) if ib == SLOW_MS / 1000 and iv == HEARTBEAT_MS / 1000 else None
+        t, tv = metrics(c, a), metrics(c, v)
+        got = (sample(t, "understudy_node_ping_interval_seconds", b),
+               sample(t, "understudy_node_ping_interval_seconds", v),
+               sample(t, "understudy_node_ping_interval_seconds", leader),
+               sample(tv, "understudy_node_ping_interval_seconds", a))
+        want = (SLOW_MS / 1000, SLOW_MS / 1000, HEARTBEAT_MS / 1000, HEARTBEAT_MS / 1000)
+        return got if got == want else None
 
-    c.wait_until(intervals, 30, "%s to hear %s every %d ms and %s every heartbeat" % (a, b, SLOW_MS, v))
+    c.wait_until(intervals, 30, "%s to hear %s and %s every %d ms and %s every heartbeat, and %s to hear %s "
+                 "every heartbeat" % (a, b, v, SLOW_MS, leader, v, a))
 
-    # The rates themselves, over a few seconds, from a's own counters.
+    # The rates themselves, over a few seconds, from a's and v's own counters.
     t0 = time.monotonic()
-    m0 = metrics(c, a)
+    m0, mv0 = metrics(c, a), metrics(c, v)
     time.sleep(4)
-    m1 = metrics(c, a)
+    m1, mv1 = metrics(c, a), metrics(c, v)
     dt = time.monotonic() - t0
-    rate_b = (sample(m1, "understudy_node_pings_received_total", b)
-              - sample(m0, "understudy_node_pings_received_total", b)) / dt
-    rate_v = (sample(m1, "understudy_node_pings_received_total", v)
-              - sample(m0, "understudy_node_pings_received_total", v)) / dt
-    print("pings/s at %s: from non-voter %s %.2f, from voter %s %.2f" % (a, b, rate_b, v, rate_v))
+
+    def rate(x0, x1, peer):
+        return (sample(x1, "understudy_node_pings_received_total", peer)
+                - sample(x0, "understudy_node_pings_received_total", peer)) / dt
+
+    rate_b, rate_v, rate_l = rate(m0, m1, b), rate(m0, m1, v), rate(m0, m1, leader)
+    rate_a_at_v = rate(mv0, mv1, a)
+    print("pings/s at %s: from non-voter %s %.2f, from voter %s %.2f, from the leader %s %.2f; at %s from %s %.2f"
+          % (a, b, rate_b, v, rate_v, leader, rate_l, v, a, rate_a_at_v))
+    assert c.leader() == leader, "the leader changed during the measurement"
     assert rate_b <= 2.0 * 1000 / SLOW_MS, "non-voter %s pings %s %.2f/s" % (b, a, rate_b)
     assert rate_b > 0, "non-voter %s stopped pinging %s" % (b, a)
-    assert rate_v >= 4 * rate_b, "voter %s pings %s only %.2f/s (non-voter: %.2f/s)" % (v, a, rate_v, rate_b)
+    assert rate_v <= 2.0 * 1000 / SLOW_MS, "voter %s pings non-voter %s %.2f/s" % (v, a, rate_v)
+    assert rate_l >= 4 * rate_b, "leader %s pings %s only %.2f/s (non-voter: %.2f/s)" % (leader, a, rate_l, rate_b)
+    assert rate_a_at_v >= 4 * rate_b, "%s renews with voter %s only %.2f/s" % (a, v, rate_a_at_v)
 
     # Every node, the non-voters included, shows every peer alive.
     for node in names:
@@ -85,7 +100,6 @@ def test_non_voters_ping_each_other_slowly_and_liveness_holds(cluster):
 
     # Freeze b: the leader hears every node every heartbeat and declares it dead within dead_after;
     # a hears b only every SLOW_MS and waits for its stretched bound (us_fanout_silence).
-    leader = c.leader()
     t_stop = c.stop(b)
     try:
         wait_until(lambda: states(c, leader)[b] == "dead", 10, "the leader to declare %s dead" % b, interval=0.02)

@@ -13,11 +13,9 @@ static void test_lease_path_every_heartbeat(void **state)
     /* Two non-voters, neither leading, both heard: the only slow pair. */
     us_fanout_pair slow = {0};
     assert_false(us_fanout_every_heartbeat(&slow));
-    /* Any voter or leader at either end, or a peer not heard yet, puts the pair on the lease
-     * path. */
+    /* The leader at either end, a voter at the peer's end, or a peer not heard yet puts the
+     * pair on the lease path. */
     us_fanout_pair p;
-    p = (us_fanout_pair){.self_votes = true};
-    assert_true(us_fanout_every_heartbeat(&p));
     p = (us_fanout_pair){.self_leads = true};
     assert_true(us_fanout_every_heartbeat(&p));
     p = (us_fanout_pair){.peer_votes = true};
@@ -26,6 +24,19 @@ static void test_lease_path_every_heartbeat(void **state)
     assert_true(us_fanout_every_heartbeat(&p));
     p = (us_fanout_pair){.peer_unheard = true};
     assert_true(us_fanout_every_heartbeat(&p));
+    /* A voter that does not lead pings a non-voter every heartbeat only while that one pings it
+     * slowly (it has not learned that we vote); after that, the answers to its renewals (every
+     * heartbeat) are all it needs from us. */
+    p = (us_fanout_pair){.self_votes = true, .peer_slow = true};
+    assert_true(us_fanout_every_heartbeat(&p));
+    p = (us_fanout_pair){.self_votes = true};
+    assert_false(us_fanout_every_heartbeat(&p));
+    p = (us_fanout_pair){.self_votes = true, .self_leads = true};
+    assert_true(us_fanout_every_heartbeat(&p));
+    p = (us_fanout_pair){.self_votes = true, .peer_votes = true};
+    assert_true(us_fanout_every_heartbeat(&p));
+    p = (us_fanout_pair){.peer_slow = true}; /* between non-voters it says nothing */
+    assert_false(us_fanout_every_heartbeat(&p));
 }
 
 static void test_slow_heartbeats_grow_with_peers(void **state)

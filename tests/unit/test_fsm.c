@@ -90,8 +90,15 @@ static bool same_state(const us_state *a, const us_state *b)
     size_t n = (size_t)a->services.n;
     same = same &&
            (n == 0 || (memcmp(a->services.svc, b->services.svc, n * sizeof(us_service_def)) == 0 &&
-                       memcmp(a->asg, b->asg, n * sizeof(us_assignment)) == 0 &&
                        memcmp(a->stats, b->stats, n * sizeof(us_service_stats)) == 0));
+    /* Assignments as replicated: touched_v is local (model.h). */
+    for (size_t i = 0; same && i < n; i++) {
+        static us_assignment p, q;
+        memcpy(&p, &a->asg[i], sizeof p);
+        memcpy(&q, &b->asg[i], sizeof q);
+        p.touched_v = q.touched_v = 0;
+        same = memcmp(&p, &q, sizeof p) == 0;
+    }
     for (uint64_t q = us_state_first_event(a); same && q && q <= a->event_seq; q++)
         same = us_state_event(b, q) &&
                memcmp(us_state_event(a, q), us_state_event(b, q), sizeof(us_event)) == 0;
@@ -424,6 +431,15 @@ static void test_roles_v(void **state)
     /* Pausing db, deleting web: their holders' move. */
     assert_int_equal(apply(s, us_cmd_pause("db", true)), US_APPLY_OK);
     assert_int_equal(roles_v_of(s, "n2"), s->version);
+    assert_int_equal(roles_v_of(s, "n3"), 0); /* a command about db leaves web's holder */
+    /* A command about a service nobody holds, or one that is not there: nothing moves. */
+    uint64_t v3 = s->version;
+    b = next_asg(s, "db", 1, "n2", "n1", "standby n1");
+    b.gen = 999;
+    assert_int_equal(apply(s, us_cmd_assign(&b)), US_APPLY_NOOP);
+    assert_int_equal(apply(s, us_cmd_pause("nosuch", true)), US_APPLY_NOOP);
+    assert_int_equal(roles_v_of(s, "n2"), v3);
+    assert_int_equal(roles_v_of(s, "n3"), 0);
     assert_int_equal(apply_services(s, "db"), US_APPLY_OK);
     assert_int_equal(roles_v_of(s, "n3"), s->version);
 
@@ -444,6 +460,81 @@ static void test_roles_v(void **state)
     json_t *c = us_cmd_node_up(&s->nodes[0]);
     assert_null(json_object_get(json_object_get(c, "node"), "roles_v"));
     json_decref(c);
+}
+
+/* us_state_roles_by_node is us_state_role_versions for every node at once. */
+static void test_roles_by_node(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    us_assignment a = next_asg(s, "web", 1, "n1", "n2", "initial placement on n1");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_assignment b = next_asg(s, "db", 1, "n1", "n3", "initial placement on n1");
+    assert_int_equal(apply(s, us_cmd_assign(&b)), US_APPLY_OK);
+    b = next_asg(s, "db", 2, "n2", "n3", "moved to n2");
+    assert_int_equal(apply(s, us_cmd_assign(&b)), US_APPLY_OK);
+    b = next_asg(s, "db", 3, "n1", "n3", "back to n1");
+    assert_int_equal(apply(s, us_cmd_assign(&b)), US_APPLY_OK);
+    int held[US_MAX_NODES];
+    uint64_t min[US_MAX_NODES], max[US_MAX_NODES];
+    us_state_roles_by_node(s, held, min, max);
+    int total = 0;
+    for (int k = 0; k < s->n_nodes; k++) {
+        uint64_t lo, hi;
+        assert_int_equal(held[k], us_state_role_versions(s, s->nodes[k].name, &lo, &hi));
+        assert_int_equal(min[k], lo);
+        assert_int_equal(max[k], hi);
+        total += held[k];
+    }
+    int n1 = us_state_find_node(s, "n1");
+    assert_int_equal(held[n1], 2); /* not a test of nothing */
+    assert_true(min[n1] < max[n1]);
+    assert_int_equal(total, 2);
+    assert_int_equal(us_state_find_node_from(s, "n2", n1), us_state_find_node(s, "n2"));
+    assert_int_equal(us_state_find_node_from(s, "n1", n1), n1);
+    assert_int_equal(us_state_find_node_from(s, "nx", n1), -1);
+    assert_int_equal(us_state_find_node_from(s, "n1", 99), n1);
+}
+
+/* touched_v (model.h): moves for the services a command could change, and only for those; a
+ * restored snapshot's are its version. An agent skips services whose touched_v stayed. */
+static void test_touched_v(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    int web = us_state_find_service(s, "web"), db = us_state_find_service(s, "db");
+    assert_int_equal(s->asg[web].touched_v, s->version); /* the services command */
+    assert_int_equal(s->asg[db].touched_v, s->version);
+    uint64_t v0 = s->version;
+    us_assignment a = next_asg(s, "web", 1, "n1", "n2", "initial placement on n1");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_int_equal(s->asg[web].touched_v, s->version);
+    assert_int_equal(s->asg[db].touched_v, v0);
+    uint64_t v1 = s->version;
+    /* Not applied (a stale gen), an event: nothing. */
+    a.gen = 999;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_NOOP);
+    us_event e = {0};
+    us_strlcpy(e.kind, "node", sizeof e.kind);
+    assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_OK);
+    assert_int_equal(s->asg[web].touched_v, v1);
+    assert_int_equal(s->asg[db].touched_v, v0);
+    assert_int_equal(apply(s, us_cmd_pause("db", true)), US_APPLY_OK);
+    assert_int_equal(s->asg[db].touched_v, s->version);
+    assert_int_equal(s->asg[web].touched_v, v1);
+    /* A node's registration may hand roles over (adoption): every service. */
+    assert_int_equal(apply_node(s, "n4", 44), US_APPLY_OK);
+    assert_int_equal(s->asg[web].touched_v, s->version);
+    assert_int_equal(s->asg[db].touched_v, s->version);
+    /* A snapshot: its version. */
+    assert_int_equal(apply(s, us_cmd_pause("db", false)), US_APPLY_OK);
+    json_t *j = us_state_to_json(s);
+    us_state *back = new_state();
+    assert_int_equal(us_state_from_json(back, j), 0);
+    json_decref(j);
+    assert_int_equal(back->asg[web].touched_v, s->version);
+    assert_int_equal(back->asg[db].touched_v, s->version);
+    assert_true(s->asg[web].touched_v < s->version);
 }
 
 /* The controller (register_nodes in src/agent/controller.c) re-registers a node whose voter flag or
@@ -2320,6 +2411,8 @@ int main(void)
         cmocka_unit_test_teardown(test_node_up_same_incarnation_keeps_flags, teardown),
         cmocka_unit_test_teardown(test_node_up_adopting_keeps_roles, teardown),
         cmocka_unit_test_teardown(test_roles_v, teardown),
+        cmocka_unit_test_teardown(test_roles_by_node, teardown),
+        cmocka_unit_test_teardown(test_touched_v, teardown),
         cmocka_unit_test_teardown(test_node_up_bad, teardown),
         cmocka_unit_test_teardown(test_node_flags, teardown),
         cmocka_unit_test_teardown(test_events_from_assign, teardown),
