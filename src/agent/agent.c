@@ -279,13 +279,19 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     }
     /* A removed node may miss the commit that says so: tell it whenever it shows up. A grant
      * counts for it once it applied the last change to its roles we know of (lease.h): "rv". */
-    int k = us_state_find_node(&a->fsm.state, p->name);
+    int k = us_state_find_node_from(&a->fsm.state, p->name, p->node_idx);
     bool removed = a->leader && k >= 0 && a->fsm.state.nodes[k].left;
     uint64_t rv = k >= 0 ? a->fsm.state.nodes[k].roles_v : a->fsm.state.version;
-    send_to(a, p,
-            json_pack("{s:s, s:o, s:b, s:b, s:b, s:o, s:o}", "t", "pong", "seq",
-                      us_u64_json(g->round), "ack", ack, "grant", grant, "removed", removed, "v",
-                      us_u64_json(a->fsm.state.version), "rv", us_u64_json(rv)));
+    us_msg_pong pong = {.round = g->round,
+                        .v = a->fsm.state.version,
+                        .rv = rv,
+                        .ack = ack,
+                        .grant = grant,
+                        .removed = removed};
+    char text[US_MSG_PONG_MAX];
+    size_t len = us_msg_pong_text(text, sizeof text, &pong);
+    if (len && p->address[0])
+        us_net_send_text(&a->net, &p->sa, p->wire_inc, text, len);
 }
 
 /* A pong names the ping round it answers (`seq`, from the ping). */

@@ -71,10 +71,10 @@ typedef struct us_instance {
     char restart_cause[US_REASON_MAX];
     struct us_instances *owner;
     int state_idx; /* the service's index in the state when last reconciled (a hint) */
-    /* 1 + its assignment's touched_v (model.h) when step() last found it in no role with nothing
-     * running or checking: nothing changes for it until a command changes its service, so
-     * reconciling skips it (most of the services of a large cluster, on every tick and after
-     * every command about another service). 0 = not so. */
+    /* 1 + its service's touched (fsm.h) when step() last found it in no role with nothing running
+     * or checking: nothing changes for it until a command changes its service, so reconciling
+     * skips it (most of the services of a large cluster, on every tick and after every command
+     * about another service). 0 = not so. */
     uint64_t idle_at_touched;
 } us_instance;
 

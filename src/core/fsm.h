@@ -60,9 +60,15 @@ typedef struct us_state {
     us_service_set services;
     us_assignment *asg;      /* parallel to services.svc */
     us_service_stats *stats; /* parallel to services.svc */
-    int cap;                 /* entries allocated in asg and stats */
-    int zeroed;              /* ... of which [0, zeroed) were zeroed when first reserved */
-    int n_retired;           /* epochs of deleted services, so a re-add continues */
+    /* Parallel too, and local (no command or snapshot carries it; us_state_copy copies it): the
+     * state version of the last command that could change service i's definition or assignment
+     * (us_state_apply; a restored snapshot's version). An unchanged value means nothing about the
+     * service changed, which lets an agent skip a service it has nothing to do with without
+     * touching its (large) definition or assignment (instance.c). */
+    uint64_t *touched;
+    int cap;       /* entries allocated in asg, stats and touched */
+    int zeroed;    /* ... of which [0, zeroed) were zeroed when first reserved */
+    int n_retired; /* epochs of deleted services, so a re-add continues */
     struct {
         char name[US_NAME_MAX];
         uint64_t epoch;

@@ -224,11 +224,11 @@ typedef struct us_assignment {
     int64_t last_failover_ms; /* the active role last moved to another node after a failure */
     int n_fail;
     us_failrec fail[US_MAX_NODES];
-    /* Local, not replicated (no command or snapshot carries it): the state version of the last
-     * command that could change this service's definition or assignment (us_state_apply; a
-     * restored snapshot's version). Equal values mean nothing about the service changed, which
-     * lets an agent skip a service it has nothing to do with (instance.c). */
-    uint64_t touched_v;
+    /* Local, not replicated (no command or snapshot carries it): the digest of the definition as
+     * the last services command carried it (us_service_json_digest), all zero when unknown (a
+     * restored snapshot): a command that carries the same one is not decoded again. Kept when a
+     * command replaces the assignment. */
+    unsigned char def_digest[16];
 } us_assignment;
 
 /* The failure record of `node` in `a`, or NULL. */

@@ -264,6 +264,20 @@ static const char *decode_pong(const json_t *j, us_msg *m)
     return NULL;
 }
 
+size_t us_msg_pong_text(char *buf, size_t cap, const us_msg_pong *p)
+{
+    char rv[40] = "";
+    if (p->rv != p->v)
+        snprintf(rv, sizeof rv, ",\"rv\":\"%llu\"", (unsigned long long)p->rv);
+    int n = snprintf(buf, cap,
+                     "{\"t\":\"pong\",\"seq\":\"%llu\",\"ack\":%s,\"grant\":%s,\"removed\":%s,"
+                     "\"v\":\"%llu\"%s}",
+                     (unsigned long long)p->round, p->ack ? "true" : "false",
+                     p->grant ? "true" : "false", p->removed ? "true" : "false",
+                     (unsigned long long)p->v, rv);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 static const char *decode_nothing(const json_t *j, us_msg *m)
 {
     (void)j, (void)m;

@@ -149,6 +149,12 @@ json_t *us_msg_report_json(const us_report *r);
 /* The same in the brief form ("rp"): short keys, defaults left out. */
 json_t *us_msg_report_json_brief(const us_report *r);
 
+/* A pong as text, without building JSON objects (an agent answers every ping with one): what
+ * us_msg_decode reads back into the same us_msg_pong (rv only when it differs from v). Its
+ * length, or 0 if cap is too small (US_MSG_PONG_MAX is enough). */
+#define US_MSG_PONG_MAX 160
+size_t us_msg_pong_text(char *buf, size_t cap, const us_msg_pong *p);
+
 /* The JSON "t" of a type. */
 const char *us_msg_type_name(us_msg_type t);
 

@@ -2,6 +2,7 @@
 #include "core/service.h"
 
 #include <arpa/inet.h>
+#include <sodium.h>
 #include <string.h>
 
 /* ---- lists: nodes, VIPs, checks, env ---- */
@@ -388,4 +389,76 @@ int us_service_def_from_json(us_service_def *d, const json_t *j)
         }
     }
     return 0;
+}
+
+/* ---- Digest of a definition's JSON (service.h) ---- */
+
+static void digest_bytes(crypto_generichash_state *st, const void *p, size_t n)
+{
+    crypto_generichash_update(st, p, n);
+}
+
+static bool digest_walk(crypto_generichash_state *st, const json_t *v, int depth)
+{
+    if (depth > 16)
+        return false;
+    unsigned char tag = (unsigned char)json_typeof(v);
+    digest_bytes(st, &tag, 1);
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        uint64_t n = json_object_size(v);
+        digest_bytes(st, &n, sizeof n);
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x)
+        {
+            uint64_t len = strlen(k);
+            digest_bytes(st, &len, sizeof len);
+            digest_bytes(st, k, len);
+            if (!digest_walk(st, x, depth + 1))
+                return false;
+        }
+        return true;
+    }
+    case JSON_ARRAY: {
+        uint64_t n = json_array_size(v);
+        digest_bytes(st, &n, sizeof n);
+        for (size_t i = 0; i < n; i++)
+            if (!digest_walk(st, json_array_get(v, i), depth + 1))
+                return false;
+        return true;
+    }
+    case JSON_STRING: {
+        uint64_t len = json_string_length(v);
+        digest_bytes(st, &len, sizeof len);
+        digest_bytes(st, json_string_value(v), len);
+        return true;
+    }
+    case JSON_INTEGER: {
+        int64_t i = json_integer_value(v);
+        digest_bytes(st, &i, sizeof i);
+        return true;
+    }
+    case JSON_REAL: {
+        double d = json_real_value(v);
+        digest_bytes(st, &d, sizeof d);
+        return true;
+    }
+    default: /* true, false, null: the tag says it */
+        return true;
+    }
+}
+
+_Static_assert(sizeof(((us_assignment *)0)->def_digest) == US_DEF_DIGEST_LEN,
+               "us_assignment.def_digest holds a digest");
+
+bool us_service_json_digest(const json_t *j, unsigned char out[US_DEF_DIGEST_LEN])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, US_DEF_DIGEST_LEN);
+    bool ok = j && digest_walk(&st, j, 0);
+    crypto_generichash_final(&st, out, US_DEF_DIGEST_LEN);
+    if (!ok)
+        memset(out, 0, US_DEF_DIGEST_LEN);
+    return ok;
 }

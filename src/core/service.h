@@ -70,4 +70,11 @@ void us_service_defaults(us_service_def *d);
 json_t *us_service_def_to_json(const us_service_def *d);
 int us_service_def_from_json(us_service_def *d, const json_t *j);
 
+/* A digest (BLAKE2b, 16 bytes) of a definition as a command carries it, over its JSON values with
+ * their types and in their order: equal digests mean the same text, so the FSM need not decode a
+ * definition again that it holds already (fsm.c, apply_services_in_place). False (out zeroed) for
+ * JSON nested deeper than 16 levels, which no definition is. */
+#define US_DEF_DIGEST_LEN 16
+bool us_service_json_digest(const json_t *j, unsigned char out[US_DEF_DIGEST_LEN]);
+
 #endif

@@ -83,6 +83,7 @@ static bool same_state(const us_state *a, const us_state *b)
     x->services.svc = y->services.svc = NULL;
     x->asg = y->asg = NULL;
     x->stats = y->stats = NULL;
+    x->touched = y->touched = NULL; /* local (fsm.h) */
     x->services.cap = y->services.cap = x->cap = y->cap = 0;
     bool same = memcmp(x, y, sizeof *x) == 0;
     free(x);
@@ -91,12 +92,13 @@ static bool same_state(const us_state *a, const us_state *b)
     same = same &&
            (n == 0 || (memcmp(a->services.svc, b->services.svc, n * sizeof(us_service_def)) == 0 &&
                        memcmp(a->stats, b->stats, n * sizeof(us_service_stats)) == 0));
-    /* Assignments as replicated: touched_v is local (model.h). */
+    /* Assignments as replicated: def_digest is local (model.h). */
     for (size_t i = 0; same && i < n; i++) {
         static us_assignment p, q;
         memcpy(&p, &a->asg[i], sizeof p);
         memcpy(&q, &b->asg[i], sizeof q);
-        p.touched_v = q.touched_v = 0;
+        memset(p.def_digest, 0, sizeof p.def_digest);
+        memset(q.def_digest, 0, sizeof q.def_digest);
         same = memcmp(&p, &q, sizeof p) == 0;
     }
     for (uint64_t q = us_state_first_event(a); same && q && q <= a->event_seq; q++)
@@ -496,20 +498,20 @@ static void test_roles_by_node(void **state)
     assert_int_equal(us_state_find_node_from(s, "n1", 99), n1);
 }
 
-/* touched_v (model.h): moves for the services a command could change, and only for those; a
- * restored snapshot's are its version. An agent skips services whose touched_v stayed. */
+/* touched (fsm.h): moves for the services a command could change, and only for those; a
+ * restored snapshot's are its version. An agent skips services whose touched stayed. */
 static void test_touched_v(void **state)
 {
     (void)state;
     us_state *s = base_state();
     int web = us_state_find_service(s, "web"), db = us_state_find_service(s, "db");
-    assert_int_equal(s->asg[web].touched_v, s->version); /* the services command */
-    assert_int_equal(s->asg[db].touched_v, s->version);
+    assert_int_equal(s->touched[web], s->version); /* the services command */
+    assert_int_equal(s->touched[db], s->version);
     uint64_t v0 = s->version;
     us_assignment a = next_asg(s, "web", 1, "n1", "n2", "initial placement on n1");
     assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
-    assert_int_equal(s->asg[web].touched_v, s->version);
-    assert_int_equal(s->asg[db].touched_v, v0);
+    assert_int_equal(s->touched[web], s->version);
+    assert_int_equal(s->touched[db], v0);
     uint64_t v1 = s->version;
     /* Not applied (a stale gen), an event: nothing. */
     a.gen = 999;
@@ -517,24 +519,98 @@ static void test_touched_v(void **state)
     us_event e = {0};
     us_strlcpy(e.kind, "node", sizeof e.kind);
     assert_int_equal(apply(s, us_cmd_event(&e)), US_APPLY_OK);
-    assert_int_equal(s->asg[web].touched_v, v1);
-    assert_int_equal(s->asg[db].touched_v, v0);
+    assert_int_equal(s->touched[web], v1);
+    assert_int_equal(s->touched[db], v0);
     assert_int_equal(apply(s, us_cmd_pause("db", true)), US_APPLY_OK);
-    assert_int_equal(s->asg[db].touched_v, s->version);
-    assert_int_equal(s->asg[web].touched_v, v1);
+    assert_int_equal(s->touched[db], s->version);
+    assert_int_equal(s->touched[web], v1);
     /* A node's registration may hand roles over (adoption): every service. */
     assert_int_equal(apply_node(s, "n4", 44), US_APPLY_OK);
-    assert_int_equal(s->asg[web].touched_v, s->version);
-    assert_int_equal(s->asg[db].touched_v, s->version);
+    assert_int_equal(s->touched[web], s->version);
+    assert_int_equal(s->touched[db], s->version);
     /* A snapshot: its version. */
     assert_int_equal(apply(s, us_cmd_pause("db", false)), US_APPLY_OK);
     json_t *j = us_state_to_json(s);
     us_state *back = new_state();
     assert_int_equal(us_state_from_json(back, j), 0);
     json_decref(j);
-    assert_int_equal(back->asg[web].touched_v, s->version);
-    assert_int_equal(back->asg[db].touched_v, s->version);
-    assert_true(s->asg[web].touched_v < s->version);
+    assert_int_equal(back->touched[web], s->version);
+    assert_int_equal(back->touched[db], s->version);
+    assert_true(s->touched[web] < s->version);
+    /* A services file that adds a service touches that one only; one that removes a service
+     * touches every one (the services move). */
+    uint64_t v_web = s->touched[web], v_db = s->touched[db];
+    assert_int_equal(apply_services(s, "web db cache"), US_APPLY_OK);
+    int cache = us_state_find_service(s, "cache");
+    assert_int_equal(s->touched[cache], s->version);
+    assert_int_equal(s->touched[web], v_web);
+    assert_int_equal(s->touched[db], v_db);
+    assert_int_equal(apply_services(s, "db cache"), US_APPLY_OK);
+    for (int k = 0; k < s->services.n; k++)
+        assert_int_equal(s->touched[k], s->version);
+}
+
+/* A services command decodes only the definitions it carries differently from the last one
+ * (def_digest): the one in place stands for an unchanged text; an unknown digest (a restored
+ * snapshot) decodes again. Shown by changing a held definition behind the FSM's back. */
+static void test_services_skip_unchanged_definitions(void **state)
+{
+    (void)state;
+    us_state *s = base_state();
+    int web = us_state_find_service(s, "web");
+    us_strlcpy(s->services.svc[web].run, "changed behind its back",
+               sizeof s->services.svc[web].run);
+    assert_int_equal(apply_services(s, "web db cache"), US_APPLY_OK);         /* adds cache */
+    assert_string_equal(s->services.svc[web].run, "changed behind its back"); /* not decoded */
+    assert_int_equal(apply_services(s, "web db cache"), US_APPLY_NOOP);
+    memset(s->asg[web].def_digest, 0, sizeof s->asg[web].def_digest); /* unknown */
+    assert_int_equal(apply_services(s, "web db cache"), US_APPLY_OK); /* decoded: it differs */
+    assert_string_not_equal(s->services.svc[web].run, "changed behind its back");
+    assert_int_equal(apply_services(s, "web db cache"), US_APPLY_NOOP);
+    /* A command that keeps the digest: an assignment, which the FSM replaces whole. */
+    us_assignment a = next_asg(s, "web", 1, "n1", "n2", "initial placement on n1");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_strlcpy(s->services.svc[web].run, "again", sizeof s->services.svc[web].run);
+    assert_int_equal(apply_services(s, "web db cache"), US_APPLY_NOOP);
+    assert_string_equal(s->services.svc[web].run, "again");
+}
+
+/* The digest: the same text gives the same one; a changed value, type or order another. */
+static void test_definition_digest(void **state)
+{
+    (void)state;
+    const char *texts[] = {
+        "{\"name\":\"web\",\"run\":\"x\",\"v\":2}",
+        "{\"name\":\"web\",\"run\":\"y\",\"v\":2}",
+        "{\"name\":\"web\",\"run\":\"x\",\"v\":\"2\"}",
+        "{\"run\":\"x\",\"name\":\"web\",\"v\":2}",
+        "{\"name\":\"web\",\"run\":\"x\",\"v\":2,\"nodes\":[\"n1\",\"n2\"]}",
+        "{\"name\":\"web\",\"run\":\"x\",\"v\":2,\"nodes\":[\"n2\",\"n1\"]}",
+        "{\"name\":\"web\",\"run\":\"x\",\"v\":2.0}",
+        "{\"name\":\"web\",\"run\":\"x\",\"v\":null}",
+    };
+    enum { N = sizeof texts / sizeof texts[0] };
+    unsigned char dg[N][US_DEF_DIGEST_LEN];
+    for (int i = 0; i < N; i++) {
+        json_error_t jerr;
+        json_t *j = json_loads(texts[i], 0, &jerr), *again = json_loads(texts[i], 0, &jerr);
+        unsigned char d2[US_DEF_DIGEST_LEN];
+        assert_true(us_service_json_digest(j, dg[i]));
+        assert_true(us_service_json_digest(again, d2));
+        assert_memory_equal(dg[i], d2, sizeof d2);
+        for (int k = 0; k < i; k++)
+            assert_memory_not_equal(dg[i], dg[k], sizeof d2);
+        json_decref(j);
+        json_decref(again);
+    }
+    /* Nested past 16 levels: no digest (all zero), so the definition is decoded. */
+    json_t *deep = json_array();
+    for (int i = 0; i < 20; i++)
+        deep = json_pack("[o]", deep);
+    unsigned char d[US_DEF_DIGEST_LEN], zero[US_DEF_DIGEST_LEN] = {0};
+    assert_false(us_service_json_digest(deep, d));
+    assert_memory_equal(d, zero, sizeof d);
+    json_decref(deep);
 }
 
 /* The controller (register_nodes in src/agent/controller.c) re-registers a node whose voter flag or
@@ -2413,6 +2489,8 @@ int main(void)
         cmocka_unit_test_teardown(test_roles_v, teardown),
         cmocka_unit_test_teardown(test_roles_by_node, teardown),
         cmocka_unit_test_teardown(test_touched_v, teardown),
+        cmocka_unit_test_teardown(test_services_skip_unchanged_definitions, teardown),
+        cmocka_unit_test_teardown(test_definition_digest, teardown),
         cmocka_unit_test_teardown(test_node_up_bad, teardown),
         cmocka_unit_test_teardown(test_node_flags, teardown),
         cmocka_unit_test_teardown(test_events_from_assign, teardown),

@@ -246,6 +246,36 @@ static void test_sizes(void **state)
     assert_int_equal(decode(nul, &why), US_MSG_MALFORMED);
 }
 
+/* us_msg_pong_text: what the decoder reads back, for every flag and both forms of rv. */
+static void test_pong_text(void **state)
+{
+    (void)state;
+    const us_msg_pong cases[] = {
+        {.round = 1, .v = 0, .rv = 0},
+        {.round = 4, .v = 10, .rv = 3, .ack = true},
+        {.round = UINT64_MAX,
+         .v = UINT64_MAX,
+         .rv = UINT64_MAX - 1,
+         .grant = true,
+         .removed = true},
+        {.round = 7, .v = 9, .rv = 9, .ack = true, .grant = true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[US_MSG_PONG_MAX];
+        size_t n = us_msg_pong_text(text, sizeof text, &cases[i]);
+        assert_true(n > 0 && n == strlen(text));
+        const char *why = NULL;
+        assert_int_equal(decode(text, &why), US_MSG_OK);
+        assert_int_equal(g_msg.type, US_MSG_PONG);
+        const us_msg_pong *p = &g_msg.u.pong;
+        assert_true(p->round == cases[i].round && p->v == cases[i].v && p->rv == cases[i].rv);
+        assert_true(p->ack == cases[i].ack && p->grant == cases[i].grant &&
+                    p->removed == cases[i].removed);
+        /* Too small a buffer: nothing, never a cut pong. */
+        assert_int_equal(us_msg_pong_text(text, n, &cases[i]), 0);
+    }
+}
+
 static void test_other_types(void **state)
 {
     (void)state;
@@ -311,10 +341,9 @@ static void test_other_types(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ping),
-        cmocka_unit_test(test_ping_malformed),
-        cmocka_unit_test(test_sizes),
-        cmocka_unit_test(test_other_types),
+        cmocka_unit_test(test_ping),      cmocka_unit_test(test_ping_malformed),
+        cmocka_unit_test(test_sizes),     cmocka_unit_test(test_other_types),
+        cmocka_unit_test(test_pong_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
