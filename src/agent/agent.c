@@ -259,8 +259,8 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     raft_leader(&a->raft, &leader_id, &leader_addr);
     bool ack = leader_id == p->id && g->term == raft_current_term(&a->raft);
     /* Leases are granted by every voter (lease.h), unless we revoked this node. */
-    bool grant =
-        us_lease_grant(&p->lease, g->lease, us_agent_is_voter(a, us_node_id(a->cfg.name)), now);
+    bool self_votes = us_agent_is_voter(a, us_node_id(a->cfg.name));
+    bool grant = us_lease_grant(&p->lease, g->lease, self_votes, now);
     for (int i = 0; i < g->n_leases; i++) {
         us_peer *about = us_agent_peer(a, g->leases[i].node);
         if (!about)
@@ -277,6 +277,13 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         p->about[k].v = g->leases[i].v;
         p->about[k].rx_ms = now;
     }
+    /* What a pong carries is for the leader (acknowledgements), from a voter (grants) or about
+     * reports (their acknowledgement). A node that neither votes nor leads answers only a ping
+     * that carries reports or comes from the Raft leader: the pings between two such nodes, every
+     * few heartbeats each way (fanout.h), were half of those a large cluster sent, and each
+     * side's own pings tell the other that it lives. */
+    if (!self_votes && !a->leader && !g->has_rep && leader_id != p->id)
+        return;
     /* A removed node may miss the commit that says so: tell it whenever it shows up. A grant
      * counts for it once it applied the last change to its roles we know of (lease.h): "rv". */
     int k = us_state_find_node_from(&a->fsm.state, p->name, p->node_idx);
