@@ -133,10 +133,10 @@ static void sync_peers(us_agent *a)
 /* ---- instance reports (reports.h) ---- */
 
 /* The "rep" of this node's pings: a report per instance. When they differ from the last round's,
- * a new generation begins (a->rep_gen, first sent in ping round `seq`): every peer gets "rep" in
- * each ping until it answered one that carried this generation (on_pong). *brief gets the same
- * reports in the brief form ("rp", msg.h). */
-static json_t *own_reports_json(us_agent *a, uint64_t seq, json_t **brief)
+ * a new generation begins (a->rep_gen): a peer gets "rep" until it answered a ping that carried
+ * this generation (send_pings, on_pong). *brief gets the same reports in the brief form ("rp",
+ * msg.h). */
+static json_t *own_reports_json(us_agent *a, json_t **brief)
 {
     static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
     static us_report last[US_MAX_SERVICES];
@@ -149,7 +149,6 @@ static json_t *own_reports_json(us_agent *a, uint64_t seq, json_t **brief)
         memcpy(last, own, sizeof own[0] * (size_t)n);
         n_last = n;
         a->rep_gen++;
-        a->rep_gen_round = seq;
     }
     if (made && made_gen == a->rep_gen) {
         *brief = json_incref(made_brief);
@@ -311,9 +310,9 @@ static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         return; /* not one of our recent ping rounds */
     int slot = (int)(g->round % 256);
     int64_t sent_ms = a->sent[slot].ms;
-    /* From rep_gen_round on, every ping to it carried our reports until it answered one. */
-    if (g->round >= a->rep_gen_round)
-        p->rep_acked_gen = a->rep_gen;
+    /* It has the generation of our reports that the pings of rounds rep_from..rep_to carried. */
+    if (p->rep_run_gen && g->round >= p->rep_from && g->round <= p->rep_to)
+        p->rep_acked_gen = p->rep_run_gen;
     if (g->ack && a->leader && a->sent[slot].as_leader && a->sent[slot].term == a->leader_term &&
         sent_ms > p->ack_ms)
         p->ack_ms = sent_ms;
@@ -528,7 +527,8 @@ static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockadd
     if (h->chan == US_CHAN_AGENT && h->inc > p->wire_inc) {
         p->wire_inc = h->inc;
         p->ping_soon = true;
-        p->rep_acked_gen = 0;   /* a new incarnation has none of our reports */
+        p->rep_acked_gen = 0; /* a new incarnation has none of our reports */
+        p->rep_run_gen = 0;
         p->reads_brief = false; /* and may be another version: until its pings say so */
         report_now(a);          /* our next ping is addressed to this incarnation */
     }
@@ -788,6 +788,8 @@ enum { PING_TO_VOTER, PING_EVERY_HEARTBEAT, PING_SLOW, PING_KINDS };
 
 /* A peer that has our reports gets them again this often all the same (heartbeats). */
 #define REP_REFRESH_HEARTBEATS 50
+/* A peer other than the Raft leader gets changed reports at most this often (heartbeats). */
+#define REP_GAP_HEARTBEATS 3
 
 /* Whether a ping carries our reports, and in which form (msg.h): "rp" to a peer that said it reads
  * it, "rep" to one that did not (an older version refuses "rp"). */
@@ -861,7 +863,7 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
     }
     int k = us_fanout_slow_heartbeats(n_slow);
     ping_round r = {.slow_ms = k * a->cfg.timing.heartbeat_ms};
-    r.rep = own_reports_json(a, seq, &r.rp);
+    r.rep = own_reports_json(a, &r.rp);
     r.base = json_pack("{s:s, s:o, s:s, s:o, s:b, s:b, s:b}", "t", "ping", "seq", us_u64_json(seq),
                        "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
                        true, "vote", self_votes, "rb", true);
@@ -887,28 +889,44 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
                 json_object_set_new(r.gr, a->peers[i].name, lease_report_json(&lr));
             }
     }
+    const int64_t hb = a->cfg.timing.heartbeat_ms;
     for (int i = 0; i < a->n_peers; i++) {
         us_peer *p = &a->peers[i];
         if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
             continue;
         bool was_slow = p->slow;
         p->slow = !full[i];
+        bool peer_votes = us_agent_is_voter(a, p->id) || p->votes_claim;
+        /* Our reports until it has them (it answered a ping that carried them), and now and then
+         * in case it lost them some other way; without "rep" its copy stands. Changed reports go
+         * at once to the Raft leader, which decides by them (to every voter while we know of no
+         * leader: whoever wins needs them), to any other peer at most every REP_GAP_HEARTBEATS:
+         * there they feed only the local view and the drain of a proxied service, and 63 nodes
+         * placing services sent every voter a changed report each heartbeat. */
+        bool urgent = leader_id != 0 ? leader_id == p->id : peer_votes;
+        bool owed = p->rep_acked_gen != a->rep_gen;
+        bool with_rep = (owed && (urgent || now - p->rep_sent_ms >= REP_GAP_HEARTBEATS * hb)) ||
+                        now - p->rep_sent_ms >= REP_REFRESH_HEARTBEATS * hb;
         /* A slow peer: on its turn, or at once when it just became slow (its silence bounds
-         * stretch only with the "iv" of a ping), or when we owe it one. */
-        bool send = full[i] || p->ping_soon || (p->slow && !was_slow) ||
-                    (tick && us_fanout_slow_due(a->ticks, p->id, k));
+         * stretch only with the "iv" of a ping), or when we owe it one. Off the heartbeat (our
+         * reports changed, a revocation fell due) a peer on the lease path gets a ping only if it
+         * leads or gets our reports: the others hear from us at the next heartbeat. */
+        bool send = (full[i] && (tick || urgent || with_rep)) || p->ping_soon ||
+                    (p->slow && !was_slow) || (tick && us_fanout_slow_due(a->ticks, p->id, k));
         if (!send)
             continue;
         p->ping_soon = false;
-        int kind = us_agent_is_voter(a, p->id) || p->votes_claim ? PING_TO_VOTER
-                   : full[i]                                     ? PING_EVERY_HEARTBEAT
-                                                                 : PING_SLOW;
-        /* Our reports only until it has them (it answered a ping that carried them), and now
-         * and then in case it lost them some other way; without "rep" its copy stands. */
-        bool with_rep = p->rep_acked_gen != a->rep_gen ||
-                        now - p->rep_sent_ms >= REP_REFRESH_HEARTBEATS * a->cfg.timing.heartbeat_ms;
-        if (with_rep)
+        int kind = peer_votes ? PING_TO_VOTER : full[i] ? PING_EVERY_HEARTBEAT : PING_SLOW;
+        if (with_rep) {
+            /* The rounds [rep_from, rep_to] all carried generation rep_run_gen to it: a pong to
+             * any of them says it has that generation (on_pong). */
+            if (p->rep_run_gen != a->rep_gen || p->rep_to != p->last_round)
+                p->rep_from = seq;
+            p->rep_to = seq;
+            p->rep_run_gen = a->rep_gen;
             p->rep_sent_ms = now;
+        }
+        p->last_round = seq;
         size_t len;
         const char *text = ping_text(a, &r, kind,
                                      !with_rep        ? REP_NONE
@@ -1322,6 +1340,12 @@ static void on_tick(uv_timer_t *t)
     restart_step(a, now);
     sd_update(a);
     us_mem_trim(now, 2000); /* what a large answer, apply or snapshot freed goes back */
+    unsigned threshold = us_snapshot_threshold(
+        a->fsm.snapshot_bytes, (unsigned)(us_node_id(a->cfg.name) % US_SNAPSHOT_SPREAD));
+    if (threshold != a->snapshot_threshold) {
+        raft_set_snapshot_threshold(&a->raft, threshold);
+        a->snapshot_threshold = threshold;
+    }
 }
 
 static void on_reconcile(uv_timer_t *t)
@@ -1895,8 +1919,9 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
     /* Every node would take its snapshot at the same log index, at once: each one costs every
      * agent tens of ms with hundreds of services (the whole state as JSON), and on shared cores
      * (25 agents on two in bench/scale) that simultaneous stall cost every lease. Each node takes
-     * it at its own point of a 256-entry spread. */
-    raft_set_snapshot_threshold(&a->raft, 512 + (unsigned)(us_node_id(c->name) % 256));
+     * it at its own point of a spread; the threshold grows with the state (on_tick). */
+    raft_set_snapshot_threshold(
+        &a->raft, us_snapshot_threshold(0, (unsigned)(us_node_id(c->name) % US_SNAPSHOT_SPREAD)));
     raft_set_snapshot_trailing(&a->raft, 64);
 
     bool member = false;

@@ -55,9 +55,12 @@ typedef struct us_peer {
     uint64_t pings_rx;      /* pings from it (addressed to us) since we started */
     uint64_t rep_acked_gen; /* the generation of our reports it has (agent.c), 0 = none */
     int64_t rep_sent_ms;    /* when a ping to it last carried our reports */
-    bool reads_brief;       /* its pings say it reads brief reports ("rb", msg.h) */
-    bool slow;              /* we ping it every few heartbeats only (two non-voters) */
-    bool ping_soon;         /* include it in our next ping round whatever its period */
+    uint64_t rep_run_gen;   /* the generation the pings of rounds rep_from..rep_to carried */
+    uint64_t rep_from, rep_to;
+    uint64_t last_round; /* the last ping round that included it */
+    bool reads_brief;    /* its pings say it reads brief reports ("rb", msg.h) */
+    bool slow;           /* we ping it every few heartbeats only (two non-voters) */
+    bool ping_soon;      /* include it in our next ping round whatever its period */
     /* Leader side. */
     int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
     /* Follower side: the commit index this peer announced as Raft leader ("ci" of its pings, only
@@ -131,9 +134,9 @@ typedef struct us_agent {
     int64_t lease_until_ms; /* this node may act as active until then (own clock) */
     int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
     uint64_t ping_seq;
-    uint64_t ticks;         /* heartbeats so far: the slow peers' turns (us_fanout_slow_due) */
-    uint64_t rep_gen;       /* our instance reports' generation: it grows when they change */
-    uint64_t rep_gen_round; /* the first ping round that carried this generation */
+    uint64_t ticks;              /* heartbeats so far: the slow peers' turns (us_fanout_slow_due) */
+    uint64_t rep_gen;            /* our instance reports' generation: it grows when they change */
+    unsigned snapshot_threshold; /* as last set (us_snapshot_threshold), 0 = the initial one */
     struct {
         int64_t ms;
         uint64_t term;

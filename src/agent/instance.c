@@ -397,6 +397,17 @@ static const us_service_def *def_of(us_instances *a, const char *service)
     return i >= 0 ? &a->env.state->services.svc[i] : NULL;
 }
 
+/* us_logs_def_at over the instance slots: only a service that has (had) an instance here writes
+ * logs here. */
+static const us_service_def *logs_def_at(void *ctx, int i)
+{
+    us_instances *a = ctx;
+    if (i < 0 || i >= a->hi || !a->inst[i].used)
+        return NULL;
+    int k = us_state_find_service_from(a->env.state, a->inst[i].service, a->inst[i].state_idx);
+    return k >= 0 ? &a->env.state->services.svc[k] : NULL;
+}
+
 static void promote_done(us_instance *in)
 {
     const us_service_def *d = def_of(in->owner, in->service);
@@ -865,7 +876,7 @@ void us_instances_reconcile(us_instances *a)
         }
     }
     us_notify_pump(); /* after every FSM change: new events may be ours to report */
-    us_logs_maintain(a->env.loop, a->env.cfg->data_dir, &s->services, us_now_ms());
+    us_logs_maintain(a->env.loop, a->env.cfg->data_dir, logs_def_at, a, a->hi, us_now_ms());
 }
 
 const us_instance *us_instance_at(us_instances *a, int i)

@@ -117,9 +117,14 @@ void us_proxies_reconcile(us_proxies *xs, uv_loop_t *loop, const us_state *s, in
             close(xs->inherited[i].fd);
             xs->inherited[i].tag[0] = '\0';
         }
-    for (int i = 0; i < s->services.n; i++)
-        if (s->services.svc[i].proxy_listen[0])
+    for (int i = 0; i < s->services.n && i < US_MAX_SERVICES; i++) {
+        if (xs->seen[i] != s->touched[i] + 1) { /* definitions are 20 KB apart: read few */
+            xs->seen[i] = s->touched[i] + 1;
+            xs->declares[i] = s->services.svc[i].proxy_listen[0] != '\0';
+        }
+        if (xs->declares[i])
             ensure(xs, loop, s, &s->services.svc[i], &s->asg[i], now);
+    }
     for (int i = 0; i < xs->hi; i++) {
         struct us_proxy_slot *x = &xs->slot[i];
         if (!x->service[0])

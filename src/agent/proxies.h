@@ -29,6 +29,10 @@ typedef struct us_proxies {
         int64_t retry_ms; /* after a failed start */
     } slot[US_MAX_SERVICES];
     int hi; /* slots ever used are below this (walks stop here) */
+    /* Whether service i of the state declares a proxy, as read when its `touched` (fsm.h) was
+     * seen[i] - 1 (0 = not read yet): a reconcile reads only the definitions that changed. */
+    uint64_t seen[US_MAX_SERVICES];
+    bool declares[US_MAX_SERVICES];
     /* Listening sockets handed over by the earlier agent (planned restart): used by the proxy
      * of the same service and address, closed if none claims them by expires_ms. */
     struct us_proxy_inherited {

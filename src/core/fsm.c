@@ -1348,6 +1348,7 @@ static int fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[], unsigne
         raft_free(b);
         return RAFT_NOMEM;
     }
+    f->snapshot_bytes = b->len;
     *bufs = b;
     *n_bufs = 1;
     return 0;
@@ -1371,12 +1372,24 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
     json_t *j = json_loadb(buf->base, strnlen(buf->base, buf->len), 0, &jerr);
     int rc = j ? us_state_from_json(&f->state, j) : -1;
     json_decref(j);
+    if (rc == 0)
+        f->snapshot_bytes = buf->len;
     raft_free(buf->base); /* restore owns the buffer */
     if (rc != 0)
         return RAFT_MALFORMED;
     if (f->on_change)
         f->on_change(f->data);
     return 0;
+}
+
+unsigned us_snapshot_threshold(size_t snapshot_bytes, unsigned spread)
+{
+    size_t grow = snapshot_bytes / US_SNAPSHOT_BYTES_PER_ENTRY;
+    size_t t = US_SNAPSHOT_THRESHOLD_MIN + grow;
+    /* each node at its own point of the second half: t .. 1.5 t */
+    t += t / 2 * (spread % US_SNAPSHOT_SPREAD) / US_SNAPSHOT_SPREAD;
+    size_t cap = US_SNAPSHOT_THRESHOLD_MAX - US_SNAPSHOT_SPREAD + spread % US_SNAPSHOT_SPREAD;
+    return (unsigned)(t < cap ? t : cap);
 }
 
 void us_fsm_close(us_fsm *f)

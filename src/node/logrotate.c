@@ -149,23 +149,24 @@ bool us_logs_busy(void)
     return running != NULL;
 }
 
-void us_logs_maintain(uv_loop_t *loop, const char *data_dir, const us_service_set *set,
-                      int64_t now_ms)
+void us_logs_maintain(uv_loop_t *loop, const char *data_dir, us_logs_def_at def_at, void *ctx,
+                      int n_defs, int64_t now_ms)
 {
     if (running || now_ms - last_check_ms < CHECK_EVERY_MS)
         return;
     last_check_ms = now_ms;
     static const char *const suffixes[] = {".log", ".check.log", ".notify.log"};
-    /* At most CHECK_PER_ROUND services a round, round-robin: with 1,000 services every agent
-     * stat()ed 3,000 paths a second (7 % of an idle agent's time), mostly of services that never
-     * ran here. A log then waits up to a few rounds longer for its rotation. */
+    /* At most CHECK_PER_ROUND services a round, round-robin, and only those the caller says may
+     * have logs here: with 1,000 services every agent stat()ed 3,000 paths a second (7 % of an
+     * idle agent's time), mostly of services that never ran here. A log then waits up to a few
+     * rounds longer for its rotation. */
     static int next;
-    int n = set->n < CHECK_PER_ROUND ? set->n : CHECK_PER_ROUND;
+    int n = n_defs < CHECK_PER_ROUND ? n_defs : CHECK_PER_ROUND;
     for (int r = 0; r < n; r++) {
-        if (next >= set->n)
+        if (next >= n_defs)
             next = 0;
-        const us_service_def *d = &set->svc[next++];
-        if (d->log_max <= 0)
+        const us_service_def *d = def_at(ctx, next++);
+        if (!d || d->log_max <= 0)
             continue;
         for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
             char path[PATH_MAX];

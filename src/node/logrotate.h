@@ -29,11 +29,15 @@
  * set and the file not truncated. Thread-safe: it logs nothing. */
 int us_log_rotate(const char *path, int keep, char *err, size_t errlen);
 
-/* Call often (each reconcile): at most once a second, look at the logs of the next 100 services
- * of `set` (round-robin) and start the rotation of one larger than its service's log_max (one at
- * a time, on the thread pool). */
-void us_logs_maintain(uv_loop_t *loop, const char *data_dir, const us_service_set *set,
-                      int64_t now_ms);
+/* The definition of the i-th service whose logs may grow here (0 <= i < n), or NULL to pass it
+ * over: the caller knows which services ever ran on this node (their logs are the only ones). */
+typedef const us_service_def *(*us_logs_def_at)(void *ctx, int i);
+
+/* Call often (each reconcile): at most once a second, look at the logs of the next 100 of the n
+ * services def_at names (round-robin) and start the rotation of one larger than its service's
+ * log_max (one at a time, on the thread pool). */
+void us_logs_maintain(uv_loop_t *loop, const char *data_dir, us_logs_def_at def_at, void *ctx,
+                      int n, int64_t now_ms);
 
 /* A rotation is running (the loop must not be closed yet). */
 bool us_logs_busy(void);

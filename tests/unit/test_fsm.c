@@ -575,6 +575,56 @@ static void test_services_skip_unchanged_definitions(void **state)
     assert_string_equal(s->services.svc[web].run, "again");
 }
 
+/* The snapshot threshold grows with the state, keeps each node's spread, and stays bounded; the
+ * FSM remembers the size of the snapshot it took or restored. */
+static void test_snapshot_threshold(void **state)
+{
+    (void)state;
+    const unsigned lo = US_SNAPSHOT_THRESHOLD_MIN;
+    assert_int_equal(us_snapshot_threshold(0, 0), lo);
+    assert_int_equal(us_snapshot_threshold(0, US_SNAPSHOT_SPREAD / 2), lo + lo / 4);
+    assert_int_equal(us_snapshot_threshold(0, US_SNAPSHOT_SPREAD + 7), us_snapshot_threshold(0, 7));
+    /* 1 MB of state: each node between ~2,560 and ~3,840 entries instead of ~512..767 */
+    const unsigned mb = lo + (1 << 20) / US_SNAPSHOT_BYTES_PER_ENTRY;
+    assert_int_equal(us_snapshot_threshold(1 << 20, 0), mb);
+    assert_int_equal(us_snapshot_threshold(1 << 20, US_SNAPSHOT_SPREAD / 2), mb + mb / 4);
+    /* grows with the state for every node, spreads them over half of it, stays bounded */
+    for (unsigned spread = 0; spread < US_SNAPSHOT_SPREAD; spread += 85) {
+        unsigned last = 0;
+        for (size_t bytes = 0; bytes < ((size_t)1 << 32); bytes = bytes * 5 / 4 + 1000) {
+            unsigned t = us_snapshot_threshold(bytes, spread);
+            unsigned t0 = us_snapshot_threshold(bytes, 0);
+            assert_true(t >= last);
+            assert_true(t < US_SNAPSHOT_THRESHOLD_MAX);
+            assert_true(t >= t0 &&
+                        (t <= t0 + t0 / 2 || t0 >= US_SNAPSHOT_THRESHOLD_MAX - US_SNAPSHOT_SPREAD));
+            last = t;
+        }
+    }
+    assert_int_not_equal(us_snapshot_threshold((size_t)1 << 32, 0),
+                         us_snapshot_threshold((size_t)1 << 32, US_SNAPSHOT_SPREAD - 1));
+
+    us_fsm f, g;
+    us_fsm_init(&f, NULL, NULL);
+    us_fsm_init(&g, NULL, NULL);
+    assert_int_equal(f.snapshot_bytes, 0);
+    assert_int_equal(apply_node(&f.state, "n1", 1), US_APPLY_OK);
+    struct raft_buffer *bufs = NULL;
+    unsigned n = 0;
+    assert_int_equal(f.raft.snapshot(&f.raft, &bufs, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(bufs[0].len > 0);
+    assert_int_equal(f.snapshot_bytes, bufs[0].len);
+    struct raft_buffer copy = {.base = raft_malloc(bufs[0].len), .len = bufs[0].len};
+    memcpy(copy.base, bufs[0].base, bufs[0].len);
+    assert_int_equal(f.raft.snapshot_finalize(&f.raft, &bufs, &n), 0);
+    assert_int_equal(g.raft.restore(&g.raft, &copy), 0);
+    assert_int_equal(g.snapshot_bytes, f.snapshot_bytes);
+    assert_int_equal(g.state.n_nodes, 1);
+    us_fsm_close(&f);
+    us_fsm_close(&g);
+}
+
 /* The digest: the same text gives the same one; a changed value, type or order another. */
 static void test_definition_digest(void **state)
 {
@@ -2491,6 +2541,7 @@ int main(void)
         cmocka_unit_test_teardown(test_touched_v, teardown),
         cmocka_unit_test_teardown(test_services_skip_unchanged_definitions, teardown),
         cmocka_unit_test_teardown(test_definition_digest, teardown),
+        cmocka_unit_test(test_snapshot_threshold),
         cmocka_unit_test_teardown(test_node_up_bad, teardown),
         cmocka_unit_test_teardown(test_node_flags, teardown),
         cmocka_unit_test_teardown(test_events_from_assign, teardown),

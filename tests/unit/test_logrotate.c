@@ -86,8 +86,16 @@ static void test_rotate_errors(void **state)
     assert_non_null(strstr(err, "missing.log"));
 }
 
+/* us_logs_def_at over a set, passing over the odd ones (as if they never ran here). */
+static const us_service_def *even_def_at(void *ctx, int i)
+{
+    const us_service_set *set = ctx;
+    return i % 2 == 0 && i < set->n ? &set->svc[i] : NULL;
+}
+
 /* us_logs_maintain looks at 100 services a round, round-robin: the log of the 250th service of
- * 250 is rotated by the third round, and a round comes at most once a second. */
+ * 250 is rotated by the third round, and a round comes at most once a second. A service the
+ * caller passes over is not looked at. */
 static void test_maintain_reaches_every_service(void **state)
 {
     (void)state;
@@ -103,19 +111,25 @@ static void test_maintain_reaches_every_service(void **state)
         set.svc[i].log_max = 100;
         set.svc[i].log_keep = 1;
     }
-    snprintf(path, sizeof path, "%s/s%03d.log", dir, N - 1);
+    /* s249 (passed over) and s248 (looked at) both too large */
+    char odd[PATH_MAX], odd1[PATH_MAX + 8];
+    snprintf(odd, sizeof odd, "%s/s%03d.log", dir, N - 1);
+    snprintf(odd1, sizeof odd1, "%s.1", odd);
+    snprintf(path, sizeof path, "%s/s%03d.log", dir, N - 2);
     snprintf(p1, sizeof p1, "%s.1", path);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    assert_true(fd >= 0);
-    for (int i = 0; i < 30; i++)
-        put(fd, "0123456789");
-    close(fd);
+    for (int f = 0; f < 2; f++) {
+        int fd = open(f ? odd : path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        assert_true(fd >= 0);
+        for (int i = 0; i < 30; i++)
+            put(fd, "0123456789");
+        close(fd);
+    }
     uv_loop_t loop;
     assert_int_equal(uv_loop_init(&loop), 0);
     int rounds = 0;
     for (int64_t now = 1000000; access(p1, F_OK) != 0 && rounds < 6; now += 1000, rounds++) {
-        us_logs_maintain(&loop, g_dir, &set, now);
-        us_logs_maintain(&loop, g_dir, &set, now + 500); /* within the second: nothing */
+        us_logs_maintain(&loop, g_dir, even_def_at, &set, set.n, now);
+        us_logs_maintain(&loop, g_dir, even_def_at, &set, set.n, now + 500); /* within the second */
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     assert_int_equal(access(p1, F_OK), 0);
@@ -123,6 +137,14 @@ static void test_maintain_reaches_every_service(void **state)
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(sb.st_size, 0);
+    /* more rounds: the one passed over stays as it is */
+    for (int64_t now = 2000000; rounds < 8; now += 1000, rounds++) {
+        us_logs_maintain(&loop, g_dir, even_def_at, &set, set.n, now);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    assert_int_equal(access(odd1, F_OK), -1);
+    assert_int_equal(stat(odd, &sb), 0);
+    assert_int_equal(sb.st_size, 300);
     assert_int_equal(uv_loop_close(&loop), 0);
     us_service_set_free(&set);
 }
