@@ -310,9 +310,9 @@ static void on_pong(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         return; /* not one of our recent ping rounds */
     int slot = (int)(g->round % 256);
     int64_t sent_ms = a->sent[slot].ms;
-    /* It has the generation of our reports that the pings of rounds rep_from..rep_to carried. */
-    if (p->rep_run_gen && g->round >= p->rep_from && g->round <= p->rep_to)
-        p->rep_acked_gen = p->rep_run_gen;
+    uint64_t acked = us_rep_run_acked(&p->rep_run, g->round);
+    if (acked)
+        p->rep_acked_gen = acked;
     if (g->ack && a->leader && a->sent[slot].as_leader && a->sent[slot].term == a->leader_term &&
         sent_ms > p->ack_ms)
         p->ack_ms = sent_ms;
@@ -528,7 +528,7 @@ static void on_msg(const us_wire_hdr *h, const us_msg *msg, const struct sockadd
         p->wire_inc = h->inc;
         p->ping_soon = true;
         p->rep_acked_gen = 0; /* a new incarnation has none of our reports */
-        p->rep_run_gen = 0;
+        p->rep_run = (us_rep_run){0};
         p->reads_brief = false; /* and may be another version: until its pings say so */
         report_now(a);          /* our next ping is addressed to this incarnation */
     }
@@ -786,11 +786,6 @@ static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now, bool *re
  * (without lease reports: only voters judge leases). */
 enum { PING_TO_VOTER, PING_EVERY_HEARTBEAT, PING_SLOW, PING_KINDS };
 
-/* A peer that has our reports gets them again this often all the same (heartbeats). */
-#define REP_REFRESH_HEARTBEATS 50
-/* A peer other than the Raft leader gets changed reports at most this often (heartbeats). */
-#define REP_GAP_HEARTBEATS 3
-
 /* Whether a ping carries our reports, and in which form (msg.h): "rp" to a peer that said it reads
  * it, "rep" to one that did not (an older version refuses "rp"). */
 enum { REP_NONE, REP_FULL, REP_BRIEF, REP_FORMS };
@@ -889,7 +884,6 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
                 json_object_set_new(r.gr, a->peers[i].name, lease_report_json(&lr));
             }
     }
-    const int64_t hb = a->cfg.timing.heartbeat_ms;
     for (int i = 0; i < a->n_peers; i++) {
         us_peer *p = &a->peers[i];
         if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
@@ -897,36 +891,27 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
         bool was_slow = p->slow;
         p->slow = !full[i];
         bool peer_votes = us_agent_is_voter(a, p->id) || p->votes_claim;
-        /* Our reports until it has them (it answered a ping that carried them), and now and then
-         * in case it lost them some other way; without "rep" its copy stands. Changed reports go
-         * at once to the Raft leader, which decides by them (to every voter while we know of no
-         * leader: whoever wins needs them), to any other peer at most every REP_GAP_HEARTBEATS:
-         * there they feed only the local view and the drain of a proxied service, and 63 nodes
-         * placing services sent every voter a changed report each heartbeat. */
-        bool urgent = leader_id != 0 ? leader_id == p->id : peer_votes;
-        bool owed = p->rep_acked_gen != a->rep_gen;
-        bool with_rep = (owed && (urgent || now - p->rep_sent_ms >= REP_GAP_HEARTBEATS * hb)) ||
-                        now - p->rep_sent_ms >= REP_REFRESH_HEARTBEATS * hb;
+        us_fanout_rep fr = {.peer_leads = leader_id == p->id,
+                            .leader_known = leader_id != 0,
+                            .peer_votes = peer_votes,
+                            .owed = p->rep_acked_gen != a->rep_gen,
+                            .since_ms = now - p->rep_sent_ms,
+                            .heartbeat_ms = a->cfg.timing.heartbeat_ms};
+        bool with_rep = us_fanout_with_reports(&fr);
         /* A slow peer: on its turn, or at once when it just became slow (its silence bounds
          * stretch only with the "iv" of a ping), or when we owe it one. Off the heartbeat (our
          * reports changed, a revocation fell due) a peer on the lease path gets a ping only if it
          * leads or gets our reports: the others hear from us at the next heartbeat. */
-        bool send = (full[i] && (tick || urgent || with_rep)) || p->ping_soon ||
-                    (p->slow && !was_slow) || (tick && us_fanout_slow_due(a->ticks, p->id, k));
+        bool send = (full[i] && (tick || us_fanout_reports_urgent(&fr) || with_rep)) ||
+                    p->ping_soon || (p->slow && !was_slow) ||
+                    (tick && us_fanout_slow_due(a->ticks, p->id, k));
         if (!send)
             continue;
         p->ping_soon = false;
         int kind = peer_votes ? PING_TO_VOTER : full[i] ? PING_EVERY_HEARTBEAT : PING_SLOW;
-        if (with_rep) {
-            /* The rounds [rep_from, rep_to] all carried generation rep_run_gen to it: a pong to
-             * any of them says it has that generation (on_pong). */
-            if (p->rep_run_gen != a->rep_gen || p->rep_to != p->last_round)
-                p->rep_from = seq;
-            p->rep_to = seq;
-            p->rep_run_gen = a->rep_gen;
+        us_rep_run_sent(&p->rep_run, seq, with_rep ? a->rep_gen : 0);
+        if (with_rep)
             p->rep_sent_ms = now;
-        }
-        p->last_round = seq;
         size_t len;
         const char *text = ping_text(a, &r, kind,
                                      !with_rep        ? REP_NONE

@@ -19,6 +19,7 @@
 #include "net/api.h"
 #include "node/check.h"
 #include "config/config.h"
+#include "core/fanout.h"
 #include "core/fsm.h"
 #include "node/guardian.h"
 #include "agent/controller.h"
@@ -55,12 +56,10 @@ typedef struct us_peer {
     uint64_t pings_rx;      /* pings from it (addressed to us) since we started */
     uint64_t rep_acked_gen; /* the generation of our reports it has (agent.c), 0 = none */
     int64_t rep_sent_ms;    /* when a ping to it last carried our reports */
-    uint64_t rep_run_gen;   /* the generation the pings of rounds rep_from..rep_to carried */
-    uint64_t rep_from, rep_to;
-    uint64_t last_round; /* the last ping round that included it */
-    bool reads_brief;    /* its pings say it reads brief reports ("rb", msg.h) */
-    bool slow;           /* we ping it every few heartbeats only (two non-voters) */
-    bool ping_soon;      /* include it in our next ping round whatever its period */
+    us_rep_run rep_run;     /* which ping rounds carried which generation (fanout.h) */
+    bool reads_brief;       /* its pings say it reads brief reports ("rb", msg.h) */
+    bool slow;              /* we ping it every few heartbeats only (two non-voters) */
+    bool ping_soon;         /* include it in our next ping round whatever its period */
     /* Leader side. */
     int64_t ack_ms; /* leader: send time of our latest ping it acknowledged, our term */
     /* Follower side: the commit index this peer announced as Raft leader ("ci" of its pings, only

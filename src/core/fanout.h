@@ -53,4 +53,44 @@ bool us_fanout_slow_due(uint64_t tick, uint64_t peer_id, int k);
  * profile allows, dead after three more. */
 void us_fanout_silence(const us_timing *t, int interval_ms, int64_t *suspect_ms, int64_t *dead_ms);
 
+/* Instance reports. A node's reports have a generation that grows when they change; a ping carries
+ * them to a peer until the peer answered a ping that carried the current generation, and now and
+ * then all the same (a ping without them leaves the peer's copy as it was). Changed reports go at
+ * once to the Raft leader, which decides by them (to every voter while no leader is known: whoever
+ * wins needs them), and to any other peer at most every US_FANOUT_REP_GAP heartbeats: there they
+ * feed only the local view (status, metrics) and the drain of a proxied service, and 63 nodes
+ * placing services sent every voter a changed report each heartbeat. */
+#define US_FANOUT_REP_GAP 3      /* heartbeats */
+#define US_FANOUT_REP_REFRESH 50 /* heartbeats */
+typedef struct us_fanout_rep {
+    bool peer_leads;   /* the peer is the Raft leader in our view */
+    bool leader_known; /* some node is, in our view */
+    bool peer_votes;   /* as in us_fanout_pair */
+    bool owed;         /* it has not acknowledged our current generation */
+    int64_t since_ms;  /* since a ping to it last carried our reports (large: never) */
+    int heartbeat_ms;
+} us_fanout_rep;
+
+/* Whether our next ping to the peer carries our reports. */
+bool us_fanout_with_reports(const us_fanout_rep *r);
+/* Whether a change of our reports is a reason to ping the peer off the heartbeat: it leads, or
+ * there is no known leader and it votes. */
+bool us_fanout_reports_urgent(const us_fanout_rep *r);
+
+/* Which ping rounds carried which generation to one peer: the last unbroken run of rounds
+ * [from, to] that all carried generation `gen` (pings are datagrams: a pong may answer any of
+ * them, or come after the next ping was sent). */
+typedef struct us_rep_run {
+    uint64_t gen; /* 0 = none sent */
+    uint64_t from, to;
+    uint64_t last; /* the last round whose ping included the peer */
+} us_rep_run;
+
+/* A ping of round `round` (rounds grow) went to the peer, carrying generation `gen` of our reports
+ * or (gen 0) none. */
+void us_rep_run_sent(us_rep_run *r, uint64_t round, uint64_t gen);
+/* The generation the peer has once it answered round `round`, or 0 when that answer says nothing
+ * about our reports (that ping carried none, or an older run). */
+uint64_t us_rep_run_acked(const us_rep_run *r, uint64_t round);
+
 #endif

@@ -99,6 +99,70 @@ static void test_silence_bounds(void **state)
     }
 }
 
+/* Changed reports: at once to the leader (to voters while no leader is known), to the others
+ * after the gap; unchanged ones after the refresh only. */
+static void test_reports_to_whom_and_when(void **state)
+{
+    (void)state;
+    const int hb = 100;
+    us_fanout_rep leader = {.peer_leads = true,
+                            .leader_known = true,
+                            .peer_votes = true,
+                            .owed = true,
+                            .since_ms = 0,
+                            .heartbeat_ms = hb};
+    us_fanout_rep voter = leader, nonvoter = leader;
+    voter.peer_leads = false;
+    nonvoter.peer_leads = nonvoter.peer_votes = false;
+    assert_true(us_fanout_reports_urgent(&leader) && us_fanout_with_reports(&leader));
+    assert_false(us_fanout_reports_urgent(&voter) || us_fanout_with_reports(&voter));
+    assert_false(us_fanout_reports_urgent(&nonvoter) || us_fanout_with_reports(&nonvoter));
+    voter.since_ms = nonvoter.since_ms = US_FANOUT_REP_GAP * hb - 1;
+    assert_false(us_fanout_with_reports(&voter) || us_fanout_with_reports(&nonvoter));
+    voter.since_ms = nonvoter.since_ms = US_FANOUT_REP_GAP * hb;
+    assert_true(us_fanout_with_reports(&voter) && us_fanout_with_reports(&nonvoter));
+    /* no leader known: every voter is urgent, a non-voter is not */
+    voter.leader_known = nonvoter.leader_known = false;
+    voter.since_ms = nonvoter.since_ms = 0;
+    assert_true(us_fanout_reports_urgent(&voter) && us_fanout_with_reports(&voter));
+    assert_false(us_fanout_with_reports(&nonvoter));
+    /* acknowledged: nothing, not even to the leader, until the refresh */
+    leader.owed = false;
+    leader.since_ms = US_FANOUT_REP_REFRESH * hb - 1;
+    assert_false(us_fanout_with_reports(&leader));
+    leader.since_ms = US_FANOUT_REP_REFRESH * hb;
+    assert_true(us_fanout_with_reports(&leader));
+}
+
+/* A pong acknowledges the generation of the unbroken run of rounds that carried it, and nothing
+ * for a ping that carried none or for an earlier run. */
+static void test_report_runs(void **state)
+{
+    (void)state;
+    us_rep_run r = {0};
+    us_rep_run_sent(&r, 1, 0);
+    assert_int_equal(us_rep_run_acked(&r, 1), 0);
+    us_rep_run_sent(&r, 2, 5);
+    us_rep_run_sent(&r, 3, 5);
+    us_rep_run_sent(&r, 4, 5);
+    assert_int_equal(us_rep_run_acked(&r, 1), 0);
+    assert_int_equal(us_rep_run_acked(&r, 2), 5); /* a late answer to the first of the run */
+    assert_int_equal(us_rep_run_acked(&r, 4), 5);
+    assert_int_equal(us_rep_run_acked(&r, 5), 0); /* never sent */
+    us_rep_run_sent(&r, 5, 0);                    /* a ping without reports breaks the run */
+    assert_int_equal(us_rep_run_acked(&r, 5), 0);
+    us_rep_run_sent(&r, 6, 5); /* the same generation again: a new run */
+    assert_int_equal(us_rep_run_acked(&r, 4), 0);
+    assert_int_equal(us_rep_run_acked(&r, 6), 5);
+    us_rep_run_sent(&r, 9, 6); /* rounds 7, 8 went to other peers only: a new generation */
+    assert_int_equal(us_rep_run_acked(&r, 6), 0);
+    assert_int_equal(us_rep_run_acked(&r, 9), 6);
+    us_rep_run_sent(&r, 12, 6); /* rounds 10, 11 not to this peer: still one run for it */
+    assert_int_equal(us_rep_run_acked(&r, 9), 6);
+    assert_int_equal(us_rep_run_acked(&r, 10), 6); /* not sent to it: no pong can name it */
+    assert_int_equal(us_rep_run_acked(&r, 12), 6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -106,6 +170,8 @@ int main(void)
         cmocka_unit_test(test_slow_heartbeats_grow_with_peers),
         cmocka_unit_test(test_slow_due_once_per_period_and_spread),
         cmocka_unit_test(test_silence_bounds),
+        cmocka_unit_test(test_reports_to_whom_and_when),
+        cmocka_unit_test(test_report_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
