@@ -122,15 +122,22 @@ void us_agent_own_report(us_agent *a, const us_instance *in, us_report *out)
     us_report_make(&src, out);
 }
 
+/* A service whose proxy here may have connections: its report says so even when the instance is
+ * silent. */
+static bool proxied_here(void *ctx, int service_index)
+{
+    us_agent *a = ctx;
+    return us_proxies_declared(&a->proxies, &a->fsm.state, service_index);
+}
+
 int us_agent_own_reports(us_agent *a, us_report *out)
 {
+    static const us_instance *speaking[US_MAX_SERVICES]; /* single-threaded loop */
+    int k = us_instances_speaking(a->instances, proxied_here, a, speaking);
     int n = 0;
-    for (int i = 0; i < us_instances_slots(a->instances); i++) {
-        const us_instance *in = us_instance_at(a->instances, i);
-        if (in && !(us_instance_silent(in) && !us_proxies_serve(&a->proxies, in->service))) {
-            us_agent_own_report(a, in, &out[n]);
-            n += !us_report_says_nothing(&out[n]);
-        }
+    for (int i = 0; i < k; i++) {
+        us_agent_own_report(a, speaking[i], &out[n]);
+        n += !us_report_says_nothing(&out[n]);
     }
     return n;
 }

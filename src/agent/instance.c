@@ -47,6 +47,8 @@ struct us_instances {
      * 64 agents placing services on two cores could not spare it). Only step() takes an idle
      * instance out of idleness (spawn() clears the entry all the same). */
     uint64_t idle_of[US_MAX_SERVICES];
+    bool idle_silent[US_MAX_SERVICES]; /* ... and its instance was silent then (us_instance_silent)
+                                        */
     int n_used; /* slots in use: when it equals the state's services, none is of a deleted one */
 };
 
@@ -200,6 +202,8 @@ static void set_report(us_instance *in, us_inst_state st, uint64_t epoch, int st
     in->report.epoch = epoch;
     in->report.exit_status = status;
     changed |= refresh_obs(in);
+    if (in->state_idx >= 0 && in->state_idx < US_MAX_SERVICES)
+        in->owner->idle_of[in->state_idx] = 0; /* what it says is to be read again */
     /* The leader may be waiting for exactly this (a demotion, a failure): tell it now rather
      * than with the next heartbeat. */
     if (changed)
@@ -849,8 +853,10 @@ void us_instances_reconcile(us_instances *a)
             step(a, in, &s->services.svc[i], &s->asg[i]);
             sync_checker(in, &s->services.svc[i]);
             if (in->idle_at_touched == s->touched[i] + 1 && in->phase == US_PHASE_IDLE &&
-                !in->proc && !in->checker && !in->adopting)
+                !in->proc && !in->checker && !in->adopting) {
                 a->idle_of[i] = in->idle_at_touched;
+                a->idle_silent[i] = us_instance_silent(in);
+            }
         }
     }
     /* Instances of services the state no longer has: only when some slot is not one of its. */
@@ -887,6 +893,39 @@ const us_instance *us_instance_at(us_instances *a, int i)
 int us_instances_slots(us_instances *a)
 {
     return a->hi;
+}
+
+int us_instances_speaking(us_instances *a, bool (*keep)(void *ctx, int service_index), void *ctx,
+                          const us_instance **out)
+{
+    const us_state *s = a->env.state;
+    int n = 0, with_slot = 0;
+    for (int i = 0; i < s->services.n; i++) {
+        if (a->idle_of[i] != 0 && a->idle_of[i] == s->touched[i] + 1) {
+            with_slot++; /* an idle instance has a slot, and nothing about it changed since */
+            if (a->idle_silent[i] && !(keep && keep(ctx, i)))
+                continue;
+        }
+        int h = a->slot_of[i];
+        const us_instance *in = h < a->hi && a->inst[h].used && a->inst[h].state_idx == i &&
+                                        strcmp(a->inst[h].service, s->services.svc[i].name) == 0
+                                    ? &a->inst[h]
+                                    : slot(a, s->services.svc[i].name, false);
+        if (!in)
+            continue;
+        with_slot += !(a->idle_of[i] != 0 && a->idle_of[i] == s->touched[i] + 1);
+        if (!us_instance_silent(in) || (keep && keep(ctx, i)))
+            out[n++] = in;
+    }
+    /* Instances of services the state no longer has (stopping): only when some slot is not one
+     * of the state's services. */
+    for (int h = 0; a->n_used > with_slot && h < a->hi; h++) {
+        const us_instance *in = &a->inst[h];
+        if (in->used && us_state_find_service_from(s, in->service, in->state_idx) < 0 &&
+            n < US_MAX_SERVICES)
+            out[n++] = in;
+    }
+    return n;
 }
 
 void us_instances_guardian_event(us_instances *a, const us_guardian_event *ev)

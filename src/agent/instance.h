@@ -135,6 +135,13 @@ void us_instances_detach(us_instances *x);
 const us_instance *us_instance_at(us_instances *x, int i);
 /* Slots ever used (at most US_MAX_SERVICES): every instance is in a slot below. */
 int us_instances_slots(us_instances *x);
+/* The instances whose reports may say something, into out[] (US_MAX_SERVICES entries); their
+ * number. Those that are not silent (us_instance_silent), those of services for which keep(ctx,
+ * state index) says so (a proxy here may have connections), and those of deleted services. An
+ * instance that the last reconcile left idle and silent is passed over without reading its slot
+ * (a ping round walked all 1,000 slots of every agent). */
+int us_instances_speaking(us_instances *x, bool (*keep)(void *ctx, int service_index), void *ctx,
+                          const us_instance **out);
 /* Does the instance have nothing of its own to report: no role, process, checks, health, cause,
  * failure or restart? Its report then says nothing (reports.h) unless this node's proxy has
  * connections for the service: a cheap test before building the report, for the walk over every

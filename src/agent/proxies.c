@@ -141,6 +141,15 @@ void us_proxies_reconcile(us_proxies *xs, uv_loop_t *loop, const us_state *s, in
     }
 }
 
+bool us_proxies_declared(const us_proxies *xs, const us_state *s, int i)
+{
+    if (i < 0 || i >= s->services.n)
+        return false;
+    if (i < US_MAX_SERVICES && xs->seen[i] == s->touched[i] + 1)
+        return xs->declares[i];
+    return s->services.svc[i].proxy_listen[0] != '\0';
+}
+
 int us_proxies_open(const us_proxies *xs, const char *service, uint64_t epoch)
 {
     struct us_proxy_slot *x = find(xs, service);

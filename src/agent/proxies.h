@@ -47,6 +47,9 @@ typedef struct us_proxies {
 void us_proxies_reconcile(us_proxies *x, uv_loop_t *loop, const us_state *s, int64_t now_ms);
 /* Open proxied connections of this node's proxy for `service` under `epoch`. */
 int us_proxies_open(const us_proxies *x, const char *service, uint64_t epoch);
+/* Does service i of s declare a proxy (which runs on every node)? Read from the definition only
+ * when it changed since the last reconcile. */
+bool us_proxies_declared(const us_proxies *x, const us_state *s, int i);
 /* Does this node run a proxy for `service`? */
 bool us_proxies_serve(const us_proxies *x, const char *service);
 /* The running proxy of `service` that listens on `listen`, or NULL. */

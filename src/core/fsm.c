@@ -1384,7 +1384,9 @@ static int fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
 
 unsigned us_snapshot_threshold(size_t snapshot_bytes, unsigned spread)
 {
-    size_t grow = snapshot_bytes / US_SNAPSHOT_BYTES_PER_ENTRY;
+    size_t grow = snapshot_bytes > US_SNAPSHOT_GROW_FROM
+                      ? (snapshot_bytes - US_SNAPSHOT_GROW_FROM) / US_SNAPSHOT_BYTES_PER_ENTRY
+                      : 0;
     size_t t = US_SNAPSHOT_THRESHOLD_MIN + grow;
     /* each node at its own point of the second half: t .. 1.5 t */
     t += t / 2 * (spread % US_SNAPSHOT_SPREAD) / US_SNAPSHOT_SPREAD;

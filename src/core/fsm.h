@@ -117,7 +117,8 @@ void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data);
  * the size of its last snapshot and its own `spread` (0..US_SNAPSHOT_SPREAD - 1, from its id). A
  * snapshot encodes the whole state, so its cost grows with the state while what it saves (log kept
  * in memory, replayed at start) grows with the entries: the threshold t grows by one entry per
- * US_SNAPSHOT_BYTES_PER_ENTRY bytes of state, and each node takes its snapshot at its own point
+ * US_SNAPSHOT_BYTES_PER_ENTRY bytes of state past US_SNAPSHOT_GROW_FROM (a small state keeps a
+ * short log, and its agent a small RSS), and each node takes its snapshot at its own point
  * between t and 1.5 t, so that nodes applying the same log do not all stall at once (64 agents
  * placing 1,000 services spent 7 % of their time in snapshots of ~1 MB taken every ~640 entries,
  * within 256 entries of each other). Always below US_SNAPSHOT_THRESHOLD_MAX, which bounds the log
@@ -125,6 +126,7 @@ void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data);
 #define US_SNAPSHOT_THRESHOLD_MIN 512
 #define US_SNAPSHOT_SPREAD 256
 #define US_SNAPSHOT_BYTES_PER_ENTRY 512
+#define US_SNAPSHOT_GROW_FROM (256 * 1024)
 #define US_SNAPSHOT_THRESHOLD_MAX 4096
 unsigned us_snapshot_threshold(size_t snapshot_bytes, unsigned spread);
 /* Free the state the FSM owns. */
