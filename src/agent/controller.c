@@ -383,11 +383,13 @@ void us_controller_free(us_controller *c)
     c->dec_fenced = NULL;
     c->rep = NULL;
     c->n_seen = c->cap_seen = c->dec_cap = 0;
+    c->pairs_fp = 0;
 }
 
 void us_controller_became_leader(us_controller *c, int64_t now_ms)
 {
     c->primed = false;
+    c->pairs_fp = 0;
     c->n_seen = 0;
     us_index_clear(&c->seen_ix);
     c->n_timing = 0;
@@ -536,9 +538,34 @@ static bool index_reports(us_controller *c, const us_cluster_view *v)
     return true;
 }
 
+/* FNV-1a over a string and its end. */
+static uint64_t fp_str(uint64_t h, const char *x)
+{
+    do {
+        h ^= (unsigned char)*x;
+        h *= 1099511628211ULL;
+    } while (*x++);
+    return h;
+}
+
+/* The pairs instance_events walks, in its order: never 0. */
+static uint64_t pairs_fingerprint(const us_controller *c, const us_state *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (int n = 0; n < s->n_nodes; n++)
+        h = fp_str(h, c->pv[n] && !s->nodes[n].left ? s->nodes[n].name : "");
+    h ^= (uint64_t)s->n_nodes << 32 | (uint64_t)s->services.n;
+    for (int k = 0; k < s->services.n; k++)
+        h = fp_str(h, s->asg[k].service);
+    return h ? h : 1;
+}
+
 static void instance_events(us_controller *c, const us_cluster_view *v)
 {
     const us_state *s = v->state;
+    uint64_t fp = pairs_fingerprint(c, s);
+    bool same = fp == c->pairs_fp; /* seen[pair] is the pair's entry */
+    bool identity = true;          /* ... and will be after this walk */
     int pair = 0;
     for (int k = 0; k < s->services.n; k++) {
         const us_assignment *as = &s->asg[k];
@@ -555,10 +582,15 @@ static void instance_events(us_controller *c, const us_cluster_view *v)
             const us_inst_obs *o = r ? &r->obs : &nothing;
             int restarts = r ? r->restarts : 0;
             const char *restart_cause = r ? r->restart_cause : "";
-            bool fresh;
-            us_ctl_seen *x = seen(c, pair++, as->service, p->name, &fresh);
-            if (!x)
+            bool fresh = false;
+            us_ctl_seen *x = same && pair < c->n_seen ? &c->seen[pair]
+                                                      : seen(c, pair, as->service, p->name, &fresh);
+            if (!x) {
+                c->pairs_fp = 0;
                 return;
+            }
+            identity = identity && x == &c->seen[pair];
+            pair++;
             us_health was = x->health;
             int restarts_was = x->restarts;
             x->health = o->health;
@@ -581,6 +613,7 @@ static void instance_events(us_controller *c, const us_cluster_view *v)
                        restart_cause[0] ? restart_cause : "standby process exited");
         }
     }
+    c->pairs_fp = identity ? fp : 0;
 }
 
 /* Record each agent's incarnation and addresses in the replicated node list. */

@@ -147,6 +147,11 @@ typedef struct us_controller {
     /* Where each pair of service and node is in seen (a linear search over 25,000 pairs took
      * most of a tick with 1,000 services on 25 nodes). */
     us_index seen_ix;
+    /* A fingerprint of the pairs (services and nodes, in order) of the last walk in which pair
+     * number i was seen[i] for every i, 0 = none: while the next walk's pairs are the same, it
+     * takes seen[i] without comparing names (the leader walks 64,000 pairs at 1,000 services on
+     * 64 nodes after every command, and the comparisons were half of its time). */
+    uint64_t pairs_fp;
     /* Per tick, by replicated node index: its view node, and its report about each service
      * (NULL: none), placed through svc_ix (service name -> index in the state). */
     const us_view_node *pv[US_MAX_NODES];

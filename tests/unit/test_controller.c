@@ -775,6 +775,61 @@ static void test_events_only_on_change(void **unused)
     drop_proposals();
 }
 
+/* The walk over pairs of service and node takes each pair's last observation by its place while
+ * the pairs stay the same, and finds it by name once they change: services in another order
+ * record no event for what did not change, and the next change is told from the right value. */
+static void test_events_follow_their_pairs(void **unused)
+{
+    (void)unused;
+    three_nodes();
+    add_service("db");
+    add_service("web");
+    for (int i = 0; i < F.view.n_nodes; i++) {
+        report(F.view.nodes[i].name, "db")->obs.state = US_INST_NONE;
+        report(F.view.nodes[i].name, "web")->obs.state = US_INST_NONE;
+    }
+    settle();
+    report("n1", "db")->obs.health = US_HEALTH_HEALTHY;
+    report("n2", "web")->obs.health = US_HEALTH_UNHEALTHY;
+    us_strlcpy(report("n2", "web")->obs.cause, "probe refused", US_REASON_MAX);
+    tick();
+    assert_int_equal(count_ops("event"), 2);
+    commit();
+    tick();
+    assert_int_equal(count_ops("event"), 0);
+    commit();
+
+    /* web, db: every pair at another place of the walk */
+    us_service_set set = {0};
+    assert_int_equal(us_service_set_reserve(&set, 2), 0);
+    set.svc[set.n++] = F.state->services.svc[1];
+    set.svc[set.n++] = F.state->services.svc[0];
+    json_t *cmd = us_cmd_services(&set);
+    us_service_set_free(&set);
+    assert_int_equal(us_state_apply(F.state, cmd), 0);
+    json_decref(cmd);
+    assert_string_equal(F.state->asg[0].service, "web");
+    tick();
+    assert_int_equal(count_ops("event"), 0);
+    commit();
+    tick();
+    assert_int_equal(count_ops("event"), 0);
+    commit();
+
+    report("n2", "web")->obs.health = US_HEALTH_HEALTHY;
+    tick();
+    assert_int_equal(count_ops("event"), 1);
+    commit();
+    const us_event *e = us_state_event(F.state, F.state->event_seq);
+    assert_string_equal(e->kind, "health");
+    assert_string_equal(e->service, "web");
+    assert_string_equal(e->node, "n2");
+    assert_string_equal(e->from, "unhealthy");
+    assert_string_equal(e->to, "healthy");
+    tick();
+    assert_int_equal(count_ops("event"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -788,6 +843,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_autopilot_promotes_a_spare_voter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nothing_while_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events_only_on_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_events_follow_their_pairs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
