@@ -28,6 +28,7 @@
 #include "lib/log.h"
 #include "lib/clock.h"
 #include "lib/hostport.h"
+#include "lib/index.h"
 #include "lib/listen.h"
 #include "lib/mem.h"
 
@@ -75,28 +76,16 @@ static us_peer *peer_add(us_agent *a, const char *name, const char *address)
     return p;
 }
 
-/* 64-bit FNV-1a over strings, each ended by its NUL (a fingerprint, not a secret). */
-static uint64_t fp_add(uint64_t h, const char *s)
-{
-    for (const unsigned char *c = (const unsigned char *)s;; c++) {
-        h = (h ^ *c) * 0x100000001b3ULL;
-        if (!*c)
-            return h;
-    }
-}
-
-#define FP_START 0xcbf29ce484222325ULL
-
 /* The guardian announces a fencing to these addresses; told again only when they change. */
 static void update_guardian_peers(us_agent *a)
 {
     const char *addrs[US_MAX_NODES];
     int n = 0;
-    uint64_t fp = FP_START;
+    uint64_t fp = US_FP_START;
     for (int i = 0; i < a->n_peers; i++)
         if (i != a->self && a->peers[i].address[0]) {
             addrs[n++] = a->peers[i].address;
-            fp = fp_add(fp, a->peers[i].address);
+            fp = us_fp_add(fp, a->peers[i].address);
         }
     if (fp == a->guardian_peers_fp)
         return;
@@ -113,9 +102,10 @@ static void update_guardian_peers(us_agent *a)
 static void sync_peers(us_agent *a)
 {
     const us_state *s = &a->fsm.state;
-    uint64_t fp = FP_START;
+    uint64_t fp = US_FP_START;
     for (int i = 0; i < s->n_nodes; i++)
-        fp = fp_add(fp_add(fp_add(fp, s->nodes[i].name), s->nodes[i].address), s->nodes[i].api);
+        fp = us_fp_add(us_fp_add(us_fp_add(fp, s->nodes[i].name), s->nodes[i].address),
+                       s->nodes[i].api);
     if (fp == a->synced_nodes_fp && a->peers_gen == a->synced_peers_gen)
         return;
     for (int i = 0; i < s->n_nodes; i++) {

@@ -538,25 +538,15 @@ static bool index_reports(us_controller *c, const us_cluster_view *v)
     return true;
 }
 
-/* FNV-1a over a string and its end. */
-static uint64_t fp_str(uint64_t h, const char *x)
-{
-    do {
-        h ^= (unsigned char)*x;
-        h *= 1099511628211ULL;
-    } while (*x++);
-    return h;
-}
-
 /* The pairs instance_events walks, in its order: never 0. */
 static uint64_t pairs_fingerprint(const us_controller *c, const us_state *s)
 {
-    uint64_t h = 14695981039346656037ULL;
+    uint64_t h = US_FP_START;
     for (int n = 0; n < s->n_nodes; n++)
-        h = fp_str(h, c->pv[n] && !s->nodes[n].left ? s->nodes[n].name : "");
+        h = us_fp_add(h, c->pv[n] && !s->nodes[n].left ? s->nodes[n].name : "");
     h ^= (uint64_t)s->n_nodes << 32 | (uint64_t)s->services.n;
     for (int k = 0; k < s->services.n; k++)
-        h = fp_str(h, s->asg[k].service);
+        h = us_fp_add(h, s->asg[k].service);
     return h ? h : 1;
 }
 

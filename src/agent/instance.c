@@ -47,8 +47,7 @@ struct us_instances {
      * 64 agents placing services on two cores could not spare it). Only step() takes an idle
      * instance out of idleness (spawn() clears the entry all the same). */
     uint64_t idle_of[US_MAX_SERVICES];
-    bool idle_silent[US_MAX_SERVICES]; /* ... and its instance was silent then (us_instance_silent)
-                                        */
+    bool idle_silent[US_MAX_SERVICES]; /* ... and its instance was silent then */
     int n_used; /* slots in use: when it equals the state's services, none is of a deleted one */
 };
 

@@ -17,6 +17,15 @@ uint32_t us_index_hash(const char *a, const char *b)
     return h;
 }
 
+uint64_t us_fp_add(uint64_t h, const char *s)
+{
+    for (const unsigned char *c = (const unsigned char *)s;; c++) {
+        h = (h ^ *c) * 0x100000001b3ULL;
+        if (!*c)
+            return h;
+    }
+}
+
 void us_index_clear(us_index *x)
 {
     for (uint32_t i = 0; i < x->cap; i++)

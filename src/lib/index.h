@@ -31,6 +31,11 @@ typedef struct us_index {
 /* FNV-1a over a and, when b is not NULL, a separator and b. */
 uint32_t us_index_hash(const char *a, const char *b);
 
+/* A 64-bit fingerprint of strings (FNV-1a, each string with its NUL, so ("ab", "c") and ("a",
+ * "bc") differ): start from US_FP_START and add them in order. Not a secret. */
+#define US_FP_START 0xcbf29ce484222325ULL
+uint64_t us_fp_add(uint64_t h, const char *s);
+
 /* Forget every position (keeps the memory). */
 void us_index_clear(us_index *x);
 

@@ -109,6 +109,19 @@ static void test_hash_of_two_strings(void **state)
     assert_int_not_equal(us_index_hash("web", ""), us_index_hash("web", NULL));
 }
 
+/* The fingerprint of strings: the same strings in the same order give the same one; another split,
+ * order or string another. */
+static void test_fingerprint_of_strings(void **state)
+{
+    (void)state;
+    uint64_t ab_c = us_fp_add(us_fp_add(US_FP_START, "ab"), "c");
+    assert_true(ab_c == us_fp_add(us_fp_add(US_FP_START, "ab"), "c"));
+    assert_true(ab_c != us_fp_add(us_fp_add(US_FP_START, "a"), "bc"));
+    assert_true(ab_c != us_fp_add(us_fp_add(US_FP_START, "c"), "ab"));
+    assert_true(ab_c != us_fp_add(us_fp_add(US_FP_START, "ab"), "d"));
+    assert_true(us_fp_add(US_FP_START, "") != US_FP_START);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +130,7 @@ int main(void)
         cmocka_unit_test(test_colliding_hashes_are_all_candidates),
         cmocka_unit_test(test_clear_forgets_and_keeps_memory),
         cmocka_unit_test(test_hash_of_two_strings),
+        cmocka_unit_test(test_fingerprint_of_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
