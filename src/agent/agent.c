@@ -874,6 +874,17 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
                 json_object_set_new(r.gr, a->peers[i].name, lease_report_json(&lr));
             }
     }
+    /* The holders of the active roles of the services we proxy (fanout.h: they count our open
+     * connections when they hand a role over). */
+    bool proxied[US_MAX_NODES] = {false};
+    for (int i = 0; i < a->proxies.hi; i++) {
+        const char *svc;
+        int j =
+            us_proxies_at(&a->proxies, i, &svc) ? us_state_find_service(&a->fsm.state, svc) : -1;
+        us_peer *holder = j >= 0 ? us_agent_peer(a, a->fsm.state.asg[j].active) : NULL;
+        if (holder)
+            proxied[holder - a->peers] = true;
+    }
     for (int i = 0; i < a->n_peers; i++) {
         us_peer *p = &a->peers[i];
         if (i == a->self || !p->address[0] || us_agent_node_state(a, p) == US_NODE_LEFT)
@@ -884,6 +895,7 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
         us_fanout_rep fr = {.peer_leads = leader_id == p->id,
                             .leader_known = leader_id != 0,
                             .peer_votes = peer_votes,
+                            .peer_proxied = proxied[i],
                             .owed = p->rep_acked_gen != a->rep_gen,
                             .since_ms = now - p->rep_sent_ms,
                             .heartbeat_ms = a->cfg.timing.heartbeat_ms};

@@ -29,7 +29,7 @@ void us_fanout_silence(const us_timing *t, int interval_ms, int64_t *suspect_ms,
 
 bool us_fanout_reports_urgent(const us_fanout_rep *r)
 {
-    return r->leader_known ? r->peer_leads : r->peer_votes;
+    return r->peer_proxied || (r->leader_known ? r->peer_leads : r->peer_votes);
 }
 
 bool us_fanout_with_reports(const us_fanout_rep *r)

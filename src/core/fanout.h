@@ -57,15 +57,18 @@ void us_fanout_silence(const us_timing *t, int interval_ms, int64_t *suspect_ms,
  * them to a peer until the peer answered a ping that carried the current generation, and now and
  * then all the same (a ping without them leaves the peer's copy as it was). Changed reports go at
  * once to the Raft leader, which decides by them (to every voter while no leader is known: whoever
- * wins needs them), and to any other peer at most every US_FANOUT_REP_GAP heartbeats: there they
- * feed only the local view (status, metrics) and the drain of a proxied service, and 63 nodes
- * placing services sent every voter a changed report each heartbeat. */
+ * wins needs them), and to the holder of the active role of a service whose proxy runs here (a
+ * holder handing its role over waits until no proxy has connections open to it: two heartbeats
+ * after the switchover, the reports it has must count them all); to any other peer at most every
+ * US_FANOUT_REP_GAP heartbeats: there they feed only the local view (status, metrics), and 63
+ * nodes placing services sent every voter a changed report each heartbeat. */
 #define US_FANOUT_REP_GAP 3      /* heartbeats */
 #define US_FANOUT_REP_REFRESH 50 /* heartbeats */
 typedef struct us_fanout_rep {
     bool peer_leads;   /* the peer is the Raft leader in our view */
     bool leader_known; /* some node is, in our view */
     bool peer_votes;   /* as in us_fanout_pair */
+    bool peer_proxied; /* it holds the active role of a service whose proxy runs here */
     bool owed;         /* it has not acknowledged our current generation */
     int64_t since_ms;  /* since a ping to it last carried our reports (large: never) */
     int heartbeat_ms;
@@ -73,8 +76,8 @@ typedef struct us_fanout_rep {
 
 /* Whether our next ping to the peer carries our reports. */
 bool us_fanout_with_reports(const us_fanout_rep *r);
-/* Whether a change of our reports is a reason to ping the peer off the heartbeat: it leads, or
- * there is no known leader and it votes. */
+/* Whether a change of our reports is a reason to ping the peer off the heartbeat: it leads (or
+ * there is no known leader and it votes), or it holds the role of a service we proxy. */
 bool us_fanout_reports_urgent(const us_fanout_rep *r);
 
 /* Which ping rounds carried which generation to one peer: the last unbroken run of rounds

@@ -99,8 +99,9 @@ static void test_silence_bounds(void **state)
     }
 }
 
-/* Changed reports: at once to the leader (to voters while no leader is known), to the others
- * after the gap; unchanged ones after the refresh only. */
+/* Changed reports: at once to the leader (to voters while no leader is known) and to the holder of
+ * a role whose proxy runs here, to the others after the gap; unchanged ones after the refresh only.
+ */
 static void test_reports_to_whom_and_when(void **state)
 {
     (void)state;
@@ -125,6 +126,12 @@ static void test_reports_to_whom_and_when(void **state)
     voter.leader_known = nonvoter.leader_known = false;
     voter.since_ms = nonvoter.since_ms = 0;
     assert_true(us_fanout_reports_urgent(&voter) && us_fanout_with_reports(&voter));
+    assert_false(us_fanout_with_reports(&nonvoter));
+    /* the holder of a role whose proxy runs here: at once, leader or not */
+    nonvoter.leader_known = true;
+    nonvoter.peer_proxied = true;
+    assert_true(us_fanout_reports_urgent(&nonvoter) && us_fanout_with_reports(&nonvoter));
+    nonvoter.owed = false;
     assert_false(us_fanout_with_reports(&nonvoter));
     /* acknowledged: nothing, not even to the leader, until the refresh */
     leader.owed = false;
