@@ -884,16 +884,6 @@ void us_instances_reconcile(us_instances *a)
     us_logs_maintain(a->env.loop, a->env.cfg->data_dir, logs_def_at, a, a->hi, us_now_ms());
 }
 
-const us_instance *us_instance_at(us_instances *a, int i)
-{
-    return i >= 0 && i < a->hi && a->inst[i].used ? &a->inst[i] : NULL;
-}
-
-int us_instances_slots(us_instances *a)
-{
-    return a->hi;
-}
-
 int us_instances_speaking(us_instances *a, bool (*keep)(void *ctx, int service_index), void *ctx,
                           const us_instance **out)
 {

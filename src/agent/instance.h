@@ -130,16 +130,12 @@ bool us_instances_settled(us_instances *x);
 /* Exit for a planned restart: keep active and standby processes (and VIPs) running for the
  * guardian and the next agent; kill hooks and whatever is in transition; stop checks. */
 void us_instances_detach(us_instances *x);
-/* The instance in slot i (0 <= i < us_instances_slots), NULL when the slot is free: for walking
- * them all (agent.c builds this node's reports from them, reports.h). */
-const us_instance *us_instance_at(us_instances *x, int i);
-/* Slots ever used (at most US_MAX_SERVICES): every instance is in a slot below. */
-int us_instances_slots(us_instances *x);
-/* The instances whose reports may say something, into out[] (US_MAX_SERVICES entries); their
- * number. Those that are not silent (us_instance_silent), those of services for which keep(ctx,
- * state index) says so (a proxy here may have connections), and those of deleted services. An
- * instance that the last reconcile left idle and silent is passed over without reading its slot
- * (a ping round walked all 1,000 slots of every agent). */
+/* The instances whose reports may say something (hub.c builds this node's reports from them,
+ * reports.h), into out[] (US_MAX_SERVICES entries); their number. Those that are not silent
+ * (us_instance_silent), those of services for which keep(ctx, state index) says so (a proxy here
+ * may have connections), and those of deleted services. An instance that the last reconcile left
+ * idle and silent is passed over without reading its slot (a ping round walked all 1,000 slots of
+ * every agent). */
 int us_instances_speaking(us_instances *x, bool (*keep)(void *ctx, int service_index), void *ctx,
                           const us_instance **out);
 /* Does the instance have nothing of its own to report: no role, process, checks, health, cause,

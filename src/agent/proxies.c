@@ -156,11 +156,6 @@ int us_proxies_open(const us_proxies *xs, const char *service, uint64_t epoch)
     return x ? us_proxy_open_conns(x->proxy, epoch) : 0;
 }
 
-bool us_proxies_serve(const us_proxies *xs, const char *service)
-{
-    return find(xs, service) != NULL;
-}
-
 us_proxy *us_proxies_find(const us_proxies *xs, const char *service, const char *listen)
 {
     struct us_proxy_slot *x = find(xs, service);

@@ -50,8 +50,6 @@ int us_proxies_open(const us_proxies *x, const char *service, uint64_t epoch);
 /* Does service i of s declare a proxy (which runs on every node)? Read from the definition only
  * when it changed since the last reconcile. */
 bool us_proxies_declared(const us_proxies *x, const us_state *s, int i);
-/* Does this node run a proxy for `service`? */
-bool us_proxies_serve(const us_proxies *x, const char *service);
 /* The running proxy of `service` that listens on `listen`, or NULL. */
 us_proxy *us_proxies_find(const us_proxies *x, const char *service, const char *listen);
 /* The i-th running proxy (0..US_MAX_SERVICES-1, NULL for an empty slot) and its service. */
