@@ -122,61 +122,54 @@ static void sync_peers(us_agent *a)
 
 /* ---- instance reports (reports.h) ---- */
 
-/* The "rep" of this node's pings: a report per instance. When they differ from the last round's,
- * a new generation begins (a->rep_gen): a peer gets "rep" until it answered a ping that carried
- * this generation (send_pings, on_pong). *brief gets the same reports in the brief form ("rp",
- * msg.h). */
-static json_t *own_reports_json(us_agent *a, json_t **brief)
+/* The reports of this node's pings ("rep", and "rp" in the brief form, msg.h): a report per
+ * instance, as text. When they differ from the last round's, a new generation begins (a->rep_gen):
+ * a peer gets them until it answered a ping that carried this generation (send_pings, on_pong).
+ * Written again only when they change. */
+typedef struct own_reports {
+    const char *full, *brief;
+    size_t full_len, brief_len;
+} own_reports;
+
+/* A ping must fit in one datagram with room for the lease reports (64 x ~70 bytes) and the header,
+ * or it is not sent at all and this node loses its lease: past that, the leader does not see the
+ * last reports (docs/architecture.md, "Limits"). The brief form is smaller. */
+#define REPORTS_BUDGET (US_NET_PAYLOAD_MAX - 8000)
+
+static own_reports own_reports_text(us_agent *a)
 {
     static us_report own[US_MAX_SERVICES]; /* single-threaded loop */
     static us_report last[US_MAX_SERVICES];
     static int n_last = -1;
-    int n = us_agent_own_reports(a, own);
-    /* "rep" and "rp" of generation made_gen: built again only when they change */
-    static json_t *made, *made_brief;
+    static char full[REPORTS_BUDGET], brief[REPORTS_BUDGET];
+    static own_reports made;
     static uint64_t made_gen;
+    int n = us_agent_own_reports(a, own);
     if (n != n_last || memcmp(own, last, sizeof own[0] * (size_t)n) != 0 || a->rep_gen == 0) {
         memcpy(last, own, sizeof own[0] * (size_t)n);
         n_last = n;
         a->rep_gen++;
     }
-    if (made && made_gen == a->rep_gen) {
-        *brief = json_incref(made_brief);
-        return json_incref(made);
-    }
-    /* A ping must fit in one datagram with room for the lease reports (64 x ~70 bytes) and the
-     * header, or it is not sent at all and this node loses its lease: past that, the leader does
-     * not see the last reports (docs/architecture.md, "Limits"). The brief form is smaller. */
-    const size_t budget = US_NET_PAYLOAD_MAX - 8000;
-    int all = n;
-    if (n > US_MSG_REPORTS_MAX)
-        n = US_MSG_REPORTS_MAX;
-    json_t *rep = us_reports_json(own, n, false);
-    size_t size;
-    while (n > 0 && (size = json_dumpb(rep, NULL, 0, JSON_COMPACT)) > budget) {
-        json_decref(rep);
-        n = (int)((double)n * (double)budget / (double)size) - 1;
-        if (n < 0)
-            n = 0;
-        rep = us_reports_json(own, n, false);
-    }
-    if (n < all) {
+    if (made.full && made_gen == a->rep_gen)
+        return made;
+    int fit =
+        us_msg_reports_text(full, sizeof full, own, n < US_MSG_REPORTS_MAX ? n : US_MSG_REPORTS_MAX,
+                            false, &made.full_len);
+    if (fit < n) {
         static int64_t warned_ms;
         int64_t now = us_now_ms();
         if (now - warned_ms > 60000) {
             warned_ms = now;
             us_error("%d instances on this node: a ping carries the reports of %d (a datagram "
                      "holds at most %d bytes), the leader does not see the others",
-                     all, n, US_NET_PAYLOAD_MAX);
+                     n, fit, US_NET_PAYLOAD_MAX);
         }
     }
-    json_decref(made);
-    json_decref(made_brief);
-    made = json_incref(rep);
-    made_brief = us_reports_json(own, n, true);
+    us_msg_reports_text(brief, sizeof brief, own, fit, true, &made.brief_len);
+    made.full = full;
+    made.brief = brief;
     made_gen = a->rep_gen;
-    *brief = json_incref(made_brief);
-    return rep;
+    return made;
 }
 
 /* ---- Raft apply ---- */
@@ -728,13 +721,6 @@ static us_lease_report lease_report(us_agent *a, us_peer *p, int64_t now)
     return r;
 }
 
-/* The report as sent: {"age": ms or -1, "stale": bool, "v": our state version}. */
-static json_t *lease_report_json(const us_lease_report *r)
-{
-    return json_pack("{s:I, s:b, s:o}", "age", (json_int_t)r->age, "stale", r->stale, "v",
-                     us_u64_json(r->v));
-}
-
 static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now, bool *revoked)
 {
     int idx = (int)(p - a->peers);
@@ -781,36 +767,33 @@ enum { PING_TO_VOTER, PING_EVERY_HEARTBEAT, PING_SLOW, PING_KINDS };
 enum { REP_NONE, REP_FULL, REP_BRIEF, REP_FORMS };
 
 typedef struct ping_round {
-    json_t *base;                      /* the fields every kind shares */
-    json_t *rep, *rp;                  /* our instance reports, full and brief */
-    json_t *gr;                        /* our lease reports, NULL when we do not vote */
+    us_msg_ping *p;                    /* the fields every kind shares; leases only go to voters */
+    own_reports rep;                   /* our instance reports, full and brief */
     int slow_ms;                       /* "iv" of the slow kind */
-    char *text[PING_KINDS][REP_FORMS]; /* by kind and reports form */
-    size_t len[PING_KINDS][REP_FORMS];
+    size_t len[PING_KINDS][REP_FORMS]; /* by kind and reports form, once written (0 = not yet) */
 } ping_round;
 
 static const char *ping_text(us_agent *a, ping_round *r, int kind, int form, size_t *len)
 {
-    if (!r->text[kind][form]) {
-        json_t *m = json_deep_copy(r->base);
-        if (!m)
+    static char text[PING_KINDS][REP_FORMS][US_NET_PAYLOAD_MAX];
+    if (!r->len[kind][form]) {
+        us_msg_ping *p = r->p;
+        int n_leases = p->n_leases;
+        if (kind != PING_TO_VOTER)
+            p->n_leases = 0; /* only voters judge leases */
+        p->interval_ms = kind == PING_SLOW ? r->slow_ms : a->cfg.timing.heartbeat_ms;
+        r->len[kind][form] = us_msg_ping_text(text[kind][form], sizeof text[kind][form], p,
+                                              form == REP_FULL    ? r->rep.full
+                                              : form == REP_BRIEF ? r->rep.brief
+                                                                  : NULL,
+                                              form == REP_FULL ? r->rep.full_len : r->rep.brief_len,
+                                              form == REP_BRIEF);
+        p->n_leases = n_leases;
+        if (!r->len[kind][form])
             return NULL;
-        if (kind == PING_TO_VOTER && r->gr)
-            json_object_set(m, "gr", r->gr);
-        if (form == REP_FULL)
-            json_object_set(m, "rep", r->rep);
-        else if (form == REP_BRIEF)
-            json_object_set(m, "rp", r->rp);
-        json_object_set_new(
-            m, "iv", json_integer(kind == PING_SLOW ? r->slow_ms : a->cfg.timing.heartbeat_ms));
-        r->text[kind][form] = json_dumps(m, JSON_COMPACT);
-        json_decref(m);
-        if (!r->text[kind][form])
-            return NULL;
-        r->len[kind][form] = strlen(r->text[kind][form]);
     }
     *len = r->len[kind][form];
-    return r->text[kind][form];
+    return text[kind][form];
 }
 
 /* A ping round. On a heartbeat (`tick`): every peer on the lease path (fanout.h: every voter, the
@@ -847,31 +830,35 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
         n_slow += i != a->self && !full[i];
     }
     int k = us_fanout_slow_heartbeats(n_slow);
-    ping_round r = {.slow_ms = k * a->cfg.timing.heartbeat_ms};
-    r.rep = own_reports_json(a, &r.rp);
-    r.base = json_pack("{s:s, s:o, s:s, s:o, s:b, s:b, s:b}", "t", "ping", "seq", us_u64_json(seq),
-                       "api", a->cfg.api, "term", us_u64_json(raft_current_term(&a->raft)), "lease",
-                       true, "vote", self_votes, "rb", true);
-    if (!r.base || !r.rep || !r.rp) {
-        json_decref(r.base);
-        json_decref(r.rep);
-        json_decref(r.rp);
-        return;
+    static us_msg_ping fields; /* large (its reports are not used here): single-threaded loop */
+    ping_round r = {.p = &fields, .slow_ms = k * a->cfg.timing.heartbeat_ms};
+    r.rep = own_reports_text(a);
+    memset(&fields, 0, offsetof(us_msg_ping, reports));
+    fields.round = seq;
+    fields.has_api = true;
+    us_strlcpy(fields.api, a->cfg.api, sizeof fields.api);
+    fields.term = raft_current_term(&a->raft);
+    fields.lease = true;
+    fields.vote = self_votes;
+    fields.reads_brief = true;
+    if (us_agent_is_leader(a)) { /* followers judge whether they caught up by it */
+        fields.has_commit = true;
+        fields.commit = raft_commit_index(&a->raft);
     }
-    if (us_agent_is_leader(a)) /* followers judge whether they caught up by it */
-        json_object_set_new(r.base, "ci", us_u64_json(raft_commit_index(&a->raft)));
-    if (a->adopt_inc)
-        json_object_set_new(r.base, "adopt", us_u64_json(a->adopt_inc));
+    fields.adopt = a->adopt_inc;
     /* Renewals go to every peer on the lease path, not only to the voters we know of: a voter
      * whose promotion we have not applied yet says so in its own pings, which it sends us every
      * heartbeat. Our lease reports are made every round (a revocation is made as it falls due)
      * and go to the voters: the leader, and whoever leads next, judges by them. */
     if (self_votes) {
-        r.gr = json_object();
-        for (int i = 0; i < a->n_peers; i++)
+        for (int i = 0; i < a->n_peers && fields.n_leases < US_MAX_NODES; i++)
             if (i != a->self) {
                 us_lease_report lr = lease_report(a, &a->peers[i], now);
-                json_object_set_new(r.gr, a->peers[i].name, lease_report_json(&lr));
+                us_msg_lease *l = &fields.leases[fields.n_leases++];
+                us_strlcpy(l->node, a->peers[i].name, sizeof l->node);
+                l->age = lr.age;
+                l->stale = lr.stale;
+                l->v = lr.v;
             }
     }
     /* The holders of the active roles of the services we proxy (fanout.h: they count our open
@@ -923,13 +910,6 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
         if (text)
             us_net_send_text(&a->net, &p->sa, p->wire_inc, text, len);
     }
-    for (int i = 0; i < PING_KINDS; i++)
-        for (int w = 0; w < REP_FORMS; w++)
-            free(r.text[i][w]);
-    json_decref(r.base);
-    json_decref(r.rep);
-    json_decref(r.rp);
-    json_decref(r.gr);
 }
 
 static void send_join(us_agent *a, int64_t now)
@@ -1304,6 +1284,40 @@ static void arm_revoke_timer(us_agent *a, int64_t now)
         uv_timer_start(&a->revoke_timer, on_revoke_timer, (uint64_t)(next - now), 0);
 }
 
+/* Once, when our lease comes within demote_before of its end (our actives stop): why — each
+ * voter's latest grant and whether it counts yet (it waits until we applied our roles as that
+ * voter had them), and how late this tick ran (the agent not scheduled). */
+static void log_lease_short(us_agent *a, int64_t now)
+{
+    bool short_now =
+        a->lease_until_ms > 0 && !us_agent_lease_ok(a, now, a->cfg.timing.demote_before_ms);
+    int64_t late = a->tick_ms > 0 ? now - a->tick_ms - a->cfg.timing.heartbeat_ms : 0;
+    a->tick_ms = now;
+    if (short_now == a->lease_short)
+        return;
+    a->lease_short = short_now;
+    if (!short_now)
+        return;
+    char why[1024];
+    size_t w = 0;
+    us_peer *voter[US_MAX_NODES];
+    int n = us_agent_voters(a, voter);
+    for (int i = 0; i < n && w < sizeof why; i++) {
+        us_peer *v = voter[i];
+        if (!v || v == &a->peers[a->self])
+            continue;
+        const us_lease_granter *g = &v->granter;
+        int r = snprintf(why + w, sizeof why - w, " %s: %lld ms ago at v%llu%s", v->name,
+                         g->t0 >= 0 ? (long long)(now - g->t0) : -1LL, (unsigned long long)g->v,
+                         g->v <= a->fsm.state.version ? "" : " (not yet)");
+        if (r > 0)
+            w += (size_t)r;
+    }
+    us_info("lease: %lld ms left (applied v%llu, this tick %lld ms late); latest grants:%s",
+            (long long)(a->lease_until_ms - now), (unsigned long long)a->fsm.state.version,
+            (long long)late, w ? why : " none");
+}
+
 static void on_tick(uv_timer_t *t)
 {
     us_agent *a = t->data;
@@ -1312,6 +1326,7 @@ static void on_tick(uv_timer_t *t)
     int64_t now = us_now_ms();
     track_leadership(a);
     recompute_lease(a, now);
+    log_lease_short(a, now);
     a->ticks++;
     send_pings(a, now, true);
     arm_revoke_timer(a, now);

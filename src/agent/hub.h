@@ -131,6 +131,8 @@ typedef struct us_agent {
 
     /* Leases. */
     int64_t lease_until_ms; /* this node may act as active until then (own clock) */
+    bool lease_short;       /* it had less than demote_before left at the last tick (logged) */
+    int64_t tick_ms;        /* when the last heartbeat tick ran */
     int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
     uint64_t ping_seq;
     uint64_t ticks;              /* heartbeats so far: the slow peers' turns (us_fanout_slow_due) */

@@ -34,13 +34,3 @@ const us_report *us_report_find(const us_report *reports, int n, const char *ser
             return &reports[i];
     return NULL;
 }
-
-json_t *us_reports_json(const us_report *reports, int n, bool brief)
-{
-    json_t *rep = json_object();
-    for (int i = 0; i < n; i++)
-        json_object_set_new(rep, reports[i].service,
-                            brief ? us_msg_report_json_brief(&reports[i])
-                                  : us_msg_report_json(&reports[i]));
-    return rep;
-}

@@ -3,7 +3,7 @@
  *
  * Every node reports each of its instances in its pings (msg.h `us_report`). A peer's report is
  * what its last accepted ping carried; this node's own is built by us_report_make from its
- * instance, the same way for its pings (us_reports_json) as for its own answers. The agent's
+ * instance, the same way for its pings (us_msg_reports_text) as for its own answers. The agent's
  * us_agent_report (agent.h) picks between the two and is the one lookup that the API
  * (GET /v1/status), the metrics, the proxies and the controller use, so that a node and its peers
  * show the same numbers: `restarts` is the running total of standby process restarts, never the
@@ -14,8 +14,6 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-
-#include <jansson.h>
 
 #include "core/model.h"
 #include "core/msg.h"
@@ -48,9 +46,5 @@ bool us_report_says_nothing(const us_report *r);
 
 /* The report about `service` in one node's reports, or NULL. */
 const us_report *us_report_find(const us_report *reports, int n, const char *service);
-
-/* n reports as the "rep" object of a ping (brief: its "rp", msg.h): what us_msg_decode reads back
- * into the same reports. */
-json_t *us_reports_json(const us_report *reports, int n, bool brief);
 
 #endif

@@ -2,27 +2,29 @@
 #include "core/msg.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lib/hostport.h"
+#include "lib/jscan.h"
 
-static bool int_in(const json_t *v, json_int_t lo, json_int_t hi, json_int_t *out)
+/* The message being decoded: tokens of one datagram (US_NET_PAYLOAD_MAX bytes need fewer than
+ * one token per two bytes). The decoder runs on the agent's single loop, one datagram at a time. */
+#define MSG_TOKENS_MAX 32768
+static us_jtok msg_tok[MSG_TOKENS_MAX];
+
+static bool int_in(const us_js *js, int i, int64_t lo, int64_t hi, int64_t *out)
 {
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return false;
-    *out = json_integer_value(v);
-    return true;
+    return us_js_int(js, i, lo, hi, out);
 }
 
 /* A u64 as a decimal string without sign or leading garbage. */
-static bool u64_of(const json_t *v, uint64_t *out)
+static bool u64_of(const us_js *js, int i, uint64_t *out)
 {
-    const char *s = json_string_value(v);
-    if (!s || !*s || strlen(s) > 20 || s[0] < '0' || s[0] > '9')
+    char s[24];
+    if (!us_js_str(js, i, s, sizeof s) || !*s || strlen(s) > 20 || s[0] < '0' || s[0] > '9')
         return false;
     char *end;
     errno = 0;
@@ -34,24 +36,23 @@ static bool u64_of(const json_t *v, uint64_t *out)
 }
 
 /* An optional boolean: absent is false. */
-static bool opt_bool(const json_t *o, const char *key, bool *out)
+static bool opt_bool(const us_js *js, int obj, const char *key, bool *out)
 {
-    const json_t *v = json_object_get(o, key);
-    if (v && !json_is_boolean(v))
+    int v = us_js_get(js, obj, key);
+    if (v >= 0 && !us_js_is_bool(js, v))
         return false;
-    *out = json_is_true(v);
+    *out = us_js_is(js, v, US_JS_TRUE);
     return true;
 }
 
-static bool str_into(const json_t *v, char *dst, size_t size)
+static bool str_into(const us_js *js, int i, char *dst, size_t size)
 {
-    const char *s = json_string_value(v);
-    return s && strlen(s) == json_string_length(v) && us_strlcpy(dst, s, size);
+    return us_js_str(js, i, dst, size);
 }
 
-static bool hostport(const json_t *v, char *dst, size_t size)
+static bool hostport(const us_js *js, int i, char *dst, size_t size)
 {
-    return str_into(v, dst, size) && us_parse_hostport(dst, NULL, 0, NULL) == 0;
+    return str_into(js, i, dst, size) && us_parse_hostport(dst, NULL, 0, NULL) == 0;
 }
 
 /* A report's fields, in both forms (msg.h): "full" names every field; "brief" (short keys, fields
@@ -62,7 +63,7 @@ static const struct rep_field {
     const char *full, *brief;
     rep_type type;
     size_t off, size; /* RF_STR: the buffer's size */
-    json_int_t lo, hi, dflt;
+    int64_t lo, hi, dflt;
 } rep_fields[] = {
     {"state", "s", RF_INT, offsetof(us_report, obs.state), 0, 0, US_INST_FENCED, 0},
     {"epoch", "e", RF_U64, offsetof(us_report, obs.epoch), 0, 0, 0, 0},
@@ -86,13 +87,14 @@ _Static_assert(sizeof(us_inst_state) == sizeof(int) && sizeof(us_health) == size
                "enums of a report are stored as int");
 _Static_assert(sizeof(uint64_t) == sizeof(int64_t), "probes are stored as int64");
 
-static json_t *report_json(const us_report *r, bool brief)
+/* One report as its object, in the full or brief form. */
+static void report_text(us_jw *w, const us_report *r, bool brief)
 {
-    json_t *o = json_object();
-    for (size_t i = 0; o && i < sizeof rep_fields / sizeof rep_fields[0]; i++) {
+    us_jw_open(w);
+    for (size_t i = 0; i < sizeof rep_fields / sizeof rep_fields[0]; i++) {
         const struct rep_field *f = &rep_fields[i];
         const char *at = (const char *)r + f->off;
-        json_t *v = NULL;
+        const char *key = brief ? f->brief : f->full;
         if (f->type == RF_INT || f->type == RF_I64) {
             int x;
             int64_t y;
@@ -100,166 +102,234 @@ static json_t *report_json(const us_report *r, bool brief)
                 memcpy(&x, at, sizeof x), y = x;
             else
                 memcpy(&y, at, sizeof y);
-            v = brief && y == f->dflt ? NULL : json_integer((json_int_t)y);
+            if (!brief || y != f->dflt)
+                us_jw_key(w, key), us_jw_int(w, y);
         } else if (f->type == RF_U64) {
             uint64_t x;
             memcpy(&x, at, sizeof x);
-            char text[24];
-            snprintf(text, sizeof text, "%llu", (unsigned long long)x);
-            v = brief && x == 0 ? NULL : json_string(text);
+            if (!brief || x != 0)
+                us_jw_key(w, key), us_jw_u64str(w, x);
         } else if (f->type == RF_STR) {
-            v = brief && !*at ? NULL : json_string(at);
+            if (!brief || *at)
+                us_jw_key(w, key), us_jw_str(w, at);
         } else {
             bool b;
             memcpy(&b, at, sizeof b);
-            v = brief && !b ? NULL : json_boolean(b);
+            if (!brief || b)
+                us_jw_key(w, key), us_jw_bool(w, b);
         }
-        if (v)
-            json_object_set_new_nocheck(o, brief ? f->brief : f->full, v);
     }
-    return o;
+    us_jw_close(w);
 }
 
-json_t *us_msg_report_json(const us_report *r)
+int us_msg_reports_text(char *buf, size_t cap, const us_report *r, int n, bool brief, size_t *len)
 {
-    return report_json(r, false);
+    us_jw w;
+    us_jw_init(&w, buf, cap);
+    us_jw_open(&w);
+    int k = 0;
+    for (; k < n; k++) {
+        size_t before = w.len;
+        bool first = w.first;
+        us_jw_key(&w, r[k].service);
+        report_text(&w, &r[k], brief);
+        /* room for the closing brace */
+        if (w.over || w.len + 1 >= cap) {
+            w.over = false;
+            w.len = before;
+            w.first = first;
+            break;
+        }
+    }
+    us_jw_close(&w);
+    if (w.over) {
+        *len = 0;
+        return 0;
+    }
+    buf[w.len] = '\0';
+    *len = w.len;
+    return k;
 }
 
-json_t *us_msg_report_json_brief(const us_report *r)
+size_t us_msg_ping_text(char *buf, size_t cap, const us_msg_ping *p, const char *rep,
+                        size_t rep_len, bool brief)
 {
-    return report_json(r, true);
+    us_jw w;
+    us_jw_init(&w, buf, cap);
+    us_jw_open(&w);
+    us_jw_key(&w, "t");
+    us_jw_str(&w, "ping");
+    us_jw_key(&w, "seq");
+    us_jw_u64str(&w, p->round);
+    if (p->has_api)
+        us_jw_key(&w, "api"), us_jw_str(&w, p->api);
+    us_jw_key(&w, "term");
+    us_jw_u64str(&w, p->term);
+    us_jw_key(&w, "lease");
+    us_jw_bool(&w, p->lease);
+    us_jw_key(&w, "vote");
+    us_jw_bool(&w, p->vote);
+    if (p->reads_brief)
+        us_jw_key(&w, "rb"), us_jw_bool(&w, true);
+    if (p->has_commit)
+        us_jw_key(&w, "ci"), us_jw_u64str(&w, p->commit);
+    if (p->adopt)
+        us_jw_key(&w, "adopt"), us_jw_u64str(&w, p->adopt);
+    if (p->n_leases > 0) {
+        us_jw_key(&w, "gr");
+        us_jw_open(&w);
+        for (int i = 0; i < p->n_leases; i++) {
+            const us_msg_lease *l = &p->leases[i];
+            us_jw_key(&w, l->node);
+            us_jw_open(&w);
+            us_jw_key(&w, "age");
+            us_jw_int(&w, l->age);
+            us_jw_key(&w, "stale");
+            us_jw_bool(&w, l->stale);
+            us_jw_key(&w, "v");
+            us_jw_u64str(&w, l->v);
+            us_jw_close(&w);
+        }
+        us_jw_close(&w);
+    }
+    if (rep) {
+        us_jw_key(&w, brief ? "rp" : "rep");
+        us_jw_raw(&w, rep, rep_len);
+    }
+    if (p->interval_ms > 0)
+        us_jw_key(&w, "iv"), us_jw_int(&w, p->interval_ms);
+    us_jw_close(&w);
+    return w.over ? 0 : w.len;
 }
 
-/* Every field of the full form must be there; the brief form leaves defaults out. */
-static bool decode_report(const char *svc, const json_t *v, us_report *r, bool brief)
+/* Every field of the full form must be there; the brief form leaves defaults out. `key` is the
+ * member's key token (the service), `v` its value. */
+static bool decode_report(const us_js *js, int key, int v, us_report *r, bool brief)
 {
     memset(r, 0, sizeof *r);
-    if (!json_is_object(v) || !us_name_valid(svc))
+    if (!us_js_is(js, v, US_JS_OBJECT) || !str_into(js, key, r->service, sizeof r->service) ||
+        !us_name_valid(r->service))
         return false;
     for (size_t i = 0; i < sizeof rep_fields / sizeof rep_fields[0]; i++) {
         const struct rep_field *f = &rep_fields[i];
         char *at = (char *)r + f->off;
-        const json_t *x = json_object_get(v, brief ? f->brief : f->full);
-        if (!x && !brief)
+        int x = us_js_get(js, v, brief ? f->brief : f->full);
+        if (x < 0 && !brief)
             return false;
         if (f->type == RF_INT || f->type == RF_I64) {
-            json_int_t n = f->dflt;
-            if (x && !int_in(x, f->lo, f->hi, &n))
+            int64_t n = f->dflt;
+            if (x >= 0 && !int_in(js, x, f->lo, f->hi, &n))
                 return false;
             if (f->type == RF_INT) {
                 int k = (int)n;
                 memcpy(at, &k, sizeof k);
             } else {
-                int64_t k = n;
-                memcpy(at, &k, sizeof k);
+                memcpy(at, &n, sizeof n);
             }
         } else if (f->type == RF_U64) {
             uint64_t n = 0;
-            if (x && !u64_of(x, &n))
+            if (x >= 0 && !u64_of(js, x, &n))
                 return false;
             memcpy(at, &n, sizeof n);
         } else if (f->type == RF_STR) {
-            if (x && !str_into(x, at, f->size))
+            if (x >= 0 && !str_into(js, x, at, f->size))
                 return false;
         } else {
-            if (x && !json_is_boolean(x))
+            if (x >= 0 && !us_js_is_bool(js, x))
                 return false;
-            bool b = json_is_true(x);
+            bool b = us_js_is(js, x, US_JS_TRUE);
             memcpy(at, &b, sizeof b);
         }
     }
-    us_strlcpy(r->service, svc, sizeof r->service);
     return true;
 }
 
-static const char *decode_ping(const json_t *j, us_msg *m)
+static const char *decode_ping(const us_js *js, us_msg *m)
 {
     us_msg_ping *p = &m->u.ping;
     memset(p, 0, offsetof(us_msg_ping, reports)); /* each report is cleared as it is decoded */
-    const json_t *api = json_object_get(j, "api");
-    if (!u64_of(json_object_get(j, "seq"), &p->round) || p->round == 0)
+    int api = us_js_get(js, 0, "api");
+    if (!u64_of(js, us_js_get(js, 0, "seq"), &p->round) || p->round == 0)
         return "ping: seq";
-    if (!u64_of(json_object_get(j, "term"), &p->term))
+    if (!u64_of(js, us_js_get(js, 0, "term"), &p->term))
         return "ping: term";
-    if (!json_is_boolean(json_object_get(j, "lease")))
+    int lease = us_js_get(js, 0, "lease");
+    if (!us_js_is_bool(js, lease))
         return "ping: lease";
-    p->lease = json_is_true(json_object_get(j, "lease"));
-    if (api) {
-        if (!hostport(api, p->api, sizeof p->api))
+    p->lease = us_js_is(js, lease, US_JS_TRUE);
+    if (api >= 0) {
+        if (!hostport(js, api, p->api, sizeof p->api))
             return "ping: api";
         p->has_api = true;
     }
-    const json_t *adopt = json_object_get(j, "adopt");
-    if (adopt && !u64_of(adopt, &p->adopt))
+    int adopt = us_js_get(js, 0, "adopt");
+    if (adopt >= 0 && !u64_of(js, adopt, &p->adopt))
         return "ping: adopt";
-    const json_t *full = json_object_get(j, "rep"), *brief = json_object_get(j, "rp");
-    const json_t *rep = full ? full : brief;
-    const char *key;
-    json_t *v;
-    if (full && brief)
+    int full = us_js_get(js, 0, "rep"), brief = us_js_get(js, 0, "rp");
+    int rep = full >= 0 ? full : brief;
+    if (full >= 0 && brief >= 0)
         return "ping: rep and rp";
-    if (rep && !json_is_object(rep))
+    if (rep >= 0 && !us_js_is(js, rep, US_JS_OBJECT))
         return "ping: rep";
-    p->has_rep = rep != NULL;
-    if (json_object_size(rep) > US_MSG_REPORTS_MAX)
+    p->has_rep = rep >= 0;
+    if (rep >= 0 && js->tok[rep].n > US_MSG_REPORTS_MAX)
         return "ping: rep (more than " US_STR(US_MSG_REPORTS_MAX) " reports)";
-    json_object_foreach((json_t *)rep, key, v)
-    {
-        if (!decode_report(key, v, &p->reports[p->n_reports], brief != NULL))
+    for (int k = us_js_first(js, rep); k >= 0; k = us_js_next(js, rep, k)) {
+        if (!decode_report(js, k, k + 1, &p->reports[p->n_reports], brief >= 0))
             return "ping: rep (a report)";
         p->n_reports++;
     }
-    if (!opt_bool(j, "rb", &p->reads_brief))
+    if (!opt_bool(js, 0, "rb", &p->reads_brief))
         return "ping: rb";
-    const json_t *gr = json_object_get(j, "gr");
-    if (gr && !json_is_object(gr))
+    int gr = us_js_get(js, 0, "gr");
+    if (gr >= 0 && !us_js_is(js, gr, US_JS_OBJECT))
         return "ping: gr";
-    if (json_object_size(gr) > US_MAX_NODES)
+    if (gr >= 0 && js->tok[gr].n > US_MAX_NODES)
         return "ping: gr (more than " US_STR(US_MAX_NODES) " nodes)";
-    json_object_foreach((json_t *)gr, key, v)
-    {
+    for (int k = us_js_first(js, gr); k >= 0; k = us_js_next(js, gr, k)) {
         us_msg_lease *l = &p->leases[p->n_leases];
-        json_int_t age;
-        if (!us_name_valid(key) || !json_is_object(v) ||
-            !int_in(json_object_get(v, "age"), -1, INT64_MAX, &age) ||
-            !json_is_boolean(json_object_get(v, "stale")) ||
-            !u64_of(json_object_get(v, "v"), &l->v))
+        int v = k + 1, stale = us_js_get(js, v, "stale");
+        int64_t age;
+        if (!str_into(js, k, l->node, sizeof l->node) || !us_name_valid(l->node) ||
+            !us_js_is(js, v, US_JS_OBJECT) ||
+            !int_in(js, us_js_get(js, v, "age"), -1, INT64_MAX, &age) ||
+            !us_js_is_bool(js, stale) || !u64_of(js, us_js_get(js, v, "v"), &l->v))
             return "ping: gr (a lease report)";
-        us_strlcpy(l->node, key, sizeof l->node);
         l->age = age;
-        l->stale = json_is_true(json_object_get(v, "stale"));
+        l->stale = us_js_is(js, stale, US_JS_TRUE);
         p->n_leases++;
     }
-    if (!opt_bool(j, "vote", &p->vote))
+    if (!opt_bool(js, 0, "vote", &p->vote))
         return "ping: vote";
-    const json_t *iv = json_object_get(j, "iv");
-    json_int_t ivv;
-    if (iv) {
-        if (!int_in(iv, 0, US_MSG_INTERVAL_MAX_MS, &ivv))
+    int iv = us_js_get(js, 0, "iv");
+    int64_t ivv;
+    if (iv >= 0) {
+        if (!int_in(js, iv, 0, US_MSG_INTERVAL_MAX_MS, &ivv))
             return "ping: iv";
         p->interval_ms = (int)ivv;
     }
-    const json_t *ci = json_object_get(j, "ci");
-    if (ci) {
-        if (!u64_of(ci, &p->commit))
+    int ci = us_js_get(js, 0, "ci");
+    if (ci >= 0) {
+        if (!u64_of(js, ci, &p->commit))
             return "ping: ci";
         p->has_commit = true;
     }
     return NULL;
 }
 
-static const char *decode_pong(const json_t *j, us_msg *m)
+static const char *decode_pong(const us_js *js, us_msg *m)
 {
     us_msg_pong *p = &m->u.pong;
     memset(p, 0, sizeof *p);
-    if (!u64_of(json_object_get(j, "seq"), &p->round) || !u64_of(json_object_get(j, "v"), &p->v))
+    if (!u64_of(js, us_js_get(js, 0, "seq"), &p->round) ||
+        !u64_of(js, us_js_get(js, 0, "v"), &p->v))
         return "pong: seq or v";
-    if (!opt_bool(j, "ack", &p->ack) || !opt_bool(j, "grant", &p->grant) ||
-        !opt_bool(j, "removed", &p->removed))
+    if (!opt_bool(js, 0, "ack", &p->ack) || !opt_bool(js, 0, "grant", &p->grant) ||
+        !opt_bool(js, 0, "removed", &p->removed))
         return "pong: ack, grant or removed";
-    const json_t *rv = json_object_get(j, "rv");
+    int rv = us_js_get(js, 0, "rv");
     p->rv = p->v;
-    if (rv && (!u64_of(rv, &p->rv) || p->rv > p->v))
+    if (rv >= 0 && (!u64_of(js, rv, &p->rv) || p->rv > p->v))
         return "pong: rv";
     return NULL;
 }
@@ -278,50 +348,47 @@ size_t us_msg_pong_text(char *buf, size_t cap, const us_msg_pong *p)
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-static const char *decode_nothing(const json_t *j, us_msg *m)
+static const char *decode_nothing(const us_js *js, us_msg *m)
 {
-    (void)j, (void)m;
+    (void)js, (void)m;
     return NULL;
 }
 
-static const char *decode_join(const json_t *j, us_msg *m)
+static const char *decode_join(const us_js *js, us_msg *m)
 {
     us_msg_join *p = &m->u.join;
     memset(p, 0, sizeof *p);
-    const json_t *api = json_object_get(j, "api");
-    if (!str_into(json_object_get(j, "name"), p->name, sizeof p->name) || !us_name_valid(p->name))
+    int api = us_js_get(js, 0, "api");
+    if (!str_into(js, us_js_get(js, 0, "name"), p->name, sizeof p->name) || !us_name_valid(p->name))
         return "join: name";
-    if (!hostport(json_object_get(j, "address"), p->address, sizeof p->address))
+    if (!hostport(js, us_js_get(js, 0, "address"), p->address, sizeof p->address))
         return "join: address";
-    if (api && !hostport(api, p->api, sizeof p->api))
+    if (api >= 0 && !hostport(js, api, p->api, sizeof p->api))
         return "join: api";
-    if (!opt_bool(j, "fwd", &p->fwd))
+    if (!opt_bool(js, 0, "fwd", &p->fwd))
         return "join: fwd";
     return NULL;
 }
 
-static const char *decode_fenced(const json_t *j, us_msg *m)
+static const char *decode_fenced(const us_js *js, us_msg *m)
 {
     us_msg_fenced *p = &m->u.fenced;
     memset(p, 0, sizeof *p);
-    const json_t *list = json_object_get(j, "fenced");
-    const json_t *agent = json_object_get(j, "agent");
-    if (!json_is_array(list))
+    int list = us_js_get(js, 0, "fenced");
+    int agent = us_js_get(js, 0, "agent");
+    if (!us_js_is(js, list, US_JS_ARRAY))
         return "fenced: fenced";
-    if (json_array_size(list) > US_MAX_SERVICES)
+    if (js->tok[list].n > US_MAX_SERVICES)
         return "fenced: fenced (more than " US_STR(US_MAX_SERVICES) " services)";
-    if (agent && !json_is_string(agent))
+    if (agent >= 0 && !us_js_is(js, agent, US_JS_STRING))
         return "fenced: agent";
-    p->agent_dead = agent && strcmp(json_string_value(agent), "dead") == 0;
-    size_t i;
-    json_t *v;
-    json_array_foreach(list, i, v)
-    {
-        json_int_t ep;
-        if (!str_into(json_object_get(v, "service"), p->fenced[p->n].service,
+    p->agent_dead = us_js_str_eq(js, agent, "dead");
+    for (int v = us_js_elem_first(js, list); v >= 0; v = us_js_elem_next(js, list, v)) {
+        int64_t ep;
+        if (!str_into(js, us_js_get(js, v, "service"), p->fenced[p->n].service,
                       sizeof p->fenced[p->n].service) ||
             !us_name_valid(p->fenced[p->n].service) ||
-            !int_in(json_object_get(v, "epoch"), 0, INT64_MAX, &ep))
+            !int_in(js, us_js_get(js, v, "epoch"), 0, INT64_MAX, &ep))
             return "fenced: an entry";
         p->fenced[p->n].epoch = (uint64_t)ep;
         p->n++;
@@ -331,7 +398,7 @@ static const char *decode_fenced(const json_t *j, us_msg *m)
 
 static const struct {
     const char *name;
-    const char *(*decode)(const json_t *j, us_msg *m);
+    const char *(*decode)(const us_js *js, us_msg *m);
 } types[US_MSG_TYPES] = {
     [US_MSG_PING] = {"ping", decode_ping},      [US_MSG_PONG] = {"pong", decode_pong},
     [US_MSG_HELLO] = {"hello", decode_nothing}, [US_MSG_LEAVE] = {"leave", decode_nothing},
@@ -346,22 +413,23 @@ const char *us_msg_type_name(us_msg_type t)
 us_msg_result us_msg_decode(const void *payload, size_t len, us_msg *out, const char **why)
 {
     const char *w = "not a JSON object with a type";
-    json_error_t jerr;
-    json_t *j = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
-    const char *t = json_string_value(json_object_get(j, "t"));
+    us_js js;
     us_msg_result rc = US_MSG_MALFORMED;
-    if (json_is_object(j) && t) {
-        rc = US_MSG_UNKNOWN;
-        w = "unknown type";
-        for (int i = 0; i < US_MSG_TYPES; i++)
-            if (strcmp(types[i].name, t) == 0) {
-                out->type = (us_msg_type)i;
-                w = types[i].decode(j, out);
-                rc = w ? US_MSG_MALFORMED : US_MSG_OK;
-                break;
-            }
+    if (us_js_parse(&js, payload, len, msg_tok, MSG_TOKENS_MAX) == 0 &&
+        us_js_is(&js, 0, US_JS_OBJECT)) {
+        int t = us_js_get(&js, 0, "t");
+        if (us_js_is(&js, t, US_JS_STRING)) {
+            rc = US_MSG_UNKNOWN;
+            w = "unknown type";
+            for (int i = 0; i < US_MSG_TYPES; i++)
+                if (us_js_str_eq(&js, t, types[i].name)) {
+                    out->type = (us_msg_type)i;
+                    w = types[i].decode(&js, out);
+                    rc = w ? US_MSG_MALFORMED : US_MSG_OK;
+                    break;
+                }
+        }
     }
-    json_decref(j);
     if (why)
         *why = w;
     return rc;

@@ -9,10 +9,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent/reports.h"
+#include "lib/jscan.h"
 #include "core/msg.h"
 
 static us_report_source source(const char *service)
@@ -156,15 +158,14 @@ static void test_ping_round_trip(void **state)
 
     /* Both forms: "rep" names every field, "rp" (brief) leaves the defaults out. */
     for (int brief = 0; brief <= 1; brief++) {
-        json_t *ping = json_pack("{s:s, s:s, s:s, s:b, s:b, s:o}", "t", "ping", "seq", "1", "term",
-                                 "2", "lease", true, "rb", (bool)brief, brief ? "rp" : "rep",
-                                 us_reports_json(own, 2, brief));
-        char *text = json_dumps(ping, JSON_COMPACT);
-        json_decref(ping);
-        assert_non_null(text);
+        char rep[4096], text[8192];
+        size_t rep_len;
+        assert_int_equal(us_msg_reports_text(rep, sizeof rep, own, 2, brief, &rep_len), 2);
+        us_msg_ping fields = {.round = 1, .term = 2, .lease = true, .reads_brief = brief};
+        size_t len = us_msg_ping_text(text, sizeof text, &fields, rep, rep_len, brief);
+        assert_true(len > 0 && len == strlen(text));
         const char *why = NULL;
-        us_msg_result rc = us_msg_decode(text, strlen(text), &g_msg, &why);
-        free(text);
+        us_msg_result rc = us_msg_decode(text, len, &g_msg, &why);
         assert_int_equal(rc, US_MSG_OK);
         const us_msg_ping *p = &g_msg.u.ping;
         assert_true(p->has_rep);
@@ -178,27 +179,35 @@ static void test_ping_round_trip(void **state)
     }
 }
 
+/* The members of the one report in a reports object, counted with the scanner. */
+static int members(const char *rep_text)
+{
+    static us_jtok tok[256];
+    us_js js;
+    assert_int_equal(us_js_parse(&js, rep_text, strlen(rep_text), tok, 256), 0);
+    assert_int_equal(js.tok[0].n, 1);
+    return (int)js.tok[2].n;
+}
+
 /* The brief form of a quiet standby's report is its state and epoch, nothing else; a report with
  * every field away from its default keeps them all and reads back the same. */
 static void test_brief_form(void **state)
 {
     (void)state;
     us_report r = {.service = "web", .obs = {.state = US_INST_STANDBY, .epoch = 7}, .check_ms = -1};
-    json_t *j = us_msg_report_json_brief(&r);
-    assert_int_equal(json_object_size(j), 2);
-    assert_int_equal(json_integer_value(json_object_get(j, "s")), US_INST_STANDBY);
-    assert_string_equal(json_string_value(json_object_get(j, "e")), "7");
-    json_decref(j);
-    j = us_msg_report_json(&r);
-    assert_int_equal(json_object_size(j), 14);
-    json_decref(j);
+    char rep[2048];
+    size_t len;
+    assert_int_equal(us_msg_reports_text(rep, sizeof rep, &r, 1, true, &len), 1);
+    assert_string_equal(rep, "{\"web\":{\"s\":1,\"e\":\"7\"}}");
+    assert_int_equal(us_msg_reports_text(rep, sizeof rep, &r, 1, false, &len), 1);
+    assert_int_equal(members(rep), 14);
 
     us_report all = {.service = "db",
                      .obs = {.state = US_INST_FAILED,
                              .epoch = UINT64_MAX,
                              .exit_status = -3,
                              .health = US_HEALTH_UNHEALTHY,
-                             .cause = "check failed",
+                             .cause = "check \"failed\"\n\x01 caf\xc3\xa9",
                              .refused = true},
                      .pid = 9,
                      .px_epoch = 5,
@@ -208,16 +217,53 @@ static void test_brief_form(void **state)
                      .probes_failed = 4,
                      .restarts = 1,
                      .restart_cause = "standby process exited"};
-    j = us_msg_report_json_brief(&all);
-    assert_int_equal(json_object_size(j), 14);
-    json_t *ping = json_pack("{s:s, s:s, s:s, s:b, s:{s:o}}", "t", "ping", "seq", "1", "term", "2",
-                             "lease", true, "rp", "db", j);
-    char *text = json_dumps(ping, JSON_COMPACT);
-    json_decref(ping);
+    assert_int_equal(us_msg_reports_text(rep, sizeof rep, &all, 1, true, &len), 1);
+    assert_int_equal(members(rep), 14);
+    char text[4096];
+    us_msg_ping fields = {.round = 1, .term = 2, .lease = true};
+    assert_true(us_msg_ping_text(text, sizeof text, &fields, rep, len, true) > 0);
     assert_int_equal(us_msg_decode(text, strlen(text), &g_msg, NULL), US_MSG_OK);
-    free(text);
     assert_int_equal(g_msg.u.ping.n_reports, 1);
     assert_report_equal(&g_msg.u.ping.reports[0], &all);
+
+    /* A cause that is not UTF-8 (a hook's output) still makes a ping that decodes: the byte
+     * becomes U+FFFD. */
+    us_strlcpy(all.obs.cause, "bad \xff byte", sizeof all.obs.cause);
+    assert_int_equal(us_msg_reports_text(rep, sizeof rep, &all, 1, false, &len), 1);
+    assert_true(us_msg_ping_text(text, sizeof text, &fields, rep, len, false) > 0);
+    assert_int_equal(us_msg_decode(text, strlen(text), &g_msg, NULL), US_MSG_OK);
+    assert_string_equal(g_msg.u.ping.reports[0].obs.cause, "bad \xef\xbf\xbd byte");
+}
+
+/* A node with more reports than a datagram holds: as many as fit go, whole, in order. */
+static void test_reports_that_fit(void **state)
+{
+    (void)state;
+    static us_report many[50];
+    for (int i = 0; i < 50; i++) {
+        snprintf(many[i].service, sizeof many[i].service, "svc-%02d", i);
+        many[i].obs.state = US_INST_ACTIVE;
+        many[i].obs.epoch = (uint64_t)i + 1;
+        many[i].check_ms = -1;
+    }
+    char rep[400];
+    size_t len;
+    int fit = us_msg_reports_text(rep, sizeof rep, many, 50, true, &len);
+    assert_true(fit > 5 && fit < 50);
+    assert_int_equal(len, strlen(rep));
+    assert_true(len < sizeof rep);
+    char text[1024];
+    us_msg_ping fields = {.round = 3, .term = 1, .lease = true};
+    assert_true(us_msg_ping_text(text, sizeof text, &fields, rep, len, true) > 0);
+    assert_int_equal(us_msg_decode(text, strlen(text), &g_msg, NULL), US_MSG_OK);
+    assert_int_equal(g_msg.u.ping.n_reports, fit);
+    for (int i = 0; i < fit; i++)
+        assert_report_equal(&g_msg.u.ping.reports[i], &many[i]);
+    /* not even "{}" */
+    assert_int_equal(us_msg_reports_text(rep, 2, many, 50, true, &len), 0);
+    assert_int_equal(len, 0);
+    /* a ping that does not fit is not written */
+    assert_int_equal(us_msg_ping_text(text, 20, &fields, NULL, 0, true), 0);
 }
 
 int main(void)
@@ -225,7 +271,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_make),         cmocka_unit_test(test_find),
         cmocka_unit_test(test_says_nothing), cmocka_unit_test(test_ping_round_trip),
-        cmocka_unit_test(test_brief_form),
+        cmocka_unit_test(test_brief_form),   cmocka_unit_test(test_reports_that_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
