@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1284,6 +1285,27 @@ static void arm_revoke_timer(us_agent *a, int64_t now)
         uv_timer_start(&a->revoke_timer, on_revoke_timer, (uint64_t)(next - now), 0);
 }
 
+/* A voter's loop runs at voter_nice (us_node_config): every node's lease renewals wait for the
+ * voters' answers, so a voter starved by its machine's load stops the whole cluster's actives,
+ * while a starved non-voter stops only its own. Changed when our vote changes; one warning if the
+ * system refuses (no CAP_SYS_NICE). Linux nice values are per thread: this is the loop's. */
+static void follow_voter_priority(us_agent *a, bool votes)
+{
+    int want = votes && a->cfg.voter_nice < a->base_nice ? a->cfg.voter_nice : a->base_nice;
+    if (want == a->nice || a->nice_refused)
+        return;
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), want) != 0) {
+        a->nice_refused = true;
+        us_warn("cannot run the loop at nice %d as a voter (%s): a voter that the load on this "
+                "machine keeps waiting delays every node's lease renewals (voter_nice needs "
+                "CAP_SYS_NICE)",
+                want, strerror(errno));
+        return;
+    }
+    us_info("%s: loop priority nice %d", votes ? "a voter" : "not a voter", want);
+    a->nice = want;
+}
+
 /* Once, when our lease comes within demote_before of its end (our actives stop): why — each
  * voter's latest grant and whether it counts yet (it waits until we applied our roles as that
  * voter had them), and how late this tick ran (the agent not scheduled). */
@@ -1327,6 +1349,8 @@ static void on_tick(uv_timer_t *t)
     track_leadership(a);
     recompute_lease(a, now);
     log_lease_short(a, now);
+    if (a->raft_started)
+        follow_voter_priority(a, us_agent_is_voter(a, us_node_id(a->cfg.name)));
     a->ticks++;
     send_pings(a, now, true);
     arm_revoke_timer(a, now);
@@ -2025,6 +2049,13 @@ int us_agent_main(const us_node_config *cfg)
     }
     if (!getcwd(a->cwd, sizeof a->cwd))
         strcpy(a->cwd, "/");
+    /* Our own priority, which the children keep whatever a voter's loop runs at (voter_nice). */
+    errno = 0;
+    a->base_nice = getpriority(PRIO_PROCESS, 0);
+    if (errno)
+        a->base_nice = 0;
+    a->nice = a->base_nice;
+    us_proc_child_nice(a->base_nice);
 
     char err[512];
     int lock_fd = lock_data_dir(cfg);

@@ -132,6 +132,9 @@ typedef struct us_agent {
     /* Leases. */
     int64_t lease_until_ms; /* this node may act as active until then (own clock) */
     bool lease_short;       /* it had less than demote_before left at the last tick (logged) */
+    int base_nice;          /* the process's nice value at start: its children's */
+    int nice;               /* the loop thread's now (follow_voter_priority) */
+    bool nice_refused;      /* the system refused a change: not tried again */
     int64_t tick_ms;        /* when the last heartbeat tick ran */
     int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
     uint64_t ping_seq;

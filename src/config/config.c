@@ -218,6 +218,7 @@ enum {
     NK_API_TLS_CERT,
     NK_API_TLS_KEY,
     NK_API_INSECURE,
+    NK_VOTER_NICE,
     NK_COUNT
 };
 
@@ -439,6 +440,18 @@ static bool nk_events_max(node_ctx *c, const char *value, void *dst, size_t size
     return true;
 }
 
+static bool nk_voter_nice(node_ctx *c, const char *value, void *dst, size_t size,
+                          const char **expected)
+{
+    (void)c, (void)size, (void)expected;
+    long v;
+    bool neg = value[0] == '-';
+    if (!us_parse_uint(value + neg, strlen(value + neg), 20, &v))
+        return false;
+    *(int *)dst = neg ? -(int)v : (int)v;
+    return *(int *)dst <= 0;
+}
+
 #define NCFG(f) offsetof(us_node_config, f), sizeof(((us_node_config *)0)->f)
 
 static const node_key node_keys[NK_COUNT] = {
@@ -473,6 +486,9 @@ static const node_key node_keys[NK_COUNT] = {
     [NK_API_TLS_KEY] = {"node", "api_tls_key", "the path of a PEM private key", nk_path,
                         NCFG(api_tls_key)},
     [NK_API_INSECURE] = {"node", "api_insecure", BOOL_EXPECTED, nk_bool, NCFG(api_insecure)},
+    [NK_VOTER_NICE] = {"node", "voter_nice",
+                       "a nice value from -20 to 0 (default " US_STR(US_VOTER_NICE_DEFAULT) ")",
+                       nk_voter_nice, NCFG(voter_nice)},
 };
 
 static bool node_value(node_ctx *c, int k, const char *value)
@@ -686,6 +702,8 @@ static void node_cross_checks(node_ctx *c)
         cfg->autopilot_grace_ms = AUTOPILOT_GRACE_DEFAULT_MS;
     if (!c->line[NK_EVENTS_MAX])
         cfg->events_max = US_EVENTS_DEFAULT;
+    if (!c->line[NK_VOTER_NICE])
+        cfg->voter_nice = US_VOTER_NICE_DEFAULT;
 
     /* The API never listens on the cluster interface unless asked to. */
     if (!c->line[NK_API])

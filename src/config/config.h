@@ -56,7 +56,16 @@ typedef struct us_node_config {
     char api_tls_cert[PATH_MAX];
     char api_tls_key[PATH_MAX];
     bool api_insecure;
+    /* [node] voter_nice (-20..0, default US_VOTER_NICE_DEFAULT): the nice value of the agent's
+     * loop while this node is a Raft voter (its own when that is lower already). Every node's
+     * lease renewals go through the voters: a voter that its machine's load keeps off the CPU
+     * for a few hundred ms takes every active role in the cluster down with it. Needs
+     * CAP_SYS_NICE (root has it); 0 leaves the priority alone. The agent's children (services,
+     * hooks, checks) always start at the agent's own nice value. */
+    int voter_nice;
 } us_node_config;
+
+#define US_VOTER_NICE_DEFAULT -10
 
 /* Read and validate a node config. 0 on success; -1 with `err` filled (and *out untouched).
  * data_dir is created if missing (mode 0700) and stored as an absolute path. */

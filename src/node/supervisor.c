@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -332,6 +333,15 @@ static void drop_privileges(const child_args *a)
         _exit(127);
 }
 
+static int child_nice;
+static bool child_nice_set;
+
+void us_proc_child_nice(int nice)
+{
+    child_nice = nice;
+    child_nice_set = true;
+}
+
 static void __attribute__((noreturn)) child_run(const child_args *a)
 {
     /* A detachable child may outlive the agent once released (the sync read below tells): only
@@ -367,6 +377,10 @@ static void __attribute__((noreturn)) child_run(const child_args *a)
         _exit(127);
     close_range(4, ~0U, 0);
 
+    /* Back to the agent's own priority (a voter's loop runs above it): lowering a priority is
+     * always allowed. Before the privileges go, which could forbid it. */
+    if (child_nice_set && getpriority(PRIO_PROCESS, 0) != child_nice)
+        setpriority(PRIO_PROCESS, 0, child_nice);
     if (a->cwd && chdir(a->cwd) != 0)
         child_fail("chdir", a->cwd);
     if (a->cred && a->cred->drop)

@@ -74,6 +74,11 @@ int us_proc_adopt(uv_loop_t *loop, const char *pidfile, pid_t pgid, us_proc_exit
  * on_exit, no signal, the pidfile stays; `p` is freed once its handles closed. */
 void us_proc_release(us_proc *p);
 
+/* Every process spawned from now on starts at this nice value, whatever the spawning thread's
+ * (the agent raises its own priority while it is a voter: its children must not inherit that).
+ * Call once at startup with the agent's own nice value. */
+void us_proc_child_nice(int nice);
+
 /* Kill a group left behind by an earlier agent (pidfile exists, and the process it names still
  * has the recorded start time). Removes the pidfile. Returns true if something was killed. */
 bool us_proc_kill_stale(const char *pidfile);

@@ -553,6 +553,12 @@ def test_switchover_through_a_follower_right_after_placement(cluster):
 # ---------------------------------------------------------------- 6. membership and restarts
 
 
+def nice_of(pid):
+    """The nice value of a process's main thread (/proc/PID/stat field 19)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
 def test_join_at_runtime_then_remove(cluster):
     c = cluster
     c.form()
@@ -574,6 +580,15 @@ def test_join_at_runtime_then_remove(cluster):
     assert active == "n4"
     pid = active_pid(c, "n4", service="edge")
     one_process(c, "edge", "n4")
+
+    # The voters' loops run at voter_nice (-10 by default), the non-voter's at the agent's own
+    # priority; what an agent starts runs at the agent's own priority, voter or not.
+    c.wait_until(lambda: all(nice_of(c.pid(m)) == -10 for m in ("n1", "n2", "n3")), 10,
+                 "the voters' loops at nice -10")
+    assert nice_of(c.pid("n4")) == 0
+    web_active, _, _ = wait_active(c, "n1")
+    assert nice_of(active_pid(c, web_active)) == 0
+    assert nice_of(pid) == 0
 
     r = c.cli("node", "remove", "n4", node="n2")
     assert r.returncode == 0, "node remove failed (exit %d): %s %s" % (r.returncode, r.stdout, r.stderr)

@@ -581,6 +581,41 @@ static void test_node_events_max(void **state)
     }
 }
 
+static void test_node_voter_nice(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL), 0);
+    assert_int_equal(g_cfg.voter_nice, US_VOTER_NICE_DEFAULT);
+    static const struct {
+        const char *text;
+        int nice;
+    } good[] = {{"-20", -20}, {"0", 0}, {"-5", -5}, {"-0", 0}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "voter_nice = %s\n", good[i].text);
+        assert_int_equal(load_text(node_text(extra, "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL),
+                         0);
+        assert_int_equal(g_cfg.voter_nice, good[i].nice);
+    }
+    static const char *bad[] = {"-21", "1", "19", "high", "", "-", "--1", "-5 x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "voter_nice = %s\n", bad[i]);
+        memset(&g_cfg, 0x5A, sizeof g_cfg);
+        assert_int_equal(
+            load_text(node_text(extra, "join = 127.0.0.1:7102\n"), &g_cfg, &err, &path), -1);
+        assert_int_equal(g_cfg.voter_nice, 0x5A5A5A5A);
+        char where[PATH_MAX + 16], got[64];
+        snprintf(where, sizeof where, "%s:5:", path);
+        snprintf(got, sizeof got, "got '%s'", bad[i]);
+        expect_msg(&err, where, "key 'node.voter_nice'", "a nice value from -20 to 0 (default -10)",
+                   got);
+        assert_int_equal(err.n, 1);
+    }
+}
+
 static void test_node_autopilot_grace(void **state)
 {
     (void)state;
@@ -2417,6 +2452,7 @@ int main(void)
         cmocka_unit_test(test_node_unknown_profile),
         cmocka_unit_test(test_node_autopilot_grace),
         cmocka_unit_test(test_node_events_max),
+        cmocka_unit_test(test_node_voter_nice),
         cmocka_unit_test(test_node_data_dir_errors),
         cmocka_unit_test(test_node_syntax_errors),
         cmocka_unit_test(test_node_many_errors_out_untouched),

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -184,6 +185,34 @@ static void test_exit_status_and_log(void **state)
     assert_string_equal(slurp(log), "earlier\nhi\noops\n");
     struct stat sb;
     assert_int_equal(stat(log, &sb), 0);
+}
+
+/* A child starts at the nice value set with us_proc_child_nice, not at the spawning thread's (an
+ * agent's loop runs above its children while it is a voter). Upwards, so that no privilege is
+ * needed. */
+static void test_child_nice(void **state)
+{
+    fixture *f = *state;
+    char log[PATH_MAX];
+    path_in(f, "nice.log", log);
+    errno = 0;
+    int own = getpriority(PRIO_PROCESS, 0);
+    assert_int_equal(errno, 0);
+    int want = own + 3 > 19 ? 19 : own + 3;
+    us_proc_child_nice(want);
+    result r = {0};
+    us_proc_opts o = {.cmd = "exec awk '{ print $19 }' /proc/self/stat",
+                      .log_path = log,
+                      .on_exit = on_exit_cb,
+                      .data = &r};
+    spawn(f, &o);
+    assert_true(ut_run_until(&f->loop, is_done, &r, 5000));
+    assert_int_equal(r.status, 0);
+    char expect[16];
+    snprintf(expect, sizeof expect, "%d\n", want);
+    assert_string_equal(slurp(log), expect);
+    assert_int_equal(getpriority(PRIO_PROCESS, 0), own); /* ours is untouched */
+    us_proc_child_nice(own);
 }
 
 static void test_killed_by_signal_status(void **state)
@@ -754,6 +783,7 @@ int main(void)
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_exit_status_and_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_child_nice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_killed_by_signal_status, setup, teardown),
         cmocka_unit_test_setup_teardown(test_env_cwd_stdin_fds_signals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_as_user, setup, teardown),
