@@ -2,10 +2,10 @@
  *
  * glibc's malloc keeps what is freed for later: a large block freed in the middle of the heap (a
  * services file parsed, a snapshot or a status answer built) stays resident. us_mem_tune fixes
- * the mmap threshold high (blocks up to 32 MiB come from the heap, so a burst of applies reuses
- * pages instead of faulting in fresh mappings) and uses one arena; us_mem_trim gives free pages,
- * also those in the middle of the heap, back to the kernel (malloc_trim). Both only change where
- * memory lives, never what the program sees.
+ * the mmap threshold at 1 MiB (the replicated state's per-service arrays get their own mappings,
+ * which grow by mremap without copying; mem.c says why) and uses one arena; us_mem_trim gives free
+ * pages, also those in the middle of the heap, back to the kernel (malloc_trim). Both only change
+ * where memory lives, never what the program sees.
  */
 #ifndef US_MEM_H
 #define US_MEM_H
