@@ -122,13 +122,14 @@ void us_fsm_init(us_fsm *f, us_fsm_changed_cb on_change, void *data);
  * between t and 1.5 t, so that nodes applying the same log do not all stall at once (64 agents
  * placing 1,000 services spent 7 % of their time in snapshots of ~1 MB taken every ~640 entries,
  * within 256 entries of each other; at 512 bytes per entry, still 10 % of a non-voter's time while
- * placing). Always below US_SNAPSHOT_THRESHOLD_MAX, which bounds the log a node holds in memory
- * (at 1,000 services ~6 MB: mostly the services commands, ~90 KB each). */
+ * placing: one entry per 256 bytes, at most 8,191, was tried and left, its one run of 64 agents the
+ * worst of the day). Always below US_SNAPSHOT_THRESHOLD_MAX, which bounds the log a node holds in
+ * memory. */
 #define US_SNAPSHOT_THRESHOLD_MIN 512
 #define US_SNAPSHOT_SPREAD 256
-#define US_SNAPSHOT_BYTES_PER_ENTRY 256
+#define US_SNAPSHOT_BYTES_PER_ENTRY 512
 #define US_SNAPSHOT_GROW_FROM (256 * 1024)
-#define US_SNAPSHOT_THRESHOLD_MAX 8192
+#define US_SNAPSHOT_THRESHOLD_MAX 4096
 unsigned us_snapshot_threshold(size_t snapshot_bytes, unsigned spread);
 /* Free the state the FSM owns. */
 void us_fsm_close(us_fsm *f);

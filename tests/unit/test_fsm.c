@@ -584,12 +584,12 @@ static void test_snapshot_threshold(void **state)
     assert_int_equal(us_snapshot_threshold(0, 0), lo);
     assert_int_equal(us_snapshot_threshold(0, US_SNAPSHOT_SPREAD / 2), lo + lo / 4);
     assert_int_equal(us_snapshot_threshold(0, US_SNAPSHOT_SPREAD + 7), us_snapshot_threshold(0, 7));
-    /* up to 256 KB of state as before (512..767); 1 MB: each node between 3,584 and 5,376 */
+    /* up to 256 KB of state as before (512..767); 1 MB: each node between 2,048 and 3,072 */
     assert_int_equal(us_snapshot_threshold(US_SNAPSHOT_GROW_FROM, 0), lo);
     assert_int_equal(us_snapshot_threshold(US_SNAPSHOT_GROW_FROM, US_SNAPSHOT_SPREAD - 1),
                      lo + lo / 2 * (US_SNAPSHOT_SPREAD - 1) / US_SNAPSHOT_SPREAD);
     const unsigned mb = lo + ((1 << 20) - US_SNAPSHOT_GROW_FROM) / US_SNAPSHOT_BYTES_PER_ENTRY;
-    assert_int_equal(mb, 3584);
+    assert_int_equal(mb, 2048);
     assert_int_equal(us_snapshot_threshold(1 << 20, 0), mb);
     assert_int_equal(us_snapshot_threshold(1 << 20, US_SNAPSHOT_SPREAD / 2), mb + mb / 4);
     /* grows with the state for every node, spreads them over half of it, stays bounded */
