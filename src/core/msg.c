@@ -15,11 +15,6 @@
 #define MSG_TOKENS_MAX 32768
 static us_jtok msg_tok[MSG_TOKENS_MAX];
 
-static bool int_in(const us_js *js, int i, int64_t lo, int64_t hi, int64_t *out)
-{
-    return us_js_int(js, i, lo, hi, out);
-}
-
 /* A u64 as a decimal string without sign or leading garbage. */
 static bool u64_of(const us_js *js, int i, uint64_t *out)
 {
@@ -45,14 +40,9 @@ static bool opt_bool(const us_js *js, int obj, const char *key, bool *out)
     return true;
 }
 
-static bool str_into(const us_js *js, int i, char *dst, size_t size)
-{
-    return us_js_str(js, i, dst, size);
-}
-
 static bool hostport(const us_js *js, int i, char *dst, size_t size)
 {
-    return str_into(js, i, dst, size) && us_parse_hostport(dst, NULL, 0, NULL) == 0;
+    return us_js_str(js, i, dst, size) && us_parse_hostport(dst, NULL, 0, NULL) == 0;
 }
 
 /* A report's fields, in both forms (msg.h): "full" names every field; "brief" (short keys, fields
@@ -207,7 +197,7 @@ size_t us_msg_ping_text(char *buf, size_t cap, const us_msg_ping *p, const char 
 static bool decode_report(const us_js *js, int key, int v, us_report *r, bool brief)
 {
     memset(r, 0, sizeof *r);
-    if (!us_js_is(js, v, US_JS_OBJECT) || !str_into(js, key, r->service, sizeof r->service) ||
+    if (!us_js_is(js, v, US_JS_OBJECT) || !us_js_str(js, key, r->service, sizeof r->service) ||
         !us_name_valid(r->service))
         return false;
     for (size_t i = 0; i < sizeof rep_fields / sizeof rep_fields[0]; i++) {
@@ -218,7 +208,7 @@ static bool decode_report(const us_js *js, int key, int v, us_report *r, bool br
             return false;
         if (f->type == RF_INT || f->type == RF_I64) {
             int64_t n = f->dflt;
-            if (x >= 0 && !int_in(js, x, f->lo, f->hi, &n))
+            if (x >= 0 && !us_js_int(js, x, f->lo, f->hi, &n))
                 return false;
             if (f->type == RF_INT) {
                 int k = (int)n;
@@ -232,7 +222,7 @@ static bool decode_report(const us_js *js, int key, int v, us_report *r, bool br
                 return false;
             memcpy(at, &n, sizeof n);
         } else if (f->type == RF_STR) {
-            if (x >= 0 && !str_into(js, x, at, f->size))
+            if (x >= 0 && !us_js_str(js, x, at, f->size))
                 return false;
         } else {
             if (x >= 0 && !us_js_is_bool(js, x))
@@ -290,9 +280,9 @@ static const char *decode_ping(const us_js *js, us_msg *m)
         us_msg_lease *l = &p->leases[p->n_leases];
         int v = k + 1, stale = us_js_get(js, v, "stale");
         int64_t age;
-        if (!str_into(js, k, l->node, sizeof l->node) || !us_name_valid(l->node) ||
+        if (!us_js_str(js, k, l->node, sizeof l->node) || !us_name_valid(l->node) ||
             !us_js_is(js, v, US_JS_OBJECT) ||
-            !int_in(js, us_js_get(js, v, "age"), -1, INT64_MAX, &age) ||
+            !us_js_int(js, us_js_get(js, v, "age"), -1, INT64_MAX, &age) ||
             !us_js_is_bool(js, stale) || !u64_of(js, us_js_get(js, v, "v"), &l->v))
             return "ping: gr (a lease report)";
         l->age = age;
@@ -304,7 +294,7 @@ static const char *decode_ping(const us_js *js, us_msg *m)
     int iv = us_js_get(js, 0, "iv");
     int64_t ivv;
     if (iv >= 0) {
-        if (!int_in(js, iv, 0, US_MSG_INTERVAL_MAX_MS, &ivv))
+        if (!us_js_int(js, iv, 0, US_MSG_INTERVAL_MAX_MS, &ivv))
             return "ping: iv";
         p->interval_ms = (int)ivv;
     }
@@ -359,7 +349,8 @@ static const char *decode_join(const us_js *js, us_msg *m)
     us_msg_join *p = &m->u.join;
     memset(p, 0, sizeof *p);
     int api = us_js_get(js, 0, "api");
-    if (!str_into(js, us_js_get(js, 0, "name"), p->name, sizeof p->name) || !us_name_valid(p->name))
+    if (!us_js_str(js, us_js_get(js, 0, "name"), p->name, sizeof p->name) ||
+        !us_name_valid(p->name))
         return "join: name";
     if (!hostport(js, us_js_get(js, 0, "address"), p->address, sizeof p->address))
         return "join: address";
@@ -385,10 +376,10 @@ static const char *decode_fenced(const us_js *js, us_msg *m)
     p->agent_dead = us_js_str_eq(js, agent, "dead");
     for (int v = us_js_elem_first(js, list); v >= 0; v = us_js_elem_next(js, list, v)) {
         int64_t ep;
-        if (!str_into(js, us_js_get(js, v, "service"), p->fenced[p->n].service,
-                      sizeof p->fenced[p->n].service) ||
+        if (!us_js_str(js, us_js_get(js, v, "service"), p->fenced[p->n].service,
+                       sizeof p->fenced[p->n].service) ||
             !us_name_valid(p->fenced[p->n].service) ||
-            !int_in(js, us_js_get(js, v, "epoch"), 0, INT64_MAX, &ep))
+            !us_js_int(js, us_js_get(js, v, "epoch"), 0, INT64_MAX, &ep))
             return "fenced: an entry";
         p->fenced[p->n].epoch = (uint64_t)ep;
         p->n++;
