@@ -527,6 +527,15 @@ class TestBed:
         self._blocked = blocked
         self._apply_nft()
 
+    def cut(self, a, b):
+        """Drop every frame between a and b only (a bridge partition when a third host still
+        reaches both). Adds to any partition in force; heal() removes it."""
+        self._host(a), self._host(b)
+        if a == b:
+            raise ValueError("cut needs two hosts")
+        self._blocked = set(self._blocked) | {frozenset((a, b))}
+        self._apply_nft()
+
     def heal(self):
         """Remove every fault: partition, isolation, link down, loss and delay."""
         self._blocked = set()

@@ -241,9 +241,14 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     const char *leader_addr = NULL;
     raft_leader(&a->raft, &leader_id, &leader_addr);
     bool ack = leader_id == p->id && g->term == raft_current_term(&a->raft);
-    /* Leases are granted by every voter (lease.h), unless we revoked this node. */
+    /* Leases are granted by every voter (lease.h), unless we revoked this node or it has not
+     * applied the last change to its roles that we have: such a grant would count only once it
+     * catches up, which a node cut off from the leader never does ("av", us_lease_lags). */
     bool self_votes = us_agent_is_voter(a, us_node_id(a->cfg.name));
-    bool grant = us_lease_grant(&p->lease, g->lease, self_votes, now);
+    int ni = us_state_find_node_from(&a->fsm.state, p->name, p->node_idx);
+    uint64_t rv = ni >= 0 ? a->fsm.state.nodes[ni].roles_v : a->fsm.state.version;
+    bool lags = ni >= 0 && us_lease_lags(g->has_av, g->av, rv);
+    bool grant = us_lease_grant(&p->lease, g->lease, lags, self_votes, now);
     for (int i = 0; i < g->n_leases; i++) {
         us_peer *about = us_agent_peer(a, g->leases[i].node);
         if (!about)
@@ -269,9 +274,7 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         return;
     /* A removed node may miss the commit that says so: tell it whenever it shows up. A grant
      * counts for it once it applied the last change to its roles we know of (lease.h): "rv". */
-    int k = us_state_find_node_from(&a->fsm.state, p->name, p->node_idx);
-    bool removed = a->leader && k >= 0 && a->fsm.state.nodes[k].left;
-    uint64_t rv = k >= 0 ? a->fsm.state.nodes[k].roles_v : a->fsm.state.version;
+    bool removed = a->leader && ni >= 0 && a->fsm.state.nodes[ni].left;
     us_msg_pong pong = {.round = g->round,
                         .v = a->fsm.state.version,
                         .rv = rv,
@@ -752,9 +755,11 @@ static us_lease_state judge_lease(us_agent *a, us_peer *p, int64_t now, bool *re
         }
         seen[n++] = v->about[idx];
     }
-    if (revoked)
-        *revoked =
-            us_lease_renewal_due(&a->cfg.timing, voters, holder_votes, seen, n, role_version, now);
+    if (revoked) {
+        int64_t heard = p == &a->peers[a->self] ? now : p->last_seen_ms;
+        *revoked = us_lease_renewal_due(&a->cfg.timing, voters, holder_votes, seen, n, role_version,
+                                        heard, now);
+    }
     return us_lease_judge_holder(&a->cfg.timing, voters, holder_votes, seen, n, role_version, now);
 }
 
@@ -847,6 +852,8 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
         fields.commit = raft_commit_index(&a->raft);
     }
     fields.adopt = a->adopt_inc;
+    fields.has_av = true; /* voters refuse a renewal that lags their view of our roles */
+    fields.av = a->fsm.state.version;
     /* Renewals go to every peer on the lease path, not only to the voters we know of: a voter
      * whose promotion we have not applied yet says so in its own pings, which it sends us every
      * heartbeat. Our lease reports are made every round (a revocation is made as it falls due)
@@ -1419,6 +1426,15 @@ static void on_fsm_change(void *data)
         us_info("this node was removed from the cluster; stopping");
         begin_close(a);
         return;
+    }
+    if (me >= 0 && a->fsm.state.nodes[me].roles_v != a->own_roles_v) {
+        /* A change to our roles: the voters that applied it before us refused our renewals
+         * since (us_lease_lags). Renew with them now, not at our next heartbeat. */
+        a->own_roles_v = a->fsm.state.nodes[me].roles_v;
+        for (int i = 0; i < a->n_peers; i++)
+            if (i != a->self && us_agent_is_voter(a, a->peers[i].id))
+                a->peers[i].ping_soon = true;
+        report_now(a);
     }
     sd_update(a); /* our registration may just have committed */
     schedule_reconcile(a);

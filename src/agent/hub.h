@@ -132,6 +132,7 @@ typedef struct us_agent {
     /* Leases. */
     int64_t lease_until_ms; /* this node may act as active until then (own clock) */
     bool lease_short;       /* it had less than demote_before left at the last tick (logged) */
+    uint64_t own_roles_v;   /* our roles_v (model.h) when we last applied a change to it */
     int base_nice;          /* the process's nice value at start: its children's */
     int nice;               /* the loop thread's now (follow_voter_priority) */
     bool nice_refused;      /* the system refused a change: not tried again */

@@ -112,17 +112,22 @@ void us_lease_revoke_saved(us_lease_grantee *g, us_lease_report *r, bool saved)
     r->stale = saved; /* a revocation is proposed only for a grant older than stale_after */
 }
 
-bool us_lease_may_grant(const us_lease_grantee *g, bool requested, bool self_votes)
+bool us_lease_may_grant(const us_lease_grantee *g, bool requested, bool lags, bool self_votes)
 {
-    return requested && !g->revoked && !g->revoke_unsaved && self_votes;
+    return requested && !lags && !g->revoked && !g->revoke_unsaved && self_votes;
 }
 
-bool us_lease_grant(us_lease_grantee *g, bool requested, bool self_votes, int64_t now)
+bool us_lease_grant(us_lease_grantee *g, bool requested, bool lags, bool self_votes, int64_t now)
 {
-    bool grant = us_lease_may_grant(g, requested, self_votes);
+    bool grant = us_lease_may_grant(g, requested, lags, self_votes);
     if (grant)
         g->granted_ms = now;
     return grant;
+}
+
+bool us_lease_lags(bool has_av, uint64_t av, uint64_t roles_v)
+{
+    return has_av && av < roles_v;
 }
 
 /* ---- the requester's side ---- */
@@ -192,11 +197,14 @@ us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder
 }
 
 bool us_lease_renewal_due(const us_timing *t, int voters, bool holder_votes,
-                          const us_lease_seen *seen, int n_seen, uint64_t role_version, int64_t now)
+                          const us_lease_seen *seen, int n_seen, uint64_t role_version,
+                          int64_t heard_ms, int64_t now)
 {
+    int64_t recent = (int64_t)US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms;
+    if (heard_ms < 0 || now - heard_ms > recent)
+        return false;
     int stale, fresh;
-    count_reports(seen, n_seen, role_version, now,
-                  (int64_t)US_LEASE_RENEW_HEARTBEATS * t->heartbeat_ms, &stale, &fresh);
+    count_reports(seen, n_seen, role_version, now, recent, &stale, &fresh);
     return stale > 0 && fresh + (holder_votes ? 1 : 0) >= voters / 2 + 1;
 }
 

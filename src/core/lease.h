@@ -10,7 +10,8 @@
  *    t0). A voter grants unless it has revoked the node (us_lease_grant). The node's lease runs
  *    until t0 + L, where t0 is the send time of the majority-th freshest granted request (a node
  *    that is a voter counts itself as granting now); a grant counts only once the node applied
- *    every change to its own roles that the voter had (us_lease_granter, us_lease_until).
+ *    every change to its own roles that the voter had (us_lease_granter, us_lease_until), and a
+ *    voter refuses a request that says it has not (us_lease_may_grant).
  *  - A voter that has not granted a node for longer than stale_after = L(1+2ρ)+m while that node
  *    holds an active role (known for US_LEASE_RENEW_HEARTBEATS heartbeats) revokes it: it grants
  *    it nothing more until the replicated state shows the node without an active role. It reports
@@ -117,11 +118,22 @@ int64_t us_lease_revoke_due(const us_timing *t, const us_lease_grantee *g, bool 
 void us_lease_revoke_saved(us_lease_grantee *g, us_lease_report *r, bool saved);
 
 /* Whether we grant a renewal that the node `g` asked for (`requested`), `self_votes` saying
- * whether we are a voter. */
-bool us_lease_may_grant(const us_lease_grantee *g, bool requested, bool self_votes);
+ * whether we are a voter, `lags` that the request said it had not applied the last change to its
+ * roles that we applied (its state version below our roles_v of it, us_lease_lags).
+ * A grant to a lagging node counts only once it catches up (us_lease_granter_update), which a
+ * node cut off from the leader never does, while we, still hearing it, would keep granting and
+ * never report it stale: the leader could not move its role however long the cut lasted. So we
+ * refuse it: every grant we make can count, a node that cannot catch up goes stale with us after
+ * stale_after as a silent one does, and the revocation rests on grants we really made. */
+bool us_lease_may_grant(const us_lease_grantee *g, bool requested, bool lags, bool self_votes);
 
 /* us_lease_may_grant, and if so record the grant at `now`. */
-bool us_lease_grant(us_lease_grantee *g, bool requested, bool self_votes, int64_t now);
+bool us_lease_grant(us_lease_grantee *g, bool requested, bool lags, bool self_votes, int64_t now);
+
+/* Whether a request lags: it said it had applied up to `av` (`has_av`; requests that do not say,
+ * as the guardian's stand-in renewals, never lag) while we have the last change to the node's
+ * roles at `roles_v`. */
+bool us_lease_lags(bool has_av, uint64_t av, uint64_t roles_v);
 
 /* ---- the requester's side ---- */
 
@@ -184,10 +196,14 @@ us_lease_state us_lease_judge_holder(const us_timing *t, int voters, bool holder
 /* Whether the leader should renew the holder's roles: a voter revoked it under its current
  * role(s) (a stale report that counts), while a majority (the holder itself included, if it
  * votes) granted it within the last US_LEASE_RENEW_HEARTBEATS heartbeats, in reports received as
- * recently. Stricter than US_LEASE_VALID on purpose: a holder whose grants are merely not yet
- * stale may be the one just cut off, and a renewal would restart the voters' stale_after. */
+ * recently, and the leader heard the holder itself as recently (`heard_ms`, our clock, -1 =
+ * never). Stricter than US_LEASE_VALID on purpose: a holder whose grants are merely not yet
+ * stale may be the one just cut off, and a renewal would restart the voters' stale_after. And a
+ * renewal is a change to the holder's roles, which the voters that applied it grant on only once
+ * the holder applied it too (us_lease_lags): a holder cut off from the leader (the revoking voter,
+ * often) but still renewing through the others cannot, and would lose the lease it kept. */
 bool us_lease_renewal_due(const us_timing *t, int voters, bool holder_votes,
                           const us_lease_seen *seen, int n_seen, uint64_t role_version,
-                          int64_t now);
+                          int64_t heard_ms, int64_t now);
 
 #endif

@@ -163,6 +163,8 @@ size_t us_msg_ping_text(char *buf, size_t cap, const us_msg_ping *p, const char 
         us_jw_key(&w, "rb"), us_jw_bool(&w, true);
     if (p->has_commit)
         us_jw_key(&w, "ci"), us_jw_u64str(&w, p->commit);
+    if (p->has_av)
+        us_jw_key(&w, "av"), us_jw_u64str(&w, p->av);
     if (p->adopt)
         us_jw_key(&w, "adopt"), us_jw_u64str(&w, p->adopt);
     if (p->n_leases > 0) {
@@ -303,6 +305,12 @@ static const char *decode_ping(const us_js *js, us_msg *m)
         if (!u64_of(js, ci, &p->commit))
             return "ping: ci";
         p->has_commit = true;
+    }
+    int av = us_js_get(js, 0, "av");
+    if (av >= 0) {
+        if (!u64_of(js, av, &p->av))
+            return "ping: av";
+        p->has_av = true;
     }
     return NULL;
 }

@@ -80,6 +80,9 @@ typedef struct us_msg_ping {
     int n_reports;
     int n_leases;
     us_msg_lease leases[US_MAX_NODES];
+    bool has_av;      /* "av" present (agents say it; the guardian's stand-in renewals do not) */
+    uint64_t av;      /* the sender's applied state version: a voter refuses a renewal that lags
+                         its view of the sender's roles (lease.h, us_lease_lags) */
     bool has_commit;  /* "ci" present: the sender, as Raft leader in `term`, had committed */
     uint64_t commit;  /* up to this log index when it sent the ping */
     uint64_t adopt;   /* "adopt": the incarnation whose instances this agent adopted, 0 = none */

@@ -16,6 +16,7 @@ Run as root (CI is root); skipped only without root or `ip netns`.
 """
 
 import os
+import re
 import select
 import signal
 import sys
@@ -590,3 +591,104 @@ def test_isolated_leader_active_is_fenced_before_failover(ns_cluster):
     # other voter is active for some service: one service pinned to each node provides that.
     with diagnostics_on_failure(ns_cluster):
         partition_active(ns_cluster, leader_active=True)
+
+
+# A bridge partition lasts this long before the switchover: several times stale_after (674 ms),
+# the time the leader took to revoke the active and, before the fix, to renew its role.
+BRIDGE_HOLD_S = 3.0
+# A gap in the active's 10 ms lines longer than this is a disruption (the chaos checker's bound).
+DISRUPTION_MS = 300
+SWITCHOVER_BOUND_S = 5.0
+
+
+def test_bridge_partition_active_cut_from_leader(ns_cluster):
+    """The active cut off from the Raft leader alone, the third node still reaching both (a
+    bridge partition; found by the chaos suite, issue 11).
+    1. Nothing is wrong with the active: it renews its lease through the bridge and runs on,
+       without a pause, under the same epoch. (The leader revoked it, being cut from it, and
+       used to renew its role for it: a change it could not apply, so the bridge's grants stopped
+       counting and its instance stopped. lease.h, us_lease_renewal_due's heard_ms.)
+    2. A switchover to the bridge, which the active cannot apply either, completes within a bound:
+       the bridge refuses the active's renewals while it lags its roles (us_lease_lags), reports
+       it stale like a silent node, and the leader moves the role after the lease. Before, the
+       bridge kept granting and the role stayed with the stopped active until the partition
+       healed. No overlap throughout; after healing, one active and one process."""
+    cl = ns_cluster
+    with diagnostics_on_failure(cl):
+        leader, act, epoch, pid = arrange_active(cl, leader_active=False)
+        bridge = next(n for n in cl.nodes if n not in (leader, act))
+        t_cut = _now_ns()
+        cl.bed.cut(act, leader)
+        cl.note("cut %s (active, epoch %d) from %s (leader); %s bridges" % (act, epoch, leader, bridge))
+
+        # 1. An observation window: the active must keep writing all along.
+        t_hold = time.monotonic() + BRIDGE_HOLD_S
+        for _ in range(400):
+            if time.monotonic() > t_hold:
+                break
+            time.sleep(0.05)
+        t_obs = _now_ns()
+        lines = sorted(ts for n, e, ts in read_log(cl.shared_log) if (n, e) == (act, epoch) and t_cut <= ts <= t_obs)
+        others = sorted({(n, e) for n, e, ts in read_log(cl.shared_log) if ts >= t_cut and (n, e) != (act, epoch)})
+        assert lines, "%s epoch %d wrote nothing after the cut" % (act, epoch)
+        edges = [t_cut] + lines + [t_obs]
+        gap = max(b - a for a, b in zip(edges, edges[1:])) / 1e6
+        cl.note("bridged for %.0f ms: %d lines of %s epoch %d, longest gap %.1f ms" % ((t_obs - t_cut) / 1e6, len(lines), act, epoch, gap))
+        assert not others, "other writers while bridged: %s" % others
+        assert gap <= DISRUPTION_MS, "the active paused %.1f ms while bridged (bound %d ms)" % (gap, DISRUPTION_MS)
+        assert _pid_alive(pid), "the active's process (pid %d) is gone" % pid
+
+        # 2. A change to the active's roles that it cannot apply.
+        t_sw = _now_ns()
+        cp = cl.cli(netns.CLIENT, ["switchover", SERVICE, "--to", bridge], api_of=leader, timeout=40)
+        t_done = _now_ns()
+        cl.note("switchover --to %s: exit %d in %.0f ms: %s" % (bridge, cp.returncode, (t_done - t_sw) / 1e6, (cp.stdout + cp.stderr).strip()))
+        assert cp.returncode == 0, "switchover to %s failed while bridged: %s %s" % (bridge, cp.stdout, cp.stderr)
+
+        def new_writer():
+            for n, e, ts in read_log(cl.shared_log):
+                if n == bridge and e > epoch:
+                    return e, ts
+            return None
+
+        new_epoch, first_new = cl.wait("%s writing under a new epoch" % bridge, new_writer, FAILOVER_DEADLINE_S, 0.02)
+        took = (first_new - t_sw) / 1e6
+        cl.note("first line of %s epoch %d %.0f ms after the switchover request" % (bridge, new_epoch, took))
+        assert took <= SWITCHOVER_BOUND_S * 1000, "the switchover took %.0f ms while bridged (bound %.0f s)" % (took, SWITCHOVER_BOUND_S)
+        last_old = last_line_ns(cl.shared_log, act, epoch)
+        assert last_old < first_new, "overlap: %s epoch %d wrote until %.1f ms, %s epoch %d from %.1f ms" % (
+            act, epoch, cl.rel_ms(last_old), bridge, new_epoch, cl.rel_ms(first_new))
+
+        # Why the old active stopped, in its log (agent.c log_lease_short): its lease ran short and
+        # the line names each other voter's latest grant and its age: the leader's from before the
+        # cut, the bridge's from about when it applied the switchover.
+        pat = re.compile(r"lease: (-?\d+) ms left \(applied v(\d+), this tick (-?\d+) ms late\); latest grants:(.*)$")
+        short = [m for m in (pat.search(line) for line in Path(cl.logs[act]).read_text(errors="replace").splitlines()) if m]
+        assert short, "%s logged no lease-short line after the switchover" % act
+        grants = dict((n, int(age)) for n, age in re.findall(r" (n\d): (-?\d+) ms ago at v\d+", short[-1].group(4)))
+        cl.note("%s's lease-short line: %s" % (act, short[-1].group(0)))
+        assert set(grants) == {leader, bridge}, "the lease-short line names %s, not the voters %s and %s" % (sorted(grants), leader, bridge)
+        assert grants[leader] >= BRIDGE_HOLD_S * 1000, "the leader's grant is %d ms old, cut %.0f s before" % (grants[leader], BRIDGE_HOLD_S)
+        assert 0 <= grants[bridge] < grants[leader], "the bridge's grant (%d ms) is not the fresher one" % grants[bridge]
+
+        # Heal: every agent agrees on the bridge as the active, one process runs.
+        cl.bed.heal()
+        t_heal = _now_ns()
+        cl.note("healed")
+
+        def converged():
+            views = {n: cl.active_view(n) for n in cl.nodes}
+            if any(v is None for v in views.values()) or len(set(views.values())) != 1:
+                return None
+            _, a, e, q = next(iter(views.values()))
+            if (a, e) != (bridge, new_epoch) or not q:
+                return None
+            running = {n: cl.writer_pids(n) for n in cl.nodes}
+            if sum(len(v) for v in running.values()) != 1 or len(running[bridge]) != 1:
+                return None
+            return running
+
+        running = cl.wait("one active (%s epoch %d) and one process after healing" % (bridge, new_epoch), converged, HEAL_DEADLINE_S, 0.1)
+        cl.note("converged %.0f ms after healing: %s" % ((_now_ns() - t_heal) / 1e6, running))
+        problems = check_no_overlap(cl.shared_log, cl)
+        assert not problems, "overlapping actives in the shared log:\n" + "\n".join(problems)

@@ -409,7 +409,7 @@ static void test_voter_revoke_only_when_saved(void **state)
     g.granted_ms = 100;
     us_lease_report r = us_lease_voter_report(&t, &g, true, 0, 9, 1000, start); /* role seen */
     assert_false(r.revoke);
-    assert_true(us_lease_may_grant(&g, true, true));
+    assert_true(us_lease_may_grant(&g, true, false, true));
     int64_t now = 1000 + S_DEF + 1;
     r = us_lease_voter_report(&t, &g, true, 0, 9, now, start);
     assert_true(r.revoke);
@@ -417,9 +417,9 @@ static void test_voter_revoke_only_when_saved(void **state)
     us_lease_revoke_saved(&g, &r, false); /* the write failed */
     assert_false(g.revoked);
     assert_true(g.revoke_unsaved);
-    assert_false(r.stale);                            /* announced nothing */
-    assert_false(us_lease_may_grant(&g, true, true)); /* but grants nothing */
-    assert_false(us_lease_grant(&g, true, true, now));
+    assert_false(r.stale);                                   /* announced nothing */
+    assert_false(us_lease_may_grant(&g, true, false, true)); /* but grants nothing */
+    assert_false(us_lease_grant(&g, true, false, true, now));
     assert_int_equal(g.granted_ms, 100);
     /* Tried again with the next report; this time the write succeeds. */
     r = us_lease_voter_report(&t, &g, true, 0, 10, now + 100, start);
@@ -430,7 +430,7 @@ static void test_voter_revoke_only_when_saved(void **state)
     assert_false(g.revoke_unsaved);
     assert_int_equal(g.revoked_version, 10);
     assert_true(r.stale);
-    assert_false(us_lease_may_grant(&g, true, true));
+    assert_false(us_lease_may_grant(&g, true, false, true));
     /* From now on reported stale, and not proposed again. */
     r = us_lease_voter_report(&t, &g, true, 0, 11, now + 200, start);
     assert_false(r.revoke || r.unrevoke);
@@ -453,7 +453,7 @@ static void test_voter_revoke_only_when_saved(void **state)
     r = us_lease_voter_report(&t, &u, false, 0, 10, now + 50, start);
     assert_false(u.revoke_unsaved || u.revoked);
     assert_false(r.unrevoke || r.revoke || r.stale);
-    assert_true(us_lease_grant(&u, true, true, now + 60));
+    assert_true(us_lease_grant(&u, true, false, true, now + 60));
     assert_int_equal(u.granted_ms, now + 60);
 }
 
@@ -485,7 +485,7 @@ static void test_voter_unrevoke(void **state)
     assert_true(r.unrevoke);
     assert_false(r.revoke);
     assert_false(r.stale);
-    assert_true(us_lease_may_grant(&g, true, true));
+    assert_true(us_lease_may_grant(&g, true, false, true));
     r = us_lease_voter_report(&t, &g, false, 0, 22, 5300, start);
     assert_false(r.unrevoke); /* once */
 
@@ -527,7 +527,7 @@ static void test_voter_unrevoke_on_renewal(void **state)
     int64_t grace = US_LEASE_RENEW_HEARTBEATS * t.heartbeat_ms; /* 300 ms */
     assert_int_equal(g.holds_since_ms, now);
     assert_true(r.age > S_DEF); /* no grant yet: it says so (not fresh) */
-    assert_true(us_lease_may_grant(&g, true, true));
+    assert_true(us_lease_may_grant(&g, true, false, true));
     /* No grant for the grace: not revoked again before it is over... */
     r = us_lease_voter_report(&t, &g, true, 21, 22, now + grace, start);
     assert_false(r.revoke);
@@ -544,7 +544,7 @@ static void test_voter_unrevoke_on_renewal(void **state)
     k.revoked = true;
     k.revoked_version = 20;
     r = us_lease_voter_report(&t, &k, true, 21, 21, now, start);
-    assert_true(us_lease_grant(&k, true, true, now + 100));
+    assert_true(us_lease_grant(&k, true, false, true, now + 100));
     r = us_lease_voter_report(&t, &k, true, 21, 22, now + S_DEF + 50, start);
     assert_false(r.revoke);
     assert_int_equal(r.age, S_DEF - 50);
@@ -561,22 +561,28 @@ static void test_renewal_due(void **state)
     us_lease_seen stale = {.age = 900, .stale = true, .v = 5, .rx_ms = now - 50};
     us_lease_seen a[2] = {fresh, stale};
     /* 3 voters, the holder one of them: itself + one recent grant, and a revocation. */
-    assert_true(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
-    assert_false(us_lease_renewal_due(&t, 3, false, a, 2, 5, now)); /* no majority */
+    assert_true(us_lease_renewal_due(&t, 3, true, a, 2, 5, now - 10, now));
+    assert_false(us_lease_renewal_due(&t, 3, false, a, 2, 5, now - 10, now)); /* no majority */
     /* Valid (age <= L) but not recent: no renewal. */
     a[0].age = 301;
     assert_int_equal(us_lease_judge_holder(&t, 3, true, a, 2, 5, now), US_LEASE_VALID);
-    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now - 10, now));
     a[0].age = 300;
-    assert_true(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
+    assert_true(us_lease_renewal_due(&t, 3, true, a, 2, 5, now - 10, now));
     a[0].rx_ms = now - 301; /* the report itself is old */
-    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now - 10, now));
     a[0] = fresh;
     /* A stale report from before the role's version does not count: nothing to renew. */
-    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 6, now));
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 6, now - 10, now));
+    /* Only a holder the leader hears (within 3 heartbeats): one cut off from the leader but
+     * still renewing through the other voters could not apply the renewal, and the voters that
+     * did would refuse it (us_lease_lags). */
+    assert_true(us_lease_renewal_due(&t, 3, true, a, 2, 5, now - 300, now));
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now - 301, now));
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, -1, now));
     /* No revocation: nothing to renew. */
     a[1] = fresh;
-    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now));
+    assert_false(us_lease_renewal_due(&t, 3, true, a, 2, 5, now - 10, now));
 }
 
 /* us_lease_revoke_due says when the report would revoke, if nothing changes: not a moment
@@ -610,16 +616,22 @@ static void test_revoke_due(void **state)
 static void test_may_grant(void **state)
 {
     (void)state;
-    for (int m = 0; m < 16; m++) {
+    for (int m = 0; m < 32; m++) {
         us_lease_grantee g = us_lease_grantee_new();
         g.revoked = m & 1;
         g.revoke_unsaved = m & 2;
-        bool requested = m & 4, votes = m & 8;
-        bool want = requested && votes && !g.revoked && !g.revoke_unsaved;
-        assert_int_equal(us_lease_may_grant(&g, requested, votes), want);
-        assert_int_equal(us_lease_grant(&g, requested, votes, 777), want);
+        bool requested = m & 4, votes = m & 8, lags = m & 16;
+        bool want = requested && votes && !lags && !g.revoked && !g.revoke_unsaved;
+        assert_int_equal(us_lease_may_grant(&g, requested, lags, votes), want);
+        assert_int_equal(us_lease_grant(&g, requested, lags, votes, 777), want);
         assert_int_equal(g.granted_ms, want ? 777 : -1);
     }
+    /* A request lags when it says it applied less than our roles_v of it; one that does not say
+     * (the guardian's stand-in renewals) never does. */
+    assert_false(us_lease_lags(true, 7, 7));
+    assert_false(us_lease_lags(true, 8, 7));
+    assert_true(us_lease_lags(true, 6, 7));
+    assert_false(us_lease_lags(false, 0, 7));
 }
 
 /* ---- the requester's side: us_lease_until ---- */
@@ -826,6 +838,12 @@ typedef enum {
 } grant_rule;
 
 typedef enum {
+    BRIDGE_NONE,
+    BRIDGE_CUT,    /* H is cut from the leader for good, nothing else: the other voters bridge */
+    BRIDGE_CHANGE, /* ... and the leader changes H's roles (an 'N'), which H cannot apply */
+} bridge_mode;
+
+typedef enum {
     RESTART_NONE,
     RESTART_VOLATILE, /* unsafe: a restarted voter forgot its revocations */
     RESTART_PERSIST,  /* agent.c: revocations survive a restart */
@@ -841,6 +859,11 @@ typedef struct sim_cfg {
     stale_rule rule;
     renew_rule renew;
     grant_rule grants;
+    bool lag_granted;   /* before issue 11's bridge fix: a voter grants a request that says H
+                           has not applied the voter's tag yet (us_lease_lags); agent.c refuses */
+    bool renew_unheard; /* ... and the leader renews a holder it does not hear (agent.c: only
+                           one it heard within US_LEASE_RENEW_HEARTBEATS heartbeats) */
+    bridge_mode bridge;
     double others; /* per leader tick, the probability of an entry about something else ('X') */
     restart_mode restarts;
     double save_fail; /* probability that writing the revocations file fails */
@@ -855,6 +878,10 @@ typedef struct sim_result {
     /* H's ticks while it held its role by the log it applied, and of those, the ones at which its
      * lease had run out: a liveness figure (an active without a lease stops its instance). */
     long holder_ticks, holder_lapses;
+    /* The longest stretch (real ms) during which the leader's log gave H its role while H's lease
+     * had lapsed at its ticks (after its first): the service was down and nobody took it over. */
+    double max_stuck;
+    long bridge_released; /* runs in which the leader released H's role */
     /* Real ms from the end of H's lease to the release, < 0 = violation: [0] leases from grants
      * made before the release, [1] also from grants made after it by voters that had not applied
      * it yet (the revocation did not hold), [2] the lease H itself computed (us_lease_until) while
@@ -880,7 +907,7 @@ static double clk_real(const sim_clock *c, double local)
     return local < at_sw ? (local - c->off) / c->r1 : c->sw + (local - at_sw) / c->r2;
 }
 
-enum { EV_TICK, EV_PING, EV_PONG, EV_APPEND, EV_DOWN, EV_UP, EV_ELECTION, EV_ELECTED };
+enum { EV_TICK, EV_PING, EV_PONG, EV_APPEND, EV_DOWN, EV_UP, EV_ELECTION, EV_ELECTED, EV_CHANGE };
 
 typedef struct sim_ev {
     double t;
@@ -892,9 +919,11 @@ typedef struct sim_ev {
     bool lease;    /* PING: a renewal request; PONG: granted */
     bool ack;      /* PONG: acknowledges the leadership */
     uint64_t v;    /* PONG: the grant's tag (grant_rule); PING: the reporting voter's version */
-    int k;         /* PONG: releases the granting voter had applied */
-    double tg;     /* PONG: real time of the grant */
-    bool has_rep;  /* PING: the sender's report about H */
+    bool has_av;   /* PING from H: it says what it applied (av) */
+    uint64_t av;
+    int k;        /* PONG: releases the granting voter had applied */
+    double tg;    /* PONG: real time of the grant */
+    bool has_rep; /* PING: the sender's report about H */
     bool stale;
     int64_t age;
 } sim_ev;
@@ -912,6 +941,7 @@ typedef struct sim_node {
     uint64_t peer_inc[SIM_NODES]; /* incarnations seen */
     us_lease_seen rep[SIM_NODES]; /* what each voter last reported about H */
     int64_t ack[SIM_NODES];       /* as leader */
+    int64_t heard_h;              /* local time of H's latest ping, -1 = none */
 } sim_node;
 
 typedef struct sim_cut {
@@ -956,6 +986,7 @@ typedef struct sim {
     long events, failed_saves;
     int others;                       /* 'X' entries in the log */
     long holder_ticks, holder_lapses; /* as in sim_result */
+    double stuck_from, max_stuck;     /* -1 = not stuck; as in sim_result */
 } sim;
 
 /* Append an entry to the log (the leader's). */
@@ -1154,7 +1185,9 @@ static us_lease_state judge(sim *s, int64_t now, bool *renew)
     uint64_t role_version = s->c->rule != RULE_TAGGED       ? 0
                             : s->c->renew == RENEW_UNTAGGED ? (uint64_t)s->av_at[k]
                                                             : (uint64_t)s->rv_at[k];
-    *renew = us_lease_renewal_due(&s->c->t, s->voters, s->holder_votes, seen, n, role_version, now);
+    int64_t heard = s->c->renew_unheard ? now : s->nd[l].heard_h;
+    *renew = us_lease_renewal_due(&s->c->t, s->voters, s->holder_votes, seen, n, role_version,
+                                  heard, now);
     return us_lease_judge_holder(&s->c->t, s->voters, s->holder_votes, seen, n, role_version, now);
 }
 
@@ -1213,6 +1246,13 @@ static void on_tick(sim *s, const sim_ev *e)
             s->holder_ticks++;
             s->holder_lapses += s->lease_until <= now;
         }
+        bool stuck = s->holds_at[s->log_len] && s->lease_until > 0 && s->lease_until <= now;
+        if (stuck && s->stuck_from < 0)
+            s->stuck_from = s->t;
+        if (!stuck && s->stuck_from >= 0) {
+            s->max_stuck = fmax(s->max_stuck, s->t - s->stuck_from);
+            s->stuck_from = -1;
+        }
         for (int v = 0; v < s->voters; v++)
             if (v != i)
                 send_msg(s, (sim_ev){.type = EV_PING,
@@ -1221,7 +1261,9 @@ static void on_tick(sim *s, const sim_ev *e)
                                      .t0 = now,
                                      .inc = n->inc,
                                      .term = term,
-                                     .lease = true});
+                                     .lease = true,
+                                     .has_av = true,
+                                     .av = (uint64_t)n->applied});
     } else if (is_voter(s, i)) {
         us_lease_report r = voter_report(s, i, now);
         for (int v = 0; v < s->voters; v++)
@@ -1253,11 +1295,14 @@ static void on_ping(sim *s, const sim_ev *e)
     }
     if (e->has_rep)
         n->rep[i] = (us_lease_seen){.age = e->age, .stale = e->stale, .v = e->v, .rx_ms = now};
-    bool grant = us_lease_grant(&n->g, e->lease, is_voter(s, j), now);
+    if (i == s->H)
+        n->heard_h = now;
     bool ack = i == s->leader && e->term == s->term;
     uint64_t tag = s->c->grants == GRANT_ROLES   ? (uint64_t)s->hv_at[n->applied]
                    : s->c->grants == GRANT_STATE ? (uint64_t)n->applied
                                                  : 0;
+    bool lags = us_lease_lags(e->has_av && !s->c->lag_granted, e->av, tag);
+    bool grant = us_lease_grant(&n->g, e->lease, lags, is_voter(s, j), now);
     if (grant || ack)
         send_msg(s, (sim_ev){.type = EV_PONG,
                              .from = j,
@@ -1304,6 +1349,7 @@ static void on_up(sim *s, int v)
         n->peer_inc[i] = 0;
         n->ack[i] = -1;
     }
+    n->heard_h = -1;
     n->tick_local = clk_local(&n->clk, s->t);
     schedule_tick(s, v);
 }
@@ -1356,6 +1402,46 @@ static void add_cut(sim *s, int a, int b, double from, double len)
 
 static sim s; /* large; its event queue is reused across runs */
 
+/* Partitions: every link now and then, H's more often, and usually one long cut of H from some
+ * of the voters. */
+static void random_cuts(sim *r)
+{
+    const sim_cfg *c = r->c;
+    double S = (double)c->S;
+    for (int a = 0; a < r->n_nodes; a++) {
+        for (int b = a + 1; b < r->n_nodes; b++) {
+            int k = (int)(rnd() % 4) + (a == r->H || b == r->H);
+            for (int i = 0; i < k; i++)
+                add_cut(r, a, b, unif() * c->t_max,
+                        unif() < 0.7 ? unif() * 3 * S : unif() * 15 * S);
+        }
+    }
+    int isolations = (int)(rnd() % 3) + (c->gens > 1);
+    for (int i = 0; i < isolations; i++) {
+        double from = unif() * c->t_max * 0.7, len = unif_in(0.8 * S, 5 * S);
+        for (int v = 0; v < r->voters; v++)
+            if (v != r->H && rnd() % 4 != 0)
+                add_cut(r, r->H, v, from, len);
+    }
+}
+
+/* A bridge partition (the leader stays put): from a random moment H is cut from the leader for
+ * good, and with 5 voters from one more, so that it still reaches a majority with the others;
+ * with BRIDGE_CHANGE the leader then changes H's roles. No other fault. */
+static void bridge_setup(sim *r)
+{
+    const sim_cfg *c = r->c;
+    double S = (double)c->S, from = unif_in(2, 4) * S;
+    int leader = r->holder_votes ? 1 : 0;
+    add_cut(r, r->H, leader, from, INFINITY);
+    if (r->voters == 5 && rnd() % 2)
+        add_cut(r, r->H, leader + 1, from, INFINITY);
+    r->loss = rnd() % 2 ? 0 : 0.01;
+    if (c->bridge == BRIDGE_CHANGE)
+        push(r, (sim_ev){.t = from + unif_in(0, 3) * S, .type = EV_CHANGE});
+    r->t_end = from + 12 * S;
+}
+
 /* One random run, added to *res. */
 static void sim_run(const sim_cfg *c, sim_result *res)
 {
@@ -1373,6 +1459,7 @@ static void sim_run(const sim_cfg *c, sim_result *res)
     log_append(&s, 'A'); /* applied everywhere */
     s.lease_until = 0;
     s.t_end = c->t_max;
+    s.stuck_from = -1;
     double S = (double)c->S;
     for (int g = 0; g < SIM_GENS; g++) {
         s.lease_end[g] = s.pre_end[g] = s.bel_end[g] = -INFINITY;
@@ -1385,24 +1472,10 @@ static void sim_run(const sim_cfg *c, sim_result *res)
     }
     double losses[] = {0, 0, 0.01, 0.05, 0.2};
     s.loss = losses[rnd() % 5];
-
-    /* Partitions: every link now and then, H's more often, and usually one long cut of H from
-     * some of the voters. */
-    for (int a = 0; a < s.n_nodes; a++) {
-        for (int b = a + 1; b < s.n_nodes; b++) {
-            int k = (int)(rnd() % 4) + (a == s.H || b == s.H);
-            for (int i = 0; i < k; i++)
-                add_cut(&s, a, b, unif() * c->t_max,
-                        unif() < 0.7 ? unif() * 3 * S : unif() * 15 * S);
-        }
-    }
-    int isolations = (int)(rnd() % 3) + (c->gens > 1);
-    for (int i = 0; i < isolations; i++) {
-        double from = unif() * c->t_max * 0.7, len = unif_in(0.8 * S, 5 * S);
-        for (int v = 0; v < s.voters; v++)
-            if (v != s.H && rnd() % 4 != 0)
-                add_cut(&s, s.H, v, from, len);
-    }
+    if (c->bridge != BRIDGE_NONE)
+        bridge_setup(&s);
+    else
+        random_cuts(&s);
 
     for (int i = 0; i < s.n_nodes; i++) {
         sim_node *n = &s.nd[i];
@@ -1415,13 +1488,15 @@ static void sim_run(const sim_cfg *c, sim_result *res)
             n->rep[j].rx_ms = -1;
             n->ack[j] = -1;
         }
+        n->heard_h = -1;
         n->tick_local = clk_local(&n->clk, 0) + unif() * (double)c->hb - (double)c->hb;
         schedule_tick(&s, i);
     }
     s.leader = s.holder_votes ? 1 : 0;
     s.term = 1;
-    push(&s, (sim_ev){.t = unif_in(2, 15) * S, .type = EV_ELECTION});
-    if (c->restarts != RESTART_NONE) {
+    if (c->bridge == BRIDGE_NONE)
+        push(&s, (sim_ev){.t = unif_in(2, 15) * S, .type = EV_ELECTION});
+    if (c->restarts != RESTART_NONE && c->bridge == BRIDGE_NONE) {
         int k = (int)(rnd() % 4);
         for (int i = 0; i < k; i++) {
             int v = (int)(rnd() % (uint64_t)s.voters);
@@ -1468,9 +1543,19 @@ static void sim_run(const sim_cfg *c, sim_result *res)
         case EV_ELECTED:
             on_election(&s, &e);
             break;
+        case EV_CHANGE:
+            if (s.holds_at[s.log_len]) { /* a switchover's demotion, a pause: H's roles change */
+                log_append(&s, 'N');
+                s.nd[s.leader].applied = s.log_len;
+            }
+            break;
         }
     }
     s.n_q = 0;
+    if (s.stuck_from >= 0)
+        s.max_stuck = fmax(s.max_stuck, s.t_end - s.stuck_from);
+    res->max_stuck = fmax(res->max_stuck, s.max_stuck);
+    res->bridge_released += s.t_rel[0] >= 0;
 
     for (int g = 0; g < SIM_GENS; g++) {
         if (s.t_rel[g] < 0)
@@ -1513,10 +1598,10 @@ static sim_result simulate(const sim_cfg *c, uint64_t seed)
     s.cap_q = 0;
     printf("  %-28s %6ld runs %9ld events %5ld releases %5ld renewals %5ld failed saves, min slack "
            "%8.3f / %8.3f / %8.3f ms, %ld + %ld + %ld violations; holder without lease %ld of "
-           "%ld ticks\n",
+           "%ld ticks, down and not taken over for up to %.0f ms\n",
            c->name, r.runs, r.events, r.releases, r.renewals, r.failed_saves, r.min_slack[0],
            r.min_slack[1], r.min_slack[2], r.violations[0], r.violations[1], r.violations[2],
-           r.holder_lapses, r.holder_ticks);
+           r.holder_lapses, r.holder_ticks, r.max_stuck);
     for (int k = 0; k < 3; k++)
         if (r.violations[k])
             printf("    first: %s\n", r.first_bad[k]);
@@ -1772,6 +1857,80 @@ static void test_sim_unrelated_entries(void **state)
     check_safe(&c, 17);
 }
 
+static void assert_no_violation(const sim_result *r)
+{
+    for (int k = 0; k < 3; k++)
+        if (r->violations[k])
+            fail_msg("%s", r->first_bad[k]);
+}
+
+/* Issue 11, found by the chaos suite: a bridge partition. The holder H is cut from the leader for
+ * good while the other voters still hear it (they bridge). Nothing is wrong with H: it renews
+ * through them and keeps its lease. But the leader revoked it (silent to the leader), and used to
+ * renew its role for it (decide.c R9): a change to H's roles that H, cut from the leader, could not
+ * apply, so the voters' grants made after it no longer counted at H (us_lease_granter) and H's
+ * lease ran out, while the voters kept granting, never reported H stale, and the leader could not
+ * move the role: the service stayed down until the partition healed (the simulation's max_stuck:
+ * the rest of the run). Two changes close it:
+ *  - the leader renews only a holder it hears itself (us_lease_renewal_due's heard_ms): no
+ *    renewal here, H keeps running through the bridge (BRIDGE_CUT: never down);
+ *  - a voter refuses a request that says H has not applied the voter's last change to H's roles
+ *    (us_lease_lags): any change H cannot apply (BRIDGE_CHANGE: a switchover, a pause) makes the
+ *    bridging voters go stale after stale_after as if H were silent, and the leader moves the
+ *    role (down for less than stale_after - L plus a few heartbeats). */
+static void test_sim_bridge(void **state)
+{
+    (void)state;
+    sim_cfg c = profile_cfg("default", 1);
+    double S = (double)c.S;
+    c.bridge = BRIDGE_CUT;
+    c.min_events = 300000;
+    c.name = "bridge, before the fix";
+    c.lag_granted = true;
+    c.renew_unheard = true;
+    sim_result r = simulate(&c, 19);
+    assert_no_violation(&r);
+    assert_true(r.max_stuck > 5 * S); /* the hole */
+
+    c.name = "bridge, renewing unheard";
+    c.lag_granted =
+        false; /* refusing alone: the renewal still costs H its lease, but the role moves */
+    r = simulate(&c, 19);
+    assert_no_violation(&r);
+    assert_int_equal(r.bridge_released, r.runs);
+    assert_true(r.max_stuck < S);
+
+    c.name = "bridge";
+    c.renew_unheard = false;
+    r = simulate(&c, 19);
+    assert_no_violation(&r);
+    assert_int_equal(r.bridge_released, 0); /* H keeps its role through the bridge */
+    assert_true(r.max_stuck <= 0);
+
+    c.bridge = BRIDGE_CHANGE;
+    c.name = "bridge + change, granted";
+    c.lag_granted = true;
+    r = simulate(&c, 20);
+    assert_no_violation(&r);
+    assert_true(r.max_stuck > 5 * S); /* without refusals, any change H cannot apply */
+
+    c.name = "bridge + change";
+    c.lag_granted = false;
+    r = simulate(&c, 20);
+    assert_no_violation(&r);
+    assert_int_equal(r.bridge_released, r.runs);
+    assert_true(r.max_stuck < S);
+
+    c = profile_cfg("fast", 1);
+    c.bridge = BRIDGE_CHANGE;
+    c.min_events = 300000;
+    c.name = "fast, bridge + change";
+    r = simulate(&c, 21);
+    assert_no_violation(&r);
+    assert_int_equal(r.bridge_released, r.runs);
+    assert_true(r.max_stuck < (double)c.S);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1801,6 +1960,7 @@ int main(void)
         cmocka_unit_test(test_sim_restarts),
         cmocka_unit_test(test_sim_renewals),
         cmocka_unit_test(test_sim_unrelated_entries),
+        cmocka_unit_test(test_sim_bridge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,6 +70,7 @@ static void test_ping(void **state)
     assert_false(g_msg.u.ping.has_rep);
     assert_int_equal(g_msg.u.ping.n_reports, 0);
     assert_false(g_msg.u.ping.has_commit); /* only the leader sends "ci" */
+    assert_false(g_msg.u.ping.has_av);     /* nor does the guardian say what it applied */
     /* An empty "rep" is a report of no instances, not an absent one. */
     assert_int_equal(
         decode("{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"0\",\"lease\":true,\"rep\":{}}", NULL),
@@ -109,6 +110,8 @@ static void test_ping_malformed(void **state)
          "ping: api"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":[]}", "ping: rep"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"adopt\":7}", "ping: adopt"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"av\":7}", "ping: av"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"av\":\"-1\"}", "ping: av"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"vote\":1}", "ping: vote"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"iv\":-1}", "ping: iv"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"iv\":60001}", "ping: iv"},
@@ -297,6 +300,8 @@ static void test_ping_text(void **state)
             in.commit = UINT64_MAX - 3;
             in.adopt = 99;
             in.interval_ms = 1500;
+            in.has_av = true;
+            in.av = UINT64_MAX - 5;
             for (int i = 0; i < US_MAX_NODES; i++) {
                 us_msg_lease *l = &in.leases[in.n_leases++];
                 snprintf(l->node, sizeof l->node, "node-%02d-with-a-long-name-for-the-budget", i);
@@ -315,6 +320,7 @@ static void test_ping_text(void **state)
         assert_true(p->has_api == in.has_api && strcmp(p->api, in.api) == 0);
         assert_true(p->has_commit == in.has_commit && p->commit == in.commit);
         assert_true(p->adopt == in.adopt && p->interval_ms == in.interval_ms);
+        assert_true(p->has_av == in.has_av && p->av == in.av);
         assert_true(p->has_rep == (variant == 1) && p->n_reports == 0);
         assert_int_equal(p->n_leases, in.n_leases);
         for (int i = 0; i < in.n_leases; i++) {
