@@ -332,36 +332,82 @@ static void on_hello(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg
  * sealed by the node's key and names the incarnation that died, a new leader still waits out the
  * old holders' leases (lease.h), and a voter that left a live leader by mistake is refused by the
  * others' pre-votes (they still follow it) and returns at its next heartbeat. */
-static void hasten_election(us_agent *a, const us_peer *p, int64_t now)
+static void hasten_election(us_agent *a, const us_peer *p, int64_t now, bool silent)
 {
     raft_id leader = 0;
     const char *addr = NULL;
-    if (!a->raft_started || raft_state(&a->raft) != RAFT_FOLLOWER || a->hasten_dead)
+    if (!a->raft_started || raft_state(&a->raft) != RAFT_FOLLOWER ||
+        (a->hasten_dead && !(a->hasten_silent && !silent)))
         return;
     raft_leader(&a->raft, &leader, &addr);
     if (leader == 0 || leader != p->id || !us_agent_is_voter(a, a->raft.id))
         return;
-    unsigned fast = (unsigned)a->cfg.timing.heartbeat_ms;
-    us_info("the agent of the Raft leader %s died (its guardian says): election timeout %u ms "
-            "until a leader is known",
-            p->name, fast);
+    /* Not the same timeout on every voter: libraft looks at its timers at its ticks (every
+     * heartbeat), so randomised timeouts in [T, 2T) fall on the same tick of voters whose ticks
+     * are in phase, and they split the vote round after round (seen: 9 rounds, 1.7 s). The
+     * voters take turns instead: the one with the r-th lowest Raft id of those other than the
+     * leader waits 1 + 2r heartbeats, so each has a tick to itself. */
+    int rank = 0;
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        rank += c->servers[i].role == RAFT_VOTER && c->servers[i].id != leader &&
+                c->servers[i].id < a->raft.id;
+    unsigned fast = (unsigned)(a->cfg.timing.heartbeat_ms * (1 + 2 * rank));
+    if (silent)
+        us_info("the Raft leader %s holds an active role and has been silent for %lld ms: "
+                "election timeout %u ms until a leader is known or it is heard again",
+                p->name, (long long)(now - p->last_seen_ms), fast);
+    else
+        us_info("the agent of the Raft leader %s died (its guardian says): election timeout %u ms "
+                "until a leader is known",
+                p->name, fast);
     a->hasten_dead = leader;
+    a->hasten_silent = silent;
     a->hasten_until_ms = now + 2LL * a->cfg.timing.election_ms;
     raft_set_election_timeout(&a->raft, fast);
 }
 
-/* Back to the configured election timeout once another leader is known, we lead, or the bound
- * passed (track_leadership, every tick). */
+/* The same when our Raft leader holds an active role and its datagrams (every heartbeat) have
+ * been silent for suspect_ms: a leader cut off (link down, a partition) that is also the active of
+ * some service costs that service an election on top of the lease, and libraft waits out 1-2
+ * election timeouts from the last contact; lowered, the voters that lost it elect another one
+ * within about suspect_ms + a heartbeat, before the holder's lease is out (stale_after), so the
+ * election costs those services nothing. A voter that alone lost the leader is refused by the
+ * others' pre-votes (they still hear it) and returns to the configured timeout when it hears the
+ * leader again. A leader that holds no active role is left to the configured timeout: its loss
+ * costs no service anything, and a busy machine is spared elections. */
+static void hasten_on_silence(us_agent *a, int64_t now)
+{
+    raft_id leader = 0;
+    const char *addr = NULL;
+    if (!a->raft_started || a->hasten_dead || raft_state(&a->raft) != RAFT_FOLLOWER)
+        return;
+    raft_leader(&a->raft, &leader, &addr);
+    us_peer *p = leader ? us_agent_peer_by_id(a, leader) : NULL;
+    if (!p || p == &a->peers[a->self] || p->last_seen_ms < 0 ||
+        now - p->last_seen_ms < a->cfg.timing.suspect_ms ||
+        !us_state_holds_active(&a->fsm.state, p->name))
+        return;
+    hasten_election(a, p, now, true);
+}
+
+/* Back to the configured election timeout once another leader is known, we lead, the bound
+ * passed, or (lowered for silence) the leader is heard again (track_leadership, every tick). */
 static void hasten_election_end(us_agent *a, raft_id known, int64_t now)
 {
     bool waiting = known == 0 || known == a->hasten_dead; /* for another leader */
-    if (!a->hasten_dead || (waiting && now < a->hasten_until_ms))
+    const us_peer *p = a->hasten_silent ? us_agent_peer_by_id(a, a->hasten_dead) : NULL;
+    bool heard = p && p->last_seen_ms >= 0 && now - p->last_seen_ms < a->cfg.timing.suspect_ms;
+    if (!a->hasten_dead || (waiting && !heard && now < a->hasten_until_ms))
         return;
     a->hasten_dead = 0;
+    a->hasten_silent = false;
     a->hasten_until_ms = 0;
     raft_set_election_timeout(&a->raft, (unsigned)a->cfg.timing.election_ms);
     us_info("election timeout back to %d ms (%s)", a->cfg.timing.election_ms,
-            known ? "a leader is known" : "no leader after two election timeouts");
+            !waiting ? "a leader is known"
+            : heard  ? "the leader is heard again"
+                     : "no leader after two election timeouts");
 }
 
 /* The guardian's announcement (guardian.h), for the node that sent it and no other. */
@@ -386,7 +432,7 @@ static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_ms
     if (f->agent_dead) {
         p->dead_inc = h->inc;
         if (h->inc == p->inc)
-            hasten_election(a, p, now);
+            hasten_election(a, p, now, false);
     }
     schedule_reconcile(a);
 }
@@ -580,6 +626,7 @@ static void track_leadership(us_agent *a)
     raft_leader(&a->raft, &known, &known_addr);
     us_metrics_leader_seen(&a->metrics, known, term);
     hasten_election_end(a, known, us_now_ms());
+    hasten_on_silence(a, us_now_ms());
     if (is_leader && (!a->leader || term != a->leader_term)) {
         /* Acknowledgements of an earlier leadership of ours do not count for this one. */
         a->leader_term = term;
