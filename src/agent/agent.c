@@ -354,7 +354,7 @@ static void hasten_election(us_agent *a, const us_peer *p, int64_t now, bool sil
                 c->servers[i].id < a->raft.id;
     unsigned fast = (unsigned)(a->cfg.timing.heartbeat_ms * (1 + 2 * rank));
     if (silent)
-        us_info("the Raft leader %s holds an active role and has been silent for %lld ms: "
+        us_info("the Raft leader %s has been silent for %lld ms with an active role at stake: "
                 "election timeout %u ms until a leader is known or it is heard again",
                 p->name, (long long)(now - p->last_seen_ms), fast);
     else
@@ -367,15 +367,21 @@ static void hasten_election(us_agent *a, const us_peer *p, int64_t now, bool sil
     raft_set_election_timeout(&a->raft, fast);
 }
 
-/* The same when our Raft leader holds an active role and its datagrams (every heartbeat) have
- * been silent for suspect_ms: a leader cut off (link down, a partition) that is also the active of
- * some service costs that service an election on top of the lease, and libraft waits out 1-2
- * election timeouts from the last contact; lowered, the voters that lost it elect another one
- * within about suspect_ms + a heartbeat, before the holder's lease is out (stale_after), so the
+/* The same when our Raft leader has been silent (no datagram: it sends one every heartbeat) for
+ * suspect_ms and an active role is at stake: the leader holds one, or another node that holds
+ * one is silent too (the leader and an active on the minority side of a partition). Moving
+ * that role needs a leader, and libraft waits out 1-2 election timeouts from the last contact;
+ * lowered, the voters that lost the leader elect another one within about suspect_ms + a
+ * heartbeat or three (in turns, above), before the holder's lease is out (stale_after), so the
  * election costs those services nothing. A voter that alone lost the leader is refused by the
  * others' pre-votes (they still hear it) and returns to the configured timeout when it hears the
- * leader again. A leader that holds no active role is left to the configured timeout: its loss
- * costs no service anything, and a busy machine is spared elections. */
+ * leader again. While no active role is at stake the configured timeout runs: a leader change
+ * costs no service anything then, and a busy machine is spared elections. */
+static bool silent_ms(const us_agent *a, const us_peer *p, int64_t now)
+{
+    return p->last_seen_ms >= 0 && now - p->last_seen_ms >= a->cfg.timing.suspect_ms;
+}
+
 static void hasten_on_silence(us_agent *a, int64_t now)
 {
     raft_id leader = 0;
@@ -384,11 +390,21 @@ static void hasten_on_silence(us_agent *a, int64_t now)
         return;
     raft_leader(&a->raft, &leader, &addr);
     us_peer *p = leader ? us_agent_peer_by_id(a, leader) : NULL;
-    if (!p || p == &a->peers[a->self] || p->last_seen_ms < 0 ||
-        now - p->last_seen_ms < a->cfg.timing.suspect_ms ||
-        !us_state_holds_active(&a->fsm.state, p->name))
+    if (!p || p == &a->peers[a->self] || !silent_ms(a, p, now))
         return;
-    hasten_election(a, p, now, true);
+    /* The silent nodes (few), then one pass over the services for a role one of them holds. */
+    const char *silent[US_MAX_NODES];
+    int n = 0;
+    for (int i = 0; i < a->n_peers && n < US_MAX_NODES; i++)
+        if (i != a->self && silent_ms(a, &a->peers[i], now))
+            silent[n++] = a->peers[i].name;
+    const us_state *s = &a->fsm.state;
+    for (int k = 0; k < s->services.n; k++)
+        for (int i = 0; s->asg[k].active[0] && i < n; i++)
+            if (strcmp(s->asg[k].active, silent[i]) == 0) {
+                hasten_election(a, p, now, true);
+                return;
+            }
 }
 
 /* Back to the configured election timeout once another leader is known, we lead, the bound

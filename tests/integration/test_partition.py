@@ -337,8 +337,7 @@ def check_no_overlap(path, cl):
 # ---- fixtures ----
 
 
-@pytest.fixture
-def ns_cluster(tmp_path):
+def _ns_cluster(tmp_path, n_nodes):
     why = _skip_reason()
     if why:
         pytest.skip(why)
@@ -346,7 +345,7 @@ def ns_cluster(tmp_path):
     assert os.access(binary, os.X_OK), (
         "understudy binary %s not found: run `make build/san/understudy` or set UNDERSTUDY_BIN" % binary
     )
-    bed = netns.TestBed(3)
+    bed = netns.TestBed(n_nodes)
     cl = None
     try:
         bed.start()
@@ -360,6 +359,16 @@ def ns_cluster(tmp_path):
             print("==== timeline (ms since cluster start)\n" + cl.timeline())
             print("agent logs and service output: %s" % tmp_path)
         assert not findings, "sanitizer reports in agent logs: %s\n%s" % (findings, cl.diagnostics())
+
+
+@pytest.fixture
+def ns_cluster(tmp_path):
+    yield from _ns_cluster(tmp_path, 3)
+
+
+@pytest.fixture
+def ns_cluster5(tmp_path):
+    yield from _ns_cluster(tmp_path, 5)
 
 
 class diagnostics_on_failure:
@@ -703,5 +712,42 @@ def test_bridge_partition_active_cut_from_leader(ns_cluster):
 
         running = cl.wait("one active (%s epoch %d) and one process after healing" % (bridge, new_epoch), converged, HEAL_DEADLINE_S, 0.1)
         cl.note("converged %.0f ms after healing: %s" % ((_now_ns() - t_heal) / 1e6, running))
+        problems = check_no_overlap(cl.shared_log, cl)
+        assert not problems, "overlapping actives in the shared log:\n" + "\n".join(problems)
+
+
+def test_leader_and_active_on_the_minority_side(ns_cluster5):
+    """5 voters; the Raft leader and the active (another node) cut off together from the other
+    three. The majority needs a leader before it can move the role: its voters lower their
+    election timeout once the leader has been silent for suspect_ms while a silent node holds an
+    active role (agent.c hasten_on_silence), so the election ends before the active's lease
+    (stale_after) and the takeover costs about what an active cut off alone costs. Before, the
+    configured election (1-2 s from the last contact) came first."""
+    cl = ns_cluster5
+    with diagnostics_on_failure(cl):
+        leader, act, epoch, pid = arrange_active(cl, leader_active=False)
+        minority = [leader, act]
+        majority = [n for n in cl.nodes if n not in minority]
+        watch = DeathWatch(pid)
+        t_cut = _now_ns()
+        cl.bed.partition([minority, majority])
+        cl.note("partition [%s] | [%s]: %s leads, %s active (epoch %d)" % (" ".join(minority), " ".join(majority), leader, act, epoch))
+
+        def promoted():
+            m = cl.active_view(majority[0])
+            if m and m[1] in majority and m[2] > epoch and m[3] and m[0] in majority:
+                return m
+            return None
+
+        new_leader, new_node, new_epoch, _ = cl.wait("the majority's promotion", promoted, FAILOVER_DEADLINE_S, 0.02)
+        took = (_now_ns() - t_cut) / 1e6
+        cl.note("majority (leader %s) promoted %s epoch %d, seen %+.1f ms from the cut" % (new_leader, new_node, new_epoch, took))
+        first_new = cl.wait("the first line of %s epoch %d" % (new_node, new_epoch),
+                            lambda: first_line_ns(cl.shared_log, new_node, new_epoch), FAILOVER_DEADLINE_S, 0.02)
+        watch.close()
+        assert watch.dead_ns is not None and watch.dead_ns < first_new, "the old active (pid %d) did not exit before %s epoch %d wrote" % (pid, new_node, new_epoch)
+        assert took <= LEADER_TAKEOVER_BOUND_MS, "the majority promoted %s %.0f ms after the cut (bound %d ms)" % (new_node, took, LEADER_TAKEOVER_BOUND_MS)
+        cl.bed.heal()
+        cl.note("healed")
         problems = check_no_overlap(cl.shared_log, cl)
         assert not problems, "overlapping actives in the shared log:\n" + "\n".join(problems)
