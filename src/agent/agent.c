@@ -2052,6 +2052,17 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
                  raft_errmsg(&a->raft));
         return -1;
     }
+    /* libraft ticks at the heartbeat it was started with (above), and at each tick a leader (a)
+     * puts back into probe mode every follower it heard nothing from since the last tick, and
+     * (b) sends a follower a heartbeat only if it sent it nothing for heartbeat_timeout; in probe
+     * mode a new entry waits for the next tick. With the two equal, an entry sent between two
+     * ticks made the next tick skip the heartbeat (sent < 100 ms before), the follower was
+     * silent for a tick, and the next command (a failover's decision) waited up to a tick: the
+     * same kill -9 failover took 40 or 125 ms at random (bench/scale's reference; libraft's
+     * trace: "unreachable -> abort pipeline", then "probe server ... sending" at the tick).
+     * Below the tick, the heartbeat goes out at every tick of an idle cluster as before, and a
+     * follower is in probe mode only for the round trip after such a tick. */
+    raft_set_heartbeat_timeout(&a->raft, (unsigned)(c->timing.heartbeat_ms / 4));
     a->raft_started = true;
     return 0;
 }
