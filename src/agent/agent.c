@@ -342,14 +342,18 @@ static void hasten_election(us_agent *a, const us_peer *p, int64_t now, bool sil
     raft_leader(&a->raft, &leader, &addr);
     if (leader == 0 || leader != p->id || !us_agent_is_voter(a, a->raft.id))
         return;
-    /* Not the same timeout on every voter: libraft looks at its timers at its ticks (every
-     * heartbeat), so randomised timeouts in [T, 2T) fall on the same tick of voters whose ticks
-     * are in phase, and they split the vote round after round (seen: 9 rounds, 1.7 s). The
-     * voters take turns instead: the one with the r-th lowest Raft id of those other than the
-     * leader waits 1 + 2r heartbeats, so each has a tick to itself. */
+    /* A follower grants no (pre-)vote while it still has a leader, that is until its own timer
+     * ran out; libraft looks at its timers at its ticks (every heartbeat). After a death the
+     * guardian announced, the voters lower their timeout right away, before it ran out: one
+     * heartbeat each, so a majority is free to vote within one or two ticks. On silence they
+     * lower it suspect_ms after the last contact, when every such timer has run out already:
+     * voters whose ticks are in phase (agents started together) would then all start at their
+     * next tick and split the vote round after round (seen: 9 rounds, 1.7 s). So on silence they
+     * take turns: the one with the r-th lowest Raft id of those other than the leader waits
+     * 1 + 2r heartbeats from the last contact. */
     int rank = 0;
     const struct raft_configuration *c = &a->raft.configuration;
-    for (unsigned i = 0; i < c->n; i++)
+    for (unsigned i = 0; silent && i < c->n; i++)
         rank += c->servers[i].role == RAFT_VOTER && c->servers[i].id != leader &&
                 c->servers[i].id < a->raft.id;
     unsigned fast = (unsigned)(a->cfg.timing.heartbeat_ms * (1 + 2 * rank));
