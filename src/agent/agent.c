@@ -381,7 +381,7 @@ static void hasten_election(us_agent *a, const us_peer *p, int64_t now, bool sil
  * others' pre-votes (they still hear it) and returns to the configured timeout when it hears the
  * leader again. While no active role is at stake the configured timeout runs: a leader change
  * costs no service anything then, and a busy machine is spared elections. */
-static bool silent_ms(const us_agent *a, const us_peer *p, int64_t now)
+static bool is_silent(const us_agent *a, const us_peer *p, int64_t now)
 {
     return p->last_seen_ms >= 0 && now - p->last_seen_ms >= a->cfg.timing.suspect_ms;
 }
@@ -394,13 +394,13 @@ static void hasten_on_silence(us_agent *a, int64_t now)
         return;
     raft_leader(&a->raft, &leader, &addr);
     us_peer *p = leader ? us_agent_peer_by_id(a, leader) : NULL;
-    if (!p || p == &a->peers[a->self] || !silent_ms(a, p, now))
+    if (!p || p == &a->peers[a->self] || !is_silent(a, p, now))
         return;
     /* The silent nodes (few), then one pass over the services for a role one of them holds. */
     const char *silent[US_MAX_NODES];
     int n = 0;
     for (int i = 0; i < a->n_peers && n < US_MAX_NODES; i++)
-        if (i != a->self && silent_ms(a, &a->peers[i], now))
+        if (i != a->self && is_silent(a, &a->peers[i], now))
             silent[n++] = a->peers[i].name;
     const us_state *s = &a->fsm.state;
     for (int k = 0; k < s->services.n; k++)
@@ -417,7 +417,7 @@ static void hasten_election_end(us_agent *a, raft_id known, int64_t now)
 {
     bool waiting = known == 0 || known == a->hasten_dead; /* for another leader */
     const us_peer *p = a->hasten_silent ? us_agent_peer_by_id(a, a->hasten_dead) : NULL;
-    bool heard = p && p->last_seen_ms >= 0 && now - p->last_seen_ms < a->cfg.timing.suspect_ms;
+    bool heard = p && p->last_seen_ms >= 0 && !is_silent(a, p, now);
     if (!a->hasten_dead || (waiting && !heard && now < a->hasten_until_ms))
         return;
     a->hasten_dead = 0;
