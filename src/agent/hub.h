@@ -166,9 +166,9 @@ typedef struct us_agent {
 
     us_proxies proxies; /* this node's proxies (proxies.h) */
 
-    /* The Raft leader's agent is dead (its guardian announced it), or the leader holds an active
-     * role and went silent: our election timeout is lowered until another leader is known,
-     * hasten_until_ms passes, or (silent) we hear it again (hasten_election). */
+    /* The Raft leader's agent is dead (its guardian announced it), or the leader went silent while
+     * an active role is at stake (hasten_on_silence): our election timeout is lowered until another
+     * leader is known, hasten_until_ms passes, or (silent) we hear it again (hasten_election). */
     raft_id hasten_dead;     /* the dead leader's Raft id, 0 = not lowered */
     int64_t hasten_until_ms; /* restore the configured timeout by then at the latest */
     bool hasten_silent;      /* lowered for silence, not for an announced death */
