@@ -798,7 +798,9 @@ static void run_decisions(us_controller *c, const us_cluster_view *v)
         else
             us_info("%s: %s [active %s, epoch %llu]", next->service, next->reason,
                     next->active[0] ? next->active : "none", (unsigned long long)next->epoch);
-        propose(c, us_cmd_stamp(us_cmd_assign(next), in.now_ms, NULL), decided_cb, NULL);
+        propose(c,
+                us_cmd_hint(us_cmd_stamp(us_cmd_assign(next), in.now_ms, NULL), out.d[i].service),
+                decided_cb, NULL);
     }
     free(out.d);
     out.d = NULL;

@@ -83,6 +83,17 @@ int us_state_find_service_from(const us_state *s, const char *name, int hint)
     return us_state_find_service(s, name);
 }
 
+/* The service `name` of a command, found first where the command's "ix" hint (us_cmd_hint) says:
+ * a search through 1,000 definitions 20 KB apart, twice per command on every agent, was the
+ * largest part of an apply. A hint that is absent, out of range or wrong costs only the search. */
+static int command_find_service(const us_state *s, const json_t *cmd, const char *name)
+{
+    const json_t *ix = json_object_get(cmd, "ix");
+    json_int_t hint = json_is_integer(ix) ? json_integer_value(ix) : -1;
+    return us_state_find_service_from(s, name,
+                                      hint >= 0 && hint < US_MAX_SERVICES ? (int)hint : -1);
+}
+
 /* ---- Events ---- */
 
 static int ring_cap(const us_state *s)
@@ -497,6 +508,7 @@ int us_state_from_json(us_state *out, const json_t *j)
         json_array_size(ret) > US_RETIRED_MAX)
         goto out;
     s->version = us_json_u64(j, "version");
+    s->defs_v = s->version;
     s->epoch_floor = us_json_u64(j, "epoch_floor");
     size_t i;
     json_t *v;
@@ -597,6 +609,13 @@ json_t *us_cmd_services(const us_service_set *set)
 json_t *us_cmd_assign(const us_assignment *next)
 {
     return json_pack("{s:s, s:o}", "op", "assign", "asg", us_assignment_to_json(next));
+}
+
+json_t *us_cmd_hint(json_t *cmd, int index)
+{
+    if (cmd && index >= 0)
+        json_object_set_new(cmd, "ix", json_integer(index));
+    return cmd;
 }
 
 json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target)
@@ -763,7 +782,7 @@ static int apply_node_drain(us_state *s, const json_t *cmd)
 
 static int apply_pause(us_state *s, const json_t *cmd)
 {
-    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    int i = command_find_service(s, cmd, us_json_str(cmd, "service"));
     bool paused = json_is_true(json_object_get(cmd, "paused"));
     if (i < 0 || s->asg[i].paused == paused)
         return US_APPLY_NOOP;
@@ -779,7 +798,7 @@ static int apply_pause(us_state *s, const json_t *cmd)
 
 static int apply_reset(us_state *s, const json_t *cmd)
 {
-    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    int i = command_find_service(s, cmd, us_json_str(cmd, "service"));
     if (i < 0)
         return US_APPLY_NOOP;
     us_assignment *a = &s->asg[i];
@@ -1145,7 +1164,7 @@ static int apply_assign(us_state *s, const json_t *cmd)
     us_assignment next;
     if (assignment_from_json(&next, json_object_get(cmd, "asg")) != 0)
         return US_APPLY_BAD;
-    int i = us_state_find_service(s, next.service);
+    int i = command_find_service(s, cmd, next.service);
     if (i < 0 || s->asg[i].gen != next.gen)
         return US_APPLY_NOOP; /* stale decision */
     if (next.epoch < s->asg[i].epoch)
@@ -1168,7 +1187,7 @@ static int apply_assign(us_state *s, const json_t *cmd)
 
 static int apply_switchover(us_state *s, const json_t *cmd)
 {
-    int i = us_state_find_service(s, us_json_str(cmd, "service"));
+    int i = command_find_service(s, cmd, us_json_str(cmd, "service"));
     if (i < 0 || s->asg[i].gen != us_json_u64(cmd, "gen") || !s->asg[i].active[0])
         return US_APPLY_NOOP;
     us_assignment *a = &s->asg[i];
@@ -1298,7 +1317,7 @@ int us_state_apply(us_state *s, const json_t *cmd)
     if (apply_ops[k].scope == ROLES_ANY) {
         held = held_roles(s, &n_held); /* NULL (no memory): every node's roles_v moves */
     } else if (apply_ops[k].scope == ROLES_ONE) {
-        i = us_state_find_service(s, command_service(cmd)); /* such commands move no service */
+        i = command_find_service(s, cmd, command_service(cmd)); /* such commands move no service */
         if (i >= 0 && s->asg[i].active[0]) {
             one = held_role_of(&s->asg[i]);
             one.index = i;
@@ -1309,6 +1328,8 @@ int us_state_apply(us_state *s, const json_t *cmd)
     int rc = apply_ops[k].apply(s, cmd);
     if (rc == US_APPLY_OK) {
         s->version++;
+        if (apply_ops[k].apply == apply_services)
+            s->defs_v = s->version;
         if (apply_ops[k].scope == ROLES_ANY || n_held > 0)
             bump_roles_v(s, held, n_held, s->version);
         if (apply_ops[k].scope == ROLES_ANY)

@@ -66,6 +66,11 @@ typedef struct us_state {
      * service changed, which lets an agent skip a service it has nothing to do with without
      * touching its (large) definition or assignment (instance.c). */
     uint64_t *touched;
+    /* Local too: the state version of the last command that could change any definition (a
+     * services command; a restored snapshot's version). Unchanged, no definition changed: what
+     * an agent keeps from the definitions (notify.c's hooks) need not be read again from 1,000
+     * of them after every command. */
+    uint64_t defs_v;
     int cap;       /* entries allocated in asg, stats and touched */
     int zeroed;    /* ... of which [0, zeroed) were zeroed when first reserved */
     int n_retired; /* epochs of deleted services, so a re-add continues */
@@ -184,6 +189,9 @@ json_t *us_cmd_node_up_adopting(const us_node *n, uint64_t adopts);
 json_t *us_cmd_node_flags(const char *name, bool leaving, bool removing, bool left);
 json_t *us_cmd_services(const us_service_set *set);
 json_t *us_cmd_assign(const us_assignment *next); /* CAS on next->gen */
+/* Adds where the proposer's state has the command's service ("ix", index >= 0): the apply looks
+ * there first and checks the name (a wrong hint costs only a search). Returns cmd. */
+json_t *us_cmd_hint(json_t *cmd, int index);
 json_t *us_cmd_switchover(const char *service, uint64_t gen, const char *target);
 json_t *us_cmd_node_drain(const char *name, bool drained);
 json_t *us_cmd_pause(const char *service, bool paused);

@@ -75,6 +75,7 @@ static struct {
     char json_path[PATH_MAX + 32];
     int n_known;
     known_hook known[US_MAX_SERVICES];
+    uint64_t known_v; /* the state's defs_v when `known` was taken */
 } N;
 
 /* ---- the queue ---- */
@@ -130,6 +131,7 @@ static const known_hook *hook_of(const us_state *s, const char *service, known_h
 
 static void remember_hooks(const us_state *s)
 {
+    N.known_v = s->defs_v;
     N.n_known = 0;
     for (int i = 0; i < s->services.n && i < US_MAX_SERVICES; i++) {
         const us_service_def *d = &s->services.svc[i];
@@ -183,7 +185,9 @@ static void take_in(void)
         push(p);
     }
     N.seen = s->event_seq;
-    remember_hooks(s);
+    if (s->defs_v != N.known_v) /* reading 1,000 definitions after every command cost more than the
+                                   rest of an apply */
+        remember_hooks(s);
 }
 
 /* ---- running one ---- */

@@ -14,6 +14,8 @@ the file DIR/hang exists, the first hook to see it removes it and sleeps for a m
 2. a hook that outlives notify_timeout is killed with its process group, the agent says so, and
    the next event's hook still runs.
 3. a hook still running when its agent stops is killed after a short grace; nothing is left.
+4. the hook of a service whose definition changed is the new one, also for the events of its
+   removal (run from what the agent remembers of the removed definition).
 """
 
 import json
@@ -66,14 +68,14 @@ def write_hook(c):
     return path
 
 
-def notify_cmd(c, hook, pause=0.2):
-    return "exec %s %s %s %s" % (PYTHON, hook, c.root, pause)
+def notify_cmd(c, hook, pause=0.2, log_dir=None):
+    return "exec %s %s %s %s" % (PYTHON, hook, log_dir or c.root, pause)
 
 
-def hook_runs(c, node):
+def hook_runs(c, node, log_dir=None):
     """The hooks that ran on `node`, in the order they started: dicts with start, end (None if
     the hook never finished), pid, env, event (stdin parsed), hang."""
-    path = os.path.join(c.root, "notify-%s.log" % node)
+    path = os.path.join(log_dir or c.root, "notify-%s.log" % node)
     runs, by_pid = [], {}
     if not os.path.exists(path):
         return runs
@@ -351,3 +353,48 @@ def test_notify_hook_at_agent_stop(cluster):
     assert not pid_running(h["pid"]), "the hook (pid %d) outlived its agent" % h["pid"]
     assert "notify hook still running when the agent stops: killing its process group" in c.log_text("n1")
     assert took < 5, "the agent took %.1f s to stop" % took
+
+
+# ---------------------------------------------------------------- 4. an edited hook, a removed service
+
+
+def test_notify_hook_edited_then_service_removed(cluster):
+    """An agent keeps what it needs of the definitions' hooks and reads them again only after a
+    services command (the state's defs_v): the edited hook runs from the edit on, and the events
+    of the service's removal run the edited hook too, though the definition is gone by then."""
+    c = cluster
+    c.form()
+    hook = write_hook(c)
+    v2 = os.path.join(c.root, "v2")
+    os.makedirs(v2)
+    common = dict(run=c.service_cmd(), standbys=1, nodes="n1 n2 n3", notify_timeout="5s")
+    c.apply(svc_ini(c, notify=notify_cmd(c, hook), **common))
+    active, epoch, _ = wait_active(c, log=c.overlap_log)
+    seq_edit = events(c)[-1]["seq"]
+    c.apply(svc_ini(c, notify=notify_cmd(c, hook, log_dir=v2), **common))
+    edit = c.wait_until(
+        lambda: [e for e in events(c, after=seq_edit) if e["service"] == "web" and e["kind"] == "config"],
+        20,
+        "the config event of the edit",
+    )
+    seq_removal = events(c)[-1]["seq"]
+    c.apply(svc_ini(c, name="other", run="exec sleep 1000"))
+    leader = c.leader()
+    removal = c.wait_until(
+        lambda: [e for e in events(c, after=seq_removal) if e["service"] == "web" and e["to"] == "removed"],
+        20,
+        "the removal of web in the history",
+    )
+    print("edit: %s\nremoval: %s" % (fmt_events(edit), fmt_events(removal)))
+    # The removal's config event has no node: the leader runs it, with the edited hook.
+    def ran_v2():
+        runs = hook_runs(c, leader, log_dir=v2)
+        return runs if {e["seq"] for e in removal} <= {r["event"]["seq"] for r in runs if r["end"]} else None
+
+    runs = c.wait_until(ran_v2, 30, "the edited hook to run for the removal on %s" % leader)
+    print("edited hook on %s:\n%s" % (leader, fmt_runs(runs)))
+    assert edit[0]["seq"] in {r["event"]["seq"] for r in runs}, "the edit's own event ran the old hook"
+    for n in ("n1", "n2", "n3"):
+        old = [r for r in hook_runs(c, n) if r["event"]["seq"] > seq_edit]
+        assert not old, "%s ran the hook as it was before the edit:\n%s" % (n, fmt_runs(old))
+        check_runs(n, hook_runs(c, n, log_dir=v2), events(c))

@@ -84,6 +84,7 @@ static bool same_state(const us_state *a, const us_state *b)
     x->asg = y->asg = NULL;
     x->stats = y->stats = NULL;
     x->touched = y->touched = NULL; /* local (fsm.h) */
+    x->defs_v = y->defs_v = 0;      /* local too */
     x->services.cap = y->services.cap = x->cap = y->cap = 0;
     bool same = memcmp(x, y, sizeof *x) == 0;
     free(x);
@@ -338,6 +339,44 @@ static void test_node_up_new_incarnation_clears_flags(void **state)
     n.leaving = n.removing = n.left = true;
     assert_int_equal(apply(s, us_cmd_node_up(&n)), US_APPLY_OK);
     assert_false(s->nodes[i].leaving || s->nodes[i].removing || s->nodes[i].left);
+}
+
+/* us_cmd_hint: an assign finds its service where "ix" says, checked by name; a hint that is
+ * wrong, out of range or not a number costs only the search and changes nothing else. defs_v
+ * moves with services commands alone (notify.c re-reads the hooks then). */
+static void test_assign_hint_and_defs_v(void **state)
+{
+    (void)state;
+    us_state *s = base_state(); /* web at 0, db at 1 */
+    uint64_t defs_v = s->defs_v;
+    assert_int_equal(defs_v, s->version);
+    struct {
+        json_t *ix;
+        const char *service;
+    } cases[] = {
+        {json_integer(1), "db"},  {json_integer(0), "db"},          {json_integer(7), "web"},
+        {json_integer(-3), "db"}, {json_integer(1LL << 40), "web"}, {json_string("0"), "db"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const us_assignment *was = asg_of(s, cases[k].service);
+        uint64_t epoch = was->epoch + 1;
+        us_assignment a = next_asg(s, cases[k].service, epoch, "n2", "n1", "moved");
+        json_t *cmd = us_cmd_assign(&a);
+        json_object_set_new(cmd, "ix", cases[k].ix);
+        const char *other = strcmp(cases[k].service, "web") == 0 ? "db" : "web";
+        uint64_t other_epoch = asg_of(s, other)->epoch;
+        assert_int_equal(apply(s, cmd), US_APPLY_OK);
+        assert_int_equal(asg_of(s, cases[k].service)->epoch, epoch);
+        assert_string_equal(asg_of(s, cases[k].service)->active, "n2");
+        assert_int_equal(asg_of(s, other)->epoch, other_epoch);
+    }
+    us_assignment a = next_asg(s, "web", asg_of(s, "web")->epoch + 1, "n3", NULL, "hinted");
+    assert_int_equal(apply(s, us_cmd_hint(us_cmd_assign(&a), 0)), US_APPLY_OK);
+    assert_string_equal(asg_of(s, "web")->active, "n3");
+    assert_int_equal(s->defs_v, defs_v); /* assignments are not definitions */
+    assert_int_equal(apply_services(s, "web db cache"), US_APPLY_OK);
+    assert_int_equal(s->defs_v, s->version);
+    assert_true(s->defs_v > defs_v);
 }
 
 /* A planned restart (SIGUSR2): the new agent adopted the instances of the incarnation registered
@@ -2576,6 +2615,7 @@ int main(void)
         cmocka_unit_test_teardown(test_state_from_json_malformed_retired, teardown),
         cmocka_unit_test_teardown(test_json_helpers, teardown),
         cmocka_unit_test_teardown(test_cmd_encode, teardown),
+        cmocka_unit_test_teardown(test_assign_hint_and_defs_v, teardown),
         cmocka_unit_test_teardown(test_fsm_callbacks, teardown),
         cmocka_unit_test_teardown(test_raft_replicates, teardown),
         cmocka_unit_test_teardown(test_raft_depose_retry_idempotent, teardown),
