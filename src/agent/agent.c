@@ -1084,7 +1084,7 @@ static void sd_update(us_agent *a)
 {
     if (!a->sd.enabled)
         return;
-    char leader[US_NAME_MAX], st[256];
+    char leader[US_NAME_MAX], st[US_NAME_MAX + sizeof a->sd_active.text + 32];
     bool have_leader = us_agent_leader(a, leader, NULL);
     const us_state *s = &a->fsm.state;
     int me = us_state_find_node(s, a->cfg.name);
@@ -1097,16 +1097,22 @@ static void sd_update(us_agent *a)
     } else if (!registered) {
         snprintf(st, sizeof st, "leader %s; joining", leader);
     } else {
-        int n = snprintf(st, sizeof st, "leader %s; active here: ", leader);
-        bool any = false;
-        for (int k = 0; k < s->services.n && n > 0 && (size_t)n < sizeof st; k++)
-            if (strcmp(s->asg[k].active, a->cfg.name) == 0) {
-                n += snprintf(st + n, sizeof st - (size_t)n, "%s%s", any ? ", " : "",
-                              s->asg[k].service);
-                any = true;
-            }
-        if (!any)
-            snprintf(st + n, sizeof st - (size_t)n, "none");
+        int64_t now = us_now_ms();
+        if (a->sd_active.v != s->version &&
+            (a->sd_active.at_ms == 0 || now - a->sd_active.at_ms >= 1000)) {
+            char *t = a->sd_active.text;
+            size_t cap = sizeof a->sd_active.text, n = 0;
+            t[0] = '\0';
+            for (int k = 0; k < s->services.n && n < cap; k++)
+                if (strcmp(s->asg[k].active, a->cfg.name) == 0) {
+                    int w = snprintf(t + n, cap - n, "%s%s", n ? ", " : "", s->asg[k].service);
+                    n += w > 0 ? (size_t)w : 0;
+                }
+            a->sd_active.v = s->version;
+            a->sd_active.at_ms = now;
+        }
+        snprintf(st, sizeof st, "leader %s; active here: %s", leader,
+                 a->sd_active.text[0] ? a->sd_active.text : "none");
     }
     us_sd_status(&a->sd, st);
     if (a->raft_started && have_leader && registered && a->stopping == 0)

@@ -175,6 +175,14 @@ typedef struct us_agent {
 
     us_metrics metrics; /* what this process measures (GET /metrics) */
     us_sdnotify sd;     /* systemd readiness, status, watchdog */
+    /* The STATUS line's list of this node's active services, rebuilt at most once a second
+     * after the state changed (sd_update: the list walks every assignment, 1,000 of them 10 KB
+     * apart, and sd_update runs after every command and tick). */
+    struct {
+        uint64_t v;    /* state version it was built at */
+        int64_t at_ms; /* when, 0 = never */
+        char text[224];
+    } sd_active;
 
     /* Lifecycle. */
     int stopping;    /* 0 running, 1 handing over (SIGTERM), 2 closing */
