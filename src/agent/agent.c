@@ -396,19 +396,16 @@ static void hasten_on_silence(us_agent *a, int64_t now)
     us_peer *p = leader ? us_agent_peer_by_id(a, leader) : NULL;
     if (!p || p == &a->peers[a->self] || !is_silent(a, p, now))
         return;
-    /* The silent nodes (few), then one pass over the services for a role one of them holds. */
-    const char *silent[US_MAX_NODES];
-    int n = 0;
-    for (int i = 0; i < a->n_peers && n < US_MAX_NODES; i++)
-        if (i != a->self && is_silent(a, &a->peers[i], now))
-            silent[n++] = a->peers[i].name;
-    const us_state *s = &a->fsm.state;
-    for (int k = 0; k < s->services.n; k++)
-        for (int i = 0; s->asg[k].active[0] && i < n; i++)
-            if (strcmp(s->asg[k].active, silent[i]) == 0) {
-                hasten_election(a, p, now, true);
-                return;
-            }
+    /* A silent node holding an active role: the roles table (made once per state version), not
+     * a walk over every assignment at each tick of the silence. */
+    for (int i = 0; i < a->n_peers; i++) {
+        uint64_t min, max;
+        if (i != a->self && is_silent(a, &a->peers[i], now) &&
+            us_agent_role_versions(a, &a->peers[i], &min, &max) > 0) {
+            hasten_election(a, p, now, true);
+            return;
+        }
+    }
 }
 
 /* Back to the configured election timeout once another leader is known, we lead, the bound
