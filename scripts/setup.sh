@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="build-essential pkg-config libuv1-dev libjansson-dev libcmocka-dev \
-libmicrohttpd-dev libmnl-dev libsodium-dev libcurl4-gnutls-dev openssl python3 python3-pytest iproute2 procps nftables \
+libmicrohttpd-dev libmnl-dev libsodium-dev libsystemd-dev libcurl4-gnutls-dev openssl python3 python3-pytest iproute2 procps nftables \
 scdoc prometheus chromium python3-nacl clang-14 libclang-rt-14-dev libfaketime"
 BACKPORTS_PKGS="libraft-dev"
 

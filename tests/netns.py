@@ -207,6 +207,7 @@ class TestBed:
         # Fault state, rendered into one nftables table / netem qdisc per host.
         self._isolated = set()
         self._blocked = set()  # frozenset({a, b}) host pairs that may not talk
+        self._tcp_in = set()  # (host, port): TCP segments to that port of the host are dropped
         self._down = set()
         self._netem = {}  # host -> {"delay": ms, "loss": pct}
         self._nft_loss = {}  # host -> pct (fallback when netem is missing)
@@ -493,6 +494,15 @@ class TestBed:
         self._isolated.add(self._host(h))
         self._apply_nft()
 
+    def block_tcp_in(self, h, port, on=True):
+        """Drop the TCP segments that other hosts send to `port` on h (connection requests and data
+        of connections to h's listener; h's own connections to others stay up). heal() removes it."""
+        self._host(h)
+        if not 0 < port < 65536:
+            raise ValueError("port must be 1..65535")
+        self._tcp_in = (self._tcp_in | {(h, port)}) if on else (self._tcp_in - {(h, port)})
+        self._apply_nft()
+
     def partition(self, groups, client="all"):
         """Only hosts in the same group can talk. groups: lists of node names, e.g.
         [["n1"], ["n2", "n3"]]; nodes in no group are cut off from every other node. The client
@@ -540,6 +550,7 @@ class TestBed:
         """Remove every fault: partition, isolation, link down, loss and delay."""
         self._blocked = set()
         self._isolated = set()
+        self._tcp_in = set()
         self._nft_loss = {}
         self._apply_nft()
         for h in list(self._down):
@@ -557,6 +568,8 @@ class TestBed:
                 'iifname "%s" oifname "%s" drop' % (self.port(a), self.port(b)),
                 'iifname "%s" oifname "%s" drop' % (self.port(b), self.port(a)),
             ]
+        for h, port in sorted(self._tcp_in):
+            rules.append('oifname "%s" tcp dport %d drop' % (self.port(h), port))
         for h, pct in sorted(self._nft_loss.items()):
             for d in ("iifname", "oifname"):
                 if pct >= 100:

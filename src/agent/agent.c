@@ -226,6 +226,9 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     if (g->has_api)
         us_strlcpy(p->api, g->api, sizeof p->api);
     /* As Raft leader it tells its commit index: what we must have applied to be caught up. */
+    /* Only its agent says whether it leads (the guardian's stand-in renewals say nothing). */
+    if (g->has_av)
+        p->noci_pings = g->has_commit ? 0 : p->noci_pings + (p->noci_pings < INT_MAX);
     if (g->has_commit && (p->leader_ci_ms < 0 || g->term > p->leader_ci_term ||
                           (g->term == p->leader_ci_term && g->commit >= p->leader_ci))) {
         p->leader_ci = g->commit;
@@ -332,12 +335,13 @@ static void on_hello(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg
  * sealed by the node's key and names the incarnation that died, a new leader still waits out the
  * old holders' leases (lease.h), and a voter that left a live leader by mistake is refused by the
  * others' pre-votes (they still follow it) and returns at its next heartbeat. */
-static void hasten_election(us_agent *a, const us_peer *p, int64_t now, bool silent)
+static void hasten_election(us_agent *a, const us_peer *p, int64_t now, us_hasten_why why)
 {
     raft_id leader = 0;
     const char *addr = NULL;
+    /* Once lowered, only an announced death replaces the reason (it ends differently). */
     if (!a->raft_started || raft_state(&a->raft) != RAFT_FOLLOWER ||
-        (a->hasten_dead && !(a->hasten_silent && !silent)))
+        (a->hasten_dead && (why != US_HASTEN_DEAD || a->hasten_why == US_HASTEN_DEAD)))
         return;
     raft_leader(&a->raft, &leader, &addr);
     if (leader == 0 || leader != p->id || !us_agent_is_voter(a, a->raft.id))
@@ -348,25 +352,29 @@ static void hasten_election(us_agent *a, const us_peer *p, int64_t now, bool sil
      * heartbeat each, so a majority is free to vote within one or two ticks. On silence they
      * lower it suspect_ms after the last contact, when every such timer has run out already:
      * voters whose ticks are in phase (agents started together) would then all start at their
-     * next tick and split the vote round after round (seen: 9 rounds, 1.7 s). So on silence they
-     * take turns: the one with the r-th lowest Raft id of those other than the leader waits
-     * 1 + 2r heartbeats from the last contact. */
+     * next tick and split the vote round after round (seen: 9 rounds, 1.7 s). So on silence, and
+     * when the leader says it stepped down, they take turns: the one with the r-th lowest Raft id
+     * of those other than the leader waits 1 + 2r heartbeats from the last contact. */
     int rank = 0;
     const struct raft_configuration *c = &a->raft.configuration;
-    for (unsigned i = 0; silent && i < c->n; i++)
+    for (unsigned i = 0; why != US_HASTEN_DEAD && i < c->n; i++)
         rank += c->servers[i].role == RAFT_VOTER && c->servers[i].id != leader &&
                 c->servers[i].id < a->raft.id;
     unsigned fast = (unsigned)(a->cfg.timing.heartbeat_ms * (1 + 2 * rank));
-    if (silent)
+    if (why == US_HASTEN_SILENT)
         us_info("the Raft leader %s has been silent for %lld ms with an active role at stake: "
                 "election timeout %u ms until a leader is known or it is heard again",
                 p->name, (long long)(now - p->last_seen_ms), fast);
+    else if (why == US_HASTEN_STEPPED_DOWN)
+        us_info("the Raft leader %s says it no longer leads: election timeout %u ms until a "
+                "leader is known",
+                p->name, fast);
     else
         us_info("the agent of the Raft leader %s died (its guardian says): election timeout %u ms "
                 "until a leader is known",
                 p->name, fast);
     a->hasten_dead = leader;
-    a->hasten_silent = silent;
+    a->hasten_why = why;
     a->hasten_until_ms = now + 2LL * a->cfg.timing.election_ms;
     raft_set_election_timeout(&a->raft, fast);
 }
@@ -386,6 +394,18 @@ static bool is_silent(const us_agent *a, const us_peer *p, int64_t now)
     return p->last_seen_ms >= 0 && now - p->last_seen_ms >= a->cfg.timing.suspect_ms;
 }
 
+/* And, whatever is at stake, when the leader is heard but says that it no longer leads: its
+ * last two pings came without the commit index that a leader puts in every ping (libraft steps
+ * a leader down when it missed a quorum's answers for an election timeout, e.g. while its Raft
+ * connections were still coming back after its link did). That leader cannot come back without
+ * an election, and the followers, whose timers its last heartbeats reset, would wait 1-2
+ * election timeouts for one: a second or two without a leader, in which nothing can be moved
+ * and no revocation lifted (lease.h: a voter cut off for stale_after revoked the actives, and
+ * only a leader's renewal lifts that; until then each of them rests on the other voters alone,
+ * and a fault on one of those took an active down in a chaos run). Two pings, not one: a ping
+ * sent just before the node won its election may arrive after we learned that it leads. */
+#define US_STEPPED_DOWN_PINGS 2
+
 static void hasten_on_silence(us_agent *a, int64_t now)
 {
     raft_id leader = 0;
@@ -394,7 +414,13 @@ static void hasten_on_silence(us_agent *a, int64_t now)
         return;
     raft_leader(&a->raft, &leader, &addr);
     us_peer *p = leader ? us_agent_peer_by_id(a, leader) : NULL;
-    if (!p || p == &a->peers[a->self] || !is_silent(a, p, now))
+    if (!p || p == &a->peers[a->self])
+        return;
+    if (p->noci_pings >= US_STEPPED_DOWN_PINGS && !is_silent(a, p, now)) {
+        hasten_election(a, p, now, US_HASTEN_STEPPED_DOWN);
+        return;
+    }
+    if (!is_silent(a, p, now))
         return;
     /* A silent node holding an active role: the roles table (made once per state version), not
      * a walk over every assignment at each tick of the silence. */
@@ -402,28 +428,31 @@ static void hasten_on_silence(us_agent *a, int64_t now)
         uint64_t min, max;
         if (i != a->self && is_silent(a, &a->peers[i], now) &&
             us_agent_role_versions(a, &a->peers[i], &min, &max) > 0) {
-            hasten_election(a, p, now, true);
+            hasten_election(a, p, now, US_HASTEN_SILENT);
             return;
         }
     }
 }
 
 /* Back to the configured election timeout once another leader is known, we lead, the bound
- * passed, or (lowered for silence) the leader is heard again (track_leadership, every tick). */
+ * passed, or (lowered for silence or a step-down) the leader is heard leading again
+ * (track_leadership, every tick). */
 static void hasten_election_end(us_agent *a, raft_id known, int64_t now)
 {
     bool waiting = known == 0 || known == a->hasten_dead; /* for another leader */
-    const us_peer *p = a->hasten_silent ? us_agent_peer_by_id(a, a->hasten_dead) : NULL;
-    bool heard = p && p->last_seen_ms >= 0 && !is_silent(a, p, now);
+    const us_peer *p =
+        a->hasten_why != US_HASTEN_DEAD ? us_agent_peer_by_id(a, a->hasten_dead) : NULL;
+    bool heard = p && p->last_seen_ms >= 0 && !is_silent(a, p, now) &&
+                 (a->hasten_why != US_HASTEN_STEPPED_DOWN || p->noci_pings == 0);
     if (!a->hasten_dead || (waiting && !heard && now < a->hasten_until_ms))
         return;
     a->hasten_dead = 0;
-    a->hasten_silent = false;
+    a->hasten_why = US_HASTEN_NONE;
     a->hasten_until_ms = 0;
     raft_set_election_timeout(&a->raft, (unsigned)a->cfg.timing.election_ms);
     us_info("election timeout back to %d ms (%s)", a->cfg.timing.election_ms,
             !waiting ? "a leader is known"
-            : heard  ? "the leader is heard again"
+            : heard  ? "the leader is heard leading again"
                      : "no leader after two election timeouts");
 }
 
@@ -449,7 +478,7 @@ static void on_fenced(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_ms
     if (f->agent_dead) {
         p->dead_inc = h->inc;
         if (h->inc == p->inc)
-            hasten_election(a, p, now, false);
+            hasten_election(a, p, now, US_HASTEN_DEAD);
     }
     schedule_reconcile(a);
 }
@@ -642,6 +671,13 @@ static void track_leadership(us_agent *a)
     const char *known_addr = NULL;
     raft_leader(&a->raft, &known, &known_addr);
     us_metrics_leader_seen(&a->metrics, known, term);
+    if (known != a->known_leader) {
+        /* Its pings from before it led (one may still be on its way) say nothing now. */
+        us_peer *kp = known ? us_agent_peer_by_id(a, known) : NULL;
+        if (kp)
+            kp->noci_pings = 0;
+        a->known_leader = known;
+    }
     hasten_election_end(a, known, us_now_ms());
     hasten_on_silence(a, us_now_ms());
     if (is_leader && (!a->leader || term != a->leader_term)) {

@@ -37,6 +37,14 @@
 #include "node/vip.h"
 
 /* Another agent (or this one), as seen through datagrams. Keyed by name. */
+/* Why a follower lowered its election timeout (agent.c, hasten_election). */
+typedef enum us_hasten_why {
+    US_HASTEN_NONE,
+    US_HASTEN_DEAD,         /* the leader's guardian announced that its agent died */
+    US_HASTEN_SILENT,       /* the leader is silent and an active role is at stake */
+    US_HASTEN_STEPPED_DOWN, /* the leader is heard, but its pings say that it no longer leads */
+} us_hasten_why;
+
 typedef struct us_peer {
     char name[US_NAME_MAX];
     uint64_t id;
@@ -67,6 +75,9 @@ typedef struct us_peer {
     uint64_t leader_ci;
     uint64_t leader_ci_term;
     int64_t leader_ci_ms;
+    /* Its agent's pings without "ci" in a row since its last with one, or since it became our
+     * leader (track_leadership): a leader that pings without it no longer leads. */
+    int noci_pings;
     /* Leases (lease.h). As a voter we grant this peer; as a requester it grants us (if it votes).
      */
     us_lease_grantee lease;   /* as a voter: what we granted it, whether we revoked it */
@@ -166,12 +177,14 @@ typedef struct us_agent {
 
     us_proxies proxies; /* this node's proxies (proxies.h) */
 
-    /* The Raft leader's agent is dead (its guardian announced it), or the leader went silent while
-     * an active role is at stake (hasten_on_silence): our election timeout is lowered until another
-     * leader is known, hasten_until_ms passes, or (silent) we hear it again (hasten_election). */
-    raft_id hasten_dead;     /* the dead leader's Raft id, 0 = not lowered */
-    int64_t hasten_until_ms; /* restore the configured timeout by then at the latest */
-    bool hasten_silent;      /* lowered for silence, not for an announced death */
+    /* The Raft leader's agent is dead (its guardian announced it), the leader went silent while
+     * an active role is at stake, or it says that it no longer leads (hasten_on_silence): our
+     * election timeout is lowered until another leader is known, hasten_until_ms passes, or
+     * (silent, stepped down) we hear it lead again (hasten_election). */
+    raft_id hasten_dead;      /* the lost leader's Raft id, 0 = not lowered */
+    int64_t hasten_until_ms;  /* restore the configured timeout by then at the latest */
+    us_hasten_why hasten_why; /* why it was lowered */
+    raft_id known_leader;     /* the Raft leader at the last tick (track_leadership) */
 
     us_metrics metrics; /* what this process measures (GET /metrics) */
     us_sdnotify sd;     /* systemd readiness, status, watchdog */

@@ -127,7 +127,23 @@ def test_quorum_loss_explains_disruption():
     ]
     assert "disruption" not in props(h)
     for f in h["faults"]:
-        f["out"] = False  # e.g. packet loss: the majority is still there, the active must stay
+        f["out"] = False  # e.g. light packet loss: the majority is still there, the active must stay
+    assert "disruption" in props(h)
+
+
+def test_heavy_loss_on_a_majority_explains_disruption():
+    """Loss of LOSS_OUT_PCT or more on a majority of the nodes takes them out (the active on the third
+    node cannot renew through them); less loss, or heavy loss on one node only, does not."""
+    h = base()
+    h["faults"] = [
+        {"id": 1, "kind": "loss", "nodes": ["n2"], "start": 3900.0, "end": 5000.0, "out": False, "pct": 50},
+        {"id": 2, "kind": "loss", "nodes": ["n3"], "start": 3950.0, "end": 5000.0, "out": False, "pct": 80},
+    ]
+    assert "disruption" not in props(h)
+    h["faults"][0]["pct"] = checker.LOSS_OUT_PCT - 20
+    assert "disruption" in props(h)
+    h["faults"][0]["pct"] = 80
+    h["faults"][1]["nodes"] = ["n2"]
     assert "disruption" in props(h)
 
 

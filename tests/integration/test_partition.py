@@ -45,6 +45,7 @@ LEADER_TAKEOVER_BOUND_MS = 1600
 HEAL_DEADLINE_S = 10.0
 CLUSTER_UP_DEADLINE_S = 40.0
 SERVICE = "web"
+RAFT_PORT = nsagents.RAFT_PORT
 
 WRITER = r"""
 import os, sys, time
@@ -712,6 +713,110 @@ def test_bridge_partition_active_cut_from_leader(ns_cluster):
 
         running = cl.wait("one active (%s epoch %d) and one process after healing" % (bridge, new_epoch), converged, HEAL_DEADLINE_S, 0.1)
         cl.note("converged %.0f ms after healing: %s" % ((_now_ns() - t_heal) / 1e6, running))
+        problems = check_no_overlap(cl.shared_log, cl)
+        assert not problems, "overlapping actives in the shared log:\n" + "\n".join(problems)
+
+
+# The leader steps down with its followers' election timers fresh: they used to wait 1-2 election
+# timeouts (1,000-2,000 ms from its last heartbeat) before electing another; now they see its pings
+# come without the commit index a leader sends and elect at once, in turns (agent.c,
+# hasten_on_silence): 300-700 ms with two followers.
+STEP_DOWN_ELECTION_BOUND_MS = 900
+LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) ")
+
+
+def _log_times(path, text):
+    """Seconds of the day (agent log time stamps) of the lines of `path` that contain `text`."""
+    out = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        m = LOG_TIME.match(line)
+        if m and text in line:
+            h, mi, sec, ms = (int(x) for x in m.groups())
+            out.append(h * 3600 + mi * 60 + sec + ms / 1000.0)
+    return out
+
+
+def _after(t, ref):
+    """t - ref in seconds, across midnight."""
+    d = t - ref
+    return d + 86400 if d < -43200 else d
+
+
+def _revoked(cl, node):
+    try:
+        text = (cl.tmp / ("data-" + node) / "revoked").read_text()
+    except OSError:
+        return set()
+    return {line.split()[0] for line in text.splitlines() if line.split()}
+
+
+def test_leader_steps_down_while_heard(ns_cluster):
+    """The Raft leader loses its quorum's answers and steps down, while it is heard and its
+    followers' election timers are fresh (found by the chaos suite, issue 11: a leader cut off for
+    longer than stale_after revoked the active; its Raft connections came back too late, it
+    stepped down, and the followers took 1.8 s to elect another. Only a leader's renewal lifts a
+    revocation, so all that time the active rested on the third node alone, and a partition of
+    that node took it down).
+    1. The leader, cut from the active for longer than stale_after, revokes it.
+    2. The cut heals but the leader gets no Raft answers (TCP to its Raft port dropped): libraft
+       steps it down after an election timeout. Its pings say so (no commit index), and the
+       followers elect another leader within STEP_DOWN_ELECTION_BOUND_MS of the step-down.
+    3. The new leader renews the active's role; the old leader lifts its revocation.
+    4. The third node cut off: the active renews with the old leader and runs on, no pause."""
+    cl = ns_cluster
+    with diagnostics_on_failure(cl):
+        leader, act, epoch, pid = arrange_active(cl, leader_active=False)
+        third = next(n for n in cl.nodes if n not in (leader, act))
+
+        cl.bed.cut(leader, act)
+        cl.note("cut %s (leader) from %s (active, epoch %d)" % (leader, act, epoch))
+        cl.wait("%s to revoke %s" % (leader, act), lambda: act in _revoked(cl, leader), 5, 0.02)
+        cl.note("%s revoked %s" % (leader, act))
+
+        cl.bed.block_tcp_in(leader, RAFT_PORT)
+        cl.bed.partition([cl.nodes])  # the cut ends; the Raft answers to the leader stay dropped
+        cl.note("cut healed; TCP to %s:%d dropped" % (leader, RAFT_PORT))
+        down = cl.wait("%s to step down" % leader, lambda: _log_times(cl.logs[leader], "no longer leader"), 10, 0.02)
+        cl.bed.block_tcp_in(leader, RAFT_PORT, on=False)
+        t_down = down[-1]
+        cl.note("%s stepped down (log time %.3f); TCP to it allowed again" % (leader, t_down))
+
+        def elected():
+            for n in (act, third):
+                ts = [t for t in _log_times(cl.logs[n], "became leader in term") if _after(t, t_down) >= 0]
+                if ts:
+                    return n, ts[0]
+            return None
+
+        new, t_new = cl.wait("another leader", elected, 10, 0.02)
+        took = _after(t_new, t_down) * 1000
+        told = [n for n in (act, third) if any(_after(t, t_down) >= 0 for t in _log_times(cl.logs[n], "says it no longer leads"))]
+        cl.note("%s became leader %.0f ms after the step-down; followers that saw it: %s" % (new, took, told))
+        assert told, "no follower noticed that %s stepped down" % leader
+        assert took <= STEP_DOWN_ELECTION_BOUND_MS, "the election after the step-down took %.0f ms (bound %d)" % (
+            took, STEP_DOWN_ELECTION_BOUND_MS)
+
+        cl.wait("%s to lift its revocation of %s" % (leader, act), lambda: act not in _revoked(cl, leader), 10, 0.02)
+        cl.note("%s lifted its revocation of %s" % (leader, act))
+
+        t_cut = _now_ns()
+        cl.bed.partition([[leader, act], [third]])
+        cl.note("%s cut off" % third)
+        t_hold = time.monotonic() + 2.0
+        for _ in range(100):
+            if time.monotonic() > t_hold:
+                break
+            time.sleep(0.05)
+        t_obs = _now_ns()
+        cl.bed.heal()
+        lines = sorted(ts for n, e, ts in read_log(cl.shared_log) if (n, e) == (act, epoch) and t_cut <= ts <= t_obs)
+        others = sorted({(n, e) for n, e, ts in read_log(cl.shared_log) if ts >= t_cut and (n, e) != (act, epoch)})
+        edges = [t_cut] + lines + [t_obs]
+        gap = max(b - a for a, b in zip(edges, edges[1:])) / 1e6
+        cl.note("%s cut off for %.0f ms: %d lines of %s epoch %d, longest gap %.1f ms" % (
+            third, (t_obs - t_cut) / 1e6, len(lines), act, epoch, gap))
+        assert not others, "other writers while %s was cut off: %s" % (third, others)
+        assert gap <= DISRUPTION_MS, "the active paused %.1f ms while %s was cut off (bound %d ms)" % (gap, third, DISRUPTION_MS)
         problems = check_no_overlap(cl.shared_log, cl)
         assert not problems, "overlapping actives in the shared log:\n" + "\n".join(problems)
 
