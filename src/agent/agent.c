@@ -452,7 +452,7 @@ static void hasten_election_end(us_agent *a, raft_id known, int64_t now)
     raft_set_election_timeout(&a->raft, (unsigned)a->cfg.timing.election_ms);
     us_info("election timeout back to %d ms (%s)", a->cfg.timing.election_ms,
             !waiting ? "a leader is known"
-            : heard  ? "the leader is heard leading again"
+            : heard  ? "the leader is heard (leading) again"
                      : "no leader after two election timeouts");
 }
 

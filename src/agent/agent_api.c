@@ -26,6 +26,7 @@
 #include "agent/metrics.h"
 #include "net/dashboard.h"
 #include "core/lease.h"
+#include "core/role.h"
 #include "lib/log.h"
 #include "lib/clock.h"
 #include "lib/listen.h"
@@ -756,10 +757,52 @@ static void h_events(us_api_req *r, void *data)
                                 (json_int_t)last, "more", more, "events", events));
 }
 
+/* GET /v1/services/NAME/role[/standby]: 200 when this node is the active (a ready standby), 503
+ * with its role otherwise (role.h); for load balancers' health checks, so no token is needed
+ * (api_guard.c). Answered from this node's own view: the active is the node whose instance acts
+ * under the current epoch with a lease, and nobody else says 200 (a cut-off former active stops
+ * saying it when its lease runs out, when it stops acting). */
+static void service_role(us_agent *a, us_api_req *r, const char *name, bool standby)
+{
+    const us_state *s = &a->fsm.state;
+    int k = us_state_find_service(s, name);
+    if (k < 0) {
+        us_api_reply_error(r, 404, "unknown service '%s'", name);
+        return;
+    }
+    const us_assignment *as = &s->asg[k];
+    us_report own;
+    bool have = us_agent_report(a, a->cfg.name, name, k, &own);
+    us_role_answer ans = us_role_of(&s->services.svc[k], as, a->cfg.name, a->inc,
+                                    have ? &own.obs : NULL, us_agent_lease_ok(a, us_now_ms(), 0));
+    bool ok = standby ? ans.standby : ans.active;
+    us_api_reply_json(r, ok ? 200 : 503,
+                      json_pack("{s:s, s:s, s:s, s:o, s:b}", "service", name, "node", a->cfg.name,
+                                "role", ans.role, "epoch",
+                                ans.epoch ? json_integer((json_int_t)ans.epoch) : json_null(),
+                                "demoting", ans.demoting));
+}
+
 static void h_service_get(us_api_req *r, void *data)
 {
     us_agent *a = data;
     char name[US_NAME_MAX], action[32];
+    const char *req_path = us_api_req_path(r);
+    size_t pl = strlen(req_path), sl = strlen("/role/standby");
+    if (pl > sl && strcmp(req_path + pl - sl, "/role/standby") == 0 && pl - sl < 512) {
+        char head[512];
+        memcpy(head, req_path, pl - sl);
+        head[pl - sl] = 0;
+        strcat(head, "/role");
+        if (split_path(head, "/v1/services/", name, action)) {
+            service_role(a, r, name, true);
+            return;
+        }
+    }
+    if (split_path(req_path, "/v1/services/", name, action) && strcmp(action, "role") == 0) {
+        service_role(a, r, name, false);
+        return;
+    }
     if (!split_path(us_api_req_path(r), "/v1/services/", name, action) ||
         strcmp(action, "log") != 0) {
         us_api_reply_error(r, 404, "unknown path %s", us_api_req_path(r));

@@ -114,6 +114,20 @@ static bool media_type_is(const char *ct, const char *type)
     return n == strlen(type) && strncasecmp(ct, type, n) == 0;
 }
 
+/* "/v1/services/NAME/role" and ".../role/standby": they tell only this node's role for a
+ * service, and load balancers' health checks (HAProxy's httpchk) ask them without credentials. */
+static bool role_path(const char *path)
+{
+    static const char prefix[] = "/v1/services/";
+    if (strncmp(path, prefix, sizeof prefix - 1) != 0)
+        return false;
+    const char *name = path + sizeof prefix - 1;
+    const char *slash = strchr(name, '/');
+    if (!slash || slash == name)
+        return false;
+    return strcmp(slash, "/role") == 0 || strcmp(slash, "/role/standby") == 0;
+}
+
 static bool needs_token(const us_guard_config *cfg, const us_guard_request *req)
 {
     for (size_t i = 0; i < sizeof open_paths / sizeof open_paths[0]; i++)
@@ -122,6 +136,8 @@ static bool needs_token(const us_guard_config *cfg, const us_guard_request *req)
             return false;
     if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/metrics") == 0)
         return cfg->metrics_auth;
+    if (strcmp(req->method, "GET") == 0 && role_path(req->path))
+        return false;
     return true;
 }
 

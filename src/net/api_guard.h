@@ -10,7 +10,9 @@
  *     origin than the API's own (scheme://Host) is refused (403). No Origin (CLI, curl) is fine.
  *  3. Token: every request needs "Authorization: Bearer TOKEN" with a token of the node's token
  *     file (constant-time compare), except GET of the dashboard page ("/", "/index.html",
- *     "/favicon.ico") and GET /metrics unless metrics_auth (401 + WWW-Authenticate: Bearer).
+ *     "/favicon.ico"), GET /metrics unless metrics_auth, and GET of a service's role
+ *     ("/v1/services/NAME/role" and ".../role/standby": load balancers' health checks; they tell
+ *     only this node's role) (401 + WWW-Authenticate: Bearer).
  *  4. Content-Type: a mutating request declares application/json, or for POST /v1/services
  *     (a services file) text/x-understudy-services (415). Both are types that a browser may not
  *     send cross-site without asking first (a CORS preflight, which this API never approves).

@@ -264,6 +264,52 @@ static us_conn *conn_new(us_transport *w, enum kind kind)
     return c;
 }
 
+/* The streak of failed connects to `target`, or a slot for one (a new target takes the oldest). */
+static struct us_transport_streak *streak_of(us_transport *w, const char *target, bool create)
+{
+    struct us_transport_streak *free_slot = NULL, *oldest = NULL;
+    for (int i = 0; i < US_TRANSPORT_STREAKS; i++) {
+        struct us_transport_streak *k = &w->streaks[i];
+        if (k->first_ms && strcmp(k->target, target) == 0)
+            return k;
+        if (!k->first_ms && !free_slot)
+            free_slot = k;
+        if (k->first_ms && (!oldest || k->first_ms < oldest->first_ms))
+            oldest = k;
+    }
+    if (!create)
+        return NULL;
+    struct us_transport_streak *k = free_slot ? free_slot : oldest;
+    memset(k, 0, sizeof *k);
+    snprintf(k->target, sizeof k->target, "%s", target);
+    k->first_ms = uv_now(w->loop) ? uv_now(w->loop) : 1;
+    return k;
+}
+
+static void streak_fail(us_conn *c, enum state at)
+{
+    struct us_transport_streak *k = streak_of(c->w, c->target, true);
+    k->fails++;
+    if (at == S_CONNECTING)
+        k->in_connect++;
+    else
+        k->in_reply++;
+}
+
+/* A streak worth a line: three failures or more, or failing for a second. */
+static void streak_end(us_conn *c)
+{
+    struct us_transport_streak *k = streak_of(c->w, c->target, false);
+    if (!k)
+        return;
+    uint64_t ms = uv_now(c->w->loop) - k->first_ms;
+    if (k->fails >= 3 || ms >= 1000)
+        us_info("cluster transport: connected to %s after %u failed attempts over %llu ms (%u "
+                "in the TCP connect, %u waiting for its handshake reply)",
+                c->target, k->fails, (unsigned long long)ms, k->in_connect, k->in_reply);
+    memset(k, 0, sizeof *k);
+}
+
 static void finalize(us_conn *c)
 {
     us_transport *w = c->w;
@@ -306,6 +352,8 @@ static void conn_close(us_conn *c, int result)
 {
     if (c->state == S_CLOSING)
         return;
+    if (c->kind == K_RAFT_OUT && c->state != S_OPEN && result != -ECANCELED)
+        streak_fail(c, c->state);
     if (c->kind == K_RAFT_OUT && c->state == S_OPEN)
         us_debug("cluster transport: connection to %s closed: %s", c->target, strerror(-result));
     c->state = S_CLOSING;
@@ -663,6 +711,7 @@ static void on_reply(us_conn *c)
         struct raft_uv_connect *req = c->req;
         c->req = NULL;
         us_debug("cluster transport: connected to %s", c->target);
+        streak_end(c);
         c->cb(req, stream, 0);
     } else {
         send_request(c);

@@ -46,6 +46,7 @@
 #define US_TRANSPORT_MAX_RPC_IN 32      /* inbound RPCs being served */
 #define US_TRANSPORT_HANDSHAKE_MS 1000  /* inbound handshake deadline */
 #define US_TRANSPORT_NAME_MAX 255       /* node name and address in the identity frame */
+#define US_TRANSPORT_STREAKS 16         /* targets whose failing connects are followed at once */
 
 typedef struct {
     uint64_t accepted;           /* inbound connections that completed the handshake */
@@ -82,6 +83,14 @@ typedef struct us_transport {
     unsigned n_handshakes, n_rpc_in;
     us_transport_stats stats;
     uint64_t log_in_ms, log_out_ms; /* rate limits of the warnings */
+    /* Outgoing Raft connections that keep failing, per target (the warnings above are rate
+     * limited): when one succeeds after a streak, one line says how long it took and how the
+     * attempts failed (TCP connect, or the peer's handshake reply). */
+    struct us_transport_streak {
+        char target[US_TRANSPORT_NAME_MAX + 1];
+        uint64_t first_ms;                    /* loop time of the first failure, 0 = free slot */
+        unsigned fails, in_connect, in_reply; /* failed attempts, by the phase they died in */
+    } streaks[US_TRANSPORT_STREAKS];
 } us_transport;
 
 /* 0 or a raft error code. `keys` is the cluster keyring, read in place (not copied): it must

@@ -303,7 +303,7 @@ class Run:
     def start_agent(self, n):
         header = "==== chaos: starting the agent of %s at %.1f ms\n" % (n, self.ms())
         self.h.agents[n] = nsagents.start_agent(self.bed, n, self.h.bin, self.h.config(n), self.h.logs[n], header,
-                                                env=self.agent_env(n))
+                                                extra_args=self.args.agent_args.split(), env=self.agent_env(n))
         self.h.note("agent %s started, pid %d" % (n, self.h.agents[n].pid))
 
     def start_watchers(self):
@@ -772,6 +772,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--nodes", type=int, default=3, choices=[3, 5])
     ap.add_argument("--bin", default=os.environ.get("UNDERSTUDY_BIN") or str(REPO / "build" / "understudy"))
+    ap.add_argument("--agent-args", default="", help="more arguments for every agent, e.g. --debug")
     ap.add_argument("--out", default=None, help="run directory (default: a new /tmp/understudy-chaos-*)")
     ap.add_argument("--json", default=None, help="summary JSON (default: RUNDIR/summary.json)")
     ap.add_argument("--max-seconds", type=int, default=None, help="bound of the fault phase (default 60 + 12 s a fault)")

@@ -1200,3 +1200,61 @@ def test_port_in_use_agent_exits_nonzero(cluster, which):
         assert "%s:%s" % (host, port) in log, log
     finally:
         blocker.close()
+
+
+# ---------------------------------------------------------------- role endpoints (issue 12)
+
+
+def roles(c, path, nodes=("n1", "n2", "n3")):
+    """{node: (status, body)} of GET path on each running node's API, without a token."""
+    out = {}
+    for n in nodes:
+        if c.running(n):
+            code, _, body = c.api(n, path, token=False)
+            out[n] = (code, json.loads(body))
+    return out
+
+
+def test_role_endpoints_follow_the_active(cluster):
+    """GET /v1/services/NAME/role answers 200 on the active alone and .../role/standby 200 on a
+    ready hot standby alone, 503 with the role elsewhere, without a token (HAProxy's httpchk); they
+    follow a switchover and a kill -9 of the active's agent."""
+    c = cluster
+    c.form()
+    c.apply("[service web]\nrun = exec sleep 100000\nstandby = hot\nstandbys = 1\nstop_timeout = 2s\n")
+
+    def settled(not_node=None, min_epoch=1):
+        def ok():
+            r = roles(c, "/v1/services/web/role")
+            s = roles(c, "/v1/services/web/role/standby")
+            up = [n for n, (code, _) in r.items() if code == 200]
+            ready = [n for n, (code, _) in s.items() if code == 200]
+            if len(up) != 1 or up[0] == not_node or r[up[0]][1]["epoch"] < min_epoch:
+                return None
+            if len(ready) != 1 or ready[0] == up[0]:
+                return None
+            return r, s, up[0], ready[0]
+
+        return c.wait_until(ok, 30, "one node to answer 200 to role, another to role/standby")
+
+    r, s, active, sb = settled()
+    epoch = r[active][1]["epoch"]
+    assert r[active][1] == {"service": "web", "node": active, "role": "active", "epoch": epoch, "demoting": False}
+    assert s[sb][1]["role"] == "standby" and s[active][0] == 503 and s[active][1]["role"] == "active"
+    third = [n for n in ("n1", "n2", "n3") if n not in (active, sb)][0]
+    assert r[third][0] == 503 and r[third][1]["role"] == "none" and r[third][1]["epoch"] == epoch
+    assert s[third][0] == 503
+    assert r[sb][0] == 503 and r[sb][1]["role"] == "standby"
+    code, _, body = c.api("n1", "/v1/services/nosuch/role", token=False)
+    assert code == 404, (code, body)
+    code, _, _ = c.api("n1", "/v1/services/web/log", token=False)
+    assert code == 401, "only the role paths are open"
+
+    res = c.cli("switchover", "web", "--to", sb, node=c.leader())
+    assert res.returncode == 0, res.stdout + res.stderr
+    r, s, now, _ = settled(not_node=active, min_epoch=epoch + 1)
+    assert now == sb and r[sb][1]["epoch"] == epoch + 1 and r[active][0] == 503
+
+    c.kill9(sb)
+    r, s, new, _ = settled(not_node=sb, min_epoch=epoch + 2)
+    assert sb not in r and new in (active, third)

@@ -109,6 +109,17 @@ static void test_token_required(void **state)
     assert_int_equal(check(&m, "GET", "/metrics", NULL, NULL, NULL, NULL, &v), 401);
     assert_int_equal(check(&m, "GET", "/metrics", "Bearer " TOK_B, NULL, NULL, NULL, &v), 0);
     assert_string_equal(v.token, "token2");
+    /* A service's role (load balancers' health checks) is open; nothing else under it. */
+    assert_int_equal(check(&c, "GET", "/v1/services/db/role", NULL, NULL, NULL, NULL, &v), 0);
+    assert_int_equal(check(&c, "GET", "/v1/services/db/role/standby", NULL, NULL, NULL, NULL, &v),
+                     0);
+    assert_int_equal(
+        check(&c, "POST", "/v1/services/db/role", NULL, "application/json", NULL, NULL, &v), 401);
+    assert_int_equal(check(&c, "GET", "/v1/services/db/log", NULL, NULL, NULL, NULL, &v), 401);
+    assert_int_equal(check(&c, "GET", "/v1/services//role", NULL, NULL, NULL, NULL, &v), 401);
+    assert_int_equal(check(&c, "GET", "/v1/services/db/role/x", NULL, NULL, NULL, NULL, &v), 401);
+    assert_int_equal(check(&c, "GET", "/v1/services/a/b/role", NULL, NULL, NULL, NULL, &v), 401);
+    assert_int_equal(check(&c, "GET", "/v1/services/db/roles", NULL, NULL, NULL, NULL, &v), 401);
 }
 
 static void test_origin_and_content_type(void **state)

@@ -1,0 +1,36 @@
+/* role.h — what a node answers when a load balancer asks whether it is a service's active (or a
+ * ready standby): GET /v1/services/NAME/role and .../role/standby (agent_api.c), the way
+ * HAProxy's `option httpchk` asks Patroni's /primary and /replica. Pure: the replicated
+ * assignment, the definition and this node's own view of its instance in, the answer out.
+ *
+ * Promise: `active` is true only while this node's instance acts as active under the assignment's
+ * current epoch, given to this agent incarnation, and the node holds its lease (the same
+ * conditions under which the instance runs as active: a node whose lease ran out, or that was
+ * given the role but has not promoted yet, says no). `standby` is true for a standby listed in
+ * the assignment that could take over: a cold one always (nothing runs until promotion), a hot
+ * one while its instance runs as standby and is not unhealthy. */
+#ifndef US_ROLE_H
+#define US_ROLE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/model.h"
+
+typedef struct us_role_answer {
+    const char *role; /* "active" | "promoting" (given the role, not acting yet or without a
+                         lease) | "failed" (its instance failed or was fenced under the epoch) |
+                         "standby" | "none" (no role here, or no such service) */
+    bool active;      /* 200 for .../role */
+    bool standby;     /* 200 for .../role/standby */
+    uint64_t epoch;   /* the assignment's epoch, 0 = none given yet */
+    bool demoting;    /* active, asked to hand over (a planned switchover) */
+} us_role_answer;
+
+/* `self`/`self_inc`: this node's name and agent incarnation; `own`: what this node's instance of
+ * the service reports (NULL = none); `lease_ok`: this node may act as active now. `d` and `as`
+ * may be NULL (no such service or no assignment yet). */
+us_role_answer us_role_of(const us_service_def *d, const us_assignment *as, const char *self,
+                          uint64_t self_inc, const us_inst_obs *own, bool lease_ok);
+
+#endif
