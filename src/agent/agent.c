@@ -225,6 +225,8 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
     /* Its own API address, which it states for itself; registration commits it (controller.c). */
     if (g->has_api)
         us_strlcpy(p->api, g->api, sizeof p->api);
+    if (g->has_av) /* its agent's own ping (the guardian's renewals say nothing of it) */
+        us_strlcpy(p->service_host, g->service_host, sizeof p->service_host);
     /* As Raft leader it tells its commit index: what we must have applied to be caught up. */
     /* Only its agent says whether it leads (the guardian's stand-in renewals say nothing). */
     if (g->has_av)
@@ -943,6 +945,7 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
     fields.round = seq;
     fields.has_api = true;
     us_strlcpy(fields.api, a->cfg.api, sizeof fields.api);
+    us_strlcpy(fields.service_host, a->cfg.service_host, sizeof fields.service_host);
     fields.term = raft_current_term(&a->raft);
     fields.lease = true;
     fields.vote = self_votes;
@@ -1182,6 +1185,8 @@ static void build_view(us_agent *a, us_cluster_view *v)
         n->id = p->id;
         us_strlcpy(n->address, p->address, sizeof n->address);
         us_strlcpy(n->api, p->api, sizeof n->api);
+        us_strlcpy(n->service_host, p == &a->peers[a->self] ? a->cfg.service_host : p->service_host,
+                   sizeof n->service_host);
         n->self = i == a->self;
         n->inc = p->inc;
         n->state = us_agent_node_state(a, p);

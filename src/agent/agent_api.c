@@ -147,8 +147,10 @@ static json_t *status_json(us_agent *a, const us_consistency *cons, bool consist
             nodes, json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "name", n->name, "address",
                              n->address, "api", n->api, "state", us_node_state_name(st), "voter",
                              !n->left && us_agent_is_voter(a, n->id), "leaving", n->leaving));
-        json_object_set_new(json_array_get(nodes, json_array_size(nodes) - 1), "drained",
-                            json_boolean(n->drained));
+        json_t *last = json_array_get(nodes, json_array_size(nodes) - 1);
+        json_object_set_new(last, "drained", json_boolean(n->drained));
+        json_object_set_new(last, "service_host",
+                            n->service_host[0] ? json_string(n->service_host) : json_null());
     }
     json_t *svcs = json_array();
     for (int k = 0; k < s->services.n; k++) {

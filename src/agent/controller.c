@@ -618,7 +618,8 @@ static bool register_nodes(us_controller *c, const us_cluster_view *v)
         int k = us_state_find_node(s, p->name);
         bool voter = srv->role == US_MEMBER_VOTER;
         if (k >= 0 && s->nodes[k].incarnation == p->inc && s->nodes[k].voter == voter &&
-            strcmp(s->nodes[k].address, p->address) == 0 && strcmp(s->nodes[k].api, p->api) == 0)
+            strcmp(s->nodes[k].address, p->address) == 0 && strcmp(s->nodes[k].api, p->api) == 0 &&
+            strcmp(s->nodes[k].service_host, p->service_host) == 0)
             continue;
         if (k >= 0 && s->nodes[k].left && s->nodes[k].incarnation == p->inc)
             continue;
@@ -627,6 +628,7 @@ static bool register_nodes(us_controller *c, const us_cluster_view *v)
         n.id = p->id;
         us_strlcpy(n.address, p->address, sizeof n.address);
         us_strlcpy(n.api, p->api, sizeof n.api);
+        us_strlcpy(n.service_host, p->service_host, sizeof n.service_host);
         n.incarnation = p->inc;
         n.voter = voter;
         if (k >= 0 && s->nodes[k].incarnation == p->inc) {

@@ -41,7 +41,8 @@ typedef struct us_view_node {
     uint64_t id;
     char address[US_ADDR_MAX];
     char api[US_ADDR_MAX];
-    bool self;            /* this node */
+    char service_host[US_ADDR_MAX]; /* its `[node] service_host`, "" = none */
+    bool self;                      /* this node */
     uint64_t inc;         /* incarnation of its last current datagram, 0 = not heard yet */
     us_node_state state;  /* liveness */
     int64_t last_seen_ms; /* monotonic, -1 = never */

@@ -51,6 +51,7 @@ typedef struct us_peer {
     int node_idx; /* where it was in the state's nodes (a hint: us_state_find_node_from) */
     char address[US_ADDR_MAX];
     char api[US_ADDR_MAX];
+    char service_host[US_ADDR_MAX]; /* its `[node] service_host` (its pings say), "" = none */
     struct sockaddr_in sa;
     uint64_t inc;      /* incarnation of its last current datagram, 0 = not heard yet */
     uint64_t wire_inc; /* newest incarnation of any authentic datagram: our to_inc for it */

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/lease.h"
+#include "core/role.h"
 #include "lib/log.h"
 #include "node/logrotate.h"
 #include "node/notify.h"
@@ -140,7 +141,10 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
     snprintf(e_role, sizeof e_role, "UNDERSTUDY_ROLE=%s", role);
     snprintf(e_epoch, sizeof e_epoch, "UNDERSTUDY_EPOCH=%llu", (unsigned long long)epoch);
     snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->env.cfg->data_dir);
-    const char *uenv[] = {e_svc, e_node, e_role, e_epoch, e_dir, NULL};
+    us_active_env act;
+    us_active_env_of(a->env.state, in->service, &act);
+    const char *uenv[] = {e_svc,    e_node,   e_role,    e_epoch,      e_dir,
+                          act.node, act.host, act.epoch, act.standbys, NULL};
     us_env_spec spec = us_env_spec_for(d, &cred, uenv);
     char **env = us_env_build(&spec);
     if (!env)
@@ -686,7 +690,9 @@ static void sync_checker(us_instance *in, const us_service_def *d)
     snprintf(e_svc, sizeof e_svc, "UNDERSTUDY_SERVICE=%s", in->service);
     snprintf(e_node, sizeof e_node, "UNDERSTUDY_NODE=%s", a->env.cfg->name);
     snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->env.cfg->data_dir);
-    const char *uenv[] = {e_svc, e_node, e_dir, NULL};
+    us_active_env act; /* as when the checker starts */
+    us_active_env_of(a->env.state, in->service, &act);
+    const char *uenv[] = {e_svc, e_node, e_dir, act.node, act.host, act.epoch, act.standbys, NULL};
     us_env_spec spec = us_env_spec_for(d, &cred, uenv);
     char **env = us_env_build(&spec);
     if (!env)

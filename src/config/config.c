@@ -219,6 +219,7 @@ enum {
     NK_API_TLS_KEY,
     NK_API_INSECURE,
     NK_VOTER_NICE,
+    NK_SERVICE_HOST,
     NK_COUNT
 };
 
@@ -391,6 +392,12 @@ static bool nk_dir(node_ctx *c, const char *value, void *dst, size_t size, const
     return nk_path(c, value, dst, size, expected);
 }
 
+static bool nk_host(node_ctx *c, const char *value, void *dst, size_t size, const char **expected)
+{
+    (void)c, (void)expected;
+    return us_host_valid(value) && us_strlcpy(dst, value, size);
+}
+
 static bool nk_members(node_ctx *c, const char *value, void *dst, size_t size,
                        const char **expected)
 {
@@ -489,6 +496,10 @@ static const node_key node_keys[NK_COUNT] = {
     [NK_VOTER_NICE] = {"node", "voter_nice",
                        "a nice value from -20 to 0 (default " US_STR(US_VOTER_NICE_DEFAULT) ")",
                        nk_voter_nice, NCFG(voter_nice)},
+    [NK_SERVICE_HOST] = {"node", "service_host",
+                         "a host name or IP address (letters, digits, '.', '-', ':', '_'; at most "
+                         "63) where services on other nodes reach this node's services",
+                         nk_host, NCFG(service_host)},
 };
 
 static bool node_value(node_ctx *c, int k, const char *value)

@@ -25,10 +25,13 @@ typedef struct us_member {
 } us_member;
 
 typedef struct us_node_config {
-    char path[PATH_MAX];            /* the file it was read from */
-    char name[US_NAME_MAX];         /* [node] name */
-    char address[US_ADDR_MAX];      /* [node] address, "IPv4:port" */
-    char api[US_ADDR_MAX];          /* [node] api, "IPv4:port" (default: address host, port 7201) */
+    char path[PATH_MAX];       /* the file it was read from */
+    char name[US_NAME_MAX];    /* [node] name */
+    char address[US_ADDR_MAX]; /* [node] address, "IPv4:port" */
+    char api[US_ADDR_MAX];     /* [node] api, "IPv4:port" (default: address host, port 7201) */
+    /* [node] service_host (optional): where services on other nodes reach this node's services
+     * (UNDERSTUDY_ACTIVE_HOST, core/role.h); default the host of `address`. */
+    char service_host[US_ADDR_MAX];
     char data_dir[PATH_MAX];        /* [node] data_dir, created if missing, must be writable */
     char cluster_name[US_NAME_MAX]; /* [cluster] name */
     int n_members;                  /* [cluster] members: initial voters "name=IPv4:port ..." */

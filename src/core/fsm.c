@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/hostport.h"
 #include "lib/index.h"
 
 int us_state_find_node(const us_state *s, const char *name)
@@ -411,10 +412,14 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
 
 static json_t *node_to_json(const us_node *n)
 {
-    return json_pack("{s:s, s:o, s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b}", "name", n->name, "id",
-                     us_u64_json(n->id), "address", n->address, "api", n->api, "incarnation",
-                     us_u64_json(n->incarnation), "voter", n->voter, "leaving", n->leaving,
-                     "removing", n->removing, "left", n->left, "drained", n->drained);
+    json_t *j =
+        json_pack("{s:s, s:o, s:s, s:s, s:o, s:b, s:b, s:b, s:b, s:b}", "name", n->name, "id",
+                  us_u64_json(n->id), "address", n->address, "api", n->api, "incarnation",
+                  us_u64_json(n->incarnation), "voter", n->voter, "leaving", n->leaving, "removing",
+                  n->removing, "left", n->left, "drained", n->drained);
+    if (j && n->service_host[0])
+        json_object_set_new(j, "service_host", json_string(n->service_host));
+    return j;
 }
 
 static int node_from_json(us_node *n, const json_t *j)
@@ -426,6 +431,12 @@ static int node_from_json(us_node *n, const json_t *j)
     n->id = us_json_u64(j, "id");
     us_strlcpy(n->address, us_json_str(j, "address"), sizeof n->address);
     us_strlcpy(n->api, us_json_str(j, "api"), sizeof n->api);
+    /* Optional (older snapshots and commands lack it); refused when it is not a host name. */
+    const json_t *sh = json_object_get(j, "service_host");
+    if (sh && (!json_is_string(sh) || !us_host_valid(json_string_value(sh))))
+        return -1;
+    if (sh)
+        us_strlcpy(n->service_host, json_string_value(sh), sizeof n->service_host);
     n->incarnation = us_json_u64(j, "incarnation");
     n->voter = json_is_true(json_object_get(j, "voter"));
     n->leaving = json_is_true(json_object_get(j, "leaving"));

@@ -156,10 +156,11 @@ bool us_service_set_equal(const us_service_set *a, const us_service_set *b);
 /* A cluster member as recorded in the replicated state. */
 typedef struct us_node {
     char name[US_NAME_MAX];
-    uint64_t id;               /* Raft server id (us_node_id(name)) */
-    char address[US_ADDR_MAX]; /* cluster traffic: Raft over TCP, agent datagrams over UDP */
-    char api[US_ADDR_MAX];     /* HTTP API */
-    uint64_t incarnation;      /* random id of the agent process that registered last; 0 = never */
+    uint64_t id;                    /* Raft server id (us_node_id(name)) */
+    char address[US_ADDR_MAX];      /* cluster traffic: Raft over TCP, agent datagrams over UDP */
+    char api[US_ADDR_MAX];          /* HTTP API */
+    char service_host[US_ADDR_MAX]; /* `[node] service_host`: where others reach its services */
+    uint64_t incarnation; /* random id of the agent process that registered last; 0 = never */
     bool voter;
     bool leaving;  /* being removed or stopped for maintenance: no new active roles */
     bool removing; /* `understudy node remove`: leave the Raft configuration once idle */

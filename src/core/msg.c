@@ -153,6 +153,8 @@ size_t us_msg_ping_text(char *buf, size_t cap, const us_msg_ping *p, const char 
     us_jw_u64str(&w, p->round);
     if (p->has_api)
         us_jw_key(&w, "api"), us_jw_str(&w, p->api);
+    if (p->service_host[0])
+        us_jw_key(&w, "sh"), us_jw_str(&w, p->service_host);
     us_jw_key(&w, "term");
     us_jw_u64str(&w, p->term);
     us_jw_key(&w, "lease");
@@ -257,6 +259,10 @@ static const char *decode_ping(const us_js *js, us_msg *m)
     int adopt = us_js_get(js, 0, "adopt");
     if (adopt >= 0 && !u64_of(js, adopt, &p->adopt))
         return "ping: adopt";
+    int sh = us_js_get(js, 0, "sh");
+    if (sh >= 0 && (!us_js_str(js, sh, p->service_host, sizeof p->service_host) ||
+                    !us_host_valid(p->service_host)))
+        return "ping: sh";
     int full = us_js_get(js, 0, "rep"), brief = us_js_get(js, 0, "rp");
     int rep = full >= 0 ? full : brief;
     if (full >= 0 && brief >= 0)

@@ -11,12 +11,13 @@
  *   ping   {"t":"ping","seq":u64,"term":u64,"lease":bool,"api":"IPv4:port"?,
  *           "rep":{SERVICE:report,...}? | "rp":{SERVICE:brief,...}?, "rb":bool?,
  *           "gr":{NODE:{"age":int>=-1,"stale":bool,"v":u64},...}?,
- *           "ci":u64?,"adopt":u64?,"vote":bool?,"iv":int?}   ("ci": the Raft leader's commit
- * index, sent by the leader only; "vote": the sender is a voter in its view of the Raft
+ *           "ci":u64?,"adopt":u64?,"vote":bool?,"iv":int?,"sh":HOST?}   ("ci": the Raft leader's
+ * commit index, sent by the leader only; "vote": the sender is a voter in its view of the Raft
  * configuration; "iv": ms until the sender's next regular ping to this receiver (fanout.h), absent
- * = a heartbeat; adopt: the earlier incarnation of the sender whose instances it took over after a
- * planned restart; a ping without "rep" comes from the sender's guardian renewing its lease during
- * a planned restart: its last reports stand; "rb": the sender reads brief reports, "rp", which a
+ * = a heartbeat; "sh": the sender's service_host (lib/hostport.h us_host_valid), absent = none;
+ * adopt: the earlier incarnation of the sender whose instances it took over after a planned
+ * restart; a ping without "rep" comes from the sender's guardian renewing its lease during a
+ * planned restart: its last reports stand; "rb": the sender reads brief reports, "rp", which a
  * sender uses only towards a receiver that said so, since an older version refuses them)
  *          report = {"state":0..5,"epoch":u64,"exit":int,"pid":int>=0,"px_epoch":u64,
  *                    "px_open":int>=0,"health":0..2,"cause":str,"check_ms":int>=-1,
@@ -77,6 +78,7 @@ typedef struct us_msg_ping {
     bool lease; /* asks for a lease renewal */
     bool has_api;
     char api[US_ADDR_MAX];
+    char service_host[US_ADDR_MAX]; /* "sh": the sender's `[node] service_host`, "" = not set */
     int n_reports;
     int n_leases;
     us_msg_lease leases[US_MAX_NODES];

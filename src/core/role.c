@@ -1,7 +1,10 @@
 /* role.c — see role.h. */
 #include "core/role.h"
 
+#include <stdio.h>
 #include <string.h>
+
+#include "lib/hostport.h"
 
 static bool listed(const us_assignment *as, const char *node)
 {
@@ -36,4 +39,30 @@ us_role_answer us_role_of(const us_service_def *d, const us_assignment *as, cons
         return r;
     }
     return r;
+}
+
+void us_active_env_of(const us_state *s, const char *service, us_active_env *out)
+{
+    char host[US_ADDR_MAX] = "";
+    int k = us_state_find_service(s, service);
+    const us_assignment *as = k >= 0 ? &s->asg[k] : NULL;
+    bool active = as && as->active[0];
+    if (active) {
+        int n = us_state_find_node(s, as->active);
+        if (n >= 0 && s->nodes[n].service_host[0])
+            us_strlcpy(host, s->nodes[n].service_host, sizeof host);
+        else if (n >= 0 && us_parse_hostport(s->nodes[n].address, host, sizeof host, NULL) != 0)
+            host[0] = 0;
+    }
+    snprintf(out->node, sizeof out->node, "UNDERSTUDY_ACTIVE_NODE=%s", active ? as->active : "");
+    snprintf(out->host, sizeof out->host, "UNDERSTUDY_ACTIVE_HOST=%s", host);
+    if (active)
+        snprintf(out->epoch, sizeof out->epoch, "UNDERSTUDY_ACTIVE_EPOCH=%llu",
+                 (unsigned long long)as->epoch);
+    else
+        snprintf(out->epoch, sizeof out->epoch, "UNDERSTUDY_ACTIVE_EPOCH=");
+    size_t len = (size_t)snprintf(out->standbys, sizeof out->standbys, "UNDERSTUDY_STANDBYS=");
+    for (int i = 0; as && i < as->n_standbys && len < sizeof out->standbys; i++)
+        len += (size_t)snprintf(out->standbys + len, sizeof out->standbys - len, "%s%s",
+                                i ? " " : "", as->standbys[i]);
 }

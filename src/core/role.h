@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/fsm.h"
 #include "core/model.h"
 
 typedef struct us_role_answer {
@@ -32,5 +33,21 @@ typedef struct us_role_answer {
  * may be NULL (no such service or no assignment yet). */
 us_role_answer us_role_of(const us_service_def *d, const us_assignment *as, const char *self,
                           uint64_t self_inc, const us_inst_obs *own, bool lease_ok);
+
+/* Where the active is, for every process and hook of a service (its run command, promote, demote,
+ * exec checks, notify, follow): each a "KEY=VALUE" string.
+ *   UNDERSTUDY_ACTIVE_NODE   the active node, "" while none
+ *   UNDERSTUDY_ACTIVE_HOST   its `[node] service_host` when set, else the host of its cluster
+ * address UNDERSTUDY_ACTIVE_EPOCH  the active's epoch, "" while none UNDERSTUDY_STANDBYS      the
+ * standby nodes, space separated From the replicated state as it is when the process starts (an
+ * unknown service: all empty). */
+typedef struct us_active_env {
+    char node[US_NAME_MAX + 32];
+    char host[US_ADDR_MAX + 32];
+    char epoch[64];
+    char standbys[US_MAX_NODES * US_NAME_MAX + 32];
+} us_active_env;
+
+void us_active_env_of(const us_state *s, const char *service, us_active_env *out);
 
 #endif

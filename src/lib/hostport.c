@@ -96,3 +96,18 @@ int us_split_hostport(const char *hp, char *host, size_t hsize, char *port, size
     memcpy(port, p, plen + 1);
     return 0;
 }
+
+bool us_host_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63 || s[0] == '-')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' || c == ':' || c == '_';
+        if (!ok)
+            return false;
+    }
+    return true;
+}

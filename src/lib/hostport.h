@@ -30,4 +30,8 @@ bool us_parse_uint(const char *s, size_t n, long max, long *out);
  * when s has no such form or a part does not fit. */
 int us_split_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen);
 
+/* A host name or an IP address literal as a service would connect to it: 1..63 bytes of letters,
+ * digits, '.', '-', ':' and '_', not starting with '-' (so that it can never become an option). */
+bool us_host_valid(const char *s);
+
 #endif

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "core/lease.h"
+#include "core/role.h"
 #include "lib/log.h"
 #include "node/privilege.h"
 #include "node/supervisor.h"
@@ -304,6 +305,8 @@ static int spawn_hook(pending *r)
     }
     uint64_t epoch;
     const char *role = role_of(N.env.state, e->service, N.env.node, &epoch);
+    us_active_env act;
+    us_active_env_of(N.env.state, e->service, &act);
     char *env[] = {
         fmt("UNDERSTUDY_EVENT_SEQ=%llu", (unsigned long long)e->seq),
         fmt("UNDERSTUDY_EVENT_TIME=%s", iso),
@@ -318,6 +321,10 @@ static int spawn_hook(pending *r)
         fmt("UNDERSTUDY_EPOCH=%llu", (unsigned long long)epoch),
         fmt("UNDERSTUDY_ROLE=%s", role),
         fmt("UNDERSTUDY_DATA_DIR=%s", N.env.data_dir),
+        strdup(act.node),
+        strdup(act.host),
+        strdup(act.epoch),
+        strdup(act.standbys),
         NULL,
     };
     const size_t n_env = sizeof env / sizeof env[0] - 1;

@@ -1258,3 +1258,53 @@ def test_role_endpoints_follow_the_active(cluster):
     c.kill9(sb)
     r, s, new, _ = settled(not_node=sb, min_epoch=epoch + 2)
     assert sb not in r and new in (active, third)
+
+
+def env_file(path):
+    with open(path) as f:
+        return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+
+
+def test_processes_and_hooks_know_where_the_active_is(cluster):
+    """Every process and hook of a service gets UNDERSTUDY_ACTIVE_NODE, _HOST (the active node's
+    [node] service_host, else the host of its cluster address), _EPOCH and UNDERSTUDY_STANDBYS, from
+    the state as it is when it starts (issue 12: a standby must learn where to follow)."""
+    c = cluster
+    c.configure()
+    c.write_config("n2", members=c.members, extra_node="service_host = svc-n2.test")
+    c.start_all()
+    c.leader()
+    d = os.path.join(c.root, "envs")
+    os.makedirs(d)
+    dump = "env | grep ^UNDERSTUDY_ | sort > %s/%%s-$UNDERSTUDY_NODE-$UNDERSTUDY_EPOCH" % d
+    c.apply("[service web]\nrun = %s; exec sleep 100000\npromote = %s\nnodes = n2 n1\nstandbys = 1\nstop_timeout = 2s\n"
+            % (dump % "run", dump % "promote"))
+
+    def placed():
+        s = c.service(c.leader_status(), "web")
+        if s["active"] != "n2" or not os.path.exists(os.path.join(d, "run-n2-%d" % s["epoch"])):
+            return None
+        return s["epoch"]
+
+    e = c.wait_until(placed, 30, "web active on n2 with its run command started")
+    for kind in ("promote", "run"):
+        env = env_file(os.path.join(d, "%s-n2-%d" % (kind, e)))
+        assert env["UNDERSTUDY_ACTIVE_NODE"] == "n2", (kind, env)
+        assert env["UNDERSTUDY_ACTIVE_HOST"] == "svc-n2.test", (kind, env)
+        assert env["UNDERSTUDY_ACTIVE_EPOCH"] == str(e), (kind, env)
+        assert env["UNDERSTUDY_STANDBYS"] == "n1", (kind, env)
+        assert env["UNDERSTUDY_EPOCH"] == str(e) and env["UNDERSTUDY_ROLE"] == "active", (kind, env)
+
+    res = c.cli("switchover", "web", "--to", "n1", node=c.leader())
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = os.path.join(d, "run-n1-%d" % (e + 1))
+    c.wait_until(lambda: os.path.exists(run), 30, "web's run command started on n1 under epoch %d" % (e + 1))
+    host = c.nodes["n1"].address.rsplit(":", 1)[0]
+    for kind in ("promote", "run"):
+        env = env_file(os.path.join(d, "%s-n1-%d" % (kind, e + 1)))
+        assert env["UNDERSTUDY_ACTIVE_NODE"] == "n1", (kind, env)
+        assert env["UNDERSTUDY_ACTIVE_HOST"] == host, (kind, env)
+        assert env["UNDERSTUDY_ACTIVE_EPOCH"] == str(e + 1), (kind, env)
+        assert env["UNDERSTUDY_STANDBYS"] == "n2", (kind, env)
+    nodes = {n["name"]: n for n in c.leader_status()["nodes"]}
+    assert nodes["n2"]["service_host"] == "svc-n2.test" and nodes["n1"]["service_host"] is None, nodes

@@ -216,6 +216,11 @@ def test_notify_hooks_in_order_one_at_a_time(cluster):
         if final:
             assert runs[-1]["env"]["UNDERSTUDY_ROLE"] == "active", fmt_runs(runs)
             assert runs[-1]["env"]["UNDERSTUDY_EPOCH"] == str(epoch3)
+            # Where the active is, as when the hook started (core/role.h).
+            last = runs[-1]["env"]
+            assert last.get("UNDERSTUDY_ACTIVE_NODE") == third, fmt_runs(runs)
+            assert last.get("UNDERSTUDY_ACTIVE_EPOCH") == str(epoch3), fmt_runs(runs)
+            assert last.get("UNDERSTUDY_ACTIVE_HOST") == c.nodes[third].address.rsplit(":", 1)[0], fmt_runs(runs)
     # The config event ran once, on the leader; queues formed (several events at once), yet no
     # two hooks of one node overlapped (checked above).
     config = [e for e in web if e["kind"] == "config"]

@@ -616,6 +616,39 @@ static void test_node_voter_nice(void **state)
     }
 }
 
+static void test_node_service_host(void **state)
+{
+    (void)state;
+    us_errors err;
+    const char *path;
+    assert_int_equal(load_text(node_text("", "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL), 0);
+    assert_string_equal(g_cfg.service_host, "");
+    static const char *good[] = {"db-1.example.org", "10.1.2.3", "fd00::1", "host_a"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "service_host = %s\n", good[i]);
+        assert_int_equal(load_text(node_text(extra, "join = 127.0.0.1:7102\n"), &g_cfg, &err, NULL),
+                         0);
+        assert_string_equal(g_cfg.service_host, good[i]);
+    }
+    static const char *bad[] = {
+        "-x",    "a b", "a;b",
+        "$(id)", "",    "a234567890123456789012345678901234567890123456789012345678901234"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char extra[128];
+        snprintf(extra, sizeof extra, "service_host = %s\n", bad[i]);
+        memset(&g_cfg, 0x5A, sizeof g_cfg);
+        assert_int_equal(
+            load_text(node_text(extra, "join = 127.0.0.1:7102\n"), &g_cfg, &err, &path), -1);
+        assert_int_equal((unsigned char)g_cfg.service_host[0], 0x5A);
+        char where[PATH_MAX + 16], got[96];
+        snprintf(where, sizeof where, "%s:5:", path);
+        snprintf(got, sizeof got, "got '%s'", bad[i]);
+        expect_msg(&err, where, "key 'node.service_host'", "a host name or IP address", got);
+        assert_int_equal(err.n, 1);
+    }
+}
+
 static void test_node_autopilot_grace(void **state)
 {
     (void)state;
@@ -2453,6 +2486,7 @@ int main(void)
         cmocka_unit_test(test_node_autopilot_grace),
         cmocka_unit_test(test_node_events_max),
         cmocka_unit_test(test_node_voter_nice),
+        cmocka_unit_test(test_node_service_host),
         cmocka_unit_test(test_node_data_dir_errors),
         cmocka_unit_test(test_node_syntax_errors),
         cmocka_unit_test(test_node_many_errors_out_untouched),

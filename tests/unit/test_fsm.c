@@ -24,6 +24,7 @@
 
 #include "core/decide.h"
 #include "core/fsm.h"
+#include "core/role.h"
 
 /* ---- helpers ---- */
 
@@ -234,6 +235,7 @@ static void assert_state_equal(const us_state *a, const us_state *b)
         assert_int_equal(x->id, y->id);
         assert_string_equal(x->address, y->address);
         assert_string_equal(x->api, y->api);
+        assert_string_equal(x->service_host, y->service_host);
         assert_int_equal(x->incarnation, y->incarnation);
         assert_int_equal(x->roles_v, y->roles_v);
         assert_int_equal(x->voter, y->voter);
@@ -341,6 +343,61 @@ static void test_node_up_new_incarnation_clears_flags(void **state)
     n.leaving = n.removing = n.left = true;
     assert_int_equal(apply(s, us_cmd_node_up(&n)), US_APPLY_OK);
     assert_false(s->nodes[i].leaving || s->nodes[i].removing || s->nodes[i].left);
+}
+
+/* A node's service_host travels in node_up and snapshots (a bad one refuses the command), and
+ * us_active_env_of (role.h) gives every process of a service where the active is. */
+static void test_service_host_and_active_env(void **state)
+{
+    (void)state;
+    us_state *s = base_state(); /* n1..n3 at 10.0.0.2:7200; web, db */
+    us_active_env e;
+    us_active_env_of(s, "web", &e); /* not placed yet */
+    assert_string_equal(e.node, "UNDERSTUDY_ACTIVE_NODE=");
+    assert_string_equal(e.host, "UNDERSTUDY_ACTIVE_HOST=");
+    assert_string_equal(e.epoch, "UNDERSTUDY_ACTIVE_EPOCH=");
+    assert_string_equal(e.standbys, "UNDERSTUDY_STANDBYS=");
+
+    us_node n = mk_node("n2", 12);
+    us_strlcpy(n.service_host, "db-2.example", sizeof n.service_host);
+    assert_int_equal(apply(s, us_cmd_node_up(&n)), US_APPLY_OK);
+    assert_string_equal(s->nodes[us_state_find_node(s, "n2")].service_host, "db-2.example");
+    us_state *before = copy_state(s);
+    json_t *bad = us_cmd_node_up(&n);
+    json_object_set_new(json_object_get(bad, "node"), "service_host", json_string("-x; rm -rf /"));
+    assert_int_equal(apply(s, bad), US_APPLY_BAD);
+    bad = us_cmd_node_up(&n);
+    json_object_set_new(json_object_get(bad, "node"), "service_host", json_integer(5));
+    assert_int_equal(apply(s, bad), US_APPLY_BAD);
+    assert_unchanged(before, s);
+
+    us_assignment a = next_asg(s, "web", 3, "n2", "n1", "placed");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_strlcpy(a.standbys[a.n_standbys++], "n3", sizeof a.standbys[0]);
+    a.gen = asg_of(s, "web")->gen;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_active_env_of(s, "web", &e);
+    assert_string_equal(e.node, "UNDERSTUDY_ACTIVE_NODE=n2");
+    assert_string_equal(e.host, "UNDERSTUDY_ACTIVE_HOST=db-2.example");
+    assert_string_equal(e.epoch, "UNDERSTUDY_ACTIVE_EPOCH=3");
+    assert_string_equal(e.standbys, "UNDERSTUDY_STANDBYS=n1 n3");
+    /* Without a service_host: the host of the cluster address. */
+    a = next_asg(s, "web", 4, "n1", "n2", "moved");
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    us_active_env_of(s, "web", &e);
+    assert_string_equal(e.node, "UNDERSTUDY_ACTIVE_NODE=n1");
+    assert_string_equal(e.host, "UNDERSTUDY_ACTIVE_HOST=10.0.0.2");
+    assert_string_equal(e.epoch, "UNDERSTUDY_ACTIVE_EPOCH=4");
+    assert_string_equal(e.standbys, "UNDERSTUDY_STANDBYS=n2");
+    us_active_env_of(s, "nosuch", &e);
+    assert_string_equal(e.node, "UNDERSTUDY_ACTIVE_NODE=");
+
+    /* Through a snapshot. */
+    json_t *j = us_state_to_json(s);
+    us_state *back = new_state();
+    assert_int_equal(us_state_from_json(back, j), 0);
+    json_decref(j);
+    assert_state_equal(s, back);
 }
 
 /* us_cmd_hint: an assign finds its service where "ix" says, checked by name; a hint that is
@@ -2668,6 +2725,7 @@ int main(void)
         cmocka_unit_test_teardown(test_cmd_encode, teardown),
         cmocka_unit_test_teardown(test_assign_hint_and_defs_v, teardown),
         cmocka_unit_test_teardown(test_command_reads_only_its_service, teardown),
+        cmocka_unit_test_teardown(test_service_host_and_active_env, teardown),
         cmocka_unit_test_teardown(test_fsm_callbacks, teardown),
         cmocka_unit_test_teardown(test_raft_replicates, teardown),
         cmocka_unit_test_teardown(test_raft_depose_retry_idempotent, teardown),

@@ -109,6 +109,9 @@ static void test_ping_malformed(void **state)
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"api\":\"10.0.0.1\"}",
          "ping: api"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"rep\":[]}", "ping: rep"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"sh\":\"a b\"}", "ping: sh"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"sh\":\"\"}", "ping: sh"},
+        {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"sh\":7}", "ping: sh"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"adopt\":7}", "ping: adopt"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"av\":7}", "ping: av"},
         {"{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"3\",\"lease\":true,\"av\":\"-1\"}", "ping: av"},
@@ -296,6 +299,7 @@ static void test_ping_text(void **state)
         if (variant) {
             in.has_api = true;
             strcpy(in.api, "198.18.0.3:7201");
+            strcpy(in.service_host, "db-3.example");
             in.has_commit = true;
             in.commit = UINT64_MAX - 3;
             in.adopt = 99;
@@ -318,6 +322,7 @@ static void test_ping_text(void **state)
         assert_true(p->round == in.round && p->term == in.term && p->lease == in.lease);
         assert_true(p->vote == in.vote && p->reads_brief == in.reads_brief);
         assert_true(p->has_api == in.has_api && strcmp(p->api, in.api) == 0);
+        assert_string_equal(p->service_host, in.service_host);
         assert_true(p->has_commit == in.has_commit && p->commit == in.commit);
         assert_true(p->adopt == in.adopt && p->interval_ms == in.interval_ms);
         assert_true(p->has_av == in.has_av && p->av == in.av);
