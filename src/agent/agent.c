@@ -227,10 +227,11 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         us_strlcpy(p->api, g->api, sizeof p->api);
     if (g->has_av) /* its agent's own ping (the guardian's renewals say nothing of it) */
         us_strlcpy(p->service_host, g->service_host, sizeof p->service_host);
-    /* As Raft leader it tells its commit index: what we must have applied to be caught up. */
-    /* Only its agent says whether it leads (the guardian's stand-in renewals say nothing). */
+    /* Whether it leads: its agent's pings carry "ci" while it does (hasten_on_silence; the
+     * guardian's stand-in renewals say nothing). */
     if (g->has_av)
         p->noci_pings = g->has_commit ? 0 : p->noci_pings + (p->noci_pings < INT_MAX);
+    /* As Raft leader it tells its commit index: what we must have applied to be caught up. */
     if (g->has_commit && (p->leader_ci_ms < 0 || g->term > p->leader_ci_term ||
                           (g->term == p->leader_ci_term && g->commit >= p->leader_ci))) {
         p->leader_ci = g->commit;
@@ -2056,6 +2057,10 @@ static int start_raft(us_agent *a, char *err, size_t errlen)
     }
     /* A restarted node would otherwise need ~1 s to reconnect to its peers. */
     raft_uv_set_connect_retry_delay(&a->io, 100);
+    /* When libraft cannot prepare its next log segment (a full disk), appends wait for it, and it
+     * tries again only every 5 s by default: Raft on this node stood still that long after space
+     * was freed. One attempt (a file created, preallocation refused, removed) costs nothing. */
+    raft_uv_set_disk_retry(&a->io, 250);
     us_fsm_init(&a->fsm, on_fsm_change, a);
     us_state_set_events_max(&a->fsm.state, a->cfg.events_max); /* checked by the config */
     rc = raft_init(&a->raft, &a->io, &a->fsm.raft, us_node_id(c->name), c->address);

@@ -48,7 +48,11 @@ PYTHON = nsharness.PYTHON
 SERVICE_BIN = str(REPO / "build" / "chaos-service")  # tests/chaos/chaos_service.c (make build/chaos-service)
 SERVICE_BIN_RUN = SERVICE_BIN  # the run's own copy
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
-DATA_MB = 16  # each node's data dir is a tmpfs this big (the disk-full fault fills it)
+# Each node's data dir is a tmpfs this big (the disk-full fault fills it). libraft keeps two open segments of 8 MiB
+# preallocated besides the closed ones and the snapshots: with 16 MiB the second could never be created, and each
+# time the first filled up, Raft appends on that node waited for libraft's next retry (seen: 2 s without a commit
+# after a failover decision, in 2 of 4 runs of 200 faults; libraft's trace: "retry creating segment open-2").
+DATA_MB = 64
 
 KINDS = [
     # kind, weight, takes its node(s) out of the cluster
