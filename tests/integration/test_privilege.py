@@ -96,6 +96,10 @@ def test_service_and_hook_run_as_user_with_clean_environment(cluster, monkeypatc
         "UNDERSTUDY_ROLE": "active",
         "UNDERSTUDY_EPOCH": str(epoch),
         "UNDERSTUDY_DATA_DIR": n.data_dir,
+        "UNDERSTUDY_ACTIVE_NODE": node,
+        "UNDERSTUDY_ACTIVE_HOST": n.address.rsplit(":", 1)[0],
+        "UNDERSTUDY_ACTIVE_EPOCH": str(epoch),
+        "UNDERSTUDY_STANDBYS": "",
     }, env
 
     log = os.path.join(n.data_dir, "logs", "web.log")
