@@ -24,6 +24,7 @@
 
 #include "agent/agent_api.h"
 #include "agent/metrics.h"
+#include "net/api_guard.h"
 #include "net/dashboard.h"
 #include "core/lease.h"
 #include "core/role.h"
@@ -789,20 +790,9 @@ static void h_service_get(us_api_req *r, void *data)
 {
     us_agent *a = data;
     char name[US_NAME_MAX], action[32];
-    const char *req_path = us_api_req_path(r);
-    size_t pl = strlen(req_path), sl = strlen("/role/standby");
-    if (pl > sl && strcmp(req_path + pl - sl, "/role/standby") == 0 && pl - sl < 512) {
-        char head[512];
-        memcpy(head, req_path, pl - sl);
-        head[pl - sl] = 0;
-        strcat(head, "/role");
-        if (split_path(head, "/v1/services/", name, action)) {
-            service_role(a, r, name, true);
-            return;
-        }
-    }
-    if (split_path(req_path, "/v1/services/", name, action) && strcmp(action, "role") == 0) {
-        service_role(a, r, name, false);
+    bool standby;
+    if (us_guard_role_path(us_api_req_path(r), name, sizeof name, &standby)) {
+        service_role(a, r, name, standby);
         return;
     }
     if (!split_path(us_api_req_path(r), "/v1/services/", name, action) ||

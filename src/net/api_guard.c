@@ -114,18 +114,22 @@ static bool media_type_is(const char *ct, const char *type)
     return n == strlen(type) && strncasecmp(ct, type, n) == 0;
 }
 
-/* "/v1/services/NAME/role" and ".../role/standby": they tell only this node's role for a
- * service, and load balancers' health checks (HAProxy's httpchk) ask them without credentials. */
-static bool role_path(const char *path)
+bool us_guard_role_path(const char *path, char *name, size_t size, bool *standby)
 {
     static const char prefix[] = "/v1/services/";
     if (strncmp(path, prefix, sizeof prefix - 1) != 0)
         return false;
-    const char *name = path + sizeof prefix - 1;
-    const char *slash = strchr(name, '/');
-    if (!slash || slash == name)
+    const char *n = path + sizeof prefix - 1;
+    const char *slash = strchr(n, '/');
+    if (!slash || slash == n || (size_t)(slash - n) >= size)
         return false;
-    return strcmp(slash, "/role") == 0 || strcmp(slash, "/role/standby") == 0;
+    bool sb = strcmp(slash, "/role/standby") == 0;
+    if (!sb && strcmp(slash, "/role") != 0)
+        return false;
+    memcpy(name, n, (size_t)(slash - n));
+    name[slash - n] = '\0';
+    *standby = sb;
+    return true;
 }
 
 static bool needs_token(const us_guard_config *cfg, const us_guard_request *req)
@@ -136,7 +140,10 @@ static bool needs_token(const us_guard_config *cfg, const us_guard_request *req)
             return false;
     if (strcmp(req->method, "GET") == 0 && strcmp(req->path, "/metrics") == 0)
         return cfg->metrics_auth;
-    if (strcmp(req->method, "GET") == 0 && role_path(req->path))
+    char name[256];
+    bool standby;
+    if (strcmp(req->method, "GET") == 0 &&
+        us_guard_role_path(req->path, name, sizeof name, &standby))
         return false;
     return true;
 }

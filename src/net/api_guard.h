@@ -27,6 +27,12 @@
 
 #define US_SERVICES_TYPE "text/x-understudy-services"
 
+/* "/v1/services/NAME/role" (standby false) or "/v1/services/NAME/role/standby" (true): NAME (a
+ * non-empty path segment shorter than `size`) into name. False for anything else. They tell only
+ * this node's role for a service, and load balancers' health checks (HAProxy's httpchk) ask them
+ * without credentials (step 3 below). */
+bool us_guard_role_path(const char *path, char *name, size_t size, bool *standby);
+
 typedef struct us_guard_config {
     const us_tokens *tokens;
     bool metrics_auth; /* GET /metrics needs a token too */

@@ -120,6 +120,20 @@ static void test_token_required(void **state)
     assert_int_equal(check(&c, "GET", "/v1/services/db/role/x", NULL, NULL, NULL, NULL, &v), 401);
     assert_int_equal(check(&c, "GET", "/v1/services/a/b/role", NULL, NULL, NULL, NULL, &v), 401);
     assert_int_equal(check(&c, "GET", "/v1/services/db/roles", NULL, NULL, NULL, NULL, &v), 401);
+    /* The one parser of those paths (the agent's handler uses it too): the name, bounded. */
+    char name[8];
+    bool standby = true;
+    assert_true(us_guard_role_path("/v1/services/db/role", name, sizeof name, &standby));
+    assert_string_equal(name, "db");
+    assert_false(standby);
+    assert_true(us_guard_role_path("/v1/services/web-1/role/standby", name, sizeof name, &standby));
+    assert_string_equal(name, "web-1");
+    assert_true(standby);
+    assert_false(us_guard_role_path("/v1/services/abcdefgh/role", name, sizeof name, &standby));
+    assert_true(us_guard_role_path("/v1/services/abcdefg/role", name, sizeof name, &standby));
+    assert_false(us_guard_role_path("/v1/services/db/role/", name, sizeof name, &standby));
+    assert_false(us_guard_role_path("/v2/services/db/role", name, sizeof name, &standby));
+    assert_false(us_guard_role_path("/v1/services/db", name, sizeof name, &standby));
 }
 
 static void test_origin_and_content_type(void **state)
