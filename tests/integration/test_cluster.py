@@ -1276,7 +1276,8 @@ def test_processes_and_hooks_know_where_the_active_is(cluster):
     c.leader()
     d = os.path.join(c.root, "envs")
     os.makedirs(d)
-    dump = "env | grep ^UNDERSTUDY_ | sort > %s/%%s-$UNDERSTUDY_NODE-$UNDERSTUDY_EPOCH" % d
+    # Written aside and renamed: the test must not read a file the shell has only just created.
+    dump = "env | grep ^UNDERSTUDY_ | sort > %s/.tmp-$$ && mv %s/.tmp-$$ %s/%%s-$UNDERSTUDY_NODE-$UNDERSTUDY_EPOCH" % (d, d, d)
     c.apply("[service web]\nrun = %s; exec sleep 100000\npromote = %s\nnodes = n2 n1\nstandbys = 1\nstop_timeout = 2s\n"
             % (dump % "run", dump % "promote"))
 
