@@ -905,13 +905,14 @@ static const char *ping_text(us_agent *a, ping_round *r, int kind, int form, siz
     return text[kind][form];
 }
 
-/* A ping round. On a heartbeat (`tick`): every peer on the lease path (fanout.h: every voter, the
- * leader, and everyone when we vote or lead), the slow peers whose turn it is, and those we owe a
- * ping (ping_soon). Off the heartbeat (a report changed, a revocation, a new incarnation heard):
- * the lease path and those we owe one. A slow peer gets changed reports on its next turn: sending
- * them to every peer at once made each change cost 2N datagrams, and a burst of changes (a
- * placement of many services) starved the lease path on a small machine. */
-static void send_pings(us_agent *a, int64_t now, bool tick)
+/* A ping round. To the peers `only` marks (by peer index) if given: the voters whose renewal we
+ * ask again (reask_renewals). On a heartbeat (`tick`): every peer on the lease path (fanout.h:
+ * every voter, the leader, and everyone when we vote or lead), the slow peers whose turn it is, and
+ * those we owe a ping (ping_soon). Off the heartbeat (a report changed, a revocation, a new
+ * incarnation heard): the lease path and those we owe one. A slow peer gets changed reports on its
+ * next turn: sending them to every peer at once made each change cost 2N datagrams, and a burst of
+ * changes (a placement of many services) starved the lease path on a small machine. */
+static void send_pings(us_agent *a, int64_t now, bool tick, const bool *only)
 {
     uint64_t seq = ++a->ping_seq;
     a->sent[seq % 256].ms = now;
@@ -1003,9 +1004,10 @@ static void send_pings(us_agent *a, int64_t now, bool tick)
          * stretch only with the "iv" of a ping), or when we owe it one. Off the heartbeat (our
          * reports changed, a revocation fell due) a peer on the lease path gets a ping only if it
          * leads or gets our reports: the others hear from us at the next heartbeat. */
-        bool send = (full[i] && (tick || us_fanout_reports_urgent(&fr) || with_rep)) ||
-                    p->ping_soon || (p->slow && !was_slow) ||
-                    (tick && us_fanout_slow_due(a->ticks, p->id, k));
+        bool send = only ? only[i]
+                         : (full[i] && (tick || us_fanout_reports_urgent(&fr) || with_rep)) ||
+                               p->ping_soon || (p->slow && !was_slow) ||
+                               (tick && us_fanout_slow_due(a->ticks, p->id, k));
         if (!send)
             continue;
         p->ping_soon = false;
@@ -1459,6 +1461,46 @@ static void log_lease_short(us_agent *a, int64_t now)
             (long long)late, w ? why : " none");
 }
 
+/* Renewals asked again within the heartbeat (lease.h us_lease_reask): a quarter heartbeat after
+ * the heartbeat's round, then twice more, to the voters whose grant is missing while a majority's
+ * is. Only while we hold or are given an active role: nobody else acts on a lease, and a cluster
+ * whose voters answer slowly under load should not get more requests from every node. */
+static void on_reask_timer(uv_timer_t *t)
+{
+    us_agent *a = t->data;
+    if (a->stopping == 2 || a->round_ms < 0 || !us_state_holds_active(&a->fsm.state, a->cfg.name))
+        return;
+    us_peer *voter[US_MAX_NODES];
+    us_lease_granter g[US_MAX_NODES];
+    bool reask[US_MAX_NODES], only[US_MAX_NODES] = {false};
+    int n = us_agent_voters(a, voter);
+    for (int i = 0; i < n; i++)
+        g[i] = voter[i] == &a->peers[a->self] ? (us_lease_granter){.self = true}
+               : voter[i]                     ? voter[i]->granter
+                                              : us_lease_granter_new();
+    int k = us_lease_reask(g, n, a->round_ms, reask);
+    for (int i = 0; i < n; i++)
+        if (reask[i] && voter[i] && voter[i]->address[0])
+            only[voter[i] - a->peers] = true;
+    if (k == 0)
+        return;
+    a->metrics.renewals_reasked += (uint64_t)k;
+    send_pings(a, us_now_ms(), false, only);
+    if (++a->reasks < 3)
+        uv_timer_start(&a->reask_timer, on_reask_timer, (uint64_t)a->cfg.timing.heartbeat_ms / 4,
+                       0);
+}
+
+static void arm_reask_timer(us_agent *a, int64_t now)
+{
+    a->round_ms = -1;
+    if (!us_state_holds_active(&a->fsm.state, a->cfg.name))
+        return;
+    a->round_ms = now;
+    a->reasks = 0;
+    uv_timer_start(&a->reask_timer, on_reask_timer, (uint64_t)a->cfg.timing.heartbeat_ms / 4, 0);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     us_agent *a = t->data;
@@ -1471,7 +1513,8 @@ static void on_tick(uv_timer_t *t)
     if (a->raft_started)
         follow_voter_priority(a, us_agent_is_voter(a, us_node_id(a->cfg.name)));
     a->ticks++;
-    send_pings(a, now, true);
+    send_pings(a, now, true, NULL);
+    arm_reask_timer(a, now);
     arm_revoke_timer(a, now);
     send_join(a, now);
     if (a->lease_until_ms > 0)
@@ -1515,7 +1558,7 @@ static void on_report_timer(uv_timer_t *t)
     us_agent *a = t->data;
     if (a->stopping == 2)
         return;
-    send_pings(a, us_now_ms(), false);
+    send_pings(a, us_now_ms(), false, NULL);
     if (a->leader)
         schedule_reconcile(a); /* our own report feeds our own controller */
 }
@@ -1697,7 +1740,7 @@ static void restart_step(us_agent *a, int64_t now)
      * bounded. */
     if (a->restart_ping_ms == 0) {
         a->restart_ping_ms = now;
-        send_pings(a, now, false);
+        send_pings(a, now, false, NULL);
     }
     if (a->lease_until_ms < a->restart_ping_ms + a->cfg.timing.lease_ms &&
         now < a->restart_ping_ms + RESTART_RENEW_MS) {
@@ -1777,6 +1820,8 @@ static void finish_close(us_agent *a)
     uv_close((uv_handle_t *)&a->report_timer, NULL);
     uv_timer_stop(&a->revoke_timer);
     uv_close((uv_handle_t *)&a->revoke_timer, NULL);
+    uv_timer_stop(&a->reask_timer);
+    uv_close((uv_handle_t *)&a->reask_timer, NULL);
     uv_timer_stop(&a->commit_timer);
     uv_close((uv_handle_t *)&a->commit_timer, NULL);
     uv_close((uv_handle_t *)&a->tick, NULL);
@@ -2253,6 +2298,9 @@ int us_agent_main(const us_node_config *cfg)
     a->report_timer.data = a;
     uv_timer_init(a->loop, &a->revoke_timer);
     a->revoke_timer.data = a;
+    uv_timer_init(a->loop, &a->reask_timer);
+    a->reask_timer.data = a;
+    a->round_ms = -1;
     uv_timer_init(a->loop, &a->wake_timer);
     a->wake_timer.data = a;
     uv_timer_init(a->loop, &a->commit_timer);

@@ -149,6 +149,9 @@ typedef struct us_agent {
     int nice;               /* the loop thread's now (follow_voter_priority) */
     bool nice_refused;      /* the system refused a change: not tried again */
     int64_t tick_ms;        /* when the last heartbeat tick ran */
+    uv_timer_t reask_timer; /* renewals asked again within the heartbeat (reask_renewals) */
+    int64_t round_ms;       /* when the heartbeat's renewals were sent, -1 = none to re-ask */
+    int reasks;             /* re-asks of that round so far */
     int64_t started_ms;     /* grants made before a restart are unknown for stale_after */
     uint64_t ping_seq;
     uint64_t ticks;              /* heartbeats so far: the slow peers' turns (us_fanout_slow_due) */

@@ -251,6 +251,11 @@ static void raft_metrics(us_mtext *t, us_agent *a)
           "How long this node may still act as active without another renewal (0 = no lease).");
     double left = a->lease_until_ms > now ? (double)(a->lease_until_ms - now) / 1000.0 : 0.0;
     us_mtext_sample(t, "understudy_lease_remaining_seconds", NULL, left);
+    counter(t, "understudy_lease_renewals_reasked_total",
+            "Lease renewal requests sent again within a heartbeat to a voter whose grant had not "
+            "come back while a majority's had not (lost datagrams), since the agent started.");
+    us_mtext_sample(t, "understudy_lease_renewals_reasked_total", NULL,
+                    (double)a->metrics.renewals_reasked);
     gauge(t, "understudy_raft_term", "Current Raft term of this node.");
     us_mtext_sample(t, "understudy_raft_term", NULL,
                     a->raft_started ? (double)raft_current_term(&a->raft) : 0);

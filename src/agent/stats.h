@@ -23,6 +23,9 @@ typedef struct us_metrics {
     /* Raft leaders seen taking over (a new leader id or a new term), sampled every heartbeat. */
     uint64_t leader_changes;
     uint64_t seen_leader_id, seen_leader_term;
+    /* Lease renewals asked again within a heartbeat because a majority's grants of the round had
+     * not come back (us_lease_reask): one per voter asked. */
+    uint64_t renewals_reasked;
 } us_metrics;
 
 /* Set up the histograms and observe this process's health probes. */

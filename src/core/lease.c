@@ -168,6 +168,20 @@ int64_t us_lease_until(const us_timing *t, const us_lease_granter *grants, int n
     return q + t->lease_ms;
 }
 
+int us_lease_reask(const us_lease_granter *grants, int n, int64_t round_ms, bool *reask)
+{
+    int granted = 0, missing = 0;
+    for (int i = 0; i < n; i++) {
+        reask[i] = !grants[i].self && grants[i].t0 < round_ms;
+        granted += !reask[i];
+        missing += reask[i];
+    }
+    if (granted >= n / 2 + 1)
+        for (int i = 0; i < n; i++)
+            reask[i] = false;
+    return granted >= n / 2 + 1 ? 0 : missing;
+}
+
 /* ---- the leader's side ---- */
 
 /* Among the voters' reports on a holder: how many say stale under its current role, and how

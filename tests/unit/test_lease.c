@@ -708,6 +708,54 @@ static void test_granter_update(void **state)
 
 /* ---- the leader's side: us_lease_judge_holder ---- */
 
+/* us_lease_reask: none once a majority (ourselves included when we vote) granted the round;
+ * otherwise exactly the voters whose grant of it is missing. */
+static void test_reask(void **state)
+{
+    (void)state;
+    us_lease_granter self = {.self = true}, none = us_lease_granter_new();
+    us_lease_granter old = none, got = none;
+    old.t0 = 999; /* the round before */
+    got.t0 = 1000;
+    bool r[8];
+    /* A voting holder of 3: alone it is short; one grant back is a majority. */
+    us_lease_granter a[3] = {self, none, old};
+    assert_int_equal(us_lease_reask(a, 3, 1000, r), 2);
+    assert_false(r[0]);
+    assert_true(r[1] && r[2]);
+    a[2] = got;
+    assert_int_equal(us_lease_reask(a, 3, 1000, r), 0);
+    assert_false(r[0] || r[1] || r[2]);
+    /* A holder outside 3 voters needs two grants. */
+    us_lease_granter b[3] = {got, old, none};
+    assert_int_equal(us_lease_reask(b, 3, 1000, r), 2);
+    assert_true(!r[0] && r[1] && r[2]);
+    b[2].t0 = 1025; /* the answer to an earlier re-ask counts for the round */
+    assert_int_equal(us_lease_reask(b, 3, 1000, r), 0);
+    /* Random: the property itself. */
+    for (int iter = 0; iter < 20000; iter++) {
+        int n = (int)rnd_range(1, 7);
+        us_lease_granter g[8];
+        int back = 0;
+        for (int i = 0; i < n; i++) {
+            g[i] = rnd() % 5 == 0 ? self : none;
+            if (!g[i].self)
+                g[i].t0 = rnd() % 4 ? rnd_range(990, 1010) : -1;
+            back += g[i].self || g[i].t0 >= 1000;
+        }
+        int k = us_lease_reask(g, n, 1000, r);
+        int asked = 0;
+        for (int i = 0; i < n; i++) {
+            asked += r[i];
+            if (back >= n / 2 + 1)
+                assert_false(r[i]);
+            else
+                assert_int_equal(r[i], !g[i].self && g[i].t0 < 1000);
+        }
+        assert_int_equal(k, asked);
+    }
+}
+
 static void test_judge_holder(void **state)
 {
     (void)state;
@@ -871,6 +919,7 @@ typedef struct sim_cfg {
     long min_events;  /* run until this many events... */
     long max_runs;    /* ...or this many runs */
     bool stop_at_bad; /* stop at the first violation of the first kind (below) */
+    bool no_reask;    /* H asks only once per heartbeat (agent.c asks again: us_lease_reask) */
 } sim_cfg;
 
 typedef struct sim_result {
@@ -878,6 +927,7 @@ typedef struct sim_result {
     /* H's ticks while it held its role by the log it applied, and of those, the ones at which its
      * lease had run out: a liveness figure (an active without a lease stops its instance). */
     long holder_ticks, holder_lapses;
+    long reasks; /* times H asked again within a heartbeat (us_lease_reask) */
     /* The longest stretch (real ms) during which the leader's log gave H its role while H's lease
      * had lapsed at its ticks (after its first): the service was down and nobody took it over. */
     double max_stuck;
@@ -907,7 +957,18 @@ static double clk_real(const sim_clock *c, double local)
     return local < at_sw ? (local - c->off) / c->r1 : c->sw + (local - at_sw) / c->r2;
 }
 
-enum { EV_TICK, EV_PING, EV_PONG, EV_APPEND, EV_DOWN, EV_UP, EV_ELECTION, EV_ELECTED, EV_CHANGE };
+enum {
+    EV_TICK,
+    EV_REASK, /* H asks again the voters whose grant of its round t0 is missing (k-th time) */
+    EV_PING,
+    EV_PONG,
+    EV_APPEND,
+    EV_DOWN,
+    EV_UP,
+    EV_ELECTION,
+    EV_ELECTED,
+    EV_CHANGE
+};
 
 typedef struct sim_ev {
     double t;
@@ -986,6 +1047,7 @@ typedef struct sim {
     long events, failed_saves;
     int others;                       /* 'X' entries in the log */
     long holder_ticks, holder_lapses; /* as in sim_result */
+    long reasks;                      /* as in sim_result */
     double stuck_from, max_stuck;     /* -1 = not stuck; as in sim_result */
 } sim;
 
@@ -1232,6 +1294,54 @@ static void leader_tick(sim *s, int64_t now)
     }
 }
 
+/* H's renewal request to voter v, sent at local `now`. */
+static void holder_ping(sim *s, int v, int64_t now, uint64_t term)
+{
+    sim_node *n = &s->nd[s->H];
+    send_msg(s, (sim_ev){.type = EV_PING,
+                         .from = s->H,
+                         .to = v,
+                         .t0 = now,
+                         .inc = n->inc,
+                         .term = term,
+                         .lease = true,
+                         .has_av = true,
+                         .av = (uint64_t)n->applied});
+}
+
+/* As agent.c: a quarter heartbeat after the round sent at `round`, then twice more. */
+static void schedule_reask(sim *s, int64_t round, int64_t now, int k)
+{
+    sim_node *n = &s->nd[s->H];
+    double at = clk_real(&n->clk, (double)now + (double)s->c->hb / 4);
+    push(s, (sim_ev){.t = at < s->t ? s->t : at,
+                     .type = EV_REASK,
+                     .to = s->H,
+                     .t0 = round,
+                     .inc = n->inc,
+                     .k = k});
+}
+
+static void on_reask(sim *s, const sim_ev *e)
+{
+    sim_node *n = &s->nd[s->H];
+    if (n->down || e->inc != n->inc)
+        return;
+    int64_t now = now_ms(s, s->H);
+    us_lease_granter gr[SIM_NODES];
+    bool reask[SIM_NODES];
+    for (int v = 0; v < s->voters; v++)
+        gr[v] = v == s->H ? (us_lease_granter){.self = true} : s->gr[v];
+    if (us_lease_reask(gr, s->voters, e->t0, reask) == 0)
+        return;
+    s->reasks++;
+    for (int v = 0; v < s->voters; v++)
+        if (reask[v])
+            holder_ping(s, v, now, s->H == s->leader ? s->term : 0);
+    if (e->k < 3)
+        schedule_reask(s, e->t0, now, e->k + 1);
+}
+
 static void on_tick(sim *s, const sim_ev *e)
 {
     int i = e->to;
@@ -1255,15 +1365,9 @@ static void on_tick(sim *s, const sim_ev *e)
         }
         for (int v = 0; v < s->voters; v++)
             if (v != i)
-                send_msg(s, (sim_ev){.type = EV_PING,
-                                     .from = i,
-                                     .to = v,
-                                     .t0 = now,
-                                     .inc = n->inc,
-                                     .term = term,
-                                     .lease = true,
-                                     .has_av = true,
-                                     .av = (uint64_t)n->applied});
+                holder_ping(s, v, now, term);
+        if (!s->c->no_reask)
+            schedule_reask(s, now, now, 1);
     } else if (is_voter(s, i)) {
         us_lease_report r = voter_report(s, i, now);
         for (int v = 0; v < s->voters; v++)
@@ -1518,6 +1622,9 @@ static void sim_run(const sim_cfg *c, sim_result *res)
         case EV_TICK:
             on_tick(&s, &e);
             break;
+        case EV_REASK:
+            on_reask(&s, &e);
+            break;
         case EV_PING:
             on_ping(&s, &e);
             break;
@@ -1583,6 +1690,7 @@ static void sim_run(const sim_cfg *c, sim_result *res)
     res->events += s.events;
     res->failed_saves += s.failed_saves;
     res->holder_ticks += s.holder_ticks;
+    res->reasks += s.reasks;
     res->holder_lapses += s.holder_lapses;
 }
 
@@ -1864,6 +1972,33 @@ static void assert_no_violation(const sim_result *r)
             fail_msg("%s", r->first_bad[k]);
 }
 
+/* Issue 11, found by the chaos suite: one voter cut off and 20 % loss each way on the other; the
+ * holder lost every exchange of a lease window (four heartbeats) and stopped. Asking again within
+ * the heartbeat (us_lease_reask) must keep the protocol safe and lapse the holder's lease less
+ * often than one request per heartbeat on the same schedules. */
+static void test_sim_reask(void **state)
+{
+    (void)state;
+    sim_cfg c = profile_cfg("default", SIM_GENS);
+    c.name = "re-asked renewals";
+    sim_result re = simulate(&c, 18);
+    assert_no_violation(&re);
+    assert_true(re.reasks > re.runs); /* it happens, and often */
+    c.name = "one request per heartbeat";
+    c.no_reask = true;
+    sim_result once = simulate(&c, 18);
+    assert_true(once.holder_ticks > 0 && re.holder_ticks > 0 && once.reasks == 0);
+    double lr = (double)re.holder_lapses / (double)re.holder_ticks;
+    double lo = (double)once.holder_lapses / (double)once.holder_ticks;
+    printf("  holder without lease: %.3f%% of its ticks re-asking, %.3f%% asking once\n", 100 * lr,
+           100 * lo);
+    assert_true(lr < lo);
+    c = profile_cfg("fast", SIM_GENS);
+    c.name = "fast, re-asked renewals";
+    c.min_events = 600000;
+    check_safe(&c, 19);
+}
+
 /* Issue 11, found by the chaos suite: a bridge partition. The holder H is cut from the leader for
  * good while the other voters still hear it (they bridge). Nothing is wrong with H: it renews
  * through them and keeps its lease. But the leader revoked it (silent to the leader), and used to
@@ -1951,6 +2086,7 @@ int main(void)
         cmocka_unit_test(test_may_grant),
         cmocka_unit_test(test_lease_until),
         cmocka_unit_test(test_granter_update),
+        cmocka_unit_test(test_reask),
         cmocka_unit_test(test_judge_holder),
         cmocka_unit_test(test_sim_default),
         cmocka_unit_test(test_sim_fast),
@@ -1961,6 +2097,7 @@ int main(void)
         cmocka_unit_test(test_sim_renewals),
         cmocka_unit_test(test_sim_unrelated_entries),
         cmocka_unit_test(test_sim_bridge),
+        cmocka_unit_test(test_sim_reask),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
