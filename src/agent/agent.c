@@ -227,7 +227,7 @@ static void on_ping(us_agent *a, us_peer *p, const us_wire_hdr *h, const us_msg 
         us_strlcpy(p->api, g->api, sizeof p->api);
     if (g->has_av) /* its agent's own ping (the guardian's renewals say nothing of it) */
         us_strlcpy(p->service_host, g->service_host, sizeof p->service_host);
-    /* Whether it leads: its agent's pings carry "ci" while it does (hasten_on_silence; the
+    /* Whether it leads: its agent's pings carry "ci" while it does (hasten_when_leaderless; the
      * guardian's stand-in renewals say nothing). */
     if (g->has_av)
         p->noci_pings = g->has_commit ? 0 : p->noci_pings + (p->noci_pings < INT_MAX);
@@ -409,7 +409,7 @@ static bool is_silent(const us_agent *a, const us_peer *p, int64_t now)
  * sent just before the node won its election may arrive after we learned that it leads. */
 #define US_STEPPED_DOWN_PINGS 2
 
-static void hasten_on_silence(us_agent *a, int64_t now)
+static void hasten_when_leaderless(us_agent *a, int64_t now)
 {
     raft_id leader = 0;
     const char *addr = NULL;
@@ -682,7 +682,7 @@ static void track_leadership(us_agent *a)
         a->known_leader = known;
     }
     hasten_election_end(a, known, us_now_ms());
-    hasten_on_silence(a, us_now_ms());
+    hasten_when_leaderless(a, us_now_ms());
     if (is_leader && (!a->leader || term != a->leader_term)) {
         /* Acknowledgements of an earlier leadership of ours do not count for this one. */
         a->leader_term = term;

@@ -182,7 +182,7 @@ typedef struct us_agent {
     us_proxies proxies; /* this node's proxies (proxies.h) */
 
     /* The Raft leader's agent is dead (its guardian announced it), the leader went silent while
-     * an active role is at stake, or it says that it no longer leads (hasten_on_silence): our
+     * an active role is at stake, or it says that it no longer leads (hasten_when_leaderless): our
      * election timeout is lowered until another leader is known, hasten_until_ms passes, or
      * (silent, stepped down) we hear it lead again (hasten_election). */
     raft_id hasten_dead;      /* the lost leader's Raft id, 0 = not lowered */

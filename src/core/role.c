@@ -41,6 +41,18 @@ us_role_answer us_role_of(const us_service_def *d, const us_assignment *as, cons
     return r;
 }
 
+const char *us_assigned_role(const us_state *s, const char *service, const char *node,
+                             uint64_t *epoch)
+{
+    int k = us_state_find_service(s, service);
+    const us_assignment *as = k >= 0 ? &s->asg[k] : NULL;
+    *epoch = as ? as->epoch : 0;
+    return !as                             ? "none"
+           : strcmp(as->active, node) == 0 ? "active"
+           : listed(as, node)              ? "standby"
+                                           : "none";
+}
+
 void us_active_env_of(const us_state *s, const char *service, us_active_env *out)
 {
     char host[US_ADDR_MAX] = "";

@@ -34,13 +34,20 @@ typedef struct us_role_answer {
 us_role_answer us_role_of(const us_service_def *d, const us_assignment *as, const char *self,
                           uint64_t self_inc, const us_inst_obs *own, bool lease_ok);
 
+/* The role the replicated state gives `node` in the service: "active" (given it, acting or not),
+ * "standby" (listed) or "none" (neither, or no such service). What the hooks are told
+ * (UNDERSTUDY_ROLE); us_role_of says what the node does with it. */
+const char *us_assigned_role(const us_state *s, const char *service, const char *node,
+                             uint64_t *epoch);
+
 /* Where the active is, for every process and hook of a service (its run command, promote, demote,
- * exec checks, notify, follow): each a "KEY=VALUE" string.
- *   UNDERSTUDY_ACTIVE_NODE   the active node, "" while none
- *   UNDERSTUDY_ACTIVE_HOST   its `[node] service_host` when set, else the host of its cluster
- * address UNDERSTUDY_ACTIVE_EPOCH  the active's epoch, "" while none UNDERSTUDY_STANDBYS      the
- * standby nodes, space separated From the replicated state as it is when the process starts (an
- * unknown service: all empty). */
+ * exec checks, notify, follow): each a "KEY=VALUE" string, from the replicated state as it is when
+ * the process starts (an unknown service: all empty).
+ * - UNDERSTUDY_ACTIVE_NODE: the active node, "" while none;
+ * - UNDERSTUDY_ACTIVE_HOST: its `[node] service_host` when set, else the host of its cluster
+ *   address;
+ * - UNDERSTUDY_ACTIVE_EPOCH: the active's epoch, "" while none;
+ * - UNDERSTUDY_STANDBYS: the standby nodes, space separated. */
 typedef struct us_active_env {
     char node[US_NAME_MAX + 32];
     char host[US_ADDR_MAX + 32];

@@ -203,22 +203,6 @@ static void iso_time(int64_t ms, char *out, size_t size)
     snprintf(out, size, "%s.%03dZ", buf, (int)(ms % 1000));
 }
 
-static const char *role_of(const us_state *s, const char *service, const char *me, uint64_t *epoch)
-{
-    *epoch = 0;
-    int k = us_state_find_service(s, service);
-    if (k < 0)
-        return "none";
-    const us_assignment *as = &s->asg[k];
-    *epoch = as->epoch;
-    if (strcmp(as->active, me) == 0)
-        return "active";
-    for (int i = 0; i < as->n_standbys; i++)
-        if (strcmp(as->standbys[i], me) == 0)
-            return "standby";
-    return "none";
-}
-
 /* The event as the hook reads it on stdin, written whole before the hook starts. */
 static int write_event_file(const us_event *e, const char *time_iso)
 {
@@ -304,7 +288,7 @@ static int spawn_hook(pending *r)
         return -1;
     }
     uint64_t epoch;
-    const char *role = role_of(N.env.state, e->service, N.env.node, &epoch);
+    const char *role = us_assigned_role(N.env.state, e->service, N.env.node, &epoch);
     us_active_env act;
     us_active_env_of(N.env.state, e->service, &act);
     char *env[] = {

@@ -487,7 +487,7 @@ def partition_active(cl, leader_active):
     assert new_node in majority
     if leader_active:
         # The survivors lower their election timeout once the leader, holding an active role, has
-        # been silent for suspect_ms, and take turns (agent.c hasten_on_silence): the election
+        # been silent for suspect_ms, and take turns (agent.c hasten_when_leaderless): the election
         # overlaps the old holder's lease (stale_after, 674 ms) instead of coming on top of it
         # (1-2 s of election timeout, and split votes on ticks in phase: up to 5.9 s seen).
         assert ms(t_promoted) <= LEADER_TAKEOVER_BOUND_MS, (
@@ -720,7 +720,7 @@ def test_bridge_partition_active_cut_from_leader(ns_cluster):
 # The leader steps down with its followers' election timers fresh: they used to wait 1-2 election
 # timeouts (1,000-2,000 ms from its last heartbeat) before electing another; now they see its pings
 # come without the commit index a leader sends and elect at once, in turns (agent.c,
-# hasten_on_silence): 300-700 ms with two followers.
+# hasten_when_leaderless): 300-700 ms with two followers.
 STEP_DOWN_ELECTION_BOUND_MS = 900
 LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d\d\d) ")
 
@@ -884,7 +884,7 @@ def test_leader_and_active_on_the_minority_side(ns_cluster5):
     """5 voters; the Raft leader and the active (another node) cut off together from the other
     three. The majority needs a leader before it can move the role: its voters lower their
     election timeout once the leader has been silent for suspect_ms while a silent node holds an
-    active role (agent.c hasten_on_silence), so the election ends before the active's lease
+    active role (agent.c hasten_when_leaderless), so the election ends before the active's lease
     (stale_after) and the takeover costs about what an active cut off alone costs. Before, the
     configured election (1-2 s from the last contact) came first."""
     cl = ns_cluster5

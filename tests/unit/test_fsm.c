@@ -347,16 +347,28 @@ static void test_node_up_new_incarnation_clears_flags(void **state)
 
 /* A node's service_host travels in node_up and snapshots (a bad one refuses the command), and
  * us_active_env_of (role.h) gives every process of a service where the active is. */
+/* us_active_env_of's four variables for `service`, each given without its "KEY=". */
+static void assert_active_env(const us_state *s, const char *service, const char *node,
+                              const char *host, const char *epoch, const char *standbys)
+{
+    us_active_env e;
+    char want[512];
+    us_active_env_of(s, service, &e);
+    snprintf(want, sizeof want, "UNDERSTUDY_ACTIVE_NODE=%s", node);
+    assert_string_equal(e.node, want);
+    snprintf(want, sizeof want, "UNDERSTUDY_ACTIVE_HOST=%s", host);
+    assert_string_equal(e.host, want);
+    snprintf(want, sizeof want, "UNDERSTUDY_ACTIVE_EPOCH=%s", epoch);
+    assert_string_equal(e.epoch, want);
+    snprintf(want, sizeof want, "UNDERSTUDY_STANDBYS=%s", standbys);
+    assert_string_equal(e.standbys, want);
+}
+
 static void test_service_host_and_active_env(void **state)
 {
     (void)state;
-    us_state *s = base_state(); /* n1..n3 at 10.0.0.2:7200; web, db */
-    us_active_env e;
-    us_active_env_of(s, "web", &e); /* not placed yet */
-    assert_string_equal(e.node, "UNDERSTUDY_ACTIVE_NODE=");
-    assert_string_equal(e.host, "UNDERSTUDY_ACTIVE_HOST=");
-    assert_string_equal(e.epoch, "UNDERSTUDY_ACTIVE_EPOCH=");
-    assert_string_equal(e.standbys, "UNDERSTUDY_STANDBYS=");
+    us_state *s = base_state();                  /* n1..n3 at 10.0.0.2:7200; web, db */
+    assert_active_env(s, "web", "", "", "", ""); /* not placed yet */
 
     us_node n = mk_node("n2", 12);
     us_strlcpy(n.service_host, "db-2.example", sizeof n.service_host);
@@ -376,21 +388,20 @@ static void test_service_host_and_active_env(void **state)
     us_strlcpy(a.standbys[a.n_standbys++], "n3", sizeof a.standbys[0]);
     a.gen = asg_of(s, "web")->gen;
     assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
-    us_active_env_of(s, "web", &e);
-    assert_string_equal(e.node, "UNDERSTUDY_ACTIVE_NODE=n2");
-    assert_string_equal(e.host, "UNDERSTUDY_ACTIVE_HOST=db-2.example");
-    assert_string_equal(e.epoch, "UNDERSTUDY_ACTIVE_EPOCH=3");
-    assert_string_equal(e.standbys, "UNDERSTUDY_STANDBYS=n1 n3");
+    assert_active_env(s, "web", "n2", "db-2.example", "3", "n1 n3");
     /* Without a service_host: the host of the cluster address. */
     a = next_asg(s, "web", 4, "n1", "n2", "moved");
     assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
-    us_active_env_of(s, "web", &e);
-    assert_string_equal(e.node, "UNDERSTUDY_ACTIVE_NODE=n1");
-    assert_string_equal(e.host, "UNDERSTUDY_ACTIVE_HOST=10.0.0.2");
-    assert_string_equal(e.epoch, "UNDERSTUDY_ACTIVE_EPOCH=4");
-    assert_string_equal(e.standbys, "UNDERSTUDY_STANDBYS=n2");
-    us_active_env_of(s, "nosuch", &e);
-    assert_string_equal(e.node, "UNDERSTUDY_ACTIVE_NODE=");
+    assert_active_env(s, "web", "n1", "10.0.0.2", "4", "n2");
+    assert_active_env(s, "nosuch", "", "", "", "");
+    /* The role each node is told it has (UNDERSTUDY_ROLE). */
+    uint64_t epoch;
+    assert_string_equal(us_assigned_role(s, "web", "n1", &epoch), "active");
+    assert_int_equal(epoch, 4);
+    assert_string_equal(us_assigned_role(s, "web", "n2", &epoch), "standby");
+    assert_string_equal(us_assigned_role(s, "web", "n3", &epoch), "none");
+    assert_string_equal(us_assigned_role(s, "nosuch", "n1", &epoch), "none");
+    assert_int_equal(epoch, 0);
 
     /* Through a snapshot. */
     json_t *j = us_state_to_json(s);
