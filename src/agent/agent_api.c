@@ -77,6 +77,15 @@ static json_t *instance_json(us_agent *a, const us_assignment *as, const char *n
     json_object_set_new(o, "probes_failed", json_integer(r ? (json_int_t)r->probes_failed : 0));
     json_object_set_new(o, "restarts", json_integer(r ? r->restarts : 0));
     json_object_set_new(o, "restart_cause", str_or_null(r ? r->restart_cause : ""));
+    /* `follow`: the active's epoch this standby followed last, and whether that is the current
+     * one (null where the service has no follow hook or the node is no standby). */
+    int k = service_index(a, as);
+    bool follows = k >= 0 && a->fsm.state.services.svc[k].follow[0] && standby;
+    json_object_set_new(o, "followed",
+                        r && r->obs.followed ? json_integer((json_int_t)r->obs.followed)
+                                             : json_null());
+    json_object_set_new(o, "following",
+                        follows ? json_boolean(r && r->obs.followed == as->epoch) : json_null());
     return o;
 }
 

@@ -6,6 +6,8 @@
  *
  * Order of a promotion:  cold: promote hook -> start process;  hot: promote hook (process runs).
  * Order of a demotion:   cold: stop process -> demote hook;    hot: demote hook (process stays).
+ * A hot standby of a service with `follow` runs it for each new active (node or epoch) before it
+ * counts as ready, and starts its process only once it followed the current active.
  * The report (DEMOTED/FAILED) that lets the leader move the role is published only once every
  * process that acted is gone.
  */
@@ -27,7 +29,7 @@
 #include "node/privilege.h"
 #include "lib/clock.h"
 
-enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE };
+enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE, HOOK_FOLLOW };
 
 struct us_instances {
     us_instances_env env;
@@ -187,8 +189,9 @@ static bool refresh_obs(us_instance *in)
 {
     us_inst_obs *o = &in->report;
     const us_check_status *cs = in->checker ? us_checker_status(in->checker) : NULL;
-    us_health h = cs ? cs->health : US_HEALTH_UNKNOWN;
+    us_health h = in->follow_cause[0] ? US_HEALTH_UNHEALTHY : cs ? cs->health : US_HEALTH_UNKNOWN;
     const char *cause = o->state == US_INST_FAILED ? in->fail_cause
+                        : in->follow_cause[0]      ? in->follow_cause
                         : h == US_HEALTH_UNHEALTHY ? cs->cause
                                                    : "";
     bool changed = o->health != h || strcmp(o->cause, cause) != 0;
@@ -506,6 +509,8 @@ static void begin_promote(us_instance *in, const us_service_def *d, uint64_t epo
     us_instance *x = in;
     in->phase = US_PHASE_PROMOTING;
     in->epoch = epoch;
+    in->report.followed = 0; /* as a standby again, it follows whoever is active then */
+    in->follow_cause[0] = '\0';
     us_info("%s: promoting (epoch %llu)", in->service, (unsigned long long)epoch);
     if (d->standby == US_STANDBY_HOT) {
         /* Fenced from here on: the promote hook turns the standby into the active. */
@@ -565,6 +570,95 @@ static void standby_exited(us_instance *in, int status)
     report_now(in->owner); /* restarted by a later tick once the backoff is over */
 }
 
+/* ---- following the active (hot standbys of a service with `follow`) ---- */
+
+static void follow_done(us_instance *in, int status)
+{
+    us_instances *a = in->owner;
+    const us_service_def *d = def_of(a, in->service);
+    int k = us_state_find_service_from(a->env.state, in->service, in->state_idx);
+    const us_assignment *as = k >= 0 ? &a->env.state->asg[k] : NULL;
+    if (!d || !as || as->epoch != in->follow_epoch || in->phase != US_PHASE_STANDBY)
+        return; /* stopped because the active changed again (or the role): step() goes on */
+    if (status == 0) {
+        us_info("%s: following %s (epoch %llu)", in->service, as->active,
+                (unsigned long long)in->follow_epoch);
+        in->report.followed = in->follow_epoch;
+        in->follow_failures = 0;
+        in->follow_cause[0] = '\0';
+    } else {
+        int lo = d->restart_backoff_min_ms > 0 ? d->restart_backoff_min_ms : 200;
+        int hi = d->restart_backoff_max_ms >= lo ? d->restart_backoff_max_ms : 30000;
+        int64_t delay = lo;
+        for (int i = 0; i < in->follow_failures && delay < hi; i++)
+            delay *= 2;
+        delay = delay > hi ? hi : delay;
+        in->follow_failures++;
+        in->follow_retry_ms = us_now_ms() + delay;
+        char why[US_REASON_MAX / 2];
+        if (status == US_PROC_TIMEOUT)
+            snprintf(why, sizeof why, "timed out after %d ms", d->follow_timeout_ms);
+        else
+            exit_text(status, why, sizeof why);
+        snprintf(in->follow_cause, sizeof in->follow_cause,
+                 "follow hook for %.48s (epoch %llu) failed: %.100s; again in %lld ms", as->active,
+                 (unsigned long long)in->follow_epoch, why, (long long)delay);
+        us_warn("%s: %s", in->service, in->follow_cause);
+    }
+    refresh_obs(in);
+    report_now(a);
+}
+
+/* A listed standby: follow the current active if the service says how. Returns whether the
+ * standby process may run now: the service has no `follow` (or is cold), no node is active, or
+ * this node followed the current active. While no node is active nothing is run or stopped. */
+static bool follow_active(us_instance *in, const us_service_def *d, const us_assignment *as,
+                          int64_t now)
+{
+    us_instances *a = in->owner;
+    us_instance *x = in;
+    bool hook_runs = in->hook && x->hook_kind == HOOK_FOLLOW;
+    if (!d->follow[0] || d->standby != US_STANDBY_HOT) {
+        if (hook_runs)
+            us_proc_kill(in->hook, SIGKILL);
+        in->follow_cause[0] = '\0';
+        in->report.followed = 0;
+        return !hook_runs;
+    }
+    bool target = as->active[0] && strcmp(as->active, a->env.cfg->name) != 0;
+    if (hook_runs) {
+        if (!target || as->epoch != in->follow_epoch) {
+            us_info("%s: the active changed while following it: stopping the follow hook",
+                    in->service);
+            us_proc_kill(in->hook, SIGKILL);
+        }
+        return false;
+    }
+    if (!target || in->report.followed == as->epoch)
+        return true;
+    if (in->follow_epoch != as->epoch) { /* a new active: its own attempts, its own verdict */
+        in->follow_epoch = as->epoch;
+        in->follow_failures = 0;
+        in->follow_retry_ms = 0;
+        if (in->follow_cause[0]) {
+            in->follow_cause[0] = '\0';
+            if (refresh_obs(in))
+                report_now(a);
+        }
+    }
+    if (now < in->follow_retry_ms || in->hook)
+        return false;
+    us_info("%s: following %s (epoch %llu): running the follow hook", in->service, as->active,
+            (unsigned long long)as->epoch);
+    x->hook_kind = HOOK_FOLLOW;
+    if (spawn(in, d->follow, "standby", as->epoch, false, d->follow_timeout_ms, ".hook",
+              &in->hook) != 0) {
+        x->hook_kind = HOOK_NONE;
+        follow_done(in, 127);
+    }
+    return false;
+}
+
 static void on_exit_cb(us_proc *p, int status, void *data)
 {
     us_instance *in = data;
@@ -601,6 +695,8 @@ static void on_exit_cb(us_proc *p, int status, void *data)
             }
         } else if (kind == HOOK_PROMOTE && in->phase == US_PHASE_DEMOTING && !x->demote_stop_proc) {
             run_demote_hook(in); /* the killed promote hook is gone: demote now */
+        } else if (kind == HOOK_FOLLOW) {
+            follow_done(in, status);
         }
     } else if (p == in->proc) {
         in->proc = NULL;
@@ -615,6 +711,10 @@ static void on_exit_cb(us_proc *p, int status, void *data)
             x->demote_stop_proc = false;
             if (!in->hook)
                 run_demote_hook(in);
+        } else if (in->phase == US_PHASE_STANDBY && in->hook && x->hook_kind == HOOK_FOLLOW) {
+            /* The follow hook stopped it (to rewind, to copy the data afresh): it starts again
+             * once the hook succeeded. */
+            us_info("%s: standby process stopped while following the active", in->service);
         } else if (in->phase == US_PHASE_STANDBY) {
             standby_exited(in, status);
         }
@@ -803,11 +903,17 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
             in->report.refused = true; /* sent with the report, which goes out from the loop */
             return;
         }
+        if (in->hook) { /* a standby's follow hook (a standby runs no other): promote once gone */
+            us_proc_kill(in->hook, SIGKILL);
+            return;
+        }
         begin_promote(in, d, as->epoch);
         return;
     }
     if (d && as && (listed_standby(as, a->env.cfg->name) || mine)) {
-        if (d->standby == US_STANDBY_HOT && !in->proc && now >= in->restart_after_ms) {
+        in->phase = US_PHASE_STANDBY;
+        bool may_run = follow_active(in, d, as, now);
+        if (d->standby == US_STANDBY_HOT && !in->proc && now >= in->restart_after_ms && may_run) {
             char why[US_REASON_MAX];
             us_cred cred;
             if (!service_cred(a, d, &cred, why, sizeof why)) {
@@ -822,13 +928,20 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
                 spawn(in, d->run, "standby", as->epoch, false, 0, "", &in->proc);
             }
         }
-        in->phase = US_PHASE_STANDBY;
         passive_report(in, US_INST_STANDBY, as);
         return;
     }
     /* Not ours in any role. */
     if (in->proc && in->phase == US_PHASE_STANDBY)
         us_proc_stop(in->proc, d ? d->stop_timeout_ms : 2000);
+    if (in->hook && in->hook_kind == HOOK_FOLLOW)
+        us_proc_kill(in->hook, SIGKILL);
+    in->report.followed = 0;
+    in->follow_epoch = 0;
+    if (in->follow_cause[0]) {
+        in->follow_cause[0] = '\0';
+        refresh_obs(in);
+    }
     in->phase = US_PHASE_IDLE;
     passive_report(in, US_INST_NONE, as);
     in->idle_at_touched = in->proc || in->adopting || !as || in->state_idx < 0
@@ -880,6 +993,8 @@ void us_instances_reconcile(us_instances *a)
             fence_self(in, US_INST_DEMOTED, 0, "service deleted");
         else if (in->proc && in->phase != US_PHASE_DEMOTING)
             us_proc_stop(in->proc, 2000);
+        if (in->hook && in->hook_kind == HOOK_FOLLOW)
+            us_proc_kill(in->hook, SIGKILL);
         stop_checker(in);
         if (quiet(in) && in->phase != US_PHASE_DEMOTING) {
             in->used = false;
@@ -1053,8 +1168,9 @@ bool us_instances_settled(us_instances *a)
         us_instance *in = &a->inst[i];
         if (!in->used)
             continue;
-        if (in->hook || in->fencing || in->draining || in->phase == US_PHASE_PROMOTING ||
-            in->phase == US_PHASE_DEMOTING)
+        /* A follow hook may copy a whole database: the next agent runs it again instead. */
+        if ((in->hook && in->hook_kind != HOOK_FOLLOW) || in->fencing || in->draining ||
+            in->phase == US_PHASE_PROMOTING || in->phase == US_PHASE_DEMOTING)
             return false;
     }
     return true;

@@ -41,7 +41,7 @@ typedef struct us_instance {
     uint64_t abandoned_epoch; /* never act again under an epoch <= this */
     us_inst_obs report;       /* what we tell the leader */
     us_proc *proc;            /* the service process (group) */
-    us_proc *hook;            /* promote/demote hook in progress */
+    us_proc *hook;            /* promote/demote hook in progress, or a hot standby's follow hook */
     int64_t restart_after_ms; /* hot standby: do not respawn before this */
     int hook_kind;            /* HOOK_* of instance.c */
     bool fencing;             /* killing everything; publish `pending` once all is gone */
@@ -69,6 +69,11 @@ typedef struct us_instance {
     int standby_restarts_total; /* reported: only grows, so the leader sees every restart */
     int64_t proc_started_ms;
     char restart_cause[US_REASON_MAX];
+    /* `follow` (hot standbys; report.followed says which epoch succeeded last). */
+    uint64_t follow_epoch;            /* the active's epoch the hook in progress follows */
+    int follow_failures;              /* in a row, for the backoff; 0 after a success */
+    int64_t follow_retry_ms;          /* after a failure: not again before this */
+    char follow_cause[US_REASON_MAX]; /* the last failure, while it stands: reported unhealthy */
     struct us_instances *owner;
     int state_idx; /* the service's index in the state when last reconciled (a hint) */
     /* 1 + its service's touched (fsm.h) when step() last found it in no role with nothing running

@@ -23,8 +23,9 @@ bool us_report_says_nothing(const us_report *r)
 {
     const us_inst_obs *o = &r->obs;
     return o->state == US_INST_NONE && o->health == US_HEALTH_UNKNOWN && !o->cause[0] &&
-           o->exit_status == 0 && !o->refused && r->pid == 0 && r->px_open == 0 && r->probes == 0 &&
-           r->probes_failed == 0 && r->restarts == 0 && !r->restart_cause[0];
+           o->exit_status == 0 && !o->refused && o->followed == 0 && r->pid == 0 &&
+           r->px_open == 0 && r->probes == 0 && r->probes_failed == 0 && r->restarts == 0 &&
+           !r->restart_cause[0];
 }
 
 const us_report *us_report_find(const us_report *reports, int n, const char *service)

@@ -296,6 +296,11 @@ static void print_instances(json_t *services, const us_render *o)
             char note[1024] = "";
             if (cause)
                 snprintf(note, sizeof note, "%s", cause);
+            if (json_is_false(json_object_get(inst, "following"))) {
+                size_t used = strlen(note);
+                snprintf(note + used, sizeof note - used, "%snot following the active yet",
+                         used ? "; " : "");
+            }
             if (restarts > 0) {
                 size_t used = strlen(note);
                 snprintf(note + used, sizeof note - used,

@@ -965,8 +965,17 @@ static void svc_finish(svc_ctx *c)
                           c->file, c->key_line[k], us_service_fields[k].key, c->cur_name, needs,
                           needs);
     }
-    /* A probe still running when the next one is due would pile up. */
     const us_service_def *d = c->cur;
+    /* Only a hot standby runs a process that could follow the active. */
+    int follow = svc_key("follow"), standby = svc_key("standby");
+    if (c->key_line[follow] && !c->key_bad[standby] && d->standby != US_STANDBY_HOT)
+        us_errors_add(c->err,
+                      "%s:%d: key 'follow' in [service %s]: only meaningful with 'standby = hot' "
+                      "(a cold standby runs nothing that could follow the active), got standby = "
+                      "cold (%s)",
+                      c->file, c->key_line[follow], c->cur_name,
+                      c->key_line[standby] ? "set so" : "the default");
+    /* A probe still running when the next one is due would pile up. */
     int check = svc_key("check"), timeout = svc_key("check_timeout"),
         interval = svc_key("check_interval");
     if (c->key_line[check] && !c->key_bad[timeout] && !c->key_bad[interval] &&

@@ -348,9 +348,18 @@ static bool waits_for(const us_decide_input *in, int s, int n, int released)
     return n >= 0 && n != released && lease_pending(in, s, n);
 }
 
-/* Pick the new active: target, else first eligible standby, else first eligible by preference.
- * A better-placed node whose lease is still unknown is waited for (US_WAIT), not skipped, unless
- * it is the holder being released (`released`, -1 for none). */
+/* Whether node n's standby instance followed the service's current active (R11): the service has
+ * no `follow`, or the node's follow hook succeeded for the assignment's epoch, the one of the
+ * active that is (or was last) in place. */
+static bool followed(const us_decide_input *in, int s, int n)
+{
+    return !in->defs[s].follow[0] || obs(in, s, n)->followed == in->asg[s].epoch;
+}
+
+/* Pick the new active: target, else first eligible standby that followed the active, else first
+ * eligible standby, else first eligible by preference. A better-placed node whose lease is still
+ * unknown is waited for (US_WAIT), not skipped, unless it is the holder being released
+ * (`released`, -1 for none). */
 static int choose_active(const us_decide_input *in, int s, int released, const char **how)
 {
     const us_assignment *a = &in->asg[s];
@@ -363,13 +372,20 @@ static int choose_active(const us_decide_input *in, int s, int released, const c
             return t;
         }
     }
-    for (int i = 0; i < a->n_standbys; i++) {
-        int n = find_node(in, a->standbys[i]);
-        if (waits_for(in, s, n, released))
-            return US_WAIT;
-        if (n >= 0 && eligible(in, s, n)) {
-            *how = "standby";
-            return n;
+    /* R11: a standby that did not follow the active may lack its latest data: only if no
+     * standby that did is eligible (or waited for). */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < a->n_standbys; i++) {
+            int n = find_node(in, a->standbys[i]);
+            if (n >= 0 && followed(in, s, n) != (pass == 0))
+                continue;
+            if (waits_for(in, s, n, released))
+                return US_WAIT;
+            if (n >= 0 && eligible(in, s, n)) {
+                *how =
+                    pass == 0 ? "standby" : "standby (none that followed the active is eligible)";
+                return n;
+            }
         }
     }
     const us_service_def *d = &in->defs[s];
@@ -410,12 +426,12 @@ static int failback_node(const us_decide_input *in, int s, const char *active)
 }
 
 /* A standby ready to take over by switchover: its standby instance is reported under the
- * current epoch and, when hot with checks, healthy. */
+ * current epoch, followed the active (R11) and, when hot with checks, healthy. */
 static bool standby_ready(const us_decide_input *in, int s, int n)
 {
     const us_inst_obs *r = obs(in, s, n);
     const us_service_def *d = &in->defs[s];
-    if (r->state != US_INST_STANDBY || r->epoch != in->asg[s].epoch)
+    if (r->state != US_INST_STANDBY || r->epoch != in->asg[s].epoch || !followed(in, s, n))
         return false;
     if (d->standby == US_STANDBY_HOT && d->n_checks > 0)
         return r->health == US_HEALTH_HEALTHY;

@@ -76,6 +76,10 @@ typedef struct us_service_def {
     char run[US_CMD_MAX];     /* started with /bin/sh -c */
     char promote[US_CMD_MAX]; /* "" = no hook */
     char demote[US_CMD_MAX];  /* "" = no hook */
+    /* Hot standbys run it before they count as ready: when they start and whenever the active
+     * changes (new node or epoch), to point their replication at it (docs/databases.md). */
+    char follow[US_CMD_MAX]; /* "" = none */
+    int follow_timeout_ms;   /* time limit of one run (default 60000) */
     us_standby_mode standby;
     int standbys;                          /* standby instances to keep, >= 0 */
     int n_nodes;                           /* 0 = every node is eligible */
@@ -278,8 +282,10 @@ typedef struct us_inst_obs {
     int exit_status; /* for FAILED: exit status, or 128+signal */
     us_health health;
     char cause[US_REASON_MAX]; /* FAILED/UNHEALTHY: human cause ("check ... failed 3/3: ...") */
-    bool refused; /* FAILED because this node cannot hold the role at all (e.g. it lacks a
-                     capability): a restart in place would fail the same way */
+    bool refused;      /* FAILED because this node cannot hold the role at all (e.g. it lacks a
+                          capability): a restart in place would fail the same way */
+    uint64_t followed; /* a hot standby of a service with `follow`: the epoch of the active whose
+                          follow hook succeeded here last, 0 = none */
 } us_inst_obs;
 
 /* ---- Events: every transition with its cause, kept in the replicated state (fsm.h). ---- */

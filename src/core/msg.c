@@ -54,23 +54,25 @@ static const struct rep_field {
     rep_type type;
     size_t off, size; /* RF_STR: the buffer's size */
     int64_t lo, hi, dflt;
+    bool later; /* added after the full form was fixed: an older agent's full report lacks it */
 } rep_fields[] = {
-    {"state", "s", RF_INT, offsetof(us_report, obs.state), 0, 0, US_INST_FENCED, 0},
-    {"epoch", "e", RF_U64, offsetof(us_report, obs.epoch), 0, 0, 0, 0},
-    {"exit", "x", RF_INT, offsetof(us_report, obs.exit_status), 0, INT_MIN, INT_MAX, 0},
-    {"pid", "p", RF_INT, offsetof(us_report, pid), 0, 0, INT_MAX, 0},
-    {"px_epoch", "pe", RF_U64, offsetof(us_report, px_epoch), 0, 0, 0, 0},
-    {"px_open", "po", RF_INT, offsetof(us_report, px_open), 0, 0, INT_MAX, 0},
-    {"health", "h", RF_INT, offsetof(us_report, obs.health), 0, 0, US_HEALTH_UNHEALTHY, 0},
+    {"state", "s", RF_INT, offsetof(us_report, obs.state), 0, 0, US_INST_FENCED, 0, false},
+    {"epoch", "e", RF_U64, offsetof(us_report, obs.epoch), 0, 0, 0, 0, false},
+    {"exit", "x", RF_INT, offsetof(us_report, obs.exit_status), 0, INT_MIN, INT_MAX, 0, false},
+    {"pid", "p", RF_INT, offsetof(us_report, pid), 0, 0, INT_MAX, 0, false},
+    {"px_epoch", "pe", RF_U64, offsetof(us_report, px_epoch), 0, 0, 0, 0, false},
+    {"px_open", "po", RF_INT, offsetof(us_report, px_open), 0, 0, INT_MAX, 0, false},
+    {"health", "h", RF_INT, offsetof(us_report, obs.health), 0, 0, US_HEALTH_UNHEALTHY, 0, false},
     {"cause", "c", RF_STR, offsetof(us_report, obs.cause), sizeof(((us_report *)0)->obs.cause), 0,
-     0, 0},
-    {"check_ms", "cm", RF_I64, offsetof(us_report, check_ms), 0, -1, INT64_MAX, -1},
-    {"probes", "pr", RF_I64, offsetof(us_report, probes), 0, 0, INT64_MAX, 0},
-    {"probes_failed", "pf", RF_I64, offsetof(us_report, probes_failed), 0, 0, INT64_MAX, 0},
-    {"restarts", "r", RF_INT, offsetof(us_report, restarts), 0, 0, INT_MAX, 0},
+     0, 0, false},
+    {"check_ms", "cm", RF_I64, offsetof(us_report, check_ms), 0, -1, INT64_MAX, -1, false},
+    {"probes", "pr", RF_I64, offsetof(us_report, probes), 0, 0, INT64_MAX, 0, false},
+    {"probes_failed", "pf", RF_I64, offsetof(us_report, probes_failed), 0, 0, INT64_MAX, 0, false},
+    {"restarts", "r", RF_INT, offsetof(us_report, restarts), 0, 0, INT_MAX, 0, false},
     {"restart_cause", "rc", RF_STR, offsetof(us_report, restart_cause),
-     sizeof(((us_report *)0)->restart_cause), 0, 0, 0},
-    {"refused", "rf", RF_BOOL, offsetof(us_report, obs.refused), 0, 0, 0, 0},
+     sizeof(((us_report *)0)->restart_cause), 0, 0, 0, false},
+    {"refused", "rf", RF_BOOL, offsetof(us_report, obs.refused), 0, 0, 0, 0, false},
+    {"followed", "fw", RF_U64, offsetof(us_report, obs.followed), 0, 0, 0, 0, true},
 };
 
 _Static_assert(sizeof(us_inst_state) == sizeof(int) && sizeof(us_health) == sizeof(int),
@@ -196,8 +198,8 @@ size_t us_msg_ping_text(char *buf, size_t cap, const us_msg_ping *p, const char 
     return w.over ? 0 : w.len;
 }
 
-/* Every field of the full form must be there; the brief form leaves defaults out. `key` is the
- * member's key token (the service), `v` its value. */
+/* Every field of the full form must be there (but those added later); the brief form leaves
+ * defaults out. `key` is the member's key token (the service), `v` its value. */
 static bool decode_report(const us_js *js, int key, int v, us_report *r, bool brief)
 {
     memset(r, 0, sizeof *r);
@@ -208,7 +210,7 @@ static bool decode_report(const us_js *js, int key, int v, us_report *r, bool br
         const struct rep_field *f = &rep_fields[i];
         char *at = (char *)r + f->off;
         int x = us_js_get(js, v, brief ? f->brief : f->full);
-        if (x < 0 && !brief)
+        if (x < 0 && !brief && !f->later)
             return false;
         if (f->type == RF_INT || f->type == RF_I64) {
             int64_t n = f->dflt;

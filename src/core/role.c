@@ -35,7 +35,8 @@ us_role_answer us_role_of(const us_service_def *d, const us_assignment *as, cons
     if (listed(as, self)) {
         r.role = "standby";
         r.standby = d->standby == US_STANDBY_COLD ||
-                    (own && own->state == US_INST_STANDBY && own->health != US_HEALTH_UNHEALTHY);
+                    (own && own->state == US_INST_STANDBY && own->health != US_HEALTH_UNHEALTHY &&
+                     (!d->follow[0] || own->followed == as->epoch));
         return r;
     }
     return r;

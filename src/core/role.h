@@ -8,7 +8,8 @@
  * conditions under which the instance runs as active: a node whose lease ran out, or that was
  * given the role but has not promoted yet, says no). `standby` is true for a standby listed in
  * the assignment that could take over: a cold one always (nothing runs until promotion), a hot
- * one while its instance runs as standby and is not unhealthy. */
+ * one while its instance runs as standby, is not unhealthy and, for a service with `follow`, has
+ * followed the current active. */
 #ifndef US_ROLE_H
 #define US_ROLE_H
 

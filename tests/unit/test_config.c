@@ -925,11 +925,19 @@ static void test_services_errors(void **state)
         {"run = x\n", {"svc.ini:1:", "key 'run'", "outside any [service NAME]"}},
         {"[service a]\nrun = x\nbogus = 10.0.0.5\n",
          {"svc.ini:3:", "unknown key 'bogus'", "[service a]",
-          "known keys: run, standby, promote, demote, standbys, nodes, hook_timeout, "
+          "known keys: run, standby, promote, demote, follow, follow_timeout, standbys, nodes, "
+          "hook_timeout, "
           "stop_timeout, vip, vip_announce_count, vip_announce_interval, vip_announce_repeat, "
           "proxy, backend_host, hold, drain, max_connections, max_connections_per_source, "
           "idle_timeout, check, check_interval, check_timeout, rise, fall, check_status, "}},
         {"[service a]\nrun = x\nVIP = 1\n", {"svc.ini:3:", "unknown key 'VIP'"}},
+        {"[service a]\nrun = x\nfollow = /bin/true\n",
+         {"svc.ini:3:", "key 'follow' in [service a]", "only meaningful with 'standby = hot'",
+          "got standby = cold (the default)"}},
+        {"[service a]\nrun = x\nstandby = cold\nfollow = /bin/true\n",
+         {"svc.ini:4:", "key 'follow'", "got standby = cold (set so)"}},
+        {"[service a]\nrun = x\nstandby = hot\nfollow_timeout = 5s\n",
+         {"svc.ini:4:", "key 'follow_timeout'", "only meaningful with 'follow'"}},
         {"[service a]\nrun = x\ncheck_intervall = 1s\n",
          {"svc.ini:3:", "unknown key 'check_intervall' in [service a]",
           "(did you mean 'check_interval'? known keys: run, standby"}},
@@ -1140,6 +1148,7 @@ static void test_services_unknown_key_list(void **state)
     (void)state;
     static const char full[] =
         "svc.ini:3: unknown key 'bogus' in [service a] (known keys: run, standby, promote, demote, "
+        "follow, follow_timeout, "
         "standbys, nodes, hook_timeout, stop_timeout, vip, vip_announce_count, "
         "vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, drain, "
         "max_connections, max_connections_per_source, idle_timeout, check, check_interval, "
@@ -2444,6 +2453,8 @@ static void test_services_every_key_roundtrips(void **state)
         size_t n = (size_t)snprintf(text, sizeof text, "[service a]\n");
         if (strcmp(f->key, "run") != 0)
             n += (size_t)snprintf(text + n, sizeof text - n, "run = x\n");
+        if (strcmp(f->key, "standby") != 0) /* `follow` (and its timeout) only with hot */
+            n += (size_t)snprintf(text + n, sizeof text - n, "standby = hot\n");
         if (f->needs) {
             const us_service_field *needs = us_service_field_by_key(f->needs);
             assert_non_null(needs);

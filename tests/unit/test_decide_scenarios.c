@@ -412,7 +412,7 @@ static char *next_token(parse_ctx *c, const char *what, char **p, char **val)
 }
 
 /* report NODE = STATE [EPOCH [EXIT_STATUS]] [health=unknown|healthy|unhealthy] [cause="TEXT"]
- *               [refused=yes|no] */
+ *               [refused=yes|no] [followed=EPOCH] */
 static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v)
 {
     if (r->n_reports >= US_MAX_NODES)
@@ -464,8 +464,13 @@ static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v
             if (strcmp(val, "yes") != 0 && strcmp(val, "no") != 0)
                 return perr(c, "key '%s': refused= expects yes or no, got '%s'", what, val);
             rep->obs.refused = strcmp(val, "yes") == 0;
+        } else if (strcmp(tok, "followed") == 0) {
+            if (!parse_u64(c, "report followed", val, &rep->obs.followed))
+                return false;
         } else {
-            return perr(c, "key '%s': unknown option '%s=' (expected health=, cause=, refused=)",
+            return perr(c,
+                        "key '%s': unknown option '%s=' (expected health=, cause=, refused=, "
+                        "followed=)",
                         what, tok);
         }
     }
@@ -609,6 +614,13 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
         }
         return true;
     }
+    if (strcmp(key, "follow") == 0) { /* the hook's command does not matter here */
+        bool on;
+        if (!once(c, seen, 27, key) || !parse_bool(c, key, v, &on))
+            return false;
+        us_strlcpy(d->follow, on ? "true" : "", sizeof d->follow);
+        return true;
+    }
     if (strncmp(key, "fail", 4) == 0 && (key[4] == ' ' || key[4] == '\t')) {
         if (r->n_fail >= US_MAX_NODES)
             return perr(c, "more than %d fail lines", US_MAX_NODES);
@@ -633,7 +645,7 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
                 "recover, on_failure, max_restarts, restart_window, restart_backoff, "
                 "failure_threshold, failure_window, failure_cooldown, min_failover_interval, "
                 "failback, restart_node, restart_at, restarts, restart_window_start, "
-                "last_failover, checks, fail NODE)",
+                "last_failover, checks, follow, fail NODE)",
                 key);
 }
 

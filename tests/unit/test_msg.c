@@ -22,7 +22,8 @@ static us_msg_result decode(const char *text, const char **why)
 #define REPORT                                                                                     \
     "{\"state\":2,\"epoch\":\"18446744073709551615\",\"exit\":-1,\"pid\":42,\"px_epoch\":\"3\","   \
     "\"px_open\":1,\"health\":1,\"cause\":\"ok\",\"check_ms\":-1,\"probes\":7,"                    \
-    "\"probes_failed\":2,\"restarts\":1,\"restart_cause\":\"exited\",\"refused\":false}"
+    "\"probes_failed\":2,\"restarts\":1,\"restart_cause\":\"exited\",\"refused\":false,"           \
+    "\"followed\":\"17\"}"
 
 static void test_ping(void **state)
 {
@@ -54,6 +55,7 @@ static void test_ping(void **state)
     assert_int_equal(p->reports[0].probes_failed, 2);
     assert_string_equal(p->reports[0].restart_cause, "exited");
     assert_false(p->reports[0].obs.refused);
+    assert_int_equal(p->reports[0].obs.followed, 17);
     assert_int_equal(p->n_leases, 1);
     assert_string_equal(p->leases[0].node, "n2");
     assert_int_equal(p->leases[0].age, -1);
@@ -62,6 +64,17 @@ static void test_ping(void **state)
     assert_int_equal(p->commit, 41);
     assert_true(p->has_rep);
     assert_int_equal(p->adopt, 0);
+    /* A full report from an agent older than "followed" (the last field) lacks it: 0. */
+    char old[1024];
+    snprintf(old, sizeof old,
+             "{\"t\":\"ping\",\"seq\":\"9\",\"term\":\"3\",\"lease\":true,\"rep\":{\"web\":%s}}",
+             REPORT);
+    char *fw = strstr(old, ",\"followed\"");
+    assert_non_null(fw);
+    memmove(fw, strchr(fw, '}'), strlen(strchr(fw, '}')) + 1);
+    assert_int_equal(decode(old, &why), US_MSG_OK);
+    assert_int_equal(g_msg.u.ping.reports[0].obs.followed, 0);
+    assert_int_equal(g_msg.u.ping.reports[0].obs.state, US_INST_ACTIVE);
     /* Minimal (what a guardian renewing the lease during a planned restart sends): no api, no
      * reports (the sender's last ones stand), no lease reports. */
     assert_int_equal(decode("{\"t\":\"ping\",\"seq\":\"1\",\"term\":\"0\",\"lease\":false}", NULL),
@@ -158,9 +171,10 @@ static void test_ping_malformed(void **state)
     }
     /* Out of range fields of a report. */
     static const char *const bad_fields[] = {
-        "\"state\":6",    "\"state\":-1",    "\"health\":3",     "\"pid\":-1",
-        "\"px_open\":-1", "\"check_ms\":-2", "\"restarts\":-1",  "\"refused\":0",
-        "\"cause\":7",    "\"epoch\":5",     "\"probes\":\"7\"", "\"exit\":2147483648",
+        "\"state\":6",     "\"state\":-1",    "\"health\":3",     "\"pid\":-1",
+        "\"px_open\":-1",  "\"check_ms\":-2", "\"restarts\":-1",  "\"refused\":0",
+        "\"cause\":7",     "\"epoch\":5",     "\"probes\":\"7\"", "\"exit\":2147483648",
+        "\"followed\":-1",
     };
     for (size_t i = 0; i < sizeof bad_fields / sizeof bad_fields[0]; i++) {
         char text[1024], rep[600];

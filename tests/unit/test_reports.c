@@ -48,6 +48,7 @@ static void assert_report_equal(const us_report *x, const us_report *y)
     assert_int_equal(x->obs.health, y->obs.health);
     assert_string_equal(x->obs.cause, y->obs.cause);
     assert_int_equal(x->obs.refused, y->obs.refused);
+    assert_int_equal(x->obs.followed, y->obs.followed);
     assert_int_equal(x->pid, y->pid);
     assert_int_equal(x->px_epoch, y->px_epoch);
     assert_int_equal(x->px_open, y->px_open);
@@ -116,7 +117,7 @@ static void test_says_nothing(void **state)
     us_report r;
     us_report_make(&src, &r);
     assert_true(us_report_says_nothing(&r)); /* its epochs do not count */
-    us_report_source keep[] = {src, src, src, src, src, src, src, src, src, src};
+    us_report_source keep[] = {src, src, src, src, src, src, src, src, src, src, src};
     keep[0].obs.state = US_INST_STANDBY;
     keep[1].obs.state = US_INST_DEMOTED;
     keep[2].pid = 17;
@@ -127,6 +128,7 @@ static void test_says_nothing(void **state)
     keep[7].obs.health = US_HEALTH_UNHEALTHY;
     keep[8].obs.exit_status = 1;
     strcpy(keep[9].obs.cause, "check failed");
+    keep[10].obs.followed = 3;
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
         us_report_make(&keep[i], &r);
         assert_false(us_report_says_nothing(&r));
@@ -200,7 +202,7 @@ static void test_brief_form(void **state)
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &r, 1, true, &len), 1);
     assert_string_equal(rep, "{\"web\":{\"s\":1,\"e\":\"7\"}}");
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &r, 1, false, &len), 1);
-    assert_int_equal(members(rep), 14);
+    assert_int_equal(members(rep), 15);
 
     us_report all = {.service = "db",
                      .obs = {.state = US_INST_FAILED,
@@ -208,7 +210,8 @@ static void test_brief_form(void **state)
                              .exit_status = -3,
                              .health = US_HEALTH_UNHEALTHY,
                              .cause = "check \"failed\"\n\x01 caf\xc3\xa9",
-                             .refused = true},
+                             .refused = true,
+                             .followed = 6},
                      .pid = 9,
                      .px_epoch = 5,
                      .px_open = 2,
@@ -218,7 +221,7 @@ static void test_brief_form(void **state)
                      .restarts = 1,
                      .restart_cause = "standby process exited"};
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &all, 1, true, &len), 1);
-    assert_int_equal(members(rep), 14);
+    assert_int_equal(members(rep), 15);
     char text[4096];
     us_msg_ping fields = {.round = 1, .term = 2, .lease = true};
     assert_true(us_msg_ping_text(text, sizeof text, &fields, rep, len, true) > 0);

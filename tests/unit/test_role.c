@@ -106,6 +106,15 @@ static void test_standby_readiness(void **state)
     assert_false(us_role_of(&hot, &a, "n2", 1, NULL, false).standby);
     /* A cold standby runs nothing until promoted: listed is ready. */
     assert_true(us_role_of(&cold, &a, "n2", 1, NULL, false).standby);
+    /* With `follow`: ready once it followed the current active (epoch 4), not an earlier one. */
+    strcpy(hot.follow, "/bin/true");
+    assert_false(us_role_of(&hot, &a, "n2", 1, &ok, false).standby);
+    ok.followed = 3;
+    assert_false(us_role_of(&hot, &a, "n2", 1, &ok, false).standby);
+    ok.followed = 4;
+    assert_true(us_role_of(&hot, &a, "n2", 1, &ok, false).standby);
+    sick.followed = 4;
+    assert_false(us_role_of(&hot, &a, "n2", 1, &sick, false).standby);
     /* Not listed: neither. */
     r = us_role_of(&cold, &a, "n3", 1, NULL, true);
     assert_false(r.standby);
