@@ -86,6 +86,10 @@ static json_t *instance_json(us_agent *a, const us_assignment *as, const char *n
                                              : json_null());
     json_object_set_new(o, "following",
                         follows ? json_boolean(r && r->obs.followed == as->epoch) : json_null());
+    /* `position`: what it printed last there (null: none, unknown, or no such command). */
+    json_object_set_new(o, "position",
+                        r && r->obs.position >= 0 ? json_integer((json_int_t)r->obs.position)
+                                                  : json_null());
     return o;
 }
 
@@ -93,6 +97,10 @@ static json_t *instance_json(us_agent *a, const us_assignment *as, const char *n
 static void self_healing_json(json_t *o, const us_service_def *d, const us_assignment *as)
 {
     json_object_set_new(o, "paused", json_boolean(as->paused));
+    /* R12: the position the lost active reported last, which the next one must come close to. */
+    json_object_set_new(o, "lost_position",
+                        as->has_lost_position ? json_integer((json_int_t)as->lost_position)
+                                              : json_null());
     json_object_set_new(o, "recover", json_boolean(as->recover));
     json_object_set_new(o, "restart",
                         as->restart_node[0]

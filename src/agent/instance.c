@@ -14,12 +14,14 @@
 #include "agent/instance.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/lease.h"
 #include "core/role.h"
@@ -80,6 +82,7 @@ static us_instance *slot(us_instances *a, const char *service, bool create)
     memset(free_slot, 0, sizeof *free_slot);
     free_slot->used = true;
     free_slot->state_idx = -1;
+    free_slot->report.position = -1;
     a->n_used++;
     free_slot->owner = a;
     us_strlcpy(free_slot->service, service, sizeof free_slot->service);
@@ -123,8 +126,8 @@ static const us_cred *service_cred(us_instances *a, const us_service_def *d, us_
     return cred;
 }
 
-static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
-                 int timeout_ms, const char *pid_suffix, us_proc **out)
+static int spawn_to(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
+                    int timeout_ms, const char *pid_suffix, const char *out_path, us_proc **out)
 {
     us_instances *a = in->owner;
     if (in->state_idx >= 0 && in->state_idx < US_MAX_SERVICES)
@@ -164,6 +167,7 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
         .cred = &cred,
         .cwd = a->env.cwd,
         .log_path = log_path,
+        .out_path = out_path,
         .pidfile = pidfile,
         .timeout_ms = timeout_ms,
         .before_exec = before_exec,
@@ -182,6 +186,12 @@ static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t ep
     if (rc != 0)
         us_error("%s: cannot start '%s': %s", in->service, cmd, strerror(-rc));
     return rc;
+}
+
+static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
+                 int timeout_ms, const char *pid_suffix, us_proc **out)
+{
+    return spawn_to(in, cmd, role, epoch, fenced, timeout_ms, pid_suffix, NULL, out);
 }
 
 /* Health and cause of the report: the failure's cause once FAILED, else the checks' verdict. */
@@ -354,7 +364,7 @@ static const char *vip_obstacle(const us_service_def *d, char *why, size_t len)
 
 static bool quiet(us_instance *in)
 {
-    return in->proc == NULL && in->hook == NULL;
+    return in->proc == NULL && in->hook == NULL && in->pos == NULL;
 }
 
 /* Stop acting at once: kill everything; publish `st` once all is gone. */
@@ -376,6 +386,8 @@ static void fence_self(us_instance *in, us_inst_state st, int status, const char
     vips_down(in);
     if (in->hook)
         us_proc_kill(in->hook, SIGKILL);
+    if (in->pos)
+        us_proc_kill(in->pos, SIGKILL);
     if (in->proc)
         us_proc_kill(in->proc, SIGKILL);
     if (quiet(in)) {
@@ -659,13 +671,93 @@ static bool follow_active(us_instance *in, const us_service_def *d, const us_ass
     return false;
 }
 
+/* ---- position (a service with `position`) ---- */
+
+static void position_path(us_instance *in, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/run/%s.position", in->owner->env.cfg->data_dir, in->service);
+}
+
+static void set_position(us_instance *in, int64_t pos)
+{
+    if (in->report.position == pos)
+        return;
+    in->report.position = pos;
+    if (in->state_idx >= 0 && in->state_idx < US_MAX_SERVICES)
+        in->owner->idle_of[in->state_idx] = 0;
+}
+
+static void position_done(us_instance *in, int status)
+{
+    char path[PATH_MAX + 96], text[64];
+    position_path(in, path, sizeof path);
+    ssize_t n = -1;
+    int fd = status == 0 ? open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+    if (fd >= 0) {
+        n = read(fd, text, sizeof text); /* more than a number's worth: refused below */
+        close(fd);
+    }
+    int64_t pos;
+    if (n >= 0 && (size_t)n < sizeof text && us_position_parse(text, (size_t)n, &pos)) {
+        set_position(in, pos);
+        in->pos_warned = false;
+        return;
+    }
+    if (in->fencing || in->phase == US_PHASE_IDLE)
+        return; /* stopped with the instance */
+    set_position(in, -1);
+    if (!in->pos_warned) {
+        in->pos_warned = true;
+        if (status != 0)
+            us_warn("%s: the position command failed (%s %d): position unknown", in->service,
+                    status == US_PROC_TIMEOUT ? "timed out, status" : "status", status);
+        else
+            us_warn("%s: the position command printed no number (expected one decimal number, "
+                    "0..%lld): position unknown",
+                    in->service, (long long)INT64_MAX);
+    }
+}
+
+/* `position` runs every check interval (1 s without checks) while the process runs as active or
+ * hot standby; what it printed is reported, and stays reported once the process stopped, until
+ * the node has no role in the service. A run that fails makes it unknown. */
+static void sync_position(us_instance *in, const us_service_def *d, int64_t now)
+{
+    bool hot = d && d->standby == US_STANDBY_HOT;
+    bool want = d && d->position[0] && in->proc && !in->fencing && !in->adopting &&
+                (hot ? in->phase != US_PHASE_IDLE : in->phase == US_PHASE_ACTIVE);
+    if (!want) {
+        if (in->pos)
+            us_proc_kill(in->pos, SIGKILL);
+        /* A failed or stopped instance keeps reporting where its data was (the leader judges
+         * a failover by it, R12) until it has no role here any more. */
+        if (in->report.state == US_INST_NONE || !d || !d->position[0])
+            set_position(in, -1);
+        return;
+    }
+    if (in->pos || now < in->pos_next_ms)
+        return;
+    int interval = d->n_checks > 0 ? d->check_interval_ms : 1000;
+    int timeout = d->check_timeout_ms > 1000 ? d->check_timeout_ms : 1000;
+    in->pos_next_ms = now + interval;
+    char path[PATH_MAX + 96];
+    position_path(in, path, sizeof path);
+    bool active = in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING;
+    if (spawn_to(in, d->position, active ? "active" : "standby", in->epoch, false, timeout,
+                 ".position", path, &in->pos) != 0)
+        position_done(in, 127);
+}
+
 static void on_exit_cb(us_proc *p, int status, void *data)
 {
     us_instance *in = data;
     us_instances *a = in->owner;
     us_instance *x = in;
     us_guardian_untrack(a->env.guardian, us_proc_pid(p));
-    if (p == in->hook) {
+    if (p == in->pos) {
+        in->pos = NULL;
+        position_done(in, status);
+    } else if (p == in->hook) {
         in->hook = NULL;
         int kind = x->hook_kind;
         x->hook_kind = HOOK_NONE;
@@ -970,8 +1062,9 @@ void us_instances_reconcile(us_instances *a)
             a->slot_of[i] = (int)(in - a->inst);
             step(a, in, &s->services.svc[i], &s->asg[i]);
             sync_checker(in, &s->services.svc[i]);
+            sync_position(in, &s->services.svc[i], us_now_ms());
             if (in->idle_at_touched == s->touched[i] + 1 && in->phase == US_PHASE_IDLE &&
-                !in->proc && !in->checker && !in->adopting) {
+                !in->proc && !in->checker && !in->pos && !in->adopting) {
                 a->idle_of[i] = in->idle_at_touched;
                 a->idle_silent[i] = us_instance_silent(in);
             }
@@ -995,6 +1088,8 @@ void us_instances_reconcile(us_instances *a)
             us_proc_stop(in->proc, 2000);
         if (in->hook && in->hook_kind == HOOK_FOLLOW)
             us_proc_kill(in->hook, SIGKILL);
+        if (in->pos)
+            us_proc_kill(in->pos, SIGKILL);
         stop_checker(in);
         if (quiet(in) && in->phase != US_PHASE_DEMOTING) {
             in->used = false;
@@ -1103,6 +1198,8 @@ void us_instances_kill_all(us_instances *a)
         stop_checker(in);
         if (in->hook)
             us_proc_kill(in->hook, SIGKILL);
+        if (in->pos)
+            us_proc_kill(in->pos, SIGKILL);
         if (in->proc)
             us_proc_kill(in->proc, SIGKILL);
     }
@@ -1187,6 +1284,8 @@ void us_instances_detach(us_instances *a)
         stop_checker(in);
         if (in->hook)
             us_proc_kill(in->hook, SIGKILL);
+        if (in->pos)
+            us_proc_kill(in->pos, SIGKILL);
         bool keep = in->proc && !in->fencing &&
                     (in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_STANDBY);
         if (in->proc && !keep) {

@@ -74,6 +74,10 @@ typedef struct us_instance {
     int follow_failures;              /* in a row, for the backoff; 0 after a success */
     int64_t follow_retry_ms;          /* after a failure: not again before this */
     char follow_cause[US_REASON_MAX]; /* the last failure, while it stands: reported unhealthy */
+    /* `position` (report.position says what it printed last). */
+    us_proc *pos;        /* a run in progress */
+    int64_t pos_next_ms; /* the next run, not before */
+    bool pos_warned;     /* a failure was logged: the next one is not (until one succeeds) */
     struct us_instances *owner;
     int state_idx; /* the service's index in the state when last reconciled (a hint) */
     /* 1 + its service's touched (fsm.h) when step() last found it in no role with nothing running

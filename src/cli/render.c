@@ -296,6 +296,12 @@ static void print_instances(json_t *services, const us_render *o)
             char note[1024] = "";
             if (cause)
                 snprintf(note, sizeof note, "%s", cause);
+            json_t *pos = json_object_get(inst, "position");
+            if (json_is_integer(pos)) {
+                size_t used = strlen(note);
+                snprintf(note + used, sizeof note - used, "%sposition %" JSON_INTEGER_FORMAT,
+                         used ? "; " : "", json_integer_value(pos));
+            }
             if (json_is_false(json_object_get(inst, "following"))) {
                 size_t used = strlen(note);
                 snprintf(note + used, sizeof note - used, "%snot following the active yet",

@@ -966,15 +966,19 @@ static void svc_finish(svc_ctx *c)
                           needs);
     }
     const us_service_def *d = c->cur;
-    /* Only a hot standby runs a process that could follow the active. */
-    int follow = svc_key("follow"), standby = svc_key("standby");
-    if (c->key_line[follow] && !c->key_bad[standby] && d->standby != US_STANDBY_HOT)
-        us_errors_add(c->err,
-                      "%s:%d: key 'follow' in [service %s]: only meaningful with 'standby = hot' "
-                      "(a cold standby runs nothing that could follow the active), got standby = "
-                      "cold (%s)",
-                      c->file, c->key_line[follow], c->cur_name,
-                      c->key_line[standby] ? "set so" : "the default");
+    /* Only a hot standby runs a process that could follow the active or have a position. */
+    static const char *const hot_only[] = {"follow", "position"};
+    int standby = svc_key("standby");
+    for (size_t k = 0; k < sizeof hot_only / sizeof hot_only[0]; k++) {
+        int key = svc_key(hot_only[k]);
+        if (c->key_line[key] && !c->key_bad[standby] && d->standby != US_STANDBY_HOT)
+            us_errors_add(c->err,
+                          "%s:%d: key '%s' in [service %s]: only meaningful with 'standby = hot' "
+                          "(a cold standby runs nothing until it is promoted), got standby = "
+                          "cold (%s)",
+                          c->file, c->key_line[key], hot_only[k], c->cur_name,
+                          c->key_line[standby] ? "set so" : "the default");
+    }
     /* A probe still running when the next one is due would pile up. */
     int check = svc_key("check"), timeout = svc_key("check_timeout"),
         interval = svc_key("check_interval");

@@ -356,42 +356,133 @@ static bool followed(const us_decide_input *in, int s, int n)
     return !in->defs[s].follow[0] || obs(in, s, n)->followed == in->asg[s].epoch;
 }
 
-/* Pick the new active: target, else first eligible standby that followed the active, else first
- * eligible standby, else first eligible by preference. A better-placed node whose lease is still
- * unknown is waited for (US_WAIT), not skipped, unless it is the holder being released
- * (`released`, -1 for none). */
+/* R12: what node n's instance reported as its position (a failed or stopped one: the last one
+ * it had); -1 when unknown, and always for a node with no instance there (a node that reports
+ * nothing has a zeroed report). */
+static int64_t position_of(const us_decide_input *in, int s, int n)
+{
+    const us_inst_obs *r = obs(in, s, n);
+    return r->state != US_INST_NONE ? r->position : -1;
+}
+
+/* R12: the position the new active must come close to: the one the holder being released
+ * (`released`) reported last, else the one recorded when the role was released. false: none. */
+static bool lost_position(const us_decide_input *in, int s, int released, int64_t *out)
+{
+    if (!in->defs[s].position[0])
+        return false;
+    if (released >= 0) {
+        *out = position_of(in, s, released);
+        return *out >= 0;
+    }
+    *out = in->asg[s].lost_position;
+    return in->asg[s].has_lost_position;
+}
+
+/* R12: node n is close enough to the lost active's position (max_lag), or there is no limit. */
+static bool within_lag(const us_decide_input *in, int s, int released, int n)
+{
+    const us_service_def *d = &in->defs[s];
+    int64_t ref;
+    if (d->max_lag < 0 || !lost_position(in, s, released, &ref))
+        return true;
+    int64_t p = position_of(in, s, n);
+    return p >= 0 && (p >= ref || ref - p <= d->max_lag);
+}
+
+/* R12: after "no eligible node for the active role", the standbys that only max_lag kept out. */
+static void lag_note(const us_decide_input *in, int s, int released, char *why, size_t len)
+{
+    const us_service_def *d = &in->defs[s];
+    const us_assignment *a = &in->asg[s];
+    int64_t ref;
+    if (d->max_lag < 0 || !lost_position(in, s, released, &ref))
+        return;
+    int kept = 0;
+    for (int i = 0; i < a->n_standbys; i++) {
+        int n = find_node(in, a->standbys[i]);
+        if (n < 0 || n == released || within_lag(in, s, released, n) || !qualified(in, s, n))
+            continue;
+        int64_t p = position_of(in, s, n);
+        if (p >= 0)
+            append(why, len, "%s %s at position %lld",
+                   kept ? "," : "; not promoted:", a->standbys[i], (long long)p);
+        else
+            append(why, len, "%s %s at an unknown position",
+                   kept ? "," : "; not promoted:", a->standbys[i]);
+        kept++;
+    }
+    if (kept)
+        append(why, len,
+               " (more than max_lag %lld behind the lost active's %lld; `understudy "
+               "reset %s` accepts the loss)",
+               (long long)d->max_lag, (long long)ref, d->name);
+}
+
+/* The order in which the standbys are tried (into out[], their indexes in the assignment): R11
+ * those that followed the active first; R12 among those, with `position`, the highest position
+ * first (unknown last); then the standbys' own order. */
+static int standby_order(const us_decide_input *in, int s, int *out)
+{
+    const us_assignment *a = &in->asg[s];
+    bool by_pos = in->defs[s].position[0] != 0;
+    int64_t key[US_MAX_NODES][2];
+    int n = 0;
+    for (int i = 0; i < a->n_standbys && i < US_MAX_NODES; i++) {
+        int node = find_node(in, a->standbys[i]);
+        key[i][0] = node >= 0 && followed(in, s, node);
+        key[i][1] = node >= 0 && by_pos ? position_of(in, s, node) : -1;
+        int j = n++;
+        for (; j > 0; j--) { /* insertion: stable, so equal keys keep the standbys' order */
+            int k = out[j - 1];
+            if (key[k][0] > key[i][0] || (key[k][0] == key[i][0] && key[k][1] >= key[i][1]))
+                break;
+            out[j] = k;
+        }
+        out[j] = i;
+    }
+    return n;
+}
+
+/* Pick the new active: target, else the first eligible standby in standby_order, else first
+ * eligible by preference. A better-placed node whose lease is still unknown is waited for
+ * (US_WAIT), not skipped, unless it is the holder being released (`released`, -1 for none). A
+ * node further than max_lag behind the lost active's position is neither chosen nor waited for
+ * (R12). */
 static int choose_active(const us_decide_input *in, int s, int released, const char **how)
 {
     const us_assignment *a = &in->asg[s];
     if (a->target[0]) {
         int t = find_node(in, a->target);
-        if (waits_for(in, s, t, released))
-            return US_WAIT;
-        if (t >= 0 && eligible(in, s, t)) {
-            *how = "requested target";
-            return t;
+        if (t < 0 || within_lag(in, s, released, t)) {
+            if (waits_for(in, s, t, released))
+                return US_WAIT;
+            if (t >= 0 && eligible(in, s, t)) {
+                *how = "requested target";
+                return t;
+            }
         }
     }
     /* R11: a standby that did not follow the active may lack its latest data: only if no
-     * standby that did is eligible (or waited for). */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < a->n_standbys; i++) {
-            int n = find_node(in, a->standbys[i]);
-            if (n >= 0 && followed(in, s, n) != (pass == 0))
-                continue;
-            if (waits_for(in, s, n, released))
-                return US_WAIT;
-            if (n >= 0 && eligible(in, s, n)) {
-                *how =
-                    pass == 0 ? "standby" : "standby (none that followed the active is eligible)";
-                return n;
-            }
+     * standby that did is eligible (or waited for). R12: the freshest first. */
+    int order[US_MAX_NODES];
+    int n_order = standby_order(in, s, order);
+    for (int i = 0; i < n_order; i++) {
+        int n = find_node(in, a->standbys[order[i]]);
+        if (n >= 0 && !within_lag(in, s, released, n))
+            continue;
+        if (waits_for(in, s, n, released))
+            return US_WAIT;
+        if (n >= 0 && eligible(in, s, n)) {
+            *how = followed(in, s, n) ? "standby"
+                                      : "standby (none that followed the active is eligible)";
+            return n;
         }
     }
     const us_service_def *d = &in->defs[s];
     for (int i = 0; i < (d->n_nodes ? d->n_nodes : in->n_nodes); i++) {
         int n = d->n_nodes ? find_node(in, d->nodes[i]) : i;
-        if (n < 0)
+        if (n < 0 || !within_lag(in, s, released, n))
             continue;
         if (waits_for(in, s, n, released))
             return US_WAIT;
@@ -449,6 +540,8 @@ static void give_role(const us_decide_input *in, int s, us_assignment *next, int
     next->recover = false;
     next->restart_node[0] = '\0';
     next->restart_at_ms = 0;
+    next->has_lost_position = false;
+    next->lost_position = 0;
 }
 
 /* R7: the role went to another node than the one that held it (or was to get it back). The
@@ -555,8 +648,10 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
     if (ge && (c >= 0 || c == US_WAIT))
         append(why, len, "; no restart in place (%s); %s: no failover before %lld (in %lld ms)",
                block, gtext, (long long)ge, (long long)(ge - now));
-    else
+    else {
         append(why, len, "; no restart in place (%s); no eligible node for the active role", block);
+        lag_note(in, s, h, why, len);
+    }
     return true;
 }
 
@@ -635,6 +730,7 @@ static bool pick_active(const us_decide_input *in, int s, int released, us_assig
         next->demoting = false;
         next->target[0] = '\0';
         append(why, len, "%sno eligible node for the active role", why[0] ? "; " : "");
+        lag_note(in, s, released, why, len);
     }
     return true;
 }
@@ -706,7 +802,8 @@ static bool same_assignment(const us_assignment *a, const us_assignment *b)
         a->n_standbys != b->n_standbys || a->recover != b->recover ||
         strcmp(a->restart_node, b->restart_node) != 0 || a->restart_at_ms != b->restart_at_ms ||
         a->restarts != b->restarts || a->restart_window_ms != b->restart_window_ms ||
-        a->last_failover_ms != b->last_failover_ms || a->n_fail != b->n_fail)
+        a->last_failover_ms != b->last_failover_ms || a->n_fail != b->n_fail ||
+        a->has_lost_position != b->has_lost_position || a->lost_position != b->lost_position)
         return false;
     for (int i = 0; i < a->n_standbys; i++)
         if (strcmp(a->standbys[i], b->standbys[i]) != 0)
@@ -760,6 +857,11 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
             next->recover = false;
             next->release = k;
             gone = h;
+            int64_t lp; /* R12: kept for the next choice, cleared when the role is given */
+            if (lost_position(in, s, h, &lp)) {
+                next->has_lost_position = true;
+                next->lost_position = lp;
+            }
             if (k == US_RELEASE_FAILED || k == US_RELEASE_UNHEALTHY) {
                 if (!after_failure(in, s, h, next, why, sizeof why))
                     return false;

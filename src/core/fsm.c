@@ -343,6 +343,8 @@ json_t *us_assignment_to_json(const us_assignment *a)
     json_object_set_new(j, "release", json_string(us_release_kind_name(a->release)));
     if (a->renew)
         json_object_set_new(j, "renew", json_true());
+    if (a->has_lost_position)
+        json_object_set_new(j, "lost_position", json_integer((json_int_t)a->lost_position));
     json_t *fail = json_array();
     for (int i = 0; i < a->n_fail; i++) {
         const us_failrec *f = &a->fail[i];
@@ -391,6 +393,11 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
     a->restarts = jint(j, "restarts");
     a->restart_window_ms = ji64(j, "restart_window_ms");
     a->last_failover_ms = ji64(j, "last_failover_ms");
+    json_t *lost = json_object_get(j, "lost_position"); /* absent: none (and before R12) */
+    if (lost && (!json_is_integer(lost) || json_integer_value(lost) < 0))
+        return -1;
+    a->has_lost_position = lost != NULL;
+    a->lost_position = lost ? (int64_t)json_integer_value(lost) : 0;
     json_t *fail = json_object_get(j, "fail");
     if (json_array_size(fail) > US_MAX_NODES)
         return -1;
@@ -835,6 +842,15 @@ static int apply_reset(us_state *s, const json_t *cmd)
         changed |= a->restarts != 0;
         a->restarts = 0;
         a->restart_window_ms = 0;
+    }
+    if (!node[0] && a->has_lost_position) { /* R12: an operator accepts the loss */
+        char from[64];
+        snprintf(from, sizeof from, "position %lld", (long long)a->lost_position);
+        add_event(s, &st, "reset", a->service, NULL, from, "cleared",
+                  "max_lag check lifted: a standby behind the lost active may be promoted");
+        a->has_lost_position = false;
+        a->lost_position = 0;
+        changed = true;
     }
     if (!changed)
         return US_APPLY_NOOP;

@@ -80,6 +80,11 @@ typedef struct us_service_def {
      * changes (new node or epoch), to point their replication at it (docs/databases.md). */
     char follow[US_CMD_MAX]; /* "" = none */
     int follow_timeout_ms;   /* time limit of one run (default 60000) */
+    /* Prints a number that grows with the data the node has (an LSN, a replication offset): run
+     * with the checks on the active and hot standbys; the freshest standby is promoted first. */
+    char position[US_CMD_MAX]; /* "" = none */
+    int64_t max_lag; /* a standby further behind the lost active's last position is not promoted
+                        (-1 = no limit) */
     us_standby_mode standby;
     int standbys;                          /* standby instances to keep, >= 0 */
     int n_nodes;                           /* 0 = every node is eligible */
@@ -227,6 +232,10 @@ typedef struct us_assignment {
     int restarts;                   /* restarts in place in the window that began at: */
     int64_t restart_window_ms;
     int64_t last_failover_ms; /* the active role last moved to another node after a failure */
+    /* `position` (R12): what the holder last reported when its role was released; the next
+     * active must be within max_lag of it. Cleared when the role is given, or by a reset. */
+    bool has_lost_position;
+    int64_t lost_position;
     int n_fail;
     us_failrec fail[US_MAX_NODES];
     /* Local, not replicated (no command or snapshot carries it): the digest of the definition as
@@ -286,6 +295,7 @@ typedef struct us_inst_obs {
                           capability): a restart in place would fail the same way */
     uint64_t followed; /* a hot standby of a service with `follow`: the epoch of the active whose
                           follow hook succeeded here last, 0 = none */
+    int64_t position;  /* what `position` printed last here, -1 = none (or its last run failed) */
 } us_inst_obs;
 
 /* ---- Events: every transition with its cause, kept in the replicated state (fsm.h). ---- */

@@ -1,6 +1,7 @@
 /* role.c — see role.h. */
 #include "core/role.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,6 +53,27 @@ const char *us_assigned_role(const us_state *s, const char *service, const char 
            : strcmp(as->active, node) == 0 ? "active"
            : listed(as, node)              ? "standby"
                                            : "none";
+}
+
+bool us_position_parse(const char *text, size_t len, int64_t *out)
+{
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r'))
+        i++;
+    int64_t v = 0;
+    size_t digits = 0;
+    for (; i < len && text[i] >= '0' && text[i] <= '9'; i++, digits++) {
+        int d = text[i] - '0';
+        if (v > (INT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r'))
+        i++;
+    if (digits == 0 || i != len)
+        return false;
+    *out = v;
+    return true;
 }
 
 void us_active_env_of(const us_state *s, const char *service, us_active_env *out)

@@ -58,4 +58,8 @@ typedef struct us_active_env {
 
 void us_active_env_of(const us_state *s, const char *service, us_active_env *out);
 
+/* What a `position` command printed (`len` bytes, not NUL-terminated): one decimal number
+ * 0..INT64_MAX, blanks and newlines around it allowed, nothing else. */
+bool us_position_parse(const char *text, size_t len, int64_t *out);
+
 #endif

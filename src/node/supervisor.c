@@ -273,7 +273,7 @@ bool us_proc_kill_stale(const char *pidfile)
 typedef struct child_args {
     pid_t parent;
     bool detachable;
-    int sync_fd, null_fd, log_fd;
+    int sync_fd, null_fd, log_fd, out_fd;
     const char *cwd;
     char *const *argv;
     char *const *envp;
@@ -371,8 +371,9 @@ static void __attribute__((noreturn)) child_run(const child_args *a)
     /* Lift the sources above 3 first so that the dup2s below cannot clobber one another. */
     int n = fcntl(a->null_fd, F_DUPFD, 4);
     int l = fcntl(a->log_fd, F_DUPFD, 4);
+    int o = fcntl(a->out_fd, F_DUPFD, 4);
     int s = fcntl(a->sync_fd, F_DUPFD, 4);
-    if (n < 0 || l < 0 || s < 0 || dup2(n, 0) < 0 || dup2(l, 1) < 0 || dup2(l, 2) < 0 ||
+    if (n < 0 || l < 0 || o < 0 || s < 0 || dup2(n, 0) < 0 || dup2(o, 1) < 0 || dup2(l, 2) < 0 ||
         dup2(s, 3) < 0)
         _exit(127);
     close_range(4, ~0U, 0);
@@ -572,7 +573,7 @@ int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out)
     p->on_exit = o->on_exit;
     p->data = o->data;
 
-    int null_fd = -1, log_fd = -1, sync[2] = {-1, -1};
+    int null_fd = -1, log_fd = -1, out_fd = -1, sync[2] = {-1, -1};
     null_fd = open(o->stdin_path ? o->stdin_path : "/dev/null", O_RDONLY | O_CLOEXEC);
     if (null_fd < 0) {
         err = -errno;
@@ -587,6 +588,14 @@ int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out)
         us_warn("%s: cannot open log file: %s", o->log_path, strerror(errno));
         goto fail;
     }
+    if (o->out_path) {
+        out_fd = open(o->out_path, O_WRONLY | O_TRUNC | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (out_fd < 0) {
+            err = -errno;
+            us_warn("%s: cannot open for the child's stdout: %s", o->out_path, strerror(errno));
+            goto fail;
+        }
+    }
     /* A socket rather than a pipe: the release byte is sent with MSG_NOSIGNAL. */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) != 0) {
         err = -errno;
@@ -599,6 +608,7 @@ int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out)
                     .sync_fd = sync[1],
                     .null_fd = null_fd,
                     .log_fd = log_fd,
+                    .out_fd = out_fd >= 0 ? out_fd : log_fd,
                     .cwd = o->cwd,
                     .argv = argv,
                     .envp = envp,
@@ -616,8 +626,10 @@ int us_proc_spawn(uv_loop_t *loop, const us_proc_opts *o, us_proc **out)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(null_fd);
     close(log_fd);
+    if (out_fd >= 0)
+        close(out_fd);
     close(sync[1]);
-    null_fd = log_fd = sync[1] = -1;
+    null_fd = log_fd = out_fd = sync[1] = -1;
     free(envp);
     envp = NULL;
     if (pid < 0) {
@@ -688,6 +700,8 @@ fail:
         close(null_fd);
     if (log_fd >= 0)
         close(log_fd);
+    if (out_fd >= 0)
+        close(out_fd);
     if (sync[0] >= 0)
         close(sync[0]);
     if (sync[1] >= 0)

@@ -38,6 +38,8 @@ typedef struct us_proc_opts {
     const struct us_cred *cred; /* NULL = run as the agent (privilege.h) */
     const char *cwd;            /* NULL = the agent's */
     const char *log_path;       /* NULL = /dev/null */
+    const char *out_path;       /* NULL = standard output goes to log_path too; else it goes here
+                                   (created or truncated by the agent), standard error to log_path */
     const char *stdin_path;     /* opened by the agent; NULL = /dev/null */
     const char *pidfile;        /* NULL = none */
     int timeout_ms;             /* 0 = none */

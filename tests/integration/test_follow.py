@@ -143,3 +143,89 @@ def test_standbys_follow_the_active(cluster):
     assert e3 > e2 and n3["followed"] == e3 and n3["pid"], n3
     assert ["follow", "n3", str(e3), "n1", str(e3), "standby"] in _seq(seq)
     assert _role_status(c, "n1", "") == 200
+
+
+def test_freshest_standby_and_max_lag(cluster):
+    """`position` and `max_lag` (issue 12, R12): each node's position command prints the number in
+    a file of its own. The active's agent is killed while both standbys are further than max_lag
+    behind it: nobody is promoted (rather than lose writes), and the reason says why. Once a standby
+    catches up it is promoted. Later, with both standbys behind again, `understudy reset` accepts
+    the loss and the freshest one is promoted."""
+    c = cluster
+    c.configure()
+    c.start_all()
+    c.leader()
+    d = os.path.join(c.root, "position")
+    os.makedirs(d)
+
+    def put(node, value):
+        tmp = os.path.join(d, ".pos-" + node)
+        with open(tmp, "w") as f:
+            f.write("%d\n" % value)
+        os.replace(tmp, os.path.join(d, "pos-" + node))
+
+    for node, value in (("n1", 250), ("n2", 100), ("n3", 200)):
+        put(node, value)
+    c.apply(
+        "[service db]\nrun = exec sleep 100000\nstandby = hot\nposition = cat %s/pos-$UNDERSTUDY_NODE\n"
+        "max_lag = 10\nstandbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\n" % d
+    )
+
+    def reported():
+        st = c.leader_status()
+        s = c.service(st, "db")
+        if not s or s["active"] != "n1":
+            return None
+        pos = {n: i["position"] for n, i in c.instances(st, "db").items()}
+        return pos if pos == {"n1": 250, "n2": 100, "n3": 200} else None
+
+    c.wait_until(reported, 30, "db active on n1 and every position reported")
+
+    # 1. The active's agent dies; n2 and n3 are 150 and 50 behind its 250: no promotion.
+    c.kill9("n1")
+
+    def refused():
+        st = c.status("n2")
+        s = c.service(st, "db") if st else None
+        return s and not s["active"] and s["lost_position"] == 250 and s
+    s = c.wait_until(refused, 30, "db released from n1 and not given to a standby that lags")
+    assert "not promoted: " in s["reason"] and "max_lag 10 behind the lost active's 250" in s["reason"], s
+    t_hold = time.monotonic() + 2.0
+    while time.monotonic() < t_hold:
+        s = c.service(c.status("n2"), "db")
+        assert not s["active"], "a lagging standby was promoted: %s" % s
+        time.sleep(0.2)
+
+    # 2. n3 catches up to within max_lag: it gets the role.
+    put("n3", 245)
+
+    def promoted():
+        s = c.service(c.status("n2"), "db")
+        return s and s["active"] == "n3" and s
+    s = c.wait_until(promoted, 30, "n3 promoted once within max_lag")
+    assert s["lost_position"] is None, s
+
+    # 3. n1 comes back (a standby, now at 0); n3's agent dies at 245 while n1 (0) and n2 (100) lag:
+    #    refused again until an operator resets the service; then the freshest, n2, is promoted.
+    put("n1", 0)
+    c.wait_exit("n1", 10)
+    c.start("n1")
+
+    def n1_standby():
+        st = c.status("n2")
+        i = _inst(c, st, "n1")
+        return i and i["role"] == "standby" and i["position"] == 0 and i
+    c.wait_until(n1_standby, 40, "n1 back as a standby at position 0")
+    c.kill9("n3")
+
+    def refused_again():
+        s = c.service(c.status("n2"), "db")
+        return s and not s["active"] and s["lost_position"] == 245 and s
+    c.wait_until(refused_again, 30, "db released from n3 and refused to n1 and n2")
+    res = c.cli("reset", "db", node="n2")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    def accepted():
+        s = c.service(c.status("n2"), "db")
+        return s and s["active"] == "n2" and s
+    c.wait_until(accepted, 30, "n2 (the freshest) promoted after the reset")

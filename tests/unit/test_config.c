@@ -925,7 +925,8 @@ static void test_services_errors(void **state)
         {"run = x\n", {"svc.ini:1:", "key 'run'", "outside any [service NAME]"}},
         {"[service a]\nrun = x\nbogus = 10.0.0.5\n",
          {"svc.ini:3:", "unknown key 'bogus'", "[service a]",
-          "known keys: run, standby, promote, demote, follow, follow_timeout, standbys, nodes, "
+          "known keys: run, standby, promote, demote, follow, follow_timeout, position, max_lag, "
+          "standbys, nodes, "
           "hook_timeout, "
           "stop_timeout, vip, vip_announce_count, vip_announce_interval, vip_announce_repeat, "
           "proxy, backend_host, hold, drain, max_connections, max_connections_per_source, "
@@ -936,6 +937,12 @@ static void test_services_errors(void **state)
           "got standby = cold (the default)"}},
         {"[service a]\nrun = x\nstandby = cold\nfollow = /bin/true\n",
          {"svc.ini:4:", "key 'follow'", "got standby = cold (set so)"}},
+        {"[service a]\nrun = x\nposition = echo 1\n",
+         {"svc.ini:3:", "key 'position' in [service a]", "only meaningful with 'standby = hot'"}},
+        {"[service a]\nrun = x\nstandby = hot\nmax_lag = 1M\n",
+         {"svc.ini:4:", "key 'max_lag'", "only meaningful with 'position'"}},
+        {"[service a]\nrun = x\nstandby = hot\nposition = echo 1\nmax_lag = -1\n",
+         {"svc.ini:5:", "key 'max_lag'", "got '-1'"}},
         {"[service a]\nrun = x\nstandby = hot\nfollow_timeout = 5s\n",
          {"svc.ini:4:", "key 'follow_timeout'", "only meaningful with 'follow'"}},
         {"[service a]\nrun = x\ncheck_intervall = 1s\n",
@@ -1148,7 +1155,7 @@ static void test_services_unknown_key_list(void **state)
     (void)state;
     static const char full[] =
         "svc.ini:3: unknown key 'bogus' in [service a] (known keys: run, standby, promote, demote, "
-        "follow, follow_timeout, "
+        "follow, follow_timeout, position, max_lag, "
         "standbys, nodes, hook_timeout, stop_timeout, vip, vip_announce_count, "
         "vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, drain, "
         "max_connections, max_connections_per_source, idle_timeout, check, check_interval, "

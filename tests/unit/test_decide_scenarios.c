@@ -96,8 +96,9 @@ typedef struct expect {
     ref target;
     uint64_t active_inc;
     bool has_recover, has_restart_node, has_restart_at, has_restarts, has_restart_window_start,
-        has_last_failover, has_paused, has_release, has_renew;
+        has_last_failover, has_paused, has_release, has_renew, has_lost_position;
     bool recover, paused, renew;
+    int64_t lost_position; /* -1 = none expected */
     us_release_kind release;
     ref restart_node;
     int64_t restart_at, restarts, restart_window_start, last_failover;
@@ -418,6 +419,7 @@ static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v
     if (r->n_reports >= US_MAX_NODES)
         return perr(c, "too many report lines");
     raw_report *rep = &r->reports[r->n_reports];
+    rep->obs.position = -1; /* none unless position= says */
     if (!parse_ref(c, "report", node, &rep->node) || !rep->node.name[0])
         return c->err[0] ? false : perr(c, "key 'report': expected 'report NODE'");
     for (int i = 0; i < r->n_reports; i++)
@@ -467,10 +469,14 @@ static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v
         } else if (strcmp(tok, "followed") == 0) {
             if (!parse_u64(c, "report followed", val, &rep->obs.followed))
                 return false;
+        } else if (strcmp(tok, "position") == 0) {
+            if (!parse_i64(c, "report position", val, &rep->obs.position) || rep->obs.position < 0)
+                return c->err[0] ? false
+                                 : perr(c, "key '%s': position= expects a number >= 0", what);
         } else {
             return perr(c,
                         "key '%s': unknown option '%s=' (expected health=, cause=, refused=, "
-                        "followed=)",
+                        "followed=, position=)",
                         what, tok);
         }
     }
@@ -614,6 +620,22 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
         }
         return true;
     }
+    if (strcmp(key, "position") == 0) { /* the command does not matter here */
+        bool on;
+        if (!once(c, seen, 28, key) || !parse_bool(c, key, v, &on))
+            return false;
+        us_strlcpy(d->position, on ? "true" : "", sizeof d->position);
+        return true;
+    }
+    if (strcmp(key, "max_lag") == 0)
+        return once(c, seen, 29, key) && parse_i64(c, key, v, &d->max_lag) &&
+               (d->max_lag >= 0 || perr(c, "key 'max_lag': expected a number >= 0"));
+    if (strcmp(key, "lost_position") == 0) {
+        if (!once(c, seen, 30, key) || !parse_i64(c, key, v, &a->lost_position))
+            return false;
+        a->has_lost_position = true;
+        return a->lost_position >= 0 || perr(c, "key 'lost_position': expected a number >= 0");
+    }
     if (strcmp(key, "follow") == 0) { /* the hook's command does not matter here */
         bool on;
         if (!once(c, seen, 27, key) || !parse_bool(c, key, v, &on))
@@ -645,7 +667,7 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
                 "recover, on_failure, max_restarts, restart_window, restart_backoff, "
                 "failure_threshold, failure_window, failure_cooldown, min_failover_interval, "
                 "failback, restart_node, restart_at, restarts, restart_window_start, "
-                "last_failover, checks, follow, fail NODE)",
+                "last_failover, checks, follow, position, max_lag, lost_position, fail NODE)",
                 key);
 }
 
@@ -771,6 +793,12 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
         e->has_paused = true;
         return once(c, seen, 13, key) && parse_bool(c, key, v, &e->paused);
     }
+    if (strcmp(key, "lost_position") == 0) { /* a number, or none */
+        e->has_lost_position = true;
+        e->lost_position = -1;
+        return once(c, seen, 16, key) &&
+               (strcmp(v, "none") == 0 || parse_i64(c, key, v, &e->lost_position));
+    }
     if (strcmp(key, "renew") == 0) {
         e->has_renew = true;
         return once(c, seen, 15, key) && parse_bool(c, key, v, &e->renew);
@@ -805,7 +833,8 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
     return perr(c,
                 "unknown key '%s' in [expect] (expected change, active, epoch, standby_nodes, "
                 "demoting, target, active_inc, recover, restart_node, restart_at, restarts, "
-                "restart_window_start, last_failover, paused, release, renew, fail NODE, reason ~)",
+                "restart_window_start, last_failover, paused, lost_position, release, renew, fail "
+                "NODE, reason ~)",
                 key);
 }
 
@@ -1139,6 +1168,8 @@ static void add_expect(msgbuf *m, const expect *e)
         add(m, "restart_window_start=%" PRId64 " ", e->restart_window_start);
     if (e->has_last_failover)
         add(m, "last_failover=%" PRId64 " ", e->last_failover);
+    if (e->has_lost_position)
+        add(m, "lost_position=%" PRId64 " ", e->lost_position);
     if (e->has_release)
         add(m, "release=%s ", us_release_kind_name(e->release));
     if (e->has_renew)
@@ -1601,6 +1632,10 @@ static bool matches(const expect *e, const us_decision *dec)
     if (e->has_restart_window_start && e->restart_window_start != nx->restart_window_ms)
         return false;
     if (e->has_last_failover && e->last_failover != nx->last_failover_ms)
+        return false;
+    if (e->has_lost_position && (e->lost_position >= 0) != nx->has_lost_position)
+        return false;
+    if (e->has_lost_position && e->lost_position >= 0 && e->lost_position != nx->lost_position)
         return false;
     if (e->has_release && e->release != nx->release)
         return false;

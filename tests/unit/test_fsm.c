@@ -1005,6 +1005,32 @@ static void test_drain_pause_reset(void **state)
     assert_int_equal(asg_of(s, "web")->restarts, 0);
     assert_int_equal(apply(s, us_cmd_reset("web", "")), US_APPLY_NOOP);
     assert_int_equal(apply(s, us_cmd_reset("nope", "")), US_APPLY_NOOP);
+
+    /* R12: the lost active's position rides with the assignment (commands and snapshots); a
+     * reset of the whole service lifts it (an operator accepts the loss), a node's does not. */
+    a = *asg_of(s, "web");
+    a.has_lost_position = true;
+    a.lost_position = 250;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_true(asg_of(s, "web")->has_lost_position);
+    assert_int_equal(asg_of(s, "web")->lost_position, 250);
+    json_t *snap = us_state_to_json(s);
+    us_state *back = new_state();
+    assert_int_equal(us_state_from_json(back, snap), 0);
+    json_decref(snap);
+    assert_true(asg_of(back, "web")->has_lost_position);
+    assert_int_equal(asg_of(back, "web")->lost_position, 250);
+    json_t *bad = us_cmd_assign(&a);
+    json_object_set_new(json_object_get(bad, "asg"), "lost_position", json_integer(-5));
+    us_state *before = copy_state(s);
+    assert_int_equal(apply(s, bad), US_APPLY_BAD);
+    assert_unchanged(before, s);
+    assert_int_equal(apply(s, us_cmd_reset("web", "n1")), US_APPLY_NOOP);
+    uint64_t q2 = s->event_seq;
+    assert_int_equal(apply(s, us_cmd_reset("web", "")), US_APPLY_OK);
+    assert_false(asg_of(s, "web")->has_lost_position);
+    assert_string_equal(us_state_event(s, q2 + 1)->from, "position 250");
+    assert_string_equal(us_state_event(s, q2 + 1)->to, "cleared");
 }
 
 static void test_event_ring(void **state)

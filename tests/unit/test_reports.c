@@ -49,6 +49,7 @@ static void assert_report_equal(const us_report *x, const us_report *y)
     assert_string_equal(x->obs.cause, y->obs.cause);
     assert_int_equal(x->obs.refused, y->obs.refused);
     assert_int_equal(x->obs.followed, y->obs.followed);
+    assert_int_equal(x->obs.position, y->obs.position);
     assert_int_equal(x->pid, y->pid);
     assert_int_equal(x->px_epoch, y->px_epoch);
     assert_int_equal(x->px_open, y->px_open);
@@ -196,13 +197,15 @@ static int members(const char *rep_text)
 static void test_brief_form(void **state)
 {
     (void)state;
-    us_report r = {.service = "web", .obs = {.state = US_INST_STANDBY, .epoch = 7}, .check_ms = -1};
+    us_report r = {.service = "web",
+                   .obs = {.state = US_INST_STANDBY, .epoch = 7, .position = -1},
+                   .check_ms = -1};
     char rep[2048];
     size_t len;
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &r, 1, true, &len), 1);
     assert_string_equal(rep, "{\"web\":{\"s\":1,\"e\":\"7\"}}");
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &r, 1, false, &len), 1);
-    assert_int_equal(members(rep), 15);
+    assert_int_equal(members(rep), 16);
 
     us_report all = {.service = "db",
                      .obs = {.state = US_INST_FAILED,
@@ -211,7 +214,8 @@ static void test_brief_form(void **state)
                              .health = US_HEALTH_UNHEALTHY,
                              .cause = "check \"failed\"\n\x01 caf\xc3\xa9",
                              .refused = true,
-                             .followed = 6},
+                             .followed = 6,
+                             .position = 0},
                      .pid = 9,
                      .px_epoch = 5,
                      .px_open = 2,
@@ -221,7 +225,7 @@ static void test_brief_form(void **state)
                      .restarts = 1,
                      .restart_cause = "standby process exited"};
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &all, 1, true, &len), 1);
-    assert_int_equal(members(rep), 15);
+    assert_int_equal(members(rep), 16);
     char text[4096];
     us_msg_ping fields = {.round = 1, .term = 2, .lease = true};
     assert_true(us_msg_ping_text(text, sizeof text, &fields, rep, len, true) > 0);

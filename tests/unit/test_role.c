@@ -122,6 +122,41 @@ static void test_standby_readiness(void **state)
     assert_string_equal(r.role, "none");
 }
 
+/* What a position command printed: one decimal number, blanks around it, nothing else. */
+static void test_position_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        bool ok;
+        int64_t want;
+    } cases[] = {
+        {"0", true, 0},
+        {"12345\n", true, 12345},
+        {"  77 \r\n", true, 77},
+        {"9223372036854775807", true, INT64_MAX},
+        {"9223372036854775808", false, 0},
+        {"99999999999999999999", false, 0},
+        {"", false, 0},
+        {" \n", false, 0},
+        {"-1", false, 0},
+        {"+5", false, 0},
+        {"0/3000060", false, 0},
+        {"12 13", false, 0},
+        {"12abc", false, 0},
+        {"0x10", false, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int64_t v = -7;
+        bool ok = us_position_parse(cases[i].text, strlen(cases[i].text), &v);
+        if (ok != cases[i].ok || (ok && v != cases[i].want))
+            fail_msg("'%s': got %d %lld", cases[i].text, ok, (long long)v);
+    }
+    /* Not NUL-terminated: only len bytes count. */
+    assert_true(us_position_parse("42xyz", 2, &(int64_t){0}));
+    assert_false(us_position_parse("42\0", 3, &(int64_t){0}));
+}
+
 static void test_no_service_or_assignment(void **state)
 {
     (void)state;
@@ -146,6 +181,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_active_only_while_acting_with_a_lease),
         cmocka_unit_test(test_standby_readiness),
+        cmocka_unit_test(test_position_parse),
         cmocka_unit_test(test_no_service_or_assignment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
