@@ -97,6 +97,20 @@ static json_t *instance_json(us_agent *a, const us_assignment *as, const char *n
 static void self_healing_json(json_t *o, const us_service_def *d, const us_assignment *as)
 {
     json_object_set_new(o, "paused", json_boolean(as->paused));
+    /* R13: who holds every acknowledged write (may be promoted), and what the active was asked
+     * to wait for. */
+    if (d->synchronous > 0 || as->sync_gen) {
+        json_t *have = json_array(), *want = json_array();
+        for (int i = 0; i < as->n_sync; i++)
+            json_array_append_new(have, json_string(as->sync[i]));
+        for (int i = 0; i < as->n_sync_want; i++)
+            json_array_append_new(want, json_string(as->sync_want[i]));
+        json_object_set_new(o, "synchronous",
+                            json_pack("{s:o, s:o, s:I, s:b}", "standbys", have, "asked", want,
+                                      "gen", (json_int_t)as->sync_gen, "waived", as->sync_waived));
+    } else {
+        json_object_set_new(o, "synchronous", json_null());
+    }
     /* R12: the position the lost active reported last, which the next one must come close to. */
     json_object_set_new(o, "lost_position",
                         as->has_lost_position ? json_integer((json_int_t)as->lost_position)

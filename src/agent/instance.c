@@ -31,7 +31,7 @@
 #include "node/privilege.h"
 #include "lib/clock.h"
 
-enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE, HOOK_FOLLOW };
+enum { HOOK_NONE, HOOK_PROMOTE, HOOK_DEMOTE, HOOK_FOLLOW, HOOK_SYNC };
 
 struct us_instances {
     us_instances_env env;
@@ -127,7 +127,8 @@ static const us_cred *service_cred(us_instances *a, const us_service_def *d, us_
 }
 
 static int spawn_to(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
-                    int timeout_ms, const char *pid_suffix, const char *out_path, us_proc **out)
+                    int timeout_ms, const char *pid_suffix, const char *out_path,
+                    const char *extra_env, us_proc **out)
 {
     us_instances *a = in->owner;
     if (in->state_idx >= 0 && in->state_idx < US_MAX_SERVICES)
@@ -148,8 +149,8 @@ static int spawn_to(us_instance *in, const char *cmd, const char *role, uint64_t
     snprintf(e_dir, sizeof e_dir, "UNDERSTUDY_DATA_DIR=%s", a->env.cfg->data_dir);
     us_active_env act;
     us_active_env_of(a->env.state, in->service, &act);
-    const char *uenv[] = {e_svc,    e_node,   e_role,    e_epoch,      e_dir,
-                          act.node, act.host, act.epoch, act.standbys, NULL};
+    const char *uenv[] = {e_svc,    e_node,    e_role,       e_epoch,   e_dir, act.node,
+                          act.host, act.epoch, act.standbys, extra_env, NULL};
     us_env_spec spec = us_env_spec_for(d, &cred, uenv);
     char **env = us_env_build(&spec);
     if (!env)
@@ -191,7 +192,7 @@ static int spawn_to(us_instance *in, const char *cmd, const char *role, uint64_t
 static int spawn(us_instance *in, const char *cmd, const char *role, uint64_t epoch, bool fenced,
                  int timeout_ms, const char *pid_suffix, us_proc **out)
 {
-    return spawn_to(in, cmd, role, epoch, fenced, timeout_ms, pid_suffix, NULL, out);
+    return spawn_to(in, cmd, role, epoch, fenced, timeout_ms, pid_suffix, NULL, NULL, out);
 }
 
 /* Health and cause of the report: the failure's cause once FAILED, else the checks' verdict. */
@@ -522,6 +523,9 @@ static void begin_promote(us_instance *in, const us_service_def *d, uint64_t epo
     in->phase = US_PHASE_PROMOTING;
     in->epoch = epoch;
     in->report.followed = 0; /* as a standby again, it follows whoever is active then */
+    in->report.sync_applied = 0;
+    in->sync_failures = 0;
+    in->sync_retry_ms = 0;
     in->follow_cause[0] = '\0';
     us_info("%s: promoting (epoch %llu)", in->service, (unsigned long long)epoch);
     if (d->standby == US_STANDBY_HOT) {
@@ -554,22 +558,29 @@ static void exit_text(int status, char *buf, size_t len)
         snprintf(buf, len, "the process exited (status %d)", status);
 }
 
+/* The wait before attempt `failures` + 1 of something local that failed `failures` times in a
+ * row (a standby process, a follow or sync hook): restart_backoff doubling from its min to its max.
+ */
+static int64_t backoff_ms(const us_service_def *d, int failures)
+{
+    int lo = d && d->restart_backoff_min_ms > 0 ? d->restart_backoff_min_ms : 200;
+    int hi = d && d->restart_backoff_max_ms >= lo ? d->restart_backoff_max_ms : 30000;
+    int64_t delay = lo;
+    for (int i = 0; i < failures && delay < hi; i++)
+        delay *= 2;
+    return delay > hi ? hi : delay;
+}
+
 /* A hot standby's process died: start it again after an exponential backoff (restart_backoff);
  * the count starts over once a process ran for a whole restart window. */
 static void standby_exited(us_instance *in, int status)
 {
     const us_service_def *d = def_of(in->owner, in->service);
     int64_t now = us_now_ms();
-    int lo = d && d->restart_backoff_min_ms > 0 ? d->restart_backoff_min_ms : 200;
-    int hi = d && d->restart_backoff_max_ms >= lo ? d->restart_backoff_max_ms : 30000;
     int window = d && d->restart_window_ms > 0 ? d->restart_window_ms : 60000;
     if (now - in->proc_started_ms >= window)
         in->standby_restarts = 0;
-    int64_t delay = lo;
-    for (int i = 0; i < in->standby_restarts && delay < hi; i++)
-        delay *= 2;
-    if (delay > hi)
-        delay = hi;
+    int64_t delay = backoff_ms(d, in->standby_restarts);
     in->standby_restarts++;
     in->standby_restarts_total++;
     in->restart_after_ms = now + delay;
@@ -599,12 +610,7 @@ static void follow_done(us_instance *in, int status)
         in->follow_failures = 0;
         in->follow_cause[0] = '\0';
     } else {
-        int lo = d->restart_backoff_min_ms > 0 ? d->restart_backoff_min_ms : 200;
-        int hi = d->restart_backoff_max_ms >= lo ? d->restart_backoff_max_ms : 30000;
-        int64_t delay = lo;
-        for (int i = 0; i < in->follow_failures && delay < hi; i++)
-            delay *= 2;
-        delay = delay > hi ? hi : delay;
+        int64_t delay = backoff_ms(d, in->follow_failures);
         in->follow_failures++;
         in->follow_retry_ms = us_now_ms() + delay;
         char why[US_REASON_MAX / 2];
@@ -669,6 +675,61 @@ static bool follow_active(us_instance *in, const us_service_def *d, const us_ass
         follow_done(in, 127);
     }
     return false;
+}
+
+/* ---- the synchronous set (the active of a service with `synchronous`) ---- */
+
+static void sync_done(us_instance *in, int status)
+{
+    us_instances *a = in->owner;
+    const us_service_def *d = def_of(a, in->service);
+    if (status == 0) {
+        us_info("%s: synchronous standbys set (sync_gen %llu)", in->service,
+                (unsigned long long)in->sync_gen);
+        in->report.sync_applied = in->sync_gen;
+        in->sync_failures = 0;
+        report_now(a);
+        return;
+    }
+    int64_t delay = backoff_ms(d, in->sync_failures);
+    in->sync_failures++;
+    in->sync_retry_ms = us_now_ms() + delay;
+    char why[US_REASON_MAX / 2];
+    if (status == US_PROC_TIMEOUT)
+        snprintf(why, sizeof why, "timed out");
+    else
+        exit_text(status, why, sizeof why);
+    us_warn("%s: sync hook (sync_gen %llu) failed: %s; again in %lld ms (the synchronous set "
+            "stays shrunk meanwhile)",
+            in->service, (unsigned long long)in->sync_gen, why, (long long)delay);
+}
+
+/* R13: the active runs `sync` for each new sync_gen of its assignment, with the standbys it is
+ * to wait for, and reports the sync_gen it succeeded for. Not while another hook runs. */
+static void sync_step(us_instance *in, const us_service_def *d, const us_assignment *as,
+                      int64_t now)
+{
+    if (!d->sync[0] || d->synchronous == 0 || as->sync_gen == 0 ||
+        as->sync_gen == in->report.sync_applied || in->hook || now < in->sync_retry_ms)
+        return;
+    if (in->sync_gen != as->sync_gen) {
+        in->sync_gen = as->sync_gen;
+        in->sync_failures = 0;
+    }
+    char env[US_MAX_NODES * US_NAME_MAX + 32];
+    size_t used = (size_t)snprintf(env, sizeof env, "UNDERSTUDY_SYNC_STANDBYS=");
+    for (int i = 0; i < as->n_sync_want && used < sizeof env; i++)
+        used +=
+            (size_t)snprintf(env + used, sizeof env - used, "%s%s", i ? " " : "", as->sync_want[i]);
+    us_info("%s: running the sync hook (%s, sync_gen %llu)", in->service, env,
+            (unsigned long long)as->sync_gen);
+    us_instance *x = in;
+    x->hook_kind = HOOK_SYNC;
+    if (spawn_to(in, d->sync, "active", in->epoch, true, d->hook_timeout_ms, ".hook", NULL, env,
+                 &in->hook) != 0) {
+        x->hook_kind = HOOK_NONE;
+        sync_done(in, 127);
+    }
 }
 
 /* ---- position (a service with `position`) ---- */
@@ -744,7 +805,7 @@ static void sync_position(us_instance *in, const us_service_def *d, int64_t now)
     position_path(in, path, sizeof path);
     bool active = in->phase == US_PHASE_ACTIVE || in->phase == US_PHASE_PROMOTING;
     if (spawn_to(in, d->position, active ? "active" : "standby", in->epoch, false, timeout,
-                 ".position", path, &in->pos) != 0)
+                 ".position", path, NULL, &in->pos) != 0)
         position_done(in, 127);
 }
 
@@ -785,10 +846,13 @@ static void on_exit_cb(us_proc *p, int status, void *data)
             } else {
                 demote_finished(in);
             }
-        } else if (kind == HOOK_PROMOTE && in->phase == US_PHASE_DEMOTING && !x->demote_stop_proc) {
-            run_demote_hook(in); /* the killed promote hook is gone: demote now */
+        } else if ((kind == HOOK_PROMOTE || kind == HOOK_SYNC) && in->phase == US_PHASE_DEMOTING &&
+                   !x->demote_stop_proc) {
+            run_demote_hook(in); /* the killed promote (or sync) hook is gone: demote now */
         } else if (kind == HOOK_FOLLOW) {
             follow_done(in, status);
+        } else if (kind == HOOK_SYNC && in->phase == US_PHASE_ACTIVE) {
+            sync_done(in, status);
         }
     } else if (p == in->proc) {
         in->proc = NULL;
@@ -954,6 +1018,8 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
                        in->report.cause[0] ? in->report.cause : "health checks failed");
         else if (as->demoting)
             begin_demote(in, d);
+        else if (in->phase == US_PHASE_ACTIVE)
+            sync_step(in, d, as, now);
         return;
     case US_PHASE_DEMOTING:
         if (!lease_ok && (in->draining || in->n_vips_up ||

@@ -74,6 +74,10 @@ typedef struct us_instance {
     int follow_failures;              /* in a row, for the backoff; 0 after a success */
     int64_t follow_retry_ms;          /* after a failure: not again before this */
     char follow_cause[US_REASON_MAX]; /* the last failure, while it stands: reported unhealthy */
+    /* `sync` on the active (report.sync_applied says which sync_gen succeeded last). */
+    uint64_t sync_gen;     /* the assignment's sync_gen the hook in progress is for */
+    int sync_failures;     /* in a row, for the backoff */
+    int64_t sync_retry_ms; /* after a failure: not again before this */
     /* `position` (report.position says what it printed last). */
     us_proc *pos;        /* a run in progress */
     int64_t pos_next_ms; /* the next run, not before */

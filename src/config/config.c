@@ -967,7 +967,7 @@ static void svc_finish(svc_ctx *c)
     }
     const us_service_def *d = c->cur;
     /* Only a hot standby runs a process that could follow the active or have a position. */
-    static const char *const hot_only[] = {"follow", "position"};
+    static const char *const hot_only[] = {"follow", "position", "synchronous"};
     int standby = svc_key("standby");
     for (size_t k = 0; k < sizeof hot_only / sizeof hot_only[0]; k++) {
         int key = svc_key(hot_only[k]);
@@ -979,6 +979,16 @@ static void svc_finish(svc_ctx *c)
                           c->file, c->key_line[key], hot_only[k], c->cur_name,
                           c->key_line[standby] ? "set so" : "the default");
     }
+    /* More synchronous standbys than standbys could never be kept. */
+    int sync_n = svc_key("synchronous"), standbys = svc_key("standbys");
+    if (c->key_line[sync_n] && !c->key_bad[sync_n] && !c->key_bad[standbys] &&
+        d->synchronous > d->standbys)
+        us_errors_add(
+            c->err,
+            "%s:%d: key 'synchronous' in [service %s]: expected at most 'standbys' (%d%s), "
+            "got %d",
+            c->file, c->key_line[sync_n], c->cur_name, d->standbys,
+            c->key_line[standbys] ? "" : ", the default", d->synchronous);
     /* A probe still running when the next one is due would pile up. */
     int check = svc_key("check"), timeout = svc_key("check_timeout"),
         interval = svc_key("check_interval");

@@ -390,6 +390,21 @@ static bool within_lag(const us_decide_input *in, int s, int released, int n)
     return p >= 0 && (p >= ref || ref - p <= d->max_lag);
 }
 
+/* R13: node n may be promoted as far as synchronous replication goes: the service has none, it
+ * never had an active, an operator waived the set (reset), or n is in the set in force. */
+static bool sync_ok(const us_decide_input *in, int s, int n)
+{
+    const us_assignment *a = &in->asg[s];
+    return in->defs[s].synchronous == 0 || a->epoch == 0 || a->sync_waived ||
+           in_list((const char(*)[US_NAME_MAX])a->sync, a->n_sync, in->nodes[n].name);
+}
+
+/* R12 and R13 together: what keeps node n from the role whatever else holds. */
+static bool may_take(const us_decide_input *in, int s, int released, int n)
+{
+    return within_lag(in, s, released, n) && sync_ok(in, s, n);
+}
+
 /* R12: after "no eligible node for the active role", the standbys that only max_lag kept out. */
 static void lag_note(const us_decide_input *in, int s, int released, char *why, size_t len)
 {
@@ -417,6 +432,25 @@ static void lag_note(const us_decide_input *in, int s, int released, char *why, 
                " (more than max_lag %lld behind the lost active's %lld; `understudy "
                "reset %s` accepts the loss)",
                (long long)d->max_lag, (long long)ref, d->name);
+}
+
+/* R13: after "no eligible node for the active role", when the synchronous set kept others out. */
+static void sync_note(const us_decide_input *in, int s, char *why, size_t len)
+{
+    const us_assignment *a = &in->asg[s];
+    if (in->defs[s].synchronous == 0 || a->epoch == 0 || a->sync_waived)
+        return;
+    if (a->n_sync == 0) {
+        append(why, len,
+               "; the synchronous set is empty: no standby holds every acknowledged "
+               "write (`understudy reset %s` accepts the loss)",
+               a->service);
+        return;
+    }
+    append(why, len, "; only the synchronous set may be promoted:");
+    for (int i = 0; i < a->n_sync; i++)
+        append(why, len, "%s %s", i ? "," : "", a->sync[i]);
+    append(why, len, " (`understudy reset %s` accepts the loss)", a->service);
 }
 
 /* The order in which the standbys are tried (into out[], their indexes in the assignment): R11
@@ -454,7 +488,7 @@ static int choose_active(const us_decide_input *in, int s, int released, const c
     const us_assignment *a = &in->asg[s];
     if (a->target[0]) {
         int t = find_node(in, a->target);
-        if (t < 0 || within_lag(in, s, released, t)) {
+        if (t < 0 || may_take(in, s, released, t)) {
             if (waits_for(in, s, t, released))
                 return US_WAIT;
             if (t >= 0 && eligible(in, s, t)) {
@@ -469,7 +503,7 @@ static int choose_active(const us_decide_input *in, int s, int released, const c
     int n_order = standby_order(in, s, order);
     for (int i = 0; i < n_order; i++) {
         int n = find_node(in, a->standbys[order[i]]);
-        if (n >= 0 && !within_lag(in, s, released, n))
+        if (n >= 0 && !may_take(in, s, released, n))
             continue;
         if (waits_for(in, s, n, released))
             return US_WAIT;
@@ -482,7 +516,7 @@ static int choose_active(const us_decide_input *in, int s, int released, const c
     const us_service_def *d = &in->defs[s];
     for (int i = 0; i < (d->n_nodes ? d->n_nodes : in->n_nodes); i++) {
         int n = d->n_nodes ? find_node(in, d->nodes[i]) : i;
-        if (n < 0 || !within_lag(in, s, released, n))
+        if (n < 0 || !may_take(in, s, released, n))
             continue;
         if (waits_for(in, s, n, released))
             return US_WAIT;
@@ -542,6 +576,12 @@ static void give_role(const us_decide_input *in, int s, us_assignment *next, int
     next->restart_at_ms = 0;
     next->has_lost_position = false;
     next->lost_position = 0;
+    /* R13: the new active waits for nobody yet; nobody is promotable until its sync hook ran. */
+    if (in->defs[s].synchronous > 0 || next->sync_gen) {
+        next->n_sync = next->n_sync_want = 0;
+        next->sync_gen++;
+    }
+    next->sync_waived = false;
 }
 
 /* R7: the role went to another node than the one that held it (or was to get it back). The
@@ -651,6 +691,7 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
     else {
         append(why, len, "; no restart in place (%s); no eligible node for the active role", block);
         lag_note(in, s, h, why, len);
+        sync_note(in, s, why, len);
     }
     return true;
 }
@@ -731,6 +772,7 @@ static bool pick_active(const us_decide_input *in, int s, int released, us_assig
         next->target[0] = '\0';
         append(why, len, "%sno eligible node for the active role", why[0] ? "; " : "");
         lag_note(in, s, released, why, len);
+        sync_note(in, s, why, len);
     }
     return true;
 }
@@ -788,6 +830,100 @@ static void place_standbys(const us_decide_input *in, int s, us_assignment *next
     memcpy(next->standbys, keep, sizeof keep[0] * (size_t)n_keep);
 }
 
+/* R13: a standby that may be in the synchronous set: listed, its node not dead or gone, its
+ * standby instance reported under the current epoch, not unhealthy, and following the active. */
+static bool sync_ready(const us_decide_input *in, int s, const us_assignment *next,
+                       const char *name)
+{
+    int n = find_node(in, name);
+    if (n < 0 || !in_list((const char(*)[US_NAME_MAX])next->standbys, next->n_standbys, name))
+        return false;
+    const us_inst_obs *r = obs(in, s, n);
+    return !in->nodes[n].left && in->node_obs[n].state != US_NODE_DEAD &&
+           r->state == US_INST_STANDBY && r->epoch == next->epoch &&
+           r->health != US_HEALTH_UNHEALTHY && followed(in, s, n);
+}
+
+static bool same_set(const char (*a)[US_NAME_MAX], int na, const char (*b)[US_NAME_MAX], int nb)
+{
+    if (na != nb)
+        return false;
+    for (int i = 0; i < na; i++)
+        if (!in_list(b, nb, a[i]))
+            return false;
+    return true;
+}
+
+static void set_text(char *buf, size_t len, const char (*set)[US_NAME_MAX], int n)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? " " : "", set[i]);
+    if (n == 0)
+        snprintf(buf, len, "none");
+}
+
+/* R13: keep the synchronous set of a service whose holder stays: the members of sync_want that
+ * are still ready, then other ready standbys (the freshest first, then the standbys' order) up
+ * to `synchronous`. A new want shrinks `sync` to its intersection with the want in the same
+ * command (a leaving member is not promotable from then on); once the active reports its sync
+ * hook done for sync_gen, `sync` grows to the want. While the role is free nothing changes: the
+ * set in force when the active was lost decides who may take it. */
+static void update_sync(const us_decide_input *in, int s, us_assignment *next, char *why,
+                        size_t len)
+{
+    const us_service_def *d = &in->defs[s];
+    const us_assignment *cur = &in->asg[s];
+    if (d->synchronous == 0) {
+        next->n_sync = next->n_sync_want = 0; /* turned off: nothing to keep */
+        return;
+    }
+    int h = next->active[0] ? find_node(in, next->active) : -1;
+    if (h < 0 || strcmp(next->active, cur->active) != 0 || next->epoch != cur->epoch)
+        return;
+    char want[US_MAX_NODES][US_NAME_MAX];
+    int n_want = 0;
+    for (int i = 0; i < next->n_sync_want && n_want < d->synchronous; i++)
+        if (sync_ready(in, s, next, next->sync_want[i]))
+            us_strlcpy(want[n_want++], next->sync_want[i], US_NAME_MAX);
+    /* standby_order ranks the current standbys (the input's); only those still listed count. */
+    int order[US_MAX_NODES];
+    int n_order = standby_order(in, s, order);
+    for (int i = 0; i < n_order && n_want < d->synchronous; i++) {
+        const char *name = cur->standbys[order[i]];
+        if (sync_ready(in, s, next, name) &&
+            !in_list((const char(*)[US_NAME_MAX])want, n_want, name))
+            us_strlcpy(want[n_want++], name, US_NAME_MAX);
+    }
+    char a[US_REASON_MAX / 4], b[US_REASON_MAX / 4];
+    if (!same_set((const char(*)[US_NAME_MAX])want, n_want,
+                  (const char(*)[US_NAME_MAX])next->sync_want, next->n_sync_want)) {
+        int k = 0;
+        for (int i = 0; i < next->n_sync; i++)
+            if (in_list((const char(*)[US_NAME_MAX])want, n_want, next->sync[i]))
+                us_strlcpy(next->sync[k++], next->sync[i], US_NAME_MAX);
+        next->n_sync = k;
+        set_text(a, sizeof a, (const char(*)[US_NAME_MAX])next->sync_want, next->n_sync_want);
+        set_text(b, sizeof b, (const char(*)[US_NAME_MAX])want, n_want);
+        memcpy(next->sync_want, want, sizeof want[0] * (size_t)n_want);
+        next->n_sync_want = n_want;
+        next->sync_gen++;
+        append(why, len, "%ssynchronous standbys %s -> %s (%s to confirm)", why[0] ? "; " : "", a,
+               b, next->active);
+        return;
+    }
+    if (obs(in, s, h)->sync_applied == next->sync_gen &&
+        !same_set((const char(*)[US_NAME_MAX])next->sync, next->n_sync,
+                  (const char(*)[US_NAME_MAX])next->sync_want, next->n_sync_want)) {
+        memcpy(next->sync, next->sync_want, sizeof next->sync[0] * (size_t)next->n_sync_want);
+        next->n_sync = next->n_sync_want;
+        set_text(a, sizeof a, (const char(*)[US_NAME_MAX])next->sync, next->n_sync);
+        append(why, len, "%ssynchronous standbys %s confirmed by %s", why[0] ? "; " : "", a,
+               next->active);
+    }
+}
+
 static bool same_failrec(const us_failrec *a, const us_failrec *b)
 {
     return strcmp(a->node, b->node) == 0 && a->failures == b->failures &&
@@ -803,7 +939,10 @@ static bool same_assignment(const us_assignment *a, const us_assignment *b)
         strcmp(a->restart_node, b->restart_node) != 0 || a->restart_at_ms != b->restart_at_ms ||
         a->restarts != b->restarts || a->restart_window_ms != b->restart_window_ms ||
         a->last_failover_ms != b->last_failover_ms || a->n_fail != b->n_fail ||
-        a->has_lost_position != b->has_lost_position || a->lost_position != b->lost_position)
+        a->has_lost_position != b->has_lost_position || a->lost_position != b->lost_position ||
+        a->sync_gen != b->sync_gen || a->sync_waived != b->sync_waived ||
+        !same_set((const char(*)[US_NAME_MAX])a->sync, a->n_sync,
+                  (const char(*)[US_NAME_MAX])b->sync, b->n_sync))
         return false;
     for (int i = 0; i < a->n_standbys; i++)
         if (strcmp(a->standbys[i], b->standbys[i]) != 0)
@@ -909,6 +1048,7 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
     if (choose && !pick_active(in, s, gone, next, switchover, guarded, why, sizeof why))
         return false;
     place_standbys(in, s, next, why, sizeof why);
+    update_sync(in, s, next, why, sizeof why);
     next->renew = renews(in, s, next);
     if (same_assignment(cur, next) && !next->renew)
         return false;

@@ -345,6 +345,14 @@ json_t *us_assignment_to_json(const us_assignment *a)
         json_object_set_new(j, "renew", json_true());
     if (a->has_lost_position)
         json_object_set_new(j, "lost_position", json_integer((json_int_t)a->lost_position));
+    if (a->sync_gen) { /* R13; absent: never used */
+        json_object_set_new(j, "sync", names_json((char(*)[US_NAME_MAX])a->sync, a->n_sync));
+        json_object_set_new(j, "sync_want",
+                            names_json((char(*)[US_NAME_MAX])a->sync_want, a->n_sync_want));
+        json_object_set_new(j, "sync_gen", us_u64_json(a->sync_gen));
+    }
+    if (a->sync_waived)
+        json_object_set_new(j, "sync_waived", json_true());
     json_t *fail = json_array();
     for (int i = 0; i < a->n_fail; i++) {
         const us_failrec *f = &a->fail[i];
@@ -398,6 +406,11 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
         return -1;
     a->has_lost_position = lost != NULL;
     a->lost_position = lost ? (int64_t)json_integer_value(lost) : 0;
+    a->sync_gen = us_json_u64(j, "sync_gen");
+    a->sync_waived = json_is_true(json_object_get(j, "sync_waived"));
+    if (names_from_json(a->sync, &a->n_sync, json_object_get(j, "sync")) != 0 ||
+        names_from_json(a->sync_want, &a->n_sync_want, json_object_get(j, "sync_want")) != 0)
+        return -1;
     json_t *fail = json_object_get(j, "fail");
     if (json_array_size(fail) > US_MAX_NODES)
         return -1;
@@ -843,6 +856,13 @@ static int apply_reset(us_state *s, const json_t *cmd)
         a->restarts = 0;
         a->restart_window_ms = 0;
     }
+    if (!node[0] && a->sync_gen && !a->sync_waived && !a->active[0]) {
+        /* R13: an operator accepts the loss of what only the lost active had. */
+        add_event(s, &st, "reset", a->service, NULL, "synchronous", "waived",
+                  "synchronous set waived: any standby may be promoted once");
+        a->sync_waived = true;
+        changed = true;
+    }
     if (!node[0] && a->has_lost_position) { /* R12: an operator accepts the loss */
         char from[64];
         snprintf(from, sizeof from, "position %lld", (long long)a->lost_position);
@@ -1107,6 +1127,15 @@ const char *us_assignment_role(const us_assignment *a, const char *node)
 }
 
 /* One event per node whose role changes, with the decision's reason as the cause. */
+/* "n2 n3", "none" (cut to fit an event's from/to). */
+static void sync_text(char *buf, size_t len, const us_assignment *a)
+{
+    size_t used = 0;
+    snprintf(buf, len, "none");
+    for (int i = 0; i < a->n_sync && used < len; i++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? " " : "", a->sync[i]);
+}
+
 static void role_events(us_state *s, const us_assignment *old, const us_assignment *next, stamp st)
 {
     const char *seen[2 * US_MAX_NODES + 4];
@@ -1129,6 +1158,16 @@ static void role_events(us_state *s, const us_assignment *old, const us_assignme
                    *to = us_assignment_role(next, seen[i]);
         if (strcmp(from, to) != 0)
             add_event(s, &st, "role", next->service, seen[i], from, to, next->reason);
+    }
+    /* R13: the promotable synchronous set. */
+    bool same = old->n_sync == next->n_sync;
+    for (int i = 0; same && i < old->n_sync; i++)
+        same = strcmp(old->sync[i], next->sync[i]) == 0;
+    if (!same) {
+        char from[US_NAME_MAX], to[US_NAME_MAX];
+        sync_text(from, sizeof from, old);
+        sync_text(to, sizeof to, next);
+        add_event(s, &st, "sync", next->service, NULL, from, to, next->reason);
     }
 }
 

@@ -85,6 +85,11 @@ typedef struct us_service_def {
     char position[US_CMD_MAX]; /* "" = none */
     int64_t max_lag; /* a standby further behind the lost active's last position is not promoted
                         (-1 = no limit) */
+    /* Synchronous replication (R13): keep this many standbys in a replicated synchronous set,
+     * tell the active through `sync`; only a member of the set may be promoted. */
+    int synchronous; /* 0 = off */
+    char
+        sync[US_CMD_MAX]; /* run on the active with UNDERSTUDY_SYNC_STANDBYS when the set changes */
     us_standby_mode standby;
     int standbys;                          /* standby instances to keep, >= 0 */
     int n_nodes;                           /* 0 = every node is eligible */
@@ -236,6 +241,15 @@ typedef struct us_assignment {
      * active must be within max_lag of it. Cleared when the role is given, or by a reset. */
     bool has_lost_position;
     int64_t lost_position;
+    /* `synchronous` (R13). sync_want: the standbys the active is asked to wait for (its sync hook
+     * runs for sync_gen); sync: the promotable set, every member of which holds every write the
+     * active acknowledged. A change shrinks `sync` to sync ∩ sync_want in the same command; the
+     * leader grows it to sync_want once the active reports its hook done for sync_gen. */
+    int n_sync, n_sync_want;
+    char sync[US_MAX_NODES][US_NAME_MAX];
+    char sync_want[US_MAX_NODES][US_NAME_MAX];
+    uint64_t sync_gen;
+    bool sync_waived; /* `understudy reset`: the next promotion may ignore `sync` (data loss) */
     int n_fail;
     us_failrec fail[US_MAX_NODES];
     /* Local, not replicated (no command or snapshot carries it): the digest of the definition as
@@ -296,6 +310,7 @@ typedef struct us_inst_obs {
     uint64_t followed; /* a hot standby of a service with `follow`: the epoch of the active whose
                           follow hook succeeded here last, 0 = none */
     int64_t position;  /* what `position` printed last here, -1 = none (or its last run failed) */
+    uint64_t sync_applied; /* the active: the assignment's sync_gen whose sync hook succeeded */
 } us_inst_obs;
 
 /* ---- Events: every transition with its cause, kept in the replicated state (fsm.h). ---- */

@@ -184,6 +184,8 @@ const us_service_field us_service_fields[] = {
     CMD("position", "position", position, 0, "/usr/lib/understudy/pg-position"),
     {"max_lag", "max_lag", US_FIELD_SIZE, AT(max_lag), .def = -1, .needs = "position",
      .flags = US_FIELD_JSON_DEFAULT, .example = "16M"},
+    INT("synchronous", "synchronous", synchronous, 0, US_MAX_NODES - 1, 0, "sync", "1"),
+    CMD("sync", "sync", sync, 0, "/usr/lib/understudy/pg-sync"),
     INT("standbys", "standbys", standbys, 0, US_MAX_NODES - 1, 1, NULL, "2"),
     {"nodes", "nodes", US_FIELD_LIST, AT(nodes), .example = "n2 n1", .to_json = nodes_to_json,
      .from_json = nodes_from_json},

@@ -9,6 +9,7 @@ or failing per node by marker files:
     active before they count as ready.
 """
 
+import json
 import os
 import time
 
@@ -33,13 +34,19 @@ def _role_status(c, node, path):
     return status
 
 
-def test_standbys_follow_the_active(cluster):
-    c = cluster
+def _formed_with_dir(c, name):
+    """Three agents with a leader, and a fresh directory for the test's files."""
     c.configure()
     c.start_all()
     c.leader()
-    d = os.path.join(c.root, "follow")
+    d = os.path.join(c.root, name)
     os.makedirs(d)
+    return d
+
+
+def test_standbys_follow_the_active(cluster):
+    c = cluster
+    d = _formed_with_dir(c, "follow")
     seq = os.path.join(d, "seq")
     follow = (
         'echo "follow $UNDERSTUDY_NODE $UNDERSTUDY_EPOCH $UNDERSTUDY_ACTIVE_NODE $UNDERSTUDY_ACTIVE_EPOCH '
@@ -152,11 +159,7 @@ def test_freshest_standby_and_max_lag(cluster):
     catches up it is promoted. Later, with both standbys behind again, `understudy reset` accepts
     the loss and the freshest one is promoted."""
     c = cluster
-    c.configure()
-    c.start_all()
-    c.leader()
-    d = os.path.join(c.root, "position")
-    os.makedirs(d)
+    d = _formed_with_dir(c, "position")
 
     def put(node, value):
         tmp = os.path.join(d, ".pos-" + node)
@@ -229,3 +232,90 @@ def test_freshest_standby_and_max_lag(cluster):
         s = c.service(c.status("n2"), "db")
         return s and s["active"] == "n2" and s
     c.wait_until(accepted, 30, "n2 (the freshest) promoted after the reset")
+
+
+def test_synchronous_set(cluster):
+    """`synchronous` and `sync` (issue 12, R13): the leader keeps a replicated set of synchronous
+    standbys and tells the active through its sync hook; the set grows only once the hook
+    succeeded, shrinks at once when a member is no longer ready, and only a member may be promoted:
+    with the set empty when the active is lost, nobody is promoted until `understudy reset`."""
+    c = cluster
+    d = _formed_with_dir(c, "sync")
+    seq = os.path.join(d, "seq")
+    sync = (
+        'echo "sync $UNDERSTUDY_NODE $UNDERSTUDY_ROLE $UNDERSTUDY_EPOCH $UNDERSTUDY_SYNC_STANDBYS" >> {d}/seq; '
+        "test ! -e {d}/fail-sync"
+    ).format(d=d)
+    marker = lambda name: os.path.join(d, name)  # noqa: E731
+    open(marker("fail-sync"), "w").close()
+    c.apply(
+        "[service db]\nrun = exec sleep 100000\nstandby = hot\nsynchronous = 1\nsync = %s\n"
+        "check = exec:test ! -e %s/sick-$UNDERSTUDY_NODE\ncheck_interval = 200ms\ncheck_timeout = 200ms\nrise = 1\nfall = 1\n"
+        "standbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\nrestart_backoff = 200ms..400ms\n" % (sync, d)
+    )
+
+    def sync_state(view="n2"):
+        s = c.service(c.status(view), "db")
+        return s, (s or {}).get("synchronous") or {}
+
+    # 1. n1 active; n2 asked for; the hook fails, so nobody is promotable yet (and it is retried).
+    def asked_unconfirmed():
+        s, y = sync_state()
+        runs = [x for x in _seq(seq) if x[:3] == ["sync", "n1", "active"]]
+        return s and s["active"] == "n1" and y.get("asked") and not y.get("standbys") and len(runs) >= 2 and y
+    y = c.wait_until(asked_unconfirmed, 30, "n1 asked to wait for a standby, its sync hook failing")
+    first = y["asked"][0]
+    # At its promotion the active is told to wait for nobody (an empty list); then for `first`.
+    runs = [x[4:] for x in _seq(seq) if x[:2] == ["sync", "n1"]]
+    assert all(r in ([], [first]) for r in runs) and [first] in runs, runs
+
+    # 2. The hook succeeds: the set grows to what n1 was asked for, with an event.
+    os.unlink(marker("fail-sync"))
+    c.wait_until(lambda: sync_state()[1].get("standbys") == [first], 30, "the synchronous set confirmed")
+    status, _, body = c.api("n2", "/v1/events?service=db")
+    assert status == 200
+    events = [e for e in json.loads(body)["events"] if e["kind"] == "sync"]
+    assert any(e["from"] == "none" and e["to"] == first for e in events), events
+
+    # 3. The member turns unhealthy: the other standby replaces it (the set shrinks at once,
+    #    grows once n1's hook confirmed).
+    other = "n3" if first == "n2" else "n2"
+    open(marker("sick-" + first), "w").close()
+    c.wait_until(lambda: sync_state()[1].get("standbys") == [other], 30, "%s replaced by %s" % (first, other))
+    assert any(x[:3] == ["sync", "n1", "active"] and x[4:] == [other] for x in _seq(seq)), _seq(seq)
+
+    # 4. Back to `first` while n1's hook fails: the set is empty, `first` only asked for.
+    os.unlink(marker("sick-" + first))
+    open(marker("fail-sync"), "w").close()
+    open(marker("sick-" + other), "w").close()
+
+    def emptied():
+        y = sync_state()[1]
+        return y.get("asked") == [first] and y.get("standbys") == [] and y
+    c.wait_until(emptied, 30, "the synchronous set emptied while n1 cannot confirm %s" % first)
+    os.unlink(marker("sick-" + other))
+
+    # 5. n1's agent dies: both standbys are alive and healthy, but neither holds every write n1
+    #    acknowledged as far as understudy knows: nobody is promoted.
+    c.kill9("n1")
+
+    def refused():
+        s, _ = sync_state()
+        return s and not s["active"] and "synchronous set is empty" in s["reason"] and s
+    c.wait_until(refused, 30, "db released from n1 and not promoted")
+    t_hold = time.monotonic() + 2.0
+    while time.monotonic() < t_hold:
+        s, _ = sync_state()
+        assert not s["active"], "promoted although outside the synchronous set: %s" % s
+        time.sleep(0.2)
+
+    # 6. An operator accepts the loss: a standby is promoted; the new active starts a new set.
+    res = c.cli("reset", "db", node="n2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    os.unlink(marker("fail-sync"))
+
+    def taken():
+        s, y = sync_state()
+        return s and s["active"] in ("n2", "n3") and not y.get("waived") and y.get("standbys") and (s, y)
+    s, y = c.wait_until(taken, 30, "a standby promoted after the reset, with a confirmed set of its own")
+    assert y["standbys"] != [s["active"]], y

@@ -926,6 +926,7 @@ static void test_services_errors(void **state)
         {"[service a]\nrun = x\nbogus = 10.0.0.5\n",
          {"svc.ini:3:", "unknown key 'bogus'", "[service a]",
           "known keys: run, standby, promote, demote, follow, follow_timeout, position, max_lag, "
+          "synchronous, sync, "
           "standbys, nodes, "
           "hook_timeout, "
           "stop_timeout, vip, vip_announce_count, vip_announce_interval, vip_announce_repeat, "
@@ -937,6 +938,13 @@ static void test_services_errors(void **state)
           "got standby = cold (the default)"}},
         {"[service a]\nrun = x\nstandby = cold\nfollow = /bin/true\n",
          {"svc.ini:4:", "key 'follow'", "got standby = cold (set so)"}},
+        {"[service a]\nrun = x\nstandby = hot\nsync = /bin/true\nsynchronous = 2\n",
+         {"svc.ini:5:", "key 'synchronous'",
+          "expected at most 'standbys' (1, the default), got 2"}},
+        {"[service a]\nrun = x\nsync = /bin/true\nsynchronous = 1\n",
+         {"svc.ini:4:", "key 'synchronous'", "only meaningful with 'standby = hot'"}},
+        {"[service a]\nrun = x\nstandby = hot\nsynchronous = 1\n",
+         {"svc.ini:4:", "key 'synchronous'", "only meaningful with 'sync'"}},
         {"[service a]\nrun = x\nposition = echo 1\n",
          {"svc.ini:3:", "key 'position' in [service a]", "only meaningful with 'standby = hot'"}},
         {"[service a]\nrun = x\nstandby = hot\nmax_lag = 1M\n",
@@ -1155,7 +1163,7 @@ static void test_services_unknown_key_list(void **state)
     (void)state;
     static const char full[] =
         "svc.ini:3: unknown key 'bogus' in [service a] (known keys: run, standby, promote, demote, "
-        "follow, follow_timeout, position, max_lag, "
+        "follow, follow_timeout, position, max_lag, synchronous, sync, "
         "standbys, nodes, hook_timeout, stop_timeout, vip, vip_announce_count, "
         "vip_announce_interval, vip_announce_repeat, proxy, backend_host, hold, drain, "
         "max_connections, max_connections_per_source, idle_timeout, check, check_interval, "

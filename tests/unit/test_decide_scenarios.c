@@ -99,6 +99,10 @@ typedef struct expect {
         has_last_failover, has_paused, has_release, has_renew, has_lost_position;
     bool recover, paused, renew;
     int64_t lost_position; /* -1 = none expected */
+    bool has_sync, has_sync_want, has_sync_gen;
+    int n_sync, n_sync_want;
+    char sync[US_MAX_NODES][US_NAME_MAX], sync_want[US_MAX_NODES][US_NAME_MAX];
+    uint64_t sync_gen;
     us_release_kind release;
     ref restart_node;
     int64_t restart_at, restarts, restart_window_start, last_failover;
@@ -261,6 +265,29 @@ static bool parse_ref(parse_ctx *c, const char *key, const char *v, ref *out)
 }
 
 /* Whitespace separated node names; "-" alone means an empty list. */
+/* Node names, blank-separated, taken as written ("" = none): the synchronous sets. */
+static bool parse_names(parse_ctx *c, const char *key, char *v, char (*out)[US_NAME_MAX], int *n)
+{
+    *n = 0;
+    for (char *save = NULL, *t = strtok_r(v, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        if (*n >= US_MAX_NODES || !us_name_valid(t))
+            return perr(c, "key '%s': expected node names, got '%s'", key, t);
+        us_strlcpy(out[(*n)++], t, US_NAME_MAX);
+    }
+    return true;
+}
+
+/* The same names in the same order (the sets as the decision wrote them). */
+static bool same_names(const char (*a)[US_NAME_MAX], int na, const char (*b)[US_NAME_MAX], int nb)
+{
+    if (na != nb)
+        return false;
+    for (int i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return true;
+}
+
 static bool parse_ref_list(parse_ctx *c, const char *key, char *v, ref *out, int *n)
 {
     *n = 0;
@@ -469,6 +496,9 @@ static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v
         } else if (strcmp(tok, "followed") == 0) {
             if (!parse_u64(c, "report followed", val, &rep->obs.followed))
                 return false;
+        } else if (strcmp(tok, "sync_applied") == 0) {
+            if (!parse_u64(c, "report sync_applied", val, &rep->obs.sync_applied))
+                return false;
         } else if (strcmp(tok, "position") == 0) {
             if (!parse_i64(c, "report position", val, &rep->obs.position) || rep->obs.position < 0)
                 return c->err[0] ? false
@@ -476,7 +506,7 @@ static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v
         } else {
             return perr(c,
                         "key '%s': unknown option '%s=' (expected health=, cause=, refused=, "
-                        "followed=, position=)",
+                        "followed=, position=, sync_applied=)",
                         what, tok);
         }
     }
@@ -636,6 +666,20 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
         a->has_lost_position = true;
         return a->lost_position >= 0 || perr(c, "key 'lost_position': expected a number >= 0");
     }
+    if (strcmp(key, "synchronous") == 0) {
+        if (!once(c, seen, 31, key) || !parse_count(c, key, v, US_MAX_NODES - 1, &d->synchronous))
+            return false;
+        us_strlcpy(d->sync, "true", sizeof d->sync);
+        return true;
+    }
+    if (strcmp(key, "sync_standbys") == 0)
+        return parse_names(c, key, v, a->sync, &a->n_sync);
+    if (strcmp(key, "sync_want") == 0)
+        return parse_names(c, key, v, a->sync_want, &a->n_sync_want);
+    if (strcmp(key, "sync_gen") == 0)
+        return parse_u64(c, key, v, &a->sync_gen);
+    if (strcmp(key, "sync_waived") == 0)
+        return parse_bool(c, key, v, &a->sync_waived);
     if (strcmp(key, "follow") == 0) { /* the hook's command does not matter here */
         bool on;
         if (!once(c, seen, 27, key) || !parse_bool(c, key, v, &on))
@@ -667,7 +711,8 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
                 "recover, on_failure, max_restarts, restart_window, restart_backoff, "
                 "failure_threshold, failure_window, failure_cooldown, min_failover_interval, "
                 "failback, restart_node, restart_at, restarts, restart_window_start, "
-                "last_failover, checks, follow, position, max_lag, lost_position, fail NODE)",
+                "last_failover, checks, follow, position, max_lag, lost_position, synchronous, "
+                "sync_standbys, sync_want, sync_gen, sync_waived, fail NODE)",
                 key);
 }
 
@@ -793,6 +838,18 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
         e->has_paused = true;
         return once(c, seen, 13, key) && parse_bool(c, key, v, &e->paused);
     }
+    if (strcmp(key, "sync_standbys") == 0) {
+        e->has_sync = true;
+        return once(c, seen, 17, key) && parse_names(c, key, v, e->sync, &e->n_sync);
+    }
+    if (strcmp(key, "sync_want") == 0) {
+        e->has_sync_want = true;
+        return once(c, seen, 18, key) && parse_names(c, key, v, e->sync_want, &e->n_sync_want);
+    }
+    if (strcmp(key, "sync_gen") == 0) {
+        e->has_sync_gen = true;
+        return once(c, seen, 19, key) && parse_u64(c, key, v, &e->sync_gen);
+    }
     if (strcmp(key, "lost_position") == 0) { /* a number, or none */
         e->has_lost_position = true;
         e->lost_position = -1;
@@ -833,8 +890,8 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
     return perr(c,
                 "unknown key '%s' in [expect] (expected change, active, epoch, standby_nodes, "
                 "demoting, target, active_inc, recover, restart_node, restart_at, restarts, "
-                "restart_window_start, last_failover, paused, lost_position, release, renew, fail "
-                "NODE, reason ~)",
+                "restart_window_start, last_failover, paused, lost_position, sync_standbys, "
+                "sync_want, sync_gen, release, renew, fail NODE, reason ~)",
                 key);
 }
 
@@ -1170,6 +1227,8 @@ static void add_expect(msgbuf *m, const expect *e)
         add(m, "last_failover=%" PRId64 " ", e->last_failover);
     if (e->has_lost_position)
         add(m, "lost_position=%" PRId64 " ", e->lost_position);
+    if (e->has_sync_gen)
+        add(m, "sync_gen=%" PRIu64 " ", e->sync_gen);
     if (e->has_release)
         add(m, "release=%s ", us_release_kind_name(e->release));
     if (e->has_renew)
@@ -1563,6 +1622,10 @@ static void check_properties(const us_decide_input *in, const us_decide_output *
         same = same && nx->n_fail == cur->n_fail;
         for (int k = 0; same && k < nx->n_fail; k++)
             same = same_failrec(&nx->fail[k], &cur->fail[k]);
+        same = same && nx->sync_gen == cur->sync_gen && nx->sync_waived == cur->sync_waived &&
+               nx->has_lost_position == cur->has_lost_position &&
+               nx->lost_position == cur->lost_position &&
+               same_names(nx->sync, nx->n_sync, cur->sync, cur->n_sync);
         if (same && strcmp(nx->active, cur->active) == 0 && nx->active_inc == cur->active_inc &&
             nx->epoch == cur->epoch && nx->demoting == cur->demoting &&
             strcmp(nx->target, cur->target) == 0 && nx->recover == cur->recover &&
@@ -1596,6 +1659,7 @@ static bool field_matches(int64_t want, int64_t got)
 }
 
 /* Compares one service's decision with its [expect]; returns true if they agree. */
+
 static bool matches(const expect *e, const us_decision *dec)
 {
     bool want = e && e->change;
@@ -1634,6 +1698,13 @@ static bool matches(const expect *e, const us_decision *dec)
     if (e->has_last_failover && e->last_failover != nx->last_failover_ms)
         return false;
     if (e->has_lost_position && (e->lost_position >= 0) != nx->has_lost_position)
+        return false;
+    if (e->has_sync_gen && e->sync_gen != nx->sync_gen)
+        return false;
+    if (e->has_sync && !same_names(e->sync, e->n_sync, nx->sync, nx->n_sync))
+        return false;
+    if (e->has_sync_want &&
+        !same_names(e->sync_want, e->n_sync_want, nx->sync_want, nx->n_sync_want))
         return false;
     if (e->has_lost_position && e->lost_position >= 0 && e->lost_position != nx->lost_position)
         return false;

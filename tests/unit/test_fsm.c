@@ -1031,6 +1031,48 @@ static void test_drain_pause_reset(void **state)
     assert_false(asg_of(s, "web")->has_lost_position);
     assert_string_equal(us_state_event(s, q2 + 1)->from, "position 250");
     assert_string_equal(us_state_event(s, q2 + 1)->to, "cleared");
+
+    /* R13: the synchronous sets ride with the assignment; a change of the promotable set is an
+     * event; a reset waives the set only while the role is free. */
+    a = *asg_of(s, "web");
+    us_strlcpy(a.sync[0], "n2", US_NAME_MAX);
+    a.n_sync = 1;
+    us_strlcpy(a.sync_want[0], "n2", US_NAME_MAX);
+    us_strlcpy(a.sync_want[1], "n3", US_NAME_MAX);
+    a.n_sync_want = 2;
+    a.sync_gen = 4;
+    uint64_t q3 = s->event_seq;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_string_equal(us_state_event(s, q3 + 1)->kind, "sync");
+    assert_string_equal(us_state_event(s, q3 + 1)->from, "none");
+    assert_string_equal(us_state_event(s, q3 + 1)->to, "n2");
+    snap = us_state_to_json(s);
+    us_state *back2 = new_state();
+    assert_int_equal(us_state_from_json(back2, snap), 0);
+    json_decref(snap);
+    const us_assignment *b2 = asg_of(back2, "web");
+    assert_int_equal(b2->n_sync, 1);
+    assert_string_equal(b2->sync[0], "n2");
+    assert_int_equal(b2->n_sync_want, 2);
+    assert_string_equal(b2->sync_want[1], "n3");
+    assert_int_equal(b2->sync_gen, 4);
+    bad = us_cmd_assign(&a);
+    json_object_set_new(json_object_get(bad, "asg"), "sync", json_pack("[i]", 5));
+    before = copy_state(s);
+    assert_int_equal(apply(s, bad), US_APPLY_BAD);
+    assert_unchanged(before, s);
+    bool holder = asg_of(s, "web")->active[0] != '\0';
+    assert_int_equal(apply(s, us_cmd_reset("web", "")), holder ? US_APPLY_NOOP : US_APPLY_OK);
+    assert_int_equal(asg_of(s, "web")->sync_waived, !holder);
+    if (holder) { /* free the role: now the waiver applies */
+        a = *asg_of(s, "web");
+        a.active[0] = '\0';
+        a.active_inc = 0;
+        assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+        assert_int_equal(apply(s, us_cmd_reset("web", "")), US_APPLY_OK);
+        assert_true(asg_of(s, "web")->sync_waived);
+    }
+    assert_string_equal(us_state_event(s, s->event_seq)->to, "waived");
 }
 
 static void test_event_ring(void **state)
