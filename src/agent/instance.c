@@ -762,6 +762,10 @@ static void position_done(us_instance *in, int status)
     if (n >= 0 && (size_t)n < sizeof text && us_position_parse(text, (size_t)n, &pos)) {
         set_position(in, pos);
         in->pos_warned = false;
+        if (in->report.position_gen != in->pos_gen) {
+            in->report.position_gen = in->pos_gen;
+            report_now(in->owner); /* the leader may be waiting for it (R12) */
+        }
         return;
     }
     if (in->fencing || in->phase == US_PHASE_IDLE)
@@ -780,9 +784,12 @@ static void position_done(us_instance *in, int status)
 }
 
 /* `position` runs every check interval (1 s without checks) while the process runs as active or
- * hot standby; what it printed is reported, and stays reported once the process stopped, until
- * the node has no role in the service. A run that fails makes it unknown. */
-static void sync_position(us_instance *in, const us_service_def *d, int64_t now)
+ * hot standby, and at once when the assignment changed (a release: the leader waits for
+ * positions read after it, R12); what it printed is reported with the assignment's gen at the
+ * run's start, and stays reported once the process stopped, until the node has no role in the
+ * service. A run that fails makes it unknown. */
+static void sync_position(us_instance *in, const us_service_def *d, const us_assignment *as,
+                          int64_t now)
 {
     bool hot = d && d->standby == US_STANDBY_HOT;
     bool want = d && d->position[0] && in->proc && !in->fencing && !in->adopting &&
@@ -796,8 +803,11 @@ static void sync_position(us_instance *in, const us_service_def *d, int64_t now)
             set_position(in, -1);
         return;
     }
+    if (as && as->gen > in->report.position_gen && as->gen > in->pos_gen)
+        in->pos_next_ms = 0; /* read again for this assignment */
     if (in->pos || now < in->pos_next_ms)
         return;
+    in->pos_gen = as ? as->gen : 0;
     int interval = d->n_checks > 0 ? d->check_interval_ms : 1000;
     int timeout = d->check_timeout_ms > 1000 ? d->check_timeout_ms : 1000;
     in->pos_next_ms = now + interval;
@@ -1128,7 +1138,7 @@ void us_instances_reconcile(us_instances *a)
             a->slot_of[i] = (int)(in - a->inst);
             step(a, in, &s->services.svc[i], &s->asg[i]);
             sync_checker(in, &s->services.svc[i]);
-            sync_position(in, &s->services.svc[i], us_now_ms());
+            sync_position(in, &s->services.svc[i], &s->asg[i], us_now_ms());
             if (in->idle_at_touched == s->touched[i] + 1 && in->phase == US_PHASE_IDLE &&
                 !in->proc && !in->checker && !in->pos && !in->adopting) {
                 a->idle_of[i] = in->idle_at_touched;

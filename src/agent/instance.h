@@ -81,6 +81,7 @@ typedef struct us_instance {
     /* `position` (report.position says what it printed last). */
     us_proc *pos;        /* a run in progress */
     int64_t pos_next_ms; /* the next run, not before */
+    uint64_t pos_gen;    /* the assignment's gen when the run in progress started */
     bool pos_warned;     /* a failure was logged: the next one is not (until one succeeds) */
     struct us_instances *owner;
     int state_idx; /* the service's index in the state when last reconciled (a hint) */

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #define US_WAIT (-2)
+/* R12: not in this round: the release commits first, then the standbys read their positions. */
+#define US_LATER (-3)
 
 typedef struct dur {
     char s[32];
@@ -390,6 +392,36 @@ static bool within_lag(const us_decide_input *in, int s, int released, int n)
     return p >= 0 && (p >= ref || ref - p <= d->max_lag);
 }
 
+/* R12: how long after a release the leader waits for the standbys to read their positions
+ * afresh: two position intervals and a second (a standby that cannot answer in that time is
+ * judged by its last report). */
+static int64_t fresh_bound_ms(const us_service_def *d)
+{
+    return 2 * (d->n_checks > 0 ? d->check_interval_ms : 1000) + 1000;
+}
+
+/* R12: may the next active be chosen by the standbys' positions now? Not in the round that
+ * releases the holder (`released` >= 0): the release commits first, and every standby reads
+ * its position again when it applies it. Then not until every qualified standby reported a
+ * position read at the current assignment (position_gen), or the bound ran out. */
+static bool positions_settled(const us_decide_input *in, int s, int released)
+{
+    const us_service_def *d = &in->defs[s];
+    const us_assignment *a = &in->asg[s];
+    if (!d->position[0] || a->epoch == 0)
+        return true;
+    if (released >= 0)
+        return false;
+    if (a->free_since_ms == 0 || in->now_ms >= a->free_since_ms + fresh_bound_ms(d))
+        return true;
+    for (int i = 0; i < a->n_standbys; i++) {
+        int n = find_node(in, a->standbys[i]);
+        if (n >= 0 && qualified(in, s, n) && obs(in, s, n)->position_gen < a->gen)
+            return false;
+    }
+    return true;
+}
+
 /* R13: node n may be promoted as far as synchronous replication goes: the service has none, it
  * never had an active, an operator waived the set (reset), or n is in the set in force. */
 static bool sync_ok(const us_decide_input *in, int s, int n)
@@ -582,6 +614,7 @@ static void give_role(const us_decide_input *in, int s, us_assignment *next, int
         next->sync_gen++;
     }
     next->sync_waived = false;
+    next->free_since_ms = 0;
 }
 
 /* R7: the role went to another node than the one that held it (or was to get it back). The
@@ -655,7 +688,7 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
     }
     bool can_restart = !block[0];
     const char *how = "";
-    int c = choose_active(in, s, h, &how);
+    int c = positions_settled(in, s, h) ? choose_active(in, s, h, &how) : US_LATER;
     /* A requested switchover is a request to move: neither the policy nor the guard keeps the
      * role on the node it was to leave. */
     bool policy_restart = d->on_failure == US_ON_FAILURE_RESTART && !cur->demoting;
@@ -665,6 +698,12 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
 
     if (policy_restart && can_restart) {
         restart_in_place(in, s, h, next, "", why, len);
+        return true;
+    }
+    if (c == US_LATER && !ge) { /* R12: the standbys read their positions first */
+        next->demoting = false;
+        next->target[0] = '\0';
+        append(why, len, "; reading the standbys' positions");
         return true;
     }
     /* A better-placed candidate whose lease is not yet known is waited for only when its answer
@@ -747,9 +786,20 @@ static bool pick_active(const us_decide_input *in, int s, int released, us_assig
 {
     const us_assignment *cur = &in->asg[s];
     const char *how = "";
+    if (!positions_settled(in, s, released)) {
+        if (released < 0)
+            return false; /* R12: decide again once the standbys read their positions afresh */
+        append(why, len, "%sreading the standbys' positions", why[0] ? "; " : "");
+        return true; /* the release commits first */
+    }
     int c = choose_active(in, s, released, &how);
     if (c == US_WAIT)
         return false; /* decide again once the new leader knows that node's lease */
+    /* R12: the positions were read afresh after a release: this decision ends the wait, and says
+     * why nobody got the role if nobody did. */
+    bool read = released < 0 && cur->free_since_ms > 0;
+    if (read)
+        next->free_since_ms = 0;
     int64_t ge = guarded && failed_since_failover(cur) ? guard_end(in, s) : 0;
     if (c >= 0 && ge) {
         char gtext[96];
@@ -767,7 +817,7 @@ static bool pick_active(const us_decide_input *in, int s, int released, us_assig
             append(why, len, "initial placement on %s (%s)", next->active, how);
         else
             append(why, len, "%s promoted (%s)", next->active, how);
-    } else if (why[0] || cur->demoting) {
+    } else if (why[0] || cur->demoting || read) {
         next->demoting = false;
         next->target[0] = '\0';
         append(why, len, "%sno eligible node for the active role", why[0] ? "; " : "");
@@ -941,6 +991,7 @@ static bool same_assignment(const us_assignment *a, const us_assignment *b)
         a->last_failover_ms != b->last_failover_ms || a->n_fail != b->n_fail ||
         a->has_lost_position != b->has_lost_position || a->lost_position != b->lost_position ||
         a->sync_gen != b->sync_gen || a->sync_waived != b->sync_waived ||
+        a->free_since_ms != b->free_since_ms ||
         !same_set((const char(*)[US_NAME_MAX])a->sync, a->n_sync,
                   (const char(*)[US_NAME_MAX])b->sync, b->n_sync))
         return false;
@@ -1001,6 +1052,8 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
                 next->has_lost_position = true;
                 next->lost_position = lp;
             }
+            if (d->position[0])
+                next->free_since_ms = in->now_ms;
             if (k == US_RELEASE_FAILED || k == US_RELEASE_UNHEALTHY) {
                 if (!after_failure(in, s, h, next, why, sizeof why))
                     return false;
@@ -1077,6 +1130,8 @@ static int64_t service_wake(const us_decide_input *in, int s, const us_assignmen
     int64_t now = in->now_ms, wake = 0;
     if (!a->active[0] && a->restart_node[0])
         consider(&wake, a->restart_at_ms, now);
+    if (!a->active[0] && a->free_since_ms > 0 && d->position[0])
+        consider(&wake, a->free_since_ms + fresh_bound_ms(d), now);
     if (d->min_failover_interval_ms > 0 && a->last_failover_ms > 0)
         consider(&wake, a->last_failover_ms + d->min_failover_interval_ms, now);
     for (int i = 0; i < a->n_fail && i < US_MAX_NODES; i++) {

@@ -353,6 +353,8 @@ json_t *us_assignment_to_json(const us_assignment *a)
     }
     if (a->sync_waived)
         json_object_set_new(j, "sync_waived", json_true());
+    if (a->free_since_ms)
+        json_object_set_new(j, "free_since_ms", json_integer((json_int_t)a->free_since_ms));
     json_t *fail = json_array();
     for (int i = 0; i < a->n_fail; i++) {
         const us_failrec *f = &a->fail[i];
@@ -407,6 +409,7 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
     a->has_lost_position = lost != NULL;
     a->lost_position = lost ? (int64_t)json_integer_value(lost) : 0;
     a->sync_gen = us_json_u64(j, "sync_gen");
+    a->free_since_ms = ji64(j, "free_since_ms");
     a->sync_waived = json_is_true(json_object_get(j, "sync_waived"));
     if (names_from_json(a->sync, &a->n_sync, json_object_get(j, "sync")) != 0 ||
         names_from_json(a->sync_want, &a->n_sync_want, json_object_get(j, "sync_want")) != 0)

@@ -241,6 +241,9 @@ typedef struct us_assignment {
      * active must be within max_lag of it. Cleared when the role is given, or by a reset. */
     bool has_lost_position;
     int64_t lost_position;
+    int64_t free_since_ms; /* a service with `position`: when its holder was released (leader's
+                              wall clock); the standbys' positions are read afresh before the
+                              next active is chosen (R12). 0 = not waiting. */
     /* `synchronous` (R13). sync_want: the standbys the active is asked to wait for (its sync hook
      * runs for sync_gen); sync: the promotable set, every member of which holds every write the
      * active acknowledged. A change shrinks `sync` to sync ∩ sync_want in the same command; the
@@ -311,6 +314,7 @@ typedef struct us_inst_obs {
                           follow hook succeeded here last, 0 = none */
     int64_t position;  /* what `position` printed last here, -1 = none (or its last run failed) */
     uint64_t sync_applied; /* the active: the assignment's sync_gen whose sync hook succeeded */
+    uint64_t position_gen; /* the assignment's gen when the run that printed `position` started */
 } us_inst_obs;
 
 /* ---- Events: every transition with its cause, kept in the replicated state (fsm.h). ---- */

@@ -75,6 +75,7 @@ static const struct rep_field {
     {"followed", "fw", RF_U64, offsetof(us_report, obs.followed), 0, 0, 0, 0, true},
     {"position", "ps", RF_I64, offsetof(us_report, obs.position), 0, -1, INT64_MAX, -1, true},
     {"sync_applied", "sa", RF_U64, offsetof(us_report, obs.sync_applied), 0, 0, 0, 0, true},
+    {"position_gen", "pg", RF_U64, offsetof(us_report, obs.position_gen), 0, 0, 0, 0, true},
 };
 
 _Static_assert(sizeof(us_inst_state) == sizeof(int) && sizeof(us_health) == sizeof(int),

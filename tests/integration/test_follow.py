@@ -187,10 +187,10 @@ def test_freshest_standby_and_max_lag(cluster):
     # 1. The active's agent dies; n2 and n3 are 150 and 50 behind its 250: no promotion.
     c.kill9("n1")
 
-    def refused():
+    def refused():  # released first ("reading the standbys' positions"), then refused
         st = c.status("n2")
         s = c.service(st, "db") if st else None
-        return s and not s["active"] and s["lost_position"] == 250 and s
+        return s and not s["active"] and s["lost_position"] == 250 and "not promoted" in s["reason"] and s
     s = c.wait_until(refused, 30, "db released from n1 and not given to a standby that lags")
     assert "not promoted: " in s["reason"] and "max_lag 10 behind the lost active's 250" in s["reason"], s
     t_hold = time.monotonic() + 2.0
@@ -223,7 +223,7 @@ def test_freshest_standby_and_max_lag(cluster):
 
     def refused_again():
         s = c.service(c.status("n2"), "db")
-        return s and not s["active"] and s["lost_position"] == 245 and s
+        return s and not s["active"] and s["lost_position"] == 245 and "not promoted" in s["reason"] and s
     c.wait_until(refused_again, 30, "db released from n3 and refused to n1 and n2")
     res = c.cli("reset", "db", node="n2")
     assert res.returncode == 0, res.stdout + res.stderr

@@ -99,7 +99,8 @@ typedef struct expect {
         has_last_failover, has_paused, has_release, has_renew, has_lost_position;
     bool recover, paused, renew;
     int64_t lost_position; /* -1 = none expected */
-    bool has_sync, has_sync_want, has_sync_gen;
+    bool has_sync, has_sync_want, has_sync_gen, has_free_since;
+    int64_t free_since;
     int n_sync, n_sync_want;
     char sync[US_MAX_NODES][US_NAME_MAX], sync_want[US_MAX_NODES][US_NAME_MAX];
     uint64_t sync_gen;
@@ -496,6 +497,9 @@ static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v
         } else if (strcmp(tok, "followed") == 0) {
             if (!parse_u64(c, "report followed", val, &rep->obs.followed))
                 return false;
+        } else if (strcmp(tok, "position_gen") == 0) {
+            if (!parse_u64(c, "report position_gen", val, &rep->obs.position_gen))
+                return false;
         } else if (strcmp(tok, "sync_applied") == 0) {
             if (!parse_u64(c, "report sync_applied", val, &rep->obs.sync_applied))
                 return false;
@@ -506,7 +510,7 @@ static bool parse_report(parse_ctx *c, raw_service *r, const char *node, char *v
         } else {
             return perr(c,
                         "key '%s': unknown option '%s=' (expected health=, cause=, refused=, "
-                        "followed=, position=, sync_applied=)",
+                        "followed=, position=, position_gen=, sync_applied=)",
                         what, tok);
         }
     }
@@ -680,6 +684,8 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
         return parse_u64(c, key, v, &a->sync_gen);
     if (strcmp(key, "sync_waived") == 0)
         return parse_bool(c, key, v, &a->sync_waived);
+    if (strcmp(key, "free_since") == 0)
+        return parse_ms(c, key, v, &a->free_since_ms);
     if (strcmp(key, "follow") == 0) { /* the hook's command does not matter here */
         bool on;
         if (!once(c, seen, 27, key) || !parse_bool(c, key, v, &on))
@@ -712,7 +718,7 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
                 "failure_threshold, failure_window, failure_cooldown, min_failover_interval, "
                 "failback, restart_node, restart_at, restarts, restart_window_start, "
                 "last_failover, checks, follow, position, max_lag, lost_position, synchronous, "
-                "sync_standbys, sync_want, sync_gen, sync_waived, fail NODE)",
+                "sync_standbys, sync_want, sync_gen, sync_waived, free_since, fail NODE)",
                 key);
 }
 
@@ -846,6 +852,10 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
         e->has_sync_want = true;
         return once(c, seen, 18, key) && parse_names(c, key, v, e->sync_want, &e->n_sync_want);
     }
+    if (strcmp(key, "free_since") == 0) {
+        e->has_free_since = true;
+        return once(c, seen, 20, key) && parse_ms(c, key, v, &e->free_since);
+    }
     if (strcmp(key, "sync_gen") == 0) {
         e->has_sync_gen = true;
         return once(c, seen, 19, key) && parse_u64(c, key, v, &e->sync_gen);
@@ -891,7 +901,7 @@ static bool expect_key(parse_ctx *c, expect *e, const char *key, char op, char *
                 "unknown key '%s' in [expect] (expected change, active, epoch, standby_nodes, "
                 "demoting, target, active_inc, recover, restart_node, restart_at, restarts, "
                 "restart_window_start, last_failover, paused, lost_position, sync_standbys, "
-                "sync_want, sync_gen, release, renew, fail NODE, reason ~)",
+                "sync_want, sync_gen, free_since, release, renew, fail NODE, reason ~)",
                 key);
 }
 
@@ -1623,6 +1633,7 @@ static void check_properties(const us_decide_input *in, const us_decide_output *
         for (int k = 0; same && k < nx->n_fail; k++)
             same = same_failrec(&nx->fail[k], &cur->fail[k]);
         same = same && nx->sync_gen == cur->sync_gen && nx->sync_waived == cur->sync_waived &&
+               nx->free_since_ms == cur->free_since_ms &&
                nx->has_lost_position == cur->has_lost_position &&
                nx->lost_position == cur->lost_position &&
                same_names(nx->sync, nx->n_sync, cur->sync, cur->n_sync);
@@ -1700,6 +1711,8 @@ static bool matches(const expect *e, const us_decision *dec)
     if (e->has_lost_position && (e->lost_position >= 0) != nx->has_lost_position)
         return false;
     if (e->has_sync_gen && e->sync_gen != nx->sync_gen)
+        return false;
+    if (e->has_free_since && e->free_since != nx->free_since_ms)
         return false;
     if (e->has_sync && !same_names(e->sync, e->n_sync, nx->sync, nx->n_sync))
         return false;

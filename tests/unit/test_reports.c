@@ -51,6 +51,7 @@ static void assert_report_equal(const us_report *x, const us_report *y)
     assert_int_equal(x->obs.followed, y->obs.followed);
     assert_int_equal(x->obs.position, y->obs.position);
     assert_int_equal(x->obs.sync_applied, y->obs.sync_applied);
+    assert_int_equal(x->obs.position_gen, y->obs.position_gen);
     assert_int_equal(x->pid, y->pid);
     assert_int_equal(x->px_epoch, y->px_epoch);
     assert_int_equal(x->px_open, y->px_open);
@@ -206,7 +207,7 @@ static void test_brief_form(void **state)
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &r, 1, true, &len), 1);
     assert_string_equal(rep, "{\"web\":{\"s\":1,\"e\":\"7\"}}");
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &r, 1, false, &len), 1);
-    assert_int_equal(members(rep), 17);
+    assert_int_equal(members(rep), 18);
 
     us_report all = {.service = "db",
                      .obs = {.state = US_INST_FAILED,
@@ -217,7 +218,8 @@ static void test_brief_form(void **state)
                              .refused = true,
                              .followed = 6,
                              .position = 0,
-                             .sync_applied = 3},
+                             .sync_applied = 3,
+                             .position_gen = 8},
                      .pid = 9,
                      .px_epoch = 5,
                      .px_open = 2,
@@ -227,7 +229,7 @@ static void test_brief_form(void **state)
                      .restarts = 1,
                      .restart_cause = "standby process exited"};
     assert_int_equal(us_msg_reports_text(rep, sizeof rep, &all, 1, true, &len), 1);
-    assert_int_equal(members(rep), 17);
+    assert_int_equal(members(rep), 18);
     char text[4096];
     us_msg_ping fields = {.round = 1, .term = 2, .lease = true};
     assert_true(us_msg_ping_text(text, sizeof text, &fields, rep, len, true) > 0);
