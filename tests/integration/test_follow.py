@@ -319,3 +319,42 @@ def test_synchronous_set(cluster):
         return s and s["active"] in ("n2", "n3") and not y.get("waived") and y.get("standbys") and (s, y)
     s, y = c.wait_until(taken, 30, "a standby promoted after the reset, with a confirmed set of its own")
     assert y["standbys"] != [s["active"]], y
+
+
+def test_positions_read_afresh_at_failover(cluster):
+    """R12: positions are read every check interval (10 s here), so the reports the leader holds
+    can be old. n2 gets ahead of n3 right before the active's agent dies: the leader releases the
+    role, every standby reads its position again, and n2, the freshest now, is promoted (by the
+    reports as they were, n3 would have been)."""
+    c = cluster
+    d = _formed_with_dir(c, "fresh")
+
+    def put(node, value):
+        tmp = os.path.join(d, ".pos-" + node)
+        with open(tmp, "w") as f:
+            f.write("%d\n" % value)
+        os.replace(tmp, os.path.join(d, "pos-" + node))
+
+    for node, value in (("n1", 250), ("n2", 100), ("n3", 200)):
+        put(node, value)
+    c.apply(
+        "[service db]\nrun = exec sleep 100000\nstandby = hot\nposition = cat %s/pos-$UNDERSTUDY_NODE\n"
+        "check = exec:true\ncheck_interval = 10s\nstandbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\n" % d
+    )
+
+    def reported():
+        st = c.leader_status()
+        s = c.service(st, "db")
+        pos = {n: i["position"] for n, i in c.instances(st, "db").items()} if s else {}
+        return s and s["active"] == "n1" and pos == {"n1": 250, "n2": 100, "n3": 200}
+    c.wait_until(reported, 30, "db active on n1 and every position reported")
+    put("n2", 300)
+    c.kill9("n1")
+
+    def promoted():
+        s = c.service(c.status("n2"), "db")
+        return s and s["active"] and s["active"] != "n1" and s
+    s = c.wait_until(promoted, 30, "db taken over from n1")
+    assert s["active"] == "n2", "promoted by positions read before the failure: %s" % s
+    pos = {n: i["position"] for n, i in c.instances(c.status("n2"), "db").items()}
+    assert pos.get("n2") == 300, pos
