@@ -34,6 +34,24 @@ def _role_status(c, node, path):
     return status
 
 
+def _put_position(d, node, value):
+    """What node's position command (cat d/pos-NODE) prints from now on (written aside, renamed)."""
+    tmp = os.path.join(d, ".pos-" + node)
+    with open(tmp, "w") as f:
+        f.write("%d\n" % value)
+    os.replace(tmp, os.path.join(d, "pos-" + node))
+
+
+def _wait_positions(c, want):
+    """Until the leader shows db active on n1 and exactly these positions reported."""
+    def reported():
+        st = c.leader_status()
+        s = c.service(st, "db")
+        pos = {n: i["position"] for n, i in c.instances(st, "db").items()} if s else {}
+        return s and s["active"] == "n1" and pos == want
+    c.wait_until(reported, 30, "db active on n1 and the positions %s reported" % want)
+
+
 def _formed_with_dir(c, name):
     """Three agents with a leader, and a fresh directory for the test's files."""
     c.configure()
@@ -162,10 +180,7 @@ def test_freshest_standby_and_max_lag(cluster):
     d = _formed_with_dir(c, "position")
 
     def put(node, value):
-        tmp = os.path.join(d, ".pos-" + node)
-        with open(tmp, "w") as f:
-            f.write("%d\n" % value)
-        os.replace(tmp, os.path.join(d, "pos-" + node))
+        _put_position(d, node, value)
 
     for node, value in (("n1", 250), ("n2", 100), ("n3", 200)):
         put(node, value)
@@ -174,15 +189,7 @@ def test_freshest_standby_and_max_lag(cluster):
         "max_lag = 10\nstandbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\n" % d
     )
 
-    def reported():
-        st = c.leader_status()
-        s = c.service(st, "db")
-        if not s or s["active"] != "n1":
-            return None
-        pos = {n: i["position"] for n, i in c.instances(st, "db").items()}
-        return pos if pos == {"n1": 250, "n2": 100, "n3": 200} else None
-
-    c.wait_until(reported, 30, "db active on n1 and every position reported")
+    _wait_positions(c, {"n1": 250, "n2": 100, "n3": 200})
 
     # 1. The active's agent dies; n2 and n3 are 150 and 50 behind its 250: no promotion.
     c.kill9("n1")
@@ -330,10 +337,7 @@ def test_positions_read_afresh_at_failover(cluster):
     d = _formed_with_dir(c, "fresh")
 
     def put(node, value):
-        tmp = os.path.join(d, ".pos-" + node)
-        with open(tmp, "w") as f:
-            f.write("%d\n" % value)
-        os.replace(tmp, os.path.join(d, "pos-" + node))
+        _put_position(d, node, value)
 
     for node, value in (("n1", 250), ("n2", 100), ("n3", 200)):
         put(node, value)
@@ -342,12 +346,7 @@ def test_positions_read_afresh_at_failover(cluster):
         "check = exec:true\ncheck_interval = 10s\nstandbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\n" % d
     )
 
-    def reported():
-        st = c.leader_status()
-        s = c.service(st, "db")
-        pos = {n: i["position"] for n, i in c.instances(st, "db").items()} if s else {}
-        return s and s["active"] == "n1" and pos == {"n1": 250, "n2": 100, "n3": 200}
-    c.wait_until(reported, 30, "db active on n1 and every position reported")
+    _wait_positions(c, {"n1": 250, "n2": 100, "n3": 200})
     put("n2", 300)
     c.kill9("n1")
 
