@@ -41,8 +41,9 @@ build/man/%: docs/man/%.scd | build/.deps-ok
 	@mkdir -p $(dir $@)
 	scdoc < $< > $@
 
-setup build/.deps-ok: scripts/setup.sh
+setup build/.deps-ok: scripts/setup.sh scripts/setup-databases.sh
 	@sh scripts/setup.sh
+	@sh scripts/setup-databases.sh
 	@pkg-config --atleast-version=0.22 raft || { echo "libraft >= 0.22 is required (found $$(pkg-config --modversion raft)); Debian 12's 0.15 has Raft safety bugs. Run scripts/setup.sh" >&2; exit 1; }
 	@mkdir -p build && touch build/.deps-ok
 

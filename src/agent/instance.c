@@ -604,7 +604,7 @@ static void follow_done(us_instance *in, int status)
     if (!d || !as || as->epoch != in->follow_epoch || in->phase != US_PHASE_STANDBY)
         return; /* stopped because the active changed again (or the role): step() goes on */
     if (status == 0) {
-        us_info("%s: following %s (epoch %llu)", in->service, as->active,
+        us_info("%s: following %s (epoch %llu)", in->service, in->follow_node,
                 (unsigned long long)in->follow_epoch);
         in->report.followed = in->follow_epoch;
         in->follow_failures = 0;
@@ -619,8 +619,8 @@ static void follow_done(us_instance *in, int status)
         else
             exit_text(status, why, sizeof why);
         snprintf(in->follow_cause, sizeof in->follow_cause,
-                 "follow hook for %.48s (epoch %llu) failed: %.100s; again in %lld ms", as->active,
-                 (unsigned long long)in->follow_epoch, why, (long long)delay);
+                 "follow hook for %.48s (epoch %llu) failed: %.100s; again in %lld ms",
+                 in->follow_node, (unsigned long long)in->follow_epoch, why, (long long)delay);
         us_warn("%s: %s", in->service, in->follow_cause);
     }
     refresh_obs(in);
@@ -656,6 +656,7 @@ static bool follow_active(us_instance *in, const us_service_def *d, const us_ass
         return true;
     if (in->follow_epoch != as->epoch) { /* a new active: its own attempts, its own verdict */
         in->follow_epoch = as->epoch;
+        us_strlcpy(in->follow_node, as->active, sizeof in->follow_node);
         in->follow_failures = 0;
         in->follow_retry_ms = 0;
         if (in->follow_cause[0]) {
@@ -1099,8 +1100,12 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
         passive_report(in, US_INST_STANDBY, as);
         return;
     }
-    /* Not ours in any role. */
-    if (in->proc && in->phase == US_PHASE_STANDBY)
+    /* Not ours in any role. A hot process stays while nobody holds the role (a release that
+     * waits for the standbys' positions, R12): the next decision most likely lists this node as
+     * a standby again (a demoted active, in a switchover), and a restart would cost a replica its
+     * state. It runs no role meanwhile: nothing is fenced that it could do. */
+    bool hold = d && as && !as->active[0] && d->standby == US_STANDBY_HOT;
+    if (in->proc && in->phase == US_PHASE_STANDBY && !hold)
         us_proc_stop(in->proc, d ? d->stop_timeout_ms : 2000);
     if (in->hook && in->hook_kind == HOOK_FOLLOW)
         us_proc_kill(in->hook, SIGKILL);
