@@ -1,41 +1,6 @@
 #!/bin/sh
 # Install what the benchmarks in bench/ need besides scripts/setup.sh's packages: keepalived and
 # HAProxy (the systems compared with understudy), wrk (load generator), nftables (tests/netns.py),
-# stress-ng (bench/soak: saturated cores).
-# Idempotent and quiet when all is there. The packages' daemons are not started by the install
-# (a temporary policy-rc.d, unless the machine has one already): the benchmarks run their own
-# instances inside network namespaces.
+# stress-ng (bench/soak: saturated cores); their daemons not started (install-missing.sh).
 set -eu
-
-PKGS="keepalived haproxy wrk nftables iproute2 gcc python3 stress-ng"
-
-missing=""
-for p in $PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-[ -z "$missing" ] && exit 0
-
-if [ "$(id -u)" != 0 ]; then
-    echo "setup-bench: missing packages:$missing; run as root: sudo $0" >&2
-    exit 1
-fi
-
-policy=/usr/sbin/policy-rc.d
-own_policy=0
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    own_policy=1
-    trap 'rm -f "$policy"' EXIT
-    trap 'rm -f "$policy"; exit 1' INT TERM HUP
-fi
-
-echo "setup-bench: installing:$missing"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# shellcheck disable=SC2086 # word splitting wanted
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
-if [ "$own_policy" = 1 ]; then
-    rm -f "$policy"
-    trap - EXIT INT TERM HUP
-fi
+exec sh "$(dirname "$0")/install-missing.sh" setup-bench keepalived haproxy wrk nftables iproute2 gcc python3 stress-ng
