@@ -688,7 +688,9 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
     }
     bool can_restart = !block[0];
     const char *how = "";
-    int c = positions_settled(in, s, h) ? choose_active(in, s, h, &how) : US_LATER;
+    int c = choose_active(in, s, h, &how);
+    if (c >= 0 && !positions_settled(in, s, h))
+        c = US_LATER; /* R12; with no candidate at all, a restart in place may still help */
     /* A requested switchover is a request to move: neither the policy nor the guard keeps the
      * role on the node it was to leave. */
     bool policy_restart = d->on_failure == US_ON_FAILURE_RESTART && !cur->demoting;
@@ -786,15 +788,15 @@ static bool pick_active(const us_decide_input *in, int s, int released, us_assig
 {
     const us_assignment *cur = &in->asg[s];
     const char *how = "";
-    if (!positions_settled(in, s, released)) {
-        if (released < 0)
-            return false; /* R12: decide again once the standbys read their positions afresh */
-        append(why, len, "%sreading the standbys' positions", why[0] ? "; " : "");
-        return true; /* the release commits first */
-    }
+    if (released < 0 && !positions_settled(in, s, released))
+        return false; /* R12: decide again once the standbys read their positions afresh */
     int c = choose_active(in, s, released, &how);
     if (c == US_WAIT)
         return false; /* decide again once the new leader knows that node's lease */
+    if (c >= 0 && !positions_settled(in, s, released)) {
+        append(why, len, "%sreading the standbys' positions", why[0] ? "; " : "");
+        return true; /* R12: the release commits first */
+    }
     /* R12: the positions were read afresh after a release: this decision ends the wait, and says
      * why nobody got the role if nobody did. */
     bool read = released < 0 && cur->free_since_ms > 0;
