@@ -113,8 +113,13 @@ static void self_healing_json(json_t *o, const us_service_def *d, const us_assig
     }
     /* R12: the position the lost active reported last, which the next one must come close to. */
     json_object_set_new(o, "lost_position",
-                        as->has_lost_position ? json_integer((json_int_t)as->lost_position)
-                                              : json_null());
+                        as->has_lost_position && !as->active[0]
+                            ? json_integer((json_int_t)as->lost_position)
+                            : json_null());
+    json_object_set_new(o, "recorded_position",
+                        as->has_lost_position && as->active[0]
+                            ? json_integer((json_int_t)as->lost_position)
+                            : json_null());
     json_object_set_new(o, "recover", json_boolean(as->recover));
     json_object_set_new(o, "restart",
                         as->restart_node[0]

@@ -373,12 +373,38 @@ static bool lost_position(const us_decide_input *in, int s, int released, int64_
 {
     if (!in->defs[s].position[0])
         return false;
-    if (released >= 0) {
-        *out = position_of(in, s, released);
+    const us_assignment *a = &in->asg[s];
+    int64_t rec = a->has_lost_position ? a->lost_position : -1;
+    if (released >= 0) { /* its last report, or what the state recorded, whichever is greater */
+        int64_t p = position_of(in, s, released);
+        *out = p > rec ? p : rec;
         return *out >= 0;
     }
-    *out = in->asg[s].lost_position;
-    return in->asg[s].has_lost_position;
+    *out = rec;
+    return rec >= 0;
+}
+
+/* R12: with max_lag, record the holder's position in the state as it grows (by half of max_lag
+ * or more, at most once a second), so that a leader elected when the holder is lost knows how
+ * far it had come even without its reports. true if recorded. */
+static bool record_position(const us_decide_input *in, int s, us_assignment *next)
+{
+    const us_service_def *d = &in->defs[s];
+    const us_assignment *cur = &in->asg[s];
+    int h = cur->active[0] ? find_node(in, cur->active) : -1;
+    if (d->max_lag < 0 || !d->position[0] || h < 0 || strcmp(next->active, cur->active) != 0 ||
+        next->epoch != cur->epoch)
+        return false;
+    const us_inst_obs *r = obs(in, s, h);
+    int64_t p = r->state == US_INST_ACTIVE && r->epoch == cur->epoch ? r->position : -1;
+    int64_t step = d->max_lag / 2 > 1 ? d->max_lag / 2 : 1;
+    if (p < 0 || (cur->has_lost_position && p - cur->lost_position < step) ||
+        in->now_ms - cur->position_ms < 1000)
+        return false;
+    next->has_lost_position = true;
+    next->lost_position = p;
+    next->position_ms = in->now_ms;
+    return true;
 }
 
 /* R12: node n is close enough to the lost active's position (max_lag), or there is no limit. */
@@ -608,6 +634,7 @@ static void give_role(const us_decide_input *in, int s, us_assignment *next, int
     next->restart_at_ms = 0;
     next->has_lost_position = false;
     next->lost_position = 0;
+    next->position_ms = 0;
     /* R13: the new active waits for nobody yet; nobody is promotable until its sync hook ran. */
     if (in->defs[s].synchronous > 0 || next->sync_gen) {
         next->n_sync = next->n_sync_want = 0;
@@ -993,7 +1020,7 @@ static bool same_assignment(const us_assignment *a, const us_assignment *b)
         a->last_failover_ms != b->last_failover_ms || a->n_fail != b->n_fail ||
         a->has_lost_position != b->has_lost_position || a->lost_position != b->lost_position ||
         a->sync_gen != b->sync_gen || a->sync_waived != b->sync_waived ||
-        a->free_since_ms != b->free_since_ms ||
+        a->free_since_ms != b->free_since_ms || a->position_ms != b->position_ms ||
         !same_set((const char(*)[US_NAME_MAX])a->sync, a->n_sync,
                   (const char(*)[US_NAME_MAX])b->sync, b->n_sync))
         return false;
@@ -1104,11 +1131,14 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
         return false;
     place_standbys(in, s, next, why, sizeof why);
     update_sync(in, s, next, why, sizeof why);
+    bool recorded = record_position(in, s, next);
     next->renew = renews(in, s, next);
     if (same_assignment(cur, next) && !next->renew)
         return false;
-    if (!why[0] && next->renew && cur->reason[0])
+    if (!why[0] && (next->renew || recorded) && cur->reason[0])
         us_strlcpy(why, cur->reason, sizeof why); /* the cause of the last transition stays */
+    else if (!why[0] && recorded)
+        snprintf(why, sizeof why, "position of %s recorded", cur->active);
     else if (!why[0] && next->renew)
         snprintf(why, sizeof why, "role of %s renewed: a voter had revoked its lease", cur->active);
     else if (!why[0])

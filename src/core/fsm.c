@@ -345,6 +345,8 @@ json_t *us_assignment_to_json(const us_assignment *a)
         json_object_set_new(j, "renew", json_true());
     if (a->has_lost_position)
         json_object_set_new(j, "lost_position", json_integer((json_int_t)a->lost_position));
+    if (a->position_ms)
+        json_object_set_new(j, "position_ms", json_integer((json_int_t)a->position_ms));
     if (a->sync_gen) { /* R13; absent: never used */
         json_object_set_new(j, "sync", names_json((char(*)[US_NAME_MAX])a->sync, a->n_sync));
         json_object_set_new(j, "sync_want",
@@ -410,6 +412,7 @@ static int assignment_from_json(us_assignment *a, const json_t *j)
     a->lost_position = lost ? (int64_t)json_integer_value(lost) : 0;
     a->sync_gen = us_json_u64(j, "sync_gen");
     a->free_since_ms = ji64(j, "free_since_ms");
+    a->position_ms = ji64(j, "position_ms");
     a->sync_waived = json_is_true(json_object_get(j, "sync_waived"));
     if (names_from_json(a->sync, &a->n_sync, json_object_get(j, "sync")) != 0 ||
         names_from_json(a->sync_want, &a->n_sync_want, json_object_get(j, "sync_want")) != 0)
@@ -866,7 +869,7 @@ static int apply_reset(us_state *s, const json_t *cmd)
         a->sync_waived = true;
         changed = true;
     }
-    if (!node[0] && a->has_lost_position) { /* R12: an operator accepts the loss */
+    if (!node[0] && a->has_lost_position && !a->active[0]) { /* R12: an operator accepts the loss */
         char from[64];
         snprintf(from, sizeof from, "position %lld", (long long)a->lost_position);
         add_event(s, &st, "reset", a->service, NULL, from, "cleared",

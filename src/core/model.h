@@ -237,10 +237,13 @@ typedef struct us_assignment {
     int restarts;                   /* restarts in place in the window that began at: */
     int64_t restart_window_ms;
     int64_t last_failover_ms; /* the active role last moved to another node after a failure */
-    /* `position` (R12): what the holder last reported when its role was released; the next
-     * active must be within max_lag of it. Cleared when the role is given, or by a reset. */
+    /* `position` with `max_lag` (R12): the holder's position as last recorded in the state (the
+     * leader records it as it grows, so that a new leader knows it too), and at its release the
+     * greater of that and its last report; the next active must be within max_lag of it. Cleared
+     * when the role is given, or by a reset while the role is free. */
     bool has_lost_position;
     int64_t lost_position;
+    int64_t position_ms;   /* when it was last recorded (the leader's wall clock) */
     int64_t free_since_ms; /* a service with `position`: when its holder was released (leader's
                               wall clock); the standbys' positions are read afresh before the
                               next active is chosen (R12). 0 = not waiting. */

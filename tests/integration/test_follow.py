@@ -190,6 +190,10 @@ def test_freshest_standby_and_max_lag(cluster):
     )
 
     _wait_positions(c, {"n1": 250, "n2": 100, "n3": 200})
+    # With max_lag the leader records the active's position in the replicated state (a leader
+    # elected when the active is lost knows it without its reports).
+    c.wait_until(lambda: c.service(c.status("n3"), "db")["recorded_position"] == 250, 10,
+                 "n1's position recorded in the state")
 
     # 1. The active's agent dies; n2 and n3 are 150 and 50 behind its 250: no promotion.
     c.kill9("n1")
