@@ -601,7 +601,9 @@ static void follow_done(us_instance *in, int status)
     const us_service_def *d = def_of(a, in->service);
     int k = us_state_find_service_from(a->env.state, in->service, in->state_idx);
     const us_assignment *as = k >= 0 ? &a->env.state->asg[k] : NULL;
-    if (!d || !as || as->epoch != in->follow_epoch || in->phase != US_PHASE_STANDBY)
+    bool killed = in->follow_killed;
+    in->follow_killed = false;
+    if (killed || !d || !as || as->epoch != in->follow_epoch || in->phase != US_PHASE_STANDBY)
         return; /* stopped because the active changed again (or the role): step() goes on */
     if (status == 0) {
         us_info("%s: following %s (epoch %llu)", in->service, in->follow_node,
@@ -648,9 +650,17 @@ static bool follow_active(us_instance *in, const us_service_def *d, const us_ass
         if (!target || as->epoch != in->follow_epoch) {
             us_info("%s: the active changed while following it: stopping the follow hook",
                     in->service);
+            in->follow_killed = true; /* not a failure of the hook */
             us_proc_kill(in->hook, SIGKILL);
         }
         return false;
+    }
+    if (!target && in->follow_cause[0]) {
+        /* Nothing to follow now: a failure to follow a lost active says nothing against this
+         * standby (R11 still ranks it after those that followed). */
+        in->follow_cause[0] = '\0';
+        if (refresh_obs(in))
+            report_now(a);
     }
     if (!target || in->report.followed == as->epoch)
         return true;
@@ -858,7 +868,7 @@ static void on_exit_cb(us_proc *p, int status, void *data)
                 demote_finished(in);
             }
         } else if ((kind == HOOK_PROMOTE || kind == HOOK_SYNC) && in->phase == US_PHASE_DEMOTING &&
-                   !x->demote_stop_proc) {
+                   !x->demote_stop_proc && !in->draining) {
             run_demote_hook(in); /* the killed promote (or sync) hook is gone: demote now */
         } else if (kind == HOOK_FOLLOW) {
             follow_done(in, status);
@@ -1105,10 +1115,21 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
      * a standby again (a demoted active, in a switchover), and a restart would cost a replica its
      * state. It runs no role meanwhile: nothing is fenced that it could do. */
     bool hold = d && as && !as->active[0] && d->standby == US_STANDBY_HOT;
-    if (in->proc && in->phase == US_PHASE_STANDBY && !hold)
+    if (hold && in->proc && in->phase == US_PHASE_STANDBY) {
+        /* Still a standby process (stopped below once the role is given elsewhere without
+         * this node): nothing to follow while nobody is active. */
+        if (in->hook && in->hook_kind == HOOK_FOLLOW) {
+            in->follow_killed = true;
+            us_proc_kill(in->hook, SIGKILL);
+        }
+        return;
+    }
+    if (in->proc && in->phase == US_PHASE_STANDBY)
         us_proc_stop(in->proc, d ? d->stop_timeout_ms : 2000);
-    if (in->hook && in->hook_kind == HOOK_FOLLOW)
+    if (in->hook && in->hook_kind == HOOK_FOLLOW) {
+        in->follow_killed = true;
         us_proc_kill(in->hook, SIGKILL);
+    }
     in->report.followed = 0;
     in->follow_epoch = 0;
     if (in->follow_cause[0]) {

@@ -72,6 +72,7 @@ typedef struct us_instance {
     /* `follow` (hot standbys; report.followed says which epoch succeeded last). */
     uint64_t follow_epoch;            /* the active's epoch the hook in progress follows */
     char follow_node[US_NAME_MAX];    /* ... and its node */
+    bool follow_killed;               /* we stopped it (the active changed): not a failure */
     int follow_failures;              /* in a row, for the backoff; 0 after a success */
     int64_t follow_retry_ms;          /* after a failure: not again before this */
     char follow_cause[US_REASON_MAX]; /* the last failure, while it stands: reported unhealthy */

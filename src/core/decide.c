@@ -449,18 +449,20 @@ static bool positions_settled(const us_decide_input *in, int s, int released)
 }
 
 /* R13: node n may be promoted as far as synchronous replication goes: the service has none, it
- * never had an active, an operator waived the set (reset), or n is in the set in force. */
-static bool sync_ok(const us_decide_input *in, int s, int n)
+ * never had an active, an operator waived the set (reset), the holder demoted by plan
+ * (`planned`: a switchover or a drain, whose demote hook handed everything over first), or n is
+ * in the set in force. */
+static bool sync_ok(const us_decide_input *in, int s, int n, bool planned)
 {
     const us_assignment *a = &in->asg[s];
-    return in->defs[s].synchronous == 0 || a->epoch == 0 || a->sync_waived ||
+    return in->defs[s].synchronous == 0 || a->epoch == 0 || a->sync_waived || planned ||
            in_list((const char(*)[US_NAME_MAX])a->sync, a->n_sync, in->nodes[n].name);
 }
 
 /* R12 and R13 together: what keeps node n from the role whatever else holds. */
-static bool may_take(const us_decide_input *in, int s, int released, int n)
+static bool may_take(const us_decide_input *in, int s, int released, int n, bool planned)
 {
-    return within_lag(in, s, released, n) && sync_ok(in, s, n);
+    return within_lag(in, s, released, n) && sync_ok(in, s, n, planned);
 }
 
 /* R12: after "no eligible node for the active role", the standbys that only max_lag kept out. */
@@ -541,12 +543,13 @@ static int standby_order(const us_decide_input *in, int s, int *out)
  * (US_WAIT), not skipped, unless it is the holder being released (`released`, -1 for none). A
  * node further than max_lag behind the lost active's position is neither chosen nor waited for
  * (R12). */
-static int choose_active(const us_decide_input *in, int s, int released, const char **how)
+static int choose_active(const us_decide_input *in, int s, int released, bool planned,
+                         const char **how)
 {
     const us_assignment *a = &in->asg[s];
     if (a->target[0]) {
         int t = find_node(in, a->target);
-        if (t < 0 || may_take(in, s, released, t)) {
+        if (t < 0 || may_take(in, s, released, t, planned)) {
             if (waits_for(in, s, t, released))
                 return US_WAIT;
             if (t >= 0 && eligible(in, s, t)) {
@@ -561,7 +564,7 @@ static int choose_active(const us_decide_input *in, int s, int released, const c
     int n_order = standby_order(in, s, order);
     for (int i = 0; i < n_order; i++) {
         int n = find_node(in, a->standbys[order[i]]);
-        if (n >= 0 && !may_take(in, s, released, n))
+        if (n >= 0 && !may_take(in, s, released, n, planned))
             continue;
         if (waits_for(in, s, n, released))
             return US_WAIT;
@@ -574,7 +577,7 @@ static int choose_active(const us_decide_input *in, int s, int released, const c
     const us_service_def *d = &in->defs[s];
     for (int i = 0; i < (d->n_nodes ? d->n_nodes : in->n_nodes); i++) {
         int n = d->n_nodes ? find_node(in, d->nodes[i]) : i;
-        if (n < 0 || !may_take(in, s, released, n))
+        if (n < 0 || !may_take(in, s, released, n, planned))
             continue;
         if (waits_for(in, s, n, released))
             return US_WAIT;
@@ -614,7 +617,8 @@ static bool standby_ready(const us_decide_input *in, int s, int n)
 {
     const us_inst_obs *r = obs(in, s, n);
     const us_service_def *d = &in->defs[s];
-    if (r->state != US_INST_STANDBY || r->epoch != in->asg[s].epoch || !followed(in, s, n))
+    if (r->state != US_INST_STANDBY || r->epoch != in->asg[s].epoch || !followed(in, s, n) ||
+        !sync_ok(in, s, n, false))
         return false;
     if (d->standby == US_STANDBY_HOT && d->n_checks > 0)
         return r->health == US_HEALTH_HEALTHY;
@@ -715,7 +719,7 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
     }
     bool can_restart = !block[0];
     const char *how = "";
-    int c = choose_active(in, s, h, &how);
+    int c = choose_active(in, s, h, false, &how);
     if (c >= 0 && !positions_settled(in, s, h))
         c = US_LATER; /* R12; with no candidate at all, a restart in place may still help */
     /* A requested switchover is a request to move: neither the policy nor the guard keeps the
@@ -753,7 +757,7 @@ static bool after_failure(const us_decide_input *in, int s, int h, us_assignment
     }
     next->demoting = false;
     next->target[0] = '\0';
-    if (ge && (c >= 0 || c == US_WAIT))
+    if (ge && (c >= 0 || c == US_WAIT || c == US_LATER))
         append(why, len, "; no restart in place (%s); %s: no failover before %lld (in %lld ms)",
                block, gtext, (long long)ge, (long long)(ge - now));
     else {
@@ -775,7 +779,7 @@ static bool stopping_helps(const us_decide_input *in, int s, int h)
     if (!block[0])
         return true;
     const char *how = "";
-    int c = choose_active(in, s, h, &how);
+    int c = choose_active(in, s, h, false, &how);
     return c >= 0 && c != h && !guard_end(in, s);
 }
 
@@ -817,7 +821,7 @@ static bool pick_active(const us_decide_input *in, int s, int released, us_assig
     const char *how = "";
     if (released < 0 && !positions_settled(in, s, released))
         return false; /* R12: decide again once the standbys read their positions afresh */
-    int c = choose_active(in, s, released, &how);
+    int c = choose_active(in, s, released, switchover, &how);
     if (c == US_WAIT)
         return false; /* decide again once the new leader knows that node's lease */
     if (c >= 0 && !positions_settled(in, s, released)) {
@@ -1124,6 +1128,10 @@ static bool decide_service(const us_decide_input *in, int s, us_assignment *next
         case PENDING_GIVEN:
             break;
         }
+    } else if (cur->free_since_ms > 0 && cur->release == US_RELEASE_SWITCHOVER) {
+        /* R12: the second round of a planned switchover (the release waited for positions): still
+         * a switchover, neither a failover nor under the failover guard. */
+        choose = switchover = true;
     } else {
         choose = guarded = true;
     }

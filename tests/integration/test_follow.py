@@ -361,3 +361,35 @@ def test_positions_read_afresh_at_failover(cluster):
     assert s["active"] == "n2", "promoted by positions read before the failure: %s" % s
     pos = {n: i["position"] for n, i in c.instances(c.status("n2"), "db").items()}
     assert pos.get("n2") == 300, pos
+
+
+def test_follow_stopped_by_a_free_role_is_no_failure(cluster):
+    """A follow hook still running when the active is lost is stopped (nothing to follow while the
+    role is free: with `position` it is free until the standbys read their positions), and that
+    is no failure of the standby: it stays healthy and takes the role (review finding: it turned
+    unhealthy and nobody was promoted)."""
+    c = cluster
+    d = _formed_with_dir(c, "freefollow")
+    _put_position(d, "n1", 10)
+    _put_position(d, "n2", 5)
+    open(os.path.join(d, "slow-n2"), "w").close()
+    follow = "if [ -e {d}/slow-$UNDERSTUDY_NODE ]; then sleep 60; fi".format(d=d)
+    c.apply(
+        "[service db]\nrun = exec sleep 100000\nstandby = hot\nfollow = %s\nfollow_timeout = 90s\n"
+        "position = cat %s/pos-$UNDERSTUDY_NODE\nstandbys = 1\nnodes = n1 n2\nstop_timeout = 2s\n" % (follow, d)
+    )
+
+    def following():
+        st = c.leader_status()
+        s = c.service(st, "db")
+        n2 = _inst(c, st, "n2")
+        return s and s["active"] == "n1" and n2 and n2["following"] is False and n2
+    c.wait_until(following, 30, "db active on n1, n2 still following it")
+    c.kill9("n1")
+
+    def promoted():
+        s = c.service(c.status("n3"), "db")
+        return s and s["active"] == "n2" and s
+    s = c.wait_until(promoted, 30, "n2 promoted although its follow hook was stopped")
+    n2 = _inst(c, c.status("n3"), "n2")
+    assert n2["health"] != "unhealthy", n2

@@ -686,6 +686,11 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
         return parse_bool(c, key, v, &a->sync_waived);
     if (strcmp(key, "free_since") == 0)
         return parse_ms(c, key, v, &a->free_since_ms);
+    if (strcmp(key, "released") == 0) { /* the release kind of the assignment's last change */
+        a->release = us_release_kind_parse(v);
+        return strcmp(us_release_kind_name(a->release), v) == 0 ||
+               perr(c, "key 'released': expected a release kind, got '%s'", v);
+    }
     if (strcmp(key, "follow") == 0) { /* the hook's command does not matter here */
         bool on;
         if (!once(c, seen, 27, key) || !parse_bool(c, key, v, &on))
@@ -718,7 +723,7 @@ static bool policy_key(parse_ctx *c, scenario *s, int i, const char *key, char *
                 "failure_threshold, failure_window, failure_cooldown, min_failover_interval, "
                 "failback, restart_node, restart_at, restarts, restart_window_start, "
                 "last_failover, checks, follow, position, max_lag, lost_position, synchronous, "
-                "sync_standbys, sync_want, sync_gen, sync_waived, free_since, fail NODE)",
+                "sync_standbys, sync_want, sync_gen, sync_waived, free_since, released, fail NODE)",
                 key);
 }
 
