@@ -1,8 +1,11 @@
 /* fuzz_msg.c — datagram payloads after decryption (msg.h us_msg_decode): whatever the bytes, the
- * decoder returns one of its results, and what it accepts is within the ranges msg.h promises. */
+ * decoder returns one of its results, and what it accepts is within the ranges msg.h promises.
+ * The same bytes as a `position` command's output (role.h us_position_parse): a number >= 0 or
+ * a refusal. */
 #include "fuzz.h"
 
 #include "core/msg.h"
+#include "core/role.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -15,6 +18,9 @@ static us_msg m;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    int64_t pos = -1;
+    if (us_position_parse((const char *)data, size, &pos))
+        FUZZ_CHECK(pos >= 0);
     const char *why = NULL;
     us_msg_result r = us_msg_decode(data, size, &m, &why);
     FUZZ_CHECK(r == US_MSG_OK || r == US_MSG_MALFORMED || r == US_MSG_UNKNOWN);
@@ -33,6 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(p->reports[i].obs.state <= US_INST_FENCED);
             FUZZ_CHECK(p->reports[i].obs.health <= US_HEALTH_UNHEALTHY);
             FUZZ_CHECK(p->reports[i].pid >= 0 && p->reports[i].check_ms >= -1);
+            FUZZ_CHECK(p->reports[i].obs.position >= -1);
             FUZZ_CHECK(memchr(p->reports[i].obs.cause, 0, sizeof p->reports[i].obs.cause));
         }
         for (int i = 0; i < p->n_leases; i++)
