@@ -62,6 +62,20 @@ def _formed_with_dir(c, name):
     return d
 
 
+def _position_service(c, name, extra):
+    """Three agents; db (hot, `position` = cat DIR/pos-NODE, plus `extra` keys) active on n1 with
+    the positions n1 250, n2 100, n3 200 reported. Returns DIR."""
+    d = _formed_with_dir(c, name)
+    for node, value in (("n1", 250), ("n2", 100), ("n3", 200)):
+        _put_position(d, node, value)
+    c.apply(
+        "[service db]\nrun = exec sleep 100000\nstandby = hot\nposition = cat %s/pos-$UNDERSTUDY_NODE\n"
+        "%sstandbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\n" % (d, extra)
+    )
+    _wait_positions(c, {"n1": 250, "n2": 100, "n3": 200})
+    return d
+
+
 def test_standbys_follow_the_active(cluster):
     c = cluster
     d = _formed_with_dir(c, "follow")
@@ -177,19 +191,11 @@ def test_freshest_standby_and_max_lag(cluster):
     catches up it is promoted. Later, with both standbys behind again, `understudy reset` accepts
     the loss and the freshest one is promoted."""
     c = cluster
-    d = _formed_with_dir(c, "position")
+    d = _position_service(c, "position", "max_lag = 10\n")
 
     def put(node, value):
         _put_position(d, node, value)
 
-    for node, value in (("n1", 250), ("n2", 100), ("n3", 200)):
-        put(node, value)
-    c.apply(
-        "[service db]\nrun = exec sleep 100000\nstandby = hot\nposition = cat %s/pos-$UNDERSTUDY_NODE\n"
-        "max_lag = 10\nstandbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\n" % d
-    )
-
-    _wait_positions(c, {"n1": 250, "n2": 100, "n3": 200})
     # With max_lag the leader records the active's position in the replicated state (a leader
     # elected when the active is lost knows it without its reports).
     c.wait_until(lambda: c.service(c.status("n3"), "db")["recorded_position"] == 250, 10,
@@ -338,19 +344,11 @@ def test_positions_read_afresh_at_failover(cluster):
     role, every standby reads its position again, and n2, the freshest now, is promoted (by the
     reports as they were, n3 would have been)."""
     c = cluster
-    d = _formed_with_dir(c, "fresh")
+    d = _position_service(c, "fresh", "check = exec:true\ncheck_interval = 10s\n")
 
     def put(node, value):
         _put_position(d, node, value)
 
-    for node, value in (("n1", 250), ("n2", 100), ("n3", 200)):
-        put(node, value)
-    c.apply(
-        "[service db]\nrun = exec sleep 100000\nstandby = hot\nposition = cat %s/pos-$UNDERSTUDY_NODE\n"
-        "check = exec:true\ncheck_interval = 10s\nstandbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\n" % d
-    )
-
-    _wait_positions(c, {"n1": 250, "n2": 100, "n3": 200})
     put("n2", 300)
     c.kill9("n1")
 
@@ -390,6 +388,6 @@ def test_follow_stopped_by_a_free_role_is_no_failure(cluster):
     def promoted():
         s = c.service(c.status("n3"), "db")
         return s and s["active"] == "n2" and s
-    s = c.wait_until(promoted, 30, "n2 promoted although its follow hook was stopped")
+    c.wait_until(promoted, 30, "n2 promoted although its follow hook was stopped")
     n2 = _inst(c, c.status("n3"), "n2")
     assert n2["health"] != "unhealthy", n2
