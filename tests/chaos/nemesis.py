@@ -319,6 +319,10 @@ class Run:
             self.h.watch[n] = out
         for n in self.nodes:
             self.h.wait("the address watcher in %s" % n, lambda n=n: self.h._watch_lines(n, ready=True), 10, 0.02)
+            sched = [e.get("sched") for e in self.h._watch_lines(n) if e["ev"] == "ready"][0]
+            if sched != "fifo":
+                self.h.note("the address watcher in %s has no real-time priority (%s): it may date VIP changes late"
+                            % (n, sched))
 
     def services_text(self):
         out = []
