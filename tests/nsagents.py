@@ -90,6 +90,11 @@ def status(bed, where, binary, n):
         cp = cli(bed, where, binary, n, ["status", "--local", "--json"], timeout=10)
     except netns.NetnsError:
         return None
+    return json_or_none(cp)
+
+
+def json_or_none(cp):
+    """The JSON a command printed, or None if it failed or printed something else."""
     if cp.returncode != 0:
         return None
     try:

@@ -590,6 +590,9 @@ static void standby_exited(us_instance *in, int status)
              "standby instance on %s: %s; restart %d in %lld ms", in->owner->env.cfg->name, why,
              in->standby_restarts, (long long)delay);
     us_warn("%s: %s", in->service, in->restart_cause);
+    /* Its data may be what made it fail (a replica that cannot apply the active's stream): it
+     * follows the active again before it starts, the hook's chance to repair (rewind, copy). */
+    in->report.followed = 0;
     report_now(in->owner); /* restarted by a later tick once the backoff is over */
 }
 

@@ -2,12 +2,12 @@
 """redis_writer.py — a client of the redis recipe (tests/integration/test_redis.py), standard
 library only. Runs in the client namespace for a bounded time and count:
 
-    redis_writer.py write --host H --out FILE --seconds S [--max N]
-        SET w:<i> <i> then WAIT 1 500 through one connection, i = 1, 2, ...; a write whose WAIT
+    redis_writer.py write --host H --out FILE --seconds S [--max N] [--tag T]
+        SET w:<i> <i> (w:T:<i> with a tag) then WAIT 1 500 through one connection, i = 1, 2, ...; a write whose WAIT
         says that a replica has it is acknowledged: its i is appended to FILE (one per line,
         flushed). Any error or timeout: reconnect after 20 ms; the write is retried under a new i.
         Stops after S seconds or N writes; prints {"writes", "acked", "errors"} as JSON.
-    redis_writer.py check --host H --acked FILE
+    redis_writer.py check --host H --acked FILE [--tag T]
         Which acknowledged keys the server at H lacks: MGET in batches; prints
         {"acked", "missing": [first 20], "n_missing", "role"} as JSON.
     redis_writer.py info --host H
@@ -79,6 +79,10 @@ class Conn:
         self.s.close()
 
 
+def key(a, i):
+    return "w:%s:%d" % (a.tag, i) if a.tag else "w:%d" % i
+
+
 def write(a):
     end = time.monotonic() + a.seconds
     i = writes = acked = errors = 0
@@ -90,7 +94,7 @@ def write(a):
                 if conn is None:
                     conn = Conn(a.host, 1.0)
                 writes += 1
-                conn.call("SET", "w:%d" % i, i)
+                conn.call("SET", key(a, i), i)
                 if conn.call("WAIT", 1, 500) >= 1:
                     out.write("%d\n" % i)
                     out.flush()
@@ -111,7 +115,7 @@ def check(a):
     missing = []
     for k in range(0, len(keys), 500):
         batch = keys[k:k + 500]
-        vals = conn.call("MGET", *["w:%d" % i for i in batch])
+        vals = conn.call("MGET", *[key(a, i) for i in batch])
         missing += [i for i, v in zip(batch, vals) if v is None]
     role = conn.call("ROLE")[0]
     print(json.dumps({"acked": len(keys), "missing": missing[:20], "n_missing": len(missing),
@@ -130,6 +134,7 @@ def main():
     ap.add_argument("--host", required=True)
     ap.add_argument("--out")
     ap.add_argument("--acked")
+    ap.add_argument("--tag", default="")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--max", type=int, default=1000000)
     a = ap.parse_args()

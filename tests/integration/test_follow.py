@@ -6,7 +6,8 @@ or failing per node by marker files:
   - a failing hook reports the standby unhealthy (its cause says so), keeps its process from
     starting and its /role/standby at 503, and is run again until it succeeds;
   - a fenced former active (its agent killed) and a demoted one (switchover) follow the new
-    active before they count as ready.
+    active before they count as ready;
+  - a standby process that died follows the active again before it restarts.
 """
 
 import json
@@ -182,6 +183,22 @@ def test_standbys_follow_the_active(cluster):
     assert e3 > e2 and n3["followed"] == e3 and n3["pid"], n3
     assert ["follow", "n3", str(e3), "n1", str(e3), "standby"] in _seq(seq)
     assert _role_status(c, "n1", "") == 200
+
+    # 5. A standby process that dies follows the active again before it is restarted (its data
+    #    may be why it died: the hook's chance to repair it).
+    n2 = _inst(c, c.status("n1"), "n2")
+    assert n2 and n2["pid"] and n2["followed"] == e3, n2
+    before = len(_seq(seq))
+    os.kill(n2["pid"], 9)
+
+    def n2_back():
+        st = c.status("n1")
+        x = _inst(c, st, "n2")
+        return x and x["pid"] and x["pid"] != n2["pid"] and x["following"] is True and x
+    c.wait_until(n2_back, 30, "n2's standby process restarted, following n1")
+    after = _seq(seq)[before:]
+    assert ["follow", "n2", str(e3), "n1", str(e3), "standby"] in after, after
+    assert after.index(["followed", "n2", str(e3)]) < after.index(["run", "n2", "standby", str(e3)]), after
 
 
 def test_freshest_standby_and_max_lag(cluster):
