@@ -577,6 +577,31 @@ static void h_apply(us_api_req *r, void *data)
     free(err);
 }
 
+/* A switchover of a service nobody holds: with force=1, an operator accepts losing what only the
+ * lost active had (R12/R13) and may name the next active. */
+static void accept_loss(us_agent *a, us_api_req *r, int k, const char *to, const char *by)
+{
+    const us_assignment *as = &a->fsm.state.asg[k];
+    const char *force = us_api_req_query(r, "force");
+    bool held_back = as->has_lost_position || (as->sync_gen && !as->sync_waived);
+    if (!force || strcmp(force, "1") != 0) {
+        us_api_reply_error(r, 409, "'%s' has no active instance to switch over from%s", as->service,
+                           held_back ? " (a promotion would lose writes only the lost active had; "
+                                       "--force accepts that)"
+                                     : "");
+        return;
+    }
+    bool has_to = to && to[0];
+    char cause[US_REASON_MAX];
+    snprintf(cause, sizeof cause, "loss accepted by %.64s (switchover --force%s%.*s)", by,
+             has_to ? " to " : "", US_NAME_MAX, has_to ? to : "");
+    us_warn("%s: %s", as->service, cause);
+    json_t *reply =
+        json_pack("{s:s, s:n, s:o, s:I}", "service", as->service, "from", "to",
+                  has_to ? json_string(to) : json_null(), "epoch", (json_int_t)as->epoch);
+    propose_stamped(a, r, us_cmd_accept_loss(as->service, to), cause, 202, reply);
+}
+
 static void do_switchover(us_agent *a, us_api_req *r, int k, const char *by)
 {
     const us_state *s = &a->fsm.state;
@@ -594,7 +619,7 @@ static void do_switchover(us_agent *a, us_api_req *r, int k, const char *by)
         }
     }
     if (!s->asg[k].active[0]) {
-        us_api_reply_error(r, 409, "'%s' has no active instance to switch over from", name);
+        accept_loss(a, r, k, to, by);
         return;
     }
     if (s->asg[k].demoting) {

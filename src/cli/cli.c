@@ -31,6 +31,7 @@ enum {
     O_FOLLOW,
     O_NODE,
     O_LOCAL,
+    O_FORCE,
     O_COUNT
 };
 
@@ -63,6 +64,7 @@ static const option options[O_COUNT] = {
     [O_FOLLOW] = {"--follow", "-f", US_OPT_FOLLOW, NULL, false, NULL},
     [O_NODE] = {"--node", NULL, US_OPT_NODE, "--node needs a node name", false, ""},
     [O_LOCAL] = {"--local", NULL, US_OPT_LOCAL, NULL, false, NULL},
+    [O_FORCE] = {"--force", NULL, US_OPT_FORCE, NULL, false, NULL},
 };
 
 /* The option argv[*i] is, with its value in *val (NULL when missing; the option's name for a
@@ -221,6 +223,7 @@ static int run(us_client *c, int argc, char **argv)
         args.node = val[O_NODE];
         args.follow = val[O_FOLLOW] != NULL;
         args.own_view = val[O_LOCAL] != NULL;
+        args.force = val[O_FORCE] != NULL;
     }
 
     /* The subcommand, then the arguments after it. */

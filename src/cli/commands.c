@@ -107,12 +107,10 @@ static int cmd_switchover(us_client *c, const us_cmd_args *a)
     const char *service = a->arg[0], *to = a->to;
     char enc_s[256], enc_to[256], target[600];
     us_http_url_encode(service, enc_s, sizeof enc_s);
-    if (to) {
+    if (to)
         us_http_url_encode(to, enc_to, sizeof enc_to);
-        snprintf(target, sizeof target, "/v1/services/%s/switchover?to=%s", enc_s, enc_to);
-    } else {
-        snprintf(target, sizeof target, "/v1/services/%s/switchover", enc_s);
-    }
+    snprintf(target, sizeof target, "/v1/services/%s/switchover%s%s%s%s", enc_s, to ? "?to=" : "",
+             to ? enc_to : "", a->force ? (to ? "&" : "?") : "", a->force ? "force=1" : "");
     us_reply rep;
     if (us_http_post(&c->http, target, &rep) != 0)
         return US_EXIT_FAILED;
@@ -691,19 +689,24 @@ const us_command us_commands[] = {
      "     error\n",
      /* overview */ "  check-config FILE               validate a node config or services file\n",
      .run = cmd_check_config, .min_args = 1, .max_args = 1, .arg_name = "FILE", .local = true},
-    {"switchover", "understudy switchover SERVICE [--to NODE]",
+    {"switchover", "understudy switchover SERVICE [--to NODE] [--force]",
      "Move SERVICE's active role (to NODE, or to the best standby) and wait up to 30\n"
-     "s until it is active again under a new epoch.\n",
+     "s until it is active again under a new epoch. With --force, when SERVICE has no\n"
+     "active because promoting a standby would lose writes only the lost active had\n"
+     "(max_lag, synchronous): accept that loss and promote one (NODE if given).\n",
      "  --to NODE        the node to move it to (default: the best standby)\n"
+     "  --force          accept losing writes of a lost active (see above)\n"
      "  --json           {\"service\", \"from\", \"to\", \"epoch\"} when done\n" OPT_API,
      "  understudy switchover web\n"
-     "  understudy switchover web --to n2\n",
+     "  understudy switchover web --to n2\n"
+     "  understudy switchover db --force\n",
      "  0  done (with --to: moved to NODE)\n"
      "  1  refused, not done within 30 s, moved elsewhere than NODE, or the agent\n"
      "     could not be reached\n"
      "  2  usage error\n",
      /* overview */ "  switchover SERVICE [--to NODE]  move the active role, wait until done\n",
-     .run = cmd_switchover, .min_args = 1, .max_args = 1, .arg_name = "SERVICE", .opts = US_OPT_TO},
+     .run = cmd_switchover, .min_args = 1, .max_args = 1, .arg_name = "SERVICE",
+     .opts = US_OPT_TO | US_OPT_FORCE},
     {"service", "understudy service pause|resume NAME",
      "pause: stop deciding for service NAME. Its processes keep running as they are;\n"
      "failures are not acted on and no role moves until it is resumed.\n"

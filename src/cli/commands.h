@@ -29,6 +29,7 @@ enum {
     US_OPT_FOLLOW = 1u << 3,  /* --follow */
     US_OPT_NODE = 1u << 4,    /* --node N */
     US_OPT_LOCAL = 1u << 5,   /* --local: the asked node's own view, not the leader's */
+    US_OPT_FORCE = 1u << 6,   /* --force */
     US_OPT_IGNORED = ~0u,     /* the command ignores them all (help) */
 };
 
@@ -47,6 +48,7 @@ typedef struct us_cmd_args {
     int limit;                        /* --limit, 100 when not given */
     bool follow;                      /* --follow */
     bool own_view;                    /* --local */
+    bool force;                       /* --force */
 } us_cmd_args;
 
 typedef int us_cmd_fn(us_client *c, const us_cmd_args *a);

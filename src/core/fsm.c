@@ -677,6 +677,12 @@ json_t *us_cmd_reset(const char *service, const char *node)
                      node ? node : "");
 }
 
+json_t *us_cmd_accept_loss(const char *service, const char *target)
+{
+    return json_pack("{s:s, s:s, s:s}", "op", "accept_loss", "service", service, "target",
+                     target ? target : "");
+}
+
 json_t *us_cmd_event(const us_event *e)
 {
     json_t *j = us_event_to_json(e);
@@ -833,6 +839,32 @@ static int apply_pause(us_state *s, const json_t *cmd)
     return US_APPLY_OK;
 }
 
+/* R12/R13: an operator accepts losing what only the lost active had (`reset`, `switchover
+ * --force`), while nobody is active: the synchronous set and the max_lag check stop holding the
+ * promotion back, once. Returns whether anything changed. */
+static bool accept_loss(us_state *s, us_assignment *a, const stamp *st)
+{
+    bool changed = false;
+    if (a->active[0])
+        return false;
+    if (a->sync_gen && !a->sync_waived) {
+        add_event(s, st, "reset", a->service, NULL, "synchronous", "waived",
+                  "synchronous set waived: any standby may be promoted once");
+        a->sync_waived = true;
+        changed = true;
+    }
+    if (a->has_lost_position) {
+        char from[64];
+        snprintf(from, sizeof from, "position %lld", (long long)a->lost_position);
+        add_event(s, st, "reset", a->service, NULL, from, "cleared",
+                  "max_lag check lifted: a standby behind the lost active may be promoted");
+        a->has_lost_position = false;
+        a->lost_position = 0;
+        changed = true;
+    }
+    return changed;
+}
+
 static int apply_reset(us_state *s, const json_t *cmd)
 {
     int i = command_find_service(s, cmd, us_json_str(cmd, "service"));
@@ -862,20 +894,26 @@ static int apply_reset(us_state *s, const json_t *cmd)
         a->restarts = 0;
         a->restart_window_ms = 0;
     }
-    if (!node[0] && a->sync_gen && !a->sync_waived && !a->active[0]) {
-        /* R13: an operator accepts the loss of what only the lost active had. */
-        add_event(s, &st, "reset", a->service, NULL, "synchronous", "waived",
-                  "synchronous set waived: any standby may be promoted once");
-        a->sync_waived = true;
-        changed = true;
-    }
-    if (!node[0] && a->has_lost_position && !a->active[0]) { /* R12: an operator accepts the loss */
-        char from[64];
-        snprintf(from, sizeof from, "position %lld", (long long)a->lost_position);
-        add_event(s, &st, "reset", a->service, NULL, from, "cleared",
-                  "max_lag check lifted: a standby behind the lost active may be promoted");
-        a->has_lost_position = false;
-        a->lost_position = 0;
+    if (!node[0])
+        changed |= accept_loss(s, a, &st);
+    if (!changed)
+        return US_APPLY_NOOP;
+    a->gen++;
+    return US_APPLY_OK;
+}
+
+/* switchover --force while nobody is active: accept the loss, and prefer `target` if given. */
+static int apply_accept_loss(us_state *s, const json_t *cmd)
+{
+    int i = command_find_service(s, cmd, us_json_str(cmd, "service"));
+    if (i < 0 || s->asg[i].active[0])
+        return US_APPLY_NOOP;
+    us_assignment *a = &s->asg[i];
+    stamp st = stamp_of(cmd);
+    bool changed = accept_loss(s, a, &st);
+    const char *target = us_json_str(cmd, "target");
+    if (target[0] && strcmp(a->target, target) != 0) {
+        us_strlcpy(a->target, target, sizeof a->target);
         changed = true;
     }
     if (!changed)
@@ -1361,10 +1399,15 @@ static const struct {
     apply_fn apply;
     apply_scope scope;
 } apply_ops[] = {
-    {"node_up", apply_node_up, ROLES_ANY},       {"node_flags", apply_node_flags, ROLES_ANY},
-    {"services", apply_services, ROLES_OWN},     {"assign", apply_assign, ROLES_ONE},
-    {"switchover", apply_switchover, ROLES_ONE}, {"node_drain", apply_node_drain, ROLES_ANY},
-    {"pause", apply_pause, ROLES_ONE},           {"reset", apply_reset, ROLES_ONE},
+    {"node_up", apply_node_up, ROLES_ANY},
+    {"node_flags", apply_node_flags, ROLES_ANY},
+    {"services", apply_services, ROLES_OWN},
+    {"assign", apply_assign, ROLES_ONE},
+    {"switchover", apply_switchover, ROLES_ONE},
+    {"node_drain", apply_node_drain, ROLES_ANY},
+    {"pause", apply_pause, ROLES_ONE},
+    {"reset", apply_reset, ROLES_ONE},
+    {"accept_loss", apply_accept_loss, ROLES_ONE},
     {"event", apply_event, ROLES_NONE},
 };
 

@@ -197,6 +197,9 @@ json_t *us_cmd_node_drain(const char *name, bool drained);
 json_t *us_cmd_pause(const char *service, bool paused);
 /* Clear failure records (bans, restart counts) of `service` on `node` ("" = every node). */
 json_t *us_cmd_reset(const char *service, const char *node);
+/* switchover --force while `service` has no active: accept losing what only the lost active had
+ * (R12/R13, as a reset of every node does) and prefer `target` ("" or NULL: none) as the next. */
+json_t *us_cmd_accept_loss(const char *service, const char *target);
 /* Record an observation-only event (node liveness, health); e->seq is ignored. */
 json_t *us_cmd_event(const us_event *e);
 

@@ -272,7 +272,8 @@ def test_synchronous_set(cluster):
     """`synchronous` and `sync` (issue 12, R13): the leader keeps a replicated set of synchronous
     standbys and tells the active through its sync hook; the set grows only once the hook
     succeeded, shrinks at once when a member is no longer ready, and only a member may be promoted:
-    with the set empty when the active is lost, nobody is promoted until `understudy reset`."""
+    with the set empty when the active is lost, nobody is promoted until an operator accepts the
+    loss (`understudy switchover --force`)."""
     c = cluster
     d = _formed_with_dir(c, "sync")
     seq = os.path.join(d, "seq")
@@ -343,15 +344,20 @@ def test_synchronous_set(cluster):
         assert not s["active"], "promoted although outside the synchronous set: %s" % s
         time.sleep(0.2)
 
-    # 6. An operator accepts the loss: a standby is promoted; the new active starts a new set.
-    res = c.cli("reset", "db", node="n2")
-    assert res.returncode == 0, res.stdout + res.stderr
+    # 6. A plain switchover is refused and says why; an operator accepts the loss with
+    #    `switchover --force --to n3` (`reset` does the same without a target: the max_lag test):
+    #    n3 is promoted; the new active starts a new set.
+    res = c.cli("switchover", "db", node="n2")
+    assert res.returncode == 1 and "--force accepts that" in res.stdout + res.stderr, res.stdout + res.stderr
     os.unlink(marker("fail-sync"))
+    res = c.cli("switchover", "db", "--force", "--to", "n3", node="n2")
+    assert res.returncode == 0, res.stdout + res.stderr
 
     def taken():
         s, y = sync_state()
-        return s and s["active"] in ("n2", "n3") and not y.get("waived") and y.get("standbys") and (s, y)
-    s, y = c.wait_until(taken, 30, "a standby promoted after the reset, with a confirmed set of its own")
+        return s and s["active"] and not y.get("waived") and y.get("standbys") and (s, y)
+    s, y = c.wait_until(taken, 30, "a standby promoted after switchover --force, with a confirmed set of its own")
+    assert s["active"] == "n3", s
     assert y["standbys"] != [s["active"]], y
 
 

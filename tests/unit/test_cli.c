@@ -61,6 +61,7 @@ typedef struct agent {
     /* what the agent saw; read only after agent_stop */
     int n_posts;
     char last_target[256];
+    char last_force[8]; /* the switchover's force= */
     char last_file[64];
     char last_to[16];
     char last_body[4096];
@@ -295,6 +296,8 @@ static void h_switchover(us_api_req *r, void *data)
         return;
     }
     const char *to = us_api_req_query(r, "to");
+    const char *force = us_api_req_query(r, "force");
+    snprintf(a->last_force, sizeof a->last_force, "%s", force ? force : "");
     us_api_reply_json(r, 202,
                       json_pack("{s:s, s:s, s:s?, s:I}", "service", "web", "from", a->active, "to",
                                 to, "epoch", a->epoch));
@@ -778,8 +781,13 @@ static void test_switchover(void **state)
     agent *a = agent_start();
     agent_run(a);
     run_result r = run_cli("--api", a->addr, "switchover", "web", "--to", "n1", NULL);
+    assert_string_equal(a->last_force, "");
+    run_result forced = run_cli("--api", a->addr, "switchover", "web", "--force", NULL);
+    assert_string_equal(a->last_force, "1");
     run_result unknown = run_cli("--api", a->addr, "switchover", "nope", NULL);
     agent_stop(a);
+    assert_int_equal(forced.rc, 0);
+    run_free(&forced);
     assert_int_equal(r.rc, 0);
     assert_string_equal(r.out, "web: n2 -> n1 (epoch 8)\n");
     assert_true(r.ms >= 300); /* it waited for the change */
@@ -1108,6 +1116,8 @@ static void test_usage(void **state)
     expect_usage(run_cli("--api", api, "apply", NULL), "missing FILE");
     expect_usage(run_cli("--api", api, "switchover", NULL), "missing SERVICE");
     expect_usage(run_cli("--api", api, "switchover", "web", "--to", NULL), "--to needs");
+    expect_usage(run_cli("--api", api, "reset", "web", "--force", NULL),
+                 "--force only applies to switchover");
     expect_usage(run_cli("--api", api, "node", NULL), "missing subcommand");
     expect_usage(run_cli("--api", api, "node", "remove", NULL), "missing NAME");
     expect_usage(run_cli("--api", api, "node", "rename", "x", NULL), "unknown node subcommand");

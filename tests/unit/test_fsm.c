@@ -1073,6 +1073,33 @@ static void test_drain_pause_reset(void **state)
         assert_true(asg_of(s, "web")->sync_waived);
     }
     assert_string_equal(us_state_event(s, s->event_seq)->to, "waived");
+
+    /* switchover --force (accept_loss): the same waiver plus a target, only while nobody is
+     * active; a reset of one node does not waive. */
+    a = *asg_of(s, "web");
+    a.sync_waived = false;
+    a.has_lost_position = true;
+    a.lost_position = 700;
+    us_strlcpy(a.active, "n1", US_NAME_MAX);
+    a.active_inc = 1;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    before = copy_state(s);
+    assert_int_equal(apply(s, us_cmd_accept_loss("web", "n3")), US_APPLY_NOOP);
+    assert_unchanged(before, s);
+    a = *asg_of(s, "web");
+    a.active[0] = '\0';
+    a.active_inc = 0;
+    assert_int_equal(apply(s, us_cmd_assign(&a)), US_APPLY_OK);
+    assert_int_equal(apply(s, us_cmd_reset("web", "n2")), US_APPLY_NOOP);
+    uint64_t gen0 = asg_of(s, "web")->gen;
+    assert_int_equal(apply(s, us_cmd_accept_loss("web", "n3")), US_APPLY_OK);
+    const us_assignment *w = asg_of(s, "web");
+    assert_true(w->sync_waived);
+    assert_false(w->has_lost_position);
+    assert_string_equal(w->target, "n3");
+    assert_true(w->gen > gen0);
+    assert_int_equal(apply(s, us_cmd_accept_loss("web", "n3")), US_APPLY_NOOP); /* nothing left */
+    assert_int_equal(apply(s, us_cmd_accept_loss("nope", "")), US_APPLY_NOOP);
 }
 
 static void test_event_ring(void **state)
