@@ -1478,10 +1478,13 @@ static void on_reask_timer(uv_timer_t *t)
         g[i] = voter[i] == &a->peers[a->self] ? (us_lease_granter){.self = true}
                : voter[i]                     ? voter[i]->granter
                                               : us_lease_granter_new();
-    int k = us_lease_reask(g, n, a->round_ms, reask);
-    for (int i = 0; i < n; i++)
-        if (reask[i] && voter[i] && voter[i]->address[0])
-            only[voter[i] - a->peers] = true;
+    int k = 0;
+    if (us_lease_reask(g, n, a->round_ms, reask) > 0)
+        for (int i = 0; i < n; i++)
+            if (reask[i] && voter[i] && voter[i]->address[0]) { /* one we can reach */
+                only[voter[i] - a->peers] = true;
+                k++;
+            }
     if (k == 0)
         return;
     a->metrics.renewals_reasked += (uint64_t)k;
