@@ -186,8 +186,10 @@ def test_standbys_follow_the_active(cluster):
 
     # 5. A standby process that dies follows the active again before it is restarted (its data
     #    may be why it died: the hook's chance to repair it).
-    n2 = _inst(c, c.status("n1"), "n2")
-    assert n2 and n2["pid"] and n2["followed"] == e3, n2
+    def n2_follows_n1():
+        x = _inst(c, c.status("n1"), "n2")
+        return x and x["pid"] and x["followed"] == e3 and x["following"] is True and x
+    n2 = c.wait_until(n2_follows_n1, 30, "n2 following n1 with its process running")
     before = len(_seq(seq))
     os.kill(n2["pid"], 9)
 
