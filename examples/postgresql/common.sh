@@ -9,8 +9,11 @@ dir=${PG_ROOT:-/var/lib/postgresql/understudy}/$UNDERSTUDY_NODE-$UNDERSTUDY_SERV
 # names standbys by it).
 src="host=${UNDERSTUDY_ACTIVE_HOST:-} port=$port user=postgres application_name=$UNDERSTUDY_NODE"
 # One query on the local server over TCP (no Unix socket: nodes on one machine would share its
-# path); prints the value, fails if the server does not answer.
+# path); prints the value, fails if the server does not answer. Node names and hosts are safe to
+# quote this way: understudy allows only [a-z0-9-] in names and checks hosts.
 q() { "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+# The same on the active.
+qa() { "$bin/psql" -d "$src dbname=postgres connect_timeout=2" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
 # Succeeds while the local server accepts connections.
 running() { "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" -t 2; }
 # Wait up to $1 tenths of a second for the local server to answer (it may have just been started).

@@ -577,6 +577,19 @@ static void h_apply(us_api_req *r, void *data)
     free(err);
 }
 
+/* R13: whether a planned move may go to `to`: the service keeps no synchronous set (or it is
+ * empty or waived), or `to` is a member. */
+static bool sync_member_or_free(const us_state *s, int k, const char *to)
+{
+    const us_assignment *as = &s->asg[k];
+    if (s->services.svc[k].synchronous == 0 || as->n_sync == 0 || as->sync_waived)
+        return true;
+    for (int i = 0; i < as->n_sync; i++)
+        if (strcmp(as->sync[i], to) == 0)
+            return true;
+    return false;
+}
+
 /* A switchover of a service nobody holds: with force=1, an operator accepts losing what only the
  * lost active had (R12/R13) and may name the next active. */
 static void accept_loss(us_agent *a, us_api_req *r, int k, const char *to, const char *by)
@@ -615,6 +628,17 @@ static void do_switchover(us_agent *a, us_api_req *r, int k, const char *by)
         }
         if (strcmp(s->asg[k].active, to) == 0) {
             us_api_reply_error(r, 409, "'%s' is already active on %s", name, to);
+            return;
+        }
+        if (!sync_member_or_free(s, k, to)) {
+            char members[US_MAX_NODES * (US_NAME_MAX + 2)] = "";
+            for (int i = 0; i < s->asg[k].n_sync; i++)
+                snprintf(members + strlen(members), sizeof members - strlen(members), "%s%s",
+                         i ? ", " : "", s->asg[k].sync[i]);
+            us_api_reply_error(r, 409,
+                               "'%s' keeps a synchronous set (%s): only a member may take over "
+                               "by switchover; %s may lack acknowledged writes",
+                               name, members, to);
             return;
         }
     }

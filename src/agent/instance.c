@@ -859,12 +859,15 @@ static void on_exit_cb(us_proc *p, int status, void *data)
             }
         } else if (kind == HOOK_DEMOTE && in->phase == US_PHASE_DEMOTING) {
             if (status != 0) {
-                us_warn("%s: demote hook failed (status %d); killing the instance", in->service,
-                        status);
+                /* A failure, not a demotion: the hook did not hand everything over, so the
+                 * decision must not take it for a planned move (R13 holds). */
+                snprintf(in->fail_cause, sizeof in->fail_cause, "demote hook failed (status %d)",
+                         status);
+                us_warn("%s: %s; killing the instance", in->service, in->fail_cause);
                 if (in->proc)
                     us_proc_kill(in->proc, SIGKILL);
                 x->fencing = true;
-                x->pending.state = US_INST_DEMOTED;
+                x->pending.state = US_INST_FAILED;
                 x->pending.epoch = in->epoch;
                 x->pending.exit_status = status;
             } else {
@@ -1066,10 +1069,13 @@ static void step(us_instances *a, us_instance *in, const us_service_def *d, cons
     if (paused)
         return; /* processes stay as they are */
     if (mine && as->demoting) {
-        /* Asked to hand over a role we never took up: nothing acts, confirm at once. */
+        /* Asked to hand over a role we never took up: nothing acts, confirm at once; unless it
+         * ended otherwise under this epoch (a failed demote hook): that stays what it says. */
         in->epoch = as->epoch;
         in->abandoned_epoch = as->epoch;
-        set_report(in, US_INST_DEMOTED, as->epoch, 0);
+        if (!(in->report.epoch == as->epoch &&
+              (in->report.state == US_INST_FAILED || in->report.state == US_INST_FENCED)))
+            set_report(in, US_INST_DEMOTED, as->epoch, 0);
         return;
     }
     vips_clean(in, d);

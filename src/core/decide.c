@@ -449,13 +449,15 @@ static bool positions_settled(const us_decide_input *in, int s, int released)
 }
 
 /* R13: node n may be promoted as far as synchronous replication goes: the service has none, it
- * never had an active, an operator waived the set (reset), the holder demoted by plan
- * (`planned`: a switchover or a drain, whose demote hook handed everything over first), or n is
- * in the set in force. */
+ * never had an active, an operator waived the set (reset, switchover --force), or n is in the set
+ * in force; or the set is empty and the holder demoted by plan (`planned`: a switchover or a
+ * drain, whose demote hook handed everything over first). A planned move goes to a member when
+ * there is one: a demote hook can hand over only to the standbys connected at that moment. */
 static bool sync_ok(const us_decide_input *in, int s, int n, bool planned)
 {
     const us_assignment *a = &in->asg[s];
-    return in->defs[s].synchronous == 0 || a->epoch == 0 || a->sync_waived || planned ||
+    return in->defs[s].synchronous == 0 || a->epoch == 0 || a->sync_waived ||
+           (planned && a->n_sync == 0) ||
            in_list((const char(*)[US_NAME_MAX])a->sync, a->n_sync, in->nodes[n].name);
 }
 

@@ -39,20 +39,23 @@ class Recipe:
     # a standby counts as having the data once this holds (e.g. its server answers)
     ready: Optional[Callable] = None
 
-    @property
-    def installed(self):
-        return "/usr/local/lib/understudy/" + self.directory
+
+def copy_recipe(directory, dest_root, edit=None):
+    """examples/<directory> copied to dest_root/<directory>-recipe; returns the text of its
+    services file pointing there, with the harness' VIP, passed through edit(text, dest). Needs
+    no harness (bench/pg-failover.py installs the postgresql recipe with it)."""
+    src = H.REPO / "examples" / directory
+    dest = os.path.join(dest_root, directory + "-recipe")
+    shutil.copytree(src, dest)
+    text = (src / (directory + ".services")).read_text().replace("/usr/local/lib/understudy/" + directory, dest)
+    text = text.replace("198.18.0.200/24", "%s/%d" % (H.VIP, H.VIP_PREFIX))
+    return edit(text, dest) if edit else text
 
 
 def install(h, r):
-    """The recipe's scripts copied under the test's directory, and its services file pointing
-    there, with the harness' VIP."""
-    src = H.REPO / "examples" / r.directory
-    dest = os.path.join(r.dest_root or str(h.tmp), r.directory + "-recipe")
-    shutil.copytree(src, dest)
-    text = (src / (r.directory + ".services")).read_text().replace(r.installed, dest)
-    text = text.replace("198.18.0.200/24", "%s/%d" % (H.VIP, H.VIP_PREFIX))
-    return r.edit(text, dest) if r.edit else text
+    """The recipe's scripts copied under the test's directory (or r.dest_root), and its services
+    file pointing there, with the harness' VIP."""
+    return copy_recipe(r.directory, r.dest_root or str(h.tmp), r.edit)
 
 
 def client(h, r, *argv, timeout=60):
@@ -74,6 +77,9 @@ def settled(h, r, via, exclude=()):
     active, epoch, inst = state(h, r, via)
     if not active or active in exclude:
         return None
+    sync = (H.Harness.svc(h.status(via) or {}, r.service) or {}).get("synchronous")
+    if sync and not sync.get("standbys"):
+        return None  # nobody promotable yet: a fault now would leave the service down
     others = [n for n in h.nodes if n != active]
     if any(not inst.get(n) or inst[n]["following"] is not True or not inst[n]["pid"] for n in others):
         return None
@@ -95,28 +101,47 @@ def comm_pid(h, n, comm):
     return None
 
 
-def run_faults(h, r, faults=FAULTS):
+def place(h, r):
+    """Agents formed, the recipe applied, an active and every standby following: (active, epoch)."""
     h.start_agents()
     h.wait_formed()
     h.apply_ok(install(h, r))
     active, epoch = h.wait("%s placed, both standbys following" % r.service, lambda: settled(h, r, h.nodes[0]),
                            r.settle_s, 0.2)
     h.note("%s active on %s, epoch %d" % (r.service, active, epoch))
+    return active, epoch
+
+
+def start_writer(h, r, tag, seconds=8):
+    """The recipe's writer through the VIP, from the client namespace: (process, acked file, stats
+    file), once it has 50 acknowledged writes."""
+    acked = h.tmp / ("acked-%s.txt" % tag)
+    out = h.tmp / ("writer-%s.json" % tag)
+    with open(out, "w") as f:
+        writer = h.bed.popen(H.netns.CLIENT, [H.PYTHON, r.writer, "write", "--host", H.VIP, "--out", str(acked),
+                                              "--seconds", str(seconds), "--tag", tag], label="writer", stdout=f)
+
+    def acked_lines():
+        try:
+            return len(acked.read_text().split())
+        except OSError:
+            return 0
+    h.wait("the writer's first 50 acknowledged writes", lambda: acked_lines() >= 50, 15, 0.05)
+    return writer, acked, out
+
+
+def holds_acked(h, r, node, acked, tag, role):
+    """node's server, as `role` ("master"/"slave"), holding every write in acked; the check's JSON."""
+    c = client(h, r, "check", "--host", h.bed.ip[node], "--acked", str(acked), "--tag", tag, timeout=20)
+    return c and c["role"] == role and c["n_missing"] == 0 and c
+
+
+def run_faults(h, r, faults=FAULTS):
+    active, epoch = place(h, r)
 
     for fault in faults:
         observer = next(n for n in h.nodes if n != active)
-        acked = h.tmp / ("acked-%s.txt" % fault)
-        out = h.tmp / ("writer-%s.json" % fault)
-        with open(out, "w") as f:
-            writer = h.bed.popen(H.netns.CLIENT, [H.PYTHON, r.writer, "write", "--host", H.VIP, "--out", str(acked),
-                                                  "--seconds", "8", "--tag", fault], label="writer", stdout=f)
-
-        def acked_lines():
-            try:
-                return len(acked.read_text().split())
-            except OSError:
-                return 0
-        h.wait("the writer's first 50 acknowledged writes", lambda: acked_lines() >= 50, 15, 0.05)
+        writer, acked, out = start_writer(h, r, fault)
         t0 = time.monotonic()
         if fault == "kill9-agent":
             h.kill9_agent(active)
@@ -129,7 +154,9 @@ def run_faults(h, r, faults=FAULTS):
             h.bed.link_down(active)
             h.note("link of %s down" % active)
         else:
-            to = next(n for n in h.nodes if n not in (active, observer))
+            # With a synchronous set only a member may take over by plan (R13).
+            sync = ((H.Harness.svc(h.status(observer), r.service) or {}).get("synchronous") or {}).get("standbys")
+            to = sync[0] if sync else next((n for n in h.nodes if n not in (active, observer)), observer)
             cp = h.cli(H.netns.CLIENT, ["switchover", r.service, "--to", to], api_of=observer, timeout=90)
             h.note("switchover %s --to %s: exit %d %s" % (r.service, to, cp.returncode,
                                                           (cp.stdout + cp.stderr).strip()))
@@ -159,11 +186,8 @@ def run_faults(h, r, faults=FAULTS):
         assert on_new["n_missing"] == 0, "%s: acknowledged writes missing on the new primary %s: %s" % (
             fault, new, on_new)
 
-        def old_caught_up():
-            c = client(h, r, "check", "--host", h.bed.ip[active], "--acked", str(acked), "--tag", fault, timeout=20)
-            return c and c["role"] == "slave" and c["n_missing"] == 0 and c
         c = h.wait("%s: the former primary %s a replica holding every acknowledged write" % (fault, active),
-                   old_caught_up, r.rejoin_s, 0.5)
+                   lambda: holds_acked(h, r, active, acked, fault, "slave"), r.rejoin_s, 0.5)
         h.note("%s: %d acknowledged writes on %s (primary) and %s (replica)" % (fault, c["acked"], new, active))
         assert stats.get("acked", 0) >= 50
         active, epoch = new, new_epoch

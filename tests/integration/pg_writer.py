@@ -3,7 +3,7 @@
 the same commands and output as redis_writer.py. psycopg2 (Debian python3-psycopg2). Runs in the
 client namespace for a bounded time and count:
 
-    pg_writer.py write --host H --out FILE --seconds S [--max N] [--tag T]
+    pg_writer.py write --host H [--port P] --out FILE --seconds S [--max N] [--tag T]
         INSERT (T, i) into understudy_writes, i = 1, 2, ..., each in its own transaction under
         synchronous_commit on, through one connection; a COMMIT that returns without a warning is
         acknowledged: its i is appended to FILE (one per line, flushed). A commit whose wait for
@@ -11,11 +11,12 @@ client namespace for a bounded time and count:
         "canceling wait for synchronous replication": PostgreSQL committed it locally only, so it
         is not counted. Any error: reconnect after 20 ms; the write is retried under a new i.
         Stops after S seconds or N writes; prints {"writes", "acked", "errors"} as JSON.
-    pg_writer.py check --host H --acked FILE [--tag T]
+    pg_writer.py check --host H [--port P] --acked FILE [--tag T]
         Which acknowledged rows the server at H lacks; prints {"acked", "missing": [first 20],
         "n_missing", "role"} as JSON, role "master" or "slave" (pg_is_in_recovery), as redis says.
-    pg_writer.py info --host H
+    pg_writer.py info --host H [--port P]
         {"role": ..., "position": WAL bytes} as JSON.
+--port: the server's port (default 5432; bench/pg-failover.py gives HAProxy's).
 """
 
 import argparse
@@ -29,12 +30,12 @@ PORT = 5432
 TABLE = "understudy_writes"
 
 
-def connect(host, timeout, statement_ms=2000):
+def connect(host, timeout, statement_ms=2000, port=PORT):
     # tcp_user_timeout: a commit sent to a node whose link is gone fails after 1 s instead of
     # waiting for TCP's retransmissions (minutes); keepalives do the same for an idle wait.
-    conn = psycopg2.connect(host=host, port=PORT, user="postgres", dbname="postgres", connect_timeout=max(1, int(timeout)),
+    conn = psycopg2.connect(host=host, port=port, user="postgres", dbname="postgres", connect_timeout=max(1, int(timeout)),
                             tcp_user_timeout=1000, keepalives=1, keepalives_idle=1, keepalives_interval=1,
-                            keepalives_count=2, options="-c statement_timeout=%d" % statement_ms)
+                            keepalives_count=2, options="-c statement_timeout=%d -c lc_messages=C" % statement_ms)
     conn.autocommit = True
     return conn
 
@@ -48,7 +49,7 @@ def write(a):
             i += 1
             try:
                 if conn is None:
-                    conn = connect(a.host, 1.0)
+                    conn = connect(a.host, 1.0, port=a.port)
                     with conn.cursor() as c:
                         c.execute("CREATE TABLE IF NOT EXISTS %s (tag text, i bigint, PRIMARY KEY (tag, i))" % TABLE)
                 writes += 1
@@ -82,7 +83,7 @@ def role_of(conn):
 def check(a):
     with open(a.acked) as f:
         keys = [int(x) for x in f if x.strip()]
-    conn = connect(a.host, 5.0, 10000)
+    conn = connect(a.host, 5.0, 10000, port=a.port)
     with conn.cursor() as c:
         c.execute("SELECT i FROM " + TABLE + " WHERE tag = %s", (a.tag,))
         have = {r[0] for r in c.fetchall()}
@@ -91,7 +92,7 @@ def check(a):
 
 
 def info(a):
-    conn = connect(a.host, 2.0)
+    conn = connect(a.host, 2.0, port=a.port)
     with conn.cursor() as c:
         c.execute("SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END"
                   " - '0/0'::pg_lsn")
@@ -103,6 +104,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cmd", choices=["write", "check", "info"])
     ap.add_argument("--host", required=True)
+    ap.add_argument("--port", type=int, default=PORT)
     ap.add_argument("--out")
     ap.add_argument("--acked")
     ap.add_argument("--tag", default="w")

@@ -500,7 +500,7 @@ def cmd_addrwatch(a):
     # after n2's addition, which the agents' log and the kernel's order put ~10 ms later). Real-time
     # priority, above the guardian's (1), makes it read an event as soon as the kernel queues it.
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(2))
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(2))
         sched = "fifo"
     except OSError as e:
         sched = "other (%s)" % e.strerror
@@ -538,7 +538,9 @@ def cmd_addrwatch(a):
             data = mon.recv(1 << 16)
         except OSError as e:  # ENOBUFS: events were lost; say so rather than guess
             out.write(json.dumps({"t_ns": now_ns(), "ev": "lost", "error": str(e)}) + "\n")
-            continue
+            if e.errno == errno.ENOBUFS:
+                continue
+            break  # anything else would repeat: stop rather than spin at real-time priority
         t = now_ns()
         for typ, payload in _nl_msgs(data):
             if typ not in (RTM_NEWADDR, RTM_DELADDR):

@@ -363,6 +363,37 @@ def test_synchronous_set(cluster):
     assert y["standbys"] != [s["active"]], y
 
 
+def test_switchover_keeps_to_the_synchronous_set(cluster):
+    """R13 and planned moves: a switchover may go only to a member of the synchronous set (the API
+    refuses another target up front), and a demote hook that fails makes the move a failure, not
+    a planned one: the old active reports `failed` with the hook's cause and the role goes to the
+    member."""
+    c = cluster
+    _formed_with_dir(c, "syncplan")
+    c.apply(
+        "[service db]\nrun = exec sleep 100000\nstandby = hot\nsynchronous = 1\nsync = true\n"
+        "demote = exit 3\nstandbys = 2\nnodes = n1 n2 n3\nstop_timeout = 2s\n"
+    )
+
+    def confirmed():
+        s = c.service(c.status("n2"), "db")
+        y = (s or {}).get("synchronous") or {}
+        return s and s["active"] == "n1" and len(y.get("standbys") or []) == 1 and (s, y["standbys"][0])
+    s, member = c.wait_until(confirmed, 30, "db active on n1 with a confirmed synchronous standby")
+    other = "n3" if member == "n2" else "n2"
+    res = c.cli("switchover", "db", "--to", other, node="n2")
+    assert res.returncode == 1 and "only a member may take over" in res.stdout + res.stderr, res.stdout + res.stderr
+    assert c.service(c.status("n2"), "db")["active"] == "n1"
+
+    res = c.cli("switchover", "db", node="n2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    s = c.service(c.status("n2"), "db")
+    assert s["active"] == member and s["epoch"] > 1, s
+    ev = c.cli("events", "--service", "db", node="n2")
+    assert "instance on n1 failed: demote hook failed (status 3)" in ev.stdout, ev.stdout + ev.stderr
+    assert "confirmed demotion" not in ev.stdout, ev.stdout
+
+
 def test_positions_read_afresh_at_failover(cluster):
     """R12: positions are read every check interval (10 s here), so the reports the leader holds
     can be old. n2 gets ahead of n3 right before the active's agent dies: the leader releases the

@@ -64,3 +64,41 @@ def recipe(h):
 
 def test_postgresql_recipe_loses_no_acknowledged_commit(pg):
     dbrecipe.run_faults(pg, recipe(pg))
+
+
+def test_postgresql_standby_crash_rejoins_without_a_copy(pg):
+    """kill -9 of the synchronous standby's postmaster while the client commits: the active stays
+    (same node, same epoch), the standby follows it again before it restarts (R11): a trial start
+    as a standby shows the active streams to it (no pg_rewind, whose single-user crash recovery
+    would end the standby's WAL with a record the active does not have), not a fresh copy; it
+    streams again holding every acknowledged commit, and is synchronous again."""
+    h, r = pg, recipe(pg)
+    active, epoch = dbrecipe.place(h, r)
+    member = H.Harness.svc(h.status(active), r.service)["synchronous"]["standbys"][0]
+    log = h.tmp / ("data-%s" % member) / "logs" / "postgresql.log"
+    copies = log.read_text().count("follow: copying the data")
+    agent_log = h.tmp / ("agent-%s.log" % member)
+    follows = agent_log.read_text().count("running the follow hook")
+    writer, acked, out = dbrecipe.start_writer(h, r, "standby-crash")
+    pid = postmaster_pid(h, member, r)
+    assert pid, "no postmaster on %s" % member
+    os.kill(pid, 9)
+    h.note("kill -9 of the postmaster (pid %d) of the synchronous standby %s" % (pid, member))
+    writer.wait(timeout=30)
+    h.note("writer %s" % out.read_text().strip())
+
+    def back():
+        a, e, inst = dbrecipe.state(h, r, active)
+        s = H.Harness.svc(h.status(active), r.service) or {}
+        x = inst.get(member) or {}
+        return (a, e) == (active, epoch) and x.get("following") is True and x.get("pid") not in (None, pid) \
+            and (s.get("synchronous") or {}).get("standbys") and x
+    h.wait("%s following %s again, the set confirmed" % (member, active), back, 60, 0.2)
+    c = h.wait("%s holding every acknowledged commit" % member,
+               lambda: dbrecipe.holds_acked(h, r, member, acked, "standby-crash", "slave"), 30, 0.5)
+    assert dbrecipe.holds_acked(h, r, active, acked, "standby-crash", "master")
+    text = log.read_text()
+    assert text.count("follow: copying the data") == copies, "the crashed standby was copied afresh:\n" + text[-3000:]
+    assert agent_log.read_text().count("running the follow hook") > follows, "no follow before the restart"
+    h.note("%d acknowledged commits on %s and %s" % (c["acked"], active, member))
+    assert (active, epoch) == dbrecipe.state(h, r, active)[:2]
