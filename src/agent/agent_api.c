@@ -596,7 +596,7 @@ static void accept_loss(us_agent *a, us_api_req *r, int k, const char *to, const
 {
     const us_assignment *as = &a->fsm.state.asg[k];
     const char *force = us_api_req_query(r, "force");
-    bool held_back = as->has_lost_position || (as->sync_gen && !as->sync_waived);
+    bool held_back = strstr(as->reason, "--force` accepts the loss") != NULL; /* US_LOSS_NOTE */
     if (!force || strcmp(force, "1") != 0) {
         us_api_reply_error(r, 409, "'%s' has no active instance to switch over from%s", as->service,
                            held_back ? " (a promotion would lose writes only the lost active had; "

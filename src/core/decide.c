@@ -491,8 +491,7 @@ static void lag_note(const us_decide_input *in, int s, int released, char *why, 
     }
     if (kept)
         append(why, len,
-               " (more than max_lag %lld behind the lost active's %lld; `understudy "
-               "reset %s` accepts the loss)",
+               " (more than max_lag %lld behind the lost active's %lld; " US_LOSS_NOTE ")",
                (long long)d->max_lag, (long long)ref, d->name);
 }
 
@@ -505,14 +504,14 @@ static void sync_note(const us_decide_input *in, int s, char *why, size_t len)
     if (a->n_sync == 0) {
         append(why, len,
                "; the synchronous set is empty: no standby holds every acknowledged "
-               "write (`understudy reset %s` accepts the loss)",
+               "write (" US_LOSS_NOTE ")",
                a->service);
         return;
     }
     append(why, len, "; only the synchronous set may be promoted:");
     for (int i = 0; i < a->n_sync; i++)
         append(why, len, "%s %s", i ? "," : "", a->sync[i]);
-    append(why, len, " (`understudy reset %s` accepts the loss)", a->service);
+    append(why, len, " (" US_LOSS_NOTE ")", a->service);
 }
 
 /* The order in which the standbys are tried (into out[], their indexes in the assignment): R11

@@ -21,6 +21,10 @@
 
 #include "core/model.h"
 
+/* Ends a reason when only accepting a loss (R12 max_lag, R13 synchronous set) would let a standby
+ * be promoted; %s is the service. The API's refusal of a plain switchover looks for it. */
+#define US_LOSS_NOTE "`understudy switchover %s --force` accepts the loss"
+
 typedef struct us_decide_input {
     bool has_quorum;
     int64_t now_ms;           /* wall clock, ms since the Unix epoch */
