@@ -4,6 +4,8 @@
 #   make demo     a 3-node local cluster with a sample service
 #   make bench    failover (loopback), VIP failover vs keepalived, proxy vs HAProxy (root for the last two)
 #   make bench-scale  25 agents, 200 services (10 -> 1000): failover vs 3 nodes, CPU, RSS (SCALE_ARGS=...)
+#   make bench-redis  the redis recipe vs Redis Sentinel: kill -9 / link down of the primary (REDIS_BENCH_ARGS=...)
+#   make bench-pg     the postgresql recipe vs Patroni on etcd: kill -9 / link down of the primary (PG_BENCH_ARGS=...)
 #   make fuzz     every libFuzzer target for FUZZ_SECONDS (default 120) each; fuzz-smoke: briefly
 #   make chaos    random faults over agents in network namespaces, history checked (root; FAULTS=200 SEED=S
 #                 NODES=3|5 CHAOS_BIN=...); chaos-smoke: 20 faults, part of `make test` (docs/testing.md)
@@ -32,7 +34,7 @@ UNIT_BINS := $(UNIT:tests/unit/%.c=build/san/tests/%)
 MANS      := $(patsubst docs/man/%.scd,build/man/%,$(wildcard docs/man/*.scd))
 
 .PHONY: all setup test unit integration demo bench format check-format clean man fuzz fuzz-smoke fuzz-build check-layers \
-	chaos chaos-smoke chaos-checker soak bench-scale scale-smoke
+	chaos chaos-smoke chaos-checker soak bench-scale scale-smoke bench-redis bench-pg
 all: build/understudy man
 
 man: $(MANS)
@@ -125,6 +127,25 @@ soak: build/understudy
 SCALE_ARGS ?=
 bench-scale: build/understudy
 	sh bench/scale $(SCALE_ARGS)
+
+# Redis (bench/redis-failover.py): the recipe of examples/redis under understudy vs Redis Sentinel
+# (3 Sentinels, quorum 2, down-after 1 s), same redis-servers, same run: kill -9 of the primary's
+# redis-server and link down of its node; fault -> first acknowledged write, acked writes lost.
+REDIS_BENCH_ARGS ?=
+bench-redis: build/understudy
+	@sh scripts/setup-bench.sh
+	@sh scripts/setup-databases.sh
+	sh bench/redis-failover $(REDIS_BENCH_ARGS)
+
+# PostgreSQL (bench/pg-failover.py): the recipe of examples/postgresql under understudy vs Patroni 3.0
+# on etcd 3.4 behind HAProxy (profiles default and tuned), same PostgreSQL 15 settings, same run:
+# kill -9 of the primary's postmaster and link down of its node; fault -> first acknowledged write,
+# acked writes lost. Debian's packages, their daemons not started (the bench runs its own).
+PG_BENCH_ARGS ?=
+bench-pg: build/understudy
+	@sh scripts/setup-databases.sh
+	@sh scripts/install-missing.sh bench-postgresql patroni etcd-server etcd-client haproxy
+	sh bench/pg-failover $(PG_BENCH_ARGS)
 
 demo: build/understudy
 	@sh demo/run.sh
