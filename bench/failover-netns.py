@@ -496,13 +496,7 @@ def run_system(args, system, state, cases):
     finally:
         if sysobj:
             sysobj.stop()
-        bed.close()
-        state["bed"] = None
-        if args.keep:
-            log("bench: kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        state["dir"] = None
+        nslib.close_bed(state, bed, workdir, args.keep)
     return res
 
 

@@ -21,6 +21,7 @@ import re
 import select
 import selectors
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -44,6 +45,18 @@ STANDBY_RE = re.compile(rb"\r\n\r\n(\S+) standby\n")  # bench/hot_service.py, no
 
 class BenchError(Exception):
     pass
+
+
+def close_bed(state, bed, workdir, keep):
+    """The end of one measured system: its namespace bed closed and its work directory removed (or
+    kept, and said where); `state` (the bench's cleanup record for signals) forgets both."""
+    bed.close()
+    state["bed"] = None
+    if keep:
+        log("bench: kept %s" % workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    state["dir"] = None
 
 
 def log(msg=""):

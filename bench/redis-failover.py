@@ -725,13 +725,7 @@ def one_run(args, system, fault, run, state):
             sysobj.stop()
         if q:
             q.close()
-        bed.close()
-        state["bed"] = None
-        if args.keep:
-            log("bench: kept %s" % workdir)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-        state["dir"] = None
+        nslib.close_bed(state, bed, workdir, args.keep)
 
 
 # ---- report -------------------------------------------------------------------------------------------
