@@ -62,22 +62,24 @@ def client(h, r, *argv, timeout=60):
     return H.nsagents.json_or_none(h.bed.run(H.netns.CLIENT, [H.PYTHON, r.writer] + list(argv), timeout=timeout))
 
 
-def state(h, r, via):
-    """(active, epoch, {node: instance}) as `via` sees the service."""
+def state(h, r, via, full=False):
+    """(active, epoch, {node: instance}) as `via` sees the service; with full, the service's whole
+    status object too (last)."""
     st = h.status(via)
     s = H.Harness.svc(st, r.service) if st else None
     if not s:
-        return None, 0, {}
-    return s.get("active"), s.get("epoch") or 0, {i["node"]: i for i in s.get("instances", [])}
+        return (None, 0, {}, {}) if full else (None, 0, {})
+    out = (s.get("active"), s.get("epoch") or 0, {i["node"]: i for i in s.get("instances", [])})
+    return out + (s,) if full else out
 
 
 def settled(h, r, via, exclude=()):
     """An active whose server answers as the primary on the VIP, and every other node a standby
     following it with its server running."""
-    active, epoch, inst = state(h, r, via)
+    active, epoch, inst, svc = state(h, r, via, full=True)
     if not active or active in exclude:
         return None
-    sync = (H.Harness.svc(h.status(via) or {}, r.service) or {}).get("synchronous")
+    sync = svc.get("synchronous")
     if sync and not sync.get("standbys"):
         return None  # nobody promotable yet: a fault now would leave the service down
     others = [n for n in h.nodes if n != active]
